@@ -1,0 +1,243 @@
+"""Every exception helixlab raises, in one place.
+
+The tree::
+
+    HelixError
+    ├── ConfigError                  YAML or config validation; .problems lists them all
+    ├── DependencyError              the graph is not loadable; .problems, .plugins
+    │   ├── MissingDependencyError
+    │   ├── DisabledDependencyError
+    │   ├── VersionConflictError
+    │   ├── CycleError               .cycle = ["a", "b", "a"]
+    │   └── UndeclaredDependencyError    ctx.get() of a plugin not declared
+    ├── RegistryError                duplicate names, unknown plugins, bad plugin classes
+    │   └── PluginNotFoundError      also a LookupError
+    ├── PluginError                  a plugin failed in a phase; .plugin, .phase
+    │   ├── PluginTimeoutError       ...by not finishing in time
+    │   └── ReloadError              a reload was refused or rolled back; .report
+    ├── KernelClosedError            the kernel was closed
+    └── CheckFailed                  a lab self-check found something missing
+
+Messages are one sentence that quotes the subject and states the rule; detail
+(file:line, the cycle path, the choices) follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "CheckFailed",
+    "ConfigError",
+    "ConfigProblem",
+    "CycleError",
+    "DependencyError",
+    "DisabledDependencyError",
+    "HelixError",
+    "KernelClosedError",
+    "MissingDependencyError",
+    "PluginError",
+    "PluginNotFoundError",
+    "PluginTimeoutError",
+    "RegistryError",
+    "ReloadError",
+    "UndeclaredDependencyError",
+    "VersionConflictError",
+]
+
+
+class HelixError(Exception):
+    """Base class of every helixlab error."""
+
+
+# -- configuration -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in a configuration: where it is and what is wrong."""
+
+    message: str
+    source: str = "<config>"
+    line: int | None = None
+    plugin: str | None = None
+    path: str = ""
+
+    def __str__(self) -> str:
+        where = self.source if self.line is None else f"{self.source}:{self.line}"
+        subject = ": ".join(part for part in (self.plugin, self.path) if part)
+        return f"{where}: {subject}: {self.message}" if subject else f"{where}: {self.message}"
+
+
+class ConfigError(HelixError):
+    """The configuration is invalid; ``problems`` lists every problem found, not just the first."""
+
+    def __init__(self, problems: Sequence[ConfigProblem] | str, source: str = "<config>"):
+        if isinstance(problems, str):
+            problems = [ConfigProblem(problems, source=source)]
+        self.problems: list[ConfigProblem] = list(problems)
+        self.source = source
+        n = len(self.problems)
+        if n == 1:
+            msg = f"Invalid configuration: {self.problems[0]}"
+        else:
+            lines = "\n".join(f"  {p}" for p in self.problems)
+            msg = f"Invalid configuration: {n} problems in {source}:\n{lines}"
+        super().__init__(msg)
+
+
+# -- dependency graph --------------------------------------------------------------
+
+
+class DependencyError(HelixError):
+    """The dependency graph cannot be loaded as declared.
+
+    ``problems`` holds one error per problem (each naming its plugins); ``plugins`` is
+    every plugin involved.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        plugins: Iterable[str] = (),
+        problems: Sequence[DependencyError] | None = None,
+    ):
+        super().__init__(message)
+        self.problems: list[DependencyError] = list(problems) if problems else [self]
+        seen: dict[str, None] = {}
+        for p in self.problems:
+            for name in p.plugins if p is not self else plugins:
+                seen.setdefault(name)
+        self.plugins: tuple[str, ...] = tuple(seen)
+
+    @classmethod
+    def combine(cls, problems: Sequence[DependencyError]) -> DependencyError:
+        """One error for several problems, of the most specific class they share."""
+        if len(problems) == 1:
+            return problems[0]
+        kinds = {type(p) for p in problems}
+        kind = kinds.pop() if len(kinds) == 1 else DependencyError
+        body = "\n".join(f"  - {p}" for p in problems)
+        err = DependencyError.__new__(kind)
+        DependencyError.__init__(
+            err, f"{len(problems)} dependency problems:\n{body}", problems=problems
+        )
+        if isinstance(err, CycleError):
+            err.cycle = problems[0].cycle  # type: ignore[attr-defined]
+        return err
+
+
+class MissingDependencyError(DependencyError):
+    """A plugin depends on a plugin that is not registered."""
+
+
+class DisabledDependencyError(DependencyError):
+    """A plugin depends on a plugin that is disabled in the configuration."""
+
+
+class VersionConflictError(DependencyError):
+    """A dependency's version does not satisfy the declared specifier."""
+
+
+class CycleError(DependencyError):
+    """The dependencies form a cycle; ``cycle`` is its path, first name repeated last."""
+
+    def __init__(self, cycle: Sequence[str]):
+        self.cycle: list[str] = list(cycle)
+        super().__init__(
+            f"Dependency cycle detected: {' -> '.join(self.cycle)}.", plugins=self.cycle[:-1]
+        )
+
+
+class UndeclaredDependencyError(DependencyError):
+    """A plugin asked its context for a plugin it did not declare as a dependency."""
+
+
+# -- registry ----------------------------------------------------------------------
+
+
+class RegistryError(HelixError):
+    """A registration was refused: duplicate name, bad plugin class, plugin still needed."""
+
+
+class PluginNotFoundError(RegistryError, LookupError):
+    """No plugin of that name is registered (or loaded, where that is what was asked)."""
+
+    def __init__(self, name: str, known: Iterable[str] = (), what: str = "registered"):
+        self.name = name
+        known = sorted(known)
+        choices = f" Known plugins: {', '.join(known)}." if known else " No plugins are known."
+        super().__init__(f"No plugin named {name!r} is {what}.{choices}")
+
+    def __str__(self) -> str:  # LookupError would otherwise quote the message
+        return self.args[0]
+
+
+# -- lifecycle ---------------------------------------------------------------------
+
+
+class PluginError(HelixError):
+    """A plugin failed in one phase of its lifecycle (init, start, stop, health, ...)."""
+
+    def __init__(
+        self,
+        plugin: str,
+        phase: str,
+        message: str | None = None,
+        *,
+        cause: BaseException | None = None,
+        version: str | None = None,
+    ):
+        self.plugin = plugin
+        self.phase = phase
+        self.version = version
+        self.cause = cause
+        if message is None:
+            label = f"{plugin!r}" if version is None else f"{plugin!r} {version}"
+            message = f"Plugin {label} failed in {phase}: {describe(cause)}"
+        super().__init__(message)
+
+
+class PluginTimeoutError(PluginError):
+    """A lifecycle phase did not finish within its timeout."""
+
+
+class ReloadError(PluginError):
+    """A reload was refused before it began, or failed and was rolled back.
+
+    The old versions keep serving. ``report`` is the ReloadReport of the attempt.
+    """
+
+    def __init__(
+        self,
+        plugin: str,
+        phase: str,
+        message: str | None = None,
+        *,
+        cause: BaseException | None = None,
+        version: str | None = None,
+        report: Any = None,
+    ):
+        super().__init__(plugin, phase, message, cause=cause, version=version)
+        self.report = report
+
+
+class KernelClosedError(HelixError):
+    """The kernel was closed; create a new one."""
+
+
+class CheckFailed(HelixError):
+    """A lab self-check found something still missing (the report lists each ✗)."""
+
+
+def describe(exc: BaseException | None) -> str:
+    """``Type: message`` of an exception, as a user reads it in one line."""
+    if exc is None:
+        return "unknown error"
+    if isinstance(exc, HelixError):
+        return str(exc)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
