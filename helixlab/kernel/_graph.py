@@ -1,0 +1,479 @@
+"""The dependency graph: load order, reload cascades, validation and drawings.
+
+Convention: a mapping ``deps`` sends every plugin to the names of its dependencies, so an
+edge ``a -> b`` reads "a depends on b". Cycle paths follow the same arrows:
+``["a", "b", "c", "a"]`` is shown as ``a -> b -> c -> a`` (a depends on b, which depends on
+c, which depends on a). Drawings point the other way, from a dependency to what it feeds,
+because that is the direction in which plugins start.
+
+The algorithms are pure functions over plain mappings; ``DependencyGraph`` wraps them
+with the registry's view (versions, priorities, enabled flags).
+"""
+
+from __future__ import annotations
+
+import difflib
+import heapq
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from itertools import chain, repeat
+from types import MappingProxyType
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from ..errors import (
+    CycleError,
+    DependencyError,
+    DisabledDependencyError,
+    MissingDependencyError,
+    PluginNotFoundError,
+    RegistryError,
+    VersionConflictError,
+)
+
+__all__ = [
+    "STATE_COLORS",
+    "DependencyGraph",
+    "Node",
+    "dependencies",
+    "dependents",
+    "find_cycle",
+    "load_order",
+    "reload_order",
+]
+
+Deps = Mapping[str, Collection[str]]
+
+#: Fill colour of a node in ``to_dot`` by lifecycle state.
+STATE_COLORS: Mapping[str, str] = MappingProxyType(
+    {
+        "registered": "#ffffff",
+        "initialized": "#fff3b0",
+        "active": "#c8f7c5",
+        "stopping": "#ffd8a8",
+        "stopped": "#d9d9d9",
+        "failed": "#fa8072",
+    }
+)
+_HIGHLIGHT = "#1f6feb"
+_MISSING = "#d62728"
+
+
+# -- pure algorithms ---------------------------------------------------------------
+
+
+def _kahn(deps: Deps, priority: Mapping[str, int] | None) -> tuple[list[str], list[str]]:
+    """Kahn's algorithm; returns (order, nodes left unordered because of a cycle).
+
+    Nodes are ranked once by (-priority, name) so the heap holds plain ints: ready nodes
+    pop in rank order, which is exactly "higher priority first, then by name". Edges are
+    turned into ints and counted with C-level ``map``/``chain``; only the reverse
+    adjacency and the decrements cost Python bytecode per edge.
+    """
+    ranked = sorted(deps)
+    if priority:
+        full = dict.fromkeys(ranked, 0)
+        full.update(priority)
+        ranked.sort(key=full.__getitem__, reverse=True)  # stable: names stay ascending
+    index = {name: i for i, name in enumerate(ranked)}
+    lists = [deps[name] for name in ranked]
+    try:
+        parents = list(map(index.__getitem__, chain.from_iterable(lists)))
+    except KeyError:  # some dependencies are not nodes: ignore them
+        lists = [[d for d in ds if d in index] for ds in lists]
+        parents = list(map(index.__getitem__, chain.from_iterable(lists)))
+    indegree = list(map(len, lists))
+    users = chain.from_iterable(map(repeat, range(len(ranked)), indegree))
+    children: list[list[int]] = [[] for _ in ranked]
+    for j, i in zip(parents, users):
+        children[j].append(i)
+
+    heap = [i for i, k in enumerate(indegree) if not k]  # ascending, hence already a heap
+    order: list[int] = []
+    push, pop, emit = heapq.heappush, heapq.heappop, order.append
+    while heap:
+        i = pop(heap)
+        emit(i)
+        for c in children[i]:
+            if indegree[c] == 1:
+                push(heap, c)
+            indegree[c] -= 1
+    left = [ranked[i] for i, k in enumerate(indegree) if k] if len(order) < len(ranked) else []
+    return [ranked[i] for i in order], left
+
+
+def load_order(deps: Deps, priority: Mapping[str, int] | None = None) -> list[str]:
+    """Every node, dependencies before dependents.
+
+    Among nodes ready at the same time, higher ``priority`` goes first (missing means 0),
+    then names ascending, so the order never depends on the mapping's iteration order.
+    Dependency names that are not keys of ``deps`` are ignored. Raises ``CycleError``.
+    """
+    order, left = _kahn(deps, priority)
+    if left:
+        cycle = find_cycle({name: deps[name] for name in left})
+        assert cycle is not None  # every node left over waits on another one left over
+        raise CycleError(cycle)
+    return order
+
+
+def find_cycle(deps: Deps) -> list[str] | None:
+    """A cycle as a path along "depends on" arrows, first name repeated last; or None.
+
+    Iterative depth-first search over sorted names, so deep graphs cannot hit the
+    recursion limit and the same graph always yields the same cycle, rotated to start at
+    its smallest name.
+    """
+    adjacency = {name: sorted({d for d in ds if d in deps}) for name, ds in deps.items()}
+    in_progress, done = 1, 2
+    mark: dict[str, int] = {}
+    for start in sorted(adjacency):
+        if start in mark:
+            continue
+        mark[start] = in_progress
+        path = [start]
+        stack = [iter(adjacency[start])]
+        while stack:
+            for dep in stack[-1]:
+                seen = mark.get(dep)
+                if seen is None:
+                    mark[dep] = in_progress
+                    path.append(dep)
+                    stack.append(iter(adjacency[dep]))
+                    break
+                if seen == in_progress:
+                    cycle = path[path.index(dep) :]
+                    first = cycle.index(min(cycle))
+                    cycle = cycle[first:] + cycle[:first]
+                    return [*cycle, cycle[0]]
+            else:
+                mark[path.pop()] = done
+                stack.pop()
+    return None
+
+
+def _reverse(deps: Deps) -> dict[str, list[str]]:
+    users: dict[str, list[str]] = {name: [] for name in deps}
+    for name, ds in deps.items():
+        for d in ds:
+            if d in users:
+                users[d].append(name)
+    return users
+
+
+def _reach(edges: Mapping[str, Iterable[str]], starts: Iterable[str]) -> set[str]:
+    """Everything reachable from ``starts`` in one or more steps."""
+    found: set[str] = set()
+    todo = [n for s in starts for n in edges.get(s, ())]
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo.extend(edges.get(name, ()))
+    return found
+
+
+def dependents(deps: Deps, name: str, *, transitive: bool = True) -> set[str]:
+    """Who depends on ``name``: what must restart when it changes.
+
+    ``name`` itself is included only if it sits on a cycle.
+    """
+    if not transitive:
+        return {user for user, ds in deps.items() if name in ds}
+    return _reach(_reverse(deps), [name])
+
+
+def dependencies(deps: Deps, name: str, *, transitive: bool = True) -> set[str]:
+    """What ``name`` depends on (only names that are keys of ``deps``)."""
+    if not transitive:
+        return {d for d in deps.get(name, ()) if d in deps}
+    known = {n: [d for d in ds if d in deps] for n, ds in deps.items()}
+    return _reach(known, [name])
+
+
+def reload_order(
+    deps: Deps, names: str | Iterable[str], priority: Mapping[str, int] | None = None
+) -> list[str]:
+    """The targets plus all their transitive dependents, dependencies first.
+
+    The result is exactly the matching subsequence of ``load_order(deps, priority)``: it is
+    computed on the targets' cascade plus everything that cascade depends on, a set closed
+    under dependencies, on which Kahn's choices match the full run. A cycle elsewhere in
+    the graph does not stop it.
+    """
+    targets = {names} if isinstance(names, str) else set(names)
+    targets &= deps.keys()
+    cascade = targets | _reach(_reverse(deps), targets)
+    known = {n: [d for d in ds if d in deps] for n, ds in deps.items()}
+    closure = cascade | _reach(known, cascade)
+    order = load_order({n: known[n] for n in closure}, priority)
+    return [n for n in order if n in cascade]
+
+
+# -- the registry's view -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    """One plugin as the graph sees it; ``requires`` pairs a name with a PEP 440 specifier."""
+
+    name: str
+    version: str = "0.0.0"
+    priority: int = 0
+    enabled: bool = True
+    requires: tuple[tuple[str, str], ...] = ()
+
+
+class DependencyGraph:
+    """The plugins' declared graph, with the checks and orders the kernel needs.
+
+    Loading questions (``validate``, ``load_order``, ``reload_order``, ``find_cycle``)
+    concern enabled plugins only: a disabled plugin is never loaded, so its own
+    dependencies do not matter. Structural questions (``dependents``, ``dependencies``)
+    answer over every registered plugin. ``load_order`` does not validate; call
+    ``validate()`` first.
+    """
+
+    def __init__(self, nodes: Iterable[Node] | Mapping[str, Node]):
+        items = nodes.values() if isinstance(nodes, Mapping) else nodes
+        table: dict[str, Node] = {}
+        for node in items:
+            if node.name in table:
+                raise RegistryError(f"Plugin {node.name!r} appears twice in the graph.")
+            table[node.name] = node
+        self.nodes: Mapping[str, Node] = MappingProxyType(table)
+        self._deps = {n: tuple(d for d, _ in node.requires) for n, node in table.items()}
+        enabled = {n for n, node in table.items() if node.enabled}
+        self._enabled = {n: [d for d in self._deps[n] if d in enabled] for n in sorted(enabled)}
+        self._priority = {n: node.priority for n, node in table.items() if node.priority}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.nodes
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.nodes)
+
+    def __repr__(self) -> str:
+        return f"<DependencyGraph of {len(self)} plugins>"
+
+    def _node(self, name: str) -> Node:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise PluginNotFoundError(name, self.nodes) from None
+
+    def validate(self) -> None:
+        """Raise one ``DependencyError`` listing every problem, so one fix pass suffices."""
+        problems: list[DependencyError] = []
+        for name in sorted(self.nodes):
+            node = self.nodes[name]
+            if node.enabled:
+                problems.extend(self._check_requires(node))
+        _, stuck = _kahn(self._enabled, None)
+        remaining = {n: self._enabled[n] for n in stuck}
+        while (cycle := find_cycle(remaining)) is not None:
+            problems.append(CycleError(cycle))
+            remaining = {n: ds for n, ds in remaining.items() if n not in cycle}
+        if problems:
+            raise DependencyError.combine(problems)
+
+    def _check_requires(self, node: Node) -> Iterator[DependencyError]:
+        name = node.name
+        for dep, spec in node.requires:
+            target = self.nodes.get(dep)
+            involved = (name, dep)
+            if target is None:
+                known = ", ".join(sorted(self.nodes)) or "none"
+                close = difflib.get_close_matches(dep, self.nodes, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                yield MissingDependencyError(
+                    f"Plugin {name!r} depends on {dep!r}, which is not registered{hint}. "
+                    f"Known plugins: {known}.",
+                    plugins=involved,
+                )
+                continue
+            if not target.enabled:
+                yield DisabledDependencyError(
+                    f"Plugin {name!r} depends on {dep!r}, which is disabled. "
+                    f"Enable {dep!r} or disable {name!r}.",
+                    plugins=involved,
+                )
+                continue
+            if not spec:
+                continue
+            try:
+                wanted = SpecifierSet(spec)
+            except InvalidSpecifier:
+                yield VersionConflictError(
+                    f"Plugin {name!r} declares an invalid version specifier {spec!r} for "
+                    f"{dep!r} (use PEP 440, e.g. '>=1.0').",
+                    plugins=involved,
+                )
+                continue
+            try:
+                Version(target.version)
+            except InvalidVersion:
+                yield VersionConflictError(
+                    f"Plugin {name!r} needs {dep + spec!r}, but {dep!r} has an invalid "
+                    f"version {target.version!r}.",
+                    plugins=involved,
+                )
+                continue
+            if not wanted.contains(target.version, prereleases=True):
+                yield VersionConflictError(
+                    f"Plugin {name!r} needs {dep + spec!r}, but {dep!r} is {target.version}.",
+                    plugins=involved,
+                )
+
+    def load_order(self) -> list[str]:
+        """Enabled plugins in start order (stop in reverse)."""
+        return load_order(self._enabled, self._priority)
+
+    def reload_order(self, names: str | Iterable[str]) -> list[str]:
+        """What a reload of ``names`` restarts: them and every enabled dependent, deps first."""
+        targets = [names] if isinstance(names, str) else list(names)
+        for name in targets:
+            if name not in self._enabled:
+                self._node(name)  # unknown: "not registered"; else known but disabled
+                raise PluginNotFoundError(name, self._enabled, what="enabled")
+        return reload_order(self._enabled, targets, self._priority)
+
+    def dependents(self, name: str, *, transitive: bool = False) -> list[str]:
+        """Registered plugins that declare ``name`` (directly, or through others)."""
+        self._node(name)
+        return sorted(dependents(self._deps, name, transitive=transitive))
+
+    def dependencies(self, name: str, *, transitive: bool = False) -> list[str]:
+        """Registered plugins ``name`` declares (directly, or through others)."""
+        self._node(name)
+        return sorted(dependencies(self._deps, name, transitive=transitive))
+
+    def find_cycle(self) -> list[str] | None:
+        """A cycle among enabled plugins, as ``["a", "b", "a"]`` (a depends on b); or None."""
+        return find_cycle(self._enabled)
+
+    def _display_order(self) -> tuple[list[str], set[str]]:
+        """Load order that never fails: plugins stuck behind a cycle come last, sorted."""
+        order, stuck = _kahn(self._enabled, self._priority)
+        disabled = sorted(n for n, node in self.nodes.items() if not node.enabled)
+        return order + stuck + disabled, set(stuck)
+
+    def _satisfied(self, dep: str, spec: str) -> bool:
+        target = self.nodes.get(dep)
+        if target is None or not spec:
+            return target is not None
+        try:
+            return SpecifierSet(spec).contains(target.version, prereleases=True)
+        except InvalidSpecifier:
+            return False
+
+    def to_dot(
+        self,
+        *,
+        states: Mapping[str, str] | None = None,
+        highlight: Iterable[str] = (),
+        title: str | None = None,
+    ) -> str:
+        """Graphviz DOT source; arrows run from a dependency to its dependents (start order).
+
+        Fill shows the state, a thick blue border and blue arrows mark ``highlight`` (the
+        last reload cascade), dashed red nodes are dependencies nobody registered.
+        """
+        states = states or {}
+        marked = set(highlight)
+        lines = [
+            "digraph helixlab {",
+            '  graph [rankdir=LR, fontname="Helvetica"'
+            + (f", label={_quote(title)}, labelloc=t" if title else "")
+            + "];",
+            '  node [shape=box, style="rounded,filled", fontname="Helvetica", '
+            'fillcolor="#ffffff"];',
+            '  edge [color="#555555"];',
+        ]
+        for name in sorted(self.nodes):
+            node = self.nodes[name]
+            state = states.get(name)
+            attrs = [f"label={_label(name, node.version)}"]
+            if state is not None:
+                color = STATE_COLORS.get(str(state), "#ffffff")
+                attrs += [f'fillcolor="{color}"', f"tooltip={_quote(str(state))}"]
+            if not node.enabled:
+                attrs += ['style="rounded,filled,dashed"', 'fontcolor="#777777"']
+            if name in marked:
+                attrs += [f'color="{_HIGHLIGHT}"', "penwidth=3"]
+            lines.append(f"  {_quote(name)} [{', '.join(attrs)}];")
+        missing = sorted({d for node in self.nodes.values() for d, _ in node.requires} - set(self))
+        for name in missing:
+            lines.append(
+                f"  {_quote(name)} [label={_label(name, '(missing)')}, "
+                f'style="dashed", color="{_MISSING}", fontcolor="{_MISSING}"];'
+            )
+        edges = sorted(
+            (d, node.name, spec) for node in self.nodes.values() for d, spec in node.requires
+        )
+        for dep, user, spec in edges:
+            attrs = []
+            if spec:
+                attrs.append(f"label={_quote(spec)}")
+            if not self._satisfied(dep, spec):
+                attrs += [f'color="{_MISSING}"', f'fontcolor="{_MISSING}"', "style=dashed"]
+            elif not self.nodes[user].enabled or not self.nodes[dep].enabled:
+                attrs += ['color="#aaaaaa"', "style=dashed"]
+            elif dep in marked and user in marked:
+                attrs += [f'color="{_HIGHLIGHT}"', "penwidth=2.5"]
+            suffix = f" [{', '.join(attrs)}]" if attrs else ""
+            lines.append(f"  {_quote(dep)} -> {_quote(user)}{suffix};")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def to_text(
+        self, *, states: Mapping[str, str] | None = None, highlight: Iterable[str] = ()
+    ) -> str:
+        """One line per plugin in load order, for terminals and logs.
+
+        ``*`` marks highlighted plugins; ``<-`` lists what each one depends on. Disabled
+        plugins, and plugins stuck behind a cycle, come last.
+        """
+        states = states or {}
+        marked = set(highlight)
+        order, stuck = self._display_order()
+        lines = []
+        for name in order:
+            node = self.nodes[name]
+            if not node.enabled:
+                tag = " [disabled]"
+            elif name in states:
+                tag = f" [{states[name]}]"
+            else:
+                tag = ""
+            line = f"{'*' if name in marked else ' '} {name} {node.version}{tag}"
+            if node.requires:
+                line += "  <- " + ", ".join(self._describe(d, s) for d, s in node.requires)
+            if name in stuck:
+                line += "  (blocked by a dependency cycle)"
+            lines.append(line)
+        return "\n".join(lines) + ("\n" if lines else "")
+
+    def _describe(self, dep: str, spec: str) -> str:
+        target = self.nodes.get(dep)
+        if target is None:
+            return f"{dep}{spec} (missing)"
+        if not target.enabled:
+            return f"{dep}{spec} (disabled)"
+        return (
+            f"{dep}{spec}" if self._satisfied(dep, spec) else f"{dep}{spec} (is {target.version})"
+        )
+
+
+def _quote(text: str) -> str:
+    """A DOT double-quoted string (names contain '-', so every ID is quoted)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _label(*lines: str) -> str:
+    """A DOT label of several lines."""
+    return '"' + "\\n".join(_quote(line)[1:-1] for line in lines) + '"'

@@ -1,0 +1,419 @@
+"""Tests for helixlab.kernel._graph: orders, cycles, validation and drawings."""
+
+from __future__ import annotations
+
+import graphlib
+import itertools
+import random
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helixlab.errors import (
+    CycleError,
+    DependencyError,
+    DisabledDependencyError,
+    MissingDependencyError,
+    PluginNotFoundError,
+    RegistryError,
+    VersionConflictError,
+)
+from helixlab.kernel._graph import (
+    STATE_COLORS,
+    DependencyGraph,
+    Node,
+    dependencies,
+    dependents,
+    find_cycle,
+    load_order,
+    reload_order,
+)
+from helixlab.kernel._plugin import parse_dependency
+
+# -- factories ---------------------------------------------------------------------
+
+
+def node(name: str, version: str = "1.0.0", *requires: str, **kw: object) -> Node:
+    """A Node declared the way a plugin class declares it: ``node("b", "1.0", "a>=1")``."""
+    return Node(name, version, requires=tuple(parse_dependency(r, name) for r in requires), **kw)
+
+
+NAMES = [f"p{i}" for i in range(12)]
+
+
+@st.composite
+def dags(draw: st.DrawFn) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """A random DAG (edges only from later to earlier in a hidden order) and priorities."""
+    names = draw(st.lists(st.sampled_from(NAMES), unique=True, max_size=len(NAMES)))
+    deps: dict[str, list[str]] = {}
+    for i, name in enumerate(names):
+        deps[name] = draw(st.lists(st.sampled_from(names[:i]), unique=True)) if i else []
+    priority = {n: draw(st.integers(-2, 2)) for n in names}
+    return deps, priority
+
+
+@st.composite
+def cyclic_graphs(draw: st.DrawFn) -> dict[str, list[str]]:
+    """A random graph with at least one planted cycle (possibly a self-loop)."""
+    names = draw(st.lists(st.sampled_from(NAMES), unique=True, min_size=1, max_size=len(NAMES)))
+    deps = {n: draw(st.lists(st.sampled_from(names), unique=True, max_size=4)) for n in names}
+    ring = draw(st.lists(st.sampled_from(names), unique=True, min_size=1))
+    for a, b in zip(ring, [*ring[1:], ring[0]]):
+        if b not in deps[a]:
+            deps[a].append(b)
+    return deps
+
+
+def shuffled(deps: dict[str, list[str]], seed: int) -> dict[str, list[str]]:
+    """The same graph with keys and dependency lists in another order."""
+    rng = random.Random(seed)
+    keys = list(deps)
+    rng.shuffle(keys)
+    return {k: rng.sample(deps[k], len(deps[k])) for k in keys}
+
+
+def assert_real_cycle(cycle: list[str], deps: dict[str, list[str]]) -> None:
+    assert len(cycle) >= 2
+    assert cycle[0] == cycle[-1]
+    assert len(set(cycle[:-1])) == len(cycle) - 1, "a cycle visits each plugin once"
+    for a, b in itertools.pairwise(cycle):
+        assert b in deps[a], f"{a!r} does not depend on {b!r}"
+
+
+def closure(edges: dict[str, set[str]], start: set[str]) -> set[str]:
+    """Brute-force reachability, as the reference for the fast versions."""
+    found = set(start)
+    while True:
+        more = {b for a in found for b in edges.get(a, ())} - found
+        if not more:
+            return found
+        found |= more
+
+
+# -- load_order ----------------------------------------------------------------------
+
+
+@given(dags(), st.integers(0, 2**32))
+def test_load_order_puts_dependencies_first_and_ignores_dict_order(dag, seed) -> None:
+    deps, priority = dag
+    order = load_order(deps, priority)
+    assert sorted(order) == sorted(deps)
+    position = {name: i for i, name in enumerate(order)}
+    for name, ds in deps.items():
+        for d in ds:
+            assert position[d] < position[name]
+    assert load_order(shuffled(deps, seed), dict(reversed(priority.items()))) == order
+
+
+@given(dags())
+def test_load_order_picks_highest_priority_then_name_among_ready(dag) -> None:
+    deps, priority = dag
+    order = load_order(deps, priority)
+    done: set[str] = set()
+    for name in order:
+        ready = [n for n in deps if n not in done and set(deps[n]) <= done]
+        best = min(ready, key=lambda n: (-priority[n], n))
+        assert name == best
+        done.add(name)
+
+
+def test_load_order_ties_go_by_priority_then_name() -> None:
+    deps = {"zeta": [], "alpha": [], "mid": [], "late": ["alpha"]}
+    assert load_order(deps) == ["alpha", "late", "mid", "zeta"]
+    assert load_order(deps, {"zeta": 5, "late": 9}) == ["zeta", "alpha", "late", "mid"]
+
+
+def test_load_order_ignores_names_outside_the_mapping() -> None:
+    assert load_order({"b": ["a", "ghost"], "a": []}) == ["a", "b"]
+
+
+def test_load_order_handles_a_long_chain_without_recursion() -> None:
+    deps = {f"n{i:05d}": [f"n{i + 1:05d}"] for i in range(10_000)}
+    deps["n10000"] = []
+    assert load_order(deps)[0] == "n10000"
+    deps["n10000"] = ["n00000"]
+    with pytest.raises(CycleError) as info:
+        load_order(deps)
+    assert len(info.value.cycle) == 10_002
+
+
+# -- cycles --------------------------------------------------------------------------
+
+
+@given(cyclic_graphs())
+@settings(max_examples=200)
+def test_cycles_reported_are_real(deps) -> None:
+    cycle = find_cycle(deps)
+    assert cycle is not None
+    assert_real_cycle(cycle, deps)
+    with pytest.raises(CycleError) as info:
+        load_order(deps)
+    assert_real_cycle(info.value.cycle, deps)
+
+
+@given(st.dictionaries(st.sampled_from(NAMES), st.lists(st.sampled_from(NAMES), max_size=3)))
+def test_find_cycle_agrees_with_graphlib(deps) -> None:
+    try:
+        graphlib.TopologicalSorter(
+            {k: [d for d in v if d in deps] for k, v in deps.items()}
+        ).prepare()
+        acyclic = True
+    except graphlib.CycleError:
+        acyclic = False
+    assert (find_cycle(deps) is None) == acyclic
+
+
+@given(cyclic_graphs(), st.integers(0, 2**32))
+def test_find_cycle_is_deterministic(deps, seed) -> None:
+    assert find_cycle(shuffled(deps, seed)) == find_cycle(deps)
+
+
+def test_cycle_message_reads_along_the_dependencies() -> None:
+    deps = {"b": ["c"], "c": ["a"], "a": ["b"], "d": ["a"]}
+    with pytest.raises(CycleError) as info:
+        load_order(deps)
+    assert info.value.cycle == ["a", "b", "c", "a"]
+    assert "a -> b -> c -> a" in str(info.value)
+    assert set(info.value.plugins) == {"a", "b", "c"}
+
+
+def test_self_dependency_is_a_cycle() -> None:
+    assert find_cycle({"a": ["a"]}) == ["a", "a"]
+
+
+# -- dependents, dependencies, reload_order ------------------------------------------
+
+
+@given(dags(), st.sampled_from(NAMES))
+def test_dependents_and_dependencies_match_brute_force(dag, name) -> None:
+    deps, _ = dag
+    forward = {n: set(ds) for n, ds in deps.items()}
+    backward = {n: {m for m, ds in deps.items() if n in ds} for n in deps}
+    assert dependencies(deps, name) == closure(forward, forward.get(name, set()))
+    assert dependents(deps, name) == closure(backward, backward.get(name, set()))
+    assert dependents(deps, name, transitive=False) == backward.get(name, set())
+    assert dependencies(deps, name, transitive=False) == forward.get(name, set())
+
+
+@given(dags(), st.lists(st.sampled_from(NAMES), max_size=3))
+def test_reload_order_is_targets_plus_dependents_in_load_order(dag, targets) -> None:
+    deps, priority = dag
+    backward = {n: {m for m, ds in deps.items() if n in ds} for n in deps}
+    expected = closure(backward, {t for t in targets if t in deps})
+    order = reload_order(deps, targets, priority)
+    assert set(order) == expected
+    assert order == [n for n in load_order(deps, priority) if n in expected]
+
+
+def test_reload_order_accepts_one_name_and_ignores_unrelated_cycles() -> None:
+    deps = {"log": [], "limit": ["log"], "auth": ["limit"], "x": ["y"], "y": ["x"]}
+    assert reload_order(deps, "limit") == ["limit", "auth"]
+
+
+def test_reload_order_matches_full_order_when_a_dependency_is_outside_the_cascade() -> None:
+    # "late" outranks "early" but waits for low-priority "base": the cascade keeps that.
+    deps = {"early": [], "base": [], "late": ["base"]}
+    priority = {"early": 1, "base": 0, "late": 5}
+    assert load_order(deps, priority) == ["early", "base", "late"]
+    assert reload_order(deps, ["early", "late"], priority) == ["early", "late"]
+
+
+# -- DependencyGraph -------------------------------------------------------------------
+
+
+@pytest.fixture
+def gateway() -> DependencyGraph:
+    return DependencyGraph(
+        [
+            node("custom-logger", "1.0.0"),
+            node("rate-limiter", "1.2.0", "custom-logger>=1.0"),
+            node("auth", "0.3.0", "custom-logger", "rate-limiter", priority=5),
+            node("metrics", "2.0.0", priority=1),
+            node("legacy", "0.1.0", "nowhere", enabled=False),
+        ]
+    )
+
+
+def test_graph_behaves_like_a_collection_of_names(gateway) -> None:
+    assert len(gateway) == 5
+    assert "auth" in gateway and "nowhere" not in gateway
+    assert set(gateway) == {"custom-logger", "rate-limiter", "auth", "metrics", "legacy"}
+    assert gateway.nodes["auth"].version == "0.3.0"
+
+
+def test_graph_refuses_duplicate_names() -> None:
+    with pytest.raises(RegistryError, match="'a' appears twice"):
+        DependencyGraph([Node("a"), Node("a")])
+
+
+def test_graph_orders_enabled_plugins_only(gateway) -> None:
+    gateway.validate()  # legacy's missing dependency does not matter: legacy is disabled
+    assert gateway.load_order() == ["metrics", "custom-logger", "rate-limiter", "auth"]
+    assert gateway.reload_order("custom-logger") == ["custom-logger", "rate-limiter", "auth"]
+    assert gateway.find_cycle() is None
+
+
+def test_graph_queries_return_sorted_lists(gateway) -> None:
+    assert gateway.dependents("custom-logger") == ["auth", "rate-limiter"]
+    assert gateway.dependents("rate-limiter", transitive=True) == ["auth"]
+    assert gateway.dependencies("auth") == ["custom-logger", "rate-limiter"]
+    assert gateway.dependencies("auth", transitive=True) == ["custom-logger", "rate-limiter"]
+
+
+def test_graph_names_the_choices_for_unknown_or_disabled_plugins(gateway) -> None:
+    with pytest.raises(PluginNotFoundError, match=r"'nope' is registered\. Known plugins: auth"):
+        gateway.dependents("nope")
+    with pytest.raises(PluginNotFoundError, match="'legacy' is enabled"):
+        gateway.reload_order(["legacy"])
+
+
+def test_validate_reports_every_problem_at_once() -> None:
+    graph = DependencyGraph(
+        [
+            node("custom-logger", "1.0.0"),
+            node("rate-limiter", "1.2.0", "custom-logger>=2.0"),
+            node("auth", "1.0.0", "custom-loger"),
+            node("cache", "1.0.0", enabled=False),
+            node("search", "1.0.0", "cache"),
+            node("a", "1.0.0", "b"),
+            node("b", "1.0.0", "c"),
+            node("c", "1.0.0", "a"),
+        ]
+    )
+    with pytest.raises(DependencyError) as info:
+        graph.validate()
+    err = info.value
+    kinds = [type(p) for p in err.problems]
+    assert sorted(k.__name__ for k in kinds) == [
+        "CycleError",
+        "DisabledDependencyError",
+        "MissingDependencyError",
+        "VersionConflictError",
+    ]
+    assert set(err.plugins) == {
+        "rate-limiter",
+        "custom-logger",
+        "auth",
+        "custom-loger",
+        "search",
+        "cache",
+        "a",
+        "b",
+        "c",
+    }
+    text = str(err)
+    assert "4 dependency problems" in text
+    assert "Plugin 'rate-limiter' needs 'custom-logger>=2.0', but 'custom-logger' is 1.0.0." in text
+    assert "'auth' depends on 'custom-loger', which is not registered" in text
+    assert "did you mean 'custom-logger'?" in text
+    assert "Known plugins: a, auth, b, c, cache, custom-logger" in text
+    assert "'search' depends on 'cache', which is disabled" in text
+    assert "a -> b -> c -> a" in text
+    by_kind = {type(p): p for p in err.problems}
+    assert by_kind[MissingDependencyError].plugins == ("auth", "custom-loger")
+    assert by_kind[DisabledDependencyError].plugins == ("search", "cache")
+    assert by_kind[VersionConflictError].plugins == ("rate-limiter", "custom-logger")
+    assert set(by_kind[CycleError].plugins) == {"a", "b", "c"}
+
+
+def test_validate_raises_the_specific_class_for_a_single_kind_of_problem() -> None:
+    graph = DependencyGraph([node("a", "1.0.0", "b"), node("b", "1.0.0", "a"), node("c", "1.0.0")])
+    with pytest.raises(CycleError) as info:
+        graph.validate()
+    assert info.value.cycle == ["a", "b", "a"]
+    assert graph.find_cycle() == ["a", "b", "a"]
+
+
+def test_validate_reports_each_separate_cycle() -> None:
+    graph = DependencyGraph(
+        [node("a", "1.0", "b"), node("b", "1.0", "a"), node("x", "1.0", "y"), node("y", "1.0", "x")]
+    )
+    with pytest.raises(CycleError) as info:
+        graph.validate()
+    assert [p.cycle for p in info.value.problems] == [["a", "b", "a"], ["x", "y", "x"]]
+
+
+def test_validate_accepts_prereleases_and_rejects_bad_specifiers() -> None:
+    DependencyGraph([node("core", "2.0.0rc1"), node("ext", "1.0", "core>=1.0")]).validate()
+    bad = DependencyGraph([node("core", "1.0"), Node("ext", requires=(("core", "=>1"),))])
+    with pytest.raises(VersionConflictError, match="invalid version specifier '=>1'"):
+        bad.validate()
+
+
+def test_disabled_plugins_may_depend_on_anything() -> None:
+    graph = DependencyGraph(
+        [node("off", "1.0", "ghost", enabled=False), node("a", "1.0", "off2", enabled=False)]
+    )
+    graph.validate()
+    assert graph.load_order() == []
+
+
+# -- drawings --------------------------------------------------------------------------
+
+
+def dot_lines(dot: str, pattern: str) -> list[str]:
+    return [line.strip() for line in dot.splitlines() if re.search(pattern, line)]
+
+
+def test_to_dot_draws_arrows_from_dependency_to_dependent(gateway) -> None:
+    dot = gateway.to_dot(title="gateway")
+    assert dot.startswith("digraph ")
+    assert 'label="gateway"' in dot
+    assert '"custom-logger" [label="custom-logger\\n1.0.0"' in dot
+    assert '"custom-logger" -> "rate-limiter" [label=">=1.0"];' in dot
+    assert '"rate-limiter" -> "auth";' in dot
+    assert not dot_lines(dot, r'"auth" ->')
+
+
+def test_to_dot_colours_states_and_highlights_the_cascade(gateway) -> None:
+    states = {"custom-logger": "active", "rate-limiter": "failed", "auth": "stopped"}
+    dot = gateway.to_dot(states=states, highlight=["rate-limiter", "auth"])
+    (logger,) = dot_lines(dot, r'^\s*"custom-logger" \[')
+    (limiter,) = dot_lines(dot, r'^\s*"rate-limiter" \[')
+    (auth,) = dot_lines(dot, r'^\s*"auth" \[')
+    assert STATE_COLORS["active"] in logger and "penwidth" not in logger
+    assert STATE_COLORS["failed"] in limiter and "penwidth=3" in limiter
+    assert STATE_COLORS["stopped"] in auth and "penwidth=3" in auth
+    assert len({STATE_COLORS[s] for s in states.values()}) == 3
+    (hot,) = dot_lines(dot, r'"rate-limiter" -> "auth"')
+    (cold,) = dot_lines(dot, r'"custom-logger" -> "rate-limiter"')
+    assert "penwidth" in hot and "penwidth" not in cold
+
+
+def test_to_dot_draws_missing_dependencies_dashed_red_and_is_deterministic(gateway) -> None:
+    dot = gateway.to_dot()
+    (ghost,) = dot_lines(dot, r'^\s*"nowhere" \[')
+    assert "dashed" in ghost and "(missing)" in ghost
+    shuffled_graph = DependencyGraph(reversed(list(gateway.nodes.values())))
+    assert shuffled_graph.to_dot() == dot
+
+
+def test_to_dot_quotes_awkward_names() -> None:
+    dot = DependencyGraph([Node('we"ird\\name')]).to_dot()
+    assert '"we\\"ird\\\\name" [label="we\\"ird\\\\name\\n0.0.0"' in dot
+
+
+def test_to_text_lists_plugins_in_load_order(gateway) -> None:
+    text = gateway.to_text(
+        states={"custom-logger": "active", "rate-limiter": "active"}, highlight=["rate-limiter"]
+    )
+    assert text.splitlines() == [
+        "  metrics 2.0.0",
+        "  custom-logger 1.0.0 [active]",
+        "* rate-limiter 1.2.0 [active]  <- custom-logger>=1.0",
+        "  auth 0.3.0  <- custom-logger, rate-limiter",
+        "  legacy 0.1.0 [disabled]  <- nowhere (missing)",
+    ]
+
+
+def test_to_text_still_renders_a_broken_graph() -> None:
+    graph = DependencyGraph(
+        [node("base", "1.0"), node("a", "1.0", "b"), node("b", "1.0", "a", "base>=2")]
+    )
+    assert graph.to_text().splitlines() == [
+        "  base 1.0",
+        "  a 1.0  <- b  (blocked by a dependency cycle)",
+        "  b 1.0  <- a, base>=2 (is 1.0)  (blocked by a dependency cycle)",
+    ]
