@@ -1,0 +1,88 @@
+"""helixlab: a hot-reloadable plugin kernel for an LLM gateway, driven from Jupyter.
+
+>>> import helixlab as hx
+>>> kernel = hx.Kernel()
+
+``%load_ext helixlab`` in a notebook registers the ``%helix`` magics.
+"""
+
+from .errors import (
+    CheckFailed,
+    ConfigError,
+    CycleError,
+    DependencyError,
+    DisabledDependencyError,
+    HelixError,
+    KernelClosedError,
+    MissingDependencyError,
+    PluginError,
+    PluginNotFoundError,
+    PluginTimeoutError,
+    RegistryError,
+    ReloadError,
+    UndeclaredDependencyError,
+    VersionConflictError,
+)
+from .kernel import (
+    Context,
+    DependencyGraph,
+    Duration,
+    FileWatcher,
+    HealthStatus,
+    Kernel,
+    Lease,
+    LoadReport,
+    MiddlewarePlugin,
+    Plugin,
+    PluginConfig,
+    PluginEvent,
+    PluginInfo,
+    PluginState,
+    ProviderPlugin,
+    ReloadReport,
+    Timeouts,
+    ToolPlugin,
+    parse_duration,
+    redact,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckFailed",
+    "ConfigError",
+    "Context",
+    "CycleError",
+    "DependencyError",
+    "DependencyGraph",
+    "DisabledDependencyError",
+    "Duration",
+    "FileWatcher",
+    "HealthStatus",
+    "HelixError",
+    "Kernel",
+    "KernelClosedError",
+    "Lease",
+    "LoadReport",
+    "MiddlewarePlugin",
+    "MissingDependencyError",
+    "Plugin",
+    "PluginConfig",
+    "PluginError",
+    "PluginEvent",
+    "PluginInfo",
+    "PluginNotFoundError",
+    "PluginState",
+    "PluginTimeoutError",
+    "ProviderPlugin",
+    "RegistryError",
+    "ReloadError",
+    "ReloadReport",
+    "Timeouts",
+    "ToolPlugin",
+    "UndeclaredDependencyError",
+    "VersionConflictError",
+    "__version__",
+    "parse_duration",
+    "redact",
+]

@@ -1,0 +1,42 @@
+"""The plugin kernel: plugin model, registry, graph, config, events, reload, watcher."""
+
+from ._config import Duration, PluginConfig, parse_duration, redact
+from ._events import EventLog, PluginEvent
+from ._graph import DependencyGraph
+from ._kernel import Kernel
+from ._lifecycle import Timeouts
+from ._live import Lease
+from ._plugin import (
+    Context,
+    MiddlewarePlugin,
+    Plugin,
+    PluginState,
+    ProviderPlugin,
+    ToolPlugin,
+)
+from ._reports import HealthStatus, LoadReport, PluginInfo, ReloadReport
+from ._watcher import FileWatcher
+
+__all__ = [
+    "Context",
+    "DependencyGraph",
+    "Duration",
+    "EventLog",
+    "FileWatcher",
+    "HealthStatus",
+    "Kernel",
+    "Lease",
+    "LoadReport",
+    "MiddlewarePlugin",
+    "Plugin",
+    "PluginConfig",
+    "PluginEvent",
+    "PluginInfo",
+    "PluginState",
+    "ProviderPlugin",
+    "ReloadReport",
+    "Timeouts",
+    "ToolPlugin",
+    "parse_duration",
+    "redact",
+]

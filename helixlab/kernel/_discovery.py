@@ -1,0 +1,281 @@
+"""Finding plugin classes: in a plugins directory, in entry points, among the built-ins.
+
+A plugins directory holds units: ``<dir>/<name>.py`` or ``<dir>/<name>/plugin.py`` (a
+package, so ``plugin.py`` may import its siblings relatively, as the course's layout
+has ``config.go``, ``models.go``… beside ``plugin.go``). Each import is fresh: the
+source is compiled from disk every time, never from a cached ``.pyc`` (an edit of the
+same size within the same second would otherwise be missed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.metadata
+import importlib.util
+import re
+import sys
+import traceback
+import types
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import PluginError, RegistryError, describe
+from ._plugin import Plugin
+
+__all__ = ["Unit", "fingerprint", "import_unit", "plugin_classes", "plugin_units", "unit_for"]
+
+_PREFIX = "_helixlab_unit_"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One importable piece of a plugins directory."""
+
+    name: str
+    path: Path  # the file whose classes are plugins (x.py, or x/plugin.py)
+    root: Path  # x.py, or the package directory x/
+
+    @property
+    def module_name(self) -> str:
+        safe = re.sub(r"\W", "_", self.name)
+        digest = hashlib.sha1(str(self.root).encode()).hexdigest()[:10]
+        return f"{_PREFIX}{safe}_{digest}"
+
+    def files(self) -> list[Path]:
+        return sorted(self.root.rglob("*.py")) if self.root.is_dir() else [self.root]
+
+    def digest(self) -> str:
+        """Changes whenever any source file of the unit changes."""
+        h = hashlib.sha256()
+        for file in self.files():
+            h.update(str(file).encode())
+            h.update(file.read_bytes())
+        return h.hexdigest()
+
+
+def plugin_units(directory: Path) -> list[Unit]:
+    """The units of a plugins directory, sorted by name."""
+    directory = directory.resolve()
+    if not directory.is_dir():
+        raise RegistryError(f"Plugins directory {str(directory)!r} does not exist.")
+    units = []
+    for child in sorted(directory.iterdir()):
+        if child.name.startswith(("_", ".")):
+            continue
+        if child.is_dir() and (child / "plugin.py").is_file():
+            units.append(Unit(child.name, child / "plugin.py", child))
+        elif child.is_file() and child.suffix == ".py":
+            units.append(Unit(child.stem, child, child))
+    return units
+
+
+def unit_for(directory: Path, changed: Path) -> Unit | None:
+    """The unit a changed file belongs to; None outside ``directory`` or not plugin code."""
+    directory = directory.resolve()
+    try:
+        rel = changed.resolve().relative_to(directory)
+    except ValueError:
+        return None
+    if not rel.parts or rel.parts[0].startswith(("_", ".")):
+        return None
+    first = directory / rel.parts[0]
+    if len(rel.parts) == 1:
+        return Unit(first.stem, first, first) if first.suffix == ".py" else None
+    return Unit(first.name, first / "plugin.py", first) if (first / "plugin.py").exists() else None
+
+
+class _FreshLoader(importlib.machinery.SourceFileLoader):
+    """Compiles from source every time and writes no bytecode."""
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(path), path)
+
+    def set_data(self, path: str, data: bytes, *, _mode: int = 0o666) -> None:
+        return None
+
+
+class _UnitFinder(importlib.abc.MetaPathFinder):
+    """Finds the submodules of unit packages with the fresh loader."""
+
+    def find_spec(self, fullname, path, target=None):  # noqa: ANN001 - importlib's signature
+        if not fullname.startswith(_PREFIX) or "." not in fullname or not path:
+            return None
+        leaf = fullname.rpartition(".")[2]
+        for base in path:
+            package = Path(base) / leaf / "__init__.py"
+            module = Path(base) / f"{leaf}.py"
+            if package.is_file():
+                return importlib.util.spec_from_file_location(
+                    fullname,
+                    package,
+                    loader=_FreshLoader(fullname, str(package)),
+                    submodule_search_locations=[str(package.parent)],
+                )
+            if module.is_file():
+                return importlib.util.spec_from_file_location(
+                    fullname, module, loader=_FreshLoader(fullname, str(module))
+                )
+        return None
+
+
+_FINDER = _UnitFinder()
+
+
+def _purge(module_name: str) -> None:
+    for name in [n for n in sys.modules if n == module_name or n.startswith(module_name + ".")]:
+        del sys.modules[name]
+
+
+def import_unit(unit: Unit) -> list[type[Plugin]]:
+    """Import ``unit`` afresh and return the plugin classes it defines.
+
+    A syntax error or an exception while importing becomes a PluginError in phase
+    ``import`` whose message gives file:line.
+    """
+    if _FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _FINDER)
+    name = unit.module_name
+    _purge(name)
+    try:
+        if unit.root.is_dir():
+            package = types.ModuleType(name)
+            package.__path__ = [str(unit.root)]
+            package.__file__ = str(unit.root / "__init__.py")
+            sys.modules[name] = package
+            init = unit.root / "__init__.py"
+            if init.is_file():
+                exec(_FreshLoader(name, str(init)).get_code(name), package.__dict__)
+            module = importlib.import_module(f"{name}.plugin")
+        else:
+            loader = _FreshLoader(name, str(unit.path))
+            spec = importlib.util.spec_from_file_location(name, unit.path, loader=loader)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            loader.exec_module(module)
+    except Exception as exc:
+        _purge(name)
+        raise PluginError(unit.name, "import", _import_message(unit, exc), cause=exc) from exc
+    return plugin_classes(vars(module).values(), module.__name__)
+
+
+def plugin_classes(objects: Iterable[object], module: str | None = None) -> list[type[Plugin]]:
+    """The Plugin subclasses among ``objects`` (defined in ``module``, when given) with a name."""
+    found = []
+    for obj in objects:
+        if (
+            isinstance(obj, type)
+            and issubclass(obj, Plugin)
+            and obj.name
+            and (module is None or obj.__module__ == module)
+            and obj not in found
+        ):
+            found.append(obj)
+    return found
+
+
+def _import_message(unit: Unit, exc: BaseException) -> str:
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f"{exc.filename}:{exc.lineno}"
+        return f"Could not import plugin file {where}: SyntaxError: {exc.msg}"
+    where = str(unit.path)
+    root = str(unit.root)
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.startswith(root):
+            where = f"{frame.filename}:{frame.lineno}"
+            break
+    return f"Could not import plugin file {where}: {describe(exc)}"
+
+
+def fingerprint(cls: type) -> str:
+    """A digest of a class's definition: its attributes and its methods' code.
+
+    Two runs of the same cell give equal fingerprints; any change to the class's code,
+    constants or attributes changes it.
+    """
+    h = hashlib.sha256()
+    for klass in cls.__mro__:
+        if klass is Plugin or klass is object or klass.__module__.startswith("helixlab.kernel"):
+            continue
+        h.update(klass.__qualname__.encode())
+        for key, value in sorted(vars(klass).items()):
+            if key in ("__module__", "__dict__", "__weakref__", "__qualname__"):
+                continue
+            h.update(key.encode())
+            _feed(h, value)
+    return h.hexdigest()
+
+
+def _feed(h: hashlib._Hash, value: object, depth: int = 0) -> None:
+    if depth > 20:
+        return
+    if isinstance(value, staticmethod | classmethod):
+        value = value.__func__
+    if isinstance(value, property):
+        for part in (value.fget, value.fset, value.fdel):
+            _feed(h, part, depth + 1)
+        return
+    if isinstance(value, types.FunctionType):
+        _feed(h, value.__code__, depth + 1)
+        _feed(h, value.__defaults__, depth + 1)
+        return
+    if isinstance(value, types.CodeType):
+        h.update(value.co_code)
+        h.update(repr(value.co_names).encode())
+        for const in value.co_consts:
+            _feed(h, const, depth + 1)
+        return
+    if isinstance(value, type):
+        h.update(f"{value.__module__}.{value.__qualname__}".encode())
+        if not value.__module__.startswith(("builtins", "pydantic", "typing", "helixlab")):
+            h.update(fingerprint(value).encode()) if depth < 3 else None
+        return
+    if isinstance(value, tuple | list | frozenset | set):
+        for item in value if not isinstance(value, set | frozenset) else sorted(map(repr, value)):
+            _feed(h, item, depth + 1)
+        return
+    h.update(re.sub(r" at 0x[0-9a-f]+", "", repr(value)).encode())
+
+
+# -- entry points and built-ins ----------------------------------------------------------
+
+
+def entry_point_plugins(group: str) -> list[tuple[str, type[Plugin]]]:
+    """``(source, class)`` for each plugin that installed packages publish under ``group``."""
+    found: list[tuple[str, type[Plugin]]] = []
+    for ep in sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name):
+        try:
+            obj = ep.load()
+        except Exception as exc:
+            raise PluginError(
+                ep.name, "import", f"Entry point {ep.name} = {ep.value} failed: {describe(exc)}"
+            ) from exc
+        if isinstance(obj, types.ModuleType):
+            classes = plugin_classes(vars(obj).values(), obj.__name__)
+        elif isinstance(obj, type):
+            classes = plugin_classes([obj])
+        else:
+            classes = plugin_classes(obj)
+        found.extend((f"entry point {ep.name} = {ep.value}", cls) for cls in classes)
+    return found
+
+
+def builtin_names() -> list[str]:
+    from ..plugins import CATALOG
+
+    return sorted(CATALOG)
+
+
+def builtin_plugin(name: str) -> type[Plugin] | None:
+    """The built-in plugin class of that name (imported on first use), or None."""
+    from ..plugins import CATALOG
+
+    target = CATALOG.get(name)
+    if target is None:
+        return None
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)

@@ -1,0 +1,156 @@
+"""Plugin events: a bounded log, subscriber callbacks and the seed's ``Watch()`` iterator."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+
+__all__ = ["EventLog", "PluginEvent"]
+
+log = logging.getLogger("helixlab.events")
+
+#: The event kinds, in the order a plugin usually meets them.
+KINDS = (
+    "registered",
+    "unregistered",
+    "configured",
+    "initialized",
+    "started",
+    "stopping",
+    "stopped",
+    "failed",
+    "skipped",
+    "reloading",
+    "reloaded",
+    "reload_failed",
+    "rolled_back",
+    "unloaded",
+    "health_changed",
+    "file_error",
+)
+
+
+@dataclass(frozen=True)
+class PluginEvent:
+    """One transition of one plugin. ``time`` is wall-clock seconds; repr leaves it out."""
+
+    seq: int
+    kind: str
+    plugin: str
+    version: str = ""
+    detail: str = ""
+    error: str | None = None
+    time: float = field(default=0.0, compare=False)
+
+    def __str__(self) -> str:
+        who = f"{self.plugin} {self.version}".strip()
+        text = f"#{self.seq} {self.kind:<13} {who}"
+        if self.detail:
+            text += f": {self.detail}"
+        if self.error:
+            text += f" ({self.error})"
+        return text
+
+    def __repr__(self) -> str:
+        return f"PluginEvent({self})"
+
+    def _repr_pretty_(self, p, cycle) -> None:  # IPython's plain-text display
+        p.text(str(self))
+
+
+class EventLog:
+    """Keeps the last ``maxlen`` events and fans each new one out to subscribers and watchers.
+
+    Safe to use from any thread; subscriber exceptions are logged, never raised into the
+    code that emitted the event.
+    """
+
+    def __init__(self, maxlen: int = 1000):
+        self._events: deque[PluginEvent] = deque(maxlen=maxlen)
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+        self._subscribers: list[Callable[[PluginEvent], object]] = []
+
+    @property
+    def maxlen(self) -> int:
+        return self._events.maxlen or 0
+
+    def emit(
+        self,
+        kind: str,
+        plugin: str,
+        version: str = "",
+        detail: str = "",
+        error: str | None = None,
+    ) -> PluginEvent:
+        with self._lock:
+            event = PluginEvent(next(self._seq), kind, plugin, version, detail, error, time.time())
+            self._events.append(event)
+            subscribers = tuple(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback(event)
+            except Exception:
+                log.exception("event subscriber %r failed on %s", callback, event)
+        return event
+
+    def events(self, plugin: str | None = None, limit: int | None = None) -> list[PluginEvent]:
+        """Recent events, oldest first, optionally only one plugin's, at most ``limit``."""
+        with self._lock:
+            events = list(self._events)
+        if plugin is not None:
+            events = [e for e in events if e.plugin == plugin]
+        if limit is not None:
+            events = events[-limit:] if limit > 0 else []
+        return events
+
+    def subscribe(self, callback: Callable[[PluginEvent], object]) -> Callable[[], None]:
+        """Call ``callback(event)`` for each new event; returns the function that unsubscribes."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def watch(self, timeout: float | None = None) -> Iterator[PluginEvent]:
+        """Block for each new event, as the seed's ``Watch() <-chan PluginEvent``.
+
+        Ends when no event arrives within ``timeout`` seconds (None: never), or when the
+        consumer stops iterating.
+        """
+        inbox: queue.SimpleQueue[PluginEvent] = queue.SimpleQueue()
+        unsubscribe = self.subscribe(inbox.put)
+        try:
+            while True:
+                try:
+                    yield inbox.get(timeout=timeout)
+                except queue.Empty:
+                    return
+        finally:
+            unsubscribe()
+
+    async def awatch(self) -> AsyncIterator[PluginEvent]:
+        """Async twin of :meth:`watch`, for the caller's running loop."""
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[PluginEvent] = asyncio.Queue()
+
+        def deliver(event: PluginEvent) -> None:
+            loop.call_soon_threadsafe(inbox.put_nowait, event)
+
+        unsubscribe = self.subscribe(deliver)
+        try:
+            while True:
+                yield await inbox.get()
+        finally:
+            unsubscribe()

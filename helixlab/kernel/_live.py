@@ -1,0 +1,155 @@
+"""Generations of live instances, leases on them, and draining.
+
+The live set is one immutable :class:`Generation`; a reload builds the next one aside and
+swaps a single reference. Work done through the kernel (a gateway request, a stream)
+holds a :class:`Lease` on the generation it started with, so it finishes on the
+instances it began with; old instances are stopped only once every older generation is
+idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from ..errors import PluginNotFoundError
+from ._lifecycle import Live
+from ._plugin import Plugin
+
+__all__ = ["Generation", "Lease", "LivePool"]
+
+Builder = Callable[[Mapping[str, Plugin]], Any]
+
+
+class Generation:
+    """One immutable set of live instances, plus what builders derived from it."""
+
+    __slots__ = ("_idle", "extras", "leases", "live", "number")
+
+    def __init__(self, number: int, live: Mapping[str, Live], extras: Mapping[str, Any]):
+        self.number = number
+        self.live: Mapping[str, Live] = MappingProxyType(dict(live))
+        self.extras: Mapping[str, Any] = MappingProxyType(dict(extras))
+        self.leases = 0
+        self._idle: asyncio.Event | None = None
+
+    @property
+    def instances(self) -> Mapping[str, Plugin]:
+        return {name: live.plugin for name, live in self.live.items()}
+
+    def get(self, name: str) -> Plugin:
+        try:
+            return self.live[name].plugin
+        except KeyError:
+            raise PluginNotFoundError(name, self.live, what="loaded") from None
+
+    def __repr__(self) -> str:
+        return f"<Generation {self.number}: {', '.join(self.live) or 'empty'}>"
+
+
+class Lease:
+    """Holds a generation alive (not drained) until released; a context manager, sync or async."""
+
+    __slots__ = ("_pool", "_released", "generation")
+
+    def __init__(self, pool: LivePool, generation: Generation):
+        self._pool = pool
+        self.generation = generation
+        self._released = False
+
+    def get(self, name: str) -> Plugin:
+        return self.generation.get(name)
+
+    @property
+    def instances(self) -> Mapping[str, Plugin]:
+        return self.generation.instances
+
+    @property
+    def extras(self) -> Mapping[str, Any]:
+        return self.generation.extras
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._pool._release(self.generation)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    async def __aenter__(self) -> Lease:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
+class LivePool:
+    """The current generation, the builders that derive extras, and the retired ones still leased."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._builders: dict[str, Builder] = {}
+        self._retired: list[Generation] = []
+        self.current = Generation(0, {}, {})
+
+    def add_builder(self, key: str, builder: Builder) -> Callable[[], None]:
+        """Derive ``extras[key]`` from every new generation (e.g. the gateway's middleware chain)."""
+        self._builders[key] = builder
+        return lambda: self._builders.pop(key, None)
+
+    def build(self, live: Mapping[str, Live]) -> Generation:
+        """The next generation, built aside; a builder's exception propagates, nothing changes."""
+        instances = {name: entry.plugin for name, entry in live.items()}
+        extras = {key: build(instances) for key, build in self._builders.items()}
+        return Generation(self.current.number + 1, live, extras)
+
+    def swap(self, new: Generation) -> Generation:
+        """Make ``new`` current in one step; returns the retired generation."""
+        with self._lock:
+            old, self.current = self.current, new
+            if old.leases:
+                old._idle = asyncio.Event()
+                self._retired.append(old)
+        return old
+
+    def lease(self) -> Lease:
+        with self._lock:
+            gen = self.current
+            gen.leases += 1
+        return Lease(self, gen)
+
+    def _release(self, gen: Generation) -> None:
+        with self._lock:
+            gen.leases -= 1
+            idle = gen.leases == 0 and gen._idle is not None
+            if idle:
+                self._retired.remove(gen)
+        if idle:
+            event = gen._idle
+            if self._loop.is_closed():
+                return
+            self._loop.call_soon_threadsafe(event.set)
+
+    def in_flight(self, up_to: Generation) -> int:
+        """Leases still held on generations up to and including ``up_to``."""
+        with self._lock:
+            return sum(g.leases for g in self._retired if g.number <= up_to.number)
+
+    async def drain(self, up_to: Generation, timeout: float) -> bool:
+        """Wait (on the kernel loop) until no lease is held on a generation up to ``up_to``."""
+        with self._lock:
+            events = [g._idle for g in self._retired if g.number <= up_to.number and g._idle]
+        if not events:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), timeout)
+            return True
+        except TimeoutError:
+            return False

@@ -1,0 +1,90 @@
+"""The kernel's own asyncio loop, in a background thread.
+
+A notebook cell already runs inside a loop, so ``asyncio.run`` is impossible there; the
+kernel therefore runs its lifecycle coroutines (and the gateway) on a loop of its own and
+the synchronous API waits on them from whatever thread calls it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from ..errors import HelixError, KernelClosedError
+
+T = TypeVar("T")
+
+__all__ = ["LoopThread"]
+
+
+class LoopThread:
+    """An event loop running forever in a daemon thread, until :meth:`stop`."""
+
+    def __init__(self, name: str = "helixlab-kernel"):
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._ready.set)
+        try:
+            self.loop.run_forever()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.run_until_complete(self.loop.shutdown_default_executor())
+        self.loop.close()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and not self.loop.is_closed()
+
+    def in_loop(self) -> bool:
+        return threading.get_ident() == self._thread.ident
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        if not self.running:
+            coro.close()
+            raise KernelClosedError("The kernel is closed; create a new Kernel().")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the kernel loop and wait for its result from this thread."""
+        if self.in_loop():
+            coro.close()
+            raise HelixError(
+                "A synchronous kernel method was called from the kernel's own loop (inside a "
+                "plugin's lifecycle method or a gateway request); await its async twin instead, "
+                "e.g. `await kernel.areload(...)`."
+            )
+        future = self.submit(coro)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            future.cancel()
+            raise
+
+    async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the kernel loop from any loop (or directly, if already on it)."""
+        if self.in_loop():
+            return await coro
+        return await asyncio.wrap_future(self.submit(coro))
+
+    def stop(self) -> None:
+        if self._thread.is_alive() and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            if not self.in_loop():
+                self._thread.join(timeout=10)

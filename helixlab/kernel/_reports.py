@@ -1,0 +1,161 @@
+"""What the kernel hands back: load and reload reports, plugin rows, health results.
+
+Each has a deterministic ``str`` (no addresses, ids, temp paths or timings), which is
+what notebooks show as ``text/plain`` and what nbval compares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import PluginError
+
+__all__ = ["HealthStatus", "LoadReport", "PluginInfo", "ReloadReport"]
+
+
+class _PlainRepr:
+    """``repr`` and IPython's pretty display both show ``str``."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(str(self))
+
+
+@dataclass(repr=False)
+class LoadReport(_PlainRepr):
+    """What ``load_all``/``load`` did: loaded in order, failed (with the error), skipped (why)."""
+
+    order: list[str] = field(default_factory=list)
+    failed: dict[str, PluginError] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.skipped
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, list):  # `kernel.load_all() == ["a", "b"]` reads naturally
+            return self.order == other
+        if isinstance(other, LoadReport):
+            return (self.order, self.skipped) == (other.order, other.skipped) and set(
+                self.failed
+            ) == set(other.failed)
+        return NotImplemented
+
+    def __str__(self) -> str:
+        lines = [f"loaded {len(self.order)}: {' -> '.join(self.order) or 'nothing'}"]
+        for name, err in self.failed.items():
+            lines.append(f"failed  {name} in {err.phase}: {_cause(err)}")
+        for name, why in self.skipped.items():
+            lines.append(f"skipped {name}: {why}")
+        return "\n".join(lines)
+
+
+@dataclass(repr=False)
+class ReloadReport(_PlainRepr):
+    """What a reload did, or would have done before it was rolled back.
+
+    ``order`` is the cascade, dependencies first; ``versions`` maps each plugin to
+    ``(old, new)``; ``timings`` (seconds per step) is left out of ``str``.
+    """
+
+    targets: list[str] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)
+    versions: dict[str, tuple[str, str]] = field(default_factory=dict)
+    rolled_back: bool = False
+    error: str | None = None
+    phase: str | None = None
+    plugin: str | None = None
+    strategy: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def _version_text(self, name: str) -> str:
+        old, new = self.versions.get(name, ("", ""))
+        return old if old == new else f"{old} -> {new}"
+
+    def __str__(self) -> str:
+        head = ", ".join(self.targets)
+        if self.error is None:
+            lines = [f"reloaded {head}: {len(self.order)} plugin(s), dependencies first"]
+        else:
+            state = "rolled back" if self.rolled_back else "refused"
+            lines = [f"reload of {head} {state}: {self.plugin} failed in {self.phase}"]
+            lines.append(f"  error: {self.error}")
+        for i, name in enumerate(self.order, 1):
+            mark = " (restart)" if self.strategy.get(name) == "restart" else ""
+            lines.append(f"  {i}. {name} {self._version_text(name)}{mark}")
+        for name in self.loaded:
+            lines.append(f"  + {name} {self._version_text(name)} (loaded)")
+        if self.error is not None and self.order:
+            lines.append("  the old versions keep serving")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, repr=False)
+class HealthStatus(_PlainRepr):
+    """The result of one plugin's health check. ``elapsed`` is left out of ``str``."""
+
+    plugin: str
+    healthy: bool
+    detail: str = ""
+    state: str = "active"
+    elapsed: float = field(default=0.0, compare=False)
+
+    def __bool__(self) -> bool:
+        return self.healthy
+
+    def __str__(self) -> str:
+        mark = "healthy" if self.healthy else "UNHEALTHY"
+        return f"{self.plugin}: {mark}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass(frozen=True, repr=False)
+class PluginInfo(_PlainRepr):
+    """One row of ``kernel.info()``: what a dashboard shows of a plugin."""
+
+    name: str
+    kind: str
+    version: str
+    state: str
+    description: str = ""
+    dependencies: tuple[str, ...] = ()
+    dependents: tuple[str, ...] = ()
+    priority: int = 0
+    enabled: bool = True
+    reload_count: int = 0
+    health: str = "unknown"
+    config: Any = None  # redacted
+    origin: str = "code"
+    source: str | None = None
+    error: str | None = None
+
+    def __str__(self) -> str:
+        deps = f" <- {', '.join(self.dependencies)}" if self.dependencies else ""
+        err = f" [{self.error}]" if self.error else ""
+        return (
+            f"{self.name} {self.version} ({self.kind}) {self.state}, health {self.health}, "
+            f"reloads {self.reload_count}{deps}{err}"
+        )
+
+
+def _cause(err: PluginError) -> str:
+    from ..errors import describe
+
+    return describe(err.cause) if err.cause is not None else str(err)

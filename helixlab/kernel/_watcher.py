@@ -1,0 +1,167 @@
+"""Hot reload on save: watch a plugins directory and reload what changed.
+
+Changes are grouped by watchfiles (it waits ``step`` ms for quiet, at most ``debounce``
+ms in all; the course's listing sleeps inside the handler instead, delaying every
+event). Only the units whose files changed are re-imported; their plugins are reloaded
+with their dependents in one transaction. A file that fails to import leaves the old
+version serving and is reported once until its content changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import watchfiles
+
+from ..errors import HelixError, PluginError, describe
+from . import _discovery
+from ._reports import ReloadReport
+
+if TYPE_CHECKING:
+    from ._kernel import Kernel
+
+__all__ = ["FileWatcher"]
+
+
+class FileWatcher:
+    """A running watch on one directory; ``stop()`` it, or close the kernel.
+
+    ``reports`` holds each reload it performed and ``errors`` each failure it reported,
+    newest last (both bounded).
+    """
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        path: Path,
+        *,
+        debounce: int = 1600,
+        step: int = 50,
+        keep: int = 100,
+    ):
+        self.kernel = kernel
+        self.path = path.resolve()
+        if not self.path.is_dir():
+            raise HelixError(f"Cannot watch {str(path)!r}: it is not a directory.")
+        self.debounce, self.step, self._keep = debounce, step, keep
+        self.reports: list[ReloadReport] = []
+        self.errors: list[HelixError] = []
+        self._reported: dict[str, str] = {}  # unit root -> digest whose error was reported
+        self._changed = threading.Condition()
+        self._batches = 0
+        self._stop: asyncio.Event | None = None
+        ready = threading.Event()
+        self._future = kernel._thread.submit(self._run(ready))
+        ready.wait(10)
+        kernel.add_closer(self._astop)
+
+    @property
+    def running(self) -> bool:
+        return not self._future.done()
+
+    @property
+    def batches(self) -> int:
+        """How many change batches were handled so far (wait on it with :meth:`wait_for_batch`)."""
+        return self._batches
+
+    def wait_for_batch(self, after: int, timeout: float = 10.0) -> bool:
+        """Block until more than ``after`` batches were handled; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._batches > after, timeout)
+
+    async def _run(self, ready: threading.Event) -> None:
+        self._stop = asyncio.Event()
+        changes = watchfiles.awatch(
+            self.path,
+            stop_event=self._stop,
+            debounce=self.debounce,
+            step=self.step,
+            watch_filter=watchfiles.PythonFilter(),
+        )
+        pending = asyncio.ensure_future(anext(changes))
+        await asyncio.sleep(0)  # the watcher's first step sets up the OS watches
+        ready.set()
+        try:
+            while True:
+                try:
+                    batch = await pending
+                except StopAsyncIteration:
+                    return
+                await self.handle({Path(p) for _, p in batch})
+                pending = asyncio.ensure_future(anext(changes))
+        finally:
+            pending.cancel()
+            await changes.aclose()
+
+    async def handle(self, paths: set[Path]) -> None:
+        """Re-import the units behind ``paths`` and apply them to the kernel."""
+        units = {}
+        for path in sorted(paths):
+            unit = _discovery.unit_for(self.path, path)
+            if unit is not None and unit.path.exists():
+                units[unit.root] = unit
+        for unit in units.values():
+            await self._apply(unit)
+        with self._changed:
+            self._batches += 1
+            self._changed.notify_all()
+
+    async def _apply(self, unit: _discovery.Unit) -> None:
+        digest = await asyncio.to_thread(unit.digest)
+        try:
+            classes = await asyncio.to_thread(_discovery.import_unit, unit)
+            prints = {cls.name: f"{digest}:{cls.name}" for cls in classes}
+            report = await self.kernel.adefine(
+                classes, source=str(unit.path), origin="file", unit=str(unit.root),
+                fingerprints=prints,
+            )
+        except HelixError as exc:
+            self._report_error(unit, digest, exc)
+            return
+        self._reported.pop(str(unit.root), None)
+        self._remember(self.reports, report)
+
+    def _report_error(self, unit: _discovery.Unit, digest: str, exc: HelixError) -> None:
+        if self._reported.get(str(unit.root)) == digest:
+            return  # this content's error was reported already
+        self._reported[str(unit.root)] = digest
+        self._remember(self.errors, exc)
+        plugin = exc.plugin if isinstance(exc, PluginError) else unit.name
+        already = {e.name for e in self.kernel.info() if e.source == str(unit.path)}
+        detail = f"{unit.path.name}: " + (
+            "the running version keeps serving" if already else "not loaded"
+        )
+        self.kernel._emit("file_error", plugin, detail=detail, error=describe(exc))
+
+    def _remember(self, items: list, item: object) -> None:
+        items.append(item)
+        del items[: -self._keep]
+
+    async def _astop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        if not self._future.done():
+            await asyncio.wrap_future(self._future)
+
+    def stop(self) -> None:
+        """Stop watching (idempotent)."""
+        if self._stop is not None and not self.kernel._thread.loop.is_closed():
+            self.kernel._thread.loop.call_soon_threadsafe(self._stop.set)
+        if not self.kernel._thread.in_loop():
+            try:
+                self._future.result(timeout=10)
+            except Exception:  # noqa: BLE001 - already reported through events
+                pass
+
+    def __enter__(self) -> FileWatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "watching" if self.running else "stopped"
+        return f"<FileWatcher {state} {self.path.name}/>"
