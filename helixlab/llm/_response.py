@@ -1,0 +1,121 @@
+"""The completed chat response, and the seed's calculateConfidence."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from ._messages import Message
+from ._tools import ToolCall
+from ._usage import Usage
+from ._wire import Model, build, expect_list, expect_object
+
+__all__ = ["ChatResponse", "confidence_from_logprobs"]
+
+
+def _new_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def confidence_from_logprobs(logprobs: Any) -> float | None:
+    """How sure the model was: the geometric-mean token probability, in [0, 1].
+
+    ``logprobs`` is a choice's ``logprobs`` object (``{"content": [{"logprob": ...}, ...]}``).
+    None when the upstream sent no token logprobs: an invented number would mislead.
+    """
+    if not isinstance(logprobs, dict) or not isinstance(logprobs.get("content"), list):
+        return None
+    values = [
+        item["logprob"]
+        for item in logprobs["content"]
+        if isinstance(item, dict) and isinstance(item.get("logprob"), int | float)
+    ]
+    if not values:
+        return None
+    return min(1.0, math.exp(sum(values) / len(values)))
+
+
+class ChatResponse(Model):
+    """A finished assistant reply: text and/or tool calls, with usage and provenance.
+
+    ``finish_reason`` defaults to ``"tool_calls"`` when there are tool calls, else ``"stop"``.
+    ``confidence`` is not part of the OpenAI format, so ``to_openai`` does not carry it.
+    """
+
+    content: str | None = None
+    model: str
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    usage: Usage | None = None
+    finish_reason: str = ""
+    confidence: float | None = Field(default=None, ge=0, le=1)
+    id: str = Field(default_factory=_new_id)
+    created: int = Field(default_factory=_now)
+
+    @model_validator(mode="after")
+    def _default_finish_reason(self) -> ChatResponse:
+        if not self.finish_reason:
+            self.finish_reason = "tool_calls" if self.tool_calls else "stop"
+        return self
+
+    @property
+    def message(self) -> Message:
+        """The reply as an assistant message, ready to append to the conversation."""
+        return Message.assistant(self.content, self.tool_calls)
+
+    def to_openai(self) -> dict[str, Any]:
+        """A complete ``chat.completion`` object, as the OpenAI API returns it."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = [call.to_openai() for call in self.tool_calls]
+        data: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": self.finish_reason,
+                }
+            ],
+        }
+        if self.usage is not None:
+            data["usage"] = self.usage.to_openai()
+        return data
+
+    @classmethod
+    def from_openai(cls, data: Any) -> ChatResponse:
+        """Parse a ``chat.completion`` object (its first choice); confidence from logprobs."""
+        data = expect_object(data, "response")
+        if data.get("object", "chat.completion") != "chat.completion":
+            raise ValueError(
+                f"response.object must be 'chat.completion', got {data.get('object')!r}."
+            )
+        choices = expect_list(data.get("choices"), "response.choices")
+        if not choices:
+            raise ValueError("response.choices must not be empty.")
+        choice = expect_object(choices[0], "response.choices[0]")
+        message = Message.from_openai(choice.get("message"), "response.choices[0].message")
+        fields: dict[str, Any] = {
+            "content": message.text if message.content is not None else None,
+            "model": data.get("model"),
+            "tool_calls": message.tool_calls,
+            "finish_reason": choice.get("finish_reason") or "",
+            "confidence": confidence_from_logprobs(choice.get("logprobs")),
+        }
+        for key in ("id", "created"):
+            if data.get(key) is not None:
+                fields[key] = data[key]
+        if data.get("usage") is not None:
+            fields["usage"] = Usage.from_openai(data["usage"], "response.usage")
+        return build(ChatResponse, fields, "response")
