@@ -1,0 +1,737 @@
+"""Plugin configuration: YAML in, ``PluginSpec`` objects out, every problem with its line.
+
+``parse_config`` reads ``configs/plugins.yaml`` (a file, a notebook cell's text or a dict)
+and keeps the line of every key, so that ``validate_config`` can point at the offending
+line when a plugin's pydantic model rejects a value. Problems are never reported one at a
+time: all of them are collected, then raised as one ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from collections import abc
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import pydantic
+import yaml
+from packaging.requirements import InvalidRequirement, Requirement
+from pydantic import BeforeValidator, ConfigDict
+
+from ..errors import ConfigError, ConfigProblem
+
+__all__ = [
+    "SECRET_WORDS",
+    "ConfigDocument",
+    "Duration",
+    "PluginConfig",
+    "PluginSpec",
+    "is_secret_key",
+    "parse_config",
+    "parse_duration",
+    "redact",
+    "redact_text",
+    "validate_config",
+]
+
+TOP_KEYS = ("gateway", "plugins")
+ENTRY_KEYS = ("config", "depends_on", "enabled", "priority")
+SECRET_WORDS = (
+    "api_key",
+    "apikey",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "authorization",
+    "private_key",
+    "credential",
+)
+MASK = "***"
+
+_MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+_NULL, _MERGE = "tag:yaml.org,2002:null", "tag:yaml.org,2002:merge"
+_MAX_VALUES = 100_000  # stops "billion laughs" alias expansion
+_MAX_DEPTH = 100
+_ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(repr=False)
+class PluginSpec:
+    """One plugin's entry in the configuration, with the lines needed to report on it."""
+
+    name: str
+    enabled: bool = True
+    priority: int | None = None
+    depends_on: tuple[str, ...] = ()
+    config: dict[str, Any] = field(default_factory=dict)  # raw, env-substituted
+    source: str = "<config>"
+    line: int | None = None
+    lines: dict[tuple, int] = field(default_factory=dict)  # key path inside config -> line
+
+    def __repr__(self) -> str:  # a spec shown in a notebook must not leak its secrets
+        return (
+            f"PluginSpec(name={self.name!r}, enabled={self.enabled!r}, "
+            f"priority={self.priority!r}, depends_on={self.depends_on!r}, "
+            f"config={redact(self.config)!r}, source={self.source!r}, line={self.line!r})"
+        )
+
+
+@dataclass(repr=False)
+class ConfigDocument:
+    """A parsed configuration; ``gateway`` is raw, for the gateway to validate itself."""
+
+    plugins: dict[str, PluginSpec]
+    gateway: dict[str, Any]
+    source: str
+    gateway_lines: dict[tuple, int] = field(default_factory=dict)  # key path -> line
+
+    def __repr__(self) -> str:
+        return (
+            f"ConfigDocument(plugins={self.plugins!r}, gateway={redact(self.gateway)!r}, "
+            f"source={self.source!r})"
+        )
+
+
+# -- parsing -----------------------------------------------------------------------
+
+
+def parse_config(
+    data: str | os.PathLike | Mapping,
+    *,
+    source: str | None = None,
+    line_offset: int = 0,
+    env: Mapping[str, str] | None = None,
+) -> ConfigDocument:
+    """Parse a configuration file, YAML text or mapping into specs, or raise every problem.
+
+    >>> doc = parse_config("plugins:\\n  rate-limiter:\\n    config: {burst_size: 20}\\n")
+    >>> doc.plugins["rate-limiter"].config
+    {'burst_size': 20}
+    """
+    content, source = _read_input(data, source)
+    reader = _Reader(source, line_offset, os.environ if env is None else env)
+    try:
+        root = _to_node(content, {}) if isinstance(content, Mapping) else reader.compose(content)
+    except RecursionError:
+        reader.report("the configuration is nested too deeply.")
+        root = _FAILED
+    doc = None if root is _FAILED else reader.document(root)
+    if reader.problems or doc is None:
+        unique = list(dict.fromkeys(reader.problems))
+        unique.sort(key=lambda p: (p.line is None, p.line or 0))
+        raise ConfigError(unique, source)
+    return doc
+
+
+def _read_input(data: Any, source: str | None) -> tuple[str | Mapping, str]:
+    """Tell a path from YAML text, and read the file, so errors can name it."""
+    if isinstance(data, Mapping):
+        return data, source or "<config>"
+    if isinstance(data, os.PathLike) or (isinstance(data, str) and _looks_like_path(data)):
+        path = Path(data)
+        source = source or str(path)
+        try:
+            return path.read_text(encoding="utf-8"), source
+        except (OSError, UnicodeDecodeError) as exc:
+            problem = ConfigProblem(f"cannot read the configuration file: {exc}", source)
+            raise ConfigError([problem], source) from None
+    if isinstance(data, str):
+        return data, source or "<config>"
+    raise TypeError(f"parse_config() takes a path, YAML text or a mapping, not {data!r}")
+
+
+def _looks_like_path(text: str) -> bool:
+    return "\n" not in text and (text.endswith((".yaml", ".yml")) or os.path.isfile(text))
+
+
+_FAILED = object()
+
+
+class _ValueNode(yaml.ScalarNode):
+    """A scalar that is already a Python value: lets a dict go through the YAML path."""
+
+    def __init__(self, value: Any):
+        super().__init__("tag:helixlab:value", "", None, None)
+        self.python = value
+
+
+def _to_node(value: Any, memo: dict[int, yaml.Node]) -> yaml.Node:
+    """A node tree over Python data; shared or cyclic containers become shared nodes."""
+    if isinstance(value, Mapping | list | tuple):
+        if id(value) in memo:
+            return memo[id(value)]
+        if isinstance(value, Mapping):
+            node: yaml.Node = memo.setdefault(id(value), yaml.MappingNode(_MAP, []))
+            node.value = [(_ValueNode(k), _to_node(v, memo)) for k, v in value.items()]
+        else:
+            node = memo.setdefault(id(value), yaml.SequenceNode(_SEQ, []))
+            node.value = [_to_node(v, memo) for v in value]
+        return node
+    return _ValueNode(value)
+
+
+def _join(path: Iterable[Any]) -> str:
+    return ".".join(str(part) for part in path)
+
+
+def _describe(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, list | yaml.SequenceNode):
+        return "a list"
+    if isinstance(value, dict | yaml.MappingNode):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def _unknown_message(key: Any, choices: Iterable[str]) -> str:
+    choices = sorted(choices)
+    close = difflib.get_close_matches(str(key), choices, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key {key!r}{hint}; valid keys are: {', '.join(choices) or 'none'}."
+
+
+class _Reader:
+    """Builds Python values from a node tree, recording lines and collecting problems."""
+
+    def __init__(self, source: str, line_offset: int, env: Mapping[str, str]):
+        self.source = source
+        self.offset = line_offset
+        self.env = env
+        self.problems: list[ConfigProblem] = []
+        self._constructor = yaml.constructor.SafeConstructor()
+        self._resolver = yaml.resolver.Resolver()
+        self._active: set[int] = set()
+        self._merging: set[int] = set()
+        self._budget = _MAX_VALUES
+
+    def line(self, node: yaml.Node | None) -> int | None:
+        mark = node.start_mark if node is not None else None
+        return None if mark is None else mark.line + 1 + self.offset
+
+    def report(
+        self, message: str, node: yaml.Node | None = None, *, plugin: str | None = None, path=()
+    ) -> None:
+        path = path if isinstance(path, str) else _join(path)
+        self.problems.append(ConfigProblem(message, self.source, self.line(node), plugin, path))
+
+    # -- YAML text -> nodes
+
+    def compose(self, text: str) -> Any:
+        try:
+            return yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            message = exc.problem or exc.context or "malformed YAML"
+            if exc.context and exc.problem:
+                ctx = exc.context_mark
+                where = f" started at line {ctx.line + 1 + self.offset}" if ctx else ""
+                message = f"{message} ({exc.context}{where})"
+            if "'\\t'" in message:
+                message += "; YAML indentation must use spaces, not tabs"
+            line = None if mark is None else mark.line + 1 + self.offset
+            column = f" at column {mark.column + 1}" if mark is not None else ""
+            self.problems.append(
+                ConfigProblem(f"invalid YAML{column}: {message}.", self.source, line)
+            )
+        except yaml.reader.ReaderError as exc:
+            line = text.count("\n", 0, max(exc.position, 0)) + 1 + self.offset
+            message = f"invalid YAML: {exc.reason} {exc.character!r} is not allowed."
+            self.problems.append(ConfigProblem(message, self.source, line))
+        except yaml.YAMLError as exc:
+            self.problems.append(ConfigProblem(f"invalid YAML: {exc}", self.source))
+        return _FAILED
+
+    # -- the document's structure
+
+    def document(self, root: yaml.Node | None) -> ConfigDocument | None:
+        if root is None or _is_null(root):
+            self.report("the configuration is empty; it needs a 'plugins' mapping.", root)
+            return None
+        if not isinstance(root, yaml.MappingNode):
+            self.report(
+                f"the configuration must be a mapping with a 'plugins' key, not "
+                f"{self.describe(root)}.",
+                root,
+            )
+            return None
+        doc = ConfigDocument(plugins={}, gateway={}, source=self.source)
+        found = set()
+        for key, key_node, value_node in self.items(root, None, (), raw=True):
+            found.add(key)
+            if key == "plugins":
+                doc.plugins = self.plugins(value_node)
+            elif key == "gateway":
+                doc.gateway = self.mapping(value_node, None, ("gateway",), doc.gateway_lines)
+                doc.gateway_lines = {p[1:]: n for p, n in doc.gateway_lines.items()}
+            else:
+                self.report(_unknown_message(key, TOP_KEYS), key_node, path=(key,))
+        if "plugins" not in found:
+            self.report("the required 'plugins' mapping is missing.", root)
+        return doc
+
+    def plugins(self, node: yaml.Node) -> dict[str, PluginSpec]:
+        specs: dict[str, PluginSpec] = {}
+        if _is_null(node):
+            return specs
+        if not isinstance(node, yaml.MappingNode):
+            self.report(
+                f"'plugins' must be a mapping of plugin name to settings, not "
+                f"{self.describe(node)}.",
+                node,
+                path="plugins",
+            )
+            return specs
+        for name, key_node, value_node in self.items(node, None, ("plugins",), raw=True):
+            if not isinstance(name, str) or not name.strip():
+                self.report(f"plugin names must be non-empty strings, not {name!r}.", key_node)
+                continue
+            specs[name] = self.entry(name, key_node, value_node)
+        return specs
+
+    def entry(self, name: str, key_node: yaml.Node, node: yaml.Node) -> PluginSpec:
+        spec = PluginSpec(name=name, source=self.source, line=self.line(key_node))
+        if _is_null(node):
+            return spec
+        if not isinstance(node, yaml.MappingNode):
+            self.report(
+                f"a plugin's entry must be a mapping of {', '.join(ENTRY_KEYS)} (or empty), "
+                f"not {self.describe(node)}.",
+                node,
+                plugin=name,
+            )
+            return spec
+        for key, kn, vn in self.items(node, name, (), raw=True):
+            if key == "enabled":
+                value = self.value(vn, name, ("enabled",), {}, retype=True)
+                if isinstance(value, bool):
+                    spec.enabled = value
+                else:
+                    message = f"'enabled' must be true or false, not {_describe(value)}."
+                    self.report(message, vn, plugin=name, path="enabled")
+            elif key == "priority":
+                value = self.value(vn, name, ("priority",), {}, retype=True)
+                if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+                    spec.priority = value
+                else:
+                    message = f"'priority' must be an integer, not {_describe(value)}."
+                    self.report(message, vn, plugin=name, path="priority")
+            elif key == "depends_on":
+                spec.depends_on = self.depends_on(name, vn)
+            elif key == "config":
+                lines: dict[tuple, int] = {}
+                spec.config = self.mapping(vn, name, ("config",), lines)
+                spec.lines = {p[1:]: n for p, n in lines.items()}
+            else:
+                self.report(_unknown_message(key, ENTRY_KEYS), kn, plugin=name, path=(key,))
+        return spec
+
+    def depends_on(self, name: str, node: yaml.Node) -> tuple[str, ...]:
+        if _is_null(node):
+            return ()
+        if not isinstance(node, yaml.SequenceNode):
+            self.report(
+                f"'depends_on' must be a list of plugin names such as "
+                f'[rate-limiter, "custom-logger>=1.0"], not {self.describe(node)}.',
+                node,
+                plugin=name,
+                path="depends_on",
+            )
+            return ()
+        deps = []
+        for i, item in enumerate(node.value):
+            dep = self.value(item, name, ("depends_on", i), {})
+            if not isinstance(dep, str):
+                message = f"a dependency must be a plugin name, not {_describe(dep)}."
+                self.report(message, item, plugin=name, path=("depends_on", i))
+                continue
+            try:
+                Requirement(dep)
+            except InvalidRequirement as exc:
+                message = f"invalid dependency {dep!r}: {exc}; write a name, e.g. 'x' or 'x>=1.0'."
+                self.report(message, item, plugin=name, path=("depends_on", i))
+                continue
+            deps.append(dep)
+        return tuple(deps)
+
+    def mapping(self, node: yaml.Node, plugin: str | None, path: tuple, lines: dict) -> dict:
+        if _is_null(node):
+            return {}
+        if not isinstance(node, yaml.MappingNode):
+            message = f"{path[-1]!r} must be a mapping, not {self.describe(node)}."
+            self.report(message, node, plugin=plugin, path=path)
+            return {}
+        return self.value(node, plugin, path, lines)
+
+    # -- nodes -> Python values
+
+    def describe(self, node: yaml.Node) -> str:
+        """What a node holds, for "must be X, not Y" messages."""
+        if isinstance(node, _ValueNode):
+            return _describe(node.python)
+        if isinstance(node, yaml.ScalarNode):
+            return _describe(self.construct(node, None, ()))
+        return _describe(node)
+
+    def items(
+        self, node: yaml.MappingNode, plugin: str | None, path: tuple, *, raw: bool = False
+    ) -> list[tuple[Any, yaml.Node, yaml.Node]]:
+        """The entries of a mapping after ``<<`` merges; duplicate keys are problems."""
+        explicit, merged = [], []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                merged.extend(self.merge_sources(value_node, plugin, path))
+            else:
+                explicit.append((key_node, value_node))
+        entries: dict[Any, tuple[yaml.Node, yaml.Node]] = {}
+        for i, (key_node, value_node) in enumerate(explicit + merged):
+            key = self.key(key_node, plugin, path, raw=raw)
+            if key is _FAILED:
+                continue
+            if key in entries and i < len(explicit):
+                first = self.line(entries[key][0])
+                at = f" (first at line {first})" if first is not None else ""
+                message = f"duplicate key {key!r}{at}; each key may appear only once."
+                self.report(message, key_node, plugin=plugin, path=(*path, key))
+                continue
+            entries.setdefault(key, (key_node, value_node))
+        return [(key, kn, vn) for key, (kn, vn) in entries.items()]
+
+    def merge_sources(self, node: yaml.Node, plugin: str | None, path: tuple) -> list:
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        pairs: list = []
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode) or id(source) in self._merging:
+                message = "a merge key '<<' needs a mapping or a list of mappings, not recursion."
+                if not isinstance(source, yaml.MappingNode):
+                    message = f"a merge key '<<' needs a mapping, not {self.describe(source)}."
+                self.report(message, source, plugin=plugin, path=path)
+                continue
+            self._merging.add(id(source))
+            try:
+                pairs.extend((kn, vn) for _, kn, vn in self.items(source, plugin, path))
+            finally:
+                self._merging.discard(id(source))
+        return pairs
+
+    def key(self, node: yaml.Node, plugin: str | None, path: tuple, *, raw: bool) -> Any:
+        if isinstance(node, _ValueNode):
+            return node.python
+        if not isinstance(node, yaml.ScalarNode):
+            message = f"keys must be plain values, not {self.describe(node)}."
+            self.report(message, node, plugin=plugin, path=path)
+            return _FAILED
+        return node.value if raw else self.construct(node, plugin, path)
+
+    def value(
+        self, node: yaml.Node, plugin: str | None, path: tuple, lines: dict, *, retype=False
+    ) -> Any:
+        """The Python value of ``node``, recording the line of every key path under it."""
+        self._budget -= 1
+        if self._budget < 0:
+            if self._budget == -1:
+                self.report("the configuration expands to too many values.", node, plugin=plugin)
+            return None
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node, plugin, path, retype=retype)
+        if id(node) in self._active or len(self._active) >= _MAX_DEPTH:
+            message = "a value may not contain itself (recursive alias) or nest this deep."
+            self.report(message, node, plugin=plugin, path=path)
+            return None
+        if node.tag not in (_MAP, _SEQ):
+            message = f"unsupported tag {_short_tag(node.tag)!r}; use a plain mapping or list."
+            self.report(message, node, plugin=plugin, path=path)
+        self._active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                out = []
+                for i, item in enumerate(node.value):
+                    self.record(lines, (*path, i), item)
+                    out.append(self.value(item, plugin, (*path, i), lines))
+                return out
+            mapping = {}
+            for key, key_node, value_node in self.items(node, plugin, path):
+                self.record(lines, (*path, key), key_node)
+                mapping[key] = self.value(value_node, plugin, (*path, key), lines)
+            return mapping
+        finally:
+            self._active.discard(id(node))
+
+    def record(self, lines: dict, path: tuple, node: yaml.Node) -> None:
+        line = self.line(node)
+        if line is not None:
+            lines[path] = line
+
+    def scalar(self, node: yaml.ScalarNode, plugin: str | None, path: tuple, *, retype: bool):
+        if isinstance(node, _ValueNode):
+            value, plain = node.python, True
+        else:
+            value, plain = self.construct(node, plugin, path), node.style is None
+        if not isinstance(value, str) or "${" not in value:
+            return value
+        text, substituted = self.substitute(value, node, plugin, path)
+        if retype and substituted and plain:  # `enabled: ${FLAG:-true}` is a bool, as written
+            tag = self._resolver.resolve(yaml.ScalarNode, text, (True, False))
+            return self.construct(yaml.ScalarNode(tag, text), plugin, path)
+        return text
+
+    def construct(self, node: yaml.ScalarNode, plugin: str | None, path: tuple) -> Any:
+        """A scalar with SafeConstructor's meaning (bool, int, float, null, str, ...)."""
+        if node.tag == "tag:yaml.org,2002:value":  # a bare `=`: SafeConstructor refuses it
+            return node.value
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError:
+            message = f"unsupported tag {_short_tag(node.tag)!r}; remove it or quote the value."
+        except Exception:  # explicit tags (`!!int x`) fail in many ways
+            message = f"{node.value!r} is not a valid {_short_tag(node.tag)} value."
+        self._constructor.recursive_objects.clear()
+        self.report(message, node, plugin=plugin, path=path)
+        return None
+
+    def substitute(self, text: str, node: yaml.Node, plugin: str | None, path: tuple):
+        """``${VAR}`` and ``${VAR:-default}`` from the environment; ``$${`` is a literal."""
+        substituted = False
+
+        def replace(match: re.Match) -> str:
+            nonlocal substituted
+            if match.group(0) == "$${":
+                return "${"
+            substituted = True
+            name, default = match.group(1), match.group(2)
+            value = self.env.get(name)
+            if value or (value is not None and default is None):
+                return value
+            if default is not None:
+                return default
+            self.report(
+                f"environment variable {name!r} is not set and has no default; set it or "
+                f"write ${{{name}:-default}}.",
+                node,
+                plugin=plugin,
+                path=path,
+            )
+            return match.group(0)
+
+        return _ENV_REF.sub(replace, text), substituted
+
+
+def _short_tag(tag: str) -> str:
+    return tag.replace("tag:yaml.org,2002:", "!!")
+
+
+def _is_null(node: yaml.Node | None) -> bool:
+    if isinstance(node, _ValueNode):
+        return node.python is None
+    return node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL)
+
+
+# -- validation against a plugin's model -------------------------------------------
+
+
+def validate_config(spec: PluginSpec, model: type[pydantic.BaseModel] | None) -> Any:
+    """Validate a spec's config with the plugin's model, every error located by line.
+
+    Unknown keys are refused even when the model would silently ignore them (pydantic's
+    default), because a misspelt setting that does nothing is worse than an error.
+    Models that set ``extra="allow"`` accept them on purpose.
+    """
+    if model is None:
+        return dict(spec.config)
+    problems = []
+    unknown = set()
+    for loc, choices in _unknown_keys(model, spec.config, ()):
+        unknown.add(loc)
+        message = _unknown_message(loc[-1], choices)
+        problems.append(_problem(spec, loc, message))
+    instance = None
+    try:
+        instance = model.model_validate(spec.config)
+    except pydantic.ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            loc = tuple(error["loc"])
+            if error["type"] == "extra_forbidden" and loc in unknown:
+                continue
+            problems.append(_problem(spec, loc, _pydantic_message(error, loc)))
+    if problems:
+        raise ConfigError(problems, spec.source)
+    return instance
+
+
+def _problem(spec: PluginSpec, loc: tuple, message: str) -> ConfigProblem:
+    line = spec.line
+    for end in range(len(loc), 0, -1):  # a missing key has no line: use its parent's
+        if loc[:end] in spec.lines:
+            line = spec.lines[loc[:end]]
+            break
+    return ConfigProblem(message, spec.source, line, spec.name, _join(("config", *loc)))
+
+
+def _pydantic_message(error: Mapping[str, Any], loc: tuple) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return f"required key {loc[-1]!r} is missing." if loc else "a required key is missing."
+    if kind == "extra_forbidden":
+        return f"unknown key {loc[-1]!r}."
+    message = error["msg"]
+    shown = error.get("input")
+    secret = any(isinstance(part, str) and is_secret_key(part) for part in loc)
+    if not secret and isinstance(shown, str | int | float):
+        text = repr(shown)
+        message += f" (got {text[:60] + '…' if len(text) > 60 else text})"
+    return message + "."
+
+
+def _unknown_keys(model: type[pydantic.BaseModel], data: Any, loc: tuple) -> list:
+    """(loc, valid keys) of every key no field accepts, in this model and nested ones."""
+    if not isinstance(data, Mapping) or model.model_config.get("extra") == "allow":
+        return []
+    accepted = _accepted_keys(model)
+    found = []
+    for key, value in data.items():
+        if key not in accepted:
+            found.append(((*loc, key), sorted(accepted)))
+            continue
+        annotation = model.model_fields[accepted[key]].annotation
+        found.extend(_unknown_in(annotation, value, (*loc, key)))
+    return found
+
+
+def _unknown_in(annotation: Any, value: Any, loc: tuple) -> list:
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _unknown_in(args[0], value, loc)
+    if origin in (Union, UnionType):
+        options = [a for a in args if a is not type(None)]
+        return _unknown_in(options[0], value, loc) if len(options) == 1 else []
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return _unknown_keys(annotation, value, loc)
+    sequences = (list, tuple, set, frozenset, abc.Sequence)
+    if origin in sequences and args and isinstance(value, list | tuple):
+        return [p for i, item in enumerate(value) for p in _unknown_in(args[0], item, (*loc, i))]
+    if origin in (dict, abc.Mapping) and len(args) == 2 and isinstance(value, Mapping):
+        return [p for k, item in value.items() for p in _unknown_in(args[1], item, (*loc, k))]
+    return []
+
+
+def _accepted_keys(model: type[pydantic.BaseModel]) -> dict[str, str]:
+    """Every input key the model reads (names and aliases) -> its field name."""
+    config = model.model_config
+    by_name = config.get("validate_by_name") or config.get("populate_by_name")
+    by_alias = config.get("validate_by_alias", True)
+    keys: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        aliases = []
+        alias = info.validation_alias if info.validation_alias is not None else info.alias
+        for choice in getattr(alias, "choices", [alias]):
+            first = getattr(choice, "path", [choice])[0]
+            if isinstance(first, str):
+                aliases.append(first)
+        if by_alias:
+            keys.update(dict.fromkeys(aliases, name))
+        if not aliases or by_name:
+            keys[name] = name
+    return keys
+
+
+# -- durations ---------------------------------------------------------------------
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_SECONDS = re.compile(rf"\s*{_NUMBER}\s*")
+_DURATION = re.compile(rf"(?:\s*{_NUMBER}\s*(?:ms|s|m|h|d))+\s*")
+_DURATION_PART = re.compile(rf"({_NUMBER})\s*(ms|s|m|h|d)")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``30s``, ``500ms``, ``2m``, ``1h``, ``1m30s`` or a plain number.
+
+    Configs say ``timeout: 30s`` because a bare ``30`` leaves the unit to guesswork.
+    """
+    if isinstance(value, bool):
+        seconds = math.nan
+    elif isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) or (isinstance(value, str) and _SECONDS.fullmatch(value)):
+        seconds = float(value)
+    elif isinstance(value, str) and _DURATION.fullmatch(value):
+        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value))
+    else:
+        seconds = math.nan
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(
+            f"invalid duration {value!r}; use a non-negative number of seconds or a string "
+            f"such as '30s', '500ms', '2m', '1h' or '1m30s'."
+        )
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class PluginConfig(pydantic.BaseModel):
+    """Base for plugin config models: unknown keys are errors, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- secrets -----------------------------------------------------------------------
+
+_COMPACT_WORDS = tuple(w.replace("_", "") for w in SECRET_WORDS if w != "token")
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a setting named ``key`` holds a secret (``api_key``, ``jwt_secret``, ...).
+
+    ``token`` must end a word, so ``access_token`` is secret but ``max_tokens`` is not.
+    """
+    if not isinstance(key, str):
+        return False
+    compact = re.sub(r"[^a-z0-9]", "", key.lower())
+    if any(word in compact for word in _COMPACT_WORDS):
+        return True
+    words = re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", key)
+    return any(word.lower().endswith("token") for word in words)
+
+
+def redact(value: Any) -> Any:
+    """A copy of ``value`` fit to display: secret-keyed values and Secret* types become ***."""
+    if isinstance(value, pydantic.SecretStr | pydantic.SecretBytes):
+        return MASK
+    if isinstance(value, pydantic.BaseModel):
+        return redact(value.model_dump())
+    if isinstance(value, Mapping):
+        return {
+            k: MASK if v is not None and is_secret_key(k) else redact(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(redact(item) for item in value)
+    return value
+
+
+def redact_text(text: str, secrets: Iterable[Any]) -> str:
+    """``text`` with every known secret value (4+ characters) replaced by ***."""
+    values = set()
+    for secret in secrets:
+        if isinstance(secret, pydantic.SecretStr):
+            secret = secret.get_secret_value()
+        if isinstance(secret, str) and len(secret) >= 4:
+            values.add(secret)
+    if not values:
+        return text
+    pattern = "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
+    return re.sub(pattern, MASK, text)
