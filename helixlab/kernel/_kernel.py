@@ -700,6 +700,17 @@ class Kernel:
 
         return FileWatcher(self, Path(path), **options)
 
+    # -- gateway --------------------------------------------------------------------------
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> Any:
+        """Serve the OpenAI-compatible gateway built from the live plugins, on the kernel's loop.
+
+        Returns a handle with ``url`` and ``stop()``; closing the kernel stops it too.
+        """
+        from ..gateway import serve
+
+        return serve(self, host=host, port=port, **options)
+
     # -- display --------------------------------------------------------------------------
 
     def __repr__(self) -> str:
