@@ -126,19 +126,11 @@ class EventLog:
     def watch(self, timeout: float | None = None) -> Iterator[PluginEvent]:
         """Block for each new event, as the seed's ``Watch() <-chan PluginEvent``.
 
-        Ends when no event arrives within ``timeout`` seconds (None: never), or when the
-        consumer stops iterating.
+        Subscribed from the moment it is called (an event emitted before the first
+        ``next()`` is not lost). Ends when no event arrives within ``timeout`` seconds
+        (None: never), or on ``close()``.
         """
-        inbox: queue.SimpleQueue[PluginEvent] = queue.SimpleQueue()
-        unsubscribe = self.subscribe(inbox.put)
-        try:
-            while True:
-                try:
-                    yield inbox.get(timeout=timeout)
-                except queue.Empty:
-                    return
-        finally:
-            unsubscribe()
+        return _Watch(self, timeout)
 
     async def awatch(self) -> AsyncIterator[PluginEvent]:
         """Async twin of :meth:`watch`, for the caller's running loop."""
@@ -154,3 +146,38 @@ class EventLog:
                 yield await inbox.get()
         finally:
             unsubscribe()
+
+
+class _Watch:
+    """The iterator :meth:`EventLog.watch` returns; a context manager that unsubscribes."""
+
+    def __init__(self, log: EventLog, timeout: float | None):
+        self._inbox: queue.SimpleQueue[PluginEvent] = queue.SimpleQueue()
+        self._timeout = timeout
+        self._unsubscribe: Callable[[], None] | None = log.subscribe(self._inbox.put)
+
+    def __iter__(self) -> _Watch:
+        return self
+
+    def __next__(self) -> PluginEvent:
+        if self._unsubscribe is None:
+            raise StopIteration
+        try:
+            return self._inbox.get(timeout=self._timeout)
+        except queue.Empty:
+            self.close()
+            raise StopIteration from None
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def __enter__(self) -> _Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
