@@ -530,7 +530,8 @@ class Kernel:
         async with self._op_lock:
             graph = self._registry.graph()
             current = self._pool.current.live
-            order = [n for n in reversed(graph.load_order()) if n in current]
+            start_order, _ = graph._display_order()  # never raises, even with a cycle
+            order = [n for n in reversed(start_order) if n in current]
             self._commit({})
             await self._pool.drain(self._pool.current, self.timeouts.drain)
             for name in order:
