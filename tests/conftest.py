@@ -1,0 +1,80 @@
+"""Tiny factories shared by the kernel tests: plugin classes made with ``type()``, a kernel."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import helixlab as hx
+
+#: Short enough that a hung phase fails a test quickly, long enough for a slow CI worker.
+FAST = hx.Timeouts(init=2, start=2, stop=2, health=0.5, export_state=2, import_state=2, drain=5)
+
+
+class Journal(list):
+    """Every recorded lifecycle call as ``(phase, plugin, version)``, in call order."""
+
+    def phases(self, phase: str) -> list[str]:
+        return [name for p, name, _ in self if p == phase]
+
+
+def _recording(journal: Journal, phase: str) -> Callable[..., Any]:
+    async def method(self: hx.Plugin, *args: Any) -> None:
+        journal.append((phase, self.name, self.version))
+
+    return method
+
+
+@pytest.fixture
+def journal() -> Journal:
+    return Journal()
+
+
+@pytest.fixture
+def make_plugin(journal: Journal) -> Callable[..., type[hx.Plugin]]:
+    """``make_plugin("b", deps=("a",), version="2.0", start=fn)``: a fresh Plugin subclass.
+
+    ``init``, ``start`` and ``stop`` record themselves in ``journal`` unless given; any other
+    keyword becomes a class attribute (methods, ``reload_strategy``, ``config_model``...).
+    """
+
+    def make(
+        name: str,
+        deps: tuple[str, ...] = (),
+        version: str = "1.0.0",
+        *,
+        base: type[hx.Plugin] = hx.Plugin,
+        **attrs: Any,
+    ) -> type[hx.Plugin]:
+        namespace = {phase: _recording(journal, phase) for phase in ("init", "start", "stop")}
+        namespace.update(name=name, version=version, dependencies=tuple(deps), **attrs)
+        return type(f"Plugin_{name.replace('-', '_')}", (base,), namespace)
+
+    return make
+
+
+@pytest.fixture
+def kernel() -> Iterator[hx.Kernel]:
+    k = hx.Kernel(timeouts=FAST)
+    yield k
+    k.close()
+
+
+@pytest.fixture
+def seen(kernel: hx.Kernel) -> Callable[..., threading.Event]:
+    """``seen("reloaded", "a")``: an Event set once the kernel emits that event."""
+
+    def waiter(kind: str, plugin: str | None = None) -> threading.Event:
+        event = threading.Event()
+
+        def check(e: hx.PluginEvent) -> None:
+            if e.kind == kind and plugin in (None, e.plugin):
+                event.set()
+
+        kernel.subscribe(check)
+        return event
+
+    return waiter
