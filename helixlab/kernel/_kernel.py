@@ -395,17 +395,18 @@ class Kernel:
         if set_state:
             self._set_state(name, PluginState.STOPPING)
             self._emit("stopping", name, version=live.version)
+        error = None
         try:
             await call_phase(live, "stop", live.ctx, timeout=self.timeouts.stop)
         except PluginError as exc:
             self._emit("failed", name, detail="in stop", error=describe(exc), version=live.version)
-            return exc
+            error = exc
         finally:
             if set_state:
                 self._set_state(name, PluginState.STOPPED)
-        if set_state:
+        if set_state:  # stopped either way: the instance is out of service
             self._emit("stopped", name, version=live.version)
-        return None
+        return error
 
     def _commit(self, live: Mapping[str, Live], *, failing: str | None = None) -> None:
         """Build the next generation (builders included) and swap it in."""
