@@ -86,3 +86,17 @@ __all__ = [
     "parse_duration",
     "redact",
 ]
+
+
+def load_ipython_extension(shell) -> None:
+    """``%load_ext helixlab``: register the magics and give the notebook a kernel."""
+    from .notebook import load_ipython_extension as load
+
+    load(shell)
+
+
+def unload_ipython_extension(shell) -> None:
+    """``%unload_ext helixlab``: stop the notebook's kernel cleanly."""
+    from .notebook import unload_ipython_extension as unload
+
+    unload(shell)

@@ -102,7 +102,7 @@ class _FreshLoader(importlib.machinery.SourceFileLoader):
 class _UnitFinder(importlib.abc.MetaPathFinder):
     """Finds the submodules of unit packages with the fresh loader."""
 
-    def find_spec(self, fullname, path, target=None):  # noqa: ANN001 - importlib's signature
+    def find_spec(self, fullname, path, target=None):
         if not fullname.startswith(_PREFIX) or "." not in fullname or not path:
             return None
         leaf = fullname.rpartition(".")[2]

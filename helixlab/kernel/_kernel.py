@@ -141,7 +141,7 @@ class Kernel:
 
     async def _aunregister(self, name: str) -> None:
         async with self._op_lock:
-            self._registry[name]  # noqa: B018 - raises PluginNotFoundError
+            self._registry[name]
             users = self._registry.graph().dependents(name)
             if users:
                 raise RegistryError(
@@ -170,9 +170,7 @@ class Kernel:
             for unit, classes in loaded:
                 for cls in classes:
                     if cls.name not in self._registry:
-                        names.append(
-                            self._register_now(cls, origin="file", source=str(unit.path))
-                        )
+                        names.append(self._register_now(cls, origin="file", source=str(unit.path)))
             return names
 
     def discover_entry_points(self, group: str = "helixlab.plugins") -> list[str]:
@@ -311,7 +309,7 @@ class Kernel:
         else:
             wanted_set: set[str] = set()
             for name in names:
-                self._registry[name]  # noqa: B018 - raises PluginNotFoundError
+                self._registry[name]
                 if not graph.nodes[name].enabled:
                     raise DependencyError(
                         f"Plugin {name!r} is disabled in the configuration; enable it to load it.",
@@ -426,7 +424,7 @@ class Kernel:
 
     async def _aunload(self, name: str) -> list[str]:
         async with self._op_lock:
-            self._registry[name]  # noqa: B018 - raises PluginNotFoundError
+            self._registry[name]
             return await self._unload_now(name)
 
     async def _unload_now(self, name: str) -> list[str]:
@@ -623,7 +621,7 @@ class Kernel:
         return self._registry[name]
 
     def state(self, name: str) -> PluginState:
-        self._registry[name]  # noqa: B018 - raises PluginNotFoundError
+        self._registry[name]
         return self._states.get(name, PluginState.REGISTERED)
 
     def reload_count(self, name: str) -> int:
@@ -668,7 +666,7 @@ class Kernel:
                     priority=entry.priority,
                     enabled=entry.spec.enabled,
                     reload_count=self._reloads.get(name, 0),
-                    health="unknown" if health is None else health.healthy and "ok" or "failing",
+                    health="unknown" if health is None else (health.healthy and "ok") or "failing",
                     config=redact(entry.config),
                     origin=entry.origin,
                     source=entry.source,
@@ -697,7 +695,7 @@ class Kernel:
     # -- files --------------------------------------------------------------------------
 
     def watch_files(self, path: str | os.PathLike, **options: Any) -> Any:
-        """Hot reload plugins from ``path`` when their files are saved; returns a stoppable handle."""
+        """Hot reload plugins from ``path`` when their files are saved; returns a stop handle."""
         from ._watcher import FileWatcher
 
         return FileWatcher(self, Path(path), **options)

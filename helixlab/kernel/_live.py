@@ -90,7 +90,7 @@ class Lease:
 
 
 class LivePool:
-    """The current generation, the builders that derive extras, and the retired ones still leased."""
+    """The current generation, the builders deriving its extras, and retired ones still leased."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
@@ -100,7 +100,7 @@ class LivePool:
         self.current = Generation(0, {}, {})
 
     def add_builder(self, key: str, builder: Builder) -> Callable[[], None]:
-        """Derive ``extras[key]`` from every new generation (e.g. the gateway's middleware chain)."""
+        """Derive ``extras[key]`` from each new generation (e.g. the gateway's middleware chain)."""
         self._builders[key] = builder
         return lambda: self._builders.pop(key, None)
 

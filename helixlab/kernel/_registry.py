@@ -122,7 +122,7 @@ class Registry:
     def with_class(
         self, cls: type[Plugin], *, source: str | None = None, fingerprint: str | None = None
     ) -> Registry:
-        """A registry where the entry of ``cls.name`` uses this new class (its config revalidated)."""
+        """A registry where ``cls.name`` uses this new class (its config revalidated)."""
         check_plugin_class(cls)
         entry = self[cls.name]
         config = validate_config(entry.spec, cls.config_model)

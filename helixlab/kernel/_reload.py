@@ -73,9 +73,10 @@ def plan(
             try:
                 registry = registry.with_class(target)
             except (ConfigError, RegistryError) as exc:
-                raise _refuse(name, exc, "config" if isinstance(exc, ConfigError) else "validate")
+                phase = "config" if isinstance(exc, ConfigError) else "validate"
+                raise _refuse(name, exc, phase) from None
         elif isinstance(target, str):
-            registry[target]  # noqa: B018 - raises PluginNotFoundError
+            registry[target]
             name = target
         else:
             raise TypeError(f"reload() takes plugin names or Plugin classes, not {target!r}")
@@ -296,7 +297,11 @@ async def define(
             new.append(cls.name)
             spec = kernel._pending.get(cls.name)
             registry = registry.added(
-                cls, origin=origin, source=source, spec=spec, unit=unit,
+                cls,
+                origin=origin,
+                source=source,
+                spec=spec,
+                unit=unit,
                 fingerprint=prints[cls.name],
             )
             continue
@@ -314,7 +319,8 @@ async def define(
             try:
                 registry = registry.with_class(cls, source=source, fingerprint=prints[cls.name])
             except (ConfigError, RegistryError) as exc:
-                raise _refuse(cls.name, exc, "config" if isinstance(exc, ConfigError) else "validate")
+                phase = "config" if isinstance(exc, ConfigError) else "validate"
+                raise _refuse(cls.name, exc, phase) from None
             registry = registry.with_entry(replace(registry[cls.name], unit=unit, origin=origin))
     try:
         registry.graph().validate()

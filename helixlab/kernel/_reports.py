@@ -92,6 +92,13 @@ class ReloadReport(_PlainRepr):
 
     def __str__(self) -> str:
         head = ", ".join(self.targets)
+        if self.error is None and not self.targets:
+            if not self.loaded:
+                return "no changes: the running versions stay"
+            return "\n".join(
+                f"loaded {name} {self.versions.get(name, ('', ''))[1]} (new)"
+                for name in self.loaded
+            )
         if self.error is None:
             lines = [f"reloaded {head}: {len(self.order)} plugin(s), dependencies first"]
         else:
@@ -102,7 +109,7 @@ class ReloadReport(_PlainRepr):
             mark = " (restart)" if self.strategy.get(name) == "restart" else ""
             lines.append(f"  {i}. {name} {self._version_text(name)}{mark}")
         for name in self.loaded:
-            lines.append(f"  + {name} {self._version_text(name)} (loaded)")
+            lines.append(f"  + {name} {self.versions.get(name, ('', ''))[1]} (loaded)")
         if self.error is not None and self.order:
             lines.append("  the old versions keep serving")
         return "\n".join(lines)

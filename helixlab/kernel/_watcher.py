@@ -10,6 +10,7 @@ version serving and is reported once until its content changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -115,7 +116,10 @@ class FileWatcher:
             classes = await asyncio.to_thread(_discovery.import_unit, unit)
             prints = {cls.name: f"{digest}:{cls.name}" for cls in classes}
             report = await self.kernel.adefine(
-                classes, source=str(unit.path), origin="file", unit=str(unit.root),
+                classes,
+                source=str(unit.path),
+                origin="file",
+                unit=str(unit.root),
                 fingerprints=prints,
             )
         except HelixError as exc:
@@ -151,10 +155,8 @@ class FileWatcher:
         if self._stop is not None and not self.kernel._thread.loop.is_closed():
             self.kernel._thread.loop.call_soon_threadsafe(self._stop.set)
         if not self.kernel._thread.in_loop():
-            try:
+            with contextlib.suppress(Exception):  # failures were reported through events
                 self._future.result(timeout=10)
-            except Exception:  # noqa: BLE001 - already reported through events
-                pass
 
     def __enter__(self) -> FileWatcher:
         return self

@@ -1,0 +1,45 @@
+# helixlab's two commands: `make lab` and `make test`. Everything else is for authors.
+VENV := .venv
+BIN := $(VENV)/bin
+NOTEBOOK_DIRS := $(wildcard notebooks labs)
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+LAB_PORT ?= 8888
+
+.PHONY: lab test test-fast bench notebooks lint setup clean
+
+## make lab: install everything, then open JupyterLab on the labs
+lab:
+	@tools/setup.sh
+	$(BIN)/jupyter lab --notebook-dir=labs --ip=127.0.0.1 --port=$(LAB_PORT) $(ROOT_FLAG)
+
+## make test: install everything (Chromium too, when root), then run every test and notebook
+test:
+	@tools/setup.sh --browser
+	$(BIN)/python -m pytest tests $(NOTEBOOK_DIRS) $(NBVAL)
+
+## make test-fast: the unit tests only, no notebooks and no browser
+test-fast:
+	@tools/setup.sh
+	$(BIN)/python -m pytest tests -m "not browser" -x -q
+
+## make bench: every benchmark, one table
+bench:
+	@tools/setup.sh
+	$(BIN)/python -m benchmarks
+
+## make notebooks: re-execute the notebooks and labs in place, committing-ready outputs
+notebooks:
+	@tools/setup.sh
+	$(BIN)/python tools/run_notebooks.py $(NOTEBOOK_DIRS)
+
+lint:
+	@tools/setup.sh
+	$(BIN)/ruff check helixlab tests benchmarks tools
+	$(BIN)/ruff format --check helixlab tests benchmarks tools
+
+setup:
+	@tools/setup.sh --browser
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache test-output

@@ -1,0 +1,149 @@
+"""The check runner: labs, their checks, and the ✓ / ✗ report."""
+
+from __future__ import annotations
+
+import html
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from IPython.core.error import UsageError
+
+from ..errors import CheckFailed, HelixError, describe
+
+__all__ = ["LABS", "CheckReport", "CheckResult", "Missing", "Probe", "lab", "run_check"]
+
+
+class Missing(Exception):
+    """Raised by a check: ``hint`` says what is missing and where to look."""
+
+    def __init__(self, hint: str):
+        super().__init__(hint)
+        self.hint = hint
+
+
+@dataclass
+class Probe:
+    """What a check may look at: the kernel and the notebook's namespace."""
+
+    kernel: Any
+    namespace: Mapping[str, Any]
+
+    def need(self, name: str, hint: str) -> Any:
+        """A name the learner should have defined in the notebook."""
+        if name not in self.namespace:
+            raise Missing(hint)
+        return self.namespace[name]
+
+
+Check = Callable[[Probe], object]
+
+
+@dataclass
+class _Lab:
+    name: str
+    title: str
+    checks: list[tuple[str, Check]] = field(default_factory=list)
+
+
+LABS: dict[str, _Lab] = {}
+
+
+def lab(name: str, title: str) -> Callable[[str], Callable[[Check], Check]]:
+    """Register a lab; returns a decorator factory ``@check("what it verifies")``."""
+    entry = LABS.setdefault(name, _Lab(name, title))
+
+    def check(description: str) -> Callable[[Check], Check]:
+        def register(fn: Check) -> Check:
+            entry.checks.append((description, fn))
+            return fn
+
+        return register
+
+    return check
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    description: str
+    passed: bool
+    hint: str = ""
+
+    def __str__(self) -> str:
+        if self.passed:
+            return f"✓ {self.description}"
+        return f"✗ {self.description}\n    hint: {self.hint}"
+
+
+@dataclass
+class CheckReport:
+    lab: str
+    title: str
+    results: list[CheckResult]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def __str__(self) -> str:
+        done = sum(r.passed for r in self.results)
+        head = f"{self.lab}: {self.title} — {done}/{len(self.results)} checks pass"
+        return "\n".join([head, *map(str, self.results)])
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(str(self))
+
+    def _repr_html_(self) -> str:
+        lines = []
+        for r in self.results:
+            mark = "✓" if r.passed else "✗"
+            color = "#1a7f37" if r.passed else "#b00020"
+            hint = f"<br><small>hint: {html.escape(r.hint)}</small>" if r.hint else ""
+            lines.append(
+                f'<li style="list-style:none"><span style="color:{color}">{mark}</span> '
+                f"{html.escape(r.description)}{hint}</li>"
+            )
+        head = html.escape(str(self).splitlines()[0])
+        return f"<b>{head}</b><ul>{''.join(lines)}</ul>"
+
+
+def _load_labs() -> None:
+    from .. import checks
+
+    for info in pkgutil.iter_modules(checks.__path__):
+        if info.name.startswith("lab"):
+            importlib.import_module(f"{checks.__name__}.{info.name}")
+
+
+def run_check(
+    name: str, kernel: Any, namespace: Mapping[str, Any], *, strict: bool = False
+) -> CheckReport:
+    """Run a lab's checks. ``strict`` (the solutions use it) raises CheckFailed on any ✗."""
+    _load_labs()
+    if name not in LABS:
+        raise UsageError(
+            f"%helix check: no lab named {name!r} (labs: {', '.join(sorted(LABS)) or 'none'})."
+        )
+    entry = LABS[name]
+    probe = Probe(kernel, namespace)
+    results = []
+    for description, check in entry.checks:
+        try:
+            check(probe)
+        except Missing as exc:
+            results.append(CheckResult(description, False, exc.hint))
+        except HelixError as exc:
+            results.append(CheckResult(description, False, describe(exc)))
+        except Exception as exc:
+            results.append(CheckResult(description, False, f"it raised {describe(exc)}"))
+        else:
+            results.append(CheckResult(description, True))
+    report = CheckReport(name, entry.title, results)
+    if strict and not report.passed:
+        raise CheckFailed(str(report))
+    return report

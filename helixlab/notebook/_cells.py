@@ -1,0 +1,144 @@
+"""``%%helix plugin`` and ``%%helix config`` cells, and autoreload of ordinary cells.
+
+A plugin cell runs like any cell (its classes and helpers land in the notebook's
+namespace), then hands the Plugin classes it defined to ``Kernel.define``: new ones are
+registered and loaded, changed ones hot reloaded with their dependents, unchanged ones
+left alone. A syntax error is reported before anything runs; an exception while running
+the cell or a failed reload leaves the old versions serving.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from typing import Any
+
+from ..kernel import Plugin
+from ..kernel._discovery import fingerprint, plugin_classes
+
+__all__ = ["config_cell", "plugin_cell", "set_autoreload"]
+
+_HOOK = "__helix_autoreload__"
+
+
+def _class_names(tree: ast.Module) -> list[str]:
+    return [node.name for node in tree.body if isinstance(node, ast.ClassDef)]
+
+
+def _helpers_digest(tree: ast.Module) -> str:
+    """What the cell defines besides classes: a helper change counts as a change of its plugins."""
+    helpers = [ast.dump(n) for n in tree.body if not isinstance(n, ast.ClassDef)]
+    return hashlib.sha256("\n".join(helpers).encode()).hexdigest()
+
+
+def plugin_cell(session: Any, cell: str, options: str = "") -> Any:
+    shell = session.shell
+    label = session.cell_label
+    try:
+        tree = ast.parse(cell, filename=label)  # a SyntaxError here changes nothing
+    except SyntaxError as exc:
+        # lines counted from the cell's top, where `%%helix plugin` is line 1
+        line = (exc.lineno or 0) + 1
+        error = SyntaxError(
+            f"{exc.msg}; nothing was changed, the running versions keep serving",
+            (label, line, exc.offset, exc.text),
+        )
+        error.helixlab_cell = True  # shown as the user's error, without helixlab's frames
+        raise error from None
+    filename = shell.compile.cache(cell, shell.execution_count)
+    names = _class_names(tree)
+    exec(compile(tree, filename, "exec"), shell.user_ns)
+    classes = plugin_classes(shell.user_ns.get(n) for n in names)
+    if not classes:
+        raise SyntaxError(
+            f"{label} defines no Plugin subclass with a `name`; a %%helix plugin cell defines "
+            f'classes such as `class Greeter(helixlab.Plugin): name = "greeter"`.'
+        )
+    helpers = _helpers_digest(tree)
+    prints = {cls.name: f"{fingerprint(cls)}:{helpers}" for cls in classes}
+    with session.plugin_output():
+        return session.kernel.define(
+            classes, source=label, origin="cell", unit=session.cell_id, fingerprints=prints
+        )
+
+
+def config_cell(session: Any, cell: str) -> Any:
+    """Apply the cell's YAML; problems are reported with lines counted from the cell's top."""
+    from ._displays import Text
+
+    with session.plugin_output():
+        reports = session.kernel.apply_config(cell, source=session.cell_label, line_offset=1)
+    if reports:
+        return reports[0] if len(reports) == 1 else Text("\n".join(map(str, reports)))
+    names = ", ".join(sorted(_configured_names(cell))) or "nothing"
+    return Text(f"configured: {names}")
+
+
+def _configured_names(cell: str) -> list[str]:
+    import yaml
+
+    data = yaml.safe_load(cell) or {}
+    plugins = data.get("plugins") if isinstance(data, dict) else None
+    return list(plugins) if isinstance(plugins, dict) else []
+
+
+# -- autoreload ------------------------------------------------------------------------
+
+
+class _Autoreload(ast.NodeTransformer):
+    """Adds ``__helix_autoreload__([...class names...])`` to cells that define classes.
+
+    The call goes before a final expression (so the cell still shows its value) and runs
+    inside the cell, so a failed reload is the cell's own error.
+    """
+
+    def visit_Module(self, node: ast.Module) -> ast.Module:
+        names = _class_names(node)
+        if not names:
+            return node
+        call = ast.Expr(
+            ast.Call(
+                ast.Name(_HOOK, ast.Load()),
+                [ast.List([ast.Constant(n) for n in names], ast.Load())],
+                [],
+            )
+        )
+        at = len(node.body) - 1 if isinstance(node.body[-1], ast.Expr) else len(node.body)
+        node.body.insert(at, call)
+        return ast.fix_missing_locations(node)
+
+
+def set_autoreload(session: Any, on: bool) -> None:
+    shell = session.shell
+    shell.ast_transformers[:] = [
+        t for t in shell.ast_transformers if not isinstance(t, _Autoreload)
+    ]
+    shell.user_ns.pop(_HOOK, None)
+    session.autoreload = on
+    if not on:
+        return
+
+    def autoreload(names: list[str]) -> None:
+        kernel = session.kernel
+        classes = [
+            cls
+            for cls in plugin_classes(shell.user_ns.get(n) for n in names)
+            if cls.name in kernel and kernel.plugin_class(cls.name) is not cls
+        ]
+        if not classes:
+            return
+        report = kernel.define(
+            classes,
+            source=session.cell_label,
+            origin="cell",
+            fingerprints={c.name: fingerprint(c) for c in classes},
+        )
+        if report.order or report.loaded:
+            print(report)
+
+    shell.user_ns[_HOOK] = autoreload
+    shell.ast_transformers.append(_Autoreload())
+
+
+def is_plugin_class(obj: object) -> bool:
+    return isinstance(obj, type) and issubclass(obj, Plugin) and bool(obj.name)

@@ -1,0 +1,110 @@
+"""One notebook's helixlab session: its kernel, watcher, server and IPython hooks.
+
+``%load_ext helixlab`` creates it; ``%unload_ext helixlab`` closes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import sysconfig
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import IPython
+
+from ..errors import HelixError
+from ..kernel import Kernel
+
+__all__ = ["Session"]
+
+# Frames from these directories are machinery, not the user's code: hidden in tracebacks.
+_HIDDEN = (
+    str(Path(__file__).resolve().parent.parent),  # helixlab
+    sysconfig.get_paths()["stdlib"],
+    str(Path(IPython.__file__).resolve().parent),
+)
+
+
+class Session:
+    """The kernel a notebook talks to (bound to ``helix``) and what hangs off it."""
+
+    def __init__(self, shell: Any, kernel: Kernel | None = None):
+        self.shell = shell
+        self.kernel = kernel or Kernel()
+        self.watcher: Any = None
+        self.server: Any = None
+        self.autoreload = False
+        self.cell_id: str | None = None
+        shell.user_ns["helix"] = self.kernel
+        shell.events.register("pre_run_cell", self._pre_run_cell)
+        shell.set_custom_exc((HelixError, SyntaxError), _show_helix_error)
+
+    def _pre_run_cell(self, info: Any) -> None:
+        self.cell_id = getattr(info, "cell_id", None)
+
+    @property
+    def cell_label(self) -> str:
+        return f"cell [{self.shell.execution_count}]"
+
+    def reset(self) -> Kernel:
+        """Close the kernel and start an empty one (the notebook's ``helix`` is rebound)."""
+        self.stop_extras()
+        self.kernel.close()
+        self.kernel = Kernel()
+        self.shell.user_ns["helix"] = self.kernel
+        return self.kernel
+
+    def stop_extras(self) -> None:
+        for attr in ("watcher", "server"):
+            handle = getattr(self, attr)
+            if handle is not None:
+                handle.stop()
+                setattr(self, attr, None)
+
+    def close(self) -> None:
+        self.stop_extras()
+        self.kernel.close()
+        self.shell.events.unregister("pre_run_cell", self._pre_run_cell)
+        self.shell.set_custom_exc((), None)
+        if self.shell.user_ns.get("helix") is self.kernel:
+            del self.shell.user_ns["helix"]
+
+    @contextlib.contextmanager
+    def plugin_output(self) -> Iterator[None]:
+        """Collect what plugins print (from any thread) while the kernel works, then show it here.
+
+        Plugin code runs on the kernel's threads; without this, its prints would land in
+        whichever cell the frontend happens to associate with those threads.
+        """
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            try:
+                yield
+            finally:
+                pass
+        if buffer.getvalue():
+            sys.stdout.write(buffer.getvalue())
+
+
+def _show_helix_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset=None):
+    """Show a HelixError as a short traceback: the user's frames only, then the plain message."""
+    if not isinstance(value, HelixError) and not getattr(value, "helixlab_cell", False):
+        shell.showsyntaxerror()  # an ordinary cell's syntax error: IPython's own display
+        return None
+    frames = []
+    while tb is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(_HIDDEN):
+            frames.append(tb)
+        tb = tb.tb_next
+    trimmed = None
+    for frame in reversed(frames):
+        trimmed = types.TracebackType(trimmed, frame.tb_frame, frame.tb_lasti, frame.tb_lineno)
+    value.__cause__ = None
+    value.__suppress_context__ = True
+    stb = shell.InteractiveTB.structured_traceback(etype, value, trimmed, tb_offset=1)
+    shell._showtraceback(etype, value, stb)
+    return stb

@@ -1,0 +1,260 @@
+"""Live widgets: the dashboard, the dependency-graph view and the event log.
+
+They update from kernel events, which arrive on the kernel's thread: they only change
+widget values (sent over comms), never print and never clear outputs, so nothing lands
+in whatever cell happens to be running and nbval has nothing to trip on. Each widget's
+``repr`` is a stable one-line summary, since that is the ``text/plain`` nbval compares.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as w
+
+from ..errors import HelixError
+from ..kernel import Kernel, PluginEvent
+from ._displays import INSTALL_HINT, GraphView, state_badge, table_html
+
+__all__ = ["Dashboard", "EventLogView", "GraphWidget"]
+
+_COLUMNS = ("plugin", "kind", "version", "state", "health", "depends on", "reloads", "", "", "")
+
+
+class _Row:
+    """The widgets of one plugin's row."""
+
+    def __init__(self, name: str, act: Callable[[str, str], None]):
+        self.name = name
+        self.cells = {key: w.HTML() for key in _COLUMNS[:7]}
+        for key, cell in self.cells.items():
+            cell.add_class(f"helix-{key.replace(' ', '-')}")
+            cell.add_class(f"helix-row-{name}")
+        self.buttons = {}
+        for action, icon in (("reload", "refresh"), ("stop", "stop"), ("start", "play")):
+            button = w.Button(description=action, icon=icon, layout=w.Layout(width="auto"))
+            button.add_class(f"helix-{action}-{name}")
+            button.on_click(lambda _b, action=action: act(action, name))
+            self.buttons[action] = button
+
+    @property
+    def widgets(self) -> list[w.Widget]:
+        return [*self.cells.values(), *self.buttons.values()]
+
+    def update(self, info: Any) -> None:
+        values = {
+            "plugin": f"<b>{html.escape(info.name)}</b>",
+            "kind": info.kind,
+            "version": info.version,
+            "state": state_badge(info.state).html,
+            "health": info.health,
+            "depends on": html.escape(", ".join(info.dependencies)) or "-",
+            "reloads": str(info.reload_count),
+        }
+        for key, value in values.items():
+            if self.cells[key].value != value:
+                self.cells[key].value = value
+        active = info.state == "active"
+        self.buttons["reload"].disabled = not active
+        self.buttons["stop"].disabled = not active
+        self.buttons["start"].disabled = active or not info.enabled
+
+
+class _Coalescer:
+    """Runs ``render`` on a worker thread after events, once per burst of events.
+
+    Rendering a graph takes a subprocess; doing it on the kernel's thread for every event
+    of a cascade would slow the reload itself.
+    """
+
+    def __init__(self, render: Callable[[], None]):
+        self._render = render
+        self._lock = threading.Lock()
+        self._dirty = False
+        self._worker: threading.Thread | None = None
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def poke(self) -> None:
+        with self._lock:
+            self._dirty = True
+            self.idle.clear()
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._drain, daemon=True)
+                self._worker.start()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._dirty:
+                    self._worker = None
+                    self.idle.set()
+                    return
+                self._dirty = False
+            with contextlib.suppress(Exception):  # a drawing failure must not kill the worker
+                self._render()
+
+
+class GraphWidget(w.HTML):
+    """The dependency graph as SVG (text without graphviz), redrawn after kernel events."""
+
+    def __init__(self, kernel: Kernel, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.add_class("helix-graph")
+        self._kernel = kernel
+        self._coalescer = _Coalescer(self.refresh)
+        self._unsubscribe = kernel.subscribe(lambda _event: self._coalescer.poke())
+        self.refresh()
+
+    def view(self) -> GraphView:
+        kernel = self._kernel
+        states = {row.name: row.state for row in kernel.info()}
+        graph = kernel.graph
+        return GraphView(
+            graph.to_dot(states=states, highlight=kernel.last_cascade),
+            graph.to_text(states=states, highlight=kernel.last_cascade),
+        )
+
+    def refresh(self) -> None:
+        view = self.view()
+        svg = view.svg()
+        if svg is None:
+            value = f"<pre>{html.escape(view.text)}\n{html.escape(INSTALL_HINT)}</pre>"
+        else:
+            value = svg[svg.find("<svg") :]
+        if self.value != value:
+            self.value = value
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until redrawing has caught up with the events so far."""
+        return self._coalescer.idle.wait(timeout)
+
+    def close(self) -> None:
+        self._unsubscribe()
+        super().close()
+
+    def __repr__(self) -> str:
+        return "GraphWidget(dependency graph, live)"
+
+
+class EventLogView(w.VBox):
+    """Kernel events, newest first, filterable by plugin, at most ``limit`` rows."""
+
+    def __init__(self, kernel: Kernel, limit: int = 50, **kwargs: Any):
+        self._kernel = kernel
+        self.limit = limit
+        self.filter = w.Dropdown(description="plugin", options=["all"], value="all")
+        self.table = w.HTML()
+        self.table.add_class("helix-events")
+        super().__init__([self.filter, self.table], **kwargs)
+        self._lock = threading.Lock()
+        self.filter.observe(lambda _change: self.refresh(), names="value")
+        self._unsubscribe = kernel.subscribe(self._on_event)
+        self.refresh()
+
+    def _on_event(self, event: PluginEvent) -> None:
+        self.refresh()
+
+    def rows(self) -> list[PluginEvent]:
+        plugin = None if self.filter.value == "all" else self.filter.value
+        return list(reversed(self._kernel.events(plugin=plugin, limit=self.limit)))
+
+    def refresh(self) -> None:
+        with self._lock:
+            names = ["all", *sorted(self._kernel.names)]
+            if list(self.filter.options) != names:
+                current = self.filter.value
+                self.filter.options = names
+                self.filter.value = current if current in names else "all"
+            rows = [
+                (e.seq, e.kind, e.plugin, e.version, e.detail, e.error or "") for e in self.rows()
+            ]
+            self.table.value = table_html(
+                ("#", "event", "plugin", "version", "detail", "error"), rows
+            )
+
+    def close(self) -> None:
+        self._unsubscribe()
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"EventLogView(newest first, at most {self.limit})"
+
+
+class Dashboard(w.VBox):
+    """One row per plugin (kind, version, state, health, dependencies, reloads) with
+    reload / stop / start buttons, the graph and the event log; all live.
+    """
+
+    def __init__(self, kernel: Kernel, *, graph: bool = True, events: bool = True, **kwargs):
+        self.kernel = kernel
+        self._rows: dict[str, _Row] = {}
+        self._lock = threading.RLock()
+        self.heading = w.HTML()
+        self.grid = w.GridBox(
+            layout=w.Layout(
+                grid_template_columns=f"repeat({len(_COLUMNS)}, auto)", grid_gap="2px 8px"
+            )
+        )
+        self.grid.add_class("helix-dashboard-grid")
+        self.status = w.HTML()
+        self.status.add_class("helix-status")
+        self.graph = GraphWidget(kernel) if graph else None
+        self.events_view = EventLogView(kernel) if events else None
+        parts = [self.heading, self.grid, self.status, self.graph, self.events_view]
+        super().__init__([p for p in parts if p is not None], **kwargs)
+        self.add_class("helix-dashboard")
+        self._unsubscribe = kernel.subscribe(lambda _event: self.refresh())
+        self.refresh()
+
+    def row(self, name: str) -> _Row:
+        return self._rows[name]
+
+    def act(self, action: str, name: str) -> None:
+        """What a button does; the outcome (or the error) shows in the status line."""
+        kernel = self.kernel
+        try:
+            if action == "reload":
+                result = kernel.reload(name)
+                message = f"reloaded {name}: {len(result.order)} plugin(s)"
+            elif action == "stop":
+                order = kernel.unload(name)
+                message = f"stopped {', '.join(order)}"
+            else:
+                kernel.load(name)
+                message = f"started {name}"
+            self.status.value = f"<span>{html.escape(message)}</span>"
+        except HelixError as exc:
+            self.status.value = f'<span style="color:#b00020">{html.escape(str(exc))}</span>'
+        self.refresh()
+
+    def refresh(self) -> None:
+        with self._lock:
+            infos = self.kernel.info()
+            names = [i.name for i in infos]
+            if names != list(self._rows):
+                rows = {n: self._rows.get(n) or _Row(n, self.act) for n in names}
+                self._rows = rows
+                header = []
+                for title in _COLUMNS:
+                    cell = w.HTML(f"<b>{title}</b>")
+                    header.append(cell)
+                self.grid.children = header + [x for r in rows.values() for x in r.widgets]
+            for info in infos:
+                self._rows[info.name].update(info)
+            active = sum(1 for i in infos if i.state == "active")
+            self.heading.value = f"<b>helixlab</b>: {active} of {len(infos)} plugins active"
+
+    def close(self) -> None:
+        self._unsubscribe()
+        for part in (self.graph, self.events_view):
+            if part is not None:
+                part.close()
+        super().close()
+
+    def __repr__(self) -> str:
+        return "Dashboard(helixlab plugins, live)"

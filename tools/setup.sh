@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Install what helixlab needs, idempotently: the graphviz `dot` binary (and, with
+# --browser, Debian's Chromium for the browser test) from apt when missing and we are
+# root, then a local .venv with helixlab and its test extras. Used by `make lab` and
+# `make test`; safe to run again (it only does what is missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+browser=0
+[[ "${1:-}" == "--browser" ]] && browser=1
+
+say() { printf 'helixlab setup: %s\n' "$*" >&2; }
+
+apt_updated=0
+apt_install() {
+    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+        return 1
+    fi
+    if (( ! apt_updated )); then
+        apt-get update -qq >/dev/null
+        apt_updated=1
+    fi
+    say "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# -- system packages ------------------------------------------------------------------
+missing=()
+command -v dot >/dev/null || missing+=(graphviz)
+if (( browser )) && [[ ! -x /usr/bin/chromium ]]; then
+    missing+=(chromium)
+fi
+if (( ${#missing[@]} )); then
+    if ! apt_install "${missing[@]}"; then
+        say "missing system packages: ${missing[*]}."
+        say "install them with 'sudo apt-get install ${missing[*]}' (or use 'conda env create -f environment.yml')."
+        say "until then graph views fall back to text and the browser test is skipped."
+    fi
+fi
+
+# -- Python >= 3.11 and a venv -----------------------------------------------------------
+python=""
+for candidate in ${PYTHON:-} python3.13 python3.12 python3.11 python3; do
+    if command -v "$candidate" >/dev/null &&
+        "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        python=$candidate
+        break
+    fi
+done
+if [[ -z "$python" ]]; then
+    say "helixlab needs Python 3.11 or newer; none was found on PATH (set PYTHON=/path/to/python3.11)."
+    exit 1
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    if ! "$python" -m venv .venv 2>/dev/null; then
+        rm -rf .venv
+        version=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+        apt_install "python${version}-venv" || apt_install python3-venv || {
+            say "'$python -m venv' failed: install the venv module ('sudo apt-get install python3-venv')."
+            exit 1
+        }
+        "$python" -m venv .venv
+    fi
+fi
+
+stamp=.venv/.helixlab-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+    say "installing helixlab and its test dependencies into .venv"
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -e '.[test]'
+    touch "$stamp"
+fi
