@@ -56,6 +56,10 @@ class Unit:
             h.update(file.read_bytes())
         return h.hexdigest()
 
+    def fingerprint(self, digest: str, plugin: str) -> str:
+        """What a plugin from this unit is matched on: the unit's content, and its name."""
+        return f"{digest}:{plugin}"
+
 
 def plugin_units(directory: Path) -> list[Unit]:
     """The units of a plugins directory, sorted by name."""

@@ -121,11 +121,16 @@ class Kernel:
         async with self._op_lock:
             return self._register_now(plugin, origin=origin, source=source)
 
-    def _register_now(self, plugin: Any, *, origin: str, source: str | None) -> str:
+    def _register_now(
+        self, plugin: Any, *, origin: str, source: str | None, **match: str | None
+    ) -> str:
+        """Register (lock held); ``unit=``, ``fingerprint=`` match later definitions to it."""
         cls = type(plugin) if isinstance(plugin, Plugin) else plugin
         name = getattr(cls, "name", None)
         spec = self._pending.get(name) if isinstance(name, str) else None
-        self._registry = self._registry.added(plugin, origin=origin, source=source, spec=spec)
+        self._registry = self._registry.added(
+            plugin, origin=origin, source=source, spec=spec, **match
+        )
         self._pending.pop(name, None)
         self._set_state(name, PluginState.REGISTERED)
         self._reloads.setdefault(name, 0)
@@ -164,13 +169,25 @@ class Kernel:
 
     async def _adiscover(self, path: Path) -> list[str]:
         units = _discovery.plugin_units(path)
-        loaded = [(unit, await asyncio.to_thread(_discovery.import_unit, unit)) for unit in units]
+        loaded = []
+        for unit in units:
+            digest = await asyncio.to_thread(unit.digest)
+            loaded.append((unit, digest, await asyncio.to_thread(_discovery.import_unit, unit)))
         async with self._op_lock:
             names = []
-            for unit, classes in loaded:
+            for unit, digest, classes in loaded:
                 for cls in classes:
                     if cls.name not in self._registry:
-                        names.append(self._register_now(cls, origin="file", source=str(unit.path)))
+                        # unit and content recorded: the file watcher then refuses a rename
+                        # and takes a save of unchanged content as no change
+                        name = self._register_now(
+                            cls,
+                            origin="file",
+                            source=str(unit.path),
+                            unit=str(unit.root),
+                            fingerprint=unit.fingerprint(digest, cls.name),
+                        )
+                        names.append(name)
             return names
 
     def discover_entry_points(self, group: str = "helixlab.plugins") -> list[str]:

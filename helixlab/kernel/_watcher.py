@@ -114,7 +114,7 @@ class FileWatcher:
         digest = await asyncio.to_thread(unit.digest)
         try:
             classes = await asyncio.to_thread(_discovery.import_unit, unit)
-            prints = {cls.name: f"{digest}:{cls.name}" for cls in classes}
+            prints = {cls.name: unit.fingerprint(digest, cls.name) for cls in classes}
             report = await self.kernel.adefine(
                 classes,
                 source=str(unit.path),
