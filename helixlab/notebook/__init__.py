@@ -10,6 +10,7 @@ from typing import Any
 __all__ = ["load_ipython_extension", "unload_ipython_extension"]
 
 _SESSIONS: dict[int, Any] = {}
+_HOOKED: set[int] = set()  # shells whose completer hooks are installed (once per shell)
 
 
 def load_ipython_extension(shell: Any) -> None:
@@ -21,12 +22,16 @@ def load_ipython_extension(shell: Any) -> None:
     session = Session(shell)
     _SESSIONS[id(shell)] = session
     shell.register_magics(HelixMagics(shell, session))
-    shell.set_hook(
-        "complete_command", lambda _self, event: complete(session, event), str_key="%helix"
-    )
-    shell.set_hook(
-        "complete_command", lambda _self, event: complete(session, event), str_key="%%helix"
-    )
+    if id(shell) not in _HOOKED:
+        # The hooks look the session up on each call: after %unload_ext / %load_ext they
+        # complete from the new kernel, not from the closed one.
+        def completer(_self: Any, event: Any) -> list[str]:
+            current = _SESSIONS.get(id(shell))
+            return complete(current, event) if current is not None else []
+
+        shell.set_hook("complete_command", completer, str_key="%helix")
+        shell.set_hook("complete_command", completer, str_key="%%helix")
+        _HOOKED.add(id(shell))
     print(
         "helixlab ready: the kernel is `helix`; try `%helix help`, "
         "or define a plugin in a `%%helix plugin` cell."
@@ -40,6 +45,12 @@ def unload_ipython_extension(shell: Any) -> None:
         from ._cells import set_autoreload
 
         set_autoreload(session, False)
+        # `%helix` would otherwise still reach the closed kernel (KernelClosedError)
+        for kind in ("line", "cell"):
+            magics = shell.magics_manager.magics[kind]
+            owner = getattr(magics.get("helix"), "__self__", None)
+            if getattr(owner, "session", None) is session:
+                del magics["helix"]
 
 
 def session_of(shell: Any) -> Any:

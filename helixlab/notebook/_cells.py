@@ -13,6 +13,7 @@ import ast
 import hashlib
 from typing import Any
 
+from ..errors import RegistryError
 from ..kernel import Plugin
 from ..kernel._discovery import fingerprint, plugin_classes
 
@@ -49,8 +50,8 @@ def plugin_cell(session: Any, cell: str, options: str = "") -> Any:
     names = _class_names(tree)
     exec(compile(tree, filename, "exec"), shell.user_ns)
     classes = plugin_classes(shell.user_ns.get(n) for n in names)
-    if not classes:
-        raise SyntaxError(
+    if not classes:  # a HelixError, so it is shown plainly, without helixlab's frames
+        raise RegistryError(
             f"{label} defines no Plugin subclass with a `name`; a %%helix plugin cell defines "
             f'classes such as `class Greeter(helixlab.Plugin): name = "greeter"`.'
         )
@@ -131,13 +132,24 @@ def set_autoreload(session: Any, on: bool) -> None:
             classes,
             source=session.cell_label,
             origin="cell",
-            fingerprints={c.name: fingerprint(c) for c in classes},
+            fingerprints={c.name: _same_print(kernel, c) for c in classes},
         )
         if report.order or report.loaded:
             print(report)
 
     shell.user_ns[_HOOK] = autoreload
     shell.ast_transformers.append(_Autoreload())
+
+
+def _same_print(kernel: Any, cls: type[Plugin]) -> str:
+    """The class's fingerprint, or the registered one when only the helpers digest differs.
+
+    A ``%%helix plugin`` cell registers ``<class digest>:<helpers digest>``; an ordinary
+    cell re-running an unchanged class must not count as a change (nor reload it as a target).
+    """
+    digest = fingerprint(cls)
+    registered = kernel.entry(cls.name).fingerprint or ""
+    return registered if registered.partition(":")[0] == digest else digest
 
 
 def is_plugin_class(obj: object) -> bool:

@@ -155,7 +155,7 @@ class GraphView(_Display):
     """
 
     def __init__(self, dot: str, text: str, fmt: str = "svg"):
-        self.dot, self.text, self.format = dot, text, fmt
+        self.dot, self.text, self.format = dot, text or "no plugins registered", fmt
 
     def svg(self) -> str | None:
         if not dot_available():

@@ -86,7 +86,8 @@ def build_parser() -> _Parser:
 
 
 PARSER = build_parser()
-COMMANDS = sorted(PARSER._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+SUBPARSERS: dict[str, _Parser] = PARSER._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+COMMANDS = sorted(SUBPARSERS)
 CELL_KINDS = ("plugin", "config")
 
 
@@ -107,7 +108,10 @@ class HelixMagics(Magics):
         if not argv:
             argv = ["help"]
         try:
-            args = PARSER.parse_args(argv)
+            args, extra = PARSER.parse_known_args(argv)
+            if extra:  # name the subcommand's own usage, not `%helix [-h] COMMAND ...`
+                parser = SUBPARSERS.get(args.command, PARSER)
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
         except _HelpShown:
             return None
         if args.command == "help":

@@ -103,6 +103,11 @@ def _show_helix_error(shell: Any, etype: type, value: BaseException, tb: Any, tb
     trimmed = None
     for frame in reversed(frames):
         trimmed = types.TracebackType(trimmed, frame.tb_frame, frame.tb_lasti, frame.tb_lineno)
+    report = getattr(value, "report", None)
+    if report is not None and report.order:  # a rolled-back cascade: show what was attempted
+        from IPython.display import display
+
+        display(report)
     value.__cause__ = None
     value.__suppress_context__ = True
     stb = shell.InteractiveTB.structured_traceback(etype, value, trimmed, tb_offset=1)
