@@ -1,0 +1,128 @@
+"""The gateway's outermost ASGI app: one kernel lease per request, the body limit, and the
+last line of defence for errors.
+
+Each HTTP request takes ``kernel.lease()`` first and runs on ``lease.extras["gateway"]``
+— the middleware chain and router built for that generation — until its response is
+complete (a stream until its last byte) or the client is gone; only then is the lease
+released. A reload therefore never changes a request midway, and its old instances stop
+only after every request that started on them has finished.
+
+The body limit is enforced while the body is read (whoever reads it: a middleware or the
+endpoint): a declared ``Content-Length`` above it is refused before anything runs, and a
+chunked body is cut off as soon as it passes the limit. Either way the client gets 413.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.types import Message, Receive, Scope, Send
+
+from ._build import GatewayState
+from ._chat import CONFIG_KEY
+from ._config import GatewayConfig
+from ._endpoints import KERNEL_KEY
+from ._errors import GatewayError, error_response
+
+__all__ = ["Gateway"]
+
+logger = logging.getLogger("helixlab.gateway")
+
+
+class Gateway:
+    """The ASGI app a server runs; the routes themselves sit at the core of each
+    generation's chain (see ``_build``)."""
+
+    def __init__(self, kernel: Any, config: GatewayConfig):
+        self.kernel = kernel
+        self.config = config
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":  # websockets: nothing here speaks them
+            await send({"type": "websocket.close", "code": 1003})
+            return
+        limit = self.config.max_body_bytes
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await _too_large(limit).response()(scope, receive, send)
+            return
+        scope[KERNEL_KEY] = self.kernel
+        scope[CONFIG_KEY] = self.config
+        scope.setdefault("state", {})
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        lease = self.kernel.lease()
+        try:
+            state: GatewayState | None = lease.extras.get("gateway")
+            if state is None:
+                raise GatewayError(503, "The gateway is not built yet; retry.", code="not_ready")
+            await state.app(scope, _limited(receive, limit), tracking_send)
+        except GatewayError as exc:
+            if started:
+                raise
+            await exc.response()(scope, receive, send)
+        except Exception:
+            if not started:
+                logger.exception("Unexpected error serving %s %s", scope["method"], scope["path"])
+                await error_response(500, "The gateway failed unexpectedly; the error was logged.")(
+                    scope, receive, send
+                )
+            else:
+                logger.exception("Error serving %s %s", scope["method"], scope["path"])
+        finally:
+            lease.release()
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        413,
+        f"The request body is larger than the gateway's limit of {limit} bytes "
+        f"(gateway option max_body_bytes).",
+        code="request_too_large",
+    )
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """``receive`` that raises GatewayError 413 once the body passes ``limit`` bytes."""
+    seen = 0
+
+    async def limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _too_large(limit)
+        return message
+
+    return limited
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
