@@ -728,6 +728,12 @@ class Kernel:
 
         return serve(self, host=host, port=port, **options)
 
+    async def aserve(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> Any:
+        """Async twin of :meth:`serve`, usable from any loop (the kernel's included)."""
+        from ..gateway import aserve
+
+        return await aserve(self, host=host, port=port, **options)
+
     # -- display --------------------------------------------------------------------------
 
     def __repr__(self) -> str:
