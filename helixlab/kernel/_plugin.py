@@ -9,6 +9,7 @@ always the truth.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -164,6 +165,7 @@ class Context:
         return f"<Context of {self.name!r}>"
 
 
+@functools.lru_cache(maxsize=4096)  # every graph build parses every spec: parse once
 def parse_dependency(spec: str, owner: str = "?") -> tuple[str, str]:
     """Split ``"custom-logger>=1.0"`` into ``("custom-logger", ">=1.0")``."""
     try:
