@@ -255,7 +255,7 @@ def test_a_hanging_health_check_is_reported_unhealthy_not_waited_on(make_plugin)
         await asyncio.Event().wait()  # never set
 
     with hx.Kernel(timeouts=hx.Timeouts(health=0.2)) as k:
-        for i in range(5):
+        for i in range(10):
             k.register(make_plugin(f"hung-{i}", health_check=hangs))
         k.register(make_plugin("fine"))
         k.load_all()
@@ -263,8 +263,8 @@ def test_a_hanging_health_check_is_reported_unhealthy_not_waited_on(make_plugin)
         health = k.health()
         elapsed = time.perf_counter() - started
     assert health["fine"].healthy
-    assert [h.detail for n, h in health.items() if n != "fine"] == ["no answer within 0.2s"] * 5
-    assert elapsed < 5 * 0.2  # concurrently: not one timeout after another
+    assert [h.detail for n, h in health.items() if n != "fine"] == ["no answer within 0.2s"] * 10
+    assert elapsed < 10 * 0.2  # concurrently: not one timeout after another
 
 
 def test_a_failed_plugin_shows_as_unhealthy(kernel, make_plugin):
