@@ -77,19 +77,6 @@ class CustomAuthConfig(PluginConfig):
     jwks_refetch_interval: Duration = 30.0
     jwks_timeout: Duration = 5.0
 
-    @field_validator("public_key")
-    @classmethod
-    def _check_pem(cls, pem: str | None) -> str | None:
-        if pem is None:
-            return None
-        if "PRIVATE KEY" in pem:
-            raise ValueError("public_key holds a private key; give the gateway only the public key")
-        try:
-            load_pem_public_key(pem.encode())
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"public_key is not a PEM public key ({exc})") from None
-        return pem
-
     @field_validator("public_key_url")
     @classmethod
     def _check_url(cls, url: str | None) -> str | None:
@@ -106,6 +93,17 @@ class CustomAuthConfig(PluginConfig):
 
     @model_validator(mode="after")
     def _check_keys(self) -> CustomAuthConfig:
+        # Checked here rather than in a field validator so that an error never echoes the
+        # value: someone may paste a private key where the public one goes.
+        if self.public_key is not None:
+            if "PRIVATE KEY" in self.public_key:
+                raise ValueError(
+                    "public_key holds a private key; give the gateway only the public key"
+                )
+            try:
+                load_pem_public_key(self.public_key.encode())
+            except (ValueError, TypeError):
+                raise ValueError("public_key is not a PEM public key") from None
         sources = [n for n in ("secret", "public_key", "public_key_url") if getattr(self, n)]
         if len(sources) > 1:
             raise ValueError(
