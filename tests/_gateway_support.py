@@ -53,9 +53,15 @@ class FakeProvider:
         self.options = options
         self.calls = 0
         self.closed_streams = 0
+        self.stopped = False
         self.requests: list[ChatRequest] = []
 
+    def _check_alive(self) -> None:
+        if self.stopped:
+            raise RuntimeError(f"provider instance {self.instance} used after it was stopped")
+
     def _reply(self, request: ChatRequest) -> Any:
+        self._check_alive()
         self.requests.append(request)
         fail = self.options.get("fail")
         if fail is not None:
@@ -86,6 +92,7 @@ class FakeProvider:
                 await gate.event.wait()
             for piece in split_words(reply.content or ""):
                 if reply.content:
+                    self._check_alive()
                     yield StreamChunk(content=piece)
                     await asyncio.sleep(0)
             for index, call in enumerate(reply.tool_calls):
@@ -121,6 +128,7 @@ def provider_plugin(
             self.provider = FakeProvider(next(_instances), models, shared)
 
         def stop(self, ctx: hx.Context) -> None:
+            self.provider.stopped = True
             if log is not None:
                 log.append(("stop", name, self.provider.instance))
 
@@ -136,8 +144,9 @@ def provider_plugin(
 class HeaderMiddleware:
     """Adds ``x-mw-<name>: <instance>`` to every response and records its place in the chain."""
 
-    def __init__(self, app: Any, *, name: str, instance: int):
+    def __init__(self, app: Any, *, name: str, instance: int, alive: Callable[[], bool]):
         self.app = app
+        self.alive = alive
         self.header = f"x-mw-{name}".encode()
         self.name = name
         self.value = str(instance).encode()
@@ -146,10 +155,14 @@ class HeaderMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if not self.alive():
+            raise RuntimeError(f"middleware {self.name} used after its plugin stopped")
         trail = scope.setdefault("state", {}).setdefault("test.trail", [])
         trail.append(self.name)
 
         async def add_header(message: dict) -> None:
+            if not self.alive():
+                raise RuntimeError(f"middleware {self.name} used after its plugin stopped")
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message["headers"], (self.header, self.value)]}
                 if self.name == trail[-1]:  # the innermost reports the whole chain
@@ -168,12 +181,18 @@ def header_plugin(
     class Middleware(hx.MiddlewarePlugin):
         def init(self, ctx: hx.Context, config: Any) -> None:
             self.instance = next(_instances)
+            self.stopped = False
             self.broken = bool(config.get("broken", broken)) if isinstance(config, dict) else broken
 
         def get_middleware(self) -> Callable[[Any], Any]:
             if self.broken:
                 raise RuntimeError("middleware misconfigured")
-            return lambda app: HeaderMiddleware(app, name=name, instance=self.instance)
+            return lambda app: HeaderMiddleware(
+                app, name=name, instance=self.instance, alive=lambda: not self.stopped
+            )
+
+        def stop(self, ctx: hx.Context) -> None:
+            self.stopped = True
 
     Middleware.name = name
     Middleware.priority = priority
