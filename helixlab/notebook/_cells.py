@@ -46,7 +46,7 @@ def plugin_cell(session: Any, cell: str, options: str = "") -> Any:
         )
         error.helixlab_cell = True  # shown as the user's error, without helixlab's frames
         raise error from None
-    filename = shell.compile.cache(cell, shell.execution_count)
+    filename = shell.compile.cache(cell, session.execution_count)
     names = _class_names(tree)
     exec(compile(tree, filename, "exec"), shell.user_ns)
     classes = plugin_classes(shell.user_ns.get(n) for n in names)

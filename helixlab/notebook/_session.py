@@ -39,16 +39,25 @@ class Session:
         self.server: Any = None
         self.autoreload = False
         self.cell_id: str | None = None
+        self._count: int | None = None
         shell.user_ns["helix"] = self.kernel
         shell.events.register("pre_run_cell", self._pre_run_cell)
         shell.set_custom_exc((HelixError, SyntaxError), _show_helix_error)
 
     def _pre_run_cell(self, info: Any) -> None:
         self.cell_id = getattr(info, "cell_id", None)
+        # IPython counts the cell before running it: the running cell is In[count - 1]
+        counted = info.store_history and not info.silent
+        self._count = self.shell.execution_count - 1 if counted else self.shell.execution_count
+
+    @property
+    def execution_count(self) -> int:
+        """The running cell's number, as its ``In [N]`` prompt shows it."""
+        return self._count if self._count is not None else self.shell.execution_count
 
     @property
     def cell_label(self) -> str:
-        return f"cell [{self.shell.execution_count}]"
+        return f"cell [{self.execution_count}]"
 
     def reset(self) -> Kernel:
         """Close the kernel and start an empty one (the notebook's ``helix`` is rebound)."""
