@@ -1,0 +1,343 @@
+"""``%%helix plugin`` and ``%%helix config`` cells, ``%helix autoreload``: run as a user would."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from _ipython import ip_fixture, plain, run  # noqa: F401  (the `ip` fixture)
+
+import helixlab as hx
+
+
+def cell(source: str, **versions: str) -> str:
+    """A ``%%helix plugin`` cell: a store and an api (depending on it), with chosen versions."""
+    return "%%helix plugin\n" + plugins(source, **versions)
+
+
+def plugins(source: str = "", store: str = "1.0", api: str = "1.0", start: str = "") -> str:
+    return textwrap.dedent(
+        f"""\
+        import helixlab as hx
+
+        def greeting():
+            return "hello"
+
+        class Store(hx.Plugin):
+            name = "store"
+            version = "{store}"
+            def start(self, ctx):
+                {start or "pass"}
+
+        class Api(hx.Plugin):
+            name = "api"
+            version = "{api}"
+            dependencies = ("store",)
+            def init(self, ctx, config):
+                self.store = ctx.get("store")
+        {source}"""
+    )
+
+
+def ok(ip, source: str):
+    ran = run(ip, source)
+    assert ran.error is None, ran.shown
+    return ran
+
+
+@pytest.fixture
+def kernel(ip):
+    ok(ip, cell(""))
+    return ip.user_ns["helix"]
+
+
+def serving(kernel: hx.Kernel) -> dict[str, str]:
+    return {name: kernel.get(name).version for name in ("store", "api")}
+
+
+# -- %%helix plugin -------------------------------------------------------------------
+
+
+def test_first_run_registers_and_loads_every_plugin_of_the_cell(ip):
+    ran = ok(ip, cell(""))
+    assert "loaded store 1.0 (new)\nloaded api 1.0 (new)" in ran.stdout
+    kernel = ip.user_ns["helix"]
+    assert kernel.graph.load_order() == ["store", "api"]
+    assert kernel.get("api").store is kernel.get("store")
+    assert ip.user_ns["greeting"]() == "hello"  # helpers land in the namespace too
+
+
+def test_a_cell_plugin_can_depend_on_a_plugin_the_kernel_already_knows(ip):
+    ok(ip, "import helixlab as hx\nclass Base(hx.Plugin):\n    name = 'base'")
+    ok(ip, "helix.register(Base); helix.load_all()")
+    ran = ok(
+        ip,
+        "%%helix plugin\nclass Top(hx.Plugin):\n    name = 'top'\n    dependencies = ('base',)",
+    )
+    assert "loaded top 0.1.0 (new)" in ran.stdout
+    assert ip.user_ns["helix"].state("top") == hx.PluginState.ACTIVE
+
+
+def test_rerunning_an_unchanged_cell_changes_nothing(ip, kernel):
+    before = kernel.get("store")
+    ran = ok(ip, cell(""))
+    assert "no changes: the running versions stay" in ran.stdout
+    assert kernel.get("store") is before
+    assert kernel.reload_count("store") == 0
+
+
+def test_a_changed_plugin_reloads_with_its_dependents_in_order(ip, kernel):
+    ran = ok(ip, cell("", store="1.1"))
+    assert ran.displayed == [] and ran.stdout.splitlines()[-3:] == [
+        "reloaded store: 2 plugin(s), dependencies first",
+        "  1. store 1.0 -> 1.1",
+        "  2. api 1.0",
+    ]
+    assert serving(kernel) == {"store": "1.1", "api": "1.0"}
+    assert kernel.get("api").store is kernel.get("store")  # bound to the new store
+    assert kernel.reload_count("api") == 1
+    assert kernel.last_cascade == ("store", "api")
+
+
+def test_only_a_changed_dependent_reloads_alone(ip, kernel):
+    ran = ok(ip, cell("", api="2.0"))
+    assert "reloaded api: 1 plugin(s), dependencies first\n  1. api 1.0 -> 2.0" in ran.stdout
+    assert kernel.reload_count("store") == 0
+
+
+def test_a_changed_helper_counts_as_a_change_of_the_cells_plugins(ip, kernel):
+    ran = ok(ip, cell("").replace('return "hello"', 'return "hi"'))
+    assert "reloaded" in ran.stdout
+    assert kernel.reload_count("store") == 1
+
+
+def test_a_new_version_that_fails_to_start_is_rolled_back_and_the_old_keeps_serving(ip, kernel):
+    old = kernel.get("store")
+    ran = run(ip, cell("", store="1.1", start="raise RuntimeError('port in use')"))
+    assert isinstance(ran.error, hx.ReloadError)
+    assert ran.displayed == [
+        "reload of store rolled back: store failed in start\n"
+        "  error: RuntimeError: port in use\n"
+        "  1. store 1.0 -> 1.1\n"
+        "  2. api 1.0\n"
+        "  the old versions keep serving"
+    ]
+    assert ran.last_line == (
+        "ReloadError: Reload of store rolled back: plugin 'store' failed in start: "
+        "RuntimeError: port in use. The old versions keep serving."
+    )
+    assert "helixlab/" not in ran.stdout
+    assert kernel.get("store") is old
+    assert serving(kernel) == {"store": "1.0", "api": "1.0"}
+    assert kernel.state("store") == hx.PluginState.ACTIVE
+
+    fixed = ok(ip, cell("", store="1.2"))  # the next good version goes in as usual
+    assert "  1. store 1.0 -> 1.2" in fixed.stdout
+
+
+def test_a_failing_dependent_rolls_back_the_whole_cascade(ip, kernel):
+    broken = cell("", store="1.1").replace(
+        'self.store = ctx.get("store")', "raise ValueError('no store')"
+    )
+    ran = run(ip, broken)
+    assert isinstance(ran.error, hx.ReloadError)
+    assert "api failed in init" in ran.displayed[0]
+    assert ran.last_line.endswith("ValueError: no store. The old versions keep serving.")
+    assert serving(kernel) == {"store": "1.0", "api": "1.0"}
+
+
+def test_a_syntax_error_changes_nothing_and_points_at_the_cell_line(ip, kernel):
+    before = kernel.plugin_class("store")
+    ran = run(ip, cell("", store="1.1") + "    def broken(self:\n")
+    assert isinstance(ran.error, SyntaxError)
+    line = cell("", store="1.1").count("\n") + 1  # counted from `%%helix plugin`, line 1
+    assert ran.last_line == (
+        "SyntaxError: '(' was never closed; nothing was changed, the running versions keep "
+        f"serving (cell [{ran.result.execution_count}], line {line})"
+    )
+    assert "helixlab/" not in ran.stdout
+    assert kernel.plugin_class("store") is before
+    assert serving(kernel) == {"store": "1.0", "api": "1.0"}
+
+
+def test_an_exception_in_the_cell_leaves_the_old_versions_serving(ip, kernel):
+    ran = run(ip, cell("raise KeyError('oops')", store="1.1"))
+    assert isinstance(ran.error, KeyError)
+    assert ran.last_line == "KeyError: 'oops'"
+    assert serving(kernel) == {"store": "1.0", "api": "1.0"}
+    assert kernel.reload_count("store") == 0
+
+
+def test_a_new_plugin_that_fails_to_start_is_a_real_error(ip, kernel):
+    ran = run(
+        ip,
+        "%%helix plugin\nclass Bad(hx.Plugin):\n    name = 'bad'\n"
+        "    def start(self, ctx):\n        raise OSError('no disk')",
+    )
+    assert isinstance(ran.error, hx.ReloadError)
+    assert ran.last_line == (
+        "ReloadError: Plugin 'bad' 0.1.0 was registered but failed in start: OSError: no disk"
+    )
+    assert kernel.state("bad") == hx.PluginState.FAILED
+    assert serving(kernel) == {"store": "1.0", "api": "1.0"}
+
+
+def test_a_cycle_in_the_cell_is_refused(ip, kernel):
+    ran = run(
+        ip,
+        cell("", store="1.1").replace(
+            'name = "store"', 'name = "store"\n    dependencies = ("api",)'
+        ),
+    )
+    assert isinstance(ran.error, hx.ReloadError)
+    assert "Dependency cycle detected: " in ran.last_line
+    assert "The running versions are unchanged." in ran.last_line
+    assert serving(kernel) == {"store": "1.0", "api": "1.0"}
+
+
+def test_renaming_a_plugin_in_its_cell_is_refused(ip):
+    ok_ran = run(ip, cell(""), cell_id="cell-1")
+    assert ok_ran.error is None, ok_ran.shown
+    ran = run(ip, cell("").replace('name = "api"', 'name = "api2"'), cell_id="cell-1")
+    assert isinstance(ran.error, hx.ReloadError)
+    assert "no longer defines 'api'" in ran.last_line
+    assert "renaming or removing a plugin is not a reload" in ran.last_line
+    assert ip.user_ns["helix"].names == ["store", "api"]
+
+
+def test_a_cell_without_plugin_classes_says_what_a_plugin_cell_is(ip):
+    ran = run(ip, "%%helix plugin\nx = 1")
+    assert isinstance(ran.error, hx.RegistryError)
+    assert ran.last_line.startswith("RegistryError: cell [")
+    assert "defines no Plugin subclass with a `name`" in ran.last_line
+
+
+def test_plugin_prints_show_in_the_cell_that_caused_them(ip):
+    ok(ip, "import helixlab as hx")
+    ran = ok(
+        ip,
+        "%%helix plugin\nclass Loud(hx.Plugin):\n    name = 'loud'\n"
+        "    async def start(self, ctx):\n        print('loud is up')",
+    )
+    assert "loud is up" in ran.stdout
+
+
+# -- %%helix config -----------------------------------------------------------------------
+
+LIMITER = """\
+%%helix plugin
+import pydantic
+
+class LimitConfig(pydantic.BaseModel):
+    rate: int = 1
+    burst: int = 1
+
+class Limiter(hx.Plugin):
+    name = "limiter"
+    config_model = LimitConfig
+    def init(self, ctx, config):
+        self.config = config
+"""
+
+
+def test_a_config_cell_configures_and_reloads_a_running_plugin(ip):
+    ok(ip, "import helixlab as hx")
+    ok(ip, LIMITER)
+    ran = ok(ip, "%%helix config\nplugins:\n  limiter:\n    config:\n      rate: 10\n")
+    assert "reloaded limiter: 1 plugin(s)" in ran.stdout
+    assert ip.user_ns["helix"].get("limiter").config.rate == 10
+
+
+def test_a_config_cell_before_the_plugin_exists_reports_what_it_configured(ip):
+    ran = ok(ip, "%%helix config\nplugins:\n  custom-logger:\n    priority: 5\n")
+    assert "configured: custom-logger" in ran.stdout
+
+
+def test_config_cell_errors_match_a_files_with_lines_counted_from_the_cell(ip, tmp_path):
+    ok(ip, "import helixlab as hx")
+    ok(ip, LIMITER)
+    yaml_text = "plugins:\n  limiter:\n    config:\n      rate: fast\n      burst: -x\n"
+    path = tmp_path / "plugins.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(hx.ConfigError) as from_file:
+        ip.user_ns["helix"].apply_config(path)
+
+    ran = run(ip, "%%helix config\n" + yaml_text)
+    assert isinstance(ran.error, hx.ConfigError)
+    assert "helixlab/" not in ran.stdout
+    label = f"cell [{ran.result.execution_count}]"
+    file_problems = [(p.line, p.plugin, p.path, p.message) for p in from_file.value.problems]
+    cell_problems = [(p.line, p.plugin, p.path, p.message) for p in ran.error.problems]
+    assert len(cell_problems) == 2
+    assert cell_problems == [(line + 1, *rest) for line, *rest in file_problems]
+    assert all(p.source == label for p in ran.error.problems)
+    assert f"{label}:5: limiter: config.rate:" in str(ran.error)
+    assert ip.user_ns["helix"].get("limiter").config.rate == 1  # nothing changed
+
+
+def test_bad_yaml_in_a_config_cell_is_a_config_error(ip):
+    ran = run(ip, "%%helix config\nplugins:\n  a: [1,\n")
+    assert isinstance(ran.error, hx.ConfigError)
+    assert ran.last_line.startswith("ConfigError: Invalid configuration: cell [")
+    assert "invalid YAML" in ran.last_line
+
+
+# -- %helix autoreload -----------------------------------------------------------------
+
+
+def test_autoreload_on_reloads_a_plugin_redefined_in_an_ordinary_cell(ip):
+    ok(ip, "%helix autoreload on")
+    ok(ip, plugins())
+    kernel = ip.user_ns["helix"]
+    ok(ip, "helix.register(Store); helix.register(Api); helix.load_all()")
+
+    ran = ok(ip, plugins(store="1.1"))
+    assert ran.stdout.splitlines()[-3:] == [
+        "reloaded store, api: 2 plugin(s), dependencies first",
+        "  1. store 1.0 -> 1.1",
+        "  2. api 1.0",
+    ] or ran.stdout.splitlines()[-3:] == [
+        "reloaded store: 2 plugin(s), dependencies first",
+        "  1. store 1.0 -> 1.1",
+        "  2. api 1.0",
+    ]
+    assert serving(kernel) == {"store": "1.1", "api": "1.0"}
+
+
+def test_autoreload_after_a_plugin_cell_reloads_only_what_changed(ip, kernel):
+    ok(ip, "%helix autoreload on")
+    ran = ok(ip, plugins(store="1.1"))
+    assert ran.stdout.splitlines()[-3:] == [
+        "reloaded store: 2 plugin(s), dependencies first",
+        "  1. store 1.0 -> 1.1",
+        "  2. api 1.0",
+    ]
+    unchanged = ok(ip, plugins(store="1.1"))
+    assert "reloaded" not in unchanged.stdout
+    assert kernel.reload_count("store") == 1
+
+
+def test_autoreload_keeps_the_cells_last_value_and_its_failures_roll_back(ip, kernel):
+    ok(ip, "%helix autoreload on")
+    ran = ok(ip, plugins(store="1.1") + "Store.version\n")
+    assert "'1.1'" in ran.stdout  # the final expression is still the cell's value
+    failed = run(ip, plugins(store="1.2", start="raise RuntimeError('nope')"))
+    assert isinstance(failed.error, hx.ReloadError)
+    assert "helixlab/" not in failed.stdout
+    assert serving(kernel) == {"store": "1.1", "api": "1.0"}
+
+
+def test_autoreload_off_leaves_redefinitions_alone(ip, kernel):
+    ok(ip, "%helix autoreload on")
+    shown = plain(ip, ip.run_line_magic("helix", "autoreload off"))
+    assert shown == "autoreload off"
+    ran = ok(ip, plugins(store="9.9"))
+    assert "reloaded" not in ran.stdout
+    assert serving(kernel) == {"store": "1.0", "api": "1.0"}
+
+
+def test_autoreload_ignores_classes_that_are_not_registered_plugins(ip, kernel):
+    ok(ip, "%helix autoreload on")
+    ran = ok(ip, "class Other(hx.Plugin):\n    name = 'other'\nclass Plain:\n    pass")
+    assert ran.stdout == ""
+    assert "other" not in kernel
