@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from ..errors import ConfigError, DependencyError, PluginError, RegistryError, ReloadError, describe
+from . import _loader
 from ._config import PluginSpec
 from ._discovery import fingerprint
 from ._graph import DependencyGraph
@@ -146,12 +147,12 @@ async def execute(kernel, plan: Plan) -> ReloadReport:
                 report.strategy[name] = "restart"
             state = await call_phase(old, "export_state", timeout=kernel.timeouts.export_state)
             if restart:
-                error = await kernel.stop_instance(old, set_state=False)
+                error = await _loader.stop_instance(kernel, old, set_state=False)
                 if error is not None:
                     raise error
                 stopped_first.append(name)
-            new[name] = await kernel.start_instance(
-                entry, current, bound=new, state=state, handover=True
+            new[name] = await _loader.start_instance(
+                kernel, entry, current, bound=new, state=state, handover=True
             )
             report.started.append(name)
         t_started = time.perf_counter()
@@ -189,7 +190,7 @@ async def execute(kernel, plan: Plan) -> ReloadReport:
     for name in plan.order:
         kernel._reloads[name] = kernel._reloads.get(name, 0) + 1
         kernel._errors.pop(name, None)
-        kernel._set_state(name, PluginState.ACTIVE)
+        kernel._states[name] = PluginState.ACTIVE
         old, new_version = report.versions[name]
         detail = f"{old} -> {new_version}" if old != new_version else f"{old} (new instance)"
         kernel._emit("reloaded", name, detail=detail, version=new_version)
@@ -204,27 +205,12 @@ async def execute(kernel, plan: Plan) -> ReloadReport:
     t_drained = time.perf_counter()
     for name in reversed(plan.order):
         if name not in stopped_first:
-            await kernel.stop_instance(current[name], set_state=False)
+            await _loader.stop_instance(kernel, current[name], set_state=False)
         report.stopped.append(name)
     t_stopped = time.perf_counter()
 
     if plan.load:
-        loaded = await kernel._load_now(plan.load)
-        report.loaded = list(loaded.order)
-        failed = [n for n in plan.targets if n in loaded.failed]
-        if failed:
-            error = loaded.failed[failed[0]]
-            report.error = describe(error.cause) if error.cause is not None else str(error)
-            report.phase, report.plugin = error.phase, error.plugin
-            raise ReloadError(
-                error.plugin,
-                error.phase,
-                f"Plugin {error.plugin!r} {error.version} was registered but failed in "
-                f"{error.phase}: {report.error}",
-                cause=error.cause,
-                version=error.version,
-                report=report,
-            ) from error.cause
+        await _load_new(kernel, plan.load, plan.targets, report)
     kernel.last_cascade = tuple(plan.order + report.loaded)
     report.timings.update(
         start=t_started - t0,
@@ -236,18 +222,38 @@ async def execute(kernel, plan: Plan) -> ReloadReport:
     return report
 
 
+async def _load_new(kernel, names: list[str], targets: list[str], report: ReloadReport) -> None:
+    """Load plugins that were not running; raise ReloadError if one of ``targets`` failed."""
+    loaded = await _loader.load(kernel, names)
+    report.loaded.extend(n for n in loaded.order if n not in report.loaded)
+    failed = [n for n in targets if n in loaded.failed]
+    if failed:
+        error = loaded.failed[failed[0]]
+        report.error = describe(error.cause) if error.cause is not None else str(error)
+        report.phase, report.plugin = error.phase, error.plugin
+        raise ReloadError(
+            error.plugin,
+            error.phase,
+            f"Plugin {error.plugin!r} {error.version} was registered but failed in "
+            f"{error.phase}: {report.error}",
+            cause=error.cause,
+            version=error.version,
+            report=report,
+        ) from error.cause
+
+
 async def _rollback(
     kernel, new: Mapping[str, Live], stopped_first: list[str], current: Mapping[str, Live]
 ) -> None:
     """Stop the new instances (dependents first) and restart what ``restart`` plugins stopped."""
     for name in reversed(list(new)):
-        await kernel.stop_instance(new[name], set_state=False)
+        await _loader.stop_instance(kernel, new[name], set_state=False)
     for name in reversed(stopped_first):
         old = current[name]
         try:
             await call_phase(old, "start", old.ctx, timeout=kernel.timeouts.start)
         except PluginError as exc:
-            kernel._fail(name, exc)
+            _loader.fail(kernel, name, exc)
 
 
 async def reconfigure(kernel, spec: PluginSpec) -> ReloadReport | None:
@@ -335,28 +341,13 @@ async def define(
         kernel._registry = registry
         report = ReloadReport()
     for name in new:
-        kernel._set_state(name, PluginState.REGISTERED)
+        kernel._states[name] = PluginState.REGISTERED
         kernel._reloads.setdefault(name, 0)
         kernel._emit("registered", name, detail=f"{registry[name].cls.kind} from {source}")
     if new:
-        loaded = await kernel._load_now(new)
-        report.loaded.extend(n for n in loaded.order if n not in report.loaded)
-        for name in loaded.order:
+        for name in new:
             report.versions.setdefault(name, ("-", str(registry[name].cls.version)))
-        failed = [n for n in new if n in loaded.failed]
-        if failed:
-            error = loaded.failed[failed[0]]
-            report.error = describe(error.cause) if error.cause is not None else str(error)
-            report.phase, report.plugin = error.phase, error.plugin
-            raise ReloadError(
-                error.plugin,
-                error.phase,
-                f"Plugin {error.plugin!r} {error.version} was registered but failed in "
-                f"{error.phase}: {report.error}",
-                cause=error.cause,
-                version=error.version,
-                report=report,
-            ) from error.cause
+        await _load_new(kernel, new, new, report)
         kernel.last_cascade = tuple(report.order + report.loaded)
     return report
 

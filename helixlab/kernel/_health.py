@@ -1,0 +1,53 @@
+"""Health: every running plugin's check at once, each under a timeout.
+
+A check that hangs is reported unhealthy when its timeout expires; nobody waits for it
+longer than that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from ..errors import PluginError, describe
+from ._lifecycle import Live, call_phase
+from ._plugin import PluginState
+from ._reports import HealthStatus
+
+__all__ = ["check", "run"]
+
+
+async def check(live: Live, timeout: float) -> HealthStatus:
+    """One plugin's check: raising, returning False or returning a message means unhealthy."""
+    started = time.perf_counter()
+    try:
+        result = await call_phase(live, "health", live.ctx, timeout=timeout)
+    except PluginError as exc:
+        detail = describe(exc.cause) if exc.cause is not None else str(exc)
+        if isinstance(exc.cause, TimeoutError):
+            detail = f"no answer within {timeout:g}s"
+        return HealthStatus(live.name, False, detail, "active", time.perf_counter() - started)
+    healthy = result is not False and not isinstance(result, str)
+    detail = result if isinstance(result, str) else ""
+    return HealthStatus(live.name, healthy, detail, "active", time.perf_counter() - started)
+
+
+async def run(kernel: Any) -> dict[str, HealthStatus]:
+    """Check the running plugins; failed ones are unhealthy too. Changes become events."""
+    with kernel._pool.lease() as lease:
+        live = lease.generation.live
+        timeout = kernel.timeouts.health
+        results = await asyncio.gather(*(check(v, timeout) for v in live.values()))
+    statuses = dict(zip(live, results, strict=True))
+    for name, state in sorted(kernel._states.items()):
+        if state == PluginState.FAILED:
+            detail = kernel._errors.get(name, "failed")
+            statuses[name] = HealthStatus(name, False, detail, state.value)
+    for name, status in statuses.items():
+        before = kernel._health.get(name)
+        kernel._health[name] = status  # stored first: subscribers read it from the event
+        if before is None or before.healthy != status.healthy:
+            mark = "healthy" if status.healthy else "unhealthy"
+            kernel._emit("health_changed", name, detail=mark, error=status.detail or None)
+    return dict(sorted(statuses.items()))

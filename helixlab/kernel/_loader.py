@@ -1,0 +1,171 @@
+"""The loader (the course's PluginLoader): start and stop instances, load and unload plugins.
+
+Functions over a kernel, called with its operation lock held. Starting an instance
+binds its context to its dependencies' instances; stopping one never raises (a failure
+is reported and returned) because what comes after a stop must go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..errors import DependencyError, PluginError, describe
+from ._lifecycle import Live, call_phase
+from ._plugin import Context, PluginState
+from ._registry import Entry
+from ._reports import LoadReport
+
+__all__ = ["commit", "fail", "load", "start_instance", "stop_all", "stop_instance", "unload"]
+
+
+async def start_instance(
+    kernel: Any,
+    entry: Entry,
+    current: Mapping[str, Live],
+    *,
+    bound: Mapping[str, Live] | None = None,
+    state: Any = None,
+    handover: bool = False,
+) -> Live:
+    """Create, init, (import state into) and start an instance of ``entry``.
+
+    Dependencies are bound from ``bound`` (a reload's new instances) before ``current``.
+    With ``handover`` a reload owns the instance: no state changes or events here, and
+    ``state`` is imported. On failure the PluginError propagates; a plugin not owned by a
+    reload is marked failed. ``stop`` is not called for an instance whose start failed.
+    """
+    name = entry.name
+    bound = bound or {}
+    deps = {d: (bound.get(d) or current[d]).plugin for d, _ in entry.requires}
+    plugin = entry.instance if entry.instance is not None and not handover else entry.cls()
+    ctx = Context(name, str(entry.cls.version), entry.config, deps, kernel=kernel)
+    live = Live(plugin, ctx, entry.config, dict(entry.requires))
+    timeouts = kernel.timeouts
+    try:
+        await call_phase(live, "init", ctx, entry.config, timeout=timeouts.init)
+        if not handover:
+            kernel._states[name] = PluginState.INITIALIZED
+            kernel._emit("initialized", name)
+        if handover and state is not None:
+            await call_phase(live, "import_state", state, timeout=timeouts.import_state)
+        await call_phase(live, "start", ctx, timeout=timeouts.start)
+    except PluginError as exc:
+        ctx._deps.clear()  # a failed instance must not keep its dependencies alive
+        if not handover:
+            fail(kernel, name, exc)
+        raise
+    if not handover:
+        kernel._states[name] = PluginState.ACTIVE
+        kernel._errors.pop(name, None)
+        kernel._emit("started", name)
+    return live
+
+
+async def stop_instance(kernel: Any, live: Live, *, set_state: bool = True) -> PluginError | None:
+    """Stop one instance under the stop timeout; an error is reported and returned."""
+    name = live.name
+    if set_state:
+        kernel._states[name] = PluginState.STOPPING
+        kernel._emit("stopping", name, version=live.version)
+    error = None
+    try:
+        await call_phase(live, "stop", live.ctx, timeout=kernel.timeouts.stop)
+    except PluginError as exc:
+        kernel._emit("failed", name, detail="in stop", error=describe(exc), version=live.version)
+        error = exc
+    if set_state:  # stopped either way: the instance is out of service
+        kernel._states[name] = PluginState.STOPPED
+        kernel._emit("stopped", name, version=live.version)
+    return error
+
+
+def fail(kernel: Any, name: str, exc: PluginError) -> None:
+    kernel._states[name] = PluginState.FAILED
+    kernel._errors[name] = f"{exc.phase}: {describe(exc.cause) if exc.cause else exc}"
+    kernel._emit("failed", name, detail=f"in {exc.phase}", error=kernel._errors[name])
+
+
+def commit(kernel: Any, live: Mapping[str, Live], *, failing: str | None = None) -> None:
+    """Build the next generation (builders included) and swap it in."""
+    pool = kernel._pool
+    try:
+        new = pool.build(live)
+    except Exception as exc:
+        raise PluginError(failing or "kernel", "swap", cause=exc) from exc
+    pool.swap(new)
+
+
+async def load(kernel: Any, names: Iterable[str] | None) -> LoadReport:
+    """Start the named plugins (all, for None) and what they need, in dependency order.
+
+    A plugin that fails is marked failed, the plugins that need it are skipped with the
+    reason, and the others go on loading.
+    """
+    registry = kernel._registry
+    graph = registry.graph()
+    graph.validate()
+    if names is None:
+        wanted = graph.load_order()
+    else:
+        wanted_set: set[str] = set()
+        for name in names:
+            registry[name]
+            if not graph.nodes[name].enabled:
+                raise DependencyError(
+                    f"Plugin {name!r} is disabled in the configuration; enable it to load it.",
+                    plugins=(name,),
+                )
+            wanted_set |= {name, *graph.dependencies(name, transitive=True)}
+        wanted = [n for n in graph.load_order() if n in wanted_set]
+    report = LoadReport()
+    pool = kernel._pool
+    for name in wanted:
+        if name in pool.current.live:
+            continue
+        entry = registry[name]
+        down = [d for d, _ in entry.requires if d not in pool.current.live]
+        if down:
+            failed = kernel._states.get(down[0]) == PluginState.FAILED
+            report.skipped[name] = (
+                f"needs {down[0]!r}, which {'failed' if failed else 'is not running'}"
+            )
+            kernel._emit("skipped", name, detail=report.skipped[name])
+            continue
+        try:
+            live = await start_instance(kernel, entry, pool.current.live)
+            commit(kernel, {**pool.current.live, name: live}, failing=name)
+        except PluginError as exc:
+            report.failed[name] = exc
+            continue
+        report.order.append(name)
+    return report
+
+
+async def unload(kernel: Any, name: str) -> list[str]:
+    """Stop ``name`` and, first, every running plugin that depends on it; returns that order."""
+    current = kernel._pool.current.live
+    order = [n for n in reversed(kernel._registry.graph().reload_order(name)) if n in current]
+    await _retire(kernel, current, order, {n: v for n, v in current.items() if n not in order})
+    for name in order:
+        kernel._emit("unloaded", name)
+    return order
+
+
+async def stop_all(kernel: Any) -> list[str]:
+    """Stop every running plugin, dependents first (even with a cycle among the unloaded)."""
+    current = kernel._pool.current.live
+    start_order, _ = kernel._registry.graph()._display_order()  # never raises
+    order = [n for n in reversed(start_order) if n in current]
+    await _retire(kernel, current, order, {})
+    return order
+
+
+async def _retire(
+    kernel: Any, current: Mapping[str, Live], order: list[str], remaining: dict[str, Live]
+) -> None:
+    """Swap in ``remaining``, let work on the older generations drain, stop ``order``."""
+    commit(kernel, remaining)
+    await kernel._pool.drain(kernel._pool.current, kernel.timeouts.drain)
+    for name in order:
+        await stop_instance(kernel, current[name])
