@@ -314,3 +314,20 @@ def test_define_refuses_a_rename_and_duplicates(kernel, make_plugin):
         kernel.define([make_plugin("x"), make_plugin("x")], source="cell 2")
     with pytest.raises(RegistryError, match="defines no Plugin"):
         kernel.define([], source="cell 3")
+
+
+def test_reload_without_cascade_rebinds_running_dependents(kernel, make_plugin):
+    """A dependent that looks its dependency up per call sees the new instance."""
+    def start(self, ctx):
+        self.ctx = ctx
+
+    base = make_plugin("base")
+    user = make_plugin("user", deps=("base",), start=start)
+    kernel.register(base)
+    kernel.register(user)
+    kernel.load_all()
+    old_user = kernel.get("user")
+    report = kernel.reload("base", cascade=False)
+    assert report.order == ["base"]
+    assert kernel.get("user") is old_user  # not restarted
+    assert old_user.ctx.get("base") is kernel.get("base")

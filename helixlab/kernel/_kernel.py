@@ -319,7 +319,9 @@ class Kernel:
         New instances are started aside, bound to each other, with state handed over; then
         one swap; then the old ones drain and stop, dependents first. If anything fails
         before the swap, the new instances are stopped, the old keep serving, and
-        :class:`~helixlab.ReloadError` names the plugin and the phase.
+        :class:`~helixlab.ReloadError` names the plugin and the phase. With
+        ``cascade=False`` dependents are not restarted: their ``ctx.get`` answers the new
+        instance from then on, but what they stored earlier is the old, stopped one.
         """
         return await _reload.run_plan(self, list(targets), cascade=cascade)
 

@@ -186,6 +186,7 @@ async def execute(kernel, plan: Plan) -> ReloadReport:
     # -- the swap: one reference --------------------------------------------------------
     kernel._registry = plan.registry
     pool.swap(generation)
+    _rebind(generation.live, new)
     t_swapped = time.perf_counter()
     for name in plan.order:
         kernel._reloads[name] = kernel._reloads.get(name, 0) + 1
@@ -220,6 +221,18 @@ async def execute(kernel, plan: Plan) -> ReloadReport:
         total=time.perf_counter() - t0,
     )
     return report
+
+
+def _rebind(live: Mapping[str, Live], new: Mapping[str, Live]) -> None:
+    """Point the contexts of running plugins outside the cascade at the new instances.
+
+    Only a reload without cascade leaves such dependents; what they stored from
+    ``ctx.get`` earlier still refers to the old instance.
+    """
+    for name, entry in live.items():
+        if name not in new:
+            for dep in entry.ctx._deps.keys() & new.keys():
+                entry.ctx._deps[dep] = new[dep].plugin
 
 
 async def _load_new(kernel, names: list[str], targets: list[str], report: ReloadReport) -> None:
