@@ -1,0 +1,231 @@
+"""Lab 1 — a logging plugin with validated configuration: the checks behind ``%helix check lab1``.
+
+What the lab asks for (see ``labs/lab1_basic_plugin.ipynb``): a plugin named ``my-logger``
+whose config model has ``level`` (debug, info, warning or error; default info) and
+``format`` (text or json; default text), and whose ``log(level, message)`` method appends
+one line per kept message to the list ``self.lines``.
+
+How the checks work, so you can read them and trust them: the first and last look at the
+notebook's own kernel (``helix``). The others take the ``my-logger`` class that ``helix``
+has registered and load it into a fresh, private :class:`~helixlab.Kernel`, then use it
+there: configure it, call ``log`` and read ``lines``. Your notebook's plugin is never
+reconfigured or reloaded by a check, and the checks never read your source code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from ..errors import ConfigError, HelixError, describe
+from ..kernel import Kernel, Plugin, PluginState, Timeouts
+from ._core import Missing, Probe, lab
+
+__all__ = ["NAME"]
+
+NAME = "my-logger"
+LEVELS = ("debug", "info", "warning", "error")
+
+#: Short, so that a plugin that hangs fails its check quickly instead of blocking the cell.
+TIMEOUTS = Timeouts(init=5, start=5, stop=5, health=2, export_state=5, import_state=5, drain=5)
+
+check = lab("lab1", "a logging plugin with validated configuration")
+
+
+def _registered(probe: Probe) -> type[Plugin]:
+    """The class ``helix`` runs under the name ``my-logger``."""
+    kernel = probe.kernel
+    if NAME not in kernel:
+        known = ", ".join(kernel.names) or "none"
+        raise Missing(
+            f"helix has no plugin named {NAME!r} (registered: {known}). Run the "
+            f'`%%helix plugin` cell of step 1; its class sets name = "{NAME}".'
+        )
+    return kernel.plugin_class(NAME)
+
+
+@contextlib.contextmanager
+def _scratch(probe: Probe, config: dict[str, Any] | None = None) -> Iterator[Kernel]:
+    """A private kernel running the learner's ``my-logger`` class, configured with ``config``."""
+    cls = _registered(probe)
+    kernel = Kernel(timeouts=TIMEOUTS)
+    try:
+        kernel.register(cls)
+        report = kernel.load_all()
+        if NAME in report.failed:
+            raise Missing(
+                f"a fresh {NAME} with the default config did not start: "
+                f"{describe(report.failed[NAME])}. Look at init() and start()."
+            )
+        if config:
+            _configure(kernel, config)
+        yield kernel
+    finally:
+        kernel.close()
+
+
+def _configure(kernel: Kernel, config: dict[str, Any]) -> None:
+    try:
+        kernel.configure(NAME, config)
+    except ConfigError as exc:
+        raise Missing(_refusal(config, exc)) from None
+
+
+def _unknown(exc: ConfigError) -> list[str]:
+    """The keys a ConfigError calls unknown: fields the config model does not declare."""
+    return [p.path.rpartition(".")[2] for p in exc.problems if p.message.startswith("unknown key")]
+
+
+def _refusal(config: dict[str, Any], exc: ConfigError) -> str:
+    unknown = _unknown(exc)
+    if unknown:
+        fields = " and ".join(f"`{key}`" for key in unknown)
+        what = "the field" if len(unknown) == 1 else "the fields"
+        return f"MyLoggerConfig has no {fields} yet: declare {what}, with defaults (step 2)."
+    problems = "; ".join(p.message for p in exc.problems)
+    return f"the config {config} was refused: {problems} See MyLoggerConfig (step 2)."
+
+
+def _log(plugin: Plugin, level: str, message: str) -> None:
+    log = getattr(plugin, "log", None)
+    if not callable(log):
+        raise Missing(f"{NAME} has no method log(level, message): step 3.")
+    try:
+        log(level, message)
+    except Exception as exc:
+        raise Missing(
+            f"log({level!r}, {message!r}) raised {describe(exc)}; look at your log() in step 3."
+        ) from None
+
+
+def _lines(plugin: Plugin) -> list[str]:
+    lines = getattr(plugin, "lines", None)
+    if not isinstance(lines, list):
+        raise Missing(
+            f"{NAME} keeps its output in `self.lines`, a list created in init(); found "
+            f"{type(lines).__name__}."
+        )
+    return lines
+
+
+@check(f"{NAME} is registered and active in helix")
+def registered_and_active(probe: Probe) -> None:
+    _registered(probe)
+    state = probe.kernel.state(NAME)
+    if state != PluginState.ACTIVE:
+        info = {row.name: row for row in probe.kernel.info()}[NAME]
+        why = f" ({info.error})" if info.error else ""
+        raise Missing(
+            f"{NAME} is {state.value}{why}, not active. Re-run the `%%helix plugin` cell of "
+            f"step 1, or `%helix load {NAME}`."
+        )
+
+
+@check("its config accepts level: warning and format: json")
+def config_accepts_good_values(probe: Probe) -> None:
+    with _scratch(probe, {"level": "warning", "format": "json"}) as kernel:
+        config = kernel.entry(NAME).config
+        seen = {key: getattr(config, key, None) for key in ("level", "format")}
+        if seen != {"level": "warning", "format": "json"}:
+            raise Missing(
+                f"after configuring level=warning, format=json the plugin's config holds "
+                f"{seen}; declare `level` and `format` as fields of MyLoggerConfig (step 2)."
+            )
+
+
+@check("a bad level is refused by helix.configure(...) with ConfigError; the old config stays")
+def bad_level_refused(probe: Probe) -> None:
+    with _scratch(probe) as kernel:
+        before = kernel.get(NAME)
+        old_config = kernel.entry(NAME).config
+        try:
+            kernel.configure(NAME, {"level": "verbose"})
+        except ConfigError as exc:
+            if _unknown(exc):
+                raise Missing(_refusal({"level": "verbose"}, exc)) from None
+        else:
+            raise Missing(
+                "helix.configure('my-logger', {'level': 'verbose'}) was accepted: MyLoggerConfig "
+                "must refuse a level other than debug, info, warning or error (a Literal type, "
+                "or a @field_validator that raises ValueError): step 2."
+            )
+        if kernel.get(NAME) is not before or kernel.state(NAME) != PluginState.ACTIVE:
+            raise Missing(
+                "after the refused configure the running instance changed or stopped; a refused "
+                "config must leave the old instance serving."
+            )
+        if kernel.entry(NAME).config != old_config:
+            raise Missing("after the refused configure the plugin's config changed.")
+
+
+@check("at level info, debug is dropped and info, warning and error are recorded")
+def level_filtering(probe: Probe) -> None:
+    with _scratch(probe, {"level": "info", "format": "text"}) as kernel:
+        plugin = kernel.get(NAME)
+        start = len(_lines(plugin))
+        for level in LEVELS:
+            _log(plugin, level, f"a {level} message")
+        new = _lines(plugin)[start:]
+        kept = [level for level in LEVELS if any(f"a {level} message" in str(x) for x in new)]
+        if kept != ["info", "warning", "error"]:
+            raise Missing(
+                f"one message at each level was logged at level info; the lines recorded the "
+                f"{', '.join(kept) or 'none'} one(s), expected info, warning and error. In "
+                f"log(), compare LEVELS.index(level) with LEVELS.index(self.config.level) and "
+                f"append to self.lines (step 3)."
+            )
+        _configure(kernel, {"level": "error"})
+        plugin = kernel.get(NAME)
+        start = len(_lines(plugin))
+        _log(plugin, "warning", "a quiet warning")
+        if _lines(plugin)[start:]:
+            raise Missing("at level error, a warning was still recorded; see log() in step 3.")
+
+
+@check("format json records one parseable JSON object per message, with level and message")
+def json_lines(probe: Probe) -> None:
+    with _scratch(probe, {"level": "debug", "format": "json"}) as kernel:
+        plugin = kernel.get(NAME)
+        start = len(_lines(plugin))
+        _log(plugin, "warning", 'disk "almost" full')
+        _log(plugin, "debug", "two\nlines")
+        new = _lines(plugin)[start:]
+        if len(new) != 2:
+            raise Missing(
+                f"two messages were logged at level debug with format json; {len(new)} line(s) "
+                f"were recorded. Append one line per message to self.lines (step 3)."
+            )
+        for line, (level, message) in zip(
+            new, [("warning", 'disk "almost" full'), ("debug", "two\nlines")], strict=True
+        ):
+            if not isinstance(line, str) or "\n" in line:
+                raise Missing(f"each recorded line must be one line of text; got {line!r}.")
+            try:
+                data = json.loads(line)
+            except ValueError:
+                raise Missing(
+                    f"{line!r} is not JSON; build a dict and use json.dumps() (step 3)."
+                ) from None
+            if not isinstance(data, dict) or (data.get("level"), data.get("message")) != (
+                level,
+                message,
+            ):
+                raise Missing(
+                    f"{line!r} should be a JSON object with "
+                    f'"level": {json.dumps(level)} and "message": {json.dumps(message)}.'
+                )
+
+
+@check(f"{NAME} is healthy")
+def healthy(probe: Probe) -> None:
+    _registered(probe)
+    try:
+        status = probe.kernel.health().get(NAME)
+    except HelixError as exc:
+        raise Missing(f"the health checks could not run: {describe(exc)}") from None
+    if status is None:
+        raise Missing(f"{NAME} is not running, so it has no health; see the first check.")
+    if not status.healthy:
+        raise Missing(f"{NAME} reports {status}; look at health_check().")
