@@ -42,7 +42,11 @@ def serving(app: ASGIApp) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     ready = threading.Event()
-    config = uvicorn.Config(app, lifespan="off", log_config=None, http="h11", loop="asyncio")
+    # proxy_headers=False: uvicorn would otherwise rewrite the client address from
+    # X-Forwarded-For for loopback peers, behind the middleware's back.
+    config = uvicorn.Config(
+        app, lifespan="off", log_config=None, http="h11", loop="asyncio", proxy_headers=False
+    )
     server = _Server(config, ready)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
