@@ -8,9 +8,9 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import FAST
 
 import helixlab as hx
+from conftest import FAST
 from helixlab.plugins._tools import calculate, current_time
 
 
