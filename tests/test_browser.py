@@ -1,0 +1,181 @@
+"""JupyterLab in headless Chromium: the dashboard and the graph render, and they stay live.
+
+A notebook loads helixlab, defines two dependent plugins in a ``%%helix plugin`` cell,
+shows the dashboard and the graph; the test re-runs the plugin cell and clicks a reload
+button, and watches the store's row count both reloads. A screenshot is saved under
+``test-output/browser/``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import nbformat
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+OUTPUT = Path(__file__).resolve().parent.parent / "test-output" / "browser"
+
+PLUGINS = """\
+%%helix plugin
+import helixlab as hx
+
+runs = globals().get("runs", 0) + 1  # each run of this cell is a new version of the store
+
+class Store(hx.Plugin):
+    name = "store"
+    version = f"1.{runs}"
+
+class Api(hx.Plugin):
+    name = "api"
+    version = "1.0"
+    dependencies = ("store",)"""
+
+
+def notebook(path: Path) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    for source in ("%load_ext helixlab", PLUGINS, "%helix dashboard", "%helix graph"):
+        nb.cells.append(nbformat.v4.new_code_cell(source))
+    nbformat.write(nb, path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[str]:
+    """JupyterLab on loopback serving a temp dir with the notebook; yields the notebook URL."""
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    notebook(root / "browser.ipynb")
+    port, token = free_port(), secrets.token_hex(16)
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+    }
+    log = (tmp_path / "lab.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,  # the kernelspec's `python` resolves to this interpreter too
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--ServerApp.token={token}",
+            "--allow-root",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.expose_app_in_browser=True",
+            f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # wait for the server to answer (a condition, bounded)
+            try:
+                if httpx.get(f"{base}/api", params={"token": token}, timeout=1).is_success:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail(f"JupyterLab did not start:\n{(tmp_path / 'lab.log').read_text()}")
+            time.sleep(0.2)
+        yield f"{base}/lab/tree/browser.ipynb?token={token}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"Debian chromium not at {CHROMIUM}")
+def test_dashboard_and_graph_render_and_follow_reloads(lab):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(30_000)
+            page.goto(lab)
+            page.wait_for_selector(".jp-Notebook .jp-Cell")
+            page.wait_for_function(
+                "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                " && window.jupyterapp.shell.currentWidget.sessionContext"
+                " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+                " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+                " && window.jupyterapp.shell.currentWidget.sessionContext"
+                ".session.kernel.status === 'idle'"
+            )
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+            dashboard = page.wait_for_selector(".jp-OutputArea-output .helix-dashboard")
+            page.wait_for_selector(".jp-OutputArea-output .helix-graph svg")
+            page.wait_for_selector(".jp-OutputArea-output svg .node")  # the %helix graph cell
+            reloads = page.locator(".helix-dashboard-grid .helix-reloads.helix-row-store")
+            sync_api.expect(reloads).to_have_text("0")
+            sync_api.expect(page.locator(".helix-row-api.helix-depends-on")).to_have_text("store")
+
+            # re-run the plugin cell: a new store version, reloaded with its dependent
+            page.evaluate(
+                "() => { const nb = window.jupyterapp.shell.currentWidget.content;"
+                " nb.activeCellIndex = 1;"
+                " return window.jupyterapp.commands.execute('notebook:run-cell'); }"
+            )
+            output = page.locator(".jp-OutputArea-output", has_text="reloaded store")
+            sync_api.expect(output.first).to_be_visible()
+            sync_api.expect(reloads).to_have_text("1")
+            sync_api.expect(page.locator(".helix-row-store.helix-version")).to_have_text("1.2")
+
+            # the reload button: the row counts it
+            page.click(".helix-reload-store")
+            sync_api.expect(reloads).to_have_text("2")
+            sync_api.expect(page.locator(".helix-status")).to_contain_text("reloaded store")
+            graph = page.locator(".helix-graph svg")
+            sync_api.expect(graph.locator(".node")).to_have_count(2)
+            dashboard.scroll_into_view_if_needed()
+            page.screenshot(path=str(OUTPUT / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (OUTPUT / "dashboard.png").stat().st_size > 0
