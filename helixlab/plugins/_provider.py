@@ -261,7 +261,7 @@ async def _relay(response: httpx.Response, name: str) -> AsyncIterator[StreamChu
     except ValueError as exc:
         raise UpstreamError(
             f"Upstream stream failed: {exc}",
-            status=502,
+            status=None,
             error={"code": "upstream_stream_error"},
             provider=name,
         ) from exc
@@ -280,7 +280,7 @@ def _parse_completion(response: httpx.Response, name: str) -> ChatResponse:
     except ValueError as exc:  # JSONDecodeError is a ValueError too
         raise UpstreamError(
             f"Upstream returned a malformed completion: {exc}",
-            status=502,
+            status=None,
             error={"code": "upstream_malformed_response"},
             provider=name,
         ) from exc

@@ -18,9 +18,11 @@ _PASS_THROUGH = {400, 404, 408, 409, 413, 415, 422, 429}
 class UpstreamError(Exception):
     """The upstream API answered with an error, or could not be reached.
 
-    ``status`` is the upstream's HTTP status (None when no response came: timeout or
-    connection failure). ``error`` is the OpenAI error object (``message``, ``type``,
-    ``param``, ``code``), taken from the upstream's body when it sent one.
+    ``status`` is the upstream's HTTP error status (None when no usable response came:
+    timeout, connection failure, a malformed body or a stream broken midway). ``error`` is
+    the OpenAI error object (``message``, ``type``, ``param``, ``code``), taken from the
+    upstream's body when it sent one.
+
     ``http_status`` is what a gateway should answer: client errors pass through; the
     upstream refusing *the gateway's* credentials (401/403) or failing (5xx) is a 502; no
     answer in time is a 504.
