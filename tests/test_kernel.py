@@ -394,3 +394,21 @@ def test_info_and_repr_describe_each_plugin(kernel, make_plugin):
     ]
     assert rows[0].dependents == ("b",) and rows[0].description == "first"
     assert repr(kernel) == "<helixlab.Kernel: 2/2 active>"
+
+
+def test_config_problems_of_every_kind_are_reported_together(kernel):
+    """A parse problem, an unknown plugin and a config the model refuses: one error, three lines."""
+    text = (
+        "plugins:\n"
+        "  custom-logger:\n"
+        "    priority: nope\n"
+        "  zz: {}\n"
+        "  rate-limiter:\n"
+        "    config:\n"
+        "      burst_size: lots\n"
+    )
+    with pytest.raises(hx.ConfigError) as caught:
+        kernel.apply_config(text)
+    lines = {(p.line, p.plugin) for p in caught.value.problems}
+    assert lines == {(3, "custom-logger"), (4, "zz"), (7, "rate-limiter")}
+    assert kernel.names == []  # nothing registered from a refused config

@@ -13,7 +13,7 @@ import math
 import os
 import re
 from collections import abc
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -109,8 +109,13 @@ def parse_config(
     source: str | None = None,
     line_offset: int = 0,
     env: Mapping[str, str] | None = None,
+    check: Callable[[PluginSpec], Iterable[ConfigProblem]] | None = None,
 ) -> ConfigDocument:
     """Parse a configuration file, YAML text or mapping into specs, or raise every problem.
+
+    ``check`` is called with each plugin's spec that parsed cleanly and returns further
+    problems (an unknown plugin, a config its model refuses), so that they are reported
+    together with the parser's, all at once.
 
     >>> doc = parse_config("plugins:\\n  rate-limiter:\\n    config: {burst_size: 20}\\n")
     >>> doc.plugins["rate-limiter"].config
@@ -124,6 +129,11 @@ def parse_config(
         reader.report("the configuration is nested too deeply.")
         root = _FAILED
     doc = None if root is _FAILED else reader.document(root)
+    if doc is not None and check is not None:
+        flawed = {p.plugin for p in reader.problems}
+        for name, spec in doc.plugins.items():
+            if name not in flawed:
+                reader.problems.extend(check(spec))
     if reader.problems or doc is None:
         unique = list(dict.fromkeys(reader.problems))
         unique.sort(key=lambda p: (p.line is None, p.line or 0))

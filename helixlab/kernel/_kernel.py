@@ -218,6 +218,7 @@ class Kernel:
 
     # -- configuration ----------------------------------------------------------------
 
+    @_exclusive
     async def aapply_config(
         self, data: str | os.PathLike | Mapping, *, source: str | None = None, line_offset: int = 0
     ) -> list[ReloadReport]:
@@ -227,43 +228,37 @@ class Kernel:
         names are registered; running plugins whose configuration changed are reloaded
         with their dependents.
         """
-        doc = await asyncio.to_thread(parse_config, data, source=source, line_offset=line_offset)
-        return await self._arun(self._locked(self._apply(doc)))
+        proposed = self._registry
 
-    apply_config = _blocking(aapply_config)
-
-    async def _apply(self, doc: Any) -> list[ReloadReport]:
-        registry, problems = self._registry, []
-        for name, spec in doc.plugins.items():
+        def check(spec: PluginSpec) -> list[ConfigProblem]:
+            nonlocal proposed
+            name = spec.name
             try:
-                if name in registry:
-                    registry = registry.with_spec(spec)
+                if name in proposed:
+                    proposed = proposed.with_spec(spec)
                 elif (builtin := _discovery.builtin_plugin(name)) is not None:
-                    registry = registry.added(builtin, origin="builtin", spec=spec)
+                    proposed = proposed.added(builtin, origin="builtin", spec=spec)
                 else:
-                    known = ", ".join(sorted({*registry, *_discovery.builtin_names()}))
-                    problems.append(
-                        ConfigProblem(
-                            f"no plugin named {name!r} is registered or built in "
-                            f"(known: {known or 'none'})",
-                            doc.source,
-                            spec.line,
-                            name,
-                        )
+                    known = ", ".join(sorted({*proposed, *_discovery.builtin_names()}))
+                    message = (
+                        f"no plugin named {name!r} is registered or built in "
+                        f"(known: {known or 'none'})"
                     )
+                    return [ConfigProblem(message, spec.source, spec.line, name)]
             except ConfigError as exc:
-                problems.extend(exc.problems)
-        if problems:
-            raise ConfigError(problems, doc.source)
+                return exc.problems
+            return []
+
+        doc = parse_config(data, source=source, line_offset=line_offset, check=check)
         old = self._registry
-        changed = [n for n in doc.plugins if n in old and old[n].spec != registry[n].spec]
-        added = [n for n in registry if n not in old]
+        changed = [n for n in doc.plugins if n in old and old[n].spec != proposed[n].spec]
+        added = [n for n in proposed if n not in old]
         running = [n for n in changed if n in self._pool.current.live]
         reports = []
         if running:
-            reports.append(await _reload.run_plan(self, running, registry=registry))
+            reports.append(await _reload.run_plan(self, running, registry=proposed))
         else:
-            self._registry = registry
+            self._registry = proposed
         for name in added:
             self._states[name] = PluginState.REGISTERED
             self._reloads.setdefault(name, 0)
@@ -271,6 +266,8 @@ class Kernel:
         for name in changed:
             self._emit("configured", name, detail=f"from {doc.source}")
         return reports
+
+    apply_config = _blocking(aapply_config)
 
     @_exclusive
     async def aconfigure(self, name: str, config: Mapping[str, Any]) -> ReloadReport | None:
