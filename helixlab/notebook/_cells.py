@@ -33,6 +33,7 @@ def _helpers_digest(tree: ast.Module) -> str:
 
 
 def plugin_cell(session: Any, cell: str, options: str = "") -> Any:
+    __tracebackhide__ = True  # an exception in the cell shows the cell's frames, not ours
     shell = session.shell
     label = session.cell_label
     try:

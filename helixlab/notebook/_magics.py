@@ -99,6 +99,7 @@ class HelixMagics(Magics):
 
     @line_cell_magic
     def helix(self, line: str, cell: str | None = None) -> Any:
+        __tracebackhide__ = True  # IPython hides this frame above the user's own code
         if cell is not None:
             return self._cell(line, cell)
         try:
@@ -121,6 +122,7 @@ class HelixMagics(Magics):
         return handler(self.session, args)
 
     def _cell(self, line: str, cell: str) -> Any:
+        __tracebackhide__ = True
         kind, _, rest = line.strip().partition(" ")
         if kind == "plugin":
             return _cells.plugin_cell(self.session, cell, rest.strip())
