@@ -164,7 +164,7 @@ def render(doc: Any, as_text: bool) -> Any:
     if not as_text and isinstance(doc, dict):
         return doc
     try:
-        return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+        return yaml.safe_dump(doc, sort_keys=False)  # non-ASCII escaped: NEL is a YAML newline
     except yaml.YAMLError:
         return doc if isinstance(doc, dict) else "plugins: [unrepresentable]"
 
