@@ -27,6 +27,13 @@ from helixlab.errors import ConfigError, ConfigProblem
 from helixlab.kernel import Duration, PluginConfig
 from helixlab.kernel._discovery import builtin_names, builtin_plugin
 
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """custom-logger's ``output`` may become any file name: keep those files in a temp dir."""
+    monkeypatch.chdir(tmp_path)
+
+
 FUZZ = settings(
     max_examples=120,
     deadline=None,
