@@ -138,11 +138,10 @@ def test_lab1_starter_shows_the_gaps_with_hints(helix):
     hints = failing(report)
     assert set(hints) == set(LAB1[1:5])
     assert hints[LAB1[1]] == (
-        "MyLoggerConfig has no `level` and `format` yet: declare the fields, with defaults "
-        "(step 2)."
+        "MyLoggerConfig has no `level` and `format` yet: declare them, with defaults (step 2)."
     )
     assert hints[LAB1[2]] == (
-        "MyLoggerConfig has no `level` yet: declare the field, with defaults (step 2)."
+        "MyLoggerConfig has no `level` yet: declare the field, with its default (step 2)."
     )
     assert hints[LAB1[3]] == hints[LAB1[1]]
     assert hints[LAB1[4]] == hints[LAB1[1]]

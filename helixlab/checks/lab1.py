@@ -82,8 +82,8 @@ def _refusal(config: dict[str, Any], exc: ConfigError) -> str:
     unknown = _unknown(exc)
     if unknown:
         fields = " and ".join(f"`{key}`" for key in unknown)
-        what = "the field" if len(unknown) == 1 else "the fields"
-        return f"MyLoggerConfig has no {fields} yet: declare {what}, with defaults (step 2)."
+        what = "the field, with its default" if len(unknown) == 1 else "them, with defaults"
+        return f"MyLoggerConfig has no {fields} yet: declare {what} (step 2)."
     problems = "; ".join(p.message for p in exc.problems)
     return f"the config {config} was refused: {problems} See MyLoggerConfig (step 2)."
 
