@@ -1,15 +1,17 @@
 """The gateway's outermost ASGI app: one kernel lease per request, the body limit, and the
 last line of defence for errors.
 
-Each HTTP request takes ``kernel.lease()`` first and runs on ``lease.extras["gateway"]``
-— the middleware chain and router built for that generation — until its response is
-complete (a stream until its last byte) or the client is gone; only then is the lease
-released. A reload therefore never changes a request midway, and its old instances stop
-only after every request that started on them has finished.
+Each HTTP request's body is read first; then the request takes ``kernel.lease()`` and
+runs on ``lease.extras["gateway"]`` — the middleware chain and router built for that
+generation — until its response is complete (a stream until its last byte) or the client
+is gone; only then is the lease released. A reload therefore never changes a request
+midway, and its old instances stop only after every request that started on them has
+finished. A client sending its body slowly holds no lease meanwhile, so it cannot hold a
+reload back (nor be served later by an instance stopped after the drain timeout).
 
-The body limit is enforced while the body is read (whoever reads it: a middleware or the
-endpoint): a declared ``Content-Length`` above it is refused before anything runs, and a
-chunked body is cut off as soon as it passes the limit. Either way the client gets 413.
+The body limit is enforced while the body is read: a declared ``Content-Length`` above it
+is refused before anything runs, and a chunked body is cut off as soon as it passes the
+limit. Either way the client gets 413.
 """
 
 from __future__ import annotations
@@ -50,6 +52,13 @@ class Gateway:
         if declared is not None and declared > limit:
             await _too_large(limit).response()(scope, receive, send)
             return
+        try:
+            body = await _read_body(receive, limit)
+        except GatewayError as exc:
+            await exc.response()(scope, receive, send)
+            return
+        if body is None:
+            return  # the client left before its body was complete: nobody to answer
         scope[KERNEL_KEY] = self.kernel
         scope[CONFIG_KEY] = self.config
         scope.setdefault("state", {})
@@ -66,7 +75,7 @@ class Gateway:
             state: GatewayState | None = lease.extras.get("gateway")
             if state is None:
                 raise GatewayError(503, "The gateway is not built yet; retry.", code="not_ready")
-            await state.app(scope, _limited(receive, limit), tracking_send)
+            await state.app(scope, _replay(body, receive), tracking_send)
         except GatewayError as exc:
             if started:
                 raise
@@ -102,20 +111,37 @@ def _too_large(limit: int) -> GatewayError:
     )
 
 
-def _limited(receive: Receive, limit: int) -> Receive:
-    """``receive`` that raises GatewayError 413 once the body passes ``limit`` bytes."""
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body (GatewayError 413 once it passes ``limit``); None if the client left."""
+    chunks: list[bytes] = []
     seen = 0
-
-    async def limited() -> Message:
-        nonlocal seen
+    while True:
         message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise _too_large(limit)
-        return message
+        if message["type"] == "http.disconnect":
+            return None
+        if message["type"] != "http.request":
+            continue
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
-    return limited
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` that gives the body already read, then waits on the client (disconnect)."""
+    pending = True
+
+    async def replay() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -83,8 +83,20 @@ async def _json_body(request: Request) -> dict[str, Any]:
         raise GatewayError(400, "The request body is empty; send a JSON chat-completions request.")
     try:
         body = json.loads(raw)
+    except RecursionError:
+        raise GatewayError(400, "The request body is not valid JSON: nested too deeply.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GatewayError(400, f"The request body is not valid JSON: {exc}.") from None
+    except ValueError:  # Python's limit on integer digits
+        raise GatewayError(400, "The request body holds a number with too many digits.") from None
+    try:  # "\ud800" parses, then breaks every encoder downstream
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise GatewayError(
+            400, "The request body is not valid JSON: it contains an unpaired surrogate (\\ud800)."
+        ) from None
+    except RecursionError:
+        raise GatewayError(400, "The request body is not valid JSON: nested too deeply.") from None
     if not isinstance(body, dict):
         raise GatewayError(
             400, f"The request body must be a JSON object, got {type(body).__name__}."
