@@ -17,10 +17,10 @@ from _gateway_support import (
     header_plugin,
     provider_plugin,
 )
-from conftest import FAST
 
 import helixlab as hx
 import helixlab.gateway as gw
+from conftest import FAST
 from helixlab.errors import ConfigError
 
 
@@ -541,3 +541,16 @@ def test_gateway_section_is_validated_with_lines() -> None:
 def test_serve_refuses_unknown_options(kernel: hx.Kernel) -> None:
     with pytest.raises(ConfigError, match="unknown key 'max_body'"):
         kernel.serve(max_body=10)
+
+
+def test_aserve_from_another_loop(kernel: hx.Kernel) -> None:
+    import asyncio
+
+    async def main() -> int:
+        server = await kernel.aserve(port=0)
+        async with server, httpx.AsyncClient(base_url=server.url) as http:
+            response = await http.get("/v1/models")
+        assert not server.running
+        return response.status_code
+
+    assert asyncio.run(main()) == 200
