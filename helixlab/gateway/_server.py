@@ -115,6 +115,9 @@ class GatewayServer:
             lifespan="off",
             log_config=None,
             access_log=False,
+            # uvicorn would take X-Forwarded-For from any loopback peer as the client's
+            # address; whether to trust it is the rate limiter's (trust_forwarded) decision
+            proxy_headers=False,
             timeout_graceful_shutdown=max(1, round(self.config.graceful_timeout)),
         )
         self._uvicorn = server = _Uvicorn(config, ready)
