@@ -49,7 +49,8 @@ def plugin_cell(session: Any, cell: str, options: str = "") -> Any:
         raise error from None
     filename = shell.compile.cache(cell, session.execution_count)
     names = _class_names(tree)
-    exec(compile(tree, filename, "exec"), shell.user_ns)
+    # dont_inherit: the cell must not get this module's `from __future__ import annotations`
+    exec(compile(tree, filename, "exec", dont_inherit=True), shell.user_ns)
     classes = plugin_classes(shell.user_ns.get(n) for n in names)
     if not classes:  # a HelixError, so it is shown plainly, without helixlab's frames
         raise RegistryError(
