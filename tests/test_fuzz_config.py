@@ -388,12 +388,6 @@ def test_a_secret_in_a_refused_config_is_not_echoed():
         kernel.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a configuration that the running plugins' graph refuses (a cycle through "
-    "depends_on, disabling a running plugin) raises ReloadError ('Reload of ... refused') "
-    "without file:line, instead of ConfigError",
-)
 @pytest.mark.parametrize(
     "text",
     [

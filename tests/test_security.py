@@ -274,11 +274,6 @@ def test_secrets_never_appear_on_any_surface(kernel, caplog):
     assert "***" in surfaces["/v1/plugins"] and "***" in surfaces["specs"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a plugin error quoting its own secret setting reaches events, info() and "
-    "ReloadError unredacted (only the `helixlab serve` CLI applies redact_text)",
-)
 def test_a_secret_quoted_in_a_plugin_error_is_redacted_in_events_and_info(kernel):
     class Leaky(hx.Plugin):
         name = "leaky"

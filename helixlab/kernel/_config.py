@@ -733,6 +733,28 @@ def redact(value: Any) -> Any:
     return value
 
 
+def secret_values(value: Any) -> set[str]:
+    """Every secret value in ``value`` (what ``redact`` would mask), to scrub from free text."""
+    found: set[str] = set()
+    if isinstance(value, pydantic.SecretStr):
+        found.add(value.get_secret_value())
+    elif isinstance(value, pydantic.BaseModel):
+        for key in type(value).model_fields:
+            item = getattr(value, key, None)
+            if is_secret_key(key) and isinstance(item, str):
+                found.add(item)
+            found |= secret_values(item)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if is_secret_key(key) and isinstance(item, str):
+                found.add(item)
+            found |= secret_values(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            found |= secret_values(item)
+    return {s for s in found if len(s) >= 4}
+
+
 def redact_text(text: str, secrets: Iterable[Any]) -> str:
     """``text`` with every known secret value (4+ characters) replaced by ***."""
     values = set()

@@ -33,6 +33,17 @@ async def check(live: Live, timeout: float) -> HealthStatus:
     return HealthStatus(live.name, healthy, detail, "active", time.perf_counter() - started)
 
 
+def column(state: PluginState, last: HealthStatus | None) -> str:
+    """What a plugin row says of health: the last check counts only for the instance it saw."""
+    if state == PluginState.FAILED:
+        return "failing"
+    if state != PluginState.ACTIVE:
+        return "-"
+    if last is None:
+        return "unknown"
+    return "ok" if last.healthy else "failing"
+
+
 async def run(kernel: Any) -> dict[str, HealthStatus]:
     """Check the running plugins; failed ones are unhealthy too. Changes become events."""
     with kernel._pool.lease() as lease:

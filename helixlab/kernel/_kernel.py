@@ -25,7 +25,7 @@ from ..errors import (
     describe,
 )
 from . import _discovery, _health, _loader, _reload
-from ._config import PluginSpec, parse_config, redact
+from ._config import PluginSpec, parse_config, redact, redact_text, secret_values
 from ._events import EventLog, PluginEvent
 from ._graph import DependencyGraph
 from ._lifecycle import Timeouts
@@ -38,6 +38,17 @@ from ._reports import HealthStatus, LoadReport, PluginInfo, ReloadReport
 __all__ = ["Kernel"]
 
 ReloadTarget = str | type[Plugin]
+
+
+def _graph_problems(exc: DependencyError, doc: Any) -> list[ConfigProblem]:
+    """Each dependency problem, placed at the entry of a plugin it involves in ``doc``."""
+    problems = []
+    for problem in exc.problems:
+        named = [n for n in problem.plugins if n in doc.plugins] or [None]
+        spec = doc.plugins.get(named[0])
+        line = spec.line if spec is not None else None
+        problems.append(ConfigProblem(str(problem), doc.source, line, named[0]))
+    return problems
 
 
 def _exclusive(impl: Callable[..., Any]) -> Callable[..., Any]:
@@ -84,6 +95,7 @@ class Kernel:
         self._thread = LoopThread()
         self._events = EventLog(event_log_size)
         self._pool = LivePool(self._thread.loop)
+        self._secrets: frozenset[str] = frozenset()
         self._registry = Registry()
         self._states: dict[str, PluginState] = {}
         self._errors: dict[str, str] = {}
@@ -124,11 +136,30 @@ class Kernel:
             raise KernelClosedError("The kernel is closed; create a new Kernel().")
         return await self._thread.arun(coro)
 
+    @property
+    def _registry(self) -> Registry:
+        return self.__registry
+
+    @_registry.setter
+    def _registry(self, registry: Registry) -> None:
+        self.__registry = registry
+        self._secrets = frozenset(
+            s
+            for entry in registry.entries.values()
+            for s in secret_values(entry.spec.config) | secret_values(entry.config)
+        )
+
+    def _redact(self, text: str) -> str:
+        """``text`` with the configured secret values masked: errors may quote them."""
+        return redact_text(text, self._secrets) if self._secrets and text else text
+
     def _emit(
         self, kind: str, name: str, detail: str = "", error: str | None = None, version: str = ""
     ) -> PluginEvent:
         if not version and name in self._registry:
             version = str(self._registry[name].cls.version)
+        if self._secrets:
+            detail, error = self._redact(detail), error and self._redact(error)
         return self._events.emit(kind, name, version, detail, error)
 
     # -- registry ---------------------------------------------------------------------
@@ -233,6 +264,9 @@ class Kernel:
         def check(spec: PluginSpec) -> list[ConfigProblem]:
             nonlocal proposed
             name = spec.name
+            if not spec.enabled and name in self._pool.current.live:
+                message = f"{name!r} is running; unload it before disabling it"
+                return [ConfigProblem(message, spec.source, spec.line, name, "enabled")]
             try:
                 if name in proposed:
                     proposed = proposed.with_spec(spec)
@@ -250,6 +284,10 @@ class Kernel:
             return []
 
         doc = parse_config(data, source=source, line_offset=line_offset, check=check)
+        try:  # a cycle or a missing dependency: refused now, with its line, not at load
+            proposed.graph().validate()
+        except DependencyError as exc:
+            raise ConfigError(_graph_problems(exc, doc), doc.source) from exc
         old = self._registry
         changed = [n for n in doc.plugins if n in old and old[n].spec != proposed[n].spec]
         added = [n for n in proposed if n not in old]
@@ -276,7 +314,13 @@ class Kernel:
         ``config`` is merged over the current one. A ConfigError leaves everything as it was.
         """
         entry = self._registry[name]
-        spec = replace(entry.spec, config={**entry.spec.config, **config}, source="configure()")
+        spec = replace(
+            entry.spec,
+            config={**entry.spec.config, **config},
+            source="configure()",
+            line=None,
+            lines={},  # the file's line numbers do not describe these values
+        )
         return await _reload.reconfigure(self, spec)
 
     configure = _blocking(aconfigure)
@@ -467,19 +511,20 @@ class Kernel:
         for name in names:
             entry = registry[name]
             health = self._health.get(name)
+            state = self._states.get(name, PluginState.REGISTERED)
             rows.append(
                 PluginInfo(
                     name=name,
                     kind=entry.cls.kind,
                     version=str(entry.cls.version),
-                    state=self._states.get(name, PluginState.REGISTERED).value,
+                    state=state.value,
                     description=entry.cls.description,
                     dependencies=tuple(d for d, _ in entry.requires),
                     dependents=tuple(graph.dependents(name)),
                     priority=entry.priority,
                     enabled=entry.spec.enabled,
                     reload_count=self._reloads.get(name, 0),
-                    health="unknown" if health is None else (health.healthy and "ok") or "failing",
+                    health=_health.column(state, health),
                     config=redact(entry.config),
                     origin=entry.origin,
                     source=entry.source,

@@ -58,6 +58,7 @@ async def start_instance(
     if not handover:
         kernel._states[name] = PluginState.ACTIVE
         kernel._errors.pop(name, None)
+        kernel._health.pop(name, None)  # a new instance: not checked yet
         kernel._emit("started", name)
     return live
 
@@ -82,7 +83,9 @@ async def stop_instance(kernel: Any, live: Live, *, set_state: bool = True) -> P
 
 def fail(kernel: Any, name: str, exc: PluginError) -> None:
     kernel._states[name] = PluginState.FAILED
-    kernel._errors[name] = f"{exc.phase}: {describe(exc.cause) if exc.cause else exc}"
+    kernel._errors[name] = kernel._redact(
+        f"{exc.phase}: {describe(exc.cause) if exc.cause else exc}"
+    )
     kernel._emit("failed", name, detail=f"in {exc.phase}", error=kernel._errors[name])
 
 
@@ -134,12 +137,23 @@ async def load(kernel: Any, names: Iterable[str] | None) -> LoadReport:
             continue
         try:
             live = await start_instance(kernel, entry, pool.current.live)
-            commit(kernel, {**pool.current.live, name: live}, failing=name)
         except PluginError as exc:
-            report.failed[name] = exc
+            _record(kernel, report, name, exc)
+            continue
+        try:
+            commit(kernel, {**pool.current.live, name: live}, failing=name)
+        except PluginError as exc:  # a builder (the gateway) refused the new instance
+            await stop_instance(kernel, live)
+            fail(kernel, name, exc)
+            _record(kernel, report, name, exc)
             continue
         report.order.append(name)
     return report
+
+
+def _record(kernel: Any, report: LoadReport, name: str, exc: PluginError) -> None:
+    report.failed[name] = exc
+    report.reasons[name] = kernel._redact(describe(exc.cause) if exc.cause else str(exc))
 
 
 async def unload(kernel: Any, name: str) -> list[str]:

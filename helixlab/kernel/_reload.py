@@ -46,11 +46,14 @@ class Plan:
     load: list[str] = field(default_factory=list)  # not running: loaded after the swap
 
 
-def _refuse(name: str, exc: BaseException, phase: str = "validate") -> ReloadError:
+def _refuse(
+    name: str, exc: BaseException, phase: str = "validate", what: str = "Reload"
+) -> ReloadError:
+    """The error of a reload (or a new definition) refused before anything changed."""
     return ReloadError(
         name,
         phase,
-        f"Reload of {name!r} refused: {describe(exc)} The running versions are unchanged.",
+        f"{what} of {name!r} refused: {describe(exc)} The running versions are unchanged.",
         cause=exc,
     )
 
@@ -161,7 +164,9 @@ async def execute(kernel, plan: Plan) -> ReloadReport:
         error = exc if isinstance(exc, PluginError) else PluginError("gateway", "swap", cause=exc)
         await _rollback(kernel, new, stopped_first, current)
         report.rolled_back = True
-        report.error = describe(error.cause) if error.cause is not None else str(error)
+        report.error = kernel._redact(
+            describe(error.cause) if error.cause is not None else str(error)
+        )
         report.phase, report.plugin = error.phase, error.plugin
         report.timings["total"] = time.perf_counter() - t0
         kernel._emit(
@@ -191,6 +196,7 @@ async def execute(kernel, plan: Plan) -> ReloadReport:
     for name in plan.order:
         kernel._reloads[name] = kernel._reloads.get(name, 0) + 1
         kernel._errors.pop(name, None)
+        kernel._health.pop(name, None)  # a new instance: not checked yet
         kernel._states[name] = PluginState.ACTIVE
         old, new_version = report.versions[name]
         detail = f"{old} -> {new_version}" if old != new_version else f"{old} (new instance)"
@@ -242,7 +248,9 @@ async def _load_new(kernel, names: list[str], targets: list[str], report: Reload
     failed = [n for n in targets if n in loaded.failed]
     if failed:
         error = loaded.failed[failed[0]]
-        report.error = describe(error.cause) if error.cause is not None else str(error)
+        report.error = kernel._redact(
+            describe(error.cause) if error.cause is not None else str(error)
+        )
         report.phase, report.plugin = error.phase, error.plugin
         raise ReloadError(
             error.plugin,
@@ -344,7 +352,8 @@ async def define(
     try:
         registry.graph().validate()
     except DependencyError as exc:
-        raise _refuse((changed or new)[0], exc) from None
+        what = "Reload" if changed else "Definition"
+        raise _refuse((changed or new)[0], exc, what=what) from None
 
     for name in new:
         kernel._pending.pop(name, None)

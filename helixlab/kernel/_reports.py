@@ -32,6 +32,7 @@ class LoadReport(_PlainRepr):
     order: list[str] = field(default_factory=list)
     failed: dict[str, PluginError] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)  # failed: the cause, secrets masked
 
     @property
     def ok(self) -> bool:
@@ -55,7 +56,7 @@ class LoadReport(_PlainRepr):
     def __str__(self) -> str:
         lines = [f"loaded {len(self.order)}: {' -> '.join(self.order) or 'nothing'}"]
         for name, err in self.failed.items():
-            lines.append(f"failed  {name} in {err.phase}: {_cause(err)}")
+            lines.append(f"failed  {name} in {err.phase}: {self.reasons.get(name) or _cause(err)}")
         for name, why in self.skipped.items():
             lines.append(f"skipped {name}: {why}")
         return "\n".join(lines)
@@ -92,7 +93,7 @@ class ReloadReport(_PlainRepr):
 
     def __str__(self) -> str:
         head = ", ".join(self.targets)
-        if self.error is None and not self.targets:
+        if self.error is None and not self.order:
             if not self.loaded:
                 return "no changes: the running versions stay"
             return "\n".join(
