@@ -18,6 +18,7 @@ from typing import Any
 
 import uvicorn
 
+from .._net import bind_tcp
 from ._app import Gateway
 from ._build import make_builder
 from ._config import GatewayConfig, gateway_config
@@ -185,24 +186,9 @@ class GatewayServer:
         return f"<GatewayServer {self.url} {'running' if self.running else 'stopped'}>"
 
 
-def _bind(config: GatewayConfig) -> socket.socket:
-    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only when
-    # the socket says it is TCP; without it, Nagle plus delayed ACKs add ~40 ms to every
-    # keep-alive request.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((config.host, config.port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 def _prepare(kernel: Any, host: str, port: int, options: dict[str, Any]) -> GatewayServer:
     config = gateway_config(options.pop("config", None), **options, host=host, port=port)
-    return GatewayServer(kernel, config, _bind(config))
+    return GatewayServer(kernel, config, bind_tcp(config.host, config.port))
 
 
 def serve(kernel: Any, host: str = "127.0.0.1", port: int = 0, **options: Any) -> GatewayServer:

@@ -13,6 +13,7 @@ import uvicorn
 
 from helixlab.llm import ToolCall
 
+from .._net import bind_tcp
 from ._app import MockLLM
 
 __all__ = ["MockServer", "start"]
@@ -164,14 +165,7 @@ def start(
     """
     if mock is None:
         mock = MockLLM(api_key=api_key, models=models, latency=latency, script=script)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
+    sock = bind_tcp(host, port)
     server = MockServer(mock, host, sock.getsockname()[1])
     server._serve(sock)
     return server
