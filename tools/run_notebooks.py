@@ -3,8 +3,9 @@
 ``make notebooks`` runs this over notebooks/ and labs/ (labs/solutions/ included). Each
 notebook runs top to bottom in a fresh kernel from this environment, with its working
 directory set to the notebook's folder; cells tagged ``raises-exception`` may fail. What
-varies between runs and is not compared by nbval (execution timings, widget model ids
-stored in the notebook's metadata) is dropped, so a re-run without changes leaves no diff.
+varies between runs and is not compared by nbval (execution timings, widget state and
+widget views, whose model ids are new each run) is dropped, so a re-run without changes
+leaves no diff; a saved widget shows as its text form until the notebook runs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
 
 def clean(nb: nbformat.NotebookNode) -> None:
     nb.metadata.pop("widgets", None)
@@ -22,7 +25,8 @@ def clean(nb: nbformat.NotebookNode) -> None:
         cell.metadata.pop("execution", None)
         if cell.cell_type == "code":
             for output in cell.outputs:
-                output.get("metadata", {}).pop("application/vnd.jupyter.widget-view+json", None)
+                output.get("data", {}).pop(WIDGET_VIEW, None)
+                output.get("metadata", {}).pop(WIDGET_VIEW, None)
 
 
 def run(path: Path) -> None:
