@@ -1,0 +1,388 @@
+"""Lab 2 — a custom LLM provider plugin: the checks behind ``%helix check lab2``.
+
+What the lab asks for (see ``labs/lab2_provider_plugin.ipynb``): a provider plugin named
+``lab-provider`` whose config has ``api_url`` (an OpenAI-compatible base URL, ``/v1``
+included) and ``models``, and whose provider (``get_provider()``) talks to that API with
+httpx: ``complete`` (request and response transformed, tool calls included),
+``complete_stream`` (the upstream's SSE lines parsed into chunks), ``health_check`` and
+``capabilities``.
+
+How the checks work, so you can read them and trust them: the first and last look at the
+notebook's own kernel (``helix``). The others start a private upstream
+(:func:`helixlab.mockllm.start`, on loopback) and a fresh, private
+:class:`~helixlab.Kernel`, load the ``lab-provider`` class that ``helix`` has registered
+there with ``api_url`` pointing at that upstream, and then call the provider — directly,
+and through a private gateway — and look at what came back and at what the upstream
+received. Your notebook's plugin is never touched, and the checks never read your source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+
+from ..errors import ConfigError, HelixError, describe
+from ..kernel import Kernel, Plugin, PluginState, ProviderPlugin, Timeouts
+from ..llm import (
+    ChatRequest,
+    ChatResponse,
+    Message,
+    ProviderCapabilities,
+    StreamChunk,
+    ToolCall,
+    ToolDefinition,
+)
+from ._core import Missing, Probe, lab
+
+__all__ = ["NAME"]
+
+NAME = "lab-provider"
+MODEL = "mock-small"
+OTHER_MODEL = "other-model"
+OTHER = "other-provider"
+
+#: Short, so that a plugin that hangs fails its check quickly instead of blocking the cell.
+TIMEOUTS = Timeouts(init=5, start=5, stop=5, health=3, export_state=5, import_state=5, drain=5)
+CALL_TIMEOUT = 10.0
+
+WEATHER = ToolDefinition(
+    name="get_weather",
+    description="The weather in a city.",
+    parameters={
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+)
+
+check = lab("lab2", "a custom LLM provider plugin")
+
+_LOOPBACK = re.compile(r"https?://(?:127\.0\.0\.1|localhost|\[::1\]):\d+(?:/v1)?")
+
+
+def _scrub(text: str) -> str:
+    """Error text without the upstream's address (its port changes on every run)."""
+    return _LOOPBACK.sub("{api_url}", text)
+
+
+def _why(exc: BaseException) -> str:
+    """One line about ``exc`` (httpx adds a second line pointing at MDN; dropped)."""
+    return _scrub(describe(exc)).splitlines()[0]
+
+
+# -- a second provider, so routing by model can be observed -------------------------------
+
+
+class _OtherLLM:
+    def capabilities(self) -> ProviderCapabilities:
+        return ProviderCapabilities(models=(OTHER_MODEL,))
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        return ChatResponse(model=request.model, content="from the other provider")
+
+    async def complete_stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        yield StreamChunk(content="from the other provider")
+        yield StreamChunk(finish_reason="stop")
+
+    async def health_check(self) -> None:
+        return None
+
+
+class _Other(ProviderPlugin):
+    name = OTHER
+    version = "1.0.0"
+    description = "the checks' second provider, serving other-model"
+
+    def get_provider(self) -> _OtherLLM:
+        return _OtherLLM()
+
+
+# -- the private setup --------------------------------------------------------------------
+
+
+def _registered(probe: Probe) -> type[Plugin]:
+    kernel = probe.kernel
+    if NAME not in kernel:
+        known = ", ".join(kernel.names) or "none"
+        raise Missing(
+            f"helix has no plugin named {NAME!r} (registered: {known}). Run the "
+            f'`%%helix plugin` cell of step 1; its class sets name = "{NAME}".'
+        )
+    return kernel.plugin_class(NAME)
+
+
+class _Setup:
+    """A private upstream and a private kernel running the learner's class against it."""
+
+    def __init__(self, kernel: Kernel, upstream: Any):
+        self.kernel = kernel
+        self.upstream = upstream
+
+    @property
+    def provider(self) -> Any:
+        try:
+            return self.kernel.get(NAME).get_provider()
+        except Exception as exc:
+            raise Missing(f"{NAME}.get_provider() raised {_why(exc)}.") from None
+
+    def call(self, coro: Any) -> Any:
+        """Run ``coro`` on the private kernel's loop, where the gateway would run it."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.kernel._thread.loop)
+        return future.result(CALL_TIMEOUT)
+
+    def last_sent(self) -> dict[str, Any] | None:
+        sent = self.upstream.requests
+        return sent[-1] if sent else None
+
+
+@contextlib.contextmanager
+def _setup(probe: Probe, *extra: type[Plugin]) -> Iterator[_Setup]:
+    from .. import mockllm
+
+    cls = _registered(probe)
+    upstream = mockllm.start(models=(MODEL, "mock-large"))
+    kernel = Kernel(timeouts=TIMEOUTS)
+    try:
+        kernel.register(cls)
+        for other in extra:
+            kernel.register(other)
+        try:
+            kernel.configure(NAME, {"api_url": upstream.url})
+        except ConfigError as exc:
+            problems = "; ".join(p.message for p in exc.problems)
+            raise Missing(
+                f"the config {{'api_url': ...}} was refused ({problems}); LabProviderConfig "
+                f"needs an `api_url: str` field (step 1)."
+            ) from None
+        report = kernel.load_all()
+        if NAME in report.failed:
+            raise Missing(
+                f"a fresh {NAME} did not start: {_scrub(str(report.failed[NAME]))}. Look at "
+                f"init() and start()."
+            )
+        yield _Setup(kernel, upstream)
+    finally:
+        kernel.close()
+        upstream.stop()
+
+
+def _failed(setup: _Setup, call: str, exc: BaseException, where: str) -> Missing:
+    """The hint for a provider call that raised: an empty request is the usual cause."""
+    sent = setup.last_sent()
+    if sent is not None and not sent.get("messages"):
+        return Missing(
+            "the upstream received a request without messages and refused it (400): "
+            "to_upstream() must put the request's messages in the body, each as "
+            "message.to_openai() (step 2)."
+        )
+    return Missing(f"{call} raised {_why(exc)}; {where}.")
+
+
+def _complete(setup: _Setup, request: ChatRequest, step: str) -> ChatResponse:
+    provider = setup.provider
+    try:
+        reply = setup.call(provider.complete(request))
+    except Exception as exc:
+        raise _failed(setup, "provider.complete(...)", exc, f"see {step}") from None
+    if not isinstance(reply, ChatResponse):
+        raise Missing(
+            f"provider.complete(...) returned {type(reply).__name__}, not a ChatResponse: "
+            f"from_upstream() builds one (step 2)."
+        )
+    return reply
+
+
+# -- the checks ---------------------------------------------------------------------------
+
+
+@check(f"{NAME} is registered and active in helix")
+def registered_and_active(probe: Probe) -> None:
+    _registered(probe)
+    state = probe.kernel.state(NAME)
+    if state != PluginState.ACTIVE:
+        info = {row.name: row for row in probe.kernel.info()}[NAME]
+        why = f" ({_scrub(info.error)})" if info.error else ""
+        raise Missing(
+            f"{NAME} is {state.value}{why}, not active. Re-run the `%%helix plugin` cell of "
+            f"step 1, or `%helix load {NAME}`."
+        )
+
+
+@check('a completion returns the upstream\'s reply, "Echo: <your message>", as a ChatResponse')
+def completes(probe: Probe) -> None:
+    with _setup(probe) as setup:
+        request = ChatRequest(model=MODEL, messages=[Message.user("hello from lab 2")])
+        reply = _complete(setup, request, "step 2")
+        sent = setup.last_sent() or {}
+        if sent.get("model") != MODEL:
+            raise Missing(
+                f"the upstream was asked for model {sent.get('model')!r}, not {MODEL!r}: "
+                f"to_upstream() must send request.model (step 2)."
+            )
+        if reply.content != "Echo: hello from lab 2":
+            raise Missing(
+                f"the upstream answered 'Echo: hello from lab 2' and the ChatResponse's "
+                f"content is {reply.content!r}: from_upstream() must take "
+                f'data["choices"][0]["message"]["content"] (step 2).'
+            )
+        if reply.model != MODEL:
+            raise Missing(f"the ChatResponse's model is {reply.model!r}, expected {MODEL!r}.")
+
+
+@check("streaming yields several chunks that add up to the full reply")
+def streams(probe: Probe) -> None:
+    with _setup(probe) as setup:
+        provider = setup.provider
+        request = ChatRequest(
+            model=MODEL, messages=[Message.user("stream this reply please")], stream=True
+        )
+
+        async def collect() -> list[Any]:
+            return [chunk async for chunk in provider.complete_stream(request)]
+
+        try:
+            chunks = setup.call(collect())
+        except Exception as exc:
+            call = "iterating provider.complete_stream(...)"
+            raise _failed(setup, call, exc, "look at parse_sse_line() (step 3)") from None
+        wrong = [type(c).__name__ for c in chunks if not isinstance(c, StreamChunk)]
+        if wrong:
+            raise Missing(
+                f"complete_stream yielded {wrong[0]} objects; yield StreamChunk objects "
+                f"(StreamChunk.from_openai(json.loads(payload))), step 3."
+            )
+        pieces = [c.content for c in chunks if c.content]
+        if len(pieces) < 2:
+            raise Missing(
+                f"the upstream streamed the reply word by word, and complete_stream yielded "
+                f"{len(pieces)} chunk(s) with content. parse_sse_line() must turn each "
+                f"'data: {{...}}' line into a StreamChunk and skip blank lines and "
+                f"'data: [DONE]' (step 3)."
+            )
+        text = "".join(pieces)
+        if text != "Echo: stream this reply please":
+            raise Missing(
+                f"the chunks add up to {text!r}, expected 'Echo: stream this reply please'; "
+                f"keep every chunk's content as it is (step 3)."
+            )
+
+
+@check("a tool offered comes back as a ToolCall, and the tool's result gets a final answer")
+def tool_calls(probe: Probe) -> None:
+    with _setup(probe) as setup:
+        question = Message.user("Use get_weather for city: Paris")
+        request = ChatRequest(model=MODEL, messages=[question], tools=[WEATHER])
+        reply = _complete(setup, request, "step 4")
+        sent = setup.last_sent() or {}
+        offered = [t.get("function", {}).get("name") for t in sent.get("tools") or []]
+        if offered != ["get_weather"]:
+            raise Missing(
+                f"the request offered the tool get_weather, and the upstream received tools "
+                f"{offered or 'none'}: to_upstream() must send request.tools, each as "
+                f"tool.to_openai() (step 4)."
+            )
+        calls = reply.tool_calls
+        if len(calls) != 1 or not isinstance(calls[0], ToolCall):
+            raise Missing(
+                f"the upstream asked for one call of get_weather and the ChatResponse has "
+                f"tool_calls={calls!r}: from_upstream() must turn message['tool_calls'] into "
+                f"ToolCall(id=..., name=..., arguments=...) objects (step 4)."
+            )
+        call = calls[0]
+        try:
+            arguments = json.loads(call.arguments)
+        except ValueError:
+            arguments = call.arguments
+        if call.name != "get_weather" or arguments != {"city": "Paris"}:
+            raise Missing(
+                f"the ToolCall is {call.name!r} with arguments {call.arguments!r}; expected "
+                f"'get_weather' with the JSON text '{{\"city\": \"Paris\"}}' (the function's "
+                f"name and arguments, step 4)."
+            )
+        if reply.finish_reason != "tool_calls":
+            raise Missing(
+                f"finish_reason is {reply.finish_reason!r}; pass the upstream's "
+                f"choice['finish_reason'] on (step 2)."
+            )
+        follow_up = ChatRequest(
+            model=MODEL,
+            messages=[question, reply.message, Message.tool(call.id, "18°C and sunny")],
+            tools=[WEATHER],
+        )
+        final = _complete(setup, follow_up, "step 4")
+        if final.content != "The get_weather tool returned: 18°C and sunny":
+            raise Missing(
+                f"after the tool's result was sent back, the upstream's answer became "
+                f"{final.content!r}; expected 'The get_weather tool returned: 18°C and sunny'. "
+                f"to_upstream() must send every message, tool calls and tool results "
+                f"included (message.to_openai() carries them), step 2."
+            )
+
+
+@check("capabilities list the models, and the gateway routes each model to its provider")
+def routes_by_model(probe: Probe) -> None:
+    with _setup(probe, _Other) as setup:
+        try:
+            caps = setup.provider.capabilities()
+        except Exception as exc:
+            raise Missing(f"provider.capabilities() raised {_why(exc)}.") from None
+        models = tuple(getattr(caps, "models", ()) or ())
+        if MODEL not in models:
+            raise Missing(
+                f"capabilities().models is {models!r}; it must list the models of the config "
+                f"(mock-small and mock-large), so the gateway knows where to send them."
+            )
+        server = setup.kernel.serve(port=0)
+        base, no_keepalive = server.openai_base_url, httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=base, timeout=CALL_TIMEOUT, limits=no_keepalive) as client:
+            seen = {}
+            for model in (MODEL, OTHER_MODEL):
+                body = {"model": model, "messages": [{"role": "user", "content": "route me"}]}
+                response = client.post("/chat/completions", json=body)
+                if response.status_code != 200:
+                    try:
+                        message = response.json()["error"]["message"]
+                    except (ValueError, KeyError, TypeError):
+                        message = response.text[:200]
+                    raise Missing(
+                        f"POST /v1/chat/completions for {model} through the gateway answered "
+                        f"{response.status_code}: {_scrub(message)} Fix the completion first "
+                        f"(the second check)."
+                    )
+                seen[model] = response.headers.get("x-helixlab-provider")
+        expected = {MODEL: NAME, OTHER_MODEL: OTHER}
+        if seen != expected:
+            raise Missing(
+                f"the gateway sent {seen}; expected {expected}. List exactly the models this "
+                f"provider serves in capabilities().models."
+            )
+
+
+@check(f"{NAME} is healthy: its health check reaches the upstream")
+def healthy(probe: Probe) -> None:
+    _registered(probe)
+    try:
+        status = probe.kernel.health().get(NAME)
+    except HelixError as exc:
+        raise Missing(f"the health checks could not run: {_why(exc)}") from None
+    if status is None:
+        raise Missing(f"{NAME} is not running, so it has no health; see the first check.")
+    if not status.healthy:
+        raise Missing(
+            f"{NAME} reports {_scrub(str(status))}; its health_check() awaits the provider's, "
+            f"which GETs {{api_url}}/models."
+        )
+    with _setup(probe) as setup:
+        setup.upstream.stop()  # a provider whose upstream is gone must not say it is fine
+        down = setup.kernel.health().get(NAME)
+        if down is not None and down.healthy:
+            raise Missing(
+                f"with its upstream stopped, {NAME} still reports healthy: health_check() must "
+                f"ask the upstream (GET {{api_url}}/models) and raise when that fails."
+            )

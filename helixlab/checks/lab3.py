@@ -1,0 +1,318 @@
+"""Lab 3 — a rate-limiting middleware plugin: the checks behind ``%helix check lab3``.
+
+What the lab asks for (see ``labs/lab3_middleware_plugin.ipynb``): a middleware plugin named
+``lab-rate-limiter`` with config ``requests_per_minute`` (the refill rate) and
+``burst_size`` (the bucket's capacity), a token bucket per client, a 429 in OpenAI's error
+shape with a ``Retry-After`` header when a client's bucket is empty, and buckets that a hot
+reload hands to the next version (``export_state`` / ``import_state``). Its clock is the
+instance attribute ``clock`` (``time.monotonic`` unless replaced), so time can be moved
+instead of waited for.
+
+How the checks work, so you can read them and trust them: the first and last look at the
+notebook's own kernel (``helix``). The others load the ``lab-rate-limiter`` class that
+``helix`` has registered into a fresh, private :class:`~helixlab.Kernel`, next to a tiny
+provider that always answers ``"ok"``, with ``requests_per_minute: 1`` and
+``burst_size: 3`` — one token a minute, so no token comes back while a check runs unless
+a check moves the clock. They serve that kernel's gateway on loopback and send it
+requests, each client with its own bearer token, and read the statuses, headers and
+bodies that come back. Your notebook's plugin is never touched, and the checks never read
+your source code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import httpx
+
+from ..errors import ConfigError, HelixError, ReloadError, describe
+from ..kernel import Kernel, Plugin, PluginState, ProviderPlugin, Timeouts
+from ..llm import ChatRequest, ChatResponse, ProviderCapabilities, StreamChunk
+from ._core import Missing, Probe, lab
+
+__all__ = ["BURST", "NAME", "RPM"]
+
+NAME = "lab-rate-limiter"
+PROVIDER = "lab3-answer"
+MODEL = "lab-model"
+RPM, BURST = 1, 3
+
+#: Short, so that a plugin that hangs fails its check quickly instead of blocking the cell.
+TIMEOUTS = Timeouts(init=5, start=5, stop=5, health=3, export_state=5, import_state=5, drain=5)
+CALL_TIMEOUT = 10.0
+
+check = lab("lab3", "a rate-limiting middleware plugin")
+
+
+# -- a provider that always answers "ok" ---------------------------------------------------
+
+
+class _AnswerLLM:
+    def capabilities(self) -> ProviderCapabilities:
+        return ProviderCapabilities(models=(MODEL,))
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        return ChatResponse(model=request.model, content="ok")
+
+    async def complete_stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        yield StreamChunk(content="ok")
+        yield StreamChunk(finish_reason="stop")
+
+    async def health_check(self) -> None:
+        return None
+
+
+class _Answer(ProviderPlugin):
+    name = PROVIDER
+    version = "1.0.0"
+    description = "the checks' provider: always answers 'ok'"
+
+    def get_provider(self) -> _AnswerLLM:
+        return _AnswerLLM()
+
+
+# -- the private setup --------------------------------------------------------------------
+
+
+def _registered(probe: Probe) -> type[Plugin]:
+    kernel = probe.kernel
+    if NAME not in kernel:
+        known = ", ".join(kernel.names) or "none"
+        raise Missing(
+            f"helix has no plugin named {NAME!r} (registered: {known}). Run the "
+            f'`%%helix plugin` cell of step 1; its class sets name = "{NAME}".'
+        )
+    return kernel.plugin_class(NAME)
+
+
+class _Gateway:
+    """A private kernel with the learner's limiter in front of the answering provider."""
+
+    def __init__(self, kernel: Kernel, client: httpx.Client):
+        self.kernel = kernel
+        self.client = client
+
+    def ask(self, who: str) -> httpx.Response:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"Authorization": f"Bearer {who}"}
+        return self.client.post("/v1/chat/completions", json=body, headers=headers)
+
+    def spend_burst(self, who: str) -> None:
+        """Send ``BURST`` requests as ``who``; each must pass."""
+        for i in range(1, BURST + 1):
+            response = self.ask(who)
+            if response.status_code != 200:
+                raise Missing(
+                    f"with burst_size {BURST}, request {i} of a new client got "
+                    f"{response.status_code}{_error_text(response)}; a new client starts with a "
+                    f"full bucket of burst_size tokens (TokenBucket.__init__ and take(), step 2)."
+                )
+
+    def refused(self, who: str) -> httpx.Response:
+        """The request after the burst, which must be refused."""
+        response = self.ask(who)
+        if response.status_code == 200:
+            raise Missing(
+                f"with burst_size {BURST} and one token a minute, request {BURST + 1} in a row "
+                f"got 200. TokenBucket.take() must spend a token when there is one and, when "
+                f"there is none, return the seconds until there will be; the middleware then "
+                f"answers 429 (steps 2 and 3)."
+            )
+        return response
+
+    @property
+    def plugin(self) -> Plugin:
+        return self.kernel.get(NAME)
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return f" ({message})"
+
+
+@contextlib.contextmanager
+def _gateway(probe: Probe) -> Iterator[_Gateway]:
+    cls = _registered(probe)
+    kernel = Kernel(timeouts=TIMEOUTS)
+    try:
+        kernel.register(_Answer)
+        kernel.register(cls)
+        config = {"requests_per_minute": RPM, "burst_size": BURST}
+        try:
+            kernel.configure(NAME, config)
+        except ConfigError as exc:
+            problems = "; ".join(p.message for p in exc.problems)
+            raise Missing(
+                f"the config {config} was refused ({problems}); LabLimiterConfig needs the "
+                f"fields requests_per_minute and burst_size (step 1)."
+            ) from None
+        report = kernel.load_all()
+        if not report.ok:
+            raise Missing(f"a fresh kernel could not load {NAME}: {report}")
+        server = kernel.serve(port=0)
+        # a new connection per request: a kept-alive one waits ~40 ms for a delayed ACK
+        no_keepalive = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=server.url, timeout=CALL_TIMEOUT, limits=no_keepalive) as client:
+            yield _Gateway(kernel, client)
+    finally:
+        kernel.close()
+
+
+# -- the checks ---------------------------------------------------------------------------
+
+
+@check(f"{NAME} is registered and active in helix")
+def registered_and_active(probe: Probe) -> None:
+    _registered(probe)
+    state = probe.kernel.state(NAME)
+    if state != PluginState.ACTIVE:
+        info = {row.name: row for row in probe.kernel.info()}[NAME]
+        why = f" ({info.error})" if info.error else ""
+        raise Missing(
+            f"{NAME} is {state.value}{why}, not active. Re-run the `%%helix plugin` cell of "
+            f"step 1, or `%helix load {NAME}`."
+        )
+
+
+@check(f"a client's first {BURST} requests (burst_size {BURST}) pass with 200")
+def under_the_limit(probe: Probe) -> None:
+    with _gateway(probe) as gateway:
+        gateway.spend_burst("client-a")
+
+
+@check("the next one gets 429 in OpenAI's error shape, with a Retry-After header")
+def over_the_burst(probe: Probe) -> None:
+    with _gateway(probe) as gateway:
+        gateway.spend_burst("client-a")
+        response = gateway.refused("client-a")
+        if response.status_code != 429:
+            raise Missing(
+                f"the request over the burst got {response.status_code}{_error_text(response)}; "
+                f"answer 429 (Too Many Requests), step 3."
+            )
+        try:
+            error = response.json()["error"]
+            shaped = isinstance(error["message"], str) and error["type"] == "rate_limit_error"
+        except (ValueError, KeyError, TypeError):
+            shaped = False
+        if not shaped:
+            raise Missing(
+                f"the 429's body is {response.text[:120]!r}; OpenAI clients expect "
+                f'{{"error": {{"message": ..., "type": "rate_limit_error", ...}}}}: answer '
+                f"with helixlab.gateway.error_response(429, message, headers=...), step 3."
+            )
+        retry = response.headers.get("retry-after")
+        if retry is None or not retry.isdigit() or int(retry) < 1:
+            raise Missing(
+                f"the 429's Retry-After header is {retry!r}; it must be a whole number of "
+                f"seconds, at least 1: math.ceil() of what take() returned (step 3)."
+            )
+        if int(retry) > 60 / RPM + 1:
+            raise Missing(
+                f"Retry-After is {retry}s, but at {RPM} request(s) a minute one token is back "
+                f"within {int(60 / RPM)}s; take() returns (1 - tokens) / rate (step 2)."
+            )
+
+
+@check("other clients are not affected by one client's empty bucket")
+def other_clients(probe: Probe) -> None:
+    with _gateway(probe) as gateway:
+        gateway.spend_burst("client-a")
+        gateway.refused("client-a")
+        response = gateway.ask("client-b")
+        if response.status_code != 200:
+            raise Missing(
+                f"after client-a used up its bucket, client-b's first request got "
+                f"{response.status_code}; each client has its own bucket, keyed by "
+                f"client_of(scope) (bucket_for(), step 2)."
+            )
+
+
+@check(f"tokens come back over time: one every {int(60 / RPM)}s at {RPM} request(s) a minute")
+def refills(probe: Probe) -> None:
+    with _gateway(probe) as gateway:
+        plugin = gateway.plugin
+        if not callable(getattr(plugin, "clock", None)):
+            raise Missing(
+                f"{NAME} has no `clock`; init() sets self.clock = time.monotonic and the "
+                f"middleware reads the time from it (step 1)."
+            )
+        now = [1_000.0]
+        fake: Callable[[], float] = lambda: now[0]  # noqa: E731
+        plugin.clock = fake
+        gateway.spend_burst("client-c")
+        gateway.refused("client-c")
+        now[0] += 60 / RPM / 2
+        if gateway.ask("client-c").status_code == 200:
+            raise Missing(
+                "half a token's time later a request passed; refill() must add "
+                "(now - self.updated) * self.rate tokens, no more (step 2)."
+            )
+        now[0] += 60 / RPM / 2 + 0.01
+        response = gateway.ask("client-c")
+        if response.status_code != 200:
+            raise Missing(
+                f"one token's time ({int(60 / RPM)}s) after the bucket ran dry, the next request "
+                f"still got {response.status_code}; refill() must add the tokens earned since "
+                f"self.updated (elapsed seconds × rate, capped at capacity), step 2."
+            )
+        if gateway.ask("client-c").status_code == 200:
+            raise Missing(
+                "one token came back, and two requests passed; take() must spend the token it "
+                "allows (step 2)."
+            )
+        now[0] += 3600
+        passed = sum(gateway.ask("client-c").status_code == 200 for _ in range(BURST + 1))
+        if passed != BURST:
+            raise Missing(
+                f"an hour later {passed} requests in a row passed, expected {BURST}: a bucket "
+                f"never holds more than burst_size tokens (refill(), step 2)."
+            )
+
+
+@check("a hot reload of the limiter keeps every client's bucket (export_state / import_state)")
+def survives_reload(probe: Probe) -> None:
+    with _gateway(probe) as gateway:
+        gateway.spend_burst("client-d")
+        gateway.refused("client-d")
+        before = gateway.plugin
+        try:
+            gateway.kernel.reload(NAME)
+        except ReloadError as exc:
+            raise Missing(f"reloading {NAME} failed: {exc}") from None
+        if gateway.plugin is before:
+            raise Missing("after the reload the limiter is still the same instance.")
+        response = gateway.ask("client-d")
+        if response.status_code == 200:
+            raise Missing(
+                "client-d had used up its bucket; after a hot reload of the limiter its next "
+                "request passed: the new instance started with empty buckets. export_state() "
+                "must return the buckets and import_state(state) must take them (step 4)."
+            )
+        if gateway.ask("client-e").status_code != 200:
+            raise Missing("after the reload, a new client was refused.")
+
+
+@check(f"{NAME} is healthy, and the gateway's GET /health answers 200")
+def healthy(probe: Probe) -> None:
+    _registered(probe)
+    try:
+        status = probe.kernel.health().get(NAME)
+    except HelixError as exc:
+        raise Missing(f"the health checks could not run: {describe(exc)}") from None
+    if status is None:
+        raise Missing(f"{NAME} is not running, so it has no health; see the first check.")
+    if not status.healthy:
+        raise Missing(f"{NAME} reports {status}; look at health_check().")
+    with _gateway(probe) as gateway:
+        for _ in range(BURST + 2):
+            response = gateway.client.get("/health")
+            if response.status_code != 200:
+                raise Missing(
+                    f"GET /health through the limiter answered {response.status_code}; the "
+                    f"limiter should count only /v1/ requests, so health probes always pass."
+                )
