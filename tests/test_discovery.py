@@ -218,3 +218,19 @@ def test_fingerprints_follow_the_code_not_the_class_object():
     assert _discovery.fingerprint(define("    version = '1'\n")) != _discovery.fingerprint(
         define("    version = '2'\n")
     )
+
+
+def test_discover_skips_a_symlink_pointing_outside_the_directory(kernel, tmp_path):
+    """Code is loaded only from the directory given, as the file watcher does."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "evil.py").write_text(
+        "import helixlab as hx\nclass Evil(hx.Plugin):\n    name = 'evil'\n"
+    )
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "evil.py").symlink_to(outside / "evil.py")
+    (plugins / "good.py").write_text(
+        "import helixlab as hx\nclass Good(hx.Plugin):\n    name = 'good'\n"
+    )
+    assert kernel.discover(plugins) == ["good"]

@@ -68,13 +68,18 @@ def plugin_units(directory: Path) -> list[Unit]:
         raise RegistryError(f"Plugins directory {str(directory)!r} does not exist.")
     units = []
     for child in sorted(directory.iterdir()):
-        if child.name.startswith(("_", ".")):
+        if child.name.startswith(("_", ".")) or not _inside(child, directory):
             continue
         if child.is_dir() and (child / "plugin.py").is_file():
             units.append(Unit(child.name, child / "plugin.py", child))
         elif child.is_file() and child.suffix == ".py":
             units.append(Unit(child.stem, child, child))
     return units
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    """Whether ``path`` really lies in ``directory`` (a symlink may point anywhere)."""
+    return path.resolve().is_relative_to(directory)
 
 
 def unit_for(directory: Path, changed: Path) -> Unit | None:
