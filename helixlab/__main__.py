@@ -21,7 +21,8 @@ from typing import Any
 
 from . import __version__
 from .errors import ConfigError, HelixError
-from .kernel._config import parse_config, redact_text
+from .kernel._config import parse_config
+from .kernel._secrets import redact_text
 
 __all__ = ["main"]
 
@@ -87,7 +88,7 @@ def serve(config_path: str, host: str | None = None, port: int | None = None) ->
 
 def _secret_values(doc: Any) -> list[Any]:
     """Every value under a secret-looking key, to mask wherever it might be echoed."""
-    from .kernel._config import is_secret_key
+    from .kernel._secrets import is_secret_key
 
     found: list[Any] = []
 

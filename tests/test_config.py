@@ -20,13 +20,11 @@ from helixlab.kernel._config import (
     Duration,
     PluginConfig,
     PluginSpec,
-    is_secret_key,
     parse_config,
     parse_duration,
-    redact,
-    redact_text,
     validate_config,
 )
+from helixlab.kernel._secrets import is_secret_key, redact, redact_text
 
 SEED = """\
 # configs/plugins.yaml

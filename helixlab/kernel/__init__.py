@@ -1,6 +1,6 @@
 """The plugin kernel: plugin model, registry, graph, config, events, reload, watcher."""
 
-from ._config import Duration, PluginConfig, parse_duration, redact
+from ._config import Duration, PluginConfig, parse_duration
 from ._events import EventLog, PluginEvent
 from ._graph import DependencyGraph
 from ._kernel import Kernel
@@ -15,6 +15,7 @@ from ._plugin import (
     ToolPlugin,
 )
 from ._reports import HealthStatus, LoadReport, PluginInfo, ReloadReport
+from ._secrets import redact
 from ._watcher import FileWatcher
 
 __all__ = [

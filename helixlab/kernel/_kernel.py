@@ -25,7 +25,7 @@ from ..errors import (
     describe,
 )
 from . import _discovery, _health, _loader, _reload
-from ._config import PluginSpec, parse_config, redact, redact_text, secret_values
+from ._config import PluginSpec, parse_config
 from ._events import EventLog, PluginEvent
 from ._graph import DependencyGraph
 from ._lifecycle import Timeouts
@@ -34,6 +34,7 @@ from ._loop import LoopThread
 from ._plugin import Plugin, PluginState
 from ._registry import Entry, Registry
 from ._reports import HealthStatus, LoadReport, PluginInfo, ReloadReport
+from ._secrets import redact, redact_text, secret_values
 
 __all__ = ["Kernel"]
 

@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from helixlab.kernel import Context, MiddlewarePlugin, PluginConfig, redact
-from helixlab.kernel._config import MASK, is_secret_key
+from helixlab.kernel._secrets import MASK, is_secret_key
 
 from ._asgi import client_identity, header, path_matches
 
