@@ -352,8 +352,8 @@ def routes_by_model(probe: Probe) -> None:
                         message = response.text[:200]
                     raise Missing(
                         f"POST /v1/chat/completions for {model} through the gateway answered "
-                        f"{response.status_code}: {_scrub(message)} Fix the completion first "
-                        f"(the second check)."
+                        f"{response.status_code}: {_scrub(message).splitlines()[0]} Fix the "
+                        f"completion first (the second check)."
                     )
                 seen[model] = response.headers.get("x-helixlab-provider")
         expected = {MODEL: NAME, OTHER_MODEL: OTHER}
