@@ -27,3 +27,12 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in readme and "make lab" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_the_shipped_course_config_loads_every_plugin():
+    """`helixlab serve configs/plugins.yaml` (the README's example) starts all three."""
+    import helixlab as hx
+
+    with hx.Kernel.from_config(ROOT / "configs" / "plugins.yaml") as kernel:
+        report = kernel.load_all()
+        assert report.ok and set(report) == {"custom-provider", "rate-limiter", "custom-logger"}
