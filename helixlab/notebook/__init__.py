@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["load_ipython_extension", "session_of", "unload_ipython_extension"]
 
 _SESSIONS: dict[int, Any] = {}
 _HOOKED: set[int] = set()  # shells whose completer hooks are installed (once per shell)
