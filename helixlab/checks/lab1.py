@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..errors import ConfigError, HelixError, describe
+from ..errors import ConfigError, describe
 from ..kernel import Kernel, Plugin, PluginState, Timeouts
+from . import _probes
 from ._core import Missing, Probe, lab
 
 __all__ = ["NAME"]
@@ -34,25 +35,10 @@ TIMEOUTS = Timeouts(init=5, start=5, stop=5, health=2, export_state=5, import_st
 check = lab("lab1", "a logging plugin with validated configuration")
 
 
-def _registered(probe: Probe) -> type[Plugin]:
-    """The class ``helix`` runs under the name ``my-logger``."""
-    kernel = probe.kernel
-    if NAME not in kernel:
-        known = ", ".join(kernel.names) or "none"
-        raise Missing(
-            f"helix has no plugin named {NAME!r} (registered: {known}). Run the "
-            f'`%%helix plugin` cell of step 1; its class sets name = "{NAME}".'
-        )
-    return kernel.plugin_class(NAME)
-
-
 @contextlib.contextmanager
 def _scratch(probe: Probe, config: dict[str, Any] | None = None) -> Iterator[Kernel]:
     """A private kernel running the learner's ``my-logger`` class, configured with ``config``."""
-    cls = _registered(probe)
-    kernel = Kernel(timeouts=TIMEOUTS)
-    try:
-        kernel.register(cls)
+    with _probes.private_kernel(TIMEOUTS, _probes.registered(probe, NAME)) as kernel:
         report = kernel.load_all()
         if NAME in report.failed:
             raise Missing(
@@ -62,8 +48,6 @@ def _scratch(probe: Probe, config: dict[str, Any] | None = None) -> Iterator[Ker
         if config:
             _configure(kernel, config)
         yield kernel
-    finally:
-        kernel.close()
 
 
 def _configure(kernel: Kernel, config: dict[str, Any]) -> None:
@@ -110,17 +94,18 @@ def _lines(plugin: Plugin) -> list[str]:
     return lines
 
 
+def _logged(kernel: Kernel, messages: Iterable[tuple[str, str]]) -> list[str]:
+    """Log each ``(level, message)`` with the running plugin; the lines it recorded for them."""
+    plugin = kernel.get(NAME)
+    start = len(_lines(plugin))
+    for level, message in messages:
+        _log(plugin, level, message)
+    return _lines(plugin)[start:]
+
+
 @check(f"{NAME} is registered and active in helix")
 def registered_and_active(probe: Probe) -> None:
-    _registered(probe)
-    state = probe.kernel.state(NAME)
-    if state != PluginState.ACTIVE:
-        info = {row.name: row for row in probe.kernel.info()}[NAME]
-        why = f" ({info.error})" if info.error else ""
-        raise Missing(
-            f"{NAME} is {state.value}{why}, not active. Re-run the `%%helix plugin` cell of "
-            f"step 1, or `%helix load {NAME}`."
-        )
+    _probes.require_active(probe, NAME)
 
 
 @check("its config accepts level: warning and format: json")
@@ -163,11 +148,7 @@ def bad_level_refused(probe: Probe) -> None:
 @check("at level info, debug is dropped and info, warning and error are recorded")
 def level_filtering(probe: Probe) -> None:
     with _scratch(probe, {"level": "info", "format": "text"}) as kernel:
-        plugin = kernel.get(NAME)
-        start = len(_lines(plugin))
-        for level in LEVELS:
-            _log(plugin, level, f"a {level} message")
-        new = _lines(plugin)[start:]
+        new = _logged(kernel, [(level, f"a {level} message") for level in LEVELS])
         kept = [level for level in LEVELS if any(f"a {level} message" in str(x) for x in new)]
         if kept != ["info", "warning", "error"]:
             raise Missing(
@@ -177,29 +158,21 @@ def level_filtering(probe: Probe) -> None:
                 f"append to self.lines (step 3)."
             )
         _configure(kernel, {"level": "error"})
-        plugin = kernel.get(NAME)
-        start = len(_lines(plugin))
-        _log(plugin, "warning", "a quiet warning")
-        if _lines(plugin)[start:]:
+        if _logged(kernel, [("warning", "a quiet warning")]):
             raise Missing("at level error, a warning was still recorded; see log() in step 3.")
 
 
 @check("format json records one parseable JSON object per message, with level and message")
 def json_lines(probe: Probe) -> None:
     with _scratch(probe, {"level": "debug", "format": "json"}) as kernel:
-        plugin = kernel.get(NAME)
-        start = len(_lines(plugin))
-        _log(plugin, "warning", 'disk "almost" full')
-        _log(plugin, "debug", "two\nlines")
-        new = _lines(plugin)[start:]
+        messages = [("warning", 'disk "almost" full'), ("debug", "two\nlines")]
+        new = _logged(kernel, messages)
         if len(new) != 2:
             raise Missing(
                 f"two messages were logged at level debug with format json; {len(new)} line(s) "
                 f"were recorded. Append one line per message to self.lines (step 3)."
             )
-        for line, (level, message) in zip(
-            new, [("warning", 'disk "almost" full'), ("debug", "two\nlines")], strict=True
-        ):
+        for line, (level, message) in zip(new, messages, strict=True):
             if not isinstance(line, str) or "\n" in line:
                 raise Missing(f"each recorded line must be one line of text; got {line!r}.")
             try:
@@ -220,12 +193,4 @@ def json_lines(probe: Probe) -> None:
 
 @check(f"{NAME} is healthy")
 def healthy(probe: Probe) -> None:
-    _registered(probe)
-    try:
-        status = probe.kernel.health().get(NAME)
-    except HelixError as exc:
-        raise Missing(f"the health checks could not run: {describe(exc)}") from None
-    if status is None:
-        raise Missing(f"{NAME} is not running, so it has no health; see the first check.")
-    if not status.healthy:
-        raise Missing(f"{NAME} reports {status}; look at health_check().")
+    _probes.require_healthy(probe, NAME)

@@ -22,22 +22,16 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from ..errors import ConfigError, HelixError, describe
-from ..kernel import Kernel, Plugin, PluginState, ProviderPlugin, Timeouts
-from ..llm import (
-    ChatRequest,
-    ChatResponse,
-    Message,
-    ProviderCapabilities,
-    StreamChunk,
-    ToolCall,
-    ToolDefinition,
-)
+from ..errors import describe
+from ..kernel import Kernel, Plugin, Timeouts
+from ..llm import ChatRequest, ChatResponse, Message, StreamChunk, ToolCall, ToolDefinition
+from . import _probes
 from ._core import Missing, Probe, lab
 
 __all__ = ["NAME"]
@@ -79,50 +73,23 @@ def _why(exc: BaseException) -> str:
 # -- a second provider, so routing by model can be observed -------------------------------
 
 
-class _OtherLLM:
-    def capabilities(self) -> ProviderCapabilities:
-        return ProviderCapabilities(models=(OTHER_MODEL,))
-
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        return ChatResponse(model=request.model, content="from the other provider")
-
-    async def complete_stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
-        yield StreamChunk(content="from the other provider")
-        yield StreamChunk(finish_reason="stop")
-
-    async def health_check(self) -> None:
-        return None
-
-
-class _Other(ProviderPlugin):
-    name = OTHER
-    version = "1.0.0"
-    description = "the checks' second provider, serving other-model"
-
-    def get_provider(self) -> _OtherLLM:
-        return _OtherLLM()
+_Other = _probes.answering_provider(
+    OTHER,
+    models=(OTHER_MODEL,),
+    content="from the other provider",
+    description="the checks' second provider, serving other-model",
+)
 
 
 # -- the private setup --------------------------------------------------------------------
 
 
-def _registered(probe: Probe) -> type[Plugin]:
-    kernel = probe.kernel
-    if NAME not in kernel:
-        known = ", ".join(kernel.names) or "none"
-        raise Missing(
-            f"helix has no plugin named {NAME!r} (registered: {known}). Run the "
-            f'`%%helix plugin` cell of step 1; its class sets name = "{NAME}".'
-        )
-    return kernel.plugin_class(NAME)
-
-
+@dataclass
 class _Setup:
     """A private upstream and a private kernel running the learner's class against it."""
 
-    def __init__(self, kernel: Kernel, upstream: Any):
-        self.kernel = kernel
-        self.upstream = upstream
+    kernel: Kernel
+    upstream: Any
 
     @property
     def provider(self) -> Any:
@@ -145,21 +112,18 @@ class _Setup:
 def _setup(probe: Probe, *extra: type[Plugin]) -> Iterator[_Setup]:
     from .. import mockllm
 
-    cls = _registered(probe)
-    upstream = mockllm.start(models=(MODEL, "mock-large"))
-    kernel = Kernel(timeouts=TIMEOUTS)
-    try:
-        kernel.register(cls)
-        for other in extra:
-            kernel.register(other)
-        try:
-            kernel.configure(NAME, {"api_url": upstream.url})
-        except ConfigError as exc:
-            problems = "; ".join(p.message for p in exc.problems)
-            raise Missing(
-                f"the config {{'api_url': ...}} was refused ({problems}); LabProviderConfig "
-                f"needs an `api_url: str` field (step 1)."
-            ) from None
+    cls = _probes.registered(probe, NAME)
+    with (
+        mockllm.start(models=(MODEL, "mock-large")) as upstream,
+        _probes.private_kernel(TIMEOUTS, cls, *extra) as kernel,
+    ):
+        _probes.configure(
+            kernel,
+            NAME,
+            {"api_url": upstream.url},
+            shown="{'api_url': ...}",
+            fix="LabProviderConfig needs an `api_url: str` field (step 1).",
+        )
         report = kernel.load_all()
         if NAME in report.failed:
             raise Missing(
@@ -167,9 +131,6 @@ def _setup(probe: Probe, *extra: type[Plugin]) -> Iterator[_Setup]:
                 f"init() and start()."
             )
         yield _Setup(kernel, upstream)
-    finally:
-        kernel.close()
-        upstream.stop()
 
 
 def _failed(setup: _Setup, call: str, exc: BaseException, where: str) -> Missing:
@@ -203,15 +164,7 @@ def _complete(setup: _Setup, request: ChatRequest, step: str) -> ChatResponse:
 
 @check(f"{NAME} is registered and active in helix")
 def registered_and_active(probe: Probe) -> None:
-    _registered(probe)
-    state = probe.kernel.state(NAME)
-    if state != PluginState.ACTIVE:
-        info = {row.name: row for row in probe.kernel.info()}[NAME]
-        why = f" ({_scrub(info.error)})" if info.error else ""
-        raise Missing(
-            f"{NAME} is {state.value}{why}, not active. Re-run the `%%helix plugin` cell of "
-            f"step 1, or `%helix load {NAME}`."
-        )
+    _probes.require_active(probe, NAME, scrub=_scrub)
 
 
 @check('a completion returns the upstream\'s reply, "Echo: <your message>", as a ChatResponse')
@@ -366,18 +319,13 @@ def routes_by_model(probe: Probe) -> None:
 
 @check(f"{NAME} is healthy: its health check reaches the upstream")
 def healthy(probe: Probe) -> None:
-    _registered(probe)
-    try:
-        status = probe.kernel.health().get(NAME)
-    except HelixError as exc:
-        raise Missing(f"the health checks could not run: {_why(exc)}") from None
-    if status is None:
-        raise Missing(f"{NAME} is not running, so it has no health; see the first check.")
-    if not status.healthy:
-        raise Missing(
-            f"{NAME} reports {_scrub(str(status))}; its health_check() awaits the provider's, "
-            f"which GETs {{api_url}}/models."
-        )
+    _probes.require_healthy(
+        probe,
+        NAME,
+        advice="its health_check() awaits the provider's, which GETs {api_url}/models.",
+        why=_why,
+        scrub=_scrub,
+    )
     with _setup(probe) as setup:
         setup.upstream.stop()  # a provider whose upstream is gone must not say it is fine
         down = setup.kernel.health().get(NAME)

@@ -22,13 +22,14 @@ your source code.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import httpx
 
-from ..errors import ConfigError, HelixError, ReloadError, describe
-from ..kernel import Kernel, Plugin, PluginState, ProviderPlugin, Timeouts
-from ..llm import ChatRequest, ChatResponse, ProviderCapabilities, StreamChunk
+from ..errors import ReloadError
+from ..kernel import Kernel, Plugin, Timeouts
+from . import _probes
 from ._core import Missing, Probe, lab
 
 __all__ = ["BURST", "NAME", "RPM"]
@@ -48,50 +49,23 @@ check = lab("lab3", "a rate-limiting middleware plugin")
 # -- a provider that always answers "ok" ---------------------------------------------------
 
 
-class _AnswerLLM:
-    def capabilities(self) -> ProviderCapabilities:
-        return ProviderCapabilities(models=(MODEL,))
-
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        return ChatResponse(model=request.model, content="ok")
-
-    async def complete_stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
-        yield StreamChunk(content="ok")
-        yield StreamChunk(finish_reason="stop")
-
-    async def health_check(self) -> None:
-        return None
-
-
-class _Answer(ProviderPlugin):
-    name = PROVIDER
-    version = "1.0.0"
-    description = "the checks' provider: always answers 'ok'"
-
-    def get_provider(self) -> _AnswerLLM:
-        return _AnswerLLM()
+_Answer = _probes.answering_provider(
+    PROVIDER,
+    models=(MODEL,),
+    content="ok",
+    description="the checks' provider: always answers 'ok'",
+)
 
 
 # -- the private setup --------------------------------------------------------------------
 
 
-def _registered(probe: Probe) -> type[Plugin]:
-    kernel = probe.kernel
-    if NAME not in kernel:
-        known = ", ".join(kernel.names) or "none"
-        raise Missing(
-            f"helix has no plugin named {NAME!r} (registered: {known}). Run the "
-            f'`%%helix plugin` cell of step 1; its class sets name = "{NAME}".'
-        )
-    return kernel.plugin_class(NAME)
-
-
+@dataclass
 class _Gateway:
     """A private kernel with the learner's limiter in front of the answering provider."""
 
-    def __init__(self, kernel: Kernel, client: httpx.Client):
-        self.kernel = kernel
-        self.client = client
+    kernel: Kernel
+    client: httpx.Client
 
     def ask(self, who: str) -> httpx.Response:
         body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
@@ -121,6 +95,11 @@ class _Gateway:
             )
         return response
 
+    def use_up(self, who: str) -> httpx.Response:
+        """Spend ``who``'s whole bucket: ``BURST`` requests pass, the next one is refused."""
+        self.spend_burst(who)
+        return self.refused(who)
+
     @property
     def plugin(self) -> Plugin:
         return self.kernel.get(NAME)
@@ -136,20 +115,13 @@ def _error_text(response: httpx.Response) -> str:
 
 @contextlib.contextmanager
 def _gateway(probe: Probe) -> Iterator[_Gateway]:
-    cls = _registered(probe)
-    kernel = Kernel(timeouts=TIMEOUTS)
-    try:
-        kernel.register(_Answer)
-        kernel.register(cls)
-        config = {"requests_per_minute": RPM, "burst_size": BURST}
-        try:
-            kernel.configure(NAME, config)
-        except ConfigError as exc:
-            problems = "; ".join(p.message for p in exc.problems)
-            raise Missing(
-                f"the config {config} was refused ({problems}); LabLimiterConfig needs the "
-                f"fields requests_per_minute and burst_size (step 1)."
-            ) from None
+    with _probes.private_kernel(TIMEOUTS, _Answer, _probes.registered(probe, NAME)) as kernel:
+        _probes.configure(
+            kernel,
+            NAME,
+            {"requests_per_minute": RPM, "burst_size": BURST},
+            fix="LabLimiterConfig needs the fields requests_per_minute and burst_size (step 1).",
+        )
         report = kernel.load_all()
         if not report.ok:
             raise Missing(f"a fresh kernel could not load {NAME}: {report}")
@@ -158,8 +130,6 @@ def _gateway(probe: Probe) -> Iterator[_Gateway]:
         no_keepalive = httpx.Limits(max_keepalive_connections=0)
         with httpx.Client(base_url=server.url, timeout=CALL_TIMEOUT, limits=no_keepalive) as client:
             yield _Gateway(kernel, client)
-    finally:
-        kernel.close()
 
 
 # -- the checks ---------------------------------------------------------------------------
@@ -167,15 +137,7 @@ def _gateway(probe: Probe) -> Iterator[_Gateway]:
 
 @check(f"{NAME} is registered and active in helix")
 def registered_and_active(probe: Probe) -> None:
-    _registered(probe)
-    state = probe.kernel.state(NAME)
-    if state != PluginState.ACTIVE:
-        info = {row.name: row for row in probe.kernel.info()}[NAME]
-        why = f" ({info.error})" if info.error else ""
-        raise Missing(
-            f"{NAME} is {state.value}{why}, not active. Re-run the `%%helix plugin` cell of "
-            f"step 1, or `%helix load {NAME}`."
-        )
+    _probes.require_active(probe, NAME)
 
 
 @check(f"a client's first {BURST} requests (burst_size {BURST}) pass with 200")
@@ -187,8 +149,7 @@ def under_the_limit(probe: Probe) -> None:
 @check("the next one gets 429 in OpenAI's error shape, with a Retry-After header")
 def over_the_burst(probe: Probe) -> None:
     with _gateway(probe) as gateway:
-        gateway.spend_burst("client-a")
-        response = gateway.refused("client-a")
+        response = gateway.use_up("client-a")
         if response.status_code != 429:
             raise Missing(
                 f"the request over the burst got {response.status_code}{_error_text(response)}; "
@@ -221,8 +182,7 @@ def over_the_burst(probe: Probe) -> None:
 @check("other clients are not affected by one client's empty bucket")
 def other_clients(probe: Probe) -> None:
     with _gateway(probe) as gateway:
-        gateway.spend_burst("client-a")
-        gateway.refused("client-a")
+        gateway.use_up("client-a")
         response = gateway.ask("client-b")
         if response.status_code != 200:
             raise Missing(
@@ -244,8 +204,7 @@ def refills(probe: Probe) -> None:
         now = [1_000.0]
         fake: Callable[[], float] = lambda: now[0]  # noqa: E731
         plugin.clock = fake
-        gateway.spend_burst("client-c")
-        gateway.refused("client-c")
+        gateway.use_up("client-c")
         now[0] += 60 / RPM / 2
         if gateway.ask("client-c").status_code == 200:
             raise Missing(
@@ -277,8 +236,7 @@ def refills(probe: Probe) -> None:
 @check("a hot reload of the limiter keeps every client's bucket (export_state / import_state)")
 def survives_reload(probe: Probe) -> None:
     with _gateway(probe) as gateway:
-        gateway.spend_burst("client-d")
-        gateway.refused("client-d")
+        gateway.use_up("client-d")
         before = gateway.plugin
         try:
             gateway.kernel.reload(NAME)
@@ -299,15 +257,7 @@ def survives_reload(probe: Probe) -> None:
 
 @check(f"{NAME} is healthy, and the gateway's GET /health answers 200")
 def healthy(probe: Probe) -> None:
-    _registered(probe)
-    try:
-        status = probe.kernel.health().get(NAME)
-    except HelixError as exc:
-        raise Missing(f"the health checks could not run: {describe(exc)}") from None
-    if status is None:
-        raise Missing(f"{NAME} is not running, so it has no health; see the first check.")
-    if not status.healthy:
-        raise Missing(f"{NAME} reports {status}; look at health_check().")
+    _probes.require_healthy(probe, NAME)
     with _gateway(probe) as gateway:
         for _ in range(BURST + 2):
             response = gateway.client.get("/health")

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import ReloadError, describe
 from ..kernel import Kernel, Plugin, PluginState, Timeouts
+from . import _probes
 from ._core import Missing, Probe, lab
 
 __all__ = ["API", "NAMES", "SERVICE", "STORE"]
@@ -49,17 +50,11 @@ def _classes(probe: Probe) -> list[type[Plugin]]:
 @contextlib.contextmanager
 def _scratch(probe: Probe) -> Iterator[Kernel]:
     """A private kernel running the learner's three classes."""
-    classes = _classes(probe)
-    kernel = Kernel(timeouts=TIMEOUTS)
-    try:
-        for cls in classes:
-            kernel.register(cls)
+    with _probes.private_kernel(TIMEOUTS, *_classes(probe)) as kernel:
         report = kernel.load_all()
         if not report.ok:
             raise Missing(f"a fresh kernel could not load the three plugins: {report}")
         yield kernel
-    finally:
-        kernel.close()
 
 
 def _call(plugin: Plugin, method: str, *args: Any) -> Any:

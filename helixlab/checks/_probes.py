@@ -1,0 +1,135 @@
+"""What the lab checks share: finding the learner's plugin, a private kernel, a stub provider.
+
+Every lab module keeps its own checks, their descriptions and their lab-specific hints;
+this module holds only the plumbing (and the few hints that read the same in every lab).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Any
+
+from ..errors import ConfigError, HelixError, describe
+from ..kernel import Kernel, Plugin, PluginState, ProviderPlugin, Timeouts
+from ..llm import ChatRequest, ChatResponse, ProviderCapabilities, StreamChunk
+from ._core import Missing, Probe
+
+__all__ = [
+    "answering_provider",
+    "configure",
+    "private_kernel",
+    "registered",
+    "require_active",
+    "require_healthy",
+]
+
+
+def _same(text: str) -> str:
+    return text
+
+
+def registered(probe: Probe, name: str) -> type[Plugin]:
+    """The class the notebook's ``helix`` runs under ``name``."""
+    kernel = probe.kernel
+    if name not in kernel:
+        known = ", ".join(kernel.names) or "none"
+        raise Missing(
+            f"helix has no plugin named {name!r} (registered: {known}). Run the "
+            f'`%%helix plugin` cell of step 1; its class sets name = "{name}".'
+        )
+    return kernel.plugin_class(name)
+
+
+def require_active(probe: Probe, name: str, *, scrub: Callable[[str], str] = _same) -> None:
+    """``name`` is registered in ``helix`` and active; ``scrub`` cleans its error text."""
+    registered(probe, name)
+    state = probe.kernel.state(name)
+    if state != PluginState.ACTIVE:
+        info = {row.name: row for row in probe.kernel.info()}[name]
+        why = f" ({scrub(info.error)})" if info.error else ""
+        raise Missing(
+            f"{name} is {state.value}{why}, not active. Re-run the `%%helix plugin` cell of "
+            f"step 1, or `%helix load {name}`."
+        )
+
+
+def require_healthy(
+    probe: Probe,
+    name: str,
+    *,
+    advice: str = "look at health_check().",
+    why: Callable[[BaseException], str] = describe,
+    scrub: Callable[[str], str] = _same,
+) -> None:
+    """``name`` reports healthy in ``helix``; ``advice`` ends the hint when it does not."""
+    registered(probe, name)
+    try:
+        status = probe.kernel.health().get(name)
+    except HelixError as exc:
+        raise Missing(f"the health checks could not run: {why(exc)}") from None
+    if status is None:
+        raise Missing(f"{name} is not running, so it has no health; see the first check.")
+    if not status.healthy:
+        raise Missing(f"{name} reports {scrub(str(status))}; {advice}")
+
+
+def configure(
+    kernel: Kernel, name: str, config: dict[str, Any], *, fix: str, shown: str | None = None
+) -> None:
+    """Configure ``name``; a refused config is Missing, its hint ending with ``fix``.
+
+    ``shown`` stands for the config in the hint when its values change on every run.
+    """
+    try:
+        kernel.configure(name, config)
+    except ConfigError as exc:
+        problems = "; ".join(p.message for p in exc.problems)
+        raise Missing(
+            f"the config {config if shown is None else shown} was refused ({problems}); {fix}"
+        ) from None
+
+
+@contextlib.contextmanager
+def private_kernel(timeouts: Timeouts, *classes: type[Plugin]) -> Iterator[Kernel]:
+    """A fresh kernel with ``classes`` registered (in that order), closed on the way out.
+
+    Nothing is loaded yet: the lab configures what it needs, then calls ``load_all()``.
+    """
+    kernel = Kernel(timeouts=timeouts)
+    try:
+        for cls in classes:
+            kernel.register(cls)
+        yield kernel
+    finally:
+        kernel.close()
+
+
+def answering_provider(
+    name: str, models: Iterable[str], content: str, description: str
+) -> type[ProviderPlugin]:
+    """A provider plugin serving ``models`` that answers every request with ``content``."""
+    served = tuple(models)
+
+    class _AnsweringLLM:
+        def capabilities(self) -> ProviderCapabilities:
+            return ProviderCapabilities(models=served)
+
+        async def complete(self, request: ChatRequest) -> ChatResponse:
+            return ChatResponse(model=request.model, content=content)
+
+        async def complete_stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+            yield StreamChunk(content=content)
+            yield StreamChunk(finish_reason="stop")
+
+        async def health_check(self) -> None:
+            return None
+
+    class _Answering(ProviderPlugin):
+        def get_provider(self) -> _AnsweringLLM:
+            return _AnsweringLLM()
+
+    _Answering.name = name
+    _Answering.version = "1.0.0"
+    _Answering.description = description
+    return _Answering
