@@ -51,6 +51,11 @@ __all__ = [
 class HelixError(Exception):
     """Base class of every helixlab error."""
 
+    def _repr_html_(self) -> str:
+        from .notebook import _html
+
+        return _html.error_html(self)
+
 
 # -- configuration -----------------------------------------------------------------
 

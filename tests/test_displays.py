@@ -116,3 +116,29 @@ def test_tables_have_html_for_people_and_the_same_rows(make_plugin, kernel):
     assert data["text/html"].startswith('<table class="helixlab"')
     assert ">store<" in data["text/html"] and ">active<" in data["text/html"]
     assert "store" in data["text/plain"]
+
+
+def test_kernel_objects_have_html_for_people_and_the_same_html_every_run():
+    """Reports, rows, events, health, errors and the kernel render as HTML, deterministically."""
+    import helixlab as hx
+
+    def session() -> list[str]:
+        class Store(hx.Plugin):
+            name = "store"
+
+        class Api(hx.Plugin):
+            name = "api"
+            dependencies = ("store",)
+
+        with hx.Kernel() as kernel:
+            kernel.register(Store)
+            kernel.register(Api)
+            shown = [kernel.load_all(), kernel.reload("store"), *kernel.info()]
+            shown += [*kernel.health().values(), *kernel.events()[-3:], kernel]
+            shown.append(hx.ReloadError("store", "start", "Reload of store rolled back."))
+            return [obj._repr_html_() for obj in shown]
+
+    first, second = session(), session()
+    assert first == second
+    assert all(html.startswith(("<table", "<div", "<b>")) for html in first)
+    assert "store" in first[1] and "dependent" in first[1]  # the cascade, with roles

@@ -64,6 +64,11 @@ class PluginEvent:
     def _repr_pretty_(self, p, cycle) -> None:  # IPython's plain-text display
         p.text(str(self))
 
+    def _repr_html_(self) -> str:
+        from ..notebook import _html
+
+        return _html.event_html(self)
+
 
 class EventLog:
     """Keeps the last ``maxlen`` events and fans each new one out to subscribers and watchers.

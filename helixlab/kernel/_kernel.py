@@ -583,6 +583,11 @@ class Kernel:
         state = "closed" if self._closed else f"{active}/{len(self._registry)} active"
         return f"<helixlab.Kernel: {state}>"
 
+    def _repr_html_(self) -> str:
+        from ..notebook import _html
+
+        return _html.kernel_html(self)
+
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         rows = self.info()
         lines = [repr(self), *(f"  {row}" for row in rows)]

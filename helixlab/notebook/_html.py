@@ -35,7 +35,10 @@ def reload_html(report: Any) -> str:
 
 def load_html(report: Any) -> str:
     rows = [(name, state_badge("active"), "") for name in report.order]
-    rows += [(n, state_badge("failed"), f"{e.phase}: {e}") for n, e in report.failed.items()]
+    rows += [
+        (n, state_badge("failed"), f"{e.phase}: {report.reasons.get(n) or e}")
+        for n, e in report.failed.items()
+    ]
     rows += [(n, state_badge("registered"), why) for n, why in report.skipped.items()]
     return table_html(("plugin", "state", "detail"), rows)
 
