@@ -164,10 +164,7 @@ async def execute(kernel, plan: Plan) -> ReloadReport:
         error = exc if isinstance(exc, PluginError) else PluginError("gateway", "swap", cause=exc)
         await _rollback(kernel, new, stopped_first, current)
         report.rolled_back = True
-        report.error = kernel._redact(
-            describe(error.cause) if error.cause is not None else str(error)
-        )
-        report.phase, report.plugin = error.phase, error.plugin
+        _record_failure(kernel, report, error)
         report.timings["total"] = time.perf_counter() - t0
         kernel._emit(
             "reload_failed",
@@ -248,10 +245,7 @@ async def _load_new(kernel, names: list[str], targets: list[str], report: Reload
     failed = [n for n in targets if n in loaded.failed]
     if failed:
         error = loaded.failed[failed[0]]
-        report.error = kernel._redact(
-            describe(error.cause) if error.cause is not None else str(error)
-        )
-        report.phase, report.plugin = error.phase, error.plugin
+        _record_failure(kernel, report, error)
         raise ReloadError(
             error.plugin,
             error.phase,
@@ -261,6 +255,13 @@ async def _load_new(kernel, names: list[str], targets: list[str], report: Reload
             version=error.version,
             report=report,
         ) from error.cause
+
+
+def _record_failure(kernel, report: ReloadReport, error: PluginError) -> None:
+    """Put what failed, where, and why (secrets masked) into the report."""
+    cause = describe(error.cause) if error.cause is not None else str(error)
+    report.error = kernel._redact(cause)
+    report.phase, report.plugin = error.phase, error.plugin
 
 
 async def _rollback(
