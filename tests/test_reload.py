@@ -318,6 +318,7 @@ def test_define_refuses_a_rename_and_duplicates(kernel, make_plugin):
 
 def test_reload_without_cascade_rebinds_running_dependents(kernel, make_plugin):
     """A dependent that looks its dependency up per call sees the new instance."""
+
     def start(self, ctx):
         self.ctx = ctx
 
@@ -331,3 +332,32 @@ def test_reload_without_cascade_rebinds_running_dependents(kernel, make_plugin):
     assert report.order == ["base"]
     assert kernel.get("user") is old_user  # not restarted
     assert old_user.ctx.get("base") is kernel.get("base")
+
+
+def test_a_restart_plugin_whose_old_version_cannot_restart_leaves_service(kernel, make_plugin):
+    """Neither version runs: the kernel says so, and nothing keeps using the dead instance."""
+    restarts = []
+
+    def start(self, ctx):
+        restarts.append(self)
+        if len(restarts) > 1:
+            raise RuntimeError("port still in use")
+
+    old = make_plugin("db", reload_strategy="restart", start=start)
+    user = make_plugin("app", deps=("db",))
+    kernel.register(old)
+    kernel.register(user)
+    kernel.load_all()
+
+    def broken(self, ctx):
+        raise RuntimeError("new version broken")
+
+    new = make_plugin("db", version="2.0.0", reload_strategy="restart", start=broken)
+    with pytest.raises(hx.ReloadError):
+        kernel.reload(new)
+    assert kernel.state("db") == hx.PluginState.FAILED
+    assert kernel.state("app") == hx.PluginState.STOPPED
+    with pytest.raises(hx.PluginNotFoundError):
+        kernel.get("db")
+    with pytest.raises(hx.PluginNotFoundError):
+        kernel.get("app")

@@ -156,13 +156,18 @@ def _record(kernel: Any, report: LoadReport, name: str, exc: PluginError) -> Non
     report.reasons[name] = kernel._redact(describe(exc.cause) if exc.cause else str(exc))
 
 
-async def unload(kernel: Any, name: str) -> list[str]:
-    """Stop ``name`` and, first, every running plugin that depends on it; returns that order."""
+async def unload(kernel: Any, name: str, *, dead: bool = False) -> list[str]:
+    """Stop ``name`` and, first, every running plugin that depends on it; returns that order.
+
+    ``dead``: ``name`` already stopped and failed (a restart that could not be undone); it
+    and its dependents are only taken out of service, and it keeps its failed state.
+    """
     current = kernel._pool.current.live
     order = [n for n in reversed(kernel._registry.graph().reload_order(name)) if n in current]
-    await _retire(kernel, current, order, {n: v for n, v in current.items() if n not in order})
-    for name in order:
-        kernel._emit("unloaded", name)
+    to_stop = [n for n in order if not (dead and n == name)]
+    await _retire(kernel, current, to_stop, {n: v for n, v in current.items() if n not in order})
+    for n in to_stop:
+        kernel._emit("unloaded", n)
     return order
 
 

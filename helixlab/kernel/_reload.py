@@ -275,7 +275,9 @@ async def _rollback(
         try:
             await call_phase(old, "start", old.ctx, timeout=kernel.timeouts.start)
         except PluginError as exc:
+            # neither version runs: out of service, with everything that needs it
             _loader.fail(kernel, name, exc)
+            await _loader.unload(kernel, name, dead=True)
 
 
 async def reconfigure(kernel, spec: PluginSpec) -> ReloadReport | None:
