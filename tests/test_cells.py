@@ -5,9 +5,10 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from _ipython import ip_fixture, plain, run  # noqa: F401  (the `ip` fixture)
 
 import helixlab as hx
+
+from _ipython import ip_fixture, plain, run  # noqa: F401  (the `ip` fixture)
 
 
 def cell(source: str, **versions: str) -> str:

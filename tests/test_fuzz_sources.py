@@ -15,11 +15,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from _ipython import ip_fixture, run  # noqa: F401  (the `ip` fixture)
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import helixlab as hx
+
+from _ipython import ip_fixture, run  # noqa: F401  (the `ip` fixture)
 
 ACTIVE = hx.PluginState.ACTIVE
 

@@ -10,6 +10,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
+
+import helixlab as hx
+import helixlab.gateway as gw
+from helixlab.errors import ConfigError
+
 from _gateway_support import (
     DenyPlugin,
     ToolsPlugin,
@@ -17,11 +22,7 @@ from _gateway_support import (
     header_plugin,
     provider_plugin,
 )
-
-import helixlab as hx
-import helixlab.gateway as gw
 from conftest import FAST
-from helixlab.errors import ConfigError
 
 
 @pytest.fixture

@@ -20,9 +20,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from _gateway_support import Gate, provider_plugin
 
 import helixlab as hx
+
+from _gateway_support import Gate, provider_plugin
 
 TIMEOUTS = hx.Timeouts(init=2, start=2, stop=2, health=0.5, export_state=2, import_state=2, drain=3)
 MESSAGES = [{"role": "user", "content": "x"}]

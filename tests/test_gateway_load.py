@@ -14,9 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
-from _gateway_support import header_plugin, provider_plugin
 
 import helixlab as hx
+
+from _gateway_support import header_plugin, provider_plugin
 
 WORKERS = 8
 PER_WORKER = 24

@@ -11,9 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from _gateway_support import Gate, header_plugin, provider_plugin
 
 import helixlab as hx
+
+from _gateway_support import Gate, header_plugin, provider_plugin
 
 TIMEOUTS = hx.Timeouts(init=2, start=2, stop=2, health=0.5, export_state=2, import_state=2, drain=3)
 

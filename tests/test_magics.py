@@ -7,13 +7,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _ipython import completions, ip_fixture, plain, run  # noqa: F401  (the `ip` fixture)
 from IPython.core.error import UsageError
 
 import helixlab as hx
 from helixlab.checks import LABS, Missing, lab
 from helixlab.notebook import session_of
 from helixlab.widgets import Dashboard
+
+from _ipython import completions, ip_fixture, plain, run  # noqa: F401  (the `ip` fixture)
 
 PAIR = """
 %%helix plugin

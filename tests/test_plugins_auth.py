@@ -12,15 +12,16 @@ import time
 import httpx
 import jwt
 import pytest
-from conftest import FAST
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from test_plugins_asgi import echo_app, serving
 
 import helixlab as hx
+
+from conftest import FAST
+from test_plugins_asgi import echo_app, serving
 
 SECRET = "lab-secret-that-is-long-enough-for-hs256!"
 ISSUER, AUDIENCE = "https://auth.example.test/", "helix-gateway"

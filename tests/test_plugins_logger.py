@@ -9,13 +9,14 @@ import threading
 
 import httpx
 import pytest
-from conftest import FAST
 from starlette.applications import Starlette
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
-from test_plugins_asgi import echo_app, serving
 
 import helixlab as hx
+
+from conftest import FAST
+from test_plugins_asgi import echo_app, serving
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.secret-token-value.sig"
 

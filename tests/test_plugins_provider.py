@@ -6,11 +6,9 @@ import asyncio
 import threading
 
 import pytest
-from conftest import FAST
 from starlette.applications import Starlette
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
-from test_plugins_asgi import serving
 
 import helixlab as hx
 from helixlab.kernel import Context
@@ -18,6 +16,9 @@ from helixlab.llm import ChatRequest, Message, Provider, ToolDefinition, aaccumu
 from helixlab.mockllm import start
 from helixlab.plugins import UpstreamError
 from helixlab.plugins._provider import CustomProvider, CustomProviderConfig
+
+from conftest import FAST
+from test_plugins_asgi import serving
 
 WEATHER = ToolDefinition(
     name="get_weather",

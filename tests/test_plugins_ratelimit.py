@@ -7,11 +7,12 @@ import threading
 
 import httpx
 import pytest
-from conftest import FAST
-from test_plugins_asgi import echo_app, serving
 
 import helixlab as hx
 from helixlab.plugins._ratelimit import BucketStore
+
+from conftest import FAST
+from test_plugins_asgi import echo_app, serving
 
 
 class Clock:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 
 import pytest
-from conftest import FAST
 
 import helixlab as hx
 from helixlab.plugins import CATALOG
+
+from conftest import FAST
 
 SEED = """\
 # configs/plugins.yaml

@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import helixlab as hx
-from conftest import FAST
 from helixlab.plugins._tools import calculate, current_time
+
+from conftest import FAST
 
 
 @pytest.fixture

@@ -26,14 +26,15 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from _gateway_support import provider_plugin
-from test_plugins_asgi import echo_app, serving
 from test_plugins_auth import AUDIENCE, ISSUER, SECRET, assert_refused, b64, call, claims, forged
 from test_plugins_auth import load_auth as _load_auth
 from test_plugins_ratelimit import Clock
 
 import helixlab as hx
+
+from _gateway_support import provider_plugin
 from conftest import FAST
+from test_plugins_asgi import echo_app, serving
 
 
 @pytest.fixture
