@@ -451,6 +451,17 @@ def test_dependencies_order_the_chain_before_priority() -> None:
     assert chain == "limiter,logger,auth"
 
 
+def test_a_reload_that_changes_a_priority_reorders_the_chain_in_that_reload() -> None:
+    with hx.Kernel(timeouts=FAST) as kernel:
+        kernel.register(header_plugin("first", priority=10))
+        kernel.register(header_plugin("second"))
+        kernel.load_all()
+        with kernel.serve() as server:
+            assert httpx.get(server.url + "/v1/models").headers["x-chain"] == "first,second"
+            kernel.apply_config("plugins:\n  second:\n    priority: 20\n")
+            assert httpx.get(server.url + "/v1/models").headers["x-chain"] == "second,first"
+
+
 def test_claims_travel_in_scope_state(kernel: hx.Kernel) -> None:
     class EchoClaims:  # later in the chain than "deny", which sets the claims
         def __init__(self, app: Any):

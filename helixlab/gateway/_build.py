@@ -163,23 +163,23 @@ def build_state(
     return GatewayState(app, router, tuple(name for name, _ in middleware))
 
 
-def make_builder(kernel: Any, core: ASGIApp) -> Callable[[Mapping[str, Plugin]], GatewayState]:
-    """The builder to register with ``kernel.add_builder("gateway", ...)``."""
+def make_builder(core: ASGIApp) -> Callable[[Mapping[str, Plugin], Any], GatewayState]:
+    """The builder to register with ``kernel.add_builder("gateway", ...)``.
 
-    def priority(name: str) -> int:
+    It orders middleware by the graph of the generation being built, so a reload that
+    changes a priority reorders the chain in that same reload.
+    """
+
+    def build(instances: Mapping[str, Plugin], graph: Any) -> GatewayState:
         try:
-            return kernel.entry(name).priority
-        except LookupError:
-            return 0
+            order: Iterable[str] = graph.load_order()
+        except DependencyError:
+            order = ()
 
-    def build(instances: Mapping[str, Plugin]) -> GatewayState:
-        return build_state(instances, core, order=_load_order(kernel), priority=priority)
+        def priority(name: str) -> int:
+            node = graph.nodes.get(name)
+            return node.priority if node is not None else 0
+
+        return build_state(instances, core, order=order, priority=priority)
 
     return build
-
-
-def _load_order(kernel: Any) -> Iterable[str]:
-    try:
-        return kernel.graph.load_order()
-    except DependencyError:
-        return ()

@@ -91,7 +91,7 @@ class GatewayServer:
             if entry is not None:
                 entry["servers"].add(self)
                 return
-        builder = make_builder(self.kernel, make_app())
+        builder = make_builder(make_app())
         remove = self.kernel.add_builder(BUILDER_KEY, builder)  # builds now: may raise
         with _registry_lock:
             _servers[self.kernel] = {"remove": remove, "servers": {self}}

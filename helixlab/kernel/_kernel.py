@@ -489,8 +489,15 @@ class Kernel:
         """Hold the current live set until released: work started on it finishes on it."""
         return self._pool.lease()
 
-    def add_builder(self, key: str, builder: Callable[[Mapping[str, Plugin]], Any]) -> Callable:
-        """Derive ``lease().extras[key]`` from every new live set, built before each swap."""
+    def add_builder(
+        self, key: str, builder: Callable[[Mapping[str, Plugin], Any], Any]
+    ) -> Callable:
+        """Derive ``lease().extras[key]`` from every new live set, built before each swap.
+
+        ``builder(instances, graph)`` gets the running instances and the DependencyGraph
+        (load order, priorities) of the generation it builds; raising refuses that
+        generation (a reload then rolls back).
+        """
         remove = self._pool.add_builder(key, builder)
 
         async def rebuild() -> None:

@@ -21,7 +21,9 @@ from ._plugin import Plugin
 
 __all__ = ["Generation", "Lease", "LivePool"]
 
-Builder = Callable[[Mapping[str, Plugin]], Any]
+#: ``builder(instances, graph)``: ``graph`` is the DependencyGraph the generation belongs to
+#: (its load order and priorities), which during a reload is not yet the kernel's.
+Builder = Callable[[Mapping[str, Plugin], Any], Any]
 
 
 class Generation:
@@ -104,10 +106,10 @@ class LivePool:
         self._builders[key] = builder
         return lambda: self._builders.pop(key, None)
 
-    def build(self, live: Mapping[str, Live]) -> Generation:
+    def build(self, live: Mapping[str, Live], graph: Any) -> Generation:
         """The next generation, built aside; a builder's exception propagates, nothing changes."""
         instances = {name: entry.plugin for name, entry in live.items()}
-        extras = {key: build(instances) for key, build in self._builders.items()}
+        extras = {key: build(instances, graph) for key, build in self._builders.items()}
         return Generation(self.current.number + 1, live, extras)
 
     def swap(self, new: Generation) -> Generation:

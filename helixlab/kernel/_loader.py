@@ -93,7 +93,7 @@ def commit(kernel: Any, live: Mapping[str, Live], *, failing: str | None = None)
     """Build the next generation (builders included) and swap it in."""
     pool = kernel._pool
     try:
-        new = pool.build(live)
+        new = pool.build(live, kernel._registry.graph())
     except Exception as exc:
         raise PluginError(failing or "kernel", "swap", cause=exc) from exc
     pool.swap(new)

@@ -159,7 +159,7 @@ async def execute(kernel, plan: Plan) -> ReloadReport:
             )
             report.started.append(name)
         t_started = time.perf_counter()
-        generation = pool.build({**current, **new})
+        generation = pool.build({**current, **new}, plan.graph)
     except Exception as exc:
         error = exc if isinstance(exc, PluginError) else PluginError("gateway", "swap", cause=exc)
         await _rollback(kernel, new, stopped_first, current)
