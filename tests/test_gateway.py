@@ -489,6 +489,39 @@ def test_claims_travel_in_scope_state(kernel: hx.Kernel) -> None:
         assert httpx.get(server.url + "/v1/models").headers["x-sub"] == "tester"
 
 
+def test_providers_see_the_callers_claims_but_upstream_never_does() -> None:
+    from helixlab.llm import ChatRequest, ChatResponse, ProviderCapabilities
+
+    seen: list[ChatRequest] = []
+
+    class Recorder:
+        async def complete(self, request: ChatRequest) -> ChatResponse:
+            seen.append(request)
+            return ChatResponse(content=str(request.context["claims"]["sub"]), model="m")
+
+        async def health_check(self) -> None:
+            return None
+
+        def capabilities(self) -> ProviderCapabilities:
+            return ProviderCapabilities(models=["m"])
+
+    class RecorderPlugin(hx.ProviderPlugin):
+        name = "recorder"
+
+        def get_provider(self) -> Recorder:
+            return Recorder()
+
+    with hx.Kernel(timeouts=FAST) as kernel:
+        kernel.register(DenyPlugin)  # sets claims {"sub": "tester"} like custom-auth
+        kernel.register(RecorderPlugin)
+        kernel.load_all()
+        with kernel.serve() as server:
+            body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            answer = httpx.post(server.url + "/v1/chat/completions", json=body).json()
+    assert answer["choices"][0]["message"]["content"] == "tester"
+    assert "context" not in seen[0].to_openai() and "tester" not in json.dumps(seen[0].to_openai())
+
+
 # -- health and plugin status --------------------------------------------------------------
 
 

@@ -32,6 +32,11 @@ CONFIG_KEY = "helixlab.config"
 _FIELD = re.compile(r"request\.([A-Za-z_]\w*)")
 
 
+#: What middleware learnt of the caller (scope state ``helixlab.<key>``) that providers see
+#: as ``ChatRequest.context``.
+CALLER = ("claims", "client")
+
+
 class _Options(BaseModel):
     """The body's ``helixlab`` object: per-request gateway options."""
 
@@ -51,6 +56,8 @@ async def chat_completions(request: Request) -> Response | EventStream:
     except ValueError as exc:
         match = _FIELD.search(str(exc))
         raise GatewayError(400, str(exc), param=match.group(1) if match else None) from None
+    state = request.scope.get("state", {})
+    chat.context = {key: state[f"helixlab.{key}"] for key in CALLER if f"helixlab.{key}" in state}
     route = router.route(chat.model)
     _check_capabilities(route, chat)
     execute = config.execute_tools if options.execute_tools is None else options.execute_tools

@@ -34,6 +34,9 @@ class ChatRequest(Model):
     tools: list[ToolDefinition] = Field(default_factory=list)
     tool_choice: str | dict[str, Any] | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
+    #: What the gateway knows of the caller: ``claims`` (set by custom-auth) and ``client``.
+    #: For providers to read; never part of the wire format, never sent upstream.
+    context: dict[str, Any] = Field(default_factory=dict, exclude=True, repr=False)
 
     @field_validator("tool_choice")
     @classmethod
