@@ -499,6 +499,9 @@ def test_providers_see_the_callers_claims_but_upstream_never_does() -> None:
             seen.append(request)
             return ChatResponse(content=str(request.context["claims"]["sub"]), model="m")
 
+        async def complete_stream(self, request: ChatRequest) -> Any:
+            yield  # not used here
+
         async def health_check(self) -> None:
             return None
 

@@ -94,6 +94,8 @@ def commit(kernel: Any, live: Mapping[str, Live], *, failing: str | None = None)
     pool = kernel._pool
     try:
         new = pool.build(live, kernel._registry.graph())
+    except PluginError:
+        raise  # a builder naming the plugin and phase it refused
     except Exception as exc:
         raise PluginError(failing or "kernel", "swap", cause=exc) from exc
     pool.swap(new)
