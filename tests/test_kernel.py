@@ -412,3 +412,10 @@ def test_config_problems_of_every_kind_are_reported_together(kernel):
     lines = {(p.line, p.plugin) for p in caught.value.problems}
     assert lines == {(3, "custom-logger"), (4, "zz"), (7, "rate-limiter")}
     assert kernel.names == []  # nothing registered from a refused config
+
+
+def test_a_built_in_plugin_brings_its_built_in_dependencies(kernel):
+    """request-logger logs through custom-logger: naming request-logger alone is enough."""
+    kernel.apply_config("plugins:\n  request-logger:\n    config: {log_body: false}\n")
+    assert set(kernel.names) == {"request-logger", "custom-logger"}
+    assert kernel.load_all().order == ["custom-logger", "request-logger"]

@@ -41,6 +41,21 @@ __all__ = ["Kernel"]
 ReloadTarget = str | type[Plugin]
 
 
+def _with_builtin_dependencies(registry: Registry) -> Registry:
+    """Add, with their defaults, the built-in plugins that configured ones depend on."""
+    missing = True
+    while missing:
+        missing = {
+            dep
+            for entry in registry.entries.values()
+            for dep, _ in entry.requires
+            if dep not in registry and _discovery.builtin_plugin(dep) is not None
+        }
+        for dep in sorted(missing):
+            registry = registry.added(_discovery.builtin_plugin(dep), origin="builtin")
+    return registry
+
+
 def _graph_problems(exc: DependencyError, doc: Any) -> list[ConfigProblem]:
     """Each dependency problem, placed at the entry of a plugin it involves in ``doc``."""
     problems = []
@@ -285,6 +300,7 @@ class Kernel:
             return []
 
         doc = parse_config(data, source=source, line_offset=line_offset, check=check)
+        proposed = _with_builtin_dependencies(proposed)
         try:  # a cycle or a missing dependency: refused now, with its line, not at load
             proposed.graph().validate()
         except DependencyError as exc:
