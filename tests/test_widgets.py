@@ -184,3 +184,29 @@ def test_closed_widgets_stop_listening(pair):
     before = board.heading.value
     pair.unload("store")
     assert board.heading.value == before
+
+
+def test_the_check_health_button_fills_the_health_column():
+    import helixlab as hx
+    from helixlab.widgets import Dashboard
+
+    class Fine(hx.Plugin):
+        name = "fine"
+
+    class Sick(hx.Plugin):
+        name = "sick"
+
+        def health_check(self, ctx):
+            return "disk full"
+
+    with hx.Kernel() as kernel:
+        kernel.register(Fine)
+        kernel.register(Sick)
+        kernel.load_all()
+        board = Dashboard(kernel, graph=False, events=False)
+        assert board.row("fine").cells["health"].value == "unknown"
+        board.health_button.click()
+        assert board.row("fine").cells["health"].value == "ok"
+        assert board.row("sick").cells["health"].value == "failing"
+        assert "health: 1 ok, failing: sick" in board.status.value
+        board.close()

@@ -205,7 +205,11 @@ class Dashboard(w.VBox):
         self.status.add_class("helix-status")
         self.graph = GraphWidget(kernel) if graph else None
         self.events_view = EventLogView(kernel) if events else None
-        parts = [self.heading, self.grid, self.status, self.graph, self.events_view]
+        self.health_button = w.Button(description="check health", icon="heartbeat")
+        self.health_button.add_class("helix-check-health")
+        self.health_button.on_click(lambda _b: self.act("health", ""))
+        top = w.HBox([self.heading, self.health_button], layout=w.Layout(align_items="center"))
+        parts = [top, self.grid, self.status, self.graph, self.events_view]
         super().__init__([p for p in parts if p is not None], **kwargs)
         self.add_class("helix-dashboard")
         self._unsubscribe = kernel.subscribe(lambda _event: self.refresh())
@@ -224,6 +228,12 @@ class Dashboard(w.VBox):
             elif action == "stop":
                 order = kernel.unload(name)
                 message = f"stopped {', '.join(order)}"
+            elif action == "health":
+                statuses = kernel.health()
+                failing = [s.plugin for s in statuses.values() if not s.healthy]
+                message = f"health: {len(statuses) - len(failing)} ok" + (
+                    f", failing: {', '.join(failing)}" if failing else ""
+                )
             else:
                 kernel.load(name)
                 message = f"started {name}"
