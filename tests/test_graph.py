@@ -20,8 +20,8 @@ from helixlab.errors import (
     RegistryError,
     VersionConflictError,
 )
+from helixlab.kernel._drawing import STATE_COLORS
 from helixlab.kernel._graph import (
-    STATE_COLORS,
     DependencyGraph,
     Node,
     dependencies,

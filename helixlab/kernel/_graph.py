@@ -31,9 +31,9 @@ from ..errors import (
     RegistryError,
     VersionConflictError,
 )
+from . import _drawing
 
 __all__ = [
-    "STATE_COLORS",
     "DependencyGraph",
     "Node",
     "dependencies",
@@ -44,20 +44,6 @@ __all__ = [
 ]
 
 Deps = Mapping[str, Collection[str]]
-
-#: Fill colour of a node in ``to_dot`` by lifecycle state.
-STATE_COLORS: Mapping[str, str] = MappingProxyType(
-    {
-        "registered": "#ffffff",
-        "initialized": "#fff3b0",
-        "active": "#c8f7c5",
-        "stopping": "#ffd8a8",
-        "stopped": "#d9d9d9",
-        "failed": "#fa8072",
-    }
-)
-_HIGHLIGHT = "#1f6feb"
-_MISSING = "#d62728"
 
 
 # -- pure algorithms ---------------------------------------------------------------
@@ -356,13 +342,14 @@ class DependencyGraph:
         """A cycle among enabled plugins, as ``["a", "b", "a"]`` (a depends on b); or None."""
         return find_cycle(self._enabled)
 
-    def _display_order(self) -> tuple[list[str], set[str]]:
+    def display_order(self) -> tuple[list[str], set[str]]:
         """Load order that never fails: plugins stuck behind a cycle come last, sorted."""
         order, stuck = _kahn(self._enabled, self._priority)
         disabled = sorted(n for n, node in self.nodes.items() if not node.enabled)
         return order + stuck + disabled, set(stuck)
 
-    def _satisfied(self, dep: str, spec: str) -> bool:
+    def satisfied(self, dep: str, spec: str) -> bool:
+        """Whether ``dep`` is registered at a version ``spec`` accepts."""
         target = self.nodes.get(dep)
         if target is None or not spec:
             return target is not None
@@ -378,102 +365,11 @@ class DependencyGraph:
         highlight: Iterable[str] = (),
         title: str | None = None,
     ) -> str:
-        """Graphviz DOT source; arrows run from a dependency to its dependents (start order).
-
-        Fill shows the state, a thick blue border and blue arrows mark ``highlight`` (the
-        last reload cascade), dashed red nodes are dependencies nobody registered.
-        """
-        states = states or {}
-        marked = set(highlight)
-        lines = [
-            "digraph helixlab {",
-            '  graph [rankdir=LR, fontname="Helvetica"'
-            + (f", label={_quote(title)}, labelloc=t" if title else "")
-            + "];",
-            '  node [shape=box, style="rounded,filled", fontname="Helvetica", '
-            'fillcolor="#ffffff"];',
-            '  edge [color="#555555"];',
-        ]
-        for name in sorted(self.nodes):
-            node = self.nodes[name]
-            state = states.get(name)
-            attrs = [f"label={_label(name, node.version)}"]
-            if state is not None:
-                color = STATE_COLORS.get(str(state), "#ffffff")
-                attrs += [f'fillcolor="{color}"', f"tooltip={_quote(str(state))}"]
-            if not node.enabled:
-                attrs += ['style="rounded,filled,dashed"', 'fontcolor="#777777"']
-            if name in marked:
-                attrs += [f'color="{_HIGHLIGHT}"', "penwidth=3"]
-            lines.append(f"  {_quote(name)} [{', '.join(attrs)}];")
-        missing = sorted({d for node in self.nodes.values() for d, _ in node.requires} - set(self))
-        for name in missing:
-            lines.append(
-                f"  {_quote(name)} [label={_label(name, '(missing)')}, "
-                f'style="dashed", color="{_MISSING}", fontcolor="{_MISSING}"];'
-            )
-        edges = sorted(
-            (d, node.name, spec) for node in self.nodes.values() for d, spec in node.requires
-        )
-        for dep, user, spec in edges:
-            attrs = []
-            if spec:
-                attrs.append(f"label={_quote(spec)}")
-            if not self._satisfied(dep, spec):
-                attrs += [f'color="{_MISSING}"', f'fontcolor="{_MISSING}"', "style=dashed"]
-            elif not self.nodes[user].enabled or not self.nodes[dep].enabled:
-                attrs += ['color="#aaaaaa"', "style=dashed"]
-            elif dep in marked and user in marked:
-                attrs += [f'color="{_HIGHLIGHT}"', "penwidth=2.5"]
-            suffix = f" [{', '.join(attrs)}]" if attrs else ""
-            lines.append(f"  {_quote(dep)} -> {_quote(user)}{suffix};")
-        lines.append("}")
-        return "\n".join(lines) + "\n"
+        """Graphviz DOT source, arrows from a dependency to its dependents (see ``_drawing``)."""
+        return _drawing.to_dot(self, states=states or {}, highlight=highlight, title=title)
 
     def to_text(
         self, *, states: Mapping[str, str] | None = None, highlight: Iterable[str] = ()
     ) -> str:
-        """One line per plugin in load order, for terminals and logs.
-
-        ``*`` marks highlighted plugins; ``<-`` lists what each one depends on. Disabled
-        plugins, and plugins stuck behind a cycle, come last.
-        """
-        states = states or {}
-        marked = set(highlight)
-        order, stuck = self._display_order()
-        lines = []
-        for name in order:
-            node = self.nodes[name]
-            if not node.enabled:
-                tag = " [disabled]"
-            elif name in states:
-                tag = f" [{states[name]}]"
-            else:
-                tag = ""
-            line = f"{'*' if name in marked else ' '} {name} {node.version}{tag}"
-            if node.requires:
-                line += "  <- " + ", ".join(self._describe(d, s) for d, s in node.requires)
-            if name in stuck:
-                line += "  (blocked by a dependency cycle)"
-            lines.append(line)
-        return "\n".join(lines) + ("\n" if lines else "")
-
-    def _describe(self, dep: str, spec: str) -> str:
-        target = self.nodes.get(dep)
-        if target is None:
-            return f"{dep}{spec} (missing)"
-        if not target.enabled:
-            return f"{dep}{spec} (disabled)"
-        return (
-            f"{dep}{spec}" if self._satisfied(dep, spec) else f"{dep}{spec} (is {target.version})"
-        )
-
-
-def _quote(text: str) -> str:
-    """A DOT double-quoted string (names contain '-', so every ID is quoted)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _label(*lines: str) -> str:
-    """A DOT label of several lines."""
-    return '"' + "\\n".join(_quote(line)[1:-1] for line in lines) + '"'
+        """One line per plugin in load order, for terminals and logs (see ``_drawing``)."""
+        return _drawing.to_text(self, states=states or {}, highlight=highlight)

@@ -176,7 +176,7 @@ async def unload(kernel: Any, name: str, *, dead: bool = False) -> list[str]:
 async def stop_all(kernel: Any) -> list[str]:
     """Stop every running plugin, dependents first (even with a cycle among the unloaded)."""
     current = kernel._pool.current.live
-    start_order, _ = kernel._registry.graph()._display_order()  # never raises
+    start_order, _ = kernel._registry.graph().display_order()  # never raises
     order = [n for n in reversed(start_order) if n in current]
     await _retire(kernel, current, order, {})
     return order

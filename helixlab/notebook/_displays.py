@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..kernel import HealthStatus, PluginEvent, PluginInfo
-from ..kernel._graph import STATE_COLORS
+from ..kernel._drawing import STATE_COLORS
 
 __all__ = ["EventTable", "GraphView", "HealthTable", "PluginTable", "Text", "table_html"]
 
