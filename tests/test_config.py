@@ -16,15 +16,9 @@ from hypothesis import strategies as st
 from pydantic import AliasChoices, Field, SecretStr
 
 from helixlab.errors import ConfigError
-from helixlab.kernel._config import (
-    Duration,
-    PluginConfig,
-    PluginSpec,
-    parse_config,
-    parse_duration,
-    validate_config,
-)
+from helixlab.kernel._config import PluginSpec, parse_config
 from helixlab.kernel._secrets import is_secret_key, redact, redact_text
+from helixlab.kernel._validation import Duration, PluginConfig, parse_duration, validate_config
 
 SEED = """\
 # configs/plugins.yaml

@@ -1,6 +1,5 @@
 """The plugin kernel: plugin model, registry, graph, config, events, reload, watcher."""
 
-from ._config import Duration, PluginConfig, parse_duration
 from ._events import EventLog, PluginEvent
 from ._graph import DependencyGraph
 from ._kernel import Kernel
@@ -16,6 +15,7 @@ from ._plugin import (
 )
 from ._reports import HealthStatus, LoadReport, PluginInfo, ReloadReport
 from ._secrets import redact
+from ._validation import Duration, PluginConfig, parse_duration
 from ._watcher import FileWatcher
 
 __all__ = [

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import PluginNotFoundError, RegistryError
-from ._config import PluginSpec, validate_config
+from ._config import PluginSpec
 from ._graph import DependencyGraph, Node
 from ._plugin import Plugin, check_plugin_class, parse_dependency
+from ._validation import validate_config
 
 __all__ = ["Entry", "Registry"]
 
