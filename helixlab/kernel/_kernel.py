@@ -34,7 +34,7 @@ from ._loop import LoopThread
 from ._plugin import Plugin, PluginState
 from ._registry import Entry, Registry
 from ._reports import HealthStatus, LoadReport, PluginInfo, ReloadReport
-from ._secrets import redact, redact_text, secret_values
+from ._secrets import redact, redact_text
 
 __all__ = ["Kernel"]
 
@@ -159,11 +159,7 @@ class Kernel:
     @_registry.setter
     def _registry(self, registry: Registry) -> None:
         self.__registry = registry
-        self._secrets = frozenset(
-            s
-            for entry in registry.entries.values()
-            for s in secret_values(entry.spec.config) | secret_values(entry.config)
-        )
+        self._secrets = frozenset().union(*(e.secrets for e in registry.entries.values()))
 
     def _redact(self, text: str) -> str:
         """``text`` with the configured secret values masked: errors may quote them."""

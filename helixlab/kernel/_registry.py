@@ -6,6 +6,7 @@ reload can validate a *proposed* registry completely before anything is committe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -14,6 +15,7 @@ from ..errors import PluginNotFoundError, RegistryError
 from ._config import PluginSpec
 from ._graph import DependencyGraph, Node
 from ._plugin import Plugin, check_plugin_class, parse_dependency
+from ._secrets import secret_values
 from ._validation import validate_config
 
 __all__ = ["Entry", "Registry"]
@@ -35,6 +37,11 @@ class Entry:
     @property
     def name(self) -> str:
         return self.cls.name
+
+    @functools.cached_property
+    def secrets(self) -> frozenset[str]:
+        """The secret values in this entry's configuration (computed once per entry)."""
+        return frozenset(secret_values(self.spec.config) | secret_values(self.config))
 
     @property
     def requires(self) -> tuple[tuple[str, str], ...]:
