@@ -17,51 +17,12 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from ..errors import describe
+from ..llm import error_body
 
 __all__ = ["GatewayError", "error_body", "error_response", "upstream_error"]
 
-#: The ``type`` OpenAI uses for each status (the openai client keys its classes on status).
-ERROR_TYPES: Mapping[int, str] = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    409: "conflict_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-}
-
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
 _KEYS = re.compile(r"(?i)\b(sk-[A-Za-z0-9_-]{4,})")
-
-
-def error_type(status: int) -> str:
-    """The OpenAI error ``type`` for an HTTP status."""
-    if status in ERROR_TYPES:
-        return ERROR_TYPES[status]
-    return "server_error" if status >= 500 else "invalid_request_error"
-
-
-def error_body(
-    status: int,
-    message: str,
-    *,
-    type: str | None = None,
-    param: str | None = None,
-    code: str | None = None,
-) -> dict[str, Any]:
-    """``{"error": {...}}`` for ``status``; ``type`` defaults to OpenAI's for the status."""
-    return {
-        "error": {
-            "message": message,
-            "type": type or error_type(status),
-            "param": param,
-            "code": code,
-        }
-    }
 
 
 def error_response(

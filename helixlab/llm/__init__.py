@@ -8,6 +8,7 @@ chat-completions wire format.
 {'model': 'mock-small', 'messages': [{'role': 'user', 'content': 'Hi'}]}
 """
 
+from ._errors import error_body, error_type
 from ._messages import Message, Role
 from ._provider import Provider, ProviderCapabilities
 from ._request import ChatRequest
@@ -36,5 +37,7 @@ __all__ = [
     "aiter_sse_chunks",
     "confidence_from_logprobs",
     "encode_sse",
+    "error_body",
+    "error_type",
     "iter_sse_chunks",
 ]

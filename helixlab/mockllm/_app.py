@@ -17,7 +17,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from helixlab.llm import ChatRequest, ChatResponse, StreamChunk, ToolCall, ToolCallDelta, encode_sse
+from helixlab.llm import (
+    ChatRequest,
+    ChatResponse,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    encode_sse,
+    error_body,
+)
 
 from ._replies import Reply, make_reply, split_words
 
@@ -26,13 +34,8 @@ __all__ = ["CREATED", "MockLLM"]
 CREATED = 1_700_000_000
 """The ``created`` timestamp of every mock response, so notebook outputs never change."""
 
-_ERROR_TYPES = {
-    400: ("invalid_request_error", None),
-    401: ("authentication_error", "invalid_api_key"),
-    403: ("permission_error", None),
-    404: ("not_found_error", None),
-    429: ("rate_limit_error", "rate_limit_exceeded"),
-}
+#: The ``code`` OpenAI sends with some statuses.
+_DEFAULT_CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
 _ARGUMENT_PIECE = 8
 
 
@@ -69,12 +72,7 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """An error in OpenAI's shape, which the openai client turns into its typed exceptions."""
-    kind, default_code = _ERROR_TYPES.get(
-        status, ("server_error" if status >= 500 else "api_error", None)
-    )
-    body = {
-        "error": {"message": message, "type": kind, "param": param, "code": code or default_code}
-    }
+    body = error_body(status, message, param=param, code=code or _DEFAULT_CODES.get(status))
     return JSONResponse(body, status_code=status, headers=headers)
 
 

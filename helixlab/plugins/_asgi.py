@@ -21,6 +21,8 @@ from typing import Any
 
 from starlette.types import Scope, Send
 
+from ..llm import error_body
+
 __all__ = [
     "CLAIMS",
     "CLIENT",
@@ -120,15 +122,13 @@ async def send_error(
     status: int,
     message: str,
     *,
-    type: str,
+    type: str | None = None,
     code: str | None = None,
     param: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> None:
-    """Answer the request with an OpenAI-shaped JSON error."""
-    body = json.dumps(
-        {"error": {"message": message, "type": type, "param": param, "code": code}}
-    ).encode()
+    """Answer the request with an OpenAI-shaped JSON error (pure ASGI, no Response object)."""
+    body = json.dumps(error_body(status, message, type=type, param=param, code=code)).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
