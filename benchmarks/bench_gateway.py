@@ -21,7 +21,6 @@ about 3 ms) and the throughput ratio to the bare app.
 
 from __future__ import annotations
 
-import socket
 import statistics
 import sys
 import threading
@@ -42,6 +41,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import helixlab as hx
+from helixlab._net import ReadyServer, bind_tcp, http_url
 from helixlab.llm import ChatRequest, ChatResponse, ProviderCapabilities, StreamChunk, Usage
 
 REQUESTS = 2000  # per server
@@ -109,31 +109,15 @@ def _bare_app() -> Starlette:
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
 
 
-class _ReadyServer(uvicorn.Server):
-    """uvicorn that sets a threading.Event once it listens (or gave up)."""
-
-    def __init__(self, config: uvicorn.Config, ready: threading.Event):
-        super().__init__(config)
-        self.ready = ready
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().startup(sockets)
-        finally:
-            self.ready.set()
-
-
 class _ThreadServer:
     """uvicorn (h11) in a thread on a pre-bound loopback socket, ready when constructed."""
 
     def __init__(self, app: Any):
-        # IPPROTO_TCP so asyncio sets TCP_NODELAY on connections, as the gateway's socket does.
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.sock = bind_tcp("127.0.0.1", 0)  # the gateway's own socket set-up, for fairness
+        self.url = http_url("127.0.0.1", self.sock.getsockname()[1])
         config = uvicorn.Config(app, http="h11", lifespan="off", log_config=None, access_log=False)
         ready = threading.Event()
-        self.server = _ReadyServer(config, ready)
+        self.server = ReadyServer(config, ready)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
         )

@@ -1,10 +1,42 @@
-"""Listening sockets for the servers helixlab runs (the gateway, the embedded upstream)."""
+"""What the servers helixlab runs (the gateway, the embedded upstream) have in common:
+a bound socket, a uvicorn that says when it listens, and their URL.
+"""
 
 from __future__ import annotations
 
 import socket
+from typing import Protocol
 
-__all__ = ["bind_tcp"]
+import uvicorn
+
+__all__ = ["ReadyServer", "bind_tcp", "http_url"]
+
+
+class _Settable(Protocol):
+    def set(self) -> None: ...
+
+
+class ReadyServer(uvicorn.Server):
+    """A uvicorn server that sets ``ready`` once it listens, or gave up: nobody polls.
+
+    ``ready`` is a threading.Event (server in its own thread) or an asyncio.Event (server
+    on the caller's loop); ``started`` then tells which of the two happened.
+    """
+
+    def __init__(self, config: uvicorn.Config, ready: _Settable):
+        super().__init__(config)
+        self.ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets)
+        finally:
+            self.ready.set()
+
+
+def http_url(host: str, port: int) -> str:
+    """``http://host:port``, with an IPv6 host bracketed."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def bind_tcp(host: str, port: int) -> socket.socket:

@@ -18,7 +18,7 @@ from typing import Any
 
 import uvicorn
 
-from .._net import bind_tcp
+from .._net import ReadyServer, bind_tcp, http_url
 from ._app import Gateway
 from ._build import make_builder
 from ._config import GatewayConfig, gateway_config
@@ -32,20 +32,6 @@ BUILDER_KEY = "gateway"
 # the last, so a kernel without a server does no gateway work on reload.
 _registry_lock = threading.Lock()
 _servers: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
-
-
-class _Uvicorn(uvicorn.Server):
-    """A uvicorn server that says when it listens (or gave up), so nobody polls."""
-
-    def __init__(self, config: uvicorn.Config, ready: asyncio.Event):
-        super().__init__(config)
-        self._ready = ready
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().startup(sockets)
-        finally:
-            self._ready.set()
 
 
 class GatewayServer:
@@ -64,15 +50,14 @@ class GatewayServer:
         self.port: int = sock.getsockname()[1]
         self.app = Gateway(kernel, config)
         self._sock = sock
-        self._uvicorn: _Uvicorn | None = None
+        self._uvicorn: ReadyServer | None = None
         self._task: asyncio.Task | None = None
         self._stopped = False
 
     @property
     def url(self) -> str:
         """The base URL, e.g. ``http://127.0.0.1:PORT`` (``/health`` lives here)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return http_url(self.host, self.port)
 
     @property
     def openai_base_url(self) -> str:
@@ -121,7 +106,7 @@ class GatewayServer:
             proxy_headers=False,
             timeout_graceful_shutdown=max(1, round(self.config.graceful_timeout)),
         )
-        self._uvicorn = server = _Uvicorn(config, ready)
+        self._uvicorn = server = ReadyServer(config, ready)
         self._task = asyncio.get_running_loop().create_task(server.serve(sockets=[self._sock]))
         waiter = asyncio.ensure_future(ready.wait())
         await asyncio.wait({self._task, waiter}, return_when=asyncio.FIRST_COMPLETED)

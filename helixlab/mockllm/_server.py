@@ -13,24 +13,12 @@ import uvicorn
 
 from helixlab.llm import ToolCall
 
-from .._net import bind_tcp
+from .._net import ReadyServer, bind_tcp, http_url
 from ._app import MockLLM
 
 __all__ = ["MockServer", "start"]
 
 _START_TIMEOUT = 10.0
-
-
-class _ThreadedServer(uvicorn.Server):
-    """A uvicorn server that says when it is listening, instead of making callers poll."""
-
-    def __init__(self, config: uvicorn.Config, ready: threading.Event) -> None:
-        super().__init__(config)
-        self._ready = ready
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self._ready.set()
 
 
 class MockServer:
@@ -43,14 +31,13 @@ class MockServer:
         self.mock = mock
         self.host = host
         self.port = port
-        self._server: _ThreadedServer | None = None
+        self._server: ReadyServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         """The base URL an OpenAI client uses, e.g. ``http://127.0.0.1:PORT/v1``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/v1"
+        return http_url(self.host, self.port) + "/v1"
 
     @property
     def running(self) -> bool:
@@ -102,15 +89,11 @@ class MockServer:
             log_config=None,
             timeout_graceful_shutdown=2,
         )
-        self._server = server = _ThreadedServer(config, ready)
+        self._server = server = ReadyServer(config, ready)
 
-        def run() -> None:
-            try:
-                server.run(sockets=[sock])
-            finally:
-                ready.set()  # also when startup failed, so start() never waits in vain
-
-        self._thread = threading.Thread(target=run, name=f"mockllm:{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name=f"mockllm:{self.port}", daemon=True
+        )
         self._thread.start()
         ready.wait(_START_TIMEOUT)
         if not server.started:
