@@ -10,7 +10,6 @@ Syntax errors, renames and plain exceptions are covered in ``test_watcher.py`` a
 
 from __future__ import annotations
 
-import os
 import textwrap
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from hypothesis import strategies as st
 
 import helixlab as hx
 
+from _files import change, save
 from _ipython import ip_fixture, run  # noqa: F401  (the `ip` fixture)
 
 ACTIVE = hx.PluginState.ACTIVE
@@ -40,13 +40,6 @@ def two(name_a: str, name_b: str) -> str:
         f"class A(hx.Plugin):\n    name = {name_a!r}\n    version = '9.0.0'\n\n"
         f"class B(hx.Plugin):\n    name = {name_b!r}\n    version = '9.0.1'\n"
     )
-
-
-def save(path: Path, text: str) -> None:
-    """Save as an editor does: the whole new content appears at once."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def serving(kernel: hx.Kernel) -> dict[str, tuple[int, str]]:
@@ -81,12 +74,6 @@ def watcher(kernel, plugins):
     w = kernel.watch_files(plugins, debounce=400, step=20)
     yield w
     w.stop()
-
-
-def change(watcher: hx.FileWatcher, path: Path, text: str) -> None:
-    before = watcher.batches
-    save(path, text)
-    assert watcher.wait_for_batch(before, timeout=10), "the watcher saw no change"
 
 
 #: (file, new content, plugin the error names, what the error says)

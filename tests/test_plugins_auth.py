@@ -20,7 +20,6 @@ from starlette.routing import Route
 
 import helixlab as hx
 
-from conftest import FAST
 from test_plugins_asgi import echo_app, serving
 
 SECRET = "lab-secret-that-is-long-enough-for-hs256!"
@@ -39,13 +38,6 @@ def public_pem(rsa_key):
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
-
-
-@pytest.fixture
-def kernel():
-    k = hx.Kernel(timeouts=FAST)
-    yield k
-    k.close()
 
 
 def claims(**overrides):

@@ -15,17 +15,9 @@ from starlette.routing import Route
 
 import helixlab as hx
 
-from conftest import FAST
 from test_plugins_asgi import echo_app, serving
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.secret-token-value.sig"
-
-
-@pytest.fixture
-def kernel():
-    k = hx.Kernel(timeouts=FAST)
-    yield k
-    k.close()
 
 
 def memory_logger(kernel, **config):

@@ -17,7 +17,6 @@ from helixlab.mockllm import start
 from helixlab.plugins import UpstreamError
 from helixlab.plugins._provider import CustomProvider, CustomProviderConfig
 
-from conftest import FAST
 from test_plugins_asgi import serving
 
 WEATHER = ToolDefinition(
@@ -271,13 +270,6 @@ def test_health_goes_through_the_upstream(mock):
 
 
 # -- through a kernel -------------------------------------------------------------------
-
-
-@pytest.fixture
-def kernel():
-    k = hx.Kernel(timeouts=FAST)
-    yield k
-    k.close()
 
 
 def test_with_no_api_url_it_uses_the_embedded_upstream(kernel):

@@ -11,7 +11,6 @@ import pytest
 import helixlab as hx
 from helixlab.plugins._ratelimit import BucketStore
 
-from conftest import FAST
 from test_plugins_asgi import echo_app, serving
 
 
@@ -24,13 +23,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-@pytest.fixture
-def kernel():
-    k = hx.Kernel(timeouts=FAST)
-    yield k
-    k.close()
 
 
 @pytest.fixture

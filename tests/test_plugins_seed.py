@@ -10,8 +10,6 @@ import pytest
 import helixlab as hx
 from helixlab.plugins import CATALOG
 
-from conftest import FAST
-
 SEED = """\
 # configs/plugins.yaml
 plugins:
@@ -37,13 +35,6 @@ plugins:
       log_level: debug
       format: json
 """
-
-
-@pytest.fixture
-def kernel():
-    k = hx.Kernel(timeouts=FAST)
-    yield k
-    k.close()
 
 
 def test_the_course_yaml_loads_as_written(kernel, capsys):

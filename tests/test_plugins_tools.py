@@ -12,15 +12,6 @@ import pytest
 import helixlab as hx
 from helixlab.plugins._tools import calculate, current_time
 
-from conftest import FAST
-
-
-@pytest.fixture
-def kernel():
-    k = hx.Kernel(timeouts=FAST)
-    yield k
-    k.close()
-
 
 @pytest.fixture
 def tools(kernel):

@@ -33,16 +33,7 @@ from test_plugins_ratelimit import Clock
 import helixlab as hx
 
 from _gateway_support import provider_plugin
-from conftest import FAST
 from test_plugins_asgi import echo_app, serving
-
-
-@pytest.fixture
-def kernel() -> Iterator[hx.Kernel]:
-    k = hx.Kernel(timeouts=FAST)
-    yield k
-    k.close()
-
 
 # -- custom-auth ------------------------------------------------------------------------------
 

@@ -5,8 +5,6 @@ Each test waits on the watcher's batch counter (or the kernel's events), never o
 
 from __future__ import annotations
 
-import os
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,13 +12,7 @@ import pytest
 import helixlab as hx
 from helixlab.errors import HelixError
 
-
-def save(path: Path, text: str) -> None:
-    """Save as an editor does: the whole new content appears at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(textwrap.dedent(text))
-    os.replace(tmp, path)
+from _files import change, save
 
 
 def source(name: str, version: str = "1.0.0", deps: tuple[str, ...] = (), body: str = "") -> str:
@@ -53,13 +45,6 @@ def watcher(kernel, plugins):
     w = kernel.watch_files(plugins, debounce=400, step=20)
     yield w
     w.stop()
-
-
-def change(watcher: hx.FileWatcher, path: Path, text: str) -> None:
-    """Save ``path`` and wait until the watcher has handled it."""
-    before = watcher.batches
-    save(path, text)
-    assert watcher.wait_for_batch(before, timeout=10), "the watcher saw no change"
 
 
 def test_an_edit_reloads_the_changed_plugin_and_its_dependents_only(kernel, watcher, plugins):
