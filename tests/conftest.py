@@ -78,3 +78,31 @@ def seen(kernel: hx.Kernel) -> Callable[..., threading.Event]:
         return event
 
     return waiter
+
+
+#: The course's configs/plugins.yaml (Module 1.3), verbatim.
+SEED = """\
+# configs/plugins.yaml
+plugins:
+  custom-provider:
+    enabled: true
+    priority: 10
+    config:
+      api_url: "https://api.custom.ai"
+      timeout: 30s
+      retry_count: 3
+
+  rate-limiter:
+    enabled: true
+    config:
+      requests_per_minute: 100
+      burst_size: 20
+
+  custom-logger:
+    enabled: true
+    depends_on:
+      - rate-limiter
+    config:
+      log_level: debug
+      format: json
+"""

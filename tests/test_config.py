@@ -20,29 +20,7 @@ from helixlab.kernel._config import PluginSpec, parse_config
 from helixlab.kernel._secrets import is_secret_key, redact, redact_text
 from helixlab.kernel._validation import Duration, PluginConfig, parse_duration, validate_config
 
-SEED = """\
-# configs/plugins.yaml
-plugins:
-  custom-provider:
-    enabled: true
-    priority: 10
-    config:
-      api_url: "https://api.custom.ai"
-      timeout: 30s
-      retry_count: 3
-  rate-limiter:
-    enabled: true
-    config:
-      requests_per_minute: 100
-      burst_size: 20
-  custom-logger:
-    enabled: true
-    depends_on:
-      - rate-limiter
-    config:
-      log_level: debug
-      format: json
-"""
+from conftest import SEED
 
 
 def problems_of(text, **kwargs):

@@ -10,31 +10,7 @@ import pytest
 import helixlab as hx
 from helixlab.plugins import CATALOG
 
-SEED = """\
-# configs/plugins.yaml
-plugins:
-  custom-provider:
-    enabled: true
-    priority: 10
-    config:
-      api_url: "https://api.custom.ai"
-      timeout: 30s
-      retry_count: 3
-
-  rate-limiter:
-    enabled: true
-    config:
-      requests_per_minute: 100
-      burst_size: 20
-
-  custom-logger:
-    enabled: true
-    depends_on:
-      - rate-limiter
-    config:
-      log_level: debug
-      format: json
-"""
+from conftest import SEED
 
 
 def test_the_course_yaml_loads_as_written(kernel, capsys):
