@@ -21,6 +21,7 @@ from .errors import (
     RegistryError,
     ReloadError,
     UndeclaredDependencyError,
+    UpstreamError,
     VersionConflictError,
 )
 from .kernel import (
@@ -81,6 +82,7 @@ __all__ = [
     "Timeouts",
     "ToolPlugin",
     "UndeclaredDependencyError",
+    "UpstreamError",
     "VersionConflictError",
     "__version__",
     "parse_duration",

@@ -55,6 +55,7 @@ def test_the_public_names_are_pinned():
         "Timeouts",
         "ToolPlugin",
         "UndeclaredDependencyError",
+        "UpstreamError",
         "VersionConflictError",
         "__version__",
         "parse_duration",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import httpx
 import jwt
 import openai
 import pytest
@@ -114,3 +115,20 @@ def test_streaming_through_the_real_chain(base_url: str) -> None:
     assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices) == (
         "Echo: stream me"
     )
+
+
+def test_an_upstream_refusing_the_gateways_key_is_a_502_not_the_clients_401():
+    """The client's key is fine: telling it 401 would send it hunting the wrong problem."""
+    from helixlab import mockllm
+
+    with mockllm.start(api_key="sk-the-right-one") as upstream, hx.Kernel() as kernel:
+        config = f"plugins:\n  custom-provider:\n    config:\n      api_url: {upstream.url}\n"
+        kernel.apply_config(config + "      api_key: sk-a-wrong-one\n      retry_count: 0\n")
+        kernel.load_all()
+        with kernel.serve() as server:
+            body = {"model": "mock-small", "messages": [{"role": "user", "content": "hi"}]}
+            response = httpx.post(server.url + "/v1/chat/completions", json=body)
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["code"] == "upstream_error" and "answered 401" in error["message"]
+    assert "sk-a-wrong-one" not in response.text

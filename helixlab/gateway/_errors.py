@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from ..errors import describe
+from ..errors import UpstreamError, describe
 from ..llm import error_body
 
 __all__ = ["GatewayError", "error_body", "error_response", "upstream_error"]
@@ -91,6 +91,20 @@ def upstream_error(exc: BaseException, provider: str) -> GatewayError:
     """
     if isinstance(exc, GatewayError):
         return exc
+    if isinstance(exc, UpstreamError):  # the provider already knows what the client should see
+        headers = {} if exc.retry_after is None else {"Retry-After": f"{exc.retry_after:g}"}
+        message = scrub(str(exc.error.get("message") or exc))
+        if exc.http_status == exc.status:  # the client's own mistake: the upstream's words
+            return GatewayError(exc.status, message, headers=headers, body=exc.to_openai())
+        # the upstream failed, or refused the gateway's own key: not the client's doing
+        upstream = f"answered {exc.status}" if exc.status else "did not answer"
+        return GatewayError(
+            exc.http_status,
+            f"Provider {provider!r}: the upstream {upstream}: {message}",
+            type="server_error",
+            code="upstream_timeout" if exc.http_status == 504 else "upstream_error",
+            headers=headers,
+        )
     status = getattr(exc, "status", None)
     if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
         body = getattr(exc, "body", None)

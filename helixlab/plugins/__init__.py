@@ -19,7 +19,7 @@ A provider that fails raises :class:`UpstreamError` (status, OpenAI error body, 
 
 from __future__ import annotations
 
-from ._provider_errors import UpstreamError
+from ..errors import UpstreamError
 
 CATALOG: dict[str, str] = {
     "builtin-tools": "helixlab.plugins._tools:BuiltinTools",

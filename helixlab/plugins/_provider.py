@@ -54,7 +54,7 @@ from helixlab.llm import (
     aiter_sse_chunks,
 )
 
-from ._provider_errors import UpstreamError
+from ..errors import UpstreamError
 
 __all__ = [
     "CustomProvider",
