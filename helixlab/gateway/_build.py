@@ -149,7 +149,7 @@ def build_state(
                     f"factory taking the next ASGI app and returning the wrapped app.",
                 )
             middleware.append((name, factory))
-    router = Router(tuple(providers), tools, owners)
+    router = Router(tuple(providers), tools)
     app: ASGIApp = _Core(core, router)
     for name, factory in reversed(middleware):
         wrapped = _phase(name, "get_middleware", lambda factory=factory, app=app: factory(app))

@@ -45,7 +45,6 @@ class Router:
 
     providers: tuple[ProviderRoute, ...] = ()
     tools: Mapping[str, Tool] = field(default_factory=dict)
-    tool_owners: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "providers", tuple(sorted(self.providers, key=ProviderRoute.rank)))

@@ -16,30 +16,15 @@ __all__ = ["EventLog", "PluginEvent"]
 
 log = logging.getLogger("helixlab.events")
 
-#: The event kinds, in the order a plugin usually meets them.
-KINDS = (
-    "registered",
-    "unregistered",
-    "configured",
-    "initialized",
-    "started",
-    "stopping",
-    "stopped",
-    "failed",
-    "skipped",
-    "reloading",
-    "reloaded",
-    "reload_failed",
-    "rolled_back",
-    "unloaded",
-    "health_changed",
-    "file_error",
-)
-
 
 @dataclass(frozen=True)
 class PluginEvent:
-    """One transition of one plugin. ``time`` is wall-clock seconds; repr leaves it out."""
+    """One transition of one plugin. ``time`` is wall-clock seconds; repr leaves it out.
+
+    Kinds, in the order a plugin usually meets them: registered, configured, initialized,
+    started, reloading, reloaded (or reload_failed and rolled_back), health_changed,
+    stopping, stopped, unloaded, unregistered; and failed, skipped, file_error.
+    """
 
     seq: int
     kind: str

@@ -42,9 +42,6 @@ class Timeouts:
     import_state: float = 5.0
     drain: float = 30.0
 
-    def of(self, phase: str) -> float:
-        return getattr(self, phase)
-
 
 @dataclass
 class Live:

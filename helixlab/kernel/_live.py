@@ -139,11 +139,6 @@ class LivePool:
                 return
             self._loop.call_soon_threadsafe(event.set)
 
-    def in_flight(self, up_to: Generation) -> int:
-        """Leases still held on generations up to and including ``up_to``."""
-        with self._lock:
-            return sum(g.leases for g in self._retired if g.number <= up_to.number)
-
     async def drain(self, up_to: Generation, timeout: float) -> bool:
         """Wait (on the kernel loop) until no lease is held on a generation up to ``up_to``."""
         with self._lock:

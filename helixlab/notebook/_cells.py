@@ -152,7 +152,3 @@ def _same_print(kernel: Any, cls: type[Plugin]) -> str:
     digest = fingerprint(cls)
     registered = kernel.entry(cls.name).fingerprint or ""
     return registered if registered.partition(":")[0] == digest else digest
-
-
-def is_plugin_class(obj: object) -> bool:
-    return isinstance(obj, type) and issubclass(obj, Plugin) and bool(obj.name)

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import html
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..kernel import HealthStatus, PluginEvent, PluginInfo
 from ..kernel._drawing import STATE_COLORS
 
 __all__ = ["EventTable", "GraphView", "HealthTable", "PluginTable", "Text", "table_html"]
@@ -181,15 +180,3 @@ class GraphView(_Display):
             if svg is not None:
                 bundle["image/svg+xml"] = svg
         return bundle
-
-
-def plugin_rows(infos: Iterable[PluginInfo]) -> PluginTable:
-    return PluginTable(infos)
-
-
-def health_rows(statuses: Mapping[str, HealthStatus]) -> HealthTable:
-    return HealthTable(statuses)
-
-
-def event_rows(events: Iterable[PluginEvent]) -> EventTable:
-    return EventTable(events)
