@@ -29,6 +29,7 @@ def dashboard(pair):
 
 
 def cells(board: Dashboard, name: str) -> dict[str, str]:
+    assert board.wait_idle()  # the dashboard redraws on a worker thread after events
     return {key: cell.value for key, cell in board.row(name).cells.items()}
 
 
@@ -57,6 +58,7 @@ def test_cells_and_buttons_carry_the_css_classes_the_browser_test_selects(dashbo
 
 def test_rows_follow_kernel_events(pair, dashboard, make_plugin):
     pair.register(make_plugin("cache", deps=("store",)))
+    assert dashboard.wait_idle()
     assert list(dashboard._rows) == ["store", "api", "cache"]
     assert ">registered<" in cells(dashboard, "cache")["state"]
     assert not dashboard.row("cache").buttons["start"].disabled
@@ -109,7 +111,7 @@ def test_updates_arrive_from_a_background_thread_without_printing(pair, dashboar
         worker = threading.Thread(target=pair.reload, args=("api",), name="worker")
         worker.start()
         worker.join(timeout=10)
-        assert dashboard.graph.wait_idle()
+        assert dashboard.wait_idle()
     assert reloads.value == "1"
     assert changed_on and threading.main_thread().name not in changed_on
     assert printed.stdout == "" and printed.stderr == "" and printed.outputs == []
@@ -164,6 +166,7 @@ def test_event_log_is_newest_first_filterable_and_bounded(pair):
     log = EventLogView(pair, limit=5)
     try:
         pair.reload("api")
+        assert log.wait_idle()
         rows = log.rows()
         assert len(rows) == 5
         assert [e.seq for e in rows] == sorted((e.seq for e in rows), reverse=True)

@@ -333,6 +333,10 @@ class DependencyGraph:
         self._node(name)
         return sorted(dependents(self._deps, name, transitive=transitive))
 
+    def dependents_map(self) -> dict[str, list[str]]:
+        """The direct dependents of every plugin, sorted, in one pass (for tables of all)."""
+        return {name: sorted(users) for name, users in _reverse(self._deps).items()}
+
     def dependencies(self, name: str, *, transitive: bool = False) -> list[str]:
         """Registered plugins ``name`` declares (directly, or through others)."""
         self._node(name)

@@ -527,6 +527,7 @@ class Kernel:
         except DependencyError:
             order = []
         names = order + sorted(set(registry) - set(order))
+        users = graph.dependents_map()
         rows = []
         for name in names:
             entry = registry[name]
@@ -540,7 +541,7 @@ class Kernel:
                     state=state.value,
                     description=entry.cls.description,
                     dependencies=tuple(d for d, _ in entry.requires),
-                    dependents=tuple(graph.dependents(name)),
+                    dependents=tuple(users.get(name, ())),
                     priority=entry.priority,
                     enabled=entry.spec.enabled,
                     reload_count=self._reloads.get(name, 0),

@@ -1,6 +1,8 @@
 """Live widgets: the dashboard, the dependency-graph view and the event log.
 
-They update from kernel events, which arrive on the kernel's thread: they only change
+They update after kernel events. An event only pokes a widget; the redrawing happens on
+a worker thread, once per burst of events, so an open dashboard does not slow the
+kernel's own thread (a reload emits several events per plugin). They only change
 widget values (sent over comms), never print and never clear outputs, so nothing lands
 in whatever cell happens to be running and nbval has nothing to trip on. Each widget's
 ``repr`` is a stable one-line summary, since that is the ``text/plain`` nbval compares.
@@ -153,11 +155,13 @@ class EventLogView(w.VBox):
         super().__init__([self.filter, self.table], **kwargs)
         self._lock = threading.Lock()
         self.filter.observe(lambda _change: self.refresh(), names="value")
-        self._unsubscribe = kernel.subscribe(self._on_event)
+        self._coalescer = _Coalescer(self.refresh)
+        self._unsubscribe = kernel.subscribe(lambda _event: self._coalescer.poke())
         self.refresh()
 
-    def _on_event(self, event: PluginEvent) -> None:
-        self.refresh()
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until the table has caught up with the events so far."""
+        return self._coalescer.idle.wait(timeout)
 
     def rows(self) -> list[PluginEvent]:
         plugin = None if self.filter.value == "all" else self.filter.value
@@ -212,8 +216,17 @@ class Dashboard(w.VBox):
         parts = [top, self.grid, self.status, self.graph, self.events_view]
         super().__init__([p for p in parts if p is not None], **kwargs)
         self.add_class("helix-dashboard")
-        self._unsubscribe = kernel.subscribe(lambda _event: self.refresh())
+        self._coalescer = _Coalescer(self.refresh)
+        self._unsubscribe = kernel.subscribe(lambda _event: self._coalescer.poke())
         self.refresh()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until every part of the dashboard has caught up with the events so far."""
+        parts = [
+            self._coalescer.idle.wait,
+            *(p.wait_idle for p in (self.graph, self.events_view) if p),
+        ]
+        return all(wait(timeout) for wait in parts)
 
     def row(self, name: str) -> _Row:
         return self._rows[name]
