@@ -27,7 +27,7 @@ from . import _discovery, _health, _loader, _reload
 from ._config import PluginSpec
 from ._events import EventLog, PluginEvent
 from ._graph import DependencyGraph
-from ._lifecycle import Timeouts
+from ._lifecycle import Runner, Timeouts
 from ._live import Lease, LivePool
 from ._loop import LoopThread
 from ._plugin import Plugin, PluginState
@@ -116,6 +116,7 @@ class Kernel:
         self._thread = LoopThread()
         self._events = EventLog(event_log_size)
         self._pool = LivePool(self._thread.loop)
+        self._runner = Runner(self._thread.loop)
         self._secrets: frozenset[str] = frozenset()
         self._registry = Registry()
         self._states: dict[str, PluginState] = {}
@@ -541,6 +542,7 @@ class Kernel:
             await self._thread.arun(self._shutdown())
         finally:
             self._closed = True
+            self._runner.close()
             self._thread.stop()
 
     def close(self) -> None:
@@ -560,6 +562,7 @@ class Kernel:
             self._thread.run(self._shutdown())
         finally:
             self._closed = True
+            self._runner.close()
             self._thread.stop()
 
     async def _shutdown(self) -> None:

@@ -43,7 +43,7 @@ class Entry:
         """The secret values in this entry's configuration (computed once per entry)."""
         return frozenset(secret_values(self.spec.config) | secret_values(self.config))
 
-    @property
+    @functools.cached_property
     def requires(self) -> tuple[tuple[str, str], ...]:
         """Declared (class) plus configured (``depends_on``) dependencies, merged by name."""
         merged: dict[str, str] = {}
@@ -57,7 +57,8 @@ class Entry:
     def priority(self) -> int:
         return self.cls.priority if self.spec.priority is None else self.spec.priority
 
-    def node(self) -> Node:
+    @functools.cached_property
+    def _node(self) -> Node:
         return Node(
             name=self.name,
             version=str(self.cls.version),
@@ -65,6 +66,10 @@ class Entry:
             enabled=self.spec.enabled,
             requires=self.requires,
         )
+
+    def node(self) -> Node:
+        """This entry as the graph sees it (computed once per entry)."""
+        return self._node
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,12 @@ class Registry:
             raise PluginNotFoundError(name, self.entries) from None
 
     def graph(self) -> DependencyGraph:
-        return DependencyGraph({name: entry.node() for name, entry in self.entries.items()})
+        """The dependency graph of these entries (built once per registry: it is immutable)."""
+        graph = self.__dict__.get("_graph")
+        if graph is None:
+            graph = DependencyGraph({name: entry.node() for name, entry in self.entries.items()})
+            object.__setattr__(self, "_graph", graph)
+        return graph
 
     def with_entry(self, entry: Entry) -> Registry:
         return Registry({**self.entries, entry.name: entry})
