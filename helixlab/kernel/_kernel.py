@@ -29,7 +29,7 @@ from ._events import EventLog, PluginEvent
 from ._graph import DependencyGraph
 from ._lifecycle import Runner, Timeouts
 from ._live import Lease, LivePool
-from ._loop import LoopThread
+from ._loop import LoopThread, Submission
 from ._plugin import Plugin, PluginState
 from ._registry import Entry, Registry
 from ._reports import HealthStatus, LoadReport, PluginInfo, ReloadReport
@@ -54,21 +54,8 @@ def _exclusive(impl: Callable[..., Any]) -> Callable[..., Any]:
     return method
 
 
-class _Call:
-    """One submission to the kernel's loop: its task, so that an interrupt can find it."""
-
-    __slots__ = ("cancelled", "task")
-
-    def __init__(self) -> None:
-        self.task: asyncio.Task | None = None
-        self.cancelled = False
-
-    async def run(self, coro: Any) -> Any:
-        if self.cancelled:  # interrupted before it began: nothing to undo
-            coro.close()
-            raise asyncio.CancelledError
-        self.task = asyncio.current_task()
-        return await coro
+def _finish_anyway(submission: Any) -> None:
+    """What an interrupt of ``close()`` changes: nothing, it stops everything all the same."""
 
 
 class _Operation:
@@ -165,10 +152,10 @@ class Kernel:
         if self._op is op:
             self._op = None
 
-    def _interrupt(self, call: _Call) -> None:
-        """On the loop: the caller of ``call`` was interrupted (KeyboardInterrupt, cancel)."""
-        op = self._op
-        if op is not None and call.task is not None and op.task is call.task:
+    def _interrupt(self, submission: Submission) -> None:
+        """On the loop: the caller of ``submission`` was interrupted (KeyboardInterrupt, cancel)."""
+        op, task = self._op, submission.task
+        if op is not None and task is not None and op.task is task:
             if not op.interrupted:
                 op.interrupted = True
                 op.hurry.set()
@@ -177,10 +164,10 @@ class Kernel:
                     "kernel",
                     detail="caller interrupted: rolling back, or finishing after the swap",
                 )
-        elif call.task is None:
-            call.cancelled = True
-        elif not call.task.done():
-            call.task.cancel()  # queued for the lock, or only reading: nothing half-done
+        elif task is None:  # not begun: it never will
+            submission.future.cancel()
+        elif not task.done():
+            task.cancel()  # queued for the lock, or only reading: nothing half-done
 
     def _discard(self, result: Any) -> None:
         """On the loop: a result its interrupted caller never received."""
@@ -198,20 +185,11 @@ class Kernel:
 
     def _run(self, coro: Any) -> Any:
         self._check_open(coro)
-        self._thread.refuse_in_loop(coro)
-        call = _Call()
-        return self._thread.run(
-            call.run(coro), on_interrupt=lambda: self._interrupt(call), discard=self._discard
-        )
+        return self._thread.run(coro, on_interrupt=self._interrupt, discard=self._discard)
 
     async def _arun(self, coro: Any) -> Any:
         self._check_open(coro)
-        if self._thread.in_loop():
-            return await coro
-        call = _Call()
-        return await self._thread.arun(
-            call.run(coro), on_interrupt=lambda: self._interrupt(call), discard=self._discard
-        )
+        return await self._thread.arun(coro, on_interrupt=self._interrupt, discard=self._discard)
 
     async def _prepare(self, make: Callable[[], Transaction], timeout: float | None) -> Any:
         """Take the operation lock, prepare ``make()``'s transaction, keep the lock."""
@@ -539,7 +517,7 @@ class Kernel:
             )
         self._closing = True
         try:
-            await self._thread.arun(self._shutdown())
+            await self._thread.arun(self._shutdown(), on_interrupt=_finish_anyway)
         finally:
             self._closed = True
             self._runner.close()
@@ -558,8 +536,8 @@ class Kernel:
                 "subscriber or a request); close the kernel from the code that created it."
             )
         self._closing = True
-        try:
-            self._thread.run(self._shutdown())
+        try:  # an interrupt does not cut it short: close stops everything, then re-raises
+            self._thread.run(self._shutdown(), on_interrupt=_finish_anyway)
         finally:
             self._closed = True
             self._runner.close()

@@ -212,6 +212,11 @@ async def load(kernel: Any, names: Iterable[str] | None) -> LoadReport:
     for name in wanted:
         if name in pool.current.live:
             continue
+        op = kernel._op
+        if op is not None and op.interrupted:  # what started is up; the rest is not begun
+            report.skipped[name] = "the load was interrupted before it"
+            kernel._emit("skipped", name, detail=report.skipped[name])
+            continue
         entry = registry[name]
         down = [d for d, _ in entry.requires if d not in pool.current.live]
         if down:

@@ -55,7 +55,7 @@ class FileWatcher:
         self._batches = 0
         self._stop: asyncio.Event | None = None
         ready = threading.Event()
-        self._future = kernel._thread.submit(self._run(ready))
+        self._future = kernel._thread.submit(self._run(ready)).future
         ready.wait(10)
         kernel.add_closer(self._astop)
 
