@@ -110,6 +110,7 @@ class Kernel:
         self._errors: dict[str, str] = {}
         self._reloads: dict[str, int] = {}
         self._health: dict[str, HealthStatus] = {}
+        self._checks: dict[str, tuple] = {}  # name -> (instance, Progress, task): one in flight
         self._pending: dict[str, PluginSpec] = {}
         self._op_lock = asyncio.Lock()
         self._closers: list[Callable[[], Any]] = []

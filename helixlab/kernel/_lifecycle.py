@@ -186,26 +186,34 @@ class Runner:
 
     # -- one phase ----------------------------------------------------------------------
 
-    async def call(self, live: Live, phase: str, *args: Any, timeout: float) -> Any:
-        """One phase of one instance; errors become PluginError(plugin, phase)."""
+    async def call(
+        self, live: Live, phase: str, *args: Any, timeout: float, progress: Progress | None = None
+    ) -> Any:
+        """One phase of one instance; errors become PluginError(plugin, phase).
+
+        ``progress.finished`` tells, later, whether the call has really returned.
+        """
         method = getattr(type(live.plugin), PHASES[phase])
         if method is _BASE[phase]:
+            if progress is not None:
+                progress.finished = True
             return None
         where = "loop" if inspect.iscoroutinefunction(method) else "thread"
-        return await self.run(_one(live, phase, args, timeout), where)
+        return await self.run(_one(live, phase, args, timeout), where, progress)
 
     # -- a job --------------------------------------------------------------------------
 
-    async def run(self, job: Job, where: str) -> Any:
+    async def run(self, job: Job, where: str, progress: Progress | None = None) -> Any:
         """Drive ``job`` at ``where`` (``none``, ``thread`` or ``loop``); its return value."""
         if where == "none":
             return _drive_inline(job)
+        progress = progress or Progress()
         if where == "thread":
-            return await self.plain.run(lambda p: self._drive_thread(job, p), timed_out)
-        progress = Progress()
+            return await self.plain.run(lambda p: self._drive_thread(job, p), timed_out, progress)
         task = self.loop.create_task(_guarded(self._drive_loop(job, progress)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: setattr(progress, "finished", True))
         future = self.loop.create_future()
         task.add_done_callback(lambda t: _settle_task(future, t))
         progress.waiting = task

@@ -36,10 +36,11 @@ class Abandoned(BaseException):
 class Progress:
     """Where a job is: the phase it is in (its label), since when, and for how long at most."""
 
-    __slots__ = ("abandoned", "label", "started", "timeout", "waiting")
+    __slots__ = ("abandoned", "finished", "label", "started", "timeout", "waiting")
 
     def __init__(self) -> None:
         self.abandoned = False
+        self.finished = False  # the job returned or raised (even long after it was abandoned)
         self.label: Any = None  # None between phases
         self.started = 0.0
         self.timeout = 0.0
@@ -74,6 +75,7 @@ class _Worker(threading.Thread):
                 result: tuple[bool, Any] = (True, job(progress))
             except BaseException as exc:  # every ending is the job's result
                 result = (False, exc)
+            progress.finished = True
             done(result)
             del item, job, progress, done, result
             if not self.pool._idle_again(self):
