@@ -71,6 +71,7 @@ class ConfigProblem:
     line: int | None = None
     plugin: str | None = None
     path: str = ""
+    kind: str = ""  # "missing" for a required key not set: the plugin can wait for it
 
     def __str__(self) -> str:
         where = self.source if self.line is None else f"{self.source}:{self.line}"

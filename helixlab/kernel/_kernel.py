@@ -369,8 +369,12 @@ class Kernel:
         """Init and start every enabled plugin in dependency order.
 
         A plugin that fails is marked failed; plugins that need it are skipped (the report
-        says why); the others keep loading.
+        says why); the others keep loading. A plugin configured but never registered is a
+        ConfigError (with its file and line), before anything starts.
         """
+        error = _reload.unregistered(self)
+        if error is not None:
+            raise error
         return await _loader.load(self, None)
 
     load_all = _blocking(aload_all)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..errors import DependencyError, PluginError, describe
+from ..errors import ConfigError, DependencyError, PluginError, describe
 from ._lifecycle import Job, Live, fresh_copy, home, widest
 from ._plugin import Context, PluginState
 from ._registry import Entry
@@ -227,7 +227,13 @@ async def load(kernel: Any, names: Iterable[str] | None) -> LoadReport:
             kernel._emit("skipped", name, detail=report.skipped[name])
             continue
         try:
+            entry.check_loadable()  # required settings: validated again at load
             live = await start_instance(kernel, entry, pool.current.live)
+        except ConfigError as exc:
+            error = PluginError(name, "config", str(exc), cause=exc)
+            fail(kernel, name, error)
+            _record(kernel, report, name, error)
+            continue
         except PluginError as exc:
             _record(kernel, report, name, exc)
             continue

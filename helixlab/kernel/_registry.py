@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import PluginNotFoundError, RegistryError
+from ..errors import ConfigError, ConfigProblem, PluginNotFoundError, RegistryError
 from ._config import PluginSpec
 from ._graph import DependencyGraph, Node
 from ._plugin import Plugin, check_plugin_class, parse_dependency
@@ -33,6 +33,23 @@ class Entry:
     source: str | None = None  # the file (or cell) that defined the class, for people
     unit: str | None = None  # what a new definition is matched on: a file's root, a cell's id
     fingerprint: str | None = None  # digest of the code; a new definition reloads when it differs
+    missing: tuple[ConfigProblem, ...] = ()  # required settings not given yet: cannot load
+
+    def check_loadable(self) -> None:
+        """Raise the ConfigError of the required settings still missing (at load)."""
+        if not self.missing:
+            return
+        name = self.name
+        problems = [
+            replace(
+                p,
+                message=f"{p.message.rstrip('.')}: plugin {name!r} cannot load without it; set "
+                f"it under `plugins: {name}: config:` in the configuration, or with "
+                f"kernel.configure({name!r}, {{...}}).",
+            )
+            for p in self.missing
+        ]
+        raise ConfigError(problems, self.missing[0].source)
 
     @property
     def name(self) -> str:
@@ -133,8 +150,8 @@ class Registry:
                 f"unregister it first."
             )
         spec = spec or PluginSpec(name=name)
-        config = validate_config(spec, cls.config_model)
-        entry = Entry(cls, spec, config, instance, origin, source, unit, fingerprint)
+        config, missing = _validated(spec, cls)
+        entry = Entry(cls, spec, config, instance, origin, source, unit, fingerprint, missing)
         return self.with_entry(entry)
 
     def with_class(
@@ -143,7 +160,7 @@ class Registry:
         """A registry where ``cls.name`` uses this new class (its config revalidated)."""
         check_plugin_class(cls)
         entry = self[cls.name]
-        config = validate_config(entry.spec, cls.config_model)
+        config, missing = _validated(entry.spec, cls)
         new = replace(
             entry,
             cls=cls,
@@ -151,6 +168,7 @@ class Registry:
             instance=None,
             source=source or entry.source,
             fingerprint=fingerprint,
+            missing=missing,
         )
         return self.with_entry(new)
 
@@ -158,4 +176,14 @@ class Registry:
         """A registry where ``spec.name`` has this configuration, validated by its class."""
         entry = self[spec.name]
         config = validate_config(spec, entry.cls.config_model)
-        return self.with_entry(replace(entry, spec=spec, config=config))
+        return self.with_entry(replace(entry, spec=spec, config=config, missing=()))
+
+
+def _validated(spec: PluginSpec, cls: type[Plugin]) -> tuple[Any, tuple[ConfigProblem, ...]]:
+    """The validated config, or None and the required keys missing (they may come later)."""
+    try:
+        return validate_config(spec, cls.config_model), ()
+    except ConfigError as exc:
+        if not all(p.kind == "missing" for p in exc.problems):
+            raise
+        return None, tuple(exc.problems)
