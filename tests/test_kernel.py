@@ -428,3 +428,27 @@ def test_a_built_in_plugin_brings_its_built_in_dependencies(kernel):
     kernel.apply_config("plugins:\n  request-logger:\n    config: {log_body: false}\n")
     assert set(kernel.names) == {"request-logger", "custom-logger"}
     assert kernel.load_all().order == ["custom-logger", "request-logger"]
+
+
+def test_the_kernel_imports_nothing_from_the_layers_above_it():
+    import ast
+    from pathlib import Path
+
+    root = Path(hx.__file__).parent
+    files = [*sorted((root / "kernel").glob("*.py")), root / "errors.py", root / "_reprs.py"]
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                names += [alias.name for alias in node.names]
+                if any(part in ("notebook", "gateway") for n in names for part in n.split(".")):
+                    found.append(f"{path.name}:{node.lineno}")
+    assert found == []
+
+
+def test_kernel_objects_draw_as_html_through_what_the_notebook_registered(kernel, make_plugin):
+    kernel.register(make_plugin("a"))
+    report = kernel.load_all()
+    assert "<" in report._repr_html_() and "a" in kernel._repr_html_()
+    assert "KernelClosedError" in hx.KernelClosedError("x")._repr_html_()

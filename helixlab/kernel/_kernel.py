@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .._reprs import html_of
 from ..errors import (
     DependencyError,
     HelixError,
@@ -52,6 +54,22 @@ def _exclusive(impl: Callable[..., Any]) -> Callable[..., Any]:
         return await self._arun(self._locked(impl(self, *args, **kwargs)))
 
     return method
+
+
+#: what ``Kernel.serve``/``aserve`` call, as ``"module:function"`` taking the kernel first;
+#: set by the package (``helixlab/__init__.py``) so that the kernel imports no gateway
+SERVERS: dict[str, str] = {}
+
+
+def _server(name: str) -> Callable[..., Any]:
+    target = SERVERS.get(name)
+    if target is None:
+        raise HelixError(
+            f"No gateway is registered for Kernel.{name}(); import helixlab (which registers "
+            f"helixlab.gateway), or call helixlab.gateway.{name}(kernel, ...)."
+        )
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def _finish_anyway(submission: Any) -> None:
@@ -709,17 +727,15 @@ class Kernel:
     def serve(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> Any:
         """Serve the OpenAI-compatible gateway built from the live plugins, on the kernel's loop.
 
-        Returns a handle with ``url`` and ``stop()``; closing the kernel stops it too.
+        Returns a handle with ``url`` and ``stop()``; closing the kernel stops it too. (The
+        gateway's ``serve(kernel, ...)``, found through :data:`SERVERS`: the kernel does not
+        import the gateway.)
         """
-        from ..gateway import serve
-
-        return serve(self, host=host, port=port, **options)
+        return _server("serve")(self, host=host, port=port, **options)
 
     async def aserve(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> Any:
         """Async twin of :meth:`serve`, usable from any loop (the kernel's included)."""
-        from ..gateway import aserve
-
-        return await aserve(self, host=host, port=port, **options)
+        return await _server("aserve")(self, host=host, port=port, **options)
 
     # -- display --------------------------------------------------------------------------
 
@@ -728,10 +744,8 @@ class Kernel:
         state = "closed" if self._closed else f"{active}/{len(self._registry)} active"
         return f"<helixlab.Kernel: {state}>"
 
-    def _repr_html_(self) -> str:
-        from ..notebook import _html
-
-        return _html.kernel_html(self)
+    def _repr_html_(self) -> str | None:
+        return html_of(self)  # registered by the notebook layer
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         rows = self.info()
