@@ -240,7 +240,7 @@ class Kernel:
     @_registry.setter
     def _registry(self, registry: Registry) -> None:
         self.__registry = registry
-        self._secrets = frozenset().union(*(e.secrets for e in registry.entries.values()))
+        self._secrets = registry.secrets  # kept up to date entry by entry: no rescan
 
     def _redact(self, text: str) -> str:
         """``text`` with the configured secret values masked: errors may quote them."""
