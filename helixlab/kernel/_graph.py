@@ -248,6 +248,7 @@ class DependencyGraph:
         else:  # (names that are no node are ignored by every algorithm here)
             self._enabled = self._deps
         self._priority = {n: node.priority for n, node in table.items() if node.priority}
+        self._cascades: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def __contains__(self, name: object) -> bool:
         return name in self.nodes
@@ -337,11 +338,17 @@ class DependencyGraph:
     def reload_order(self, names: str | Iterable[str]) -> list[str]:
         """What a reload of ``names`` restarts: them and every enabled dependent, deps first."""
         targets = [names] if isinstance(names, str) else list(names)
+        key = tuple(targets)
+        known = self._cascades.get(key)
+        if known is not None:  # the graph is immutable: the same question, the same answer
+            return list(known)
         for name in targets:
             if name not in self._enabled:
                 self._node(name)  # unknown: "not registered"; else known but disabled
                 raise PluginNotFoundError(name, self._enabled, what="enabled")
-        return reload_order(self._enabled, targets, self._priority)
+        order = reload_order(self._enabled, targets, self._priority)
+        self._cascades[key] = tuple(order)
+        return order
 
     def dependents(self, name: str, *, transitive: bool = False) -> list[str]:
         """Registered plugins that declare ``name`` (directly, or through others)."""

@@ -41,6 +41,7 @@ __all__ = [
     "call_phase",
     "fresh_copy",
     "home",
+    "overridden",
     "overrides",
     "widest",
 ]
@@ -120,7 +121,22 @@ def home(plugin_class: type, phases: tuple[str, ...]) -> str:
     return where
 
 
-_homes: weakref.WeakKeyDictionary[type, dict[tuple[str, ...], str]] = weakref.WeakKeyDictionary()
+def overridden(plugin_class: type) -> frozenset[str]:
+    """The phases this class defines itself (the others are skipped); computed once."""
+    homes = _homes.get(plugin_class)
+    if homes is None:
+        homes = _homes[plugin_class] = {}
+    found = homes.get(None)
+    if found is None:
+        found = homes[None] = frozenset(
+            phase
+            for phase, method in PHASES.items()
+            if getattr(plugin_class, method) is not _BASE[phase]
+        )
+    return found
+
+
+_homes: weakref.WeakKeyDictionary[type, dict[Any, Any]] = weakref.WeakKeyDictionary()
 
 
 def _home(plugin_class: type, phases: tuple[str, ...]) -> str:
