@@ -136,6 +136,20 @@ def overridden(plugin_class: type) -> frozenset[str]:
     return found
 
 
+def _async_phases(plugin_class: type) -> frozenset[str]:
+    """The phases this class defines with ``async def``; computed once."""
+    homes = _homes.get(plugin_class)
+    found = homes.get("async") if homes is not None else None
+    if found is None:
+        found = frozenset(
+            phase
+            for phase in overridden(plugin_class)
+            if inspect.iscoroutinefunction(getattr(plugin_class, PHASES[phase]))
+        )
+        _homes[plugin_class]["async"] = found
+    return found
+
+
 _homes: weakref.WeakKeyDictionary[type, dict[Any, Any]] = weakref.WeakKeyDictionary()
 
 
@@ -285,11 +299,12 @@ class Runner:
             except StopIteration as stop:
                 return stop.value
             live, phase, args, timeout = request
-            method = getattr(live.plugin, PHASES[phase])
-            if getattr(method, "__func__", None) is _BASE[phase]:
+            cls = type(live.plugin)
+            if phase not in overridden(cls):
                 sent = None
                 continue
-            if not inspect.iscoroutinefunction(method):  # a plain phase in an async job
+            method = getattr(live.plugin, PHASES[phase])
+            if phase not in _async_phases(cls):  # a plain phase in an async job
                 progress.begin((live, phase), timeout * 2)  # the inner watchdog fires first
                 try:
                     sent = await self.run(_one(live, phase, args, timeout), "thread")
