@@ -72,10 +72,6 @@ def _server(name: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), attr)
 
 
-def _finish_anyway(submission: Any) -> None:
-    """What an interrupt of ``close()`` changes: nothing, it stops everything all the same."""
-
-
 class _Operation:
     """The lifecycle operation holding the lock: whether its caller was interrupted."""
 
@@ -187,6 +183,11 @@ class Kernel:
             submission.future.cancel()
         elif not task.done():
             task.cancel()  # queued for the lock, or only reading: nothing half-done
+            self._emit("interrupted", "kernel", detail="caller interrupted: given up, unchanged")
+
+    def _interrupt_close(self, submission: Submission) -> None:
+        """On the loop: an interrupt of ``close()`` changes nothing; it stops everything."""
+        self._emit("interrupted", "kernel", detail="caller interrupted: closing goes on")
 
     def _discard(self, result: Any) -> None:
         """On the loop: a result its interrupted caller never received."""
@@ -540,7 +541,7 @@ class Kernel:
             )
         self._closing = True
         try:
-            await self._thread.arun(self._shutdown(), on_interrupt=_finish_anyway)
+            await self._thread.arun(self._shutdown(), on_interrupt=self._interrupt_close)
         finally:
             self._closed = True
             self._runner.close()
@@ -560,7 +561,7 @@ class Kernel:
             )
         self._closing = True
         try:  # an interrupt does not cut it short: close stops everything, then re-raises
-            self._thread.run(self._shutdown(), on_interrupt=_finish_anyway)
+            self._thread.run(self._shutdown(), on_interrupt=self._interrupt_close)
         finally:
             self._closed = True
             self._runner.close()
