@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import copy
 import inspect
-import weakref
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,57 +112,45 @@ def widest(*wheres: str) -> str:
 
 def home(plugin_class: type, phases: tuple[str, ...]) -> str:
     """Where a job calling ``phases`` of this class runs: ``none``, ``thread`` or ``loop``."""
-    homes = _homes.get(plugin_class)
-    if homes is None:
-        homes = _homes[plugin_class] = {}
-    where = homes.get(phases)
-    if where is None:
-        where = homes[phases] = _home(plugin_class, phases)
-    return where
+    defined, asynchronous = _phases(plugin_class)
+    if defined.isdisjoint(phases):
+        return "none"
+    return "thread" if asynchronous.isdisjoint(phases) else "loop"
 
 
 def overridden(plugin_class: type) -> frozenset[str]:
-    """The phases this class defines itself (the others are skipped); computed once."""
-    homes = _homes.get(plugin_class)
-    if homes is None:
-        homes = _homes[plugin_class] = {}
-    found = homes.get(None)
+    """The phases this class defines itself (the others are skipped)."""
+    return _phases(plugin_class)[0]
+
+
+def _async_phases(plugin_class: type) -> frozenset[str]:
+    """The phases this class defines with ``async def``."""
+    return _phases(plugin_class)[1]
+
+
+#: the attribute a plugin class keeps its phases in (its own ``__dict__``, not inherited;
+#: fingerprints leave it out)
+PHASES_ATTR = "__helix_phases__"
+
+
+def _phases(plugin_class: type) -> tuple[frozenset[str], frozenset[str]]:
+    """(phases defined, phases defined with ``async def``), computed once per class."""
+    found = plugin_class.__dict__.get(PHASES_ATTR)
     if found is None:
-        found = homes[None] = frozenset(
+        defined = frozenset(
             phase
             for phase, method in PHASES.items()
             if getattr(plugin_class, method) is not _BASE[phase]
         )
-    return found
-
-
-def _async_phases(plugin_class: type) -> frozenset[str]:
-    """The phases this class defines with ``async def``; computed once."""
-    homes = _homes.get(plugin_class)
-    found = homes.get("async") if homes is not None else None
-    if found is None:
-        found = frozenset(
+        asynchronous = frozenset(
             phase
-            for phase in overridden(plugin_class)
+            for phase in defined
             if inspect.iscoroutinefunction(getattr(plugin_class, PHASES[phase]))
         )
-        _homes[plugin_class]["async"] = found
+        found = (defined, asynchronous)
+        with contextlib.suppress(TypeError, AttributeError):  # a class that refuses attributes
+            type.__setattr__(plugin_class, PHASES_ATTR, found)
     return found
-
-
-_homes: weakref.WeakKeyDictionary[type, dict[Any, Any]] = weakref.WeakKeyDictionary()
-
-
-def _home(plugin_class: type, phases: tuple[str, ...]) -> str:
-    where = "none"
-    for phase in phases:
-        method = getattr(plugin_class, PHASES[phase])
-        if method is _BASE[phase]:
-            continue
-        if inspect.iscoroutinefunction(method):
-            return "loop"
-        where = "thread"
-    return where
 
 
 def fresh_copy(value: Any) -> Any:
