@@ -140,6 +140,7 @@ def cascade(n: int, shape: str, kind: str, runs: int = RUNS) -> dict[str, Any]:
         kernel.reload(root)  # warm-up
         walls, directs, totals = [], [], []
         for _ in range(runs):
+            gc.collect()  # earlier rows' garbage is not this row's cost
             started = time.perf_counter()
             report = kernel.reload(root)
             walls.append(time.perf_counter() - started)
