@@ -27,6 +27,7 @@ import copy
 import inspect
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import Any
 
 from ..errors import PluginError, PluginTimeoutError
@@ -286,22 +287,21 @@ class Runner:
                 request = job.send(sent)
             except StopIteration as stop:
                 return stop.value
-            live, phase, args, timeout = request
-            cls = type(live.plugin)
-            if phase not in overridden(cls):
-                sent = None
-                continue
-            method = getattr(live.plugin, PHASES[phase])
-            if phase not in _async_phases(cls):  # a plain phase in an async job
+            live, phase, args, timeout = request  # jobs request only phases a class defines
+            plugin = live.plugin
+            if phase not in _phases(type(plugin))[1]:  # a plain phase in an async job
                 progress.begin((live, phase), timeout * 2)  # the inner watchdog fires first
                 try:
                     sent = await self.run(_one(live, phase, args, timeout), "thread")
                 finally:
                     progress.label = None
                 continue
-            progress.begin((live, phase), timeout)
+            if progress.abandoned:
+                raise Abandoned
+            progress.started, progress.timeout = monotonic(), timeout
+            progress.label = (live, phase)
             try:
-                sent = await method(*args)
+                sent = await getattr(plugin, PHASES[phase])(*args)
             except BaseException as exc:
                 if progress.abandoned:
                     raise Abandoned from None
