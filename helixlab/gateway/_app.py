@@ -21,6 +21,7 @@ from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
+from ..kernel._secrets import guard_logger
 from ._build import GatewayState
 from ._chat import CONFIG_KEY
 from ._config import GatewayConfig
@@ -29,7 +30,8 @@ from ._errors import GatewayError, error_response
 
 __all__ = ["Gateway"]
 
-logger = logging.getLogger("helixlab.gateway")
+logger = guard_logger(logging.getLogger("helixlab.gateway"))
+guard_logger("uvicorn.error")  # uvicorn's own "Exception in ASGI application" tracebacks
 
 
 class Gateway:

@@ -20,7 +20,7 @@ import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 
 from ..errors import ConfigError, ConfigProblem
-from ._secrets import redact
+from ._secrets import redact, unwrap_marked
 
 __all__ = ["ConfigDocument", "PluginSpec", "parse_config"]
 
@@ -46,12 +46,13 @@ class PluginSpec:
     source: str = "<config>"
     line: int | None = None
     lines: dict[tuple, int] = field(default_factory=dict)  # key path inside config -> line
+    secrets: frozenset[tuple] = frozenset()  # config paths marked {value: ..., secret: true}
 
     def __repr__(self) -> str:  # a spec shown in a notebook must not leak its secrets
         return (
             f"PluginSpec(name={self.name!r}, enabled={self.enabled!r}, "
             f"priority={self.priority!r}, depends_on={self.depends_on!r}, "
-            f"config={redact(self.config)!r}, source={self.source!r}, line={self.line!r})"
+            f"config={redact(self.config, marked=self.secrets)!r}, source={self.source!r}, line={self.line!r})"
         )
 
 
@@ -197,6 +198,7 @@ class _Reader:
         self._active: set[int] = set()
         self._merging: set[int] = set()
         self._budget = _MAX_VALUES
+        self.marked: set[tuple] = set()  # paths written {value: ..., secret: true}
 
     def line(self, node: yaml.Node | None) -> int | None:
         mark = node.start_mark if node is not None else None
@@ -313,8 +315,10 @@ class _Reader:
                 spec.depends_on = self.depends_on(name, vn)
             elif key == "config":
                 lines: dict[tuple, int] = {}
+                self.marked = set()
                 spec.config = self.mapping(vn, name, ("config",), lines)
                 spec.lines = {p[1:]: n for p, n in lines.items()}
+                spec.secrets = frozenset(p[1:] for p in self.marked)
             else:
                 self.report(_unknown_message(key, ENTRY_KEYS), kn, plugin=name, path=(key,))
         return spec
@@ -446,7 +450,10 @@ class _Reader:
             for key, key_node, value_node in self.items(node, plugin, path):
                 self.record(lines, (*path, key), key_node)
                 mapping[key] = self.value(value_node, plugin, (*path, key), lines)
-            return mapping
+            value, marked = unwrap_marked(mapping)
+            if marked:  # `{value: ..., secret: true}`: the value, known to be secret
+                self.marked.add(path)
+            return value
         finally:
             self._active.discard(id(node))
 

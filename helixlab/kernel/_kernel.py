@@ -34,7 +34,7 @@ from ._loop import LoopThread
 from ._plugin import Plugin, PluginState
 from ._registry import Entry, Registry
 from ._reports import HealthStatus, LoadReport, PluginInfo, ReloadReport
-from ._secrets import redact, redact_text
+from ._secrets import SecretBook, redact, secret_values, split_marked
 
 __all__ = ["Kernel"]
 
@@ -72,7 +72,11 @@ def _exclusive(impl: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(impl)
     async def method(self: Kernel, *args: Any, **kwargs: Any) -> Any:
-        return await self._arun(self._locked(impl(self, *args, **kwargs)))
+        try:  # the boundary: what leaves (a report, an error) has its secrets masked
+            return self._secrets.mask(await self._arun(self._locked(impl(self, *args, **kwargs))))
+        except BaseException as exc:
+            self._secrets.mask(exc)
+            raise
 
     return method
 
@@ -111,7 +115,7 @@ class Kernel:
         self._thread = LoopThread()
         self._events = EventLog(event_log_size)
         self._pool = LivePool(self._thread.loop)
-        self._secrets: frozenset[str] = frozenset()
+        self._secrets = SecretBook()  # the current config's and every proposed one's
         self._registry = Registry()
         self._states: dict[str, PluginState] = {}
         self._errors: dict[str, str] = {}
@@ -159,19 +163,24 @@ class Kernel:
     @_registry.setter
     def _registry(self, registry: Registry) -> None:
         self.__registry = registry
-        self._secrets = frozenset().union(*(e.secrets for e in registry.entries.values()))
+        for entry in registry.entries.values():
+            self._secrets.learn(entry.secrets)
+
+    def _learn(self, spec: PluginSpec, cls: type[Plugin] | None) -> None:
+        """Know the secrets of a configuration before applying it: its errors may quote them."""
+        model = getattr(cls, "config_model", None)
+        self._secrets.learn(secret_values(spec.config, model=model, marked=spec.secrets))
 
     def _redact(self, text: str) -> str:
-        """``text`` with the configured secret values masked: errors may quote them."""
-        return redact_text(text, self._secrets) if self._secrets and text else text
+        """``text`` with the known secret values masked: errors may quote them."""
+        return self._secrets.mask(text) if text else text
 
     def _emit(
         self, kind: str, name: str, detail: str = "", error: str | None = None, version: str = ""
     ) -> PluginEvent:
         if not version and name in self._registry:
             version = str(self._registry[name].cls.version)
-        if self._secrets:
-            detail, error = self._redact(detail), error and self._redact(error)
+        detail, error = self._redact(detail), error and self._redact(error)
         return self._events.emit(kind, name, version, detail, error)
 
     # -- registry ---------------------------------------------------------------------
@@ -276,6 +285,8 @@ class Kernel:
         def check(spec: PluginSpec) -> list[ConfigProblem]:
             nonlocal proposed
             name = spec.name
+            known = proposed.entries.get(name)
+            self._learn(spec, known.cls if known else _discovery.builtin_plugin(name))
             if not spec.enabled and name in self._pool.current.live:
                 message = f"{name!r} is running; unload it before disabling it"
                 return [ConfigProblem(message, spec.source, spec.line, name, "enabled")]
@@ -327,13 +338,16 @@ class Kernel:
         ``config`` is merged over the current one. A ConfigError leaves everything as it was.
         """
         entry = self._registry[name]
+        config, marked = split_marked(dict(config))  # `{value: ..., secret: true}` too
         spec = replace(
             entry.spec,
             config={**entry.spec.config, **config},
+            secrets=entry.spec.secrets | marked,
             source="configure()",
             line=None,
             lines={},  # the file's line numbers do not describe these values
         )
+        self._learn(spec, entry.cls)
         return await _reload.reconfigure(self, spec)
 
     configure = _blocking(aconfigure)
@@ -458,7 +472,7 @@ class Kernel:
 
     async def ahealth(self) -> dict[str, HealthStatus]:
         """Run every running plugin's health check concurrently, each under a timeout."""
-        return await self._arun(_health.run(self))
+        return self._secrets.mask(await self._arun(_health.run(self)))
 
     health = _blocking(ahealth)
 
@@ -546,7 +560,7 @@ class Kernel:
                     enabled=entry.spec.enabled,
                     reload_count=self._reloads.get(name, 0),
                     health=_health.column(state, health),
-                    config=redact(entry.config),
+                    config=self._secrets.mask(redact(entry.config, marked=entry.spec.secrets)),
                     origin=entry.origin,
                     source=entry.source,
                     error=self._errors.get(name),
