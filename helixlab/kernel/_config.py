@@ -52,7 +52,8 @@ class PluginSpec:
         return (
             f"PluginSpec(name={self.name!r}, enabled={self.enabled!r}, "
             f"priority={self.priority!r}, depends_on={self.depends_on!r}, "
-            f"config={redact(self.config, marked=self.secrets)!r}, source={self.source!r}, line={self.line!r})"
+            f"config={redact(self.config, marked=self.secrets)!r}, source={self.source!r}, "
+            f"line={self.line!r})"
         )
 
 

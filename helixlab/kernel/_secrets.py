@@ -37,6 +37,7 @@ a URL's userinfo password.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -89,8 +90,31 @@ _SECRET_PARTS = (
 )
 # Words before a last ``token(s)`` that mean the setting counts tokens, not holds one.
 _COUNTING = frozenset(
-    "max min num n prompt completion total reasoning cached output input context reserved "
-    "remaining used audio text image stop special extra limit per".split()
+    [
+        "max",
+        "min",
+        "num",
+        "n",
+        "prompt",
+        "completion",
+        "total",
+        "reasoning",
+        "cached",
+        "output",
+        "input",
+        "context",
+        "reserved",
+        "remaining",
+        "used",
+        "audio",
+        "text",
+        "image",
+        "stop",
+        "special",
+        "extra",
+        "limit",
+        "per",
+    ]
 )
 _WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 _MARK_KEYS = frozenset({"value", "secret"})
@@ -447,20 +471,16 @@ def _mask(obj: Any, books: tuple[SecretBook, ...], seen: set[int]) -> Any:
 
 
 def _mask_exception(exc: BaseException, books: tuple[SecretBook, ...], seen: set[int]) -> None:
-    try:
+    with contextlib.suppress(TypeError, AttributeError):
         exc.args = tuple(_mask(a, books, seen) for a in exc.args)
-    except (TypeError, AttributeError):
-        pass
     for name in ("message", "detail", "error", "body", "problems", "report", "cause"):
         value = getattr(exc, name, None)
         if value is None or isinstance(value, types.MethodType | property):
             continue
         masked = _mask(value, books, seen)
         if masked is not value:
-            try:
+            with contextlib.suppress(AttributeError, TypeError):
                 setattr(exc, name, masked)
-            except (AttributeError, TypeError):
-                pass
     notes = getattr(exc, "__notes__", None)
     if isinstance(notes, list):
         notes[:] = [_mask(n, books, seen) for n in notes]
