@@ -399,6 +399,8 @@ class _Reader:
         sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
         pairs: list = []
         for source in sources:
+            if self._budget < 0:
+                break  # already too big: merging further would only take longer
             if not isinstance(source, yaml.MappingNode) or id(source) in self._merging:
                 message = "a merge key '<<' needs a mapping or a list of mappings, not recursion."
                 if not isinstance(source, yaml.MappingNode):
@@ -407,10 +409,26 @@ class _Reader:
                 continue
             self._merging.add(id(source))
             try:
-                pairs.extend((kn, vn) for _, kn, vn in self.items(source, plugin, path))
+                merged = self.items(source, plugin, path)
             finally:
                 self._merging.discard(id(source))
+            # merged keys count against the alias budget: `<<: [*a, *a]` nested a few levels
+            # deep is a "billion laughs" too, even though the merged keys collapse
+            self.spend(len(merged), source, plugin)
+            pairs.extend((kn, vn) for _, kn, vn in merged)
         return pairs
+
+    def spend(self, count: int, node: yaml.Node | None, plugin: str | None) -> bool:
+        """Take ``count`` values from the expansion budget; False (reported once) past it."""
+        before = self._budget
+        self._budget -= count
+        if self._budget < 0 <= before:
+            message = (
+                f"the configuration expands to more than {_MAX_VALUES} values (aliases and "
+                f"'<<' merge keys count every time they are used); write the values out."
+            )
+            self.report(message, node, plugin=plugin)
+        return self._budget >= 0
 
     def key(self, node: yaml.Node, plugin: str | None, path: tuple, *, raw: bool) -> Any:
         if isinstance(node, _ValueNode):
@@ -425,10 +443,7 @@ class _Reader:
         self, node: yaml.Node, plugin: str | None, path: tuple, lines: dict, *, retype=False
     ) -> Any:
         """The Python value of ``node``, recording the line of every key path under it."""
-        self._budget -= 1
-        if self._budget < 0:
-            if self._budget == -1:
-                self.report("the configuration expands to too many values.", node, plugin=plugin)
+        if not self.spend(1, node, plugin):
             return None
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, plugin, path, retype=retype)

@@ -306,7 +306,10 @@ class Kernel:
                 return exc.problems
             return []
 
-        doc = parse_config(data, source=source, line_offset=line_offset, check=check)
+        # parsed (and the file read) in a worker thread: the kernel's loop keeps serving
+        doc = await asyncio.to_thread(
+            parse_config, data, source=source, line_offset=line_offset, check=check
+        )
         proposed = _with_builtin_dependencies(proposed)
         try:  # a cycle or a missing dependency: refused now, with its line, not at load
             proposed.graph().validate()
