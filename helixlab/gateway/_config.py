@@ -8,13 +8,14 @@ refusal), reported with their line when they came from YAML::
       max_body_bytes: 2097152
       execute_tools: true
       max_tool_rounds: 3
+      health_detail: auth        # per-plugin /health detail: auth (custom-auth), public, none
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 from pydantic import ConfigDict, Field
@@ -45,6 +46,10 @@ class GatewayConfig(pydantic.BaseModel):
     """At most this many model turns answered by server-side tools per request."""
     graceful_timeout: Duration = Field(default=5.0, gt=0)
     """On stop, how long open connections (streams) get to finish."""
+    health_detail: Literal["auth", "public", "none"] = "auth"
+    """Who sees ``/health``'s per-plugin detail: ``auth`` — requests with a token the loaded
+    custom-auth accepts (without custom-auth, nobody); ``public`` — everyone; ``none`` —
+    nobody. Everyone else gets the status only."""
 
 
 def gateway_config(
