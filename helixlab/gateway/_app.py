@@ -21,7 +21,6 @@ from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
-from ..kernel._secrets import guard_logger
 from ._build import GatewayState
 from ._chat import CONFIG_KEY
 from ._config import GatewayConfig
@@ -30,8 +29,7 @@ from ._errors import GatewayError, error_response
 
 __all__ = ["Gateway"]
 
-logger = guard_logger(logging.getLogger("helixlab.gateway"))
-guard_logger("uvicorn.error")  # uvicorn's own "Exception in ASGI application" tracebacks
+logger = logging.getLogger("helixlab.gateway")
 
 
 class Gateway:

@@ -20,7 +20,7 @@ import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 
 from ..errors import ConfigError, ConfigProblem
-from ._secrets import redact, unwrap_marked
+from ._secrets import mask, redact, unwrap_marked
 
 __all__ = ["ConfigDocument", "PluginSpec", "parse_config"]
 
@@ -52,7 +52,8 @@ class PluginSpec:
         return (
             f"PluginSpec(name={self.name!r}, enabled={self.enabled!r}, "
             f"priority={self.priority!r}, depends_on={self.depends_on!r}, "
-            f"config={redact(self.config, marked=self.secrets)!r}, source={self.source!r}, "
+            f"config={mask(redact(self.config, marked=self.secrets))!r}, "
+            f"source={self.source!r}, "
             f"line={self.line!r})"
         )
 

@@ -12,11 +12,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
-from ._secrets import guard_logger
-
 __all__ = ["EventLog", "PluginEvent"]
 
-log = guard_logger(logging.getLogger("helixlab.events"))
+log = logging.getLogger("helixlab.events")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from ..errors import RegistryError, UndeclaredDependencyError
-from ._secrets import guard_logger
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -143,7 +142,7 @@ class Context:
         self.version = version
         self.config = config
         self.kernel = kernel
-        self.logger = guard_logger(logging.getLogger(f"helixlab.plugins.{name}"))
+        self.logger = logging.getLogger(f"helixlab.plugins.{name}")
         self._deps = dict(deps)
 
     def get(self, name: str) -> Plugin:

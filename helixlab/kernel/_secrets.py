@@ -55,11 +55,10 @@ import pydantic
 __all__ = [
     "MASK",
     "MIN_LENGTH",
-    "MaskingFilter",
     "SecretBook",
-    "guard_logger",
     "is_secret_key",
     "mask",
+    "mask_log_records",
     "redact",
     "redact_text",
     "secret_fields",
@@ -227,7 +226,9 @@ def split_marked(value: Any, _path: tuple = ()) -> tuple[Any, set[tuple]]:
 
 # -- URLs with credentials -------------------------------------------------------------
 
-_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^\s/@:\"'<>]*):([^\s/@\"'<>]+)@")
+# userinfo: a user without ':' or '/', then a password of anything up to the '@' (people
+# write passwords with '/' in them even though a URL would need it escaped)
+_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^\s/@:\"'<>]*):([^\s@\"'<>]+)@")
 
 
 def _url_secrets(text: str) -> set[str]:
@@ -382,6 +383,7 @@ class SecretBook:
         self._lock = threading.Lock()
         with _BOOKS_LOCK:
             _BOOKS.add(self)
+        mask_log_records()
 
     def __len__(self) -> int:
         return len(self._values)
@@ -491,35 +493,36 @@ def _mask_exception(exc: BaseException, books: tuple[SecretBook, ...], seen: set
 
 # -- log lines -------------------------------------------------------------------------
 
-
-class MaskingFilter(logging.Filter):
-    """Masks a log record's message and traceback before any handler formats it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string: leave it to logging to report
-            return True
-        masked = mask(message)
-        if masked != message or record.args:
-            record.msg, record.args = masked, None
-        if record.exc_info and record.exc_info[1] is not None:
-            mask(record.exc_info[1])
-            if not record.exc_text:
-                record.exc_text = logging.Formatter().formatException(record.exc_info)
-            record.exc_text = mask(record.exc_text)
-        elif record.exc_text:
-            record.exc_text = mask(record.exc_text)
-        return True
+_factory_lock = threading.Lock()
+_factory_installed = False
 
 
-_FILTER = MaskingFilter()
+def _mask_record(record: logging.LogRecord) -> logging.LogRecord:
+    """A record with its message (args applied) and its traceback masked."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format string: leave it to logging to report
+        return record
+    masked = mask(message)
+    if masked != message or record.args:
+        record.msg, record.args = masked, None
+    if record.exc_info and record.exc_info[1] is not None:
+        mask(record.exc_info[1])
+        record.exc_text = mask(logging.Formatter().formatException(record.exc_info))
+    return record
 
 
-def guard_logger(logger: logging.Logger | str) -> logging.Logger:
-    """Attach the masking filter to ``logger`` (once): what it logs leaves masked."""
-    if isinstance(logger, str):
-        logger = logging.getLogger(logger)
-    if _FILTER not in logger.filters:
-        logger.addFilter(_FILTER)
-    return logger
+def mask_log_records() -> None:
+    """Mask every log record as it is made, whichever library logs it (httpx and httpcore
+    at DEBUG quote request headers): installed once per process, by the first kernel."""
+    global _factory_installed
+    with _factory_lock:
+        if _factory_installed:
+            return
+        previous = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            return _mask_record(previous(*args, **kwargs))
+
+        logging.setLogRecordFactory(factory)
+        _factory_installed = True

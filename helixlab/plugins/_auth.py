@@ -47,7 +47,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from helixlab.errors import describe
 from helixlab.kernel import Context, Duration, MiddlewarePlugin, PluginConfig
-from helixlab.kernel._secrets import guard_logger
 
 from ._asgi import CLAIMS, CLIENT, bearer_token, path_matches, send_error, state
 
@@ -60,7 +59,7 @@ OKP_ALGORITHMS = ("EdDSA",)
 ASYMMETRIC_ALGORITHMS = frozenset({*RSA_ALGORITHMS, *EC_ALGORITHMS, *OKP_ALGORITHMS})
 _MIN_SECRET_BYTES = 32
 _REALM = 'Bearer realm="helixlab"'
-_log = guard_logger(logging.getLogger("helixlab.plugins.custom-auth"))
+_log = logging.getLogger("helixlab.plugins.custom-auth")
 
 
 class CustomAuthConfig(PluginConfig):
