@@ -284,7 +284,7 @@ class RateLimiter(MiddlewarePlugin):
             if identity in seen:
                 seen.move_to_end(identity)
                 return identity
-            if len(seen) >= limit:
+            if len(seen) >= limit and hasattr(self.store, "__contains__"):
                 for gone in [key for key in seen if key not in self.store]:
                     del seen[gone]  # its bucket expired: its place is free again
             if len(seen) >= limit:
