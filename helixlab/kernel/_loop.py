@@ -10,14 +10,46 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ..errors import HelixError, KernelClosedError
 
 T = TypeVar("T")
 
-__all__ = ["LoopThread"]
+__all__ = ["LoopThread", "Submission"]
+
+
+class Submission:
+    """A coroutine sent to the loop: its task once begun there, the future its caller waits on."""
+
+    __slots__ = ("coro", "future", "task")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]):
+        self.coro = coro
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
+        self.task: asyncio.Task | None = None  # set on the loop, before the task's first step
+
+    def _begin(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.future.cancelled():  # given up before it began: it never runs
+            self.coro.close()
+            return
+        self.task = task = loop.create_task(self.coro)
+        task.add_done_callback(self._done)
+        self.future.add_done_callback(
+            lambda f: f.cancelled() and loop.call_soon_threadsafe(task.cancel)
+        )
+
+    def _done(self, task: asyncio.Task) -> None:
+        future = self.future
+        if future.done():
+            return
+        if task.cancelled():
+            future.cancel()
+        elif task.exception() is not None:
+            future.set_exception(task.exception())
+        else:
+            future.set_result(task.result())
 
 
 class LoopThread:
@@ -42,8 +74,8 @@ class LoopThread:
         pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
         for task in pending:
             task.cancel()
-        if pending:
-            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        if pending:  # bounded: a task that swallows its cancellation is left behind
+            self.loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
         self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         self.loop.run_until_complete(self.loop.shutdown_default_executor())
         self.loop.close()
@@ -55,14 +87,8 @@ class LoopThread:
     def in_loop(self) -> bool:
         return threading.get_ident() == self._thread.ident
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        if not self.running:
-            coro.close()
-            raise KernelClosedError("The kernel is closed; create a new Kernel().")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the kernel loop and wait for its result from this thread."""
+    def refuse_in_loop(self, coro: Any) -> None:
+        """Raise (closing ``coro``) when called on the loop: waiting there would deadlock."""
         if self.in_loop():
             coro.close()
             raise HelixError(
@@ -70,18 +96,96 @@ class LoopThread:
                 "plugin's lifecycle method or a gateway request); await its async twin instead, "
                 "e.g. `await kernel.areload(...)`."
             )
-        future = self.submit(coro)
-        try:
-            return future.result()
-        except KeyboardInterrupt:
-            future.cancel()
-            raise
 
-    async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await ``coro`` on the kernel loop from any loop (or directly, if already on it)."""
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Submission:
+        """Send ``coro`` to the loop; its task starts there, in order of submission."""
+        submission = self.prepare(coro)
+        self.schedule(submission)
+        return submission
+
+    def prepare(self, coro: Coroutine[Any, Any, T]) -> Submission:
+        """A submission of ``coro``, not sent yet (so that an interrupt cannot lose it)."""
+        if not self.running:
+            coro.close()
+            raise KernelClosedError("The kernel is closed; create a new Kernel().")
+        return Submission(coro)
+
+    def schedule(self, submission: Submission) -> None:
+        self.loop.call_soon_threadsafe(submission._begin, self.loop)
+
+    def run(
+        self,
+        coro: Coroutine[Any, Any, T],
+        on_interrupt: Callable[[Submission], Any] | None = None,
+        discard: Callable[[Any], Any] | None = None,
+    ) -> T:
+        """Run ``coro`` on the kernel loop and wait for its result from this thread.
+
+        A KeyboardInterrupt of the wait (Jupyter's interrupt button), wherever it lands,
+        does not cancel the work half-way: ``on_interrupt(submission)`` is called on the
+        loop (the work then finishes or rolls back on its own, or, not begun, never
+        begins), the wait goes on until it has, and the interrupt is re-raised. A result
+        nobody will receive goes to ``discard``. A second interrupt stops the waiting; the
+        work still ends on its own.
+        """
+        self.refuse_in_loop(coro)
+        submission = self.prepare(coro)
+        try:  # from here on an interrupt, wherever it lands, finds the submission
+            self.schedule(submission)
+            return submission.future.result()
+        except KeyboardInterrupt as interrupt:
+            if on_interrupt is None:
+                submission.future.cancel()
+                raise
+            self.call_soon(on_interrupt, submission)
+            try:
+                result = submission.future.result()
+            except KeyboardInterrupt:
+                raise
+            except BaseException:
+                pass  # the work's own ending (a rollback): the interrupt is what the caller sees
+            else:
+                if discard is not None:
+                    self.call_soon(discard, result)
+            raise interrupt
+
+    async def arun(
+        self,
+        coro: Coroutine[Any, Any, T],
+        on_interrupt: Callable[[Submission], Any] | None = None,
+        discard: Callable[[Any], Any] | None = None,
+    ) -> T:
+        """Await ``coro`` on the kernel loop from any loop (or directly, if already on it).
+
+        Cancelling the awaiting task is an interrupt, as in :meth:`run`.
+        """
         if self.in_loop():
             return await coro
-        return await asyncio.wrap_future(self.submit(coro))
+        submission = self.prepare(coro)
+        future = asyncio.wrap_future(submission.future)
+        try:
+            self.schedule(submission)
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if on_interrupt is None or future.done():
+                submission.future.cancel()
+                raise
+            self.call_soon(on_interrupt, submission)
+            try:
+                result = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                pass
+            else:
+                if discard is not None:
+                    self.call_soon(discard, result)
+            raise
+
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Call ``callback(*args)`` on the loop, from any thread (nothing, once it is closed)."""
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(callback, *args)
 
     def stop(self) -> None:
         if self._thread.is_alive() and not self.loop.is_closed():
