@@ -8,7 +8,6 @@ refusal), reported with their line when they came from YAML::
       max_body_bytes: 2097152
       execute_tools: true
       max_tool_rounds: 3
-      health_detail: auth        # per-plugin /health detail: auth (custom-auth), public, none
 """
 
 from __future__ import annotations
@@ -38,6 +37,10 @@ class GatewayConfig(pydantic.BaseModel):
     """Loopback by default: exposing a gateway is a decision, not an accident."""
     port: int = Field(default=0, ge=0, le=65535)
     """0 picks a free port; the server handle's ``url`` tells which."""
+    health_detail: Literal["auth", "public", "none"] = "auth"
+    """Who sees ``/health``'s per-plugin detail: ``auth`` — requests with a token the loaded
+    custom-auth accepts (without custom-auth, nobody); ``public`` — everyone; ``none`` —
+    nobody. Everyone else gets the status only."""
     max_body_bytes: int = Field(default=MIB, ge=1)
     """Request bodies above this are refused with 413 while they are read."""
     execute_tools: bool = False
@@ -46,10 +49,6 @@ class GatewayConfig(pydantic.BaseModel):
     """At most this many model turns answered by server-side tools per request."""
     graceful_timeout: Duration = Field(default=5.0, gt=0)
     """On stop, how long open connections (streams) get to finish."""
-    health_detail: Literal["auth", "public", "none"] = "auth"
-    """Who sees ``/health``'s per-plugin detail: ``auth`` — requests with a token the loaded
-    custom-auth accepts (without custom-auth, nobody); ``public`` — everyone; ``none`` —
-    nobody. Everyone else gets the status only."""
 
 
 def gateway_config(

@@ -1,9 +1,7 @@
 """The gateway's routes as one Starlette app, shared by every generation's chain.
 
 ``GET /v1/models`` (the union of the providers' models), ``GET /health`` (200 when every
-running plugin is healthy and a provider runs, else 503; the per-plugin detail only for a
-caller the gateway's ``health_detail`` admits, by default one whose token the loaded
-custom-auth accepts — a probe without credentials learns the status only),
+running plugin is healthy and a provider runs, else 503, with per-plugin detail),
 ``GET /v1/plugins`` (every plugin's state, config redacted) and the chat completions
 route. Every error, including unknown routes and unexpected exceptions, is answered in
 the OpenAI shape; an unexpected exception is answered with a bare 500 that leaks nothing
@@ -44,33 +42,12 @@ async def list_models(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": data})
 
 
-async def _may_see_detail(request: Request, kernel: Any) -> bool:
-    """Whether this caller gets ``/health``'s per-plugin detail (see ``health_detail``)."""
-    config = request.scope.get(CONFIG_KEY)
-    policy = getattr(config, "health_detail", "auth")
-    if policy != "auth":
-        return policy == "public"
-    if isinstance(request.scope.get("state", {}).get(CLAIMS), dict):
-        return True  # custom-auth already verified this request on its way here
-    try:
-        auth = kernel.get(AUTH_PLUGIN)
-    except LookupError:
-        return False  # no verifier loaded: nobody is known, nobody sees detail
-    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return False
-    try:
-        claims = await auth.authenticate(token.strip())
-    except Exception:  # an invalid token: the status only, like no token
-        return False
-    return bool(auth.allows(claims))
-
-
 async def health(request: Request) -> Response:
     """``GET /health``: every running plugin's check (run concurrently, on the kernel loop).
 
-    Without credentials it answers the status only; the detail names plugins, their states
-    and their errors, which an unauthenticated probe has no business reading.
+    Without credentials it answers the status only; the detail (providers, plugins, their
+    states and errors) goes only to a caller the gateway's ``health_detail`` admits — by
+    default one whose token the loaded custom-auth accepts.
     """
     kernel = request.scope[KERNEL_KEY]
     router: Router = request.scope[ROUTER_KEY]
@@ -92,6 +69,28 @@ async def health(request: Request) -> Response:
     if not providers:
         body["detail"] = "no provider plugin is running"
     return JSONResponse(body, status_code=status)
+
+
+async def _may_see_detail(request: Request, kernel: Any) -> bool:
+    """Whether this caller gets ``/health``'s per-plugin detail (see ``health_detail``)."""
+    config = request.scope.get(CONFIG_KEY)
+    policy = getattr(config, "health_detail", "auth")
+    if policy != "auth":
+        return policy == "public"
+    if isinstance(request.scope.get("state", {}).get(CLAIMS), dict):
+        return True  # custom-auth already verified this request on its way here
+    try:
+        auth = kernel.get(AUTH_PLUGIN)
+    except LookupError:
+        return False  # no verifier loaded: nobody is known, nobody sees detail
+    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    try:
+        claims = await auth.authenticate(token.strip())
+    except Exception:  # an invalid token: the status only, like no token
+        return False
+    return bool(auth.allows(claims))
 
 
 async def list_plugins(request: Request) -> Response:

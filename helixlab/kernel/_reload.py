@@ -25,6 +25,7 @@ from ..errors import (
 )
 from . import _discovery
 from ._config import PluginSpec, parse_config
+from ._secrets import secret_values
 from ._discovery import fingerprint
 from ._graph import DependencyGraph
 from ._plugin import Plugin, PluginState, check_plugin_class
@@ -285,6 +286,7 @@ def apply_config(
         return []
 
     doc = parse_config(data, source=source, line_offset=line_offset, check=check)
+    kernel._secrets.learn(secret_values(doc.gateway))  # e.g. an admin key: errors may quote it
     proposed = _with_builtin_dependencies(proposed)
     try:  # a cycle or a missing dependency: refused now, with its line, not at load
         proposed.graph().validate()
