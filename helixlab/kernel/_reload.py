@@ -25,12 +25,12 @@ from ..errors import (
 )
 from . import _discovery
 from ._config import PluginSpec, parse_config
-from ._secrets import secret_values
 from ._discovery import fingerprint
 from ._graph import DependencyGraph
 from ._plugin import Plugin, PluginState, check_plugin_class
 from ._registry import Registry
 from ._reports import ReloadReport
+from ._secrets import secret_values
 from ._transaction import Transaction, load_new
 
 __all__ = ["Plan", "apply_config", "define", "plan", "reconfigure", "reload"]
