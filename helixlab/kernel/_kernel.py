@@ -252,8 +252,7 @@ class Kernel:
     @_registry.setter
     def _registry(self, registry: Registry) -> None:
         self.__registry = registry
-        for entry in registry.entries.values():
-            self._secrets.learn(entry.secrets)
+        self._secrets.learn(registry.secrets)  # kept up to date entry by entry: no rescan
 
     def _learn(self, spec: PluginSpec, cls: type[Plugin] | None) -> None:
         """Know the secrets of a configuration before applying it: its errors may quote them."""

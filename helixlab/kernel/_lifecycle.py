@@ -41,6 +41,7 @@ __all__ = [
     "call_phase",
     "fresh_copy",
     "home",
+    "overridden",
     "overrides",
     "widest",
 ]
@@ -120,7 +121,36 @@ def home(plugin_class: type, phases: tuple[str, ...]) -> str:
     return where
 
 
-_homes: weakref.WeakKeyDictionary[type, dict[tuple[str, ...], str]] = weakref.WeakKeyDictionary()
+def overridden(plugin_class: type) -> frozenset[str]:
+    """The phases this class defines itself (the others are skipped); computed once."""
+    homes = _homes.get(plugin_class)
+    if homes is None:
+        homes = _homes[plugin_class] = {}
+    found = homes.get(None)
+    if found is None:
+        found = homes[None] = frozenset(
+            phase
+            for phase, method in PHASES.items()
+            if getattr(plugin_class, method) is not _BASE[phase]
+        )
+    return found
+
+
+def _async_phases(plugin_class: type) -> frozenset[str]:
+    """The phases this class defines with ``async def``; computed once."""
+    homes = _homes.get(plugin_class)
+    found = homes.get("async") if homes is not None else None
+    if found is None:
+        found = frozenset(
+            phase
+            for phase in overridden(plugin_class)
+            if inspect.iscoroutinefunction(getattr(plugin_class, PHASES[phase]))
+        )
+        _homes[plugin_class]["async"] = found
+    return found
+
+
+_homes: weakref.WeakKeyDictionary[type, dict[Any, Any]] = weakref.WeakKeyDictionary()
 
 
 def _home(plugin_class: type, phases: tuple[str, ...]) -> str:
@@ -269,11 +299,12 @@ class Runner:
             except StopIteration as stop:
                 return stop.value
             live, phase, args, timeout = request
-            method = getattr(live.plugin, PHASES[phase])
-            if getattr(method, "__func__", None) is _BASE[phase]:
+            cls = type(live.plugin)
+            if phase not in overridden(cls):
                 sent = None
                 continue
-            if not inspect.iscoroutinefunction(method):  # a plain phase in an async job
+            method = getattr(live.plugin, PHASES[phase])
+            if phase not in _async_phases(cls):  # a plain phase in an async job
                 progress.begin((live, phase), timeout * 2)  # the inner watchdog fires first
                 try:
                     sent = await self.run(_one(live, phase, args, timeout), "thread")

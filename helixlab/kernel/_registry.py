@@ -112,6 +112,15 @@ class Registry:
         except KeyError:
             raise PluginNotFoundError(name, self.entries) from None
 
+    @property
+    def secrets(self) -> frozenset[str]:
+        """The secret values in every entry's configuration (to mask wherever text leaves)."""
+        found = self.__dict__.get("_secrets")
+        if found is None:
+            found = frozenset().union(*(e.secrets for e in self.entries.values()))
+            object.__setattr__(self, "_secrets", found)
+        return found
+
     def graph(self) -> DependencyGraph:
         """The dependency graph of these entries (built once per registry: it is immutable)."""
         graph = self.__dict__.get("_graph")
@@ -121,7 +130,12 @@ class Registry:
         return graph
 
     def with_entry(self, entry: Entry) -> Registry:
-        return Registry({**self.entries, entry.name: entry})
+        new = Registry({**self.entries, entry.name: entry})
+        known = self.__dict__.get("_secrets")
+        replaced = self.entries.get(entry.name)
+        if known is not None and (replaced is None or not replaced.secrets):
+            object.__setattr__(new, "_secrets", known | entry.secrets)  # no rescan of all
+        return new
 
     def without(self, name: str) -> Registry:
         entries = dict(self.entries)
