@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
@@ -222,8 +223,9 @@ class Kernel:
             self._secrets.mask(exc)
             raise
 
-    async def _prepare(self, make: Callable[[], Transaction], timeout: float | None) -> Any:
-        """Take the operation lock, prepare ``make()``'s transaction, keep the lock."""
+    async def _prepare(self, make: Callable[[], Any], timeout: float | None) -> Any:
+        """Take the operation lock, prepare ``make()``'s transaction (or what it awaits to),
+        keep the lock."""
         await self._op_lock.acquire()
         try:
             if self._closing:
@@ -231,6 +233,8 @@ class Kernel:
             op = self._begin_op()
             try:
                 txn = make()
+                if inspect.isawaitable(txn):  # made in a worker thread (a config to parse)
+                    txn = await txn
                 await txn.prepare()
             finally:
                 self._end_op(op)
@@ -516,7 +520,9 @@ class Kernel:
         """:meth:`apply_config` up to its swap (see :meth:`prepare_reload`)."""
         return await self._arun(
             self._prepare(
-                lambda: _reload.apply_config(self, data, source=source, line_offset=line_offset),
+                lambda: asyncio.to_thread(
+                    _reload.apply_config, self, data, source=source, line_offset=line_offset
+                ),
                 timeout,
             )
         )
