@@ -88,6 +88,12 @@ class Leaky(hx.Plugin):
             raise
 
 
+class LeakyAtStart(Leaky):
+    """Fails its first start, quoting its configuration."""
+
+    name = "leaky-start"
+
+
 def quoting_upstream() -> Starlette:
     """An upstream that refuses every key, quoting the Authorization header it received."""
 
@@ -156,6 +162,7 @@ SURFACE_PLUGINS = sorted(CATALOG)
     new_provider_key=secret(),
     refused=st.tuples(st.sampled_from(SECRET_NAMES), secret()),
     refused_plugin=st.sampled_from(["custom-logger", "request-logger", "builtin-tools"]),
+    start_secret=st.tuples(st.sampled_from(SECRET_NAMES), secret()),
 )
 def test_no_secret_on_any_surface(
     upstream: str,
@@ -171,6 +178,7 @@ def test_no_secret_on_any_surface(
     new_provider_key: str,
     refused: tuple[str, str],
     refused_plugin: str,
+    start_secret: tuple[str, str],
 ) -> None:
     capture = Capture()
     root = logging.getLogger()
@@ -196,15 +204,19 @@ def test_no_secret_on_any_surface(
         material,
         marked,
     ]
-    secrets += [db_password, new_secret, new_provider_key, refused[1]]
+    secrets += [db_password, new_secret, new_provider_key, refused[1], start_secret[1]]
     try:
         kernel = hx.Kernel(timeouts=hx.Timeouts(start=5, health=3, drain=1))
         try:
             kernel.register(Leaky)
+            kernel.register(LeakyAtStart)
             kernel.apply_config(
                 {
                     "plugins": {
                         "leaky": {"config": leaky},
+                        "leaky-start": {
+                            "config": {start_secret[0]: start_secret[1], "fail_start": True}
+                        },
                         "custom-provider": {
                             "config": {
                                 "api_url": upstream,
@@ -223,7 +235,10 @@ def test_no_secret_on_any_surface(
                     }
                 }
             )
-            shown.append(_dump(kernel.load_all()))
+            loaded = kernel.load_all()
+            assert "leaky-start" in loaded.failed  # a start failure, quoting its secret
+            shown.append(_dump(loaded))
+            shown.extend(_dump(error) for error in loaded.failed.values())
             server = kernel.serve(health_detail="public")
             bearer = {"Authorization": f"Bearer {limiter_keys[0].strip()}"}
             chat = {"model": "m1", "messages": [{"role": "user", "content": "hi"}]}
