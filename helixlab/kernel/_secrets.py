@@ -467,7 +467,12 @@ def _mask(obj: Any, books: tuple[SecretBook, ...], seen: set[int]) -> Any:
             return obj
         params = getattr(type(obj), "__dataclass_params__", None)
         if params is not None and params.frozen:
-            return dataclasses.replace(obj, **changes)
+            try:
+                return dataclasses.replace(obj, **changes)
+            except (TypeError, ValueError):  # fields replace() cannot set: set them anyway
+                for name, value in changes.items():
+                    object.__setattr__(obj, name, value)
+                return obj
         for name, value in changes.items():
             setattr(obj, name, value)
         return obj
