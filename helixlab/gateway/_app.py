@@ -16,11 +16,15 @@ limit. Either way the client gets 413.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
 from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
+from ..llm import error_body
 from ._build import GatewayState
 from ._chat import CONFIG_KEY
 from ._config import GatewayConfig
@@ -70,12 +74,16 @@ class Gateway:
                 started = True
             await send(message)
 
-        lease = self.kernel.lease()
+        lease = self.kernel.lease().bind()  # cancelled if its drain times out
         try:
             state: GatewayState | None = lease.extras.get("gateway")
             if state is None:
                 raise GatewayError(503, "The gateway is not built yet; retry.", code="not_ready")
             await state.app(scope, _replay(body, receive), tracking_send)
+        except asyncio.CancelledError:
+            if not lease.abandoned:
+                raise
+            await _end_abandoned(send, started)  # the drain deadline passed: end it, with why
         except GatewayError as exc:
             if started:
                 raise
@@ -90,6 +98,19 @@ class Gateway:
                 logger.exception("Error serving %s %s", scope["method"], scope["path"])
         finally:
             lease.release()
+
+
+async def _end_abandoned(send: Any, started: bool) -> None:
+    """End a response whose plugins were stopped under it (an error event for a stream)."""
+    body = error_body(
+        503, "The plugins serving this response were reloaded and stopped.", code="reloaded"
+    )
+    message = b"data: " + json.dumps(body).encode() + b"\n\n"
+    with contextlib.suppress(Exception, asyncio.TimeoutError):  # a client that reads nothing
+        async with asyncio.timeout(1.0):
+            if not started:
+                await send({"type": "http.response.start", "status": 503, "headers": []})
+            await send({"type": "http.response.body", "body": message, "more_body": False})
 
 
 def _content_length(scope: Scope) -> int | None:
