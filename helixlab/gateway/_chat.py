@@ -34,7 +34,7 @@ _FIELD = re.compile(r"request\.([A-Za-z_]\w*)")
 
 #: What middleware learnt of the caller (scope state ``helixlab.<key>``) that providers see
 #: as ``ChatRequest.context``.
-CALLER = ("claims", "client")
+CALLER = ("claims", "client", "request_id")
 
 
 class _Options(BaseModel):
