@@ -25,6 +25,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -332,9 +333,16 @@ class Proc:
                 break
             seen.append(line)
             if marker in line:
+                threading.Thread(target=self._drain, daemon=True).start()
                 return line
         self.stop()
         raise RuntimeError(f"{self.argv[:4]} did not say {marker!r}:\n{''.join(seen[-30:])}")
+
+    def _drain(self) -> None:
+        """Keep reading what the process prints (access logs), so it never blocks on it."""
+        assert self.proc.stdout is not None
+        for _ in self.proc.stdout:
+            pass
 
     def ask(self, command: dict[str, Any]) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None

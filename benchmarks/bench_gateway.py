@@ -110,7 +110,7 @@ def measure(
     """Blocks of ``block`` requests, alternating servers; CPU and throughput per server."""
     body = request_body(stream)
     totals = {name: {"cpu": 0.0, "requests": 0, "elapsed": 0.0, "errors": 0} for name in servers}
-    for name, (_, url) in servers.items():  # warm up: connections, caches, lazy imports
+    for _, url in servers.values():  # warm up: connections, caches, lazy imports
         load.ask(
             {"url": url, "clients": clients, "requests": WARMUP, "body": body, "headers": headers}
         )
