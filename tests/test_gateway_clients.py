@@ -370,3 +370,35 @@ def test_litellm_streams_every_choice(litellm_call):
         for choice in chunk.choices:
             texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
     assert texts == {0: "Echo: hello there", 1: "Echo: hello there (choice 1)"}
+
+
+def test_a_middleware_setting_its_own_request_id_wins(upstream):
+    class RequestId(hx.MiddlewarePlugin):
+        name = "request-id"
+
+        def get_middleware(self) -> Any:
+            def wrap(app: Any) -> Any:
+                async def middleware(scope: Any, receive: Any, send: Any) -> None:
+                    async def send_with_id(message: Any) -> None:
+                        if message["type"] == "http.response.start":
+                            headers = [*message.get("headers", ()), (b"x-request-id", b"mine-1")]
+                            message = {**message, "headers": headers}
+                        await send(message)
+
+                    await app(scope, receive, send_with_id)
+
+                return middleware
+
+            return wrap
+
+    config = f"""
+plugins:
+  custom-provider:
+    config: {{api_url: "{upstream.url}", models: [mock-small]}}
+"""
+    with hx.Kernel.from_config(config, timeouts=FAST) as kernel:
+        kernel.register(RequestId)
+        assert kernel.load_all().ok
+        with kernel.serve(port=0) as server:
+            response = httpx.get(server.url + "/v1/models")
+    assert response.headers.get_list("x-request-id") == ["mine-1"]

@@ -44,7 +44,8 @@ class Gateway:
     generation's chain (see ``_build``).
 
     Every response carries ``x-request-id`` (the openai client's ``_request_id``), also in
-    the scope state as ``helixlab.request_id`` for middleware and providers. With
+    the scope state as ``helixlab.request_id`` for middleware and providers; a middleware
+    that sets its own (the course's ``request-id`` example) is left to do so. With
     ``cors_origins`` set, CORS (preflights included) is answered before anything else,
     so a preflight needs no credentials.
     """
@@ -76,7 +77,9 @@ class Gateway:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), id_header]}
+                headers = message.get("headers", ())
+                if not any(key.lower() == b"x-request-id" for key, _ in headers):
+                    message = {**message, "headers": [*headers, id_header]}
             await send(message)
 
         await self._http(scope, receive, send_with_id)
