@@ -1,0 +1,125 @@
+"""Grading a class: every submission in its own kernel, several at once, each graded alone."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from ..errors import GradingError
+from . import _hidden, _integrity
+from ._results import Grade, Limits
+from ._submission import Plan, grade_submission
+
+__all__ = ["agrade", "grade", "plan", "submissions"]
+
+
+def plan(lab: str, checks: str | Path | None = None, files: str | Path | None = None) -> Plan:
+    """What to grade against: ``lab``'s checks, the hidden ones in ``checks``, ``files`` to copy."""
+    sources = _hidden.read_hidden(checks)
+    public, hidden = _hidden.expected_checks(lab, sources)
+    folder = None
+    if files is not None:
+        folder = Path(files)
+        if not folder.is_dir():
+            raise GradingError(f"--files {str(files)!r} is not a directory.")
+    return Plan(lab, tuple(public), tuple(hidden), sources, folder)
+
+
+def submissions(paths: Iterable[str | Path]) -> list[Path]:
+    """The notebooks named: files as given, directories searched for ``*.ipynb``."""
+    found: list[Path] = []
+    for item in paths:
+        path = Path(item)
+        if path.is_dir():
+            found.extend(
+                p for p in sorted(path.rglob("*.ipynb")) if ".ipynb_checkpoints" not in p.parts
+            )
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise GradingError(f"submission {str(item)!r} does not exist.")
+    if not found:
+        raise GradingError("no submissions to grade (no .ipynb file among the paths given).")
+    return found
+
+
+def _labels(paths: Sequence[Path]) -> list[str]:
+    """Each submission's name in the report: its path, relative to here when it is below."""
+    labels = []
+    for path in paths:
+        try:
+            labels.append(str(path.resolve().relative_to(Path.cwd())))
+        except ValueError:
+            labels.append(str(path))
+    return labels
+
+
+async def agrade(
+    what: Plan,
+    paths: Sequence[Path],
+    *,
+    limits: Limits | None = None,
+    jobs: int | None = None,
+    progress: Callable[[Grade], None] | None = None,
+) -> list[Grade]:
+    """Grade ``paths`` against ``what``, ``jobs`` at a time (default: the cores); in order.
+
+    After each submission, helixlab's own files are compared with their digests from the
+    start: if a submission changed them, nothing graded afterwards could be trusted, and
+    grading stops with GradingError.
+    """
+    limits = limits or Limits()
+    digests = _integrity.package_digests()
+    gate = asyncio.Semaphore(max(1, jobs or os.cpu_count() or 1))
+    running: set[str] = set()
+
+    async def one(path: Path, label: str) -> Grade:
+        async with gate:
+            running.add(label)
+            try:
+                grade = await grade_submission(path, what, limits, label)
+            finally:
+                running.discard(label)
+            changed = _integrity.changed_files(digests)
+            if changed:
+                raise GradingError(
+                    f"helixlab's files changed while grading {label!r}"
+                    f"{' (with ' + ', '.join(sorted(running)) + ')' if running else ''}: "
+                    f"{', '.join(changed)}; no grade can be trusted. Reinstall helixlab, and "
+                    f"grade in a container where its files are read-only."
+                )
+            if progress is not None:
+                progress(grade)
+            return grade
+
+    tasks = [asyncio.ensure_future(one(p, label)) for p, label in zip(paths, _labels(paths))]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def grade(
+    lab: str,
+    paths: Iterable[str | Path],
+    *,
+    checks: str | Path | None = None,
+    files: str | Path | None = None,
+    limits: Limits | None = None,
+    jobs: int | None = None,
+    progress: Callable[[Grade], None] | None = None,
+) -> list[Grade]:
+    """Grade notebooks on ``lab``'s checks (plus hidden ones in ``checks``); one Grade each.
+
+    >>> grades = grade("lab1", ["labs/solutions/lab1_basic_plugin.ipynb"])  # doctest: +SKIP
+    >>> grades[0].passed == grades[0].total
+    True
+    """
+    what = plan(lab, checks, files)
+    return asyncio.run(
+        agrade(what, submissions(paths), limits=limits, jobs=jobs, progress=progress)
+    )

@@ -1,0 +1,385 @@
+"""One submission in its own kernel: the notebook's cells under time limits, then the checks.
+
+The kernel is a fresh process started by nbclient in a temporary copy of the working
+directory. The grader sends it, in order: a first cell (helixlab imported whole and
+fingerprinted, before any submitted code), the submission's code cells, then one cell
+per check. Each grader cell carries a fresh nonce and answers with one result bundle
+(see ``_inkernel``); nothing else the kernel shows is believed. A fingerprint that
+changed between the first cell and the checks means the submission changed helixlab:
+its checks are failed, whatever they reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
+
+from ..errors import describe
+from . import _inkernel
+from ._results import CheckGrade, Grade, Limits, Status
+
+__all__ = ["Plan", "grade_submission"]
+
+_TIMEOUT = "HelixlabGradingTimeout"
+_HELPER = Path(_inkernel.__file__).read_text(encoding="utf-8")
+_QUIET = logging.getLogger("helixlab.grading.nbclient")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+_SHOWN = 5  # changed helixlab names quoted in a hint
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every submission is graded on: the lab, its checks, hidden ones, the files."""
+
+    lab: str
+    public: tuple[str, ...]
+    hidden: tuple[str, ...]
+    sources: Mapping[str, str]
+    files: Path | None = None
+
+    @property
+    def descriptions(self) -> list[tuple[str, bool]]:
+        return [(d, False) for d in self.public] + [(d, True) for d in self.hidden]
+
+
+class _Dead(Exception):
+    """The kernel process died."""
+
+
+class _Stuck(Exception):
+    """The kernel stayed busy after an interrupt."""
+
+
+@dataclass
+class _Ran:
+    cell: Any
+    timed_out: bool
+    seconds: float
+
+    def error(self) -> str | None:
+        for output in self.cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                value = str(output.get("evalue", "")).strip().splitlines()
+                first = value[0][:300] if value else ""
+                return f"{output.get('ename', 'Error')}: {first}" if first else output.get("ename")
+        return None
+
+    def bundles(self) -> list[dict[str, Any]]:
+        found = []
+        for output in self.cell.get("outputs", []):
+            data = output.get("data", {}) if isinstance(output, Mapping) else {}
+            if _inkernel.MIME in data and isinstance(data[_inkernel.MIME], Mapping):
+                found.append(dict(data[_inkernel.MIME]))
+        return found
+
+
+class _Kernel:
+    """A notebook client bound to one kernel; ``run`` sends one cell under a time limit."""
+
+    def __init__(self, workdir: Path, limits: Limits):
+        self.nb = nbformat.v4.new_notebook()
+        self.replies: dict[int, Mapping[str, Any]] = {}
+        self.client = NotebookClient(
+            self.nb,
+            kernel_name="python3",
+            timeout=int(limits.cell),
+            startup_timeout=math.ceil(limits.startup),
+            interrupt_on_timeout=True,
+            allow_errors=True,
+            record_timing=False,
+            shutdown_kernel="immediate",
+            shell_timeout_interval=1,
+            resources={"metadata": {"path": str(workdir)}},
+            on_cell_executed=self._executed,
+            log=_QUIET,
+        )
+        self.forged = 0
+
+    def _executed(self, cell: Any, cell_index: int, execute_reply: Mapping[str, Any]) -> None:
+        self.replies[cell_index] = execute_reply
+
+    async def run(self, source: str, timeout: float, *, history: bool = True) -> _Ran:
+        cell = nbformat.v4.new_code_cell(source)
+        self.nb.cells.append(cell)
+        index = len(self.nb.cells) - 1
+        self.client.timeout = max(1, math.ceil(timeout))
+        self.client.error_on_timeout = {"ename": _TIMEOUT, "evalue": f"{timeout:g} s"}
+        started = time.monotonic()
+        try:
+            cell = await self.client.async_execute_cell(cell, index, store_history=history)
+        except DeadKernelError:
+            raise _Dead from None
+        content = self.replies.get(index, {}).get("content", {})
+        return _Ran(cell, content.get("ename") == _TIMEOUT, time.monotonic() - started)
+
+    async def grader_cell(self, function: str, timeout: float, *args: Any) -> tuple[_Ran, Any]:
+        """Run ``_inkernel.<function>(nonce, *args)``; the one bundle that carries the nonce."""
+        nonce = secrets.token_hex(16)
+        call = f"{function}({', '.join(map(repr, (nonce, *args)))})"
+        code = f"{_HELPER}\n{call}\n"
+        scope = "{'__name__': 'helixlab_grading'}"
+        source = f"exec(compile({code!r}, '<helixlab grading>', 'exec'), {scope})"
+        ran = await self.run(source, timeout, history=False)
+        bundles = ran.bundles()
+        mine = [b for b in bundles if b.get("nonce") == nonce]
+        self.forged += len(bundles) - len(mine) + max(0, len(mine) - 1)
+        return ran, (mine[0] if len(mine) == 1 else None)
+
+    async def responsive(self) -> None:
+        """After an interrupted cell: raise _Stuck if the kernel does not answer within 10 s."""
+        ran = await self.run("pass", 10, history=False)
+        if ran.timed_out:
+            raise _Stuck
+
+    def exit_status(self) -> str:
+        process = getattr(getattr(self.client.km, "provisioner", None), "process", None)
+        code = process.poll() if process is not None else None
+        if code is None:
+            return ""
+        return f" (exit status {code})" if code >= 0 else f" (killed by signal {-code})"
+
+
+def _changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """What differs between two fingerprints: replaced or removed names, and names added."""
+    changed = [key for key, value in before.items() if after.get(key) != value]
+    owners = {key.partition(":")[0] for key in before}
+    added = [
+        key
+        for key in after
+        if key not in before and not key.startswith("LABS[") and key.partition(":")[0] in owners
+    ]
+    return changed + added
+
+
+def _shown(names: list[str]) -> str:
+    names = [name.replace(":", ".", 1) for name in names]
+    more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
+    return ", ".join(names[:_SHOWN]) + more
+
+
+class _Grading:
+    """The state of one submission's grading, cell by cell."""
+
+    def __init__(self, plan: Plan, limits: Limits, kernel: _Kernel):
+        self.plan, self.limits, self.kernel = plan, limits, kernel
+        self.errors: list[str] = []
+        self.status = Status.OK
+        self.checks: list[CheckGrade | None] = [None] * len(plan.descriptions)
+        self.fingerprint: Mapping[str, str] = {}
+
+    def worse(self, status: str) -> None:
+        order = [Status.OK, Status.ERRORS, Status.TIMEOUT, Status.CRASHED, Status.TAMPERED,
+                 Status.FAILED]  # fmt: skip
+        if order.index(status) > order.index(self.status):
+            self.status = status
+
+    def fail_rest(self, hint: str) -> None:
+        """Every check without a result yet fails with ``hint``."""
+        for index, (description, hidden) in enumerate(self.plan.descriptions):
+            if self.checks[index] is None:
+                self.checks[index] = CheckGrade(description, False, hint, hidden)
+
+    async def before(self) -> bool:
+        ran, bundle = await self.kernel.grader_cell("before_notebook", self.limits.startup)
+        if bundle is None:
+            self.status = Status.FAILED
+            self.errors.append(f"helixlab could not be imported in the kernel: {ran.error()}")
+            self.fail_rest("not run: helixlab could not be imported in the submission's kernel.")
+            return False
+        self.fingerprint = bundle["prints"]
+        return True
+
+    async def notebook(self, cells: list[tuple[int, str]]) -> None:
+        deadline = time.monotonic() + self.limits.notebook
+        for position, (number, source) in enumerate(cells):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                rest = ", ".join(str(n) for n, _ in cells[position:])
+                self.errors.append(
+                    f"the notebook's time limit ({self.limits.notebook:g} s) ran out before "
+                    f"cell {number}; not run: cell(s) {rest}"
+                )
+                self.worse(Status.TIMEOUT)
+                return
+            limit = min(self.limits.cell, left)
+            try:
+                ran = await self.kernel.run(source, limit)
+            except _Dead:
+                self.errors.append(f"cell {number}: the kernel died{self.kernel.exit_status()}")
+                self.worse(Status.CRASHED)
+                self.fail_rest(f"not run: the kernel died in cell {number}.")
+                raise
+            if ran.timed_out:
+                self.errors.append(f"cell {number}: did not finish within {limit:g} s; interrupted")
+                self.worse(Status.TIMEOUT)
+                try:
+                    await self.kernel.responsive()
+                except _Stuck:
+                    self.errors.append(f"the kernel stayed busy after cell {number}; stopped")
+                    self.fail_rest(
+                        f"not run: the kernel stayed busy after cell {number} was interrupted."
+                    )
+                    raise
+            elif (error := ran.error()) is not None:
+                self.errors.append(f"cell {number}: {error}")
+                self.worse(Status.ERRORS)
+
+    def tampered(self, prints: Mapping[str, str], when: str) -> bool:
+        """Whether helixlab differs from its first fingerprint; if so, no check counts."""
+        changes = _changes(self.fingerprint, prints)
+        if changes:
+            self.distrust(f"the submission changed helixlab ({_shown(changes)})", when)
+        return bool(changes)
+
+    def distrust(self, what: str, when: str) -> None:
+        """Fail every check, whatever it reported: ``what`` happened ``when``."""
+        self.errors.append(f"{when}, {what}")
+        self.worse(Status.TAMPERED)
+        self.checks = [None] * len(self.checks)
+        self.fail_rest(f"not counted: {when}, {what}, so no result from its kernel can be trusted.")
+
+    async def run_checks(self) -> None:
+        plan, limit = self.plan, self.limits.check
+        ran, setup = await self.kernel.grader_cell("before_checks", limit, plan.lab, plan.sources)
+        if setup is None:
+            self.worse(Status.TAMPERED if self.kernel.forged else Status.ERRORS)
+            self.errors.append(f"the checks could not start: {ran.error() or 'no result'}")
+            self.fail_rest(f"not run: the checks could not start ({ran.error() or 'no result'}).")
+            return
+        if self.tampered(setup["prints"], "before the checks"):
+            return
+        if (tuple(setup["public"]), tuple(setup["hidden"])) != (plan.public, plan.hidden):
+            self.distrust("the submission changed the lab's list of checks", "before the checks")
+            return
+        for index, (description, hidden) in enumerate(plan.descriptions):
+            try:
+                ran, result = await self.kernel.grader_cell(
+                    "run_one", limit, plan.lab, index, plan.sources
+                )
+            except _Dead:
+                self.errors.append(f"check {index + 1}: the kernel died{self.kernel.exit_status()}")
+                self.worse(Status.CRASHED)
+                self.checks[index] = CheckGrade(
+                    description, False, "the kernel died during this check.", hidden
+                )
+                self.fail_rest(f"not run: the kernel died during check {index + 1}.")
+                raise
+            self.checks[index] = self._result(index, description, hidden, ran, result)
+            if ran.timed_out:
+                self.worse(Status.TIMEOUT)
+                try:
+                    await self.kernel.responsive()
+                except _Stuck:
+                    self.errors.append(f"the kernel stayed busy after check {index + 1}; stopped")
+                    self.fail_rest(
+                        f"not run: the kernel stayed busy after check {index + 1} timed out."
+                    )
+                    raise
+        ran, after = await self.kernel.grader_cell("after_checks", limit)
+        when = "while the checks ran"
+        if self.kernel.forged:
+            self.distrust(
+                f"the kernel showed {self.kernel.forged} result(s) the grader did not ask for", when
+            )
+        elif after is None:
+            self.distrust(
+                f"helixlab could not be fingerprinted again ({ran.error() or 'no result'})", when
+            )
+        else:
+            self.tampered(after["prints"], when)
+
+    def _result(
+        self, index: int, description: str, hidden: bool, ran: _Ran, result: Any
+    ) -> CheckGrade:
+        seconds = round(ran.seconds, 3)
+        if result is not None and (result.get("index"), result.get("description")) == (
+            index,
+            description,
+        ):
+            passed = result.get("passed") is True
+            return CheckGrade(description, passed, str(result.get("hint", "")), hidden, seconds)
+        if ran.timed_out:
+            hint = f"did not finish within {self.limits.check:g} s; the check was interrupted."
+            self.errors.append(f"check {index + 1}: did not finish within {self.limits.check:g} s")
+        else:
+            why = ran.error() or "no result"
+            hint = f"the check could not report a result ({why})."
+            self.errors.append(f"check {index + 1}: {why}")
+            self.worse(Status.ERRORS)
+        return CheckGrade(description, False, hint, hidden, seconds)
+
+
+def _last_words(log: Path) -> list[str]:
+    """The last line a dead kernel wrote to its stderr (a fatal error's message), if any."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    lines = [line for line in lines if "without encryption" not in line]
+    return [f"the kernel's last words: {lines[-1].strip()[:300]}"] if lines else []
+
+
+def _code_cells(nb: Any) -> list[tuple[int, str]]:
+    """``(cell number, source)`` of each code cell; numbers count every cell, from 1."""
+    return [
+        (number, cell.source)
+        for number, cell in enumerate(nb.cells, start=1)
+        if cell.cell_type == "code"
+    ]
+
+
+def _prepare(workdir: Path, plan: Plan, nb: Any, name: str) -> None:
+    if plan.files is not None:
+        shutil.copytree(plan.files, workdir, symlinks=True)
+    else:
+        workdir.mkdir()
+    nbformat.write(nb, workdir / name)
+
+
+async def grade_submission(path: Path, plan: Plan, limits: Limits, label: str) -> Grade:
+    """Grade one notebook; whatever it does, this returns a Grade (it never raises for it)."""
+    started = time.monotonic()
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as exc:
+        grading = _Grading(plan, limits, None)  # type: ignore[arg-type]
+        grading.fail_rest("not run: the file is not a notebook.")
+        return Grade(
+            label, Status.UNREADABLE, grading.checks, [f"not a notebook: {describe(exc)}"],
+            round(time.monotonic() - started, 2),
+        )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="helixlab-grade-", ignore_cleanup_errors=True) as tmp:
+        workdir = Path(tmp) / "work"
+        _prepare(workdir, plan, nb, path.name)
+        kernel = _Kernel(workdir, limits)
+        grading = _Grading(plan, limits, kernel)
+        log = (Path(tmp) / "kernel.log").open("wb")  # the kernel's own stdout and stderr
+        try:
+            async with kernel.client.async_setup_kernel(stdout=log, stderr=log):
+                if await grading.before():
+                    await grading.notebook(_code_cells(nb))
+                    await grading.run_checks()
+        except (_Dead, _Stuck):
+            pass
+        except Exception as exc:  # the kernel could not start, or nbclient broke down
+            grading.worse(Status.ERRORS if grading.fingerprint else Status.FAILED)
+            grading.errors.append(f"grading stopped: {describe(exc)}")
+            grading.fail_rest(f"not run: grading stopped ({describe(exc)}).")
+        finally:
+            log.close()
+        if grading.status == Status.CRASHED:
+            grading.errors.extend(_last_words(Path(tmp) / "kernel.log"))
+    checks = [check for check in grading.checks if check is not None]
+    return Grade(
+        label, grading.status, checks, grading.errors, round(time.monotonic() - started, 2)
+    )
