@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import GradingError
 from . import _hidden, _integrity
 from ._results import Grade, Limits
-from ._submission import Plan, grade_submission
+from ._submission import Plan, Submission, grade_submission
 
 __all__ = ["agrade", "grade", "plan", "submissions"]
 
@@ -75,11 +75,12 @@ async def agrade(
     gate = asyncio.Semaphore(max(1, jobs or os.cpu_count() or 1))
     running: set[str] = set()
 
-    async def one(path: Path, label: str) -> Grade:
+    async def one(submission: Submission) -> Grade:
+        label = submission.label
         async with gate:
             running.add(label)
             try:
-                grade = await grade_submission(path, what, limits, label)
+                grade = await grade_submission(submission, what, limits)
             finally:
                 running.discard(label)
             changed = _integrity.changed_files(digests)
@@ -94,7 +95,8 @@ async def agrade(
                 progress(grade)
             return grade
 
-    tasks = [asyncio.ensure_future(one(p, label)) for p, label in zip(paths, _labels(paths))]
+    read = [Submission.read(p, label) for p, label in zip(paths, _labels(paths), strict=True)]
+    tasks = [asyncio.ensure_future(one(submission)) for submission in read]
     try:
         return list(await asyncio.gather(*tasks))
     finally:

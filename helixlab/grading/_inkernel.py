@@ -70,7 +70,10 @@ def _walk(prints: dict[str, str], key: str, value: Any, owner: str, pins: list[A
 
 
 def fingerprint(pins: list[Any] | None = None) -> dict[str, str]:
-    """Every helixlab module, module global, class attribute and registered check, by identity.
+    """Every helixlab module, class, function, class attribute and registered check, by identity.
+
+    Module-level data counts only in ``helixlab.checks`` (the checks' constants); elsewhere
+    it may change as helixlab runs (the embedded upstream, caches).
 
     ``pins`` keeps the objects alive, so that a replacement cannot reuse a freed id.
     """
@@ -81,8 +84,11 @@ def fingerprint(pins: list[Any] | None = None) -> dict[str, str]:
             continue
         pins.append(module)
         prints[name] = f"module:{id(module)}"
+        constants = name.startswith(f"{PACKAGE}.checks")  # elsewhere data may change (caches)
         for attr, value in list(vars(module).items()):
-            if attr not in ("__builtins__", "__loader__", "__spec__", "__cached__"):
+            if attr in ("__builtins__", "__loader__", "__spec__", "__cached__"):
+                continue
+            if constants or callable(value) or isinstance(value, types.ModuleType):
                 _walk(prints, f"{name}:{attr}", value, name, pins)
     core = sys.modules.get(f"{PACKAGE}.checks._core")
     for lab_name, entry in sorted(getattr(core, "LABS", {}).items()):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import secrets
 import shutil
 import tempfile
@@ -30,7 +31,7 @@ from ..errors import describe
 from . import _inkernel
 from ._results import CheckGrade, Grade, Limits, Status
 
-__all__ = ["Plan", "grade_submission"]
+__all__ = ["Plan", "Submission", "grade_submission"]
 
 _TIMEOUT = "HelixlabGradingTimeout"
 _HELPER = Path(_inkernel.__file__).read_text(encoding="utf-8")
@@ -202,8 +203,8 @@ class _Grading:
         self.fingerprint = bundle["prints"]
         return True
 
-    async def notebook(self, cells: list[tuple[int, str]]) -> None:
-        deadline = time.monotonic() + self.limits.notebook
+    async def notebook(self, cells: list[tuple[int, str]], deadline: float) -> None:
+        """Run ``cells`` in order; by ``deadline`` (monotonic), the rest are not run."""
         for position, (number, source) in enumerate(cells):
             left = deadline - time.monotonic()
             if left <= 0:
@@ -338,6 +339,20 @@ def _code_cells(nb: Any) -> list[tuple[int, str]]:
     ]
 
 
+def _around_check(cells: list[tuple[int, str]], lab: str) -> tuple[list, list]:
+    """The cells before the last ``%helix check LAB`` cell, and those after it.
+
+    The checks run where the lab runs them, in that cell's place: the cells after it (a
+    lab's clean-up, which stops its servers) run once the checks are done. Without such a
+    cell, the checks run after the last cell.
+    """
+    pattern = re.compile(rf"^\s*%helix\s+check\s+{re.escape(lab)}\b", re.MULTILINE)
+    found = [i for i, (_, source) in enumerate(cells) if pattern.search(source)]
+    if not found:
+        return cells, []
+    return cells[: found[-1]], cells[found[-1] + 1 :]
+
+
 def _prepare(workdir: Path, plan: Plan, nb: Any, name: str) -> None:
     if plan.files is not None:
         shutil.copytree(plan.files, workdir, symlinks=True)
@@ -346,29 +361,45 @@ def _prepare(workdir: Path, plan: Plan, nb: Any, name: str) -> None:
     nbformat.write(nb, workdir / name)
 
 
-async def grade_submission(path: Path, plan: Plan, limits: Limits, label: str) -> Grade:
+@dataclass(frozen=True)
+class Submission:
+    """A submitted notebook, read before any kernel starts (a submission may delete files)."""
+
+    label: str
+    name: str
+    notebook: Any = None
+    problem: str = ""
+
+    @classmethod
+    def read(cls, path: Path, label: str) -> Submission:
+        try:
+            return cls(label, path.name, nbformat.read(path, as_version=4))
+        except Exception as exc:
+            return cls(label, path.name, problem=f"not a notebook: {describe(exc)}")
+
+
+async def grade_submission(submission: Submission, plan: Plan, limits: Limits) -> Grade:
     """Grade one notebook; whatever it does, this returns a Grade (it never raises for it)."""
     started = time.monotonic()
-    try:
-        nb = nbformat.read(path, as_version=4)
-    except Exception as exc:
-        grading = _Grading(plan, limits, None)  # type: ignore[arg-type]
-        grading.fail_rest("not run: the file is not a notebook.")
-        return Grade(
-            label, Status.UNREADABLE, grading.checks, [f"not a notebook: {describe(exc)}"],
-            round(time.monotonic() - started, 2),
-        )  # fmt: skip
+    label, nb = submission.label, submission.notebook
+    if nb is None:
+        unread = [CheckGrade(d, False, "not run: the file is not a notebook.", h)
+                  for d, h in plan.descriptions]  # fmt: skip
+        return Grade(label, Status.UNREADABLE, unread, [submission.problem])
     with tempfile.TemporaryDirectory(prefix="helixlab-grade-", ignore_cleanup_errors=True) as tmp:
         workdir = Path(tmp) / "work"
-        _prepare(workdir, plan, nb, path.name)
+        _prepare(workdir, plan, nb, submission.name)
         kernel = _Kernel(workdir, limits)
         grading = _Grading(plan, limits, kernel)
         log = (Path(tmp) / "kernel.log").open("wb")  # the kernel's own stdout and stderr
         try:
             async with kernel.client.async_setup_kernel(stdout=log, stderr=log):
                 if await grading.before():
-                    await grading.notebook(_code_cells(nb))
+                    deadline = time.monotonic() + limits.notebook
+                    before, after = _around_check(_code_cells(nb), plan.lab)
+                    await grading.notebook(before, deadline)
                     await grading.run_checks()
+                    await grading.notebook(after, deadline)
         except (_Dead, _Stuck):
             pass
         except Exception as exc:  # the kernel could not start, or nbclient broke down
