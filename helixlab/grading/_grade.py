@@ -117,9 +117,10 @@ def grade(
 ) -> list[Grade]:
     """Grade notebooks on ``lab``'s checks (plus hidden ones in ``checks``); one Grade each.
 
-    >>> grades = grade("lab1", ["labs/solutions/lab1_basic_plugin.ipynb"])  # doctest: +SKIP
-    >>> grades[0].passed == grades[0].total
-    True
+    From Python, as the command does it::
+
+        grades = grade("lab1", ["submissions/"], checks="hidden/")
+        write_csv(grades, "grades.csv")
     """
     what = plan(lab, checks, files)
     return asyncio.run(

@@ -219,24 +219,30 @@ class _Grading:
             try:
                 ran = await self.kernel.run(source, limit)
             except _Dead:
-                self.errors.append(f"cell {number}: the kernel died{self.kernel.exit_status()}")
-                self.worse(Status.CRASHED)
-                self.fail_rest(f"not run: the kernel died in cell {number}.")
+                self.died(f"cell {number}")
                 raise
             if ran.timed_out:
                 self.errors.append(f"cell {number}: did not finish within {limit:g} s; interrupted")
-                self.worse(Status.TIMEOUT)
-                try:
-                    await self.kernel.responsive()
-                except _Stuck:
-                    self.errors.append(f"the kernel stayed busy after cell {number}; stopped")
-                    self.fail_rest(
-                        f"not run: the kernel stayed busy after cell {number} was interrupted."
-                    )
-                    raise
+                await self.recover(f"cell {number}")
             elif (error := ran.error()) is not None:
                 self.errors.append(f"cell {number}: {error}")
                 self.worse(Status.ERRORS)
+
+    def died(self, where: str) -> None:
+        """The kernel died in ``where`` (a cell, a check): what has no result yet fails."""
+        self.errors.append(f"{where}: the kernel died{self.kernel.exit_status()}")
+        self.worse(Status.CRASHED)
+        self.fail_rest(f"not run: the kernel died in {where}.")
+
+    async def recover(self, where: str) -> None:
+        """After ``where`` timed out: go on if the kernel answers, else raise _Stuck."""
+        self.worse(Status.TIMEOUT)
+        try:
+            await self.kernel.responsive()
+        except _Stuck:
+            self.errors.append(f"the kernel stayed busy after {where} was interrupted; stopped")
+            self.fail_rest(f"not run: the kernel stayed busy after {where} was interrupted.")
+            raise
 
     def tampered(self, prints: Mapping[str, str], when: str) -> bool:
         """Whether helixlab differs from its first fingerprint; if so, no check counts."""
@@ -271,24 +277,14 @@ class _Grading:
                     "run_one", limit, plan.lab, index, plan.sources
                 )
             except _Dead:
-                self.errors.append(f"check {index + 1}: the kernel died{self.kernel.exit_status()}")
-                self.worse(Status.CRASHED)
                 self.checks[index] = CheckGrade(
                     description, False, "the kernel died during this check.", hidden
                 )
-                self.fail_rest(f"not run: the kernel died during check {index + 1}.")
+                self.died(f"check {index + 1}")
                 raise
             self.checks[index] = self._result(index, description, hidden, ran, result)
             if ran.timed_out:
-                self.worse(Status.TIMEOUT)
-                try:
-                    await self.kernel.responsive()
-                except _Stuck:
-                    self.errors.append(f"the kernel stayed busy after check {index + 1}; stopped")
-                    self.fail_rest(
-                        f"not run: the kernel stayed busy after check {index + 1} timed out."
-                    )
-                    raise
+                await self.recover(f"check {index + 1}")
         ran, after = await self.kernel.grader_cell("after_checks", limit)
         when = "while the checks ran"
         if self.kernel.forged:
