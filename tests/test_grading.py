@@ -230,6 +230,35 @@ def test_results_forged_from_a_thread_never_raise_a_grade(lab1_class):
         assert honest.passed or not check.passed, grade
 
 
+def test_a_check_that_hangs_fails_alone_and_the_notebook_limit_stops_the_cells(tmp_path):
+    solution = nbformat.read(LABS / "solutions" / "lab1_basic_plugin.ipynb", as_version=4)
+    hangs = copy.deepcopy(solution)  # the learner's log() never returns
+    hangs.cells.insert(_check_cell(hangs), nbformat.v4.new_code_cell(
+        "import time\n"
+        "type(helix.get('my-logger')).log = lambda self, level, message: time.sleep(3600)"
+    ))  # fmt: skip
+    slow = copy.deepcopy(solution)
+    for _ in range(3):
+        slow.cells.insert(
+            _check_cell(slow), nbformat.v4.new_code_cell("import time; time.sleep(5)")
+        )
+    nbformat.write(hangs, tmp_path / "hangs.ipynb")
+    nbformat.write(slow, tmp_path / "slow.ipynb")
+    limits = grading.Limits(cell=10, notebook=8, check=4)
+    hung, late = grading.grade("lab1", [tmp_path / "hangs.ipynb", tmp_path / "slow.ipynb"],
+                               limits=limits)  # fmt: skip
+    assert hung.status == grading.Status.TIMEOUT
+    marks = {c.description: (c.passed, c.hint) for c in hung.checks}
+    stuck = [d for d, (passed, hint) in marks.items() if "did not finish within 4 s" in hint]
+    assert stuck and all(not marks[d][0] for d in stuck)
+    assert [d for d, (passed, _) in marks.items() if passed] == [
+        d for d in marks if d not in stuck
+    ], hung  # every other check still ran, and passed
+    assert late.status == grading.Status.TIMEOUT
+    assert any("the notebook's time limit (8 s) ran out" in e for e in late.errors), late
+    assert late.passed == late.total  # the plugin cells had run: the checks still pass
+
+
 def test_a_syntax_error_is_named_with_its_cell(lab1_class):
     grade = lab1_class["syntax_error"]
     assert grade.status == grading.Status.ERRORS

@@ -34,8 +34,9 @@ def import_everything() -> list[str]:
 
     package = importlib.import_module(PACKAGE)
     failed = []
+    grader = f"{PACKAGE}.grading"  # the grader's own side: never used in the kernel
     for info in pkgutil.walk_packages(package.__path__, f"{PACKAGE}."):
-        if info.name.rpartition(".")[2] == "__main__":
+        if info.name.rpartition(".")[2] == "__main__" or info.name.startswith(grader):
             continue
         try:
             importlib.import_module(info.name)

@@ -222,7 +222,12 @@ class _Grading:
                 self.died(f"cell {number}")
                 raise
             if ran.timed_out:
-                self.errors.append(f"cell {number}: did not finish within {limit:g} s; interrupted")
+                why = (
+                    f"did not finish within {limit:g} s"
+                    if limit == self.limits.cell
+                    else f"the notebook's time limit ({self.limits.notebook:g} s) ran out"
+                )
+                self.errors.append(f"cell {number}: {why}; interrupted")
                 await self.recover(f"cell {number}")
             elif (error := ran.error()) is not None:
                 self.errors.append(f"cell {number}: {error}")
