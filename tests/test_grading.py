@@ -12,6 +12,9 @@ import copy
 import csv
 import hashlib
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -382,3 +385,35 @@ def test_changed_package_files_are_found(tmp_path):
         "helixlab/extra.py",
     ]
     assert before == {"helixlab/checks/lab1.py": hashlib.sha256(b"ok = True\n").hexdigest()}
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not count)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_ctrl_c_stops_every_kernel_and_writes_no_report(tmp_path):
+    marker = tmp_path / "kernel.pid"
+    code = f"import os, time\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\ntime.sleep(3600)"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    nbformat.write(nb, tmp_path / "hangs.ipynb")
+    out = tmp_path / "grades.csv"
+    command = [sys.executable, "-m", "helixlab", "grade", "lab1", str(tmp_path / "hangs.ipynb")]
+    grader = subprocess.Popen([*command, "--out", str(out)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (marker.exists() and marker.read_text()):  # the kernel runs the cell
+            assert grader.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        kernel = int(marker.read_text())
+        grader.send_signal(signal.SIGINT)
+        assert grader.wait(timeout=30) == 130
+    finally:
+        grader.kill()
+    assert "interrupted: every kernel was stopped" in grader.stderr.read()
+    assert not _alive(kernel)
+    assert not out.exists()

@@ -7,7 +7,8 @@
 
 Exits 0 once the reports are written, whatever the grades; 2 for a usage error (an
 unknown lab, a missing file, a hidden check that does not load); 1 when grading had to
-stop (helixlab's own files changed during the run).
+stop (helixlab's own files changed during the run); 130 on Ctrl-C, once every kernel
+is stopped.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 __all__ = ["add_parser", "run"]
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -68,10 +69,8 @@ def _say(text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``helixlab grade``; returns the exit status."""
-    import asyncio
-
     from ..errors import GradingError
-    from ._grade import agrade, plan, submissions
+    from ._grade import agrade, plan, run_interruptibly, submissions
     from ._report import write_csv, write_html
     from ._results import Grade, Limits
 
@@ -100,10 +99,15 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     try:
-        grades = asyncio.run(agrade(what, paths, limits=limits, jobs=args.jobs, progress=progress))
+        grades = run_interruptibly(
+            lambda: agrade(what, paths, limits=limits, jobs=args.jobs, progress=progress)
+        )
     except GradingError as exc:
         _say(str(exc))
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        _say("interrupted: every kernel was stopped; no report was written.")
+        return EXIT_INTERRUPTED
     csv_path = write_csv(grades, args.out)
     html_path = write_html(grades, html_out, title=f"{args.lab} grades")
     full = sum(grade.total > 0 and grade.passed == grade.total for grade in grades)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ..errors import GradingError
 from . import _hidden, _integrity
 from ._results import Grade, Limits
 from ._submission import Plan, Submission, grade_submission
 
-__all__ = ["agrade", "grade", "plan", "submissions"]
+T = TypeVar("T")
+
+__all__ = ["agrade", "grade", "plan", "run_interruptibly", "submissions"]
 
 
 def plan(lab: str, checks: str | Path | None = None, files: str | Path | None = None) -> Plan:
@@ -123,6 +128,46 @@ def grade(
         write_csv(grades, "grades.csv")
     """
     what = plan(lab, checks, files)
-    return asyncio.run(
-        agrade(what, submissions(paths), limits=limits, jobs=jobs, progress=progress)
+    paths = submissions(paths)
+    return run_interruptibly(
+        lambda: agrade(what, paths, limits=limits, jobs=jobs, progress=progress)
     )
+
+
+def run_interruptibly(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine on a loop in a worker thread, so that Ctrl-C still stops it.
+
+    nbclient installs SIGINT handlers on a loop running in the main thread, and they
+    only clean up one kernel; off the main thread it installs none. On Ctrl-C the
+    coroutine is cancelled, which shuts every kernel down, then KeyboardInterrupt goes on.
+    """
+    loop = asyncio.new_event_loop()
+    task: asyncio.Future[T] | None = None
+    outcome: dict[str, Any] = {}
+    started = threading.Event()
+
+    def work() -> None:
+        nonlocal task
+        asyncio.set_event_loop(loop)
+        task = loop.create_task(make())
+        started.set()
+        try:
+            outcome["value"] = loop.run_until_complete(task)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+        finally:
+            loop.close()
+
+    worker = threading.Thread(target=work, name="helixlab-grade", daemon=True)
+    worker.start()
+    try:
+        worker.join()
+    except KeyboardInterrupt:
+        started.wait()
+        with contextlib.suppress(RuntimeError):  # the loop had just finished
+            loop.call_soon_threadsafe(task.cancel)  # type: ignore[union-attr]
+        worker.join()
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
