@@ -52,7 +52,8 @@ BROKEN = {
     "segfault": ("solution", "import ctypes\nctypes.string_at(0)"),
     "deletes": (
         "solution",
-        "import os, shutil\nfor victim in {victims!r}:\n    os.remove(victim)\n"
+        "import os, shutil\nassert open('data/course.txt').read() == 'shared'\n"
+        "for victim in {victims!r}:\n    os.remove(victim)\n"
         "shutil.rmtree(os.getcwd())",
     ),
     "patches_runner": (
@@ -145,15 +146,19 @@ def lab1_class(tmp_path_factory) -> dict[str, grading.Grade]:
     paths["not_a_notebook"] = folder / "not_a_notebook.ipynb"
     paths["not_a_notebook"].write_text("{ this is not JSON")
 
+    files = tmp_path_factory.mktemp("files")  # --files: copied into each working directory
+    (files / "data").mkdir()
+    (files / "data" / "course.txt").write_text("shared")
     digests = _integrity.package_digests()
     runner = checks_core.run_check
     started = time.monotonic()
-    grades = grading.grade("lab1", list(paths.values()), checks=HIDDEN, limits=LIMITS)
+    grades = grading.grade("lab1", list(paths.values()), checks=HIDDEN, files=files, limits=LIMITS)
     elapsed = time.monotonic() - started
     print(f"graded {len(grades)} lab 1 submissions in {elapsed:.1f} s")
     # nothing a submission did reached the grader's process or helixlab's files
     assert checks_core.run_check is runner
     assert _integrity.package_digests() == digests
+    assert (files / "data" / "course.txt").read_text() == "shared"
     return {Path(grade.submission).stem: grade for grade in grades}
 
 
@@ -199,6 +204,7 @@ def test_a_crashed_kernel_fails_every_check_and_says_where(lab1_class, name, how
 
 def test_deleting_files_touches_only_its_own_copy(lab1_class):
     grade = lab1_class["deletes"]
+    assert grade.errors == [], grade  # it found --files in its working directory
     assert grade.passed == grade.total, grade  # its state was in memory; its copy is gone
     victim = lab1_class["victim"]  # its file was deleted by "deletes", yet read before
     assert victim.status == grading.Status.OK and victim.passed == victim.total, victim
