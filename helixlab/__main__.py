@@ -43,9 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("config", metavar="CONFIG", help="a plugins.yaml in the course's format")
     serve.add_argument("--host", help="address to bind (default: the config's, or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: the config's, or 0 = any free)")
-    from .grading._cli import add_parser as add_grade
+    from .cli import grade
 
-    add_grade(commands)
+    grade.register(commands)
     return parser
 
 
@@ -116,9 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "grade":
-        from .grading._cli import run as grade
-
-        return grade(args)
+        return args.run(args)
     if args.command != "serve":
         parser.print_help(sys.stderr)
         return EXIT_USAGE

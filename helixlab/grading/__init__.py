@@ -8,10 +8,10 @@ a CSV and an HTML report. See the README's "Grading a class" for the threat mode
 
 from __future__ import annotations
 
-from ._grade import agrade, grade, plan, submissions
+from ._grade import agrade, grade, plan, run_interruptibly, submissions
 from ._report import write_csv, write_html
 from ._results import CheckGrade, Grade, Limits, Status
-from ._submission import Plan
+from ._submission import Plan, Stopper
 
 __all__ = [
     "CheckGrade",
@@ -19,9 +19,11 @@ __all__ = [
     "Limits",
     "Plan",
     "Status",
+    "Stopper",
     "agrade",
     "grade",
     "plan",
+    "run_interruptibly",
     "submissions",
     "write_csv",
     "write_html",

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
+import signal
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 from ..errors import GradingError
 from . import _hidden, _integrity
-from ._results import Grade, Limits
-from ._submission import Plan, Submission, grade_submission
+from ._results import Grade, Limits, Status
+from ._submission import Plan, Stopper, Submission, grade_submission
 
 T = TypeVar("T")
 
@@ -68,6 +68,7 @@ async def agrade(
     limits: Limits | None = None,
     jobs: int | None = None,
     progress: Callable[[Grade], None] | None = None,
+    stopper: Stopper | None = None,
 ) -> list[Grade]:
     """Grade ``paths`` against ``what``, ``jobs`` at a time (default: the cores); in order.
 
@@ -83,9 +84,11 @@ async def agrade(
     async def one(submission: Submission) -> Grade:
         label = submission.label
         async with gate:
+            if stopper is not None and stopper.requested:  # Ctrl-C: start no more kernels
+                return Grade(label, Status.FAILED, [], ["not graded: interrupted"])
             running.add(label)
             try:
-                grade = await grade_submission(submission, what, limits)
+                grade = await grade_submission(submission, what, limits, stopper)
             finally:
                 running.discard(label)
             changed = _integrity.changed_files(digests)
@@ -96,7 +99,7 @@ async def agrade(
                     f"{', '.join(changed)}; no grade can be trusted. Reinstall helixlab, and "
                     f"grade in a container where its files are read-only."
                 )
-            if progress is not None:
+            if progress is not None and not (stopper and stopper.requested):
                 progress(grade)
             return grade
 
@@ -104,10 +107,14 @@ async def agrade(
     tasks = [asyncio.ensure_future(one(submission)) for submission in read]
     try:
         return list(await asyncio.gather(*tasks))
-    finally:
+    except asyncio.CancelledError:  # gather cancelled each task once: let kernels shut down
+        await asyncio.wait(tasks)
+        raise
+    except BaseException:  # one failed (GradingError): stop the others, once each
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.wait(tasks)
+        raise
 
 
 def grade(
@@ -134,38 +141,30 @@ def grade(
     )
 
 
-def run_interruptibly(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+def run_interruptibly(make: Callable[[], Coroutine[Any, Any, T]], stop: Callable[[], None]) -> T:
     """Run a coroutine on a loop in a worker thread, so that Ctrl-C still stops it.
 
     nbclient installs SIGINT handlers on a loop running in the main thread, and they
-    only clean up one kernel; off the main thread it installs none. On Ctrl-C the
-    coroutine is cancelled, which shuts every kernel down, then KeyboardInterrupt goes on.
+    only clean up one kernel; off the main thread it installs none. On Ctrl-C, ``stop``
+    (a Stopper's) kills every kernel; once the coroutine has wound down,
+    KeyboardInterrupt goes on.
     """
-    loop = asyncio.new_event_loop()
-    task: asyncio.Future[T] | None = None
     outcome: dict[str, Any] = {}
-    started = threading.Event()
 
     def work() -> None:
-        nonlocal task
-        asyncio.set_event_loop(loop)
-        task = loop.create_task(make())
-        started.set()
+        # Ctrl-C must reach the main thread, never interrupt this one inside zmq's poll()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            outcome["value"] = loop.run_until_complete(task)
+            outcome["value"] = asyncio.run(make())
         except BaseException as exc:  # handed to the caller's thread
             outcome["error"] = exc
-        finally:
-            loop.close()
 
     worker = threading.Thread(target=work, name="helixlab-grade", daemon=True)
     worker.start()
     try:
         worker.join()
     except KeyboardInterrupt:
-        started.wait()
-        with contextlib.suppress(RuntimeError):  # the loop had just finished
-            loop.call_soon_threadsafe(task.cancel)  # type: ignore[union-attr]
+        stop()
         worker.join()
         raise
     if "error" in outcome:

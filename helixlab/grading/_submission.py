@@ -17,6 +17,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from ..errors import describe
 from . import _inkernel
 from ._results import CheckGrade, Grade, Limits, Status
 
-__all__ = ["Plan", "Submission", "grade_submission"]
+__all__ = ["Plan", "Stopper", "Submission", "grade_submission"]
 
 _TIMEOUT = "HelixlabGradingTimeout"
 _HELPER = Path(_inkernel.__file__).read_text(encoding="utf-8")
@@ -145,8 +146,17 @@ class _Kernel:
         if ran.timed_out:
             raise _Stuck
 
+    def _process(self) -> Any:
+        return getattr(getattr(self.client.km, "provisioner", None), "process", None)
+
+    def kill(self) -> None:
+        """Kill the kernel process (from any thread): its cell ends as a dead kernel does."""
+        process = self._process()
+        if process is not None and process.poll() is None:
+            process.kill()
+
     def exit_status(self) -> str:
-        process = getattr(getattr(self.client.km, "provisioner", None), "process", None)
+        process = self._process()
         code = process.poll() if process is not None else None
         if code is None:
             return ""
@@ -169,6 +179,36 @@ def _shown(names: list[str]) -> str:
     names = [name.replace(":", ".", 1) for name in names]
     more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
     return ", ".join(names[:_SHOWN]) + more
+
+
+class Stopper:
+    """Ctrl-C for a grading run: every running kernel is killed, and no new one starts.
+
+    Killing, rather than cancelling the asyncio tasks, lets nbclient see a dead kernel
+    and shut its channels down in order; cancelled in the middle of a cell, it leaves
+    polling tasks behind on closed zmq sockets (which can abort the process at exit).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._kernels: set[_Kernel] = set()
+        self._lock = threading.Lock()
+
+    def track(self, kernel: _Kernel) -> None:
+        with self._lock:
+            self._kernels.add(kernel)
+            if self.requested:
+                kernel.kill()
+
+    def forget(self, kernel: _Kernel) -> None:
+        with self._lock:
+            self._kernels.discard(kernel)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.requested = True
+            for kernel in self._kernels:
+                kernel.kill()
 
 
 class _Grading:
@@ -379,8 +419,11 @@ class Submission:
             return cls(label, path.name, problem=f"not a notebook: {describe(exc)}")
 
 
-async def grade_submission(submission: Submission, plan: Plan, limits: Limits) -> Grade:
+async def grade_submission(
+    submission: Submission, plan: Plan, limits: Limits, stopper: Stopper | None = None
+) -> Grade:
     """Grade one notebook; whatever it does, this returns a Grade (it never raises for it)."""
+    stopper = stopper or Stopper()
     started = time.monotonic()
     label, nb = submission.label, submission.notebook
     if nb is None:
@@ -395,6 +438,7 @@ async def grade_submission(submission: Submission, plan: Plan, limits: Limits) -
         log = (Path(tmp) / "kernel.log").open("wb")  # the kernel's own stdout and stderr
         try:
             async with kernel.client.async_setup_kernel(stdout=log, stderr=log):
+                stopper.track(kernel)
                 if await grading.before():
                     deadline = time.monotonic() + limits.notebook
                     before, after = _around_check(_code_cells(nb), plan.lab)
@@ -408,6 +452,7 @@ async def grade_submission(submission: Submission, plan: Plan, limits: Limits) -
             grading.errors.append(f"grading stopped: {describe(exc)}")
             grading.fail_rest(f"not run: grading stopped ({describe(exc)}).")
         finally:
+            stopper.forget(kernel)
             log.close()
         if grading.status == Status.CRASHED:
             grading.errors.extend(_last_words(Path(tmp) / "kernel.log"))

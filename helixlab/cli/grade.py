@@ -1,5 +1,8 @@
 """``helixlab grade LAB SUBMISSIONS... --out grades.csv``: the command line of grading.
 
+Its code is ``helixlab.grading``; this module is only the subcommand (``register`` adds
+the parser, as every ``helixlab.cli`` module does).
+
     $ helixlab grade lab1 submissions/ --checks hidden/ --out grades.csv
     helixlab: graded submissions/alice.ipynb: 6/6 (ok) in 9.1 s
     helixlab: graded submissions/bob.ipynb: 3/6 (errors) in 8.7 s
@@ -19,14 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "run"]
+__all__ = ["register", "run"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def add_parser(commands: Any) -> argparse.ArgumentParser:
-    """Add ``grade`` to the ``helixlab`` command's subparsers."""
-    from ._results import Limits
+def register(commands: Any) -> None:
+    """Add ``grade`` to the ``helixlab`` command's subparsers; ``run`` is its default."""
+    from ..grading import Limits
 
     default = Limits()
     grade = commands.add_parser(
@@ -60,7 +63,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     grade.add_argument(
         "--check-timeout", type=float, default=default.check, help="seconds per check (%(default)s)"
     )
-    return grade
+    grade.set_defaults(run=run)
 
 
 def _say(text: str) -> None:
@@ -70,9 +73,17 @@ def _say(text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``helixlab grade``; returns the exit status."""
     from ..errors import GradingError
-    from ._grade import agrade, plan, run_interruptibly, submissions
-    from ._report import write_csv, write_html
-    from ._results import Grade, Limits
+    from ..grading import (
+        Grade,
+        Limits,
+        Stopper,
+        agrade,
+        plan,
+        run_interruptibly,
+        submissions,
+        write_csv,
+        write_html,
+    )
 
     limits = Limits(
         cell=args.cell_timeout, notebook=args.notebook_timeout, check=args.check_timeout
@@ -99,8 +110,12 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     try:
+        stopper = Stopper()
         grades = run_interruptibly(
-            lambda: agrade(what, paths, limits=limits, jobs=args.jobs, progress=progress)
+            lambda: agrade(
+                what, paths, limits=limits, jobs=args.jobs, progress=progress, stopper=stopper
+            ),
+            stopper.stop,
         )
     except GradingError as exc:
         _say(str(exc))
