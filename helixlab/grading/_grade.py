@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
@@ -136,8 +135,10 @@ def grade(
     """
     what = plan(lab, checks, files)
     paths = submissions(paths)
+    stopper = Stopper()
     return run_interruptibly(
-        lambda: agrade(what, paths, limits=limits, jobs=jobs, progress=progress)
+        lambda: agrade(what, paths, limits=limits, jobs=jobs, progress=progress, stopper=stopper),
+        stopper.stop,
     )
 
 
@@ -152,8 +153,8 @@ def run_interruptibly(make: Callable[[], Coroutine[Any, Any, T]], stop: Callable
     outcome: dict[str, Any] = {}
 
     def work() -> None:
-        # Ctrl-C must reach the main thread, never interrupt this one inside zmq's poll()
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        # SIGINT stays unblocked here: kernels started from this thread inherit its signal
+        # mask, and a timed-out cell is interrupted with SIGINT.
         try:
             outcome["value"] = asyncio.run(make())
         except BaseException as exc:  # handed to the caller's thread

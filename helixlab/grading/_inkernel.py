@@ -61,20 +61,36 @@ def _digest(value: Any) -> str:
     return f"{type(value).__name__}:{id(value)}"
 
 
-def _walk(prints: dict[str, str], key: str, value: Any, owner: str, pins: list[Any]) -> None:
+def _code(value: Any) -> bool:
+    """Whether a value is code (what a patch replaces), not data that may change as it runs."""
+    return callable(value) or isinstance(
+        value, types.ModuleType | staticmethod | classmethod | property
+    )
+
+
+def _walk(
+    prints: dict[str, str], key: str, value: Any, owner: str, pins: list[Any], constants: bool
+) -> None:
+    """Fingerprint ``value``; a class defined in ``owner`` also by each of its attributes.
+
+    Data (module globals, class attributes that are not code) counts only when
+    ``constants``: in ``helixlab.checks``; elsewhere it changes as helixlab runs (the
+    embedded upstream, counters of the notebook layer).
+    """
+    if not (constants or _code(value)):
+        return
     pins.append(value)
     prints[key] = _digest(value)
     if isinstance(value, type) and value.__module__ == owner and key.endswith(value.__qualname__):
         for attr, item in list(vars(value).items()):
             if attr not in ("__dict__", "__weakref__", "__doc__"):
-                _walk(prints, f"{key}.{attr}", item, owner, pins)
+                _walk(prints, f"{key}.{attr}", item, owner, pins, constants)
 
 
 def fingerprint(pins: list[Any] | None = None) -> dict[str, str]:
     """Every helixlab module, class, function, class attribute and registered check, by identity.
 
-    Module-level data counts only in ``helixlab.checks`` (the checks' constants); elsewhere
-    it may change as helixlab runs (the embedded upstream, caches).
+    Data counts only in ``helixlab.checks`` (the checks' constants), see ``_walk``.
 
     ``pins`` keeps the objects alive, so that a replacement cannot reuse a freed id.
     """
@@ -85,12 +101,10 @@ def fingerprint(pins: list[Any] | None = None) -> dict[str, str]:
             continue
         pins.append(module)
         prints[name] = f"module:{id(module)}"
-        constants = name.startswith(f"{PACKAGE}.checks")  # elsewhere data may change (caches)
+        constants = name.startswith(f"{PACKAGE}.checks")
         for attr, value in list(vars(module).items()):
-            if attr in ("__builtins__", "__loader__", "__spec__", "__cached__"):
-                continue
-            if constants or callable(value) or isinstance(value, types.ModuleType):
-                _walk(prints, f"{name}:{attr}", value, name, pins)
+            if attr not in ("__builtins__", "__loader__", "__spec__", "__cached__"):
+                _walk(prints, f"{name}:{attr}", value, name, pins, constants)
     core = sys.modules.get(f"{PACKAGE}.checks._core")
     for lab_name, entry in sorted(getattr(core, "LABS", {}).items()):
         for index, (description, check) in enumerate(entry.checks):
@@ -142,8 +156,13 @@ def _restore(labs: dict[str, Any], before: Mapping[str, int]) -> None:
             del labs[name].checks[before[name] :]
 
 
-def _probe_parts() -> tuple[Any, Mapping[str, Any]]:
-    """The notebook's helixlab kernel and namespace, as ``%helix check`` would use them."""
+#: What ``%helix check`` hands ``run_check`` from the session besides kernel and namespace,
+#: when the session keeps it (refused definitions, the cells that defined each plugin).
+SESSION_EXTRAS = ("refused", "definitions")
+
+
+def _probe_parts() -> tuple[Any, Mapping[str, Any], dict[str, Any]]:
+    """The notebook's kernel, namespace and session extras, as ``%helix check`` uses them."""
     from IPython import get_ipython
 
     from helixlab.notebook import session_of
@@ -153,7 +172,8 @@ def _probe_parts() -> tuple[Any, Mapping[str, Any]]:
     if session is None:  # the notebook never ran %load_ext helixlab: check an empty kernel
         shell.extension_manager.load_extension(PACKAGE)
         session = session_of(shell)
-    return session.kernel, shell.user_ns
+    extras = {key: getattr(session, key) for key in SESSION_EXTRAS if hasattr(session, key)}
+    return session.kernel, shell.user_ns, extras
 
 
 def before_notebook(nonce: str) -> None:
@@ -182,10 +202,10 @@ def run_one(nonce: str, lab_name: str, index: int, sources: Mapping[str, str]) -
     description, check = checks[index]
     single = f"{lab_name} (grading check {index + 1})"
     lab(single, entry.title)(description)(check)
-    kernel, namespace = _probe_parts()
+    kernel, namespace, extras = _probe_parts()
     started = time.monotonic()
     try:
-        report = run_check(single, kernel, namespace)
+        report = run_check(single, kernel, namespace, **extras)
     finally:
         LABS.pop(single, None)
     (result,) = report.results
