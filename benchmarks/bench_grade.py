@@ -61,8 +61,18 @@ def _bare(paths: list[Path]) -> float:
     return time.perf_counter() - start
 
 
+def _row(name: str, graded: float, bare: float, count: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "seconds": graded,
+        "per_submission_s": graded / count,
+        "nbclient_s": bare,
+        "vs_nbclient": graded / bare,
+        "cores": os.cpu_count(),
+    }
+
+
 def run() -> list[dict[str, Any]]:
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         copies = []
@@ -70,24 +80,15 @@ def run() -> list[dict[str, Any]]:
             copies.append(folder / f"student{i}.ipynb")
             shutil.copy(ROOT / "labs" / "solutions" / LABS[0].name, copies[-1])
         graded = _grade("lab1", copies, folder / "lab1.csv")
-        bare = _bare(copies)
-        rows.append({
-            "name": "helixlab grade, 8 lab 1 solutions",
-            "seconds": graded, "per_submission_s": graded / 8, "nbclient_s": bare,
-            "vs_nbclient": graded / bare, "cores": os.cpu_count(),
-        })  # fmt: skip
+        rows = [_row("helixlab grade, 8 lab 1 solutions", graded, _bare(copies), 8)]
         graded = 0.0
         everything = [*LABS, *(ROOT / "labs" / "solutions" / p.name for p in LABS)]
         for path in LABS:
             lab = path.name.split("_")[0]
             pair = [path, ROOT / "labs" / "solutions" / path.name]
             graded += _grade(lab, pair, folder / f"{lab}.csv")
-        bare = _bare(everything)
-        rows.append({
-            "name": "helixlab grade, labs 1-4 (8 exercises and solutions, 4 runs)",
-            "seconds": graded, "per_submission_s": graded / 8, "nbclient_s": bare,
-            "vs_nbclient": graded / bare, "cores": os.cpu_count(),
-        })  # fmt: skip
+        name = "helixlab grade, labs 1-4 (8 exercises and solutions, 4 runs)"
+        rows.append(_row(name, graded, _bare(everything), len(everything)))
     return rows
 
 

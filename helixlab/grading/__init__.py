@@ -9,9 +9,10 @@ a CSV and an HTML report. See the README's "Grading a class" for the threat mode
 from __future__ import annotations
 
 from ._grade import agrade, grade, plan, run_interruptibly, submissions
+from ._kernel import Stopper
 from ._report import write_csv, write_html
 from ._results import CheckGrade, Grade, Limits, Status
-from ._submission import Plan, Stopper
+from ._submission import Plan
 
 __all__ = [
     "CheckGrade",

@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 
 from ..errors import GradingError
 from . import _hidden, _integrity
+from ._kernel import Stopper
 from ._results import Grade, Limits, Status
-from ._submission import Plan, Stopper, Submission, grade_submission
+from ._submission import Plan, Submission, grade_submission
 
 T = TypeVar("T")
 

@@ -11,13 +11,9 @@ its checks are failed, whatever they reported.
 
 from __future__ import annotations
 
-import logging
-import math
 import re
-import secrets
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,20 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import DeadKernelError
 
 from ..errors import describe
-from . import _inkernel
+from ._kernel import Dead, GradingKernel, Ran, Stopper, Stuck
 from ._results import CheckGrade, Grade, Limits, Status
 
-__all__ = ["Plan", "Stopper", "Submission", "grade_submission"]
+__all__ = ["Plan", "Submission", "grade_submission"]
 
-_TIMEOUT = "HelixlabGradingTimeout"
-_HELPER = Path(_inkernel.__file__).read_text(encoding="utf-8")
-_QUIET = logging.getLogger("helixlab.grading.nbclient")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
 _SHOWN = 5  # changed helixlab names quoted in a hint
 
 
@@ -55,112 +44,6 @@ class Plan:
     @property
     def descriptions(self) -> list[tuple[str, bool]]:
         return [(d, False) for d in self.public] + [(d, True) for d in self.hidden]
-
-
-class _Dead(Exception):
-    """The kernel process died."""
-
-
-class _Stuck(Exception):
-    """The kernel stayed busy after an interrupt."""
-
-
-@dataclass
-class _Ran:
-    cell: Any
-    timed_out: bool
-    seconds: float
-
-    def error(self) -> str | None:
-        for output in self.cell.get("outputs", []):
-            if output.get("output_type") == "error":
-                value = str(output.get("evalue", "")).strip().splitlines()
-                first = value[0][:300] if value else ""
-                return f"{output.get('ename', 'Error')}: {first}" if first else output.get("ename")
-        return None
-
-    def bundles(self) -> list[dict[str, Any]]:
-        found = []
-        for output in self.cell.get("outputs", []):
-            data = output.get("data", {}) if isinstance(output, Mapping) else {}
-            if _inkernel.MIME in data and isinstance(data[_inkernel.MIME], Mapping):
-                found.append(dict(data[_inkernel.MIME]))
-        return found
-
-
-class _Kernel:
-    """A notebook client bound to one kernel; ``run`` sends one cell under a time limit."""
-
-    def __init__(self, workdir: Path, limits: Limits):
-        self.nb = nbformat.v4.new_notebook()
-        self.replies: dict[int, Mapping[str, Any]] = {}
-        self.client = NotebookClient(
-            self.nb,
-            kernel_name="python3",
-            timeout=int(limits.cell),
-            startup_timeout=math.ceil(limits.startup),
-            interrupt_on_timeout=True,
-            allow_errors=True,
-            record_timing=False,
-            shutdown_kernel="immediate",
-            shell_timeout_interval=1,
-            resources={"metadata": {"path": str(workdir)}},
-            on_cell_executed=self._executed,
-            log=_QUIET,
-        )
-        self.forged = 0
-
-    def _executed(self, cell: Any, cell_index: int, execute_reply: Mapping[str, Any]) -> None:
-        self.replies[cell_index] = execute_reply
-
-    async def run(self, source: str, timeout: float, *, history: bool = True) -> _Ran:
-        cell = nbformat.v4.new_code_cell(source)
-        self.nb.cells.append(cell)
-        index = len(self.nb.cells) - 1
-        self.client.timeout = max(1, math.ceil(timeout))
-        self.client.error_on_timeout = {"ename": _TIMEOUT, "evalue": f"{timeout:g} s"}
-        started = time.monotonic()
-        try:
-            cell = await self.client.async_execute_cell(cell, index, store_history=history)
-        except DeadKernelError:
-            raise _Dead from None
-        content = self.replies.get(index, {}).get("content", {})
-        return _Ran(cell, content.get("ename") == _TIMEOUT, time.monotonic() - started)
-
-    async def grader_cell(self, function: str, timeout: float, *args: Any) -> tuple[_Ran, Any]:
-        """Run ``_inkernel.<function>(nonce, *args)``; the one bundle that carries the nonce."""
-        nonce = secrets.token_hex(16)
-        call = f"{function}({', '.join(map(repr, (nonce, *args)))})"
-        code = f"{_HELPER}\n{call}\n"
-        scope = "{'__name__': 'helixlab_grading'}"
-        source = f"exec(compile({code!r}, '<helixlab grading>', 'exec'), {scope})"
-        ran = await self.run(source, timeout, history=False)
-        bundles = ran.bundles()
-        mine = [b for b in bundles if b.get("nonce") == nonce]
-        self.forged += len(bundles) - len(mine) + max(0, len(mine) - 1)
-        return ran, (mine[0] if len(mine) == 1 else None)
-
-    async def responsive(self) -> None:
-        """After an interrupted cell: raise _Stuck if the kernel does not answer within 10 s."""
-        ran = await self.run("pass", 10, history=False)
-        if ran.timed_out:
-            raise _Stuck
-
-    def _process(self) -> Any:
-        return getattr(getattr(self.client.km, "provisioner", None), "process", None)
-
-    def kill(self) -> None:
-        """Kill the kernel process (from any thread): its cell ends as a dead kernel does."""
-        process = self._process()
-        if process is not None and process.poll() is None:
-            process.kill()
-
-    def exit_status(self) -> str:
-        process = self._process()
-        code = process.poll() if process is not None else None
-        if code is None:
-            return ""
-        return f" (exit status {code})" if code >= 0 else f" (killed by signal {-code})"
 
 
 def _changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
@@ -181,40 +64,10 @@ def _shown(names: list[str]) -> str:
     return ", ".join(names[:_SHOWN]) + more
 
 
-class Stopper:
-    """Ctrl-C for a grading run: every running kernel is killed, and no new one starts.
-
-    Killing, rather than cancelling the asyncio tasks, lets nbclient see a dead kernel
-    and shut its channels down in order; cancelled in the middle of a cell, it leaves
-    polling tasks behind on closed zmq sockets (which can abort the process at exit).
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._kernels: set[_Kernel] = set()
-        self._lock = threading.Lock()
-
-    def track(self, kernel: _Kernel) -> None:
-        with self._lock:
-            self._kernels.add(kernel)
-            if self.requested:
-                kernel.kill()
-
-    def forget(self, kernel: _Kernel) -> None:
-        with self._lock:
-            self._kernels.discard(kernel)
-
-    def stop(self) -> None:
-        with self._lock:
-            self.requested = True
-            for kernel in self._kernels:
-                kernel.kill()
-
-
 class _Grading:
     """The state of one submission's grading, cell by cell."""
 
-    def __init__(self, plan: Plan, limits: Limits, kernel: _Kernel):
+    def __init__(self, plan: Plan, limits: Limits, kernel: GradingKernel):
         self.plan, self.limits, self.kernel = plan, limits, kernel
         self.errors: list[str] = []
         self.status = Status.OK
@@ -258,7 +111,7 @@ class _Grading:
             limit = min(self.limits.cell, left)
             try:
                 ran = await self.kernel.run(source, limit)
-            except _Dead:
+            except Dead:
                 self.died(f"cell {number}")
                 raise
             if ran.timed_out:
@@ -280,11 +133,11 @@ class _Grading:
         self.fail_rest(f"not run: the kernel died in {where}.")
 
     async def recover(self, where: str) -> None:
-        """After ``where`` timed out: go on if the kernel answers, else raise _Stuck."""
+        """After ``where`` timed out: go on if the kernel answers, else raise Stuck."""
         self.worse(Status.TIMEOUT)
         try:
             await self.kernel.responsive()
-        except _Stuck:
+        except Stuck:
             self.errors.append(f"the kernel stayed busy after {where} was interrupted; stopped")
             self.fail_rest(f"not run: the kernel stayed busy after {where} was interrupted.")
             raise
@@ -321,7 +174,7 @@ class _Grading:
                 ran, result = await self.kernel.grader_cell(
                     "run_one", limit, plan.lab, index, plan.sources
                 )
-            except _Dead:
+            except Dead:
                 self.checks[index] = CheckGrade(
                     description, False, "the kernel died during this check.", hidden
                 )
@@ -344,7 +197,7 @@ class _Grading:
             self.tampered(after["prints"], when)
 
     def _result(
-        self, index: int, description: str, hidden: bool, ran: _Ran, result: Any
+        self, index: int, description: str, hidden: bool, ran: Ran, result: Any
     ) -> CheckGrade:
         seconds = round(ran.seconds, 3)
         if result is not None and (result.get("index"), result.get("description")) == (
@@ -433,7 +286,7 @@ async def grade_submission(
     with tempfile.TemporaryDirectory(prefix="helixlab-grade-", ignore_cleanup_errors=True) as tmp:
         workdir = Path(tmp) / "work"
         _prepare(workdir, plan, nb, submission.name)
-        kernel = _Kernel(workdir, limits)
+        kernel = GradingKernel(workdir, limits)
         grading = _Grading(plan, limits, kernel)
         log = (Path(tmp) / "kernel.log").open("wb")  # the kernel's own stdout and stderr
         try:
@@ -445,7 +298,7 @@ async def grade_submission(
                     await grading.notebook(before, deadline)
                     await grading.run_checks()
                     await grading.notebook(after, deadline)
-        except (_Dead, _Stuck):
+        except (Dead, Stuck):
             pass
         except Exception as exc:  # the kernel could not start, or nbclient broke down
             grading.worse(Status.ERRORS if grading.fingerprint else Status.FAILED)
