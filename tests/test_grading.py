@@ -242,11 +242,16 @@ def test_results_forged_from_a_thread_never_raise_a_grade(lab1_class):
 
 def test_a_check_that_hangs_fails_alone_and_the_notebook_limit_stops_the_cells(tmp_path):
     solution = nbformat.read(LABS / "solutions" / "lab1_basic_plugin.ipynb", as_version=4)
-    hangs = copy.deepcopy(solution)  # the learner's log() never returns
-    hangs.cells.insert(_check_cell(hangs), nbformat.v4.new_code_cell(
-        "import time\n"
-        "type(helix.get('my-logger')).log = lambda self, level, message: time.sleep(3600)"
-    ))  # fmt: skip
+    hangs = copy.deepcopy(solution)  # the learner's log() never returns for the checks' text
+    plugin_cell = next(c for c in hangs.cells if c.source.startswith("%%helix plugin"))
+    plugin_cell.source += (
+        "\n\nimport time as _time\n_kept = MyLogger.log\n\n\n"
+        "def _log(self, level, message):\n"
+        "    if message.startswith('a ') and message.endswith(' message'):\n"
+        "        _time.sleep(3600)\n"
+        "    return _kept(self, level, message)\n\n\n"
+        "MyLogger.log = _log\n"
+    )
     slow = copy.deepcopy(solution)
     for _ in range(3):
         slow.cells.insert(
