@@ -90,7 +90,8 @@ class _Grading:
         ran, bundle = await self.kernel.grader_cell("before_notebook", self.limits.startup)
         if bundle is None:
             self.status = Status.FAILED
-            self.errors.append(f"helixlab could not be imported in the kernel: {ran.error()}")
+            why = ran.error() or ("timed out" if ran.timed_out else "no result")
+            self.errors.append(f"helixlab could not be imported in the kernel: {why}")
             self.fail_rest("not run: helixlab could not be imported in the submission's kernel.")
             return False
         self.fingerprint = bundle["prints"]
