@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("config", metavar="CONFIG", help="a plugins.yaml in the course's format")
     serve.add_argument("--host", help="address to bind (default: the config's, or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: the config's, or 0 = any free)")
+    from .cli import grade
+
+    grade.register(commands)
     return parser
 
 
@@ -112,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The ``helixlab`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "grade":
+        return args.run(args)
     if args.command != "serve":
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -17,7 +17,8 @@ The tree::
     │   └── ReloadError              a reload was refused or rolled back; .report
     ├── KernelClosedError            the kernel was closed
     ├── UpstreamError                a provider's LLM API failed; .status, .http_status
-    └── CheckFailed                  a lab self-check found something missing
+    ├── CheckFailed                  a lab self-check found something missing
+    └── GradingError                 `helixlab grade` cannot grade (bad lab, checks, files)
 
 Messages are one sentence that quotes the subject and states the rule; detail
 (file:line, the cycle path, the choices) follows.
@@ -38,6 +39,7 @@ __all__ = [
     "CycleError",
     "DependencyError",
     "DisabledDependencyError",
+    "GradingError",
     "HelixError",
     "KernelClosedError",
     "MissingDependencyError",
@@ -302,6 +304,10 @@ def _default_type(status: int | None) -> str:
 
 class CheckFailed(HelixError):
     """A lab self-check found something still missing (the report lists each ✗)."""
+
+
+class GradingError(HelixError):
+    """Grading cannot go on: an unknown lab, a bad hidden check, or helixlab's files changed."""
 
 
 def describe(exc: BaseException | None) -> str:
