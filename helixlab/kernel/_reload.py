@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ..errors import ConfigError, DependencyError, PluginError, RegistryError, ReloadError, describe
 from . import _loader
@@ -32,7 +33,7 @@ from ._plugin import Plugin, PluginState, check_plugin_class
 from ._registry import Registry
 from ._reports import ReloadReport
 
-__all__ = ["Plan", "execute", "plan", "reconfigure"]
+__all__ = ["Plan", "Prepared", "abort", "commit", "execute", "plan", "prepare", "reconfigure"]
 
 
 @dataclass
@@ -125,8 +126,34 @@ def plan(
     return Plan(names, registry, graph, order, load)
 
 
+@dataclass
+class Prepared:
+    """A reload started aside and built, not yet swapped in: :func:`commit` or :func:`abort`.
+
+    A fleet holds one of these on every worker until all of them are ready (the kernel's
+    operation lock held meanwhile), so that either all swap or none does.
+    """
+
+    plan: Plan
+    report: ReloadReport
+    old_gen: Any
+    new: dict[str, Live]
+    stopped_first: list[str]
+    generation: Any
+    t0: float
+    t_started: float
+
+
 async def execute(kernel, plan: Plan) -> ReloadReport:
     """Carry out a plan (the kernel's operation lock held); see the module docstring."""
+    return await commit(kernel, await prepare(kernel, plan))
+
+
+async def prepare(kernel, plan: Plan) -> Prepared:
+    """Steps 2-3: start the new instances aside and build the next generation.
+
+    On a failure everything started is rolled back and ReloadError raised, as in a reload.
+    """
     t0 = time.perf_counter()
     pool = kernel._pool
     old_gen = pool.current
@@ -162,28 +189,49 @@ async def execute(kernel, plan: Plan) -> ReloadReport:
         generation = pool.build({**current, **new}, plan.graph)
     except Exception as exc:
         error = exc if isinstance(exc, PluginError) else PluginError("gateway", "swap", cause=exc)
-        await _rollback(kernel, new, stopped_first, current)
-        report.rolled_back = True
-        _record_failure(kernel, report, error)
-        report.timings["total"] = time.perf_counter() - t0
-        kernel._emit(
-            "reload_failed",
-            error.plugin,
-            detail=f"in {error.phase}",
-            error=report.error,
-            version=error.version or "",
-        )
-        for name in plan.order:
-            kernel._emit("rolled_back", name, version=current[name].version)
-        raise ReloadError(
-            error.plugin,
-            error.phase,
-            f"Reload of {', '.join(plan.targets)} rolled back: plugin {error.plugin!r} failed "
-            f"in {error.phase}: {report.error}. The old versions keep serving.",
-            cause=error.cause,
-            version=error.version,
-            report=report,
-        ) from error.cause
+        prepared = Prepared(plan, report, old_gen, new, stopped_first, None, t0, t0)
+        raise await _roll_back(kernel, prepared, error) from error.cause
+    return Prepared(plan, report, old_gen, new, stopped_first, generation, t0, t_started)
+
+
+async def abort(kernel, prepared: Prepared, error: PluginError) -> ReloadError:
+    """Undo a prepared reload (the old generation kept serving); returns the error to raise."""
+    return await _roll_back(kernel, prepared, error)
+
+
+async def _roll_back(kernel, prepared: Prepared, error: PluginError) -> ReloadError:
+    plan, report = prepared.plan, prepared.report
+    current = prepared.old_gen.live
+    await _rollback(kernel, prepared.new, prepared.stopped_first, current)
+    report.rolled_back = True
+    _record_failure(kernel, report, error)
+    report.timings["total"] = time.perf_counter() - prepared.t0
+    kernel._emit(
+        "reload_failed",
+        error.plugin,
+        detail=f"in {error.phase}",
+        error=report.error,
+        version=error.version or "",
+    )
+    for name in plan.order:
+        kernel._emit("rolled_back", name, version=current[name].version)
+    return ReloadError(
+        error.plugin,
+        error.phase,
+        f"Reload of {', '.join(plan.targets)} rolled back: plugin {error.plugin!r} failed "
+        f"in {error.phase}: {report.error}. The old versions keep serving.",
+        cause=error.cause,
+        version=error.version,
+        report=report,
+    )
+
+
+async def commit(kernel, prepared: Prepared) -> ReloadReport:
+    """Steps 3-4: swap the prepared generation in, drain the old one and stop it."""
+    plan, report, pool = prepared.plan, prepared.report, kernel._pool
+    old_gen, new, stopped_first = prepared.old_gen, prepared.new, prepared.stopped_first
+    current = old_gen.live
+    t0, t_started, generation = prepared.t0, prepared.t_started, prepared.generation
 
     # -- the swap: one reference --------------------------------------------------------
     kernel._registry = plan.registry
