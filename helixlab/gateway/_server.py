@@ -172,15 +172,23 @@ class GatewayServer:
 
 
 def _prepare(kernel: Any, host: str, port: int, options: dict[str, Any]) -> GatewayServer:
+    sock: socket.socket | None = options.pop("sock", None)  # a fleet's workers share one
+    wrap = options.pop("wrap", None)  # outermost ASGI middleware (a fleet's /metrics)
+    if sock is not None:
+        host, port = sock.getsockname()[:2]
     config = gateway_config(options.pop("config", None), **options, host=host, port=port)
-    return GatewayServer(kernel, config, bind_tcp(config.host, config.port))
+    server = GatewayServer(kernel, config, sock or bind_tcp(config.host, config.port))
+    if wrap is not None:
+        server.app = wrap(server.app)
+    return server
 
 
 def serve(kernel: Any, host: str = "127.0.0.1", port: int = 0, **options: Any) -> GatewayServer:
     """Serve the OpenAI-compatible gateway of ``kernel`` on ``host:port`` (0: a free port).
 
     ``options`` are :class:`GatewayConfig` fields (``max_body_bytes``, ``execute_tools``,
-    ``max_tool_rounds``, ``graceful_timeout``), or ``config=`` a GatewayConfig. Returns
+    ``max_tool_rounds``, ``graceful_timeout``), or ``config=`` a GatewayConfig; ``sock=``
+    a listening socket to serve on instead, ``wrap=`` an outermost middleware. Returns
     once the server listens. Call from any thread but the kernel's (there: ``aserve``).
     """
     server = _prepare(kernel, host, port, options)

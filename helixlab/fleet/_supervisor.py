@@ -1,0 +1,241 @@
+"""The supervisor of ``helixlab serve CONFIG --workers N``: one port, N worker processes.
+
+It binds the listening socket once and hands it to every worker (inherited file
+descriptor: the kernel spreads connections over the processes accepting on it), starts
+a private redis-server when no ``--redis`` is given, restarts a worker that dies (first
+removing its heartbeat, so a reload in progress aborts at once instead of waiting for the
+TTL), and proposes a fleet reload when the config file is saved. Stopping stops the
+workers (each drains its requests), then the private Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .._net import bind_tcp, http_url
+from ..errors import FleetError
+from ._redis import Keys, PrivateRedis, client
+
+__all__ = ["Supervisor", "state_file"]
+
+
+def state_file(fleet: str) -> Path:
+    """Where a running fleet on this host says which Redis it uses (for ``helixlab fleet``)."""
+    return Path(tempfile.gettempdir()) / f"helixlab-fleet-{fleet}.json"
+
+
+def _say(text: str) -> None:
+    print(f"helixlab: {text}", file=sys.stderr, flush=True)
+
+
+class _Slot:
+    def __init__(self, index: int):
+        self.index = index
+        self.process: subprocess.Popen | None = None
+        self.ready = threading.Event()
+        self.failures = 0
+        self.started = 0.0
+
+
+class Supervisor:
+    """Start with :meth:`start`, stop with :meth:`stop`; ``url`` is the fleet's address."""
+
+    def __init__(
+        self,
+        config: str,
+        workers: int,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        redis: str | None = None,
+        fleet: str = "helixlab",
+        rate_limit_policy: str = "open",
+        watch: bool = True,
+    ):
+        if workers < 1:
+            raise FleetError(f"--workers must be at least 1, not {workers}.")
+        self.config = str(Path(config).resolve())
+        self.workers, self.fleet, self.keys = workers, fleet, Keys(fleet)
+        self.policy, self.watch = rate_limit_policy, watch
+        self.sock = bind_tcp(host, port)
+        self.sock.listen(2048)
+        self.sock.set_inheritable(True)
+        self.host, self.port = host, self.sock.getsockname()[1]
+        self.private: PrivateRedis | None = None
+        self.redis_url = redis
+        self.metrics_dir = tempfile.mkdtemp(prefix="helixlab-metrics-")
+        self.slots = [_Slot(i) for i in range(workers)]
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+        self._r: Any = None
+
+    @property
+    def url(self) -> str:
+        return http_url(self.host, self.port)
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start Redis (if private) and every worker; return when all of them serve."""
+        try:
+            if self.redis_url is None:
+                self.private = PrivateRedis()
+                self.redis_url = self.private.url
+            self._r = client(self.redis_url, asyncio=False)
+            try:
+                self._r.ping()
+            except Exception as exc:
+                raise FleetError(f"Redis at {self.redis_url} cannot be reached: {exc}") from None
+            for slot in self.slots:
+                self._spawn(slot)
+            deadline = time.monotonic() + timeout
+            for slot in self.slots:
+                if not slot.ready.wait(max(0.0, deadline - time.monotonic())):
+                    raise FleetError(
+                        f"Worker {slot.index} did not start within {timeout:g}s (see its log)."
+                    )
+            state_file(self.fleet).write_text(
+                json.dumps({"redis": self.redis_url, "url": self.url, "pid": os.getpid()})
+            )
+            if self.watch:
+                self._watcher = threading.Thread(target=self._watch, daemon=True)
+                self._watcher.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _spawn(self, slot: _Slot) -> None:
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir}
+        args = [
+            sys.executable, "-m", "helixlab.fleet._worker",
+            "--config", self.config, "--fd", str(self.sock.fileno()),
+            "--redis", self.redis_url, "--fleet", self.fleet, "--slot", str(slot.index),
+            "--rate-limit-policy", self.policy,
+        ]  # fmt: skip
+        slot.ready.clear()
+        slot.started = time.monotonic()
+        slot.process = process = subprocess.Popen(
+            args, pass_fds=(self.sock.fileno(),), stdout=subprocess.PIPE, text=True, env=env
+        )
+        threading.Thread(target=self._follow, args=(slot, process), daemon=True).start()
+
+    def _follow(self, slot: _Slot, process: subprocess.Popen) -> None:
+        """Read the worker's ready line, wait for it to end, and restart it if it died."""
+        for line in process.stdout:
+            if line.startswith("ready "):
+                slot.ready.set()
+        code = process.wait()
+        worker_id = f"{socket.gethostname()}-{process.pid}"
+        self._forget(worker_id, process.pid, code)
+        if self._stopping.is_set():
+            return
+        _say(f"worker {slot.index} ({worker_id}) exited with {code}; restarting it")
+        quick = time.monotonic() - slot.started < 2.0
+        slot.failures = slot.failures + 1 if quick else 0
+        if slot.failures:
+            # a worker that dies at once would otherwise spin the machine: back off
+            self._stopping.wait(min(5.0, 0.25 * 2 ** (slot.failures - 1)))
+        with self._lock:
+            if not self._stopping.is_set():
+                self._spawn(slot)
+
+    def _forget(self, worker_id: str, pid: int, code: int) -> None:
+        """A dead worker leaves the quorum now (not after its TTL) and drops its live gauges."""
+        try:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid, self.metrics_dir)
+        except Exception:
+            pass
+        try:
+            self._r.delete(self.keys.worker(worker_id))
+            message = {"type": "gone", "worker": worker_id, "why": f"exited with {code}"}
+            self._r.publish(self.keys.channel, json.dumps(message))
+            holder = self._r.get(self.keys.lock)
+            if holder and worker_id in holder:
+                self._r.delete(self.keys.lock)  # it died joining: let the others in
+        except Exception:
+            pass
+
+    def pids(self) -> list[int]:
+        return [s.process.pid for s in self.slots if s.process is not None]
+
+    # -- saved config file -----------------------------------------------------------------
+
+    def _watch(self) -> None:
+        import watchfiles
+
+        from ._coordinator import propose
+
+        path = Path(self.config)
+        last = path.read_text(encoding="utf-8")
+        for _ in watchfiles.watch(path, stop_event=self._stopping, debounce=200, rust_timeout=500):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError:
+                continue
+            if text == last:
+                continue
+            last = text
+            action = {"kind": "apply"}
+            try:
+                report = asyncio.run(self._propose(propose, action, text))
+                _say(f"fleet reload from {path}: {report}")
+            except Exception as exc:
+                _say(f"fleet reload from {path} failed: {exc}")
+
+    async def _propose(self, propose: Any, action: dict, text: str) -> Any:
+        r = client(self.redis_url)
+        try:
+            return await propose(r, self.keys, action, config=text, source=self.config)
+        finally:
+            await r.aclose()
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop every worker (SIGTERM: they drain), then the private Redis; idempotent."""
+        with self._lock:
+            self._stopping.set()
+        processes = [s.process for s in self.slots if s.process is not None]
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + timeout
+        for process in processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.sock.close()
+        if self._r is not None:
+            self._r.close()
+        if self.private is not None:
+            self.private.close()
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        try:
+            state = state_file(self.fleet)
+            if state.exists() and json.loads(state.read_text()).get("pid") == os.getpid():
+                state.unlink()
+        except (OSError, ValueError):
+            pass
+
+    def __enter__(self) -> Supervisor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

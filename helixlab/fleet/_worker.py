@@ -1,0 +1,331 @@
+"""One worker process of a fleet: a Kernel and its gateway on the fleet's shared socket.
+
+It joins under the fleet's lock: it loads the *committed* generation (the first worker of
+a fleet founds generation 1 from its config file), starts serving, and heartbeats (a key
+with a TTL) before it lets the next worker or reload in. Then it answers proposals: it
+prepares each one aside, votes through Redis, and commits or aborts as the fleet decides.
+
+Started by the supervisor as ``python -m helixlab.fleet._worker``, with the listening
+socket inherited as a file descriptor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from ..errors import HelixError, describe
+from ._apply import Vote, run_transaction
+from ._coordinator import decide, lock, unlock
+from ._generation import Generation
+from ._redis import Keys, client
+
+__all__ = ["Worker", "main"]
+
+HEARTBEAT_TTL = 3.0  # seconds a worker stays in the quorum without a heartbeat
+DECISION_PATIENCE = 45.0  # seconds a prepared worker waits for the outcome, then aborts it
+
+
+def _say(text: str) -> None:
+    print(f"helixlab worker {os.getpid()}: {text}", file=sys.stderr, flush=True)
+
+
+class Worker:
+    """The fleet side of one worker process (its Redis loop runs in the main thread)."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.keys = Keys(args.fleet)
+        self.id = f"{socket.gethostname()}-{os.getpid()}"
+        self.generation = 0
+        self.state = "joining"
+        self.last_error: str | None = None
+        self.started = time.time()
+        self.kernel: Any = None
+        self.server: Any = None
+        self.metrics: Any = None
+        self.stopping = asyncio.Event()
+        self._decisions: dict[int, asyncio.Future] = {}
+        self._busy = asyncio.Lock()
+        self.r = client(args.redis)
+
+    # -- heartbeat ---------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "slot": self.args.slot,
+            "url": self.server.url if self.server else None,
+            "generation": self.generation,
+            "state": self.state,
+            "last_error": self.last_error,
+            "started": self.started,
+        }
+
+    async def beat(self) -> None:
+        await self.r.set(
+            self.keys.worker(self.id), json.dumps(self.info()), px=int(HEARTBEAT_TTL * 1000)
+        )
+
+    async def heartbeats(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                await self.beat()
+                if self.generation and self.state == "serving":
+                    await self._reassert()
+            except Exception as exc:  # Redis restarting: keep serving, beat again soon
+                self.last_error = f"heartbeat: {describe(exc)}"
+            try:
+                await asyncio.wait_for(self.stopping.wait(), HEARTBEAT_TTL / 3)
+            except TimeoutError:
+                pass
+
+    async def _reassert(self) -> None:
+        """A Redis that lost its data (no persistence) learns the fleet's generation back."""
+        if await self.r.set(self.keys.committed, self.generation, nx=True):
+            await self.r.hset(self.keys.generation(self.generation), mapping=self._gen.to_hash())
+
+    # -- joining -------------------------------------------------------------------------
+
+    async def join(self, sock: socket.socket) -> None:
+        from ..gateway import gateway_config
+        from ..kernel import Kernel
+        from ..kernel._config import parse_config
+
+        await lock(self.r, self.keys, f"worker {self.id} joining", timeout=120)
+        try:
+            committed = await self.r.get(self.keys.committed)
+            if committed is None:
+                with open(self.args.config, encoding="utf-8") as f:
+                    gen = Generation(1, f.read(), self.args.config, proposed_by=self.id)
+                await self.r.hset(self.keys.generation(1), mapping=gen.to_hash())
+                await self.r.set(self.keys.committed, 1)
+            else:
+                gen = Generation.from_hash(
+                    await self.r.hgetall(self.keys.generation(int(committed)))
+                )
+            self.kernel = Kernel()
+            self.kernel.subscribe(self._on_event)
+            await self.kernel.aapply_config(gen.config, source=gen.source)
+            report = await self.kernel.aload_all()
+            for name, error in report.failed.items():
+                _say(f"failed {name} in {error.phase}: {self.kernel._redact(str(error))}")
+            doc = parse_config(gen.config, source=gen.source)
+            options = gateway_config(doc)
+            wrap = None
+            if self.metrics is not None:
+                from ._metrics import MetricsMiddleware
+
+                def wrap(app: Any) -> Any:
+                    return MetricsMiddleware(app, metrics=self.metrics)
+
+            self.server = await self.kernel.aserve(config=options, sock=sock, wrap=wrap)
+            self._serving(gen)
+            await self.beat()
+        finally:
+            await unlock(self.r, self.keys, f"worker {self.id} joining")
+        _say(f"serving generation {gen.number} ({gen.digest}) as {self.id}")
+
+    def _serving(self, gen: Generation) -> None:
+        self._gen = gen
+        self.generation = gen.number
+        self.state = "serving"
+        if self.metrics is not None:
+            self.metrics.serving(gen.number)
+
+    def _on_event(self, event: Any) -> None:
+        if self.metrics is not None:
+            self.metrics.on_event(event)
+
+    # -- proposals -----------------------------------------------------------------------
+
+    async def listen(self) -> None:
+        """Follow the fleet's channel; reconnect (and catch up on decisions) after a failure."""
+        delay = 0.05
+        while not self.stopping.is_set():
+            pubsub = self.r.pubsub()
+            try:
+                await pubsub.subscribe(self.keys.channel)
+                delay = 0.05
+                await self._catch_up()
+                while not self.stopping.is_set():
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None:
+                        self._dispatch(json.loads(message["data"]))
+            except Exception as exc:
+                if self.stopping.is_set():
+                    return
+                self.last_error = f"Redis: {describe(exc)}"
+                await asyncio.sleep(delay)  # reconnect backoff
+                delay = min(delay * 2, 1.0)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:
+                    pass
+
+    async def _catch_up(self) -> None:
+        for gen, future in list(self._decisions.items()):
+            outcome = await self.r.get(self.keys.decision(gen))
+            if outcome and not future.done():
+                future.set_result(outcome)
+
+    def _dispatch(self, data: dict[str, Any]) -> None:
+        kind, gen = data.get("type"), data.get("gen")
+        if kind == "propose" and gen == self.generation + 1:
+            asyncio.ensure_future(self._prepare(gen))
+        elif kind == "decide" and gen in self._decisions:
+            future = self._decisions[gen]
+            if not future.done():
+                future.set_result(data["outcome"])
+
+    async def _prepare(self, number: int) -> None:
+        async with self._busy:
+            if number != self.generation + 1:
+                return
+            gen = Generation.from_hash(await self.r.hgetall(self.keys.generation(number)))
+            self._decisions[number] = asyncio.get_running_loop().create_future()
+            vote_f: concurrent.futures.Future = concurrent.futures.Future()
+            decision_f: concurrent.futures.Future = concurrent.futures.Future()
+            self.state = f"preparing {number}"
+            tx = asyncio.ensure_future(
+                self.kernel._arun(run_transaction(self.kernel, gen, vote_f, decision_f))
+            )
+            try:
+                vote: Vote = await asyncio.wrap_future(vote_f)
+                self.state = f"ready {number}" if vote.ok else "serving"
+                if not vote.ok:
+                    self.last_error = (
+                        f"generation {number}: {vote.plugin} {vote.phase}: {vote.error}"
+                    )
+                await self._send_vote(number, vote)
+                outcome = await self._outcome(number) if vote.ok else "abort"
+                decision_f.set_result(outcome)
+                committed = await tx
+            except BaseException:
+                if not decision_f.done():
+                    decision_f.set_result("abort")
+                raise
+            finally:
+                self._decisions.pop(number, None)
+            if committed:
+                self._serving(gen)
+                await self._retry(self._announce_swap, number)
+            else:
+                self.state = "serving"
+            await self._retry(self.beat)
+
+    async def _send_vote(self, number: int, vote: Vote) -> None:
+        payload = json.dumps(vote.to_dict())
+        await self._retry(self.r.hset, self.keys.votes(number), self.id, payload)
+        message = json.dumps(
+            {"type": "vote", "gen": number, "worker": self.id, "vote": vote.to_dict()}
+        )
+        await self._retry(self.r.publish, self.keys.channel, message)
+
+    async def _announce_swap(self, number: int) -> None:
+        await self.r.sadd(self.keys.swapped(number), self.id)
+        await self.r.publish(
+            self.keys.channel, json.dumps({"type": "swapped", "gen": number, "worker": self.id})
+        )
+
+    async def _outcome(self, number: int) -> str:
+        """The fleet's decision; past the deadline, this worker aborts it (write-once)."""
+        future = self._decisions[number]
+        try:
+            outcome = await self.r.get(self.keys.decision(number))
+            if outcome:
+                return outcome
+        except Exception:
+            pass
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), DECISION_PATIENCE)
+        except TimeoutError:
+            return await self._retry(decide, self.r, self.keys, number, "abort")
+
+    async def _retry(self, fn: Any, *args: Any, patience: float = 60.0) -> Any:
+        """``fn(*args)``, retried while Redis is unreachable (a restart), up to ``patience``."""
+        deadline = time.monotonic() + patience
+        delay = 0.05
+        while True:
+            try:
+                return await fn(*args)
+            except Exception as exc:
+                if time.monotonic() > deadline or not exc.__class__.__module__.startswith("redis"):
+                    raise
+                await asyncio.sleep(delay)  # reconnect backoff
+                delay = min(delay * 2, 1.0)
+
+    # -- the process ---------------------------------------------------------------------
+
+    async def run(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopping.set)
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from ._metrics import Metrics
+
+            self.metrics = Metrics(self.id)
+        self._use_redis_buckets()
+        try:
+            await self.join(sock)
+            print(f"ready {self.id}", flush=True)  # the supervisor waits for this line
+            tasks = [asyncio.ensure_future(self.heartbeats()), asyncio.ensure_future(self.listen())]
+            await self.stopping.wait()
+            self.state = "stopping"
+            for task in tasks:
+                task.cancel()
+        finally:
+            await self._stop()
+
+    def _use_redis_buckets(self) -> None:
+        from ..plugins import _ratelimit
+        from ._ratestore import RedisBucketStore
+
+        url, keys, policy = self.args.redis, self.keys, self.args.rate_limit_policy
+        _ratelimit.use_store(lambda config: RedisBucketStore(url, keys, config, policy=policy))
+
+    async def _stop(self) -> None:
+        try:
+            if self.server is not None:
+                await self.server.astop()
+            if self.kernel is not None:
+                await self.kernel.aclose()
+        finally:
+            try:
+                await self.r.delete(self.keys.worker(self.id))
+                await self.r.aclose()
+            except Exception:
+                pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="helixlab.fleet._worker")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--redis", required=True)
+    parser.add_argument("--fleet", default="helixlab")
+    parser.add_argument("--slot", type=int, default=0)
+    parser.add_argument("--rate-limit-policy", default="open")
+    args = parser.parse_args(argv)
+    sock = socket.socket(fileno=args.fd)
+    try:
+        asyncio.run(Worker(args).run(sock))
+    except HelixError as exc:
+        _say(str(exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
