@@ -11,6 +11,7 @@ the proposer or Redis dies midway (a private Redis keeps its append-only file).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -189,10 +190,8 @@ async def _propose_locked(r, keys, action, config, source, owner, timeout, wait_
             "total": t_done - t0,
         }
     finally:
-        try:
+        with contextlib.suppress(Exception):
             await pubsub.aclose()
-        except Exception:
-            pass
     if report.outcome != "commit":
         message, worker, plugin, phase = _failure_message(report)
         raise FleetError(message, worker=worker, plugin=plugin, phase=phase, report=report)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import signal
@@ -55,6 +56,7 @@ class Worker:
         self.stopping = asyncio.Event()
         self._decisions: dict[int, asyncio.Future] = {}
         self._busy = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()
         self.r = client(args.redis)
 
     # -- heartbeat ---------------------------------------------------------------------
@@ -85,10 +87,8 @@ class Worker:
                     await self._reassert()
             except Exception as exc:  # Redis restarting: keep serving, beat again soon
                 self.last_error = f"heartbeat: {describe(exc)}"
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), HEARTBEAT_TTL / 3)
-            except TimeoutError:
-                pass
 
     async def _reassert(self) -> None:
         """A Redis that lost its data (no persistence) learns the fleet's generation back."""
@@ -169,10 +169,8 @@ class Worker:
                 await asyncio.sleep(delay)  # reconnect backoff
                 delay = min(delay * 2, 1.0)
             finally:
-                try:
+                with contextlib.suppress(Exception):
                     await pubsub.aclose()
-                except Exception:
-                    pass
 
     async def _catch_up(self) -> None:
         for gen, future in list(self._decisions.items()):
@@ -183,7 +181,9 @@ class Worker:
     def _dispatch(self, data: dict[str, Any]) -> None:
         kind, gen = data.get("type"), data.get("gen")
         if kind == "propose" and gen == self.generation + 1:
-            asyncio.ensure_future(self._prepare(gen))
+            task = asyncio.ensure_future(self._prepare(gen))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         elif kind == "decide" and gen in self._decisions:
             future = self._decisions[gen]
             if not future.done():
