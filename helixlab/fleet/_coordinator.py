@@ -136,10 +136,8 @@ async def propose(
     try:
         return await _propose_locked(r, keys, action, config, source, owner, timeout, wait_swapped)
     finally:
-        try:
+        with contextlib.suppress(Exception):  # Redis gone: the lock expires by itself
             await unlock(r, keys, owner)
-        except Exception:  # Redis gone: the lock expires by itself
-            pass
 
 
 async def _propose_locked(r, keys, action, config, source, owner, timeout, wait_swapped):
@@ -199,10 +197,8 @@ async def _propose_locked(r, keys, action, config, source, owner, timeout, wait_
 
 
 async def _publish(r, keys, message):
-    try:
+    with contextlib.suppress(Exception):  # workers also read the register when they reconnect
         await r.publish(keys.channel, json.dumps(message))
-    except Exception:  # workers also read the decision register when they reconnect
-        pass
 
 
 async def _decide_retrying(r, keys, gen, outcome, patience: float = 30.0) -> str:
@@ -247,10 +243,14 @@ async def _collect_votes(r, keys, pubsub, gen, quorum, report, timeout) -> None:
             report.votes[data["worker"]] = data["vote"]
             if not data["vote"].get("ok"):
                 return  # one failure is enough: abort now
-        elif data is not None and data.get("type") == "gone" and data["worker"] in quorum:
-            if data["worker"] not in report.votes or report.votes[data["worker"]].get("ok"):
-                report.votes[data["worker"]] = _gone(data.get("why", "the worker died"))
-                return
+        elif (
+            data is not None
+            and data.get("type") == "gone"
+            and data["worker"] in quorum
+            and report.votes.get(data["worker"], {"ok": True}).get("ok")
+        ):
+            report.votes[data["worker"]] = _gone(data.get("why", "the worker died"))
+            return
         if all(w in report.votes for w in quorum):
             return
         if data is None:
