@@ -1,4 +1,5 @@
-"""``helixlab serve CONFIG``: the gateway from a shell, as the course runs its Go binary.
+"""``helixlab serve CONFIG``: the gateway from a shell, as the course runs its Go binary
+(``--workers N``, ``--redis URL`` and ``helixlab fleet``: see helixlab/fleet/_cli.py).
 
 Loads the configuration (built-in plugins resolved by name), starts every plugin in
 dependency order, serves the gateway and logs every plugin event to stderr, one line each
@@ -43,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("config", metavar="CONFIG", help="a plugins.yaml in the course's format")
     serve.add_argument("--host", help="address to bind (default: the config's, or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: the config's, or 0 = any free)")
+    from .fleet._cli import add_fleet_command, add_serve_options
+
+    add_serve_options(serve)  # --workers N, --redis URL: a fleet
+    add_fleet_command(commands)  # helixlab fleet status|reload|configure
     return parser
 
 
@@ -112,10 +117,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The ``helixlab`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "fleet":
+        from .fleet._cli import run_fleet
+
+        return run_fleet(args)
     if args.command != "serve":
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
+        from .fleet._cli import serve_fleet, wants_fleet
+
+        if wants_fleet(args):
+            return serve_fleet(args)
         return serve(args.config, args.host, args.port)
     except ConfigError as exc:
         print(f"helixlab: {exc}", file=sys.stderr)

@@ -94,7 +94,11 @@ async def run_transaction(
         plugin = generation.action.get("plugin")
         try:
             registry, names = _proposal(kernel, generation)
+            for name in names:
+                registry[name]  # an unknown name: PluginNotFoundError, listing the known ones
             running = [n for n in names if n in kernel._pool.current.live]
+            if generation.action.get("kind") == "reload":
+                running = names  # as a single reload does: a stopped plugin is loaded
             prepared = None
             if running:
                 prepared = await _reload.prepare(

@@ -78,11 +78,14 @@ def render() -> tuple[bytes, str]:
 
 
 class MetricsMiddleware:
-    """Pure ASGI, outermost: answers ``GET /metrics``, times and counts everything else."""
+    """Pure ASGI, outermost: answers ``GET /metrics``, times and counts everything else,
+    and names the worker that answered in an ``x-helixlab-worker`` header."""
 
     def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # which worker answered: what a user behind one port needs to tell workers apart
+        self._served_by = (b"x-helixlab-worker", metrics.worker.encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,6 +121,7 @@ class MetricsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), self._served_by]}
             await send(message)
 
         t0 = time.perf_counter()

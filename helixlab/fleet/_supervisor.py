@@ -62,12 +62,14 @@ class Supervisor:
         fleet: str = "helixlab",
         rate_limit_policy: str = "open",
         watch: bool = True,
+        plugins: str | None = None,
     ):
         if workers < 1:
             raise FleetError(f"--workers must be at least 1, not {workers}.")
         self.config = str(Path(config).resolve())
         self.workers, self.fleet, self.keys = workers, fleet, Keys(fleet)
         self.policy, self.watch = rate_limit_policy, watch
+        self.plugins = str(Path(plugins).resolve()) if plugins else None
         self.sock = bind_tcp(host, port)
         self.sock.listen(2048)
         self.sock.set_inheritable(True)
@@ -117,13 +119,19 @@ class Supervisor:
     # -- workers ---------------------------------------------------------------------------
 
     def _spawn(self, slot: _Slot) -> None:
-        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir}
+        env = {
+            **os.environ,
+            "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
+            "HELIXLAB_WORKER_SLOT": str(slot.index),  # which of the N a worker is
+        }
         args = [
             sys.executable, "-m", "helixlab.fleet._worker",
             "--config", self.config, "--fd", str(self.sock.fileno()),
             "--redis", self.redis_url, "--fleet", self.fleet, "--slot", str(slot.index),
             "--rate-limit-policy", self.policy,
         ]  # fmt: skip
+        if self.plugins:
+            args += ["--plugins", self.plugins]
         slot.ready.clear()
         slot.started = time.monotonic()
         slot.process = process = subprocess.Popen(

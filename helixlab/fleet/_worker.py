@@ -116,6 +116,8 @@ class Worker:
                 )
             self.kernel = Kernel()
             self.kernel.subscribe(self._on_event)
+            if self.args.plugins:
+                await self.kernel.adiscover(self.args.plugins)
             await self.kernel.aapply_config(gen.config, source=gen.source)
             report = await self.kernel.aload_all()
             for name, error in report.failed.items():
@@ -317,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fleet", default="helixlab")
     parser.add_argument("--slot", type=int, default=0)
     parser.add_argument("--rate-limit-policy", default="open")
+    parser.add_argument("--plugins", help="a plugins directory to discover first")
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
     try:
