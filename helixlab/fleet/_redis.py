@@ -48,7 +48,10 @@ class PrivateRedis:
         self.binary = binary
         self._own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="helixlab-redis-"))
-        self.socket = self.dir / "redis.sock"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # a Unix socket path must stay under ~100 bytes: its own short directory
+        self._socket_dir = tempfile.mkdtemp(prefix="hxr-")
+        self.socket = Path(self._socket_dir) / "redis.sock"
         self.port = port
         self.process: subprocess.Popen | None = None
         self.start()
@@ -107,6 +110,7 @@ class PrivateRedis:
     def close(self) -> None:
         """Stop the server and remove its directory (if it was ours)."""
         self.stop()
+        shutil.rmtree(self._socket_dir, ignore_errors=True)
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
