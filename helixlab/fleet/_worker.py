@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import os
@@ -24,7 +23,7 @@ import time
 from typing import Any
 
 from ..errors import HelixError, describe
-from ._apply import Vote, run_transaction
+from ._apply import Vote, prepare, vote_for
 from ._coordinator import decide, lock, unlock
 from ._generation import Generation
 from ._redis import Keys, client
@@ -197,33 +196,31 @@ class Worker:
                 return
             gen = Generation.from_hash(await self.r.hgetall(self.keys.generation(number)))
             self._decisions[number] = asyncio.get_running_loop().create_future()
-            vote_f: concurrent.futures.Future = concurrent.futures.Future()
-            decision_f: concurrent.futures.Future = concurrent.futures.Future()
             self.state = f"preparing {number}"
-            tx = asyncio.ensure_future(
-                self.kernel._arun(run_transaction(self.kernel, gen, vote_f, decision_f))
-            )
+            prepared = None
             try:
-                vote: Vote = await asyncio.wrap_future(vote_f)
+                try:
+                    prepared = await prepare(self.kernel, gen)
+                    vote = Vote(True)
+                except Exception as exc:  # rolled back already; the fleet must hear why
+                    vote = vote_for(exc, gen.action.get("plugin"))
+                    self.last_error = f"generation {number}: {vote.error}"
                 self.state = f"ready {number}" if vote.ok else "serving"
-                if not vote.ok:
-                    self.last_error = (
-                        f"generation {number}: {vote.plugin} {vote.phase}: {vote.error}"
-                    )
                 await self._send_vote(number, vote)
                 outcome = await self._outcome(number) if vote.ok else "abort"
-                decision_f.set_result(outcome)
-                committed = await tx
             except BaseException:
-                if not decision_f.done():
-                    decision_f.set_result("abort")
+                if prepared is not None:
+                    await prepared.aabort()
                 raise
             finally:
                 self._decisions.pop(number, None)
-            if committed:
+            if prepared is not None and outcome == "commit":
+                await prepared.acommit()
                 self._serving(gen)
                 await self._retry(self._announce_swap, number)
             else:
+                if prepared is not None:
+                    await prepared.aabort()
                 self.state = "serving"
             await self._retry(self.beat)
 
