@@ -32,6 +32,7 @@ def test_the_public_names_are_pinned():
         "DisabledDependencyError",
         "Duration",
         "FileWatcher",
+        "FleetError",
         "HealthStatus",
         "HelixError",
         "Kernel",
