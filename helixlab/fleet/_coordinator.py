@@ -52,6 +52,7 @@ class FleetReport:
     outcome: str = "pending"  # commit | abort
     votes: dict[str, dict[str, Any]] = field(default_factory=dict)
     swapped: list[str] = field(default_factory=list)
+    swapped_at: dict[str, float] = field(default_factory=dict)  # worker -> when it swapped
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
@@ -182,11 +183,9 @@ async def _propose_locked(r, keys, action, config, source, owner, timeout, wait_
         if report.outcome == "commit" and wait_swapped:
             await _collect_swapped(r, keys, pubsub, gen.number, quorum, report, timeout)
         t_done = time.perf_counter()
-        report.timings = {
-            "prepare": t_decided - t_proposed,
-            "swap": t_done - t_decided,
-            "total": t_done - t0,
-        }
+        report.timings.update(
+            prepare=t_decided - t_proposed, swap=t_done - t_decided, total=t_done - t0
+        )
     finally:
         with contextlib.suppress(Exception):
             await pubsub.aclose()
@@ -279,8 +278,13 @@ async def _collect_swapped(r, keys, pubsub, gen, quorum, report, timeout) -> Non
         async for data in _messages(pubsub, gen, deadline):
             if data is not None and data.get("type") == "swapped":
                 done.add(data["worker"])
+                report.swapped_at[data["worker"]] = data.get("at", time.time())
             elif data is not None and data.get("type") == "gone":
                 done.add(data["worker"])  # a dead worker rejoins on the committed generation
             if set(quorum) <= done:
                 break
     report.swapped = sorted(done & set(quorum))
+    if len(report.swapped_at) > 1:  # how long two workers served different generations
+        report.timings["mixed_window"] = max(report.swapped_at.values()) - min(
+            report.swapped_at.values()
+        )

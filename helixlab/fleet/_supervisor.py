@@ -63,6 +63,7 @@ class Supervisor:
         rate_limit_policy: str = "open",
         watch: bool = True,
         plugins: str | None = None,
+        shared_limits: bool = True,
     ):
         if workers < 1:
             raise FleetError(f"--workers must be at least 1, not {workers}.")
@@ -70,6 +71,7 @@ class Supervisor:
         self.workers, self.fleet, self.keys = workers, fleet, Keys(fleet)
         self.policy, self.watch = rate_limit_policy, watch
         self.plugins = str(Path(plugins).resolve()) if plugins else None
+        self.shared_limits = shared_limits
         self.sock = bind_tcp(host, port)
         self.sock.listen(2048)
         self.sock.set_inheritable(True)
@@ -132,6 +134,8 @@ class Supervisor:
         ]  # fmt: skip
         if self.plugins:
             args += ["--plugins", self.plugins]
+        if not self.shared_limits:
+            args.append("--local-limits")
         slot.ready.clear()
         slot.started = time.monotonic()
         slot.process = process = subprocess.Popen(

@@ -215,9 +215,10 @@ class Worker:
             finally:
                 self._decisions.pop(number, None)
             if prepared is not None and outcome == "commit":
+                swapped_at = time.time()  # the commit swaps first, then drains the old
                 await prepared.acommit()
                 self._serving(gen)
-                await self._retry(self._announce_swap, number)
+                await self._retry(self._announce_swap, number, swapped_at)
             else:
                 if prepared is not None:
                     await prepared.aabort()
@@ -232,11 +233,10 @@ class Worker:
         )
         await self._retry(self.r.publish, self.keys.channel, message)
 
-    async def _announce_swap(self, number: int) -> None:
+    async def _announce_swap(self, number: int, at: float) -> None:
         await self.r.sadd(self.keys.swapped(number), self.id)
-        await self.r.publish(
-            self.keys.channel, json.dumps({"type": "swapped", "gen": number, "worker": self.id})
-        )
+        message = {"type": "swapped", "gen": number, "worker": self.id, "at": at}
+        await self.r.publish(self.keys.channel, json.dumps(message))
 
     async def _outcome(self, number: int) -> str:
         """The fleet's decision; past the deadline, this worker aborts it (write-once)."""
@@ -288,6 +288,8 @@ class Worker:
             await self._stop()
 
     def _use_redis_buckets(self) -> None:
+        if self.args.local_limits:
+            return  # each worker its own buckets: what sharing changes, measured
         from ..plugins import _ratelimit
         from ._ratestore import RedisBucketStore
 
@@ -317,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slot", type=int, default=0)
     parser.add_argument("--rate-limit-policy", default="open")
     parser.add_argument("--plugins", help="a plugins directory to discover first")
+    parser.add_argument("--local-limits", action="store_true", help="per-worker rate buckets")
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
     try:
