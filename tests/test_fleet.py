@@ -408,3 +408,19 @@ def test_fleet_status_and_reload_from_the_command_line(config, redis_server):
         assert "No plugin named 'no-such-plugin'" in failed.stderr
         assert "rolled back on every worker" in failed.stderr
     assert format_status({"fleet": "f", "generation": None, "digest": None, "workers": []})
+
+
+def test_a_saved_config_file_reloads_the_whole_fleet(config, redis_server):
+    with fleet(config, 2, redis_server.url, watch=True) as sup:
+        assert sup.watching.wait(10)
+        config.write_text(CONFIG.replace("burst_size: 1000", "burst_size: 77"))
+        deadline = time.monotonic() + 30
+        while True:
+            status = run(_status(redis_server.url))
+            if [w["generation"] for w in status["workers"]] == [2, 2]:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.1)
+        for _ in range(4):
+            r = httpx.post(sup.url + "/v1/chat/completions", json=CHAT)
+            assert int(r.headers["x-ratelimit-remaining-requests"]) < 77

@@ -83,6 +83,7 @@ class Supervisor:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
+        self.watching = threading.Event()  # set once saves of the config file are seen
         self._r: Any = None
 
     @property
@@ -112,6 +113,7 @@ class Supervisor:
                 json.dumps({"redis": self.redis_url, "url": self.url, "pid": os.getpid()})
             )
             if self.watch:
+                self._config_text = Path(self.config).read_text(encoding="utf-8")
                 self._watcher = threading.Thread(target=self._watch, daemon=True)
                 self._watcher.start()
         except BaseException:
@@ -192,8 +194,18 @@ class Supervisor:
         from ._coordinator import propose
 
         path = Path(self.config)
-        last = path.read_text(encoding="utf-8")
-        for _ in watchfiles.watch(path, stop_event=self._stopping, debounce=200, rust_timeout=500):
+        last = self._config_text
+        changes = watchfiles.watch(
+            path.parent,  # the directory: editors replace the file rather than write it
+            watch_filter=lambda _, changed: Path(changed) == path,
+            stop_event=self._stopping,
+            debounce=200,
+            rust_timeout=300,
+            yield_on_timeout=True,
+        )
+        for batch in changes:
+            if not batch:  # a quiet period: the watcher is running
+                self.watching.set()
             try:
                 text = path.read_text(encoding="utf-8")
             except OSError:
