@@ -24,6 +24,9 @@ from helixlab.fleet._ratestore import RedisBucketStore
 from helixlab.fleet._redis import client
 from helixlab.plugins._ratelimit import RateLimiterConfig
 
+from _ipython import ip_fixture  # noqa: F401  (the `ip` fixture)
+from _ipython import run as run_cell
+
 pytestmark = pytest.mark.skipif(fleet_redis.redis_binary() is None, reason="no redis-server")
 
 # A plugin whose start can be made slow (delay) or fail on one worker slot (fail_slot).
@@ -106,6 +109,14 @@ async def _status(url: str) -> dict:
         return await fleet_status(r, Keys("helixlab"))
     finally:
         await r.aclose()
+
+
+def until(condition, timeout: float = 15.0) -> None:
+    """Wait for a condition that workers' heartbeats (once a second) make true."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
 
 
 def served_by(url: str, n: int = 40) -> Counter:
@@ -424,3 +435,31 @@ def test_a_saved_config_file_reloads_the_whole_fleet(config, redis_server):
         for _ in range(4):
             r = httpx.post(sup.url + "/v1/chat/completions", json=CHAT)
             assert int(r.headers["x-ratelimit-remaining-requests"]) < 77
+
+
+def test_helix_fleet_shows_the_table_and_a_live_chart_across_a_reload(config, redis_server, ip):
+    from helixlab.fleet._widget import FleetView
+
+    with fleet(config, 2, redis_server.url) as sup:
+        ran = run_cell(ip, f"view = %helix fleet --redis {redis_server.url}\nview")
+        assert ran.error is None, ran.stdout + ran.stderr
+        view = ip.user_ns["view"]
+        assert isinstance(view, FleetView) and repr(view) == "FleetView(fleet 'helixlab')"
+        try:
+            with Load(sup.url) as load:
+                # the view polls by itself: wait for a rate per worker, then for the mark
+                until(lambda: len(view.series) == 2)
+                sup.reload("custom-provider")
+                until(lambda: view.marks and all(len(p) > 2 for p in view.series.values()))
+                view.refresh()
+            assert load.failures == []
+            table = view.table.value
+            assert "generation 2" in table and table.count("<tr>") == 3  # header + 2 workers
+            for pid in sup.pids():
+                assert f"<td>{pid}</td>" in table
+            chart = view.chart.value
+            assert chart.startswith("<svg") and ">g2</text>" in chart  # the reload, marked
+            assert chart.count("<polyline") == 4  # requests and errors, per worker
+        finally:
+            view.close()
+        assert sup.status()["generation"] == 2

@@ -25,7 +25,17 @@ from ._generation import parse_assignments
 from ._redis import Keys, client
 from ._supervisor import Supervisor, state_file
 
-__all__ = ["add_fleet_command", "add_serve_options", "run_fleet", "serve_fleet", "wants_fleet"]
+__all__ = [
+    "add_fleet_command",
+    "add_serve_options",
+    "fleet_status",
+    "format_status",
+    "read_status",
+    "redis_url",
+    "run_fleet",
+    "serve_fleet",
+    "wants_fleet",
+]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -117,23 +127,24 @@ def _say(text: str) -> None:
     print(f"helixlab: {text}", file=sys.stderr, flush=True)
 
 
-def _redis_url(args: argparse.Namespace) -> str:
-    if args.redis:
-        return args.redis
+def redis_url(redis: str | None, fleet: str) -> str:
+    """``redis``, else $HELIXLAB_REDIS, else the Redis a fleet on this host recorded."""
+    if redis:
+        return redis
     if os.environ.get("HELIXLAB_REDIS"):
         return os.environ["HELIXLAB_REDIS"]
-    state = state_file(args.fleet)
+    state = state_file(fleet)
     if state.exists():
         return json.loads(state.read_text())["redis"]
     raise FleetError(
-        f"No fleet {args.fleet!r} runs on this host; pass --redis URL (or set HELIXLAB_REDIS)."
+        f"No fleet {fleet!r} runs on this host; pass --redis URL (or set HELIXLAB_REDIS)."
     )
 
 
 def run_fleet(args: argparse.Namespace) -> int:
     """The ``helixlab fleet`` subcommands; returns the exit status."""
     try:
-        return asyncio.run(_run(args, _redis_url(args)))
+        return asyncio.run(_run(args, redis_url(args.redis, args.fleet)))
     except FleetError as exc:
         _say(str(exc))
         return EXIT_ERROR
@@ -177,6 +188,15 @@ async def fleet_status(r: Any, keys: Keys) -> dict[str, Any]:
         "digest": digest,
         "workers": workers,
     }
+
+
+async def read_status(url: str, keys: Keys) -> dict[str, Any]:
+    """:func:`fleet_status` over a connection of its own."""
+    r = client(url)
+    try:
+        return await fleet_status(r, keys)
+    finally:
+        await r.aclose()
 
 
 def format_status(status: dict[str, Any]) -> str:

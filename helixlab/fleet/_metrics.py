@@ -31,6 +31,8 @@ class Metrics:
         from prometheus_client import Counter, Gauge, Histogram
 
         self.worker = worker
+        self.served = 0  # this worker's own totals, for its heartbeat (live charts)
+        self.errors = 0
         self.requests = Counter(
             "helixlab_requests",
             "Gateway requests by route, model, provider and status.",
@@ -135,6 +137,8 @@ class MetricsMiddleware:
             if model and not provider:
                 model = "other"  # a label per unknown model name would grow without bound
             self.metrics.requests.labels(route, model, provider, str(status)).inc()
+            self.metrics.served += 1
+            self.metrics.errors += status >= 500
             self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
 
 

@@ -12,13 +12,16 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import FleetError
 
-__all__ = ["INSTALL_HINT", "Keys", "PrivateRedis", "client", "redis_binary"]
+__all__ = ["INSTALL_HINT", "Keys", "PrivateRedis", "client", "redis_binary", "run_sync"]
 
 INSTALL_HINT = (
     "install it ('sudo apt-get install redis-server', or 'conda install redis') "
@@ -175,3 +178,26 @@ def client(url: str, *, asyncio: bool = True, timeout: float = 5.0):
     return module.Redis.from_url(
         url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
     )
+
+
+def run_sync(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run the coroutine ``make()`` on a fresh loop in a thread and return its result.
+
+    For synchronous callers that may sit on a running loop (a notebook cell).
+    """
+    import asyncio
+
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = asyncio.run(make())
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]

@@ -25,7 +25,7 @@ from typing import Any
 
 from .._net import bind_tcp, http_url
 from ..errors import FleetError
-from ._redis import Keys, PrivateRedis, client
+from ._redis import Keys, PrivateRedis, client, run_sync
 
 __all__ = ["Supervisor", "state_file"]
 
@@ -220,12 +220,33 @@ class Supervisor:
             except Exception as exc:
                 _say(f"fleet reload from {path} failed: {exc}")
 
-    async def _propose(self, propose: Any, action: dict, text: str) -> Any:
+    async def _propose(self, propose: Any, action: dict, text: str | None = None) -> Any:
         r = client(self.redis_url)
         try:
             return await propose(r, self.keys, action, config=text, source=self.config)
         finally:
             await r.aclose()
+
+    # -- the fleet from Python (a notebook cell, a script) -----------------------------------
+
+    def reload(self, name: str) -> Any:
+        """Reload ``name`` on every worker as one generation: a FleetReport, or FleetError."""
+        from ._coordinator import propose
+
+        return run_sync(lambda: self._propose(propose, {"kind": "reload", "plugin": name}))
+
+    def configure(self, name: str, **values: Any) -> Any:
+        """Merge ``values`` into ``name``'s config on every worker, as one generation."""
+        from ._coordinator import propose
+
+        action = {"kind": "configure", "plugin": name, "values": values}
+        return run_sync(lambda: self._propose(propose, action))
+
+    def status(self) -> dict[str, Any]:
+        """The committed generation and every live worker (what ``helixlab fleet status`` shows)."""
+        from ._cli import read_status
+
+        return run_sync(lambda: read_status(self.redis_url, self.keys))
 
     # -- stopping --------------------------------------------------------------------------
 

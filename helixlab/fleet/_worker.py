@@ -71,6 +71,9 @@ class Worker:
             "state": self.state,
             "last_error": self.last_error,
             "started": self.started,
+            "requests": self.metrics.served if self.metrics else None,
+            "errors": self.metrics.errors if self.metrics else None,
+            "at": time.time(),
         }
 
     async def beat(self) -> None:
