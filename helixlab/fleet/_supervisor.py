@@ -35,8 +35,8 @@ def state_file(fleet: str) -> Path:
     return Path(tempfile.gettempdir()) / f"helixlab-fleet-{fleet}.json"
 
 
-def _say(text: str) -> None:
-    print(f"helixlab: {text}", file=sys.stderr, flush=True)
+def _say(text: str, log: Any = None) -> None:
+    print(f"helixlab: {text}", file=log or sys.stderr, flush=True)
 
 
 class _Slot:
@@ -64,6 +64,7 @@ class Supervisor:
         watch: bool = True,
         plugins: str | None = None,
         shared_limits: bool = True,
+        log: str | os.PathLike | None = None,
     ):
         if workers < 1:
             raise FleetError(f"--workers must be at least 1, not {workers}.")
@@ -72,6 +73,8 @@ class Supervisor:
         self.policy, self.watch = rate_limit_policy, watch
         self.plugins = str(Path(plugins).resolve()) if plugins else None
         self.shared_limits = shared_limits
+        # the workers' stderr: inherited, or appended to a file (a notebook's cells stay clean)
+        self.log = open(log, "a", encoding="utf-8") if log else None  # noqa: SIM115
         self.sock = bind_tcp(host, port)
         self.sock.listen(2048)
         self.sock.set_inheritable(True)
@@ -141,7 +144,12 @@ class Supervisor:
         slot.ready.clear()
         slot.started = time.monotonic()
         slot.process = process = subprocess.Popen(
-            args, pass_fds=(self.sock.fileno(),), stdout=subprocess.PIPE, text=True, env=env
+            args,
+            pass_fds=(self.sock.fileno(),),
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=env,
         )
         threading.Thread(target=self._follow, args=(slot, process), daemon=True).start()
 
@@ -155,7 +163,7 @@ class Supervisor:
         self._forget(worker_id, process.pid, code)
         if self._stopping.is_set():
             return
-        _say(f"worker {slot.index} ({worker_id}) exited with {code}; restarting it")
+        _say(f"worker {slot.index} ({worker_id}) exited with {code}; restarting it", self.log)
         quick = time.monotonic() - slot.started < 2.0
         slot.failures = slot.failures + 1 if quick else 0
         if slot.failures:
@@ -216,9 +224,9 @@ class Supervisor:
             action = {"kind": "apply"}
             try:
                 report = asyncio.run(self._propose(propose, action, text))
-                _say(f"fleet reload from {path}: {report}")
+                _say(f"fleet reload from {path}: {report}", self.log)
             except Exception as exc:
-                _say(f"fleet reload from {path} failed: {exc}")
+                _say(f"fleet reload from {path} failed: {exc}", self.log)
 
     async def _propose(self, propose: Any, action: dict, text: str | None = None) -> Any:
         r = client(self.redis_url)
@@ -271,6 +279,8 @@ class Supervisor:
         if self.private is not None:
             self.private.close()
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        if self.log is not None:
+            self.log.close()
         try:
             state = state_file(self.fleet)
             if state.exists() and json.loads(state.read_text()).get("pid") == os.getpid():
