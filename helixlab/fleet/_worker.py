@@ -218,15 +218,38 @@ class Worker:
             finally:
                 self._decisions.pop(number, None)
             if prepared is not None and outcome == "commit":
-                swapped_at = time.time()  # the commit swaps first, then drains the old
-                await prepared.acommit()
-                self._serving(gen)
-                await self._retry(self._announce_swap, number, swapped_at)
+                await self._commit(prepared, gen)
             else:
                 if prepared is not None:
                     await prepared.aabort()
                 self.state = "serving"
             await self._retry(self.beat)
+
+    async def _commit(self, prepared: Any, gen: Generation) -> None:
+        """Commit, announcing ``swapped`` at the swap itself (its ``reloaded`` event), not
+        after the old generation drained and stopped."""
+        loop = asyncio.get_running_loop()
+        swapped = asyncio.Event()
+        at: list[float] = []
+
+        def on_event(event: Any) -> None:  # on the kernel's thread
+            if event.kind == "reloaded" and not at:
+                at.append(time.time())
+                loop.call_soon_threadsafe(swapped.set)
+
+        unsubscribe = self.kernel.subscribe(on_event)
+        commit = asyncio.ensure_future(prepared.acommit())
+        waiter = asyncio.ensure_future(swapped.wait())
+        try:
+            await asyncio.wait({commit, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if commit.done():
+                commit.result()  # a commit that failed before its swap raises here
+            self._serving(gen)
+            await self._retry(self._announce_swap, gen.number, at[0] if at else time.time())
+            await commit
+        finally:
+            waiter.cancel()
+            unsubscribe()
 
     async def _send_vote(self, number: int, vote: Vote) -> None:
         payload = json.dumps(vote.to_dict())
