@@ -463,3 +463,35 @@ def test_helix_fleet_shows_the_table_and_a_live_chart_across_a_reload(config, re
         finally:
             view.close()
         assert sup.status()["generation"] == 2
+
+
+def plugin_versions(url: str) -> set[str]:
+    """flaky's version as each worker answering ``url`` reports it."""
+    found = set()
+    for _ in range(12):
+        with httpx.Client(timeout=10) as c:
+            rows = c.get(url + "/v1/plugins").json()["data"]
+        found |= {row["version"] for row in rows if row["name"] == "flaky"}
+    return found
+
+
+def test_a_saved_plugin_file_reloads_the_fleet_from_the_generations_sources(
+    config, redis_server, tmp_path
+):
+    source = config.parent / "plugins" / "flaky.py"
+    with fleet(config, 2, redis_server.url, watch=True) as sup:
+        assert sup.watching.wait(10)
+        source.write_text(FLAKY.replace('version = "1.0.0"', 'version = "2.0.0"'))
+        until(lambda: [w["generation"] for w in sup.status()["workers"]] == [2, 2])
+        assert plugin_versions(sup.url) == {"2.0.0"}
+        source.write_text(FLAKY.replace("class Flaky", "class Flaky(:"))  # a syntax error
+        until(lambda: any("flaky" in (w["last_error"] or "") for w in sup.status()["workers"]))
+        assert sup.status()["generation"] == 2  # refused everywhere, still 2.0.0
+        assert plugin_versions(sup.url) == {"2.0.0"}
+        # another host whose plugins directory still holds 1.0.0 joins on the fleet's code
+        other = tmp_path / "other"
+        (other / "plugins").mkdir(parents=True)
+        (other / "plugins" / "flaky.py").write_text(FLAKY)
+        (other / "plugins.yaml").write_text(CONFIG)
+        with fleet(other / "plugins.yaml", 1, redis_server.url) as second:
+            assert plugin_versions(second.url) == {"2.0.0"}

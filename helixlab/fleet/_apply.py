@@ -9,11 +9,14 @@ the fleet's decision arrives, so nothing else changes this worker in between.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, PluginError, describe
-from ._generation import Generation
+from ..kernel import _discovery
+from ._generation import Generation, write_sources
 
 __all__ = ["Vote", "prepare", "vote_for"]
 
@@ -31,13 +34,16 @@ class Vote:
         return {"ok": self.ok, "plugin": self.plugin, "phase": self.phase, "error": self.error}
 
 
-async def prepare(kernel: Any, generation: Generation) -> Any:
+async def prepare(kernel: Any, generation: Generation, plugins: Path) -> Any:
     """Start ``generation``'s change aside on ``kernel``: a PreparedReload, or an error.
 
-    No timeout of its own: the worker bounds the wait for the decision and then aborts.
+    ``plugins`` is this worker's copy of the fleet's plugins directory. No timeout of its
+    own: the worker bounds the wait for the decision and then aborts.
     """
     action = generation.action
     kind = action.get("kind")
+    if kind == "define":
+        return await _prepare_define(kernel, generation, plugins)
     if kind == "reload":
         return await kernel.aprepare_reload(action["plugin"], timeout=None)
     if kind == "configure":
@@ -47,6 +53,25 @@ async def prepare(kernel: Any, generation: Generation) -> Any:
             generation.config, source=generation.source, timeout=None
         )
     raise ValueError(f"unknown fleet action {kind!r} in generation {generation.number}")
+
+
+async def _prepare_define(kernel: Any, generation: Generation, plugins: Path) -> Any:
+    """A saved plugin file: its unit re-imported from the generation's sources, then define."""
+    rel = generation.action["path"]
+    await asyncio.to_thread(write_sources, plugins, generation.sources)
+    unit = _discovery.unit_for(plugins, plugins / rel)
+    if unit is None:
+        raise ValueError(f"{rel!r} is not plugin code in the fleet's plugins directory")
+    digest = await asyncio.to_thread(unit.digest)
+    classes = await asyncio.to_thread(_discovery.import_unit, unit)
+    return await kernel.aprepare_define(
+        classes,
+        source=generation.action.get("file") or rel,
+        origin="file",
+        unit=str(unit.root),
+        fingerprints={cls.name: unit.fingerprint(digest, cls.name) for cls in classes},
+        timeout=None,
+    )
 
 
 def vote_for(exc: BaseException, plugin: str | None) -> Vote:

@@ -124,10 +124,12 @@ async def propose(
     *,
     config: str | None = None,
     source: str | None = None,
+    sources: dict[str, str] | None = None,
     timeout: float = 30.0,
     wait_swapped: bool = True,
 ) -> FleetReport:
-    """Propose the next generation (``action``, and for ``apply`` its ``config`` text).
+    """Propose the next generation (``action``; for ``apply`` its ``config`` text, for
+    ``define`` the plugin ``sources``; otherwise both are the committed generation's).
 
     Returns the report once every worker swapped; raises FleetError naming the worker,
     plugin and phase when the fleet rolled back.
@@ -135,13 +137,15 @@ async def propose(
     owner = f"proposer {socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     await lock(r, keys, owner, timeout)
     try:
-        return await _propose_locked(r, keys, action, config, source, owner, timeout, wait_swapped)
+        return await _propose_locked(
+            r, keys, action, config, source, sources, owner, timeout, wait_swapped
+        )
     finally:
         with contextlib.suppress(Exception):  # Redis gone: the lock expires by itself
             await unlock(r, keys, owner)
 
 
-async def _propose_locked(r, keys, action, config, source, owner, timeout, wait_swapped):
+async def _propose_locked(r, keys, action, config, source, sources, owner, timeout, wait_swapped):
     t0 = time.perf_counter()
     committed = await r.get(keys.committed)
     if committed is None:
@@ -155,6 +159,7 @@ async def _propose_locked(r, keys, action, config, source, owner, timeout, wait_
         source=source or base.source,
         action=action,
         proposed_by=owner,
+        sources=sources if sources is not None else base.sources,
     )
     report = FleetReport(gen.number, gen.describe())
     quorum = await live_workers(r, keys)

@@ -10,7 +10,6 @@ workers (each drains its requests), then the private Redis.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -197,15 +196,24 @@ class Supervisor:
     # -- saved config file -----------------------------------------------------------------
 
     def _watch(self) -> None:
+        """Saved config file -> an ``apply`` generation; saved plugin file -> ``define``."""
         import watchfiles
 
-        from ._coordinator import propose
+        config = Path(self.config)
+        plugins = Path(self.plugins) if self.plugins else None
+        roots = {config.parent, *([plugins] if plugins else [])}
+        if plugins is not None and plugins.is_relative_to(config.parent):
+            roots = {config.parent}  # one watch covers both
 
-        path = Path(self.config)
-        last = self._config_text
+        def wanted(_: Any, changed: str) -> bool:
+            path = Path(changed)
+            return path == config or (
+                plugins is not None and path.suffix == ".py" and path.is_relative_to(plugins)
+            )
+
         changes = watchfiles.watch(
-            path.parent,  # the directory: editors replace the file rather than write it
-            watch_filter=lambda _, changed: Path(changed) == path,
+            *sorted(roots),  # directories: editors replace files rather than write them
+            watch_filter=wanted,
             stop_event=self._stopping,
             debounce=200,
             rust_timeout=300,
@@ -214,24 +222,49 @@ class Supervisor:
         for batch in changes:
             if not batch:  # a quiet period: the watcher is running
                 self.watching.set()
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError:
                 continue
-            if text == last:
-                continue
-            last = text
-            action = {"kind": "apply"}
-            try:
-                report = asyncio.run(self._propose(propose, action, text))
-                _say(f"fleet reload from {path}: {report}", self.log)
-            except Exception as exc:
-                _say(f"fleet reload from {path} failed: {exc}", self.log)
+            changed = {Path(p) for _, p in batch}
+            if config in changed:
+                self._config_changed(config)
+            if plugins is not None:
+                self._plugins_changed(plugins, changed - {config})
 
-    async def _propose(self, propose: Any, action: dict, text: str | None = None) -> Any:
+    def _config_changed(self, path: Path) -> None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            return
+        if text == self._config_text:
+            return
+        self._config_text = text
+        self._propose_logged({"kind": "apply"}, path, config=text)
+
+    def _plugins_changed(self, plugins: Path, changed: set[Path]) -> None:
+        from ..kernel._discovery import unit_for
+        from ._generation import read_sources
+
+        units = {u.root: u for p in changed if (u := unit_for(plugins, p)) and u.path.exists()}
+        for unit in units.values():  # one generation per saved unit
+            action = {
+                "kind": "define",
+                "path": unit.path.relative_to(plugins).as_posix(),
+                "file": str(unit.path),
+            }
+            self._propose_logged(action, unit.path, sources=read_sources(plugins))
+
+    def _propose_logged(self, action: dict, path: Path, **content: Any) -> None:
+        from ._coordinator import propose
+
+        try:
+            report = run_sync(lambda: self._propose(propose, action, **content))
+            _say(f"fleet reload from {path}: {report}", self.log)
+        except Exception as exc:
+            _say(f"fleet reload from {path} failed: {exc}", self.log)
+
+    async def _propose(self, propose: Any, action: dict, **content: Any) -> Any:
         r = client(self.redis_url)
         try:
-            return await propose(r, self.keys, action, config=text, source=self.config)
+            return await propose(r, self.keys, action, source=self.config, **content)
         finally:
             await r.aclose()
 

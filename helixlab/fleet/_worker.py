@@ -16,16 +16,19 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from ..errors import HelixError, describe
 from ._apply import Vote, prepare, vote_for
 from ._coordinator import decide, lock, unlock
-from ._generation import Generation
+from ._generation import Generation, read_sources, write_sources
 from ._redis import Keys, client
 
 __all__ = ["Worker", "main"]
@@ -57,6 +60,7 @@ class Worker:
         self._busy = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self.r = client(args.redis)
+        self.plugins = Path(tempfile.mkdtemp(prefix="helixlab-worker-plugins-"))
 
     # -- heartbeat ---------------------------------------------------------------------
 
@@ -109,7 +113,9 @@ class Worker:
             committed = await self.r.get(self.keys.committed)
             if committed is None:
                 with open(self.args.config, encoding="utf-8") as f:
-                    gen = Generation(1, f.read(), self.args.config, proposed_by=self.id)
+                    text = f.read()
+                sources = read_sources(self.args.plugins) if self.args.plugins else {}
+                gen = Generation(1, text, self.args.config, proposed_by=self.id, sources=sources)
                 await self.r.hset(self.keys.generation(1), mapping=gen.to_hash())
                 await self.r.set(self.keys.committed, 1)
             else:
@@ -118,8 +124,9 @@ class Worker:
                 )
             self.kernel = Kernel()
             self.kernel.subscribe(self._on_event)
-            if self.args.plugins:
-                await self.kernel.adiscover(self.args.plugins)
+            if gen.sources:  # the generation's code, not whatever this host's disk holds
+                write_sources(self.plugins, gen.sources)
+                await self.kernel.adiscover(self.plugins)
             await self.kernel.aapply_config(gen.config, source=gen.source)
             report = await self.kernel.aload_all()
             for name, error in report.failed.items():
@@ -203,10 +210,10 @@ class Worker:
             prepared = None
             try:
                 try:
-                    prepared = await prepare(self.kernel, gen)
+                    prepared = await prepare(self.kernel, gen, self.plugins)
                     vote = Vote(True)
                 except Exception as exc:  # rolled back already; the fleet must hear why
-                    vote = vote_for(exc, gen.action.get("plugin"))
+                    vote = vote_for(exc, gen.action.get("plugin") or gen.action.get("path"))
                     self.last_error = f"generation {number}: {vote.error}"
                 self.state = f"ready {number}" if vote.ok else "serving"
                 await self._send_vote(number, vote)
@@ -329,6 +336,7 @@ class Worker:
             if self.kernel is not None:
                 await self.kernel.aclose()
         finally:
+            shutil.rmtree(self.plugins, ignore_errors=True)
             try:
                 await self.r.delete(self.keys.worker(self.id))
                 await self.r.aclose()
