@@ -32,6 +32,7 @@ __all__ = [
     "format_status",
     "read_status",
     "redis_url",
+    "register",
     "run_fleet",
     "serve_fleet",
     "wants_fleet",
@@ -85,7 +86,7 @@ def serve_fleet(args: argparse.Namespace) -> int:
         redis=args.redis,
         fleet=args.fleet,
         rate_limit_policy=args.rate_limit_policy,
-        plugins=getattr(args, "plugins", None),
+        plugins=_one_plugins_dir(getattr(args, "plugins", None)),
     )
     supervisor.start()
     try:
@@ -101,6 +102,24 @@ def serve_fleet(args: argparse.Namespace) -> int:
         supervisor.stop()
     _say("stopped")
     return EXIT_OK
+
+
+def _one_plugins_dir(plugins: str | list[str] | None) -> str | None:
+    """serve's ``--plugins`` (one directory, or a repeatable option's list)."""
+    if not plugins or isinstance(plugins, str):
+        return plugins or None
+    if len(plugins) > 1:
+        raise FleetError(
+            f"A fleet takes one plugins directory (its files are part of each generation), "
+            f"not {len(plugins)}: {', '.join(plugins)}."
+        )
+    return plugins[0]
+
+
+def register(commands: Any) -> None:
+    """Add ``helixlab fleet`` to a CLI whose subcommands set a ``run`` default."""
+    add_fleet_command(commands)
+    commands.choices["fleet"].set_defaults(run=run_fleet)
 
 
 def add_fleet_command(commands: Any) -> None:
