@@ -495,3 +495,18 @@ def test_a_saved_plugin_file_reloads_the_fleet_from_the_generations_sources(
         (other / "plugins.yaml").write_text(CONFIG)
         with fleet(other / "plugins.yaml", 1, redis_server.url) as second:
             assert plugin_versions(second.url) == {"2.0.0"}
+
+
+def test_with_redis_down_the_limiter_admits_and_health_says_so(config, redis_server):
+    with fleet(config, 1, redis_server.url) as sup:
+        assert httpx.get(sup.url + "/health").status_code == 200
+        redis_server.stop()
+        try:
+            assert httpx.post(sup.url + "/v1/chat/completions", json=CHAT).status_code == 200
+            health = httpx.get(sup.url + "/health")
+            assert health.status_code == 503
+            detail = health.json()["plugins"]["rate-limiter"]["detail"]
+            assert "unreachable" in detail and "policy 'open'" in detail
+        finally:
+            redis_server.start()
+        until(lambda: httpx.get(sup.url + "/health").status_code == 200)

@@ -54,6 +54,7 @@ class RedisBucketStore:
         self.failure: str | None = None
         self._redis: Any = None
         self._script: Any = None
+        self._probe: Any = None
 
     @property
     def rate(self) -> float:
@@ -100,7 +101,19 @@ class RedisBucketStore:
         )
 
     def health(self) -> None:
-        """Raise while Redis is unreachable, saying what the policy does meanwhile."""
+        """Raise while Redis is unreachable, saying what the policy does meanwhile.
+
+        Runs in a worker thread (a plain health check), so it pings with a client of its own.
+        """
+        import redis
+
+        if self._probe is None:
+            self._probe = client(self.url, asyncio=False, timeout=0.5)
+        try:
+            self._probe.ping()
+            self.failure = None
+        except (redis.RedisError, OSError) as exc:
+            self.failure = f"{exc.__class__.__name__}: {exc}"
         if self.failure is not None:
             does = (
                 "requests are admitted without a shared limit"
