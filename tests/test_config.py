@@ -153,7 +153,7 @@ def test_malformed_yaml_reports_its_line(text, line, needle):
 def test_unknown_keys_name_the_valid_choices():
     found, err = problems_of("plugin:\n  a: {}\n")
     assert found == [(1, None, "plugin"), (1, None, "")]
-    assert "unknown key 'plugin' (did you mean 'plugins'?); valid keys are: gateway, plugins" in (
+    assert "unknown key 'plugin' (did you mean 'plugins'?); valid keys are: fleet, gateway, plugins" in (
         str(err)
     )
 

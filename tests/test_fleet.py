@@ -510,3 +510,43 @@ def test_with_redis_down_the_limiter_admits_and_health_says_so(config, redis_ser
         finally:
             redis_server.start()
         until(lambda: httpx.get(sup.url + "/health").status_code == 200)
+
+
+def test_serve_with_a_fleet_section_runs_its_workers_on_a_private_redis(tmp_path):
+    name = f"t{os.getpid()}"
+    path = tmp_path / "plugins.yaml"
+    path.write_text(
+        CONFIG.replace("  flaky:\n    config: {}\n", "") + f"fleet:\n  workers: 2\n  name: {name}\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "helixlab", "serve", str(path), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = process.stdout.readline().strip()  # printed once every worker serves
+        assert len(served_by(url)) == 2
+        status = subprocess.run(
+            [sys.executable, "-m", "helixlab", "fleet", "--fleet", name, "status"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.startswith(f"fleet '{name}': generation 1 (")
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert f"fleet '{name}': 2 worker(s) serving" in err and "Traceback" not in err
+
+
+def test_a_bad_fleet_section_exits_2_with_its_line(tmp_path):
+    path = tmp_path / "plugins.yaml"
+    path.write_text("plugins:\n  custom-logger: {}\nfleet:\n  workers: 0\n  wrokers: 2\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "helixlab", "serve", str(path)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert f"{path}:4: fleet.workers: Input should be greater than or equal to 1" in done.stderr
+    assert f"{path}:5: fleet.wrokers: unknown key 'wrokers'" in done.stderr

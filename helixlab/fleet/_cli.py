@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import FleetError
 from ._coordinator import live_workers, propose
 from ._generation import parse_assignments
+from ._options import FleetOptions, fleet_options
 from ._redis import Keys, client
 from ._supervisor import Supervisor, state_file
 
@@ -42,27 +43,40 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 def add_serve_options(serve: argparse.ArgumentParser) -> None:
-    """``--workers``, ``--redis``, ``--fleet``, ``--rate-limit-policy`` on ``helixlab serve``."""
-    serve.add_argument(
-        "--workers", type=int, default=1, help="worker processes on the one port (default 1)"
-    )
+    """``--workers``, ``--redis``, ``--fleet``, ``--rate-limit-policy`` on ``helixlab serve``
+    (each also settable in the YAML's ``fleet:`` section; the command line wins)."""
+    serve.add_argument("--workers", type=int, help="worker processes on the one port (default 1)")
     serve.add_argument(
         "--redis", help="join the fleet on this Redis (default with --workers > 1: a private one)"
     )
-    serve.add_argument("--fleet", default="helixlab", help="the fleet's name on that Redis")
+    serve.add_argument("--fleet", help="the fleet's name on that Redis (default helixlab)")
     serve.add_argument(
         "--rate-limit-policy",
         choices=("open", "closed"),
-        default="open",
         help="when Redis is unreachable, admit (open, the default) or refuse (closed) requests",
     )
     if "--plugins" not in serve._option_string_actions:  # serve may already have it
         serve.add_argument("--plugins", metavar="DIR", help="a plugins directory, on every worker")
 
 
+def _options(args: argparse.Namespace) -> FleetOptions:
+    from ..kernel._config import parse_config
+
+    return fleet_options(
+        parse_config(args.config),
+        workers=args.workers,
+        redis=args.redis,
+        name=args.fleet,
+        rate_limit_policy=args.rate_limit_policy,
+    )
+
+
 def wants_fleet(args: argparse.Namespace) -> bool:
-    """``--workers 1`` without ``--redis`` is the single process, unchanged."""
-    return args.workers != 1 or args.redis is not None
+    """``--workers 1`` (the default) without Redis is the single process, unchanged.
+
+    Raises ConfigError for a bad ``fleet:`` section (serve exits 2 with its lines).
+    """
+    return _options(args).is_fleet
 
 
 def serve_fleet(args: argparse.Namespace) -> int:
@@ -75,24 +89,25 @@ def serve_fleet(args: argparse.Namespace) -> int:
         parse_config(args.config),
         **{k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None},
     )
+    fleet = _options(args)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     supervisor = Supervisor(
         args.config,
-        args.workers,
+        fleet.workers,
         host=options.host,
         port=options.port,
-        redis=args.redis,
-        fleet=args.fleet,
-        rate_limit_policy=args.rate_limit_policy,
+        redis=fleet.redis,
+        fleet=fleet.name,
+        rate_limit_policy=fleet.rate_limit_policy,
         plugins=_one_plugins_dir(getattr(args, "plugins", None)),
     )
     supervisor.start()
     try:
         url = http_url(supervisor.host, supervisor.port)
         _say(
-            f"fleet {args.fleet!r}: {args.workers} worker(s) serving {url} "
+            f"fleet {fleet.name!r}: {fleet.workers} worker(s) serving {url} "
             f"(OpenAI base URL {url}/v1), Redis {supervisor.redis_url}"
         )
         print(url, flush=True)  # stdout carries only the URL, for scripts

@@ -24,7 +24,7 @@ from ._secrets import redact
 
 __all__ = ["ConfigDocument", "PluginSpec", "parse_config"]
 
-TOP_KEYS = ("gateway", "plugins")
+TOP_KEYS = ("fleet", "gateway", "plugins")
 ENTRY_KEYS = ("config", "depends_on", "enabled", "priority")
 
 _MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
@@ -63,6 +63,8 @@ class ConfigDocument:
     gateway: dict[str, Any]
     source: str
     gateway_lines: dict[tuple, int] = field(default_factory=dict)  # key path -> line
+    fleet: dict[str, Any] = field(default_factory=dict)  # raw: helixlab.fleet validates it
+    fleet_lines: dict[tuple, int] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return (
@@ -257,6 +259,9 @@ class _Reader:
             elif key == "gateway":
                 doc.gateway = self.mapping(value_node, None, ("gateway",), doc.gateway_lines)
                 doc.gateway_lines = {p[1:]: n for p, n in doc.gateway_lines.items()}
+            elif key == "fleet":
+                doc.fleet = self.mapping(value_node, None, ("fleet",), doc.fleet_lines)
+                doc.fleet_lines = {p[1:]: n for p, n in doc.fleet_lines.items()}
             else:
                 self.report(_unknown_message(key, TOP_KEYS), key_node, path=(key,))
         if "plugins" not in found:
