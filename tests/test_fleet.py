@@ -550,3 +550,29 @@ def test_a_bad_fleet_section_exits_2_with_its_line(tmp_path):
     assert done.returncode == 2
     assert f"{path}:4: fleet.workers: Input should be greater than or equal to 1" in done.stderr
     assert f"{path}:5: fleet.wrokers: unknown key 'wrokers'" in done.stderr
+
+
+def test_a_worker_left_out_of_a_commit_catches_up_by_itself(config, redis_server):
+    """As if its heartbeat had lapsed while generation 2 was committed without it."""
+    from helixlab.fleet import Generation
+    from helixlab.fleet._generation import configured_text
+
+    with fleet(config, 1, redis_server.url) as sup:
+        r, keys = client(redis_server.url, asyncio=False), Keys("helixlab")
+        base = Generation.from_hash(r.hgetall(keys.generation(1)))
+        values = {"burst_size": 42}
+        missed = Generation(
+            2,
+            configured_text(base.config, "rate-limiter", values),
+            base.source,
+            action={"kind": "configure", "plugin": "rate-limiter", "values": values},
+            sources=base.sources,
+        )
+        r.hset(keys.generation(2), mapping=missed.to_hash())
+        r.set(keys.committed, 2)
+        r.close()
+        until(lambda: [w["generation"] for w in sup.status()["workers"]] == [2])
+        remaining = httpx.post(sup.url + "/v1/chat/completions", json=CHAT).headers[
+            "x-ratelimit-remaining-requests"
+        ]
+        assert int(remaining) <= 42

@@ -33,6 +33,7 @@ from ._redis import Keys, client
 
 __all__ = ["Worker", "main"]
 
+EXIT_REJOIN = 3  # a worker that cannot know the fleet's generation restarts to rejoin it
 HEARTBEAT_TTL = 3.0  # seconds a worker stays in the quorum without a heartbeat
 DECISION_PATIENCE = 45.0  # seconds a prepared worker waits for the outcome, then aborts it
 
@@ -56,6 +57,7 @@ class Worker:
         self.server: Any = None
         self.metrics: Any = None
         self.stopping = asyncio.Event()
+        self.exit_code = 0
         self._decisions: dict[int, asyncio.Future] = {}
         self._busy = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
@@ -91,10 +93,36 @@ class Worker:
                 await self.beat()
                 if self.generation and self.state == "serving":
                     await self._reassert()
+                    await self._catch_up_generations()
             except Exception as exc:  # Redis restarting: keep serving, beat again soon
                 self.last_error = f"heartbeat: {describe(exc)}"
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), HEARTBEAT_TTL / 3)
+
+    async def _catch_up_generations(self) -> None:
+        """A worker left out of a quorum (its heartbeat lapsed while Redis restarted) applies
+        the generations committed without it, in order; if one fails here, it rejoins."""
+        committed = await self.r.get(self.keys.committed)
+        if committed is None or int(committed) <= self.generation or self._busy.locked():
+            return
+        async with self._busy:
+            for number in range(self.generation + 1, int(committed) + 1):
+                gen = Generation.from_hash(await self.r.hgetall(self.keys.generation(number)))
+                self.state = f"catching up {number}"
+                try:
+                    prepared = await prepare(self.kernel, gen, self.plugins)
+                except Exception as exc:
+                    self._rejoin(f"generation {number} failed here while catching up: {exc}")
+                    return
+                await self._commit(prepared, gen)
+            self.state = "serving"
+
+    def _rejoin(self, why: str) -> None:
+        """Exit with status 3: the supervisor restarts this worker on the committed generation."""
+        _say(f"rejoining the fleet: {why}")
+        self.last_error = why
+        self.exit_code = EXIT_REJOIN
+        self.stopping.set()
 
     async def _reassert(self) -> None:
         """A Redis that lost its data (no persistence) learns the fleet's generation back."""
@@ -217,7 +245,13 @@ class Worker:
                     self.last_error = f"generation {number}: {vote.error}"
                 self.state = f"ready {number}" if vote.ok else "serving"
                 await self._send_vote(number, vote)
-                outcome = await self._outcome(number) if vote.ok else "abort"
+                try:
+                    outcome = await self._outcome(number) if vote.ok else "abort"
+                except Exception as exc:  # the register cannot be read: undecidable here
+                    if prepared is not None:
+                        await prepared.aabort()
+                    self._rejoin(f"the outcome of generation {number} is unknown ({exc})")
+                    return
             except BaseException:
                 if prepared is not None:
                     await prepared.aabort()
@@ -356,12 +390,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local-limits", action="store_true", help="per-worker rate buckets")
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
+    worker = Worker(args)
     try:
-        asyncio.run(Worker(args).run(sock))
+        asyncio.run(worker.run(sock))
     except HelixError as exc:
         _say(str(exc))
         return 1
-    return 0
+    return worker.exit_code
 
 
 if __name__ == "__main__":
