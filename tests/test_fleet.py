@@ -576,3 +576,42 @@ def test_a_worker_left_out_of_a_commit_catches_up_by_itself(config, redis_server
             "x-ratelimit-remaining-requests"
         ]
         assert int(remaining) <= 42
+
+
+def test_workers_stop_when_their_supervisor_is_killed(config, redis_server):
+    code = (
+        "import sys, time\n"
+        "from helixlab.fleet import Supervisor\n"
+        f"s = Supervisor({str(config)!r}, 2, redis={redis_server.url!r}, watch=False,\n"
+        f"               plugins={str(config.parent / 'plugins')!r})\n"
+        "s.start()\n"
+        "print(*s.pids(), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    supervisor = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in supervisor.stdout.readline().split()]
+        assert len(pids) == 2
+        supervisor.kill()
+        supervisor.wait(10)
+
+        def gone(pid: int) -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+        until(lambda: all(gone(pid) for pid in pids))
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+
+
+def test_a_config_the_workers_would_refuse_is_refused_before_any_starts(tmp_path):
+    from helixlab.errors import ConfigError
+
+    path = tmp_path / "plugins.yaml"
+    path.write_text("plugins:\n  no-such-plugin: {}\n")
+    with pytest.raises(ConfigError, match="no plugin named 'no-such-plugin'"):
+        Supervisor(str(path), 2).start()

@@ -45,6 +45,7 @@ class _Slot:
         self.ready = threading.Event()
         self.failures = 0
         self.started = 0.0
+        self.failed_start: int | None = None
 
 
 class Supervisor:
@@ -83,6 +84,7 @@ class Supervisor:
         self.metrics_dir = tempfile.mkdtemp(prefix="helixlab-metrics-")
         self.slots = [_Slot(i) for i in range(workers)]
         self._stopping = threading.Event()
+        self._started = False
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
         self.watching = threading.Event()  # set once saves of the config file are seen
@@ -95,6 +97,7 @@ class Supervisor:
     def start(self, timeout: float = 60.0) -> None:
         """Start Redis (if private) and every worker; return when all of them serve."""
         try:
+            self._check_config()
             if self.redis_url is None:
                 self.private = PrivateRedis()
                 self.redis_url = self.private.url
@@ -111,6 +114,12 @@ class Supervisor:
                     raise FleetError(
                         f"Worker {slot.index} did not start within {timeout:g}s (see its log)."
                     )
+                if slot.failed_start is not None:
+                    raise FleetError(
+                        f"Worker {slot.index} exited with status {slot.failed_start} while "
+                        f"starting; its error is in its log (stderr)."
+                    )
+            self._started = True
             state_file(self.fleet).write_text(
                 json.dumps({"redis": self.redis_url, "url": self.url, "pid": os.getpid()})
             )
@@ -121,6 +130,15 @@ class Supervisor:
         except BaseException:
             self.stop()
             raise
+
+    def _check_config(self) -> None:
+        """Refuse a configuration the workers would refuse, before starting any (ConfigError)."""
+        from ..kernel import Kernel
+
+        with Kernel() as kernel:
+            if self.plugins:
+                kernel.discover(self.plugins)
+            kernel.apply_config(self.config)
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -161,6 +179,10 @@ class Supervisor:
         worker_id = f"{socket.gethostname()}-{process.pid}"
         self._forget(worker_id, process.pid, code)
         if self._stopping.is_set():
+            return
+        if not self._started and not slot.ready.is_set():
+            slot.failed_start = code  # start() reports it instead of restarting forever
+            slot.ready.set()
             return
         _say(f"worker {slot.index} ({worker_id}) exited with {code}; restarting it", self.log)
         quick = time.monotonic() - slot.started < 2.0

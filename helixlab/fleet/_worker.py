@@ -88,7 +88,12 @@ class Worker:
         )
 
     async def heartbeats(self) -> None:
+        parent = os.getppid()
         while not self.stopping.is_set():
+            if os.getppid() != parent:  # the supervisor died (kill -9): do not linger
+                _say("the supervisor is gone; stopping")
+                self.stopping.set()
+                return
             try:
                 await self.beat()
                 if self.generation and self.state == "serving":
