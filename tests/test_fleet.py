@@ -602,7 +602,7 @@ def test_workers_stop_when_their_supervisor_is_killed(config, redis_server):
                 return True
             return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
 
-        until(lambda: all(gone(pid) for pid in pids))
+        until(lambda: all(gone(pid) for pid in pids), timeout=40)
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
