@@ -338,7 +338,7 @@ class Supervisor:
             self.log.close()
         try:
             state = state_file(self.fleet)
-            if state.exists() and json.loads(state.read_text()).get("pid") == os.getpid():
+            if state.exists() and json.loads(state.read_text()).get("url") == self.url:
                 state.unlink()
         except (OSError, ValueError):
             pass
