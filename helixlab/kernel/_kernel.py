@@ -10,7 +10,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -120,6 +128,7 @@ class Kernel:
         self._pending: dict[str, PluginSpec] = {}
         self._op_lock = asyncio.Lock()
         self._closers: list[Callable[[], Any]] = []
+        self._looked: list[str] = []  # where discovery looked, for "no plugin named X"
         self.last_cascade: tuple[str, ...] = ()
         self._closed = False
 
@@ -223,6 +232,7 @@ class Kernel:
     async def adiscover(self, path: str | os.PathLike) -> list[str]:
         """Register every plugin found in a plugins directory; returns their names."""
         units = _discovery.plugin_units(Path(path))
+        self._looked.append(f"plugins directory {Path(path).resolve()}")
         found = []
         for unit in units:
             digest = await asyncio.to_thread(unit.digest)
@@ -251,6 +261,7 @@ class Kernel:
     @_exclusive
     async def adiscover_entry_points(self, group: str = "helixlab.plugins") -> list[str]:
         """Register plugins that installed packages publish in the entry-point ``group``."""
+        self._looked.append(f"entry points {group!r}")
         return [
             self._register_now(cls, origin="entry-point", source=source)
             for source, cls in _discovery.entry_point_plugins(group)
@@ -286,9 +297,13 @@ class Kernel:
                     proposed = proposed.added(builtin, origin="builtin", spec=spec)
                 else:
                     known = ", ".join(sorted({*proposed, *_discovery.builtin_names()}))
+                    looked = ", ".join(["the built-ins", *self._looked])
                     message = (
                         f"no plugin named {name!r} is registered or built in "
-                        f"(known: {known or 'none'})"
+                        f"(known: {known or 'none'}; looked in {looked}). Add the "
+                        f"directory holding it with `helixlab serve CONFIG --plugins DIR` or "
+                        f"a top-level `plugin_dirs:` list, or install a package publishing it "
+                        f"under the 'helixlab.plugins' entry point"
                     )
                     return [ConfigProblem(message, spec.source, spec.line, name)]
             except ConfigError as exc:
@@ -517,6 +532,17 @@ class Kernel:
 
         self._run(self._locked(rebuild()))
         return remove
+
+    def add_verifier(
+        self, key: str, verifier: Callable[[Any, Sequence[str]], Awaitable[None]]
+    ) -> Callable[[], None]:
+        """Before a reload swaps its new generation in, ``await verifier(generation, changed)``.
+
+        ``generation.extras`` holds what the builders built for it (the gateway's chain);
+        ``changed`` names the plugins it replaces. Raising (a PluginError names the
+        plugin and the phase) refuses the swap: the reload rolls back, the old set serves.
+        """
+        return self._pool.add_verifier(key, verifier)
 
     def info(self) -> list[PluginInfo]:
         """One row per registered plugin, in load order (then the rest by name)."""
