@@ -26,19 +26,23 @@ from ._chat import CONFIG_KEY
 from ._config import GatewayConfig
 from ._endpoints import KERNEL_KEY
 from ._errors import GatewayError, error_response
+from ._repeats import RepeatedErrors
 
 __all__ = ["Gateway"]
 
 logger = logging.getLogger("helixlab.gateway")
+ADMIN_PREFIX = "/admin"
 
 
 class Gateway:
     """The ASGI app a server runs; the routes themselves sit at the core of each
     generation's chain (see ``_build``)."""
 
-    def __init__(self, kernel: Any, config: GatewayConfig):
+    def __init__(self, kernel: Any, config: GatewayConfig, admin: Any = None):
         self.kernel = kernel
         self.config = config
+        self.admin = admin  # the admin API's app, on its own prefix; None: off
+        self.errors = RepeatedErrors(logger)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -46,6 +50,11 @@ class Gateway:
             return
         if scope["type"] != "http":  # websockets: nothing here speaks them
             await send({"type": "websocket.close", "code": 1003})
+            return
+        path = scope["path"]
+        if self.admin is not None and (path == ADMIN_PREFIX or path.startswith("/admin/")):
+            # before any lease and outside every generation's chain: no plugin sees it
+            await self.admin(scope, receive, send)
             return
         limit = self.config.max_body_bytes
         declared = _content_length(scope)
@@ -80,14 +89,14 @@ class Gateway:
             if started:
                 raise
             await exc.response()(scope, receive, send)
-        except Exception:
+        except Exception as exc:
             if not started:
-                logger.exception("Unexpected error serving %s %s", scope["method"], scope["path"])
+                self.errors.log(f"Unexpected error serving {scope['method']} {path}", exc)
                 await error_response(500, "The gateway failed unexpectedly; the error was logged.")(
                     scope, receive, send
                 )
             else:
-                logger.exception("Error serving %s %s", scope["method"], scope["path"])
+                self.errors.log(f"Error serving {scope['method']} {path}", exc)
         finally:
             lease.release()
 

@@ -45,6 +45,10 @@ class GatewayConfig(pydantic.BaseModel):
     """At most this many model turns answered by server-side tools per request."""
     graceful_timeout: Duration = Field(default=5.0, gt=0)
     """On stop, how long open connections (streams) get to finish."""
+    admin_key: pydantic.SecretStr | None = None
+    """Turns the admin API on (``/admin/...``, ``Authorization: Bearer KEY``); off if unset."""
+    verify: bool = False
+    """Canary every reload of a middleware or provider (its ``probe()``) before the swap."""
 
 
 def gateway_config(
@@ -67,6 +71,8 @@ def gateway_config(
     if isinstance(data, ConfigDocument):
         source, lines, data = data.source, data.gateway_lines, data.gateway
     values = {**dict(data or {}), **overrides}
+    if not values.get("admin_key"):
+        values.pop("admin_key", None)  # an empty ${VAR:-} leaves the admin API off
     lines = lines or {}
     fields = GatewayConfig.model_fields
     problems = []

@@ -17,7 +17,6 @@ from collections.abc import (
     Iterable,
     Iterator,
     Mapping,
-    Sequence,
 )
 from dataclasses import replace
 from pathlib import Path
@@ -534,13 +533,14 @@ class Kernel:
         return remove
 
     def add_verifier(
-        self, key: str, verifier: Callable[[Any, Sequence[str]], Awaitable[None]]
+        self, key: str, verifier: Callable[[Any, Mapping[str, Entry]], Awaitable[None]]
     ) -> Callable[[], None]:
         """Before a reload swaps its new generation in, ``await verifier(generation, changed)``.
 
         ``generation.extras`` holds what the builders built for it (the gateway's chain);
-        ``changed`` names the plugins it replaces. Raising (a PluginError names the
-        plugin and the phase) refuses the swap: the reload rolls back, the old set serves.
+        ``changed`` maps each plugin it replaces to its new registry entry. Raising (a
+        PluginError names the plugin and the phase) refuses the swap: the reload rolls
+        back, the old set serves.
         """
         return self._pool.add_verifier(key, verifier)
 

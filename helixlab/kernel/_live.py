@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -24,9 +24,10 @@ __all__ = ["Generation", "Lease", "LivePool"]
 #: ``builder(instances, graph)``: ``graph`` is the DependencyGraph the generation belongs to
 #: (its load order and priorities), which during a reload is not yet the kernel's.
 Builder = Callable[[Mapping[str, Plugin], Any], Any]
-#: ``await verifier(generation, changed)`` before a reload swaps ``generation`` in (``changed``:
-#: the plugins it replaces); raising refuses the swap, and the reload rolls back.
-Verifier = Callable[["Generation", Sequence[str]], Awaitable[None]]
+#: ``await verifier(generation, changed)`` before a reload swaps ``generation`` in
+#: (``changed``: name -> new registry Entry of each plugin it replaces); raising refuses
+#: the swap, and the reload rolls back.
+Verifier = Callable[["Generation", Mapping[str, Any]], Awaitable[None]]
 
 
 class Generation:
@@ -121,7 +122,7 @@ class LivePool:
         self._verifiers[key] = verifier
         return lambda: self._verifiers.pop(key, None)
 
-    async def verify(self, new: Generation, changed: Sequence[str]) -> None:
+    async def verify(self, new: Generation, changed: Mapping[str, Any]) -> None:
         """Run the verifiers on ``new``; the first that raises refuses it."""
         for verifier in list(self._verifiers.values()):
             await verifier(new, changed)

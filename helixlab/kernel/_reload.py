@@ -160,7 +160,8 @@ async def execute(kernel, plan: Plan) -> ReloadReport:
             report.started.append(name)
         t_started = time.perf_counter()
         generation = pool.build({**current, **new}, plan.graph)
-        await pool.verify(generation, plan.order)  # a canary may refuse the new set
+        # a canary may refuse the new set: it sees the entries of the plugins replaced
+        await pool.verify(generation, {n: plan.registry[n] for n in plan.order})
     except Exception as exc:
         error = exc if isinstance(exc, PluginError) else PluginError("gateway", "swap", cause=exc)
         await _rollback(kernel, new, stopped_first, current)
