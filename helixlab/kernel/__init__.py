@@ -15,6 +15,7 @@ from ._plugin import (
 )
 from ._reports import HealthStatus, LoadReport, PluginInfo, ReloadReport
 from ._secrets import redact
+from ._transaction import PreparedReload
 from ._validation import Duration, PluginConfig, parse_duration
 from ._watcher import FileWatcher
 
@@ -34,6 +35,7 @@ __all__ = [
     "PluginEvent",
     "PluginInfo",
     "PluginState",
+    "PreparedReload",
     "ProviderPlugin",
     "ReloadReport",
     "Timeouts",

@@ -10,29 +10,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
-    Iterator,
-    Mapping,
-)
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import (
-    ConfigError,
-    ConfigProblem,
     DependencyError,
+    HelixError,
     KernelClosedError,
     PluginNotFoundError,
     RegistryError,
     describe,
 )
 from . import _discovery, _health, _loader, _reload
-from ._config import PluginSpec, parse_config
+from ._config import PluginSpec
 from ._events import EventLog, PluginEvent
 from ._graph import DependencyGraph
 from ._lifecycle import Timeouts
@@ -42,36 +34,14 @@ from ._plugin import Plugin, PluginState
 from ._registry import Entry, Registry
 from ._reports import HealthStatus, LoadReport, PluginInfo, ReloadReport
 from ._secrets import redact, redact_text
+from ._transaction import PreparedReload, Transaction
 
 __all__ = ["Kernel"]
 
 ReloadTarget = str | type[Plugin]
 
-
-def _with_builtin_dependencies(registry: Registry) -> Registry:
-    """Add, with their defaults, the built-in plugins that configured ones depend on."""
-    missing = True
-    while missing:
-        missing = {
-            dep
-            for entry in registry.entries.values()
-            for dep, _ in entry.requires
-            if dep not in registry and _discovery.builtin_plugin(dep) is not None
-        }
-        for dep in sorted(missing):
-            registry = registry.added(_discovery.builtin_plugin(dep), origin="builtin")
-    return registry
-
-
-def _graph_problems(exc: DependencyError, doc: Any) -> list[ConfigProblem]:
-    """Each dependency problem, placed at the entry of a plugin it involves in ``doc``."""
-    problems = []
-    for problem in exc.problems:
-        named = [n for n in problem.plugins if n in doc.plugins] or [None]
-        spec = doc.plugins.get(named[0])
-        line = spec.line if spec is not None else None
-        problems.append(ConfigProblem(str(problem), doc.source, line, named[0]))
-    return problems
+#: How long a PreparedReload may wait for its commit() or abort() before it aborts itself.
+PREPARE_TIMEOUT = 60.0
 
 
 def _exclusive(impl: Callable[..., Any]) -> Callable[..., Any]:
@@ -82,6 +52,34 @@ def _exclusive(impl: Callable[..., Any]) -> Callable[..., Any]:
         return await self._arun(self._locked(impl(self, *args, **kwargs)))
 
     return method
+
+
+class _Call:
+    """One submission to the kernel's loop: its task, so that an interrupt can find it."""
+
+    __slots__ = ("cancelled", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task | None = None
+        self.cancelled = False
+
+    async def run(self, coro: Any) -> Any:
+        if self.cancelled:  # interrupted before it began: nothing to undo
+            coro.close()
+            raise asyncio.CancelledError
+        self.task = asyncio.current_task()
+        return await coro
+
+
+class _Operation:
+    """The lifecycle operation holding the lock: whether its caller was interrupted."""
+
+    __slots__ = ("hurry", "interrupted", "task")
+
+    def __init__(self, task: asyncio.Task | None):
+        self.task = task
+        self.interrupted = False
+        self.hurry = asyncio.Event()  # set on interrupt: a drain stops waiting
 
 
 def _blocking(amethod: Callable[..., Any]) -> Callable[..., Any]:
@@ -130,6 +128,10 @@ class Kernel:
         self._looked: list[str] = []  # where discovery looked, for "no plugin named X"
         self.last_cascade: tuple[str, ...] = ()
         self._closed = False
+        self._closing = False  # close() began: queued and new operations are refused
+        self._op: _Operation | None = None
+        self._prepared: PreparedReload | None = None
+        self._background: set[asyncio.Task] = set()
 
     @classmethod
     def from_config(cls, data: str | os.PathLike | Mapping, **kwargs: Any) -> Kernel:
@@ -146,19 +148,93 @@ class Kernel:
 
     async def _locked(self, coro: Any) -> Any:
         async with self._op_lock:
-            return await coro
+            if self._closing:
+                coro.close()
+                raise KernelClosedError("The kernel is closing; create a new Kernel().")
+            op = self._begin_op()
+            try:
+                return await coro
+            finally:
+                self._end_op(op)
+
+    def _begin_op(self) -> _Operation:
+        self._op = op = _Operation(asyncio.current_task())
+        return op
+
+    def _end_op(self, op: _Operation) -> None:
+        if self._op is op:
+            self._op = None
+
+    def _interrupt(self, call: _Call) -> None:
+        """On the loop: the caller of ``call`` was interrupted (KeyboardInterrupt, cancel)."""
+        op = self._op
+        if op is not None and call.task is not None and op.task is call.task:
+            if not op.interrupted:
+                op.interrupted = True
+                op.hurry.set()
+                self._emit(
+                    "interrupted",
+                    "kernel",
+                    detail="caller interrupted: rolling back, or finishing after the swap",
+                )
+        elif call.task is None:
+            call.cancelled = True
+        elif not call.task.done():
+            call.task.cancel()  # queued for the lock, or only reading: nothing half-done
+
+    def _discard(self, result: Any) -> None:
+        """On the loop: a result its interrupted caller never received."""
+        if isinstance(result, PreparedReload) and result.state == "prepared":
+            self._keep(asyncio.ensure_future(result._finish("abort")))
+
+    def _keep(self, task: asyncio.Task) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _check_open(self, coro: Any) -> None:
+        if self._closed:
+            coro.close()
+            raise KernelClosedError("The kernel is closed; create a new Kernel().")
 
     def _run(self, coro: Any) -> Any:
-        if self._closed:
-            coro.close()
-            raise KernelClosedError("The kernel is closed; create a new Kernel().")
-        return self._thread.run(coro)
+        self._check_open(coro)
+        self._thread.refuse_in_loop(coro)
+        call = _Call()
+        return self._thread.run(
+            call.run(coro), on_interrupt=lambda: self._interrupt(call), discard=self._discard
+        )
 
     async def _arun(self, coro: Any) -> Any:
-        if self._closed:
-            coro.close()
-            raise KernelClosedError("The kernel is closed; create a new Kernel().")
-        return await self._thread.arun(coro)
+        self._check_open(coro)
+        if self._thread.in_loop():
+            return await coro
+        call = _Call()
+        return await self._thread.arun(
+            call.run(coro), on_interrupt=lambda: self._interrupt(call), discard=self._discard
+        )
+
+    async def _prepare(self, make: Callable[[], Transaction], timeout: float | None) -> Any:
+        """Take the operation lock, prepare ``make()``'s transaction, keep the lock."""
+        await self._op_lock.acquire()
+        try:
+            if self._closing:
+                raise KernelClosedError("The kernel is closing; create a new Kernel().")
+            op = self._begin_op()
+            try:
+                txn = make()
+                await txn.prepare()
+            finally:
+                self._end_op(op)
+        except BaseException:
+            self._op_lock.release()
+            raise
+        self._prepared = PreparedReload(self, txn, timeout)
+        return self._prepared
+
+    async def _transact(self, txn: Transaction) -> ReloadReport:
+        """Prepare and commit at once (the operation lock held): reload, configure, define."""
+        await txn.prepare()
+        return await txn.commit()
 
     @property
     def _registry(self) -> Registry:
@@ -281,56 +357,9 @@ class Kernel:
         names are registered; running plugins whose configuration changed are reloaded
         with their dependents.
         """
-        proposed = self._registry
-
-        def check(spec: PluginSpec) -> list[ConfigProblem]:
-            nonlocal proposed
-            name = spec.name
-            if not spec.enabled and name in self._pool.current.live:
-                message = f"{name!r} is running; unload it before disabling it"
-                return [ConfigProblem(message, spec.source, spec.line, name, "enabled")]
-            try:
-                if name in proposed:
-                    proposed = proposed.with_spec(spec)
-                elif (builtin := _discovery.builtin_plugin(name)) is not None:
-                    proposed = proposed.added(builtin, origin="builtin", spec=spec)
-                else:
-                    known = ", ".join(sorted({*proposed, *_discovery.builtin_names()}))
-                    looked = ", ".join(["the built-ins", *self._looked])
-                    message = (
-                        f"no plugin named {name!r} is registered or built in "
-                        f"(known: {known or 'none'}; looked in {looked}). Add the "
-                        f"directory holding it with `helixlab serve CONFIG --plugins DIR` or "
-                        f"a top-level `plugin_dirs:` list, or install a package publishing it "
-                        f"under the 'helixlab.plugins' entry point"
-                    )
-                    return [ConfigProblem(message, spec.source, spec.line, name)]
-            except ConfigError as exc:
-                return exc.problems
-            return []
-
-        doc = parse_config(data, source=source, line_offset=line_offset, check=check)
-        proposed = _with_builtin_dependencies(proposed)
-        try:  # a cycle or a missing dependency: refused now, with its line, not at load
-            proposed.graph().validate()
-        except DependencyError as exc:
-            raise ConfigError(_graph_problems(exc, doc), doc.source) from exc
-        old = self._registry
-        changed = [n for n in doc.plugins if n in old and old[n].spec != proposed[n].spec]
-        added = [n for n in proposed if n not in old]
-        running = [n for n in changed if n in self._pool.current.live]
-        reports = []
-        if running:
-            reports.append(await _reload.run_plan(self, running, registry=proposed))
-        else:
-            self._registry = proposed
-        for name in added:
-            self._states[name] = PluginState.REGISTERED
-            self._reloads.setdefault(name, 0)
-            self._emit("registered", name, detail="built in, from config")
-        for name in changed:
-            self._emit("configured", name, detail=f"from {doc.source}")
-        return reports
+        txn = _reload.apply_config(self, data, source=source, line_offset=line_offset)
+        report = await self._transact(txn)
+        return [report] if txn.plan is not None else []
 
     apply_config = _blocking(aapply_config)
 
@@ -340,17 +369,21 @@ class Kernel:
 
         ``config`` is merged over the current one. A ConfigError leaves everything as it was.
         """
+        txn = _reload.reconfigure(self, self._configured(name, config))
+        report = await self._transact(txn)
+        return report if txn.plan is not None else None
+
+    configure = _blocking(aconfigure)
+
+    def _configured(self, name: str, config: Mapping[str, Any]) -> PluginSpec:
         entry = self._registry[name]
-        spec = replace(
+        return replace(
             entry.spec,
             config={**entry.spec.config, **config},
             source="configure()",
             line=None,
             lines={},  # the file's line numbers do not describe these values
         )
-        return await _reload.reconfigure(self, spec)
-
-    configure = _blocking(aconfigure)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -391,7 +424,7 @@ class Kernel:
         ``cascade=False`` dependents are not restarted: their ``ctx.get`` answers the new
         instance from then on, but what they stored earlier is the old, stopped one.
         """
-        return await _reload.run_plan(self, list(targets), cascade=cascade)
+        return await self._transact(_reload.reload(self, list(targets), cascade=cascade))
 
     reload = _blocking(areload)
 
@@ -412,9 +445,86 @@ class Kernel:
         reloaded with its dependents. ``unit`` identifies the cell or file: a unit that no
         longer defines a plugin it defined before (a rename) is refused.
         """
-        return await _reload.define(self, list(classes), source, origin, unit, fingerprints or {})
+        txn = _reload.define(self, list(classes), source, origin, unit, fingerprints or {})
+        return await self._transact(txn)
 
     define = _blocking(adefine)
+
+    # -- the same changes, split at their swap ------------------------------------------
+
+    async def aprepare_reload(
+        self, *targets: ReloadTarget, cascade: bool = True, timeout: float | None = PREPARE_TIMEOUT
+    ) -> PreparedReload:
+        """Do a reload up to its swap and hold it there: a :class:`PreparedReload`.
+
+        The new instances are started aside and the next generation is built, exactly as
+        :meth:`reload` does, then the kernel waits (holding its operation lock) for
+        ``prepared.commit()`` (swap, drain, stop the old; the ReloadReport) or
+        ``prepared.abort()`` (roll back as a failed reload). After ``timeout`` seconds
+        without either it aborts by itself. A failure while preparing rolls back and
+        raises ReloadError, as :meth:`reload` does.
+        """
+        targets_ = list(targets)
+        return await self._arun(
+            self._prepare(lambda: _reload.reload(self, targets_, cascade=cascade), timeout)
+        )
+
+    prepare_reload = _blocking(aprepare_reload)
+
+    async def aprepare_configure(
+        self, name: str, config: Mapping[str, Any], *, timeout: float | None = PREPARE_TIMEOUT
+    ) -> PreparedReload:
+        """:meth:`configure` up to its swap (see :meth:`prepare_reload`)."""
+        return await self._arun(
+            self._prepare(
+                lambda: _reload.reconfigure(self, self._configured(name, config)), timeout
+            )
+        )
+
+    prepare_configure = _blocking(aprepare_configure)
+
+    async def aprepare_apply_config(
+        self,
+        data: str | os.PathLike | Mapping,
+        *,
+        source: str | None = None,
+        line_offset: int = 0,
+        timeout: float | None = PREPARE_TIMEOUT,
+    ) -> PreparedReload:
+        """:meth:`apply_config` up to its swap (see :meth:`prepare_reload`)."""
+        return await self._arun(
+            self._prepare(
+                lambda: _reload.apply_config(self, data, source=source, line_offset=line_offset),
+                timeout,
+            )
+        )
+
+    prepare_apply_config = _blocking(aprepare_apply_config)
+
+    async def aprepare_define(
+        self,
+        classes: Iterable[type[Plugin]],
+        *,
+        source: str,
+        origin: str = "cell",
+        unit: str | None = None,
+        fingerprints: Mapping[str, str] | None = None,
+        timeout: float | None = PREPARE_TIMEOUT,
+    ) -> PreparedReload:
+        """:meth:`define` up to its swap (see :meth:`prepare_reload`).
+
+        Changed plugins are restarted aside; plugins new to the kernel are registered and
+        loaded by ``commit()``, after the swap.
+        """
+        classes_ = list(classes)
+        return await self._arun(
+            self._prepare(
+                lambda: _reload.define(self, classes_, source, origin, unit, fingerprints or {}),
+                timeout,
+            )
+        )
+
+    prepare_define = _blocking(aprepare_define)
 
     def preview_reload(self, *targets: ReloadTarget, cascade: bool = True) -> list[str]:
         """The plugins a reload would touch, in order, touching nothing."""
@@ -424,16 +534,31 @@ class Kernel:
         """Stop everything (dependents first), the watchers and servers, then the loop."""
         if self._closed:
             return
+        if self._thread.in_loop():
+            raise HelixError(
+                "Kernel.aclose() was awaited on the kernel's own loop (from a plugin, a "
+                "subscriber or a request); close the kernel from the code that created it."
+            )
+        self._closing = True
         try:
-            await self._arun(self._shutdown())
+            await self._thread.arun(self._shutdown())
         finally:
             self._closed = True
             self._thread.stop()
 
     def close(self) -> None:
-        """Stop everything (dependents first), the watchers and servers, then the loop."""
+        """Stop everything (dependents first), the watchers and servers, then the loop.
+
+        Operations queued behind it, and any started later, raise KernelClosedError.
+        """
         if self._closed:
             return
+        if self._thread.in_loop():  # refused before anything changes
+            raise HelixError(
+                "Kernel.close() was called on the kernel's own loop (from a plugin, a "
+                "subscriber or a request); close the kernel from the code that created it."
+            )
+        self._closing = True
         try:
             self._thread.run(self._shutdown())
         finally:
@@ -441,6 +566,9 @@ class Kernel:
             self._thread.stop()
 
     async def _shutdown(self) -> None:
+        prepared = self._prepared
+        if prepared is not None and prepared.state == "prepared":
+            await prepared._finish("abort")
         for closer in reversed(self._closers):
             try:
                 result = closer()

@@ -33,13 +33,14 @@ Verifier = Callable[["Generation", Mapping[str, Any]], Awaitable[None]]
 class Generation:
     """One immutable set of live instances, plus what builders derived from it."""
 
-    __slots__ = ("_idle", "extras", "leases", "live", "number")
+    __slots__ = ("_idle", "abandoned", "extras", "leases", "live", "number")
 
     def __init__(self, number: int, live: Mapping[str, Live], extras: Mapping[str, Any]):
         self.number = number
         self.live: Mapping[str, Live] = MappingProxyType(dict(live))
         self.extras: Mapping[str, Any] = MappingProxyType(dict(extras))
         self.leases = 0
+        self.abandoned = False  # its drain timed out: its instances are stopped
         self._idle: asyncio.Event | None = None
 
     @property
@@ -77,6 +78,15 @@ class Lease:
     def extras(self) -> Mapping[str, Any]:
         return self.generation.extras
 
+    @property
+    def abandoned(self) -> bool:
+        """Whether the drain of this lease's generation ended without it: stop the work now.
+
+        The instances it holds are being stopped; a long stream should end (with an error
+        event) rather than use them.
+        """
+        return self.generation.abandoned
+
     def release(self) -> None:
         if not self._released:
             self._released = True
@@ -93,6 +103,11 @@ class Lease:
 
     async def __aexit__(self, *exc: object) -> None:
         self.release()
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()  # a cancelled gather's CancelledError: seen, not logged
 
 
 class LivePool:
@@ -145,7 +160,7 @@ class LivePool:
     def _release(self, gen: Generation) -> None:
         with self._lock:
             gen.leases -= 1
-            idle = gen.leases == 0 and gen._idle is not None
+            idle = gen.leases == 0 and gen._idle is not None and not gen.abandoned
             if idle:
                 self._retired.remove(gen)
         if idle:
@@ -154,14 +169,34 @@ class LivePool:
                 return
             self._loop.call_soon_threadsafe(event.set)
 
-    async def drain(self, up_to: Generation, timeout: float) -> bool:
-        """Wait (on the kernel loop) until no lease is held on a generation up to ``up_to``."""
+    async def drain(self, up_to: Generation, timeout: float, hurry: Any = None) -> bool:
+        """Wait (on the kernel loop) until no lease is held on a generation up to ``up_to``.
+
+        Ends early when ``hurry.hurry`` (an asyncio.Event: the caller was interrupted) is
+        set. A generation whose drain ended before its leases is abandoned: its leases
+        learn it (``Lease.abandoned``) and no later drain waits for it again.
+        """
         with self._lock:
-            events = [g._idle for g in self._retired if g.number <= up_to.number and g._idle]
-        if not events:
+            gens = [g for g in self._retired if g.number <= up_to.number and g._idle]
+        if not gens:
             return True
+        waiting = asyncio.ensure_future(asyncio.gather(*(g._idle.wait() for g in gens)))
+        waiting.add_done_callback(_retrieve)
+        watch = {waiting}
+        if hurry is not None:
+            watch.add(asyncio.ensure_future(hurry.hurry.wait()))
         try:
-            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), timeout)
+            await asyncio.wait(watch, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in watch:
+                task.cancel()
+        if waiting.done() and not waiting.cancelled():
             return True
-        except TimeoutError:
-            return False
+        with self._lock:
+            for gen in gens:
+                if gen in self._retired:
+                    self._retired.remove(gen)
+                gen.abandoned = True
+                if gen._idle is not None:
+                    gen._idle.set()  # wakes whoever watches its leases (a stream)
+        return False

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ..errors import HelixError, KernelClosedError
@@ -55,14 +55,8 @@ class LoopThread:
     def in_loop(self) -> bool:
         return threading.get_ident() == self._thread.ident
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        if not self.running:
-            coro.close()
-            raise KernelClosedError("The kernel is closed; create a new Kernel().")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the kernel loop and wait for its result from this thread."""
+    def refuse_in_loop(self, coro: Any) -> None:
+        """Raise (closing ``coro``) when called on the loop: waiting there would deadlock."""
         if self.in_loop():
             coro.close()
             raise HelixError(
@@ -70,18 +64,82 @@ class LoopThread:
                 "plugin's lifecycle method or a gateway request); await its async twin instead, "
                 "e.g. `await kernel.areload(...)`."
             )
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        if not self.running:
+            coro.close()
+            raise KernelClosedError("The kernel is closed; create a new Kernel().")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(
+        self,
+        coro: Coroutine[Any, Any, T],
+        on_interrupt: Callable[[], Any] | None = None,
+        discard: Callable[[Any], Any] | None = None,
+    ) -> T:
+        """Run ``coro`` on the kernel loop and wait for its result from this thread.
+
+        A KeyboardInterrupt of the wait (Jupyter's interrupt button) does not cancel the
+        work half-way: ``on_interrupt`` is called on the loop (the work then finishes or
+        rolls back on its own), the wait goes on until it has, and the interrupt is
+        re-raised. A result that nobody will receive is handed to ``discard``. A second
+        interrupt stops waiting; the work still ends on its own.
+        """
+        self.refuse_in_loop(coro)
         future = self.submit(coro)
         try:
             return future.result()
-        except KeyboardInterrupt:
-            future.cancel()
-            raise
+        except KeyboardInterrupt as interrupt:
+            if on_interrupt is None:
+                future.cancel()
+                raise
+            self.call_soon(on_interrupt)
+            try:
+                result = future.result()
+            except KeyboardInterrupt:
+                raise
+            except BaseException:
+                pass  # the work's own ending (a rollback): the interrupt is what the caller sees
+            else:
+                if discard is not None:
+                    self.call_soon(discard, result)
+            raise interrupt
 
-    async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await ``coro`` on the kernel loop from any loop (or directly, if already on it)."""
+    async def arun(
+        self,
+        coro: Coroutine[Any, Any, T],
+        on_interrupt: Callable[[], Any] | None = None,
+        discard: Callable[[Any], Any] | None = None,
+    ) -> T:
+        """Await ``coro`` on the kernel loop from any loop (or directly, if already on it).
+
+        Cancelling the awaiting task is an interrupt, as in :meth:`run`.
+        """
         if self.in_loop():
             return await coro
-        return await asyncio.wrap_future(self.submit(coro))
+        future = asyncio.wrap_future(self.submit(coro))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if on_interrupt is None or future.done():
+                future.cancel()
+                raise
+            self.call_soon(on_interrupt)
+            try:
+                result = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                pass
+            else:
+                if discard is not None:
+                    self.call_soon(discard, result)
+            raise
+
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Call ``callback(*args)`` on the loop, from any thread (nothing, once it is closed)."""
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(callback, *args)
 
     def stop(self) -> None:
         if self._thread.is_alive() and not self.loop.is_closed():

@@ -1,38 +1,38 @@
-"""Hot reload as a transaction: plan everything, start the new set aside, swap once, drain.
+"""What a change of the live set will do: plan it, checking everything, changing nothing.
 
-1. :func:`plan` validates the proposed registry (new classes, new config, the whole
-   graph) and computes the cascade, touching nothing.
-2. :func:`execute` starts each new instance in dependency order, bound to the new
-   instances of its dependencies, with the old one's exported state. ``restart``
-   plugins stop their old instance first.
-3. One swap of the live generation.
-4. The old generation drains (leases held by requests in flight are released) and the
-   old instances stop, dependents first, each under the stop timeout.
-
-A failure anywhere before step 3 stops the new instances already started, restarts any
-old instance stopped by a ``restart`` plugin, and raises :class:`ReloadError`; the old
-set keeps serving. (The course's Go listing stops the old instance *after* starting the
-new one and then "rolls back" by stopping the new one, leaving nothing running: not
-here.)
+:func:`plan` validates the proposed registry (new classes, new config, the whole graph)
+and computes the cascade: the targets plus every transitive dependent, dependencies
+first. :func:`reload`, :func:`reconfigure` and :func:`define` turn a request into a
+:class:`~._transaction.Transaction` (start aside, swap once, drain; see there), the one
+code path that ``Kernel.reload``, ``configure``, ``define``, ``apply_config`` and their
+``prepare_*`` forms share.
 """
 
 from __future__ import annotations
 
-import time
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from ..errors import ConfigError, DependencyError, PluginError, RegistryError, ReloadError, describe
-from . import _loader
-from ._config import PluginSpec
+from ..errors import (
+    ConfigError,
+    ConfigProblem,
+    DependencyError,
+    RegistryError,
+    ReloadError,
+    describe,
+)
+from . import _discovery
+from ._config import PluginSpec, parse_config
 from ._discovery import fingerprint
 from ._graph import DependencyGraph
-from ._lifecycle import Live, call_phase
 from ._plugin import Plugin, PluginState, check_plugin_class
 from ._registry import Registry
 from ._reports import ReloadReport
+from ._transaction import Transaction, load_new
 
-__all__ = ["Plan", "execute", "plan", "reconfigure"]
+__all__ = ["Plan", "apply_config", "define", "plan", "reconfigure", "reload"]
 
 
 @dataclass
@@ -125,184 +125,27 @@ def plan(
     return Plan(names, registry, graph, order, load)
 
 
-async def execute(kernel, plan: Plan) -> ReloadReport:
-    """Carry out a plan (the kernel's operation lock held); see the module docstring."""
-    t0 = time.perf_counter()
-    pool = kernel._pool
-    old_gen = pool.current
-    current: Mapping[str, Live] = old_gen.live
-    report = ReloadReport(targets=list(plan.targets), order=list(plan.order))
-    for name in plan.order + plan.load:
-        old = current[name].version if name in current else "-"
-        report.versions[name] = (old, str(plan.registry[name].cls.version))
-    for name in plan.order:
-        detail = "target" if name in plan.targets else f"cascade from {', '.join(plan.targets)}"
-        kernel._emit("reloading", name, detail=detail, version=current[name].version)
-
-    new: dict[str, Live] = {}
-    stopped_first: list[str] = []
-    try:
-        for name in plan.order:
-            entry = plan.registry[name]
-            old = current[name]
-            restart = "restart" in (entry.cls.reload_strategy, type(old.plugin).reload_strategy)
-            if restart:
-                report.strategy[name] = "restart"
-            state = await call_phase(old, "export_state", timeout=kernel.timeouts.export_state)
-            if restart:
-                error = await _loader.stop_instance(kernel, old, set_state=False)
-                if error is not None:
-                    raise error
-                stopped_first.append(name)
-            new[name] = await _loader.start_instance(
-                kernel, entry, current, bound=new, state=state, handover=True
-            )
-            report.started.append(name)
-        t_started = time.perf_counter()
-        generation = pool.build({**current, **new}, plan.graph)
-        # a canary may refuse the new set: it sees the entries of the plugins replaced
-        await pool.verify(generation, {n: plan.registry[n] for n in plan.order})
-    except Exception as exc:
-        error = exc if isinstance(exc, PluginError) else PluginError("gateway", "swap", cause=exc)
-        await _rollback(kernel, new, stopped_first, current)
-        report.rolled_back = True
-        _record_failure(kernel, report, error)
-        report.timings["total"] = time.perf_counter() - t0
-        kernel._emit(
-            "reload_failed",
-            error.plugin,
-            detail=f"in {error.phase}",
-            error=report.error,
-            version=error.version or "",
-        )
-        for name in plan.order:
-            kernel._emit("rolled_back", name, version=current[name].version)
-        raise ReloadError(
-            error.plugin,
-            error.phase,
-            f"Reload of {', '.join(plan.targets)} rolled back: plugin {error.plugin!r} failed "
-            f"in {error.phase}: {report.error}. The old versions keep serving.",
-            cause=error.cause,
-            version=error.version,
-            report=report,
-        ) from error.cause
-
-    # -- the swap: one reference --------------------------------------------------------
-    kernel._registry = plan.registry
-    pool.swap(generation)
-    _rebind(generation.live, new)
-    t_swapped = time.perf_counter()
-    for name in plan.order:
-        kernel._reloads[name] = kernel._reloads.get(name, 0) + 1
-        kernel._errors.pop(name, None)
-        kernel._health.pop(name, None)  # a new instance: not checked yet
-        kernel._states[name] = PluginState.ACTIVE
-        old, new_version = report.versions[name]
-        detail = f"{old} -> {new_version}" if old != new_version else f"{old} (new instance)"
-        kernel._emit("reloaded", name, detail=detail, version=new_version)
-
-    # -- drain, then stop the old instances, dependents first -----------------------------
-    if not await pool.drain(old_gen, kernel.timeouts.drain):
-        kernel._emit(
-            "stopping",
-            ", ".join(plan.targets),
-            detail=f"drain timed out after {kernel.timeouts.drain:g}s; stopping old instances",
-        )
-    t_drained = time.perf_counter()
-    for name in reversed(plan.order):
-        if name not in stopped_first:
-            await _loader.stop_instance(kernel, current[name], set_state=False)
-        report.stopped.append(name)
-    t_stopped = time.perf_counter()
-
-    if plan.load:
-        await _load_new(kernel, plan.load, plan.targets, report)
-    kernel.last_cascade = tuple(plan.order + report.loaded)
-    report.timings.update(
-        start=t_started - t0,
-        swap=t_swapped - t_started,
-        drain=t_drained - t_swapped,
-        stop=t_stopped - t_drained,
-        total=time.perf_counter() - t0,
-    )
-    return report
-
-
-def _rebind(live: Mapping[str, Live], new: Mapping[str, Live]) -> None:
-    """Point the contexts of running plugins outside the cascade at the new instances.
-
-    Only a reload without cascade leaves such dependents; what they stored from
-    ``ctx.get`` earlier still refers to the old instance.
-    """
-    for name, entry in live.items():
-        if name not in new:
-            for dep in entry.ctx._deps.keys() & new.keys():
-                entry.ctx._deps[dep] = new[dep].plugin
-
-
-async def _load_new(kernel, names: list[str], targets: list[str], report: ReloadReport) -> None:
-    """Load plugins that were not running; raise ReloadError if one of ``targets`` failed."""
-    loaded = await _loader.load(kernel, names)
-    report.loaded.extend(n for n in loaded.order if n not in report.loaded)
-    failed = [n for n in targets if n in loaded.failed]
-    if failed:
-        error = loaded.failed[failed[0]]
-        _record_failure(kernel, report, error)
-        raise ReloadError(
-            error.plugin,
-            error.phase,
-            f"Plugin {error.plugin!r} {error.version} was registered but failed in "
-            f"{error.phase}: {report.error}",
-            cause=error.cause,
-            version=error.version,
-            report=report,
-        ) from error.cause
-
-
-def _record_failure(kernel, report: ReloadReport, error: PluginError) -> None:
-    """Put what failed, where, and why (secrets masked) into the report."""
-    cause = describe(error.cause) if error.cause is not None else str(error)
-    report.error = kernel._redact(cause)
-    report.phase, report.plugin = error.phase, error.plugin
-
-
-async def _rollback(
-    kernel, new: Mapping[str, Live], stopped_first: list[str], current: Mapping[str, Live]
-) -> None:
-    """Stop the new instances (dependents first) and restart what ``restart`` plugins stopped."""
-    for name in reversed(list(new)):
-        await _loader.stop_instance(kernel, new[name], set_state=False)
-    for name in reversed(stopped_first):
-        old = current[name]
-        try:
-            await call_phase(old, "start", old.ctx, timeout=kernel.timeouts.start)
-        except PluginError as exc:
-            # neither version runs: out of service, with everything that needs it
-            _loader.fail(kernel, name, exc)
-            await _loader.unload(kernel, name, dead=True)
-
-
-async def reconfigure(kernel, spec: PluginSpec) -> ReloadReport | None:
-    """Validate ``spec`` for its plugin, then reload the plugin (if running) with dependents."""
+def reconfigure(kernel, spec: PluginSpec) -> Transaction:
+    """A change to ``spec`` (validated now), reloading its plugin with dependents if running."""
     registry = kernel._registry.with_spec(spec)
-    if spec.name not in kernel._pool.current.live:
-        kernel._registry = registry
+
+    async def configured(report: ReloadReport) -> None:
         kernel._emit("configured", spec.name, detail=f"from {spec.source}")
-        return None
-    report = await execute(kernel, plan(kernel, [spec.name], registry=registry))
-    kernel._emit("configured", spec.name, detail=f"from {spec.source}")
-    return report
+
+    if spec.name not in kernel._pool.current.live:
+        return Transaction(kernel, None, registry, configured)
+    return Transaction(kernel, plan(kernel, [spec.name], registry=registry), registry, configured)
 
 
-async def define(
+def define(
     kernel,
     classes: list[type[Plugin]],
     source: str,
     origin: str,
     unit: str | None,
     fingerprints: Mapping[str, str],
-) -> ReloadReport:
-    """Register new classes and reload changed ones (see ``Kernel.define``)."""
+) -> Transaction:
+    """A change registering new classes and reloading changed ones (see ``Kernel.define``)."""
     if not classes:
         raise RegistryError(f"{source} defines no Plugin subclass with a `name`.")
     names = [cls.name for cls in classes]
@@ -360,25 +203,107 @@ async def define(
         what = "Reload" if changed else "Definition"
         raise _refuse((changed or new)[0], exc, what=what) from None
 
-    for name in new:
-        kernel._pending.pop(name, None)
-    if changed:
-        report = await execute(kernel, plan(kernel, changed, registry=registry))
-    else:
-        kernel._registry = registry
-        report = ReloadReport()
-    for name in new:
-        kernel._states[name] = PluginState.REGISTERED
-        kernel._reloads.setdefault(name, 0)
-        kernel._emit("registered", name, detail=f"{registry[name].cls.kind} from {source}")
-    if new:
+    async def finish(report: ReloadReport) -> None:
         for name in new:
-            report.versions.setdefault(name, ("-", str(registry[name].cls.version)))
-        await _load_new(kernel, new, new, report)
-        kernel.last_cascade = tuple(report.order + report.loaded)
-    return report
+            kernel._pending.pop(name, None)
+            kernel._states[name] = PluginState.REGISTERED
+            kernel._reloads.setdefault(name, 0)
+            kernel._emit("registered", name, detail=f"{registry[name].cls.kind} from {source}")
+        if new:
+            for name in new:
+                report.versions.setdefault(name, ("-", str(registry[name].cls.version)))
+            await load_new(kernel, new, new, report)
+            kernel.last_cascade = tuple(report.order + report.loaded)
+
+    the_plan = plan(kernel, changed, registry=registry) if changed else None
+    return Transaction(kernel, the_plan, registry, finish)
 
 
-def run_plan(kernel, targets: list, registry: Registry | None = None, cascade: bool = True):
-    """Plan and execute (the operation lock held by the caller)."""
-    return execute(kernel, plan(kernel, targets, cascade=cascade, registry=registry))
+def reload(
+    kernel, targets: list, registry: Registry | None = None, cascade: bool = True
+) -> Transaction:
+    """A change reloading ``targets`` (with their dependents, if ``cascade``)."""
+    the_plan = plan(kernel, targets, cascade=cascade, registry=registry)
+    return Transaction(kernel, the_plan, the_plan.registry)
+
+
+def _with_builtin_dependencies(registry: Registry) -> Registry:
+    """Add, with their defaults, the built-in plugins that configured ones depend on."""
+    missing = True
+    while missing:
+        missing = {
+            dep
+            for entry in registry.entries.values()
+            for dep, _ in entry.requires
+            if dep not in registry and _discovery.builtin_plugin(dep) is not None
+        }
+        for dep in sorted(missing):
+            registry = registry.added(_discovery.builtin_plugin(dep), origin="builtin")
+    return registry
+
+
+def _graph_problems(exc: DependencyError, doc: Any) -> list[ConfigProblem]:
+    """Each dependency problem, placed at the entry of a plugin it involves in ``doc``."""
+    problems = []
+    for problem in exc.problems:
+        named = [n for n in problem.plugins if n in doc.plugins] or [None]
+        spec = doc.plugins.get(named[0])
+        line = spec.line if spec is not None else None
+        problems.append(ConfigProblem(str(problem), doc.source, line, named[0]))
+    return problems
+
+
+def apply_config(
+    kernel, data: str | os.PathLike | Mapping, *, source: str | None, line_offset: int
+) -> Transaction:
+    """A change applying a YAML configuration (see ``Kernel.apply_config``)."""
+    proposed = kernel._registry
+    live = kernel._pool.current.live
+
+    def check(spec: PluginSpec) -> list[ConfigProblem]:
+        nonlocal proposed
+        name = spec.name
+        if not spec.enabled and name in live:
+            message = f"{name!r} is running; unload it before disabling it"
+            return [ConfigProblem(message, spec.source, spec.line, name, "enabled")]
+        try:
+            if name in proposed:
+                proposed = proposed.with_spec(spec)
+            elif (builtin := _discovery.builtin_plugin(name)) is not None:
+                proposed = proposed.added(builtin, origin="builtin", spec=spec)
+            else:
+                known = ", ".join(sorted({*proposed, *_discovery.builtin_names()}))
+                looked = ", ".join(["the built-ins", *kernel._looked])
+                message = (
+                    f"no plugin named {name!r} is registered or built in (known: "
+                    f"{known or 'none'}; looked in {looked}). Add the directory holding it "
+                    f"with `helixlab serve CONFIG --plugins DIR` or a top-level `plugin_dirs:` "
+                    f"list, or install a package publishing it under the 'helixlab.plugins' "
+                    f"entry point"
+                )
+                return [ConfigProblem(message, spec.source, spec.line, name)]
+        except ConfigError as exc:
+            return exc.problems
+        return []
+
+    doc = parse_config(data, source=source, line_offset=line_offset, check=check)
+    proposed = _with_builtin_dependencies(proposed)
+    try:  # a cycle or a missing dependency: refused now, with its line, not at load
+        proposed.graph().validate()
+    except DependencyError as exc:
+        raise ConfigError(_graph_problems(exc, doc), doc.source) from exc
+    old = kernel._registry
+    changed = [n for n in doc.plugins if n in old and old[n].spec != proposed[n].spec]
+    added = [n for n in proposed if n not in old]
+    running = [n for n in changed if n in live]
+
+    async def finish(report: ReloadReport) -> None:
+        for name in added:
+            kernel._states[name] = PluginState.REGISTERED
+            kernel._reloads.setdefault(name, 0)
+            kernel._emit("registered", name, detail="built in, from config")
+        for name in changed:
+            kernel._emit("configured", name, detail=f"from {doc.source}")
+
+    the_plan = plan(kernel, running, registry=proposed) if running else None
+    return Transaction(kernel, the_plan, proposed, finish)
