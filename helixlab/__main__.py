@@ -20,7 +20,7 @@ from .errors import ConfigError, HelixError
 __all__ = ["main"]
 
 # One line per subcommand module (helixlab/cli/<name>.py, each with ``register``).
-COMMANDS = ("serve",)
+COMMANDS = ("serve", "admin")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -153,8 +153,9 @@ def test_malformed_yaml_reports_its_line(text, line, needle):
 def test_unknown_keys_name_the_valid_choices():
     found, err = problems_of("plugin:\n  a: {}\n")
     assert found == [(1, None, "plugin"), (1, None, "")]
-    assert "unknown key 'plugin' (did you mean 'plugins'?); valid keys are: gateway, plugin_dirs, plugins" in (
-        str(err)
+    assert (
+        "unknown key 'plugin' (did you mean 'plugins'?); valid keys are: gateway, plugin_dirs, plugins"
+        in (str(err))
     )
 
     _, err = problems_of("plugins:\n  a:\n    depends: [b]\n")
