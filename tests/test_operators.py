@@ -138,11 +138,21 @@ def test_serve_discovers_an_installed_entry_point_package(tmp_path: Path):
     path = tmp_path / "plugins.yaml"
     write(path, "plugins:\n  custom-provider: {}\n  header-stamp: {}\n")
     env = {"PYTHONPATH": str(site)}
-    served = Served([str(path)], env=env)
+    served = Served([str(path), "--admin-key", KEY], env=env)
     try:
         response = httpx.get(served.url + "/v1/models", timeout=10)
         assert response.headers["x-stamp"] == "from-package"
         assert "entry points 'helixlab.plugins': header-stamp" in served.stderr
+        # an installed module edited in place (as with `pip install -e .`), then reloaded
+        write(site / "header_stamp.py", stamp_plugin("edited", version="1.1.0"))
+        with Traffic(served.url) as traffic:
+            reloaded = cli(
+                "reload", "header-stamp", HELIXLAB_URL=served.url, HELIXLAB_ADMIN_KEY=KEY
+            )
+        assert reloaded.returncode == 0, reloaded.stderr
+        assert "header-stamp 1.0.0 -> 1.1.0" in reloaded.stdout
+        assert traffic.failures == []
+        assert httpx.get(served.url + "/v1/models").headers["x-stamp"] == "edited"
     finally:
         assert served.stop() == 0
     opted_out = cli("serve", str(path), "--no-entry-points", **env)

@@ -10,12 +10,21 @@ and the phase, and says the old versions still serve.
 from __future__ import annotations
 
 import asyncio
+import importlib
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, HelixError, PluginNotFoundError, ReloadError, describe
+from ..errors import (
+    ConfigError,
+    HelixError,
+    PluginNotFoundError,
+    RegistryError,
+    ReloadError,
+    describe,
+)
 from ..kernel import ReloadReport, _discovery
 
 __all__ = ["Operations", "Outcome"]
@@ -89,12 +98,19 @@ class Operations:
         self.config_path = config_path
 
     async def reload(self, name: str) -> Outcome:
-        """Reload ``name`` with its dependents; a file plugin is re-read from disk first."""
+        """Reload ``name`` with its dependents; its code is re-read from disk first.
+
+        A plugin from a plugins directory is re-imported from its file; one from an
+        installed package (an entry point) has its module re-imported, so an editable
+        install (``pip install -e .``) serves the code as saved.
+        """
         try:
             entry = self.kernel.entry(name)
             report = None
             if entry.origin == "file" and entry.unit and entry.source:
                 report = await self._reimport(Path(entry.unit), Path(entry.source))
+            elif entry.origin == "entry-point":
+                report = await self.kernel.areload(await self._reimport_module(name, entry.cls))
             if report is None or not (report.order or report.loaded):
                 report = await self.kernel.areload(name)  # unchanged code: new instances
         except Exception as exc:
@@ -109,6 +125,25 @@ class Operations:
         return await self.kernel.adefine(
             classes, source=str(path), origin="file", unit=str(root), fingerprints=prints
         )
+
+    async def _reimport_module(self, name: str, cls: type) -> type:
+        def reimport() -> type:
+            module = importlib.reload(sys.modules[cls.__module__])
+            new = getattr(module, cls.__qualname__, None)
+            if not (isinstance(new, type) and getattr(new, "name", None) == name):
+                raise RegistryError(
+                    f"{module.__name__} no longer defines {cls.__qualname__} named {name!r}; "
+                    f"renaming a plugin is not a reload."
+                )
+            return new
+
+        try:
+            return await asyncio.to_thread(reimport)
+        except RegistryError as exc:
+            raise ReloadError(name, "import", str(exc)) from None
+        except Exception as exc:
+            message = f"Could not re-import {cls.__module__}: {describe(exc)}"
+            raise ReloadError(name, "import", message, cause=exc) from exc
 
     async def configure(self, name: str, config: Mapping[str, Any]) -> Outcome:
         """Merge ``config`` over ``name``'s and reload it (validated first)."""
