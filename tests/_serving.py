@@ -67,6 +67,7 @@ class Served:
             self.process.wait(20)
             self._reader.join(5)
             raise AssertionError("helixlab serve did not start:\n" + self.stderr)
+        self.wait_for(r"^helixlab: serving ")  # what it said before the URL has been read
 
     def _read(self) -> None:
         for line in self.process.stderr:

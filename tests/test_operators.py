@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import httpx
+
 from _serving import Served, Traffic, stamp_plugin, write
 
 KEY = "admin-key-for-tests-0123"

@@ -135,7 +135,7 @@ def _status(args: argparse.Namespace) -> int:
     _, data = result
     rows = [("PLUGIN", "VERSION", "KIND", "STATE", "HEALTH", "RELOADS", "FROM")]
     for row in data["data"]:
-        origin = row["origin"] + (f" {row['source']}" if row.get("source") else "")
+        origin = row.get("source") or row["origin"]
         rows.append(
             (
                 row["name"],
