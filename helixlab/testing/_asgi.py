@@ -9,6 +9,7 @@ any ASGI app with uvicorn on a loopback port, for tests that want real HTTP.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json as jsonlib
 import threading
@@ -162,7 +163,14 @@ def call_middleware(middleware: Any, **request: Any) -> MiddlewareCall:
     >>> call.status, call.downstream[0].headers["x-stamp"]
     (200, '1')
     """
-    return asyncio.run(acall_middleware(middleware, **request))
+    coro = acall_middleware(middleware, **request)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # a loop runs in this thread (a notebook cell): run on a fresh loop in a worker thread
+    with concurrent.futures.ThreadPoolExecutor(1) as worker:
+        return worker.submit(asyncio.run, coro).result()
 
 
 @contextlib.contextmanager
