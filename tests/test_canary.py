@@ -126,6 +126,18 @@ def test_a_plugins_own_probes_decide(verified):
     assert verified.chat("hi", model="fake-small").headers["x-stamp"] == "v3"
 
 
+@pytest.mark.parametrize("fault", [SystemExit(3), KeyboardInterrupt()])
+def test_a_probe_that_exits_refuses_the_swap_and_the_server_keeps_serving(verified, fault):
+    def probe(self: Any) -> list:
+        raise fault
+
+    broken = type("Exiting", (stamp("v2"),), {"probe": probe})
+    with pytest.raises(hx.ReloadError) as info:
+        verified.kernel.reload(broken)
+    assert info.value.phase == "verify"
+    assert verified.chat("hi", model="fake-small").headers["x-stamp"] == "v1"
+
+
 def test_a_provider_whose_new_version_fails_is_refused(verified):
     options = {"fail": RuntimeError("upstream gone")}
     with pytest.raises(hx.ReloadError) as info:

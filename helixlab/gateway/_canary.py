@@ -47,7 +47,7 @@ def make_verifier(kernel: Any, config: GatewayConfig) -> Any:
                 continue
             try:
                 probes = list(plugin.probe())
-            except Exception as exc:
+            except (Exception, SystemExit, KeyboardInterrupt) as exc:  # plugin code: refuse
                 raise PluginError(name, "verify", cause=exc) from exc
             for probe in probes:
                 await _check(kernel, config, state, name, probe)
@@ -70,7 +70,7 @@ async def _check(
             f"Canary of {name!r}: {where} through the new chain got no answer within "
             f"{PROBE_TIMEOUT:g}s; the swap was refused.",
         ) from None
-    except Exception as exc:
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # a plugin's exit refuses
         raise PluginError(
             name,
             "verify",
