@@ -360,3 +360,25 @@ def test_the_canary_refuses_a_middleware_broken_on_every_request_with_0_errors_s
     finally:
         assert served.stop() == 0
     assert "Traceback" not in served.stderr
+
+
+def test_sighup_discovers_a_newly_listed_plugins_directory(tmp_path: Path):
+    write(tmp_path / "plugins" / "header_stamp.py", stamp_plugin("v1"))
+    path = tmp_path / "plugins.yaml"
+    write(path, "plugins:\n  custom-provider: {}\n")
+    served = Served([str(path), "--no-entry-points"])
+    try:
+        with Traffic(served.url) as traffic:
+            mark = served.mark()
+            write(
+                path,
+                "plugin_dirs: [plugins]\nplugins:\n  custom-provider: {}\n  header-stamp: {}\n",
+            )
+            served.process.send_signal(signal.SIGHUP)
+            served.wait_for(r"plugins directory .*plugins: header-stamp", after=mark)
+            served.wait_for(r"started\s+header-stamp", after=mark)
+            httpx.get(served.url + "/health", timeout=10)
+        assert traffic.failures == []
+        assert httpx.get(served.url + "/v1/models").headers["x-stamp"] == "v1"
+    finally:
+        assert served.stop() == 0

@@ -133,7 +133,7 @@ def serve(
 
     kernel = Kernel()
     kernel.subscribe(lambda event: say(redact_text(f"event {event}", secrets)))
-    operations = Operations(kernel, config_path)
+    operations = Operations(kernel, config_path, dirs)
     try:
         for directory in dirs:
             names = kernel.discover(directory)

@@ -26,6 +26,7 @@ from ..errors import (
     describe,
 )
 from ..kernel import ReloadReport, _discovery
+from ..kernel._config import parse_config
 
 __all__ = ["Operations", "Outcome"]
 
@@ -93,9 +94,12 @@ def _failed(exc: BaseException, kernel: Any) -> Outcome:
 class Operations:
     """The operations on one kernel; ``config_path`` is what SIGHUP re-applies."""
 
-    def __init__(self, kernel: Any, config_path: str | None = None):
+    def __init__(
+        self, kernel: Any, config_path: str | None = None, plugin_dirs: Iterable[str] = ()
+    ):
         self.kernel = kernel
         self.config_path = config_path
+        self.plugin_dirs = set(plugin_dirs)  # discovered already
 
     async def reload(self, name: str) -> Outcome:
         """Reload ``name`` with its dependents; its code is re-read from disk first.
@@ -156,11 +160,28 @@ class Operations:
         return _done([report], f"configured {name} (not running: applies when it loads)")
 
     async def reapply(self) -> Outcome:
-        """Re-apply the configuration file (SIGHUP): changed plugins reload."""
+        """Re-apply the configuration file (SIGHUP): changed plugins reload.
+
+        A directory newly listed under ``plugin_dirs:`` is discovered first (it is not
+        watched until the next start); plugins the file names for the first time start.
+        """
         if self.config_path is None:
             return Outcome(False, "no configuration file to re-apply", 409)
+        found = []
         try:
+            doc = await asyncio.to_thread(parse_config, self.config_path)
+            for directory in doc.plugin_dirs:
+                if directory not in self.plugin_dirs:
+                    names = await self.kernel.adiscover(directory)
+                    self.plugin_dirs.add(directory)
+                    found.append(f"plugins directory {directory}: {', '.join(names) or 'none'}")
             reports = await self.kernel.aapply_config(self.config_path)
+            for row in self.kernel.info():  # plugins the file now names: started too
+                if row.state == "registered" and row.enabled:
+                    loaded = await self.kernel.aload(row.name)
+                    found.append(str(loaded))
         except Exception as exc:
             return _failed(exc, self.kernel)
-        return _done(reports, f"{self.config_path}: no changes")
+        outcome = _done(reports, f"{self.config_path}: no changes")
+        outcome.text = "\n".join([*found, outcome.text])
+        return outcome
