@@ -115,8 +115,8 @@ class Served:
 class Traffic:
     """Requests in a loop from a thread until stopped; every non-200 or error is kept."""
 
-    def __init__(self, url: str, path: str = "/v1/chat/completions"):
-        self.url, self.path = url, path
+    def __init__(self, url: str, path: str = "/v1/chat/completions", model: str = "mock-small"):
+        self.url, self.path, self.model = url, path, model
         self.ok = 0
         self.failures: list[str] = []
         self.stamps: list[str] = []
@@ -125,7 +125,7 @@ class Traffic:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        body = {"model": "mock-small", "messages": [{"role": "user", "content": "hi"}]}
+        body = {"model": self.model, "messages": [{"role": "user", "content": "hi"}]}
         with httpx.Client(base_url=self.url, timeout=20) as client:
             while not self._stop.is_set():
                 try:

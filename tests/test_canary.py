@@ -5,16 +5,15 @@ identical tracebacks logged once with a count. Uses the toolkit's ``gateway`` fi
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
-import httpx
 import pytest
 
 import helixlab as hx
 from helixlab.testing import ServedGateway
 
 from _gateway_support import provider_plugin
+from _serving import Traffic
 
 
 def stamp(value: str, *, broken: bool = False, probes: list | None = None, verify=None):
@@ -44,38 +43,6 @@ def stamp(value: str, *, broken: bool = False, probes: list | None = None, verif
     return type(f"Stamp_{value}", (hx.MiddlewarePlugin,), attrs)
 
 
-class Traffic:
-    """Chat completions in a loop from a thread; every non-200 is kept."""
-
-    def __init__(self, url: str):
-        self.url = url
-        self.stamps: list[str] = []
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._first = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        body = {"model": "fake-small", "messages": [{"role": "user", "content": "hi"}]}
-        with httpx.Client(base_url=self.url, timeout=20) as client:
-            while not self._stop.is_set():
-                response = client.post("/v1/chat/completions", json=body)
-                if response.status_code == 200:
-                    self.stamps.append(response.headers.get("x-stamp", ""))
-                else:
-                    self.failures.append(f"{response.status_code} {response.text[:100]}")
-                self._first.set()
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        assert self._first.wait(20)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-
 @pytest.fixture
 def verified(helix_kernel: hx.Kernel) -> Any:
     with ServedGateway(helix_kernel, verify=True) as served:
@@ -84,7 +51,7 @@ def verified(helix_kernel: hx.Kernel) -> Any:
 
 
 def test_verify_refuses_a_middleware_broken_on_every_request_under_traffic(verified):
-    with Traffic(verified.url) as traffic:
+    with Traffic(verified.url, model="fake-small") as traffic:
         with pytest.raises(hx.ReloadError) as info:
             verified.kernel.reload(stamp("v2", broken=True))
         verified.kernel.reload(stamp("v3"))

@@ -323,13 +323,13 @@ class _Reader:
             )
             return spec
         for key, kn, vn in self.items(node, name, (), raw=True):
-            if key == "enabled":
-                value = self.value(vn, name, ("enabled",), {}, retype=True)
+            if key in ("enabled", "verify"):
+                value = self.value(vn, name, (key,), {}, retype=True)
                 if isinstance(value, bool):
-                    spec.enabled = value
+                    setattr(spec, key, value)
                 else:
-                    message = f"'enabled' must be true or false, not {_describe(value)}."
-                    self.report(message, vn, plugin=name, path="enabled")
+                    message = f"{key!r} must be true or false, not {_describe(value)}."
+                    self.report(message, vn, plugin=name, path=key)
             elif key == "priority":
                 value = self.value(vn, name, ("priority",), {}, retype=True)
                 if value is None or (isinstance(value, int) and not isinstance(value, bool)):
@@ -337,13 +337,6 @@ class _Reader:
                 else:
                     message = f"'priority' must be an integer, not {_describe(value)}."
                     self.report(message, vn, plugin=name, path="priority")
-            elif key == "verify":
-                value = self.value(vn, name, ("verify",), {}, retype=True)
-                if isinstance(value, bool):
-                    spec.verify = value
-                else:
-                    message = f"'verify' must be true or false, not {_describe(value)}."
-                    self.report(message, vn, plugin=name, path="verify")
             elif key == "depends_on":
                 spec.depends_on = self.depends_on(name, vn)
             elif key == "config":
