@@ -46,9 +46,15 @@ from .kernel import (
     ReloadReport,
     Timeouts,
     ToolPlugin,
+    _kernel,
     parse_duration,
     redact,
 )
+from .notebook import _html  # registers the HTML reprs of the kernel's objects
+
+# Kernel.serve runs the gateway, found by name: the kernel imports nothing above it
+_kernel.SERVERS.update(serve="helixlab.gateway:serve", aserve="helixlab.gateway:aserve")
+del _kernel, _html
 
 __version__ = "0.1.0"
 

@@ -243,12 +243,32 @@ def fingerprint(cls: type) -> str:
         if klass is Plugin or klass is object or klass.__module__.startswith("helixlab.kernel"):
             continue
         h.update(klass.__qualname__.encode())
+        fields = vars(klass).get("__pydantic_fields__")
         for key, value in sorted(vars(klass).items()):
-            if key in ("__module__", "__dict__", "__weakref__", "__qualname__"):
-                continue
+            if key in _NOT_CODE or (fields is not None and key.startswith(_PYDANTIC_MADE)):
+                continue  # derived by Python or pydantic at class creation, with addresses
             h.update(key.encode())
             _feed(h, value)
+        if isinstance(fields, dict):  # a pydantic model: its fields as declared
+            for key, info in sorted(fields.items()):
+                h.update(key.encode())
+                _feed(h, info.annotation)
+                _feed(h, info.default)
     return h.hexdigest()
+
+
+_NOT_CODE = frozenset({"__module__", "__dict__", "__weakref__", "__qualname__", "__doc__"})
+_PYDANTIC_MADE = (
+    "__pydantic",
+    "__signature__",
+    "__class_vars__",
+    "__private_attributes__",
+    "__abstractmethods__",
+    "_abc_impl",
+    "model_fields",
+    "model_computed_fields",
+    "__annotations__",
+)
 
 
 def _feed(h: hashlib._Hash, value: object, depth: int = 0) -> None:
@@ -279,7 +299,11 @@ def _feed(h: hashlib._Hash, value: object, depth: int = 0) -> None:
         for item in value if not isinstance(value, set | frozenset) else sorted(map(repr, value)):
             _feed(h, item, depth + 1)
         return
-    h.update(re.sub(r" at 0x[0-9a-f]+", "", repr(value)).encode())
+    h.update(_ADDRESS.sub("", repr(value)).encode())
+
+
+#: what makes two reprs of equal values differ between runs: object addresses
+_ADDRESS = re.compile(r"(?: at )?0x[0-9a-fA-F]+")
 
 
 # -- entry points and built-ins ----------------------------------------------------------

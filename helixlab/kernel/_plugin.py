@@ -192,7 +192,7 @@ class Context:
     were live (or, during a reload, new) when it was created.
     """
 
-    __slots__ = ("_deps", "config", "kernel", "logger", "name", "version")
+    __slots__ = ("_deps", "_logger", "config", "kernel", "name", "version")
 
     def __init__(
         self,
@@ -206,8 +206,15 @@ class Context:
         self.version = version
         self.config = config
         self.kernel = kernel
-        self.logger = logging.getLogger(f"helixlab.plugins.{name}")
+        self._logger: logging.Logger | None = None
         self._deps = dict(deps)
+
+    @property
+    def logger(self) -> logging.Logger:
+        """The plugin's logger, ``helixlab.plugins.<name>``."""
+        if self._logger is None:
+            self._logger = logging.getLogger(f"helixlab.plugins.{self.name}")
+        return self._logger
 
     def get(self, name: str) -> Plugin:
         """The live instance of a declared dependency."""
