@@ -24,10 +24,12 @@ exits 0. A bad configuration prints its problems (file:line) and exits 2.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import os
 import queue
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +133,7 @@ def serve(
     signal.signal(signal.SIGTERM, lambda *_: actions.put("stop"))
     signal.signal(signal.SIGHUP, lambda *_: actions.put("reapply"))
 
+    watching: threading.Event | None = None
     kernel = Kernel()
     kernel.subscribe(lambda event: say(redact_text(f"event {event}", secrets)))
     operations = Operations(kernel, config_path, dirs)
@@ -155,15 +158,17 @@ def serve(
         if server.admin is not None:
             say(f"admin API on {server.url}/admin (Authorization: Bearer <the admin key>)")
         if watch:
-            _watch(kernel, dirs, operations, secrets)
+            watching = _watch(kernel, dirs, operations, secrets)
         print(server.url, flush=True)  # stdout carries only the URL, for scripts
         while (action := actions.get()) != "stop":
             if action == "reapply":
                 say(f"SIGHUP: re-applying {config_path}")
-                _tell(kernel._thread.run(operations.reapply()), secrets)
+                _tell(asyncio.run(operations.reapply()), secrets)  # awaits the kernel's loop
         say("stopping: the server, then the plugins, dependents first")
         server.stop()
     finally:
+        if watching is not None:
+            watching.set()  # the configuration file's watcher ends within its timeout
         if sock is not None:
             sock.close()
         kernel.close()
@@ -187,25 +192,37 @@ def _tell(outcome: Any, secrets: list[Any]) -> None:
         say(redact_text(line, secrets))
 
 
-def _watch(kernel: Any, dirs: list[str], operations: Any, secrets: list[Any]) -> None:
-    """Watch the plugin directories (the kernel's watcher) and the configuration file."""
+def _watch(kernel: Any, dirs: list[str], operations: Any, secrets: list[Any]) -> threading.Event:
+    """Watch the plugin directories (the kernel's watcher) and the configuration file.
+
+    The file is watched from a thread of its own (its directory, filtered to the file, so
+    that an editor replacing it is seen); each change re-applies it. Set the returned
+    event to stop that thread.
+    """
     for directory in dirs:
         kernel.watch_files(directory)
         say(f"watching {directory} for plugin changes")
     config = Path(operations.config_path).resolve()
+    stop = threading.Event()
 
-    async def follow() -> None:
+    def follow() -> None:
         import watchfiles
 
-        async for _ in watchfiles.awatch(
-            config.parent, watch_filter=lambda _, path: Path(path) == config, debounce=400
-        ):
+        changes = watchfiles.watch(
+            config.parent,
+            watch_filter=lambda _, path: Path(path) == config,
+            debounce=400,
+            stop_event=stop,
+            rust_timeout=500,
+            yield_on_timeout=False,
+        )
+        for _ in changes:
             say(f"{config.name} changed: re-applying it")
-            _tell(await operations.reapply(), secrets)
+            _tell(asyncio.run(operations.reapply()), secrets)
 
-    task = kernel._thread.submit(follow())
-    kernel.add_closer(task.cancel)
+    threading.Thread(target=follow, name="helixlab-config-watch", daemon=True).start()
     say(f"watching {config} for configuration changes")
+    return stop
 
 
 def _secret_values(doc: Any) -> list[Any]:
