@@ -214,6 +214,7 @@ def test_every_reload_path_under_traffic_fails_no_request(tmp_path: Path):
             mark = served.mark()
             write(plugin, stamp_plugin("v2", version="2.0.0"))
             served.wait_for(r"reloaded\s+header-stamp 2\.0\.0", after=mark)
+            served.wait_for(r"^helixlab:   1\. header-stamp 1\.0\.0 -> 2\.0\.0$", after=mark)
             # 4. --watch: the configuration file saved
             mark = served.mark()
             write(

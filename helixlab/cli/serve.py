@@ -199,11 +199,17 @@ def _watch(kernel: Any, dirs: list[str], operations: Any, secrets: list[Any]) ->
     that an editor replacing it is seen); each change re-applies it. Set the returned
     event to stop that thread.
     """
+    stop = threading.Event()
     for directory in dirs:
-        kernel.watch_files(directory)
+        watcher = kernel.watch_files(directory)
+        threading.Thread(
+            target=_tell_reports,
+            args=(watcher, stop, secrets),
+            name="helixlab-reports",
+            daemon=True,
+        ).start()
         say(f"watching {directory} for plugin changes")
     config = Path(operations.config_path).resolve()
-    stop = threading.Event()
 
     def follow() -> None:
         import watchfiles
@@ -223,6 +229,22 @@ def _watch(kernel: Any, dirs: list[str], operations: Any, secrets: list[Any]) ->
     threading.Thread(target=follow, name="helixlab-config-watch", daemon=True).start()
     say(f"watching {config} for configuration changes")
     return stop
+
+
+def _tell_reports(watcher: Any, stop: threading.Event, secrets: list[Any]) -> None:
+    """Print the report of each reload a saved plugin file caused (its events are logged)."""
+    shown: list[int] = []
+    batch = watcher.batches
+    while not stop.is_set():
+        if not watcher.wait_for_batch(batch, timeout=0.5):
+            continue
+        batch = watcher.batches
+        for report in list(watcher.reports):
+            if id(report) not in shown and (report.order or report.loaded):
+                for line in str(report).splitlines():
+                    say(redact_text(line, secrets))
+            shown.append(id(report))
+        del shown[:-200]
 
 
 def _secret_values(doc: Any) -> list[Any]:
