@@ -6,7 +6,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 LAB_PORT ?= 8888
 
-.PHONY: lab test test-fast bench notebooks lint setup clean
+.PHONY: lab test test-fast bench bench-peers notebooks lint setup clean
 
 ## make lab: install everything, then open JupyterLab on the labs
 lab:
@@ -28,6 +28,15 @@ bench:
 	@tools/setup.sh
 	$(BIN)/python -m benchmarks
 
+## make bench-peers: helixlab against LiteLLM's proxy on the same upstream (not in make test);
+## LiteLLM's proxy goes into its own venv, .venv-peers, so its pins never touch .venv
+PEERS := .venv-peers
+bench-peers:
+	@tools/setup.sh
+	@test -x $(PEERS)/bin/litellm || { $(BIN)/python -c 'import sys; print(sys._base_executable)' | \
+		xargs -I{} {} -m venv $(PEERS) && $(PEERS)/bin/pip install -q 'litellm[proxy]'; }
+	$(BIN)/python -m benchmarks.peers --litellm $(PEERS)/bin/litellm
+
 ## make notebooks: re-execute the notebooks and labs in place, committing-ready outputs
 notebooks:
 	@tools/setup.sh
@@ -42,4 +51,4 @@ setup:
 	@tools/setup.sh --browser
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache test-output
+	rm -rf $(VENV) $(PEERS) .pytest_cache .hypothesis .ruff_cache test-output

@@ -1,64 +1,64 @@
-"""Benchmark the gateway's added latency against a bare Starlette app, over loopback HTTP.
+"""The gateway's own CPU cost per request, against the floor: a minimal pass-through proxy.
 
-Run ``python benchmarks/bench_gateway.py``. Three servers answer the same route
-(``POST /v1/chat/completions``) with the same JSON, each served by uvicorn (h11) on
-loopback, all driven by one ``httpx.Client`` (keep-alive) with sequential requests:
+Run ``python benchmarks/bench_gateway.py``. Every server is its own process, in front of
+the same fixed upstream on loopback (``_harness``: raw bytes, never the bottleneck),
+driven by a load generator in another process (16 keep-alive connections):
 
-- ``bare starlette``: a Starlette app with that one route, no middleware; it reads the
-  body and returns a prebuilt response.
-- ``gateway, no middleware``: the helixlab gateway in front of a trivial in-process
-  provider (the same reply), so the core's own cost (lease, JSON parse and validation,
-  routing, the reply's serialisation) shows on its own.
-- ``gateway + 4 middleware``: the same with the built-in ``custom-logger``,
-  ``request-logger``, ``custom-auth`` (a valid HS256 JWT on every request) and
-  ``rate-limiter`` (a limit far above the load) — the chain the course builds.
+- ``pass-through``: a few lines of Starlette forwarding the body to the upstream with a
+  pooled ``httpx.AsyncClient`` and relaying the answer as is — what any Python proxy
+  must at least do (parse HTTP twice, send and receive once each).
+- ``helixlab, custom-provider``: ``helixlab serve`` on a config with only custom-provider
+  pointed at the upstream (the user's path: the real CLI, the built-in plugin, the request
+  parsed and checked, the reply parsed and re-emitted with everything the upstream said).
+- ``helixlab + 4 middlewares``: the same plus the course's custom-logger, request-logger,
+  custom-auth (a valid HS256 JWT on every request) and rate-limiter (a limit far above
+  the load).
 
-Blocks of requests alternate between the servers so that drift (CPU frequency, other load)
-hits all of them alike. Reported per server: median and p90 latency, throughput; for the
-gateway rows, the median added over the bare app (target: under 1 ms; LiteLLM publishes
-about 3 ms) and the throughput ratio to the bare app.
+CPU per request is the server process's user + system time over the run (psutil),
+divided by the requests it answered; streamed, divided by the chunks relayed as well.
+Blocks alternate between the servers so drift hits all alike. Targets (issue 11): CPU per
+request within 1.5x the pass-through's with custom-provider alone, within 2x with the four
+middlewares; streaming likewise per chunk.
 """
 
 from __future__ import annotations
 
-import statistics
 import sys
-import threading
+import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import httpx
-import jwt
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import helixlab as hx
-from helixlab._net import ReadyServer, bind_tcp, http_url
-from helixlab.llm import ChatRequest, ChatResponse, ProviderCapabilities, StreamChunk, Usage
+import jwt
 
-REQUESTS = 2000  # per server
-BLOCK = 100
-WARMUP = 200
-TARGET_MS = 1.0
-SECRET = "benchmark-secret-of-at-least-32-bytes!"
-REPLY = ChatResponse(
-    id="chatcmpl-bench",
-    created=1_700_000_000,
-    model="bench-model",
-    content="pong",
-    usage=Usage(prompt_tokens=1, completion_tokens=1),
+from benchmarks._harness import (
+    MODEL,
+    STREAM_CHUNKS,
+    Proc,
+    cpu_seconds,
+    free_port,
+    request_body,
+    role,
 )
-BODY = {"model": "bench-model", "messages": [{"role": "user", "content": "ping"}]}
-MIDDLEWARE_CONFIG = f"""\
-plugins:
+
+CLIENTS = 16
+REQUESTS = 1500  # per server and mode, in blocks
+BLOCK = 300
+WARMUP = 200
+TARGETS = {"helixlab, custom-provider": 1.5, "helixlab + 4 middlewares": 2.0}
+SECRET = "benchmark-secret-of-at-least-32-bytes!"
+
+PROVIDER = """\
+  custom-provider:
+    config:
+      api_url: {upstream}/v1
+      retry_count: 0
+      models: [{model}]
+"""
+MIDDLEWARES = f"""\
   custom-logger:
     priority: 40
     config: {{output: memory}}
@@ -76,149 +76,130 @@ plugins:
 """
 
 
-class _Provider:
-    """The trivial provider: the same reply every time, no I/O."""
-
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        return REPLY
-
-    async def complete_stream(self, request: ChatRequest) -> Any:
-        yield StreamChunk(content=REPLY.content)
-
-    async def health_check(self) -> None:
-        return None
-
-    def capabilities(self) -> ProviderCapabilities:
-        return ProviderCapabilities(models=("bench-model",))
+def token() -> str:
+    claims = {"sub": "bench", "iss": "bench", "aud": "gateway", "exp": int(time.time()) + 3600}
+    return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
-class BenchProvider(hx.ProviderPlugin):
-    name = "bench-provider"
-
-    def get_provider(self) -> _Provider:
-        return _Provider()
-
-
-def _bare_app() -> Starlette:
-    prebuilt = REPLY.to_openai()
-
-    async def chat(request: Request) -> Response:
-        await request.body()
-        return JSONResponse(prebuilt)
-
-    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+def start_helixlab(config: str, folder: Path, name: str) -> tuple[Proc, str]:
+    """``helixlab serve`` on ``config`` (YAML text) in its own process; (process, URL)."""
+    path = folder / f"{name}.yaml"
+    path.write_text(config)
+    proc = Proc([sys.executable, "-m", "helixlab", "serve", str(path), "--port", "0"])
+    url = proc.wait_for("http://").strip()
+    return proc, url
 
 
-class _ThreadServer:
-    """uvicorn (h11) in a thread on a pre-bound loopback socket, ready when constructed."""
+def start_role(name: str, *args: str) -> tuple[Proc, str]:
+    port = free_port()
+    proc = Proc(role(name, "--port", str(port), *args))
+    proc.wait_for("listening")
+    return proc, f"http://127.0.0.1:{port}"
 
-    def __init__(self, app: Any):
-        self.sock = bind_tcp("127.0.0.1", 0)  # the gateway's own socket set-up, for fairness
-        self.url = http_url("127.0.0.1", self.sock.getsockname()[1])
-        config = uvicorn.Config(app, http="h11", lifespan="off", log_config=None, access_log=False)
-        ready = threading.Event()
-        self.server = ReadyServer(config, ready)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+
+def measure(
+    servers: dict[str, tuple[Proc, str]],
+    load: Proc,
+    *,
+    stream: bool,
+    headers: dict[str, str],
+    requests: int = REQUESTS,
+    block: int = BLOCK,
+    clients: int = CLIENTS,
+) -> dict[str, dict[str, Any]]:
+    """Blocks of ``block`` requests, alternating servers; CPU and throughput per server."""
+    body = request_body(stream)
+    totals = {name: {"cpu": 0.0, "requests": 0, "elapsed": 0.0, "errors": 0} for name in servers}
+    for _, url in servers.values():  # warm up: connections, caches, lazy imports
+        load.ask(
+            {"url": url, "clients": clients, "requests": WARMUP, "body": body, "headers": headers}
         )
-        self.thread.start()
-        ready.wait(10)
-        if not self.server.started:
-            raise RuntimeError("the bare Starlette server did not start")
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
-def _timed(client: httpx.Client, url: str, headers: dict[str, str], n: int) -> list[float]:
-    samples = []
-    for _ in range(n):
-        start = time.perf_counter()
-        response = client.post(url, json=BODY, headers=headers)
-        samples.append(time.perf_counter() - start)
-        if response.status_code != 200:
-            raise RuntimeError(f"{url} answered {response.status_code}: {response.text}")
-    return samples
+    for _ in range(max(1, requests // block)):
+        for name, (proc, url) in servers.items():
+            before = cpu_seconds(proc.pid)
+            result = load.ask(
+                {
+                    "url": url,
+                    "clients": clients,
+                    "requests": block,
+                    "body": body,
+                    "headers": headers,
+                }
+            )
+            total = totals[name]
+            total["cpu"] += cpu_seconds(proc.pid) - before
+            total["requests"] += result["count"]
+            total["elapsed"] += result["elapsed"]
+            total["errors"] += result["errors"]
+            if result["errors"]:
+                raise RuntimeError(f"{name} answered {result['statuses']} under load")
+    return totals
 
 
 def run(requests: int = REQUESTS) -> list[dict[str, Any]]:
-    """Time the three servers; one row per server (see the module docstring).
+    """One row per server and mode: CPU per request (and per chunk), throughput, ratio."""
+    rows: list[dict[str, Any]] = []
+    procs: list[Proc] = []
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            upstream_proc, upstream = start_role("upstream")
+            procs.append(upstream_proc)
+            servers: dict[str, tuple[Proc, str]] = {}
+            servers["pass-through"] = start_role("passthrough", "--upstream", upstream + "/v1")
+            provider = PROVIDER.format(upstream=upstream, model=MODEL)
+            servers["helixlab, custom-provider"] = start_helixlab(
+                "plugins:\n" + provider, Path(folder), "plain"
+            )
+            servers["helixlab + 4 middlewares"] = start_helixlab(
+                "plugins:\n" + provider + MIDDLEWARES, Path(folder), "course"
+            )
+            procs += [proc for proc, _ in servers.values()]
+            load = Proc(role("load"))
+            procs.append(load)
+            headers = {"authorization": f"Bearer {token()}"}
+            for stream in (False, True):
+                totals = measure(servers, load, stream=stream, headers=headers, requests=requests)
+                rows += _rows(totals, stream)
+        finally:
+            for proc in procs:
+                proc.stop()
+    return rows
 
-    Rows have ``name``, ``median_ms``, ``p90_ms``, ``rps``; gateway rows also
-    ``added_ms`` (median over the bare app's), ``throughput_ratio``, ``target``, ``met``.
-    """
-    token = jwt.encode(
-        {"sub": "bench", "iss": "bench", "aud": "gateway", "exp": int(time.time()) + 3600},
-        SECRET,
-        algorithm="HS256",
-    )
-    bare = _ThreadServer(_bare_app())
-    plain = hx.Kernel()
-    chained = hx.Kernel.from_config(MIDDLEWARE_CONFIG)
-    try:
-        for kernel in (plain, chained):
-            kernel.register(BenchProvider)
-            report = kernel.load_all()
-            if not report.ok:
-                raise RuntimeError(f"benchmark plugins did not load:\n{report}")
-        servers: list[tuple[str, str, dict[str, str]]] = [
-            ("bare starlette", bare.url, {}),
-            ("gateway, no middleware", plain.serve().url, {}),
-            ("gateway + 4 middleware", chained.serve().url, {"authorization": f"Bearer {token}"}),
-        ]
-        samples: dict[str, list[float]] = {name: [] for name, _, _ in servers}
-        with httpx.Client(timeout=10) as client:
-            for _, url, headers in servers:
-                _timed(client, url + "/v1/chat/completions", headers, WARMUP)
-            for _ in range(max(1, requests // BLOCK)):
-                for name, url, headers in servers:
-                    samples[name] += _timed(client, url + "/v1/chat/completions", headers, BLOCK)
-    finally:
-        chained.close()
-        plain.close()
-        bare.stop()
-    base = statistics.median(samples["bare starlette"])
-    base_rps = len(samples["bare starlette"]) / sum(samples["bare starlette"])
+
+def _rows(totals: dict[str, dict[str, Any]], stream: bool) -> list[dict[str, Any]]:
+    unit = STREAM_CHUNKS if stream else 1
+    floor = totals["pass-through"]["cpu"] / (totals["pass-through"]["requests"] * unit)
     rows = []
-    for name, values in samples.items():
-        median = statistics.median(values)
-        rps = len(values) / sum(values)
+    for name, total in totals.items():
+        per = total["cpu"] / (total["requests"] * unit)
         row: dict[str, Any] = {
-            "name": name,
-            "median_ms": median * 1e3,
-            "p90_ms": statistics.quantiles(values, n=10)[-1] * 1e3,
-            "rps": rps,
+            "name": f"{name}, {'streamed' if stream else 'JSON'}",
+            "cpu_us_per_chunk" if stream else "cpu_us_per_request": per * 1e6,
+            "rps": total["requests"] / total["elapsed"],
+            "vs_passthrough": per / floor,
         }
-        if name != "bare starlette":
-            row["added_ms"] = (median - base) * 1e3
-            row["throughput_ratio"] = rps / base_rps
-            row["target"] = f"added < {TARGET_MS:g} ms"
-            row["met"] = row["added_ms"] < TARGET_MS
+        if name in TARGETS:
+            row["target"] = f"CPU <= {TARGETS[name]:g}x pass-through"
+            row["met"] = per / floor <= TARGETS[name]
         rows.append(row)
     return rows
 
 
-def _fmt(row: dict[str, Any], key: str, spec: str, suffix: str = "") -> str:
-    return format(row[key], spec) + suffix if key in row else ""
-
-
-def main(run_fn: Callable[[], list[dict[str, Any]]] = run) -> int:
-    rows = run_fn()
-    print(f"POST /v1/chat/completions over loopback, {REQUESTS} sequential requests per server")
-    head = f"{'server':<26}{'median ms':>10}{'p90 ms':>9}{'req/s':>9}{'added ms':>10}{'ratio':>8}"
-    print(head + "  met")
-    for row in rows:
-        met = {True: "yes", False: "NO"}.get(row.get("met"), "")
-        print(
-            f"{row['name']:<26}{row['median_ms']:>10.3f}{row['p90_ms']:>9.3f}{row['rps']:>9.0f}"
-            f"{_fmt(row, 'added_ms', '>10.3f'):>10}{_fmt(row, 'throughput_ratio', '>7.2f', 'x'):>8}"
-            f"  {met}"
-        )
+def main() -> int:
+    rows = run()
     print(
-        f"target: median added latency < {TARGET_MS:g} ms per request (LiteLLM publishes ~3 ms); "
-        "ratio = gateway throughput / bare throughput"
+        f"{CLIENTS} clients, {REQUESTS} requests per server and mode, one fixed upstream; "
+        "CPU of the server process"
     )
+    print(f"{'server':<40}{'CPU us':>10}{'req/s':>9}{'ratio':>8}  target")
+    for row in rows:
+        cpu = row.get("cpu_us_per_request", row.get("cpu_us_per_chunk"))
+        met = {True: "met", False: "MISSED"}.get(row.get("met"), "")
+        print(
+            f"{row['name']:<40}{cpu:>10.1f}{row['rps']:>9.0f}{row['vs_passthrough']:>7.2f}x"
+            f"  {row.get('target', '')} {met}"
+        )
+    print(f"streamed rows: CPU per chunk ({STREAM_CHUNKS} chunks per stream)")
     return 0 if all(row.get("met", True) for row in rows) else 1
 
 

@@ -34,6 +34,7 @@ from .kernel import (
     Kernel,
     Lease,
     LoadReport,
+    MiddlewareFactory,
     MiddlewarePlugin,
     Plugin,
     PluginConfig,
@@ -41,13 +42,20 @@ from .kernel import (
     PluginInfo,
     PluginState,
     PreparedReload,
+    Probe,
     ProviderPlugin,
     ReloadReport,
     Timeouts,
     ToolPlugin,
+    _kernel,
     parse_duration,
     redact,
 )
+from .notebook import _html  # registers the HTML reprs of the kernel's objects
+
+# Kernel.serve runs the gateway, found by name: the kernel imports nothing above it
+_kernel.SERVERS.update(serve="helixlab.gateway:serve", aserve="helixlab.gateway:aserve")
+del _kernel, _html
 
 __version__ = "0.1.0"
 
@@ -68,6 +76,7 @@ __all__ = [
     "KernelClosedError",
     "Lease",
     "LoadReport",
+    "MiddlewareFactory",
     "MiddlewarePlugin",
     "MissingDependencyError",
     "Plugin",
@@ -79,6 +88,7 @@ __all__ = [
     "PluginState",
     "PluginTimeoutError",
     "PreparedReload",
+    "Probe",
     "ProviderPlugin",
     "RegistryError",
     "ReloadError",

@@ -31,6 +31,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._reprs import HtmlRepr
+
 __all__ = [
     "CheckFailed",
     "ConfigError",
@@ -53,13 +55,8 @@ __all__ = [
 ]
 
 
-class HelixError(Exception):
+class HelixError(HtmlRepr, Exception):
     """Base class of every helixlab error."""
-
-    def _repr_html_(self) -> str:
-        from .notebook import _html
-
-        return _html.error_html(self)
 
 
 # -- configuration -----------------------------------------------------------------
@@ -74,6 +71,7 @@ class ConfigProblem:
     line: int | None = None
     plugin: str | None = None
     path: str = ""
+    kind: str = ""  # "missing" for a required key not set: the plugin can wait for it
 
     def __str__(self) -> str:
         where = self.source if self.line is None else f"{self.source}:{self.line}"

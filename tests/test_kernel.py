@@ -206,10 +206,18 @@ def test_apply_config_reports_every_problem_and_changes_nothing(kernel, make_plu
     with pytest.raises(ConfigError) as info:
         kernel.apply_config(bad, source="plugins.yaml")
     text = str(info.value)
-    assert len(info.value.problems) == 2
+    assert len(info.value.problems) == 1  # 'ghost' may be registered later: not a problem yet
     assert "plugins.yaml:4" in text and "burst_size" in text
-    assert "no plugin named 'ghost'" in text
     assert kernel.entry("rate-limiter").config == LimiterConfig()
+    assert kernel._pending == {}  # a refused config keeps nothing
+
+
+def test_a_configured_plugin_that_nobody_registers_stops_load_all_with_its_line(kernel):
+    kernel.apply_config("plugins:\n  custom-logger: {}\n  ghost: {}\n", source="plugins.yaml")
+    with pytest.raises(ConfigError) as info:
+        kernel.load_all()
+    assert "plugins.yaml:3: ghost: no plugin named 'ghost' is registered" in str(info.value)
+    assert kernel.state("custom-logger") == hx.PluginState.REGISTERED  # nothing started
 
 
 def test_apply_config_to_a_running_plugin_reloads_it_with_its_dependents(kernel, make_plugin):
@@ -397,12 +405,13 @@ def test_info_and_repr_describe_each_plugin(kernel, make_plugin):
 
 
 def test_config_problems_of_every_kind_are_reported_together(kernel):
-    """A parse problem, an unknown plugin and a config the model refuses: one error, three lines."""
+    """A parse problem, a bad priority and a config the model refuses: one error, three lines."""
     text = (
         "plugins:\n"
         "  custom-logger:\n"
         "    priority: nope\n"
-        "  zz: {}\n"
+        "  zz:\n"
+        "    priority: high\n"
         "  rate-limiter:\n"
         "    config:\n"
         "      burst_size: lots\n"
@@ -410,7 +419,7 @@ def test_config_problems_of_every_kind_are_reported_together(kernel):
     with pytest.raises(hx.ConfigError) as caught:
         kernel.apply_config(text)
     lines = {(p.line, p.plugin) for p in caught.value.problems}
-    assert lines == {(3, "custom-logger"), (4, "zz"), (7, "rate-limiter")}
+    assert lines == {(3, "custom-logger"), (5, "zz"), (8, "rate-limiter")}
     assert kernel.names == []  # nothing registered from a refused config
 
 
@@ -419,3 +428,27 @@ def test_a_built_in_plugin_brings_its_built_in_dependencies(kernel):
     kernel.apply_config("plugins:\n  request-logger:\n    config: {log_body: false}\n")
     assert set(kernel.names) == {"request-logger", "custom-logger"}
     assert kernel.load_all().order == ["custom-logger", "request-logger"]
+
+
+def test_the_kernel_imports_nothing_from_the_layers_above_it():
+    import ast
+    from pathlib import Path
+
+    root = Path(hx.__file__).parent
+    files = [*sorted((root / "kernel").glob("*.py")), root / "errors.py", root / "_reprs.py"]
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                names += [alias.name for alias in node.names]
+                if any(part in ("notebook", "gateway") for n in names for part in n.split(".")):
+                    found.append(f"{path.name}:{node.lineno}")
+    assert found == []
+
+
+def test_kernel_objects_draw_as_html_through_what_the_notebook_registered(kernel, make_plugin):
+    kernel.register(make_plugin("a"))
+    report = kernel.load_all()
+    assert "<" in report._repr_html_() and "a" in kernel._repr_html_()
+    assert "KernelClosedError" in hx.KernelClosedError("x")._repr_html_()

@@ -489,3 +489,91 @@ def test_a_plain_class_satisfies_the_provider_protocol_and_streams():
     streamed = asyncio.run(aaccumulate(provider.complete_stream(request), model="echo"))
     assert streamed.content.strip() == asyncio.run(provider.complete(request)).content
     assert provider.capabilities().models == ("echo",)
+
+
+# -- what the upstream said, passed on -------------------------------------------------------
+
+_UPSTREAM = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "m",
+    "system_fingerprint": "fp_1",
+    "service_tier": "default",
+    "x_vendor": {"a": 1},
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "one", "refusal": None, "annotations": []},
+            "logprobs": {"content": [{"token": "one", "logprob": -0.5}]},
+            "finish_reason": "stop",
+            "x_choice": True,
+        },
+        {"index": 1, "message": {"role": "assistant", "content": "two"}, "finish_reason": "stop"},
+    ],
+    "usage": {
+        "prompt_tokens": 1,
+        "completion_tokens": 2,
+        "total_tokens": 3,
+        "prompt_tokens_details": {"cached_tokens": 1},
+    },
+}
+
+
+def test_a_response_passes_on_everything_the_upstream_said():
+    assert ChatResponse.from_openai(_UPSTREAM).to_openai() == _UPSTREAM
+
+
+def test_a_plugin_changing_the_reply_changes_only_what_it_changed():
+    reply = ChatResponse.from_openai(_UPSTREAM)
+    changed = reply.model_copy(update={"content": "ONE"}).to_openai()
+    assert changed["choices"][0]["message"]["content"] == "ONE"
+    assert changed["choices"][1] == _UPSTREAM["choices"][1]
+    assert changed["system_fingerprint"] == "fp_1"
+    assert changed["choices"][0]["logprobs"] == _UPSTREAM["choices"][0]["logprobs"]
+
+
+def test_usage_details_add_up_across_rounds():
+    a = Usage.from_openai({"prompt_tokens": 1, "prompt_tokens_details": {"cached_tokens": 1}})
+    b = Usage.from_openai({"prompt_tokens": 2, "prompt_tokens_details": {"cached_tokens": 2}})
+    assert (a + b).to_openai()["prompt_tokens_details"] == {"cached_tokens": 3}
+
+
+def test_stream_chunks_keep_their_choice_index_and_unknown_fields():
+    wire = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "system_fingerprint": "fp_1",
+        "choices": [
+            {"index": 1, "delta": {"content": "x", "refusal": None}, "finish_reason": None}
+        ],
+    }
+    chunk = StreamChunk.from_openai(wire)
+    assert chunk.index == 1
+    assert chunk.to_openai() == {
+        **wire,
+        "choices": [
+            {
+                "index": 1,
+                "delta": {"content": "x", "refusal": None},
+                "logprobs": None,
+                "finish_reason": None,
+            }
+        ],
+    }
+    first = StreamChunk(content="a", id="c", model="m")
+    assert accumulate([first, chunk]).content == "a"  # the response is the first choice
+
+
+def test_stream_options_are_forwarded_whole():
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "stream_options": {"include_usage": True, "include_obfuscation": False},
+    }
+    request = ChatRequest.from_openai(body)
+    assert request.include_usage is True
+    assert request.to_openai()["stream_options"] == body["stream_options"]

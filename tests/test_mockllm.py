@@ -79,12 +79,30 @@ def test_chat_echoes_the_last_user_message_with_stable_ids_and_word_counts(mock)
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": "Echo: hello there"},
+                "message": {
+                    "role": "assistant",
+                    "content": "Echo: hello there",
+                    "refusal": None,
+                    "annotations": [],
+                },
                 "logprobs": None,
                 "finish_reason": "stop",
             }
         ],
-        "usage": {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7},
+        "system_fingerprint": "fp_helixlab_mock",
+        "service_tier": "default",
+        "usage": {
+            "prompt_tokens": 4,
+            "completion_tokens": 3,
+            "total_tokens": 7,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        },
     }
     assert post(mock, {"model": "mock-small", "messages": user("x")}).json()["id"] == (
         "chatcmpl-mock-0002"

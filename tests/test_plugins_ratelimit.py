@@ -120,7 +120,7 @@ def test_buckets_survive_a_hot_reload_so_it_is_no_way_around_the_limit(kernel, c
     report = kernel.reload("rate-limiter")
     assert report.order == ["rate-limiter"]
     new = kernel.get("rate-limiter")
-    assert new is not old and new.store is old.store
+    assert new is not old and new.store._buckets is old.store._buckets  # shared buckets
     with serving(new.get_middleware()(echo_app())) as url:
         assert get(url).status_code == 429
     clock.advance(1)
@@ -205,3 +205,27 @@ def test_invalid_settings_are_config_errors(kernel):
         )
     paths = {p.path for p in info.value.problems}
     assert paths == {"config.requests_per_minute", "config.burst"}
+
+
+def test_a_rolled_back_configure_leaves_the_serving_limiter_unchanged():
+    from helixlab.plugins._ratelimit import RateLimiter
+
+    class Refuses(hx.Plugin):
+        name = "refuses"
+        dependencies = ("rate-limiter",)
+
+        def start(self, ctx):
+            if ctx.get("rate-limiter").config.requests_per_minute == 1:
+                raise RuntimeError("not with this limit")
+
+    with hx.Kernel() as kernel:
+        kernel.register(RateLimiter)
+        kernel.register(Refuses)
+        kernel.load_all()
+        old = kernel.get("rate-limiter")
+        before = (old.store.requests_per_minute, old.store.capacity)
+        with pytest.raises(hx.ReloadError):
+            kernel.configure("rate-limiter", {"requests_per_minute": 1, "burst_size": 1})
+        assert kernel.get("rate-limiter") is old
+        assert (old.store.requests_per_minute, old.store.capacity) == before
+        assert old.config.requests_per_minute == before[0]

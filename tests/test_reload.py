@@ -361,3 +361,28 @@ def test_a_restart_plugin_whose_old_version_cannot_restart_leaves_service(kernel
         kernel.get("db")
     with pytest.raises(hx.PluginNotFoundError):
         kernel.get("app")
+
+
+def test_redefining_an_unchanged_plugin_with_a_pydantic_config_reloads_nothing(kernel):
+    from pydantic import BaseModel, Field
+
+    def cell(default: int = 3) -> list[type[hx.Plugin]]:  # what re-running a cell makes
+        class Settings(BaseModel):
+            size: int = default
+            tags: list[str] = Field(default_factory=list)
+
+        class Sized(hx.Plugin):
+            name = "sized"
+            config_model = Settings
+
+            def init(self, ctx, config):
+                self.size = config.size
+
+        return [Sized]
+
+    kernel.define(cell(), source="cell 1", unit="cell-1")
+    first = kernel.get("sized")
+    report = kernel.define(cell(), source="cell 1", unit="cell-1")
+    assert report.order == [] and kernel.get("sized") is first  # unchanged code: left alone
+    report = kernel.define(cell(default=4), source="cell 1", unit="cell-1")
+    assert report.order == ["sized"] and kernel.get("sized").size == 4

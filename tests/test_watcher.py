@@ -125,3 +125,24 @@ def test_stop_ends_the_watch_and_closing_the_kernel_stops_it_too(kernel, plugins
 def test_watching_something_that_is_not_a_directory_is_refused(kernel, tmp_path):
     with pytest.raises(HelixError, match="not a directory"):
         kernel.watch_files(tmp_path / "nowhere")
+
+
+def test_a_file_that_hangs_at_import_is_reported_once_and_blocks_nothing(kernel, plugins):
+    kernel.discover(plugins)
+    kernel.load_all()
+    watcher = kernel.watch_files(plugins, debounce=400, step=20, import_timeout=0.3)
+    hung = "import threading\n_RELEASE = threading.Event()\n_RELEASE.wait()\n" + source(
+        "other", version="9.0.0"
+    )
+    try:
+        change(watcher, plugins / "other.py", hung)
+        errors = [e for e in kernel.events("other") if e.kind == "file_error"]
+        assert len(errors) == 1 and "did not finish importing within 0.3s" in errors[0].error
+        assert kernel.get("other").version == "1.0.0"  # the old version keeps serving
+        change(watcher, plugins / "logger.py", source("custom-logger", version="2.0.0"))
+        assert kernel.get("custom-logger").version == "2.0.0"  # other files are still served
+        change(watcher, plugins / "other.py", hung)  # the same content, saved again
+        assert len([e for e in kernel.events("other") if e.kind == "file_error"]) == 1
+    finally:
+        watcher.stop()  # returns: nothing waits for the hung import
+    assert not watcher.running

@@ -13,6 +13,7 @@ way the rate-limiter's health check says so, and ``/health`` shows it.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -59,6 +60,14 @@ class RedisBucketStore:
     @property
     def rate(self) -> float:
         return self.requests_per_minute / 60
+
+    def view(self) -> RedisBucketStore:
+        """A store on the same Redis buckets with settings of its own (what a reload hands
+        over: a rolled-back configure leaves the serving limiter's limits as they were)."""
+        return copy.copy(self)
+
+    def __deepcopy__(self, memo: dict) -> RedisBucketStore:
+        return self.view()  # the buckets are in Redis: a copy shares them
 
     def reshape(self, requests_per_minute: float, capacity: int, max_clients: int) -> None:
         """New settings apply from the next request (each call passes rate and capacity)."""

@@ -133,12 +133,15 @@ class Supervisor:
 
     def _check_config(self) -> None:
         """Refuse a configuration the workers would refuse, before starting any (ConfigError)."""
-        from ..kernel import Kernel
+        from ..kernel import Kernel, _reload
 
         with Kernel() as kernel:
             if self.plugins:
                 kernel.discover(self.plugins)
             kernel.apply_config(self.config)
+            missing = _reload.unregistered(kernel)  # what load_all would refuse
+            if missing is not None:
+                raise missing
 
     # -- workers ---------------------------------------------------------------------------
 

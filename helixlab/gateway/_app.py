@@ -17,28 +17,56 @@ limit. Either way the client gets 413.
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 from typing import Any
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._build import GatewayState
 from ._chat import CONFIG_KEY
 from ._config import GatewayConfig
 from ._endpoints import KERNEL_KEY
 from ._errors import GatewayError, error_response
+from ._repeats import RepeatedErrors
 
 __all__ = ["Gateway"]
 
 logger = logging.getLogger("helixlab.gateway")
+ADMIN_PREFIX = "/admin"
+
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+#: Response headers a browser's script may read.
+_EXPOSED = ("x-request-id", "x-helixlab-provider", "retry-after", "x-ratelimit-remaining")
 
 
 class Gateway:
     """The ASGI app a server runs; the routes themselves sit at the core of each
-    generation's chain (see ``_build``)."""
+    generation's chain (see ``_build``).
 
-    def __init__(self, kernel: Any, config: GatewayConfig):
+    Every response carries ``x-request-id`` (the openai client's ``_request_id``), also in
+    the scope state as ``helixlab.request_id`` for middleware and providers; a middleware
+    that sets its own (the course's ``request-id`` example) is left to do so. With
+    ``cors_origins`` set, CORS (preflights included) is answered before anything else,
+    so a preflight needs no credentials.
+    """
+
+    def __init__(self, kernel: Any, config: GatewayConfig, admin: Any = None):
         self.kernel = kernel
         self.config = config
+        self.admin = admin  # the admin API's app, on its own prefix; None: off
+        self.errors = RepeatedErrors(logger)
+        self._http: ASGIApp = self._serve
+        if config.cors_origins:
+            self._http = CORSMiddleware(
+                self._serve,
+                allow_origins=config.cors_origins,
+                allow_methods=("GET", "POST", "OPTIONS"),
+                allow_headers=config.cors_allow_headers,
+                expose_headers=_EXPOSED,
+                max_age=config.cors_max_age,
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -47,6 +75,25 @@ class Gateway:
         if scope["type"] != "http":  # websockets: nothing here speaks them
             await send({"type": "websocket.close", "code": 1003})
             return
+        path = scope["path"]
+        if self.admin is not None and (path == ADMIN_PREFIX or path.startswith("/admin/")):
+            # before any lease and outside every generation's chain: no plugin sees it
+            await self.admin(scope, receive, send)
+            return
+        request_id = _request_id(scope, self.config.accept_request_id)
+        scope.setdefault("state", {})["helixlab.request_id"] = request_id
+        id_header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.get("headers", ())
+                if not any(key.lower() == b"x-request-id" for key, _ in headers):
+                    message = {**message, "headers": [*headers, id_header]}
+            await send(message)
+
+        await self._http(scope, receive, send_with_id)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.config.max_body_bytes
         declared = _content_length(scope)
         if declared is not None and declared > limit:
@@ -61,7 +108,6 @@ class Gateway:
             return  # the client left before its body was complete: nobody to answer
         scope[KERNEL_KEY] = self.kernel
         scope[CONFIG_KEY] = self.config
-        scope.setdefault("state", {})
         started = False
 
         async def tracking_send(message: Message) -> None:
@@ -80,16 +126,27 @@ class Gateway:
             if started:
                 raise
             await exc.response()(scope, receive, send)
-        except Exception:
+        except Exception as exc:
             if not started:
-                logger.exception("Unexpected error serving %s %s", scope["method"], scope["path"])
+                self.errors.log(f"Unexpected error serving {scope['method']} {scope['path']}", exc)
                 await error_response(500, "The gateway failed unexpectedly; the error was logged.")(
                     scope, receive, send
                 )
             else:
-                logger.exception("Error serving %s %s", scope["method"], scope["path"])
+                self.errors.log(f"Error serving {scope['method']} {scope['path']}", exc)
         finally:
             lease.release()
+
+
+def _request_id(scope: Scope, accept: bool) -> str:
+    """The client's well-formed ``x-request-id`` if accepted, else a new ``req_...``."""
+    if accept:
+        for key, value in scope.get("headers", ()):
+            if key == b"x-request-id":
+                if _REQUEST_ID.fullmatch(value):
+                    return value.decode("ascii")
+                break
+    return f"req_{uuid.uuid4().hex}"
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -30,11 +30,12 @@ __all__ = ["CONFIG_KEY", "chat_completions"]
 
 CONFIG_KEY = "helixlab.config"
 _FIELD = re.compile(r"request\.([A-Za-z_]\w*)")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 #: What middleware learnt of the caller (scope state ``helixlab.<key>``) that providers see
 #: as ``ChatRequest.context``.
-CALLER = ("claims", "client")
+CALLER = ("claims", "client", "request_id")
 
 
 class _Options(BaseModel):
@@ -96,8 +97,9 @@ async def _json_body(request: Request) -> dict[str, Any]:
         raise GatewayError(400, f"The request body is not valid JSON: {exc}.") from None
     except ValueError:  # Python's limit on integer digits
         raise GatewayError(400, "The request body holds a number with too many digits.") from None
-    try:  # "\ud800" parses, then breaks every encoder downstream
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    try:  # "\ud800" parses, then breaks every encoder downstream; only an escape makes one
+        if _SURROGATE_ESCAPE.search(raw):
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise GatewayError(
             400, "The request body is not valid JSON: it contains an unpaired surrogate (\\ud800)."

@@ -8,6 +8,7 @@ refusal), reported with their line when they came from YAML::
       max_body_bytes: 2097152
       execute_tools: true
       max_tool_rounds: 3
+      cors_origins: ["http://localhost:5173"]
 """
 
 from __future__ import annotations
@@ -45,6 +46,20 @@ class GatewayConfig(pydantic.BaseModel):
     """At most this many model turns answered by server-side tools per request."""
     graceful_timeout: Duration = Field(default=5.0, gt=0)
     """On stop, how long open connections (streams) get to finish."""
+    accept_request_id: bool = True
+    """Answer with the client's ``x-request-id`` when it sends a well-formed one (letters,
+    digits, ``._:-``, at most 128), so its logs and the gateway's agree; else a new id."""
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins allowed to call the gateway (``"*"``: any). Empty, the default: no
+    CORS at all, so an ``OPTIONS`` preflight is refused and browsers block the call."""
+    cors_allow_headers: tuple[str, ...] = ("*",)
+    """Request headers a browser may send (``"*"``: whatever the preflight asks for)."""
+    cors_max_age: int = Field(default=600, ge=0)
+    """Seconds a browser may cache a preflight's answer."""
+    admin_key: pydantic.SecretStr | None = None
+    """Turns the admin API on (``/admin/...``, ``Authorization: Bearer KEY``); off if unset."""
+    verify: bool = False
+    """Canary every reload of a middleware or provider (its ``probe()``) before the swap."""
 
 
 def gateway_config(
@@ -67,6 +82,8 @@ def gateway_config(
     if isinstance(data, ConfigDocument):
         source, lines, data = data.source, data.gateway_lines, data.gateway
     values = {**dict(data or {}), **overrides}
+    if not values.get("admin_key"):
+        values.pop("admin_key", None)  # an empty ${VAR:-} leaves the admin API off
     lines = lines or {}
     fields = GatewayConfig.model_fields
     problems = []

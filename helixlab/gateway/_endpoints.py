@@ -1,6 +1,7 @@
 """The gateway's routes as one Starlette app, shared by every generation's chain.
 
-``GET /v1/models`` (the union of the providers' models), ``GET /health`` (200 when every
+``GET /v1/models`` (the union of the providers' models) and ``GET /v1/models/{id}``,
+``GET /health`` (200 when every
 running plugin is healthy and a provider runs, else 503, with per-plugin detail),
 ``GET /v1/plugins`` (every plugin's state, config redacted) and the chat completions
 route. Every error, including unknown routes and unexpected exceptions, is answered in
@@ -38,6 +39,27 @@ async def list_models(request: Request) -> Response:
         for model in router.models()
     ]
     return JSONResponse({"object": "list", "data": data})
+
+
+async def retrieve_model(request: Request) -> Response:
+    """``GET /v1/models/{id}``: one served model (the openai client's ``models.retrieve``),
+    or a 404 ``model_not_found`` naming the ones served."""
+    router: Router = request.scope[ROUTER_KEY]
+    model = request.path_params["model"]
+    models = router.models()
+    if model not in models:
+        served = ", ".join(models) or "none"
+        raise GatewayError(
+            404,
+            f"The model {model!r} does not exist or no running provider serves it. "
+            f"Served: {served}.",
+            type="invalid_request_error",  # what OpenAI answers for an unknown model
+            param="model",
+            code="model_not_found",
+        )
+    return JSONResponse(
+        {"id": model, "object": "model", "created": 0, "owned_by": router.owner(model)}
+    )
 
 
 async def health(request: Request) -> Response:
@@ -116,6 +138,7 @@ def make_app() -> Starlette:
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
             Route("/v1/plugins", list_plugins, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
         ],

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import types
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
@@ -22,6 +24,8 @@ from ._errors import upstream_error
 
 __all__ = ["EventStream"]
 
+#: At most this many events are joined into one write, however fast they come.
+_MAX_BATCH = 64
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -34,7 +38,8 @@ class EventStream:
 
     An error before the first chunk becomes an OpenAI error response with its status; an
     error mid-stream becomes an ``{"error": ...}`` event and the stream ends without
-    ``[DONE]`` (so clients know it is incomplete, and the openai client raises).
+    ``[DONE]`` (so clients know it is incomplete, and the openai client raises). Events
+    that are ready together are sent together (see ``_next_ready``).
     """
 
     def __init__(
@@ -83,26 +88,77 @@ class EventStream:
             stream_id = (first.id if first else None) or f"chatcmpl-{uuid.uuid4().hex[:24]}"
             created = (first.created if first else None) or int(time.time())
             chunk = first
+            pending: list[bytes] = []
+
+            async def flush() -> None:
+                if pending:
+                    data = b"".join(pending)
+                    pending.clear()
+                    await _body(send, data)
+
             try:
                 while chunk is not None:
                     data = chunk.to_openai(stream_id, chunk.model or self.model, created)
-                    await _body(send, encode_sse(data))
+                    pending.append(encode_sse(data))
+                    if len(pending) >= _MAX_BATCH:
+                        await flush()
                     try:
-                        chunk = await anext(chunks)
+                        chunk = await _next_ready(chunks, flush)
                     except StopAsyncIteration:
                         chunk = None
             except Exception as exc:
                 error = upstream_error(exc, self.provider)
-                await _body(send, encode_sse(error.body))
+                pending.append(encode_sse(error.body))
+                await flush()
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
-            await _body(send, encode_sse("[DONE]"))
+            pending.append(encode_sse("[DONE]"))
+            await flush()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             close = getattr(chunks, "aclose", None)
             if close is not None:
                 with contextlib.suppress(Exception):
                     await close()
+
+
+async def _next_ready(chunks: AsyncIterator[StreamChunk], flush: Any) -> StreamChunk:
+    """The next chunk; ``flush()`` first if it is not there yet.
+
+    Chunks that arrived together (one read from the upstream) thus leave in one write to
+    the client, while a chunk that has to be waited for never holds back the ones before
+    it. The first step of ``anext`` runs here; if it would wait, the pending events are
+    sent, then the rest of it runs exactly as ``await`` would run it.
+    """
+    step = anext(chunks).__await__()
+    try:
+        waiting_on = step.send(None)
+    except StopIteration as done:
+        return done.value
+    try:
+        await flush()
+    except BaseException:
+        step.close()
+        raise
+    return await _finish(step, waiting_on)
+
+
+@types.coroutine
+def _finish(step: Any, waiting_on: Any) -> Any:
+    """Drive an awaitable already started (its first yield was ``waiting_on``) to its end."""
+    while True:
+        try:
+            sent = yield waiting_on
+        except BaseException as exc:  # cancellation thrown in: pass it to the awaitable
+            try:
+                waiting_on = step.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                waiting_on = step.send(sent)
+            except StopIteration as done:
+                return done.value
 
 
 async def _body(send: Send, data: bytes) -> None:

@@ -12,6 +12,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
+from .._reprs import html_of
+
 __all__ = ["EventLog", "PluginEvent"]
 
 log = logging.getLogger("helixlab.events")
@@ -49,10 +51,8 @@ class PluginEvent:
     def _repr_pretty_(self, p, cycle) -> None:  # IPython's plain-text display
         p.text(str(self))
 
-    def _repr_html_(self) -> str:
-        from ..notebook import _html
-
-        return _html.event_html(self)
+    def _repr_html_(self) -> str | None:
+        return html_of(self)  # registered by the notebook layer
 
 
 class EventLog:

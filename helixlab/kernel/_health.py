@@ -11,26 +11,44 @@ import time
 from typing import Any
 
 from ..errors import PluginError, describe
-from ._lifecycle import Live, call_phase
+from ._lifecycle import Live
 from ._plugin import PluginState
 from ._reports import HealthStatus
+from ._workers import Progress
 
 __all__ = ["check", "run"]
 
 
-async def check(live: Live, timeout: float) -> HealthStatus:
-    """One plugin's check: raising, returning False or returning a message means unhealthy."""
+async def check(kernel: Any, live: Live, timeout: float) -> HealthStatus:
+    """One plugin's check: raising, returning False or returning a message means unhealthy.
+
+    At most one check per plugin is in flight: a caller that comes while one runs gets its
+    result; while a check that timed out has still not returned (its thread is hung), no
+    new one starts and the answer is "still checking".
+    """
     started = time.perf_counter()
+    name = live.name
+    last = kernel._checks.get(name)
+    if last is not None and last[0] is live and not last[1].finished:
+        task = last[2]
+        if task.done():  # it timed out, and its method has not returned since
+            detail = f"still checking: the last check has not returned after {timeout:g}s"
+            return HealthStatus(name, False, detail, "active", 0.0)
+    else:
+        progress = Progress()
+        call = kernel._runner.call(live, "health", live.ctx, timeout=timeout, progress=progress)
+        task = asyncio.ensure_future(call)
+        kernel._checks[name] = (live, progress, task)
     try:
-        result = await call_phase(live, "health", live.ctx, timeout=timeout)
+        result = await asyncio.shield(task)
     except PluginError as exc:
         detail = describe(exc.cause) if exc.cause is not None else str(exc)
         if isinstance(exc.cause, TimeoutError):
             detail = f"no answer within {timeout:g}s"
-        return HealthStatus(live.name, False, detail, "active", time.perf_counter() - started)
+        return HealthStatus(name, False, detail, "active", time.perf_counter() - started)
     healthy = result is not False and not isinstance(result, str)
     detail = result if isinstance(result, str) else ""
-    return HealthStatus(live.name, healthy, detail, "active", time.perf_counter() - started)
+    return HealthStatus(name, healthy, detail, "active", time.perf_counter() - started)
 
 
 def column(state: PluginState, last: HealthStatus | None) -> str:
@@ -49,7 +67,7 @@ async def run(kernel: Any) -> dict[str, HealthStatus]:
     with kernel._pool.lease() as lease:
         live = lease.generation.live
         timeout = kernel.timeouts.health
-        results = await asyncio.gather(*(check(v, timeout) for v in live.values()))
+        results = await asyncio.gather(*(check(kernel, v, timeout) for v in live.values()))
     statuses = dict(zip(live, results, strict=True))
     for name, state in sorted(kernel._states.items()):
         if state == PluginState.FAILED:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .._reprs import html_of
 from ..errors import (
     DependencyError,
     HelixError,
@@ -27,9 +29,9 @@ from . import _discovery, _health, _loader, _reload
 from ._config import PluginSpec
 from ._events import EventLog, PluginEvent
 from ._graph import DependencyGraph
-from ._lifecycle import Timeouts
+from ._lifecycle import Runner, Timeouts
 from ._live import Lease, LivePool
-from ._loop import LoopThread
+from ._loop import LoopThread, Submission
 from ._plugin import Plugin, PluginState
 from ._registry import Entry, Registry
 from ._reports import HealthStatus, LoadReport, PluginInfo, ReloadReport
@@ -54,21 +56,24 @@ def _exclusive(impl: Callable[..., Any]) -> Callable[..., Any]:
     return method
 
 
-class _Call:
-    """One submission to the kernel's loop: its task, so that an interrupt can find it."""
+#: what ``Kernel.serve``/``aserve`` call, as ``"module:function"`` taking the kernel first;
+#: set by the package (``helixlab/__init__.py``) so that the kernel imports no gateway
+SERVERS: dict[str, str] = {}
 
-    __slots__ = ("cancelled", "task")
 
-    def __init__(self) -> None:
-        self.task: asyncio.Task | None = None
-        self.cancelled = False
+def _server(name: str) -> Callable[..., Any]:
+    target = SERVERS.get(name)
+    if target is None:
+        raise HelixError(
+            f"No gateway is registered for Kernel.{name}(); import helixlab (which registers "
+            f"helixlab.gateway), or call helixlab.gateway.{name}(kernel, ...)."
+        )
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
-    async def run(self, coro: Any) -> Any:
-        if self.cancelled:  # interrupted before it began: nothing to undo
-            coro.close()
-            raise asyncio.CancelledError
-        self.task = asyncio.current_task()
-        return await coro
+
+def _finish_anyway(submission: Any) -> None:
+    """What an interrupt of ``close()`` changes: nothing, it stops everything all the same."""
 
 
 class _Operation:
@@ -116,15 +121,18 @@ class Kernel:
         self._thread = LoopThread()
         self._events = EventLog(event_log_size)
         self._pool = LivePool(self._thread.loop)
+        self._runner = Runner(self._thread.loop)
         self._secrets: frozenset[str] = frozenset()
         self._registry = Registry()
         self._states: dict[str, PluginState] = {}
         self._errors: dict[str, str] = {}
         self._reloads: dict[str, int] = {}
         self._health: dict[str, HealthStatus] = {}
+        self._checks: dict[str, tuple] = {}  # name -> (instance, Progress, task): one in flight
         self._pending: dict[str, PluginSpec] = {}
         self._op_lock = asyncio.Lock()
         self._closers: list[Callable[[], Any]] = []
+        self._looked: list[str] = []  # where discovery looked, for "no plugin named X"
         self.last_cascade: tuple[str, ...] = ()
         self._closed = False
         self._closing = False  # close() began: queued and new operations are refused
@@ -164,10 +172,10 @@ class Kernel:
         if self._op is op:
             self._op = None
 
-    def _interrupt(self, call: _Call) -> None:
-        """On the loop: the caller of ``call`` was interrupted (KeyboardInterrupt, cancel)."""
-        op = self._op
-        if op is not None and call.task is not None and op.task is call.task:
+    def _interrupt(self, submission: Submission) -> None:
+        """On the loop: the caller of ``submission`` was interrupted (KeyboardInterrupt, cancel)."""
+        op, task = self._op, submission.task
+        if op is not None and task is not None and op.task is task:
             if not op.interrupted:
                 op.interrupted = True
                 op.hurry.set()
@@ -176,10 +184,10 @@ class Kernel:
                     "kernel",
                     detail="caller interrupted: rolling back, or finishing after the swap",
                 )
-        elif call.task is None:
-            call.cancelled = True
-        elif not call.task.done():
-            call.task.cancel()  # queued for the lock, or only reading: nothing half-done
+        elif task is None:  # not begun: it never will
+            submission.future.cancel()
+        elif not task.done():
+            task.cancel()  # queued for the lock, or only reading: nothing half-done
 
     def _discard(self, result: Any) -> None:
         """On the loop: a result its interrupted caller never received."""
@@ -197,20 +205,11 @@ class Kernel:
 
     def _run(self, coro: Any) -> Any:
         self._check_open(coro)
-        self._thread.refuse_in_loop(coro)
-        call = _Call()
-        return self._thread.run(
-            call.run(coro), on_interrupt=lambda: self._interrupt(call), discard=self._discard
-        )
+        return self._thread.run(coro, on_interrupt=self._interrupt, discard=self._discard)
 
     async def _arun(self, coro: Any) -> Any:
         self._check_open(coro)
-        if self._thread.in_loop():
-            return await coro
-        call = _Call()
-        return await self._thread.arun(
-            call.run(coro), on_interrupt=lambda: self._interrupt(call), discard=self._discard
-        )
+        return await self._thread.arun(coro, on_interrupt=self._interrupt, discard=self._discard)
 
     async def _prepare(self, make: Callable[[], Transaction], timeout: float | None) -> Any:
         """Take the operation lock, prepare ``make()``'s transaction, keep the lock."""
@@ -306,6 +305,7 @@ class Kernel:
     async def adiscover(self, path: str | os.PathLike) -> list[str]:
         """Register every plugin found in a plugins directory; returns their names."""
         units = _discovery.plugin_units(Path(path))
+        self._looked.append(f"plugins directory {Path(path).resolve()}")
         found = []
         for unit in units:
             digest = await asyncio.to_thread(unit.digest)
@@ -334,6 +334,7 @@ class Kernel:
     @_exclusive
     async def adiscover_entry_points(self, group: str = "helixlab.plugins") -> list[str]:
         """Register plugins that installed packages publish in the entry-point ``group``."""
+        self._looked.append(f"entry points {group!r}")
         return [
             self._register_now(cls, origin="entry-point", source=source)
             for source, cls in _discovery.entry_point_plugins(group)
@@ -389,8 +390,12 @@ class Kernel:
         """Init and start every enabled plugin in dependency order.
 
         A plugin that fails is marked failed; plugins that need it are skipped (the report
-        says why); the others keep loading.
+        says why); the others keep loading. A plugin configured but never registered is a
+        ConfigError (with its file and line), before anything starts.
         """
+        error = _reload.unregistered(self)
+        if error is not None:
+            raise error
         return await _loader.load(self, None)
 
     load_all = _blocking(aload_all)
@@ -538,9 +543,10 @@ class Kernel:
             )
         self._closing = True
         try:
-            await self._thread.arun(self._shutdown())
+            await self._thread.arun(self._shutdown(), on_interrupt=_finish_anyway)
         finally:
             self._closed = True
+            self._runner.close()
             self._thread.stop()
 
     def close(self) -> None:
@@ -556,10 +562,11 @@ class Kernel:
                 "subscriber or a request); close the kernel from the code that created it."
             )
         self._closing = True
-        try:
-            self._thread.run(self._shutdown())
+        try:  # an interrupt does not cut it short: close stops everything, then re-raises
+            self._thread.run(self._shutdown(), on_interrupt=_finish_anyway)
         finally:
             self._closed = True
+            self._runner.close()
             self._thread.stop()
 
     async def _shutdown(self) -> None:
@@ -657,6 +664,18 @@ class Kernel:
         self._run(self._locked(rebuild()))
         return remove
 
+    def add_verifier(
+        self, key: str, verifier: Callable[[Any, Mapping[str, Entry]], Awaitable[None]]
+    ) -> Callable[[], None]:
+        """Before a reload swaps its new generation in, ``await verifier(generation, changed)``.
+
+        ``generation.extras`` holds what the builders built for it (the gateway's chain);
+        ``changed`` maps each plugin it replaces to its new registry entry. Raising (a
+        PluginError names the plugin and the phase) refuses the swap: the reload rolls
+        back, the old set serves.
+        """
+        return self._pool.add_verifier(key, verifier)
+
     def info(self) -> list[PluginInfo]:
         """One row per registered plugin, in load order (then the rest by name)."""
         registry = self._registry
@@ -723,17 +742,15 @@ class Kernel:
     def serve(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> Any:
         """Serve the OpenAI-compatible gateway built from the live plugins, on the kernel's loop.
 
-        Returns a handle with ``url`` and ``stop()``; closing the kernel stops it too.
+        Returns a handle with ``url`` and ``stop()``; closing the kernel stops it too. (The
+        gateway's ``serve(kernel, ...)``, found through :data:`SERVERS`: the kernel does not
+        import the gateway.)
         """
-        from ..gateway import serve
-
-        return serve(self, host=host, port=port, **options)
+        return _server("serve")(self, host=host, port=port, **options)
 
     async def aserve(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> Any:
         """Async twin of :meth:`serve`, usable from any loop (the kernel's included)."""
-        from ..gateway import aserve
-
-        return await aserve(self, host=host, port=port, **options)
+        return await _server("aserve")(self, host=host, port=port, **options)
 
     # -- display --------------------------------------------------------------------------
 
@@ -742,10 +759,8 @@ class Kernel:
         state = "closed" if self._closed else f"{active}/{len(self._registry)} active"
         return f"<helixlab.Kernel: {state}>"
 
-    def _repr_html_(self) -> str:
-        from ..notebook import _html
-
-        return _html.kernel_html(self)
+    def _repr_html_(self) -> str | None:
+        return html_of(self)  # registered by the notebook layer
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         rows = self.info()

@@ -1,23 +1,49 @@
-"""Running one lifecycle phase of one instance: plain or async, under a timeout.
+"""Running lifecycle phases of instances: plain or async, each under its timeout.
 
-Plain methods run in a worker thread, so a plugin that blocks cannot freeze the kernel's
-loop; async methods run on the loop. Either way a timeout turns a hang into a
-:class:`PluginTimeoutError` naming the plugin and the phase. A plain method that never
-returns keeps its worker thread until it does: Python cannot kill a thread.
+Work is described as a *job*: a generator yielding requests ``(live, phase, args,
+timeout)`` and receiving each phase's result (see ``_loader.start_steps``). The
+:class:`Runner` drives a job where it costs least:
+
+- every phase skipped (the plugin does not override it): inline, nothing to wait for;
+- only plain methods: the whole job on one worker thread (``_workers``), one hop for
+  many calls, with a watchdog per phase;
+- some ``async def`` methods: the whole job in one task of its own on the loop (a plain
+  method inside it still goes to a worker thread).
+
+Either way a phase that overruns its timeout is *abandoned*: its waiter gets a
+:class:`PluginTimeoutError` naming the plugin and phase at once, the job does nothing
+more, and nothing awaits it again (an async method that swallows ``CancelledError``
+cannot hold the kernel). Any exception a plugin method raises, ``BaseException``
+included (``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``), is a
+:class:`PluginError` of that plugin in that phase: it never reaches the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import copy
 import inspect
-from collections.abc import Mapping
+import weakref
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import PluginError, PluginTimeoutError
 from ._plugin import Context, Plugin
+from ._workers import Abandoned, Progress, WorkerPool
 
-__all__ = ["Live", "Timeouts", "call_phase", "overrides"]
+__all__ = [
+    "Job",
+    "Live",
+    "Runner",
+    "Timeouts",
+    "call_phase",
+    "fresh_copy",
+    "home",
+    "overrides",
+    "widest",
+]
 
 #: phase name → the Plugin method it calls
 PHASES = {
@@ -28,6 +54,10 @@ PHASES = {
     "export_state": "export_state",
     "import_state": "import_state",
 }
+
+#: a request of a job: (instance, phase, arguments, timeout)
+Request = tuple[Any, str, tuple, float]
+Job = Generator[Request, Any, Any]
 
 
 @dataclass(frozen=True)
@@ -66,30 +96,233 @@ def overrides(plugin: Plugin, method: str) -> bool:
     return getattr(type(plugin), method) is not getattr(Plugin, method)
 
 
-async def call_phase(live: Live, phase: str, *args: Any, timeout: float) -> Any:
-    """Call the phase's method on ``live.plugin``; errors become PluginError(plugin, phase)."""
-    plugin = live.plugin
-    method_name = PHASES[phase]
-    if not overrides(plugin, method_name):
-        return None
-    method = getattr(plugin, method_name)
-    try:
+_BASE = {phase: getattr(Plugin, method) for phase, method in PHASES.items()}
+_SCALARS = (str, int, float, bool, type(None), bytes)
+
+
+#: where a job runs, cheapest first
+HOMES = ("none", "thread", "loop")
+
+
+def widest(*wheres: str) -> str:
+    """The home that can run every one of ``wheres`` (a loop job can call plain methods)."""
+    return max(wheres, key=HOMES.index, default="none")
+
+
+def home(plugin_class: type, phases: tuple[str, ...]) -> str:
+    """Where a job calling ``phases`` of this class runs: ``none``, ``thread`` or ``loop``."""
+    homes = _homes.get(plugin_class)
+    if homes is None:
+        homes = _homes[plugin_class] = {}
+    where = homes.get(phases)
+    if where is None:
+        where = homes[phases] = _home(plugin_class, phases)
+    return where
+
+
+_homes: weakref.WeakKeyDictionary[type, dict[tuple[str, ...], str]] = weakref.WeakKeyDictionary()
+
+
+def _home(plugin_class: type, phases: tuple[str, ...]) -> str:
+    where = "none"
+    for phase in phases:
+        method = getattr(plugin_class, PHASES[phase])
+        if method is _BASE[phase]:
+            continue
         if inspect.iscoroutinefunction(method):
-            result = await asyncio.wait_for(method(*args), timeout)
-        else:
-            result = await asyncio.wait_for(asyncio.to_thread(method, *args), timeout)
-            if inspect.isawaitable(result):
-                result = await asyncio.wait_for(result, timeout)
+            return "loop"
+        where = "thread"
+    return where
+
+
+def fresh_copy(value: Any) -> Any:
+    """A copy an instance may change without changing anyone else's (config, state)."""
+    if value is None or isinstance(value, _SCALARS):
+        return value
+    if type(value) is dict and all(type(v) in _SCALARS for v in value.values()):
+        return dict(value)
+    copier = getattr(value, "model_copy", None)  # a pydantic model
+    try:
+        if copier is not None:
+            fields = getattr(value, "__dict__", {})
+            return copier(deep=not all(type(v) in _SCALARS for v in fields.values()))
+        return copy.deepcopy(value)
+    except Exception:  # not copyable (a lock, a socket): handed over as it is
+        return value
+
+
+def _failure(live: Any, phase: str, exc: BaseException) -> PluginError:
+    if isinstance(exc, PluginError):
+        return exc
+    return PluginError(live.name, phase, cause=exc, version=live.version)
+
+
+def timed_out(label: tuple[Any, str], timeout: float) -> PluginTimeoutError:
+    live, phase = label
+    return PluginTimeoutError(
+        live.name,
+        phase,
+        f"Plugin {live.name!r} {live.version} did not finish {phase} within {timeout:g}s.",
+        cause=TimeoutError(f"no answer within {timeout:g}s"),  # what reports show
+        version=live.version,
+    )
+
+
+async def _guarded(awaitable: Any) -> tuple[bool, Any]:
+    """Await in a task of its own without letting anything escape to the loop."""
+    try:
+        return True, await awaitable
+    except BaseException as exc:
+        return False, exc
+
+
+class Runner:
+    """Drives jobs of lifecycle phases (see the module docstring); one per kernel."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, name: str = "helixlab-plain"):
+        self.loop = loop
+        self.plain = WorkerPool(loop, name)
+        self._tasks: set[asyncio.Task] = set()  # running or abandoned: referenced until done
+
+    # -- one phase ----------------------------------------------------------------------
+
+    async def call(
+        self, live: Live, phase: str, *args: Any, timeout: float, progress: Progress | None = None
+    ) -> Any:
+        """One phase of one instance; errors become PluginError(plugin, phase).
+
+        ``progress.finished`` tells, later, whether the call has really returned.
+        """
+        method = getattr(type(live.plugin), PHASES[phase])
+        if method is _BASE[phase]:
+            if progress is not None:
+                progress.finished = True
+            return None
+        where = "loop" if inspect.iscoroutinefunction(method) else "thread"
+        return await self.run(_one(live, phase, args, timeout), where, progress)
+
+    # -- a job --------------------------------------------------------------------------
+
+    async def run(self, job: Job, where: str, progress: Progress | None = None) -> Any:
+        """Drive ``job`` at ``where`` (``none``, ``thread`` or ``loop``); its return value."""
+        if where == "none":
+            return _drive_inline(job)
+        progress = progress or Progress()
+        if where == "thread":
+            return await self.plain.run(lambda p: self._drive_thread(job, p), timed_out, progress)
+        task = self.loop.create_task(_guarded(self._drive_loop(job, progress)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: setattr(progress, "finished", True))
+        future = self.loop.create_future()
+        task.add_done_callback(lambda t: _settle_task(future, t))
+        progress.waiting = task
+        watch = self.plain.watch(future, progress, timed_out)
+        try:
+            return await future
+        finally:
+            watch.cancel()
+
+    def _drive_thread(self, job: Job, progress: Progress) -> Any:
+        """On a worker thread: every request of ``job`` in turn."""
+        sent: Any = None
+        while True:
+            try:
+                request = job.send(sent)
+            except StopIteration as stop:
+                return stop.value
+            sent = self._call_here(progress, *request)
+
+    def _call_here(self, progress: Progress, live: Any, phase: str, args: tuple, timeout: float):
+        """One phase on this worker thread; an awaitable result is awaited on the loop."""
+        method = getattr(live.plugin, PHASES[phase])
+        if getattr(method, "__func__", None) is _BASE[phase]:
+            return None
+        progress.begin((live, phase), timeout)
+        try:
+            result = method(*args)
+            if result is not None and inspect.isawaitable(result):
+                future = asyncio.run_coroutine_threadsafe(_guarded(result), self.loop)
+                progress.waiting = future
+                try:
+                    ok, result = future.result()
+                except concurrent.futures.CancelledError:
+                    raise Abandoned from None
+                finally:
+                    progress.waiting = None
+                if not ok:
+                    raise result
+        except Abandoned:
+            raise
+        except BaseException as exc:
+            progress.label = None
+            raise _failure(live, phase, exc) from exc
+        progress.end()
         return result
-    except TimeoutError:
-        raise PluginTimeoutError(
-            live.name,
-            phase,
-            f"Plugin {live.name!r} {live.version} did not finish {phase} within {timeout:g}s.",
-            cause=TimeoutError(f"no answer within {timeout:g}s"),  # what reports show
-            version=live.version,
-        ) from None
-    except PluginError:
-        raise
-    except Exception as exc:
-        raise PluginError(live.name, phase, cause=exc, version=live.version) from exc
+
+    async def _drive_loop(self, job: Job, progress: Progress) -> Any:
+        """In a task of its own: every request of ``job`` in turn."""
+        sent: Any = None
+        while True:
+            try:
+                request = job.send(sent)
+            except StopIteration as stop:
+                return stop.value
+            live, phase, args, timeout = request
+            method = getattr(live.plugin, PHASES[phase])
+            if getattr(method, "__func__", None) is _BASE[phase]:
+                sent = None
+                continue
+            if not inspect.iscoroutinefunction(method):  # a plain phase in an async job
+                progress.begin((live, phase), timeout * 2)  # the inner watchdog fires first
+                try:
+                    sent = await self.run(_one(live, phase, args, timeout), "thread")
+                finally:
+                    progress.label = None
+                continue
+            progress.begin((live, phase), timeout)
+            try:
+                sent = await method(*args)
+            except BaseException as exc:
+                if progress.abandoned:
+                    raise Abandoned from None
+                progress.label = None
+                raise _failure(live, phase, exc) from exc
+            progress.end()
+
+    def close(self) -> None:
+        self.plain.close()
+
+
+def _one(live: Any, phase: str, args: tuple, timeout: float) -> Job:
+    return (yield (live, phase, args, timeout))
+
+
+def _drive_inline(job: Job) -> Any:
+    """A job whose every phase is skipped: run it here, now."""
+    try:
+        job.send(None)
+        while True:
+            job.send(None)
+    except StopIteration as stop:
+        return stop.value
+
+
+def _settle_task(future: asyncio.Future, task: asyncio.Task) -> None:
+    if future.done():
+        return
+    if task.cancelled():
+        future.cancel()
+        return
+    ok, value = task.result()
+    if ok:
+        future.set_result(value)
+    elif isinstance(value, Abandoned | asyncio.CancelledError):
+        future.cancel()
+    else:
+        future.set_exception(value)
+
+
+async def call_phase(live: Live, phase: str, *args: Any, timeout: float) -> Any:
+    """Call one phase of ``live`` with its kernel's runner (see :meth:`Runner.call`)."""
+    return await live.ctx.kernel._runner.call(live, phase, *args, timeout=timeout)

@@ -10,13 +10,70 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..errors import DependencyError, PluginError, describe
-from ._lifecycle import Live, call_phase
+from ..errors import ConfigError, DependencyError, PluginError, describe
+from ._lifecycle import Job, Live, fresh_copy, home, widest
 from ._plugin import Context, PluginState
 from ._registry import Entry
 from ._reports import LoadReport
 
-__all__ = ["commit", "fail", "load", "start_instance", "stop_all", "stop_instance", "unload"]
+__all__ = [
+    "commit",
+    "fail",
+    "load",
+    "start_instance",
+    "start_steps",
+    "stop_all",
+    "stop_instance",
+    "stop_many",
+    "unload",
+]
+
+
+def start_steps(
+    kernel: Any,
+    entry: Entry,
+    current: Mapping[str, Live],
+    bound: Mapping[str, Live],
+    made: dict[str, Live],
+    old: Live | None = None,
+) -> Job:
+    """The job that replaces ``old`` by a new instance of ``entry`` (see ``_lifecycle``).
+
+    The old instance's exported state (a copy) is imported after ``init``; dependencies
+    are bound from ``bound`` (the reload's new instances) before ``current``. The instance
+    is put in ``made`` before its first phase, so that a caller can unbind it on failure.
+    """
+    timeouts = kernel.timeouts
+    state = None
+    if old is not None:
+        state = fresh_copy((yield (old, "export_state", (), timeouts.export_state)))
+    live = _new_live(kernel, entry, current, bound, handover=True)
+    made[entry.name] = live
+    ctx = live.ctx
+    yield (live, "init", (ctx, live.config), timeouts.init)
+    if state is not None:
+        yield (live, "import_state", (state,), timeouts.import_state)
+    yield (live, "start", (ctx,), timeouts.start)
+    return live
+
+
+def _new_live(
+    kernel: Any,
+    entry: Entry,
+    current: Mapping[str, Live],
+    bound: Mapping[str, Live],
+    handover: bool,
+) -> Live:
+    """A new instance of ``entry`` with its own copy of the config, bound to its dependencies."""
+    name = entry.name
+    deps = {d: (bound.get(d) or current[d]).plugin for d, _ in entry.requires}
+    try:
+        plugin = entry.instance if entry.instance is not None and not handover else entry.cls()
+    except Exception as exc:
+        raise PluginError(name, "init", cause=exc, version=str(entry.cls.version)) from exc
+    config = fresh_copy(entry.config)  # an instance that changes its config changes only its own
+    ctx = Context(name, str(entry.cls.version), config, deps, kernel=kernel)
+    return Live(plugin, ctx, config, dict(entry.requires))
 
 
 async def start_instance(
@@ -36,20 +93,23 @@ async def start_instance(
     reload is marked failed. ``stop`` is not called for an instance whose start failed.
     """
     name = entry.name
-    bound = bound or {}
-    deps = {d: (bound.get(d) or current[d]).plugin for d, _ in entry.requires}
-    plugin = entry.instance if entry.instance is not None and not handover else entry.cls()
-    ctx = Context(name, str(entry.cls.version), entry.config, deps, kernel=kernel)
-    live = Live(plugin, ctx, entry.config, dict(entry.requires))
+    call = kernel._runner.call
     timeouts = kernel.timeouts
     try:
-        await call_phase(live, "init", ctx, entry.config, timeout=timeouts.init)
+        live = _new_live(kernel, entry, current, bound or {}, handover)
+    except PluginError as exc:
+        if not handover:
+            fail(kernel, name, exc)
+        raise
+    ctx = live.ctx
+    try:
+        await call(live, "init", ctx, live.config, timeout=timeouts.init)
         if not handover:
             kernel._states[name] = PluginState.INITIALIZED
             kernel._emit("initialized", name)
         if handover and state is not None:
-            await call_phase(live, "import_state", state, timeout=timeouts.import_state)
-        await call_phase(live, "start", ctx, timeout=timeouts.start)
+            await call(live, "import_state", fresh_copy(state), timeout=timeouts.import_state)
+        await call(live, "start", ctx, timeout=timeouts.start)
     except PluginError as exc:
         ctx._deps.clear()  # a failed instance must not keep its dependencies alive
         if not handover:
@@ -71,7 +131,7 @@ async def stop_instance(kernel: Any, live: Live, *, set_state: bool = True) -> P
         kernel._emit("stopping", name, version=live.version)
     error = None
     try:
-        await call_phase(live, "stop", live.ctx, timeout=kernel.timeouts.stop)
+        await kernel._runner.call(live, "stop", live.ctx, timeout=kernel.timeouts.stop)
     except PluginError as exc:
         kernel._emit("failed", name, detail="in stop", error=describe(exc), version=live.version)
         error = exc
@@ -79,6 +139,30 @@ async def stop_instance(kernel: Any, live: Live, *, set_state: bool = True) -> P
         kernel._states[name] = PluginState.STOPPED
         kernel._emit("stopped", name, version=live.version)
     return error
+
+
+async def stop_many(kernel: Any, lives: list[Live]) -> None:
+    """Stop instances in this order, as one job; a failure is reported and the rest go on."""
+    todo = list(lives)
+    timeout = kernel.timeouts.stop
+    while todo:
+        where = widest(*(home(type(v.plugin), ("stop",)) for v in todo))
+        done = [0]
+
+        def job(todo: list[Live] = todo, done: list[int] = done) -> Job:
+            for live in todo:
+                yield (live, "stop", (live.ctx,), timeout)
+                done[0] += 1
+
+        try:
+            await kernel._runner.run(job(), where)
+            return
+        except PluginError as exc:
+            failed = todo[done[0]]
+            kernel._emit(
+                "failed", failed.name, detail="in stop", error=describe(exc), version=failed.version
+            )
+            todo = todo[done[0] + 1 :]
 
 
 def fail(kernel: Any, name: str, exc: PluginError) -> None:
@@ -128,6 +212,11 @@ async def load(kernel: Any, names: Iterable[str] | None) -> LoadReport:
     for name in wanted:
         if name in pool.current.live:
             continue
+        op = kernel._op
+        if op is not None and op.interrupted:  # what started is up; the rest is not begun
+            report.skipped[name] = "the load was interrupted before it"
+            kernel._emit("skipped", name, detail=report.skipped[name])
+            continue
         entry = registry[name]
         down = [d for d, _ in entry.requires if d not in pool.current.live]
         if down:
@@ -138,7 +227,13 @@ async def load(kernel: Any, names: Iterable[str] | None) -> LoadReport:
             kernel._emit("skipped", name, detail=report.skipped[name])
             continue
         try:
+            entry.check_loadable()  # required settings: validated again at load
             live = await start_instance(kernel, entry, pool.current.live)
+        except ConfigError as exc:
+            error = PluginError(name, "config", str(exc), cause=exc)
+            fail(kernel, name, error)
+            _record(kernel, report, name, error)
+            continue
         except PluginError as exc:
             _record(kernel, report, name, exc)
             continue

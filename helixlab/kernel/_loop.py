@@ -17,7 +17,39 @@ from ..errors import HelixError, KernelClosedError
 
 T = TypeVar("T")
 
-__all__ = ["LoopThread"]
+__all__ = ["LoopThread", "Submission"]
+
+
+class Submission:
+    """A coroutine sent to the loop: its task once begun there, the future its caller waits on."""
+
+    __slots__ = ("coro", "future", "task")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]):
+        self.coro = coro
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
+        self.task: asyncio.Task | None = None  # set on the loop, before the task's first step
+
+    def _begin(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.future.cancelled():  # given up before it began: it never runs
+            self.coro.close()
+            return
+        self.task = task = loop.create_task(self.coro)
+        task.add_done_callback(self._done)
+        self.future.add_done_callback(
+            lambda f: f.cancelled() and loop.call_soon_threadsafe(task.cancel)
+        )
+
+    def _done(self, task: asyncio.Task) -> None:
+        future = self.future
+        if future.done():
+            return
+        if task.cancelled():
+            future.cancel()
+        elif task.exception() is not None:
+            future.set_exception(task.exception())
+        else:
+            future.set_result(task.result())
 
 
 class LoopThread:
@@ -42,8 +74,8 @@ class LoopThread:
         pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
         for task in pending:
             task.cancel()
-        if pending:
-            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        if pending:  # bounded: a task that swallows its cancellation is left behind
+            self.loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
         self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         self.loop.run_until_complete(self.loop.shutdown_default_executor())
         self.loop.close()
@@ -65,37 +97,49 @@ class LoopThread:
                 "e.g. `await kernel.areload(...)`."
             )
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Submission:
+        """Send ``coro`` to the loop; its task starts there, in order of submission."""
+        submission = self.prepare(coro)
+        self.schedule(submission)
+        return submission
+
+    def prepare(self, coro: Coroutine[Any, Any, T]) -> Submission:
+        """A submission of ``coro``, not sent yet (so that an interrupt cannot lose it)."""
         if not self.running:
             coro.close()
             raise KernelClosedError("The kernel is closed; create a new Kernel().")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return Submission(coro)
+
+    def schedule(self, submission: Submission) -> None:
+        self.loop.call_soon_threadsafe(submission._begin, self.loop)
 
     def run(
         self,
         coro: Coroutine[Any, Any, T],
-        on_interrupt: Callable[[], Any] | None = None,
+        on_interrupt: Callable[[Submission], Any] | None = None,
         discard: Callable[[Any], Any] | None = None,
     ) -> T:
         """Run ``coro`` on the kernel loop and wait for its result from this thread.
 
-        A KeyboardInterrupt of the wait (Jupyter's interrupt button) does not cancel the
-        work half-way: ``on_interrupt`` is called on the loop (the work then finishes or
-        rolls back on its own), the wait goes on until it has, and the interrupt is
-        re-raised. A result that nobody will receive is handed to ``discard``. A second
-        interrupt stops waiting; the work still ends on its own.
+        A KeyboardInterrupt of the wait (Jupyter's interrupt button), wherever it lands,
+        does not cancel the work half-way: ``on_interrupt(submission)`` is called on the
+        loop (the work then finishes or rolls back on its own, or, not begun, never
+        begins), the wait goes on until it has, and the interrupt is re-raised. A result
+        nobody will receive goes to ``discard``. A second interrupt stops the waiting; the
+        work still ends on its own.
         """
         self.refuse_in_loop(coro)
-        future = self.submit(coro)
-        try:
-            return future.result()
+        submission = self.prepare(coro)
+        try:  # from here on an interrupt, wherever it lands, finds the submission
+            self.schedule(submission)
+            return submission.future.result()
         except KeyboardInterrupt as interrupt:
             if on_interrupt is None:
-                future.cancel()
+                submission.future.cancel()
                 raise
-            self.call_soon(on_interrupt)
+            self.call_soon(on_interrupt, submission)
             try:
-                result = future.result()
+                result = submission.future.result()
             except KeyboardInterrupt:
                 raise
             except BaseException:
@@ -108,7 +152,7 @@ class LoopThread:
     async def arun(
         self,
         coro: Coroutine[Any, Any, T],
-        on_interrupt: Callable[[], Any] | None = None,
+        on_interrupt: Callable[[Submission], Any] | None = None,
         discard: Callable[[Any], Any] | None = None,
     ) -> T:
         """Await ``coro`` on the kernel loop from any loop (or directly, if already on it).
@@ -117,14 +161,16 @@ class LoopThread:
         """
         if self.in_loop():
             return await coro
-        future = asyncio.wrap_future(self.submit(coro))
+        submission = self.prepare(coro)
+        future = asyncio.wrap_future(submission.future)
         try:
+            self.schedule(submission)
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             if on_interrupt is None or future.done():
-                future.cancel()
+                submission.future.cancel()
                 raise
-            self.call_soon(on_interrupt)
+            self.call_soon(on_interrupt, submission)
             try:
                 result = await asyncio.shield(future)
             except asyncio.CancelledError:

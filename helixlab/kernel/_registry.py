@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import PluginNotFoundError, RegistryError
+from ..errors import ConfigError, ConfigProblem, PluginNotFoundError, RegistryError
 from ._config import PluginSpec
 from ._graph import DependencyGraph, Node
 from ._plugin import Plugin, check_plugin_class, parse_dependency
@@ -33,6 +33,23 @@ class Entry:
     source: str | None = None  # the file (or cell) that defined the class, for people
     unit: str | None = None  # what a new definition is matched on: a file's root, a cell's id
     fingerprint: str | None = None  # digest of the code; a new definition reloads when it differs
+    missing: tuple[ConfigProblem, ...] = ()  # required settings not given yet: cannot load
+
+    def check_loadable(self) -> None:
+        """Raise the ConfigError of the required settings still missing (at load)."""
+        if not self.missing:
+            return
+        name = self.name
+        problems = [
+            replace(
+                p,
+                message=f"{p.message.rstrip('.')}: plugin {name!r} cannot load without it; set "
+                f"it under `plugins: {name}: config:` in the configuration, or with "
+                f"kernel.configure({name!r}, {{...}}).",
+            )
+            for p in self.missing
+        ]
+        raise ConfigError(problems, self.missing[0].source)
 
     @property
     def name(self) -> str:
@@ -43,7 +60,7 @@ class Entry:
         """The secret values in this entry's configuration (computed once per entry)."""
         return frozenset(secret_values(self.spec.config) | secret_values(self.config))
 
-    @property
+    @functools.cached_property
     def requires(self) -> tuple[tuple[str, str], ...]:
         """Declared (class) plus configured (``depends_on``) dependencies, merged by name."""
         merged: dict[str, str] = {}
@@ -57,7 +74,8 @@ class Entry:
     def priority(self) -> int:
         return self.cls.priority if self.spec.priority is None else self.spec.priority
 
-    def node(self) -> Node:
+    @functools.cached_property
+    def _node(self) -> Node:
         return Node(
             name=self.name,
             version=str(self.cls.version),
@@ -65,6 +83,10 @@ class Entry:
             enabled=self.spec.enabled,
             requires=self.requires,
         )
+
+    def node(self) -> Node:
+        """This entry as the graph sees it (computed once per entry)."""
+        return self._node
 
 
 @dataclass(frozen=True)
@@ -89,7 +111,12 @@ class Registry:
             raise PluginNotFoundError(name, self.entries) from None
 
     def graph(self) -> DependencyGraph:
-        return DependencyGraph({name: entry.node() for name, entry in self.entries.items()})
+        """The dependency graph of these entries (built once per registry: it is immutable)."""
+        graph = self.__dict__.get("_graph")
+        if graph is None:
+            graph = DependencyGraph({name: entry.node() for name, entry in self.entries.items()})
+            object.__setattr__(self, "_graph", graph)
+        return graph
 
     def with_entry(self, entry: Entry) -> Registry:
         return Registry({**self.entries, entry.name: entry})
@@ -123,8 +150,8 @@ class Registry:
                 f"unregister it first."
             )
         spec = spec or PluginSpec(name=name)
-        config = validate_config(spec, cls.config_model)
-        entry = Entry(cls, spec, config, instance, origin, source, unit, fingerprint)
+        config, missing = _validated(spec, cls)
+        entry = Entry(cls, spec, config, instance, origin, source, unit, fingerprint, missing)
         return self.with_entry(entry)
 
     def with_class(
@@ -133,7 +160,7 @@ class Registry:
         """A registry where ``cls.name`` uses this new class (its config revalidated)."""
         check_plugin_class(cls)
         entry = self[cls.name]
-        config = validate_config(entry.spec, cls.config_model)
+        config, missing = _validated(entry.spec, cls)
         new = replace(
             entry,
             cls=cls,
@@ -141,6 +168,7 @@ class Registry:
             instance=None,
             source=source or entry.source,
             fingerprint=fingerprint,
+            missing=missing,
         )
         return self.with_entry(new)
 
@@ -148,4 +176,14 @@ class Registry:
         """A registry where ``spec.name`` has this configuration, validated by its class."""
         entry = self[spec.name]
         config = validate_config(spec, entry.cls.config_model)
-        return self.with_entry(replace(entry, spec=spec, config=config))
+        return self.with_entry(replace(entry, spec=spec, config=config, missing=()))
+
+
+def _validated(spec: PluginSpec, cls: type[Plugin]) -> tuple[Any, tuple[ConfigProblem, ...]]:
+    """The validated config, or None and the required keys missing (they may come later)."""
+    try:
+        return validate_config(spec, cls.config_model), ()
+    except ConfigError as exc:
+        if not all(p.kind == "missing" for p in exc.problems):
+            raise
+        return None, tuple(exc.problems)

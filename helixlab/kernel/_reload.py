@@ -113,6 +113,10 @@ def plan(
     ]
     available = set(live) | set(order)
     for name in order:
+        try:
+            registry[name].check_loadable()
+        except ConfigError as exc:
+            raise _refuse(name, exc, "config") from None
         for dep, _ in registry[name].requires:
             if dep not in available:
                 raise _refuse(
@@ -259,6 +263,7 @@ def apply_config(
     """A change applying a YAML configuration (see ``Kernel.apply_config``)."""
     proposed = kernel._registry
     live = kernel._pool.current.live
+    pending: dict[str, PluginSpec] = {}
 
     def check(spec: PluginSpec) -> list[ConfigProblem]:
         nonlocal proposed
@@ -271,12 +276,8 @@ def apply_config(
                 proposed = proposed.with_spec(spec)
             elif (builtin := _discovery.builtin_plugin(name)) is not None:
                 proposed = proposed.added(builtin, origin="builtin", spec=spec)
-            else:
-                known = ", ".join(sorted({*proposed, *_discovery.builtin_names()}))
-                message = (
-                    f"no plugin named {name!r} is registered or built in (known: {known or 'none'})"
-                )
-                return [ConfigProblem(message, spec.source, spec.line, name)]
+            else:  # kept until a class of that name is registered (a later cell, a file)
+                pending[name] = spec
         except ConfigError as exc:
             return exc.problems
         return []
@@ -299,6 +300,33 @@ def apply_config(
             kernel._emit("registered", name, detail="built in, from config")
         for name in changed:
             kernel._emit("configured", name, detail=f"from {doc.source}")
+        for name, spec in pending.items():
+            kernel._pending[name] = spec
+            kernel._emit(
+                "configured", name, detail=f"from {doc.source}; kept until {name!r} is registered"
+            )
 
     the_plan = plan(kernel, running, registry=proposed) if running else None
     return Transaction(kernel, the_plan, proposed, finish)
+
+
+def unregistered(kernel) -> ConfigError | None:
+    """The error for configured plugins that nothing registered (``load_all`` raises it)."""
+    if not kernel._pending:
+        return None
+    known = ", ".join(sorted({*kernel._registry, *_discovery.builtin_names()})) or "none"
+    looked = ", ".join(["the built-ins", *kernel._looked])
+    problems = [
+        ConfigProblem(
+            f"no plugin named {name!r} is registered or built in (known: {known}; looked "
+            f"in {looked}); its configuration is kept until one is. Add the directory "
+            f"holding it with `helixlab serve CONFIG --plugins DIR` or a top-level "
+            f"`plugin_dirs:` list, or install a package publishing it under the "
+            f"'helixlab.plugins' entry point",
+            spec.source,
+            spec.line,
+            name,
+        )
+        for name, spec in sorted(kernel._pending.items())
+    ]
+    return ConfigError(problems, problems[0].source)

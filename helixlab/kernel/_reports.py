@@ -10,15 +10,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._reprs import html_of
 from ..errors import PluginError
 
 __all__ = ["HealthStatus", "LoadReport", "PluginInfo", "ReloadReport"]
 
 
 class _PlainRepr:
-    """``repr`` and IPython's pretty display both show ``str``; notebooks also get HTML."""
-
-    _html: str = ""  # the name of the function in helixlab.notebook._html that draws it
+    """``repr`` and IPython's pretty display both show ``str``; notebooks also get HTML
+    (drawn by whatever the notebook layer registered: see ``helixlab._reprs``)."""
 
     def __repr__(self) -> str:
         return str(self)
@@ -26,17 +26,13 @@ class _PlainRepr:
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         p.text(str(self))
 
-    def _repr_html_(self) -> str:
-        from ..notebook import _html
-
-        return getattr(_html, self._html)(self)
+    def _repr_html_(self) -> str | None:
+        return html_of(self)
 
 
 @dataclass(repr=False)
 class LoadReport(_PlainRepr):
     """What ``load_all``/``load`` did: loaded in order, failed (with the error), skipped (why)."""
-
-    _html = "load_html"
 
     order: list[str] = field(default_factory=list)
     failed: dict[str, PluginError] = field(default_factory=dict)
@@ -78,8 +74,6 @@ class ReloadReport(_PlainRepr):
     ``order`` is the cascade, dependencies first; ``versions`` maps each plugin to
     ``(old, new)``; ``timings`` (seconds per step) is left out of ``str``.
     """
-
-    _html = "reload_html"
 
     targets: list[str] = field(default_factory=list)
     order: list[str] = field(default_factory=list)
@@ -131,8 +125,6 @@ class ReloadReport(_PlainRepr):
 class HealthStatus(_PlainRepr):
     """The result of one plugin's health check. ``elapsed`` is left out of ``str``."""
 
-    _html = "health_html"
-
     plugin: str
     healthy: bool
     detail: str = ""
@@ -150,8 +142,6 @@ class HealthStatus(_PlainRepr):
 @dataclass(frozen=True, repr=False)
 class PluginInfo(_PlainRepr):
     """One row of ``kernel.info()``: what a dashboard shows of a plugin."""
-
-    _html = "info_html"
 
     name: str
     kind: str

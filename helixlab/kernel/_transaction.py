@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import KernelClosedError, PluginError, PluginTimeoutError, ReloadError, describe
 from . import _loader
-from ._lifecycle import Live, call_phase
+from ._lifecycle import Job, Live, call_phase, home, widest
 from ._plugin import PluginState
 from ._registry import Registry
 from ._reports import ReloadReport
@@ -36,6 +36,10 @@ __all__ = ["PreparedReload", "Transaction"]
 
 #: ``finish(report)``: what a change does after its swap (events, loading new plugins)
 Finish = Callable[[ReloadReport], Awaitable[None]]
+
+
+#: the phases a new instance goes through in a hot reload
+_START = ("init", "import_state", "start")
 
 
 class Interrupted(PluginError):
@@ -79,31 +83,32 @@ class Transaction:
             detail = "target" if name in plan.targets else f"cascade from {', '.join(plan.targets)}"
             kernel._emit("reloading", name, detail=detail, version=current[name].version)
         try:
-            for name in plan.order:
-                self._check_interrupt(name)
-                entry = plan.registry[name]
-                old = current[name]
-                restart = "restart" in (entry.cls.reload_strategy, type(old.plugin).reload_strategy)
-                if restart:
-                    report.strategy[name] = "restart"
-                state = await call_phase(old, "export_state", timeout=kernel.timeouts.export_state)
-                self._check_interrupt(name)
-                if restart:
-                    error = await _loader.stop_instance(kernel, old, set_state=False)
-                    if error is None or isinstance(error, PluginTimeoutError):
-                        # a stop that raised left the instance serving; one that hung may
-                        # still be stopping it: the rollback takes that one out of service
-                        self._stopped_first.append(name)
-                    if error is not None:
-                        raise error
-                    self._check_interrupt(name)
-                self._new[name] = await _loader.start_instance(
-                    kernel, entry, current, bound=self._new, state=state, handover=True
-                )
-                report.started.append(name)
+            order, i = plan.order, 0
+            while i < len(order):
+                if self._restarts(order[i]):
+                    await self._restart(order[i])
+                    i += 1
+                    continue
+                j, where = i, "none"  # a run of hot plugins: one job, where it costs least
+                while j < len(order) and not self._restarts(order[j]):
+                    here = self._home(order[j])
+                    if "none" not in (where, here) and here != where:
+                        break
+                    where = widest(where, here)
+                    j += 1
+                made: dict[str, Live] = {}
+                try:
+                    await kernel._runner.run(self._start_job(order[i:j], made), where)
+                finally:
+                    for name, live in made.items():
+                        if name not in self._new:  # it failed: it must not keep its deps alive
+                            live.ctx._deps.clear()
+                i = j
             self._check_interrupt(plan.order[-1] if plan.order else "kernel")
             self._t_started = time.perf_counter()
             self._generation = kernel._pool.build({**current, **self._new}, plan.graph)
+            # a canary (the gateway's verify) may refuse the new set before any swap
+            await kernel._pool.verify(self._generation, {n: plan.registry[n] for n in plan.order})
         except Exception as exc:
             if isinstance(exc, PluginError):
                 error = exc
@@ -112,6 +117,52 @@ class Transaction:
             await self._rollback(error)
             raise self._rolled_back_error(error) from error.cause
         self.state = "prepared"
+
+    def _restarts(self, name: str) -> bool:
+        entry, old = self.plan.registry[name], self.current[name]
+        restart = "restart" in (entry.cls.reload_strategy, type(old.plugin).reload_strategy)
+        if restart:
+            self.report.strategy[name] = "restart"
+        return restart
+
+    def _home(self, name: str) -> str:
+        old_home = home(type(self.current[name].plugin), ("export_state",))
+        return widest(old_home, home(self.plan.registry[name].cls, _START))
+
+    def _start_job(self, names: list[str], made: dict[str, Live]) -> Job:
+        """Start the new instances of ``names`` in turn (one job: see ``_lifecycle``)."""
+        kernel, current, registry = self.kernel, self.current, self.plan.registry
+        for name in names:
+            self._check_interrupt(name)
+            live = yield from _loader.start_steps(
+                kernel, registry[name], current, self._new, made, old=current[name]
+            )
+            self._new[name] = live
+            self.report.started.append(name)
+
+    async def _restart(self, name: str) -> None:
+        """A ``restart`` plugin: export its state, stop the old instance, start the new one."""
+        kernel, old = self.kernel, self.current[name]
+        self._check_interrupt(name)
+        state = await call_phase(old, "export_state", timeout=kernel.timeouts.export_state)
+        self._check_interrupt(name)
+        error = await _loader.stop_instance(kernel, old, set_state=False)
+        if error is None or isinstance(error, PluginTimeoutError):
+            # a stop that raised left the instance serving; one that hung may still be
+            # stopping it: the rollback takes that one out of service
+            self._stopped_first.append(name)
+        if error is not None:
+            raise error
+        self._check_interrupt(name)
+        self._new[name] = await _loader.start_instance(
+            kernel,
+            self.plan.registry[name],
+            self.current,
+            bound=self._new,
+            state=state,
+            handover=True,
+        )
+        self.report.started.append(name)
 
     def _check_interrupt(self, name: str) -> None:
         op = self.kernel._op
@@ -137,8 +188,7 @@ class Transaction:
     async def _rollback(self, error: PluginError) -> None:
         """Stop the new instances (dependents first), restart what ``restart`` plugins stopped."""
         kernel, report, current = self.kernel, self.report, self.current
-        for name in reversed(list(self._new)):
-            await _loader.stop_instance(kernel, self._new[name], set_state=False)
+        await _loader.stop_many(kernel, [self._new[name] for name in reversed(list(self._new))])
         for name in reversed(self._stopped_first):
             old = current[name]
             stop_hung = error.phase == "stop" and isinstance(error, PluginTimeoutError)
@@ -225,10 +275,9 @@ class Transaction:
                 "stopping", ", ".join(plan.targets), detail=f"{why}; stopping old instances"
             )
         t_drained = time.perf_counter()
-        for name in reversed(plan.order):
-            if name not in self._stopped_first:
-                await _loader.stop_instance(kernel, current[name], set_state=False)
-            report.stopped.append(name)
+        stopping = [n for n in reversed(plan.order) if n not in self._stopped_first]
+        await _loader.stop_many(kernel, [current[name] for name in stopping])
+        report.stopped.extend(reversed(plan.order))
         t_stopped = time.perf_counter()
         if plan.load:
             await load_new(kernel, plan.load, plan.targets, report)

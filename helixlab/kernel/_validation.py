@@ -12,6 +12,7 @@ import math
 import re
 from collections import abc
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import timedelta
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -52,7 +53,10 @@ def validate_config(spec: PluginSpec, model: type[pydantic.BaseModel] | None) ->
             loc = tuple(error["loc"])
             if error["type"] == "extra_forbidden" and loc in unknown:
                 continue
-            problems.append(_problem(spec, loc, _pydantic_message(error, loc)))
+            problem = _problem(spec, loc, _pydantic_message(error, loc))
+            if error["type"] == "missing":
+                problem = replace(problem, kind="missing")
+            problems.append(problem)
     if problems:
         raise ConfigError(problems, spec.source)
     return instance

@@ -4,7 +4,11 @@ Changes are grouped by watchfiles (it waits ``step`` ms for quiet, at most ``deb
 ms in all; the course's listing sleeps inside the handler instead, delaying every
 event). Only the units whose files changed are re-imported; their plugins are reloaded
 with their dependents in one transaction. A file that fails to import leaves the old
-version serving and is reported once until its content changes.
+version serving and is reported once until its content changes. Imports run on the
+kernel's worker threads under ``import_timeout``: a file that sleeps or loops at import
+is reported once (its thread is left to it, and no second import of it starts while the
+first is stuck); the watcher goes on serving the other files, and ``close()`` does not
+wait for it.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from typing import TYPE_CHECKING
 
 import watchfiles
 
-from ..errors import HelixError, PluginError, describe
+from ..errors import HelixError, PluginError, PluginTimeoutError, describe
 from . import _discovery
 from ._reports import ReloadReport
+from ._workers import Progress
 
 if TYPE_CHECKING:
     from ._kernel import Kernel
@@ -42,12 +47,15 @@ class FileWatcher:
         debounce: int = 1600,
         step: int = 50,
         keep: int = 100,
+        import_timeout: float = 10.0,
     ):
         self.kernel = kernel
         self.path = path.resolve()
         if not self.path.is_dir():
             raise HelixError(f"Cannot watch {str(path)!r}: it is not a directory.")
         self.debounce, self.step, self._keep = debounce, step, keep
+        self.import_timeout = import_timeout
+        self._importing: dict[str, tuple[str, Progress]] = {}  # root -> (digest, last import)
         self.reports: list[ReloadReport] = []
         self.errors: list[HelixError] = []
         self._reported: dict[str, str] = {}  # unit root -> digest whose error was reported
@@ -55,7 +63,7 @@ class FileWatcher:
         self._batches = 0
         self._stop: asyncio.Event | None = None
         ready = threading.Event()
-        self._future = kernel._thread.submit(self._run(ready))
+        self._future = kernel._thread.submit(self._run(ready)).future
         ready.wait(10)
         kernel.add_closer(self._astop)
 
@@ -113,7 +121,7 @@ class FileWatcher:
     async def _apply(self, unit: _discovery.Unit) -> None:
         digest = await asyncio.to_thread(unit.digest)
         try:
-            classes = await asyncio.to_thread(_discovery.import_unit, unit)
+            classes = await self._import(unit)
             prints = {cls.name: unit.fingerprint(digest, cls.name) for cls in classes}
             report = await self.kernel.adefine(
                 classes,
@@ -127,6 +135,29 @@ class FileWatcher:
             return
         self._reported.pop(str(unit.root), None)
         self._remember(self.reports, report)
+
+    async def _import(self, unit: _discovery.Unit) -> list:
+        """Import ``unit`` on a worker thread, abandoned after ``import_timeout``."""
+        root, timeout = str(unit.root), self.import_timeout
+        digest = await asyncio.to_thread(unit.digest)
+        last = self._importing.get(root)
+        if last is not None and not last[1].finished and last[0] == digest:
+            raise PluginTimeoutError(
+                unit.name,
+                "import",
+                f"{unit.path.name} is still importing (its last import has not finished after "
+                f"{timeout:g}s); fix the file's top-level code and save it again.",
+            )
+        progress = Progress()
+        self._importing[root] = (digest, progress)
+
+        def job(progress: Progress) -> list:
+            progress.begin(unit, timeout)
+            classes = _discovery.import_unit(unit)
+            progress.end()
+            return classes
+
+        return await self.kernel._runner.plain.run(job, _import_timed_out, progress)
 
     def _report_error(self, unit: _discovery.Unit, digest: str, exc: HelixError) -> None:
         if self._reported.get(str(unit.root)) == digest:
@@ -167,3 +198,13 @@ class FileWatcher:
     def __repr__(self) -> str:
         state = "watching" if self.running else "stopped"
         return f"<FileWatcher {state} {self.path.name}/>"
+
+
+def _import_timed_out(unit: _discovery.Unit, timeout: float) -> PluginTimeoutError:
+    return PluginTimeoutError(
+        unit.name,
+        "import",
+        f"{unit.path.name} did not finish importing within {timeout:g}s (a sleep or a loop "
+        f"at its top level?); the running version keeps serving.",
+        cause=TimeoutError(f"no import within {timeout:g}s"),
+    )

@@ -13,13 +13,17 @@ from ._wire import Model, build, expect_list, expect_object
 __all__ = ["Message", "Role"]
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
+_SIMPLE = ("role", "content", "name", "tool_call_id")
+_KNOWN = frozenset((*_SIMPLE, "tool_calls"))
 
 
 class Message(Model):
     """One turn of a conversation.
 
     ``content`` is text, or OpenAI content parts (``[{"type": "text", "text": ...}, ...]``);
-    only an assistant message that calls tools may leave it empty.
+    only an assistant message that calls tools may leave it empty. ``extra`` keeps the keys
+    this model does not name (``refusal``, ``annotations``, ``audio``, ...), so they reach
+    the other side unchanged.
     """
 
     role: Role
@@ -27,6 +31,7 @@ class Message(Model):
     name: str | None = None
     tool_calls: list[ToolCall] = Field(default_factory=list)
     tool_call_id: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_role_fields(self) -> Message:
@@ -71,7 +76,10 @@ class Message(Model):
 
     def to_openai(self) -> dict[str, Any]:
         """The ``messages[]`` entry; unset optional fields are left out."""
-        data: dict[str, Any] = {"role": self.role, "content": self.content}
+        # keys with nothing in them (the ``refusal: null`` of a reply sent back) are left out
+        data: dict[str, Any] = {k: v for k, v in self.extra.items() if v not in (None, [], {})}
+        data["role"] = self.role
+        data["content"] = self.content
         if self.name is not None:
             data["name"] = self.name
         if self.tool_calls:
@@ -82,10 +90,13 @@ class Message(Model):
 
     @classmethod
     def from_openai(cls, data: Any, where: str = "message") -> Message:
-        """Parse a ``messages[]`` entry; keys this model does not know (refusal, audio) are
-        dropped."""
+        """Parse a ``messages[]`` entry; keys this model does not know (refusal, audio) go to
+        ``extra``."""
         data = expect_object(data, where)
-        fields = {k: data[k] for k in ("role", "content", "name", "tool_call_id") if k in data}
+        fields = {k: data[k] for k in _SIMPLE if k in data}
+        extra = {k: v for k, v in data.items() if k not in _KNOWN}
+        if extra:
+            fields["extra"] = extra
         if data.get("tool_calls") is not None:
             calls = expect_list(data["tool_calls"], f"{where}.tool_calls")
             fields["tool_calls"] = [

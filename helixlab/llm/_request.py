@@ -22,7 +22,8 @@ class ChatRequest(Model):
 
     Fields the gateway acts on are typed; every other OpenAI field (``top_p``, ``stop``,
     ``seed``, ``response_format``, ...) rides along untouched in ``extra`` so a provider can
-    forward it.
+    forward it. ``stream_options`` holds the stream options besides ``include_usage``
+    (which is typed, since the gateway acts on it), forwarded with it.
     """
 
     model: str = Field(min_length=1)
@@ -31,6 +32,7 @@ class ChatRequest(Model):
     max_tokens: int | None = Field(default=None, ge=1)
     stream: bool = False
     include_usage: bool = False
+    stream_options: dict[str, Any] = Field(default_factory=dict)
     tools: list[ToolDefinition] = Field(default_factory=list)
     tool_choice: str | dict[str, Any] | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
@@ -80,7 +82,9 @@ class ChatRequest(Model):
         if self.stream:
             data["stream"] = True
             if self.include_usage:
-                data["stream_options"] = {"include_usage": True}
+                data["stream_options"] = {**self.stream_options, "include_usage": True}
+            elif self.stream_options:
+                data["stream_options"] = dict(self.stream_options)
         if self.tools:
             data["tools"] = [tool.to_openai() for tool in self.tools]
         if self.tool_choice is not None:
@@ -105,6 +109,7 @@ class ChatRequest(Model):
             ]
         if data.get("stream_options") is not None:
             options = expect_object(data["stream_options"], "request.stream_options")
-            fields["include_usage"] = options.get("include_usage", False)
+            fields["include_usage"] = options.pop("include_usage", False)
+            fields["stream_options"] = options
         fields["extra"] = {k: v for k, v in data.items() if k not in _KNOWN}
         return build(ChatRequest, fields, "request")

@@ -17,6 +17,10 @@ from ._wire import Model, build, expect_list, expect_object
 __all__ = ["ChatResponse", "confidence_from_logprobs"]
 
 
+_CHOICE = frozenset(("index", "message", "logprobs", "finish_reason"))
+_TOP = frozenset(("id", "object", "created", "model", "choices", "usage"))
+
+
 def _new_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
@@ -48,6 +52,12 @@ class ChatResponse(Model):
 
     ``finish_reason`` defaults to ``"tool_calls"`` when there are tool calls, else ``"stop"``.
     ``confidence`` is not part of the OpenAI format, so ``to_openai`` does not carry it.
+
+    A gateway passes on what the upstream said unless a plugin changes it, so what this
+    model does not name is kept: ``logprobs`` of the first choice, the other keys of its
+    message (``refusal``, ``annotations``, ...) in ``message_extra`` and of the choice in
+    ``choice_extra``, the other choices (``n`` > 1) as sent in ``more_choices``, and the
+    other top-level keys (``system_fingerprint``, ``service_tier``, ...) in ``extra``.
     """
 
     content: str | None = None
@@ -58,6 +68,11 @@ class ChatResponse(Model):
     confidence: float | None = Field(default=None, ge=0, le=1)
     id: str = Field(default_factory=_new_id)
     created: int = Field(default_factory=_now)
+    logprobs: dict[str, Any] | None = None
+    message_extra: dict[str, Any] = Field(default_factory=dict)
+    choice_extra: dict[str, Any] = Field(default_factory=dict)
+    more_choices: list[dict[str, Any]] = Field(default_factory=list)
+    extra: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _default_finish_reason(self) -> ChatResponse:
@@ -73,29 +88,27 @@ class ChatResponse(Model):
     def to_openai(self) -> dict[str, Any]:
         """A complete ``chat.completion`` object, as the OpenAI API returns it."""
         message: dict[str, Any] = {"role": "assistant", "content": self.content}
+        message.update(self.message_extra)
         if self.tool_calls:
             message["tool_calls"] = [call.to_openai() for call in self.tool_calls]
+        choice: dict[str, Any] = {"index": 0, "message": message, "logprobs": self.logprobs}
+        choice.update(self.choice_extra)
+        choice["finish_reason"] = self.finish_reason
         data: dict[str, Any] = {
             "id": self.id,
             "object": "chat.completion",
             "created": self.created,
             "model": self.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": self.finish_reason,
-                }
-            ],
+            "choices": [choice, *self.more_choices],
         }
+        data.update(self.extra)
         if self.usage is not None:
             data["usage"] = self.usage.to_openai()
         return data
 
     @classmethod
     def from_openai(cls, data: Any) -> ChatResponse:
-        """Parse a ``chat.completion`` object (its first choice); confidence from logprobs."""
+        """Parse a ``chat.completion`` object; confidence from the first choice's logprobs."""
         data = expect_object(data, "response")
         if data.get("object", "chat.completion") != "chat.completion":
             raise ValueError(
@@ -106,12 +119,18 @@ class ChatResponse(Model):
             raise ValueError("response.choices must not be empty.")
         choice = expect_object(choices[0], "response.choices[0]")
         message = Message.from_openai(choice.get("message"), "response.choices[0].message")
+        logprobs = choice.get("logprobs")
         fields: dict[str, Any] = {
             "content": message.text if message.content is not None else None,
             "model": data.get("model"),
             "tool_calls": message.tool_calls,
             "finish_reason": choice.get("finish_reason") or "",
-            "confidence": confidence_from_logprobs(choice.get("logprobs")),
+            "confidence": confidence_from_logprobs(logprobs),
+            "logprobs": logprobs,
+            "message_extra": message.extra,
+            "choice_extra": {k: v for k, v in choice.items() if k not in _CHOICE},
+            "more_choices": choices[1:],
+            "extra": {k: v for k, v in data.items() if k not in _TOP},
         }
         for key in ("id", "created"):
             if data.get(key) is not None:

@@ -15,6 +15,11 @@ from ._wire import Model, build, expect_list, expect_object
 __all__ = ["StreamAccumulator", "StreamChunk", "ToolCallDelta", "aaccumulate", "accumulate"]
 
 
+_DELTA = frozenset(("role", "content", "tool_calls"))
+_CHOICE = frozenset(("index", "delta", "logprobs", "finish_reason"))
+_TOP = frozenset(("id", "object", "created", "model", "choices", "usage"))
+
+
 class ToolCallDelta(Model):
     """A piece of a streamed tool call: the first piece for an ``index`` carries its id and
     name, later pieces carry fragments of the arguments JSON."""
@@ -59,6 +64,11 @@ class StreamChunk(Model):
 
     ``id``, ``model`` and ``created`` are filled when parsed from the wire; a provider building
     chunks may leave them to ``to_openai``'s arguments.
+
+    ``index`` is the choice the delta belongs to (``n`` > 1 streams every choice). What this
+    model does not name is kept as the upstream sent it, as in ChatResponse: ``logprobs``,
+    ``delta_extra`` (``refusal``, ...), ``choice_extra``, further choices of the same chunk
+    in ``more_choices``, top-level keys (``system_fingerprint``, ...) in ``extra``.
     """
 
     content: str | None = None
@@ -69,6 +79,12 @@ class StreamChunk(Model):
     id: str | None = None
     model: str | None = None
     created: int | None = None
+    index: int = Field(default=0, ge=0)
+    logprobs: dict[str, Any] | None = None
+    delta_extra: dict[str, Any] = Field(default_factory=dict)
+    choice_extra: dict[str, Any] = Field(default_factory=dict)
+    more_choices: list[dict[str, Any]] = Field(default_factory=list)
+    extra: dict[str, Any] = Field(default_factory=dict)
 
     def to_openai(
         self, id: str | None = None, model: str | None = None, created: int | None = None
@@ -83,17 +99,27 @@ class StreamChunk(Model):
         if id is None or model is None:
             raise ValueError("StreamChunk.to_openai needs an id and a model.")
         choices: list[dict[str, Any]] = []
-        if self.role or self.content is not None or self.tool_calls or self.finish_reason:
+        if (
+            self.role
+            or self.content is not None
+            or self.tool_calls
+            or self.finish_reason
+            or self.delta_extra
+            or self.logprobs is not None
+        ):
             delta: dict[str, Any] = {}
             if self.role:
                 delta["role"] = self.role
             if self.content is not None:
                 delta["content"] = self.content
+            delta.update(self.delta_extra)
             if self.tool_calls:
                 delta["tool_calls"] = [call.to_openai() for call in self.tool_calls]
-            choices.append(
-                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": self.finish_reason}
-            )
+            choice = {"index": self.index, "delta": delta, "logprobs": self.logprobs}
+            choice.update(self.choice_extra)
+            choice["finish_reason"] = self.finish_reason
+            choices.append(choice)
+        choices += self.more_choices
         data: dict[str, Any] = {
             "id": id,
             "object": "chat.completion.chunk",
@@ -101,13 +127,14 @@ class StreamChunk(Model):
             "model": model,
             "choices": choices,
         }
+        data.update(self.extra)
         if self.usage is not None:
             data["usage"] = self.usage.to_openai()
         return data
 
     @classmethod
     def from_openai(cls, data: Any) -> StreamChunk:
-        """Parse a ``chat.completion.chunk`` (its first choice, if any)."""
+        """Parse a ``chat.completion.chunk``: its first choice, if any, typed; the rest kept."""
         data = expect_object(data, "chunk")
         if data.get("object", "chat.completion.chunk") != "chat.completion.chunk":
             raise ValueError(
@@ -121,6 +148,11 @@ class StreamChunk(Model):
             fields["role"] = delta.get("role")
             fields["content"] = delta.get("content")
             fields["finish_reason"] = choice.get("finish_reason")
+            fields["index"] = choice.get("index") or 0
+            fields["logprobs"] = choice.get("logprobs")
+            fields["delta_extra"] = {k: v for k, v in delta.items() if k not in _DELTA}
+            fields["choice_extra"] = {k: v for k, v in choice.items() if k not in _CHOICE}
+            fields["more_choices"] = choices[1:]
             calls = expect_list(delta.get("tool_calls") or [], "chunk.choices[0].delta.tool_calls")
             fields["tool_calls"] = [
                 ToolCallDelta.from_openai(call, f"chunk.choices[0].delta.tool_calls[{i}]")
@@ -128,6 +160,7 @@ class StreamChunk(Model):
             ]
         if data.get("usage") is not None:
             fields["usage"] = Usage.from_openai(data["usage"], "chunk.usage")
+        fields["extra"] = {k: v for k, v in data.items() if k not in _TOP}
         return build(StreamChunk, fields, "chunk")
 
 
@@ -143,6 +176,7 @@ class StreamAccumulator:
         self._finish_reason = ""
         self._usage: Usage | None = None
         self._meta: dict[str, Any] = {}
+        self._extra: dict[str, Any] = {}
 
     def add(self, chunk: StreamChunk) -> None:
         """Take one chunk into account."""
@@ -150,6 +184,12 @@ class StreamAccumulator:
             value = getattr(chunk, key)
             if value is not None and key not in self._meta:
                 self._meta[key] = value
+        for key, value in chunk.extra.items():
+            self._extra.setdefault(key, value)
+        if chunk.usage is not None:
+            self._usage = chunk.usage
+        if chunk.index != 0:  # the response is the first choice; others are not folded
+            return
         if chunk.content is not None:
             self._content.append(chunk.content)
         for delta in chunk.tool_calls:
@@ -160,8 +200,6 @@ class StreamAccumulator:
                 call["arguments"].append(delta.arguments)
         if chunk.finish_reason:
             self._finish_reason = chunk.finish_reason
-        if chunk.usage is not None:
-            self._usage = chunk.usage
 
     def response(self, model: str | None = None) -> ChatResponse:
         """The response so far; ``model`` is used if no chunk named one.
@@ -191,6 +229,7 @@ class StreamAccumulator:
             tool_calls=calls,
             usage=self._usage,
             finish_reason=self._finish_reason,
+            extra=self._extra,
             **meta,
         )
 

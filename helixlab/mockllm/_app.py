@@ -23,6 +23,7 @@ from helixlab.llm import (
     StreamChunk,
     ToolCall,
     ToolCallDelta,
+    Usage,
     encode_sse,
     error_body,
 )
@@ -106,6 +107,12 @@ class MockLLM:
     instance (``chatcmpl-mock-0001``, ``call_0001``), ``created`` is fixed, tokens are words.
     Every control method is thread-safe, so a notebook can turn knobs while it serves.
 
+    Like OpenAI it sends what clients read beyond the reply: ``system_fingerprint``,
+    ``service_tier``, ``message.refusal`` and ``annotations``, usage details (cached and
+    reasoning tokens); ``n`` choices (choice ``i`` > 0 says so at its end), per-token
+    ``logprobs`` with ``top_logprobs`` alternatives when asked. ``add_fields`` adds fields
+    of your own, to see a gateway pass through what it does not know.
+
     >>> mock = MockLLM(models=("mock-small",))
     >>> mock.script(["Hello!"])
     """
@@ -128,6 +135,7 @@ class MockLLM:
         self._drops = 0
         self._completions = 0
         self._calls = 0
+        self._fields: dict[str, dict[str, Any]] = {"response": {}, "message": {}, "usage": {}}
         _install_log_filter()
         self.app = Starlette(
             routes=[
@@ -185,9 +193,25 @@ class MockLLM:
         with self._lock:
             self._latency = float(seconds)
 
-    def reset(self) -> None:
-        """Forget requests, script, faults, drops and latency; restart the id counters."""
+    def add_fields(
+        self,
+        response: dict[str, Any] | None = None,
+        message: dict[str, Any] | None = None,
+        usage: dict[str, Any] | None = None,
+    ) -> None:
+        """Send these fields in every reply: ``response`` at the top level of a completion
+        and of each chunk, ``message`` in the message (stream: the first delta), ``usage``
+        in the usage (e.g. ``{"prompt_tokens_details": {"cached_tokens": 3}}``)."""
         with self._lock:
+            self._fields["response"].update(response or {})
+            self._fields["message"].update(message or {})
+            self._fields["usage"].update(usage or {})
+
+    def reset(self) -> None:
+        """Forget requests, script, faults, drops, latency and added fields; restart the id
+        counters."""
+        with self._lock:
+            self._fields = {"response": {}, "message": {}, "usage": {}}
             self._requests.clear()
             self._script.clear()
             self._faults.clear()
@@ -242,20 +266,50 @@ class MockLLM:
         if self._latency:
             await asyncio.sleep(self._latency)
         reply, completion_id = self._reply(chat)
+        with self._lock:
+            fields = {key: dict(value) for key, value in self._fields.items()}
+        top = {**_TOP_FIELDS, **fields["response"]}
+        choices = _choices(reply, chat)
         if not chat.stream:
+            first, *others = choices
             response = ChatResponse(
-                content=reply.content,
+                content=first.content,
                 model=chat.model,
-                tool_calls=reply.tool_calls,
-                usage=reply.usage,
-                finish_reason=reply.finish_reason,
+                tool_calls=first.tool_calls,
+                usage=_usage(reply, len(choices), fields["usage"]),
+                finish_reason=first.finish_reason,
                 id=completion_id,
                 created=CREATED,
+                logprobs=_logprobs(first.content, chat),
+                message_extra={**_MESSAGE_FIELDS, **fields["message"]},
+                more_choices=[
+                    {
+                        "index": i,
+                        "message": {"role": "assistant", "content": other.content}
+                        | _MESSAGE_FIELDS
+                        | fields["message"],
+                        "logprobs": _logprobs(other.content, chat),
+                        "finish_reason": other.finish_reason,
+                    }
+                    for i, other in enumerate(others, 1)
+                ],
+                extra=top,
             )
             return JSONResponse(response.to_openai())
+        chunks = [
+            chunk
+            for index, choice in enumerate(choices)
+            for chunk in _chunks(choice, chat, index, fields["message"])
+        ]
+        if chat.include_usage:
+            chunks.append(StreamChunk(usage=_usage(reply, len(choices), fields["usage"])))
         events = [
-            encode_sse(chunk.to_openai(completion_id, chat.model, CREATED))
-            for chunk in _chunks(reply, chat.include_usage)
+            encode_sse(
+                chunk.model_copy(update={"extra": top}).to_openai(
+                    completion_id, chat.model, CREATED
+                )
+            )
+            for chunk in chunks
         ]
         events.append(encode_sse("[DONE]"))
         drop = self._take_drop()
@@ -297,23 +351,97 @@ class MockLLM:
             return make_reply(chat, scripted, next_call_id), completion_id
 
 
-def _chunks(reply: Reply, include_usage: bool) -> list[StreamChunk]:
-    """The reply as OpenAI streams it: a role chunk, content word by word or tool-call deltas
-    with the arguments in pieces, the finish reason, then usage if asked for."""
-    chunks = [StreamChunk(role="assistant", content="" if reply.content is not None else None)]
+_TOP_FIELDS = {"system_fingerprint": "fp_helixlab_mock", "service_tier": "default"}
+_MESSAGE_FIELDS = {"refusal": None, "annotations": []}
+
+
+def _choices(reply: Reply, chat: ChatRequest) -> list[Reply]:
+    """``n`` choices: the reply, then copies whose text says which choice they are."""
+    n = chat.extra.get("n")
+    count = n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 8 else 1
+    choices = [reply]
+    for i in range(1, count):
+        content = None if reply.content is None else f"{reply.content} (choice {i})"
+        choices.append(Reply(content, list(reply.tool_calls), reply.finish_reason, reply.usage))
+    return choices
+
+
+def _usage(reply: Reply, choices: int, added: dict[str, Any]) -> Usage:
+    """The reply's usage (completion tokens of every choice), with OpenAI's breakdowns."""
+    usage = reply.usage
+    completion = usage.completion_tokens * choices
+    return Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=completion,
+        extra={
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+        | added,
+    )
+
+
+def _token_logprobs(pieces: list[str], chat: ChatRequest) -> list[dict[str, Any]]:
+    """OpenAI's per-token entries: every token at logprob -0.25 (probability ~0.78), with
+    ``top_logprobs`` alternatives each less likely than the last."""
+    top = chat.extra.get("top_logprobs")
+    alternatives = top if isinstance(top, int) and not isinstance(top, bool) else 0
+    entries = []
+    for piece in pieces:
+        entry: dict[str, Any] = {
+            "token": piece,
+            "logprob": -0.25,
+            "bytes": list(piece.encode()),
+            "top_logprobs": [
+                {"token": piece if k == 0 else f"{piece.strip()}~{k}", "logprob": -0.25 * (k + 1)}
+                | {"bytes": list((piece if k == 0 else f"{piece.strip()}~{k}").encode())}
+                for k in range(max(0, min(alternatives, 20)))
+            ],
+        }
+        entries.append(entry)
+    return entries
+
+
+def _logprobs(content: str | None, chat: ChatRequest) -> dict[str, Any] | None:
+    if chat.extra.get("logprobs") is not True or content is None:
+        return None
+    return {"content": _token_logprobs(split_words(content), chat), "refusal": None}
+
+
+def _chunks(
+    reply: Reply, chat: ChatRequest, choice: int, message_fields: dict[str, Any]
+) -> list[StreamChunk]:
+    """One choice as OpenAI streams it: a role chunk, content word by word or tool-call
+    deltas with the arguments in pieces, then the finish reason."""
+    first = StreamChunk(
+        role="assistant",
+        content="" if reply.content is not None else None,
+        index=choice,
+        delta_extra={"refusal": None, **message_fields},
+    )
+    chunks = [first]
     if reply.content:
-        chunks += [StreamChunk(content=piece) for piece in split_words(reply.content)]
+        for piece in split_words(reply.content):
+            logprobs = None
+            if chat.extra.get("logprobs") is True:
+                logprobs = {"content": _token_logprobs([piece], chat), "refusal": None}
+            chunks.append(StreamChunk(content=piece, index=choice, logprobs=logprobs))
     for index, call in enumerate(reply.tool_calls):
         chunks.append(
             StreamChunk(
-                tool_calls=[ToolCallDelta(index=index, id=call.id, name=call.name, arguments="")]
+                index=choice,
+                tool_calls=[ToolCallDelta(index=index, id=call.id, name=call.name, arguments="")],
             )
         )
         text = call.arguments
         for start in range(0, len(text), _ARGUMENT_PIECE):
             piece = text[start : start + _ARGUMENT_PIECE]
-            chunks.append(StreamChunk(tool_calls=[ToolCallDelta(index=index, arguments=piece)]))
-    chunks.append(StreamChunk(finish_reason=reply.finish_reason))
-    if include_usage:
-        chunks.append(StreamChunk(usage=reply.usage))
+            delta = ToolCallDelta(index=index, arguments=piece)
+            chunks.append(StreamChunk(index=choice, tool_calls=[delta]))
+    chunks.append(StreamChunk(index=choice, finish_reason=reply.finish_reason))
     return chunks

@@ -1,6 +1,7 @@
 """HTML reprs of the kernel's own objects (reports, rows, events, errors, the kernel).
 
-The kernel classes call these lazily from ``_repr_html_`` so that the kernel does not
+They are registered for the kernel's classes in ``helixlab._reprs`` when this module is
+imported (``import helixlab`` does), as IPython's ``for_type`` would: the kernel does not
 import the notebook layer.
 """
 
@@ -82,3 +83,23 @@ def error_html(error: BaseException) -> str:
         '<div style="border-left:4px solid #fa8072;padding-left:6px">'
         f"<b>{html.escape(type(error).__name__)}</b>: {html.escape(str(error))}</div>"
     )
+
+
+def _register() -> None:
+    from .._reprs import register_html
+    from ..errors import HelixError
+    from ..kernel import HealthStatus, Kernel, LoadReport, PluginEvent, PluginInfo, ReloadReport
+
+    for cls, render in (
+        (ReloadReport, reload_html),
+        (LoadReport, load_html),
+        (PluginInfo, info_html),
+        (PluginEvent, event_html),
+        (HealthStatus, health_html),
+        (Kernel, kernel_html),
+        (HelixError, error_html),
+    ):
+        register_html(cls, render)
+
+
+_register()

@@ -55,6 +55,7 @@ from helixlab.llm import (
 )
 
 from ..errors import UpstreamError
+from ._transport import async_client
 
 __all__ = [
     "CustomProvider",
@@ -156,7 +157,7 @@ class OpenAICompatibleProvider:
         headers = {"User-Agent": _USER_AGENT}
         if self.config.api_key is not None:
             headers["Authorization"] = f"Bearer {self.config.api_key.get_secret_value()}"
-        return httpx.AsyncClient(
+        return async_client(
             base_url=self.base_url, headers=headers, timeout=httpx.Timeout(self.config.timeout)
         )
 

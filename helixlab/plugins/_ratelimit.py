@@ -29,6 +29,7 @@ used bucket goes.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import threading
@@ -132,17 +133,31 @@ class BucketStore:
     def __contains__(self, key: object) -> bool:
         return key in self._buckets
 
+    def view(self) -> BucketStore:
+        """A store on the same buckets (and lock) with settings of its own.
+
+        What a reload hands over: the new instance may ``reshape`` its view, and the old
+        one, should the reload roll back, keeps its own limits. (A deep copy of a store is
+        such a view too, so the kernel's copy of handed-over state keeps the buckets shared.)
+        """
+        view = copy.copy(self)
+        return view
+
+    def __deepcopy__(self, memo: dict) -> BucketStore:
+        return self.view()
+
     def reshape(self, requests_per_minute: float, capacity: int, max_clients: int) -> None:
-        """Adopt new settings; buckets above the new capacity are cut down to it, not refilled."""
+        """Adopt new settings; buckets above the new capacity are cut down to it, not refilled.
+
+        Only this view's settings change; the shared buckets are capped as this view next
+        refills them, so another view (the old instance) is left as it was.
+        """
         with self._lock:
             now = self.clock()
             for bucket in self._buckets.values():
                 self._refill(bucket, now)
             self.requests_per_minute = requests_per_minute
             self.capacity, self.max_clients = capacity, max_clients
-            for bucket in self._buckets.values():
-                bucket.tokens = min(bucket.tokens, capacity)
-            self._evict()
 
     def acquire(self, key: str) -> Decision:
         """Take one token from ``key``'s bucket if there is one."""
@@ -185,6 +200,8 @@ class BucketStore:
     def _refill(self, bucket: _Bucket, now: float) -> None:
         elapsed = max(0.0, now - bucket.updated)
         bucket.tokens = min(float(self.capacity), bucket.tokens + elapsed * self.rate)
+        if len(self._buckets) > self.max_clients:
+            self._evict()
         bucket.updated = now
 
     def _sweep(self, now: float, force: bool = False) -> int:
@@ -234,8 +251,9 @@ class RateLimiter(MiddlewarePlugin):
         self.store = self._new_store(config)
 
     def export_state(self) -> BucketStore:
-        """The live store itself: tokens spent between export and swap are not lost."""
-        return self.store
+        """A view on the live buckets: tokens spent between export and swap are not lost,
+        and the new instance's settings never become the old one's."""
+        return self.store.view()
 
     def import_state(self, state: Any) -> None:
         if isinstance(state, BucketStore) or hasattr(state, "acquire"):
