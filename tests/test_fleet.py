@@ -615,3 +615,24 @@ def test_a_config_the_workers_would_refuse_is_refused_before_any_starts(tmp_path
     path.write_text("plugins:\n  no-such-plugin: {}\n")
     with pytest.raises(ConfigError, match="no plugin named 'no-such-plugin'"):
         Supervisor(str(path), 2).start()
+
+
+def test_the_admin_api_of_any_worker_reloads_the_whole_fleet(config, redis_server):
+    key = "admin-key-for-the-fleet-0123"
+    auth = {"Authorization": f"Bearer {key}"}
+    with fleet(config, 2, redis_server.url, admin_key=key) as sup:
+        done = httpx.post(sup.url + "/admin/reload", json={"plugin": "flaky"}, headers=auth)
+        assert done.status_code == 200, done.text
+        body = done.json()
+        assert body["ok"] and body["reports"][0]["generation"] == 2
+        assert len(body["reports"][0]["swapped"]) == 2
+        assert [w["generation"] for w in sup.status()["workers"]] == [2, 2]
+        refused = httpx.post(
+            sup.url + "/admin/configure",
+            json={"plugin": "flaky", "config": {"fail_slot": 0}},
+            headers=auth,
+        )
+        assert refused.status_code == 409
+        assert refused.json()["plugin"] == "flaky" and refused.json()["phase"] == "start"
+        assert "rolled back on every worker" in refused.json()["text"]
+        assert [w["generation"] for w in sup.status()["workers"]] == [2, 2]

@@ -90,6 +90,9 @@ def serve_fleet(args: argparse.Namespace) -> int:
         **{k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None},
     )
     fleet = _options(args)
+    given = getattr(args, "plugins", None) or []
+    dirs = [given] if isinstance(given, str) else list(given)
+    dirs += [d for d in parse_config(args.config).plugin_dirs if d not in dirs]
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -101,7 +104,10 @@ def serve_fleet(args: argparse.Namespace) -> int:
         redis=fleet.redis,
         fleet=fleet.name,
         rate_limit_policy=fleet.rate_limit_policy,
-        plugins=_one_plugins_dir(getattr(args, "plugins", None)),
+        plugins=_one_plugins_dir(dirs),
+        admin_key=getattr(args, "admin_key", None) or os.environ.get("HELIXLAB_ADMIN_KEY"),
+        verify=getattr(args, "verify", False),
+        entry_points=getattr(args, "entry_points", True),
     )
     supervisor.start()
     try:

@@ -65,6 +65,9 @@ class Supervisor:
         plugins: str | None = None,
         shared_limits: bool = True,
         log: str | os.PathLike | None = None,
+        admin_key: str | None = None,
+        verify: bool = False,
+        entry_points: bool = True,
     ):
         if workers < 1:
             raise FleetError(f"--workers must be at least 1, not {workers}.")
@@ -73,6 +76,7 @@ class Supervisor:
         self.policy, self.watch = rate_limit_policy, watch
         self.plugins = str(Path(plugins).resolve()) if plugins else None
         self.shared_limits = shared_limits
+        self.admin_key, self.verify, self.entry_points = admin_key, verify, entry_points
         # the workers' stderr: inherited, or appended to a file (a notebook's cells stay clean)
         self.log = open(log, "a", encoding="utf-8") if log else None  # noqa: SIM115
         self.sock = bind_tcp(host, port)
@@ -136,6 +140,8 @@ class Supervisor:
         from ..kernel import Kernel, _reload
 
         with Kernel() as kernel:
+            if self.entry_points:
+                kernel.discover_entry_points()
             if self.plugins:
                 kernel.discover(self.plugins)
             kernel.apply_config(self.config)
@@ -151,6 +157,8 @@ class Supervisor:
             "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
             "HELIXLAB_WORKER_SLOT": str(slot.index),  # which of the N a worker is
         }
+        if self.admin_key:
+            env["HELIXLAB_ADMIN_KEY"] = self.admin_key  # the environment, not argv (`ps`)
         args = [
             sys.executable, "-m", "helixlab.fleet._worker",
             "--config", self.config, "--fd", str(self.sock.fileno()),
@@ -161,6 +169,10 @@ class Supervisor:
             args += ["--plugins", self.plugins]
         if not self.shared_limits:
             args.append("--local-limits")
+        if self.verify:
+            args.append("--verify")
+        if not self.entry_points:
+            args.append("--no-entry-points")
         slot.ready.clear()
         slot.started = time.monotonic()
         slot.process = process = subprocess.Popen(

@@ -29,10 +29,12 @@ from ..errors import HelixError, describe
 from ._apply import Vote, prepare, vote_for
 from ._coordinator import decide, lock, unlock
 from ._generation import Generation, read_sources, write_sources
+from ._operations import FleetOperations
 from ._redis import Keys, client
 
 __all__ = ["Worker", "main"]
 
+ADMIN_KEY_VARIABLE = "HELIXLAB_ADMIN_KEY"  # as `helixlab serve` reads it
 EXIT_REJOIN = 3  # a worker that cannot know the fleet's generation restarts to rejoin it
 HEARTBEAT_TTL = 3.0  # seconds a worker stays in the quorum without a heartbeat
 DECISION_PATIENCE = 45.0  # seconds a prepared worker waits for the outcome, then aborts it
@@ -157,6 +159,8 @@ class Worker:
                 )
             self.kernel = Kernel()
             self.kernel.subscribe(self._on_event)
+            if self.args.entry_points:
+                await self.kernel.adiscover_entry_points()
             if gen.sources:  # the generation's code, not whatever this host's disk holds
                 write_sources(self.plugins, gen.sources)
                 await self.kernel.adiscover(self.plugins)
@@ -165,7 +169,13 @@ class Worker:
             for name, error in report.failed.items():
                 _say(f"failed {name} in {error.phase}: {self.kernel._redact(str(error))}")
             doc = parse_config(gen.config, source=gen.source)
-            options = gateway_config(doc)
+            overrides: dict[str, Any] = {}
+            if os.environ.get(ADMIN_KEY_VARIABLE):  # not in argv, where `ps` shows it
+                overrides["admin_key"] = os.environ[ADMIN_KEY_VARIABLE]
+            if self.args.verify:
+                overrides["verify"] = True
+            options = gateway_config(doc, **overrides)
+            operations = FleetOperations(self.kernel, self.args.redis, self.keys, gen.source)
             wrap = None
             if self.metrics is not None:
                 from ._metrics import MetricsMiddleware
@@ -173,7 +183,9 @@ class Worker:
                 def wrap(app: Any) -> Any:
                     return MetricsMiddleware(app, metrics=self.metrics)
 
-            self.server = await self.kernel.aserve(config=options, sock=sock, wrap=wrap)
+            self.server = await self.kernel.aserve(
+                config=options, sock=sock, wrap=wrap, operations=operations
+            )
             self._serving(gen)
             await self.beat()
         finally:
@@ -393,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-limit-policy", default="open")
     parser.add_argument("--plugins", help="a plugins directory to discover first")
     parser.add_argument("--local-limits", action="store_true", help="per-worker rate buckets")
+    parser.add_argument("--verify", action="store_true", help="probe each reload (a canary)")
+    parser.add_argument("--no-entry-points", dest="entry_points", action="store_false")
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
     worker = Worker(args)
