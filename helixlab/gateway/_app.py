@@ -138,17 +138,6 @@ class Gateway:
             lease.release()
 
 
-def _request_id(scope: Scope, accept: bool) -> str:
-    """The client's well-formed ``x-request-id`` if accepted, else a new ``req_...``."""
-    if accept:
-        for key, value in scope.get("headers", ()):
-            if key == b"x-request-id":
-                if _REQUEST_ID.fullmatch(value):
-                    return value.decode("ascii")
-                break
-    return f"req_{uuid.uuid4().hex}"
-
-
 def _content_length(scope: Scope) -> int | None:
     for key, value in scope.get("headers", ()):
         if key == b"content-length":
@@ -166,6 +155,17 @@ def _too_large(limit: int) -> GatewayError:
         f"(gateway option max_body_bytes).",
         code="request_too_large",
     )
+
+
+def _request_id(scope: Scope, accept: bool) -> str:
+    """The client's well-formed ``x-request-id`` if accepted, else a new ``req_...``."""
+    if accept:
+        for key, value in scope.get("headers", ()):
+            if key == b"x-request-id":
+                if _REQUEST_ID.fullmatch(value):
+                    return value.decode("ascii")
+                break
+    return f"req_{uuid.uuid4().hex}"
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
