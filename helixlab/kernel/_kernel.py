@@ -34,7 +34,7 @@ from ._operations import Operation, Operations, blocking, exclusive
 from ._plugin import Plugin, PluginState
 from ._registry import Entry, Registry
 from ._reports import HealthStatus, LoadReport, PluginInfo, ReloadReport
-from ._secrets import redact, redact_text
+from ._secrets import SecretBook, redact, secret_values, split_marked
 from ._transaction import PreparedReload
 
 __all__ = ["Kernel"]
@@ -80,7 +80,7 @@ class Kernel(Operations):
         self._events = EventLog(event_log_size)
         self._pool = LivePool(self._thread.loop)
         self._runner = Runner(self._thread.loop)
-        self._secrets: frozenset[str] = frozenset()
+        self._secrets = SecretBook()  # the current config's and every proposed one's
         self._registry = Registry()
         self._states: dict[str, PluginState] = {}
         self._errors: dict[str, str] = {}
@@ -116,19 +116,23 @@ class Kernel(Operations):
     @_registry.setter
     def _registry(self, registry: Registry) -> None:
         self.__registry = registry
-        self._secrets = registry.secrets  # kept up to date entry by entry: no rescan
+        self._secrets.learn(registry.secrets)  # kept up to date entry by entry: no rescan
+
+    def _learn(self, spec: PluginSpec, cls: type[Plugin] | None) -> None:
+        """Know the secrets of a configuration before applying it: its errors may quote them."""
+        model = getattr(cls, "config_model", None)
+        self._secrets.learn(secret_values(spec.config, model=model, marked=spec.secrets))
 
     def _redact(self, text: str) -> str:
-        """``text`` with the configured secret values masked: errors may quote them."""
-        return redact_text(text, self._secrets) if self._secrets and text else text
+        """``text`` with the known secret values masked: errors may quote them."""
+        return self._secrets.mask(text) if text else text
 
     def _emit(
         self, kind: str, name: str, detail: str = "", error: str | None = None, version: str = ""
     ) -> PluginEvent:
         if not version and name in self._registry:
             version = str(self._registry[name].cls.version)
-        if self._secrets:
-            detail, error = self._redact(detail), error and self._redact(error)
+        detail, error = self._redact(detail), error and self._redact(error)
         return self._events.emit(kind, name, version, detail, error)
 
     # -- registry ---------------------------------------------------------------------
@@ -230,7 +234,10 @@ class Kernel(Operations):
         names are registered; running plugins whose configuration changed are reloaded
         with their dependents.
         """
-        txn = _reload.apply_config(self, data, source=source, line_offset=line_offset)
+        # read and parsed in a worker thread: the kernel's loop keeps serving meanwhile
+        txn = await asyncio.to_thread(
+            _reload.apply_config, self, data, source=source, line_offset=line_offset
+        )
         report = await self._transact(txn)
         return [report] if txn.plan is not None else []
 
@@ -250,13 +257,17 @@ class Kernel(Operations):
 
     def _configured(self, name: str, config: Mapping[str, Any]) -> PluginSpec:
         entry = self._registry[name]
-        return replace(
+        config, marked = split_marked(dict(config))  # `{value: ..., secret: true}` too
+        spec = replace(
             entry.spec,
             config={**entry.spec.config, **config},
+            secrets=entry.spec.secrets | marked,
             source="configure()",
             line=None,
             lines={},  # the file's line numbers do not describe these values
         )
+        self._learn(spec, entry.cls)  # before validating: its errors may quote them
+        return spec
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -371,7 +382,9 @@ class Kernel(Operations):
         """:meth:`apply_config` up to its swap (see :meth:`prepare_reload`)."""
         return await self._arun(
             self._prepare(
-                lambda: _reload.apply_config(self, data, source=source, line_offset=line_offset),
+                lambda: asyncio.to_thread(
+                    _reload.apply_config, self, data, source=source, line_offset=line_offset
+                ),
                 timeout,
             )
         )
@@ -579,7 +592,7 @@ class Kernel(Operations):
                     enabled=entry.spec.enabled,
                     reload_count=self._reloads.get(name, 0),
                     health=_health.column(state, health),
-                    config=redact(entry.config),
+                    config=self._secrets.mask(redact(entry.config, marked=entry.spec.secrets)),
                     origin=entry.origin,
                     source=entry.source,
                     error=self._errors.get(name),

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import KernelClosedError
 from ._loop import LoopThread, Submission
 from ._reports import ReloadReport
+from ._secrets import SecretBook
 from ._transaction import PreparedReload, Transaction
 
 __all__ = ["Operation", "Operations", "blocking", "exclusive"]
@@ -72,6 +74,7 @@ class Operations:
     _prepared: PreparedReload | None
     _background: set[asyncio.Task]
     _emit: Callable[..., Any]
+    _secrets: SecretBook  # what leaves through _run/_arun is masked with it
 
     async def _locked(self, coro: Any) -> Any:
         async with self._op_lock:
@@ -130,14 +133,27 @@ class Operations:
 
     def _run(self, coro: Any) -> Any:
         self._check_open(coro)
-        return self._thread.run(coro, on_interrupt=self._interrupt, discard=self._discard)
+        try:  # the boundary: what leaves the loop (a report, an error) has its secrets masked
+            return self._secrets.mask(
+                self._thread.run(coro, on_interrupt=self._interrupt, discard=self._discard)
+            )
+        except BaseException as exc:
+            self._secrets.mask(exc)
+            raise
 
     async def _arun(self, coro: Any) -> Any:
         self._check_open(coro)
-        return await self._thread.arun(coro, on_interrupt=self._interrupt, discard=self._discard)
+        try:
+            return self._secrets.mask(
+                await self._thread.arun(coro, on_interrupt=self._interrupt, discard=self._discard)
+            )
+        except BaseException as exc:
+            self._secrets.mask(exc)
+            raise
 
-    async def _prepare(self, make: Callable[[], Transaction], timeout: float | None) -> Any:
-        """Take the operation lock, prepare ``make()``'s transaction, keep the lock."""
+    async def _prepare(self, make: Callable[[], Any], timeout: float | None) -> Any:
+        """Take the operation lock, prepare ``make()``'s transaction (or what it awaits to),
+        keep the lock."""
         await self._op_lock.acquire()
         try:
             if self._closing:
@@ -145,6 +161,8 @@ class Operations:
             op = self._begin_op()
             try:
                 txn = make()
+                if inspect.isawaitable(txn):  # made in a worker thread (a config to parse)
+                    txn = await txn
                 await txn.prepare()
             finally:
                 self._end_op(op)

@@ -59,7 +59,9 @@ class Entry:
     @functools.cached_property
     def secrets(self) -> frozenset[str]:
         """The secret values in this entry's configuration (computed once per entry)."""
-        return frozenset(secret_values(self.spec.config) | secret_values(self.config))
+        model, marked = self.cls.config_model, self.spec.secrets
+        raw = secret_values(self.spec.config, model=model, marked=marked)
+        return frozenset(raw | secret_values(self.config, model=model, marked=marked))
 
     @functools.cached_property
     def requires(self) -> tuple[tuple[str, str], ...]:
