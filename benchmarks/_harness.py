@@ -9,7 +9,8 @@ never counted in it.
   asyncio protocol (no framework), so the upstream is never the bottleneck. A JSON reply,
   or a stream of ``STREAM_WORDS`` content chunks plus role, finish and usage chunks.
 - ``passthrough``: the floor a proxy can reach in Python: a Starlette route forwarding the
-  body to the upstream with one pooled ``httpx.AsyncClient``, under the same uvicorn.
+  body to the upstream with one pooled ``httpx.AsyncClient``, under the same uvicorn
+  (``--transport asyncio``: that client over helixlab's asyncio backend).
 - ``load``: N keep-alive connections on raw sockets sending the same request as fast as
   answers come; commanded over stdin, one JSON line per run, answering one JSON line.
 """
@@ -167,8 +168,12 @@ async def _serve_upstream(port: int) -> None:
 # -- the pass-through peer ------------------------------------------------------------------
 
 
-def passthrough_app(upstream: str) -> Any:
-    """The minimal pass-through: the body forwarded as is, the answer relayed as is."""
+def passthrough_app(upstream: str, transport: str = "httpx") -> Any:
+    """The minimal pass-through: the body forwarded as is, the answer relayed as is.
+
+    ``transport="asyncio"``: the same httpx client over helixlab's asyncio backend (what
+    custom-provider uses), the floor under helixlab's own transport.
+    """
     import httpx
     from starlette.applications import Starlette
     from starlette.background import BackgroundTask
@@ -176,7 +181,12 @@ def passthrough_app(upstream: str) -> Any:
     from starlette.responses import Response, StreamingResponse
     from starlette.routing import Route
 
-    client = httpx.AsyncClient(base_url=upstream, timeout=30)
+    if transport == "asyncio":
+        from helixlab.plugins._transport import async_client
+
+        client = async_client(base_url=upstream, timeout=30)
+    else:
+        client = httpx.AsyncClient(base_url=upstream, timeout=30)
 
     async def chat(request: Request) -> Response:
         body = await request.body()
@@ -196,11 +206,11 @@ def passthrough_app(upstream: str) -> Any:
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
 
 
-def _serve_passthrough(port: int, upstream: str) -> None:
+def _serve_passthrough(port: int, upstream: str, transport: str) -> None:
     import uvicorn
 
     config = uvicorn.Config(
-        passthrough_app(upstream),
+        passthrough_app(upstream, transport),
         host="127.0.0.1",
         port=port,
         loop="asyncio",  # the gateway runs on a plain asyncio loop too
@@ -399,12 +409,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("role", choices=["upstream", "passthrough", "load"])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--upstream", default="")
+    parser.add_argument("--transport", choices=["httpx", "asyncio"], default="httpx")
     args = parser.parse_args(argv)
     if args.role == "upstream":
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve_upstream(args.port))
     elif args.role == "passthrough":
-        _serve_passthrough(args.port, args.upstream)
+        _serve_passthrough(args.port, args.upstream, args.transport)
     else:
         _serve_load()
     return 0

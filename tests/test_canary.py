@@ -126,3 +126,11 @@ def test_identical_tracebacks_are_logged_once_with_a_count(gateway, caplog):
         f"{n} times so far (its traceback was logged once)"
         for n in (10, 100)
     ]
+    with caplog.at_level(logging.ERROR, logger="helixlab.gateway"):
+        for _ in range(5):
+            gateway.chat("hi", model="fake-small")
+        gateway.server.stop()  # the total since the last count is logged once, at stop
+    assert caplog.records[-1].getMessage() == (
+        "Unexpected error serving POST /v1/chat/completions: the same RuntimeError "
+        "105 times in all (its traceback was logged once)"
+    )

@@ -79,7 +79,7 @@ def test_watch_ends_after_the_idle_timeout_and_unsubscribes():
         log.emit("started", "a")
         assert [e.plugin for e in events] == ["a"]
     log.emit("stopped", "a")  # nobody left to deliver to
-    assert log._subscribers == []
+    assert log._subscribers == ()
 
 
 def test_awatch_delivers_events_from_another_thread_to_the_callers_loop():

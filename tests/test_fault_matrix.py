@@ -1,5 +1,11 @@
-"""The fault matrix: every lifecycle phase × (raises, hangs, returns garbage) × (first load,
-reload, cascade reload, unload, close).
+"""The fault matrix: every lifecycle phase × (raises, hangs, returns garbage, exits with a
+BaseException, the caller interrupted) × (first load, reload, cascade reload, unload, close).
+
+``exits``: an async method raises SystemExit; ``keyboard``: a plain one raises
+KeyboardInterrupt (both are that plugin's failure, like any exception). ``interrupted``:
+while the plugin is in that phase, the *caller* gets a real SIGINT (Jupyter's interrupt
+button); the operation then rolls back (before the swap) or finishes (after it), and the
+caller gets the KeyboardInterrupt.
 
 The plugins are ``a <- b <- c`` and an unrelated ``d``. One of them misbehaves in one phase
 once armed. After each fault: the error (or event) names the plugin and the phase; states,
@@ -18,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -41,7 +49,7 @@ SCENARIOS = {
     "unload": ("stop",),
     "close": ("stop",),
 }
-MODES = ("raises", "hangs", "garbage")
+MODES = ("raises", "hangs", "garbage", "exits", "keyboard", "interrupted")
 
 
 class BadAwaitable:
@@ -97,10 +105,18 @@ class Fault:
         self.calls = 0
         self.cancelled = 0
         self.release = threading.Event()  # ends a plain-thread hang
+        self.taken = threading.Event()  # the kernel emitted "interrupted"
+        self.interrupted = False
 
     @property
     def fails(self) -> bool:
         return self.mode != "garbage" or GARBAGE[self.phase][1]
+
+    def interrupt_caller(self) -> None:
+        """Press the interrupt button; go on once the kernel has taken the interrupt."""
+        self.interrupted = True
+        os.kill(os.getpid(), signal.SIGINT)
+        assert self.taken.wait(10)
 
     @property
     def reason(self) -> str:
@@ -109,6 +125,10 @@ class Fault:
             return "within 0.2s"
         if self.mode == "raises":
             return f"RuntimeError: {self.phase} exploded"
+        if self.mode == "exits":
+            return f"SystemExit: {self.phase} exited"
+        if self.mode == "keyboard":
+            return "KeyboardInterrupt"
         if self.phase == "export_state":
             return "TypeError"
         return "Task got bad yield"
@@ -123,13 +143,18 @@ class Fault:
     def method(self) -> Callable[..., Any]:
         fault, normal = self, NORMAL.get(self.phase)
 
-        if self.mode in ("garbage", "thread"):
+        if self.mode in ("garbage", "thread", "keyboard", "interrupted"):
 
             def plain(plugin, *args):
                 if fault.armed:
                     fault.calls += 1
                     if fault.mode == "thread":
                         fault.release.wait()
+                    elif fault.mode == "keyboard":
+                        raise KeyboardInterrupt
+                    elif fault.mode == "interrupted":
+                        fault.armed = False  # once
+                        fault.interrupt_caller()
                     else:
                         return GARBAGE[fault.phase][0]()
                 return normal(plugin, *args) if normal else None
@@ -141,6 +166,8 @@ class Fault:
                 fault.calls += 1
                 if fault.mode == "raises":
                     raise RuntimeError(f"{fault.phase} exploded")
+                if fault.mode == "exits":
+                    raise SystemExit(f"{fault.phase} exited")
                 try:
                     await asyncio.Event().wait()  # never set: only the timeout ends it
                 except asyncio.CancelledError:
@@ -272,8 +299,10 @@ def test_fault_matrix(kernel, make_plugin, threads_before, scenario, phase, mode
     if scenario == "load":
         fault.armed = True
     build(kernel, make_plugin, fault)
+    if mode == "interrupted":
+        kernel.subscribe(lambda e: fault.taken.set() if e.kind == "interrupted" else None)
     try:
-        RUN[scenario](kernel, fault)
+        (run_interrupted if mode == "interrupted" else RUN[scenario])(kernel, fault, scenario)
     finally:
         fault.release.set()
     if scenario != "close":
@@ -281,7 +310,7 @@ def test_fault_matrix(kernel, make_plugin, threads_before, scenario, phase, mode
     assert_no_leaks(kernel, fault, threads_before)
 
 
-def run_load(kernel: hx.Kernel, fault: Fault) -> None:
+def run_load(kernel: hx.Kernel, fault: Fault, scenario: str = "") -> None:
     report = kernel.load_all()
     if fault.phase == "health":
         assert report.ok
@@ -313,7 +342,7 @@ def run_load(kernel: hx.Kernel, fault: Fault) -> None:
     assert kernel.load("c").order == ["b", "c"]
 
 
-def run_reload(kernel: hx.Kernel, fault: Fault) -> None:
+def run_reload(kernel: hx.Kernel, fault: Fault, scenario: str = "") -> None:
     """Reload ``b`` (scenario reload, fault in b) or ``a`` (cascade, fault in c)."""
     assert kernel.load_all().ok
     before = live(kernel)
@@ -367,7 +396,7 @@ def run_reload(kernel: hx.Kernel, fault: Fault) -> None:
     assert all(live(kernel)[n] is not before[n] for n in cascade)
 
 
-def run_unload(kernel: hx.Kernel, fault: Fault) -> None:
+def run_unload(kernel: hx.Kernel, fault: Fault, scenario: str = "") -> None:
     assert kernel.load_all().ok
     count = len(kernel.events())
     fault.armed = True
@@ -381,7 +410,7 @@ def run_unload(kernel: hx.Kernel, fault: Fault) -> None:
     assert kernel.load("c").order == ["a", "b", "c"]  # loads again from scratch
 
 
-def run_close(kernel: hx.Kernel, fault: Fault) -> None:
+def run_close(kernel: hx.Kernel, fault: Fault, scenario: str = "") -> None:
     assert kernel.load_all().ok
     count = len(kernel.events())
     fault.armed = True
@@ -409,6 +438,47 @@ def run_close(kernel: hx.Kernel, fault: Fault) -> None:
     assert stopped.index("c") < stopped.index("b") < stopped.index("a")  # dependents first
     with pytest.raises(hx.KernelClosedError):
         kernel.reload("a")
+
+
+def run_interrupted(kernel: hx.Kernel, fault: Fault, scenario: str) -> None:
+    """The caller is interrupted while ``fault.plugin`` is in ``fault.phase``."""
+    fault.armed = False
+    if scenario != "load" or fault.phase == "health":
+        assert kernel.load_all().ok
+    before = live(kernel)
+    fault.armed = True
+    target = {"cascade": "a", "reload": "b"}.get(scenario)
+    with pytest.raises(KeyboardInterrupt):
+        if scenario == "load":
+            kernel.health() if fault.phase == "health" else kernel.load_all()
+        elif target is not None:
+            kernel.reload(target)
+        elif scenario == "unload":
+            kernel.unload("a")
+        else:
+            kernel.close()
+    assert fault.interrupted and fault.taken.is_set()
+    if scenario == "close":
+        assert kernel._closed and {kernel.state(n) for n in NAMES} == {hx.PluginState.STOPPED}
+        return
+    now = live(kernel)
+    if scenario == "load" and fault.phase != "health":  # what started stays, nothing more
+        assert set(now) == {"a", "b"}  # b's phase finished; c and d were not begun
+        assert {kernel.state(n) for n in "cd"} == {hx.PluginState.REGISTERED}
+        assert kernel.load_all().order == ["c", "d"]
+    elif target is not None and fault.phase != "stop":  # before the swap: rolled back
+        assert now == before
+        assert any(
+            e.kind == "reload_failed" and e.detail == "in interrupt" for e in kernel.events()
+        )
+    elif target is not None:  # after the swap: the reload finished
+        cascade = ["a", "b", "c"] if target == "a" else ["b", "c"]
+        assert all(now[n] is not before[n] for n in cascade)
+    elif scenario == "unload":
+        assert set(now) == {"d"}
+    assert_consistent(kernel)
+    if "c" in now:
+        assert kernel.reload("c").ok  # the next operation works
 
 
 RUN = {

@@ -307,7 +307,7 @@ def test_routing_by_model_then_open_provider_by_priority() -> None:
 
 
 def test_no_provider_is_503_and_health_says_why() -> None:
-    with hx.Kernel(timeouts=FAST) as kernel, kernel.serve() as server:
+    with hx.Kernel(timeouts=FAST) as kernel, kernel.serve(health_detail="public") as server:
         response = httpx.post(server.url + "/v1/chat/completions", json=chat("x"))
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "no_provider"
@@ -528,8 +528,9 @@ def test_providers_see_the_callers_claims_but_upstream_never_does() -> None:
 # -- health and plugin status --------------------------------------------------------------
 
 
-def test_health_is_200_with_per_plugin_detail(http: httpx.Client) -> None:
-    response = http.get("/health")
+def test_health_is_200_with_per_plugin_detail(kernel: hx.Kernel) -> None:
+    with kernel.serve(health_detail="public") as server:
+        response = httpx.get(server.url + "/health")
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok" and body["providers"] == ["fake-provider"]
@@ -544,7 +545,7 @@ def test_health_is_503_when_a_plugin_is_unhealthy(kernel: hx.Kernel) -> None:
     )
     kernel.register(sick)
     kernel.load("sick")
-    with kernel.serve() as server:
+    with kernel.serve(health_detail="public") as server:
         response = httpx.get(server.url + "/health")
     assert response.status_code == 503
     assert response.json()["plugins"]["sick"] == {

@@ -48,7 +48,7 @@ def test_serve_then_stop_on_a_signal(tmp_path: Path, sig: signal.Signals) -> Non
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url), url
         health = httpx.get(url + "/health", timeout=10)
         assert health.status_code == 200
-        assert health.json()["providers"] == ["custom-provider"]
+        assert health.json() == {"status": "ok"}  # no credentials: the status only
         chat = httpx.post(
             url + "/v1/chat/completions",
             json={"model": "mock-small", "messages": [{"role": "user", "content": "hi"}]},

@@ -268,3 +268,30 @@ def test_handed_over_state_cannot_change_the_old_instance(kernel, make_plugin):
             make_plugin("a", version="2", init=init, import_state=import_state, start=bad_start)
         )
     assert kernel.get("a") is old and old.state == {"seen": ["1.0.0"]}
+
+
+def test_work_bound_to_a_lease_is_cancelled_at_the_drain_deadline(make_plugin):
+    with hx.Kernel(timeouts=hx.Timeouts(drain=0.2)) as kernel:
+        kernel.register(make_plugin("a"))
+        kernel.load_all()
+        started = threading.Event()
+        outcome: list[str] = []
+
+        async def request() -> None:  # a stream whose client never reads
+            lease = kernel.lease().bind()
+            try:
+                started.set()
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                outcome.append("abandoned" if lease.abandoned else "cancelled")
+                raise
+            finally:
+                lease.release()
+
+        future = kernel._thread.submit(request()).future
+        assert started.wait(10)
+        report = kernel.reload("a")
+        assert report.ok and report.stopped == ["a"]
+        with pytest.raises(BaseException):  # noqa: B017 - the request's task was cancelled
+            future.result(timeout=10)
+        assert outcome == ["abandoned"]

@@ -101,7 +101,8 @@ def test_a_spoofed_x_forwarded_for_is_ignored_unless_trusted(kernel, clock):
 
 
 def test_api_keys_get_their_own_buckets_keyed_by_a_hash(kernel, clock):
-    plugin = load_limiter(kernel, clock, burst_size=1)
+    keys = ["sk-alpha-secret", "sk-beta-secret"]
+    plugin = load_limiter(kernel, clock, burst_size=1, api_keys=keys)
     with serving(plugin.get_middleware()(echo_app())) as url:
         assert get(url, Authorization="Bearer sk-alpha-secret").status_code == 200
         assert get(url, Authorization="Bearer sk-beta-secret").status_code == 200

@@ -167,16 +167,18 @@ def test_the_limit_holds_exactly_while_reloaded_and_reconfigured_under_load(kern
 
 def test_many_distinct_clients_keep_memory_bounded(kernel):
     clock = Clock()
-    server = limited_gateway(kernel, clock, max_clients=20, burst_size=2)
+    server = limited_gateway(kernel, clock, max_clients=20, burst_size=2, trust_forwarded=True)
     with httpx.Client(base_url=server.url) as http:
-        for i in range(60):  # each API key is a client of its own
-            assert http.get("/v1/models", headers={"Authorization": f"Bearer k{i}"}).is_success
+        for i in range(60):  # each address is a client of its own
+            forwarded = {"X-Forwarded-For": f"10.0.{i // 250}.{i % 250}"}
+            assert http.get("/v1/models", headers=forwarded).is_success
         store = kernel.get("rate-limiter").store
         assert len(store) == 20  # the least recently used were evicted
         kernel.reload("rate-limiter")
-        assert kernel.get("rate-limiter").store is store and len(store) == 20
+        new = kernel.get("rate-limiter").store
+        assert new._buckets is store._buckets and len(new) == 20  # a view on the same buckets
         clock.advance(3600)  # everyone idle and full again
-        assert http.get("/v1/models", headers={"Authorization": "Bearer late"}).is_success
+        assert http.get("/v1/models", headers={"X-Forwarded-For": "10.9.9.9"}).is_success
     assert len(store) == 1  # the newcomer's arrival swept the idle ones
 
 

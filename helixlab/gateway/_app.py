@@ -16,6 +16,9 @@ limit. Either way the client gets 413.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
 import re
 import uuid
@@ -24,6 +27,7 @@ from typing import Any
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..llm import error_body
 from ._build import GatewayState
 from ._chat import CONFIG_KEY
 from ._config import GatewayConfig
@@ -116,12 +120,16 @@ class Gateway:
                 started = True
             await send(message)
 
-        lease = self.kernel.lease()
+        lease = self.kernel.lease().bind()  # cancelled if its drain times out
         try:
             state: GatewayState | None = lease.extras.get("gateway")
             if state is None:
                 raise GatewayError(503, "The gateway is not built yet; retry.", code="not_ready")
             await state.app(scope, _replay(body, receive), tracking_send)
+        except asyncio.CancelledError:
+            if not lease.abandoned:
+                raise
+            await _end_abandoned(send, started)  # the drain deadline passed: end it, with why
         except GatewayError as exc:
             if started:
                 raise
@@ -138,15 +146,17 @@ class Gateway:
             lease.release()
 
 
-def _request_id(scope: Scope, accept: bool) -> str:
-    """The client's well-formed ``x-request-id`` if accepted, else a new ``req_...``."""
-    if accept:
-        for key, value in scope.get("headers", ()):
-            if key == b"x-request-id":
-                if _REQUEST_ID.fullmatch(value):
-                    return value.decode("ascii")
-                break
-    return f"req_{uuid.uuid4().hex}"
+async def _end_abandoned(send: Any, started: bool) -> None:
+    """End a response whose plugins were stopped under it (an error event for a stream)."""
+    body = error_body(
+        503, "The plugins serving this response were reloaded and stopped.", code="reloaded"
+    )
+    message = b"data: " + json.dumps(body).encode() + b"\n\n"
+    with contextlib.suppress(Exception, asyncio.TimeoutError):  # a client that reads nothing
+        async with asyncio.timeout(1.0):
+            if not started:
+                await send({"type": "http.response.start", "status": 503, "headers": []})
+            await send({"type": "http.response.body", "body": message, "more_body": False})
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -166,6 +176,17 @@ def _too_large(limit: int) -> GatewayError:
         f"(gateway option max_body_bytes).",
         code="request_too_large",
     )
+
+
+def _request_id(scope: Scope, accept: bool) -> str:
+    """The client's well-formed ``x-request-id`` if accepted, else a new ``req_...``."""
+    if accept:
+        for key, value in scope.get("headers", ()):
+            if key == b"x-request-id":
+                if _REQUEST_ID.fullmatch(value):
+                    return value.decode("ascii")
+                break
+    return f"req_{uuid.uuid4().hex}"
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

@@ -29,6 +29,7 @@ from ._routing import ProviderRoute, Router
 __all__ = ["GatewayState", "build_state", "make_builder"]
 
 ROUTER_KEY = "helixlab.router"
+DEFAULT_TOOL_TIMEOUT = 10.0  # seconds a server-side tool may run unless its plugin says
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,20 @@ def _tools(name: str, plugin: ToolPlugin) -> list[Tool]:
     return tools
 
 
+def _tool_timeout(name: str, plugin: Plugin) -> float:
+    """How long the plugin's tools may run: its ``tool_timeout`` (seconds), else the default."""
+    value = getattr(plugin, "tool_timeout", None)
+    if value is None:
+        return DEFAULT_TOOL_TIMEOUT
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise PluginError(
+            name,
+            "get_tools",
+            f"Plugin {name!r}'s tool_timeout is {value!r}; give a number of seconds above 0.",
+        )
+    return float(value)
+
+
 def build_state(
     instances: Mapping[str, Plugin],
     core: ASGIApp,
@@ -124,6 +139,7 @@ def build_state(
     names = [n for n in order if n in instances]
     names += sorted(set(instances) - set(names))
     providers, tools, owners, middleware = [], {}, {}, []
+    timeouts: dict[str, float] = {}
     for position, name in enumerate(names):
         plugin = instances[name]
         rank = priority(name) if priority else type(plugin).priority
@@ -139,6 +155,7 @@ def build_state(
                         f"{owners[tool.name]!r} already offers; tool names must be unique.",
                     )
                 tools[tool.name], owners[tool.name] = tool, name
+                timeouts[tool.name] = _tool_timeout(name, plugin)
         if isinstance(plugin, MiddlewarePlugin):
             factory = _phase(name, "get_middleware", plugin.get_middleware)
             if not callable(factory):
@@ -149,7 +166,7 @@ def build_state(
                     f"factory taking the next ASGI app and returning the wrapped app.",
                 )
             middleware.append((name, factory))
-    router = Router(tuple(providers), tools)
+    router = Router(tuple(providers), tools, timeouts)
     app: ASGIApp = _Core(core, router)
     for name, factory in reversed(middleware):
         wrapped = _phase(name, "get_middleware", lambda factory=factory, app=app: factory(app))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 from pydantic import ConfigDict, Field
@@ -38,6 +38,10 @@ class GatewayConfig(pydantic.BaseModel):
     """Loopback by default: exposing a gateway is a decision, not an accident."""
     port: int = Field(default=0, ge=0, le=65535)
     """0 picks a free port; the server handle's ``url`` tells which."""
+    health_detail: Literal["auth", "public", "none"] = "auth"
+    """Who sees ``/health``'s per-plugin detail: ``auth`` — requests with a token the loaded
+    custom-auth accepts (without custom-auth, nobody); ``public`` — everyone; ``none`` —
+    nobody. Everyone else gets the status only."""
     max_body_bytes: int = Field(default=MIB, ge=1)
     """Request bodies above this are refused with 413 while they are read."""
     execute_tools: bool = False

@@ -17,12 +17,12 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from ..errors import UpstreamError, describe
+from ..kernel._secrets import mask
 from ..llm import error_body
 
 __all__ = ["GatewayError", "error_body", "error_response", "upstream_error"]
 
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
-_KEYS = re.compile(r"(?i)\b(sk-[A-Za-z0-9_-]{4,})")
 
 
 def error_response(
@@ -35,7 +35,7 @@ def error_response(
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     """A JSON error response in the OpenAI shape (also usable as an ASGI app by middleware)."""
-    body = error_body(status, message, type=type, param=param, code=code)
+    body = error_body(status, mask(message), type=type, param=param, code=code)
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
@@ -67,10 +67,11 @@ class GatewayError(Exception):
 
     @property
     def body(self) -> dict[str, Any]:
+        """The error body, secrets masked (an upstream's words may quote the gateway's key)."""
         if self._body is not None:
-            return self._body
-        return error_body(
-            self.status, self.message, type=self.type, param=self.param, code=self.code
+            return mask(self._body)
+        return mask(
+            error_body(self.status, self.message, type=self.type, param=self.param, code=self.code)
         )
 
     def response(self) -> JSONResponse:
@@ -78,8 +79,9 @@ class GatewayError(Exception):
 
 
 def scrub(text: str) -> str:
-    """``text`` with bearer tokens and ``sk-`` keys masked: exception messages may quote them."""
-    return _KEYS.sub("***", _BEARER.sub(r"\1***", text))
+    """``text`` with every known secret, bearer tokens and ``sk-`` keys masked: exception
+    messages (httpx's quote request headers) may hold them."""
+    return mask(_BEARER.sub(r"\1***", text))
 
 
 def upstream_error(exc: BaseException, provider: str) -> GatewayError:

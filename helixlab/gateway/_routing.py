@@ -45,6 +45,7 @@ class Router:
 
     providers: tuple[ProviderRoute, ...] = ()
     tools: Mapping[str, Tool] = field(default_factory=dict)
+    timeouts: Mapping[str, float] = field(default_factory=dict)  # tool -> its plugin's limit
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "providers", tuple(sorted(self.providers, key=ProviderRoute.rank)))

@@ -155,6 +155,7 @@ class GatewayServer:
                     server.force_exit = True
                     await task
         finally:
+            self.app.errors.flush()  # the totals of repeated tracebacks not yet logged
             self._unregister()
 
     # -- public --------------------------------------------------------------------------

@@ -4,7 +4,11 @@ When a request asks for it (``"helixlab": {"execute_tools": true}`` in the body,
 openai client sends with ``extra_body``) or the gateway is configured to, the gateway runs
 the tools of tool plugins itself: the model asks for calls, the gateway runs them, appends
 the results as ``tool`` messages and asks again, for at most ``max_tool_rounds`` rounds.
-A tool that raises answers the model with the error text, so the model can recover. A
+A tool that raises answers the model with the error text, so the model can recover; so
+does a tool that runs past its plugin's ``tool_timeout`` (seconds, an attribute of the tool
+plugin; 10 s when it sets none; ``builtin-tools`` takes it from its ``timeout`` setting):
+the request goes on without it, and a reload need not wait for it to drain. (A plain
+function that hangs keeps its worker thread: Python cannot kill threads.) A
 reply calling any tool the gateway does not own goes back to the client unchanged: the
 client offered that tool and runs it. If the request offers no tools, the tools of all
 running tool plugins are offered.
@@ -24,7 +28,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..errors import describe
+from ..kernel._secrets import mask
 from ..llm import ChatRequest, ChatResponse, Message, StreamAccumulator, StreamChunk, ToolCall
+from ._build import DEFAULT_TOOL_TIMEOUT
 from ._routing import Router
 
 __all__ = ["complete", "offer_tools", "stream"]
@@ -38,10 +44,17 @@ def offer_tools(request: ChatRequest, router: Router, execute: bool) -> ChatRequ
 
 
 async def _run_one(router: Router, call: ToolCall) -> Message:
+    timeout = router.timeouts.get(call.name, DEFAULT_TOOL_TIMEOUT)
     try:
-        result = await router.tools[call.name].invoke(call.arguments)
+        async with asyncio.timeout(timeout):
+            result = await router.tools[call.name].invoke(call.arguments)
+    except TimeoutError:
+        content = (
+            f"Error: the tool {call.name!r} did not finish within {timeout:g}s and was "
+            f"abandoned; answer without its result or try something simpler."
+        )
     except Exception as exc:
-        content = f"Error: {describe(exc)}"
+        content = mask(f"Error: {describe(exc)}")  # the model may repeat it to the client
     else:
         if result is None:
             content = ""

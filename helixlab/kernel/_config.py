@@ -20,7 +20,7 @@ import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 
 from ..errors import ConfigError, ConfigProblem
-from ._secrets import redact
+from ._secrets import mask, redact, unwrap_marked
 
 __all__ = ["ConfigDocument", "PluginSpec", "parse_config"]
 
@@ -47,12 +47,15 @@ class PluginSpec:
     source: str = "<config>"
     line: int | None = None
     lines: dict[tuple, int] = field(default_factory=dict)  # key path inside config -> line
+    secrets: frozenset[tuple] = frozenset()  # config paths marked {value: ..., secret: true}
 
     def __repr__(self) -> str:  # a spec shown in a notebook must not leak its secrets
         return (
             f"PluginSpec(name={self.name!r}, enabled={self.enabled!r}, "
             f"priority={self.priority!r}, depends_on={self.depends_on!r}, "
-            f"config={redact(self.config)!r}, source={self.source!r}, line={self.line!r})"
+            f"config={mask(redact(self.config, marked=self.secrets))!r}, "
+            f"source={self.source!r}, "
+            f"line={self.line!r})"
         )
 
 
@@ -208,6 +211,7 @@ class _Reader:
         self._active: set[int] = set()
         self._merging: set[int] = set()
         self._budget = _MAX_VALUES
+        self.marked: set[tuple] = set()  # paths written {value: ..., secret: true}
 
     def line(self, node: yaml.Node | None) -> int | None:
         mark = node.start_mark if node is not None else None
@@ -346,8 +350,10 @@ class _Reader:
                 spec.depends_on = self.depends_on(name, vn)
             elif key == "config":
                 lines: dict[tuple, int] = {}
+                self.marked = set()
                 spec.config = self.mapping(vn, name, ("config",), lines)
                 spec.lines = {p[1:]: n for p, n in lines.items()}
+                spec.secrets = frozenset(p[1:] for p in self.marked)
             else:
                 self.report(_unknown_message(key, ENTRY_KEYS), kn, plugin=name, path=(key,))
         return spec
@@ -427,6 +433,8 @@ class _Reader:
         sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
         pairs: list = []
         for source in sources:
+            if self._budget < 0:
+                break  # already too big: merging further would only take longer
             if not isinstance(source, yaml.MappingNode) or id(source) in self._merging:
                 message = "a merge key '<<' needs a mapping or a list of mappings, not recursion."
                 if not isinstance(source, yaml.MappingNode):
@@ -435,10 +443,26 @@ class _Reader:
                 continue
             self._merging.add(id(source))
             try:
-                pairs.extend((kn, vn) for _, kn, vn in self.items(source, plugin, path))
+                merged = self.items(source, plugin, path)
             finally:
                 self._merging.discard(id(source))
+            # merged keys count against the alias budget: `<<: [*a, *a]` nested a few levels
+            # deep is a "billion laughs" too, even though the merged keys collapse
+            self.spend(len(merged), source, plugin)
+            pairs.extend((kn, vn) for _, kn, vn in merged)
         return pairs
+
+    def spend(self, count: int, node: yaml.Node | None, plugin: str | None) -> bool:
+        """Take ``count`` values from the expansion budget; False (reported once) past it."""
+        before = self._budget
+        self._budget -= count
+        if self._budget < 0 <= before:
+            message = (
+                f"the configuration expands to more than {_MAX_VALUES} values (aliases and "
+                f"'<<' merge keys count every time they are used); write the values out."
+            )
+            self.report(message, node, plugin=plugin)
+        return self._budget >= 0
 
     def key(self, node: yaml.Node, plugin: str | None, path: tuple, *, raw: bool) -> Any:
         if isinstance(node, _ValueNode):
@@ -453,10 +477,7 @@ class _Reader:
         self, node: yaml.Node, plugin: str | None, path: tuple, lines: dict, *, retype=False
     ) -> Any:
         """The Python value of ``node``, recording the line of every key path under it."""
-        self._budget -= 1
-        if self._budget < 0:
-            if self._budget == -1:
-                self.report("the configuration expands to too many values.", node, plugin=plugin)
+        if not self.spend(1, node, plugin):
             return None
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, plugin, path, retype=retype)
@@ -479,7 +500,10 @@ class _Reader:
             for key, key_node, value_node in self.items(node, plugin, path):
                 self.record(lines, (*path, key), key_node)
                 mapping[key] = self.value(value_node, plugin, (*path, key), lines)
-            return mapping
+            value, marked = unwrap_marked(mapping)
+            if marked:  # `{value: ..., secret: true}`: the value, known to be secret
+                self.marked.add(path)
+            return value
         finally:
             self._active.discard(id(node))
 

@@ -257,7 +257,7 @@ def fingerprint(cls: type) -> str:
     return h.hexdigest()
 
 
-_NOT_CODE = frozenset({"__module__", "__dict__", "__weakref__", "__qualname__", "__doc__"})
+_NOT_CODE = frozenset({"__module__", "__dict__", "__weakref__", "__qualname__", "__helix_phases__"})
 _PYDANTIC_MADE = (
     "__pydantic",
     "__signature__",

@@ -66,7 +66,7 @@ class EventLog:
         self._events: deque[PluginEvent] = deque(maxlen=maxlen)
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
-        self._subscribers: list[Callable[[PluginEvent], object]] = []
+        self._subscribers: tuple[Callable[[PluginEvent], object], ...] = ()  # replaced, not changed
 
     @property
     def maxlen(self) -> int:
@@ -80,10 +80,14 @@ class EventLog:
         detail: str = "",
         error: str | None = None,
     ) -> PluginEvent:
+        event = object.__new__(PluginEvent)  # a frozen dataclass, filled without its checks
+        event.__dict__.update(
+            kind=kind, plugin=plugin, version=version, detail=detail, error=error, time=time.time()
+        )
         with self._lock:
-            event = PluginEvent(next(self._seq), kind, plugin, version, detail, error, time.time())
+            event.__dict__["seq"] = next(self._seq)
             self._events.append(event)
-            subscribers = tuple(self._subscribers)
+            subscribers = self._subscribers
         for callback in subscribers:
             try:
                 callback(event)
@@ -104,12 +108,14 @@ class EventLog:
     def subscribe(self, callback: Callable[[PluginEvent], object]) -> Callable[[], None]:
         """Call ``callback(event)`` for each new event; returns the function that unsubscribes."""
         with self._lock:
-            self._subscribers.append(callback)
+            self._subscribers = (*self._subscribers, callback)
 
         def unsubscribe() -> None:
             with self._lock:
                 if callback in self._subscribers:
-                    self._subscribers.remove(callback)
+                    rest = list(self._subscribers)
+                    rest.remove(callback)
+                    self._subscribers = tuple(rest)
 
         return unsubscribe
 

@@ -13,6 +13,7 @@ with the registry's view (versions, priorities, enabled flags).
 from __future__ import annotations
 
 import difflib
+import functools
 import heapq
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -210,6 +211,11 @@ class Node:
     enabled: bool = True
     requires: tuple[tuple[str, str], ...] = ()
 
+    @functools.cached_property
+    def deps(self) -> tuple[str, ...]:
+        """The names it depends on (computed once per node; registry entries keep theirs)."""
+        return tuple(name for name, _ in self.requires)
+
 
 class DependencyGraph:
     """The plugins' declared graph, with the checks and orders the kernel needs.
@@ -222,17 +228,27 @@ class DependencyGraph:
     """
 
     def __init__(self, nodes: Iterable[Node] | Mapping[str, Node]):
-        items = nodes.values() if isinstance(nodes, Mapping) else nodes
-        table: dict[str, Node] = {}
-        for node in items:
-            if node.name in table:
-                raise RegistryError(f"Plugin {node.name!r} appears twice in the graph.")
-            table[node.name] = node
+        if isinstance(nodes, Mapping):  # name -> node, as the registry gives it
+            table: dict[str, Node] = dict(nodes)
+        else:
+            table = {}
+            for node in nodes:
+                if node.name in table:
+                    raise RegistryError(f"Plugin {node.name!r} appears twice in the graph.")
+                table[node.name] = node
         self.nodes: Mapping[str, Node] = MappingProxyType(table)
-        self._deps = {n: tuple(d for d, _ in node.requires) for n, node in table.items()}
-        enabled = {n for n, node in table.items() if node.enabled}
-        self._enabled = {n: [d for d in self._deps[n] if d in enabled] for n in sorted(enabled)}
+        self._deps = {n: node.deps for n, node in table.items()}
+        disabled = {n for n, node in table.items() if not node.enabled}
+        if disabled:  # loading questions concern enabled plugins only
+            self._enabled = {
+                n: [d for d in ds if d not in disabled]
+                for n, ds in self._deps.items()
+                if n not in disabled
+            }
+        else:  # (names that are no node are ignored by every algorithm here)
+            self._enabled = self._deps
         self._priority = {n: node.priority for n, node in table.items() if node.priority}
+        self._cascades: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def __contains__(self, name: object) -> bool:
         return name in self.nodes
@@ -322,11 +338,17 @@ class DependencyGraph:
     def reload_order(self, names: str | Iterable[str]) -> list[str]:
         """What a reload of ``names`` restarts: them and every enabled dependent, deps first."""
         targets = [names] if isinstance(names, str) else list(names)
+        key = tuple(targets)
+        known = self._cascades.get(key)
+        if known is not None:  # the graph is immutable: the same question, the same answer
+            return list(known)
         for name in targets:
             if name not in self._enabled:
                 self._node(name)  # unknown: "not registered"; else known but disabled
                 raise PluginNotFoundError(name, self._enabled, what="enabled")
-        return reload_order(self._enabled, targets, self._priority)
+        order = reload_order(self._enabled, targets, self._priority)
+        self._cascades[key] = tuple(order)
+        return order
 
     def dependents(self, name: str, *, transitive: bool = False) -> list[str]:
         """Registered plugins that declare ``name`` (directly, or through others)."""

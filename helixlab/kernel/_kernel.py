@@ -8,7 +8,6 @@ kernel's own loop (see ``_loop``), one lifecycle operation at a time; reads neve
 from __future__ import annotations
 
 import asyncio
-import functools
 import importlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
@@ -20,7 +19,6 @@ from .._reprs import html_of
 from ..errors import (
     DependencyError,
     HelixError,
-    KernelClosedError,
     PluginNotFoundError,
     RegistryError,
     describe,
@@ -31,12 +29,13 @@ from ._events import EventLog, PluginEvent
 from ._graph import DependencyGraph
 from ._lifecycle import Runner, Timeouts
 from ._live import Lease, LivePool
-from ._loop import LoopThread, Submission
+from ._loop import LoopThread
+from ._operations import Operation, Operations, blocking, exclusive
 from ._plugin import Plugin, PluginState
 from ._registry import Entry, Registry
 from ._reports import HealthStatus, LoadReport, PluginInfo, ReloadReport
-from ._secrets import redact, redact_text
-from ._transaction import PreparedReload, Transaction
+from ._secrets import SecretBook, redact, secret_values, split_marked
+from ._transaction import PreparedReload
 
 __all__ = ["Kernel"]
 
@@ -44,16 +43,6 @@ ReloadTarget = str | type[Plugin]
 
 #: How long a PreparedReload may wait for its commit() or abort() before it aborts itself.
 PREPARE_TIMEOUT = 60.0
-
-
-def _exclusive(impl: Callable[..., Any]) -> Callable[..., Any]:
-    """A public async method from ``impl``: it runs on the kernel's loop, one at a time."""
-
-    @functools.wraps(impl)
-    async def method(self: Kernel, *args: Any, **kwargs: Any) -> Any:
-        return await self._arun(self._locked(impl(self, *args, **kwargs)))
-
-    return method
 
 
 #: what ``Kernel.serve``/``aserve`` call, as ``"module:function"`` taking the kernel first;
@@ -72,38 +61,7 @@ def _server(name: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), attr)
 
 
-def _finish_anyway(submission: Any) -> None:
-    """What an interrupt of ``close()`` changes: nothing, it stops everything all the same."""
-
-
-class _Operation:
-    """The lifecycle operation holding the lock: whether its caller was interrupted."""
-
-    __slots__ = ("hurry", "interrupted", "task")
-
-    def __init__(self, task: asyncio.Task | None):
-        self.task = task
-        self.interrupted = False
-        self.hurry = asyncio.Event()  # set on interrupt: a drain stops waiting
-
-
-def _blocking(amethod: Callable[..., Any]) -> Callable[..., Any]:
-    """The synchronous twin of an ``a``-prefixed method: same arguments, same docstring.
-
-    It waits for the kernel's loop from the calling thread, so it works in a Jupyter cell
-    (whose own loop is running) as in a plain script.
-    """
-
-    @functools.wraps(amethod)
-    def method(self: Kernel, *args: Any, **kwargs: Any) -> Any:
-        return self._run(amethod(self, *args, **kwargs))
-
-    method.__name__ = amethod.__name__.removeprefix("a")
-    method.__qualname__ = f"Kernel.{method.__name__}"
-    return method
-
-
-class Kernel:
+class Kernel(Operations):
     """A plugin kernel: register plugins, load them in dependency order, hot reload them.
 
     >>> import helixlab as hx
@@ -122,7 +80,7 @@ class Kernel:
         self._events = EventLog(event_log_size)
         self._pool = LivePool(self._thread.loop)
         self._runner = Runner(self._thread.loop)
-        self._secrets: frozenset[str] = frozenset()
+        self._secrets = SecretBook()  # the current config's and every proposed one's
         self._registry = Registry()
         self._states: dict[str, PluginState] = {}
         self._errors: dict[str, str] = {}
@@ -136,7 +94,7 @@ class Kernel:
         self.last_cascade: tuple[str, ...] = ()
         self._closed = False
         self._closing = False  # close() began: queued and new operations are refused
-        self._op: _Operation | None = None
+        self._op: Operation | None = None
         self._prepared: PreparedReload | None = None
         self._background: set[asyncio.Task] = set()
 
@@ -151,89 +109,6 @@ class Kernel:
             raise
         return kernel
 
-    # -- running work on the kernel loop --------------------------------------------
-
-    async def _locked(self, coro: Any) -> Any:
-        async with self._op_lock:
-            if self._closing:
-                coro.close()
-                raise KernelClosedError("The kernel is closing; create a new Kernel().")
-            op = self._begin_op()
-            try:
-                return await coro
-            finally:
-                self._end_op(op)
-
-    def _begin_op(self) -> _Operation:
-        self._op = op = _Operation(asyncio.current_task())
-        return op
-
-    def _end_op(self, op: _Operation) -> None:
-        if self._op is op:
-            self._op = None
-
-    def _interrupt(self, submission: Submission) -> None:
-        """On the loop: the caller of ``submission`` was interrupted (KeyboardInterrupt, cancel)."""
-        op, task = self._op, submission.task
-        if op is not None and task is not None and op.task is task:
-            if not op.interrupted:
-                op.interrupted = True
-                op.hurry.set()
-                self._emit(
-                    "interrupted",
-                    "kernel",
-                    detail="caller interrupted: rolling back, or finishing after the swap",
-                )
-        elif task is None:  # not begun: it never will
-            submission.future.cancel()
-        elif not task.done():
-            task.cancel()  # queued for the lock, or only reading: nothing half-done
-
-    def _discard(self, result: Any) -> None:
-        """On the loop: a result its interrupted caller never received."""
-        if isinstance(result, PreparedReload) and result.state == "prepared":
-            self._keep(asyncio.ensure_future(result._finish("abort")))
-
-    def _keep(self, task: asyncio.Task) -> None:
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    def _check_open(self, coro: Any) -> None:
-        if self._closed:
-            coro.close()
-            raise KernelClosedError("The kernel is closed; create a new Kernel().")
-
-    def _run(self, coro: Any) -> Any:
-        self._check_open(coro)
-        return self._thread.run(coro, on_interrupt=self._interrupt, discard=self._discard)
-
-    async def _arun(self, coro: Any) -> Any:
-        self._check_open(coro)
-        return await self._thread.arun(coro, on_interrupt=self._interrupt, discard=self._discard)
-
-    async def _prepare(self, make: Callable[[], Transaction], timeout: float | None) -> Any:
-        """Take the operation lock, prepare ``make()``'s transaction, keep the lock."""
-        await self._op_lock.acquire()
-        try:
-            if self._closing:
-                raise KernelClosedError("The kernel is closing; create a new Kernel().")
-            op = self._begin_op()
-            try:
-                txn = make()
-                await txn.prepare()
-            finally:
-                self._end_op(op)
-        except BaseException:
-            self._op_lock.release()
-            raise
-        self._prepared = PreparedReload(self, txn, timeout)
-        return self._prepared
-
-    async def _transact(self, txn: Transaction) -> ReloadReport:
-        """Prepare and commit at once (the operation lock held): reload, configure, define."""
-        await txn.prepare()
-        return await txn.commit()
-
     @property
     def _registry(self) -> Registry:
         return self.__registry
@@ -241,31 +116,35 @@ class Kernel:
     @_registry.setter
     def _registry(self, registry: Registry) -> None:
         self.__registry = registry
-        self._secrets = frozenset().union(*(e.secrets for e in registry.entries.values()))
+        self._secrets.learn(registry.secrets)  # kept up to date entry by entry: no rescan
+
+    def _learn(self, spec: PluginSpec, cls: type[Plugin] | None) -> None:
+        """Know the secrets of a configuration before applying it: its errors may quote them."""
+        model = getattr(cls, "config_model", None)
+        self._secrets.learn(secret_values(spec.config, model=model, marked=spec.secrets))
 
     def _redact(self, text: str) -> str:
-        """``text`` with the configured secret values masked: errors may quote them."""
-        return redact_text(text, self._secrets) if self._secrets and text else text
+        """``text`` with the known secret values masked: errors may quote them."""
+        return self._secrets.mask(text) if text else text
 
     def _emit(
         self, kind: str, name: str, detail: str = "", error: str | None = None, version: str = ""
     ) -> PluginEvent:
         if not version and name in self._registry:
             version = str(self._registry[name].cls.version)
-        if self._secrets:
-            detail, error = self._redact(detail), error and self._redact(error)
+        detail, error = self._redact(detail), error and self._redact(error)
         return self._events.emit(kind, name, version, detail, error)
 
     # -- registry ---------------------------------------------------------------------
 
-    @_exclusive
+    @exclusive
     async def aregister(
         self, plugin: type[Plugin] | Plugin, *, origin: str = "code", source: str | None = None
     ) -> str:
         """Add a plugin class (or instance) under its ``name``; returns the name."""
         return self._register_now(plugin, origin=origin, source=source)
 
-    register = _blocking(aregister)
+    register = blocking(aregister)
 
     def _register_now(
         self, plugin: Any, *, origin: str, source: str | None, **match: str | None
@@ -283,7 +162,7 @@ class Kernel:
         self._emit("registered", name, detail=f"{cls.kind} from {origin}")
         return name
 
-    @_exclusive
+    @exclusive
     async def aunregister(self, name: str) -> None:
         """Forget a plugin (unloading it first); refused while other plugins depend on it."""
         self._registry[name]
@@ -300,7 +179,7 @@ class Kernel:
             table.pop(name, None)
         self._emit("unregistered", name)
 
-    unregister = _blocking(aunregister)
+    unregister = blocking(aunregister)
 
     async def adiscover(self, path: str | os.PathLike) -> list[str]:
         """Register every plugin found in a plugins directory; returns their names."""
@@ -312,7 +191,7 @@ class Kernel:
             found.append((unit, digest, await asyncio.to_thread(_discovery.import_unit, unit)))
         return await self._arun(self._locked(self._register_found(found)))
 
-    discover = _blocking(adiscover)
+    discover = blocking(adiscover)
 
     async def _register_found(self, found: list) -> list[str]:
         names = []
@@ -331,7 +210,7 @@ class Kernel:
                     names.append(name)
         return names
 
-    @_exclusive
+    @exclusive
     async def adiscover_entry_points(self, group: str = "helixlab.plugins") -> list[str]:
         """Register plugins that installed packages publish in the entry-point ``group``."""
         self._looked.append(f"entry points {group!r}")
@@ -341,11 +220,11 @@ class Kernel:
             if cls.name not in self._registry
         ]
 
-    discover_entry_points = _blocking(adiscover_entry_points)
+    discover_entry_points = blocking(adiscover_entry_points)
 
     # -- configuration ----------------------------------------------------------------
 
-    @_exclusive
+    @exclusive
     async def aapply_config(
         self, data: str | os.PathLike | Mapping, *, source: str | None = None, line_offset: int = 0
     ) -> list[ReloadReport]:
@@ -355,13 +234,16 @@ class Kernel:
         names are registered; running plugins whose configuration changed are reloaded
         with their dependents.
         """
-        txn = _reload.apply_config(self, data, source=source, line_offset=line_offset)
+        # read and parsed in a worker thread: the kernel's loop keeps serving meanwhile
+        txn = await asyncio.to_thread(
+            _reload.apply_config, self, data, source=source, line_offset=line_offset
+        )
         report = await self._transact(txn)
         return [report] if txn.plan is not None else []
 
-    apply_config = _blocking(aapply_config)
+    apply_config = blocking(aapply_config)
 
-    @_exclusive
+    @exclusive
     async def aconfigure(self, name: str, config: Mapping[str, Any]) -> ReloadReport | None:
         """Validate a new config for ``name``, then reload it with its dependents (if running).
 
@@ -371,21 +253,25 @@ class Kernel:
         report = await self._transact(txn)
         return report if txn.plan is not None else None
 
-    configure = _blocking(aconfigure)
+    configure = blocking(aconfigure)
 
     def _configured(self, name: str, config: Mapping[str, Any]) -> PluginSpec:
         entry = self._registry[name]
-        return replace(
+        config, marked = split_marked(dict(config))  # `{value: ..., secret: true}` too
+        spec = replace(
             entry.spec,
             config={**entry.spec.config, **config},
+            secrets=entry.spec.secrets | marked,
             source="configure()",
             line=None,
             lines={},  # the file's line numbers do not describe these values
         )
+        self._learn(spec, entry.cls)  # before validating: its errors may quote them
+        return spec
 
     # -- lifecycle --------------------------------------------------------------------
 
-    @_exclusive
+    @exclusive
     async def aload_all(self) -> LoadReport:
         """Init and start every enabled plugin in dependency order.
 
@@ -398,24 +284,24 @@ class Kernel:
             raise error
         return await _loader.load(self, None)
 
-    load_all = _blocking(aload_all)
+    load_all = blocking(aload_all)
 
-    @_exclusive
+    @exclusive
     async def aload(self, name: str) -> LoadReport:
         """Load one plugin, and first whichever of its dependencies are not running."""
         return await _loader.load(self, [name])
 
-    load = _blocking(aload)
+    load = blocking(aload)
 
-    @_exclusive
+    @exclusive
     async def aunload(self, name: str) -> list[str]:
         """Stop ``name`` and, first, every running plugin that depends on it; returns that order."""
         self._registry[name]
         return await _loader.unload(self, name)
 
-    unload = _blocking(aunload)
+    unload = blocking(aunload)
 
-    @_exclusive
+    @exclusive
     async def areload(self, *targets: ReloadTarget, cascade: bool = True) -> ReloadReport:
         """Hot reload plugins (by name, or with a redefined class) with all their dependents.
 
@@ -428,9 +314,9 @@ class Kernel:
         """
         return await self._transact(_reload.reload(self, list(targets), cascade=cascade))
 
-    reload = _blocking(areload)
+    reload = blocking(areload)
 
-    @_exclusive
+    @exclusive
     async def adefine(
         self,
         classes: Iterable[type[Plugin]],
@@ -450,7 +336,7 @@ class Kernel:
         txn = _reload.define(self, list(classes), source, origin, unit, fingerprints or {})
         return await self._transact(txn)
 
-    define = _blocking(adefine)
+    define = blocking(adefine)
 
     # -- the same changes, split at their swap ------------------------------------------
 
@@ -471,7 +357,7 @@ class Kernel:
             self._prepare(lambda: _reload.reload(self, targets_, cascade=cascade), timeout)
         )
 
-    prepare_reload = _blocking(aprepare_reload)
+    prepare_reload = blocking(aprepare_reload)
 
     async def aprepare_configure(
         self, name: str, config: Mapping[str, Any], *, timeout: float | None = PREPARE_TIMEOUT
@@ -483,7 +369,7 @@ class Kernel:
             )
         )
 
-    prepare_configure = _blocking(aprepare_configure)
+    prepare_configure = blocking(aprepare_configure)
 
     async def aprepare_apply_config(
         self,
@@ -496,12 +382,14 @@ class Kernel:
         """:meth:`apply_config` up to its swap (see :meth:`prepare_reload`)."""
         return await self._arun(
             self._prepare(
-                lambda: _reload.apply_config(self, data, source=source, line_offset=line_offset),
+                lambda: asyncio.to_thread(
+                    _reload.apply_config, self, data, source=source, line_offset=line_offset
+                ),
                 timeout,
             )
         )
 
-    prepare_apply_config = _blocking(aprepare_apply_config)
+    prepare_apply_config = blocking(aprepare_apply_config)
 
     async def aprepare_define(
         self,
@@ -526,7 +414,7 @@ class Kernel:
             )
         )
 
-    prepare_define = _blocking(aprepare_define)
+    prepare_define = blocking(aprepare_define)
 
     def preview_reload(self, *targets: ReloadTarget, cascade: bool = True) -> list[str]:
         """The plugins a reload would touch, in order, touching nothing."""
@@ -543,7 +431,7 @@ class Kernel:
             )
         self._closing = True
         try:
-            await self._thread.arun(self._shutdown(), on_interrupt=_finish_anyway)
+            await self._thread.arun(self._shutdown(), on_interrupt=self._interrupt_close)
         finally:
             self._closed = True
             self._runner.close()
@@ -563,7 +451,7 @@ class Kernel:
             )
         self._closing = True
         try:  # an interrupt does not cut it short: close stops everything, then re-raises
-            self._thread.run(self._shutdown(), on_interrupt=_finish_anyway)
+            self._thread.run(self._shutdown(), on_interrupt=self._interrupt_close)
         finally:
             self._closed = True
             self._runner.close()
@@ -606,7 +494,7 @@ class Kernel:
         """Run every running plugin's health check concurrently, each under a timeout."""
         return await self._arun(_health.run(self))
 
-    health = _blocking(ahealth)
+    health = blocking(ahealth)
 
     # -- reads (never block) ------------------------------------------------------------
 
@@ -704,7 +592,7 @@ class Kernel:
                     enabled=entry.spec.enabled,
                     reload_count=self._reloads.get(name, 0),
                     health=_health.column(state, health),
-                    config=redact(entry.config),
+                    config=self._secrets.mask(redact(entry.config, marked=entry.spec.secrets)),
                     origin=entry.origin,
                     source=entry.source,
                     error=self._errors.get(name),

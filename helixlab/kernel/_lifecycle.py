@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import copy
 import inspect
-import weakref
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import Any
 
 from ..errors import PluginError, PluginTimeoutError
@@ -41,6 +42,7 @@ __all__ = [
     "call_phase",
     "fresh_copy",
     "home",
+    "overridden",
     "overrides",
     "widest",
 ]
@@ -111,28 +113,45 @@ def widest(*wheres: str) -> str:
 
 def home(plugin_class: type, phases: tuple[str, ...]) -> str:
     """Where a job calling ``phases`` of this class runs: ``none``, ``thread`` or ``loop``."""
-    homes = _homes.get(plugin_class)
-    if homes is None:
-        homes = _homes[plugin_class] = {}
-    where = homes.get(phases)
-    if where is None:
-        where = homes[phases] = _home(plugin_class, phases)
-    return where
+    defined, asynchronous = _phases(plugin_class)
+    if defined.isdisjoint(phases):
+        return "none"
+    return "thread" if asynchronous.isdisjoint(phases) else "loop"
 
 
-_homes: weakref.WeakKeyDictionary[type, dict[tuple[str, ...], str]] = weakref.WeakKeyDictionary()
+def overridden(plugin_class: type) -> frozenset[str]:
+    """The phases this class defines itself (the others are skipped)."""
+    return _phases(plugin_class)[0]
 
 
-def _home(plugin_class: type, phases: tuple[str, ...]) -> str:
-    where = "none"
-    for phase in phases:
-        method = getattr(plugin_class, PHASES[phase])
-        if method is _BASE[phase]:
-            continue
-        if inspect.iscoroutinefunction(method):
-            return "loop"
-        where = "thread"
-    return where
+def _async_phases(plugin_class: type) -> frozenset[str]:
+    """The phases this class defines with ``async def``."""
+    return _phases(plugin_class)[1]
+
+
+#: the attribute a plugin class keeps its phases in (its own ``__dict__``, not inherited;
+#: fingerprints leave it out)
+PHASES_ATTR = "__helix_phases__"
+
+
+def _phases(plugin_class: type) -> tuple[frozenset[str], frozenset[str]]:
+    """(phases defined, phases defined with ``async def``), computed once per class."""
+    found = plugin_class.__dict__.get(PHASES_ATTR)
+    if found is None:
+        defined = frozenset(
+            phase
+            for phase, method in PHASES.items()
+            if getattr(plugin_class, method) is not _BASE[phase]
+        )
+        asynchronous = frozenset(
+            phase
+            for phase in defined
+            if inspect.iscoroutinefunction(getattr(plugin_class, PHASES[phase]))
+        )
+        found = (defined, asynchronous)
+        with contextlib.suppress(TypeError, AttributeError):  # a class that refuses attributes
+            type.__setattr__(plugin_class, PHASES_ATTR, found)
+    return found
 
 
 def fresh_copy(value: Any) -> Any:
@@ -268,21 +287,21 @@ class Runner:
                 request = job.send(sent)
             except StopIteration as stop:
                 return stop.value
-            live, phase, args, timeout = request
-            method = getattr(live.plugin, PHASES[phase])
-            if getattr(method, "__func__", None) is _BASE[phase]:
-                sent = None
-                continue
-            if not inspect.iscoroutinefunction(method):  # a plain phase in an async job
+            live, phase, args, timeout = request  # jobs request only phases a class defines
+            plugin = live.plugin
+            if phase not in _phases(type(plugin))[1]:  # a plain phase in an async job
                 progress.begin((live, phase), timeout * 2)  # the inner watchdog fires first
                 try:
                     sent = await self.run(_one(live, phase, args, timeout), "thread")
                 finally:
                     progress.label = None
                 continue
-            progress.begin((live, phase), timeout)
+            if progress.abandoned:
+                raise Abandoned
+            progress.started, progress.timeout = monotonic(), timeout
+            progress.label = (live, phase)
             try:
-                sent = await method(*args)
+                sent = await getattr(plugin, PHASES[phase])(*args)
             except BaseException as exc:
                 if progress.abandoned:
                     raise Abandoned from None

@@ -33,7 +33,7 @@ Verifier = Callable[["Generation", Mapping[str, Any]], Awaitable[None]]
 class Generation:
     """One immutable set of live instances, plus what builders derived from it."""
 
-    __slots__ = ("_idle", "abandoned", "extras", "leases", "live", "number")
+    __slots__ = ("_idle", "abandoned", "extras", "leases", "live", "number", "tasks")
 
     def __init__(self, number: int, live: Mapping[str, Live], extras: Mapping[str, Any]):
         self.number = number
@@ -41,6 +41,7 @@ class Generation:
         self.extras: Mapping[str, Any] = MappingProxyType(dict(extras))
         self.leases = 0
         self.abandoned = False  # its drain timed out: its instances are stopped
+        self.tasks: set[asyncio.Task] = set()  # of leases bound to a task (gateway requests)
         self._idle: asyncio.Event | None = None
 
     @property
@@ -60,12 +61,22 @@ class Generation:
 class Lease:
     """Holds a generation alive (not drained) until released; a context manager, sync or async."""
 
-    __slots__ = ("_pool", "_released", "generation")
+    __slots__ = ("_pool", "_released", "_task", "generation")
 
     def __init__(self, pool: LivePool, generation: Generation):
         self._pool = pool
         self.generation = generation
         self._released = False
+        self._task: asyncio.Task | None = None
+
+    def bind(self, task: asyncio.Task | None = None) -> Lease:
+        """Tie the lease to a task (the current one): if the drain of its generation times
+        out, that task is cancelled, so a client that never reads cannot hold the old
+        instances past the drain deadline (``abandoned`` then tells why)."""
+        self._task = task or asyncio.current_task()
+        if self._task is not None:
+            self.generation.tasks.add(self._task)
+        return self
 
     def get(self, name: str) -> Plugin:
         return self.generation.get(name)
@@ -90,6 +101,8 @@ class Lease:
     def release(self) -> None:
         if not self._released:
             self._released = True
+            if self._task is not None:
+                self.generation.tasks.discard(self._task)
             self._pool._release(self.generation)
 
     def __enter__(self) -> Lease:
@@ -197,6 +210,7 @@ class LivePool:
                 if gen in self._retired:
                     self._retired.remove(gen)
                 gen.abandoned = True
-                if gen._idle is not None:
-                    gen._idle.set()  # wakes whoever watches its leases (a stream)
+                tasks, gen.tasks = gen.tasks, set()
+                for task in tasks:  # requests still on it: bounded by the drain deadline
+                    task.cancel()
         return False

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import ConfigError, DependencyError, PluginError, describe
-from ._lifecycle import Job, Live, fresh_copy, home, widest
+from ._lifecycle import Job, Live, fresh_copy, home, overridden, widest
 from ._plugin import Context, PluginState
 from ._registry import Entry
 from ._reports import LoadReport
@@ -45,15 +45,18 @@ def start_steps(
     """
     timeouts = kernel.timeouts
     state = None
-    if old is not None:
+    if old is not None and "export_state" in overridden(type(old.plugin)):
         state = fresh_copy((yield (old, "export_state", (), timeouts.export_state)))
     live = _new_live(kernel, entry, current, bound, handover=True)
     made[entry.name] = live
     ctx = live.ctx
-    yield (live, "init", (ctx, live.config), timeouts.init)
-    if state is not None:
+    phases = overridden(entry.cls)  # a phase the class does not define costs nothing
+    if "init" in phases:
+        yield (live, "init", (ctx, live.config), timeouts.init)
+    if state is not None and "import_state" in phases:
         yield (live, "import_state", (state,), timeouts.import_state)
-    yield (live, "start", (ctx,), timeouts.start)
+    if "start" in phases:
+        yield (live, "start", (ctx,), timeouts.start)
     return live
 
 
@@ -151,7 +154,8 @@ async def stop_many(kernel: Any, lives: list[Live]) -> None:
 
         def job(todo: list[Live] = todo, done: list[int] = done) -> Job:
             for live in todo:
-                yield (live, "stop", (live.ctx,), timeout)
+                if "stop" in overridden(type(live.plugin)):
+                    yield (live, "stop", (live.ctx,), timeout)
                 done[0] += 1
 
         try:

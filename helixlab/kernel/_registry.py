@@ -7,6 +7,7 @@ reload can validate a *proposed* registry completely before anything is committe
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -58,7 +59,9 @@ class Entry:
     @functools.cached_property
     def secrets(self) -> frozenset[str]:
         """The secret values in this entry's configuration (computed once per entry)."""
-        return frozenset(secret_values(self.spec.config) | secret_values(self.config))
+        model, marked = self.cls.config_model, self.spec.secrets
+        raw = secret_values(self.spec.config, model=model, marked=marked)
+        return frozenset(raw | secret_values(self.config, model=model, marked=marked))
 
     @functools.cached_property
     def requires(self) -> tuple[tuple[str, str], ...]:
@@ -89,11 +92,63 @@ class Entry:
         return self._node
 
 
+class _Entries(Mapping[str, "Entry"]):
+    """An immutable name -> Entry mapping; adding a name shares storage with the original.
+
+    The first ``n`` names of an append-only list (with a dict beside it) are this mapping;
+    adding a name to the newest mapping on that storage appends instead of copying, so that
+    registering n plugins costs O(n), not O(n²). Iteration walks the list (safe while the
+    kernel's thread appends beyond ``n``); replacing or removing a name copies.
+    """
+
+    __slots__ = ("_data", "_n", "_order", "_pos")
+
+    def __init__(self, data: dict, order: list, pos: dict, n: int):
+        self._data, self._order, self._pos, self._n = data, order, pos, n
+
+    @classmethod
+    def of(cls, mapping: Mapping[str, Entry]) -> _Entries:
+        data = dict(mapping)
+        order = list(data)
+        return cls(data, order, {name: i for i, name in enumerate(order)}, len(order))
+
+    def plus(self, name: str, entry: Entry) -> _Entries:
+        if name not in self and len(self._order) == self._n:  # the newest: append
+            self._data[name] = entry
+            self._pos[name] = self._n
+            self._order.append(name)
+            return _Entries(self._data, self._order, self._pos, self._n + 1)
+        changed = dict(self.items())
+        changed[name] = entry
+        return _Entries.of(changed)
+
+    def __getitem__(self, name: str) -> Entry:
+        if self._pos.get(name, self._n) < self._n:
+            return self._data[name]
+        raise KeyError(name)
+
+    def __contains__(self, name: object) -> bool:
+        return self._pos.get(name, self._n) < self._n  # type: ignore[call-overload]
+
+    def __iter__(self) -> Iterator[str]:
+        return itertools.islice(self._order, self._n)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __repr__(self) -> str:
+        return f"{{{', '.join(f'{n!r}: ...' for n in self)}}}"
+
+
 @dataclass(frozen=True)
 class Registry:
     """An immutable mapping of name → :class:`Entry`, with the operations that derive a new one."""
 
     entries: Mapping[str, Entry] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.entries, _Entries):
+            object.__setattr__(self, "entries", _Entries.of(self.entries))
 
     def __contains__(self, name: object) -> bool:
         return name in self.entries
@@ -110,6 +165,15 @@ class Registry:
         except KeyError:
             raise PluginNotFoundError(name, self.entries) from None
 
+    @property
+    def secrets(self) -> frozenset[str]:
+        """The secret values in every entry's configuration (to mask wherever text leaves)."""
+        found = self.__dict__.get("_secrets")
+        if found is None:
+            found = frozenset().union(*(e.secrets for e in self.entries.values()))
+            object.__setattr__(self, "_secrets", found)
+        return found
+
     def graph(self) -> DependencyGraph:
         """The dependency graph of these entries (built once per registry: it is immutable)."""
         graph = self.__dict__.get("_graph")
@@ -119,12 +183,15 @@ class Registry:
         return graph
 
     def with_entry(self, entry: Entry) -> Registry:
-        return Registry({**self.entries, entry.name: entry})
+        new = Registry(self.entries.plus(entry.name, entry))
+        known = self.__dict__.get("_secrets")
+        replaced = self.entries.get(entry.name)
+        if known is not None and (replaced is None or not replaced.secrets):
+            object.__setattr__(new, "_secrets", known | entry.secrets)  # no rescan of all
+        return new
 
     def without(self, name: str) -> Registry:
-        entries = dict(self.entries)
-        entries.pop(name, None)
-        return Registry(entries)
+        return Registry({n: e for n, e in self.entries.items() if n != name})
 
     def added(
         self,

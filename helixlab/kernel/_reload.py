@@ -30,6 +30,7 @@ from ._graph import DependencyGraph
 from ._plugin import Plugin, PluginState, check_plugin_class
 from ._registry import Registry
 from ._reports import ReloadReport
+from ._secrets import secret_values
 from ._transaction import Transaction, load_new
 
 __all__ = ["Plan", "apply_config", "define", "plan", "reconfigure", "reload"]
@@ -268,6 +269,8 @@ def apply_config(
     def check(spec: PluginSpec) -> list[ConfigProblem]:
         nonlocal proposed
         name = spec.name
+        known = proposed.entries.get(name)
+        kernel._learn(spec, known.cls if known else _discovery.builtin_plugin(name))
         if not spec.enabled and name in live:
             message = f"{name!r} is running; unload it before disabling it"
             return [ConfigProblem(message, spec.source, spec.line, name, "enabled")]
@@ -283,6 +286,7 @@ def apply_config(
         return []
 
     doc = parse_config(data, source=source, line_offset=line_offset, check=check)
+    kernel._secrets.learn(secret_values(doc.gateway))  # e.g. an admin key: errors may quote it
     proposed = _with_builtin_dependencies(proposed)
     try:  # a cycle or a missing dependency: refused now, with its line, not at load
         proposed.graph().validate()

@@ -84,14 +84,16 @@ class Transaction:
             kernel._emit("reloading", name, detail=detail, version=current[name].version)
         try:
             order, i = plan.order, 0
+            restarts = [self._restarts(name) for name in order]
+            homes = [None if r else self._home(name) for name, r in zip(order, restarts)]
             while i < len(order):
-                if self._restarts(order[i]):
+                if restarts[i]:
                     await self._restart(order[i])
                     i += 1
                     continue
                 j, where = i, "none"  # a run of hot plugins: one job, where it costs least
-                while j < len(order) and not self._restarts(order[j]):
-                    here = self._home(order[j])
+                while j < len(order) and not restarts[j]:
+                    here = homes[j]
                     if "none" not in (where, here) and here != where:
                         break
                     where = widest(where, here)

@@ -31,6 +31,7 @@ as ``scope["state"]["helixlab.client"] = "sub:<sub>"``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import Field, SecretStr, field_validator, model_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from helixlab.errors import describe
 from helixlab.kernel import Context, Duration, MiddlewarePlugin, PluginConfig
 
 from ._asgi import CLAIMS, CLIENT, bearer_token, path_matches, send_error, state
@@ -57,6 +59,7 @@ OKP_ALGORITHMS = ("EdDSA",)
 ASYMMETRIC_ALGORITHMS = frozenset({*RSA_ALGORITHMS, *EC_ALGORITHMS, *OKP_ALGORITHMS})
 _MIN_SECRET_BYTES = 32
 _REALM = 'Bearer realm="helixlab"'
+_log = logging.getLogger("helixlab.plugins.custom-auth")
 
 
 class CustomAuthConfig(PluginConfig):
@@ -209,12 +212,15 @@ class JWKSCache:
             self._fetched_at = self.clock()
             self.fetches += 1
             try:
-                async with httpx.AsyncClient(timeout=self.timeout) as client:
-                    response = await client.get(self.url)
+                async with asyncio.timeout(self.timeout):  # the whole fetch, not each read
+                    async with httpx.AsyncClient(timeout=self.timeout) as client:
+                        response = await client.get(self.url)
                 response.raise_for_status()
                 self.keys = self._parse(response.json())
                 self._loaded_at = self.clock()
                 self.last_error = None
+            except TimeoutError:
+                self.last_error = f"the key server did not send its keys within {self.timeout:g}s"
             except (httpx.HTTPError, ValueError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
 
@@ -301,9 +307,16 @@ class CustomAuth(MiddlewarePlugin):
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
             raise InvalidToken("The bearer token is not a well-formed JWT.") from None
+        except jwt.InvalidTokenError as exc:  # a non-string kid, a malformed crit...
+            raise InvalidToken(f"The token's header is invalid: {exc}.") from None
         alg = header.get("alg")
+        if not isinstance(alg, str):
+            raise InvalidToken("The token's header has no algorithm ('alg').")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise InvalidToken("The token's header is invalid: 'kid' must be a string.")
         if self.jwks is not None:
-            found = await self.jwks.key_for(header.get("kid"))
+            found = await self.jwks.key_for(kid)
             if found is None:
                 raise InvalidToken("The token's signing key (kid) is not known.")
         elif self._static is not None:
@@ -336,7 +349,8 @@ class CustomAuth(MiddlewarePlugin):
             raise InvalidToken(f"The token lacks the required claim {exc.claim!r}.") from None
         except jwt.InvalidSignatureError:
             raise InvalidToken("The token's signature is invalid.") from None
-        except jwt.InvalidTokenError:
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError, OverflowError):
+            # anything else a crafted token makes PyJWT or the key raise: refused, never a 500
             raise InvalidToken("The token is invalid.") from None
 
     def roles_of(self, claims: dict[str, Any]) -> set[str]:
@@ -382,11 +396,14 @@ class AuthMiddleware:
             return
         try:
             claims = await self.plugin.authenticate(token)
-        except InvalidToken as exc:
+        except Exception as exc:  # a token is never a reason for a 500 or a traceback
+            if not isinstance(exc, InvalidToken):
+                _log.warning("custom-auth refused a token it could not read (%s)", describe(exc))
+            reason = str(exc) if isinstance(exc, InvalidToken) else "The token is invalid."
             await send_error(
                 send,
                 401,
-                str(exc),
+                reason,
                 type="authentication_error",
                 code="invalid_token",
                 headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},

@@ -7,9 +7,18 @@
         requests_per_minute: 100     # the refill rate
         burst_size: 20               # the bucket's capacity
         trust_forwarded: false       # true only behind a proxy you run (see below)
+        api_keys: [${KEY_A}, ${KEY_B}]   # optional: keys that count as verified identities
+        max_keys_per_address: 16     # identities one address may hold buckets for
 
-A client is the identity earlier middleware established (``sub:<sub>`` after custom-auth),
-else a hash of its bearer token (never the token itself), else its address. The
+A client is keyed on a *verified* identity only, so that inventing credentials is no way
+around the limit: the identity custom-auth established from a valid token (``sub:<sub>``,
+or a hash of the token when it has no ``sub``), else a bearer token found in the
+configured ``api_keys`` (keyed by a hash of it, never the key itself), else the client's
+address — also for every bearer token nobody verified. One address holds buckets for at
+most ``max_keys_per_address`` identities (one whose bucket expired frees its place; a new
+one beyond that shares the address's bucket), so a single client cannot multiply its
+buckets either. Put custom-auth before the limiter (a higher ``priority``, or
+``depends_on``) for its claims to count; otherwise tokens are judged by ``api_keys``. The
 ``X-Forwarded-For`` header is read only with ``trust_forwarded: true``, and then only the
 entry ``forwarded_hops`` from the right — the one your own proxy appended — because
 anything to its left is whatever the client wrote.
@@ -44,7 +53,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from helixlab.kernel import Context, MiddlewarePlugin, PluginConfig
 
-from ._asgi import CLIENT, client_identity, path_matches, send_error, state
+from ._asgi import (
+    CLAIMS,
+    CLIENT,
+    bearer_token,
+    client_address,
+    key_id,
+    path_matches,
+    send_error,
+    state,
+)
 
 __all__ = [
     "BucketStore",
@@ -79,6 +97,8 @@ class RateLimiterConfig(PluginConfig):
     forwarded_hops: int = Field(default=1, ge=1)
     max_clients: int = Field(default=10_000, ge=1)
     skip_paths: list[str] = Field(default_factory=list)
+    api_keys: list[str] = Field(default_factory=list)
+    max_keys_per_address: int = Field(default=16, ge=1)
 
 
 @dataclass
@@ -235,6 +255,9 @@ class RateLimiter(MiddlewarePlugin):
     def __init__(self) -> None:
         self.config = RateLimiterConfig()
         self.store: BucketStore = self._new_store(self.config)
+        self._keys: frozenset[str] = frozenset()  # key_id() of each configured API key
+        self._identities: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
+        self._identities_lock = threading.Lock()
 
     @staticmethod
     def _new_store(config: RateLimiterConfig) -> BucketStore:
@@ -249,6 +272,7 @@ class RateLimiter(MiddlewarePlugin):
     def init(self, ctx: Context, config: RateLimiterConfig) -> None:
         self.config = config
         self.store = self._new_store(config)
+        self._keys = frozenset(key_id(key.strip()) for key in config.api_keys if key.strip())
 
     def export_state(self) -> BucketStore:
         """A view on the live buckets: tokens spent between export and swap are not lost,
@@ -270,9 +294,50 @@ class RateLimiter(MiddlewarePlugin):
             check()  # a shared store says here when it cannot be reached
 
     def client_of(self, scope: Scope) -> str:
-        return client_identity(
-            scope, trust_forwarded=self.config.trust_forwarded, hops=self.config.forwarded_hops
+        """The bucket key of a request: a verified identity, else the client's address."""
+        config = self.config
+        address = "ip:" + client_address(
+            scope, trust_forwarded=config.trust_forwarded, hops=config.forwarded_hops
         )
+        identity = self._verified(scope)
+        if identity is None:
+            return address
+        return self._admit(address, identity)
+
+    def _verified(self, scope: Scope) -> str | None:
+        shared = scope.get("state", {})
+        known = shared.get(CLIENT)
+        if isinstance(known, str) and known and not known.startswith("ip:"):
+            return known  # established by earlier middleware (custom-auth: sub:<sub>)
+        token = bearer_token(scope)
+        if token is None:
+            return None
+        if isinstance(shared.get(CLAIMS), dict):
+            return key_id(token)  # custom-auth verified it, and it names no subject
+        hashed = key_id(token)
+        return hashed if hashed in self._keys else None  # an invented token: no identity
+
+    def _admit(self, address: str, identity: str) -> str:
+        """``identity``, unless ``address`` already holds its cap of other identities."""
+        limit = self.config.max_keys_per_address
+        with self._identities_lock:
+            seen = self._identities.get(address)
+            if seen is None:
+                seen = self._identities[address] = OrderedDict()
+                while len(self._identities) > self.config.max_clients:
+                    self._identities.popitem(last=False)
+            else:
+                self._identities.move_to_end(address)
+            if identity in seen:
+                seen.move_to_end(identity)
+                return identity
+            if len(seen) >= limit and hasattr(self.store, "__contains__"):
+                for gone in [key for key in seen if key not in self.store]:
+                    del seen[gone]  # its bucket expired: its place is free again
+            if len(seen) >= limit:
+                return address  # beyond the cap: the address's own bucket
+            seen[identity] = None
+            return identity
 
 
 class RateLimitMiddleware:

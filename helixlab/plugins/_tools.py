@@ -7,6 +7,7 @@
         tools: [calculator, clock]
         max_expression_length: 200
         max_exponent: 100
+        timeout: 5s            # a tool call running longer answers the model with an error
 
 ``calculator`` evaluates arithmetic (numbers, ``+ - * / // % **``, unary minus,
 parentheses) by walking the ``ast`` of the expression: there is no ``eval``, names,
@@ -27,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from helixlab.kernel import Context, PluginConfig, ToolPlugin
+from helixlab.kernel import Context, Duration, PluginConfig, ToolPlugin
 from helixlab.llm import Tool
 
 __all__ = ["BuiltinTools", "BuiltinToolsConfig", "calculate", "current_time"]
@@ -135,6 +136,7 @@ class BuiltinToolsConfig(PluginConfig):
     )
     max_expression_length: int = Field(default=200, ge=1, le=10_000)
     max_exponent: int = Field(default=100, ge=1, le=10_000)
+    timeout: Duration = Field(default=5.0, gt=0)
 
 
 class BuiltinTools(ToolPlugin):
@@ -147,9 +149,11 @@ class BuiltinTools(ToolPlugin):
 
     def __init__(self) -> None:
         self.config = BuiltinToolsConfig()
+        self.tool_timeout = self.config.timeout
 
     def init(self, ctx: Context, config: BuiltinToolsConfig) -> None:
         self.config = config
+        self.tool_timeout = config.timeout  # the gateway's limit on each call
 
     def get_tools(self) -> list[Tool]:
         config = self.config
