@@ -498,6 +498,7 @@ def test_a_saved_plugin_file_reloads_the_fleet_from_the_generations_sources(
 
 
 def test_with_redis_down_the_limiter_admits_and_health_says_so(config, redis_server):
+    config.write_text(CONFIG + "gateway:\n  health_detail: public\n")  # detail without auth
     with fleet(config, 1, redis_server.url) as sup:
         assert httpx.get(sup.url + "/health").status_code == 200
         redis_server.stop()

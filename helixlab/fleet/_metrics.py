@@ -86,6 +86,7 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self.errors = getattr(app, "errors", None)  # the server flushes the gateway's on stop
         # which worker answered: what a user behind one port needs to tell workers apart
         self._served_by = (b"x-helixlab-worker", metrics.worker.encode())
 
