@@ -16,6 +16,8 @@ The tree::
     │   ├── PluginTimeoutError       ...by not finishing in time
     │   └── ReloadError              a reload was refused or rolled back; .report
     ├── KernelClosedError            the kernel was closed
+    ├── FleetError                   a fleet could not start, or refused a generation;
+    │                                .worker, .plugin, .phase (of the first failure)
     ├── UpstreamError                a provider's LLM API failed; .status, .http_status
     ├── CheckFailed                  a lab self-check found something missing
     └── GradingError                 `helixlab grade` cannot grade (bad lab, checks, files)
@@ -39,6 +41,7 @@ __all__ = [
     "CycleError",
     "DependencyError",
     "DisabledDependencyError",
+    "FleetError",
     "GradingError",
     "HelixError",
     "KernelClosedError",
@@ -234,6 +237,26 @@ class ReloadError(PluginError):
 
 class KernelClosedError(HelixError):
     """The kernel was closed; create a new one."""
+
+
+class FleetError(HelixError):
+    """A fleet could not start, or a fleet reload was rolled back on every worker.
+
+    ``worker``, ``plugin`` and ``phase`` name the first failure (None when the fleet
+    itself failed: no Redis, a deadline); ``report`` is the fleet's report, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        worker: str | None = None,
+        plugin: str | None = None,
+        phase: str | None = None,
+        report: Any = None,
+    ):
+        super().__init__(message)
+        self.worker, self.plugin, self.phase, self.report = worker, plugin, phase, report
 
 
 # -- requests ----------------------------------------------------------------------

@@ -153,12 +153,11 @@ def test_malformed_yaml_reports_its_line(text, line, needle):
 def test_unknown_keys_name_the_valid_choices():
     found, err = problems_of("plugin:\n  a: {}\n")
     assert found == [(1, None, "plugin"), (1, None, "")]
-    assert "unknown key 'plugin' (did you mean 'plugins'?); valid keys are: gateway, plugins" in (
-        str(err)
-    )
+    expected = "unknown key 'plugin' (did you mean 'plugins'?); valid keys are: fleet, gateway, "
+    assert expected + "plugin_dirs, plugins" in str(err)
 
     _, err = problems_of("plugins:\n  a:\n    depends: [b]\n")
-    assert "valid keys are: config, depends_on, enabled, priority" in str(err)
+    assert "valid keys are: config, depends_on, enabled, priority, verify" in str(err)
     assert "did you mean 'depends_on'" in str(err)
 
 

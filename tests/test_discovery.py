@@ -51,6 +51,9 @@ def plugins_dir(tmp_path: Path) -> Path:
 
             def init(self, ctx, config):
                 self.bucket = bucket(DEFAULT_RATE)
+
+            def get_middleware(self):
+                return lambda app: app
         """,
     )
     write(root / "limiter" / "config.py", "DEFAULT_RATE = 7\n")

@@ -94,7 +94,7 @@ BAD_FILES = {
         "other.py",
         source(None, "2.0.0"),
         "other",
-        "defines no Plugin subclass with a `name`",
+        "other.py:4 is a Plugin subclass without a `name`",  # file, line and class
     ),
     "same-name-twice": ("other.py", two("other", "other"), "other", "more than once"),
     "name-of-another-file": (

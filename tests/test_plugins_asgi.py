@@ -3,19 +3,12 @@ loopback server the middleware tests share."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
-from collections.abc import Iterator
-
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
 
 from helixlab.plugins._asgi import (
     client_address,
@@ -24,39 +17,10 @@ from helixlab.plugins._asgi import (
     path_matches,
     send_error,
 )
+from helixlab.testing import serve_asgi
 
-
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, ready: threading.Event) -> None:
-        super().__init__(config)
-        self._ready = ready
-
-    async def startup(self, sockets=None) -> None:
-        await super().startup(sockets)
-        self._ready.set()
-
-
-@contextlib.contextmanager
-def serving(app: ASGIApp) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a loopback port in a thread; yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    ready = threading.Event()
-    # proxy_headers=False: uvicorn would otherwise rewrite the client address from
-    # X-Forwarded-For for loopback peers, behind the middleware's back.
-    config = uvicorn.Config(
-        app, lifespan="off", log_config=None, http="h11", loop="asyncio", proxy_headers=False
-    )
-    server = _Server(config, ready)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    assert ready.wait(10), "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+#: The loopback server the middleware tests share: the toolkit's, as plugin authors use it.
+serving = serve_asgi
 
 
 def echo_app() -> Starlette:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what helixlab needs, idempotently: the graphviz `dot` binary (and, with
+# Install what helixlab needs, idempotently: the graphviz `dot` binary, redis-server (and, with
 # --browser, Debian's Chromium for the browser test) from apt when missing and we are
 # root, then a local .venv with helixlab and its test extras. Used by `make lab` and
 # `make test`; safe to run again (it only does what is missing).
@@ -27,6 +27,8 @@ apt_install() {
 # -- system packages ------------------------------------------------------------------
 missing=()
 command -v dot >/dev/null || missing+=(graphviz)
+# a fleet (serve --workers N) starts a private redis-server when no --redis is given
+command -v redis-server >/dev/null || [[ -x /usr/bin/redis-server ]] || missing+=(redis-server)
 if (( browser )) && [[ ! -x /usr/bin/chromium ]]; then
     missing+=(chromium)
 fi
@@ -34,7 +36,8 @@ if (( ${#missing[@]} )); then
     if ! apt_install "${missing[@]}"; then
         say "missing system packages: ${missing[*]}."
         say "install them with 'sudo apt-get install ${missing[*]}' (or use 'conda env create -f environment.yml')."
-        say "until then graph views fall back to text and the browser test is skipped."
+        say "until then graph views fall back to text, the browser test is skipped and"
+        say "'helixlab serve --workers N' needs --redis URL (the fleet tests are skipped)."
     fi
 fi
 

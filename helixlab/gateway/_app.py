@@ -33,10 +33,12 @@ from ._chat import CONFIG_KEY
 from ._config import GatewayConfig
 from ._endpoints import KERNEL_KEY
 from ._errors import GatewayError, error_response
+from ._repeats import RepeatedErrors
 
 __all__ = ["Gateway"]
 
 logger = logging.getLogger("helixlab.gateway")
+ADMIN_PREFIX = "/admin"
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 #: Response headers a browser's script may read.
@@ -54,9 +56,11 @@ class Gateway:
     so a preflight needs no credentials.
     """
 
-    def __init__(self, kernel: Any, config: GatewayConfig):
+    def __init__(self, kernel: Any, config: GatewayConfig, admin: Any = None):
         self.kernel = kernel
         self.config = config
+        self.admin = admin  # the admin API's app, on its own prefix; None: off
+        self.errors = RepeatedErrors(logger)
         self._http: ASGIApp = self._serve
         if config.cors_origins:
             self._http = CORSMiddleware(
@@ -74,6 +78,11 @@ class Gateway:
             return
         if scope["type"] != "http":  # websockets: nothing here speaks them
             await send({"type": "websocket.close", "code": 1003})
+            return
+        path = scope["path"]
+        if self.admin is not None and (path == ADMIN_PREFIX or path.startswith("/admin/")):
+            # before any lease and outside every generation's chain: no plugin sees it
+            await self.admin(scope, receive, send)
             return
         request_id = _request_id(scope, self.config.accept_request_id)
         scope.setdefault("state", {})["helixlab.request_id"] = request_id
@@ -125,14 +134,14 @@ class Gateway:
             if started:
                 raise
             await exc.response()(scope, receive, send)
-        except Exception:
+        except Exception as exc:
             if not started:
-                logger.exception("Unexpected error serving %s %s", scope["method"], scope["path"])
+                self.errors.log(f"Unexpected error serving {scope['method']} {scope['path']}", exc)
                 await error_response(500, "The gateway failed unexpectedly; the error was logged.")(
                     scope, receive, send
                 )
             else:
-                logger.exception("Error serving %s %s", scope["method"], scope["path"])
+                self.errors.log(f"Error serving {scope['method']} {scope['path']}", exc)
         finally:
             lease.release()
 

@@ -60,6 +60,10 @@ class GatewayConfig(pydantic.BaseModel):
     """Request headers a browser may send (``"*"``: whatever the preflight asks for)."""
     cors_max_age: int = Field(default=600, ge=0)
     """Seconds a browser may cache a preflight's answer."""
+    admin_key: pydantic.SecretStr | None = None
+    """Turns the admin API on (``/admin/...``, ``Authorization: Bearer KEY``); off if unset."""
+    verify: bool = False
+    """Canary every reload of a middleware or provider (its ``probe()``) before the swap."""
 
 
 def gateway_config(
@@ -82,6 +86,8 @@ def gateway_config(
     if isinstance(data, ConfigDocument):
         source, lines, data = data.source, data.gateway_lines, data.gateway
     values = {**dict(data or {}), **overrides}
+    if not values.get("admin_key"):
+        values.pop("admin_key", None)  # an empty ${VAR:-} leaves the admin API off
     lines = lines or {}
     fields = GatewayConfig.model_fields
     problems = []

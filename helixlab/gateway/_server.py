@@ -19,10 +19,13 @@ from typing import Any
 import uvicorn
 
 from .._net import ReadyServer, bind_tcp, http_url
+from ._admin import AdminApp
 from ._app import Gateway
 from ._build import make_builder
+from ._canary import make_verifier
 from ._config import GatewayConfig, gateway_config
 from ._endpoints import make_app
+from ._operations import Operations
 
 __all__ = ["GatewayServer", "aserve", "serve"]
 
@@ -43,12 +46,22 @@ class GatewayServer:
     True
     """
 
-    def __init__(self, kernel: Any, config: GatewayConfig, sock: socket.socket):
+    def __init__(
+        self,
+        kernel: Any,
+        config: GatewayConfig,
+        sock: socket.socket,
+        operations: Operations | None = None,
+    ):
         self.kernel = kernel
         self.config = config
         self.host = config.host
         self.port: int = sock.getsockname()[1]
-        self.app = Gateway(kernel, config)
+        self.operations = operations or Operations(kernel)
+        key = config.admin_key.get_secret_value() if config.admin_key else ""
+        self.admin = AdminApp(self.operations, key) if key else None
+        self.app = Gateway(kernel, config, self.admin)
+        self._remove_verifier: Any = None
         self._sock = sock
         self._uvicorn: ReadyServer | None = None
         self._task: asyncio.Task | None = None
@@ -71,6 +84,9 @@ class GatewayServer:
     # -- builder registration (per kernel) ---------------------------------------------
 
     def _register(self) -> None:
+        self._remove_verifier = self.kernel.add_verifier(
+            f"canary-{id(self)}", make_verifier(self.kernel, self.config)
+        )
         with _registry_lock:
             entry = _servers.get(self.kernel)
             if entry is not None:
@@ -82,6 +98,9 @@ class GatewayServer:
             _servers[self.kernel] = {"remove": remove, "servers": {self}}
 
     def _unregister(self) -> None:
+        if self._remove_verifier is not None:
+            self._remove_verifier()
+            self._remove_verifier = None
         with _registry_lock:
             entry = _servers.get(self.kernel)
             if entry is None or self not in entry["servers"]:
@@ -125,6 +144,8 @@ class GatewayServer:
             return
         self._stopped = True
         server, task = self._uvicorn, self._task
+        if self.admin is not None:
+            self.admin.close()  # event streams end, so the graceful stop need not wait
         try:
             if server is not None and task is not None and not task.done():
                 server.should_exit = True
@@ -134,6 +155,7 @@ class GatewayServer:
                     server.force_exit = True
                     await task
         finally:
+            self.app.errors.flush()  # the totals of repeated tracebacks not yet logged
             self._unregister()
 
     # -- public --------------------------------------------------------------------------
@@ -172,16 +194,27 @@ class GatewayServer:
 
 
 def _prepare(kernel: Any, host: str, port: int, options: dict[str, Any]) -> GatewayServer:
+    sock: socket.socket | None = options.pop("sock", None)
+    operations = options.pop("operations", None)
+    wrap = options.pop("wrap", None)  # outermost ASGI middleware (a fleet's /metrics)
+    if sock is not None:  # bound by the caller (``helixlab serve`` binds before loading)
+        host, port = sock.getsockname()[:2]
     config = gateway_config(options.pop("config", None), **options, host=host, port=port)
-    return GatewayServer(kernel, config, bind_tcp(config.host, config.port))
+    server = GatewayServer(kernel, config, sock or bind_tcp(config.host, config.port), operations)
+    if wrap is not None:
+        server.app = wrap(server.app)
+    return server
 
 
 def serve(kernel: Any, host: str = "127.0.0.1", port: int = 0, **options: Any) -> GatewayServer:
     """Serve the OpenAI-compatible gateway of ``kernel`` on ``host:port`` (0: a free port).
 
     ``options`` are :class:`GatewayConfig` fields (``max_body_bytes``, ``execute_tools``,
-    ``max_tool_rounds``, ``graceful_timeout``), or ``config=`` a GatewayConfig. Returns
-    once the server listens. Call from any thread but the kernel's (there: ``aserve``).
+    ``max_tool_rounds``, ``graceful_timeout``, ``admin_key``, ``verify``), or ``config=`` a
+    GatewayConfig; ``sock=`` a socket already bound, ``operations=`` what the admin API
+    runs (an :class:`Operations` knowing the configuration file), ``wrap=`` an outermost
+    middleware. Returns once the server listens. Call from any thread but the kernel's
+    (there: ``aserve``).
     """
     server = _prepare(kernel, host, port, options)
     try:

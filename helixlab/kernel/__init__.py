@@ -6,10 +6,13 @@ from ._kernel import Kernel
 from ._lifecycle import Timeouts
 from ._live import Lease
 from ._plugin import (
+    ASGIApp,
     Context,
+    MiddlewareFactory,
     MiddlewarePlugin,
     Plugin,
     PluginState,
+    Probe,
     ProviderPlugin,
     ToolPlugin,
 )
@@ -20,6 +23,7 @@ from ._validation import Duration, PluginConfig, parse_duration
 from ._watcher import FileWatcher
 
 __all__ = [
+    "ASGIApp",
     "Context",
     "DependencyGraph",
     "Duration",
@@ -29,6 +33,7 @@ __all__ = [
     "Kernel",
     "Lease",
     "LoadReport",
+    "MiddlewareFactory",
     "MiddlewarePlugin",
     "Plugin",
     "PluginConfig",
@@ -36,6 +41,7 @@ __all__ = [
     "PluginInfo",
     "PluginState",
     "PreparedReload",
+    "Probe",
     "ProviderPlugin",
     "ReloadReport",
     "Timeouts",

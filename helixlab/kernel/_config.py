@@ -24,8 +24,8 @@ from ._secrets import mask, redact, unwrap_marked
 
 __all__ = ["ConfigDocument", "PluginSpec", "parse_config"]
 
-TOP_KEYS = ("gateway", "plugins")
-ENTRY_KEYS = ("config", "depends_on", "enabled", "priority")
+TOP_KEYS = ("fleet", "gateway", "plugin_dirs", "plugins")
+ENTRY_KEYS = ("config", "depends_on", "enabled", "priority", "verify")
 
 _MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 _NULL, _MERGE = "tag:yaml.org,2002:null", "tag:yaml.org,2002:merge"
@@ -42,6 +42,7 @@ class PluginSpec:
     enabled: bool = True
     priority: int | None = None
     depends_on: tuple[str, ...] = ()
+    verify: bool = False  # reloads of this plugin are probed through the new chain first
     config: dict[str, Any] = field(default_factory=dict)  # raw, env-substituted
     source: str = "<config>"
     line: int | None = None
@@ -66,6 +67,9 @@ class ConfigDocument:
     gateway: dict[str, Any]
     source: str
     gateway_lines: dict[tuple, int] = field(default_factory=dict)  # key path -> line
+    fleet: dict[str, Any] = field(default_factory=dict)  # raw: helixlab.fleet validates it
+    fleet_lines: dict[tuple, int] = field(default_factory=dict)
+    plugin_dirs: list[str] = field(default_factory=list)  # absolute: relative to the file
 
     def __repr__(self) -> str:
         return (
@@ -103,6 +107,13 @@ def parse_config(
         reader.report("the configuration is nested too deeply.")
         root = _FAILED
     doc = None if root is _FAILED else reader.document(root)
+    if doc is not None:  # relative to the configuration file (or the working directory)
+        base = (
+            Path(data).parent
+            if isinstance(data, str | os.PathLike) and source != "<config>"
+            else Path()
+        )
+        doc.plugin_dirs = [str((base / d).resolve()) for d in doc.plugin_dirs]
     if doc is not None and check is not None:
         flawed = {p.plugin for p in reader.problems}
         for name, spec in doc.plugins.items():
@@ -261,11 +272,33 @@ class _Reader:
             elif key == "gateway":
                 doc.gateway = self.mapping(value_node, None, ("gateway",), doc.gateway_lines)
                 doc.gateway_lines = {p[1:]: n for p, n in doc.gateway_lines.items()}
+            elif key == "fleet":
+                doc.fleet = self.mapping(value_node, None, ("fleet",), doc.fleet_lines)
+                doc.fleet_lines = {p[1:]: n for p, n in doc.fleet_lines.items()}
+            elif key == "plugin_dirs":
+                doc.plugin_dirs = self.plugin_dirs(value_node)
             else:
                 self.report(_unknown_message(key, TOP_KEYS), key_node, path=(key,))
         if "plugins" not in found:
             self.report("the required 'plugins' mapping is missing.", root)
         return doc
+
+    def plugin_dirs(self, node: yaml.Node) -> list[str]:
+        if _is_null(node):
+            return []
+        if not isinstance(node, yaml.SequenceNode):
+            message = f"'plugin_dirs' must be a list of directories, not {self.describe(node)}."
+            self.report(message, node, path="plugin_dirs")
+            return []
+        dirs = []
+        for i, item in enumerate(node.value):
+            value = self.value(item, None, ("plugin_dirs", i), {})
+            if isinstance(value, str) and value.strip():
+                dirs.append(value)
+            else:
+                message = f"a plugins directory must be a path, not {_describe(value)}."
+                self.report(message, item, path=("plugin_dirs", i))
+        return dirs
 
     def plugins(self, node: yaml.Node) -> dict[str, PluginSpec]:
         specs: dict[str, PluginSpec] = {}
@@ -299,13 +332,13 @@ class _Reader:
             )
             return spec
         for key, kn, vn in self.items(node, name, (), raw=True):
-            if key == "enabled":
-                value = self.value(vn, name, ("enabled",), {}, retype=True)
+            if key in ("enabled", "verify"):
+                value = self.value(vn, name, (key,), {}, retype=True)
                 if isinstance(value, bool):
-                    spec.enabled = value
+                    setattr(spec, key, value)
                 else:
-                    message = f"'enabled' must be true or false, not {_describe(value)}."
-                    self.report(message, vn, plugin=name, path="enabled")
+                    message = f"{key!r} must be true or false, not {_describe(value)}."
+                    self.report(message, vn, plugin=name, path=key)
             elif key == "priority":
                 value = self.value(vn, name, ("priority",), {}, retype=True)
                 if value is None or (isinstance(value, int) and not isinstance(value, bool)):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PluginError, RegistryError, describe
-from ._plugin import Plugin
+from ._plugin import Plugin, check_hooks, describe_class
 
 __all__ = ["Unit", "fingerprint", "import_unit", "plugin_classes", "plugin_units", "unit_for"]
 
@@ -169,7 +169,39 @@ def import_unit(unit: Unit) -> list[type[Plugin]]:
     except Exception as exc:
         _purge(name)
         raise PluginError(unit.name, "import", _import_message(unit, exc), cause=exc) from exc
-    return plugin_classes(vars(module).values(), module.__name__)
+    return checked_classes(vars(module).values(), module.__name__, unit.name)
+
+
+def checked_classes(objects: Iterable[object], module: str, owner: str) -> list[type[Plugin]]:
+    """The plugin classes a file or package defines, refusing what cannot be one.
+
+    A Plugin subclass without a ``name`` is reported (file, class) unless another class
+    there extends it (a shared base); a kind without its hook is refused now, not at the
+    first request. ``owner`` (the unit or entry point) is the plugin the error names.
+    """
+    mine: list[type[Plugin]] = []
+    for obj in objects:
+        mod = getattr(obj, "__module__", None)
+        if isinstance(obj, type) and issubclass(obj, Plugin) and mod == module and obj not in mine:
+            mine.append(obj)
+    found = []
+    for cls in mine:
+        if not cls.name:
+            if not any(other is not cls and issubclass(other, cls) for other in mine):
+                raise PluginError(
+                    owner,
+                    "import",
+                    f"{describe_class(cls)} is a Plugin subclass without a `name`; set a "
+                    f'class attribute such as name = "my-plugin" (a base class that other '
+                    f"plugins in the file extend needs none).",
+                )
+            continue
+        try:
+            check_hooks(cls)
+        except RegistryError as exc:
+            raise PluginError(cls.name, "import", str(exc)) from None
+        found.append(cls)
+    return found
 
 
 def plugin_classes(objects: Iterable[object], module: str | None = None) -> list[type[Plugin]]:
@@ -288,9 +320,16 @@ def entry_point_plugins(group: str) -> list[tuple[str, type[Plugin]]]:
                 ep.name, "import", f"Entry point {ep.name} = {ep.value} failed: {describe(exc)}"
             ) from exc
         if isinstance(obj, types.ModuleType):
-            classes = plugin_classes(vars(obj).values(), obj.__name__)
+            classes = checked_classes(vars(obj).values(), obj.__name__, ep.name)
         elif isinstance(obj, type):
-            classes = plugin_classes([obj])
+            classes = checked_classes([obj], obj.__module__, ep.name)
+            if not classes:
+                raise PluginError(
+                    ep.name,
+                    "import",
+                    f"Entry point {ep.name} = {ep.value} names {obj!r}, which is not a "
+                    f"Plugin subclass with a `name`.",
+                )
         else:
             classes = plugin_classes(obj)
         found.extend((f"entry point {ep.name} = {ep.value}", cls) for cls in classes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,7 @@ class Kernel(Operations):
         self._pending: dict[str, PluginSpec] = {}
         self._op_lock = asyncio.Lock()
         self._closers: list[Callable[[], Any]] = []
+        self._looked: list[str] = []  # where discovery looked, for "no plugin named X"
         self.last_cascade: tuple[str, ...] = ()
         self._closed = False
         self._closing = False  # close() began: queued and new operations are refused
@@ -183,6 +184,7 @@ class Kernel(Operations):
     async def adiscover(self, path: str | os.PathLike) -> list[str]:
         """Register every plugin found in a plugins directory; returns their names."""
         units = _discovery.plugin_units(Path(path))
+        self._looked.append(f"plugins directory {Path(path).resolve()}")
         found = []
         for unit in units:
             digest = await asyncio.to_thread(unit.digest)
@@ -211,6 +213,7 @@ class Kernel(Operations):
     @exclusive
     async def adiscover_entry_points(self, group: str = "helixlab.plugins") -> list[str]:
         """Register plugins that installed packages publish in the entry-point ``group``."""
+        self._looked.append(f"entry points {group!r}")
         return [
             self._register_now(cls, origin="entry-point", source=source)
             for source, cls in _discovery.entry_point_plugins(group)
@@ -548,6 +551,18 @@ class Kernel(Operations):
 
         self._run(self._locked(rebuild()))
         return remove
+
+    def add_verifier(
+        self, key: str, verifier: Callable[[Any, Mapping[str, Entry]], Awaitable[None]]
+    ) -> Callable[[], None]:
+        """Before a reload swaps its new generation in, ``await verifier(generation, changed)``.
+
+        ``generation.extras`` holds what the builders built for it (the gateway's chain);
+        ``changed`` maps each plugin it replaces to its new registry entry. Raising (a
+        PluginError names the plugin and the phase) refuses the swap: the reload rolls
+        back, the old set serves.
+        """
+        return self._pool.add_verifier(key, verifier)
 
     def info(self) -> list[PluginInfo]:
         """One row per registered plugin, in load order (then the rest by name)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -24,6 +24,10 @@ __all__ = ["Generation", "Lease", "LivePool"]
 #: ``builder(instances, graph)``: ``graph`` is the DependencyGraph the generation belongs to
 #: (its load order and priorities), which during a reload is not yet the kernel's.
 Builder = Callable[[Mapping[str, Plugin], Any], Any]
+#: ``await verifier(generation, changed)`` before a reload swaps ``generation`` in
+#: (``changed``: name -> new registry Entry of each plugin it replaces); raising refuses
+#: the swap, and the reload rolls back.
+Verifier = Callable[["Generation", Mapping[str, Any]], Awaitable[None]]
 
 
 class Generation:
@@ -126,6 +130,7 @@ class LivePool:
         self._loop = loop
         self._lock = threading.Lock()
         self._builders: dict[str, Builder] = {}
+        self._verifiers: dict[str, Verifier] = {}
         self._retired: list[Generation] = []
         self.current = Generation(0, {}, {})
 
@@ -139,6 +144,16 @@ class LivePool:
         instances = {name: entry.plugin for name, entry in live.items()}
         extras = {key: build(instances, graph) for key, build in self._builders.items()}
         return Generation(self.current.number + 1, live, extras)
+
+    def add_verifier(self, key: str, verifier: Verifier) -> Callable[[], None]:
+        """Check each generation a reload built aside before it is swapped in (a canary)."""
+        self._verifiers[key] = verifier
+        return lambda: self._verifiers.pop(key, None)
+
+    async def verify(self, new: Generation, changed: Mapping[str, Any]) -> None:
+        """Run the verifiers on ``new``; the first that raises refuses it."""
+        for verifier in list(self._verifiers.values()):
+            await verifier(new, changed)
 
     def swap(self, new: Generation) -> Generation:
         """Make ``new`` current in one step; returns the retired generation."""

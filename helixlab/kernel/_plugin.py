@@ -12,8 +12,10 @@ import enum
 import functools
 import logging
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+import typing
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
@@ -24,14 +26,45 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 __all__ = [
+    "ASGIApp",
     "Context",
+    "MiddlewareFactory",
     "MiddlewarePlugin",
     "Plugin",
     "PluginState",
+    "Probe",
     "ProviderPlugin",
     "ToolPlugin",
     "parse_dependency",
 ]
+
+# The ASGI types a middleware speaks (the same shapes as starlette.types), so that a type
+# checker can help a plugin author without the kernel importing the gateway's stack.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+#: What ``MiddlewarePlugin.get_middleware`` returns: the next app in, the wrapped app out.
+MiddlewareFactory = Callable[[ASGIApp], ASGIApp]
+
+#: A plugin's validated configuration: ``Plugin[MyConfig]`` makes ``init`` receive MyConfig.
+ConfigT = TypeVar("ConfigT")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One request a canary sends through a reload's new chain, aside, before the swap.
+
+    ``json=None`` on the chat route means "one short chat completion to a model the new
+    generation serves". The probe passes when ``expect(status)`` holds (default: < 500).
+    """
+
+    method: str = "POST"
+    path: str = "/v1/chat/completions"
+    json: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    expect: Callable[[int], bool] = field(default=lambda status: status < 500)
 
 
 class PluginState(enum.StrEnum):
@@ -45,12 +78,15 @@ class PluginState(enum.StrEnum):
     FAILED = "failed"
 
 
-class Plugin:
+class Plugin(Generic[ConfigT]):
     """Base class of every plugin. Override what you need; every method is optional.
 
     Lifecycle, driven by the kernel: ``init(ctx, config)`` → ``import_state(state)`` (on a
     reload) → ``start(ctx)`` → … → ``stop(ctx)``. ``health_check(ctx)`` raises (or returns
     False) when unhealthy. ``export_state()`` hands state to the next version on a reload.
+
+    ``class MyPlugin(hx.Plugin[MyConfig])`` (MyConfig a pydantic model) sets
+    ``config_model = MyConfig`` and types ``init``'s ``config`` as MyConfig.
     """
 
     name: ClassVar[str] = ""
@@ -62,7 +98,7 @@ class Plugin:
     priority: ClassVar[int] = 0
     kind: ClassVar[str] = "plugin"
 
-    def init(self, ctx: Context, config: Any) -> Any:
+    def init(self, ctx: Context, config: ConfigT) -> Any:
         """Prepare the instance; ``config`` is the validated ``config_model`` (or a dict)."""
 
     def start(self, ctx: Context) -> Any:
@@ -86,13 +122,41 @@ class Plugin:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "config_model" not in vars(cls):
+            model = _generic_config(cls)
+            if model is not None:
+                cls.config_model = model
         if isinstance(cls.dependencies, str):
             cls.dependencies = (cls.dependencies,)
         else:
             cls.dependencies = tuple(cls.dependencies)
 
 
-class ProviderPlugin(Plugin):
+def _generic_config(cls: type) -> Any:
+    """The pydantic model given as ``Plugin[Model]`` in ``cls``'s own bases, if any."""
+    for base in getattr(cls, "__orig_bases__", ()):
+        args = typing.get_args(base)
+        origin = typing.get_origin(base)
+        if args and isinstance(origin, type) and issubclass(origin, Plugin):
+            model = args[0]
+            if isinstance(model, type) and hasattr(model, "model_validate"):
+                return model
+    return None
+
+
+class _Probed:
+    """What middleware and providers share: the canary's probe requests."""
+
+    def probe(self) -> Iterable[Probe]:
+        """The requests a canary sends through a new version before it serves (``verify``).
+
+        The default is one chat completion; return ``[]`` to skip, or your own probes
+        (e.g. a request your middleware must refuse with ``Probe(expect=lambda s: s == 401)``).
+        """
+        return [Probe()]
+
+
+class ProviderPlugin(_Probed, Plugin[ConfigT]):
     """A plugin that serves completions from an LLM API."""
 
     kind = "provider"
@@ -102,17 +166,17 @@ class ProviderPlugin(Plugin):
         raise NotImplementedError(f"{type(self).__name__}.get_provider() is not implemented")
 
 
-class MiddlewarePlugin(Plugin):
+class MiddlewarePlugin(_Probed, Plugin[ConfigT]):
     """A plugin that wraps the gateway's HTTP handling with pure ASGI middleware."""
 
     kind = "middleware"
 
-    def get_middleware(self) -> Any:
+    def get_middleware(self) -> MiddlewareFactory:
         """A factory ``app -> app`` taking the next ASGI app and returning the wrapped one."""
         raise NotImplementedError(f"{type(self).__name__}.get_middleware() is not implemented")
 
 
-class ToolPlugin(Plugin):
+class ToolPlugin(Plugin[ConfigT]):
     """A plugin that contributes tools for function calling."""
 
     kind = "tool"
@@ -218,3 +282,39 @@ def check_plugin_class(cls: type) -> None:
         )
     for dep in cls.dependencies:
         parse_dependency(dep, cls.name)
+
+
+def check_hooks(cls: type[Plugin]) -> None:
+    """Refuse a kind without its hook (a MiddlewarePlugin without get_middleware...).
+
+    Discovery applies it to plugin files and packages, so that the author learns it when
+    the file loads, not from the first request; a notebook may still sketch a kind first.
+    """
+    for base, hook in _HOOKS:
+        if issubclass(cls, base) and getattr(cls, hook) is getattr(base, hook):
+            raise RegistryError(
+                f"Plugin {cls.name!r} ({describe_class(cls)}) is a {base.__name__} but does not "
+                f"define {hook}(); define it, or subclass a different kind."
+            )
+
+
+_HOOKS = (
+    (MiddlewarePlugin, "get_middleware"),
+    (ProviderPlugin, "get_provider"),
+    (ToolPlugin, "get_tools"),
+)
+
+
+def describe_class(cls: type) -> str:
+    """``class X in file:line`` for messages about a class (file unknown: its module)."""
+    import inspect
+
+    try:
+        file = inspect.getsourcefile(cls) or cls.__module__
+    except (OSError, TypeError):
+        file = cls.__module__
+    try:
+        line = inspect.getsourcelines(cls)[1]
+    except (OSError, TypeError):  # a class made with type(), or in a REPL
+        return f"class {cls.__qualname__} in {file}"
+    return f"class {cls.__qualname__} in {file}:{line}"

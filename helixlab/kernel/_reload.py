@@ -319,10 +319,14 @@ def unregistered(kernel) -> ConfigError | None:
     if not kernel._pending:
         return None
     known = ", ".join(sorted({*kernel._registry, *_discovery.builtin_names()})) or "none"
+    looked = ", ".join(["the built-ins", *kernel._looked])
     problems = [
         ConfigProblem(
-            f"no plugin named {name!r} is registered or built in (known: {known}); its "
-            f"configuration is kept until one is",
+            f"no plugin named {name!r} is registered or built in (known: {known}; looked "
+            f"in {looked}); its configuration is kept until one is. Add the directory "
+            f"holding it with `helixlab serve CONFIG --plugins DIR` or a top-level "
+            f"`plugin_dirs:` list, or install a package publishing it under the "
+            f"'helixlab.plugins' entry point",
             spec.source,
             spec.line,
             name,

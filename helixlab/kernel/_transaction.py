@@ -109,6 +109,8 @@ class Transaction:
             self._check_interrupt(plan.order[-1] if plan.order else "kernel")
             self._t_started = time.perf_counter()
             self._generation = kernel._pool.build({**current, **self._new}, plan.graph)
+            # a canary (the gateway's verify) may refuse the new set before any swap
+            await kernel._pool.verify(self._generation, {n: plan.registry[n] for n in plan.order})
         except Exception as exc:
             if isinstance(exc, PluginError):
                 error = exc

@@ -170,3 +170,11 @@ def cmd_autoreload(session: Any, args: Any) -> Text:
             "autoreload on: re-running a cell that redefines a registered plugin reloads it"
         )
     return Text("autoreload off")
+
+
+def cmd_fleet(session: Any, args: Any) -> Any:
+    """The fleet's live view; its code lives with the fleet (helixlab/fleet/_widget.py)."""
+    from ..fleet._cli import redis_url
+    from ..fleet._widget import FleetView
+
+    return FleetView(redis_url(args.redis, args.fleet), args.fleet)

@@ -39,6 +39,7 @@ used bucket goes.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import threading
 import time
@@ -63,7 +64,28 @@ from ._asgi import (
     state,
 )
 
-__all__ = ["BucketStore", "Decision", "RateLimitMiddleware", "RateLimiter", "RateLimiterConfig"]
+__all__ = [
+    "BucketStore",
+    "Decision",
+    "RateLimitMiddleware",
+    "RateLimiter",
+    "RateLimiterConfig",
+    "use_store",
+]
+
+# Where new limiters keep their buckets (a fleet puts them in Redis); None: in this process.
+_store_factory: Callable[[Any], Any] | None = None
+
+
+def use_store(factory: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    """Make new rate limiters keep buckets in ``factory(config)``'s store; returns the old one.
+
+    The store has BucketStore's ``acquire`` (which may be async), ``reshape`` and
+    ``capacity``; a ``health()`` that raises shows in the plugin's health check.
+    """
+    global _store_factory
+    previous, _store_factory = _store_factory, factory
+    return previous
 
 
 class RateLimiterConfig(PluginConfig):
@@ -239,6 +261,8 @@ class RateLimiter(MiddlewarePlugin):
 
     @staticmethod
     def _new_store(config: RateLimiterConfig) -> BucketStore:
+        if _store_factory is not None:
+            return _store_factory(config)
         return BucketStore(
             config.requests_per_minute,
             config.burst_size,
@@ -263,6 +287,11 @@ class RateLimiter(MiddlewarePlugin):
 
     def get_middleware(self) -> Any:
         return lambda app: RateLimitMiddleware(app, plugin=self)
+
+    def health_check(self, ctx: Context) -> None:
+        check = getattr(self.store, "health", None)
+        if check is not None:
+            check()  # a shared store says here when it cannot be reached
 
     def client_of(self, scope: Scope) -> str:
         """The bucket key of a request: a verified identity, else the client's address."""
@@ -325,6 +354,8 @@ class RateLimitMiddleware:
         client = self.plugin.client_of(scope)
         state(scope).setdefault(CLIENT, client)
         decision = self.plugin.store.acquire(client)
+        if inspect.isawaitable(decision):  # a shared store (Redis) answers asynchronously
+            decision = await decision
         headers = _headers(decision)
         if not decision.allowed:
             retry = max(1, math.ceil(decision.retry_after))

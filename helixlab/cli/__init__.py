@@ -1,0 +1,26 @@
+"""The ``helixlab`` command line: one module per subcommand, registered in ``__main__``.
+
+Each subcommand module exposes ``register(commands)``, which adds its parser to the
+``argparse`` sub-parsers and sets ``run`` (a function of the parsed arguments returning
+the exit status) as its default. ``helixlab/__main__.py`` lists the modules and maps the
+errors every command shares to exit statuses, so adding a command is one module and one
+line there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_USAGE", "Command", "Commands", "say"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+Commands = argparse._SubParsersAction  # what ``register`` receives
+Command = Callable[[argparse.Namespace], int]  # what ``run`` is
+
+
+def say(text: str) -> None:
+    """One line of progress on stderr; stdout stays for what scripts read."""
+    print(f"helixlab: {text}", file=sys.stderr, flush=True)

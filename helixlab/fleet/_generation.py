@@ -1,0 +1,127 @@
+"""A generation: what every worker of a fleet runs, by content, and how it came to be.
+
+Generation g is the configuration text (the YAML, as written) and the plugin sources
+(every file of the fleet's plugins directory, by relative path) the fleet serves, their
+digest, and the action that made it from g-1 (``load``, ``reload NAME``,
+``configure NAME key=value``, ``apply`` a saved config file, ``define`` a saved plugin
+file). A worker that joins loads the committed generation; a worker already serving
+applies the action. Workers run the generation's sources, not their own disk's: hosts
+whose copies of the plugins differ still serve one version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["Generation", "configured_text", "parse_assignments", "read_sources", "write_sources"]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generation of a fleet (stored as a Redis hash under ``gen:{number}``)."""
+
+    number: int
+    config: str  # the YAML text
+    source: str  # the file it came from, for messages and line numbers
+    action: dict[str, Any] = field(default_factory=lambda: {"kind": "load"})
+    proposed_by: str = ""
+    proposed_at: float = field(default_factory=time.time)
+    sources: dict[str, str] = field(default_factory=dict)  # plugin files: relative path -> text
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the configuration and the sources: one digest, the same code and settings."""
+        h = hashlib.sha256(self.config.encode())
+        for path, text in sorted(self.sources.items()):
+            h.update(b"\0" + path.encode() + b"\0" + text.encode())
+        return h.hexdigest()[:16]
+
+    def describe(self) -> str:
+        action = self.action
+        kind = action.get("kind", "load")
+        if kind == "reload":
+            return f"reload {action['plugin']}"
+        if kind == "configure":
+            values = " ".join(f"{k}={json.dumps(v)}" for k, v in action["values"].items())
+            return f"configure {action['plugin']} {values}"
+        if kind == "apply":
+            return f"apply {self.source}"
+        if kind == "define":
+            return f"define {action['path']}"
+        return f"load {self.source}"
+
+    def to_hash(self) -> dict[str, str]:
+        data = asdict(self)
+        data["action"] = json.dumps(self.action)
+        data["sources"] = json.dumps(self.sources)
+        data["digest"] = self.digest
+        return {key: str(value) for key, value in data.items()}
+
+    @classmethod
+    def from_hash(cls, data: Mapping[str, str]) -> Generation:
+        return cls(
+            number=int(data["number"]),
+            config=data["config"],
+            source=data["source"],
+            action=json.loads(data.get("action") or '{"kind": "load"}'),
+            proposed_by=data.get("proposed_by", ""),
+            proposed_at=float(data.get("proposed_at") or 0),
+            sources=json.loads(data.get("sources") or "{}"),
+        )
+
+
+def configured_text(text: str, plugin: str, values: Mapping[str, Any]) -> str:
+    """The YAML ``text`` with ``values`` merged into ``plugins.<plugin>.config``.
+
+    Comments are not kept (the text is re-dumped); ``${VAR}`` references are, as written.
+    """
+    doc = yaml.safe_load(text) or {}
+    entry = doc.setdefault("plugins", {}).setdefault(plugin, {}) or {}
+    doc["plugins"][plugin] = entry
+    entry["config"] = {**(entry.get("config") or {}), **values}
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, Any]:
+    """``["burst_size=5", "name=x"]`` -> ``{"burst_size": 5, "name": "x"}`` (values as YAML)."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected key=value, got {pair!r}")
+        values[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+    return values
+
+
+def read_sources(directory: str | Path) -> dict[str, str]:
+    """Every ``.py`` file of a plugins directory (as discovery sees it), by relative path."""
+    root = Path(directory).resolve()
+    found = {}
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if any(part.startswith((".", "_")) for part in rel.parts[:-1]) or rel.parts[0].startswith(
+            (".", "_")
+        ):
+            continue
+        found[rel.as_posix()] = path.read_text(encoding="utf-8")
+    return found
+
+
+def write_sources(directory: str | Path, sources: Mapping[str, str]) -> None:
+    """Materialise ``sources`` under ``directory`` (a worker's own copy of the plugins)."""
+    root = Path(directory)
+    for rel, text in sources.items():
+        target = root / rel
+        if not target.resolve().is_relative_to(root.resolve()):
+            raise ValueError(f"plugin source path {rel!r} leaves the plugins directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            target.write_text(text, encoding="utf-8")

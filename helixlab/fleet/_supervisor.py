@@ -1,0 +1,366 @@
+"""The supervisor of ``helixlab serve CONFIG --workers N``: one port, N worker processes.
+
+It binds the listening socket once and hands it to every worker (inherited file
+descriptor: the kernel spreads connections over the processes accepting on it), starts
+a private redis-server when no ``--redis`` is given, restarts a worker that dies (first
+removing its heartbeat, so a reload in progress aborts at once instead of waiting for the
+TTL), and proposes a fleet reload when the config file is saved. Stopping stops the
+workers (each drains its requests), then the private Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .._net import bind_tcp, http_url
+from ..errors import FleetError
+from ._redis import Keys, PrivateRedis, client, run_sync
+
+__all__ = ["Supervisor", "state_file"]
+
+
+def state_file(fleet: str) -> Path:
+    """Where a running fleet on this host says which Redis it uses (for ``helixlab fleet``)."""
+    return Path(tempfile.gettempdir()) / f"helixlab-fleet-{fleet}.json"
+
+
+def _say(text: str, log: Any = None) -> None:
+    print(f"helixlab: {text}", file=log or sys.stderr, flush=True)
+
+
+class _Slot:
+    def __init__(self, index: int):
+        self.index = index
+        self.process: subprocess.Popen | None = None
+        self.ready = threading.Event()
+        self.failures = 0
+        self.started = 0.0
+        self.failed_start: int | None = None
+
+
+class Supervisor:
+    """Start with :meth:`start`, stop with :meth:`stop`; ``url`` is the fleet's address."""
+
+    def __init__(
+        self,
+        config: str,
+        workers: int,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        redis: str | None = None,
+        fleet: str = "helixlab",
+        rate_limit_policy: str = "open",
+        watch: bool = True,
+        plugins: str | None = None,
+        shared_limits: bool = True,
+        log: str | os.PathLike | None = None,
+        admin_key: str | None = None,
+        verify: bool = False,
+        entry_points: bool = True,
+    ):
+        if workers < 1:
+            raise FleetError(f"--workers must be at least 1, not {workers}.")
+        self.config = str(Path(config).resolve())
+        self.workers, self.fleet, self.keys = workers, fleet, Keys(fleet)
+        self.policy, self.watch = rate_limit_policy, watch
+        self.plugins = str(Path(plugins).resolve()) if plugins else None
+        self.shared_limits = shared_limits
+        self.admin_key, self.verify, self.entry_points = admin_key, verify, entry_points
+        # the workers' stderr: inherited, or appended to a file (a notebook's cells stay clean)
+        self.log = open(log, "a", encoding="utf-8") if log else None  # noqa: SIM115
+        self.sock = bind_tcp(host, port)
+        self.sock.listen(2048)
+        self.sock.set_inheritable(True)
+        self.host, self.port = host, self.sock.getsockname()[1]
+        self.private: PrivateRedis | None = None
+        self.redis_url = redis
+        self.metrics_dir = tempfile.mkdtemp(prefix="helixlab-metrics-")
+        self.slots = [_Slot(i) for i in range(workers)]
+        self._stopping = threading.Event()
+        self._started = False
+        self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+        self.watching = threading.Event()  # set once saves of the config file are seen
+        self._r: Any = None
+
+    @property
+    def url(self) -> str:
+        return http_url(self.host, self.port)
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start Redis (if private) and every worker; return when all of them serve."""
+        try:
+            self._check_config()
+            if self.redis_url is None:
+                self.private = PrivateRedis()
+                self.redis_url = self.private.url
+            self._r = client(self.redis_url, asyncio=False)
+            try:
+                self._r.ping()
+            except Exception as exc:
+                raise FleetError(f"Redis at {self.redis_url} cannot be reached: {exc}") from None
+            for slot in self.slots:
+                self._spawn(slot)
+            deadline = time.monotonic() + timeout
+            for slot in self.slots:
+                if not slot.ready.wait(max(0.0, deadline - time.monotonic())):
+                    raise FleetError(
+                        f"Worker {slot.index} did not start within {timeout:g}s (see its log)."
+                    )
+                if slot.failed_start is not None:
+                    raise FleetError(
+                        f"Worker {slot.index} exited with status {slot.failed_start} while "
+                        f"starting; its error is in its log (stderr)."
+                    )
+            self._started = True
+            state_file(self.fleet).write_text(
+                json.dumps({"redis": self.redis_url, "url": self.url, "pid": os.getpid()})
+            )
+            if self.watch:
+                self._config_text = Path(self.config).read_text(encoding="utf-8")
+                self._watcher = threading.Thread(target=self._watch, daemon=True)
+                self._watcher.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _check_config(self) -> None:
+        """Refuse a configuration the workers would refuse, before starting any (ConfigError)."""
+        from ..kernel import Kernel, _reload
+
+        with Kernel() as kernel:
+            if self.entry_points:
+                kernel.discover_entry_points()
+            if self.plugins:
+                kernel.discover(self.plugins)
+            kernel.apply_config(self.config)
+            missing = _reload.unregistered(kernel)  # what load_all would refuse
+            if missing is not None:
+                raise missing
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _spawn(self, slot: _Slot) -> None:
+        env = {
+            **os.environ,
+            "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
+            "HELIXLAB_WORKER_SLOT": str(slot.index),  # which of the N a worker is
+        }
+        if self.admin_key:
+            env["HELIXLAB_ADMIN_KEY"] = self.admin_key  # the environment, not argv (`ps`)
+        args = [
+            sys.executable, "-m", "helixlab.fleet._worker",
+            "--config", self.config, "--fd", str(self.sock.fileno()),
+            "--redis", self.redis_url, "--fleet", self.fleet, "--slot", str(slot.index),
+            "--rate-limit-policy", self.policy,
+        ]  # fmt: skip
+        if self.plugins:
+            args += ["--plugins", self.plugins]
+        if not self.shared_limits:
+            args.append("--local-limits")
+        if self.verify:
+            args.append("--verify")
+        if not self.entry_points:
+            args.append("--no-entry-points")
+        slot.ready.clear()
+        slot.started = time.monotonic()
+        slot.process = process = subprocess.Popen(
+            args,
+            pass_fds=(self.sock.fileno(),),
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=env,
+        )
+        threading.Thread(target=self._follow, args=(slot, process), daemon=True).start()
+
+    def _follow(self, slot: _Slot, process: subprocess.Popen) -> None:
+        """Read the worker's ready line, wait for it to end, and restart it if it died."""
+        for line in process.stdout:
+            if line.startswith("ready "):
+                slot.ready.set()
+        code = process.wait()
+        worker_id = f"{socket.gethostname()}-{process.pid}"
+        self._forget(worker_id, process.pid, code)
+        if self._stopping.is_set():
+            return
+        if not self._started and not slot.ready.is_set():
+            slot.failed_start = code  # start() reports it instead of restarting forever
+            slot.ready.set()
+            return
+        _say(f"worker {slot.index} ({worker_id}) exited with {code}; restarting it", self.log)
+        quick = time.monotonic() - slot.started < 2.0
+        slot.failures = slot.failures + 1 if quick else 0
+        if slot.failures:
+            # a worker that dies at once would otherwise spin the machine: back off
+            self._stopping.wait(min(5.0, 0.25 * 2 ** (slot.failures - 1)))
+        with self._lock:
+            if not self._stopping.is_set():
+                self._spawn(slot)
+
+    def _forget(self, worker_id: str, pid: int, code: int) -> None:
+        """A dead worker leaves the quorum now (not after its TTL) and drops its live gauges."""
+        try:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid, self.metrics_dir)
+        except Exception:
+            pass
+        try:
+            self._r.delete(self.keys.worker(worker_id))
+            message = {"type": "gone", "worker": worker_id, "why": f"exited with {code}"}
+            self._r.publish(self.keys.channel, json.dumps(message))
+            holder = self._r.get(self.keys.lock)
+            if holder and worker_id in holder:
+                self._r.delete(self.keys.lock)  # it died joining: let the others in
+        except Exception:
+            pass
+
+    def pids(self) -> list[int]:
+        return [s.process.pid for s in self.slots if s.process is not None]
+
+    # -- saved config file -----------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Saved config file -> an ``apply`` generation; saved plugin file -> ``define``."""
+        import watchfiles
+
+        config = Path(self.config)
+        plugins = Path(self.plugins) if self.plugins else None
+        roots = {config.parent, *([plugins] if plugins else [])}
+        if plugins is not None and plugins.is_relative_to(config.parent):
+            roots = {config.parent}  # one watch covers both
+
+        def wanted(_: Any, changed: str) -> bool:
+            path = Path(changed)
+            return path == config or (
+                plugins is not None and path.suffix == ".py" and path.is_relative_to(plugins)
+            )
+
+        changes = watchfiles.watch(
+            *sorted(roots),  # directories: editors replace files rather than write them
+            watch_filter=wanted,
+            stop_event=self._stopping,
+            debounce=200,
+            rust_timeout=300,
+            yield_on_timeout=True,
+        )
+        for batch in changes:
+            if not batch:  # a quiet period: the watcher is running
+                self.watching.set()
+                continue
+            changed = {Path(p) for _, p in batch}
+            if config in changed:
+                self._config_changed(config)
+            if plugins is not None:
+                self._plugins_changed(plugins, changed - {config})
+
+    def _config_changed(self, path: Path) -> None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            return
+        if text == self._config_text:
+            return
+        self._config_text = text
+        self._propose_logged({"kind": "apply"}, path, config=text)
+
+    def _plugins_changed(self, plugins: Path, changed: set[Path]) -> None:
+        from ..kernel._discovery import unit_for
+        from ._generation import read_sources
+
+        units = {u.root: u for p in changed if (u := unit_for(plugins, p)) and u.path.exists()}
+        for unit in units.values():  # one generation per saved unit
+            action = {
+                "kind": "define",
+                "path": unit.path.relative_to(plugins).as_posix(),
+                "file": str(unit.path),
+            }
+            self._propose_logged(action, unit.path, sources=read_sources(plugins))
+
+    def _propose_logged(self, action: dict, path: Path, **content: Any) -> None:
+        from ._coordinator import propose
+
+        try:
+            report = run_sync(lambda: self._propose(propose, action, **content))
+            _say(f"fleet reload from {path}: {report}", self.log)
+        except Exception as exc:
+            _say(f"fleet reload from {path} failed: {exc}", self.log)
+
+    async def _propose(self, propose: Any, action: dict, **content: Any) -> Any:
+        r = client(self.redis_url)
+        try:
+            return await propose(r, self.keys, action, source=self.config, **content)
+        finally:
+            await r.aclose()
+
+    # -- the fleet from Python (a notebook cell, a script) -----------------------------------
+
+    def reload(self, name: str) -> Any:
+        """Reload ``name`` on every worker as one generation: a FleetReport, or FleetError."""
+        from ._coordinator import propose
+
+        return run_sync(lambda: self._propose(propose, {"kind": "reload", "plugin": name}))
+
+    def configure(self, name: str, **values: Any) -> Any:
+        """Merge ``values`` into ``name``'s config on every worker, as one generation."""
+        from ._coordinator import propose
+
+        action = {"kind": "configure", "plugin": name, "values": values}
+        return run_sync(lambda: self._propose(propose, action))
+
+    def status(self) -> dict[str, Any]:
+        """The committed generation and every live worker (what ``helixlab fleet status`` shows)."""
+        from ._cli import read_status
+
+        return run_sync(lambda: read_status(self.redis_url, self.keys))
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop every worker (SIGTERM: they drain), then the private Redis; idempotent."""
+        with self._lock:
+            self._stopping.set()
+        processes = [s.process for s in self.slots if s.process is not None]
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + timeout
+        for process in processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.sock.close()
+        if self._r is not None:
+            self._r.close()
+        if self.private is not None:
+            self.private.close()
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        if self.log is not None:
+            self.log.close()
+        try:
+            state = state_file(self.fleet)
+            if state.exists() and json.loads(state.read_text()).get("url") == self.url:
+                state.unlink()
+        except (OSError, ValueError):
+            pass
+
+    def __enter__(self) -> Supervisor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
