@@ -36,18 +36,21 @@ def plugin_cell(session: Any, cell: str, options: str = "") -> Any:
     __tracebackhide__ = True  # an exception in the cell shows the cell's frames, not ours
     shell = session.shell
     label = session.cell_label
+    # lines as the learner sees them: `%%helix plugin` is line 1, so tracebacks point at
+    # the cell's own line numbers and show its text
+    header = f"%%helix plugin {options}".rstrip()
+    filename = shell.compile.cache(f"{header}\n{cell}", session.execution_count)
     try:
         tree = ast.parse(cell, filename=label)  # a SyntaxError here changes nothing
     except SyntaxError as exc:
-        # lines counted from the cell's top, where `%%helix plugin` is line 1
         line = (exc.lineno or 0) + 1
         error = SyntaxError(
             f"{exc.msg}; nothing was changed, the running versions keep serving",
-            (label, line, exc.offset, exc.text),
+            (filename, line, exc.offset, exc.text, (exc.end_lineno or line - 1) + 1, exc.end_offset),
         )
         error.helixlab_cell = True  # shown as the user's error, without helixlab's frames
         raise error from None
-    filename = shell.compile.cache(cell, session.execution_count)
+    ast.increment_lineno(tree, 1)
     names = _class_names(tree)
     # dont_inherit: the cell must not get this module's `from __future__ import annotations`
     exec(compile(tree, filename, "exec", dont_inherit=True), shell.user_ns)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import linecache
 import sys
 import sysconfig
 import types
@@ -100,17 +101,17 @@ class Session:
 
 
 def _show_helix_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset=None):
-    """Show a HelixError as a short traceback: the user's frames only, then the plain message."""
-    if not isinstance(value, HelixError) and not getattr(value, "helixlab_cell", False):
-        shell.showsyntaxerror()  # an ordinary cell's syntax error: IPython's own display
+    """Show a HelixError as IPython shows an ordinary cell's error: the learner's own frames
+    (a plugin's ``raise`` included, which lives in the error's cause), then the plain message.
+
+    helixlab's, IPython's and the standard library's frames are dropped, and so is the
+    cell frame that only calls the ``%helix`` magic (it would echo the whole cell).
+    """
+    if not isinstance(value, HelixError):
+        shell.showsyntaxerror()  # a syntax error: IPython's own display (cell, line, caret)
         return None
-    frames = []
-    while tb is not None:
-        if not tb.tb_frame.f_code.co_filename.startswith(_HIDDEN):
-            frames.append(tb)
-        tb = tb.tb_next
     trimmed = None
-    for frame in reversed(frames):
+    for frame in reversed(learner_frames(value, tb)):
         trimmed = types.TracebackType(trimmed, frame.tb_frame, frame.tb_lasti, frame.tb_lineno)
     report = getattr(value, "report", None)
     if report is not None and report.order:  # a rolled-back cascade: show what was attempted
@@ -119,6 +120,34 @@ def _show_helix_error(shell: Any, etype: type, value: BaseException, tb: Any, tb
         display(report)
     value.__cause__ = None
     value.__suppress_context__ = True
-    stb = shell.InteractiveTB.structured_traceback(etype, value, trimmed, tb_offset=1)
+    if trimmed is None:  # nothing of the learner's to show: the message alone
+        stb = shell.InteractiveTB.get_exception_only(etype, value)
+    else:
+        stb = shell.InteractiveTB.structured_traceback(etype, value, trimmed, tb_offset=0)
     shell._showtraceback(etype, value, stb)
     return stb
+
+
+def learner_frames(error: BaseException, tb: Any = None) -> list[Any]:
+    """The traceback entries of ``error`` and of its causes that are the learner's code."""
+    frames: list[Any] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    entry = tb if tb is not None else error.__traceback__
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        while entry is not None:
+            code = entry.tb_frame.f_code
+            if not code.co_filename.startswith(_HIDDEN) and not _calls_magic(entry):
+                frames.append(entry)
+            entry = entry.tb_next
+        current = getattr(current, "cause", None) or current.__cause__
+        entry = current.__traceback__ if current is not None else None
+    return frames
+
+
+def _calls_magic(entry: Any) -> bool:
+    """A cell frame whose line is IPython's rewrite of a ``%helix`` or ``%%helix`` line."""
+    code = entry.tb_frame.f_code
+    line = linecache.getline(code.co_filename, entry.tb_lineno)
+    return "_magic('helix'" in line
