@@ -187,6 +187,8 @@ def test_graph_formats(ip, pair):
     assert data["image/svg+xml"].lstrip().startswith(("<?xml", "<svg", "<!--"))
     assert "<svg" in data["image/svg+xml"]
     assert "store" in data["text/plain"] and "<- store" in data["text/plain"]
+    # JupyterLab shows text/html over an image: none next to the drawing, or it hides it
+    assert sorted(data) == ["image/svg+xml", "text/plain"]
 
     text = plain(ip, ip.run_line_magic("helix", "graph --format text"))
     assert text.index("store") < text.index("api")  # load order

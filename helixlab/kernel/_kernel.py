@@ -456,9 +456,13 @@ class Kernel:
 
     # -- health -----------------------------------------------------------------------
 
-    async def ahealth(self) -> dict[str, HealthStatus]:
-        """Run every running plugin's health check concurrently, each under a timeout."""
-        return await self._arun(_health.run(self))
+    async def ahealth(self, *, record: bool = True) -> dict[str, HealthStatus]:
+        """Run every running plugin's health check concurrently, each under a timeout.
+
+        ``record=False`` (a dashboard's background look) keeps the results out of
+        ``info()`` and the event log, so what a notebook prints does not depend on it.
+        """
+        return await self._arun(_health.run(self, record=record))
 
     health = _blocking(ahealth)
 
