@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import html
 import importlib
 import pkgutil
@@ -126,8 +127,11 @@ def run_check(
     """Run a lab's checks. ``strict`` (the solutions use it) raises CheckFailed on any ✗."""
     _load_labs()
     if name not in LABS:
+        close = difflib.get_close_matches(name, sorted(LABS), n=1)
+        guess = f" Did you mean {close[0]!r}?" if close else ""
         raise UsageError(
-            f"%helix check: no lab named {name!r} (labs: {', '.join(sorted(LABS)) or 'none'})."
+            f"%helix check: no lab named {name!r}.{guess} "
+            f"(labs: {', '.join(sorted(LABS)) or 'none'})"
         )
     entry = LABS[name]
     probe = Probe(kernel, namespace)
