@@ -159,8 +159,7 @@ def test_a_syntax_error_changes_nothing_and_points_at_the_cell_line(ip, kernel):
     assert isinstance(ran.error, SyntaxError)
     line = cell("", store="1.1").count("\n") + 1  # counted from `%%helix plugin`, line 1
     assert ran.last_line == (
-        "SyntaxError: '(' was never closed; nothing was changed, the running versions keep "
-        "serving"
+        "SyntaxError: '(' was never closed; nothing was changed, the running versions keep serving"
     )
     # as IPython shows an ordinary cell's syntax error: the cell's own line, with a caret
     assert f"Cell In[{ran.result.execution_count}], line {line}\n" in plain_text(ran.stdout)

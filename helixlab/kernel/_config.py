@@ -201,7 +201,8 @@ def _where_the_mistake_is(
         return ctx, f"could not find expected ':' after {key!r}; a key ends with a colon"
     if exc.problem == "mapping values are not allowed here" and mark is not None:
         before = [i for i in range(min(mark.line, len(lines))) if lines[i].strip()]
-        if before and ":" not in lines[before[-1]] and not lines[before[-1]].lstrip().startswith("-"):
+        previous = lines[before[-1]] if before else ""
+        if before and ":" not in previous and not previous.lstrip().startswith("-"):
             i = before[-1]
             key = lines[i].strip()
             column = len(lines[i].rstrip())

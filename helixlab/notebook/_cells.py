@@ -44,9 +44,10 @@ def plugin_cell(session: Any, cell: str, options: str = "") -> Any:
         tree = ast.parse(cell, filename=label)  # a SyntaxError here changes nothing
     except SyntaxError as exc:
         line = (exc.lineno or 0) + 1
+        end = (exc.end_lineno or line - 1) + 1
         error = SyntaxError(
             f"{exc.msg}; nothing was changed, the running versions keep serving",
-            (filename, line, exc.offset, exc.text, (exc.end_lineno or line - 1) + 1, exc.end_offset),
+            (filename, line, exc.offset, exc.text, end, exc.end_offset),
         )
         error.helixlab_cell = True  # shown as the user's error, without helixlab's frames
         raise error from None

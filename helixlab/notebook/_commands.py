@@ -23,7 +23,7 @@ def _name(session: Any, name: str) -> str:
 
 
 def unknown_plugin(name: str, known: list[str]) -> str:
-    """"no plugin named ...", with the closest registered name when it looks like a typo."""
+    """ "no plugin named ...", with the closest registered name when it looks like a typo."""
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     guess = f" Did you mean {close[0]!r}?" if close else ""
     names = ", ".join(known) or "none registered yet"
