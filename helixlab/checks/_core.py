@@ -27,10 +27,27 @@ class Missing(Exception):
 
 @dataclass
 class Probe:
-    """What a check may look at: the kernel and the notebook's namespace."""
+    """What a check may look at: the kernel and the notebook's namespace.
+
+    ``refused`` maps a plugin name to the notebook's last definition of it when the kernel
+    refused that definition (a :class:`~helixlab.notebook._session.Refusal`): the checks
+    try that class, and the first check says it was refused. ``record`` is False for a
+    live panel's background runs, whose health checks must not add to the notebook's
+    event log.
+    """
 
     kernel: Any
     namespace: Mapping[str, Any]
+    refused: Mapping[str, Any] = field(default_factory=dict)
+    record: bool = True
+
+    def plugin_class(self, name: str) -> Any:
+        """The class the checks try: the last definition, even when it was refused."""
+        refusal = self.refused.get(name)
+        return refusal.cls if refusal is not None else self.kernel.plugin_class(name)
+
+    def health(self) -> Any:
+        return self.kernel.health(record=self.record)
 
     def need(self, name: str, hint: str) -> Any:
         """A name the learner should have defined in the notebook."""
@@ -121,10 +138,8 @@ def _load_labs() -> None:
             importlib.import_module(f"{checks.__name__}.{info.name}")
 
 
-def run_check(
-    name: str, kernel: Any, namespace: Mapping[str, Any], *, strict: bool = False
-) -> CheckReport:
-    """Run a lab's checks. ``strict`` (the solutions use it) raises CheckFailed on any ✗."""
+def lab_entry(name: str) -> _Lab:
+    """The lab named ``name``; a UsageError (with the closest name) when there is none."""
     _load_labs()
     if name not in LABS:
         close = difflib.get_close_matches(name, sorted(LABS), n=1)
@@ -133,10 +148,30 @@ def run_check(
             f"%helix check: no lab named {name!r}.{guess} "
             f"(labs: {', '.join(sorted(LABS)) or 'none'})"
         )
-    entry = LABS[name]
-    probe = Probe(kernel, namespace)
+    return LABS[name]
+
+
+def run_check(
+    name: str,
+    kernel: Any,
+    namespace: Mapping[str, Any],
+    *,
+    strict: bool = False,
+    refused: Mapping[str, Any] | None = None,
+    record: bool = True,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> CheckReport:
+    """Run a lab's checks. ``strict`` (the solutions use it) raises CheckFailed on any ✗.
+
+    ``cancelled`` is asked between checks: a live panel's run that a newer one superseded
+    stops early (its report is dropped).
+    """
+    entry = lab_entry(name)
+    probe = Probe(kernel, namespace, dict(refused or {}), record)
     results = []
     for description, check in entry.checks:
+        if cancelled():
+            break
         try:
             check(probe)
         except Missing as exc:

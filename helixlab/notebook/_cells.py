@@ -13,9 +13,10 @@ import ast
 import hashlib
 from typing import Any
 
-from ..errors import RegistryError
+from ..errors import HelixError, RegistryError
 from ..kernel import Plugin
 from ..kernel._discovery import fingerprint, plugin_classes
+from ._session import Refusal
 
 __all__ = ["config_cell", "plugin_cell", "set_autoreload"]
 
@@ -34,6 +35,14 @@ def _helpers_digest(tree: ast.Module) -> str:
 
 def plugin_cell(session: Any, cell: str, options: str = "") -> Any:
     __tracebackhide__ = True  # an exception in the cell shows the cell's frames, not ours
+    try:
+        return _plugin_cell(session, cell, options)
+    finally:
+        session.plugin_cell_ran()  # whatever happened: a live check panel looks again
+
+
+def _plugin_cell(session: Any, cell: str, options: str) -> Any:
+    __tracebackhide__ = True
     shell = session.shell
     label = session.cell_label
     # lines as the learner sees them: `%%helix plugin` is line 1, so tracebacks point at
@@ -63,10 +72,19 @@ def plugin_cell(session: Any, cell: str, options: str = "") -> Any:
         )
     helpers = _helpers_digest(tree)
     prints = {cls.name: f"{fingerprint(cls)}:{helpers}" for cls in classes}
-    with session.plugin_output():
-        return session.kernel.define(
-            classes, source=label, origin="cell", unit=session.cell_id, fingerprints=prints
-        )
+    try:
+        with session.plugin_output():
+            report = session.kernel.define(
+                classes, source=label, origin="cell", unit=session.cell_id, fingerprints=prints
+            )
+    except HelixError as exc:
+        # the checks look at this definition first, and say it was refused
+        for cls in classes:
+            session.refused[cls.name] = Refusal(cls, label, str(exc))
+        raise
+    for cls in classes:
+        session.refused.pop(cls.name, None)
+    return report
 
 
 def config_cell(session: Any, cell: str) -> Any:

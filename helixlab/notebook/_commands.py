@@ -164,7 +164,13 @@ def cmd_dashboard(session: Any, args: Any) -> Any:
 def cmd_check(session: Any, args: Any) -> Any:
     from ..checks import run_check
 
-    return run_check(args.lab, session.kernel, session.shell.user_ns, strict=args.strict)
+    if args.live:
+        from ._live_checks import CheckPanel
+
+        return CheckPanel(session, args.lab)
+    return run_check(
+        args.lab, session.kernel, session.shell.user_ns, strict=args.strict, refused=session.refused
+    )
 
 
 def cmd_reset(session: Any, args: Any) -> Text:

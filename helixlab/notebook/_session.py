@@ -11,7 +11,8 @@ import linecache
 import sys
 import sysconfig
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import IPython
 from ..errors import HelixError
 from ..kernel import Kernel
 
-__all__ = ["Session"]
+__all__ = ["Refusal", "Session"]
 
 # Frames from these directories are machinery, not the user's code: hidden in tracebacks.
 _HIDDEN = (
@@ -28,6 +29,15 @@ _HIDDEN = (
     sysconfig.get_paths()["stdlib"],
     str(Path(IPython.__file__).resolve().parent),
 )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A plugin class a ``%%helix plugin`` cell defined and the kernel refused, and why."""
+
+    cls: type
+    where: str
+    message: str
 
 
 class Session:
@@ -41,6 +51,10 @@ class Session:
         self.autoreload = False
         self.cell_id: str | None = None
         self._count: int | None = None
+        #: plugin name -> its last ``%%helix plugin`` definition, when the kernel refused it
+        self.refused: dict[str, Refusal] = {}
+        #: called after each ``%%helix plugin`` cell, refused or not (live check panels)
+        self.plugin_cell_listeners: list[Callable[[], None]] = []
         shell.user_ns["helix"] = self.kernel
         shell.events.register("pre_run_cell", self._pre_run_cell)
         shell.set_custom_exc((HelixError, SyntaxError), _show_helix_error)
@@ -60,8 +74,14 @@ class Session:
     def cell_label(self) -> str:
         return f"cell [{self.execution_count}]"
 
+    def plugin_cell_ran(self) -> None:
+        for listener in list(self.plugin_cell_listeners):
+            with contextlib.suppress(Exception):  # a panel's failure is not the cell's
+                listener()
+
     def reset(self) -> Kernel:
         """Close the kernel and start an empty one (the notebook's ``helix`` is rebound)."""
+        self.refused.clear()
         self.stop_extras()
         self.kernel.close()
         self.kernel = Kernel()
