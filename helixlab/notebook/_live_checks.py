@@ -37,6 +37,7 @@ class CheckPanel(w.VBox):
 
     def __init__(self, session: Any, lab: str, **kwargs: Any):
         self.lab = lab_entry(lab).name  # a UsageError for an unknown lab, as without --live
+        self._lock = threading.Lock()
         self.session = session
         self.heading = w.HTML()
         self.heading.add_class("helix-check-heading")
@@ -51,7 +52,6 @@ class CheckPanel(w.VBox):
         self.report: CheckReport | None = None
         self.runs = 0  # finished, shown runs
         self.dropped = 0  # runs superseded by a newer one before they finished
-        self._lock = threading.Lock()
         self._wanted = 0  # generation of the newest run asked for
         self._dirty = False
         self._worker: threading.Thread | None = None
@@ -181,6 +181,9 @@ class CheckPanel(w.VBox):
         self._show_heading(f"checked after {self.session.cell_label}")
 
     def close(self) -> None:
+        if not hasattr(self, "session"):  # __init__ refused the lab before building the panel
+            super().close()
+            return
         with self._lock:
             self._closed = True
         if self._unsubscribe is not None:
