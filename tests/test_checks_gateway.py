@@ -330,7 +330,10 @@ def client_of(scope) -> str:
 
 
 def limiter_class(
-    bucket: type = SolutionBucket, answer_429: bool = True, hand_over: bool = True
+    bucket: type = SolutionBucket,
+    answer_429: bool = True,
+    hand_over: bool = True,
+    new_limits: bool = True,
 ) -> type[hx.MiddlewarePlugin]:
     class Middleware:
         def __init__(self, app, plugin):
@@ -373,6 +376,10 @@ def limiter_class(
         def import_state(self, state):
             if state is not None:
                 self.buckets = state
+                for kept in self.buckets.values() if new_limits else ():
+                    kept.capacity = self.config.burst_size
+                    kept.rate = self.config.requests_per_minute / 60
+                    kept.tokens = min(kept.tokens, kept.capacity)
 
         def health_check(self, ctx):
             if self.buckets is None:
@@ -391,6 +398,8 @@ LAB3 = [
     "other clients are not affected by one client's empty bucket",
     "tokens come back over time: one every 60s at 1 request(s) a minute",
     "a hot reload of the limiter keeps every client's bucket (export_state / import_state)",
+    "re-running the limiter's cell keeps every client's bucket (no module-level buckets)",
+    "a configure applies the new burst_size and rate to the buckets that exist",
     "lab-rate-limiter is healthy, and the gateway's GET /health answers 200",
 ]
 
@@ -416,10 +425,10 @@ def test_lab3_starter_shows_the_gaps_with_hints(helix):
     loaded(helix, limiter_class(StarterBucket, answer_429=False, hand_over=False))
     report = run_check("lab3", helix, {})
     got = results(report)
-    for passing in (LAB3[0], LAB3[1], LAB3[6]):
+    for passing in (LAB3[0], LAB3[1], LAB3[8]):
         assert got[passing] == (True, ""), passing
     hints = failing(report)
-    assert set(hints) == {LAB3[2], LAB3[3], LAB3[4], LAB3[5]}
+    assert set(hints) == {LAB3[2], LAB3[3], LAB3[4], LAB3[5], LAB3[6], LAB3[7]}
     over = (
         "with burst_size 3 and one token a minute, request 4 in a row got 200. "
         "TokenBucket.take() must spend a token when there is one and, when there is none, "
@@ -430,6 +439,8 @@ def test_lab3_starter_shows_the_gaps_with_hints(helix):
     assert hints[LAB3[3]] == over  # cannot tell yet: nobody is ever refused
     assert hints[LAB3[4]] == over
     assert hints[LAB3[5]] == over
+    assert hints[LAB3[6]] == over
+    assert hints[LAB3[7]] == over
     with pytest.raises(CheckFailed):
         run_check("lab3", helix, {}, strict=True)
 
@@ -437,22 +448,31 @@ def test_lab3_starter_shows_the_gaps_with_hints(helix):
 def test_lab3_a_bucket_that_says_no_but_a_middleware_that_lets_through(helix):
     loaded(helix, limiter_class(answer_429=False))
     hints = failing(run_check("lab3", helix, {}))
-    assert set(hints) == {LAB3[2], LAB3[3], LAB3[4], LAB3[5]}
+    assert set(hints) == {LAB3[2], LAB3[3], LAB3[4], LAB3[5], LAB3[6], LAB3[7]}
     assert "request 4 in a row got 200" in hints[LAB3[2]]
 
 
 def test_lab3_no_refill(helix):
     loaded(helix, limiter_class(NoRefillBucket))
     hints = failing(run_check("lab3", helix, {}))
-    assert list(hints) == [LAB3[4]]
+    assert list(hints) == [LAB3[4], LAB3[7]]
     assert "refill() must add the tokens earned since self.updated" in hints[LAB3[4]]
 
 
 def test_lab3_no_state_handover(helix):
     loaded(helix, limiter_class(hand_over=False))
     hints = failing(run_check("lab3", helix, {}))
-    assert list(hints) == [LAB3[5]]
+    assert list(hints) == [LAB3[5], LAB3[6], LAB3[7]]
     assert "export_state() must return the buckets" in hints[LAB3[5]]
+    assert "export_state() must return the buckets" in hints[LAB3[6]]
+    assert "a configure must not refill anyone's bucket" in hints[LAB3[7]]
+
+
+def test_lab3_a_configure_that_keeps_the_old_limits(helix):
+    loaded(helix, limiter_class(new_limits=False))
+    hints = failing(run_check("lab3", helix, {}))
+    assert list(hints) == [LAB3[7]]
+    assert "buckets that already exist must take the new limits too" in hints[LAB3[7]]
 
 
 def test_lab3_a_bucket_shared_by_everyone(helix):

@@ -40,11 +40,35 @@ class Probe:
     namespace: Mapping[str, Any]
     refused: Mapping[str, Any] = field(default_factory=dict)
     record: bool = True
+    definitions: Mapping[str, Any] = field(default_factory=dict)
 
     def plugin_class(self, name: str) -> Any:
         """The class the checks try: the last definition, even when it was refused."""
         refusal = self.refused.get(name)
         return refusal.cls if refusal is not None else self.kernel.plugin_class(name)
+
+    def fresh_class(self, name: str, namespace: dict[str, Any] | None = None) -> Any:
+        """The last definition of ``name``, from running its ``%%helix plugin`` cell again
+        in ``namespace`` (by default a copy of the notebook's): module-level state such as
+        a dict of buckets starts afresh for each private kernel, and running it twice in
+        the same namespace is what re-running the cell does.
+
+        Without a recorded cell (plugins defined otherwise), the class itself.
+        """
+        definition = self.definitions.get(name)
+        if definition is None:
+            return self.plugin_class(name)
+        code, class_names = definition
+        scope = dict(self.namespace) if namespace is None else namespace
+        try:
+            exec(code, scope)
+        except Exception:  # the cell itself fails now: the class the notebook has, then
+            return self.plugin_class(name)
+        for class_name in class_names:
+            value = scope.get(class_name)
+            if isinstance(value, type) and getattr(value, "name", None) == name:
+                return value
+        return self.plugin_class(name)
 
     def health(self) -> Any:
         return self.kernel.health(record=self.record)
@@ -160,6 +184,7 @@ def run_check(
     refused: Mapping[str, Any] | None = None,
     record: bool = True,
     cancelled: Callable[[], bool] = lambda: False,
+    definitions: Mapping[str, Any] | None = None,
 ) -> CheckReport:
     """Run a lab's checks. ``strict`` (the solutions use it) raises CheckFailed on any ✗.
 
@@ -167,7 +192,7 @@ def run_check(
     stops early (its report is dropped).
     """
     entry = lab_entry(name)
-    probe = Probe(kernel, namespace, dict(refused or {}), record)
+    probe = Probe(kernel, namespace, dict(refused or {}), record, dict(definitions or {}))
     results = []
     for description, check in entry.checks:
         if cancelled():

@@ -39,7 +39,7 @@ def registered(probe: Probe, name: str) -> type[Plugin]:
             f"helix has no plugin named {name!r} (registered: {known}). Run the "
             f'`%%helix plugin` cell of step 1; its class sets name = "{name}".'
         )
-    return probe.plugin_class(name)
+    return probe.fresh_class(name)
 
 
 def require_not_refused(probe: Probe, name: str, *, scrub: Callable[[str], str] = _same) -> None:
@@ -128,19 +128,27 @@ def private_kernel(timeouts: Timeouts, *classes: type[Plugin]) -> Iterator[Kerne
 
 
 def answering_provider(
-    name: str, models: Iterable[str], content: str, description: str
+    name: str,
+    models: Iterable[str],
+    content: str,
+    description: str,
+    calls: list[str] | None = None,
 ) -> type[ProviderPlugin]:
-    """A provider plugin serving ``models`` that answers every request with ``content``."""
+    """A provider plugin serving ``models`` that answers every request with ``content``;
+    ``calls`` (when given) gets one entry per request that reached it."""
     served = tuple(models)
+    seen = calls if calls is not None else []
 
     class _AnsweringLLM:
         def capabilities(self) -> ProviderCapabilities:
             return ProviderCapabilities(models=served)
 
         async def complete(self, request: ChatRequest) -> ChatResponse:
+            seen.append(request.model)
             return ChatResponse(model=request.model, content=content)
 
         async def complete_stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+            seen.append(request.model)
             yield StreamChunk(content=content)
             yield StreamChunk(finish_reason="stop")
 

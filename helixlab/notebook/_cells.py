@@ -63,8 +63,11 @@ def _plugin_cell(session: Any, cell: str, options: str) -> Any:
     ast.increment_lineno(tree, 1)
     names = _class_names(tree)
     # dont_inherit: the cell must not get this module's `from __future__ import annotations`
-    exec(compile(tree, filename, "exec", dont_inherit=True), shell.user_ns)
+    code = compile(tree, filename, "exec", dont_inherit=True)
+    exec(code, shell.user_ns)
     classes = plugin_classes(shell.user_ns.get(n) for n in names)
+    for cls in classes:
+        session.definitions[cls.name] = (code, tuple(names))
     if not classes:  # a HelixError, so it is shown plainly, without helixlab's frames
         raise RegistryError(
             f"{label} defines no Plugin subclass with a `name`; a %%helix plugin cell defines "

@@ -169,7 +169,12 @@ def cmd_check(session: Any, args: Any) -> Any:
 
         return CheckPanel(session, args.lab)
     return run_check(
-        args.lab, session.kernel, session.shell.user_ns, strict=args.strict, refused=session.refused
+        args.lab,
+        session.kernel,
+        session.shell.user_ns,
+        strict=args.strict,
+        refused=session.refused,
+        definitions=session.definitions,
     )
 
 

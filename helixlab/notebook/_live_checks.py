@@ -139,6 +139,7 @@ class CheckPanel(w.VBox):
                     session.kernel,
                     session.shell.user_ns,
                     refused=dict(session.refused),
+                    definitions=dict(session.definitions),
                     record=False,
                     cancelled=lambda: generation != self._wanted or self._closed,
                 )

@@ -53,6 +53,9 @@ class Session:
         self._count: int | None = None
         #: plugin name -> its last ``%%helix plugin`` definition, when the kernel refused it
         self.refused: dict[str, Refusal] = {}
+        #: plugin name -> the compiled code of the ``%%helix plugin`` cell that last defined
+        #: it: the checks run it again for a fresh module state per private kernel
+        self.definitions: dict[str, Any] = {}
         #: called after each ``%%helix plugin`` cell, refused or not (live check panels)
         self.plugin_cell_listeners: list[Callable[[], None]] = []
         shell.user_ns["helix"] = self.kernel
@@ -82,6 +85,7 @@ class Session:
     def reset(self) -> Kernel:
         """Close the kernel and start an empty one (the notebook's ``helix`` is rebound)."""
         self.refused.clear()
+        self.definitions.clear()
         self.stop_extras()
         self.kernel.close()
         self.kernel = Kernel()
