@@ -66,8 +66,11 @@ def solution_to_upstream(request: ChatRequest) -> dict:
         body["tools"] = [tool.to_openai() for tool in request.tools]
     if request.tool_choice is not None:
         body["tool_choice"] = request.tool_choice
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
     if request.max_tokens is not None:
         body["max_tokens"] = request.max_tokens
+    body.update(request.extra)
     return body
 
 
@@ -182,6 +185,8 @@ LAB2 = [
     "lab-provider is registered and active in helix",
     'a completion returns the upstream\'s reply, "Echo: <your message>", as a ChatResponse',
     "streaming yields several chunks that add up to the full reply",
+    "chunks reach the caller while the upstream is still streaming",
+    "temperature, max_tokens and extra fields (seed, top_p, ...) reach the upstream",
     "a tool offered comes back as a ToolCall, and the tool's result gets a final answer",
     "capabilities list the models, and the gateway routes each model to its provider",
     "lab-provider is healthy: its health check reaches the upstream",
@@ -213,17 +218,19 @@ def test_lab2_starter_shows_the_gaps_with_hints(helix, upstream):
     report = run_check("lab2", helix, {})
     got = results(report)
     assert got[LAB2[0]] == (True, "")
-    assert got[LAB2[5]] == (True, "")
+    assert got[LAB2[7]] == (True, "")
     hints = failing(report)
-    assert set(hints) == set(LAB2[1:5])
+    assert set(hints) == set(LAB2[1:7])
     no_messages = (
         "the upstream received a request without messages and refused it (400): to_upstream() "
         "must put the request's messages in the body, each as message.to_openai() (step 2)."
     )
     assert hints[LAB2[1]] == no_messages
     assert hints[LAB2[2]] == no_messages
-    assert hints[LAB2[3]] == no_messages
-    assert hints[LAB2[4]].startswith(
+    assert "complete_stream yielded no chunk at all" in hints[LAB2[3]]
+    assert hints[LAB2[4]] == no_messages
+    assert hints[LAB2[5]] == no_messages
+    assert hints[LAB2[6]].startswith(
         "POST /v1/chat/completions for mock-small through the gateway answered 502"
     )
     assert "127.0.0.1" not in str(report)  # hints never show the upstream's varying port
@@ -236,19 +243,20 @@ def messages_only(request: ChatRequest) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("gap", "failed", "hint"),
+    ("gap", "failed", "hinted", "hint"),
     [
-        ({"to_upstream": messages_only}, [3], "to_upstream() must send request.tools"),
-        ({"from_upstream": starter_from_upstream}, [1, 3], "from_upstream() must take"),
-        ({"parse_sse_line": starter_parse_sse_line}, [2], "yielded 0 chunk(s)"),
+        ({"to_upstream": messages_only}, [4, 5], 5, "to_upstream() must send request.tools"),
+        ({"to_upstream": messages_only}, [4, 5], 4, "the request set temperature, max_tokens"),
+        ({"from_upstream": starter_from_upstream}, [1, 5], 1, "from_upstream() must take"),
+        ({"parse_sse_line": starter_parse_sse_line}, [2, 3], 2, "yielded 0 chunk(s)"),
     ],
-    ids=["tools", "response", "stream"],
+    ids=["tools", "settings", "response", "stream"],
 )
-def test_lab2_each_gap_has_its_own_hint(helix, upstream, gap, failed, hint):
+def test_lab2_each_gap_has_its_own_hint(helix, upstream, gap, failed, hinted, hint):
     loaded(helix, provider_class(upstream.url, **gap))
     hints = failing(run_check("lab2", helix, {}))
     assert list(hints) == [LAB2[i] for i in failed]
-    assert hint in hints[LAB2[failed[0]]]
+    assert hint in hints[LAB2[hinted]]
 
 
 def test_lab2_tool_calls_dropped_by_from_upstream(helix, upstream):
@@ -258,22 +266,22 @@ def test_lab2_tool_calls_dropped_by_from_upstream(helix, upstream):
 
     loaded(helix, provider_class(upstream.url, from_upstream=no_calls))
     hints = failing(run_check("lab2", helix, {}))
-    assert list(hints) == [LAB2[3]]
-    assert "ToolCall(id=..., name=..., arguments=...)" in hints[LAB2[3]]
+    assert list(hints) == [LAB2[5]]
+    assert "ToolCall(id=..., name=..., arguments=...)" in hints[LAB2[5]]
 
 
 def test_lab2_models_that_do_not_route(helix, upstream):
     loaded(helix, provider_class(upstream.url, models=()))
     hints = failing(run_check("lab2", helix, {}))
-    assert list(hints) == [LAB2[4]]
-    assert hints[LAB2[4]].startswith("capabilities().models is ()")
+    assert list(hints) == [LAB2[6]]
+    assert hints[LAB2[6]].startswith("capabilities().models is ()")
 
 
 def test_lab2_a_health_check_that_never_asks(helix, upstream):
     loaded(helix, provider_class(upstream.url, health=False))
     hints = failing(run_check("lab2", helix, {}))
-    assert list(hints) == [LAB2[5]]
-    assert "with its upstream stopped, lab-provider still reports healthy" in hints[LAB2[5]]
+    assert list(hints) == [LAB2[7]]
+    assert "with its upstream stopped, lab-provider still reports healthy" in hints[LAB2[7]]
 
 
 def test_lab2_without_the_plugin(helix):
