@@ -98,6 +98,13 @@ class _Gateway:
     def refused(self, who: str) -> httpx.Response:
         """The request after the burst, which must be refused."""
         response = self.ask(who)
+        if response.status_code == 200 and _below_zero(self.plugin):
+            raise Missing(
+                f"with burst_size {BURST} and one token a minute, request {BURST + 1} in a row "
+                f"got 200, and the bucket went below zero: take() spent a token it did not "
+                f"have. Allow a request only with a whole token, `if self.tokens >= 1:` (not "
+                f"`> 0`), step 2."
+            )
         if response.status_code == 200:
             raise Missing(
                 f"with burst_size {BURST} and one token a minute, request {BURST + 1} in a row "
@@ -253,12 +260,17 @@ def refills(probe: Probe) -> None:
             )
 
 
-def _half_token_hint(plugin: Plugin) -> str:
-    """Half a token's time after a bucket ran dry, a request passed: take() or refill()?"""
+def _below_zero(plugin: Plugin) -> bool:
+    """Whether one of the plugin's buckets (as the lab's starter keeps them) went negative."""
     buckets = getattr(plugin, "buckets", None)
     found = buckets.values() if isinstance(buckets, dict) else ()
     tokens = [getattr(b, "tokens", None) for b in found]
-    if any(isinstance(t, int | float) and t < 0 for t in tokens):
+    return any(isinstance(t, int | float) and t < 0 for t in tokens)
+
+
+def _half_token_hint(plugin: Plugin) -> str:
+    """Half a token's time after a bucket ran dry, a request passed: take() or refill()?"""
+    if _below_zero(plugin):
         return (
             "half a token's time after the bucket ran dry, a request passed, and the bucket "
             "went below zero: take() spent a token it did not have. Allow a request only "
@@ -300,6 +312,14 @@ def survives_cell_rerun(probe: Probe) -> None:
     with _gateway(probe, first) as gateway:
         gateway.use_up("client-g")
         again = probe.fresh_class(NAME, scope)  # what re-running the cell does
+        if gateway.ask("client-g").status_code == 200:  # the running instance, not reloaded
+            raise Missing(
+                "client-g had used up its bucket; the limiter's cell ran again and, before "
+                "any reload, client-g's next request passed. Buckets kept outside the plugin "
+                "(a module-level dict) start empty each time the cell runs: keep them on the "
+                "instance (self.buckets, in init()) and hand them over with export_state() / "
+                "import_state() (step 4)."
+            )
         try:
             report = gateway.kernel.define([again], source="the checks' re-run", origin="cell")
         except ReloadError as exc:
