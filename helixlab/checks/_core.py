@@ -71,7 +71,7 @@ class Probe:
         return self.plugin_class(name)
 
     def health(self) -> Any:
-        return self.kernel.health(record=self.record)
+        return self.kernel.health() if self.record else self.kernel.look_health()
 
     def need(self, name: str, hint: str) -> Any:
         """A name the learner should have defined in the notebook."""

@@ -456,13 +456,9 @@ class Kernel:
 
     # -- health -----------------------------------------------------------------------
 
-    async def ahealth(self, *, record: bool = True) -> dict[str, HealthStatus]:
-        """Run every running plugin's health check concurrently, each under a timeout.
-
-        ``record=False`` (a dashboard's background look) keeps the results out of
-        ``info()`` and the event log, so what a notebook prints does not depend on it.
-        """
-        return await self._arun(_health.run(self, record=record))
+    async def ahealth(self) -> dict[str, HealthStatus]:
+        """Run every running plugin's health check concurrently, each under a timeout."""
+        return await self._arun(_health.run(self))
 
     health = _blocking(ahealth)
 
@@ -557,6 +553,16 @@ class Kernel:
                 )
             )
         return rows
+
+    async def alook_health(self) -> dict[str, HealthStatus]:
+        """``ahealth`` without recording: no events, ``info()`` unchanged.
+
+        A dashboard's or a live check panel's background look, so that what a notebook
+        prints never depends on when such a look happened to run.
+        """
+        return await self._arun(_health.run(self, record=False))
+
+    look_health = _blocking(alook_health)
 
     # -- events -----------------------------------------------------------------------
 

@@ -86,13 +86,13 @@ def build_parser() -> _Parser:
     add("dashboard", "a live dashboard: states, health, reloads, buttons, graph, events")
     p = add("check", "run a lab's self-checks: a ✓ or ✗ (with a hint) per check")
     p.add_argument("lab", metavar="LAB")
-    p.add_argument("--strict", action="store_true", help="raise if any check fails")
     p.add_argument(
         "--live",
         action="store_true",
         help="a panel that re-runs the checks in the background after each plugin cell, "
         "reload or configure",
     )
+    p.add_argument("--strict", action="store_true", help="raise if any check fails")
     add("reset", "close the kernel and start an empty one")
     p = add("autoreload", "hot reload registered plugins redefined in ordinary cells")
     p.add_argument("mode", choices=("on", "off"))

@@ -240,11 +240,11 @@ class Dashboard(w.VBox):
     def _check_health(self) -> None:
         """Run the health checks on a worker thread; results stay in this dashboard.
 
-        ``record=False``: a look from the dashboard must not add events or change what
+        ``look_health``: a look from the dashboard must not add events or change what
         ``%helix list`` prints in the notebook's other cells.
         """
         try:
-            statuses = self.kernel.health(record=False)
+            statuses = self.kernel.look_health()
         except HelixError:
             return
         self._health = {
