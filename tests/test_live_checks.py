@@ -149,13 +149,9 @@ def test_a_refused_last_definition_is_what_the_checks_say_first_and_try(ip):
     assert "required key 'level' is missing" in first.hint
     # the others try the refused class, not the running one (which has no fields at all)
     assert "MyLoggerConfig has no `level`" not in others[0].hint
-    assert (
-        others[0].hint
-        == (
-            "my-logger cannot start with an empty config (required key 'level' is missing.; "
-            "required key 'format' is missing.): give every field of its config model a default."
-        )
-        or "give every field of its config model a default" in others[0].hint
+    assert others[0].hint == (
+        "my-logger cannot start with an empty config (required key 'level' is missing; "
+        "required key 'format' is missing): give every field of its config model a default."
     )
 
     run(ip, FIXED)  # a good definition clears the refusal

@@ -99,7 +99,7 @@ def configure(
     try:
         kernel.configure(name, config)
     except ConfigError as exc:
-        problems = "; ".join(p.message for p in exc.problems)
+        problems = "; ".join(p.message.rstrip(".") for p in exc.problems)
         raise Missing(
             f"the config {config if shown is None else shown} was refused ({problems}); {fix}"
         ) from None
@@ -117,7 +117,7 @@ def private_kernel(timeouts: Timeouts, *classes: type[Plugin]) -> Iterator[Kerne
             try:
                 kernel.register(cls)
             except ConfigError as exc:
-                problems = "; ".join(p.message for p in exc.problems)
+                problems = "; ".join(p.message.rstrip(".") for p in exc.problems)
                 raise Missing(
                     f"{cls.name} cannot start with an empty config ({problems}): give every "
                     f"field of its config model a default."

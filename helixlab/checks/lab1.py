@@ -68,8 +68,8 @@ def _refusal(config: dict[str, Any], exc: ConfigError) -> str:
         fields = " and ".join(f"`{key}`" for key in unknown)
         what = "the field, with its default" if len(unknown) == 1 else "them, with defaults"
         return f"MyLoggerConfig has no {fields} yet: declare {what} (step 2)."
-    problems = "; ".join(p.message for p in exc.problems)
-    return f"the config {config} was refused: {problems} See MyLoggerConfig (step 2)."
+    problems = "; ".join(p.message.rstrip(".") for p in exc.problems)
+    return f"the config {config} was refused: {problems}. See MyLoggerConfig (step 2)."
 
 
 def _log(plugin: Plugin, level: str, message: str) -> None:
