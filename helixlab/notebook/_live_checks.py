@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import html
-import sys
 import threading
 from typing import Any
 
@@ -25,6 +24,7 @@ import ipywidgets as w
 
 from ..checks._core import CheckReport, lab_entry, run_check
 from ..kernel import PluginEvent
+from ._quiet import muffled_threads
 
 __all__ = ["CheckPanel"]
 
@@ -133,7 +133,7 @@ class CheckPanel(w.VBox):
     def _run(self, generation: int) -> CheckReport | None:
         session = self.session
         try:
-            with _muffled_threads():
+            with muffled_threads():
                 return run_check(
                     self.lab,
                     session.kernel,
@@ -212,50 +212,3 @@ def changes(before: CheckReport | None, after: CheckReport) -> str:
 
 def _escape(text: str) -> str:
     return html.escape(text)
-
-
-# -- output from the checks' threads -------------------------------------------------------
-
-
-class _Muffle:
-    """Stands for ``sys.stdout`` / ``sys.stderr`` while live runs are in progress: the
-    notebook's own (main) thread writes through, other threads' writes are dropped."""
-
-    def __init__(self, stream: Any):
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        if threading.current_thread() is threading.main_thread():
-            return self._stream.write(text)
-        return len(text)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-class _muffled_threads:
-    """Install the muffles for the duration of a run (nested runs share them)."""
-
-    _lock = threading.Lock()
-    _depth = 0
-    _saved: tuple[Any, Any] | None = None
-
-    def __enter__(self) -> None:
-        cls = type(self)
-        with cls._lock:
-            if cls._depth == 0:
-                cls._saved = (sys.stdout, sys.stderr)
-                sys.stdout, sys.stderr = _Muffle(sys.stdout), _Muffle(sys.stderr)
-            cls._depth += 1
-
-    def __exit__(self, *exc: object) -> None:
-        cls = type(self)
-        with cls._lock:
-            cls._depth -= 1
-            if cls._depth == 0 and cls._saved is not None:
-                # only undo what is still ours: a cell may have redirected since
-                if isinstance(sys.stdout, _Muffle):
-                    sys.stdout = cls._saved[0]
-                if isinstance(sys.stderr, _Muffle):
-                    sys.stderr = cls._saved[1]
-                cls._saved = None

@@ -21,6 +21,7 @@ import ipywidgets as w
 from ..errors import HelixError
 from ..kernel import Kernel, PluginEvent
 from ._displays import INSTALL_HINT, GraphView, state_badge, table_html
+from ._quiet import muffled_threads
 
 __all__ = ["Dashboard", "EventLogView", "GraphWidget"]
 
@@ -244,7 +245,8 @@ class Dashboard(w.VBox):
         ``%helix list`` prints in the notebook's other cells.
         """
         try:
-            statuses = self.kernel.look_health()
+            with muffled_threads():  # a health_check that prints must not print elsewhere
+                statuses = self.kernel.look_health()
         except HelixError:
             return
         self._health = {
