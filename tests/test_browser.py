@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output" / "browser"
+LABS = Path(__file__).resolve().parent.parent / "labs"
 
 PLUGINS = """\
 %%helix plugin
@@ -111,6 +113,7 @@ def lab(tmp_path: Path) -> Iterator[str]:
     root.mkdir()
     notebook(root / "browser.ipynb")
     notebook(root / "course.ipynb", COURSE)
+    shutil.copy(LABS / "lab1_basic_plugin.ipynb", root / "lab1.ipynb")
     port, token = free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
@@ -253,6 +256,46 @@ def test_graph_errors_and_the_live_check_panel_as_a_learner_sees_them(lab):
             browser.close()
     for name in ("graph", "error", "live-panel-before", "live-panel-after"):
         assert (OUTPUT / f"{name}.png").stat().st_size > 0
+
+
+def solution_cell(lab: str) -> str:
+    nb = nbformat.read(LABS / "solutions" / lab, as_version=4)
+    return next(c.source for c in nb.cells if c.source.startswith("%%helix plugin"))
+
+
+@needs_chromium
+def test_lab1_with_its_live_panel_goes_from_cross_to_tick_when_the_plugin_cell_is_fixed(lab):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            run_all(page, lab.format("lab1.ipynb"))  # the exercise, as committed
+            panel = page.locator(".helix-check-panel")
+            sync_api.expect(panel).to_have_count(1)
+            sync_api.expect(panel.locator(".helix-check-fail")).to_have_count(4)
+            sync_api.expect(panel.locator(".helix-check-heading")).to_contain_text(
+                "2/6 checks pass"
+            )
+            index = page.evaluate(
+                "() => window.jupyterapp.shell.currentWidget.content.widgets.findIndex("
+                "w => w.model.sharedModel.getSource().startsWith('%%helix plugin'))"
+            )
+            rerun(page, index, solution_cell("lab1_basic_plugin.ipynb"))
+            sync_api.expect(panel.locator(".helix-check-pass")).to_have_count(6)
+            sync_api.expect(panel.locator(".helix-check-heading")).to_contain_text(
+                "6/6 checks pass"
+            )
+            sync_api.expect(panel.locator(".helix-check-hint")).to_contain_text(
+                "every check passes"
+            )
+            panel.scroll_into_view_if_needed()
+            page.screenshot(path=str(OUTPUT / "lab1-live-panel.png"))
+        finally:
+            browser.close()
+    assert (OUTPUT / "lab1-live-panel.png").stat().st_size > 0
 
 
 ARGS = [

@@ -60,6 +60,7 @@ class CheckPanel(w.VBox):
         self._closed = False
         self._kernel: Any = None
         self._unsubscribe: Any = None
+        self._after = "when the panel opened"
         self._follow_kernel()
         session.plugin_cell_listeners.append(self._changed)
         session.shell.events.register("post_run_cell", self._post_run_cell)
@@ -90,6 +91,7 @@ class CheckPanel(w.VBox):
         self._follow_kernel()
         if self._dirty:
             self._dirty = False
+            self._after = f"after {self.session.cell_label}"  # the cell that changed something
             self.start()
 
     def start(self) -> None:
@@ -179,7 +181,7 @@ class CheckPanel(w.VBox):
             else "<small>every check passes</small>"
         )
         self.changes.value = f"<small>{_escape(changes(before, report))}</small>"
-        self._show_heading(f"checked after {self.session.cell_label}")
+        self._show_heading(f"checked {self._after}")
 
     def close(self) -> None:
         if not hasattr(self, "session"):  # __init__ refused the lab before building the panel
