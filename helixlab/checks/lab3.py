@@ -13,7 +13,8 @@ notebook's own kernel (``helix``). The others load the ``lab-rate-limiter`` clas
 ``helix`` has registered into a fresh, private :class:`~helixlab.Kernel`, next to a tiny
 provider that always answers ``"ok"``, with ``requests_per_minute: 1`` and
 ``burst_size: 3`` — one token a minute, so no token comes back while a check runs unless
-a check moves the clock. They serve that kernel's gateway on loopback and send it
+a check moves the clock, and an outermost middleware of their own that tells them when
+the gateway has finished each request. They serve that kernel's gateway on loopback and send it
 requests, each client with its own bearer token, and read the statuses, headers and
 bodies that come back. Your notebook's plugin is never touched, and the checks never read
 your source code.
@@ -22,13 +23,15 @@ your source code.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
 from ..errors import ReloadError
-from ..kernel import Kernel, Plugin, Timeouts
+from ..kernel import Kernel, MiddlewarePlugin, Plugin, Timeouts
 from . import _probes
 from ._core import Missing, Probe, lab
 
@@ -60,6 +63,53 @@ def _answer(calls: list[str]) -> type[Plugin]:
     )
 
 
+class _Finished:
+    """Counts the /v1/ requests whose handling has finished on the gateway's side.
+
+    A limiter that sends its 429 and then calls the next app anyway does so after the
+    client already has the 429: the checks wait for the handling to end before they count
+    what reached the provider.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._changed = threading.Condition()
+
+    def done(self) -> None:
+        with self._changed:
+            self.count += 1
+            self._changed.notify_all()
+
+    def wait_for(self, count: int) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self.count >= count, CALL_TIMEOUT)
+
+
+def _tracker(finished: _Finished) -> type[Plugin]:
+    """The outermost middleware of the checks' gateway: it sees each request to its end."""
+
+    def wrap(app: Any) -> Any:
+        async def tracked(scope: Any, receive: Any, send: Any) -> None:
+            try:
+                await app(scope, receive, send)
+            finally:
+                if scope.get("type") == "http" and scope.get("path", "").startswith("/v1/"):
+                    finished.done()
+
+        return tracked
+
+    class _Tracker(MiddlewarePlugin):
+        name = "lab3-tracker"
+        version = "1.0.0"
+        description = "the checks' outermost middleware: knows when a request has ended"
+        priority = 1_000_000
+
+        def get_middleware(self) -> Any:
+            return wrap
+
+    return _Tracker
+
+
 # -- the private setup --------------------------------------------------------------------
 
 
@@ -70,11 +120,17 @@ class _Gateway:
     kernel: Kernel
     client: httpx.Client
     calls: list[str]  # one entry per request that reached the provider
+    finished: _Finished
+    sent: int = 0
 
     def ask(self, who: str) -> httpx.Response:
+        """One request as ``who``, returned once the gateway has finished handling it."""
         body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
         headers = {"Authorization": f"Bearer {who}"}
-        return self.client.post("/v1/chat/completions", json=body, headers=headers)
+        response = self.client.post("/v1/chat/completions", json=body, headers=headers)
+        self.sent += 1
+        self.finished.wait_for(self.sent)
+        return response
 
     def spend_burst(self, who: str) -> None:
         """Send ``BURST`` requests as ``who``; each must pass."""
@@ -136,8 +192,10 @@ def _error_text(response: httpx.Response) -> str:
 def _gateway(probe: Probe, limiter: type[Plugin] | None = None) -> Iterator[_Gateway]:
     """A private gateway with the limiter (a fresh run of its cell, unless given)."""
     calls: list[str] = []
+    finished = _Finished()
     limiter = limiter or _probes.registered(probe, NAME)
-    with _probes.private_kernel(TIMEOUTS, _answer(calls), limiter) as kernel:
+    classes = (_answer(calls), _tracker(finished), limiter)
+    with _probes.private_kernel(TIMEOUTS, *classes) as kernel:
         _probes.configure(
             kernel,
             NAME,
@@ -151,7 +209,7 @@ def _gateway(probe: Probe, limiter: type[Plugin] | None = None) -> Iterator[_Gat
         # a new connection per request: a kept-alive one waits ~40 ms for a delayed ACK
         no_keepalive = httpx.Limits(max_keepalive_connections=0)
         with httpx.Client(base_url=server.url, timeout=CALL_TIMEOUT, limits=no_keepalive) as client:
-            yield _Gateway(kernel, client, calls)
+            yield _Gateway(kernel, client, calls, finished)
 
 
 # -- the checks ---------------------------------------------------------------------------
