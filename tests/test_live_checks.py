@@ -186,6 +186,33 @@ def test_a_superseded_run_is_dropped(ip):
         LABS.pop("lab-slow", None)
 
 
+def test_a_run_in_progress_drops_its_threads_output_but_not_the_cells_plugins(ip):
+    entered, release = threading.Event(), threading.Event()
+    check = lab("lab-noisy", "a lab whose check prints from a thread and waits")
+
+    @check("prints from another thread, then waits")
+    def noisy(probe):
+        printer = threading.Thread(target=print, args=("from the checks' thread",))
+        printer.start()
+        printer.join()
+        entered.set()
+        release.wait(10)
+
+    try:
+        panel = run(ip, "%helix check lab-noisy --live").result.result
+        assert entered.wait(10)  # a run is in progress while the next cells run
+        shown = run(ip, STARTER)  # my-logger's start() prints from the kernel's thread
+        assert shown.error is None, shown.shown
+        assert "my-logger says hello" in shown.stdout
+        assert "from the checks' thread" not in shown.stdout
+        release.set()
+        assert panel.wait_idle()
+        panel.close()
+    finally:
+        release.set()
+        LABS.pop("lab-noisy", None)
+
+
 def test_an_unknown_lab_is_refused_as_without_live(ip):
     ran = run(ip, "%helix check lab-1 --live")
     assert "no lab named 'lab-1'. Did you mean 'lab1'?" in ran.stderr
@@ -199,3 +226,20 @@ def test_each_exercise_notebook_opens_the_live_panel_near_the_top(lab_name):
     [path] = (root / "labs").glob(f"{lab_name}_*.ipynb")
     code = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
     assert f"%helix check {lab_name} --live" in code[:3]
+
+
+def test_the_muffle_lets_a_cells_own_kernel_operation_print_from_any_thread(capsys):
+    from helixlab.notebook._quiet import foreground, muffled_threads
+
+    def from_a_thread(text: str) -> None:
+        printer = threading.Thread(target=print, args=(text,))
+        printer.start()
+        printer.join()
+
+    with muffled_threads():  # a live run in progress
+        from_a_thread("dropped")
+        print("the main thread's")
+        with foreground():  # a cell's reload: its plugins print from the kernel's threads
+            from_a_thread("the plugin's")
+    out = capsys.readouterr().out
+    assert out == "the main thread's\nthe plugin's\n"

@@ -3,16 +3,39 @@
 Output printed by a thread lands in whichever cell happens to be running. A live check
 panel's runs and a dashboard's health looks call the learner's plugin code on worker
 threads (and the checks' private kernels run it on theirs); while they do, writes from
-any thread but the notebook's own (main) thread are dropped.
+any thread but the notebook's own (main) thread are dropped — except while a cell's own
+kernel operation collects what its plugins print (``foreground``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["muffled_threads"]
+__all__ = ["foreground", "muffled_threads"]
+
+
+class _Foreground:
+    """How many cells are in a kernel operation whose plugins' output they collect."""
+
+    depth = 0
+    lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def foreground() -> Iterator[None]:
+    """A cell's own kernel operation: every thread's output is the cell's meanwhile (the
+    plugins it runs print from the kernel's threads), muffled or not."""
+    with _Foreground.lock:
+        _Foreground.depth += 1
+    try:
+        yield
+    finally:
+        with _Foreground.lock:
+            _Foreground.depth -= 1
 
 
 class _Muffle:
@@ -23,7 +46,7 @@ class _Muffle:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        if threading.current_thread() is threading.main_thread():
+        if _Foreground.depth or threading.current_thread() is threading.main_thread():
             return self._stream.write(text)
         return len(text)
 

@@ -20,6 +20,7 @@ import IPython
 
 from ..errors import HelixError
 from ..kernel import Kernel
+from ._quiet import foreground
 
 __all__ = ["Refusal", "Session"]
 
@@ -115,7 +116,7 @@ class Session:
         whichever cell the frontend happens to associate with those threads.
         """
         buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer):
+        with foreground(), contextlib.redirect_stdout(buffer):
             try:
                 yield
             finally:
