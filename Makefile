@@ -8,10 +8,13 @@ LAB_PORT ?= 8888
 
 .PHONY: lab test test-fast bench bench-peers notebooks lint setup clean
 
-## make lab: install everything, then open JupyterLab on the labs
+## make lab: install everything, then open JupyterLab on the course, its landing notebook
+## in view (another port: make lab LAB_PORT=8890)
+LANDING := notebooks/00_start_here.ipynb
 lab:
 	@tools/setup.sh
-	$(BIN)/jupyter lab --notebook-dir=labs --ip=127.0.0.1 --port=$(LAB_PORT) $(ROOT_FLAG)
+	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/$(LANDING) \
+		--ip=127.0.0.1 --port=$(LAB_PORT) $(ROOT_FLAG)
 
 ## make test: install everything (Chromium too, when root), then run every test and notebook
 test:

@@ -179,6 +179,8 @@ def header_plugin(
     """A middleware plugin adding its header; ``broken`` makes get_middleware raise."""
 
     class Middleware(hx.MiddlewarePlugin):
+        config_model = dict  # takes {"broken": ...} as it is
+
         def init(self, ctx: hx.Context, config: Any) -> None:
             self.instance = next(_instances)
             self.stopped = False

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +27,7 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output" / "browser"
+LABS = Path(__file__).resolve().parent.parent / "labs"
 
 PLUGINS = """\
 %%helix plugin
@@ -42,14 +45,57 @@ class Api(hx.Plugin):
     dependencies = ("store",)"""
 
 
-def notebook(path: Path) -> None:
+LOGGER = """\
+%%helix plugin
+import json
+from typing import Literal
+import helixlab as hx
+
+LEVELS = ("debug", "info", "warning", "error")
+
+class MyLoggerConfig(hx.PluginConfig):
+    pass  # FIELDS
+
+class MyLogger(hx.Plugin):
+    name = "my-logger"
+    config_model = MyLoggerConfig
+
+    def init(self, ctx, config):
+        self.config = config
+        self.lines = []
+
+    def log(self, level, message):
+        if LEVELS.index(level) < LEVELS.index(self.config.level):
+            return
+        if self.config.format == "json":
+            self.lines.append(json.dumps({"level": level, "message": message}))
+        else:
+            self.lines.append(f"{level.upper()} {message}")"""
+
+FIELDS = (
+    'level: Literal["debug", "info", "warning", "error"] = "info"\n'
+    '    format: Literal["text", "json"] = "text"'
+)
+
+BOOM = """\
+%%helix plugin
+class Boom(hx.Plugin):
+    name = "boom"
+
+    def start(self, ctx):
+        raise RuntimeError("no database")"""
+
+COURSE = ("%load_ext helixlab", "%helix check lab1 --live", LOGGER, PLUGINS, "%helix graph", BOOM)
+
+
+def notebook(path: Path, cells=("%load_ext helixlab", PLUGINS, "%helix dashboard", "%helix graph")):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",
         "language": "python",
     }
-    for source in ("%load_ext helixlab", PLUGINS, "%helix dashboard", "%helix graph"):
+    for source in cells:
         nb.cells.append(nbformat.v4.new_code_cell(source))
     nbformat.write(nb, path)
 
@@ -66,6 +112,8 @@ def lab(tmp_path: Path) -> Iterator[str]:
     root = tmp_path / "notebooks"
     root.mkdir()
     notebook(root / "browser.ipynb")
+    notebook(root / "course.ipynb", COURSE)
+    shutil.copy(LABS / "lab1_basic_plugin.ipynb", root / "lab1.ipynb")
     port, token = free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
@@ -107,7 +155,7 @@ def lab(tmp_path: Path) -> Iterator[str]:
                 log.flush()
                 pytest.fail(f"JupyterLab did not start:\n{(tmp_path / 'lab.log').read_text()}")
             time.sleep(0.2)
-        yield f"{base}/lab/tree/browser.ipynb?token={token}"
+        yield f"{base}/lab/tree/{{}}?token={token}"
     finally:
         server.terminate()
         try:
@@ -118,7 +166,150 @@ def lab(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"Debian chromium not at {CHROMIUM}")
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason=f"Debian chromium not at {CHROMIUM}"
+)
+
+
+def run_all(page, url: str) -> None:
+    """Open the notebook, wait for an idle kernel, run every cell."""
+    page.goto(url)
+    page.wait_for_selector(".jp-Notebook .jp-Cell")
+    page.wait_for_function(
+        "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+        " && window.jupyterapp.shell.currentWidget.sessionContext"
+        " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+        " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+        " && window.jupyterapp.shell.currentWidget.sessionContext"
+        ".session.kernel.status === 'idle'"
+    )
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+
+def rerun(page, index: int, source: str | None = None) -> None:
+    """Run cell ``index`` again, after replacing its text with ``source`` (as a learner edits)."""
+    page.evaluate(
+        "([index, source]) => { const nb = window.jupyterapp.shell.currentWidget.content;"
+        " if (source !== null) { nb.widgets[index].model.sharedModel.setSource(source); }"
+        " nb.activeCellIndex = index;"
+        " return window.jupyterapp.commands.execute('notebook:run-cell'); }",
+        [index, source],
+    )
+
+
+@needs_chromium
+def test_graph_errors_and_the_live_check_panel_as_a_learner_sees_them(lab):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            run_all(page, lab.format("course.ipynb"))
+            cells = page.locator(".jp-Notebook .jp-Cell")
+
+            # the live panel: the starter's gaps are ✗ once the plugin cell has run
+            panel = cells.nth(1).locator(".helix-check-panel")
+            sync_api.expect(panel.locator(".helix-check-fail")).to_have_count(4)
+            sync_api.expect(panel.locator(".helix-check-hint")).to_contain_text(
+                "MyLoggerConfig has no `level` and `format` yet"
+            )
+            panel.scroll_into_view_if_needed()
+            page.screenshot(path=str(OUTPUT / "live-panel-before.png"))
+
+            # %helix graph draws: an <svg> in that cell's own output, no <pre> hiding it
+            # (JupyterLab draws image/svg+xml as an <img> of the <svg> document)
+            graph = cells.nth(4).locator(".jp-OutputArea-output")
+            drawing = graph.locator('img[src^="data:image/svg+xml"]')
+            sync_api.expect(drawing).to_be_visible()
+            page.wait_for_function(
+                "(img) => img.complete && img.naturalWidth > 0", arg=drawing.element_handle()
+            )
+            svg = urllib.parse.unquote(drawing.get_attribute("src").partition(",")[2])
+            assert "<svg" in svg and "<title>store</title>" in svg and "<title>api</title>" in svg
+            assert graph.locator("pre").count() == 0
+            graph.first.scroll_into_view_if_needed()
+            page.screenshot(path=str(OUTPUT / "graph.png"))
+
+            # a raise in start(): the learner's frame and line, then helixlab's message
+            error = cells.nth(5).locator(".jp-OutputArea-output")
+            sync_api.expect(error).to_contain_text('raise RuntimeError("no database")')
+            sync_api.expect(error).to_contain_text(
+                "ReloadError: Plugin 'boom' 0.1.0 was registered but failed in start: "
+                "RuntimeError: no database"
+            )
+            text = error.inner_text()
+            assert "line 6" in text and "run_cell_magic" not in text and "helixlab/" not in text
+            error.first.scroll_into_view_if_needed()
+            page.screenshot(path=str(OUTPUT / "error.png"))
+
+            # the learner fills in the gap and re-runs the cell: the panel turns ✓, in place
+            rerun(page, 2, LOGGER.replace("pass  # FIELDS", FIELDS))
+            sync_api.expect(panel.locator(".helix-check-fail")).to_have_count(0)
+            sync_api.expect(panel.locator(".helix-check-pass")).to_have_count(6)
+            sync_api.expect(panel.locator(".helix-check-changes")).to_contain_text("now ✓")
+            assert cells.nth(2).locator(".helix-check-panel").count() == 0  # nothing elsewhere
+            panel.scroll_into_view_if_needed()
+            page.screenshot(path=str(OUTPUT / "live-panel-after.png"))
+        finally:
+            browser.close()
+    for name in ("graph", "error", "live-panel-before", "live-panel-after"):
+        assert (OUTPUT / f"{name}.png").stat().st_size > 0
+
+
+def solution_cell(lab: str) -> str:
+    nb = nbformat.read(LABS / "solutions" / lab, as_version=4)
+    return next(c.source for c in nb.cells if c.source.startswith("%%helix plugin"))
+
+
+@needs_chromium
+def test_lab1_with_its_live_panel_goes_from_cross_to_tick_when_the_plugin_cell_is_fixed(lab):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            run_all(page, lab.format("lab1.ipynb"))  # the exercise, as committed
+            panel = page.locator(".helix-check-panel")
+            sync_api.expect(panel).to_have_count(1)
+            sync_api.expect(panel.locator(".helix-check-fail")).to_have_count(4)
+            sync_api.expect(panel.locator(".helix-check-heading")).to_contain_text(
+                "2/6 checks pass"
+            )
+            index = page.evaluate(
+                "() => window.jupyterapp.shell.currentWidget.content.widgets.findIndex("
+                "w => w.model.sharedModel.getSource().startsWith('%%helix plugin'))"
+            )
+            rerun(page, index, solution_cell("lab1_basic_plugin.ipynb"))
+            sync_api.expect(panel.locator(".helix-check-pass")).to_have_count(6)
+            sync_api.expect(panel.locator(".helix-check-heading")).to_contain_text(
+                "6/6 checks pass"
+            )
+            sync_api.expect(panel.locator(".helix-check-hint")).to_contain_text(
+                "every check passes"
+            )
+            panel.scroll_into_view_if_needed()
+            page.screenshot(path=str(OUTPUT / "lab1-live-panel.png"))
+        finally:
+            browser.close()
+    assert (OUTPUT / "lab1-live-panel.png").stat().st_size > 0
+
+
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@needs_chromium
 def test_dashboard_and_graph_render_and_follow_reloads(lab):
     sync_api = pytest.importorskip("playwright.sync_api")
     OUTPUT.mkdir(parents=True, exist_ok=True)
@@ -138,7 +329,7 @@ def test_dashboard_and_graph_render_and_follow_reloads(lab):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(30_000)
-            page.goto(lab)
+            page.goto(lab.format("browser.ipynb"))
             page.wait_for_selector(".jp-Notebook .jp-Cell")
             page.wait_for_function(
                 "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
@@ -152,7 +343,7 @@ def test_dashboard_and_graph_render_and_follow_reloads(lab):
 
             dashboard = page.wait_for_selector(".jp-OutputArea-output .helix-dashboard")
             page.wait_for_selector(".jp-OutputArea-output .helix-graph svg")
-            page.wait_for_selector(".jp-OutputArea-output svg .node")  # the %helix graph cell
+            page.wait_for_selector(".jp-OutputArea-output svg .node")  # the dashboard's graph
             reloads = page.locator(".helix-dashboard-grid .helix-reloads.helix-row-store")
             sync_api.expect(reloads).to_have_text("0")
             sync_api.expect(page.locator(".helix-row-api.helix-depends-on")).to_have_text("store")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
@@ -38,6 +39,11 @@ def plugins(source: str = "", store: str = "1.0", api: str = "1.0", start: str =
                 self.store = ctx.get("store")
         {source}"""
     )
+
+
+def plain_text(text: str) -> str:
+    """What the terminal shows, without its colours."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
 def ok(ip, source: str):
@@ -153,9 +159,11 @@ def test_a_syntax_error_changes_nothing_and_points_at_the_cell_line(ip, kernel):
     assert isinstance(ran.error, SyntaxError)
     line = cell("", store="1.1").count("\n") + 1  # counted from `%%helix plugin`, line 1
     assert ran.last_line == (
-        "SyntaxError: '(' was never closed; nothing was changed, the running versions keep "
-        f"serving (cell [{ran.result.execution_count}], line {line})"
+        "SyntaxError: '(' was never closed; nothing was changed, the running versions keep serving"
     )
+    # as IPython shows an ordinary cell's syntax error: the cell's own line, with a caret
+    assert f"Cell In[{ran.result.execution_count}], line {line}\n" in plain_text(ran.stdout)
+    assert "    def broken(self:\n" in ran.stdout
     assert "helixlab/" not in ran.stdout
     assert kernel.plugin_class("store") is before
     assert serving(kernel) == {"store": "1.0", "api": "1.0"}
@@ -181,6 +189,32 @@ def test_a_new_plugin_that_fails_to_start_is_a_real_error(ip, kernel):
     )
     assert kernel.state("bad") == hx.PluginState.FAILED
     assert serving(kernel) == {"store": "1.0", "api": "1.0"}
+
+
+def test_a_raise_in_start_shows_the_learners_frame_and_the_message_only(ip, kernel):
+    source = (
+        "%%helix plugin\nclass Boom(hx.Plugin):\n    name = 'boom'\n\n"
+        "    def start(self, ctx):\n        raise OSError('no disk')\n"
+    )
+    ran = run(ip, source)
+    shown = plain_text(ran.stdout)
+    # the frame of the raise, at its cell line (`%%helix plugin` is line 1), with its text
+    assert f"Cell In[{ran.result.execution_count}], line 6, in " in shown
+    assert "----> 6         raise OSError('no disk')" in shown
+    assert ran.last_line == (
+        "ReloadError: Plugin 'boom' 0.1.0 was registered but failed in start: OSError: no disk"
+    )
+    assert "run_cell_magic" not in shown  # the cell is not echoed as one long string
+    assert "helixlab/" not in shown and "The above exception" not in shown
+
+
+def test_a_refused_config_cell_shows_the_message_alone(ip):
+    ran = run(ip, "%%helix config\nplugins:\n  nocfg\n    enabled: true\n")
+    assert plain_text(ran.stdout).strip() == (
+        f"ConfigError: Invalid configuration: cell [{ran.result.execution_count}]:3: invalid "
+        "YAML at column 8: 'nocfg' has no ':' after it, so the next line was read as part of "
+        "it; a key ends with a colon."
+    )
 
 
 def test_a_cycle_in_the_cell_is_refused(ip, kernel):

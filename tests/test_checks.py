@@ -172,8 +172,9 @@ def test_lab1_with_fields_but_no_log_points_at_log(helix):
     loaded(helix, HalfLogger)
     hints = failing(run_check("lab1", helix, {}))
     assert set(hints) == {LAB1[3], LAB1[4]}
-    assert "recorded the none one(s)" in hints[LAB1[3]] and "step 3" in hints[LAB1[3]]
-    assert "0 line(s) were recorded" in hints[LAB1[4]]
+    assert "at level info, and none of them was recorded;" in hints[LAB1[3]]
+    assert "step 3" in hints[LAB1[3]] and "one(s)" not in hints[LAB1[3]]
+    assert "with format json, and no line was recorded." in hints[LAB1[4]]
 
 
 def test_lab1_unvalidated_level_is_caught(helix):

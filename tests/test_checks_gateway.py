@@ -66,8 +66,11 @@ def solution_to_upstream(request: ChatRequest) -> dict:
         body["tools"] = [tool.to_openai() for tool in request.tools]
     if request.tool_choice is not None:
         body["tool_choice"] = request.tool_choice
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
     if request.max_tokens is not None:
         body["max_tokens"] = request.max_tokens
+    body.update(request.extra)
     return body
 
 
@@ -182,6 +185,8 @@ LAB2 = [
     "lab-provider is registered and active in helix",
     'a completion returns the upstream\'s reply, "Echo: <your message>", as a ChatResponse',
     "streaming yields several chunks that add up to the full reply",
+    "chunks reach the caller while the upstream is still streaming",
+    "temperature, max_tokens and extra fields (seed, top_p, ...) reach the upstream",
     "a tool offered comes back as a ToolCall, and the tool's result gets a final answer",
     "capabilities list the models, and the gateway routes each model to its provider",
     "lab-provider is healthy: its health check reaches the upstream",
@@ -213,17 +218,19 @@ def test_lab2_starter_shows_the_gaps_with_hints(helix, upstream):
     report = run_check("lab2", helix, {})
     got = results(report)
     assert got[LAB2[0]] == (True, "")
-    assert got[LAB2[5]] == (True, "")
+    assert got[LAB2[7]] == (True, "")
     hints = failing(report)
-    assert set(hints) == set(LAB2[1:5])
+    assert set(hints) == set(LAB2[1:7])
     no_messages = (
         "the upstream received a request without messages and refused it (400): to_upstream() "
         "must put the request's messages in the body, each as message.to_openai() (step 2)."
     )
     assert hints[LAB2[1]] == no_messages
     assert hints[LAB2[2]] == no_messages
-    assert hints[LAB2[3]] == no_messages
-    assert hints[LAB2[4]].startswith(
+    assert "complete_stream yielded no chunk at all" in hints[LAB2[3]]
+    assert hints[LAB2[4]] == no_messages
+    assert hints[LAB2[5]] == no_messages
+    assert hints[LAB2[6]].startswith(
         "POST /v1/chat/completions for mock-small through the gateway answered 502"
     )
     assert "127.0.0.1" not in str(report)  # hints never show the upstream's varying port
@@ -236,19 +243,20 @@ def messages_only(request: ChatRequest) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("gap", "failed", "hint"),
+    ("gap", "failed", "hinted", "hint"),
     [
-        ({"to_upstream": messages_only}, [3], "to_upstream() must send request.tools"),
-        ({"from_upstream": starter_from_upstream}, [1, 3], "from_upstream() must take"),
-        ({"parse_sse_line": starter_parse_sse_line}, [2], "yielded 0 chunk(s)"),
+        ({"to_upstream": messages_only}, [4, 5], 5, "to_upstream() must send request.tools"),
+        ({"to_upstream": messages_only}, [4, 5], 4, "the request set temperature, max_tokens"),
+        ({"from_upstream": starter_from_upstream}, [1, 5], 1, "from_upstream() must take"),
+        ({"parse_sse_line": starter_parse_sse_line}, [2, 3], 2, "yielded 0 chunk(s)"),
     ],
-    ids=["tools", "response", "stream"],
+    ids=["tools", "settings", "response", "stream"],
 )
-def test_lab2_each_gap_has_its_own_hint(helix, upstream, gap, failed, hint):
+def test_lab2_each_gap_has_its_own_hint(helix, upstream, gap, failed, hinted, hint):
     loaded(helix, provider_class(upstream.url, **gap))
     hints = failing(run_check("lab2", helix, {}))
     assert list(hints) == [LAB2[i] for i in failed]
-    assert hint in hints[LAB2[failed[0]]]
+    assert hint in hints[LAB2[hinted]]
 
 
 def test_lab2_tool_calls_dropped_by_from_upstream(helix, upstream):
@@ -258,22 +266,22 @@ def test_lab2_tool_calls_dropped_by_from_upstream(helix, upstream):
 
     loaded(helix, provider_class(upstream.url, from_upstream=no_calls))
     hints = failing(run_check("lab2", helix, {}))
-    assert list(hints) == [LAB2[3]]
-    assert "ToolCall(id=..., name=..., arguments=...)" in hints[LAB2[3]]
+    assert list(hints) == [LAB2[5]]
+    assert "ToolCall(id=..., name=..., arguments=...)" in hints[LAB2[5]]
 
 
 def test_lab2_models_that_do_not_route(helix, upstream):
     loaded(helix, provider_class(upstream.url, models=()))
     hints = failing(run_check("lab2", helix, {}))
-    assert list(hints) == [LAB2[4]]
-    assert hints[LAB2[4]].startswith("capabilities().models is ()")
+    assert list(hints) == [LAB2[6]]
+    assert hints[LAB2[6]].startswith("capabilities().models is ()")
 
 
 def test_lab2_a_health_check_that_never_asks(helix, upstream):
     loaded(helix, provider_class(upstream.url, health=False))
     hints = failing(run_check("lab2", helix, {}))
-    assert list(hints) == [LAB2[5]]
-    assert "with its upstream stopped, lab-provider still reports healthy" in hints[LAB2[5]]
+    assert list(hints) == [LAB2[7]]
+    assert "with its upstream stopped, lab-provider still reports healthy" in hints[LAB2[7]]
 
 
 def test_lab2_without_the_plugin(helix):
@@ -330,7 +338,10 @@ def client_of(scope) -> str:
 
 
 def limiter_class(
-    bucket: type = SolutionBucket, answer_429: bool = True, hand_over: bool = True
+    bucket: type = SolutionBucket,
+    answer_429: bool = True,
+    hand_over: bool = True,
+    new_limits: bool = True,
 ) -> type[hx.MiddlewarePlugin]:
     class Middleware:
         def __init__(self, app, plugin):
@@ -373,6 +384,10 @@ def limiter_class(
         def import_state(self, state):
             if state is not None:
                 self.buckets = state
+                for kept in self.buckets.values() if new_limits else ():
+                    kept.capacity = self.config.burst_size
+                    kept.rate = self.config.requests_per_minute / 60
+                    kept.tokens = min(kept.tokens, kept.capacity)
 
         def health_check(self, ctx):
             if self.buckets is None:
@@ -391,6 +406,8 @@ LAB3 = [
     "other clients are not affected by one client's empty bucket",
     "tokens come back over time: one every 60s at 1 request(s) a minute",
     "a hot reload of the limiter keeps every client's bucket (export_state / import_state)",
+    "re-running the limiter's cell keeps every client's bucket (no module-level buckets)",
+    "a configure applies the new burst_size and rate to the buckets that exist",
     "lab-rate-limiter is healthy, and the gateway's GET /health answers 200",
 ]
 
@@ -416,10 +433,10 @@ def test_lab3_starter_shows_the_gaps_with_hints(helix):
     loaded(helix, limiter_class(StarterBucket, answer_429=False, hand_over=False))
     report = run_check("lab3", helix, {})
     got = results(report)
-    for passing in (LAB3[0], LAB3[1], LAB3[6]):
+    for passing in (LAB3[0], LAB3[1], LAB3[8]):
         assert got[passing] == (True, ""), passing
     hints = failing(report)
-    assert set(hints) == {LAB3[2], LAB3[3], LAB3[4], LAB3[5]}
+    assert set(hints) == {LAB3[2], LAB3[3], LAB3[4], LAB3[5], LAB3[6], LAB3[7]}
     over = (
         "with burst_size 3 and one token a minute, request 4 in a row got 200. "
         "TokenBucket.take() must spend a token when there is one and, when there is none, "
@@ -430,6 +447,8 @@ def test_lab3_starter_shows_the_gaps_with_hints(helix):
     assert hints[LAB3[3]] == over  # cannot tell yet: nobody is ever refused
     assert hints[LAB3[4]] == over
     assert hints[LAB3[5]] == over
+    assert hints[LAB3[6]] == over
+    assert hints[LAB3[7]] == over
     with pytest.raises(CheckFailed):
         run_check("lab3", helix, {}, strict=True)
 
@@ -437,22 +456,31 @@ def test_lab3_starter_shows_the_gaps_with_hints(helix):
 def test_lab3_a_bucket_that_says_no_but_a_middleware_that_lets_through(helix):
     loaded(helix, limiter_class(answer_429=False))
     hints = failing(run_check("lab3", helix, {}))
-    assert set(hints) == {LAB3[2], LAB3[3], LAB3[4], LAB3[5]}
+    assert set(hints) == {LAB3[2], LAB3[3], LAB3[4], LAB3[5], LAB3[6], LAB3[7]}
     assert "request 4 in a row got 200" in hints[LAB3[2]]
 
 
 def test_lab3_no_refill(helix):
     loaded(helix, limiter_class(NoRefillBucket))
     hints = failing(run_check("lab3", helix, {}))
-    assert list(hints) == [LAB3[4]]
+    assert list(hints) == [LAB3[4], LAB3[7]]
     assert "refill() must add the tokens earned since self.updated" in hints[LAB3[4]]
 
 
 def test_lab3_no_state_handover(helix):
     loaded(helix, limiter_class(hand_over=False))
     hints = failing(run_check("lab3", helix, {}))
-    assert list(hints) == [LAB3[5]]
+    assert list(hints) == [LAB3[5], LAB3[6], LAB3[7]]
     assert "export_state() must return the buckets" in hints[LAB3[5]]
+    assert "export_state() must return the buckets" in hints[LAB3[6]]
+    assert "a configure must not refill anyone's bucket" in hints[LAB3[7]]
+
+
+def test_lab3_a_configure_that_keeps_the_old_limits(helix):
+    loaded(helix, limiter_class(new_limits=False))
+    hints = failing(run_check("lab3", helix, {}))
+    assert list(hints) == [LAB3[7]]
+    assert "buckets that already exist must take the new limits too" in hints[LAB3[7]]
 
 
 def test_lab3_a_bucket_shared_by_everyone(helix):

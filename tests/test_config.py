@@ -138,7 +138,7 @@ plugins:
     [
         ("plugins:\n  a:\n    enabled: true\n   priority: 1\n", 4, "invalid YAML"),
         ("plugins:\n  a:\n\tenabled: true\n", 3, "spaces, not tabs"),
-        ("plugins:\n  a: [1, 2\n", 3, "invalid YAML"),
+        ("plugins:\n  a: [1, 2\n", 2, "invalid YAML"),  # where the bracket opens
         ("plugins:\n  a: b: c\n", 2, "mapping values are not allowed"),
         ("plugins: {}\n---\nplugins: {}\n", 2, "single document"),
         ("plugins:\n  a: \x07\n", 2, "not allowed"),
@@ -329,10 +329,65 @@ def test_validate_config_returns_the_model_with_durations_parsed():
     assert config == Provider(api_url="https://api.custom.ai", timeout=30.0, retry_count=3)
 
 
-def test_validate_config_without_a_model_returns_a_copy():
+def test_config_model_dict_takes_any_keys_and_returns_a_copy():
     spec = parse_config(SEED).plugins["rate-limiter"]
-    config = validate_config(spec, None)
+    config = validate_config(spec, dict)
     assert config == spec.config and config is not spec.config
+
+
+def test_a_plugin_without_a_config_model_refuses_every_key_at_its_line():
+    spec = spec_of("plugins:\n  counter:\n    config:\n      sise: 3\n", "counter")
+    with pytest.raises(ConfigError) as info:
+        validate_config(spec, None)
+    [problem] = info.value.problems
+    assert (problem.line, problem.plugin, problem.path) == (4, "counter", "config.sise")
+    assert problem.message == (
+        "unknown key 'sise': counter has no config_model, so it takes no config; give it a "
+        "config model with this field (or `config_model = dict` to take any keys)."
+    )
+    assert validate_config(spec_of("plugins:\n  counter: {}\n", "counter"), None) == {}
+
+
+def test_an_empty_config_model_says_it_has_no_fields_yet():
+    class Empty(pydantic.BaseModel):
+        pass
+
+    spec = spec_of("plugins:\n  my-logger:\n    config:\n      level: info\n", "my-logger")
+    with pytest.raises(ConfigError) as info:
+        validate_config(spec, Empty)
+    assert info.value.problems[0].message == (
+        "unknown key 'level': the config model has no fields yet, so it takes no keys."
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        (
+            "plugins:\n  cc:\n    config:\n      size: 3\n  nocfg\n    enabled: true\n",
+            5,
+            "could not find expected ':' after 'nocfg'; a key ends with a colon.",
+        ),
+        (
+            "plugins:\n  cc:\n    config\n      size: 3\n",
+            3,
+            "'config' has no ':' after it, so the next line was read as part of it; a key "
+            "ends with a colon.",
+        ),
+        ("plugins:\n  a:\n    x: 1\n   y: 1\n", 4, "check this line's indentation"),
+    ],
+)
+def test_a_yaml_mistake_is_reported_at_the_line_to_fix(text, line, message):
+    _, error = problems_of(text)
+    assert error.problems[0].line == line
+    assert message in error.problems[0].message
+
+
+def test_a_config_cell_counts_yaml_lines_as_cell_lines():
+    with pytest.raises(ConfigError) as info:
+        parse_config("plugins:\n  a:\n    x: 1\n   y: 1\n", source="cell [3]", line_offset=1)
+    assert str(info.value).startswith("Invalid configuration: cell [3]:5: invalid YAML")
+    assert "(while parsing a block mapping started at line 3)" in str(info.value)
 
 
 def test_validate_config_wrong_type_points_at_its_key():

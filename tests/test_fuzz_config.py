@@ -62,9 +62,10 @@ class Fuzzed(hx.Plugin):
 
 
 class Plain(hx.Plugin):
-    """No config model: any mapping is its config."""
+    """The opt-out: any mapping is its config."""
 
     name = "plain"
+    config_model = dict
 
 
 BASE: dict[str, Any] = {

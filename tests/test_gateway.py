@@ -556,7 +556,7 @@ def test_health_is_503_when_a_plugin_is_unhealthy(kernel: hx.Kernel) -> None:
 
 
 def test_plugins_endpoint_redacts_secrets(kernel: hx.Kernel) -> None:
-    kernel.register(type("Keyed", (hx.Plugin,), {"name": "keyed"}))
+    kernel.register(type("Keyed", (hx.Plugin,), {"name": "keyed", "config_model": dict}))
     kernel.configure("keyed", {"api_key": "sk-very-secret", "url": "http://x"})
     kernel.load("keyed")
     with kernel.serve() as server:

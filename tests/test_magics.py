@@ -141,7 +141,11 @@ def test_subcommand_help_shows_its_own_usage_and_does_not_fail(ip):
         ("%helix events -n many", "invalid int value: 'many'"),
         ("%helix autoreload maybe", "invalid choice: 'maybe'"),
         ("%helix reload 'store", "%helix: No closing quotation"),
-        ("%helix reload nosuch", "no plugin named 'nosuch' (known: store, api)"),
+        ("%helix reload nosuch", "no plugin named 'nosuch'. (known: store, api)"),
+        ("%helix reload stor", "no plugin named 'stor'. Did you mean 'store'? (known: store, api)"),
+        ("%helix relaod store", "invalid choice: 'relaod'. Did you mean 'reload'?"),
+        ("%helix load stroe", "nor a file. Did you mean 'store'?"),
+        ("%helix check lab-1", "no lab named 'lab-1'. Did you mean 'lab1'?"),
         ("%helix configure store timeout", "expected KEY=VALUE, got 'timeout'"),
         ("%helix load nosuch.yaml", "'nosuch.yaml' is neither a registered plugin"),
         ("%helix discover /no/such/dir", "'/no/such/dir' is not a directory"),
@@ -187,6 +191,8 @@ def test_graph_formats(ip, pair):
     assert data["image/svg+xml"].lstrip().startswith(("<?xml", "<svg", "<!--"))
     assert "<svg" in data["image/svg+xml"]
     assert "store" in data["text/plain"] and "<- store" in data["text/plain"]
+    # JupyterLab shows text/html over an image: none next to the drawing, or it hides it
+    assert sorted(data) == ["image/svg+xml", "text/plain"]
 
     text = plain(ip, ip.run_line_magic("helix", "graph --format text"))
     assert text.index("store") < text.index("api")  # load order

@@ -244,6 +244,28 @@ def test_tool_call_round_trip_with_the_openai_client(client):
     assert second.choices[0].finish_reason == "stop"
 
 
+def test_a_natural_question_about_a_tools_topic_calls_it(client):
+    completion = client.chat.completions.create(
+        model="mock-small", messages=user("What is the weather in Paris?"), tools=[WEATHER]
+    )
+    [call] = completion.choices[0].message.tool_calls
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments)["city"] == "Paris"
+    # a prompt about something else is still answered, deterministically, with an echo
+    other = client.chat.completions.create(
+        model="mock-small", messages=user("Tell me a joke"), tools=[WEATHER]
+    )
+    assert other.choices[0].message.content == "Echo: Tell me a joke"
+
+
+def test_topic_words_of_tool_names():
+    from helixlab.mockllm._replies import topic_words
+
+    assert topic_words("get_weather") == {"weather"}
+    assert topic_words("convertCurrency") == {"convert", "currency"}
+    assert topic_words("lookup-stock-prices") == {"stock", "price"}
+
+
 def test_explicit_arguments_in_the_message_are_used_and_typed(client):
     completion = client.chat.completions.create(
         model="mock-small",

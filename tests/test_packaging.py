@@ -36,3 +36,21 @@ def test_the_shipped_course_config_loads_every_plugin():
     with hx.Kernel.from_config(ROOT / "configs" / "plugins.yaml") as kernel:
         report = kernel.load_all()
         assert report.ok and set(report) == {"custom-provider", "rate-limiter", "custom-logger"}
+
+
+def test_make_lab_opens_the_course_on_its_landing_notebook_and_takes_lab_port():
+    import subprocess
+
+    import nbformat
+
+    shown = subprocess.run(
+        ["make", "-n", "lab", "LAB_PORT=8890"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    assert "--ServerApp.root_dir=." in shown and "--port=8890" in shown
+    assert "--LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb" in shown
+    landing = nbformat.read(ROOT / "notebooks" / "00_start_here.ipynb", as_version=4)
+    text = "".join(c.source for c in landing.cells)
+    course = [*(ROOT / "notebooks").glob("0[1-9]_*.ipynb"), *(ROOT / "labs").glob("lab*.ipynb")]
+    for path in course:  # every notebook and lab is one click away
+        assert path.name in text, path.name
+    assert "LAB_PORT" in text and "LAB_PORT" in (ROOT / "README.md").read_text()

@@ -154,6 +154,7 @@ def test_context_carries_name_version_and_validated_config(kernel):
     class Configured(hx.Plugin):
         name = "configured"
         version = "2.1.0"
+        config_model = dict
 
         def init(self, ctx, config):
             seen.update(name=ctx.name, version=ctx.version, config=config, ctx=ctx.config)

@@ -197,6 +197,7 @@ class Vault(hx.Plugin):
 
     name = "vault"
     version = "1.0.0"
+    config_model = dict
 
     def init(self, ctx, config):
         self.config = config
@@ -271,6 +272,7 @@ def test_secrets_never_appear_on_any_surface(kernel, caplog):
 def test_a_secret_quoted_in_a_plugin_error_is_redacted_in_events_and_info(kernel):
     class Leaky(hx.Plugin):
         name = "leaky"
+        config_model = dict
 
         def start(self, ctx):
             raise ConnectionError(f"login refused for password {ctx.config['password']}")

@@ -43,7 +43,7 @@ def test_one_row_per_plugin_with_what_a_user_needs(dashboard):
         "store",
         "0",
     )
-    assert ">active<" in api["state"] and api["health"] == "unknown"
+    assert ">active<" in api["state"] and api["health"] == "ok"  # checked at open
     assert "2 of 2 plugins active" in dashboard.heading.value
     assert repr(dashboard) == "Dashboard(helixlab plugins, live)"
 
@@ -64,6 +64,44 @@ def test_rows_follow_kernel_events(pair, dashboard, make_plugin):
     assert not dashboard.row("cache").buttons["start"].disabled
     pair.load("cache")
     assert ">active<" in cells(dashboard, "cache")["state"]
+
+
+def test_health_is_checked_at_open_and_after_each_reload_without_touching_the_kernel_log(
+    kernel, make_plugin
+):
+    import helixlab as hx
+
+    sick = {"now": False}
+
+    class Flaky(hx.Plugin):
+        name = "flaky"
+
+        def health_check(self, ctx):
+            return "disk full" if sick["now"] else None
+
+    kernel.register(Flaky)
+    kernel.load_all()
+    board = Dashboard(kernel, graph=False, events=False)
+    try:
+        assert cells(board, "flaky")["health"] == "ok"  # nobody pressed the button
+        sick["now"] = True
+        kernel.reload("flaky")
+        assert cells(board, "flaky")["health"] == "failing"
+        # the dashboard's look is its own: no health events, `%helix list` unchanged
+        assert not [e for e in kernel.events() if e.kind == "health_changed"]
+        assert kernel.info()[0].health == "unknown"
+    finally:
+        board.close()
+
+
+def test_the_dashboards_event_log_is_bounded_newest_first(pair, dashboard):
+    for _ in range(5):  # dozens of events
+        pair.reload("store")
+    assert dashboard.wait_idle()
+    assert len(pair.events()) > 20
+    rows = dashboard.events_view.rows()
+    assert len(rows) == 12 and rows[0].seq == pair.events()[-1].seq
+    assert dashboard.events_view.table.value.count("<tr>") == 13  # the header and 12 rows
 
 
 def test_health_column_follows_a_health_run(pair, dashboard):
@@ -207,7 +245,6 @@ def test_the_check_health_button_fills_the_health_column():
         kernel.register(Sick)
         kernel.load_all()
         board = Dashboard(kernel, graph=False, events=False)
-        assert board.row("fine").cells["health"].value == "unknown"
         board.health_button.click()
         assert board.row("fine").cells["health"].value == "ok"
         assert board.row("sick").cells["health"].value == "failing"

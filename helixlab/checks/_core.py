@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import html
 import importlib
 import pkgutil
@@ -26,10 +27,51 @@ class Missing(Exception):
 
 @dataclass
 class Probe:
-    """What a check may look at: the kernel and the notebook's namespace."""
+    """What a check may look at: the kernel and the notebook's namespace.
+
+    ``refused`` maps a plugin name to the notebook's last definition of it when the kernel
+    refused that definition (a :class:`~helixlab.notebook._session.Refusal`): the checks
+    try that class, and the first check says it was refused. ``record`` is False for a
+    live panel's background runs, whose health checks must not add to the notebook's
+    event log.
+    """
 
     kernel: Any
     namespace: Mapping[str, Any]
+    refused: Mapping[str, Any] = field(default_factory=dict)
+    record: bool = True
+    definitions: Mapping[str, Any] = field(default_factory=dict)
+
+    def plugin_class(self, name: str) -> Any:
+        """The class the checks try: the last definition, even when it was refused."""
+        refusal = self.refused.get(name)
+        return refusal.cls if refusal is not None else self.kernel.plugin_class(name)
+
+    def fresh_class(self, name: str, namespace: dict[str, Any] | None = None) -> Any:
+        """The last definition of ``name``, from running its ``%%helix plugin`` cell again
+        in ``namespace`` (by default a copy of the notebook's): module-level state such as
+        a dict of buckets starts afresh for each private kernel, and running it twice in
+        the same namespace is what re-running the cell does.
+
+        Without a recorded cell (plugins defined otherwise), the class itself.
+        """
+        definition = self.definitions.get(name)
+        if definition is None:
+            return self.plugin_class(name)
+        code, class_names = definition
+        scope = dict(self.namespace) if namespace is None else namespace
+        try:
+            exec(code, scope)
+        except Exception:  # the cell itself fails now: the class the notebook has, then
+            return self.plugin_class(name)
+        for class_name in class_names:
+            value = scope.get(class_name)
+            if isinstance(value, type) and getattr(value, "name", None) == name:
+                return value
+        return self.plugin_class(name)
+
+    def health(self) -> Any:
+        return self.kernel.health() if self.record else self.kernel.look_health()
 
     def need(self, name: str, hint: str) -> Any:
         """A name the learner should have defined in the notebook."""
@@ -120,19 +162,41 @@ def _load_labs() -> None:
             importlib.import_module(f"{checks.__name__}.{info.name}")
 
 
-def run_check(
-    name: str, kernel: Any, namespace: Mapping[str, Any], *, strict: bool = False
-) -> CheckReport:
-    """Run a lab's checks. ``strict`` (the solutions use it) raises CheckFailed on any ✗."""
+def lab_entry(name: str) -> _Lab:
+    """The lab named ``name``; a UsageError (with the closest name) when there is none."""
     _load_labs()
     if name not in LABS:
+        close = difflib.get_close_matches(name, sorted(LABS), n=1)
+        guess = f" Did you mean {close[0]!r}?" if close else ""
         raise UsageError(
-            f"%helix check: no lab named {name!r} (labs: {', '.join(sorted(LABS)) or 'none'})."
+            f"%helix check: no lab named {name!r}.{guess} "
+            f"(labs: {', '.join(sorted(LABS)) or 'none'})"
         )
-    entry = LABS[name]
-    probe = Probe(kernel, namespace)
+    return LABS[name]
+
+
+def run_check(
+    name: str,
+    kernel: Any,
+    namespace: Mapping[str, Any],
+    *,
+    strict: bool = False,
+    refused: Mapping[str, Any] | None = None,
+    record: bool = True,
+    cancelled: Callable[[], bool] = lambda: False,
+    definitions: Mapping[str, Any] | None = None,
+) -> CheckReport:
+    """Run a lab's checks. ``strict`` (the solutions use it) raises CheckFailed on any ✗.
+
+    ``cancelled`` is asked between checks: a live panel's run that a newer one superseded
+    stops early (its report is dropped).
+    """
+    entry = lab_entry(name)
+    probe = Probe(kernel, namespace, dict(refused or {}), record, dict(definitions or {}))
     results = []
     for description, check in entry.checks:
+        if cancelled():
+            break
         try:
             check(probe)
         except Missing as exc:

@@ -22,6 +22,7 @@ __all__ = [
     "registered",
     "require_active",
     "require_healthy",
+    "require_not_refused",
 ]
 
 
@@ -32,18 +33,32 @@ def _same(text: str) -> str:
 def registered(probe: Probe, name: str) -> type[Plugin]:
     """The class the notebook's ``helix`` runs under ``name``."""
     kernel = probe.kernel
-    if name not in kernel:
+    if name not in kernel and name not in probe.refused:
         known = ", ".join(kernel.names) or "none"
         raise Missing(
             f"helix has no plugin named {name!r} (registered: {known}). Run the "
             f'`%%helix plugin` cell of step 1; its class sets name = "{name}".'
         )
-    return kernel.plugin_class(name)
+    return probe.fresh_class(name)
+
+
+def require_not_refused(probe: Probe, name: str, *, scrub: Callable[[str], str] = _same) -> None:
+    """The first thing to say when the notebook's last definition of ``name`` was refused."""
+    refusal = probe.refused.get(name)
+    if refusal is not None:
+        running = "; helix still runs the version before it" if name in probe.kernel else ""
+        raise Missing(
+            f"your last definition of {name} ({refusal.where}) was refused{running}. The "
+            f"refusal said: {scrub(refusal.message)} The other checks try that last "
+            f"definition: fix it and re-run its cell."
+        )
 
 
 def require_active(probe: Probe, name: str, *, scrub: Callable[[str], str] = _same) -> None:
-    """``name`` is registered in ``helix`` and active; ``scrub`` cleans its error text."""
+    """``name`` is registered in ``helix`` and active, and its last definition was not
+    refused; ``scrub`` cleans its error text."""
     registered(probe, name)
+    require_not_refused(probe, name, scrub=scrub)
     state = probe.kernel.state(name)
     if state != PluginState.ACTIVE:
         info = {row.name: row for row in probe.kernel.info()}[name]
@@ -65,7 +80,7 @@ def require_healthy(
     """``name`` reports healthy in ``helix``; ``advice`` ends the hint when it does not."""
     registered(probe, name)
     try:
-        status = probe.kernel.health().get(name)
+        status = probe.health().get(name)
     except HelixError as exc:
         raise Missing(f"the health checks could not run: {why(exc)}") from None
     if status is None:
@@ -84,7 +99,7 @@ def configure(
     try:
         kernel.configure(name, config)
     except ConfigError as exc:
-        problems = "; ".join(p.message for p in exc.problems)
+        problems = "; ".join(p.message.rstrip(".") for p in exc.problems)
         raise Missing(
             f"the config {config if shown is None else shown} was refused ({problems}); {fix}"
         ) from None
@@ -99,26 +114,41 @@ def private_kernel(timeouts: Timeouts, *classes: type[Plugin]) -> Iterator[Kerne
     kernel = Kernel(timeouts=timeouts)
     try:
         for cls in classes:
-            kernel.register(cls)
+            try:
+                kernel.register(cls)
+            except ConfigError as exc:
+                problems = "; ".join(p.message.rstrip(".") for p in exc.problems)
+                raise Missing(
+                    f"{cls.name} cannot start with an empty config ({problems}): give every "
+                    f"field of its config model a default."
+                ) from None
         yield kernel
     finally:
         kernel.close()
 
 
 def answering_provider(
-    name: str, models: Iterable[str], content: str, description: str
+    name: str,
+    models: Iterable[str],
+    content: str,
+    description: str,
+    calls: list[str] | None = None,
 ) -> type[ProviderPlugin]:
-    """A provider plugin serving ``models`` that answers every request with ``content``."""
+    """A provider plugin serving ``models`` that answers every request with ``content``;
+    ``calls`` (when given) gets one entry per request that reached it."""
     served = tuple(models)
+    seen = calls if calls is not None else []
 
     class _AnsweringLLM:
         def capabilities(self) -> ProviderCapabilities:
             return ProviderCapabilities(models=served)
 
         async def complete(self, request: ChatRequest) -> ChatResponse:
+            seen.append(request.model)
             return ChatResponse(model=request.model, content=content)
 
         async def complete_stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+            seen.append(request.model)
             yield StreamChunk(content=content)
             yield StreamChunk(finish_reason="stop")
 

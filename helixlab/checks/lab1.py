@@ -68,8 +68,8 @@ def _refusal(config: dict[str, Any], exc: ConfigError) -> str:
         fields = " and ".join(f"`{key}`" for key in unknown)
         what = "the field, with its default" if len(unknown) == 1 else "them, with defaults"
         return f"MyLoggerConfig has no {fields} yet: declare {what} (step 2)."
-    problems = "; ".join(p.message for p in exc.problems)
-    return f"the config {config} was refused: {problems} See MyLoggerConfig (step 2)."
+    problems = "; ".join(p.message.rstrip(".") for p in exc.problems)
+    return f"the config {config} was refused: {problems}. See MyLoggerConfig (step 2)."
 
 
 def _log(plugin: Plugin, level: str, message: str) -> None:
@@ -82,6 +82,17 @@ def _log(plugin: Plugin, level: str, message: str) -> None:
         raise Missing(
             f"log({level!r}, {message!r}) raised {describe(exc)}; look at your log() in step 3."
         ) from None
+
+
+def _count(n: int, noun: str) -> str:
+    """'no line was', 'one line was', '3 lines were'."""
+    if n == 0:
+        return f"no {noun} was"
+    return f"one {noun} was" if n == 1 else f"{n} {noun}s were"
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def _lines(plugin: Plugin) -> list[str]:
@@ -151,11 +162,17 @@ def level_filtering(probe: Probe) -> None:
         new = _logged(kernel, [(level, f"a {level} message") for level in LEVELS])
         kept = [level for level in LEVELS if any(f"a {level} message" in str(x) for x in new)]
         if kept != ["info", "warning", "error"]:
+            recorded = (
+                f"only the {_and(kept)} message{'s were' if len(kept) > 1 else ' was'} recorded"
+                if kept and set(kept) < {"info", "warning", "error"}
+                else f"the {_and(kept)} messages were recorded"
+                if kept
+                else "none of them was recorded"
+            )
             raise Missing(
-                f"one message at each level was logged at level info; the lines recorded the "
-                f"{', '.join(kept) or 'none'} one(s), expected info, warning and error. In "
-                f"log(), compare LEVELS.index(level) with LEVELS.index(self.config.level) and "
-                f"append to self.lines (step 3)."
+                f"one message at each level was logged at level info, and {recorded}; "
+                f"expected info, warning and error. In log(), compare LEVELS.index(level) with "
+                f"LEVELS.index(self.config.level) and append to self.lines (step 3)."
             )
         _configure(kernel, {"level": "error"})
         if _logged(kernel, [("warning", "a quiet warning")]):
@@ -169,8 +186,9 @@ def json_lines(probe: Probe) -> None:
         new = _logged(kernel, messages)
         if len(new) != 2:
             raise Missing(
-                f"two messages were logged at level debug with format json; {len(new)} line(s) "
-                f"were recorded. Append one line per message to self.lines (step 3)."
+                f"two messages were logged at level debug with format json, and "
+                f"{_count(len(new), 'line')} recorded. Append one line per message to "
+                f"self.lines (step 3)."
             )
         for line, (level, message) in zip(new, messages, strict=True):
             if not isinstance(line, str) or "\n" in line:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,93 @@ _Other = _probes.answering_provider(
 )
 
 
+# -- an upstream that holds its stream ------------------------------------------------------
+
+HOLD = 6.0  # seconds the held upstream waits after its first chunk, unless released
+HELD_TEXT = "Echo: hold on"
+
+
+class _HeldStream:
+    """An SSE upstream on loopback that sends one chunk, then waits for ``release``.
+
+    A provider that yields as the chunks arrive hands the first one over while the
+    upstream waits; one that reads the whole body first gets nothing until the end.
+    """
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.url = ""
+
+    def __enter__(self) -> _HeldStream:
+        self._thread.start()
+        server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._answer, "127.0.0.1", 0), self._loop
+        ).result(5)
+        self._server = server
+        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+
+        async def close() -> None:
+            self._server.close()
+            await self._server.wait_closed()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+            if length:
+                await reader.readexactly(int(length.group(1)))
+            if not head.startswith(b"POST"):
+                writer.write(b'HTTP/1.1 200 OK\r\ncontent-length: 13\r\n\r\n{"data": []}')
+                await writer.drain()
+                return
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+            )
+            words = ["Echo: ", "hold ", "on"]
+            await self._send(writer, _sse(words[0]))
+            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, HOLD)
+            for word in words[1:]:
+                await self._send(writer, _sse(word))
+            await self._send(writer, _sse(None, "stop") + "data: [DONE]\n\n")
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, text: str) -> None:
+        data = text.encode()
+        writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        await writer.drain()
+
+
+def _sse(content: str | None, finish: str | None = None) -> str:
+    delta = {"content": content} if content is not None else {}
+    chunk = {
+        "id": "chatcmpl-held",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": MODEL,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(chunk)}\n\n"
+
+
 # -- the private setup --------------------------------------------------------------------
 
 
@@ -109,7 +197,8 @@ class _Setup:
 
 
 @contextlib.contextmanager
-def _setup(probe: Probe, *extra: type[Plugin]) -> Iterator[_Setup]:
+def _setup(probe: Probe, *extra: type[Plugin], api_url: str | None = None) -> Iterator[_Setup]:
+    """``api_url``: another upstream than the mock (which then only stands by)."""
     from .. import mockllm
 
     cls = _probes.registered(probe, NAME)
@@ -120,7 +209,7 @@ def _setup(probe: Probe, *extra: type[Plugin]) -> Iterator[_Setup]:
         _probes.configure(
             kernel,
             NAME,
-            {"api_url": upstream.url},
+            {"api_url": api_url or upstream.url},
             shown="{'api_url': ...}",
             fix="LabProviderConfig needs an `api_url: str` field (step 1).",
         )
@@ -201,6 +290,8 @@ def streams(probe: Probe) -> None:
 
         try:
             chunks = setup.call(collect())
+        except json.JSONDecodeError as exc:
+            raise Missing(_sse_hint(probe, exc)) from None
         except Exception as exc:
             call = "iterating provider.complete_stream(...)"
             raise _failed(setup, call, exc, "look at parse_sse_line() (step 3)") from None
@@ -223,6 +314,108 @@ def streams(probe: Probe) -> None:
             raise Missing(
                 f"the chunks add up to {text!r}, expected 'Echo: stream this reply please'; "
                 f"keep every chunk's content as it is (step 3)."
+            )
+
+
+def _sse_hint(probe: Probe, exc: json.JSONDecodeError) -> str:
+    """Why json.loads() choked while streaming: which kind of SSE line it was given."""
+    parse = probe.namespace.get("parse_sse_line")
+    for line, why in (
+        ("", "blank lines separate the events"),
+        ("data: [DONE]", "'data: [DONE]' ends the stream and is not JSON"),
+        (": keep-alive", "lines starting with ':' are comments"),
+    ):
+        try:
+            if callable(parse):
+                parse(line)
+        except ValueError:
+            return (
+                f"parse_sse_line({line!r}) raised JSONDecodeError: {why}. Return None for "
+                f"it, and call json.loads() only on the payload of a 'data: {{...}}' line "
+                f"(step 3)."
+            )
+        except Exception:  # another failure: the general hint below
+            continue
+    return (
+        f"iterating provider.complete_stream(...) raised JSONDecodeError ({exc.msg}): "
+        f"json.loads() was given something that is not JSON. The stream also has blank lines "
+        f"between events and 'data: [DONE]' at the end: parse_sse_line() must return None "
+        f"for those, and parse only the payload after 'data: ' (step 3)."
+    )
+
+
+@check("chunks reach the caller while the upstream is still streaming")
+def streams_as_it_arrives(probe: Probe) -> None:
+    with _HeldStream() as held, _setup(probe, api_url=held.url) as setup:
+        provider = setup.provider
+        request = ChatRequest(model=MODEL, messages=[Message.user("hold on")], stream=True)
+
+        async def watch() -> tuple[bool, list[Any]]:
+            """(whether a chunk arrived while the upstream held the rest, every chunk)"""
+            got: list[Any] = []
+            arrived = asyncio.Event()
+
+            async def consume() -> None:
+                async for chunk in provider.complete_stream(request):
+                    got.append(chunk)
+                    arrived.set()
+
+            task = asyncio.ensure_future(consume())
+            try:
+                await asyncio.wait_for(asyncio.shield(arrived.wait()), HOLD / 2)
+                early = True
+            except TimeoutError:
+                early = False
+            held.release.set()  # let the upstream finish, whatever happened
+            await asyncio.wait_for(task, CALL_TIMEOUT)
+            return early, got
+
+        try:
+            early, chunks = setup.call(watch())
+        except Exception as exc:
+            raise Missing(
+                f"iterating provider.complete_stream(...) raised {_why(exc)}; look at "
+                f"parse_sse_line() and the streaming check above (step 3)."
+            ) from None
+        if not chunks:
+            raise Missing(
+                "complete_stream yielded no chunk at all; make the streaming check above "
+                "pass first (parse_sse_line(), step 3)."
+            )
+        if not early:
+            raise Missing(
+                f"the upstream sent its first chunk and then waited; complete_stream yielded "
+                f"nothing for {HOLD / 2:g}s, and everything once the upstream had finished. "
+                f"It must yield each chunk as it arrives: read the response line by line "
+                f"(async for line in response.aiter_lines()), not the whole body first "
+                f"(response.aread(), .text) to split it afterwards (step 3)."
+            )
+        first, rest = chunks[0], chunks[1:]
+        text = "".join(c.content or "" for c in [first, *rest])
+        if text != HELD_TEXT:
+            raise Missing(f"the streamed chunks add up to {text!r}, expected {HELD_TEXT!r}.")
+
+
+@check("temperature, max_tokens and extra fields (seed, top_p, ...) reach the upstream")
+def passes_settings(probe: Probe) -> None:
+    with _setup(probe) as setup:
+        request = ChatRequest(
+            model=MODEL,
+            messages=[Message.user("settings please")],
+            temperature=0.3,
+            max_tokens=50,
+            extra={"seed": 7, "top_p": 0.9},
+        )
+        _complete(setup, request, "step 2")
+        sent = setup.last_sent() or {}
+        wanted = {"temperature": 0.3, "max_tokens": 50, "seed": 7, "top_p": 0.9}
+        lost = [key for key, value in wanted.items() if sent.get(key) != value]
+        if lost:
+            raise Missing(
+                f"the request set {', '.join(lost)}, and the upstream did not receive "
+                f"{'it' if len(lost) == 1 else 'them'}: to_upstream() must send "
+                f"request.temperature and request.max_tokens when they are set, and every "
+                f"field of request.extra as it is (body.update(request.extra)), step 2."
             )
 
 

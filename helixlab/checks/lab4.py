@@ -38,13 +38,13 @@ check = lab("lab4", "hot reload with dependencies")
 
 def _classes(probe: Probe) -> list[type[Plugin]]:
     kernel = probe.kernel
-    missing = [name for name in NAMES if name not in kernel]
+    missing = [name for name in NAMES if name not in kernel and name not in probe.refused]
     if missing:
         raise Missing(
             f"helix has no plugin named {', '.join(map(repr, missing))}. Run the "
             f"`%%helix plugin` cell of step 1 (and fix what it reports)."
         )
-    return [kernel.plugin_class(name) for name in NAMES]
+    return [probe.plugin_class(name) for name in NAMES]
 
 
 @contextlib.contextmanager
@@ -78,6 +78,8 @@ def _reload(kernel: Kernel, target: Any) -> Any:
 @check("counter-store, counter-service and counter-api are active in helix")
 def all_active(probe: Probe) -> None:
     _classes(probe)
+    for name in NAMES:
+        _probes.require_not_refused(probe, name)
     states = {name: probe.kernel.state(name) for name in NAMES}
     down = [f"{n} is {s.value}" for n, s in states.items() if s != PluginState.ACTIVE]
     if down:

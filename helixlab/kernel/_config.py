@@ -195,7 +195,41 @@ def _unknown_message(key: Any, choices: Iterable[str]) -> str:
     choices = sorted(choices)
     close = difflib.get_close_matches(str(key), choices, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown key {key!r}{hint}; valid keys are: {', '.join(choices) or 'none'}."
+    if not choices:
+        return f"unknown key {key!r}: the config model has no fields yet, so it takes no keys."
+    return f"unknown key {key!r}{hint}; valid keys are: {', '.join(choices)}."
+
+
+def _where_the_mistake_is(
+    text: str, exc: yaml.MarkedYAMLError, mark: Any, message: str
+) -> tuple[Any, str]:
+    """Move a YAML error from where the parser noticed it to the line the learner must fix.
+
+    PyYAML notices a key without its colon on the line after it (or at the end of the
+    text), and an unclosed bracket at the end of the text.
+    """
+    lines = text.splitlines()
+    ctx = exc.context_mark
+    if exc.problem == "could not find expected ':'" and ctx is not None:
+        key = lines[ctx.line].strip() if ctx.line < len(lines) else ""
+        return ctx, f"could not find expected ':' after {key!r}; a key ends with a colon"
+    if exc.problem == "mapping values are not allowed here" and mark is not None:
+        before = [i for i in range(min(mark.line, len(lines))) if lines[i].strip()]
+        previous = lines[before[-1]] if before else ""
+        if before and ":" not in previous and not previous.lstrip().startswith("-"):
+            i = before[-1]
+            key = lines[i].strip()
+            column = len(lines[i].rstrip())
+            moved = yaml.Mark(mark.name, 0, i, column, None, None)
+            return moved, (
+                f"{key!r} has no ':' after it, so the next line was read as part of it; "
+                f"a key ends with a colon"
+            )
+    if exc.problem and exc.problem.startswith("expected <block end>"):
+        return mark, f"{message}; check this line's indentation"
+    if mark is not None and mark.line >= len(lines) and ctx is not None:
+        return ctx, message  # the end of the text: point where the unclosed thing began
+    return mark, message
 
 
 class _Reader:
@@ -237,6 +271,7 @@ class _Reader:
                 message = f"{message} ({exc.context}{where})"
             if "'\\t'" in message:
                 message += "; YAML indentation must use spaces, not tabs"
+            mark, message = _where_the_mistake_is(text, exc, mark, message)
             line = None if mark is None else mark.line + 1 + self.offset
             column = f" at column {mark.column + 1}" if mark is not None else ""
             self.problems.append(

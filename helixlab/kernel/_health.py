@@ -62,7 +62,7 @@ def column(state: PluginState, last: HealthStatus | None) -> str:
     return "ok" if last.healthy else "failing"
 
 
-async def run(kernel: Any) -> dict[str, HealthStatus]:
+async def run(kernel: Any, *, record: bool = True) -> dict[str, HealthStatus]:
     """Check the running plugins; failed ones are unhealthy too. Changes become events."""
     with kernel._pool.lease() as lease:
         live = lease.generation.live
@@ -73,7 +73,7 @@ async def run(kernel: Any) -> dict[str, HealthStatus]:
         if state == PluginState.FAILED:
             detail = kernel._errors.get(name, "failed")
             statuses[name] = HealthStatus(name, False, detail, state.value)
-    for name, status in statuses.items():
+    for name, status in statuses.items() if record else ():
         before = kernel._health.get(name)
         kernel._health[name] = status  # stored first: subscribers read it from the event
         if before is None or before.healthy != status.healthy:

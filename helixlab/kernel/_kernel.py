@@ -600,6 +600,16 @@ class Kernel(Operations):
             )
         return rows
 
+    async def alook_health(self) -> dict[str, HealthStatus]:
+        """``ahealth`` without recording: no events, ``info()`` unchanged.
+
+        A dashboard's or a live check panel's background look, so that what a notebook
+        prints never depends on when such a look happened to run.
+        """
+        return await self._arun(_health.run(self, record=False))
+
+    look_health = _blocking(alook_health)
+
     # -- events -----------------------------------------------------------------------
 
     def events(self, plugin: str | None = None, limit: int | None = None) -> list[PluginEvent]:

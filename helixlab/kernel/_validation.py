@@ -35,10 +35,19 @@ def validate_config(spec: PluginSpec, model: type[pydantic.BaseModel] | None) ->
 
     Unknown keys are refused even when the model would silently ignore them (pydantic's
     default), because a misspelt setting that does nothing is worse than an error.
-    Models that set ``extra="allow"`` accept them on purpose.
+    Models that set ``extra="allow"`` accept them on purpose. A plugin without a config
+    model (``config_model = None``) takes no keys at all; ``config_model = dict`` is the
+    opt-out that takes any mapping as it is.
     """
-    if model is None:
+    if model is dict:
         return dict(spec.config)
+    if model is None:
+        if spec.config:
+            raise ConfigError(
+                [_problem(spec, (key,), _no_model_message(spec, key)) for key in spec.config],
+                spec.source,
+            )
+        return {}
     problems = []
     unknown = set()
     for loc, choices in _unknown_keys(model, spec.config, ()):
@@ -60,6 +69,13 @@ def validate_config(spec: PluginSpec, model: type[pydantic.BaseModel] | None) ->
     if problems:
         raise ConfigError(problems, spec.source)
     return instance
+
+
+def _no_model_message(spec: PluginSpec, key: Any) -> str:
+    return (
+        f"unknown key {key!r}: {spec.name} has no config_model, so it takes no config; "
+        f"give it a config model with this field (or `config_model = dict` to take any keys)."
+    )
 
 
 def _problem(spec: PluginSpec, loc: tuple, message: str) -> ConfigProblem:

@@ -40,7 +40,12 @@ def make_reply(
     next_call_id: Callable[[], str],
 ) -> Reply:
     """The reply to ``request``: the scripted one if given, else a tool result summary, a tool
-    call, or an echo of the last user message — in that order."""
+    call, or an echo of the last user message — in that order.
+
+    An offered tool is called when the last user message names it (``get_weather``,
+    ``get weather``) or uses a word its name is about ("What is the weather in Paris?"
+    calls ``get_weather``; see :func:`topic_words`), or when ``tool_choice`` requires it.
+    """
     calls: list[ToolCall] = []
     content: str | None
     if isinstance(scripted, ToolCall):
@@ -117,7 +122,26 @@ def _choose_tool(request: ChatRequest, text: str) -> ToolDefinition | None:
         name = tool.name.lower()
         if name in lowered or name.replace("_", " ").replace("-", " ") in lowered:
             return tool
+    said = {word.removesuffix("s") for word in re.findall(r"[a-z0-9]+", lowered)}
+    for tool in request.tools:  # "What is the weather in Paris?" calls get_weather
+        if said & topic_words(tool.name):
+            return tool
     return request.tools[0] if request.tool_choice == "required" else None
+
+
+#: Words of a tool's name that say what it does, not what it is about.
+_GENERIC = frozenset(
+    {"get", "set", "fetch", "list", "run", "call", "make", "tool", "api", "lookup", "look"}
+    | {"find", "query", "read", "the", "for", "current"}
+)
+
+
+def topic_words(name: str) -> set[str]:
+    """What a tool's name is about: ``get_weather`` -> {"weather"}, ``convertCurrency`` ->
+    {"convert", "currency"}. A prompt using one of these words calls the tool."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
+    words = {w.lower().removesuffix("s") for w in re.findall(r"[A-Za-z0-9]+", spaced)}
+    return {w for w in words if len(w) >= 3 and w not in _GENERIC}
 
 
 def _arguments(tool: ToolDefinition, text: str) -> dict[str, Any]:

@@ -13,9 +13,10 @@ import ast
 import hashlib
 from typing import Any
 
-from ..errors import RegistryError
+from ..errors import HelixError, RegistryError
 from ..kernel import Plugin
 from ..kernel._discovery import fingerprint, plugin_classes
+from ._session import Refusal
 
 __all__ = ["config_cell", "plugin_cell", "set_autoreload"]
 
@@ -34,24 +35,39 @@ def _helpers_digest(tree: ast.Module) -> str:
 
 def plugin_cell(session: Any, cell: str, options: str = "") -> Any:
     __tracebackhide__ = True  # an exception in the cell shows the cell's frames, not ours
+    try:
+        return _plugin_cell(session, cell, options)
+    finally:
+        session.plugin_cell_ran()  # whatever happened: a live check panel looks again
+
+
+def _plugin_cell(session: Any, cell: str, options: str) -> Any:
+    __tracebackhide__ = True
     shell = session.shell
     label = session.cell_label
+    # lines as the learner sees them: `%%helix plugin` is line 1, so tracebacks point at
+    # the cell's own line numbers and show its text
+    header = f"%%helix plugin {options}".rstrip()
+    filename = shell.compile.cache(f"{header}\n{cell}", session.execution_count)
     try:
         tree = ast.parse(cell, filename=label)  # a SyntaxError here changes nothing
     except SyntaxError as exc:
-        # lines counted from the cell's top, where `%%helix plugin` is line 1
         line = (exc.lineno or 0) + 1
+        end = (exc.end_lineno or line - 1) + 1
         error = SyntaxError(
             f"{exc.msg}; nothing was changed, the running versions keep serving",
-            (label, line, exc.offset, exc.text),
+            (filename, line, exc.offset, exc.text, end, exc.end_offset),
         )
         error.helixlab_cell = True  # shown as the user's error, without helixlab's frames
         raise error from None
-    filename = shell.compile.cache(cell, session.execution_count)
+    ast.increment_lineno(tree, 1)
     names = _class_names(tree)
     # dont_inherit: the cell must not get this module's `from __future__ import annotations`
-    exec(compile(tree, filename, "exec", dont_inherit=True), shell.user_ns)
+    code = compile(tree, filename, "exec", dont_inherit=True)
+    exec(code, shell.user_ns)
     classes = plugin_classes(shell.user_ns.get(n) for n in names)
+    for cls in classes:
+        session.definitions[cls.name] = (code, tuple(names))
     if not classes:  # a HelixError, so it is shown plainly, without helixlab's frames
         raise RegistryError(
             f"{label} defines no Plugin subclass with a `name`; a %%helix plugin cell defines "
@@ -59,10 +75,19 @@ def plugin_cell(session: Any, cell: str, options: str = "") -> Any:
         )
     helpers = _helpers_digest(tree)
     prints = {cls.name: f"{fingerprint(cls)}:{helpers}" for cls in classes}
-    with session.plugin_output():
-        return session.kernel.define(
-            classes, source=label, origin="cell", unit=session.cell_id, fingerprints=prints
-        )
+    try:
+        with session.plugin_output():
+            report = session.kernel.define(
+                classes, source=label, origin="cell", unit=session.cell_id, fingerprints=prints
+            )
+    except HelixError as exc:
+        # the checks look at this definition first, and say it was refused
+        for cls in classes:
+            session.refused[cls.name] = Refusal(cls, label, str(exc))
+        raise
+    for cls in classes:
+        session.refused.pop(cls.name, None)
+    return report
 
 
 def config_cell(session: Any, cell: str) -> Any:

@@ -4,6 +4,7 @@ returns what the cell shows.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,16 @@ __all__: list[str] = []
 
 def _name(session: Any, name: str) -> str:
     if name not in session.kernel:
-        known = ", ".join(session.kernel.names) or "none registered yet"
-        raise UsageError(f"%helix: no plugin named {name!r} (known: {known}).")
+        raise UsageError(f"%helix: {unknown_plugin(name, session.kernel.names)}")
     return name
+
+
+def unknown_plugin(name: str, known: list[str]) -> str:
+    """ "no plugin named ...", with the closest registered name when it looks like a typo."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    guess = f" Did you mean {close[0]!r}?" if close else ""
+    names = ", ".join(known) or "none registered yet"
+    return f"no plugin named {name!r}.{guess} (known: {names})"
 
 
 def cmd_list(session: Any, args: Any) -> PluginTable:
@@ -52,9 +60,12 @@ def cmd_load(session: Any, args: Any) -> Any:
         if target in kernel:
             return kernel.load(target)
         if not Path(target).exists():
+            close = difflib.get_close_matches(target, kernel.names, n=1, cutoff=0.6)
+            guess = f" Did you mean {close[0]!r}?" if close else ""
             known = ", ".join(kernel.names) or "none"
             raise UsageError(
-                f"%helix load: {target!r} is neither a registered plugin ({known}) nor a file."
+                f"%helix load: {target!r} is neither a registered plugin ({known}) nor a "
+                f"file.{guess}"
             )
         kernel.apply_config(Path(target))
         return kernel.load_all()
@@ -153,7 +164,18 @@ def cmd_dashboard(session: Any, args: Any) -> Any:
 def cmd_check(session: Any, args: Any) -> Any:
     from ..checks import run_check
 
-    return run_check(args.lab, session.kernel, session.shell.user_ns, strict=args.strict)
+    if args.live:
+        from ._live_checks import CheckPanel
+
+        return CheckPanel(session, args.lab)
+    return run_check(
+        args.lab,
+        session.kernel,
+        session.shell.user_ns,
+        strict=args.strict,
+        refused=session.refused,
+        definitions=session.definitions,
+    )
 
 
 def cmd_reset(session: Any, args: Any) -> Text:

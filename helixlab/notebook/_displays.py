@@ -155,16 +155,24 @@ class GraphView(_Display):
 
     def __init__(self, dot: str, text: str, fmt: str = "svg"):
         self.dot, self.text, self.format = dot, text or "no plugins registered", fmt
+        self._svg: str | None = None
 
     def svg(self) -> str | None:
-        if not dot_available():
-            return None
+        if self._svg is not None or not dot_available():
+            return self._svg
         import graphviz
 
         try:
-            return graphviz.Source(self.dot).pipe(format="svg", encoding="utf-8")
+            self._svg = graphviz.Source(self.dot).pipe(format="svg", encoding="utf-8")
         except (graphviz.ExecutableNotFound, graphviz.CalledProcessError):
             return None
+        return self._svg
+
+    def _repr_html_(self) -> str | None:  # type: ignore[override]
+        """None when there is a drawing: JupyterLab prefers HTML, and would show the text."""
+        if self.format == "svg" and self.svg() is not None:
+            return None
+        return self._html()
 
     def __str__(self) -> str:
         if self.format == "dot":

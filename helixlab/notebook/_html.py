@@ -31,6 +31,8 @@ def reload_html(report: Any) -> str:
     head = f'<div style="border-left:4px solid {color};padding-left:6px"><b>{first}</b>'
     if report.error:
         head += f"<br>error: {html.escape(report.error)}"
+    if not rows:  # "no changes": a table header over nothing says less than the sentence
+        return head + "</div>"
     return head + table_html(("#", "plugin", "version", "role"), rows) + "</div>"
 
 

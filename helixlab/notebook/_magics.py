@@ -8,6 +8,8 @@ nbval and the user see a real error.
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import shlex
 from typing import Any
 
@@ -23,6 +25,12 @@ class _Parser(argparse.ArgumentParser):
     """argparse whose errors are UsageErrors and whose --help returns instead of exiting."""
 
     def error(self, message: str) -> None:
+        typo = re.match(r"argument \S+: invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if typo:  # a misspelt subcommand or choice: name the closest one
+            choices = re.findall(r"'([^']*)'", typo.group(2))
+            close = difflib.get_close_matches(typo.group(1), choices, n=1)
+            if close:
+                message = f"invalid choice: {typo.group(1)!r}. Did you mean {close[0]!r}?"
         raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
 
     def exit(self, status: int = 0, message: str | None = None) -> None:
@@ -78,6 +86,12 @@ def build_parser() -> _Parser:
     add("dashboard", "a live dashboard: states, health, reloads, buttons, graph, events")
     p = add("check", "run a lab's self-checks: a ✓ or ✗ (with a hint) per check")
     p.add_argument("lab", metavar="LAB")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="a panel that re-runs the checks in the background after each plugin cell, "
+        "reload or configure",
+    )
     p.add_argument("--strict", action="store_true", help="raise if any check fails")
     p = add("fleet", "a live view of a fleet: every worker, requests/s and errors (a widget)")
     p.add_argument("--redis", metavar="URL", help="its Redis (default: the local fleet's)")

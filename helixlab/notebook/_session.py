@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import linecache
 import sys
 import sysconfig
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,9 @@ import IPython
 
 from ..errors import HelixError
 from ..kernel import Kernel
+from ._quiet import foreground
 
-__all__ = ["Session"]
+__all__ = ["Refusal", "Session"]
 
 # Frames from these directories are machinery, not the user's code: hidden in tracebacks.
 _HIDDEN = (
@@ -27,6 +30,15 @@ _HIDDEN = (
     sysconfig.get_paths()["stdlib"],
     str(Path(IPython.__file__).resolve().parent),
 )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A plugin class a ``%%helix plugin`` cell defined and the kernel refused, and why."""
+
+    cls: type
+    where: str
+    message: str
 
 
 class Session:
@@ -40,6 +52,13 @@ class Session:
         self.autoreload = False
         self.cell_id: str | None = None
         self._count: int | None = None
+        #: plugin name -> its last ``%%helix plugin`` definition, when the kernel refused it
+        self.refused: dict[str, Refusal] = {}
+        #: plugin name -> the compiled code of the ``%%helix plugin`` cell that last defined
+        #: it: the checks run it again for a fresh module state per private kernel
+        self.definitions: dict[str, Any] = {}
+        #: called after each ``%%helix plugin`` cell, refused or not (live check panels)
+        self.plugin_cell_listeners: list[Callable[[], None]] = []
         shell.user_ns["helix"] = self.kernel
         shell.events.register("pre_run_cell", self._pre_run_cell)
         shell.set_custom_exc((HelixError, SyntaxError), _show_helix_error)
@@ -59,8 +78,15 @@ class Session:
     def cell_label(self) -> str:
         return f"cell [{self.execution_count}]"
 
+    def plugin_cell_ran(self) -> None:
+        for listener in list(self.plugin_cell_listeners):
+            with contextlib.suppress(Exception):  # a panel's failure is not the cell's
+                listener()
+
     def reset(self) -> Kernel:
         """Close the kernel and start an empty one (the notebook's ``helix`` is rebound)."""
+        self.refused.clear()
+        self.definitions.clear()
         self.stop_extras()
         self.kernel.close()
         self.kernel = Kernel()
@@ -90,7 +116,7 @@ class Session:
         whichever cell the frontend happens to associate with those threads.
         """
         buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer):
+        with foreground(), contextlib.redirect_stdout(buffer):
             try:
                 yield
             finally:
@@ -100,17 +126,17 @@ class Session:
 
 
 def _show_helix_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset=None):
-    """Show a HelixError as a short traceback: the user's frames only, then the plain message."""
-    if not isinstance(value, HelixError) and not getattr(value, "helixlab_cell", False):
-        shell.showsyntaxerror()  # an ordinary cell's syntax error: IPython's own display
+    """Show a HelixError as IPython shows an ordinary cell's error: the learner's own frames
+    (a plugin's ``raise`` included, which lives in the error's cause), then the plain message.
+
+    helixlab's, IPython's and the standard library's frames are dropped, and so is the
+    cell frame that only calls the ``%helix`` magic (it would echo the whole cell).
+    """
+    if not isinstance(value, HelixError):
+        shell.showsyntaxerror()  # a syntax error: IPython's own display (cell, line, caret)
         return None
-    frames = []
-    while tb is not None:
-        if not tb.tb_frame.f_code.co_filename.startswith(_HIDDEN):
-            frames.append(tb)
-        tb = tb.tb_next
     trimmed = None
-    for frame in reversed(frames):
+    for frame in reversed(learner_frames(value, tb)):
         trimmed = types.TracebackType(trimmed, frame.tb_frame, frame.tb_lasti, frame.tb_lineno)
     report = getattr(value, "report", None)
     if report is not None and report.order:  # a rolled-back cascade: show what was attempted
@@ -119,6 +145,34 @@ def _show_helix_error(shell: Any, etype: type, value: BaseException, tb: Any, tb
         display(report)
     value.__cause__ = None
     value.__suppress_context__ = True
-    stb = shell.InteractiveTB.structured_traceback(etype, value, trimmed, tb_offset=1)
+    if trimmed is None:  # nothing of the learner's to show: the message alone
+        stb = shell.InteractiveTB.get_exception_only(etype, value)
+    else:
+        stb = shell.InteractiveTB.structured_traceback(etype, value, trimmed, tb_offset=0)
     shell._showtraceback(etype, value, stb)
     return stb
+
+
+def learner_frames(error: BaseException, tb: Any = None) -> list[Any]:
+    """The traceback entries of ``error`` and of its causes that are the learner's code."""
+    frames: list[Any] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    entry = tb if tb is not None else error.__traceback__
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        while entry is not None:
+            code = entry.tb_frame.f_code
+            if not code.co_filename.startswith(_HIDDEN) and not _calls_magic(entry):
+                frames.append(entry)
+            entry = entry.tb_next
+        current = getattr(current, "cause", None) or current.__cause__
+        entry = current.__traceback__ if current is not None else None
+    return frames
+
+
+def _calls_magic(entry: Any) -> bool:
+    """A cell frame whose line is IPython's rewrite of a ``%helix`` or ``%%helix`` line."""
+    code = entry.tb_frame.f_code
+    line = linecache.getline(code.co_filename, entry.tb_lineno)
+    return "_magic('helix'" in line

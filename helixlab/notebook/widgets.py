@@ -21,8 +21,12 @@ import ipywidgets as w
 from ..errors import HelixError
 from ..kernel import Kernel, PluginEvent
 from ._displays import INSTALL_HINT, GraphView, state_badge, table_html
+from ._quiet import muffled_threads
 
 __all__ = ["Dashboard", "EventLogView", "GraphWidget"]
+
+#: Events after which the dashboard runs the health checks again (in the background).
+_RECHECK = frozenset({"started", "reloaded", "rolled_back", "configured", "failed"})
 
 _COLUMNS = ("plugin", "kind", "version", "state", "health", "depends on", "reloads", "", "", "")
 
@@ -47,13 +51,13 @@ class _Row:
     def widgets(self) -> list[w.Widget]:
         return [*self.cells.values(), *self.buttons.values()]
 
-    def update(self, info: Any) -> None:
+    def update(self, info: Any, health: str | None = None) -> None:
         values = {
             "plugin": f"<b>{html.escape(info.name)}</b>",
             "kind": info.kind,
             "version": info.version,
             "state": state_badge(info.state).html,
-            "health": info.health,
+            "health": health or info.health,
             "depends on": html.escape(", ".join(info.dependencies)) or "-",
             "reloads": str(info.reload_count),
         }
@@ -77,6 +81,7 @@ class _Coalescer:
         self._render = render
         self._lock = threading.Lock()
         self._dirty = False
+        self._closed = False
         self._worker: threading.Thread | None = None
         self.idle = threading.Event()
         self.idle.set()
@@ -89,10 +94,15 @@ class _Coalescer:
                 self._worker = threading.Thread(target=self._drain, daemon=True)
                 self._worker.start()
 
+    def close(self) -> None:
+        """Run nothing more (a run in progress finishes)."""
+        with self._lock:
+            self._closed = True
+
     def _drain(self) -> None:
         while True:
             with self._lock:
-                if not self._dirty:
+                if not self._dirty or self._closed:
                     self._worker = None
                     self.idle.set()
                     return
@@ -146,7 +156,7 @@ class GraphWidget(w.HTML):
 class EventLogView(w.VBox):
     """Kernel events, newest first, filterable by plugin, at most ``limit`` rows."""
 
-    def __init__(self, kernel: Kernel, limit: int = 50, **kwargs: Any):
+    def __init__(self, kernel: Kernel, limit: int = 12, **kwargs: Any):
         self._kernel = kernel
         self.limit = limit
         self.filter = w.Dropdown(description="plugin", options=["all"], value="all")
@@ -216,13 +226,38 @@ class Dashboard(w.VBox):
         parts = [top, self.grid, self.status, self.graph, self.events_view]
         super().__init__([p for p in parts if p is not None], **kwargs)
         self.add_class("helix-dashboard")
+        self._health: dict[str, str] = {}  # the background checks' column, by plugin
         self._coalescer = _Coalescer(self.refresh)
-        self._unsubscribe = kernel.subscribe(lambda _event: self._coalescer.poke())
+        self._checker = _Coalescer(self._check_health)
+        self._unsubscribe = kernel.subscribe(self._on_event)
+        self.refresh()
+        self._checker.poke()  # health at open, without the learner pressing the button
+
+    def _on_event(self, event: PluginEvent) -> None:
+        if event.kind in _RECHECK:
+            self._checker.poke()
+        self._coalescer.poke()
+
+    def _check_health(self) -> None:
+        """Run the health checks on a worker thread; results stay in this dashboard.
+
+        ``look_health``: a look from the dashboard must not add events or change what
+        ``%helix list`` prints in the notebook's other cells.
+        """
+        try:
+            with muffled_threads():  # a health_check that prints must not print elsewhere
+                statuses = self.kernel.look_health()
+        except HelixError:
+            return
+        self._health = {
+            name: "ok" if status.healthy else "failing" for name, status in statuses.items()
+        }
         self.refresh()
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until every part of the dashboard has caught up with the events so far."""
         parts = [
+            self._checker.idle.wait,
             self._coalescer.idle.wait,
             *(p.wait_idle for p in (self.graph, self.events_view) if p),
         ]
@@ -268,12 +303,15 @@ class Dashboard(w.VBox):
                     header.append(cell)
                 self.grid.children = header + [x for r in rows.values() for x in r.widgets]
             for info in infos:
-                self._rows[info.name].update(info)
+                # the kernel's own column once a recorded run has seen this instance
+                mine = self._health.get(info.name) if info.health == "unknown" else None
+                self._rows[info.name].update(info, mine)
             active = sum(1 for i in infos if i.state == "active")
             self.heading.value = f"<b>helixlab</b>: {active} of {len(infos)} plugins active"
 
     def close(self) -> None:
         self._unsubscribe()
+        self._checker.close()
         for part in (self.graph, self.events_view):
             if part is not None:
                 part.close()
