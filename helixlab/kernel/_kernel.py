@@ -608,7 +608,7 @@ class Kernel(Operations):
         """
         return await self._arun(_health.run(self, record=False))
 
-    look_health = _blocking(alook_health)
+    look_health = blocking(alook_health)
 
     # -- events -----------------------------------------------------------------------
 
