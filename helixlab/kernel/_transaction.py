@@ -177,11 +177,12 @@ class Transaction:
 
     def _rolled_back_error(self, error: PluginError) -> ReloadError:
         report = self.report
+        why = str(report.error).rstrip(".")
         return ReloadError(
             error.plugin,
             error.phase,
             f"Reload of {', '.join(self.plan.targets)} rolled back: plugin {error.plugin!r} "
-            f"failed in {error.phase}: {report.error}. The old versions keep serving.",
+            f"failed in {error.phase}: {why}. The old versions keep serving.",
             cause=error.cause,
             version=error.version,
             report=report,
