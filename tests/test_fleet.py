@@ -37,6 +37,7 @@ import helixlab as hx
 class Flaky(hx.Plugin):
     name = "flaky"
     version = "1.0.0"
+    config_model = dict  # takes any keys
 
     def init(self, ctx, config):
         self.config = dict(config)

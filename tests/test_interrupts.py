@@ -85,7 +85,7 @@ def phase_method(interrupter: Interrupter, phase: str, kind: str):
 
 def three(kernel, make_plugin, **b_methods):
     kernel.register(make_plugin("a"))
-    kernel.register(make_plugin("b", deps=("a",), **b_methods))
+    kernel.register(make_plugin("b", deps=("a",), config_model=dict, **b_methods))
     kernel.register(make_plugin("c", deps=("b",)))
     kernel.load_all()
     return {n: kernel.get(n) for n in "abc"}

@@ -219,7 +219,7 @@ def test_every_instance_gets_its_own_config(kernel, make_plugin):
         config.pop("secret_sauce", None)  # the instance consumes a setting
         config["mine"] = True
 
-    kernel.register(make_plugin("a", init=init))
+    kernel.register(make_plugin("a", init=init, config_model=dict))
     kernel.apply_config({"plugins": {"a": {"config": {"secret_sauce": "x", "n": 1}}}})
     kernel.load_all()
     serving = kernel._pool.current.live["a"].config

@@ -82,6 +82,7 @@ class Keyed(hx.Plugin):
     """Quotes its keys in its health detail and in its start error."""
 
     name = "keyed"
+    config_model = dict
 
     def init(self, ctx: hx.Context, config: Any) -> None:
         self.config = config

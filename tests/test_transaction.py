@@ -12,8 +12,8 @@ from helixlab.errors import ReloadError
 
 
 def load(kernel, make_plugin):
-    kernel.register(make_plugin("a"))
-    kernel.register(make_plugin("b", deps=("a",)))
+    kernel.register(make_plugin("a", config_model=dict))
+    kernel.register(make_plugin("b", deps=("a",), config_model=dict))
     kernel.load_all()
     return kernel.get("a"), kernel.get("b")
 
@@ -109,7 +109,9 @@ def test_a_failing_prepare_raises_and_releases_the_kernel(kernel, make_plugin):
 
 def test_prepare_define_and_apply_config(kernel, make_plugin):
     load(kernel, make_plugin)
-    prepared = kernel.prepare_define([make_plugin("a", version="3"), make_plugin("c")], source="x")
+    prepared = kernel.prepare_define(
+        [make_plugin("a", version="3", config_model=dict), make_plugin("c")], source="x"
+    )
     assert prepared.order == ["a", "b"] and "c" not in kernel
     report = prepared.commit()
     assert kernel.get("a").version == "3" and report.loaded == ["c"]
@@ -122,7 +124,7 @@ def test_prepare_define_and_apply_config(kernel, make_plugin):
 def test_async_twins(make_plugin):
     async def main() -> None:
         async with hx.Kernel() as kernel:
-            await kernel.aregister(make_plugin("a"))
+            await kernel.aregister(make_plugin("a", config_model=dict))
             await kernel.aload_all()
             old = kernel.get("a")
             prepared = await kernel.aprepare_reload("a")
@@ -137,7 +139,7 @@ def test_async_twins(make_plugin):
 
 def test_close_aborts_a_pending_prepare(make_plugin, journal):
     kernel = hx.Kernel()
-    kernel.register(make_plugin("a"))
+    kernel.register(make_plugin("a", config_model=dict))
     kernel.load_all()
     prepared = kernel.prepare_reload("a")
     kernel.close()

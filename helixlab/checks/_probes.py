@@ -105,6 +105,15 @@ def configure(
         ) from None
 
 
+def empty_config(name: str, exc: ConfigError) -> Missing:
+    """The hint for a config model whose fields have no defaults (refused at load)."""
+    problems = "; ".join(p.message.split(":")[0].rstrip(".") for p in exc.problems)
+    return Missing(
+        f"{name} cannot start with an empty config ({problems}): give every "
+        f"field of its config model a default."
+    )
+
+
 @contextlib.contextmanager
 def private_kernel(timeouts: Timeouts, *classes: type[Plugin]) -> Iterator[Kernel]:
     """A fresh kernel with ``classes`` registered (in that order), closed on the way out.
@@ -117,11 +126,7 @@ def private_kernel(timeouts: Timeouts, *classes: type[Plugin]) -> Iterator[Kerne
             try:
                 kernel.register(cls)
             except ConfigError as exc:
-                problems = "; ".join(p.message.rstrip(".") for p in exc.problems)
-                raise Missing(
-                    f"{cls.name} cannot start with an empty config ({problems}): give every "
-                    f"field of its config model a default."
-                ) from None
+                raise empty_config(cls.name, exc) from None
         yield kernel
     finally:
         kernel.close()

@@ -41,6 +41,11 @@ def _scratch(probe: Probe, config: dict[str, Any] | None = None) -> Iterator[Ker
     with _probes.private_kernel(TIMEOUTS, _probes.registered(probe, NAME)) as kernel:
         report = kernel.load_all()
         if NAME in report.failed:
+            failure = report.failed[NAME]
+            cause = getattr(failure, "cause", None) or failure.__cause__
+            for exc in (failure, cause):
+                if isinstance(exc, ConfigError) and exc.problems:
+                    raise _probes.empty_config(NAME, exc)
             raise Missing(
                 f"a fresh {NAME} with the default config did not start: "
                 f"{describe(report.failed[NAME])}. Look at init() and start()."
