@@ -6,6 +6,8 @@ notebook), the panel's background runs awaited with ``wait_idle``.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -243,3 +245,44 @@ def test_the_muffle_lets_a_cells_own_kernel_operation_print_from_any_thread(caps
             from_a_thread("the plugin's")
     out = capsys.readouterr().out
     assert out == "the main thread's\nthe plugin's\n"
+
+
+_PRINT_WHILE_RUNS_COME_AND_GO = """
+import io, sys, threading
+from helixlab.notebook._quiet import muffled_threads
+
+class Cell(io.StringIO):  # a stream written in Python, as ipykernel's OutStream is
+    def write(self, text):
+        return super().write(text)
+
+cell = sys.stdout = Cell()
+done = threading.Event()
+
+def live_runs():
+    while not done.is_set():
+        with muffled_threads():
+            pass
+
+runner = threading.Thread(target=live_runs)
+runner.start()
+for i in range(200_000):
+    print("line", i)
+done.set()
+runner.join()
+after = threading.Thread(target=print, args=("a thread's, after the runs",))
+after.start()
+after.join()
+lines = cell.getvalue().splitlines()
+sys.__stdout__.write(f"{len(lines)} {lines[-1]}")
+"""
+
+
+def test_the_kernel_survives_printing_while_live_runs_start_and_end_on_other_threads():
+    """print() holds sys.stdout by a borrowed reference (CPython < 3.12): swapping the
+    muffle out from a worker thread freed it under the main thread's print (SIGSEGV)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PRINT_WHILE_RUNS_COME_AND_GO],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == "200001 a thread's, after the runs"

@@ -13,7 +13,7 @@ import contextlib
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = ["foreground", "muffled_threads"]
 
@@ -39,14 +39,22 @@ def foreground() -> Iterator[None]:
 
 
 class _Muffle:
-    """Stands for ``sys.stdout`` / ``sys.stderr`` while live runs are in progress: the
-    notebook's own (main) thread writes through, other threads' writes are dropped."""
+    """Stands for ``sys.stdout`` / ``sys.stderr``: while live runs are in progress
+    (``depth``), the notebook's own (main) thread writes through, other threads' writes
+    are dropped."""
+
+    depth = 0
+    lock = threading.Lock()
 
     def __init__(self, stream: Any):
         self._stream = stream
 
     def write(self, text: str) -> int:
-        if _Foreground.depth or threading.current_thread() is threading.main_thread():
+        if (
+            not _Muffle.depth
+            or _Foreground.depth
+            or threading.current_thread() is threading.main_thread()
+        ):
             return self._stream.write(text)
         return len(text)
 
@@ -55,28 +63,27 @@ class _Muffle:
 
 
 class muffled_threads:
-    """Install the muffles for the duration of a run (nested runs share them)."""
+    """Muffle other threads' output for the duration of a run (nested runs share it).
 
-    _lock = threading.Lock()
-    _depth = 0
-    _saved: tuple[Any, Any] | None = None
+    The muffles go into ``sys.stdout`` / ``sys.stderr`` once and stay: outside a run they
+    write through. Swapping the streams back from a worker thread would free the muffle
+    while the main thread may be inside ``print()``, which on CPython before 3.12 holds
+    ``sys.stdout`` by a borrowed reference: a use-after-free that crashed the kernel.
+    For the same reason every muffle, and whatever it displaced, is kept alive.
+    """
+
+    _kept: ClassVar[list[Any]] = []
 
     def __enter__(self) -> None:
-        cls = type(self)
-        with cls._lock:
-            if cls._depth == 0:
-                cls._saved = (sys.stdout, sys.stderr)
-                sys.stdout, sys.stderr = _Muffle(sys.stdout), _Muffle(sys.stderr)
-            cls._depth += 1
+        with _Muffle.lock:
+            _Muffle.depth += 1
+            for name in ("stdout", "stderr"):
+                current = getattr(sys, name)
+                if not isinstance(current, _Muffle):  # first run, or a cell redirected since
+                    muffle = _Muffle(current)
+                    type(self)._kept.extend((current, muffle))
+                    setattr(sys, name, muffle)
 
     def __exit__(self, *exc: object) -> None:
-        cls = type(self)
-        with cls._lock:
-            cls._depth -= 1
-            if cls._depth == 0 and cls._saved is not None:
-                # only undo what is still ours: a cell may have redirected since
-                if isinstance(sys.stdout, _Muffle):
-                    sys.stdout = cls._saved[0]
-                if isinstance(sys.stderr, _Muffle):
-                    sys.stderr = cls._saved[1]
-                cls._saved = None
+        with _Muffle.lock:
+            _Muffle.depth -= 1
