@@ -227,6 +227,31 @@ def test_closed_widgets_stop_listening(pair):
     assert board.heading.value == before
 
 
+def test_a_health_look_under_way_when_the_dashboard_closes_changes_nothing():
+    released = threading.Event()
+    looking = threading.Event()
+
+    class Slow(hx.Plugin):
+        name = "slow"
+
+        def health_check(self, ctx):
+            looking.set()
+            released.wait(10)
+            return "disk full"
+
+    with hx.Kernel() as kernel:
+        kernel.register(Slow)
+        kernel.load_all()
+        board = Dashboard(kernel, graph=False, events=False)  # opening looks at health
+        assert looking.wait(10)
+        board.close()
+        before = (board.heading.value, board.row("slow").cells["health"].value)
+        kernel.unload("slow")
+        released.set()
+        assert board.wait_idle()
+        assert (board.heading.value, board.row("slow").cells["health"].value) == before
+
+
 def test_the_check_health_button_fills_the_health_column():
     import helixlab as hx
     from helixlab.widgets import Dashboard

@@ -147,6 +147,7 @@ class GraphWidget(w.HTML):
 
     def close(self) -> None:
         self._unsubscribe()
+        self._coalescer.close()
         super().close()
 
     def __repr__(self) -> str:
@@ -208,6 +209,7 @@ class Dashboard(w.VBox):
         self.kernel = kernel
         self._rows: dict[str, _Row] = {}
         self._lock = threading.RLock()
+        self._closed = False
         self.heading = w.HTML()
         self.grid = w.GridBox(
             layout=w.Layout(
@@ -292,6 +294,8 @@ class Dashboard(w.VBox):
 
     def refresh(self) -> None:
         with self._lock:
+            if self._closed:  # a health look that was under way when the dashboard closed
+                return
             infos = self.kernel.info()
             names = [i.name for i in infos]
             if names != list(self._rows):
@@ -310,7 +314,11 @@ class Dashboard(w.VBox):
             self.heading.value = f"<b>helixlab</b>: {active} of {len(infos)} plugins active"
 
     def close(self) -> None:
+        """Stop listening; nothing changes it afterwards, not even a run under way."""
+        with self._lock:
+            self._closed = True
         self._unsubscribe()
+        self._coalescer.close()
         self._checker.close()
         for part in (self.graph, self.events_view):
             if part is not None:
