@@ -249,6 +249,7 @@ class DependencyGraph:
             self._enabled = self._deps
         self._priority = {n: node.priority for n, node in table.items() if node.priority}
         self._cascades: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._valid = False
 
     def __contains__(self, name: object) -> bool:
         return name in self.nodes
@@ -269,7 +270,20 @@ class DependencyGraph:
             raise PluginNotFoundError(name, self.nodes) from None
 
     def validate(self) -> None:
-        """Raise one ``DependencyError`` listing every problem, so one fix pass suffices."""
+        """Raise one ``DependencyError`` listing every problem, so one fix pass suffices.
+
+        The graph is immutable: once found valid it is not checked again (every reload of
+        an unchanged registry validates it). A graph with problems raises new errors each
+        time.
+        """
+        if self._valid:
+            return
+        problems = self._find_problems()
+        if problems:
+            raise DependencyError.combine(list(problems))
+        self._valid = True
+
+    def _find_problems(self) -> tuple[DependencyError, ...]:
         problems: list[DependencyError] = []
         for name in sorted(self.nodes):
             node = self.nodes[name]
@@ -280,8 +294,7 @@ class DependencyGraph:
         while (cycle := find_cycle(remaining)) is not None:
             problems.append(CycleError(cycle))
             remaining = {n: ds for n, ds in remaining.items() if n not in cycle}
-        if problems:
-            raise DependencyError.combine(problems)
+        return tuple(problems)
 
     def _check_requires(self, node: Node) -> Iterator[DependencyError]:
         name = node.name

@@ -125,7 +125,7 @@ class Kernel(Operations):
 
     def _redact(self, text: str) -> str:
         """``text`` with the known secret values masked: errors may quote them."""
-        return self._secrets.mask(text) if text else text
+        return self._secrets.mask_text(text) if text else text
 
     def _emit(
         self, kind: str, name: str, detail: str = "", error: str | None = None, version: str = ""

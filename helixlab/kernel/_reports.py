@@ -12,6 +12,7 @@ from typing import Any
 
 from .._reprs import html_of
 from ..errors import PluginError
+from ._secrets import IDENTIFIERS
 
 __all__ = ["HealthStatus", "LoadReport", "PluginInfo", "ReloadReport"]
 
@@ -75,18 +76,18 @@ class ReloadReport(_PlainRepr):
     ``(old, new)``; ``timings`` (seconds per step) is left out of ``str``.
     """
 
-    targets: list[str] = field(default_factory=list)
-    order: list[str] = field(default_factory=list)
-    started: list[str] = field(default_factory=list)
-    stopped: list[str] = field(default_factory=list)
-    loaded: list[str] = field(default_factory=list)
-    versions: dict[str, tuple[str, str]] = field(default_factory=dict)
+    targets: list[str] = field(default_factory=list, metadata=IDENTIFIERS)
+    order: list[str] = field(default_factory=list, metadata=IDENTIFIERS)
+    started: list[str] = field(default_factory=list, metadata=IDENTIFIERS)
+    stopped: list[str] = field(default_factory=list, metadata=IDENTIFIERS)
+    loaded: list[str] = field(default_factory=list, metadata=IDENTIFIERS)
+    versions: dict[str, tuple[str, str]] = field(default_factory=dict, metadata=IDENTIFIERS)
     rolled_back: bool = False
-    error: str | None = None
+    error: str | None = None  # free text (quotes the plugin's error): masked
     phase: str | None = None
     plugin: str | None = None
-    strategy: dict[str, str] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
+    strategy: dict[str, str] = field(default_factory=dict, metadata=IDENTIFIERS)
+    timings: dict[str, float] = field(default_factory=dict, metadata=IDENTIFIERS)
 
     @property
     def ok(self) -> bool:
