@@ -301,10 +301,14 @@ def test_fault_matrix(kernel, make_plugin, threads_before, scenario, phase, mode
     build(kernel, make_plugin, fault)
     if mode == "interrupted":
         kernel.subscribe(lambda e: fault.taken.set() if e.kind == "interrupted" else None)
+    late_stop = threading.Event()  # a hung start that returns once released is stopped then
+    kernel.subscribe(lambda e: late_stop.set() if "abandoned instance" in e.detail else None)
     try:
         (run_interrupted if mode == "interrupted" else RUN[scenario])(kernel, fault, scenario)
     finally:
         fault.release.set()
+    if mode == "thread" and phase in ("init", "import_state", "start") and fault.calls:
+        assert late_stop.wait(10)
     if scenario != "close":
         assert_consistent(kernel)
     assert_no_leaks(kernel, fault, threads_before)

@@ -4,6 +4,7 @@ makes the reload roll back; a client that hangs up releases its lease at once.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -176,3 +177,32 @@ def test_a_non_streamed_request_in_flight_keeps_its_provider(kernel: hx.Kernel, 
     content = results[0].json()["choices"][0]["message"]["content"]
     assert content == f"[{provider.instance}] Echo: slow"
     assert log == [("stop", "fake-provider", provider.instance)]
+
+
+def test_a_stream_still_open_at_the_drain_deadline_is_ended_with_an_error_event(
+    log: list,
+) -> None:
+    """A client holding a stream that never ends does not hold the reload past the drain
+    deadline: its stream ends with an error event in the OpenAI shape, and closes."""
+    with hx.Kernel(timeouts=dataclasses.replace(TIMEOUTS, drain=0.5)) as kernel:
+        gate = Gate(kernel._thread.loop)  # never opened: the upstream stalls mid-stream
+        kernel.register(provider_plugin(options={"gate": gate}, log=log))
+        kernel.load_all()
+        old = kernel.get("fake-provider").get_provider().instance
+        server = kernel.serve()
+        with (
+            httpx.Client(base_url=server.url, timeout=10) as http,
+            http.stream("POST", "/v1/chat/completions", json=body("stalled", True)) as stream,
+        ):
+            lines = stream.iter_lines()
+            next(line for line in lines if line.startswith("data: "))
+            report = kernel.reload("fake-provider")
+            events = [line[6:] for line in lines if line.startswith("data: ")]
+        assert report.ok and report.stopped == ["fake-provider"]
+        assert any("drain timed out after 0.5s" in e.detail for e in kernel.events())
+        assert log == [("stop", "fake-provider", old)]
+        error = json.loads(events[-1])["error"]
+        assert error["code"] == "reloaded" and "reloaded and stopped" in error["message"]
+        # the next request is served by the new instance
+        fresh = httpx.post(server.url + "/v1/chat/completions", json=body("after")).json()
+        assert fresh["choices"][0]["message"]["content"].endswith("Echo: after")

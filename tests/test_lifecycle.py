@@ -4,6 +4,7 @@ BaseException or a hang of theirs does, and what each instance gets (config, sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -295,3 +296,52 @@ def test_work_bound_to_a_lease_is_cancelled_at_the_drain_deadline(make_plugin):
         with pytest.raises(BaseException):  # noqa: B017 - the request's task was cancelled
             future.result(timeout=10)
         assert outcome == ["abandoned"]
+
+
+@pytest.mark.parametrize("phase", ["init", "start"])
+@pytest.mark.parametrize("kind", ["plain", "async"])
+def test_a_new_instance_that_finishes_starting_after_its_timeout_is_stopped(
+    make_plugin, kind, phase
+):
+    """The reload rolled back at the timeout; when the hung phase does return later, the
+    instance it brought up (threads, sockets) serves nobody and is stopped."""
+    gate, stopped = threading.Event(), threading.Event()
+    instances: list[str] = []
+
+    if kind == "plain":
+
+        def slow(self, *args):
+            instances.append(self.version)
+            if self.version == "2":
+                gate.wait()
+
+        def stop(self, ctx):
+            if self.version == "2":
+                stopped.set()
+
+    else:
+
+        async def slow(self, *args):
+            instances.append(self.version)
+            while self.version == "2" and not gate.is_set():
+                with contextlib.suppress(asyncio.CancelledError):  # swallowed: it goes on
+                    await asyncio.sleep(0.01)
+
+        async def stop(self, ctx):
+            if self.version == "2":
+                stopped.set()
+
+    with hx.Kernel(timeouts=hx.Timeouts(init=0.3, start=0.3)) as kernel:
+        kernel.register(make_plugin("a", version="1", **{phase: slow, "stop": stop}))
+        kernel.load_all()
+        old = kernel.get("a")
+        with pytest.raises(ReloadError) as caught:
+            kernel.reload(make_plugin("a", version="2", **{phase: slow, "stop": stop}))
+        assert caught.value.phase == phase and "within 0.3s" in str(caught.value)
+        assert kernel.get("a") is old and not stopped.is_set()
+        gate.set()
+        assert stopped.wait(10)
+        assert kernel.get("a") is old and kernel.state("a") == hx.PluginState.ACTIVE
+        assert kernel.reload("a").ok  # and the kernel goes on
+    late = [e for e in kernel.events("a") if "abandoned instance" in e.detail]
+    assert [(e.kind, e.version) for e in late] == [("stopped", "2")]

@@ -16,6 +16,9 @@ more, and nothing awaits it again (an async method that swallows ``CancelledErro
 cannot hold the kernel). Any exception a plugin method raises, ``BaseException``
 included (``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``), is a
 :class:`PluginError` of that plugin in that phase: it never reaches the loop.
+
+An abandoned ``init``, ``import_state`` or ``start`` that does finish later leaves an
+instance that may be running (threads, sockets) but serves nobody: it is stopped then.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import concurrent.futures
 import contextlib
 import copy
 import inspect
+import logging
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from time import monotonic
@@ -56,6 +60,11 @@ PHASES = {
     "export_state": "export_state",
     "import_state": "import_state",
 }
+
+#: phases that bring an instance up: one that finishes after it was abandoned is stopped
+_BRING_UP = frozenset({"init", "import_state", "start"})
+
+log = logging.getLogger("helixlab.kernel")
 
 #: a request of a job: (instance, phase, arguments, timeout)
 Request = tuple[Any, str, tuple, float]
@@ -260,6 +269,8 @@ class Runner:
         progress.begin((live, phase), timeout)
         try:
             result = method(*args)
+            if progress.abandoned and phase in _BRING_UP:
+                self._stop_late(live, here=True)
             if result is not None and inspect.isawaitable(result):
                 future = asyncio.run_coroutine_threadsafe(_guarded(result), self.loop)
                 progress.waiting = future
@@ -307,10 +318,58 @@ class Runner:
                     raise Abandoned from None
                 progress.label = None
                 raise _failure(live, phase, exc) from exc
+            if progress.abandoned and phase in _BRING_UP:
+                self._stop_late(live)
             progress.end()
+
+    def _stop_late(self, live: Live, here: bool = False) -> None:
+        """Stop an instance whose abandoned bring-up phase finished after all.
+
+        ``here``: called on the abandoned job's worker thread, where a plain ``stop`` is
+        simply called (nobody waits on this thread any more); an async one goes to the loop.
+        """
+        kernel = live.ctx.kernel
+        stop = getattr(type(live.plugin), PHASES["stop"])
+        if stop is _BASE["stop"]:
+            return
+        if here and not inspect.iscoroutinefunction(stop):
+            try:
+                live.plugin.stop(live.ctx)
+            except BaseException as exc:  # nobody to raise it to: logged, like a subscriber's
+                log.error("plugin %r failed in stop (abandoned instance): %r", live.name, exc)
+            _report_late_stop(kernel, live)
+            return
+
+        async def stop_it() -> None:
+            try:
+                await self.call(live, "stop", live.ctx, timeout=kernel.timeouts.stop)
+            except PluginError as exc:
+                log.error("plugin %r failed in stop (abandoned instance): %s", live.name, exc)
+            _report_late_stop(kernel, live)
+
+        def begin() -> None:
+            task = self.loop.create_task(stop_it())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        if here:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the kernel with it
+                self.loop.call_soon_threadsafe(begin)
+        else:
+            begin()
 
     def close(self) -> None:
         self.plain.close()
+
+
+def _report_late_stop(kernel: Any, live: Live) -> None:
+    kernel._emit(
+        "stopped",
+        live.name,
+        detail="an abandoned instance (it finished starting after its timeout): "
+        "stopped, it never served",
+        version=live.version,
+    )
 
 
 def _one(live: Any, phase: str, args: tuple, timeout: float) -> Job:
