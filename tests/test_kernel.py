@@ -232,6 +232,23 @@ def test_apply_config_to_a_running_plugin_reloads_it_with_its_dependents(kernel,
     assert kernel.events()[-1].kind == "configured"
 
 
+def test_a_saved_config_whose_entries_only_moved_reloads_nothing(kernel, make_plugin):
+    kernel.register(make_plugin("rate-limiter", config_model=LimiterConfig))
+    kernel.register(make_plugin("auth", deps=("rate-limiter",)))
+    kernel.load_all()
+    text = "plugins:\n  rate-limiter:\n    config:\n      burst_size: 3\n  auth: {}\n"
+    (first,) = kernel.apply_config(text, source="plugins.yaml")
+    assert first.order == ["rate-limiter", "auth"]
+    old = kernel.get("rate-limiter")
+    moved = "# limits\n\nplugins:\n  auth: {}\n  rate-limiter:\n    config:\n      burst_size: 3\n"
+    assert kernel.apply_config(moved, source="plugins.yaml") == []  # no reload at all
+    assert kernel.get("rate-limiter") is old
+    # what is reported later points at where the entry is now
+    assert kernel.entry("rate-limiter").spec.line == 5
+    (changed,) = kernel.apply_config(moved.replace("3", "4"), source="plugins.yaml")
+    assert changed.order == ["rate-limiter", "auth"]
+
+
 # -- health ----------------------------------------------------------------------------
 
 

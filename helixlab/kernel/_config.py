@@ -44,9 +44,11 @@ class PluginSpec:
     depends_on: tuple[str, ...] = ()
     verify: bool = False  # reloads of this plugin are probed through the new chain first
     config: dict[str, Any] = field(default_factory=dict)  # raw, env-substituted
-    source: str = "<config>"
-    line: int | None = None
-    lines: dict[tuple, int] = field(default_factory=dict)  # key path inside config -> line
+    # where it was written: not what it means, so an entry that only moved (a comment
+    # added above it, entries reordered) is equal to the old one and reloads nothing
+    source: str = field(default="<config>", compare=False)
+    line: int | None = field(default=None, compare=False)
+    lines: dict[tuple, int] = field(default_factory=dict, compare=False)  # key path -> line
     secrets: frozenset[tuple] = frozenset()  # config paths marked {value: ..., secret: true}
 
     def __repr__(self) -> str:  # a spec shown in a notebook must not leak its secrets
