@@ -580,6 +580,55 @@ def test_a_worker_left_out_of_a_commit_catches_up_by_itself(config, redis_server
         assert int(remaining) <= 42
 
 
+def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(config, redis_server):
+    from helixlab.fleet import Generation
+    from helixlab.fleet._generation import KEEP_GENERATIONS, configured_text
+
+    with fleet(config, 1, redis_server.url) as sup:
+        for _ in range(KEEP_GENERATIONS + 2):
+            run(_propose(sup.redis_url, {"kind": "reload", "plugin": "flaky"}))
+        r, keys = client(redis_server.url, asyncio=False), Keys("helixlab")
+        committed = int(r.get(keys.committed))
+        assert committed == KEEP_GENERATIONS + 3
+        kept = [n for n in range(1, committed + 1) if r.exists(keys.generation(n))]
+        assert kept == list(range(committed - KEEP_GENERATIONS + 1, committed + 1))
+        assert not r.exists(keys.votes(1)) and not r.exists(keys.decision(2))
+        # committed elsewhere while this worker was away, with the steps between forgotten
+        base = Generation.from_hash(r.hgetall(keys.generation(committed)))
+        values = {"burst_size": 42}
+        far = Generation(
+            committed + 5,
+            configured_text(base.config, "rate-limiter", values),
+            base.source,
+            action={"kind": "configure", "plugin": "rate-limiter", "values": values},
+            sources=base.sources,
+        )
+        r.hset(keys.generation(far.number), mapping=far.to_hash())
+        r.set(keys.committed, far.number)
+        r.close()
+        until(lambda: [w["generation"] for w in sup.status()["workers"]] == [far.number], 30)
+        remaining = httpx.post(sup.url + "/v1/chat/completions", json=CHAT).headers[
+            "x-ratelimit-remaining-requests"
+        ]
+        assert int(remaining) <= 42
+
+
+def test_plugin_sources_past_the_limit_are_refused_with_the_biggest_files(tmp_path):
+    from helixlab.fleet._generation import read_sources
+
+    (tmp_path / "small.py").write_text("x = 1\n")
+    (tmp_path / "venv" / "lib").mkdir(parents=True)
+    (tmp_path / "venv" / "lib" / "huge.py").write_text("# " + "x" * 5000 + "\n")
+    (tmp_path / "_vendored").mkdir()
+    (tmp_path / "_vendored" / "skipped.py").write_text("# " + "x" * 5000 + "\n")
+    with pytest.raises(FleetError) as caught:
+        read_sources(tmp_path, limit=4096)
+    message = str(caught.value)
+    assert "more than 4 KiB" in message and "venv/lib/huge.py" in message
+    assert "skipped.py" not in message
+    assert read_sources(tmp_path, limit=8192).keys() == {"small.py", "venv/lib/huge.py"}
+
+
 def test_workers_stop_when_their_supervisor_is_killed(config, redis_server):
     code = (
         "import sys, time\n"

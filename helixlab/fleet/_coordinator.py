@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import FleetError
-from ._generation import Generation, configured_text
+from ._generation import KEEP_GENERATIONS, Generation, configured_text
 from ._redis import Keys
 
 __all__ = ["FleetReport", "decide", "live_workers", "lock", "propose", "unlock"]
@@ -197,7 +197,18 @@ async def _propose_locked(r, keys, action, config, source, sources, owner, timeo
     if report.outcome != "commit":
         message, worker, plugin, phase = _failure_message(report)
         raise FleetError(message, worker=worker, plugin=plugin, phase=phase, report=report)
+    await _forget(r, keys, gen.number - KEEP_GENERATIONS)
     return report
+
+
+async def _forget(r: Any, keys: Keys, number: int) -> None:
+    """Drop an old generation (its sources, votes, decision): Redis holds a bounded history."""
+    if number < 1:
+        return
+    with contextlib.suppress(Exception):  # Redis gone: the next commit drops the next one
+        await r.delete(
+            keys.generation(number), keys.votes(number), keys.swapped(number), keys.decision(number)
+        )
 
 
 async def _publish(r, keys, message):

@@ -21,7 +21,22 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Generation", "configured_text", "parse_assignments", "read_sources", "write_sources"]
+from ..errors import FleetError
+
+__all__ = [
+    "KEEP_GENERATIONS",
+    "MAX_SOURCES_BYTES",
+    "Generation",
+    "configured_text",
+    "parse_assignments",
+    "read_sources",
+    "write_sources",
+]
+
+#: Generations kept in Redis, the committed one included: a worker further behind rejoins.
+KEEP_GENERATIONS = 20
+#: The plugin sources a generation may carry (each generation holds them all, in Redis).
+MAX_SOURCES_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -101,17 +116,34 @@ def parse_assignments(pairs: list[str]) -> dict[str, Any]:
     return values
 
 
-def read_sources(directory: str | Path) -> dict[str, str]:
-    """Every ``.py`` file of a plugins directory (as discovery sees it), by relative path."""
+def read_sources(directory: str | Path, limit: int = MAX_SOURCES_BYTES) -> dict[str, str]:
+    """Every ``.py`` file of a plugins directory (as discovery sees it), by relative path.
+
+    Raises FleetError past ``limit`` bytes: every generation carries them all to every
+    worker through Redis, so a virtualenv or vendored packages left in the directory
+    would fill Redis (and slow every reload) instead of serving.
+    """
     root = Path(directory).resolve()
     found = {}
+    size = 0
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root)
         if any(part.startswith((".", "_")) for part in rel.parts[:-1]) or rel.parts[0].startswith(
             (".", "_")
         ):
             continue
-        found[rel.as_posix()] = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
+        found[rel.as_posix()] = text
+        size += len(text.encode())
+        if size > limit:
+            biggest = sorted(found, key=lambda p: len(found[p]), reverse=True)[:3]
+            raise FleetError(
+                f"The plugins directory {str(root)!r} holds more than {limit // 1024} KiB of "
+                f"Python (biggest: {', '.join(biggest)}); a fleet sends all of it to every "
+                f"worker with each generation. Keep only plugin code there: virtualenvs and "
+                f"vendored packages belong elsewhere (installed, or in a directory whose "
+                f"name starts with '.' or '_')."
+            )
     return found
 
 

@@ -114,7 +114,11 @@ class Worker:
             return
         async with self._busy:
             for number in range(self.generation + 1, int(committed) + 1):
-                gen = Generation.from_hash(await self.r.hgetall(self.keys.generation(number)))
+                stored = await self.r.hgetall(self.keys.generation(number))
+                if not stored:  # further behind than the history Redis keeps
+                    self._rejoin(f"generation {number} is no longer kept; loading {committed}")
+                    return
+                gen = Generation.from_hash(stored)
                 self.state = f"catching up {number}"
                 try:
                     prepared = await prepare(self.kernel, gen, self.plugins)
