@@ -180,11 +180,8 @@ class _ConfigReader(Reader):
         return doc
 
     def plugin_dirs(self, node: yaml.Node) -> list[str]:
-        if _is_null(node):
-            return []
-        if not isinstance(node, yaml.SequenceNode):
-            message = f"'plugin_dirs' must be a list of directories, not {self.describe(node)}."
-            self.report(message, node, path="plugin_dirs")
+        what = "'plugin_dirs' must be a list of directories"
+        if not self.expect(node, yaml.SequenceNode, what, path="plugin_dirs"):
             return []
         dirs = []
         for i, item in enumerate(node.value):
@@ -198,15 +195,8 @@ class _ConfigReader(Reader):
 
     def plugins(self, node: yaml.Node) -> dict[str, PluginSpec]:
         specs: dict[str, PluginSpec] = {}
-        if _is_null(node):
-            return specs
-        if not isinstance(node, yaml.MappingNode):
-            self.report(
-                f"'plugins' must be a mapping of plugin name to settings, not "
-                f"{self.describe(node)}.",
-                node,
-                path="plugins",
-            )
+        what = "'plugins' must be a mapping of plugin name to settings"
+        if not self.expect(node, yaml.MappingNode, what, path="plugins"):
             return specs
         for name, key_node, value_node in self.items(node, None, ("plugins",), raw=True):
             if not isinstance(name, str) or not name.strip():
@@ -217,15 +207,8 @@ class _ConfigReader(Reader):
 
     def entry(self, name: str, key_node: yaml.Node, node: yaml.Node) -> PluginSpec:
         spec = PluginSpec(name=name, source=self.source, line=self.line(key_node))
-        if _is_null(node):
-            return spec
-        if not isinstance(node, yaml.MappingNode):
-            self.report(
-                f"a plugin's entry must be a mapping of {', '.join(ENTRY_KEYS)} (or empty), "
-                f"not {self.describe(node)}.",
-                node,
-                plugin=name,
-            )
+        what = f"a plugin's entry must be a mapping of {', '.join(ENTRY_KEYS)} (or empty)"
+        if not self.expect(node, yaml.MappingNode, what, plugin=name):
             return spec
         for key, kn, vn in self.items(node, name, (), raw=True):
             if key in ("enabled", "verify"):
@@ -255,16 +238,11 @@ class _ConfigReader(Reader):
         return spec
 
     def depends_on(self, name: str, node: yaml.Node) -> tuple[str, ...]:
-        if _is_null(node):
-            return ()
-        if not isinstance(node, yaml.SequenceNode):
-            self.report(
-                f"'depends_on' must be a list of plugin names such as "
-                f'[rate-limiter, "custom-logger>=1.0"], not {self.describe(node)}.',
-                node,
-                plugin=name,
-                path="depends_on",
-            )
+        what = (
+            "'depends_on' must be a list of plugin names such as "
+            '[rate-limiter, "custom-logger>=1.0"]'
+        )
+        if not self.expect(node, yaml.SequenceNode, what, plugin=name, path="depends_on"):
             return ()
         deps = []
         for i, item in enumerate(node.value):

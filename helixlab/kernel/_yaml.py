@@ -178,12 +178,27 @@ class Reader:
             self.problems.append(ConfigProblem(f"invalid YAML: {exc}", self.source))
         return _FAILED
 
-    def mapping(self, node: yaml.Node, plugin: str | None, path: tuple, lines: dict) -> dict:
+    # -- the shape of a value
+
+    def expect(
+        self, node: yaml.Node, kind: type[yaml.Node], what: str, *, plugin=None, path=()
+    ) -> bool:
+        """Whether ``node`` is a ``kind`` (a mapping or a list) to walk.
+
+        Null is an empty one: False, and no problem. Anything else is reported as
+        ``"<what>, not <what it is>."``.
+        """
         if _is_null(node):
-            return {}
-        if not isinstance(node, yaml.MappingNode):
-            message = f"{path[-1]!r} must be a mapping, not {self.describe(node)}."
-            self.report(message, node, plugin=plugin, path=path)
+            return False
+        if isinstance(node, kind):
+            return True
+        self.report(f"{what}, not {self.describe(node)}.", node, plugin=plugin, path=path)
+        return False
+
+    def mapping(self, node: yaml.Node, plugin: str | None, path: tuple, lines: dict) -> dict:
+        """The mapping at ``path`` (null is an empty one), its lines recorded in ``lines``."""
+        what = f"{path[-1]!r} must be a mapping"
+        if not self.expect(node, yaml.MappingNode, what, plugin=plugin, path=path):
             return {}
         return self.value(node, plugin, path, lines)
 
