@@ -21,8 +21,9 @@ import pydantic
 from pydantic import BeforeValidator, ConfigDict
 
 from ..errors import ConfigError, ConfigProblem
-from ._config import PluginSpec, _join, _unknown_message
+from ._config import PluginSpec
 from ._secrets import is_secret_key
+from ._yaml import _join, _unknown_message
 
 __all__ = ["Duration", "PluginConfig", "parse_duration", "validate_config"]
 
