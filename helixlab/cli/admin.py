@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from . import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Commands, say
+from . import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Commands, say, table
 
 __all__ = ["register"]
 
@@ -147,9 +147,8 @@ def _status(args: argparse.Namespace) -> int:
                 origin,
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1], flush=True)
+    for line, r in zip(table(rows), rows):
+        print(line, flush=True)
         for error in [x["error"] for x in data["data"] if x["name"] == r[0] and x.get("error")]:
             print(f"    error: {error}", flush=True)
     return EXIT_OK

@@ -14,11 +14,11 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from typing import Any
 
+from ..cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, say, table
 from ..errors import FleetError
 from ._coordinator import live_workers, propose
 from ._generation import parse_assignments
@@ -38,8 +38,6 @@ __all__ = [
     "serve_fleet",
     "wants_fleet",
 ]
-
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 def add_serve_options(serve: argparse.ArgumentParser) -> None:
@@ -112,16 +110,16 @@ def serve_fleet(args: argparse.Namespace) -> int:
     supervisor.start()
     try:
         url = http_url(supervisor.host, supervisor.port)
-        _say(
+        say(
             f"fleet {fleet.name!r}: {fleet.workers} worker(s) serving {url} "
             f"(OpenAI base URL {url}/v1), Redis {supervisor.redis_url}"
         )
         print(url, flush=True)  # stdout carries only the URL, for scripts
         stop.wait()
-        _say("stopping the workers (each drains its requests), then Redis")
+        say("stopping the workers (each drains its requests), then Redis")
     finally:
         supervisor.stop()
-    _say("stopped")
+    say("stopped")
     return EXIT_OK
 
 
@@ -163,10 +161,6 @@ def add_fleet_command(commands: Any) -> None:
     configure.add_argument("values", metavar="KEY=VALUE", nargs="+")
 
 
-def _say(text: str) -> None:
-    print(f"helixlab: {text}", file=sys.stderr, flush=True)
-
-
 def redis_url(redis: str | None, fleet: str) -> str:
     """``redis``, else $HELIXLAB_REDIS, else the Redis a fleet on this host recorded."""
     if redis:
@@ -186,10 +180,10 @@ def run_fleet(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run(args, redis_url(args.redis, args.fleet)))
     except FleetError as exc:
-        _say(str(exc))
+        say(str(exc))
         return EXIT_ERROR
     except ValueError as exc:
-        _say(str(exc))
+        say(str(exc))
         return EXIT_USAGE
 
 
@@ -260,8 +254,4 @@ def format_status(status: dict[str, Any]) -> str:
                 (w.get("last_error") or "-")[:80],
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = [head]
-    for row in rows:
-        lines.append("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]))
-    return "\n".join(lines)
+    return "\n".join([head, *table(rows)])

@@ -12,13 +12,12 @@ from pydantic import Field, model_validator
 from ._messages import Message
 from ._tools import ToolCall
 from ._usage import Usage
-from ._wire import Model, build, expect_list, expect_object
+from ._wire import TOP_KEYS, Model, build, envelope, expect_kind, expect_list, expect_object
 
 __all__ = ["ChatResponse", "confidence_from_logprobs"]
 
 
 _CHOICE = frozenset(("index", "message", "logprobs", "finish_reason"))
-_TOP = frozenset(("id", "object", "created", "model", "choices", "usage"))
 
 
 def _new_id() -> str:
@@ -94,26 +93,21 @@ class ChatResponse(Model):
         choice: dict[str, Any] = {"index": 0, "message": message, "logprobs": self.logprobs}
         choice.update(self.choice_extra)
         choice["finish_reason"] = self.finish_reason
-        data: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [choice, *self.more_choices],
-        }
-        data.update(self.extra)
-        if self.usage is not None:
-            data["usage"] = self.usage.to_openai()
-        return data
+        return envelope(
+            "chat.completion",
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            choices=[choice, *self.more_choices],
+            extra=self.extra,
+            usage=self.usage,
+        )
 
     @classmethod
     def from_openai(cls, data: Any) -> ChatResponse:
         """Parse a ``chat.completion`` object; confidence from the first choice's logprobs."""
         data = expect_object(data, "response")
-        if data.get("object", "chat.completion") != "chat.completion":
-            raise ValueError(
-                f"response.object must be 'chat.completion', got {data.get('object')!r}."
-            )
+        expect_kind(data, "chat.completion", "response")
         choices = expect_list(data.get("choices"), "response.choices")
         if not choices:
             raise ValueError("response.choices must not be empty.")
@@ -130,7 +124,7 @@ class ChatResponse(Model):
             "message_extra": message.extra,
             "choice_extra": {k: v for k, v in choice.items() if k not in _CHOICE},
             "more_choices": choices[1:],
-            "extra": {k: v for k, v in data.items() if k not in _TOP},
+            "extra": {k: v for k, v in data.items() if k not in TOP_KEYS},
         }
         for key in ("id", "created"):
             if data.get(key) is not None:

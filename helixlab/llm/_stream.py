@@ -10,14 +10,13 @@ from pydantic import Field
 from ._response import ChatResponse
 from ._tools import ToolCall
 from ._usage import Usage
-from ._wire import Model, build, expect_list, expect_object
+from ._wire import TOP_KEYS, Model, build, envelope, expect_kind, expect_list, expect_object
 
 __all__ = ["StreamAccumulator", "StreamChunk", "ToolCallDelta", "aaccumulate", "accumulate"]
 
 
 _DELTA = frozenset(("role", "content", "tool_calls"))
 _CHOICE = frozenset(("index", "delta", "logprobs", "finish_reason"))
-_TOP = frozenset(("id", "object", "created", "model", "choices", "usage"))
 
 
 class ToolCallDelta(Model):
@@ -119,27 +118,21 @@ class StreamChunk(Model):
             choice.update(self.choice_extra)
             choice["finish_reason"] = self.finish_reason
             choices.append(choice)
-        choices += self.more_choices
-        data: dict[str, Any] = {
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created or 0,
-            "model": model,
-            "choices": choices,
-        }
-        data.update(self.extra)
-        if self.usage is not None:
-            data["usage"] = self.usage.to_openai()
-        return data
+        return envelope(
+            "chat.completion.chunk",
+            id=id,
+            created=created or 0,
+            model=model,
+            choices=[*choices, *self.more_choices],
+            extra=self.extra,
+            usage=self.usage,
+        )
 
     @classmethod
     def from_openai(cls, data: Any) -> StreamChunk:
         """Parse a ``chat.completion.chunk``: its first choice, if any, typed; the rest kept."""
         data = expect_object(data, "chunk")
-        if data.get("object", "chat.completion.chunk") != "chat.completion.chunk":
-            raise ValueError(
-                f"chunk.object must be 'chat.completion.chunk', got {data.get('object')!r}."
-            )
+        expect_kind(data, "chat.completion.chunk", "chunk")
         fields: dict[str, Any] = {k: data[k] for k in ("id", "model", "created") if k in data}
         choices = expect_list(data.get("choices") or [], "chunk.choices")
         if choices:
@@ -160,7 +153,7 @@ class StreamChunk(Model):
             ]
         if data.get("usage") is not None:
             fields["usage"] = Usage.from_openai(data["usage"], "chunk.usage")
-        fields["extra"] = {k: v for k, v in data.items() if k not in _TOP}
+        fields["extra"] = {k: v for k, v in data.items() if k not in TOP_KEYS}
         return build(StreamChunk, fields, "chunk")
 
 

@@ -1,13 +1,21 @@
-"""Reading OpenAI wire dicts: shape checks whose errors name the offending field."""
+"""OpenAI wire dicts: shape checks whose errors name the offending field; the envelope of a
+completion and of a chunk."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+if TYPE_CHECKING:
+    from ._usage import Usage
+
 M = TypeVar("M", bound=BaseModel)
+
+#: The top-level keys of a ``chat.completion`` and of a ``chat.completion.chunk`` (the
+#: others are kept as the upstream sent them, in the model's ``extra``).
+TOP_KEYS = frozenset(("id", "object", "created", "model", "choices", "usage"))
 
 
 class Model(BaseModel):
@@ -28,6 +36,37 @@ def expect_list(value: Any, where: str) -> list[Any]:
     if not isinstance(value, list | tuple):
         raise ValueError(f"{where} must be a JSON array, got {_kind(value)}.")
     return list(value)
+
+
+def expect_kind(data: Mapping[str, Any], kind: str, where: str) -> None:
+    """A ValueError unless ``data["object"]`` is ``kind`` (or absent)."""
+    if data.get("object", kind) != kind:
+        raise ValueError(f"{where}.object must be {kind!r}, got {data.get('object')!r}.")
+
+
+def envelope(
+    kind: str,
+    *,
+    id: str,
+    created: int,
+    model: str,
+    choices: list[dict[str, Any]],
+    extra: Mapping[str, Any],
+    usage: Usage | None,
+) -> dict[str, Any]:
+    """A ``chat.completion`` or ``chat.completion.chunk`` (``kind``) object, as OpenAI sends
+    it: the named keys, then ``extra``, then the usage when there is one."""
+    data: dict[str, Any] = {
+        "id": id,
+        "object": kind,
+        "created": created,
+        "model": model,
+        "choices": choices,
+    }
+    data.update(extra)
+    if usage is not None:
+        data["usage"] = usage.to_openai()
+    return data
 
 
 def build(model: type[M], data: Mapping[str, Any], where: str) -> M:

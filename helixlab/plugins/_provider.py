@@ -260,31 +260,25 @@ async def _relay(response: httpx.Response, name: str) -> AsyncIterator[StreamChu
         async for chunk in aiter_sse_chunks(response.aiter_lines()):
             yield chunk
     except ValueError as exc:
-        raise UpstreamError(
-            f"Upstream stream failed: {exc}",
-            status=None,
-            error={"code": "upstream_stream_error"},
-            provider=name,
-        ) from exc
+        raise _no_answer(f"Upstream stream failed: {exc}", "upstream_stream_error", name) from exc
     except httpx.TransportError as exc:
-        raise UpstreamError(
-            f"Upstream closed the stream before it finished ({type(exc).__name__}).",
-            status=None,
-            error={"code": "upstream_stream_error"},
-            provider=name,
-        ) from exc
+        what = f"Upstream closed the stream before it finished ({type(exc).__name__})."
+        raise _no_answer(what, "upstream_stream_error", name) from exc
 
 
 def _parse_completion(response: httpx.Response, name: str) -> ChatResponse:
     try:
         return ChatResponse.from_openai(response.json())
     except ValueError as exc:  # JSONDecodeError is a ValueError too
-        raise UpstreamError(
-            f"Upstream returned a malformed completion: {exc}",
-            status=None,
-            error={"code": "upstream_malformed_response"},
-            provider=name,
-        ) from exc
+        what = f"Upstream returned a malformed completion: {exc}"
+        raise _no_answer(what, "upstream_malformed_response", name) from exc
+
+
+def _no_answer(message: str, code: str, name: str, attempts: int = 1) -> UpstreamError:
+    """No usable answer came (no HTTP status to pass on): ``code`` says what went wrong."""
+    return UpstreamError(
+        message, status=None, error={"code": code}, provider=name, attempts=attempts
+    )
 
 
 def _status_error(response: httpx.Response, name: str, attempts: int) -> UpstreamError:
@@ -313,13 +307,8 @@ def _status_error(response: httpx.Response, name: str, attempts: int) -> Upstrea
 def _transport_error(exc: httpx.TransportError, name: str, attempts: int) -> UpstreamError:
     timed_out = isinstance(exc, httpx.TimeoutException)
     what = "did not answer in time" if timed_out else "could not be reached"
-    return UpstreamError(
-        f"Upstream {what}: {type(exc).__name__}: {exc}",
-        status=None,
-        error={"code": "upstream_timeout" if timed_out else "upstream_unreachable"},
-        provider=name,
-        attempts=attempts,
-    )
+    code = "upstream_timeout" if timed_out else "upstream_unreachable"
+    return _no_answer(f"Upstream {what}: {type(exc).__name__}: {exc}", code, name, attempts)
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
