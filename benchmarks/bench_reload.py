@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 import helixlab as hx
 
 SIZES = (100, 1_000)
-RUNS = 9
+RUNS = 15
 RELOADS = 1_000
 TARGETS = {"plain": 30e-6, "async": 15e-6}  # seconds of overhead per plugin
 MEMORY_TARGET = 1_000_000  # bytes

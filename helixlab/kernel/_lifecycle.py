@@ -29,8 +29,8 @@ import contextlib
 import copy
 import inspect
 import logging
-from collections.abc import Generator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Generator
+from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 
@@ -84,14 +84,13 @@ class Timeouts:
     drain: float = 30.0
 
 
-@dataclass
+@dataclass(slots=True)
 class Live:
-    """A running instance with what it was created from."""
+    """A running instance with what it was created from (one per instance and reload)."""
 
     plugin: Plugin
     ctx: Context
     config: Any
-    requires: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -76,7 +76,7 @@ def _new_live(
         raise PluginError(name, "init", cause=exc, version=str(entry.cls.version)) from exc
     config = fresh_copy(entry.config)  # an instance that changes its config changes only its own
     ctx = Context(name, str(entry.cls.version), config, deps, kernel=kernel)
-    return Live(plugin, ctx, config, dict(entry.requires))
+    return Live(plugin, ctx, config)
 
 
 async def start_instance(

@@ -29,7 +29,7 @@ from ..errors import KernelClosedError, PluginError, PluginTimeoutError, ReloadE
 from . import _loader
 from ._lifecycle import Job, Live, call_phase, home, widest
 from ._plugin import PluginState
-from ._registry import Registry
+from ._registry import Entry, Registry
 from ._reports import ReloadReport
 
 __all__ = ["PreparedReload", "Transaction"]
@@ -76,23 +76,28 @@ class Transaction:
             self.state = "prepared"
             return
         current, report = self.current, self.report
-        for name in plan.order + plan.load:
-            old = current[name].version if name in current else "-"
-            report.versions[name] = (old, str(plan.registry[name].cls.version))
-        for name in plan.order:
-            detail = "target" if name in plan.targets else f"cascade from {', '.join(plan.targets)}"
+        order, registry = plan.order, plan.registry
+        entries = [registry[name] for name in order]  # looked up once: n can be thousands
+        versions = report.versions
+        for name, entry in zip(order, entries):
+            versions[name] = (current[name].version, str(entry.cls.version))
+        for name in plan.load:
+            versions[name] = ("-", str(registry[name].cls.version))
+        cascade = f"cascade from {', '.join(plan.targets)}"
+        targets = set(plan.targets)
+        for name in order:
+            detail = "target" if name in targets else cascade
             kernel._emit("reloading", name, detail=detail, version=current[name].version)
         try:
-            order, i = plan.order, 0
-            restarts = [self._restarts(name) for name in order]
-            homes = [None if r else self._home(name) for name, r in zip(order, restarts)]
+            i = 0
+            homes = [self._home(name, entry) for name, entry in zip(order, entries)]
             while i < len(order):
-                if restarts[i]:
+                if homes[i] is None:  # the restart strategy
                     await self._restart(order[i])
                     i += 1
                     continue
                 j, where = i, "none"  # a run of hot plugins: one job, where it costs least
-                while j < len(order) and not restarts[j]:
+                while j < len(order) and homes[j] is not None:
                     here = homes[j]
                     if "none" not in (where, here) and here != where:
                         break
@@ -100,7 +105,8 @@ class Transaction:
                     j += 1
                 made: dict[str, Live] = {}
                 try:
-                    await kernel._runner.run(self._start_job(order[i:j], made), where)
+                    job = self._start_job(order[i:j], entries[i:j], made)
+                    await kernel._runner.run(job, where)
                 finally:
                     for name, live in made.items():
                         if name not in self._new:  # it failed: it must not keep its deps alive
@@ -120,27 +126,22 @@ class Transaction:
             raise self._rolled_back_error(error) from error.cause
         self.state = "prepared"
 
-    def _restarts(self, name: str) -> bool:
-        entry, old = self.plan.registry[name], self.current[name]
-        restart = "restart" in (entry.cls.reload_strategy, type(old.plugin).reload_strategy)
-        if restart:
+    def _home(self, name: str, entry: Entry) -> str | None:
+        """Where the job starting ``name``'s new instance runs; None: the restart strategy."""
+        old_class = type(self.current[name].plugin)
+        if "restart" in (entry.cls.reload_strategy, old_class.reload_strategy):
             self.report.strategy[name] = "restart"
-        return restart
+            return None
+        return widest(home(old_class, ("export_state",)), home(entry.cls, _START))
 
-    def _home(self, name: str) -> str:
-        old_home = home(type(self.current[name].plugin), ("export_state",))
-        return widest(old_home, home(self.plan.registry[name].cls, _START))
-
-    def _start_job(self, names: list[str], made: dict[str, Live]) -> Job:
+    def _start_job(self, names: list[str], entries: list[Entry], made: dict[str, Live]) -> Job:
         """Start the new instances of ``names`` in turn (one job: see ``_lifecycle``)."""
-        kernel, current, registry = self.kernel, self.current, self.plan.registry
-        for name in names:
+        kernel, current, new, started = self.kernel, self.current, self._new, self.report.started
+        for name, entry in zip(names, entries):
             self._check_interrupt(name)
-            live = yield from _loader.start_steps(
-                kernel, registry[name], current, self._new, made, old=current[name]
-            )
-            self._new[name] = live
-            self.report.started.append(name)
+            live = yield from _loader.start_steps(kernel, entry, current, new, made, current[name])
+            new[name] = live
+            started.append(name)
 
     async def _restart(self, name: str) -> None:
         """A ``restart`` plugin: export its state, stop the old instance, start the new one."""
