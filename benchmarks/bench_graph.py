@@ -87,6 +87,7 @@ def kernel_of(deps: dict[str, list[str]], priority: dict[str, int]) -> hx.Kernel
             "name": name,
             "priority": priority[name],
             "dependencies": tuple(f"{d}>=0.1" for d in ds),
+            "config_model": dict,  # takes any keys: each run reconfigures one plugin
         }
         kernel.register(type("Node", (hx.Plugin,), attrs))
     return kernel
