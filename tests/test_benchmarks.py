@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench_graph, bench_reload  # noqa: E402
+from benchmarks import bench_graph, bench_reload
 
 
 @pytest.mark.parametrize("kind", ["no-op", "plain", "async"])
