@@ -617,6 +617,8 @@ def test_plugin_sources_past_the_limit_are_refused_with_the_biggest_files(tmp_pa
     from helixlab.fleet._generation import read_sources
 
     (tmp_path / "small.py").write_text("x = 1\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")  # a package's own files are sent
     (tmp_path / "venv" / "lib").mkdir(parents=True)
     (tmp_path / "venv" / "lib" / "huge.py").write_text("# " + "x" * 5000 + "\n")
     (tmp_path / "_vendored").mkdir()
@@ -626,7 +628,11 @@ def test_plugin_sources_past_the_limit_are_refused_with_the_biggest_files(tmp_pa
     message = str(caught.value)
     assert "more than 4 KiB" in message and "venv/lib/huge.py" in message
     assert "skipped.py" not in message
-    assert read_sources(tmp_path, limit=8192).keys() == {"small.py", "venv/lib/huge.py"}
+    assert read_sources(tmp_path, limit=8192).keys() == {
+        "small.py",
+        "pkg/__init__.py",
+        "venv/lib/huge.py",
+    }
 
 
 def test_workers_stop_when_their_supervisor_is_killed(config, redis_server):

@@ -298,11 +298,8 @@ def test_work_bound_to_a_lease_is_cancelled_at_the_drain_deadline(make_plugin):
         assert outcome == ["abandoned"]
 
 
-@pytest.mark.parametrize("phase", ["init", "start"])
 @pytest.mark.parametrize("kind", ["plain", "async"])
-def test_a_new_instance_that_finishes_starting_after_its_timeout_is_stopped(
-    make_plugin, kind, phase
-):
+def test_a_new_instance_that_finishes_starting_after_its_timeout_is_stopped(make_plugin, kind):
     """The reload rolled back at the timeout; when the hung phase does return later, the
     instance it brought up (threads, sockets) serves nobody and is stopped."""
     gate, stopped = threading.Event(), threading.Event()
@@ -331,13 +328,13 @@ def test_a_new_instance_that_finishes_starting_after_its_timeout_is_stopped(
             if self.version == "2":
                 stopped.set()
 
-    with hx.Kernel(timeouts=hx.Timeouts(init=0.3, start=0.3)) as kernel:
-        kernel.register(make_plugin("a", version="1", **{phase: slow, "stop": stop}))
+    with hx.Kernel(timeouts=hx.Timeouts(start=0.3)) as kernel:
+        kernel.register(make_plugin("a", version="1", start=slow, stop=stop))
         kernel.load_all()
         old = kernel.get("a")
         with pytest.raises(ReloadError) as caught:
-            kernel.reload(make_plugin("a", version="2", **{phase: slow, "stop": stop}))
-        assert caught.value.phase == phase and "within 0.3s" in str(caught.value)
+            kernel.reload(make_plugin("a", version="2", start=slow, stop=stop))
+        assert caught.value.phase == "start" and "within 0.3s" in str(caught.value)
         assert kernel.get("a") is old and not stopped.is_set()
         gate.set()
         assert stopped.wait(10)
@@ -345,3 +342,42 @@ def test_a_new_instance_that_finishes_starting_after_its_timeout_is_stopped(
         assert kernel.reload("a").ok  # and the kernel goes on
     late = [e for e in kernel.events("a") if "abandoned instance" in e.detail]
     assert [(e.kind, e.version) for e in late] == [("stopped", "2")]
+
+
+def test_an_instance_given_to_register_whose_start_hung_is_not_started_again():
+    """The first start of a registered instance times out; loading again makes a new
+    instance of its class (the hung one may still be starting); when the hung start
+    returns, that instance is stopped, and the one serving is left alone."""
+    release, stopped = threading.Event(), threading.Event()
+    calls: list[tuple[str, int]] = []
+
+    class Slow(hx.Plugin):
+        name, version = "slow", "1.0.0"
+        made = 0
+
+        def __init__(self) -> None:
+            Slow.made += 1
+            self.number = Slow.made
+
+        def start(self, ctx):
+            if self.number == 1:
+                release.wait()
+            calls.append(("start", self.number))
+
+        def stop(self, ctx):
+            calls.append(("stop", self.number))
+            stopped.set()
+
+    with hx.Kernel(timeouts=hx.Timeouts(start=0.2)) as kernel:
+        instance = Slow()
+        kernel.register(instance)
+        assert "slow" in kernel.load("slow").failed
+        assert kernel.load("slow").order == ["slow"]
+        serving = kernel.get("slow")
+        assert serving is not instance and serving.number == 2
+        release.set()
+        assert stopped.wait(10)
+        assert kernel.get("slow") is serving and kernel.state("slow") == hx.PluginState.ACTIVE
+        late = [e for e in kernel.events("slow") if "abandoned instance" in e.detail]
+        assert len(late) == 1
+    assert calls == [("start", 2), ("start", 1), ("stop", 1), ("stop", 2)]

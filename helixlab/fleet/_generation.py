@@ -124,27 +124,24 @@ def read_sources(directory: str | Path, limit: int = MAX_SOURCES_BYTES) -> dict[
     would fill Redis (and slow every reload) instead of serving.
     """
     root = Path(directory).resolve()
-    found = {}
-    size = 0
+    paths = {}
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root)
-        if any(part.startswith((".", "_")) for part in rel.parts[:-1]) or rel.parts[0].startswith(
-            (".", "_")
-        ):
+        hidden = any(part.startswith((".", "_")) for part in rel.parts[:-1])
+        if hidden or rel.parts[0].startswith((".", "_")):  # as discovery skips them
             continue
-        text = path.read_text(encoding="utf-8")
-        found[rel.as_posix()] = text
-        size += len(text.encode())
-        if size > limit:
-            biggest = sorted(found, key=lambda p: len(found[p]), reverse=True)[:3]
-            raise FleetError(
-                f"The plugins directory {str(root)!r} holds more than {limit // 1024} KiB of "
-                f"Python (biggest: {', '.join(biggest)}); a fleet sends all of it to every "
-                f"worker with each generation. Keep only plugin code there: virtualenvs and "
-                f"vendored packages belong elsewhere (installed, or in a directory whose "
-                f"name starts with '.' or '_')."
-            )
-    return found
+        paths[rel.as_posix()] = path
+    sizes = {rel: path.stat().st_size for rel, path in paths.items()}
+    if sum(sizes.values()) > limit:
+        biggest = sorted(sizes, key=sizes.__getitem__, reverse=True)[:3]
+        raise FleetError(
+            f"The plugins directory {str(root)!r} holds more than {limit // 1024} KiB of "
+            f"Python (biggest: {', '.join(biggest)}); a fleet sends all of it to every "
+            f"worker with each generation. Keep only plugin code there: virtualenvs and "
+            f"vendored packages belong elsewhere (installed, or in a directory whose "
+            f"name starts with '.' or '_')."
+        )
+    return {rel: path.read_text(encoding="utf-8") for rel, path in paths.items()}
 
 
 def write_sources(directory: str | Path, sources: Mapping[str, str]) -> None:

@@ -287,7 +287,12 @@ class Supervisor:
                 "path": unit.path.relative_to(plugins).as_posix(),
                 "file": str(unit.path),
             }
-            self._propose_logged(action, unit.path, sources=read_sources(plugins))
+            try:
+                sources = read_sources(plugins)
+            except (OSError, UnicodeDecodeError, FleetError) as exc:  # the watcher goes on
+                _say(f"fleet reload from {unit.path} failed: {exc}", self.log)
+                continue
+            self._propose_logged(action, unit.path, sources=sources)
 
     def _propose_logged(self, action: dict, path: Path, **content: Any) -> None:
         from ._coordinator import propose

@@ -17,8 +17,8 @@ cannot hold the kernel). Any exception a plugin method raises, ``BaseException``
 included (``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``), is a
 :class:`PluginError` of that plugin in that phase: it never reaches the loop.
 
-An abandoned ``init``, ``import_state`` or ``start`` that does finish later leaves an
-instance that may be running (threads, sockets) but serves nobody: it is stopped then.
+An abandoned ``start`` that does finish later leaves an instance that may be running
+(threads, sockets) but serves nobody: it is stopped then.
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ PHASES = {
     "import_state": "import_state",
 }
 
-#: phases that bring an instance up: one that finishes after it was abandoned is stopped
-_BRING_UP = frozenset({"init", "import_state", "start"})
+#: the phase after which an instance runs: one that finishes after it was abandoned has
+#: its instance stopped (an instance whose start failed is never stopped, as ever)
+_BRING_UP = frozenset({"start"})
 
 log = logging.getLogger("helixlab.kernel")
 
@@ -268,8 +269,6 @@ class Runner:
         progress.begin((live, phase), timeout)
         try:
             result = method(*args)
-            if progress.abandoned and phase in _BRING_UP:
-                self._stop_late(live, here=True)
             if result is not None and inspect.isawaitable(result):
                 future = asyncio.run_coroutine_threadsafe(_guarded(result), self.loop)
                 progress.waiting = future
@@ -286,7 +285,12 @@ class Runner:
         except BaseException as exc:
             progress.label = None
             raise _failure(live, phase, exc) from exc
-        progress.end()
+        try:
+            progress.end()  # raises Abandoned if the watchdog gave up on this phase meanwhile
+        except Abandoned:
+            if phase in _BRING_UP:
+                self._stop_late(live, here=True)
+            raise
         return result
 
     async def _drive_loop(self, job: Job, progress: Progress) -> Any:
@@ -317,20 +321,23 @@ class Runner:
                     raise Abandoned from None
                 progress.label = None
                 raise _failure(live, phase, exc) from exc
-            if progress.abandoned and phase in _BRING_UP:
-                self._stop_late(live)
-            progress.end()
+            try:
+                progress.end()
+            except Abandoned:
+                if phase in _BRING_UP:
+                    self._stop_late(live)
+                raise
 
     def _stop_late(self, live: Live, here: bool = False) -> None:
-        """Stop an instance whose abandoned bring-up phase finished after all.
+        """Stop an instance whose abandoned ``start`` finished after all.
 
         ``here``: called on the abandoned job's worker thread, where a plain ``stop`` is
         simply called (nobody waits on this thread any more); an async one goes to the loop.
         """
         kernel = live.ctx.kernel
         stop = getattr(type(live.plugin), PHASES["stop"])
-        if stop is _BASE["stop"]:
-            return
+        if stop is _BASE["stop"] or _serving(kernel, live.plugin):
+            return  # (an instance given to register() may have been started again since)
         if here and not inspect.iscoroutinefunction(stop):
             try:
                 live.plugin.stop(live.ctx)
@@ -340,6 +347,8 @@ class Runner:
             return
 
         async def stop_it() -> None:
+            if _serving(kernel, live.plugin):
+                return
             try:
                 await self.call(live, "stop", live.ctx, timeout=kernel.timeouts.stop)
             except PluginError as exc:
@@ -359,6 +368,10 @@ class Runner:
 
     def close(self) -> None:
         self.plain.close()
+
+
+def _serving(kernel: Any, plugin: Any) -> bool:
+    return any(live.plugin is plugin for live in list(kernel._pool.current.live.values()))
 
 
 def _report_late_stop(kernel: Any, live: Live) -> None:

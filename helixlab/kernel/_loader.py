@@ -8,9 +8,10 @@ is reported and returned) because what comes after a stop must go on.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
-from ..errors import ConfigError, DependencyError, PluginError, describe
+from ..errors import ConfigError, DependencyError, PluginError, PluginTimeoutError, describe
 from ._lifecycle import Job, Live, fresh_copy, home, overridden, widest
 from ._plugin import Context, PluginState
 from ._registry import Entry
@@ -58,6 +59,13 @@ def start_steps(
     if "start" in phases:
         yield (live, "start", (ctx,), timeouts.start)
     return live
+
+
+def _drop_instance(kernel: Any, entry: Entry) -> None:
+    """The instance given to ``register()`` hung in a phase and may still be in it: a
+    later load makes a new one from its class instead of starting it a second time."""
+    if kernel._registry.entries.get(entry.name) is entry:
+        kernel._registry = kernel._registry.with_entry(replace(entry, instance=None))
 
 
 def _new_live(
@@ -115,6 +123,8 @@ async def start_instance(
         await call(live, "start", ctx, timeout=timeouts.start)
     except PluginError as exc:
         ctx._deps.clear()  # a failed instance must not keep its dependencies alive
+        if isinstance(exc, PluginTimeoutError) and live.plugin is entry.instance:
+            _drop_instance(kernel, entry)
         if not handover:
             fail(kernel, name, exc)
         raise
