@@ -128,22 +128,12 @@ class Kernel(Operations):
         return self._secrets.mask_text(text) if text else text
 
     def _emit(
-        self,
-        kind: str,
-        name: str,
-        detail: str = "",
-        error: str | None = None,
-        version: str = "",
-        *,
-        names_only: bool = False,
+        self, kind: str, name: str, detail: str = "", error: str | None = None, version: str = ""
     ) -> PluginEvent:
-        """Log an event, its text masked. ``names_only``: the detail is made of plugin
-        names and versions alone (a reload's per-plugin events), nothing to mask."""
         if not version and name in self._registry:
             version = str(self._registry[name].cls.version)
-        if not names_only:
-            detail = self._redact(detail)
-        return self._events.emit(kind, name, version, detail, error and self._redact(error))
+        detail, error = self._redact(detail), error and self._redact(error)
+        return self._events.emit(kind, name, version, detail, error)
 
     # -- registry ---------------------------------------------------------------------
 

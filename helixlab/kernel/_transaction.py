@@ -87,9 +87,7 @@ class Transaction:
         targets = set(plan.targets)
         for name in order:
             detail = "target" if name in targets else cascade
-            kernel._emit(
-                "reloading", name, detail=detail, version=current[name].version, names_only=True
-            )
+            kernel._emit("reloading", name, detail=detail, version=current[name].version)
         try:
             i = 0
             homes = [self._home(name, entry) for name, entry in zip(order, entries)]
@@ -266,7 +264,7 @@ class Transaction:
             kernel._states[name] = PluginState.ACTIVE
             old, new_version = report.versions[name]
             detail = f"{old} -> {new_version}" if old != new_version else f"{old} (new instance)"
-            kernel._emit("reloaded", name, detail=detail, version=new_version, names_only=True)
+            kernel._emit("reloaded", name, detail=detail, version=new_version)
 
         # -- drain, then stop the old instances, dependents first -------------------------
         drained = await pool.drain(self._old_gen, kernel.timeouts.drain, hurry=kernel._op)
