@@ -79,7 +79,9 @@ class Kernel(Operations):
         self._thread = LoopThread()
         self._events = EventLog(event_log_size)
         self._pool = LivePool(self._thread.loop)
-        self._runner = Runner(self._thread.loop)
+        self._runner = Runner(
+            self._thread.loop, late_start=lambda live: _loader.stop_abandoned(self, live)
+        )
         self._secrets = SecretBook()  # the current config's and every proposed one's
         self._registry = Registry()
         self._states: dict[str, PluginState] = {}

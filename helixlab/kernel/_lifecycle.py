@@ -17,8 +17,9 @@ cannot hold the kernel). Any exception a plugin method raises, ``BaseException``
 included (``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``), is a
 :class:`PluginError` of that plugin in that phase: it never reaches the loop.
 
-An abandoned ``start`` that does finish later leaves an instance that may be running
-(threads, sockets) but serves nobody: it is stopped then.
+An abandoned ``start`` that does return later leaves an instance that may be running
+(threads, sockets) but serves nobody: the runner hands it to ``late_start`` (the kernel
+stops it: see ``_loader.stop_abandoned``).
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ import concurrent.futures
 import contextlib
 import copy
 import inspect
-import logging
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any
@@ -60,12 +60,6 @@ PHASES = {
     "export_state": "export_state",
     "import_state": "import_state",
 }
-
-#: the phase after which an instance runs: one that finishes after it was abandoned has
-#: its instance stopped (an instance whose start failed is never stopped, as ever)
-_BRING_UP = frozenset({"start"})
-
-log = logging.getLogger("helixlab.kernel")
 
 #: a request of a job: (instance, phase, arguments, timeout)
 Request = tuple[Any, str, tuple, float]
@@ -207,10 +201,17 @@ async def _guarded(awaitable: Any) -> tuple[bool, Any]:
 class Runner:
     """Drives jobs of lifecycle phases (see the module docstring); one per kernel."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, name: str = "helixlab-plain"):
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        name: str = "helixlab-plain",
+        late_start: Callable[[Live], Any] | None = None,
+    ):
         self.loop = loop
         self.plain = WorkerPool(loop, name)
         self._tasks: set[asyncio.Task] = set()  # running or abandoned: referenced until done
+        #: called on the loop with an instance whose abandoned ``start`` returned after all
+        self.late_start = late_start
 
     # -- one phase ----------------------------------------------------------------------
 
@@ -288,8 +289,8 @@ class Runner:
         try:
             progress.end()  # raises Abandoned if the watchdog gave up on this phase meanwhile
         except Abandoned:
-            if phase in _BRING_UP:
-                self._stop_late(live, here=True)
+            if phase == "start":
+                self._started_late(live)
             raise
         return result
 
@@ -324,64 +325,19 @@ class Runner:
             try:
                 progress.end()
             except Abandoned:
-                if phase in _BRING_UP:
-                    self._stop_late(live)
+                if phase == "start":
+                    self._started_late(live)
                 raise
 
-    def _stop_late(self, live: Live, here: bool = False) -> None:
-        """Stop an instance whose abandoned ``start`` finished after all.
-
-        ``here``: called on the abandoned job's worker thread, where a plain ``stop`` is
-        simply called (nobody waits on this thread any more); an async one goes to the loop.
-        """
-        kernel = live.ctx.kernel
-        stop = getattr(type(live.plugin), PHASES["stop"])
-        if stop is _BASE["stop"] or _serving(kernel, live.plugin):
-            return  # (an instance given to register() may have been started again since)
-        if here and not inspect.iscoroutinefunction(stop):
-            try:
-                live.plugin.stop(live.ctx)
-            except BaseException as exc:  # nobody to raise it to: logged, like a subscriber's
-                log.error("plugin %r failed in stop (abandoned instance): %r", live.name, exc)
-            _report_late_stop(kernel, live)
-            return
-
-        async def stop_it() -> None:
-            if _serving(kernel, live.plugin):
-                return
-            try:
-                await self.call(live, "stop", live.ctx, timeout=kernel.timeouts.stop)
-            except PluginError as exc:
-                log.error("plugin %r failed in stop (abandoned instance): %s", live.name, exc)
-            _report_late_stop(kernel, live)
-
-        def begin() -> None:
-            task = self.loop.create_task(stop_it())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        if here:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: the kernel with it
-                self.loop.call_soon_threadsafe(begin)
-        else:
-            begin()
+    def _started_late(self, live: Live) -> None:
+        """Hand an instance whose abandoned ``start`` returned to ``late_start``, on the loop
+        (from the job's worker thread or task)."""
+        if self.late_start is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed, the kernel with it
+                self.loop.call_soon_threadsafe(self.late_start, live)
 
     def close(self) -> None:
         self.plain.close()
-
-
-def _serving(kernel: Any, plugin: Any) -> bool:
-    return any(live.plugin is plugin for live in list(kernel._pool.current.live.values()))
-
-
-def _report_late_stop(kernel: Any, live: Live) -> None:
-    kernel._emit(
-        "stopped",
-        live.name,
-        detail="an abandoned instance (it finished starting after its timeout): "
-        "stopped, it never served",
-        version=live.version,
-    )
 
 
 def _one(live: Any, phase: str, args: tuple, timeout: float) -> Job:

@@ -7,6 +7,7 @@ is reported and returned) because what comes after a stop must go on.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -152,6 +153,24 @@ async def stop_instance(kernel: Any, live: Live, *, set_state: bool = True) -> P
         kernel._states[name] = PluginState.STOPPED
         kernel._emit("stopped", name, version=live.version)
     return error
+
+
+def stop_abandoned(kernel: Any, live: Live) -> None:
+    """On the loop: stop an instance whose ``start`` was abandoned at its timeout and then
+    returned. It never served (a failed start is never retried on the same instance: see
+    ``_drop_instance``); a failure of its stop is reported as any stop's is."""
+
+    async def stop() -> None:
+        await stop_instance(kernel, live, set_state=False)
+        kernel._emit(
+            "stopped",
+            live.name,
+            detail="an abandoned instance (it finished starting after its timeout): "
+            "stopped, it never served",
+            version=live.version,
+        )
+
+    kernel._keep(asyncio.ensure_future(stop()))
 
 
 async def stop_many(kernel: Any, lives: list[Live]) -> None:
