@@ -1,15 +1,19 @@
 """What the servers helixlab runs (the gateway, the embedded upstream) have in common:
-a bound socket, a uvicorn that says when it listens, and their URL.
+a bound socket, a uvicorn that says when it listens, and their URL; and the one TLS
+context every httpx client helixlab makes shares.
 """
 
 from __future__ import annotations
 
+import functools
 import socket
+import ssl
 from typing import Protocol
 
+import httpx
 import uvicorn
 
-__all__ = ["ReadyServer", "bind_tcp", "http_url"]
+__all__ = ["ReadyServer", "bind_tcp", "http_url", "shared_ssl_context"]
 
 
 class _Settable(Protocol):
@@ -55,3 +59,15 @@ def bind_tcp(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+@functools.cache
+def shared_ssl_context(trust_env: bool = True) -> ssl.SSLContext:
+    """httpx's default TLS context, built once per process: pass it as ``verify=``.
+
+    Why: httpx builds a new one for every client, loading certifi's CA bundle: 18 ms of
+    CPU, most of a custom-provider start (so of a reload), of a JWKS fetch, and of each
+    gateway a lab check starts. An ``SSLContext`` is safe to share between clients and
+    threads. (``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` are read when the first is made.)
+    """
+    return httpx.create_ssl_context(trust_env=trust_env)

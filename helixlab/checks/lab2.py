@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from .._net import shared_ssl_context
 from ..errors import describe
 from ..kernel import Kernel, Plugin, Timeouts
 from ..llm import ChatRequest, ChatResponse, Message, StreamChunk, ToolCall, ToolDefinition
@@ -486,7 +487,8 @@ def routes_by_model(probe: Probe) -> None:
             )
         server = setup.kernel.serve(port=0)
         base, no_keepalive = server.openai_base_url, httpx.Limits(max_keepalive_connections=0)
-        with httpx.Client(base_url=base, timeout=CALL_TIMEOUT, limits=no_keepalive) as client:
+        options = {"timeout": CALL_TIMEOUT, "limits": no_keepalive, "verify": shared_ssl_context()}
+        with httpx.Client(base_url=base, **options) as client:
             seen = {}
             for model in (MODEL, OTHER_MODEL):
                 body = {"model": model, "messages": [{"role": "user", "content": "route me"}]}

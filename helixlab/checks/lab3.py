@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from .._net import shared_ssl_context
 from ..errors import ReloadError
 from ..kernel import Kernel, MiddlewarePlugin, Plugin, Timeouts
 from . import _probes
@@ -208,7 +209,12 @@ def _gateway(probe: Probe, limiter: type[Plugin] | None = None) -> Iterator[_Gat
         server = kernel.serve(port=0)
         # a new connection per request: a kept-alive one waits ~40 ms for a delayed ACK
         no_keepalive = httpx.Limits(max_keepalive_connections=0)
-        with httpx.Client(base_url=server.url, timeout=CALL_TIMEOUT, limits=no_keepalive) as client:
+        with httpx.Client(
+            base_url=server.url,
+            timeout=CALL_TIMEOUT,
+            limits=no_keepalive,
+            verify=shared_ssl_context(),
+        ) as client:
             yield _Gateway(kernel, client, calls, finished)
 
 

@@ -49,7 +49,7 @@ from helixlab.errors import describe
 from helixlab.kernel import Context, Duration, MiddlewarePlugin, PluginConfig
 
 from ._asgi import CLAIMS, CLIENT, bearer_token, path_matches, send_error, state
-from ._transport import shared_ssl_context
+from ._transport import async_client
 
 __all__ = ["AuthMiddleware", "CustomAuth", "CustomAuthConfig", "JWKSCache"]
 
@@ -214,9 +214,7 @@ class JWKSCache:
             self.fetches += 1
             try:
                 async with asyncio.timeout(self.timeout):  # the whole fetch, not each read
-                    async with httpx.AsyncClient(
-                        timeout=self.timeout, verify=shared_ssl_context()
-                    ) as client:
+                    async with async_client(timeout=self.timeout) as client:
                         response = await client.get(self.url)
                 response.raise_for_status()
                 self.keys = self._parse(response.json())

@@ -15,7 +15,6 @@ httpcore's pool, HTTP/1.1 parsing, timeouts and exceptions (``httpx.ConnectError
 from __future__ import annotations
 
 import asyncio
-import functools
 import socket
 import ssl
 from collections.abc import Iterable
@@ -24,7 +23,9 @@ from typing import Any
 import httpcore
 import httpx
 
-__all__ = ["AsyncioBackend", "async_client", "shared_ssl_context"]
+from .._net import shared_ssl_context
+
+__all__ = ["AsyncioBackend", "async_client"]
 
 
 class _Connection(asyncio.Protocol):
@@ -222,18 +223,6 @@ async def _connected(
         if sock is not None:
             sock.setsockopt(*option)
     return _Stream(connection)
-
-
-@functools.cache
-def shared_ssl_context(trust_env: bool = True) -> ssl.SSLContext:
-    """httpx's default TLS context, built once per process.
-
-    Why: httpx builds a new one for every client, loading certifi's CA bundle: 18 ms of
-    CPU, most of a custom-provider start (so of a reload), and of each JWKS fetch. An
-    ``SSLContext`` is safe to share between clients and threads. (``SSL_CERT_FILE`` and
-    ``SSL_CERT_DIR`` are read when the first client is made.)
-    """
-    return httpx.create_ssl_context(trust_env=trust_env)
 
 
 def async_client(**options: Any) -> httpx.AsyncClient:

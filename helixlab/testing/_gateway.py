@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from .._net import shared_ssl_context
 from ..kernel import Kernel, LoadReport, Plugin
 
 __all__ = ["ServedGateway"]
@@ -26,7 +27,7 @@ class ServedGateway:
         self.server = kernel.serve(**options)
         self.url: str = self.server.url
         self.openai_base_url: str = self.server.openai_base_url
-        self.http = httpx.Client(base_url=self.url, timeout=30)
+        self.http = httpx.Client(base_url=self.url, timeout=30, verify=shared_ssl_context())
 
     @cached_property
     def openai(self) -> Any:
