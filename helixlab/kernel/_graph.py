@@ -280,10 +280,10 @@ class DependencyGraph:
             return
         problems = self._find_problems()
         if problems:
-            raise DependencyError.combine(list(problems))
+            raise DependencyError.combine(problems)
         self._valid = True
 
-    def _find_problems(self) -> tuple[DependencyError, ...]:
+    def _find_problems(self) -> list[DependencyError]:
         problems: list[DependencyError] = []
         for name in sorted(self.nodes):
             node = self.nodes[name]
@@ -294,7 +294,7 @@ class DependencyGraph:
         while (cycle := find_cycle(remaining)) is not None:
             problems.append(CycleError(cycle))
             remaining = {n: ds for n, ds in remaining.items() if n not in cycle}
-        return tuple(problems)
+        return problems
 
     def _check_requires(self, node: Node) -> Iterator[DependencyError]:
         name = node.name

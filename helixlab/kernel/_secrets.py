@@ -72,7 +72,8 @@ MASK = "***"
 #: ``dataclasses.field`` metadata of a field that holds only identifiers (plugin names,
 #: versions, phases, numbers): nothing from a configuration, so masking passes it by.
 #: A report of a cascade of 1,000 plugins holds 5,000 of them.
-IDENTIFIERS = {"helix_no_secrets": True}
+_NO_SECRETS = "helix_no_secrets"
+IDENTIFIERS = {_NO_SECRETS: True}
 MIN_LENGTH = 4  # shorter values are not masked in free text
 
 # Compact forms (separators removed) that make a name secret wherever they occur in it.
@@ -471,7 +472,7 @@ def _mask(obj: Any, books: tuple[SecretBook, ...], seen: set[int]) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         changes = {}
         for f in dataclasses.fields(obj):
-            if f.metadata.get("helix_no_secrets"):
+            if f.metadata.get(_NO_SECRETS):
                 continue
             value = getattr(obj, f.name)
             masked = _mask(value, books, seen)
