@@ -207,6 +207,25 @@ def test_reload_order_is_targets_plus_dependents_in_load_order(dag, targets) -> 
     assert order == [n for n in load_order(deps, priority) if n in expected]
 
 
+@given(dags(), st.lists(st.sampled_from(NAMES), min_size=1, max_size=3), st.booleans())
+def test_a_graph_answers_the_same_orders_before_and_after_it_is_validated(
+    dag, targets, validated
+) -> None:
+    deps, priority = dag
+    graph = DependencyGraph(
+        [
+            Node(n, priority=priority[n], requires=tuple((d, "") for d in ds))
+            for n, ds in deps.items()
+        ]
+    )
+    if validated:
+        graph.validate()  # keeps the load order it found, which later questions reuse
+    targets = [t for t in targets if t in deps]
+    assert graph.load_order() == load_order(deps, priority)
+    if targets:
+        assert graph.reload_order(targets) == reload_order(deps, targets, priority)
+
+
 def test_reload_order_accepts_one_name_and_ignores_unrelated_cycles() -> None:
     deps = {"log": [], "limit": ["log"], "auth": ["limit"], "x": ["y"], "y": ["x"]}
     assert reload_order(deps, "limit") == ["limit", "auth"]

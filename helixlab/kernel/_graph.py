@@ -250,6 +250,7 @@ class DependencyGraph:
         self._priority = {n: node.priority for n, node in table.items() if node.priority}
         self._cascades: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._valid = False
+        self._order: list[str] | None = None  # the load order, once validation found one
 
     def __contains__(self, name: object) -> bool:
         return name in self.nodes
@@ -289,7 +290,9 @@ class DependencyGraph:
             node = self.nodes[name]
             if node.enabled:
                 problems.extend(self._check_requires(node))
-        _, stuck = _kahn(self._enabled, None)
+        order, stuck = _kahn(self._enabled, self._priority)  # the order, kept if no cycle
+        if not stuck:
+            self._order = order
         remaining = {n: self._enabled[n] for n in stuck}
         while (cycle := find_cycle(remaining)) is not None:
             problems.append(CycleError(cycle))
@@ -346,6 +349,8 @@ class DependencyGraph:
 
     def load_order(self) -> list[str]:
         """Enabled plugins in start order (stop in reverse)."""
+        if self._order is not None:  # found by validate(): the graph has not changed since
+            return list(self._order)
         return load_order(self._enabled, self._priority)
 
     def reload_order(self, names: str | Iterable[str]) -> list[str]:
@@ -359,7 +364,13 @@ class DependencyGraph:
             if name not in self._enabled:
                 self._node(name)  # unknown: "not registered"; else known but disabled
                 raise PluginNotFoundError(name, self._enabled, what="enabled")
-        order = reload_order(self._enabled, targets, self._priority)
+        if self._order is not None:
+            # validated: the cascade's part of the full order, which the reload_order
+            # function is guaranteed to equal, without a second sort of the closure
+            cascade = set(targets) | _reach(_reverse(self._enabled), targets)
+            order = [n for n in self._order if n in cascade]
+        else:
+            order = reload_order(self._enabled, targets, self._priority)
         self._cascades[key] = tuple(order)
         return order
 
