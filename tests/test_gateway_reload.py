@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -204,5 +205,41 @@ def test_a_stream_still_open_at_the_drain_deadline_is_ended_with_an_error_event(
         error = json.loads(events[-1])["error"]
         assert error["code"] == "reloaded" and "reloaded and stopped" in error["message"]
         # the next request is served by the new instance
+        fresh = httpx.post(server.url + "/v1/chat/completions", json=body("after")).json()
+        assert fresh["choices"][0]["message"]["content"].endswith("Echo: after")
+
+
+def test_a_client_that_never_reads_its_stream_holds_a_reload_only_until_the_drain_deadline(
+    log: list,
+) -> None:
+    """A client that sends a streamed request and then reads nothing: the gateway's writes
+    block once the socket buffers are full. The reload still ends at the drain deadline,
+    the old instance is stopped, and the gateway goes on serving others."""
+    import socket
+
+    with hx.Kernel(timeouts=dataclasses.replace(TIMEOUTS, drain=0.5)) as kernel:
+        kernel.register(provider_plugin(log=log))
+        kernel.load_all()
+        old = kernel.get("fake-provider").get_provider().instance
+        server = kernel.serve()
+        started = wait_for_event(kernel, "reloaded", "fake-provider")
+        payload = json.dumps(body("w " * 100_000, True)).encode()  # ~15 MB of events back
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port))) as client:
+            client.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+                b"content-type: application/json\r\n"
+                + f"content-length: {len(payload)}\r\n\r\n".encode()
+                + payload
+            )
+            deadline = time.monotonic() + 10  # a condition, looked at until it holds
+            while kernel._pool.current.leases == 0:  # the request holds the generation
+                assert time.monotonic() < deadline, "the request never started"
+                time.sleep(0.01)
+            report = kernel.reload("fake-provider")  # which never drains: it is cut off
+            assert started.is_set()
+        assert report.ok and report.stopped == ["fake-provider"]
+        assert any("drain timed out after 0.5s" in e.detail for e in kernel.events())
+        assert log == [("stop", "fake-provider", old)]
         fresh = httpx.post(server.url + "/v1/chat/completions", json=body("after")).json()
         assert fresh["choices"][0]["message"]["content"].endswith("Echo: after")
