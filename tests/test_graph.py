@@ -226,6 +226,51 @@ def test_a_graph_answers_the_same_orders_before_and_after_it_is_validated(
         assert graph.reload_order(targets) == reload_order(deps, targets, priority)
 
 
+@given(
+    dags(),
+    st.integers(0, 11),
+    st.integers(1, 3),
+    st.booleans(),
+    st.booleans(),
+    st.lists(st.sampled_from(NAMES), min_size=1, max_size=2),
+)
+def test_a_graph_with_one_node_replaced_answers_as_one_built_anew(
+    dag, pick, version, validated, add_edge, targets
+) -> None:
+    """Every edge asks for version >=2 of its target; the replaced node gets ``version``
+    (1 breaks its users), and sometimes one more dependency (a changed structure)."""
+    deps, priority = dag
+    if not deps:
+        return
+    nodes = {
+        n: Node(n, "2.0", priority=priority[n], requires=tuple((d, ">=2") for d in ds))
+        for n, ds in deps.items()
+    }
+    graph = DependencyGraph(nodes)
+    if validated:
+        graph.validate()
+        graph.reload_order(list(deps)[:1])  # an answer the new graph may carry over
+    name = list(deps)[pick % len(deps)]
+    old = nodes[name]
+    extra = tuple((d, "") for d in deps if d != name and add_edge and d not in deps[name])[:1]
+    changed = Node(name, f"{version}.0", priority=old.priority, requires=old.requires + extra)
+    derived, fresh = graph.with_node(changed), DependencyGraph({**nodes, name: changed})
+
+    def outcome(g):
+        try:
+            g.validate()
+        except DependencyError as exc:
+            return str(exc)
+        return None
+
+    assert outcome(derived) == outcome(fresh)
+    if outcome(fresh) is None:
+        assert derived.load_order() == fresh.load_order()
+        targets = [t for t in targets if t in deps]
+        if targets:
+            assert derived.reload_order(targets) == fresh.reload_order(targets)
+
+
 def test_reload_order_accepts_one_name_and_ignores_unrelated_cycles() -> None:
     deps = {"log": [], "limit": ["log"], "auth": ["limit"], "x": ["y"], "y": ["x"]}
     assert reload_order(deps, "limit") == ["limit", "auth"]

@@ -251,6 +251,47 @@ class DependencyGraph:
         self._cascades: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._valid = False
         self._order: list[str] | None = None  # the load order, once validation found one
+        self._users_of: dict[str, list[str]] | None = None
+
+    def with_node(self, node: Node) -> DependencyGraph:
+        """This graph with ``node`` in place of its namesake.
+
+        When the node declares the same dependencies, priority and enabled flag (a plugin
+        redefined or reconfigured, the usual change), the structure is the same: the new
+        graph shares it, with the orders already found, and is valid if this one was and
+        every specifier on the node still accepts its version.
+        """
+        old = self.nodes.get(node.name)
+        table = dict(self.nodes)
+        table[node.name] = node
+        same = old is not None and (old.requires, old.priority, old.enabled) == (
+            node.requires,
+            node.priority,
+            node.enabled,
+        )
+        if not same:
+            return DependencyGraph(table)
+        new = object.__new__(DependencyGraph)
+        new.nodes = MappingProxyType(table)
+        new._deps, new._enabled, new._priority = self._deps, self._enabled, self._priority
+        new._cascades = self._cascades  # same structure, same answers
+        new._order = self._order
+        new._valid = self._valid and (
+            old.version == node.version
+            or not any(
+                problem
+                for user in self._users().get(node.name, ())
+                for problem in new._check_requires(new.nodes[user])
+            )
+        )
+        new._users_of = self._users_of
+        return new
+
+    def _users(self) -> dict[str, list[str]]:
+        """Who declares each plugin (computed once per structure)."""
+        if self._users_of is None:
+            self._users_of = _reverse(self._deps)
+        return self._users_of
 
     def __contains__(self, name: object) -> bool:
         return name in self.nodes

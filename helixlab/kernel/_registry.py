@@ -175,11 +175,20 @@ class Registry:
         return found
 
     def graph(self) -> DependencyGraph:
-        """The dependency graph of these entries (built once per registry: it is immutable)."""
+        """The dependency graph of these entries (built once per registry: it is immutable).
+
+        A registry that replaced one entry of a registry whose graph was built derives its
+        graph from that one (a re-run cell, a saved file, a configure: one plugin changes).
+        """
         graph = self.__dict__.get("_graph")
         if graph is None:
-            graph = DependencyGraph({name: entry.node() for name, entry in self.entries.items()})
+            parent = self.__dict__.get("_parent")
+            if parent is not None:
+                graph = parent[0].with_node(self.entries[parent[1]].node())
+            else:
+                graph = DependencyGraph({n: entry.node() for n, entry in self.entries.items()})
             object.__setattr__(self, "_graph", graph)
+            object.__setattr__(self, "_parent", None)
         return graph
 
     def with_entry(self, entry: Entry) -> Registry:
@@ -188,6 +197,9 @@ class Registry:
         replaced = self.entries.get(entry.name)
         if known is not None and (replaced is None or not replaced.secrets):
             object.__setattr__(new, "_secrets", known | entry.secrets)  # no rescan of all
+        graph = self.__dict__.get("_graph")
+        if replaced is not None and graph is not None:  # the graph, not the registry: no chain
+            object.__setattr__(new, "_parent", (graph, entry.name))
         return new
 
     def without(self, name: str) -> Registry:
