@@ -298,6 +298,14 @@ def test_work_bound_to_a_lease_is_cancelled_at_the_drain_deadline(make_plugin):
         assert outcome == ["abandoned"]
 
 
+def _on_late_stop(kernel: hx.Kernel) -> threading.Event:
+    """Set once the kernel has recorded the stop of an abandoned instance (the event is
+    emitted after the plugin's stop() returns, so waiting on stop() alone races it)."""
+    seen = threading.Event()
+    kernel.subscribe(lambda e: seen.set() if "abandoned instance" in e.detail else None)
+    return seen
+
+
 @pytest.mark.parametrize("kind", ["plain", "async"])
 def test_a_new_instance_that_finishes_starting_after_its_timeout_is_stopped(make_plugin, kind):
     """The reload rolled back at the timeout; when the hung phase does return later, the
@@ -329,6 +337,7 @@ def test_a_new_instance_that_finishes_starting_after_its_timeout_is_stopped(make
                 stopped.set()
 
     with hx.Kernel(timeouts=hx.Timeouts(start=0.3)) as kernel:
+        late_stop = _on_late_stop(kernel)
         kernel.register(make_plugin("a", version="1", start=slow, stop=stop))
         kernel.load_all()
         old = kernel.get("a")
@@ -337,7 +346,7 @@ def test_a_new_instance_that_finishes_starting_after_its_timeout_is_stopped(make
         assert caught.value.phase == "start" and "within 0.3s" in str(caught.value)
         assert kernel.get("a") is old and not stopped.is_set()
         gate.set()
-        assert stopped.wait(10)
+        assert stopped.wait(10) and late_stop.wait(10)  # stop() ran, then its event
         assert kernel.get("a") is old and kernel.state("a") == hx.PluginState.ACTIVE
         assert kernel.reload("a").ok  # and the kernel goes on
     late = [e for e in kernel.events("a") if "abandoned instance" in e.detail]
@@ -369,6 +378,7 @@ def test_an_instance_given_to_register_whose_start_hung_is_not_started_again():
             stopped.set()
 
     with hx.Kernel(timeouts=hx.Timeouts(start=0.2)) as kernel:
+        late_stop = _on_late_stop(kernel)
         instance = Slow()
         kernel.register(instance)
         assert "slow" in kernel.load("slow").failed
@@ -376,7 +386,7 @@ def test_an_instance_given_to_register_whose_start_hung_is_not_started_again():
         serving = kernel.get("slow")
         assert serving is not instance and serving.number == 2
         release.set()
-        assert stopped.wait(10)
+        assert stopped.wait(10) and late_stop.wait(10)  # stop() ran, then its event
         assert kernel.get("slow") is serving and kernel.state("slow") == hx.PluginState.ACTIVE
         late = [e for e in kernel.events("slow") if "abandoned instance" in e.detail]
         assert len(late) == 1
