@@ -391,3 +391,43 @@ def test_an_instance_given_to_register_whose_start_hung_is_not_started_again():
         late = [e for e in kernel.events("slow") if "abandoned instance" in e.detail]
         assert len(late) == 1
     assert calls == [("start", 2), ("start", 1), ("stop", 1), ("stop", 2)]
+
+
+@pytest.mark.parametrize("stop_kind", ["plain", "async", "raises"])
+def test_a_start_that_returns_after_close_is_stopped_all_the_same(make_plugin, stop_kind):
+    """close() does not wait for a start abandoned at its timeout (it may never return);
+    when it does return, the kernel's loop is gone, and the instance it brought up is
+    stopped in the thread it returned in, with the same event as while the kernel is open."""
+    release, stopped = threading.Event(), threading.Event()
+
+    def start(self, ctx):
+        release.wait()
+
+    if stop_kind == "async":
+
+        async def stop(self, ctx):
+            await asyncio.sleep(0)
+            stopped.set()
+
+    else:
+
+        def stop(self, ctx):
+            stopped.set()
+            if stop_kind == "raises":
+                raise RuntimeError("could not close its socket")
+
+    kernel = hx.Kernel(timeouts=hx.Timeouts(start=0.2))
+    late_stop = _on_late_stop(kernel)
+    kernel.register(make_plugin("a", start=start, stop=stop))
+    assert "a" in kernel.load("a").failed
+    kernel.close()
+    assert not stopped.is_set()
+    release.set()
+    assert stopped.wait(10) and late_stop.wait(10)
+    late = [e for e in kernel.events("a") if "abandoned instance" in e.detail]
+    assert [e.kind for e in late] == ["stopped"]
+    failed = [e for e in kernel.events("a") if e.kind == "failed" and e.detail == "in stop"]
+    if stop_kind == "raises":
+        assert len(failed) == 1 and "could not close its socket" in failed[0].error
+    else:
+        assert failed == []

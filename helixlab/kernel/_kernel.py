@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +28,7 @@ from . import _discovery, _health, _loader, _reload
 from ._config import PluginSpec
 from ._events import EventLog, PluginEvent
 from ._graph import DependencyGraph
-from ._lifecycle import Runner, Timeouts
+from ._lifecycle import Live, Runner, Timeouts
 from ._live import Lease, LivePool
 from ._loop import LoopThread
 from ._operations import Operation, Operations, blocking, exclusive
@@ -79,9 +80,8 @@ class Kernel(Operations):
         self._thread = LoopThread()
         self._events = EventLog(event_log_size)
         self._pool = LivePool(self._thread.loop)
-        self._runner = Runner(
-            self._thread.loop, late_start=lambda live: _loader.stop_abandoned(self, live)
-        )
+        self._runner = Runner(self._thread.loop, late_start=self._started_late)
+        self._late_lock = threading.Lock()  # a late start, against close() beginning
         self._secrets = SecretBook()  # the current config's and every proposed one's
         self._registry = Registry()
         self._states: dict[str, PluginState] = {}
@@ -431,7 +431,7 @@ class Kernel(Operations):
                 "Kernel.aclose() was awaited on the kernel's own loop (from a plugin, a "
                 "subscriber or a request); close the kernel from the code that created it."
             )
-        self._closing = True
+        self._begin_closing()
         try:
             await self._thread.arun(self._shutdown(), on_interrupt=self._interrupt_close)
         finally:
@@ -451,13 +451,28 @@ class Kernel(Operations):
                 "Kernel.close() was called on the kernel's own loop (from a plugin, a "
                 "subscriber or a request); close the kernel from the code that created it."
             )
-        self._closing = True
+        self._begin_closing()
         try:  # an interrupt does not cut it short: close stops everything, then re-raises
             self._thread.run(self._shutdown(), on_interrupt=self._interrupt_close)
         finally:
             self._closed = True
             self._runner.close()
             self._thread.stop()
+
+    def _begin_closing(self) -> None:
+        with self._late_lock:
+            self._closing = True
+
+    def _started_late(self, live: Live) -> None:
+        """Where an abandoned ``start`` returned (a worker thread, or the loop): stop that
+        instance. While the kernel is open, on the loop as any stop; once it is closing, a
+        worker thread stops it itself, as the loop may stop before a queued stop ran (a
+        stop queued earlier runs before ``_shutdown``, which waits for it)."""
+        with self._late_lock:
+            if not self._closing or self._thread.in_loop():
+                self._thread.call_soon(_loader.stop_abandoned, self, live)
+                return
+        _loader.stop_abandoned_here(self, live)
 
     async def _shutdown(self) -> None:
         prepared = self._prepared
@@ -473,6 +488,8 @@ class Kernel(Operations):
         self._closers.clear()
         async with self._op_lock:
             await _loader.stop_all(self)
+        if self._background:  # late stops and aborts, each under its own timeout
+            await asyncio.wait(set(self._background), timeout=self.timeouts.stop * 2)
 
     def add_closer(self, closer: Callable[[], Any]) -> None:
         """Run ``closer`` (plain or async) first when the kernel closes: watchers, servers."""

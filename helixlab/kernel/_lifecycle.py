@@ -18,8 +18,8 @@ included (``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``), is a
 :class:`PluginError` of that plugin in that phase: it never reaches the loop.
 
 An abandoned ``start`` that does return later leaves an instance that may be running
-(threads, sockets) but serves nobody: the runner hands it to ``late_start`` (the kernel
-stops it: see ``_loader.stop_abandoned``).
+(threads, sockets) but serves nobody: the runner hands it to ``late_start``, where it
+returned (the kernel stops it: see ``Kernel._started_late``).
 """
 
 from __future__ import annotations
@@ -210,7 +210,8 @@ class Runner:
         self.loop = loop
         self.plain = WorkerPool(loop, name)
         self._tasks: set[asyncio.Task] = set()  # running or abandoned: referenced until done
-        #: called on the loop with an instance whose abandoned ``start`` returned after all
+        #: called with an instance whose abandoned ``start`` returned after all, from the
+        #: worker thread or the loop task it returned in
         self.late_start = late_start
 
     # -- one phase ----------------------------------------------------------------------
@@ -330,11 +331,27 @@ class Runner:
                 raise
 
     def _started_late(self, live: Live) -> None:
-        """Hand an instance whose abandoned ``start`` returned to ``late_start``, on the loop
-        (from the job's worker thread or task)."""
         if self.late_start is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed, the kernel with it
-                self.loop.call_soon_threadsafe(self.late_start, live)
+            self.late_start(live)
+
+    def stop_here(self, live: Live) -> PluginError | None:
+        """Stop ``live`` in the calling thread, with no timeout; its error, if any.
+
+        For an abandoned ``start`` that returns once the kernel is closing: its loop may
+        be gone, and the thread it returned in serves nobody else, so a hang here holds
+        nothing. An ``async def stop`` runs on a loop of its own.
+        """
+        if getattr(type(live.plugin), PHASES["stop"]) is _BASE["stop"]:
+            return None
+        try:
+            result = live.plugin.stop(live.ctx)
+            if result is not None and inspect.isawaitable(result):
+                ok, result = asyncio.run(_guarded(result))
+                if not ok:
+                    raise result
+        except BaseException as exc:
+            return _failure(live, "stop", exc)
+        return None
 
     def close(self) -> None:
         self.plain.close()

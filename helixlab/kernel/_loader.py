@@ -162,15 +162,29 @@ def stop_abandoned(kernel: Any, live: Live) -> None:
 
     async def stop() -> None:
         await stop_instance(kernel, live, set_state=False)
-        kernel._emit(
-            "stopped",
-            live.name,
-            detail="an abandoned instance (it finished starting after its timeout): "
-            "stopped, it never served",
-            version=live.version,
-        )
+        _stopped_abandoned(kernel, live)
 
     kernel._keep(asyncio.ensure_future(stop()))
+
+
+def stop_abandoned_here(kernel: Any, live: Live) -> None:
+    """:func:`stop_abandoned` in the calling worker thread, once the kernel is closing."""
+    error = kernel._runner.stop_here(live)
+    if error is not None:
+        kernel._emit(
+            "failed", live.name, detail="in stop", error=describe(error), version=live.version
+        )
+    _stopped_abandoned(kernel, live)
+
+
+def _stopped_abandoned(kernel: Any, live: Live) -> None:
+    kernel._emit(
+        "stopped",
+        live.name,
+        detail="an abandoned instance (it finished starting after its timeout): "
+        "stopped, it never served",
+        version=live.version,
+    )
 
 
 async def stop_many(kernel: Any, lives: list[Live]) -> None:
