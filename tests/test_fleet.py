@@ -312,7 +312,12 @@ def test_redis_restarted_during_a_reload_leaves_one_generation(config, redis_ser
 
         thread = threading.Thread(target=slow_reload)
         thread.start()
-        time.sleep(0.5)  # the workers are inside their 1.5 s start
+        until(  # the workers are inside their 1.5 s start
+            lambda: any(
+                w["state"].startswith("preparing")
+                for w in run(_status(redis_server.url))["workers"]
+            )
+        )
         redis_server.stop()
         time.sleep(1.5)
         redis_server.start()

@@ -37,6 +37,19 @@ def test_reload_cascades_to_every_transitive_dependent_and_nothing_else(chain, j
     assert chain.last_cascade == ("a", "b", "c")
 
 
+def test_the_cascade_is_known_by_the_first_event_of_a_reload_or_definition(chain, make_plugin):
+    """A view that redraws on events (the graph widget) reads ``last_cascade``: by the
+    time a reload's or a definition's events arrive, it names what they touch."""
+    seen: list[tuple[str, str, tuple[str, ...]]] = []
+    chain.subscribe(lambda e: seen.append((e.kind, e.plugin, chain.last_cascade)))
+    chain.reload("a")
+    assert {cascade for kind, _, cascade in seen if kind == "reloaded"} == {("a", "b", "c")}
+    seen.clear()
+    chain.define([make_plugin("e", deps=("d",))], source="<cell 1>")
+    assert seen and {cascade for kind, _, cascade in seen if kind != "registered"} == {("e",)}
+    assert chain.last_cascade == ("e",)
+
+
 def test_new_instances_are_bound_to_the_new_instances_of_their_dependencies(kernel, make_plugin):
     bound = {}
 

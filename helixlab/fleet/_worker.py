@@ -307,6 +307,7 @@ class Worker:
             if commit.done():
                 commit.result()  # a commit that failed before its swap raises here
             self._serving(gen)
+            await self._retry(self.beat)  # status agrees with "swapped" once it is announced
             await self._retry(self._announce_swap, gen.number, at[0] if at else time.time())
             await commit
         finally:

@@ -93,6 +93,7 @@ class Kernel(Operations):
         self._op_lock = asyncio.Lock()
         self._closers: list[Callable[[], Any]] = []
         self._looked: list[str] = []  # where discovery looked, for "no plugin named X"
+        #: what the last reload or definition reloaded and started (or tried to), in order
         self.last_cascade: tuple[str, ...] = ()
         self._closed = False
         self._closing = False  # close() began: queued and new operations are refused

@@ -233,11 +233,13 @@ def commit(kernel: Any, live: Mapping[str, Live], *, failing: str | None = None)
 
 
 async def load(kernel: Any, names: Iterable[str] | None) -> LoadReport:
-    """Start the named plugins (all, for None) and what they need, in dependency order.
+    """Start the named plugins (all, for None) and what they need, in dependency order."""
+    return await load_these(kernel, to_load(kernel, names))
 
-    A plugin that fails is marked failed, the plugins that need it are skipped with the
-    reason, and the others go on loading.
-    """
+
+def to_load(kernel: Any, names: Iterable[str] | None) -> list[str]:
+    """What ``load(names)`` starts, in order: the named plugins and what they need, not
+    already running."""
     registry = kernel._registry
     graph = registry.graph()
     graph.validate()
@@ -254,11 +256,20 @@ async def load(kernel: Any, names: Iterable[str] | None) -> LoadReport:
                 )
             wanted_set |= {name, *graph.dependencies(name, transitive=True)}
         wanted = [n for n in graph.load_order() if n in wanted_set]
+    live = kernel._pool.current.live
+    return [n for n in wanted if n not in live]
+
+
+async def load_these(kernel: Any, wanted: list[str]) -> LoadReport:
+    """Start ``wanted`` (from :func:`to_load`) in this order.
+
+    A plugin that fails is marked failed, the plugins that need it are skipped with the
+    reason, and the others go on loading.
+    """
+    registry = kernel._registry
     report = LoadReport()
     pool = kernel._pool
     for name in wanted:
-        if name in pool.current.live:
-            continue
         op = kernel._op
         if op is not None and op.interrupted:  # what started is up; the rest is not begun
             report.skipped[name] = "the load was interrupted before it"

@@ -209,6 +209,8 @@ def define(
         raise _refuse((changed or new)[0], exc, what=what) from None
 
     async def finish(report: ReloadReport) -> None:
+        if new and the_plan is None:  # nothing reloaded: the cascade is what this loads
+            kernel.last_cascade = ()
         for name in new:
             kernel._pending.pop(name, None)
             kernel._states[name] = PluginState.REGISTERED
@@ -218,7 +220,6 @@ def define(
             for name in new:
                 report.versions.setdefault(name, ("-", str(registry[name].cls.version)))
             await load_new(kernel, new, new, report)
-            kernel.last_cascade = tuple(report.order + report.loaded)
 
     the_plan = plan(kernel, changed, registry=registry) if changed else None
     return Transaction(kernel, the_plan, registry, finish)

@@ -256,6 +256,7 @@ class Transaction:
         kernel._registry = self.registry
         pool.swap(self._generation)
         _rebind(self._generation.live, self._new)
+        kernel.last_cascade = tuple(plan.order)  # before the events: views redraw on them
         t_swapped = time.perf_counter()
         for name in plan.order:
             kernel._reloads[name] = kernel._reloads.get(name, 0) + 1
@@ -285,7 +286,6 @@ class Transaction:
         t_stopped = time.perf_counter()
         if plan.load:
             await load_new(kernel, plan.load, plan.targets, report)
-        kernel.last_cascade = tuple(plan.order + report.loaded)
         if self.finish is not None:
             await self.finish(report)
         report.timings.update(
@@ -311,8 +311,13 @@ def _rebind(live: Mapping[str, Live], new: Mapping[str, Live]) -> None:
 
 
 async def load_new(kernel: Any, names: list[str], targets: list[str], report: ReloadReport) -> None:
-    """Load plugins that were not running; raise ReloadError if one of ``targets`` failed."""
-    loaded = await _loader.load(kernel, names)
+    """Load plugins that were not running; raise ReloadError if one of ``targets`` failed.
+
+    They join ``kernel.last_cascade`` before their first event (a view redrawn on events
+    reads it)."""
+    todo = _loader.to_load(kernel, names)
+    kernel.last_cascade += tuple(n for n in todo if n not in kernel.last_cascade)
+    loaded = await _loader.load_these(kernel, todo)
     report.loaded.extend(n for n in loaded.order if n not in report.loaded)
     failed = [n for n in targets if n in loaded.failed]
     if failed:
