@@ -9,7 +9,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .._reprs import html_of
@@ -94,6 +94,30 @@ class EventLog:
             except Exception:
                 log.exception("event subscriber %r failed on %s", callback, event)
         return event
+
+    def emit_many(self, kind: str, rows: Iterable[tuple[str, str, str]]) -> None:
+        """One event of ``kind`` per ``(plugin, version, detail)``, in order: a reload's
+        per-plugin events, logged under one lock and one clock reading."""
+        now = time.time()
+        made = []
+        new = object.__new__
+        for plugin, version, detail in rows:
+            event = new(PluginEvent)
+            event.__dict__.update(
+                kind=kind, plugin=plugin, version=version, detail=detail, error=None, time=now
+            )
+            made.append(event)
+        with self._lock:
+            for event in made:
+                event.__dict__["seq"] = next(self._seq)
+            self._events.extend(made)
+            subscribers = self._subscribers
+        for event in made:
+            for callback in subscribers:
+                try:
+                    callback(event)
+                except Exception:
+                    log.exception("event subscriber %r failed on %s", callback, event)
 
     def events(self, plugin: str | None = None, limit: int | None = None) -> list[PluginEvent]:
         """Recent events, oldest first, optionally only one plugin's, at most ``limit``."""

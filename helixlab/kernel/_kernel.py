@@ -138,6 +138,20 @@ class Kernel(Operations):
         detail, error = self._redact(detail), error and self._redact(error)
         return self._events.emit(kind, name, version, detail, error)
 
+    def _emit_many(self, kind: str, rows: Iterable[tuple[str, str, str]]) -> None:
+        """``_emit(kind, name, detail, version=version)`` for each ``(name, version, detail)``:
+        a reload's per-plugin events, each distinct text masked once."""
+        masked: dict[str, str] = {}
+        redact = self._redact
+
+        def mask(text: str) -> str:
+            found = masked.get(text)
+            if found is None:
+                found = masked[text] = redact(text)
+            return found
+
+        self._events.emit_many(kind, [(name, v, mask(d)) for name, v, d in rows])
+
     # -- registry ---------------------------------------------------------------------
 
     @exclusive

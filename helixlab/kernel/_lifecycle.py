@@ -107,19 +107,29 @@ _SCALARS = (str, int, float, bool, type(None), bytes)
 
 #: where a job runs, cheapest first
 HOMES = ("none", "thread", "loop")
+_RANK = {where: rank for rank, where in enumerate(HOMES)}
 
 
 def widest(*wheres: str) -> str:
     """The home that can run every one of ``wheres`` (a loop job can call plain methods)."""
-    return max(wheres, key=HOMES.index, default="none")
+    widest_so_far = "none"
+    for where in wheres:  # a reload asks once or twice per plugin: no max(key=...) here
+        if _RANK[where] > _RANK[widest_so_far]:
+            widest_so_far = where
+    return widest_so_far
 
 
 def home(plugin_class: type, phases: tuple[str, ...]) -> str:
     """Where a job calling ``phases`` of this class runs: ``none``, ``thread`` or ``loop``."""
-    defined, asynchronous = _phases(plugin_class)
-    if defined.isdisjoint(phases):
-        return "none"
-    return "thread" if asynchronous.isdisjoint(phases) else "loop"
+    defined, asynchronous, homes = _phases(plugin_class)
+    where = homes.get(phases)  # asked per plugin and reload: answered once per class
+    if where is None:
+        if defined.isdisjoint(phases):
+            where = "none"
+        else:
+            where = "thread" if asynchronous.isdisjoint(phases) else "loop"
+        homes[phases] = where
+    return where
 
 
 def overridden(plugin_class: type) -> frozenset[str]:
@@ -137,8 +147,9 @@ def _async_phases(plugin_class: type) -> frozenset[str]:
 PHASES_ATTR = "__helix_phases__"
 
 
-def _phases(plugin_class: type) -> tuple[frozenset[str], frozenset[str]]:
-    """(phases defined, phases defined with ``async def``), computed once per class."""
+def _phases(plugin_class: type) -> tuple[frozenset[str], frozenset[str], dict[tuple, str]]:
+    """(phases defined, phases defined with ``async def``, the homes :func:`home` found),
+    computed once per class."""
     found = plugin_class.__dict__.get(PHASES_ATTR)
     if found is None:
         defined = frozenset(
@@ -151,7 +162,7 @@ def _phases(plugin_class: type) -> tuple[frozenset[str], frozenset[str]]:
             for phase in defined
             if inspect.iscoroutinefunction(getattr(plugin_class, PHASES[phase]))
         )
-        found = (defined, asynchronous)
+        found = (defined, asynchronous, {})
         with contextlib.suppress(TypeError, AttributeError):  # a class that refuses attributes
             type.__setattr__(plugin_class, PHASES_ATTR, found)
     return found
@@ -161,7 +172,7 @@ def fresh_copy(value: Any) -> Any:
     """A copy an instance may change without changing anyone else's (config, state)."""
     if value is None or isinstance(value, _SCALARS):
         return value
-    if type(value) is dict and all(type(v) in _SCALARS for v in value.values()):
+    if type(value) is dict and (not value or all(type(v) in _SCALARS for v in value.values())):
         return dict(value)
     copier = getattr(value, "model_copy", None)  # a pydantic model
     try:

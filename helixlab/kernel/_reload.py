@@ -114,11 +114,12 @@ def plan(
     ]
     available = set(live) | set(order)
     for name in order:
+        entry = registry[name]
         try:
-            registry[name].check_loadable()
+            entry.check_loadable()
         except ConfigError as exc:
             raise _refuse(name, exc, "config") from None
-        for dep, _ in registry[name].requires:
+        for dep, _ in entry.requires:
             if dep not in available:
                 raise _refuse(
                     name,

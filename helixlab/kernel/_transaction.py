@@ -85,9 +85,10 @@ class Transaction:
             versions[name] = ("-", str(registry[name].cls.version))
         cascade = f"cascade from {', '.join(plan.targets)}"
         targets = set(plan.targets)
-        for name in order:
-            detail = "target" if name in targets else cascade
-            kernel._emit("reloading", name, detail=detail, version=current[name].version)
+        kernel._emit_many(
+            "reloading",
+            [(n, current[n].version, "target" if n in targets else cascade) for n in order],
+        )
         try:
             i = 0
             homes = [self._home(name, entry) for name, entry in zip(order, entries)]
@@ -116,7 +117,7 @@ class Transaction:
             self._t_started = time.perf_counter()
             self._generation = kernel._pool.build({**current, **self._new}, plan.graph)
             # a canary (the gateway's verify) may refuse the new set before any swap
-            await kernel._pool.verify(self._generation, {n: plan.registry[n] for n in plan.order})
+            await kernel._pool.verify(self._generation, dict(zip(order, entries)))
         except Exception as exc:
             if isinstance(exc, PluginError):
                 error = exc
@@ -258,14 +259,18 @@ class Transaction:
         _rebind(self._generation.live, self._new)
         kernel.last_cascade = tuple(plan.order)  # before the events: views redraw on them
         t_swapped = time.perf_counter()
+        reloads, errors, states = kernel._reloads, kernel._errors, kernel._states
+        health = kernel._health
+        rows = []
         for name in plan.order:
-            kernel._reloads[name] = kernel._reloads.get(name, 0) + 1
-            kernel._errors.pop(name, None)
-            kernel._health.pop(name, None)  # a new instance: not checked yet
-            kernel._states[name] = PluginState.ACTIVE
+            reloads[name] = reloads.get(name, 0) + 1
+            errors.pop(name, None)
+            health.pop(name, None)  # a new instance: not checked yet
+            states[name] = PluginState.ACTIVE
             old, new_version = report.versions[name]
             detail = f"{old} -> {new_version}" if old != new_version else f"{old} (new instance)"
-            kernel._emit("reloaded", name, detail=detail, version=new_version)
+            rows.append((name, new_version, detail))
+        kernel._emit_many("reloaded", rows)
 
         # -- drain, then stop the old instances, dependents first -------------------------
         drained = await pool.drain(self._old_gen, kernel.timeouts.drain, hurry=kernel._op)
