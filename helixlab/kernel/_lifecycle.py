@@ -267,18 +267,18 @@ class Runner:
     def _drive_thread(self, job: Job, progress: Progress) -> Any:
         """On a worker thread: every request of ``job`` in turn."""
         sent: Any = None
+        send, call = job.send, self._call_here
         while True:
             try:
-                request = job.send(sent)
+                request = send(sent)
             except StopIteration as stop:
                 return stop.value
-            sent = self._call_here(progress, *request)
+            sent = call(progress, request)
 
-    def _call_here(self, progress: Progress, live: Any, phase: str, args: tuple, timeout: float):
+    def _call_here(self, progress: Progress, request: Request) -> Any:
         """One phase on this worker thread; an awaitable result is awaited on the loop."""
+        live, phase, args, timeout = request  # jobs request only phases a class defines
         method = getattr(live.plugin, PHASES[phase])
-        if getattr(method, "__func__", None) is _BASE[phase]:
-            return None
         progress.begin((live, phase), timeout)
         try:
             result = method(*args)
