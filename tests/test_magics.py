@@ -174,6 +174,13 @@ def test_list_shows_one_row_per_plugin(ip, pair):
     assert "<table" in table._repr_html_() and "api" in table._repr_html_()
 
 
+def test_status_is_list_by_the_name_the_command_line_uses(ip, pair):
+    # `helixlab status` is the server's table; a learner who types it here gets the same
+    assert plain(ip, ip.run_line_magic("helix", "status")) == plain(
+        ip, ip.run_line_magic("helix", "list")
+    )
+
+
 def test_list_order_and_graph_on_an_empty_kernel_say_so(ip):
     assert plain(ip, ip.run_line_magic("helix", "list")) == "no plugins registered"
     assert plain(ip, ip.run_line_magic("helix", "order")) == "no plugins registered"

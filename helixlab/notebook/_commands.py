@@ -104,6 +104,7 @@ def cmd_unload(session: Any, args: Any) -> Text:
 
 
 cmd_stop = cmd_unload
+cmd_status = cmd_list
 
 
 def cmd_configure(session: Any, args: Any) -> Any:

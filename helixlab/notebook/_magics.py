@@ -56,6 +56,7 @@ def build_parser() -> _Parser:
 
     add("help", "show the commands")
     add("list", "one row per plugin: kind, version, state, health, dependencies")
+    add("status", "the same as list (the table `helixlab status` shows for a server)")
     p = add("graph", "the dependency graph, nodes coloured by state, last cascade highlighted")
     p.add_argument("--format", choices=("svg", "text", "dot"), default="svg")
     add("order", "the load order")
