@@ -48,15 +48,19 @@ from .kernel import (
     ReloadReport,
     Timeouts,
     ToolPlugin,
+    _discovery,
     _kernel,
     parse_duration,
     redact,
 )
 from .notebook import _html  # registers the HTML reprs of the kernel's objects
+from .plugins import CATALOG
 
-# Kernel.serve runs the gateway, found by name: the kernel imports nothing above it
+# The layers above the kernel register what they add, found by name: Kernel.serve runs the
+# gateway, and configurations name the built-in plugins; the kernel imports neither
 _kernel.SERVERS.update(serve="helixlab.gateway:serve", aserve="helixlab.gateway:aserve")
-del _kernel, _html
+_discovery.BUILTINS.update(CATALOG)
+del _kernel, _discovery, _html, CATALOG
 
 __version__ = "0.1.0"
 

@@ -22,6 +22,7 @@ import types
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import PluginError, RegistryError, describe
 from ._plugin import Plugin, check_hooks, describe_class
@@ -336,18 +337,23 @@ def entry_point_plugins(group: str) -> list[tuple[str, type[Plugin]]]:
     return found
 
 
-def builtin_names() -> list[str]:
-    from ..plugins import CATALOG
+BUILTINS: dict[str, str] = {}
+"""Built-in plugins by name, as ``"module:Class"``: filled by helixlab's ``__init__`` from
+``helixlab.plugins.CATALOG`` (the built-ins build on the gateway, which the kernel does not
+import)."""
 
-    return sorted(CATALOG)
+
+def load_target(target: str) -> Any:
+    """The object a ``"module:attribute"`` string names, its module imported on first use."""
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def builtin_names() -> list[str]:
+    return sorted(BUILTINS)
 
 
 def builtin_plugin(name: str) -> type[Plugin] | None:
     """The built-in plugin class of that name (imported on first use), or None."""
-    from ..plugins import CATALOG
-
-    target = CATALOG.get(name)
-    if target is None:
-        return None
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    target = BUILTINS.get(name)
+    return None if target is None else load_target(target)

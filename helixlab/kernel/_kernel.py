@@ -8,7 +8,6 @@ kernel's own loop (see ``_loop``), one lifecycle operation at a time; reads neve
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
@@ -58,8 +57,7 @@ def _server(name: str) -> Callable[..., Any]:
             f"No gateway is registered for Kernel.{name}(); import helixlab (which registers "
             f"helixlab.gateway), or call helixlab.gateway.{name}(kernel, ...)."
         )
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return _discovery.load_target(target)
 
 
 class Kernel(Operations):
