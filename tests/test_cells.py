@@ -493,3 +493,33 @@ def test_autoreload_ignores_classes_that_are_not_registered_plugins(ip, kernel):
     ran = ok(ip, "class Other(hx.Plugin):\n    name = 'other'\nclass Plain:\n    pass")
     assert ran.stdout == ""
     assert "other" not in kernel
+
+
+# -- an interrupt during a slow start ----------------------------------------------------
+
+
+def test_an_interrupt_during_a_slow_start_shows_one_line_and_the_old_versions_serve(ip, kernel):
+    import os
+    import signal
+    import threading
+
+    began = threading.Event()
+    ip.user_ns["began"] = began
+    kernel.timeouts = hx.Timeouts(start=30)
+
+    def press() -> None:
+        assert began.wait(30)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    presser = threading.Thread(target=press)
+    presser.start()
+    slow = "began.set()\n                import time; time.sleep(3)"
+    ran = run(ip, cell("", store="1.1", start=slow))
+    presser.join()
+    assert isinstance(ran.error, hx.ReloadInterrupted)
+    lines = [line for line in plain_text(ran.shown).splitlines() if line.strip()]
+    assert lines == [
+        "ReloadInterrupted: Reload of store interrupted: rolled back, the old versions keep "
+        "serving."
+    ]
+    assert serving(kernel) == {"store": "1.0", "api": "1.0"}

@@ -13,7 +13,7 @@ import ast
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..errors import HelixError, RegistryError
+from ..errors import HelixError, RegistryError, ReloadInterrupted
 from ..kernel import Fingerprint, Plugin, Reach, reaches
 from ..kernel._discovery import plugin_classes
 from ._session import Refusal
@@ -85,7 +85,7 @@ def _plugin_cell(session: Any, cell: str, options: str) -> Any:
             report = session.kernel.define(
                 classes, source=label, origin="cell", unit=session.cell_id, fingerprints=prints
             )
-    except HelixError as exc:
+    except (HelixError, ReloadInterrupted) as exc:
         # the checks look at this definition first, and say it was refused
         for cls in classes:
             session.refused[cls.name] = Refusal(cls, label, str(exc))
