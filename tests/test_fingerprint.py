@@ -128,3 +128,12 @@ def test_a_mutating_call_and_a_global_statement_bind_their_name():
         """
     )
     assert names(source, "P") == {"P", "COUNT", "SEEN"}  # COUNT: the code of reset()
+
+
+def test_an_import_moved_to_another_cell_is_no_change():
+    import helixlab
+
+    here = reaches("import helixlab as hx\nclass P(hx.Plugin):\n    pass\n", ["P"])["P"]
+    there = reaches("class P(hx.Plugin):\n    pass\n", ["P"])["P"]
+    assert there.fingerprint({"hx": helixlab}) == here.fingerprint({})
+    assert there.fingerprint({"hx": textwrap}).changed(here.fingerprint({})) == ["hx"]

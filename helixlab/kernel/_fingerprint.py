@@ -31,11 +31,17 @@ from typing import Any
 __all__ = ["Fingerprint", "Reach", "class_fingerprint", "reaches"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Fingerprint:
     """A digest per part a plugin reaches; equal fingerprints mean the same code."""
 
     parts: tuple[tuple[str, str], ...]  # (name, digest), in the order first reached
+
+    def __eq__(self, other: object) -> bool:  # the same parts, in whatever order
+        return isinstance(other, Fingerprint) and self.digest == other.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
 
     @property
     def digest(self) -> str:
@@ -131,7 +137,15 @@ def _statement(node: ast.stmt) -> _Statement:
     )
     binds, uses = _names(node)
     binds |= _mutated(node)
-    return _Statement(ast.dump(node), frozenset(binds), frozenset(uses), everywhere)
+    dump = ast.dump(node)
+    if isinstance(node, ast.Import) and len(node.names) == 1:  # as a module from another
+        alias = node.names[0]  # cell counts: moving `import x as y` is no change
+        dump = _module_text(alias.name if alias.asname else alias.name.partition(".")[0])
+    return _Statement(dump, frozenset(binds), frozenset(uses), everywhere)
+
+
+def _module_text(name: str) -> str:
+    return f"module {name}"
 
 
 def _names(node: ast.stmt) -> tuple[set[str], set[str]]:
@@ -212,10 +226,10 @@ def _sha(text: str) -> str:
 
 def value_digest(value: object) -> str:
     """A digest of a value a cell uses from the notebook's namespace."""
+    if isinstance(value, types.ModuleType):  # as the cell's own `import` of it would
+        return _sha(_module_text(value.__name__))
     h = hashlib.sha256()
-    if isinstance(value, types.ModuleType):
-        h.update(f"module {value.__name__}".encode())
-    elif callable(value) or _is_data(value):  # classes, functions; constants, settings
+    if callable(value) or _is_data(value):  # classes, functions; constants, settings
         _feed(h, value)
     else:  # an object with state of its own (a kernel, a client): its type stands for it
         h.update(f"{type(value).__module__}.{type(value).__qualname__}".encode())

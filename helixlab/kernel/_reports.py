@@ -95,7 +95,7 @@ class ReloadReport(_PlainRepr):
     def ok(self) -> bool:
         return self.error is None
 
-    def _change_lines(self) -> list[str]:
+    def change_lines(self) -> list[str]:
         """``TokenBucket changed: reloading lab-rate-limiter``, one line per set of names."""
         grouped: dict[tuple[str, ...], list[str]] = {}
         for plugin, names in self.changes.items():
@@ -120,7 +120,7 @@ class ReloadReport(_PlainRepr):
                 for name in self.loaded
             )
         if self.error is None:  # what changed, then what it reloaded
-            lines = self._change_lines()
+            lines = self.change_lines()
             lines.append(f"reloaded {head}: {len(self.order)} plugin(s), dependencies first")
         else:
             state = "rolled back" if self.rolled_back else "refused"
