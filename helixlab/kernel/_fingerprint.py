@@ -97,6 +97,7 @@ class _Statement:
     binds: frozenset[str]  # names it binds or mutates
     uses: frozenset[str]  # module-level names its code reads (at any depth)
     everywhere: bool  # `from __future__ import ...`, `import *`: part of every reach
+    label: str  # how a report names it when it is part of every reach
 
 
 def reaches(tree: ast.Module | str, classes: Iterable[str]) -> dict[str, Reach]:
@@ -126,7 +127,7 @@ def reaches(tree: ast.Module | str, classes: Iterable[str]) -> dict[str, Reach]:
             seen[name] = None
             todo.extend(sorted({n for st in bound[name] for n in st.uses}))
         parts = [(n, _sha("\n".join(st.dump for st in bound[n]))) for n in seen]
-        parts += [(f"<{i}>", _sha(st.dump)) for i, st in enumerate(shared)]
+        parts += [(st.label, _sha(st.dump)) for st in shared]
         found[cls] = Reach(cls, tuple(parts), tuple(outside))
     return found
 
@@ -141,7 +142,8 @@ def _statement(node: ast.stmt) -> _Statement:
     if isinstance(node, ast.Import) and len(node.names) == 1:  # as a module from another
         alias = node.names[0]  # cell counts: moving `import x as y` is no change
         dump = _module_text(alias.name if alias.asname else alias.name.partition(".")[0])
-    return _Statement(dump, frozenset(binds), frozenset(uses), everywhere)
+    label = ast.unparse(node) if everywhere else ""
+    return _Statement(dump, frozenset(binds), frozenset(uses), everywhere, label)
 
 
 def _module_text(name: str) -> str:
