@@ -125,8 +125,11 @@ def test_an_interrupt_after_the_swap_finishes_the_reload(kernel, make_plugin, jo
     press = Interrupter(kernel)
     before = three(kernel, make_plugin, stop=phase_method(press, "stop", kind))
     press.armed = True
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as caught:
         kernel.reload("a")
+    assert str(caught.value) == (
+        "Reload of a interrupted after its swap: finished, the new versions serve."
+    )
     now = instances(kernel)
     assert all(now[n] is not before[n] for n in "abc")  # the new set serves
     assert journal.phases("stop") == ["c", "a"]  # b's own stop is the method under test
