@@ -22,6 +22,10 @@ The tree::
     ├── CheckFailed                  a lab self-check found something missing
     └── GradingError                 `helixlab grade` cannot grade (bad lab, checks, files)
 
+    KeyboardInterrupt
+    └── ReloadInterrupted            the caller pressed interrupt during a change of the
+                                     live set: rolled back (or finished after its swap); .report
+
 Messages are one sentence that quotes the subject and states the rule; detail
 (file:line, the cycle path, the choices) follows.
 """
@@ -51,6 +55,7 @@ __all__ = [
     "PluginTimeoutError",
     "RegistryError",
     "ReloadError",
+    "ReloadInterrupted",
     "UndeclaredDependencyError",
     "UpstreamError",
     "VersionConflictError",
@@ -232,6 +237,20 @@ class ReloadError(PluginError):
         report: Any = None,
     ):
         super().__init__(plugin, phase, message, cause=cause, version=version)
+        self.report = report
+
+
+class ReloadInterrupted(KeyboardInterrupt):
+    """The caller interrupted a reload (Jupyter's interrupt button), which then ended cleanly.
+
+    Still a KeyboardInterrupt (a script stops, a notebook skips the queued cells), but its
+    message says how the reload ended, in one line: ``rolled_back`` (the old versions keep
+    serving) or finished after its swap (the new ones serve). ``report`` is the ReloadReport.
+    """
+
+    def __init__(self, message: str, *, rolled_back: bool, report: Any = None):
+        super().__init__(message)
+        self.rolled_back = rolled_back
         self.report = report
 
 

@@ -123,9 +123,9 @@ class Operations:
 
     async def _reimport(self, root: Path, path: Path) -> ReloadReport:
         unit = _discovery.Unit(root.stem if root.is_file() else root.name, path, root)
-        digest = await asyncio.to_thread(unit.digest)
+        sources = await asyncio.to_thread(unit.read)
         classes = await asyncio.to_thread(_discovery.import_unit, unit)
-        prints = {cls.name: unit.fingerprint(digest, cls.name) for cls in classes}
+        prints = {cls.name: sources.fingerprint(cls) for cls in classes}
         return await self.kernel.adefine(
             classes, source=str(path), origin="file", unit=str(root), fingerprints=prints
         )

@@ -1,6 +1,7 @@
 """The plugin kernel: plugin model, registry, graph, config, events, reload, watcher."""
 
 from ._events import EventLog, PluginEvent
+from ._fingerprint import Fingerprint, Reach, reaches
 from ._graph import DependencyGraph
 from ._kernel import Kernel
 from ._lifecycle import Timeouts
@@ -29,6 +30,7 @@ __all__ = [
     "Duration",
     "EventLog",
     "FileWatcher",
+    "Fingerprint",
     "HealthStatus",
     "Kernel",
     "Lease",
@@ -43,9 +45,11 @@ __all__ = [
     "PreparedReload",
     "Probe",
     "ProviderPlugin",
+    "Reach",
     "ReloadReport",
     "Timeouts",
     "ToolPlugin",
     "parse_duration",
+    "reaches",
     "redact",
 ]

@@ -108,16 +108,22 @@ def parse_config(
             else Path()
         )
         doc.plugin_dirs = [str((base / d).resolve()) for d in doc.plugin_dirs]
-    if doc is not None and check is not None:
-        flawed = {p.plugin for p in reader.problems}
+    if doc is not None and check is not None:  # every plugin, a flawed one too: all at once
         for name, spec in doc.plugins.items():
-            if name not in flawed:
-                reader.problems.extend(check(spec))
+            seen = [p.path for p in reader.problems if p.plugin == name]
+            if "" in seen:  # the entry itself is unreadable: nothing more to say about it
+                continue
+            reader.problems.extend(p for p in check(spec) if not _covers(seen, p.path))
     if reader.problems or doc is None:
         unique = list(dict.fromkeys(reader.problems))
         unique.sort(key=lambda p: (p.line is None, p.line or 0))
         raise ConfigError(unique, source)
     return doc
+
+
+def _covers(paths: list[str], path: str) -> bool:
+    """Whether a problem at ``path`` was said already (at it, above it or below it)."""
+    return any(p == path or path.startswith(p + ".") or p.startswith(path + ".") for p in paths)
 
 
 def _read_input(data: Any, source: str | None) -> tuple[str | Mapping, str]:

@@ -26,6 +26,7 @@ from ..errors import (
 from . import _discovery, _health, _loader, _reload
 from ._config import PluginSpec
 from ._events import EventLog, PluginEvent
+from ._fingerprint import Fingerprint
 from ._graph import DependencyGraph
 from ._lifecycle import Live, Runner, Timeouts
 from ._live import Lease, LivePool
@@ -202,15 +203,15 @@ class Kernel(Operations):
         self._looked.append(f"plugins directory {Path(path).resolve()}")
         found = []
         for unit in units:
-            digest = await asyncio.to_thread(unit.digest)
-            found.append((unit, digest, await asyncio.to_thread(_discovery.import_unit, unit)))
+            sources = await asyncio.to_thread(unit.read)
+            found.append((unit, sources, await asyncio.to_thread(_discovery.import_unit, unit)))
         return await self._arun(self._locked(self._register_found(found)))
 
     discover = blocking(adiscover)
 
     async def _register_found(self, found: list) -> list[str]:
         names = []
-        for unit, digest, classes in found:
+        for unit, sources, classes in found:
             for cls in classes:
                 if cls.name not in self._registry:
                     # unit and content recorded: the file watcher then refuses a rename
@@ -220,7 +221,7 @@ class Kernel(Operations):
                         origin="file",
                         source=str(unit.path),
                         unit=str(unit.root),
-                        fingerprint=unit.fingerprint(digest, cls.name),
+                        fingerprint=sources.fingerprint(cls),
                     )
                     names.append(name)
         return names
@@ -339,7 +340,7 @@ class Kernel(Operations):
         source: str,
         origin: str = "cell",
         unit: str | None = None,
-        fingerprints: Mapping[str, str] | None = None,
+        fingerprints: Mapping[str, Fingerprint] | None = None,
     ) -> ReloadReport:
         """Bring new code in: register and load new plugins, hot reload changed ones.
 
@@ -413,7 +414,7 @@ class Kernel(Operations):
         source: str,
         origin: str = "cell",
         unit: str | None = None,
-        fingerprints: Mapping[str, str] | None = None,
+        fingerprints: Mapping[str, Fingerprint] | None = None,
         timeout: float | None = PREPARE_TIMEOUT,
     ) -> PreparedReload:
         """:meth:`define` up to its swap (see :meth:`prepare_reload`).

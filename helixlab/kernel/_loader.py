@@ -181,7 +181,7 @@ def _stopped_abandoned(kernel: Any, live: Live) -> None:
     kernel._emit(
         "stopped",
         live.name,
-        detail="an abandoned instance (it finished starting after its timeout): "
+        detail="an abandoned instance (it finished starting after its timeout or an interrupt): "
         "stopped, it never served",
         version=live.version,
     )

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import ConfigError, ConfigProblem, PluginNotFoundError, RegistryError
 from ._config import PluginSpec
+from ._fingerprint import Fingerprint
 from ._graph import DependencyGraph, Node
 from ._plugin import Plugin, check_plugin_class, parse_dependency
 from ._secrets import secret_values
@@ -33,7 +34,7 @@ class Entry:
     origin: str = "code"  # code | file | entry-point | builtin | cell
     source: str | None = None  # the file (or cell) that defined the class, for people
     unit: str | None = None  # what a new definition is matched on: a file's root, a cell's id
-    fingerprint: str | None = None  # digest of the code; a new definition reloads when it differs
+    fingerprint: Fingerprint | None = None  # the code it reaches: a change reloads it
     missing: tuple[ConfigProblem, ...] = ()  # required settings not given yet: cannot load
 
     def check_loadable(self) -> None:
@@ -213,7 +214,7 @@ class Registry:
         source: str | None = None,
         spec: PluginSpec | None = None,
         unit: str | None = None,
-        fingerprint: str | None = None,
+        fingerprint: Fingerprint | None = None,
     ) -> Registry:
         """A registry with ``plugin`` added; a name already taken is refused."""
         instance = plugin if isinstance(plugin, Plugin) else None
@@ -234,7 +235,11 @@ class Registry:
         return self.with_entry(entry)
 
     def with_class(
-        self, cls: type[Plugin], *, source: str | None = None, fingerprint: str | None = None
+        self,
+        cls: type[Plugin],
+        *,
+        source: str | None = None,
+        fingerprint: Fingerprint | None = None,
     ) -> Registry:
         """A registry where ``cls.name`` uses this new class (its config revalidated)."""
         check_plugin_class(cls)

@@ -25,7 +25,7 @@ from ..errors import (
 )
 from . import _discovery
 from ._config import PluginSpec, parse_config
-from ._discovery import fingerprint
+from ._fingerprint import Fingerprint, class_fingerprint
 from ._graph import DependencyGraph
 from ._plugin import Plugin, PluginState, check_plugin_class
 from ._registry import Registry
@@ -149,7 +149,7 @@ def define(
     source: str,
     origin: str,
     unit: str | None,
-    fingerprints: Mapping[str, str],
+    fingerprints: Mapping[str, Fingerprint],
 ) -> Transaction:
     """A change registering new classes and reloading changed ones (see ``Kernel.define``)."""
     if not classes:
@@ -171,8 +171,9 @@ def define(
                 f"Keep the name, or unregister {gone[0]!r} first. The running versions are "
                 f"unchanged.",
             )
-    prints = {cls.name: fingerprints.get(cls.name) or fingerprint(cls) for cls in classes}
+    prints = {cls.name: fingerprints.get(cls.name) or class_fingerprint(cls) for cls in classes}
     new, changed = [], []
+    reasons: dict[str, list[str]] = {}  # a changed plugin: the names whose code changed
     for cls in classes:
         if cls.name not in registry:
             new.append(cls.name)
@@ -197,6 +198,8 @@ def define(
         failed = kernel._states.get(cls.name) == PluginState.FAILED
         if entry.fingerprint != prints[cls.name] or failed:
             changed.append(cls.name)
+            if entry.fingerprint != prints[cls.name]:
+                reasons[cls.name] = prints[cls.name].changed(entry.fingerprint)
             try:
                 registry = registry.with_class(cls, source=source, fingerprint=prints[cls.name])
             except (ConfigError, RegistryError) as exc:
@@ -223,7 +226,9 @@ def define(
             await load_new(kernel, new, new, report)
 
     the_plan = plan(kernel, changed, registry=registry) if changed else None
-    return Transaction(kernel, the_plan, registry, finish)
+    txn = Transaction(kernel, the_plan, registry, finish)
+    txn.report.changes = reasons
+    return txn
 
 
 def reload(

@@ -31,6 +31,7 @@ from ._lifecycle import Job, Live, call_phase, home, widest
 from ._plugin import PluginState
 from ._registry import Entry, Registry
 from ._reports import ReloadReport
+from ._workers import Interrupt
 
 __all__ = ["PreparedReload", "Transaction"]
 
@@ -107,7 +108,7 @@ class Transaction:
                 made: dict[str, Live] = {}
                 try:
                     job = self._start_job(order[i:j], entries[i:j], made)
-                    await kernel._runner.run(job, where)
+                    await kernel._runner.run(job, where, interrupt=self._interrupt(order[i]))
                 finally:
                     for name, live in made.items():
                         if name not in self._new:  # it failed: it must not keep its deps alive
@@ -167,6 +168,23 @@ class Transaction:
             handover=True,
         )
         self.report.started.append(name)
+
+    def _interrupt(self, first: str) -> Interrupt | None:
+        """An interrupt abandons the start-aside in flight at once, as its timeout would: a
+        slow ``start`` is stopped when it returns (``Kernel._started_late``)."""
+        op = self.kernel._op
+        if op is None:
+            return None
+
+        def error(label: Any) -> Interrupted:
+            name = label[0].name if label else first
+            return Interrupted(
+                name,
+                "interrupt",
+                cause=KeyboardInterrupt("interrupted by the caller before the swap"),
+            )
+
+        return op.hurry, error
 
     def _check_interrupt(self, name: str) -> None:
         op = self.kernel._op

@@ -119,10 +119,11 @@ class FileWatcher:
             self._changed.notify_all()
 
     async def _apply(self, unit: _discovery.Unit) -> None:
-        digest = await asyncio.to_thread(unit.digest)
+        sources = await asyncio.to_thread(unit.read)
+        digest = sources.digest
         try:
             classes = await self._import(unit)
-            prints = {cls.name: unit.fingerprint(digest, cls.name) for cls in classes}
+            prints = {cls.name: sources.fingerprint(cls) for cls in classes}
             report = await self.kernel.adefine(
                 classes,
                 source=str(unit.path),

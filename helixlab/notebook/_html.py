@@ -26,7 +26,9 @@ def reload_html(report: Any) -> str:
         rows.append((i, name, version, role))
     for name in report.loaded:
         rows.append(("+", name, report.versions.get(name, ("", ""))[1], "loaded"))
-    first = html.escape(str(report).splitlines()[0])
+    changes = report.change_lines() if report.ok else []  # "TokenBucket changed: ..."
+    lines = str(report).splitlines()
+    first = "<br>".join(html.escape(line) for line in lines[: len(changes) + 1])
     color = "#c8f7c5" if report.ok else "#fa8072"
     head = f'<div style="border-left:4px solid {color};padding-left:6px"><b>{first}</b>'
     if report.error:

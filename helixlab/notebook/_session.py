@@ -18,7 +18,7 @@ from typing import Any
 
 import IPython
 
-from ..errors import HelixError
+from ..errors import HelixError, ReloadInterrupted
 from ..kernel import Kernel
 from ._quiet import foreground
 
@@ -61,7 +61,7 @@ class Session:
         self.plugin_cell_listeners: list[Callable[[], None]] = []
         shell.user_ns["helix"] = self.kernel
         shell.events.register("pre_run_cell", self._pre_run_cell)
-        shell.set_custom_exc((HelixError, SyntaxError), _show_helix_error)
+        shell.set_custom_exc((HelixError, SyntaxError, ReloadInterrupted), _show_helix_error)
 
     def _pre_run_cell(self, info: Any) -> None:
         self.cell_id = getattr(info, "cell_id", None)
@@ -132,6 +132,10 @@ def _show_helix_error(shell: Any, etype: type, value: BaseException, tb: Any, tb
     helixlab's, IPython's and the standard library's frames are dropped, and so is the
     cell frame that only calls the ``%helix`` magic (it would echo the whole cell).
     """
+    if isinstance(value, ReloadInterrupted):  # one line: how the interrupted reload ended
+        stb = shell.InteractiveTB.get_exception_only(etype, value)
+        shell._showtraceback(etype, value, stb)
+        return stb
     if not isinstance(value, HelixError):
         shell.showsyntaxerror()  # a syntax error: IPython's own display (cell, line, caret)
         return None
