@@ -32,7 +32,7 @@ LEVELS = ("debug", "info", "warning", "error")
 #: Short, so that a plugin that hangs fails its check quickly instead of blocking the cell.
 TIMEOUTS = Timeouts(init=5, start=5, stop=5, health=2, export_state=5, import_state=5, drain=5)
 
-check = lab("lab1", "a logging plugin with validated configuration")
+check = lab("lab1", "a logging plugin with validated configuration", plugins=(NAME,))
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ NAMES = (STORE, SERVICE, API)
 #: Short, so that a plugin that hangs fails its check quickly instead of blocking the cell.
 TIMEOUTS = Timeouts(init=5, start=5, stop=5, health=2, export_state=5, import_state=5, drain=5)
 
-check = lab("lab4", "hot reload with dependencies")
+check = lab("lab4", "hot reload with dependencies", plugins=NAMES)
 
 
 def _classes(probe: Probe) -> list[type[Plugin]]:
