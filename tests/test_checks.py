@@ -98,7 +98,7 @@ LAB1 = [
     "my-logger is registered and active in helix",
     "its config accepts level: warning and format: json",
     "a bad level is refused by helix.configure(...) with ConfigError; the old config stays",
-    "at level info, debug is dropped and info, warning and error are recorded",
+    "with the default config, debug is dropped and info, warning and error are recorded",
     "format json records one parseable JSON object per message, with level and message",
     "my-logger is healthy",
 ]
@@ -172,7 +172,7 @@ def test_lab1_with_fields_but_no_log_points_at_log(helix):
     loaded(helix, HalfLogger)
     hints = failing(run_check("lab1", helix, {}))
     assert set(hints) == {LAB1[3], LAB1[4]}
-    assert "at level info, and none of them was recorded;" in hints[LAB1[3]]
+    assert "with the default config (level info), and none of them was recorded;" in hints[LAB1[3]]
     assert "step 3" in hints[LAB1[3]] and "one(s)" not in hints[LAB1[3]]
     assert "with format json, and no line was recorded." in hints[LAB1[4]]
 
