@@ -215,7 +215,7 @@ def test_lab1_failed_plugin_shows_its_error(helix):
     hints = failing(run_check("lab1", helix, {}))
     assert "my-logger is failed (start: RuntimeError: no disk)" in hints[LAB1[0]]
     assert "did not start: " in hints[LAB1[1]]
-    assert "UNHEALTHY" in hints[LAB1[5]]
+    assert "unhealthy" in hints[LAB1[5]]
 
 
 def test_lab1_unhealthy_plugin(helix):
@@ -226,7 +226,7 @@ def test_lab1_unhealthy_plugin(helix):
     loaded(helix, Sick)
     hints = failing(run_check("lab1", helix, {}))
     assert hints == {
-        LAB1[5]: "my-logger reports my-logger: UNHEALTHY (disk full); look at health_check()."
+        LAB1[5]: "my-logger reports my-logger: unhealthy (disk full); look at health_check()."
     }
 
 

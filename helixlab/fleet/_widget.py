@@ -75,6 +75,10 @@ def chart_svg(
     return "".join(parts)
 
 
+#: A worker's id, host and numbers stay on one line (a narrow cell wrapped the id mid-name).
+_NOWRAP = ' style="white-space:nowrap"'
+
+
 def table_html(status: dict[str, Any], rates: dict[str, tuple[float, float]]) -> str:
     """The fleet table: one row per worker, as ``helixlab fleet status`` shows it."""
     head = (
@@ -95,8 +99,9 @@ def table_html(status: dict[str, Any], rates: dict[str, tuple[float, float]]) ->
             worker.get("errors") or 0,
             worker.get("last_error") or "-",
         )
-        rows.append("".join(f"<td>{html.escape(str(c))}</td>" for c in cells))
-    header = "".join(f"<th>{c}</th>" for c in columns)
+        rows.append("".join(f"<td{_NOWRAP}>{html.escape(str(c))}</td>" for c in cells[:-1]))
+        rows[-1] += f"<td>{html.escape(str(cells[-1]))}</td>"  # the last error may wrap
+    header = "".join(f"<th{_NOWRAP}>{c}</th>" for c in columns)
     body = "".join(f"<tr>{row}</tr>" for row in rows)
     return f"<div>{head}</div><table><tr>{header}</tr>{body}</table>"
 

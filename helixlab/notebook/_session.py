@@ -19,7 +19,7 @@ from typing import Any
 
 import IPython
 
-from ..errors import HelixError
+from ..errors import HelixError, PluginNotFoundError
 from ..kernel import Kernel
 from ._quiet import foreground
 
@@ -213,6 +213,15 @@ def _show_helix_error(shell: Any, etype: type, value: BaseException, tb: Any, tb
     if not isinstance(value, HelixError):
         shell.showsyntaxerror()  # a syntax error: IPython's own display (cell, line, caret)
         return None
+    if isinstance(value, PluginNotFoundError) and len(learner_frames(value, tb)) <= 1:
+        # a cell that uses a plugin before the cell defining it ran (after a restart, say):
+        # one line, saying what to run, not a traceback through the cell
+        stb = [
+            f"{etype.__name__}: {value} If a `%%helix plugin` cell defines {value.name!r}, "
+            f"run that cell first."
+        ]
+        shell._showtraceback(etype, value, stb)
+        return stb
     trimmed = None
     for frame in reversed(learner_frames(value, tb)):
         trimmed = types.TracebackType(trimmed, frame.tb_frame, frame.tb_lasti, frame.tb_lineno)
