@@ -117,10 +117,7 @@ class HealthTable(_Display, dict):
         return "\n".join(str(status) for status in self.values())
 
     def _html(self) -> str:
-        rows = [
-            (s.plugin, health_badge(s.healthy), s.detail or "")
-            for s in self.values()
-        ]
+        rows = [(s.plugin, health_badge(s.healthy), s.detail or "") for s in self.values()]
         return table_html(("plugin", "health", "detail"), rows)
 
 
