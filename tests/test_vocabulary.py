@@ -68,7 +68,8 @@ def test_the_fleet_table_keeps_a_worker_on_one_line():
         {"id": "worker-7f3a9c-host-long", "host": "h", "pid": 1, "generation": 3, "state": "ok"}
     )
     html = fleet_table(status, {})
-    assert '<td style="white-space:nowrap">worker-7f3a9c-host-long</td>' in html
+    assert '<table class="helix-fleet">' in html and "<td>worker-7f3a9c-host-long</td>" in html
+    assert ".helix-fleet th, .helix-fleet td { white-space: nowrap;" in html
 
 
 @pytest.mark.parametrize("path", LABS, ids=lambda p: f"{p.parent.name}/{p.stem}")

@@ -75,8 +75,12 @@ def chart_svg(
     return "".join(parts)
 
 
-#: A worker's id, host and numbers stay on one line (a narrow cell wrapped the id mid-name).
-_NOWRAP = ' style="white-space:nowrap"'
+#: A worker's id, host and numbers stay on one line (a narrow cell wrapped the id mid-name);
+#: only the last error may wrap.
+_STYLE = (
+    "<style>.helix-fleet th, .helix-fleet td { white-space: nowrap; padding: 0 8px; }"
+    " .helix-fleet td:last-child { white-space: normal; }</style>"
+)
 
 
 def table_html(status: dict[str, Any], rates: dict[str, tuple[float, float]]) -> str:
@@ -99,11 +103,10 @@ def table_html(status: dict[str, Any], rates: dict[str, tuple[float, float]]) ->
             worker.get("errors") or 0,
             worker.get("last_error") or "-",
         )
-        rows.append("".join(f"<td{_NOWRAP}>{html.escape(str(c))}</td>" for c in cells[:-1]))
-        rows[-1] += f"<td>{html.escape(str(cells[-1]))}</td>"  # the last error may wrap
-    header = "".join(f"<th{_NOWRAP}>{c}</th>" for c in columns)
+        rows.append("".join(f"<td>{html.escape(str(c))}</td>" for c in cells))
+    header = "".join(f"<th>{c}</th>" for c in columns)
     body = "".join(f"<tr>{row}</tr>" for row in rows)
-    return f"<div>{head}</div><table><tr>{header}</tr>{body}</table>"
+    return f'<div>{head}</div>{_STYLE}<table class="helix-fleet"><tr>{header}</tr>{body}</table>'
 
 
 class FleetView(w.VBox):
