@@ -12,7 +12,7 @@ LAB_PORT ?= 8888
 ## in view (another port: make lab LAB_PORT=8890)
 LANDING := notebooks/00_start_here.ipynb
 lab:
-	@tools/setup.sh
+	@tools/setup.sh --lab
 	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/$(LANDING) \
 		--ip=127.0.0.1 --port=$(LAB_PORT) $(ROOT_FLAG)
 

@@ -157,8 +157,9 @@ def _restore(labs: dict[str, Any], before: Mapping[str, int]) -> None:
 
 
 #: What ``%helix check`` hands ``run_check`` from the session besides kernel and namespace,
-#: when the session keeps it (refused definitions, the cells that defined each plugin).
-SESSION_EXTRAS = ("refused", "definitions")
+#: when the session keeps it (refused definitions, the cells that defined each plugin, the
+#: plugins whose cell's latest run failed).
+SESSION_EXTRAS = ("refused", "definitions", "failed")
 
 
 def _probe_parts() -> tuple[Any, Mapping[str, Any], dict[str, Any]]:
