@@ -32,7 +32,16 @@ from pathlib import Path
 
 from ..errors import GradingError
 
-__all__ = ["MARK", "MODES", "Cover", "Isolation", "KernelPlace", "bwrap_problem", "prepare"]
+__all__ = [
+    "MARK",
+    "MODES",
+    "Cover",
+    "Isolation",
+    "KernelPlace",
+    "bwrap_problem",
+    "choose",
+    "prepare",
+]
 
 MODES = ("auto", "on", "off")
 #: The environment variable that marks every process a grading kernel started.
@@ -151,6 +160,9 @@ class Isolation:
             decoy.mkdir(parents=True)
             for name in cover.names:
                 (decoy / name).write_text("" if cover.writable else "# hidden while grading\n")
+            for path in (*self.readable, work, ipc, private):  # mount points, made beforehand
+                if cover.folder in path.parents:
+                    (decoy / path.relative_to(cover.folder)).mkdir(parents=True, exist_ok=True)
             decoys.append((decoy, cover))
             inside = any(path in cover.folder.parents for path in self.readable)
             bind = ["--bind" if cover.writable else "--ro-bind", str(decoy), str(cover.folder)]
@@ -182,6 +194,23 @@ def _bytecode(env: Mapping[str, str], cache: Path) -> tuple[dict[str, bytes], di
     return found, json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def choose(mode: str) -> tuple[bool, str]:
+    """Whether ``--sandbox mode`` runs kernels under bwrap here, and the report's words for it.
+
+    ``on`` where bubblewrap cannot run is a GradingError naming why; ``auto`` says why not.
+    """
+    if mode not in MODES:
+        raise GradingError(f"--sandbox {mode!r} is not one of {', '.join(MODES)}.")
+    problem = bwrap_problem() if mode != "off" else None
+    if mode == "on" and problem:
+        raise GradingError(f"--sandbox on: {problem}.")
+    if mode != "off" and problem is None:
+        return True, "bwrap (read-only system and helixlab, no network, own PIDs, private files)"
+    if mode == "off":
+        return False, "none (--sandbox off): kernels run with your permissions"
+    return False, f"none ({problem}): kernels run with your permissions"
+
+
 _WARMED: dict[str, tuple[dict[str, bytes], dict]] = {}
 
 
@@ -204,18 +233,7 @@ def prepare(mode: str, covered: Iterable[Cover], scratch: Path) -> Isolation:
     ``on`` where bubblewrap cannot run is a GradingError naming why; ``auto`` then says so
     in the report and runs without it.
     """
-    if mode not in MODES:
-        raise GradingError(f"--sandbox {mode!r} is not one of {', '.join(MODES)}.")
-    problem = bwrap_problem() if mode != "off" else None
-    if mode == "on" and problem:
-        raise GradingError(f"--sandbox on: {problem}.")
-    sandbox = mode != "off" and problem is None
-    if sandbox:
-        why = "bwrap (read-only system and helixlab, no network, own PIDs, private files)"
-    elif mode == "off":
-        why = "none (--sandbox off): kernels run with your permissions"
-    else:
-        why = f"none ({problem}): kernels run with your permissions"
+    sandbox, why = choose(mode)
     bytecode, paths = _warm(scratch)
     import helixlab
 

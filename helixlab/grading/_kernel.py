@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import secrets
 import signal
 import threading
@@ -22,6 +23,8 @@ from typing import Any
 
 import nbformat
 import psutil
+import zmq
+import zmq.asyncio
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
@@ -47,9 +50,15 @@ class Stuck(Exception):
     """The kernel stayed busy after an interrupt."""
 
 
+#: What a live session says after a failed cell; a grading kernel serves nothing before it.
+_LIVE = re.compile(
+    r"[;.,]?\s*(nothing was changed, )?the (running|old) versions keep serving\.?", re.IGNORECASE
+)
+
+
 def _one_line(ename: str, evalue: Any) -> str:
     value = str(evalue or "").strip().splitlines()
-    first = value[0][:300] if value else ""
+    first = _LIVE.sub("", value[0][:300]) if value else ""
     return f"{ename}: {first}" if first else ename
 
 
@@ -84,13 +93,30 @@ class Ran:
         return found
 
 
+#: Per socket of the grader's client: the largest message a kernel may send (a bigger one
+#: drops the connection: the cell then times out) and how many may wait to be read. Output
+#: past the caps is dropped in the kernel (``_inkernel.cap_output``); these bound what a
+#: kernel that removed that cap can make the grader hold.
+MAX_MESSAGE = 16 * 1024 * 1024
+QUEUED = 64
+
+
 class _Manager(AsyncKernelManager):
-    """A kernel manager whose kernel command starts with ``prefix`` (the sandbox)."""
+    """A kernel manager whose kernel command starts with ``prefix`` (the sandbox), and whose
+    clients read through sockets with bounded messages and queues."""
 
     prefix: tuple[str, ...] = ()
+    contexts: list[zmq.asyncio.Context]
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         return [*self.prefix, *super().format_kernel_cmd(extra_arguments)]
+
+    def client(self, **kwargs: Any) -> Any:
+        context = zmq.asyncio.Context()
+        context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
+        context.setsockopt(zmq.RCVHWM, QUEUED)
+        self.contexts.append(context)
+        return super().client(context=context, **kwargs)
 
 
 class _Client(NotebookClient):
@@ -103,11 +129,13 @@ class _Client(NotebookClient):
 
     def setup(self, place: KernelPlace, cell_cap: int, total_cap: int) -> None:
         self._place, self._cell_cap, self._left = place, cell_cap, total_cap
+        self.contexts: list[zmq.asyncio.Context] = []
 
     def create_kernel_manager(self) -> Any:
         place = self._place
         manager = _Manager(kernel_name=self.kernel_name, config=self.config)
         manager.prefix = place.prefix
+        manager.contexts = self.contexts
         if place.prefix:  # in the sandbox: IPC sockets in a bound folder; no group signals
             manager.transport = "ipc"
             manager.ip = str(place.ipc / "k")
@@ -199,6 +227,9 @@ class GradingKernel:
             killed += [p.pid for p in psutil.process_iter() if _in_group(p, self.pgid)]
             with contextlib.suppress(OSError):
                 os.killpg(self.pgid, signal.SIGKILL)
+        for context in self.client.contexts:  # the client's sockets are closed by now
+            context.destroy(linger=0)
+        self.client.contexts.clear()
         mark = self.place.env.get(MARK)
         for process in psutil.process_iter():
             with contextlib.suppress(psutil.Error):

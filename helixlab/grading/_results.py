@@ -77,10 +77,16 @@ class Grade:
             f"{self.submission}: {self.passed}/{self.total} ({self.status}, {self.seconds:.1f} s)"
         )
         lines = [head]
+        shown: dict[str, str] = {}
         for check in self.checks:
             mark = "✓" if check.passed else "✗"
             lines.append(f"  {mark} {check.column}")
-            if not check.passed and check.hint:
+            if check.passed or not check.hint:
+                continue
+            if check.hint in shown:  # one cause, told once
+                lines.append(f"      hint: the same cause as “{shown[check.hint]}” above")
+            else:
+                shown[check.hint] = check.column
                 lines.append(f"      hint: {check.hint}")
         lines.extend(f"  error: {error}" for error in self.errors)
         lines.extend(f"  flagged: {flag}" for flag in self.flags)

@@ -12,6 +12,7 @@ its checks are failed, whatever they reported.
 from __future__ import annotations
 
 import atexit
+import os
 import re
 import secrets
 import shutil
@@ -93,7 +94,9 @@ class _Grading:
                 self.checks[index] = CheckGrade(description, False, hint, hidden)
 
     async def before(self) -> bool:
-        ran, bundle = await self.kernel.grader_cell("before_notebook", self.limits.startup)
+        ran, bundle = await self.kernel.grader_cell(
+            "before_notebook", self.limits.startup, self.limits.cell_output, self.limits.output
+        )
         if bundle is None:
             self.status = Status.FAILED
             why = ran.error() or ("timed out" if ran.timed_out else "no result")
@@ -139,8 +142,8 @@ class _Grading:
     def truncated(self, number: int, ran: Ran) -> None:
         if ran.truncated:
             self.notes.append(
-                f"cell {number}: output truncated ({ran.truncated:,} characters not kept; the "
-                f"grader keeps {self.limits.cell_output:,} a cell, {self.limits.output:,} in all)"
+                f"cell {number}: output truncated (the grader keeps "
+                f"{self.limits.cell_output:,} characters a cell, {self.limits.output:,} in all)"
             )
 
     def died(self, where: str) -> None:
@@ -366,6 +369,7 @@ async def grade_submission(
         if grading.status == Status.CRASHED:
             grading.errors.extend(_last_words(Path(tmp) / "kernel.log"))
     checks = [check for check in grading.checks if check is not None]
-    return Grade(label, grading.status, checks, grading.errors,
+    errors = [error.replace(f"{place.work}{os.sep}", "") for error in grading.errors]
+    return Grade(label, grading.status, checks, errors,
                  round(time.monotonic() - started, 2), flags, grading.notes,
                  isolation.label)  # fmt: skip
