@@ -160,7 +160,8 @@ class Isolation:
             decoy.mkdir(parents=True)
             for name in cover.names:
                 (decoy / name).write_text("" if cover.writable else "# hidden while grading\n")
-            for path in (*self.readable, work, ipc, private):  # mount points, made beforehand
+            inside = [other.folder for other in self.covered]
+            for path in (*self.readable, *inside, work, ipc, private):  # mount points, made now
                 if cover.folder in path.parents:
                     (decoy / path.relative_to(cover.folder)).mkdir(parents=True, exist_ok=True)
             decoys.append((decoy, cover))

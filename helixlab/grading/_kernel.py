@@ -222,21 +222,27 @@ class GradingKernel:
         then any process carrying this kernel's mark in its environment (a child that left
         the group). In the sandbox the PID namespace ends with the kernel as well.
         """
-        killed: list[int] = []
-        if self.pgid and self.pgid != os.getpgid(0):
-            killed += [p.pid for p in psutil.process_iter() if _in_group(p, self.pgid)]
-            with contextlib.suppress(OSError):
-                os.killpg(self.pgid, signal.SIGKILL)
         for context in self.client.contexts:  # the client's sockets are closed by now
             context.destroy(linger=0)
         self.client.contexts.clear()
         mark = self.place.env.get(MARK)
+        group = self.pgid if self.pgid and self.pgid != os.getpgid(0) else None
+        found = []
         for process in psutil.process_iter():
             with contextlib.suppress(psutil.Error):
-                if _running(process) and process.environ().get(MARK) == mark:
-                    process.kill()
-                    killed.append(process.pid)
-        return sorted(set(killed) - {self.pid})
+                if (group and _in_group(process, group)) or (
+                    _running(process) and process.environ().get(MARK) == mark
+                ):
+                    found.append(process)
+        # a kernel shut down was killed with its group just now: give those a moment to go
+        _, left = psutil.wait_procs(found, timeout=1) if found else ([], [])
+        if group:
+            with contextlib.suppress(OSError):
+                os.killpg(group, signal.SIGKILL)
+        for process in left:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        return sorted(process.pid for process in left)
 
     def _executed(self, cell: Any, cell_index: int, execute_reply: Mapping[str, Any]) -> None:
         self.replies[cell_index] = execute_reply

@@ -366,7 +366,7 @@ async def grade_submission(
             grading.notes.append(
                 f"stopped {len(left)} process(es) the kernel had started and left running"
             )
-        if grading.status == Status.CRASHED:
+        if grading.status in (Status.CRASHED, Status.FAILED):  # died, or never started
             grading.errors.extend(_last_words(Path(tmp) / "kernel.log"))
     checks = [check for check in grading.checks if check is not None]
     errors = [error.replace(f"{place.work}{os.sep}", "") for error in grading.errors]
