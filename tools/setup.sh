@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Install what helixlab needs, idempotently: the graphviz `dot` binary, redis-server (and, with
-# --browser, Debian's Chromium for the browser test) from apt when missing and we are
-# root, then a local .venv with helixlab and its test extras. Used by `make lab` and
-# `make test`; safe to run again (it only does what is missing).
+# Install what helixlab needs, idempotently: the graphviz `dot` binary, redis-server,
+# bubblewrap (and, with --browser, Debian's Chromium for the browser test) from apt when
+# missing and we are root, then a local .venv with helixlab and its test extras. Used by
+# `make lab` and `make test`; safe to run again (it only does what is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +33,8 @@ missing=()
 command -v dot >/dev/null || missing+=(graphviz)
 # a fleet (serve --workers N) starts a private redis-server when no --redis is given
 command -v redis-server >/dev/null || [[ -x /usr/bin/redis-server ]] || missing+=(redis-server)
+# `helixlab grade --sandbox auto|on` runs each submission's kernel under bubblewrap
+command -v bwrap >/dev/null || missing+=(bubblewrap)
 if (( browser )) && [[ ! -x /usr/bin/chromium ]]; then
     missing+=(chromium)
 fi
@@ -44,8 +46,9 @@ if (( ${#missing[@]} )); then
         if (( lab )); then
             say "until then graph views fall back to text and 'helixlab serve --workers N' needs --redis URL."
         else
-            say "until then graph views fall back to text, the browser test is skipped and"
-            say "'helixlab serve --workers N' needs --redis URL (the fleet tests are skipped)."
+            say "until then graph views fall back to text, the browser test is skipped,"
+            say "'helixlab serve --workers N' needs --redis URL (the fleet tests are skipped) and"
+            say "'helixlab grade' runs submissions without a sandbox (--sandbox on refuses to start)."
         fi
     fi
 fi
