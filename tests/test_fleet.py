@@ -425,7 +425,9 @@ def test_fleet_status_and_reload_from_the_command_line(config, redis_server):
         lines = status.stdout.splitlines()
         assert lines[0].startswith("fleet 'helixlab': generation 2 (")
         assert lines[0].endswith("2 worker(s)")
-        assert lines[1].split() == ["WORKER", "HOST", "PID", "GEN", "STATE", "UP", "LAST", "ERROR"]
+        assert lines[1].split() == [
+            "WORKER", "HOST", "PID", "GEN", "STATE", "DIGEST", "UP", "LAST", "ERROR",
+        ]  # fmt: skip
         for pid, line in zip(sorted(sup.pids()), sorted(lines[2:]), strict=True):
             assert line.split()[2:5] == [str(pid), "2", "serving"]
         failed = cli("reload", "no-such-plugin")
@@ -609,7 +611,7 @@ def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(
         kept = [n for n in range(1, committed + 1) if r.exists(keys.generation(n))]
         assert kept == list(range(committed - KEEP_GENERATIONS + 1, committed + 1))
         # older records expire by age (ids are never reused), the kept ones do not
-        assert 0 < r.ttl(keys.votes(2)) and 0 < r.ttl(keys.decision(2))
+        assert r.ttl(keys.votes(2)) > 0 and r.ttl(keys.decision(2)) > 0
         assert r.ttl(keys.decision(committed)) == -1
         # committed elsewhere while this worker was away, with the steps between forgotten
         base = Generation.from_hash(r.hgetall(keys.generation(committed)))
