@@ -98,8 +98,10 @@ class Supervisor:
         from ._signing import KEY_FILE_VARIABLE, KEY_VARIABLE, fleet_key, make_key_file
 
         self.key_file: Path | None = None
-        if fleet_key() is None:
+        self._fleet_key = fleet_key()
+        if self._fleet_key is None:
             self.key_file = make_key_file()
+            self._fleet_key = self.key_file.read_bytes().strip()
             self._key_env = {KEY_FILE_VARIABLE: str(self.key_file)}
         else:
             names = (KEY_VARIABLE, KEY_FILE_VARIABLE)
@@ -336,7 +338,9 @@ class Supervisor:
     async def _propose(self, propose: Any, action: dict, **content: Any) -> Any:
         r = client(self.redis_url)
         try:
-            return await propose(r, self.keys, action, source=self.config, **content)
+            return await propose(
+                r, self.keys, action, source=self.config, key=self._fleet_key, **content
+            )
         finally:
             await r.aclose()
 
