@@ -18,10 +18,12 @@ the checker asserts, within the convergence bound:
 4. clients (chat requests on fresh connections, throughout) see no failed request except
    one in flight while a worker was killed.
 
-``HELIX_CHAOS_SEED`` replays a run (the schedule is a function of it, faults and timings
-included); ``HELIX_CHAOS_SCHEDULES`` sets how many (``make chaos``: 200). Not covered:
-kill -9 of the supervisor (its workers stop with it, by design: there is nothing left
-to check), and a Redis that loses acknowledged writes (see docs/architecture.md).
+The fleet is ``helixlab serve CONFIG --workers 3 --redis URL`` as a user runs it; a kill
+-9 of that supervisor (its workers stop with it) is followed by a new one on the same
+port, whose workers must join on the committed generation. ``HELIX_CHAOS_SEED`` replays
+a run (the schedule is a function of it, faults and timings included);
+``HELIX_CHAOS_SCHEDULES`` sets how many (``make chaos``: 200). Not covered: a Redis that
+loses acknowledged writes (a failover; see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import os
 import random
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -38,11 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import hypothesis  # noqa: F401  (imported now: its pytest plugin's late import raced threads)
 import pytest
 import yaml
 
 from helixlab.errors import FleetError
-from helixlab.fleet import Keys, PrivateRedis, Supervisor, propose
+from helixlab.fleet import Keys, PrivateRedis, propose
 from helixlab.fleet import _redis as fleet_redis
 from helixlab.fleet._cli import fleet_status
 from helixlab.fleet._redis import client
@@ -145,7 +149,7 @@ class History:
     """What happened, with times: proposals (mark -> generation id), kills, observations."""
 
     marks: dict[str, int | None] = field(default_factory=lambda: {"m0": None})
-    kills: list[float] = field(default_factory=list)
+    kills: list[tuple[float, float]] = field(default_factory=list)  # (from, to)
     failures: list[tuple[float, float, str]] = field(default_factory=list)
     served: list[tuple[float, str, str]] = field(default_factory=list)  # (t, worker, mark)
     requests: int = 0
@@ -225,19 +229,42 @@ class Chaos:
         plugins.mkdir()
         (plugins / "flaky.py").write_text(FLAKY)
         (tmp / "plugins.yaml").write_text(CONFIG)
-        self.sup = Supervisor(
-            str(tmp / "plugins.yaml"),
-            WORKERS,
-            redis=f"redis://127.0.0.1:{self.proxy.port}",
-            plugins=str(plugins),
-            watch=False,
-            log=tmp / "workers.log",
-        )
-        self.sup.start(timeout=120)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [
+            sys.executable, "-m", "helixlab", "serve", str(tmp / "plugins.yaml"),
+            "--workers", str(WORKERS), "--port", str(self.port),
+            "--redis", f"redis://127.0.0.1:{self.proxy.port}", "--plugins", str(plugins),
+        ]  # fmt: skip
+        self.log_path = tmp / "serve.log"
+        self.log = open(self.log_path, "a")  # noqa: SIM115
+        self.supervisor: subprocess.Popen | None = None
+        self.start_supervisor()
         self.history = History()
-        self.clients = Clients(self.sup.url, self.history)
+        self.clients = Clients(self.url, self.history)
         self.n = 0
-        self.log_path = tmp / "workers.log"
+
+    def start_supervisor(self, patience: float = 120.0) -> None:
+        """``helixlab serve --workers 3``; retried while the old workers still hold the
+        port (they stop once they see their supervisor gone) or Redis restarts."""
+        deadline = time.monotonic() + patience
+        while True:
+            process = subprocess.Popen(
+                self.command, stdout=subprocess.PIPE, stderr=self.log, text=True
+            )
+            url = process.stdout.readline().strip()  # printed once every worker serves
+            if url:
+                self.supervisor = process
+                return
+            process.wait(30)
+            assert time.monotonic() < deadline, f"serve did not start (see {self.log_path})"
+            time.sleep(0.5)  # the port is still held by the old workers
+
+    def worker_pids(self) -> list[int]:
+        workers = sorted(_status(self.direct)["workers"], key=lambda w: w["slot"])
+        return [w["pid"] for w in workers]
 
     def say(self, text: str) -> None:
         print(f"chaos seed {self.seed}: {text}", file=sys.stderr, flush=True)
@@ -258,7 +285,11 @@ class Chaos:
                 "delay": rng.choice([0, 0, 0.2, 1.0, 2.0]),
             }
             action = {"kind": "configure", "plugin": "flaky", "values": values}
-        fault = rng.choice(["sigstop", "sigstop", "kill", "redis", "pause", "pause", "none"])
+        fault = rng.choice(
+            ["sigstop", "sigstop", "kill", "redis", "pause", "pause", "none", "kill-supervisor"]
+            if rng.random() < 0.9
+            else ["kill-supervisor"]
+        )
         at = rng.uniform(0, 1.2)  # into the proposal: often inside prepare
         length = rng.uniform(0.3, 6.0)
         victim = rng.randrange(WORKERS)
@@ -294,15 +325,22 @@ class Chaos:
         self.check(index)
 
     def inject(self, fault: str, victim: int, length: float) -> None:
-        pids = self.sup.pids()
-        pid = pids[victim % len(pids)]
-        if fault == "sigstop":
+        pids = self.worker_pids() if fault in ("sigstop", "kill") else [0]
+        pid = pids[victim % len(pids)] if pids else 0
+        if fault == "sigstop" and pid:
             os.kill(pid, signal.SIGSTOP)
             time.sleep(length)
             os.kill(pid, signal.SIGCONT)
-        elif fault == "kill":
-            self.history.kills.append(time.monotonic())
+        elif fault == "kill" and pid:
+            now = time.monotonic()
+            self.history.kills.append((now, now))
             os.kill(pid, signal.SIGKILL)
+        elif fault == "kill-supervisor":
+            start = time.monotonic()
+            self.supervisor.kill()  # its workers stop by themselves: none is left
+            self.supervisor.wait(10)
+            self.start_supervisor()
+            self.history.kills.append((start, time.monotonic()))
         elif fault == "redis":
             self.redis.stop()
             time.sleep(min(length, 3.0))
@@ -336,7 +374,7 @@ class Chaos:
             seen: dict[str, str] = {}
             for _ in range(200):
                 with httpx.Client(timeout=60) as c:
-                    answer = c.get(self.sup.url + "/v1/plugins")
+                    answer = c.get(self.url + "/v1/plugins")
                 rows = {row["name"]: row for row in answer.json()["data"]}
                 seen[answer.headers["x-helixlab-worker"]] = rows["flaky"]["config"].get("mark")
                 if len(seen) == WORKERS:
@@ -357,14 +395,22 @@ class Chaos:
                 )
             # (4) no failed request but one in flight while a worker was killed
             for start, end, error in self.history.failures:
-                killed = any(start - 0.5 <= k <= end + 0.5 for k in self.history.kills)
+                killed = any(k0 - 0.5 <= end and start <= k1 + 0.5 for k0, k1 in self.history.kills)
                 assert killed, f"{where}: a request failed with no worker killed: {error}"
         finally:
             r.close()
 
     def close(self) -> None:
         self.clients.close()
-        self.sup.stop()
+        if self.supervisor is not None:
+            self.supervisor.send_signal(signal.SIGTERM)
+            try:
+                self.supervisor.wait(60)
+            except subprocess.TimeoutExpired:
+                self.supervisor.kill()
+                self.supervisor.wait()
+            self.supervisor.stdout.close()
+        self.log.close()
         self.proxy.close()
         self.redis.close()
 
