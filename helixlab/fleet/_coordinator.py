@@ -364,7 +364,7 @@ async def _collect_votes(r, keys, cursor, gen, quorum, report, timeout) -> str:
             last_check = time.monotonic()
             for worker in quorum:
                 if worker not in report.votes and not await r.exists(keys.worker(worker)):
-                    report.votes[worker] = _gone("its heartbeat expired")
+                    report.votes[worker] = _gone("its heartbeat ended (it died, or was paused)")
                     return cursor
         if time.monotonic() > deadline:
             break

@@ -372,8 +372,12 @@ class Worker:
             if not stored or await self.r.get(self.keys.decision(number)):
                 return  # gone, or decided already (without this worker)
             gen = Generation.from_hash(stored)
-            if gen.parent != self.generation:
-                return  # proposed on another generation: converging is the heartbeat's job
+            if gen.parent > self.generation:  # a commit made without this worker: catch up
+                await self._converge_locked()
+            if gen.parent != self.generation:  # say so now, rather than let it time out
+                why = f"this worker serves generation {self.generation}, not {gen.parent}"
+                await self._send_vote(number, Vote(False, None, "prepare", why))
+                return
             await self._prepare(gen)
 
     async def _prepare(self, gen: Generation) -> None:
