@@ -165,9 +165,21 @@ async def lock(r: Any, keys: Keys, owner: str, timeout: float) -> None:
         delay = min(delay * 2, 0.1)
 
 
-async def unlock(r: Any, keys: Keys, owner: str) -> None:
-    """Release the lock if ``owner`` (the exact token) holds it."""
-    await r.eval(UNLOCK, 1, keys.lock, owner)
+async def unlock(r: Any, keys: Keys, owner: str, patience: float = 0.0) -> None:
+    """Release the lock if ``owner`` (the exact token) holds it; retried for ``patience``
+    seconds while Redis is unreachable (a restart), so that a blip does not leave the
+    fleet locked for the lock's whole TTL."""
+    deadline = time.monotonic() + patience
+    delay = 0.05
+    while True:
+        try:
+            await r.eval(UNLOCK, 1, keys.lock, owner)
+            return
+        except Exception as exc:
+            if time.monotonic() > deadline or not exc.__class__.__module__.startswith("redis"):
+                raise
+            await asyncio.sleep(delay)  # reconnect backoff
+            delay = min(delay * 2, 1.0)
 
 
 def _failure_message(report: FleetReport) -> tuple[str, str | None, str | None, str | None]:
@@ -214,8 +226,8 @@ async def propose(
             r, keys, action, config, source, sources, owner, timeout, wait_swapped, key
         )
     finally:
-        with contextlib.suppress(Exception):  # Redis gone: the lock expires by itself
-            await unlock(r, keys, owner)
+        with contextlib.suppress(Exception):  # Redis gone for good: the lock expires by itself
+            await unlock(r, keys, owner, patience=10.0)
 
 
 async def committed_generation(r: Any, keys: Keys, patience: float = 0.0) -> Generation:
@@ -352,7 +364,7 @@ async def _wait_log(r: Any, keys: Keys, cursor: str, until: float) -> str:
 
 async def _collect_votes(r, keys, cursor, gen, quorum, report, timeout) -> str:
     deadline = time.monotonic() + timeout
-    last_check = 0.0
+    last_check = time.monotonic()  # the quorum was alive a moment ago
     while True:
         for worker, raw in (await r.hgetall(keys.votes(gen))).items():
             report.votes[worker] = json.loads(raw)

@@ -33,7 +33,7 @@ from typing import Any
 
 from ..errors import FleetError, HelixError, describe
 from ._apply import Vote, prepare, vote_for
-from ._coordinator import decide, lock, log, next_id, unlock
+from ._coordinator import LOG_LENGTH, decide, lock, next_id, unlock
 from ._generation import Generation, read_sources, write_sources
 from ._operations import FleetOperations
 from ._redis import Keys, client
@@ -309,8 +309,8 @@ class Worker:
             self._serving(gen)
             await self.beat(new=True)
         finally:
-            with contextlib.suppress(Exception):  # Redis gone: the lock expires by itself
-                await unlock(self.r, self.keys, owner)
+            with contextlib.suppress(Exception):  # Redis gone for good: the lock expires
+                await unlock(self.r, self.keys, owner, patience=10.0)
         _say(f"serving generation {gen.number} ({gen.digest}) as {self.id}")
 
     def _serving(self, gen: Generation) -> None:
@@ -471,14 +471,22 @@ class Worker:
 
     async def _send_vote(self, number: int, vote: Vote) -> None:
         payload = json.dumps({**vote.to_dict(), "gen": number})
-        await self._retry(self.r.hset, self.keys.votes(number), self.id, payload)
-        await self._retry(
-            log, self.r, self.keys, {"type": "vote", "gen": number, "worker": self.id}
-        )
+        message = {"type": "vote", "gen": number, "worker": self.id}
+        await self._retry(self._record, self.keys.votes(number), payload, message)
 
     async def _announce_swap(self, number: int, at: float) -> None:
-        await self.r.hset(self.keys.swapped(number), self.id, repr(at))
-        await log(self.r, self.keys, {"type": "swapped", "gen": number, "worker": self.id})
+        message = {"type": "swapped", "gen": number, "worker": self.id}
+        await self._record(self.keys.swapped(number), repr(at), message)
+
+    async def _record(self, register: str, value: str, message: dict[str, Any]) -> None:
+        """This worker's field of ``register``, then the log entry that wakes readers up
+        (one round trip)."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.hset(register, self.id, value)
+            pipe.xadd(
+                self.keys.stream, {"data": json.dumps(message)}, maxlen=LOG_LENGTH, approximate=True
+            )
+            await pipe.execute()
 
     async def _outcome(self, gen: Generation) -> str:
         """The fleet's decision on exactly this proposal; past the deadline, this worker
