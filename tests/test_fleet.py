@@ -63,6 +63,14 @@ plugins:
 CHAT = {"model": "mock-small", "messages": [{"role": "user", "content": "hi"}]}
 
 
+@pytest.fixture(autouse=True)
+def fleet_key(monkeypatch):
+    """Every fleet here signs its generations with this key (workers inherit it)."""
+    key = "test-fleet-key-0123456789abcdef"
+    monkeypatch.setenv("HELIXLAB_FLEET_KEY", key)
+    return key.encode()
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path):
     """A redis-server of the test's own, on loopback and a Unix socket; stopped after."""
@@ -417,7 +425,9 @@ def test_fleet_status_and_reload_from_the_command_line(config, redis_server):
         lines = status.stdout.splitlines()
         assert lines[0].startswith("fleet 'helixlab': generation 2 (")
         assert lines[0].endswith("2 worker(s)")
-        assert lines[1].split() == ["WORKER", "HOST", "PID", "GEN", "STATE", "UP", "LAST", "ERROR"]
+        assert lines[1].split() == [
+            "WORKER", "HOST", "PID", "GEN", "STATE", "DIGEST", "UP", "LAST", "ERROR",
+        ]  # fmt: skip
         for pid, line in zip(sorted(sup.pids()), sorted(lines[2:]), strict=True):
             assert line.split()[2:5] == [str(pid), "2", "serving"]
         failed = cli("reload", "no-such-plugin")
@@ -559,7 +569,7 @@ def test_a_bad_fleet_section_exits_2_with_its_line(tmp_path):
     assert f"{path}:5: fleet.wrokers: unknown key 'wrokers'" in done.stderr
 
 
-def test_a_worker_left_out_of_a_commit_catches_up_by_itself(config, redis_server):
+def test_a_worker_left_out_of_a_commit_catches_up_by_itself(config, redis_server, fleet_key):
     """As if its heartbeat had lapsed while generation 2 was committed without it."""
     from helixlab.fleet import Generation
     from helixlab.fleet._generation import configured_text
@@ -574,7 +584,8 @@ def test_a_worker_left_out_of_a_commit_catches_up_by_itself(config, redis_server
             base.source,
             action={"kind": "configure", "plugin": "rate-limiter", "values": values},
             sources=base.sources,
-        )
+            parent=1,
+        ).signed(fleet_key, "helixlab")
         r.hset(keys.generation(2), mapping=missed.to_hash())
         r.set(keys.committed, 2)
         r.close()
@@ -585,7 +596,9 @@ def test_a_worker_left_out_of_a_commit_catches_up_by_itself(config, redis_server
         assert int(remaining) <= 42
 
 
-def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(config, redis_server):
+def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(
+    config, redis_server, fleet_key
+):
     from helixlab.fleet import Generation
     from helixlab.fleet._generation import KEEP_GENERATIONS, configured_text
 
@@ -597,7 +610,9 @@ def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(config, re
         assert committed == KEEP_GENERATIONS + 3
         kept = [n for n in range(1, committed + 1) if r.exists(keys.generation(n))]
         assert kept == list(range(committed - KEEP_GENERATIONS + 1, committed + 1))
-        assert not r.exists(keys.votes(1)) and not r.exists(keys.decision(2))
+        # older records expire by age (ids are never reused), the kept ones do not
+        assert r.ttl(keys.votes(2)) > 0 and r.ttl(keys.decision(2)) > 0
+        assert r.ttl(keys.decision(committed)) == -1
         # committed elsewhere while this worker was away, with the steps between forgotten
         base = Generation.from_hash(r.hgetall(keys.generation(committed)))
         values = {"burst_size": 42}
@@ -607,7 +622,8 @@ def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(config, re
             base.source,
             action={"kind": "configure", "plugin": "rate-limiter", "values": values},
             sources=base.sources,
-        )
+            parent=committed + 4,  # a parent this worker never saw (not kept)
+        ).signed(fleet_key, "helixlab")
         r.hset(keys.generation(far.number), mapping=far.to_hash())
         r.set(keys.committed, far.number)
         r.close()
