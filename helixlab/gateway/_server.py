@@ -60,7 +60,8 @@ class GatewayServer:
         self.operations = operations or Operations(kernel)
         key = config.admin_key.get_secret_value() if config.admin_key else ""
         self.admin = AdminApp(self.operations, key) if key else None
-        self.app = Gateway(kernel, config, self.admin)
+        self.gateway = Gateway(kernel, config, self.admin)
+        self.app: Any = self.gateway  # what uvicorn runs (``wrap=`` may put a layer around it)
         self._remove_verifier: Any = None
         self._sock = sock
         self._uvicorn: ReadyServer | None = None
@@ -143,6 +144,7 @@ class GatewayServer:
         if self._stopped:
             return
         self._stopped = True
+        self.gateway.stopping = True  # /readyz answers 503 to probes on open connections
         server, task = self._uvicorn, self._task
         if self.admin is not None:
             self.admin.close()  # event streams end, so the graceful stop need not wait

@@ -560,6 +560,22 @@ class Kernel(Operations):
         self._registry[name]
         return self._states.get(name, PluginState.REGISTERED)
 
+    def guards(self) -> tuple[str, ...]:
+        """The enabled plugins that guard requests (``required``, e.g. custom-auth), by name.
+
+        The gateway serves a request only on a generation where every one of them is live;
+        otherwise it answers 503 naming the plugin and why (fail closed).
+        """
+        return self._registry.guards
+
+    def failure(self, name: str) -> tuple[str, str] | None:
+        """``(phase, error)`` of ``name``'s failure while it is failed, else None."""
+        if self._states.get(name) != PluginState.FAILED:
+            return None
+        error = self._errors.get(name, "")
+        phase, _, _ = error.partition(": ")
+        return (phase or "unknown", error)
+
     def reload_count(self, name: str) -> int:
         return self._reloads.get(name, 0)
 
