@@ -27,6 +27,7 @@ from . import _discovery, _health, _loader, _reload
 from ._config import PluginSpec
 from ._events import EventLog, PluginEvent
 from ._graph import DependencyGraph
+from ._imports import IMPORT_TIMEOUT, Imports
 from ._lifecycle import Live, Runner, Timeouts
 from ._live import Lease, LivePool
 from ._loop import LoopThread
@@ -98,6 +99,7 @@ class Kernel(Operations):
         self._op: Operation | None = None
         self._prepared: PreparedReload | None = None
         self._background: set[asyncio.Task] = set()
+        self._imports = Imports(self)  # imports of plugin code in flight, each under a timeout
 
     @classmethod
     def from_config(cls, data: str | os.PathLike | Mapping, **kwargs: Any) -> Kernel:
@@ -202,15 +204,50 @@ class Kernel(Operations):
         self._looked.append(f"plugins directory {Path(path).resolve()}")
         found = []
         for unit in units:
-            digest = await asyncio.to_thread(unit.digest)
-            found.append((unit, digest, await asyncio.to_thread(_discovery.import_unit, unit)))
+            classes, prints = await self.aimport_unit(unit.root, unit.path)
+            found.append((unit, prints, classes))
         return await self._arun(self._locked(self._register_found(found)))
 
     discover = blocking(adiscover)
 
+    async def aimport_unit(
+        self, root: str | os.PathLike, path: str | os.PathLike, *, timeout: float = IMPORT_TIMEOUT
+    ) -> tuple[list[type[Plugin]], dict[str, str]]:
+        """Import a plugin file or package (``root``; ``path`` the file defining the plugins)
+        as a plugins directory holds it: its plugin classes, and each one's fingerprint.
+
+        The import runs on the kernel's worker threads: after ``timeout`` seconds the caller
+        gets a PluginTimeoutError (phase ``import``) and the import is left to its thread;
+        while it has not returned, importing the same content again is refused at once.
+        The file watcher imports this way, and so does the gateway's admin API.
+        """
+        root_, path_ = Path(root), Path(path)
+        unit = _discovery.Unit(root_.stem if root_.is_file() else root_.name, path_, root_)
+
+        async def run() -> tuple[list[type[Plugin]], dict[str, str]]:
+            digest = await asyncio.to_thread(unit.digest)
+            classes = await self._imports.run(
+                str(unit.root),
+                digest,
+                unit.name,
+                unit.path.name,
+                lambda: _discovery.import_unit(unit),
+                timeout,
+            )
+            return classes, {cls.name: unit.fingerprint(digest, cls.name) for cls in classes}
+
+        return await self._arun(run())
+
+    async def areimport_module(
+        self, name: str, module: str, fn: Callable[[], Any], *, timeout: float = IMPORT_TIMEOUT
+    ) -> Any:
+        """``fn()`` — re-importing ``module`` for plugin ``name`` — as :meth:`aimport_unit`
+        runs an import: on a worker thread, under ``timeout``, one stuck import at a time."""
+        return await self._arun(self._imports.run(module, "", name, module, fn, timeout))
+
     async def _register_found(self, found: list) -> list[str]:
         names = []
-        for unit, digest, classes in found:
+        for unit, prints, classes in found:
             for cls in classes:
                 if cls.name not in self._registry:
                     # unit and content recorded: the file watcher then refuses a rename
@@ -220,7 +257,7 @@ class Kernel(Operations):
                         origin="file",
                         source=str(unit.path),
                         unit=str(unit.root),
-                        fingerprint=unit.fingerprint(digest, cls.name),
+                        fingerprint=prints[cls.name],
                     )
                     names.append(name)
         return names
