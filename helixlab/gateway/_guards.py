@@ -11,7 +11,7 @@ same (see ``_health``); the admin API stays reachable so that an operator can me
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,11 +38,15 @@ class Unguarded:
         return body
 
 
-def unguarded(kernel: Any, live: Container[str]) -> list[Unguarded]:
-    """The guards of ``kernel`` missing from ``live`` (a generation's live names)."""
+def unguarded(kernel: Any, live: Mapping[str, Any]) -> list[Unguarded]:
+    """The guards of ``kernel`` not serving in ``live`` (a generation's live instances)."""
     missing = []
     for name in kernel.guards():
-        if name in live:
+        instance = live.get(name)
+        if instance is not None and not instance.stopping:
+            continue
+        if instance is not None:  # a restart stopped it before its new instance starts
+            missing.append(Unguarded(name, "reload", "it is restarting"))
             continue
         failure = kernel.failure(name)
         if failure is not None:
