@@ -234,3 +234,67 @@ def test_readiness_needs_a_provider_and_liveness_needs_nothing(kernel):
         kernel.register(provider_plugin())
         kernel.load_all()
         assert httpx.get(server.url + "/readyz").json() == {"status": "ready"}
+
+
+# -- 3. behind a reverse proxy: the real client, from trusted proxies only ---------------------
+
+
+def limited_gateway(kernel, **options):
+    kernel.register(provider_plugin())
+    kernel.apply_config(
+        {"plugins": {"rate-limiter": {"config": {"requests_per_minute": 1, "burst_size": 1}}}}
+    )
+    assert kernel.load_all().ok
+    return kernel.serve(**options)
+
+
+def models(url: str, **headers: str) -> int:
+    return httpx.get(url + "/v1/models", headers=headers).status_code
+
+
+def test_without_trusted_proxies_forwarded_headers_are_ignored(kernel):
+    with limited_gateway(kernel) as server:
+        assert models(server.url, **{"x-forwarded-for": "203.0.113.1"}) == 200
+        # a client cannot buy a new bucket by writing a header: one address, one bucket
+        assert models(server.url, **{"x-forwarded-for": "203.0.113.2"}) == 429
+        assert models(server.url, forwarded="for=203.0.113.3") == 429
+
+
+def test_behind_a_trusted_proxy_each_client_has_its_own_bucket(kernel):
+    with limited_gateway(kernel, forwarded_allow_ips=["127.0.0.1"]) as server:
+        for client in ("203.0.113.1", "203.0.113.2", "2001:db8::7"):
+            assert models(server.url, **{"x-forwarded-for": client}) == 200
+            assert models(server.url, **{"x-forwarded-for": client}) == 429
+        # what the client wrote left of the proxy's entry is never the key
+        assert models(server.url, **{"x-forwarded-for": "198.51.100.9, 203.0.113.1"}) == 429
+        # Forwarded is not the header this proxy writes: ignored, the peer is the client
+        assert models(server.url, forwarded="for=198.51.100.10") == 200
+        assert models(server.url, forwarded="for=198.51.100.11") == 429
+
+
+def test_the_forwarded_header_and_a_chain_of_trusted_proxies(kernel):
+    options = {"forwarded_allow_ips": "127.0.0.1, 10.0.0.0/8", "forwarded_header": "forwarded"}
+    with limited_gateway(kernel, **options) as server:
+        chain = 'for="[2001:db8::1]:4711";proto=https, for=10.1.2.3'  # client, inner proxy
+        assert models(server.url, forwarded=chain) == 200
+        assert models(server.url, forwarded="for=2001:db8::1") == 429  # the same client
+        assert models(server.url, forwarded="for=192.0.2.5:8080, for=10.9.9.9") == 200
+        assert models(server.url, **{"x-forwarded-for": "192.0.2.77"}) == 200  # the peer
+        assert models(server.url, **{"x-forwarded-for": "192.0.2.78"}) == 429  # still it
+
+
+addresses = st.ip_addresses().map(str)
+
+
+@settings(max_examples=200, deadline=None)
+@given(written=st.lists(addresses, max_size=4), client=addresses, hops=st.integers(0, 3))
+def test_what_a_client_writes_never_chooses_its_address(written, client, hops):
+    """Behind ``hops`` trusted inner proxies (10/8), the proxy-appended chain decides."""
+    from helixlab.gateway._forwarded import ProxyHeaders
+
+    proxies = ProxyHeaders(["127.0.0.1", "10.0.0.0/8"])
+    if proxies.trusted(client):
+        return  # a client inside the proxies' own network is not the case here
+    chain = [client] + [f"10.0.0.{i + 1}" for i in range(hops)]
+    assert proxies.client("127.0.0.1", ", ".join(written + chain)) == client
+    assert proxies.client("127.0.0.1", ", ".join(chain)) == client

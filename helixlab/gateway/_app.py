@@ -38,6 +38,7 @@ from ._chat import CONFIG_KEY
 from ._config import GatewayConfig
 from ._endpoints import KERNEL_KEY
 from ._errors import GatewayError, error_response
+from ._forwarded import ProxyHeaders
 from ._guards import refusal, unguarded
 from ._health import HEALTH_PATHS, STOPPING_KEY, make_health_app
 from ._repeats import RepeatedErrors
@@ -69,6 +70,7 @@ class Gateway:
         self.admin = admin  # the admin API's app, on its own prefix; None: off
         self.errors = RepeatedErrors(logger)
         self.stopping = False  # set when the server begins to stop: /readyz turns 503
+        self.proxies = ProxyHeaders(config.forwarded_allow_ips, config.forwarded_header)
         self._health = make_health_app()
         self._http: ASGIApp = self._serve
         if config.cors_origins:
@@ -88,6 +90,7 @@ class Gateway:
         if scope["type"] != "http":  # websockets: nothing here speaks them
             await send({"type": "websocket.close", "code": 1003})
             return
+        self.proxies.apply(scope)  # behind a trusted proxy: the real client's address
         path = scope["path"]
         if self.admin is not None and (path == ADMIN_PREFIX or path.startswith("/admin/")):
             # before any lease and outside every generation's chain: no plugin sees it

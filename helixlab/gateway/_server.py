@@ -122,7 +122,7 @@ class GatewayServer:
             log_config=None,
             access_log=False,
             # uvicorn would take X-Forwarded-For from any loopback peer as the client's
-            # address; whether to trust it is the rate limiter's (trust_forwarded) decision
+            # address; the gateway reads it only from its forwarded_allow_ips (_forwarded)
             proxy_headers=False,
             timeout_graceful_shutdown=max(1, round(self.config.graceful_timeout)),
         )
