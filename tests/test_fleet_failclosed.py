@@ -76,3 +76,40 @@ def test_a_worker_whose_guard_failed_at_start_refuses_beside_the_others(
         assert 200 not in statuses
         # one worker refuses everything, the other asks for the token
         assert sorted(map(sorted, workers.values())) == [[401], [503]], workers
+
+
+# -- 4. /metrics is not public ----------------------------------------------------------------
+
+
+def test_metrics_answer_the_admin_key_or_their_own_loopback_listener(tmp_path: Path, redis_server):  # noqa: F811
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "plugins").mkdir()
+    config = tmp_path / "plugins.yaml"
+    config.write_text(f"gateway:\n  metrics_port: {port}\nplugins:\n  custom-provider: {{}}\n")
+    key = "metrics-key-0123456789"
+    with fleet(config, 1, redis_server.url, admin_key=key) as sup:
+        assert httpx.get(sup.url + "/v1/models").status_code == 200
+        refused = httpx.get(sup.url + "/metrics")
+        assert refused.status_code == 401 and "admin key" in refused.json()["error"]["message"]
+        wrong = httpx.get(sup.url + "/metrics", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        keyed = httpx.get(sup.url + "/metrics", headers={"Authorization": f"Bearer {key}"})
+        assert keyed.status_code == 200 and "helixlab_requests_total" in keyed.text
+        # Prometheus scrapes the listener of its own, loopback by default, no credentials
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics")
+        assert scraped.status_code == 200 and "helixlab_requests_total" in scraped.text
+        assert 'route="/v1/models"' in scraped.text
+
+
+def test_without_an_admin_key_metrics_are_not_on_the_gateway_port(tmp_path: Path, redis_server):  # noqa: F811
+    (tmp_path / "plugins").mkdir()
+    config = tmp_path / "plugins.yaml"
+    config.write_text("plugins:\n  custom-provider: {}\n")
+    with fleet(config, 1, redis_server.url) as sup:
+        response = httpx.get(sup.url + "/metrics")
+        assert response.status_code == 404
+        assert "metrics_port" in response.json()["error"]["message"]

@@ -65,6 +65,12 @@ class GatewayConfig(pydantic.BaseModel):
     """Turns the admin API on (``/admin/...``, ``Authorization: Bearer KEY``); off if unset."""
     verify: bool = False
     """Canary every reload of a middleware or provider (its ``probe()``) before the swap."""
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)
+    """Where a fleet serves ``/metrics`` for Prometheus without credentials: loopback by
+    default, so that only a scraper on the host (or one you let in) reads it."""
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """The port of that listener (None, the default: no listener). On the gateway's own
+    port ``/metrics`` answers only ``Authorization: Bearer <admin_key>``."""
     forwarded_allow_ips: tuple[str, ...] = ()
     """Reverse proxies trusted to say who the client is (IPs or CIDR networks, or ``"*"``;
     a list or one comma-separated string, as uvicorn's ``--forwarded-allow-ips``). Only a
