@@ -62,6 +62,8 @@ def unguarded(kernel: Any, live: Mapping[str, Any]) -> list[Unguarded]:
             missing.append(Unguarded(name, "stop", "it was stopped"))
         elif state == "active":  # started, and not yet swapped into this generation
             missing.append(Unguarded(name, "swap", "it is starting"))
+        elif state == "initialized":  # in its start (a hung one: until its timeout)
+            missing.append(Unguarded(name, "start", "it is starting"))
         else:
             missing.append(Unguarded(name, "load", "it has not started yet"))
     return missing
