@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -298,3 +299,45 @@ def test_what_a_client_writes_never_chooses_its_address(written, client, hops):
     chain = [client] + [f"10.0.0.{i + 1}" for i in range(hops)]
     assert proxies.client("127.0.0.1", ", ".join(written + chain)) == client
     assert proxies.client("127.0.0.1", ", ".join(chain)) == client
+
+
+class SlowGuard(hx.MiddlewarePlugin):
+    """A guard whose start waits until released (a slow key server, say)."""
+
+    name = "slow-guard"
+    required = True
+    release: threading.Event
+
+    def start(self, ctx: hx.Context) -> None:
+        assert type(self).release.wait(20)
+
+    def get_middleware(self):
+        def factory(app):
+            async def refuse(scope, receive, send):
+                await hx.gateway.error_response(401, "no token")(scope, receive, send)
+
+            return refuse
+
+        return factory
+
+
+def test_while_a_guard_is_still_in_its_start_requests_are_refused():
+    kernel = hx.Kernel(timeouts=hx.Timeouts(start=30))
+    SlowGuard.release = threading.Event()
+    kernel.register(provider_plugin())
+    kernel.register(SlowGuard)
+    assert kernel.load("fake-provider").ok
+    entered = threading.Event()
+    kernel.subscribe(lambda e: entered.set() if e.kind == "initialized" else None)
+    with kernel.serve() as server:
+        loading = threading.Thread(target=kernel.load, args=("slow-guard",))
+        loading.start()
+        try:
+            assert entered.wait(10)  # init done, start under way
+            assert_guarded_503(request(server.url, "GET", "/v1/models"), "slow-guard", "start")
+            assert "it is starting" in request(server.url, "GET", "/v1/models").text
+        finally:
+            SlowGuard.release.set()
+            loading.join(20)
+        assert request(server.url, "GET", "/v1/models").status_code == 401
+    kernel.close()
