@@ -387,12 +387,13 @@ def test_the_rate_limit_policy_when_redis_is_unreachable(tmp_path):
 def test_metrics_parse_with_prometheus_client(config, redis_server):
     from prometheus_client.parser import text_string_to_metric_families
 
-    with fleet(config, 2, redis_server.url) as sup:
+    with fleet(config, 2, redis_server.url, admin_key="metrics-key-0123456789") as sup:
         for _ in range(6):
             with httpx.Client() as c:
                 assert c.post(sup.url + "/v1/chat/completions", json=CHAT).status_code == 200
         run(_propose(redis_server.url, {"kind": "reload", "plugin": "flaky"}))
-        text = httpx.get(sup.url + "/metrics").text
+        key = {"Authorization": "Bearer metrics-key-0123456789"}  # not public (issue 20)
+        text = httpx.get(sup.url + "/metrics", headers=key).text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     requests = [
         s for s in families["helixlab_requests"].samples if s.name == "helixlab_requests_total"

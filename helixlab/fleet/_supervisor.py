@@ -24,6 +24,7 @@ from typing import Any
 
 from .._net import bind_tcp, http_url
 from ..errors import FleetError
+from ._metrics import serve_metrics
 from ._redis import Keys, PrivateRedis, client, run_sync
 
 __all__ = ["Supervisor", "state_file"]
@@ -87,6 +88,7 @@ class Supervisor:
         self.private: PrivateRedis | None = None
         self.redis_url = redis
         self.metrics_dir = tempfile.mkdtemp(prefix="helixlab-metrics-")
+        self.metrics: Any = None  # the /metrics listener, if the config gives it a port
         self.slots = [_Slot(i) for i in range(workers)]
         self._stopping = threading.Event()
         self._started = False
@@ -142,6 +144,7 @@ class Supervisor:
                         f"starting; its error is in its log (stderr)."
                     )
             self._started = True
+            self.metrics = serve_metrics(self.config, self.metrics_dir)  # None: no listener
             state_file(self.fleet).write_text(
                 json.dumps(
                     {
@@ -383,6 +386,9 @@ class Supervisor:
                 process.kill()
                 process.wait()
         self.sock.close()
+        if self.metrics is not None:
+            self.metrics.shutdown()
+            self.metrics.server_close()
         if self._r is not None:
             self._r.close()
         if self.private is not None:
