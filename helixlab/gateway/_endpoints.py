@@ -2,7 +2,9 @@
 
 ``GET /v1/models`` (the union of the providers' models) and ``GET /v1/models/{id}``,
 ``GET /health`` (200 when every
-running plugin is healthy and a provider runs, else 503, with per-plugin detail),
+running plugin is healthy and a provider runs, else 503, with per-plugin detail; status
+``degraded`` and still 200 when a check says it serves with less, e.g. a fleet's shared
+rate limit not enforced while its Redis is down under policy ``open``),
 ``GET /v1/plugins`` (every plugin's state, config redacted) and the chat completions
 route. Every error, including unknown routes and unexpected exceptions, is answered in
 the OpenAI shape; an unexpected exception is answered with a bare 500 that leaks nothing
@@ -77,14 +79,18 @@ async def health(request: Request) -> Response:
     providers = [route.plugin for route in router.providers]
     healthy = bool(providers) and all(status.healthy for status in statuses.values())
     status = 200 if healthy else 503
+    # degraded (a check returned Degraded): 200, in rotation, and saying so
+    word = "unavailable" if not healthy else "ok"
+    if healthy and any(s.degraded for s in statuses.values()):
+        word = "degraded"
     if not await _may_see_detail(request, kernel):
-        return JSONResponse({"status": "ok" if healthy else "unavailable"}, status_code=status)
+        return JSONResponse({"status": word}, status_code=status)
     plugins = {
         name: {"healthy": status.healthy, "state": status.state, "detail": status.detail}
         for name, status in statuses.items()
     }
     body = {
-        "status": "ok" if healthy else "unavailable",
+        "status": word,
         "providers": providers,
         "plugins": plugins,
     }

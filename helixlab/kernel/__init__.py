@@ -16,7 +16,7 @@ from ._plugin import (
     ProviderPlugin,
     ToolPlugin,
 )
-from ._reports import HealthStatus, LoadReport, PluginInfo, ReloadReport
+from ._reports import Degraded, HealthStatus, LoadReport, PluginInfo, ReloadReport
 from ._secrets import redact
 from ._transaction import PreparedReload
 from ._validation import Duration, PluginConfig, parse_duration
@@ -25,6 +25,7 @@ from ._watcher import FileWatcher
 __all__ = [
     "ASGIApp",
     "Context",
+    "Degraded",
     "DependencyGraph",
     "Duration",
     "EventLog",
