@@ -36,7 +36,7 @@ __all__ = [
 REDIS_VARIABLE = "HELIXLAB_REDIS"  # the Redis URL, for a worker and for `helixlab fleet`
 MASK = "***"
 
-_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)([^:@/\s]*):([^@/\s]+)@", re.IGNORECASE)
+_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)([^:@/ \t\r\n]*):([^@/ \t\r\n]+)@", re.I)
 
 
 def public_url(text: str) -> str:
