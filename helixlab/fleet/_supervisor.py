@@ -33,7 +33,7 @@ from typing import Any
 
 from .._net import bind_tcp, http_url
 from ..errors import FleetError, describe
-from ._private import REDIS_VARIABLE, public_url, state_file, write_private
+from ._private import REDIS_VARIABLE, public_url, redis_failure, state_file, write_private
 from ._redis import Keys, PrivateRedis, client, run_sync
 
 __all__ = ["RETRY_BACKOFF", "Supervisor", "state_file"]
@@ -416,8 +416,9 @@ class Supervisor:
         try:
             report = run_sync(lambda: self._propose(propose, action, **content))
         except Exception as exc:
-            _say(f"fleet reload from {path} failed: {describe(exc)}", self.log)
-            return exc
+            failure = redis_failure(exc, self.redis_url or "") or exc
+            _say(f"fleet reload from {path} failed: {describe(failure)}", self.log)
+            return failure
         _say(f"fleet reload from {path}: {report}", self.log)
         return None
 
