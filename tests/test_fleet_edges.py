@@ -375,6 +375,10 @@ def test_with_redis_down_the_admin_api_answers_503_in_the_openai_shape(config, r
                     assert error["code"] == "fleet_redis_unavailable"
                     assert "cannot be reached" in error["message"]
                     assert r.json()["ok"] is False
+            with pytest.raises(FleetRedisError, match="cannot be reached"):  # from Python too
+                sup.reload("flaky")
+            with pytest.raises(FleetRedisError, match="cannot be reached"):
+                sup.status()
         finally:
             redis_server.start()
 

@@ -260,12 +260,18 @@ async def fleet_status(r: Any, keys: Keys) -> dict[str, Any]:
 
 
 async def read_status(url: str, keys: Keys) -> dict[str, Any]:
-    """:func:`fleet_status` over a connection of its own."""
+    """:func:`fleet_status` over a connection of its own (FleetRedisError if Redis fails)."""
     r = client(url)
     try:
         return await fleet_status(r, keys)
+    except Exception as exc:
+        failure = redis_failure(exc, url)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
-        await r.aclose()
+        with contextlib.suppress(Exception):
+            await r.aclose()
 
 
 def format_status(status: dict[str, Any]) -> str:

@@ -153,9 +153,9 @@ class Supervisor:
             try:
                 self._r.ping()
             except Exception as exc:
-                raise FleetError(
-                    f"Redis at {public_url(self.redis_url)} cannot be reached: "
-                    f"{public_url(str(exc))}"
+                failure = redis_failure(exc, self.redis_url)
+                raise failure or FleetError(
+                    f"Redis at {public_url(self.redis_url)} failed: {public_url(str(exc))}"
                 ) from None
             for slot in self.slots:
                 self._spawn(slot)
@@ -426,8 +426,14 @@ class Supervisor:
         r = client(self.redis_url)
         try:
             return await propose(r, self.keys, action, source=self.config, **content)
+        except Exception as exc:  # Redis failed: the documented FleetRedisError
+            failure = redis_failure(exc, self.redis_url or "")
+            if failure is None:
+                raise
+            raise failure from None
         finally:
-            await r.aclose()
+            with contextlib.suppress(Exception):
+                await r.aclose()
 
     # -- the fleet from Python (a notebook cell, a script) -----------------------------------
 
