@@ -232,6 +232,34 @@ def test_the_redis_password_is_in_no_argv_log_or_world_readable_file(
     assert not state.exists()
 
 
+def test_the_state_directory_is_private_and_refused_when_not_ours(tmp_path, monkeypatch):
+    import tempfile
+
+    from helixlab.errors import FleetError
+    from helixlab.fleet._private import state_dir, write_private
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    loose = tmp_path / f"helixlab-{os.getuid()}"
+    loose.mkdir(mode=0o755)
+    loose.chmod(0o755)
+    assert state_dir() == loose and stat.S_IMODE(loose.stat().st_mode) == 0o700  # closed
+    target = tmp_path / "elsewhere"
+    (loose / "fleet-x.json").symlink_to(target)  # planted: replaced, never followed
+    write_private(loose / "fleet-x.json", "{}")
+    assert not target.exists() and stat.S_IMODE((loose / "fleet-x.json").stat().st_mode) == 0o600
+    loose.rename(tmp_path / "moved")
+    (tmp_path / f"helixlab-{os.getuid()}").symlink_to(tmp_path / "moved")  # not a directory
+    with pytest.raises(FleetError, match="not a directory of user"):
+        state_dir()
+    if os.getuid() == 0:  # as root, a directory another user owns can be made here
+        (tmp_path / f"helixlab-{os.getuid()}").unlink()
+        theirs = tmp_path / f"helixlab-{os.getuid()}"
+        theirs.mkdir(mode=0o700)
+        os.chown(theirs, 65534, 65534)
+        with pytest.raises(FleetError, match="not a directory of user"):
+            state_dir()
+
+
 def test_an_acl_user_with_a_password_runs_a_fleet(config, redis_server, tmp_path):
     url = _acl_user(redis_server, "gateway", "acl-pass-0042")
     log = tmp_path / "fleet.log"
