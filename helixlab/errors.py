@@ -17,7 +17,9 @@ The tree::
     │   └── ReloadError              a reload was refused or rolled back; .report
     ├── KernelClosedError            the kernel was closed
     ├── FleetError                   a fleet could not start, or refused a generation;
-    │                                .worker, .plugin, .phase (of the first failure)
+    │   │                            .worker, .plugin, .phase (of the first failure)
+    │   └── FleetRedisError          the fleet's Redis cannot be reached or refused a
+    │                                command (OOM, READONLY, NOPERM); .url (no password)
     ├── UpstreamError                a provider's LLM API failed; .status, .http_status
     ├── CheckFailed                  a lab self-check found something missing
     └── GradingError                 `helixlab grade` cannot grade (bad lab, checks, files)
@@ -46,6 +48,7 @@ __all__ = [
     "DependencyError",
     "DisabledDependencyError",
     "FleetError",
+    "FleetRedisError",
     "GradingError",
     "HelixError",
     "KernelClosedError",
@@ -276,6 +279,19 @@ class FleetError(HelixError):
     ):
         super().__init__(message)
         self.worker, self.plugin, self.phase, self.report = worker, plugin, phase, report
+
+
+class FleetRedisError(FleetError):
+    """The fleet's Redis cannot be reached, or refused a command (out of memory, a
+    read-only replica after a failover, an ACL user without the permission).
+
+    ``url`` is the Redis URL with its password masked; the admin API answers 503 with
+    code ``fleet_redis_unavailable``, ``helixlab fleet`` exits 3.
+    """
+
+    def __init__(self, message: str, *, url: str = ""):
+        super().__init__(message)
+        self.url = url
 
 
 # -- requests ----------------------------------------------------------------------

@@ -4,13 +4,20 @@
 ``fleet reload NAME`` and ``fleet configure NAME key=value ...`` reload the whole fleet
 as one generation, or roll it back everywhere and say which worker, plugin and phase
 failed. The Redis is ``--redis URL``, else ``$HELIXLAB_REDIS``, else the one a fleet
-started on this host recorded in its state file.
+started on this host recorded in its state file. The fleet options (``--redis``,
+``--fleet``, ``--timeout``) go before or after the action.
+
+Exit status: 0 done; 1 the fleet refused (rolled back everywhere, busy, no worker);
+2 a usage error; 3 the fleet's Redis cannot be reached or refused a command. Every
+failure is one line on stderr; passwords (in the Redis URL) and secret settings
+(``configure NAME api_key=...``) show as ``***``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -19,12 +26,15 @@ import time
 from typing import Any
 
 from ..cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, say, table
-from ..errors import FleetError
+from ..errors import FleetError, FleetRedisError
 from ._coordinator import live_workers, propose
 from ._generation import parse_assignments
 from ._options import FleetOptions, fleet_options
+from ._private import mask_values, public_url, redis_failure
 from ._redis import Keys, client
 from ._supervisor import Supervisor, state_file
+
+EXIT_REDIS = 3  # the fleet's Redis cannot be reached or refused a command
 
 __all__ = [
     "add_fleet_command",
@@ -112,7 +122,7 @@ def serve_fleet(args: argparse.Namespace) -> int:
         url = http_url(supervisor.host, supervisor.port)
         say(
             f"fleet {fleet.name!r}: {fleet.workers} worker(s) serving {url} "
-            f"(OpenAI base URL {url}/v1), Redis {supervisor.redis_url}"
+            f"(OpenAI base URL {url}/v1), Redis {public_url(supervisor.redis_url or '')}"
         )
         print(url, flush=True)  # stdout carries only the URL, for scripts
         stop.wait()
@@ -148,9 +158,7 @@ def add_fleet_command(commands: Any) -> None:
         help="status, reload and configure of a whole fleet",
         description="Act on every worker of a fleet, as one generation.",
     )
-    fleet.add_argument("--redis", help="the fleet's Redis (default: $HELIXLAB_REDIS or local)")
-    fleet.add_argument("--fleet", default="helixlab", help="the fleet's name")
-    fleet.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for workers")
+    _fleet_options(fleet, defaults=True)
     actions = fleet.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
     status = actions.add_parser(
         "status", help="every worker: host, pid, generation, state, content digest"
@@ -161,6 +169,27 @@ def add_fleet_command(commands: Any) -> None:
     configure = actions.add_parser("configure", help="change a plugin's config fleet-wide")
     configure.add_argument("name", metavar="NAME")
     configure.add_argument("values", metavar="KEY=VALUE", nargs="+")
+    for action in (status, reload, configure):  # `fleet status --redis URL` too
+        _fleet_options(action, defaults=False)
+
+
+def _fleet_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """``--redis``, ``--fleet``, ``--timeout``: on ``fleet`` with their defaults, and on each
+    action without (SUPPRESS: given after the action, they win; not given, they leave the
+    value given before it alone)."""
+
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--redis",
+        default=default(None),
+        help="the fleet's Redis (default: $HELIXLAB_REDIS, else the fleet started on this host)",
+    )
+    parser.add_argument("--fleet", default=default("helixlab"), help="the fleet's name")
+    parser.add_argument(
+        "--timeout", type=float, default=default(30.0), help="seconds to wait for workers"
+    )
 
 
 def redis_url(redis: str | None, fleet: str) -> str:
@@ -171,7 +200,7 @@ def redis_url(redis: str | None, fleet: str) -> str:
         return os.environ["HELIXLAB_REDIS"]
     state = state_file(fleet)
     if state.exists():
-        return json.loads(state.read_text())["redis"]
+        return str(json.loads(state.read_text())["redis"])
     raise FleetError(
         f"No fleet {fleet!r} runs on this host; pass --redis URL (or set HELIXLAB_REDIS)."
     )
@@ -179,17 +208,23 @@ def redis_url(redis: str | None, fleet: str) -> str:
 
 def run_fleet(args: argparse.Namespace) -> int:
     """The ``helixlab fleet`` subcommands; returns the exit status."""
+    values: dict[str, Any] = {}
     try:
-        return asyncio.run(_run(args, redis_url(args.redis, args.fleet)))
-    except FleetError as exc:
+        if args.fleet_command == "configure":
+            values = parse_assignments(args.values)
+        return asyncio.run(_run(args, redis_url(args.redis, args.fleet), values))
+    except FleetRedisError as exc:
         say(str(exc))
+        return EXIT_REDIS
+    except FleetError as exc:
+        say(mask_values(str(exc), values))
         return EXIT_ERROR
     except ValueError as exc:
-        say(str(exc))
+        say(mask_values(str(exc), values))
         return EXIT_USAGE
 
 
-async def _run(args: argparse.Namespace, url: str) -> int:
+async def _run(args: argparse.Namespace, url: str, values: dict[str, Any]) -> int:
     r, keys = client(url), Keys(args.fleet)
     try:
         if args.fleet_command == "status":
@@ -197,20 +232,20 @@ async def _run(args: argparse.Namespace, url: str) -> int:
             print(json.dumps(rows, indent=2) if args.json else format_status(rows))
             return EXIT_OK
         if args.fleet_command == "reload":
-            action = {"kind": "reload", "plugin": args.name}
+            action: dict[str, Any] = {"kind": "reload", "plugin": args.name}
         else:
-            action = {
-                "kind": "configure",
-                "plugin": args.name,
-                "values": parse_assignments(args.values),
-            }
+            action = {"kind": "configure", "plugin": args.name, "values": values}
         report = await propose(r, keys, action, timeout=args.timeout)
-        print(report)
+        print(mask_values(str(report), values))
         return EXIT_OK
-    except (OSError, ConnectionError) as exc:
-        raise FleetError(f"Redis at {url} cannot be reached: {exc}") from None
+    except Exception as exc:
+        failure = redis_failure(exc, url)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
-        await r.aclose()
+        with contextlib.suppress(Exception):  # a client that never connected
+            await r.aclose()
 
 
 async def fleet_status(r: Any, keys: Keys) -> dict[str, Any]:
@@ -227,12 +262,18 @@ async def fleet_status(r: Any, keys: Keys) -> dict[str, Any]:
 
 
 async def read_status(url: str, keys: Keys) -> dict[str, Any]:
-    """:func:`fleet_status` over a connection of its own."""
+    """:func:`fleet_status` over a connection of its own (FleetRedisError if Redis fails)."""
     r = client(url)
     try:
         return await fleet_status(r, keys)
+    except Exception as exc:
+        failure = redis_failure(exc, url)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
-        await r.aclose()
+        with contextlib.suppress(Exception):
+            await r.aclose()
 
 
 def format_status(status: dict[str, Any]) -> str:

@@ -4,12 +4,16 @@
 worker out of N: that is how a fleet ends up serving two versions. On a worker, the
 single-server :class:`~helixlab.gateway._operations.Operations` is replaced by this one,
 which proposes the change to the fleet and answers with the fleet's report, or with the
-fleet's one error naming the worker, the plugin and the phase.
+fleet's one error naming the worker, the plugin and the phase. A failure of the fleet's
+Redis (down, out of memory, read-only, no permission) answers 503 with the documented
+:class:`~helixlab.errors.FleetRedisError` message (code ``fleet_redis_unavailable``);
+secret settings of a configure (``api_key``...) show as ``***`` in every answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,19 +21,25 @@ from typing import Any
 from ..errors import FleetError
 from ..gateway._operations import Operations, Outcome
 from ._coordinator import FleetReport, propose
+from ._private import mask_values, redis_failure
 from ._redis import Keys, client
 
 __all__ = ["FleetOperations"]
 
 
-def _fields(report: FleetReport) -> dict[str, Any]:
+def _fields(report: FleetReport, values: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "ok": report.outcome == "commit",
-        "text": str(report),
+        "text": mask_values(str(report), values),
         "generation": report.generation,
-        "action": report.action,
+        "action": mask_values(report.action, values),
         "outcome": report.outcome,
-        "votes": report.votes,
+        "votes": {
+            worker: {**vote, "error": mask_values(str(vote["error"]), values)}
+            if vote.get("error")
+            else vote
+            for worker, vote in report.votes.items()
+        },
         "swapped": report.swapped,
     }
 
@@ -54,13 +64,20 @@ class FleetOperations(Operations):
         return await self._propose({"kind": "apply"}, config=text, source=self.config_path)
 
     async def _propose(self, action: dict[str, Any], **content: Any) -> Outcome:
+        values = action.get("values") or {}
         r = client(self.redis_url)
         try:
             report = await propose(r, self.keys, action, **content)
         except FleetError as exc:
-            reports = [_fields(exc.report)] if exc.report is not None else []
-            text = self.kernel._redact(str(exc))
+            reports = [_fields(exc.report, values)] if exc.report is not None else []
+            text = mask_values(self.kernel._redact(str(exc)), values)
             return Outcome(False, text, 409, reports, exc.plugin, exc.phase)
+        except Exception as exc:
+            failure = redis_failure(exc, self.redis_url)
+            if failure is None:
+                raise
+            return Outcome(False, str(failure), 503, phase="redis")
         finally:
-            await r.aclose()
-        return Outcome(True, str(report), reports=[_fields(report)])
+            with contextlib.suppress(Exception):  # a client that never connected
+                await r.aclose()
+        return Outcome(True, mask_values(str(report), values), reports=[_fields(report, values)])

@@ -5,10 +5,21 @@ One Lua script per request refills and takes a token atomically, with Redis's ow
 same client identity as the in-process store. 100 requests per minute across 4 workers
 admits 100 plus the burst, not 400.
 
-When Redis cannot be reached, the store follows its ``policy``: ``open`` (the default:
-a gateway that refuses every request because its limiter's database is down is worse
-than one briefly unlimited) admits the request, ``closed`` refuses it with a 429. Either
-way the rate-limiter's health check says so, and ``/health`` shows it.
+Redis holds at most ``max_clients`` buckets: a bucket expires when it is full again (a
+missing bucket and a full one are the same), and past ``max_clients`` the script drops the
+buckets nearest to full (what they lose is the least), listed in one sorted set by the
+time each is full again. A client rotating its addresses cannot grow Redis. (The script
+deletes keys it finds in that set: a single Redis, not a cluster.)
+
+When Redis fails, whatever the failure (cannot connect, a timeout, out of memory,
+READONLY after a failover, NOPERM for an ACL user without the right), the store follows
+its ``policy``: ``open`` (the default: a gateway that refuses every request because its
+limiter's database is down is worse than one briefly unlimited) admits the request,
+``closed`` refuses it with a 429. The health check runs the same script, so it sees the
+same failures: under ``closed`` the limiter is unhealthy (``/health`` 503); under
+``open`` it is :class:`~helixlab.kernel.Degraded`: ``/health`` answers 200 with status
+``degraded`` and "degraded: limits not enforced", so a load balancer keeps the workers
+in rotation (the requests are served, unlimited) while the operator sees why.
 """
 
 from __future__ import annotations
@@ -18,16 +29,19 @@ import math
 from typing import Any
 
 from ..errors import ConfigError
+from ..kernel import Degraded
 from ..plugins._ratelimit import Decision
+from ._private import public_url
 from ._redis import Keys, client
 
 __all__ = ["POLICIES", "RedisBucketStore"]
 
 POLICIES = ("open", "closed")
 
-# KEYS[1] bucket; ARGV rate (tokens/s), capacity. Returns {allowed, tokens as a string}.
+# KEYS[1] bucket, KEYS[2] the buckets by when each is full again; ARGV rate (tokens/s),
+# capacity, max_clients. Returns {allowed, tokens as a string}.
 TAKE = """
-local rate, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+local rate, cap, most = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
@@ -36,8 +50,18 @@ if tokens == nil then tokens, ts = cap, now end
 tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
 local allowed = 0
 if tokens >= 1 then tokens = tokens - 1; allowed = 1 end
+local full = math.max(0, cap - tokens) / rate
+local ms = math.ceil(full * 1000) + 1
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil((cap / rate) * 1000) + 1000)
+redis.call('PEXPIRE', KEYS[1], ms)
+redis.call('ZADD', KEYS[2], now + full, KEYS[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local over = redis.call('ZCARD', KEYS[2]) - most
+if over > 0 then
+  local dropped = redis.call('ZPOPMIN', KEYS[2], over)
+  for i = 1, #dropped, 2 do redis.call('DEL', dropped[i]) end
+end
+if redis.call('PTTL', KEYS[2]) < ms then redis.call('PEXPIRE', KEYS[2], ms) end
 return {allowed, tostring(tokens)}
 """
 
@@ -49,6 +73,7 @@ class RedisBucketStore:
         if policy not in POLICIES:
             raise ConfigError(f"rate-limit policy {policy!r} is not one of {', '.join(POLICIES)}")
         self.url, self.keys, self.policy = url, keys, policy
+        self.index = keys.prefix + "ratelimits"  # the buckets, by when each is full again
         self.requests_per_minute = config.requests_per_minute
         self.capacity = config.burst_size
         self.max_clients = config.max_clients
@@ -56,6 +81,7 @@ class RedisBucketStore:
         self._redis: Any = None
         self._script: Any = None
         self._probe: Any = None
+        self._probe_script: Any = None
 
     @property
     def rate(self) -> float:
@@ -83,10 +109,11 @@ class RedisBucketStore:
             self._script = self._redis.register_script(TAKE)
         try:
             allowed, tokens = await self._script(
-                keys=[self.keys.bucket(key)], args=[self.rate, self.capacity]
+                keys=[self.keys.bucket(key), self.index],
+                args=[self.rate, self.capacity, self.max_clients],
             )
-        except Exception as exc:  # redis.RedisError, OSError, TimeoutError
-            self.failure = f"{exc.__class__.__name__}: {exc}"
+        except Exception as exc:  # any redis.RedisError (OOM, READONLY, NOPERM...), OSError
+            self.failure = public_url(f"{exc.__class__.__name__}: {exc}")
             return self._unreachable()
         self.failure = None
         tokens = float(tokens)
@@ -109,26 +136,27 @@ class RedisBucketStore:
             retry_after=0.0 if allowed else max(1.0, math.ceil(1 / self.rate)),
         )
 
-    def health(self) -> None:
-        """Raise while Redis is unreachable, saying what the policy does meanwhile.
+    def health(self) -> Degraded | None:
+        """Run the script on a probe bucket: raise (policy ``closed``) or return
+        :class:`Degraded` (policy ``open``) while Redis fails, saying what the policy does.
 
-        Runs in a worker thread (a plain health check), so it pings with a client of its own.
+        Runs in a worker thread (a plain health check), so it uses a client of its own.
         """
-        import redis
-
         if self._probe is None:
             self._probe = client(self.url, asyncio=False, timeout=0.5)
-        try:
-            self._probe.ping()
+            self._probe_script = self._probe.register_script(TAKE)
+        probe = self.keys.prefix + "ratelimit-probe"
+        try:  # the same commands as a request: a NOPERM or OOM shows here, not only PING's
+            self._probe_script(keys=[probe, probe + "s"], args=[1000.0, 1, 1])
             self.failure = None
-        except (redis.RedisError, OSError) as exc:
-            self.failure = f"{exc.__class__.__name__}: {exc}"
-        if self.failure is not None:
-            does = (
-                "requests are admitted without a shared limit"
-                if self.policy == "open"
-                else "requests are refused with 429"
+        except Exception as exc:  # any redis.RedisError, OSError
+            self.failure = public_url(f"{exc.__class__.__name__}: {exc}")
+        if self.failure is None:
+            return None
+        where = f"Redis at {public_url(self.url)} failed ({self.failure}); policy {self.policy!r}"
+        if self.policy == "open":
+            return Degraded(
+                f"degraded: limits not enforced ({where}: requests are admitted without "
+                f"the shared limit)"
             )
-            raise ConnectionError(
-                f"Redis at {self.url} unreachable ({self.failure}); policy {self.policy!r}: {does}"
-            )
+        raise ConnectionError(f"{where}: requests are refused with 429")

@@ -66,7 +66,7 @@ def fleet_key(fleet: str | None = None) -> bytes | None:
     if os.environ.get(KEY_FILE_VARIABLE):
         return _read_key_file(os.environ[KEY_FILE_VARIABLE])
     if fleet is not None:
-        from ._supervisor import state_file
+        from ._private import state_file
 
         try:
             recorded = json.loads(state_file(fleet).read_text()).get("key_file")
@@ -87,9 +87,10 @@ def require_key(fleet: str | None = None) -> bytes:
     return key
 
 
-def make_key_file() -> Path:
-    """A new random key in a 0600 file in a new 0700 directory (for a supervisor)."""
-    directory = Path(tempfile.mkdtemp(prefix="helixlab-fleet-key-"))  # 0700
+def make_key_file(directory: Path | None = None) -> Path:
+    """A new random key in a 0600 file in ``directory`` (0700), else a new 0700 directory
+    (for a supervisor: its private run directory, removed with it even after a kill -9)."""
+    directory = directory or Path(tempfile.mkdtemp(prefix="helixlab-fleet-key-"))
     path = directory / "fleet.key"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -4,12 +4,21 @@ It binds the listening socket once and hands it to every worker (inherited file
 descriptor: the kernel spreads connections over the processes accepting on it), starts
 a private redis-server when no ``--redis`` is given, restarts a worker that dies (first
 removing its heartbeat, so a reload in progress aborts at once instead of waiting for the
-TTL), and proposes a fleet reload when the config file is saved. Stopping stops the
-workers (each drains its requests), then the private Redis.
+TTL), and proposes a fleet reload when the config file is saved (a proposal that fails
+for a reason other than the new content itself is retried, with backoff, until it
+commits or the file is saved again). Stopping stops the workers (each drains its
+requests), then the private Redis.
+
+What it leaves behind is cleaned by whoever outlives it: a dead worker's temporary
+directory (its copy of the plugin sources) by the supervisor, and after a supervisor's
+``kill -9`` its workers, its private redis-server, its temporary directories and its
+state file by its watchdog (``_watchdog``). The Redis URL reaches workers through their
+environment, never their command line (see ``_private``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,24 +28,48 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from .._net import bind_tcp, http_url
-from ..errors import FleetError
+from ..errors import FleetError, describe
 from ._metrics import serve_metrics
+from ._private import REDIS_VARIABLE, public_url, redis_failure, state_file, write_private
 from ._redis import Keys, PrivateRedis, client, run_sync
 
-__all__ = ["Supervisor", "state_file"]
+__all__ = ["RETRY_BACKOFF", "Supervisor", "state_file"]
 
-
-def state_file(fleet: str) -> Path:
-    """Where a running fleet on this host says which Redis it uses (for ``helixlab fleet``)."""
-    return Path(tempfile.gettempdir()) / f"helixlab-fleet-{fleet}.json"
+#: A watched save whose proposal failed (Redis, the lock, a worker restarting) is proposed
+#: again after these delays (the last one repeating) until it commits or is saved again.
+RETRY_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
 def _say(text: str, log: Any = None) -> None:
-    print(f"helixlab: {text}", file=log or sys.stderr, flush=True)
+    print(f"helixlab: {public_url(text)}", file=log or sys.stderr, flush=True)
+
+
+def _refused_by_content(exc: BaseException) -> bool:
+    """A rollback a worker chose (a plugin or the config refused the content): proposing the
+    same content again would be refused again. Anything else (Redis, the lock, a worker
+    gone or silent) is worth a retry."""
+    if not isinstance(exc, FleetError) or exc.report is None:
+        return False
+    for vote in exc.report.votes.values():
+        if not vote.get("ok"):
+            error = str(vote.get("error") or "")
+            if not (error.startswith("left the fleet") or error.startswith("no answer")):
+                return True
+    return False
+
+
+class _Pending:
+    """A watched change waiting to be proposed (again)."""
+
+    def __init__(self, action: dict, path: Path, content: dict[str, Any]):
+        self.action, self.path, self.content = action, path, content
+        self.attempts = 0
+        self.due = 0.0
 
 
 class _Slot:
@@ -87,7 +120,14 @@ class Supervisor:
         self.host, self.port = host, self.sock.getsockname()[1]
         self.private: PrivateRedis | None = None
         self.redis_url = redis
-        self.metrics_dir = tempfile.mkdtemp(prefix="helixlab-metrics-")
+        # every temporary file of this fleet (metrics, the workers' copies) under one 0700
+        # directory, which the watchdog removes should the supervisor be killed
+        self.run_dir = Path(tempfile.mkdtemp(prefix="helixlab-fleet-"))
+        self.metrics_dir = str(self.run_dir / "metrics")
+        os.mkdir(self.metrics_dir, 0o700)
+        self._watchdog: subprocess.Popen | None = None
+        self._pending: dict[str, _Pending] = {}  # watched saves not yet committed, by file
+        self._spawned = 0
         self.metrics: Any = None  # the /metrics listener, if the config gives it a port
         self.slots = [_Slot(i) for i in range(workers)]
         self._stopping = threading.Event()
@@ -102,7 +142,7 @@ class Supervisor:
         self.key_file: Path | None = None
         self._fleet_key = fleet_key()
         if self._fleet_key is None:
-            self.key_file = make_key_file()
+            self.key_file = make_key_file(self.run_dir)
             self._fleet_key = self.key_file.read_bytes().strip()
             self._key_env = {KEY_FILE_VARIABLE: str(self.key_file)}
         else:
@@ -116,15 +156,23 @@ class Supervisor:
     def start(self, timeout: float = 60.0) -> None:
         """Start Redis (if private) and every worker; return when all of them serve."""
         try:
+            self._start_watchdog()
             self._check_config()
             if self.redis_url is None:
                 self.private = PrivateRedis()
                 self.redis_url = self.private.url
+                assert self.private.process is not None
+                self._tell(f"redis {self.private.process.pid}")
+                self._tell(f"path {self.private.dir}")
+                self._tell(f"path {self.private.socket.parent}")
             self._r = client(self.redis_url, asyncio=False)
             try:
                 self._r.ping()
             except Exception as exc:
-                raise FleetError(f"Redis at {self.redis_url} cannot be reached: {exc}") from None
+                failure = redis_failure(exc, self.redis_url)
+                raise failure or FleetError(
+                    f"Redis at {public_url(self.redis_url)} failed: {public_url(str(exc))}"
+                ) from None
             from ._redis import check_eviction
 
             note = check_eviction(self._r, self.redis_url)  # refuses allkeys-* eviction
@@ -145,7 +193,9 @@ class Supervisor:
                     )
             self._started = True
             self.metrics = serve_metrics(self.config, self.metrics_dir)  # None: no listener
-            state_file(self.fleet).write_text(
+            state = state_file(self.fleet)
+            write_private(  # 0600 in a 0700 directory: the URL may hold a password
+                state,
                 json.dumps(
                     {
                         "redis": self.redis_url,
@@ -153,10 +203,10 @@ class Supervisor:
                         "pid": os.getpid(),
                         "key_file": str(self.key_file) if self.key_file else None,
                     }
-                )
+                ),
             )
+            self._tell(f"state {state} {os.getpid()}")
             if self.watch:
-                self._config_text = Path(self.config).read_text(encoding="utf-8")
                 self._watcher = threading.Thread(target=self._watch, daemon=True)
                 self._watcher.start()
         except BaseException:
@@ -177,26 +227,67 @@ class Supervisor:
             if missing is not None:
                 raise missing
 
+    # -- the watchdog ------------------------------------------------------------------------
+
+    def _start_watchdog(self) -> None:
+        """Start the process that cleans up after a killed supervisor (see ``_watchdog``)."""
+        script = Path(__file__).with_name("_watchdog.py")
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-I", str(script)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,  # not in the terminal's group: Ctrl-C is ours to handle
+        )
+        self._tell(f"path {self.run_dir}")
+
+    def _tell(self, line: str) -> None:
+        watchdog = self._watchdog
+        if watchdog is None or watchdog.stdin is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            watchdog.stdin.write(line + "\n")
+            watchdog.stdin.flush()
+
+    def _end_watchdog(self) -> None:
+        """After a clean stop: close its pipe (it finds nothing left to do) and reap it."""
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            watchdog.stdin.close()  # type: ignore[union-attr]
+        try:
+            watchdog.wait(10)
+        except subprocess.TimeoutExpired:
+            watchdog.kill()
+            watchdog.wait()
+
     # -- workers ---------------------------------------------------------------------------
 
     def _spawn(self, slot: _Slot) -> None:
-        import uuid
-
         # unique across hosts and containers sharing a hostname: the lock is released by it
         slot.worker_id = f"{socket.gethostname()}-{slot.index}-{uuid.uuid4().hex[:8]}"
+        self._spawned += 1
+        # its own temporary directory (its copy of the plugin sources, whatever its plugins
+        # write to $TMPDIR), removed when it exits however it did
+        tmp = self.run_dir / f"w{slot.index}-{self._spawned}"
+        tmp.mkdir(mode=0o700)
         env = {
             **os.environ,
             **self._key_env,
             "HELIXLAB_WORKER_ID": slot.worker_id,
             "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
             "HELIXLAB_WORKER_SLOT": str(slot.index),  # which of the N a worker is
+            REDIS_VARIABLE: self.redis_url or "",  # the environment, not argv (`ps`)
+            "TMPDIR": str(tmp),
         }
         if self.admin_key:
             env["HELIXLAB_ADMIN_KEY"] = self.admin_key  # the environment, not argv (`ps`)
         args = [
             sys.executable, "-m", "helixlab.fleet._worker",
             "--config", self.config, "--fd", str(self.sock.fileno()),
-            "--redis", self.redis_url, "--fleet", self.fleet, "--slot", str(slot.index),
+            "--fleet", self.fleet, "--slot", str(slot.index),
             "--rate-limit-policy", self.policy,
         ]  # fmt: skip
         if self.plugins:
@@ -217,14 +308,17 @@ class Supervisor:
             text=True,
             env=env,
         )
-        threading.Thread(target=self._follow, args=(slot, process), daemon=True).start()
+        self._tell(f"pid {process.pid}")
+        threading.Thread(target=self._follow, args=(slot, process, tmp), daemon=True).start()
 
-    def _follow(self, slot: _Slot, process: subprocess.Popen) -> None:
+    def _follow(self, slot: _Slot, process: subprocess.Popen, tmp: Path) -> None:
         """Read the worker's ready line, wait for it to end, and restart it if it died."""
         for line in process.stdout:
             if line.startswith("ready "):
                 slot.ready.set()
         code = process.wait()
+        self._tell(f"exited {process.pid}")
+        shutil.rmtree(tmp, ignore_errors=True)  # a SIGKILLed worker cleans nothing itself
         worker_id = slot.worker_id
         self._forget(worker_id, process.pid, code)
         if self._stopping.is_set():
@@ -294,22 +388,20 @@ class Supervisor:
         for batch in changes:
             if not batch:  # a quiet period: the watcher is running
                 self.watching.set()
-                continue
-            changed = {Path(p) for _, p in batch}
-            if config in changed:
-                self._config_changed(config)
-            if plugins is not None:
-                self._plugins_changed(plugins, changed - {config})
+            else:
+                changed = {Path(p) for _, p in batch}
+                if config in changed:
+                    self._config_changed(config)
+                if plugins is not None:
+                    self._plugins_changed(plugins, changed - {config})
+            self._propose_due()
 
     def _config_changed(self, path: Path) -> None:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError:
             return
-        if text == self._config_text:
-            return
-        self._config_text = text
-        self._propose_logged({"kind": "apply"}, path, config=text)
+        self._queue("config", {"kind": "apply"}, path, config=text)
 
     def _plugins_changed(self, plugins: Path, changed: set[Path]) -> None:
         from ..kernel._discovery import unit_for
@@ -327,16 +419,43 @@ class Supervisor:
             except (OSError, UnicodeDecodeError, FleetError) as exc:  # the watcher goes on
                 _say(f"fleet reload from {unit.path} failed: {exc}", self.log)
                 continue
-            self._propose_logged(action, unit.path, sources=sources)
+            self._queue(f"define {action['path']}", action, unit.path, sources=sources)
 
-    def _propose_logged(self, action: dict, path: Path, **content: Any) -> None:
+    def _queue(self, key: str, action: dict, path: Path, **content: Any) -> None:
+        """A save: propose it now, replacing whatever of the same file waited for a retry
+        (every save is proposed, even one whose content failed before)."""
+        self._pending.pop(key, None)
+        self._pending[key] = _Pending(action, path, content)
+
+    def _propose_due(self) -> None:
+        """Propose every queued save whose time has come; keep the ones worth a retry."""
+        now = time.monotonic()
+        for key, pending in list(self._pending.items()):
+            if pending.due > now or self._stopping.is_set():
+                continue
+            if self._pending.get(key) is not pending:
+                continue
+            failure = self._propose_logged(pending.action, pending.path, **pending.content)
+            if failure is None or _refused_by_content(failure):
+                self._pending.pop(key, None)  # committed, or refused: wait for the next save
+                continue
+            delay = RETRY_BACKOFF[min(pending.attempts, len(RETRY_BACKOFF) - 1)]
+            pending.attempts += 1
+            pending.due = time.monotonic() + delay
+            _say(f"fleet reload from {pending.path}: retrying in {delay:g}s", self.log)
+
+    def _propose_logged(self, action: dict, path: Path, **content: Any) -> Exception | None:
+        """Propose and log the outcome; the failure, or None once committed."""
         from ._coordinator import propose
 
         try:
             report = run_sync(lambda: self._propose(propose, action, **content))
-            _say(f"fleet reload from {path}: {report}", self.log)
         except Exception as exc:
-            _say(f"fleet reload from {path} failed: {exc}", self.log)
+            failure = redis_failure(exc, self.redis_url or "") or exc
+            _say(f"fleet reload from {path} failed: {describe(failure)}", self.log)
+            return failure
+        _say(f"fleet reload from {path}: {report}", self.log)
+        return None
 
     async def _propose(self, propose: Any, action: dict, **content: Any) -> Any:
         r = client(self.redis_url)
@@ -344,8 +463,14 @@ class Supervisor:
             return await propose(
                 r, self.keys, action, source=self.config, key=self._fleet_key, **content
             )
+        except Exception as exc:  # Redis failed: the documented FleetRedisError
+            failure = redis_failure(exc, self.redis_url or "")
+            if failure is None:
+                raise
+            raise failure from None
         finally:
-            await r.aclose()
+            with contextlib.suppress(Exception):
+                await r.aclose()
 
     # -- the fleet from Python (a notebook cell, a script) -----------------------------------
 
@@ -393,17 +518,16 @@ class Supervisor:
             self._r.close()
         if self.private is not None:
             self.private.close()
-        shutil.rmtree(self.metrics_dir, ignore_errors=True)
-        if self.key_file is not None:
-            shutil.rmtree(self.key_file.parent, ignore_errors=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
         if self.log is not None:
             self.log.close()
         try:
             state = state_file(self.fleet)
             if state.exists() and json.loads(state.read_text()).get("url") == self.url:
                 state.unlink()
-        except (OSError, ValueError):
+        except (OSError, ValueError, FleetError):
             pass
+        self._end_watchdog()
 
     def __enter__(self) -> Supervisor:
         self.start()

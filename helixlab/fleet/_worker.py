@@ -565,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="helixlab.fleet._worker")
     parser.add_argument("--config", required=True)
     parser.add_argument("--fd", type=int, required=True)
-    parser.add_argument("--redis", required=True)
+    # the URL may hold a password: from the environment (the supervisor's way), not argv
+    parser.add_argument("--redis", default=os.environ.get("HELIXLAB_REDIS"))
     parser.add_argument("--fleet", default="helixlab")
     parser.add_argument("--slot", type=int, default=0)
     parser.add_argument("--rate-limit-policy", default="open")
@@ -574,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verify", action="store_true", help="probe each reload (a canary)")
     parser.add_argument("--no-entry-points", dest="entry_points", action="store_false")
     args = parser.parse_args(argv)
+    if not args.redis:
+        parser.error("the fleet's Redis: $HELIXLAB_REDIS (or --redis URL)")
     sock = socket.socket(fileno=args.fd)
     try:
         worker = Worker(args)

@@ -12,7 +12,9 @@ request needs ``Authorization: Bearer KEY``, compared in constant time.
     GET  /admin/events                                       -> the events, as SSE
 
 A refused reload answers 409 with the report naming the plugin and the phase (the old
-versions keep serving); an unknown plugin 404; a config its model refuses 422.
+versions keep serving); an unknown plugin 404; a config its model refuses 422; on a
+fleet, a failure of its Redis 503 (code ``fleet_redis_unavailable``). A failure's body
+also carries ``error`` in the OpenAI shape (``message``, ``type``, ``param``, ``code``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ..kernel import redact
-from ._errors import error_response
+from ._errors import error_body, error_response
 from ._operations import Operations, Outcome
 
 __all__ = ["AdminApp", "event_json"]
@@ -114,7 +116,11 @@ class AdminApp:
 
     @staticmethod
     def _answer(outcome: Outcome) -> Response:
-        return JSONResponse(outcome.json(), status_code=outcome.status)
+        body = outcome.json()
+        if not outcome.ok:  # what any OpenAI-style client reads as the error
+            code = "fleet_redis_unavailable" if outcome.phase == "redis" else None
+            body.update(error_body(outcome.status, outcome.text, code=code))
+        return JSONResponse(body, status_code=outcome.status)
 
     async def reload(self, request: Request) -> Response:
         body = await self._body(request)

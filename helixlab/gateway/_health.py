@@ -14,7 +14,9 @@ authentication plugin never turns a health probe into a 429 or a 401.
   every second and an upstream's outage does not take every replica out at once.
 - ``GET /health`` — the full check for people and monitoring: every running plugin's
   health check (concurrently, under the health timeout), 200 only when all pass, a
-  provider runs and every guard serves. The status (and a guard that is down, by name and
+  provider runs and every guard serves; ``degraded`` (still 200, in rotation) when a check
+  says it serves with less, e.g. a fleet's shared rate limit not enforced while its Redis
+  is down under policy ``open``. The status (and a guard that is down, by name and
   phase) for everyone; the per-plugin detail only as ``health_detail`` says.
 """
 
@@ -83,7 +85,10 @@ async def health(request: Request) -> Response:
         bool(providers) and not missing and all(status.healthy for status in statuses.values())
     )
     status = 200 if healthy else 503
-    body: dict[str, Any] = {"status": "ok" if healthy else "unavailable"}
+    word = "ok" if healthy else "unavailable"
+    if healthy and any(s.degraded for s in statuses.values()):
+        word = "degraded"  # a check serves with less (a fleet's shared limit not enforced): 200
+    body: dict[str, Any] = {"status": word}
     detail = await _may_see_detail(request, kernel)
     if missing:  # which guard is down, by name and phase, is no secret: requests say it too
         body["guards"] = [m.json(detail) for m in missing]

@@ -18,7 +18,7 @@ from ._plugin import (
     ProviderPlugin,
     ToolPlugin,
 )
-from ._reports import HealthStatus, LoadReport, PluginInfo, ReloadReport
+from ._reports import Degraded, HealthStatus, LoadReport, PluginInfo, ReloadReport
 from ._secrets import redact
 from ._transaction import PreparedReload
 from ._validation import Duration, PluginConfig, parse_duration
@@ -28,6 +28,7 @@ __all__ = [
     "IMPORT_TIMEOUT",
     "ASGIApp",
     "Context",
+    "Degraded",
     "DependencyGraph",
     "Duration",
     "EventLog",

@@ -13,14 +13,15 @@ from typing import Any
 from ..errors import PluginError, describe
 from ._lifecycle import Live
 from ._plugin import PluginState
-from ._reports import HealthStatus
+from ._reports import Degraded, HealthStatus
 from ._workers import Progress
 
 __all__ = ["check", "run"]
 
 
 async def check(kernel: Any, live: Live, timeout: float) -> HealthStatus:
-    """One plugin's check: raising, returning False or returning a message means unhealthy.
+    """One plugin's check: raising, returning False or returning a message means unhealthy
+    (a :class:`Degraded` message: healthy, degraded).
 
     At most one check per plugin is in flight: a caller that comes while one runs gets its
     result; while a check that timed out has still not returned (its thread is hung), no
@@ -46,6 +47,9 @@ async def check(kernel: Any, live: Live, timeout: float) -> HealthStatus:
         if isinstance(exc.cause, TimeoutError):
             detail = f"no answer within {timeout:g}s"
         return HealthStatus(name, False, detail, "active", time.perf_counter() - started)
+    if isinstance(result, Degraded):  # serving, with less than it should: still healthy
+        elapsed = time.perf_counter() - started
+        return HealthStatus(name, True, str(result), "active", elapsed, degraded=True)
     healthy = result is not False and not isinstance(result, str)
     detail = result if isinstance(result, str) else ""
     return HealthStatus(name, healthy, detail, "active", time.perf_counter() - started)

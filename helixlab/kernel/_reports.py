@@ -138,20 +138,31 @@ class ReloadReport(_PlainRepr):
 
 @dataclass(frozen=True, repr=False)
 class HealthStatus(_PlainRepr):
-    """The result of one plugin's health check. ``elapsed`` is left out of ``str``."""
+    """The result of one plugin's health check. ``elapsed`` is left out of ``str``.
+
+    ``degraded``: healthy (it serves), but in a reduced way its ``detail`` says (the check
+    returned a :class:`Degraded`).
+    """
 
     plugin: str
     healthy: bool
     detail: str = ""
     state: str = "active"
     elapsed: float = field(default=0.0, compare=False)
+    degraded: bool = False
 
     def __bool__(self) -> bool:
         return self.healthy
 
     def __str__(self) -> str:
-        mark = "healthy" if self.healthy else "unhealthy"
+        mark = ("degraded" if self.degraded else "healthy") if self.healthy else "unhealthy"
         return f"{self.plugin}: {mark}" + (f" ({self.detail})" if self.detail else "")
+
+
+class Degraded(str):
+    """What a health check returns when its plugin serves, but in a reduced way (the text
+    says how): the plugin counts as healthy, so ``/health`` stays 200 and the instance in a
+    load balancer's rotation, and ``/health`` says ``degraded`` with this text."""
 
 
 @dataclass(frozen=True, repr=False)

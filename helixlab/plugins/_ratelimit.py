@@ -292,10 +292,11 @@ class RateLimiter(MiddlewarePlugin):
     def get_middleware(self) -> Any:
         return lambda app: RateLimitMiddleware(app, plugin=self)
 
-    def health_check(self, ctx: Context) -> None:
+    def health_check(self, ctx: Context) -> Any:
         check = getattr(self.store, "health", None)
         if check is not None:
-            check()  # a shared store says here when it cannot be reached
+            return check()  # a shared store says here when it fails (or is Degraded)
+        return None
 
     def client_of(self, scope: Scope) -> str:
         """The bucket key of a request: a verified identity, else the client's address."""
