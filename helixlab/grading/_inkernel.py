@@ -257,7 +257,7 @@ def run_one(nonce: str, lab_name: str, index: int, sources: Mapping[str, str]) -
     checks = list(entry.checks) + hidden_checks(lab_name, sources)
     description, check = checks[index]
     single = f"{lab_name} (grading check {index + 1})"
-    lab(single, entry.title)(description)(check)
+    lab(single, entry.title, getattr(entry, "plugins", ()))(description)(check)
     kernel, namespace, extras = _probe_parts()
     started = time.monotonic()
     try:

@@ -79,8 +79,11 @@ def plan(
             try:
                 registry = registry.with_class(target)
             except (ConfigError, RegistryError) as exc:
-                phase = "config" if isinstance(exc, ConfigError) else "validate"
-                raise _refuse(name, exc, phase) from None
+                if isinstance(exc, ConfigError):
+                    raise stored_value_refusal(registry[name], target, exc) or _refuse(
+                        name, exc, "config"
+                    ) from None
+                raise _refuse(name, exc) from None
         elif isinstance(target, str):
             registry[target]
             name = target

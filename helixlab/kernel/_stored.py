@@ -16,16 +16,16 @@ from ..errors import ConfigError, ReloadError
 __all__ = ["stored_value_refusal"]
 
 
-def stored_value_refusal(entry: Any, cls: type, exc: ConfigError) -> ReloadError | None:
+def stored_value_refusal(entry: Any, cls: Any, exc: ConfigError) -> ReloadError | None:
     """The refusal of ``cls`` when only values stored in ``entry``'s config block it.
 
     None when the new class would be refused with its own defaults too (its model is at
     fault, not a stored value), or when a blocked value has no default to go back to.
     """
     spec = entry.spec
-    model = getattr(cls, "config_model", None)
+    model: Any = getattr(cls, "config_model", None)
     fields = getattr(model, "model_fields", None)
-    if not spec.config or fields is None:
+    if not spec.config or model is None or fields is None:
         return None
     blocked: dict[str, Any] = {}
     for problem in exc.problems:
