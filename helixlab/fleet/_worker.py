@@ -25,7 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._net import HTTP_PARSERS
 from ..errors import HelixError, describe
+from ..kernel import LOOPS, loop_factory
 from ._apply import Vote, prepare, vote_for
 from ._coordinator import decide, lock, unlock
 from ._generation import Generation, read_sources, write_sources
@@ -161,7 +163,7 @@ class Worker:
                 gen = Generation.from_hash(
                     await self.r.hgetall(self.keys.generation(int(committed)))
                 )
-            self.kernel = Kernel()
+            self.kernel = Kernel(loop=self.args.loop)
             self.kernel.subscribe(self._on_event)
             if self.args.entry_points:
                 await self.kernel.adiscover_entry_points()
@@ -188,13 +190,16 @@ class Worker:
                     return MetricsMiddleware(app, metrics=self.metrics)
 
             self.server = await self.kernel.aserve(
-                config=options, sock=sock, wrap=wrap, operations=operations
+                config=options, sock=sock, wrap=wrap, operations=operations, http=self.args.http
             )
             self._serving(gen)
             await self.beat()
         finally:
             await unlock(self.r, self.keys, f"worker {self.id} joining")
-        _say(f"serving generation {gen.number} ({gen.digest}) as {self.id}")
+        _say(
+            f"serving generation {gen.number} ({gen.digest}) as {self.id} "
+            f"on {self.kernel.loop_kind} + {self.server.http}"
+        )
 
     def _serving(self, gen: Generation) -> None:
         self._gen = gen
@@ -412,11 +417,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local-limits", action="store_true", help="per-worker rate buckets")
     parser.add_argument("--verify", action="store_true", help="probe each reload (a canary)")
     parser.add_argument("--no-entry-points", dest="entry_points", action="store_false")
+    parser.add_argument("--loop", choices=LOOPS, default="auto", help="the event loops' kind")
+    parser.add_argument("--http", choices=HTTP_PARSERS, default="auto", help="the HTTP parser")
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
     worker = Worker(args)
-    try:
-        asyncio.run(worker.run(sock))
+    try:  # the Redis loop (here) and the kernel's (serving) are both of the kind asked
+        with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+            runner.run(worker.run(sock))
     except HelixError as exc:
         _say(str(exc))
         return 1

@@ -5,6 +5,7 @@ from ._graph import DependencyGraph
 from ._kernel import Kernel
 from ._lifecycle import Timeouts
 from ._live import Lease
+from ._loop import LOOPS, loop_factory
 from ._plugin import (
     ASGIApp,
     Context,
@@ -23,6 +24,7 @@ from ._validation import Duration, PluginConfig, parse_duration
 from ._watcher import FileWatcher
 
 __all__ = [
+    "LOOPS",
     "ASGIApp",
     "Context",
     "DependencyGraph",
@@ -46,6 +48,7 @@ __all__ = [
     "ReloadReport",
     "Timeouts",
     "ToolPlugin",
+    "loop_factory",
     "parse_duration",
     "redact",
 ]

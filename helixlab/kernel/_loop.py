@@ -3,6 +3,9 @@
 A notebook cell already runs inside a loop, so ``asyncio.run`` is impossible there; the
 kernel therefore runs its lifecycle coroutines (and the gateway) on a loop of its own and
 the synchronous API waits on them from whatever thread calls it.
+
+The loop is asyncio's own or uvloop's (``loop="uvloop"``, or ``"auto"``: uvloop when it
+is installed); every guarantee of the kernel (interrupts, hangs, closing) holds on both.
 """
 
 from __future__ import annotations
@@ -17,7 +20,34 @@ from ..errors import HelixError, KernelClosedError
 
 T = TypeVar("T")
 
-__all__ = ["LoopThread", "Submission"]
+__all__ = ["LOOPS", "LoopThread", "Submission", "loop_factory", "loop_kind"]
+
+#: What ``Kernel(loop=...)`` and ``helixlab serve --loop`` accept.
+LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def loop_factory(kind: str = "auto") -> Callable[[], asyncio.AbstractEventLoop]:
+    """What makes a new loop of ``kind``: ``"asyncio"``, ``"uvloop"``, or ``"auto"`` (uvloop
+    when it can be imported, else asyncio's). Asking for uvloop without it installed raises."""
+    if kind not in LOOPS:
+        raise ValueError(f"loop={kind!r}: choose one of {', '.join(LOOPS)}.")
+    if kind != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise HelixError(
+                    "loop='uvloop' needs the uvloop package, which is not installed here "
+                    "(pip install uvloop; it does not exist on Windows); use loop='asyncio'."
+                ) from None
+        else:
+            return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def loop_kind(loop: asyncio.AbstractEventLoop) -> str:
+    """``"uvloop"`` or ``"asyncio"``: which implementation ``loop`` is."""
+    return "uvloop" if type(loop).__module__.partition(".")[0] == "uvloop" else "asyncio"
 
 
 class Submission:
@@ -55,8 +85,9 @@ class Submission:
 class LoopThread:
     """An event loop running forever in a daemon thread, until :meth:`stop`."""
 
-    def __init__(self, name: str = "helixlab-kernel"):
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, name: str = "helixlab-kernel", kind: str = "asyncio"):
+        self.loop = loop_factory(kind)()
+        self.kind = loop_kind(self.loop)
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
