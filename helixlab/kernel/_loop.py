@@ -82,6 +82,28 @@ class Submission:
             future.set_result(task.result())
 
 
+#: How often a caller waiting on the loop wakes to run a signal handler it was sent.
+SIGNAL_CHECK = 0.1
+
+
+def _wait(future: concurrent.futures.Future) -> Any:
+    """``future.result()``, waking every ``SIGNAL_CHECK`` s while it is pending.
+
+    Why: Python runs signal handlers (the KeyboardInterrupt of Jupyter's interrupt button)
+    in the main thread only, and a lock wait there is cut short only when the kernel
+    delivers the signal to that very thread. It may pick another one: with uvloop running
+    the kernel's loop, a SIGINT sent while a phase ran was left pending until the phase
+    ended (its whole timeout), about once in 30 tries. Waking lets the handler run within
+    ``SIGNAL_CHECK`` seconds whichever thread the signal reached.
+    """
+    while True:
+        try:
+            return future.result(SIGNAL_CHECK)
+        except TimeoutError:
+            if future.done():  # the work's own TimeoutError
+                raise
+
+
 class LoopThread:
     """An event loop running forever in a daemon thread, until :meth:`stop`."""
 
@@ -163,14 +185,14 @@ class LoopThread:
         submission = self.prepare(coro)
         try:  # from here on an interrupt, wherever it lands, finds the submission
             self.schedule(submission)
-            return submission.future.result()
+            return _wait(submission.future)
         except KeyboardInterrupt as interrupt:
             if on_interrupt is None:
                 submission.future.cancel()
                 raise
             self.call_soon(on_interrupt, submission)
             try:
-                result = submission.future.result()
+                result = _wait(submission.future)
             except KeyboardInterrupt:
                 raise
             except BaseException:
