@@ -17,11 +17,16 @@ driven by a load generator in another process (16 keep-alive connections):
   custom-auth (a valid HS256 JWT on every request) and rate-limiter (a limit far above
   the load).
 
+Every server runs on both of uvicorn's stacks: h11 on asyncio, and httptools on uvloop
+(``helixlab serve``'s default, ``--loop uvloop --http httptools``); each ratio is against
+the pass-through on the same stack.
+
 CPU per request is the server process's user + system time over the run (psutil),
 divided by the requests it answered; streamed, divided by the chunks relayed as well.
 Blocks alternate between the servers so drift hits all alike. Targets (issue 11): CPU per
 request within 1.5x the pass-through's with custom-provider alone, within 2x with the four
-middlewares; streaming likewise per chunk.
+middlewares; streaming likewise per chunk; issue 23: custom-provider alone within 1.3x
+the pass-through on the fast stack.
 """
 
 from __future__ import annotations
