@@ -39,14 +39,15 @@ bench:
 	@tools/setup.sh
 	$(BIN)/python -m benchmarks
 
-## make bench-peers: helixlab against LiteLLM's proxy on the same upstream (not in make test);
-## LiteLLM's proxy goes into its own venv, .venv-peers, so its pins never touch .venv
+## make bench-peers: helixlab against LiteLLM's proxy and Portkey's gateway on the same
+## upstream (not in make test); each peer goes into its own folder (.venv-peers, .peers/portkey),
+## so their pins never touch .venv
 PEERS := .venv-peers
+PORTKEY := .peers/portkey
 bench-peers:
 	@tools/setup.sh
-	@test -x $(PEERS)/bin/litellm || { $(BIN)/python -c 'import sys; print(sys._base_executable)' | \
-		xargs -I{} {} -m venv $(PEERS) && $(PEERS)/bin/pip install -q 'litellm[proxy]'; }
-	$(BIN)/python -m benchmarks.peers --litellm $(PEERS)/bin/litellm
+	@PEERS=$(PEERS) PORTKEY_DIR=$(PORTKEY) tools/peers_setup.sh
+	$(BIN)/python -m benchmarks.peers --litellm $(PEERS)/bin/litellm --portkey $(PORTKEY)
 
 ## make notebooks: re-execute the notebooks and labs in place, committing-ready outputs
 notebooks:
@@ -62,4 +63,4 @@ setup:
 	@tools/setup.sh --browser
 
 clean:
-	rm -rf $(VENV) $(PEERS) .pytest_cache .hypothesis .ruff_cache test-output
+	rm -rf $(VENV) $(PEERS) .peers .pytest_cache .hypothesis .ruff_cache test-output

@@ -197,9 +197,10 @@ def threads_before() -> set[threading.Thread]:
     return set(threading.enumerate())
 
 
-@pytest.fixture
-def kernel(threads_before) -> Iterator[hx.Kernel]:
-    k = hx.Kernel(timeouts=SHORT)
+@pytest.fixture(params=["asyncio", "uvloop"])
+def kernel(threads_before, request) -> Iterator[hx.Kernel]:
+    k = hx.Kernel(timeouts=SHORT, loop=request.param)  # every guarantee on both loops
+    assert k.loop_kind == request.param
     yield k
     k.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -529,14 +530,18 @@ def test_with_redis_down_the_limiter_admits_and_health_says_so(config, redis_ser
         until(lambda: httpx.get(sup.url + "/health").json()["status"] == "ok")
 
 
-def test_serve_with_a_fleet_section_runs_its_workers_on_a_private_redis(tmp_path):
+@pytest.mark.parametrize(
+    ("flags", "runs"),
+    [((), "uvloop + httptools"), (("--loop", "asyncio", "--http", "h11"), "asyncio + h11")],
+)
+def test_serve_with_a_fleet_section_runs_its_workers_on_a_private_redis(tmp_path, flags, runs):
     name = f"t{os.getpid()}"
     path = tmp_path / "plugins.yaml"
     path.write_text(
         CONFIG.replace("  flaky:\n    config: {}\n", "") + f"fleet:\n  workers: 2\n  name: {name}\n"
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "helixlab", "serve", str(path), "--port", "0"],
+        [sys.executable, "-m", "helixlab", "serve", str(path), "--port", "0", *flags],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -555,6 +560,7 @@ def test_serve_with_a_fleet_section_runs_its_workers_on_a_private_redis(tmp_path
             process.kill()
     assert process.returncode == 0, err
     assert f"fleet '{name}': 2 worker(s) serving" in err and "Traceback" not in err
+    assert len(re.findall(rf"serving generation 1 \(\w+\) as \S+ on {re.escape(runs)}\n", err)) == 2
 
 
 def test_a_bad_fleet_section_exits_2_with_its_line(tmp_path):

@@ -28,9 +28,10 @@ LONG_DRAIN = hx.Timeouts(
 )
 
 
-@pytest.fixture
-def kernel():
-    k = hx.Kernel(timeouts=LONG_DRAIN)
+@pytest.fixture(params=["asyncio", "uvloop"])
+def kernel(request):
+    k = hx.Kernel(timeouts=LONG_DRAIN, loop=request.param)  # every guarantee on both loops
+    assert k.loop_kind == request.param
     yield k
     k.close()
 
@@ -242,8 +243,9 @@ def test_cancelling_an_async_caller_rolls_back_like_an_interrupt(kernel, make_pl
     assert kernel.reload("a").ok
 
 
-def test_an_interrupted_close_still_stops_everything(make_plugin, journal):
-    kernel = hx.Kernel(timeouts=LONG_DRAIN)
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_an_interrupted_close_still_stops_everything(make_plugin, journal, loop):
+    kernel = hx.Kernel(timeouts=LONG_DRAIN, loop=loop)
     press = Interrupter(kernel)
 
     def stop(self, ctx):

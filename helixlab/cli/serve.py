@@ -32,7 +32,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .._net import bind_tcp, http_url
+from .._net import HTTP_PARSERS, bind_tcp, http_parser, http_url
+from ..errors import HelixError
+from ..kernel import LOOPS
 from ..kernel._config import parse_config
 from ..kernel._secrets import redact_text
 from . import EXIT_ERROR, EXIT_OK, Commands, say
@@ -80,6 +82,18 @@ def register(commands: Commands) -> None:
         action="store_true",
         help="probe each reload of a middleware or provider before it serves (a canary)",
     )
+    parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="auto",
+        help="the event loop serving requests (default auto: uvloop when installed)",
+    )
+    parser.add_argument(
+        "--http",
+        choices=HTTP_PARSERS,
+        default="auto",
+        help="the HTTP/1.1 parser (default auto: httptools when installed, else h11)",
+    )
     from ..fleet._cli import add_serve_options
 
     add_serve_options(parser)  # --workers N, --redis URL, ...: a fleet (helixlab/fleet)
@@ -100,6 +114,8 @@ def _run(args: argparse.Namespace) -> int:
         watch=args.watch,
         admin_key=args.admin_key or os.environ.get(ADMIN_KEY_VARIABLE) or None,
         verify=args.verify,
+        loop=args.loop,
+        http=args.http,
     )
 
 
@@ -113,6 +129,8 @@ def serve(
     watch: bool = False,
     admin_key: str | None = None,
     verify: bool = False,
+    loop: str = "auto",
+    http: str = "auto",
 ) -> int:
     """Run ``helixlab serve``; returns the exit status."""
     from ..gateway import gateway_config
@@ -141,7 +159,13 @@ def serve(
     signals.__enter__()
 
     watching: threading.Event | None = None
-    kernel = Kernel()
+    try:  # uvloop or httptools asked for but not installed: said before anything starts
+        http = http_parser(http)
+        kernel = Kernel(loop=loop)
+    except (HelixError, ValueError) as exc:
+        sock.close()
+        say(str(exc))
+        return EXIT_ERROR
     kernel.subscribe(lambda event: say(redact_text(f"event {event}", secrets)))
     operations = Operations(kernel, config_path, dirs)
     try:
@@ -159,9 +183,12 @@ def serve(
             say(redact_text(f"failed {name} in {error.phase}: {error}", secrets))
         for name, why in report.skipped.items():
             say(f"skipped {name}: {why}")
-        server = kernel.serve(config=options, sock=sock, operations=operations)
+        server = kernel.serve(config=options, sock=sock, operations=operations, http=http)
         sock = None  # the server owns it now
-        say(f"serving {server.url} (OpenAI base URL {server.openai_base_url})")
+        say(
+            f"serving {server.url} (OpenAI base URL {server.openai_base_url}) "
+            f"on {kernel.loop_kind} + {server.http}"
+        )
         if server.admin is not None:
             say(f"admin API on {server.url}/admin (Authorization: Bearer <the admin key>)")
         if watch:

@@ -116,6 +116,8 @@ def serve_fleet(args: argparse.Namespace) -> int:
         admin_key=getattr(args, "admin_key", None) or os.environ.get("HELIXLAB_ADMIN_KEY"),
         verify=getattr(args, "verify", False),
         entry_points=getattr(args, "entry_points", True),
+        loop=getattr(args, "loop", "auto"),
+        http=getattr(args, "http", "auto"),
     )
     supervisor.start()
     try:

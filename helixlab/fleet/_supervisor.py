@@ -103,6 +103,8 @@ class Supervisor:
         admin_key: str | None = None,
         verify: bool = False,
         entry_points: bool = True,
+        loop: str = "auto",
+        http: str = "auto",
     ):
         if workers < 1:
             raise FleetError(f"--workers must be at least 1, not {workers}.")
@@ -112,6 +114,7 @@ class Supervisor:
         self.plugins = str(Path(plugins).resolve()) if plugins else None
         self.shared_limits = shared_limits
         self.admin_key, self.verify, self.entry_points = admin_key, verify, entry_points
+        self.loop, self.http = loop, http  # each worker's loops and HTTP parser (--loop, --http)
         # the workers' stderr: inherited, or appended to a file (a notebook's cells stay clean)
         self.log = open(log, "a", encoding="utf-8") if log else None  # noqa: SIM115
         self.sock = bind_tcp(host, port)
@@ -298,6 +301,7 @@ class Supervisor:
             args.append("--verify")
         if not self.entry_points:
             args.append("--no-entry-points")
+        args += ["--loop", self.loop, "--http", self.http]
         slot.ready.clear()
         slot.started = time.monotonic()
         slot.process = process = subprocess.Popen(

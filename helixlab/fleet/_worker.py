@@ -31,7 +31,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from .._net import HTTP_PARSERS
 from ..errors import FleetError, HelixError, describe
+from ..kernel import LOOPS, loop_factory
 from ._apply import Vote, prepare, vote_for
 from ._coordinator import LOG_LENGTH, decide, lock, next_id, unlock
 from ._generation import Generation, read_sources, write_sources
@@ -277,7 +279,7 @@ class Worker:
 
                 gen = await committed_generation(self.r, self.keys, patience=2 * HEARTBEAT_TTL)
                 gen.check(self.key, self.keys.fleet)  # refuses, saying why: exit 1
-            self.kernel = Kernel()
+            self.kernel = Kernel(loop=self.args.loop)
             self.kernel.subscribe(self._on_event)
             if self.args.entry_points:
                 await self.kernel.adiscover_entry_points()
@@ -304,14 +306,17 @@ class Worker:
                     return MetricsMiddleware(app, metrics=self.metrics)
 
             self.server = await self.kernel.aserve(
-                config=options, sock=sock, wrap=wrap, operations=operations
+                config=options, sock=sock, wrap=wrap, operations=operations, http=self.args.http
             )
             self._serving(gen)
             await self.beat(new=True)
         finally:
             with contextlib.suppress(Exception):  # Redis gone for good: the lock expires
                 await unlock(self.r, self.keys, owner, patience=10.0)
-        _say(f"serving generation {gen.number} ({gen.digest}) as {self.id}")
+        _say(
+            f"serving generation {gen.number} ({gen.digest}) as {self.id} "
+            f"on {self.kernel.loop_kind} + {self.server.http}"
+        )
 
     def _serving(self, gen: Generation) -> None:
         self._seen = {n for n in self._seen if n > gen.number}
@@ -574,13 +579,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local-limits", action="store_true", help="per-worker rate buckets")
     parser.add_argument("--verify", action="store_true", help="probe each reload (a canary)")
     parser.add_argument("--no-entry-points", dest="entry_points", action="store_false")
+    parser.add_argument("--loop", choices=LOOPS, default="auto", help="the event loops' kind")
+    parser.add_argument("--http", choices=HTTP_PARSERS, default="auto", help="the HTTP parser")
     args = parser.parse_args(argv)
     if not args.redis:
         parser.error("the fleet's Redis: $HELIXLAB_REDIS (or --redis URL)")
     sock = socket.socket(fileno=args.fd)
-    try:
+    try:  # the Redis loop (here) and the kernel's (serving) are both of the kind asked
         worker = Worker(args)
-        asyncio.run(worker.run(sock))
+        with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+            runner.run(worker.run(sock))
     except HelixError as exc:
         _say(str(exc))
         return 1

@@ -18,7 +18,7 @@ from typing import Any
 
 import uvicorn
 
-from .._net import ReadyServer, bind_tcp, http_url
+from .._net import ReadyServer, bind_tcp, http_parser, http_url
 from ._admin import AdminApp
 from ._app import Gateway
 from ._build import make_builder
@@ -52,8 +52,11 @@ class GatewayServer:
         config: GatewayConfig,
         sock: socket.socket,
         operations: Operations | None = None,
+        http: str = "auto",
     ):
         self.kernel = kernel
+        #: the HTTP implementation serving: "httptools" or "h11" (``serve(http=...)``)
+        self.http = http_parser(http)
         self.config = config
         self.host = config.host
         self.port: int = sock.getsockname()[1]
@@ -118,6 +121,7 @@ class GatewayServer:
         ready = asyncio.Event()
         config = uvicorn.Config(
             self.app,
+            http=self.http,
             lifespan="off",
             log_config=None,
             access_log=False,
@@ -199,10 +203,12 @@ def _prepare(kernel: Any, host: str, port: int, options: dict[str, Any]) -> Gate
     sock: socket.socket | None = options.pop("sock", None)
     operations = options.pop("operations", None)
     wrap = options.pop("wrap", None)  # outermost ASGI middleware (a fleet's /metrics)
+    http = http_parser(options.pop("http", "auto"))  # before anything is bound
     if sock is not None:  # bound by the caller (``helixlab serve`` binds before loading)
         host, port = sock.getsockname()[:2]
     config = gateway_config(options.pop("config", None), **options, host=host, port=port)
-    server = GatewayServer(kernel, config, sock or bind_tcp(config.host, config.port), operations)
+    sock = sock or bind_tcp(config.host, config.port)
+    server = GatewayServer(kernel, config, sock, operations, http)
     if wrap is not None:
         server.app = wrap(server.app)
     return server
@@ -215,7 +221,9 @@ def serve(kernel: Any, host: str = "127.0.0.1", port: int = 0, **options: Any) -
     ``max_tool_rounds``, ``graceful_timeout``, ``admin_key``, ``verify``), or ``config=`` a
     GatewayConfig; ``sock=`` a socket already bound, ``operations=`` what the admin API
     runs (an :class:`Operations` knowing the configuration file), ``wrap=`` an outermost
-    middleware. Returns once the server listens. Call from any thread but the kernel's
+    middleware, ``http=`` the HTTP implementation (``"httptools"``, ``"h11"``, or
+    ``"auto"``: httptools when installed). The loop is the kernel's (``Kernel(loop=...)``).
+    Returns once the server listens. Call from any thread but the kernel's
     (there: ``aserve``).
     """
     server = _prepare(kernel, host, port, options)

@@ -28,20 +28,38 @@ def emit(nonce: str, kind: str, **data: Any) -> None:
 
 
 def import_everything() -> list[str]:
-    """Import every helixlab module, so that all are fingerprinted before the notebook runs."""
+    """Import every helixlab module, so that all are fingerprinted before the notebook runs.
+
+    The package is walked by hand, not with ``pkgutil.walk_packages``: that one imports
+    every package it walks into, ``helixlab.grading`` included, whose nbformat pulls in
+    jsonschema's format checkers (seconds of grammar building in each kernel) for a
+    module the kernel never uses.
+    """
     import importlib
     import pkgutil
 
-    package = importlib.import_module(PACKAGE)
-    failed = []
+    failed: list[str] = []
     grader = f"{PACKAGE}.grading"  # the grader's own side: never used in the kernel
-    for info in pkgutil.walk_packages(package.__path__, f"{PACKAGE}."):
-        if info.name.rpartition(".")[2] == "__main__" or info.name.startswith(grader):
-            continue
+
+    def walk(package_name: str) -> None:
         try:
-            importlib.import_module(info.name)
+            package = importlib.import_module(package_name)
         except Exception as exc:  # an optional part whose dependency is absent
-            failed.append(f"{info.name}: {type(exc).__name__}")
+            failed.append(f"{package_name}: {type(exc).__name__}")
+            return
+        for info in pkgutil.iter_modules(package.__path__, f"{package_name}."):
+            name = info.name
+            if name.rpartition(".")[2] == "__main__" or name == grader:
+                continue
+            if info.ispkg:
+                walk(name)
+                continue
+            try:
+                importlib.import_module(name)
+            except Exception as exc:
+                failed.append(f"{name}: {type(exc).__name__}")
+
+    walk(PACKAGE)
     return failed
 
 

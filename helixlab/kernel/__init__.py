@@ -7,6 +7,7 @@ from ._imports import IMPORT_TIMEOUT
 from ._kernel import Kernel
 from ._lifecycle import Timeouts
 from ._live import Lease
+from ._loop import LOOPS, loop_factory
 from ._plugin import (
     ASGIApp,
     Context,
@@ -26,6 +27,7 @@ from ._watcher import FileWatcher
 
 __all__ = [
     "IMPORT_TIMEOUT",
+    "LOOPS",
     "ASGIApp",
     "Context",
     "Degraded",
@@ -52,6 +54,7 @@ __all__ = [
     "ReloadReport",
     "Timeouts",
     "ToolPlugin",
+    "loop_factory",
     "parse_duration",
     "reaches",
     "redact",

@@ -65,6 +65,10 @@ def _server(name: str) -> Callable[..., Any]:
 class Kernel(Operations):
     """A plugin kernel: register plugins, load them in dependency order, hot reload them.
 
+    Its lifecycle coroutines (and a gateway it serves) run on a loop of its own, in a
+    thread: asyncio's (``loop="asyncio"``, the default), uvloop's (``loop="uvloop"``), or
+    uvloop when installed (``loop="auto"``, what ``helixlab serve`` uses).
+
     >>> import helixlab as hx
     >>> class Hello(hx.Plugin):
     ...     name = "hello"
@@ -75,9 +79,15 @@ class Kernel(Operations):
     loaded 1: hello
     """
 
-    def __init__(self, *, timeouts: Timeouts | None = None, event_log_size: int = 1000):
+    def __init__(
+        self,
+        *,
+        timeouts: Timeouts | None = None,
+        event_log_size: int = 1000,
+        loop: str = "asyncio",
+    ):
         self.timeouts = timeouts or Timeouts()
-        self._thread = LoopThread()
+        self._thread = LoopThread(kind=loop)
         self._events = EventLog(event_log_size)
         self._pool = LivePool(self._thread.loop)
         self._runner = Runner(self._thread.loop, late_start=self._started_late)
@@ -573,6 +583,12 @@ class Kernel(Operations):
     def graph(self) -> DependencyGraph:
         """The dependency graph of the registered plugins, as it is now."""
         return self._registry.graph()
+
+    @property
+    def loop_kind(self) -> str:
+        """Which event loop the kernel's thread runs: ``"asyncio"`` or ``"uvloop"``
+        (``Kernel(loop="uvloop")``, or ``"auto"``: uvloop when installed)."""
+        return self._thread.kind
 
     @property
     def names(self) -> list[str]:

@@ -18,7 +18,7 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import httpcore
 import httpx
@@ -40,8 +40,8 @@ class _Connection(asyncio.Protocol):
         self._writable: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not subclasses of asyncio.Transport: no isinstance check
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -156,8 +156,7 @@ class _Stream(httpcore.AsyncNetworkStream):
         except (OSError, ssl.SSLError) as exc:
             conn.transport.close()
             raise httpcore.ConnectError(str(exc)) from exc
-        assert isinstance(transport, asyncio.Transport)
-        conn.transport = transport
+        conn.transport = cast(asyncio.Transport, transport)  # uvloop's: not a subclass
         return self
 
     def get_extra_info(self, info: str) -> Any:
