@@ -10,9 +10,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from IPython.core.error import UsageError
-
+from .._extras import needs
 from ..errors import CheckFailed, HelixError, describe
+
+with needs("lab", "the lab checks"):
+    from IPython.core.error import UsageError
 
 __all__ = ["LABS", "CheckReport", "CheckResult", "Missing", "Probe", "lab", "run_check"]
 

@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any
 
+from .._extras import require
 from ..cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, say, table
 from ..errors import FleetError
 from ._coordinator import live_workers, propose
@@ -177,6 +178,7 @@ def redis_url(redis: str | None, fleet: str) -> str:
 
 def run_fleet(args: argparse.Namespace) -> int:
     """The ``helixlab fleet`` subcommands; returns the exit status."""
+    require("fleet", "the fleet")  # one line, before any Redis is looked for
     try:
         return asyncio.run(_run(args, redis_url(args.redis, args.fleet)))
     except FleetError as exc:

@@ -17,6 +17,7 @@ import copy
 import math
 from typing import Any
 
+from .._extras import needs
 from ..errors import ConfigError
 from ..plugins._ratelimit import Decision
 from ._redis import Keys, client
@@ -114,7 +115,8 @@ class RedisBucketStore:
 
         Runs in a worker thread (a plain health check), so it pings with a client of its own.
         """
-        import redis
+        with needs("fleet", "the fleet's rate limit store"):
+            import redis
 
         if self._probe is None:
             self._probe = client(self.url, asyncio=False, timeout=0.5)

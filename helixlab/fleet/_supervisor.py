@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._extras import needs, require
 from .._net import bind_tcp, http_url
 from ..errors import FleetError
 from ._redis import Keys, PrivateRedis, client, run_sync
@@ -100,6 +101,7 @@ class Supervisor:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start Redis (if private) and every worker; return when all of them serve."""
+        require("fleet", "the fleet")
         try:
             self._check_config()
             if self.redis_url is None:
@@ -212,7 +214,8 @@ class Supervisor:
     def _forget(self, worker_id: str, pid: int, code: int) -> None:
         """A dead worker leaves the quorum now (not after its TTL) and drops its live gauges."""
         try:
-            from prometheus_client import multiprocess
+            with needs("fleet", "the fleet's metrics"):
+                from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(pid, self.metrics_dir)
         except Exception:

@@ -17,10 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import DeadKernelError
-
+from .._extras import needs
 from . import _inkernel
 from ._results import Limits
 
@@ -68,6 +65,10 @@ class GradingKernel:
     """A notebook client bound to one kernel; ``run`` sends one cell under a time limit."""
 
     def __init__(self, workdir: Path, limits: Limits):
+        with needs("grade", "helixlab grade"):
+            import nbformat
+            from nbclient import NotebookClient
+
         self.nb = nbformat.v4.new_notebook()
         self.replies: dict[int, Mapping[str, Any]] = {}
         self.client = NotebookClient(
@@ -90,6 +91,10 @@ class GradingKernel:
         self.replies[cell_index] = execute_reply
 
     async def run(self, source: str, timeout: float, *, history: bool = True) -> Ran:
+        with needs("grade", "helixlab grade"):
+            import nbformat
+            from nbclient.exceptions import DeadKernelError
+
         cell = nbformat.v4.new_code_cell(source)
         self.nb.cells.append(cell)
         index = len(self.nb.cells) - 1
