@@ -8,50 +8,51 @@ LAB_PORT ?= 8888
 
 .PHONY: lab test test-fast bench bench-peers notebooks lint setup clean
 
-## make lab: install everything, then open JupyterLab on the course, its landing notebook
+## make lab: install the course (helixlab[lab]) into .venv, then open JupyterLab on the course, its landing notebook
 ## in view (another port: make lab LAB_PORT=8890)
 LANDING := notebooks/00_start_here.ipynb
 lab:
-	@tools/setup.sh
+	@tools/setup.sh lab
 	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/$(LANDING) \
 		--ip=127.0.0.1 --port=$(LAB_PORT) $(ROOT_FLAG)
 
-## make test: install everything (Chromium too, when root), then run every test and notebook
+## make test: install everything (helixlab[test]; Chromium too, when root), then run every
+## test and notebook
 test:
-	@tools/setup.sh --browser
+	@tools/setup.sh test --browser
 	$(BIN)/python -m pytest tests $(NOTEBOOK_DIRS) $(NBVAL)
 
 ## make test-fast: the unit tests only, no notebooks and no browser
 test-fast:
-	@tools/setup.sh
+	@tools/setup.sh test
 	$(BIN)/python -m pytest tests -m "not browser" -x -q
 
 ## make bench: every benchmark, one table
 bench:
-	@tools/setup.sh
+	@tools/setup.sh test
 	$(BIN)/python -m benchmarks
 
 ## make bench-peers: helixlab against LiteLLM's proxy on the same upstream (not in make test);
 ## LiteLLM's proxy goes into its own venv, .venv-peers, so its pins never touch .venv
 PEERS := .venv-peers
 bench-peers:
-	@tools/setup.sh
+	@tools/setup.sh test
 	@test -x $(PEERS)/bin/litellm || { $(BIN)/python -c 'import sys; print(sys._base_executable)' | \
 		xargs -I{} {} -m venv $(PEERS) && $(PEERS)/bin/pip install -q 'litellm[proxy]'; }
 	$(BIN)/python -m benchmarks.peers --litellm $(PEERS)/bin/litellm
 
 ## make notebooks: re-execute the notebooks and labs in place, committing-ready outputs
 notebooks:
-	@tools/setup.sh
+	@tools/setup.sh test
 	$(BIN)/python tools/run_notebooks.py $(NOTEBOOK_DIRS)
 
 lint:
-	@tools/setup.sh
+	@tools/setup.sh test
 	$(BIN)/ruff check helixlab tests benchmarks tools
 	$(BIN)/ruff format --check helixlab tests benchmarks tools
 
 setup:
-	@tools/setup.sh --browser
+	@tools/setup.sh test --browser
 
 clean:
 	rm -rf $(VENV) $(PEERS) .pytest_cache .hypothesis .ruff_cache test-output

@@ -38,24 +38,23 @@ EXTRAS: dict[str, frozenset[str]] = {
 
 @contextlib.contextmanager
 def needs(extra: str, what: str, *modules: str) -> Iterator[None]:
-    """Raise ``MissingExtraError`` for ``what`` if an import in the block, or one of
-    ``modules`` (checked first, without importing them), is a module ``extra`` installs
-    and is not installed."""
-    provided = EXTRAS[extra]
-    for module in modules:
-        if importlib.util.find_spec(module) is None:
-            raise MissingExtraError(what, extra, module)
+    """Raise ``MissingExtraError`` for ``what`` if one of ``modules`` (looked for first,
+    not imported) or a module imported in the block is one ``extra`` installs and is
+    missing; any other missing module is a broken install and is raised as it is."""
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    if missing:
+        raise MissingExtraError(what, extra, ", ".join(missing))
     try:
         yield
     except ModuleNotFoundError as exc:
         top = (exc.name or "").partition(".")[0]
-        if top not in provided:
+        if top not in EXTRAS[extra]:
             raise
         raise MissingExtraError(what, extra, top) from None
 
 
 def require(extra: str, what: str) -> None:
     """Raise ``MissingExtraError`` for ``what`` unless every module ``extra`` installs is
-    installed: the check a command makes before it starts."""
-    with needs(extra, what, *sorted(EXTRAS[extra])):
+    there: the check a command makes before it starts anything."""
+    with needs(extra, what, *sorted(EXTRAS[extra], key=str.lower)):
         pass

@@ -342,11 +342,11 @@ class MissingExtraError(HelixError, ImportError):
 
     def __init__(self, what: str, extra: str, module: str):
         super().__init__(
-            f"{what} needs the {extra} extra ({module} is not installed): "
+            f"{what} needs the {extra} extra ({module} not installed): "
             f"pip install 'helixlab[{extra}]'"
         )
         self.what, self.extra, self.module = what, extra, module
-        self.name = module  # ImportError's attribute: the module that was not found
+        self.name = module  # ImportError's attribute: the module(s) not found
 
 
 def describe(exc: BaseException | None) -> str:

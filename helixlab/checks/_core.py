@@ -13,7 +13,7 @@ from typing import Any
 from .._extras import needs
 from ..errors import CheckFailed, HelixError, describe
 
-with needs("lab", "the lab checks"):
+with needs("lab", "helixlab.checks"):
     from IPython.core.error import UsageError
 
 __all__ = ["LABS", "CheckReport", "CheckResult", "Missing", "Probe", "lab", "run_check"]

@@ -30,7 +30,7 @@ class Metrics:
     """The fleet's metrics, created once per worker process."""
 
     def __init__(self, worker: str) -> None:
-        with needs("fleet", "the fleet's metrics"):
+        with needs("fleet", "the fleet"):
             from prometheus_client import Counter, Gauge, Histogram
 
         self.worker = worker
@@ -74,7 +74,7 @@ class Metrics:
 
 def render() -> tuple[bytes, str]:
     """Every worker's samples, aggregated, and the content type to send them with."""
-    with needs("fleet", "the fleet's metrics"):
+    with needs("fleet", "the fleet"):
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
         from prometheus_client.multiprocess import MultiProcessCollector
 

@@ -214,7 +214,7 @@ class Supervisor:
     def _forget(self, worker_id: str, pid: int, code: int) -> None:
         """A dead worker leaves the quorum now (not after its TTL) and drops its live gauges."""
         try:
-            with needs("fleet", "the fleet's metrics"):
+            with needs("fleet", "the fleet"):
                 from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(pid, self.metrics_dir)

@@ -25,7 +25,7 @@ from ..checks._core import CheckReport, lab_entry, run_check
 from ..kernel import PluginEvent
 from ._quiet import muffled_threads
 
-with needs("lab", "the live lab checks"):
+with needs("lab", "the live check panel"):
     import ipywidgets as w
 
 __all__ = ["CheckPanel"]

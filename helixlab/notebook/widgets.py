@@ -22,7 +22,7 @@ from ..kernel import Kernel, PluginEvent
 from ._displays import INSTALL_HINT, GraphView, state_badge, table_html
 from ._quiet import muffled_threads
 
-with needs("lab", "helixlab's widgets"):
+with needs("lab", "helixlab.widgets"):
     import ipywidgets as w
 
 __all__ = ["Dashboard", "EventLogView", "GraphWidget"]
