@@ -6,7 +6,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 LAB_PORT ?= 8888
 
-.PHONY: lab test test-fast bench bench-peers notebooks lint setup clean
+.PHONY: lab test test-fast test-pythons bench bench-peers notebooks lint setup clean
 
 ## make lab: install the course (helixlab[lab]) into .venv, then open JupyterLab on the course, its landing notebook
 ## in view (another port: make lab LAB_PORT=8890)
@@ -26,6 +26,12 @@ test:
 test-fast:
 	@tools/setup.sh test
 	$(BIN)/python -m pytest tests -m "not browser" -x -q
+
+## make test-pythons: the kernel, cells, gateway and transport tests on every Python >= 3.11
+## pyenv has (each in .venv-pythons/VERSION with helixlab[test]); one summary line each
+PYTHON_TESTS ?= tests/test_kernel.py tests/test_cells.py tests/test_gateway.py tests/test_transport.py
+test-pythons:
+	tools/test_pythons.sh $(PYTHON_TESTS)
 
 ## make bench: every benchmark, one table
 bench:
@@ -55,4 +61,4 @@ setup:
 	@tools/setup.sh test --browser
 
 clean:
-	rm -rf $(VENV) $(PEERS) .pytest_cache .hypothesis .ruff_cache test-output
+	rm -rf $(VENV) $(PEERS) .venv-pythons .pytest_cache .hypothesis .ruff_cache test-output

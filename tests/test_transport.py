@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from helixlab.plugins._transport import AsyncioBackend, async_client
+from helixlab.plugins import _transport
+from helixlab.plugins._transport import AsyncioBackend, AsyncioTransport, async_client
 
 REPLY = (
     b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok":true}'
@@ -63,16 +64,33 @@ async def _serve(handler: _Server, ssl_context: ssl.SSLContext | None = None):
     return server, server.sockets[0].getsockname()[1]
 
 
-def test_the_providers_client_pools_through_the_asyncio_backend():
+def test_the_providers_client_connects_through_the_asyncio_backend(monkeypatch):
+    connected: list[int] = []
+    connect = AsyncioBackend.connect_tcp
+
+    async def counting(self, host, port, *args, **kwargs):
+        connected.append(port)
+        return await connect(self, host, port, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncioBackend, "connect_tcp", counting)
+
     async def main() -> None:
-        client = async_client()
-        try:
-            pool = client._transport._pool  # the guard against an httpx upgrade dropping it
-            assert isinstance(pool._network_backend, AsyncioBackend)
-        finally:
-            await client.aclose()
+        server, port = await _serve(_Server())
+        async with server, async_client(base_url=f"http://127.0.0.1:{port}") as client:
+            assert (await client.get("/")).json() == {"ok": True}
+            assert (await client.get("/")).json() == {"ok": True}
+        assert connected == [port]  # one pooled connection, through the backend
 
     asyncio.run(main())
+
+
+def test_only_public_seams_of_httpx_and_httpcore_are_used():
+    """No write into httpx's client or httpcore's pool: the transport is passed to
+    ``httpx.AsyncClient(transport=...)``, the backend to ``AsyncConnectionPool(...)``."""
+    source = Path(_transport.__file__).read_text()
+    for private in ("._transport", "._mounts", "._network_backend", "._pool", "httpx._"):
+        assert private not in source, private
+    assert issubclass(AsyncioTransport, httpx.AsyncBaseTransport)
 
 
 def test_keep_alive_reuses_one_connection_and_sends_each_request_in_one_write():
