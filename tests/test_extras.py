@@ -16,9 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from _serving import Served
 from helixlab._extras import EXTRAS, needs, require
 from helixlab.errors import HelixError, MissingExtraError
+
+from _serving import Served
 
 ROOT = Path(__file__).resolve().parent.parent
 EVERY_EXTRA = sorted(set().union(*EXTRAS.values()))
@@ -144,4 +145,60 @@ def test_importing_the_widgets_without_ipywidgets_names_the_lab_extra(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == (
         "helixlab.errors.MissingExtraError: helixlab.widgets needs the lab extra "
         "(ipywidgets not installed): pip install 'helixlab[lab]'"
+    )
+
+
+@pytest.mark.timeout(900)
+def test_pip_install_helixlab_pulls_no_extra_and_serves(tmp_path):
+    """The real thing: a wheel of this tree in a fresh venv with its dependencies only (from
+    PyPI or pip's cache): none of the extras' packages, `helixlab serve` answers a chat
+    completion, and `helixlab fleet status` is the one line."""
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "-w", tmp_path / "dist", ROOT], check=True, timeout=400
+    )
+    venv = tmp_path / "venv"
+    subprocess.run([sys._base_executable, "-m", "venv", venv], check=True, timeout=120)
+    (wheel,) = (tmp_path / "dist").glob("helixlab-*.whl")
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [python, "-m", "pip", "--disable-pip-version-check", "-q", "install", wheel],
+        check=True,
+        timeout=400,
+    )
+    listed = subprocess.run(
+        [python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True
+    ).stdout
+    installed = {line.split("==")[0].lower().replace("_", "-") for line in listed.split()}
+    assert "helixlab" in installed and "uvicorn" in installed
+    heavy = {"jupyterlab", "nbval", "nbclient", "nbformat", "redis", "prometheus-client"}
+    assert not installed & (heavy | {"ipython", "ipykernel", "ipywidgets", "graphviz", "openai"})
+
+    helixlab = str(venv / "bin" / "helixlab")
+    fleet = subprocess.run(
+        [helixlab, "fleet", "status"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert fleet.returncode == 1
+    assert one_line(fleet.stderr) == (
+        "helixlab: the fleet needs the fleet extra (prometheus_client, redis not installed): "
+        "pip install 'helixlab[fleet]'"
+    )
+    served = subprocess.Popen(
+        [helixlab, "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        url = served.stdout.readline().strip()  # the URL, once it serves
+        assert url.startswith("http://127.0.0.1:"), served.stderr.read()
+        body = {"model": "mock-small", "messages": [{"role": "user", "content": "hi"}]}
+        reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+        assert reply.json()["choices"][0]["message"]["content"] == "Echo: hi"
+    finally:
+        served.terminate()
+        assert served.wait(30) == 0
+    assert "no CONFIG given: serving custom-provider on the embedded upstream" in (
+        served.stderr.read()
     )
