@@ -22,7 +22,9 @@ The tree::
     │                                command (OOM, READONLY, NOPERM); .url (no password)
     ├── UpstreamError                a provider's LLM API failed; .status, .http_status
     ├── CheckFailed                  a lab self-check found something missing
-    └── GradingError                 `helixlab grade` cannot grade (bad lab, checks, files)
+    ├── GradingError                 `helixlab grade` cannot grade (bad lab, checks, files)
+    └── MissingExtraError            an optional part needs an extra not installed; also an
+                                     ImportError; .extra, .module
 
     KeyboardInterrupt
     └── ReloadInterrupted            the caller pressed interrupt during a change of the
@@ -53,6 +55,7 @@ __all__ = [
     "HelixError",
     "KernelClosedError",
     "MissingDependencyError",
+    "MissingExtraError",
     "PluginError",
     "PluginNotFoundError",
     "PluginTimeoutError",
@@ -366,6 +369,19 @@ class CheckFailed(HelixError):
 
 class GradingError(HelixError):
     """Grading cannot go on: an unknown lab, a bad hidden check, or helixlab's files changed."""
+
+
+class MissingExtraError(HelixError, ImportError):
+    """A part of helixlab needs an extra that is not installed; the message is one line
+    ending in the command that installs it (``helixlab/_extras.py`` raises it)."""
+
+    def __init__(self, what: str, extra: str, module: str):
+        super().__init__(
+            f"{what} needs the {extra} extra ({module} not installed): "
+            f"pip install 'helixlab[{extra}]'"
+        )
+        self.what, self.extra, self.module = what, extra, module
+        self.name = module  # ImportError's attribute: the module(s) not found
 
 
 def describe(exc: BaseException | None) -> str:

@@ -5,21 +5,73 @@ from pathlib import Path
 
 import yaml
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+# the distributions whose import name differs from their name
+IMPORT_NAMES = {"ipython": "IPython", "prometheus-client": "prometheus_client"}
+
+
 def _names(requirements):
-    return {Requirement(r).name.lower(): str(Requirement(r)) for r in requirements}
+    return {canonicalize_name(Requirement(r).name): str(Requirement(r)) for r in requirements}
 
 
-def test_environment_yml_pip_list_matches_pyproject_dependencies():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+def requirements(*extras):
+    """pyproject.toml's dependencies plus those of ``extras``, ``helixlab[...]`` expanded."""
+    found, todo, seen = list(PROJECT["dependencies"]), list(extras), set()
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for spec in PROJECT["optional-dependencies"][extra]:
+            requirement = Requirement(spec)
+            if requirement.name == "helixlab":
+                todo.extend(requirement.extras)
+            else:
+                found.append(spec)
+    return found
+
+
+def test_environment_yml_pip_list_is_the_lab_install():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert "-e .[lab]" in pip
     pip = [p for p in pip if not p.startswith("-e")]
-    assert _names(pip) == _names(project["dependencies"])
+    assert _names(pip) == _names(requirements("lab"))
     assert "graphviz" in env["dependencies"], "conda must bring the dot binary"
+    assert "redis" in env["dependencies"], "the fleet notebook starts a redis-server"
+
+
+def test_the_base_install_is_the_kernel_gateway_and_serve_only():
+    base = set(_names(PROJECT["dependencies"]))
+    heavy = {"jupyterlab", "ipython", "ipykernel", "ipywidgets", "nbval", "nbclient", "nbformat"}
+    assert not base & (heavy | {"redis", "prometheus-client", "graphviz", "openai"})
+    assert {"httpx", "httpcore", "starlette", "uvicorn"} <= base
+
+
+def test_test_extra_is_every_extra_and_each_extra_is_what_its_users_need():
+    extras = PROJECT["optional-dependencies"]
+    assert set(extras) == {"lab", "fleet", "grade", "test"}
+    assert set(_names(requirements("test"))) >= set(_names(requirements("lab", "fleet", "grade")))
+    assert {"jupyterlab", "ipywidgets", "graphviz", "nbval", "openai", "redis"} <= set(
+        _names(requirements("lab"))
+    )
+    assert set(_names(extras["fleet"])) == {"redis", "prometheus-client"}
+    assert {"nbclient", "nbformat"} <= set(_names(extras["grade"]))
+
+
+def test_the_one_line_helper_knows_what_each_extra_installs():
+    """helixlab/_extras.py's table is pyproject's extras by import name."""
+    from helixlab._extras import EXTRAS
+
+    for extra, modules in EXTRAS.items():
+        base = set(_names(PROJECT["dependencies"]))
+        names = set(_names(requirements(extra))) - base
+        assert modules == {IMPORT_NAMES.get(n, n) for n in names}, extra
 
 
 def test_ci_runs_the_readme_test_command():

@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
 # Install what helixlab needs, idempotently: the graphviz `dot` binary, redis-server,
 # bubblewrap (and, with --browser, Debian's Chromium for the browser test) from apt when
-# missing and we are root, then a local .venv with helixlab and its test extras. Used by
-# `make lab` and `make test`; safe to run again (it only does what is missing).
+# missing and we are root, then a local .venv with helixlab and one extra: `tools/setup.sh
+# lab` (the course, what `make lab` runs; nothing said about tests), `tools/setup.sh test
+# --browser` (everything, what `make test` runs; test is the default), fleet, grade. Safe
+# to run again (it only does what is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 browser=0
-[[ " $* " == *" --browser "* ]] && browser=1
+extra=test
+for arg in "$@"; do
+    case $arg in
+        --browser) browser=1 ;;
+        lab | --lab) extra=lab ;;
+        fleet | grade | test) extra=$arg ;;
+        *)
+            printf 'usage: tools/setup.sh [lab|fleet|grade|test] [--browser]\n' >&2
+            exit 2
+            ;;
+    esac
+done
 lab=0  # `make lab`: a learner's install, nothing said about tests
-[[ " $* " == *" --lab "* ]] && lab=1
+[[ $extra == lab ]] && lab=1
 
 say() { printf 'helixlab setup: %s\n' "$*" >&2; }
 
@@ -79,10 +92,11 @@ if [[ ! -x .venv/bin/python ]]; then
     fi
 fi
 
-stamp=.venv/.helixlab-installed
-if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
-    say "installing helixlab$( ((lab)) || echo ' and its test dependencies') into .venv"
+# one stamp per extra; [test] includes every other extra
+installed() { [[ -f .venv/.helixlab-$1 && ! pyproject.toml -nt .venv/.helixlab-$1 ]]; }
+if ! installed "$extra" && ! installed test; then
+    say "installing helixlab[$extra] into .venv"
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[test]'
-    touch "$stamp"
+    .venv/bin/python -m pip install --quiet -e ".[$extra]"
+    touch ".venv/.helixlab-$extra"
 fi

@@ -10,11 +10,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from IPython.core.error import UsageError
-
+from .._extras import needs
 from ..errors import CheckFailed, HelixError, describe
 from ._logs import captured as _captured_logs
 from ._logs import summary
+
+with needs("lab", "helixlab.checks"):
+    from IPython.core.error import UsageError
 
 __all__ = ["LABS", "CheckReport", "CheckResult", "Missing", "Probe", "lab", "run_check"]
 

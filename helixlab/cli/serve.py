@@ -1,4 +1,7 @@
-"""``helixlab serve CONFIG``: the gateway from a shell, as the course runs its Go binary.
+"""``helixlab serve [CONFIG]``: the gateway from a shell, as the course runs its Go binary.
+
+With no CONFIG it serves ``helixlab/default.yaml`` (custom-provider on the embedded
+upstream, helixlab.mockllm), and says so: ``pip install helixlab && helixlab serve`` works.
 
 Binds the address first (a busy port is refused before any plugin starts), then
 registers the plugins of every plugins directory (``--plugins DIR``, repeatable, and the
@@ -43,6 +46,7 @@ from ._signals import Signals
 __all__ = ["register", "serve"]
 
 ADMIN_KEY_VARIABLE = "HELIXLAB_ADMIN_KEY"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "default.yaml"
 
 
 def register(commands: Commands) -> None:
@@ -51,7 +55,13 @@ def register(commands: Commands) -> None:
         help="serve the OpenAI-compatible gateway built from a plugins.yaml",
         description="Load CONFIG's plugins and serve the gateway until Ctrl-C or SIGTERM.",
     )
-    parser.add_argument("config", metavar="CONFIG", help="a plugins.yaml in the course's format")
+    parser.add_argument(
+        "config",
+        metavar="CONFIG",
+        nargs="?",
+        help="a plugins.yaml in the course's format (default: custom-provider on the "
+        "embedded upstream, helixlab.mockllm)",
+    )
     parser.add_argument("--host", help="address to bind (default: the config's, or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: the config's, or 0 = any free)")
     parser.add_argument(
@@ -102,6 +112,14 @@ def register(commands: Commands) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ..fleet._cli import serve_fleet, wants_fleet
+
+    if args.config is None:
+        args.config = str(DEFAULT_CONFIG)
+        say(
+            "no CONFIG given: serving custom-provider on the embedded upstream "
+            "(helixlab.mockllm: scripted replies, no API key, no network); "
+            "pass a plugins.yaml to serve your own plugins and LLM API"
+        )
 
     if wants_fleet(args):  # --workers 1 without Redis: the single process below
         return serve_fleet(args)

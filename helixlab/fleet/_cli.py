@@ -25,6 +25,7 @@ import threading
 import time
 from typing import Any
 
+from .._extras import require
 from ..cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, say, table
 from ..errors import FleetError, FleetRedisError
 from ._coordinator import live_workers, propose
@@ -210,6 +211,7 @@ def redis_url(redis: str | None, fleet: str) -> str:
 
 def run_fleet(args: argparse.Namespace) -> int:
     """The ``helixlab fleet`` subcommands; returns the exit status."""
+    require("fleet", "the fleet")  # one line, before any Redis is looked for
     values: dict[str, Any] = {}
     try:
         if args.fleet_command == "configure":

@@ -22,6 +22,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._extras import needs
+
 __all__ = ["Metrics", "MetricsMiddleware", "serve_metrics"]
 
 _BODY_PEEK = 64 * 1024  # enough to read "model" from any sane request
@@ -34,7 +36,8 @@ class Metrics:
     """The fleet's metrics, created once per worker process."""
 
     def __init__(self, worker: str) -> None:
-        from prometheus_client import Counter, Gauge, Histogram
+        with needs("fleet", "the fleet"):
+            from prometheus_client import Counter, Gauge, Histogram
 
         self.worker = worker
         self.served = 0  # this worker's own totals, for its heartbeat (live charts)
@@ -77,8 +80,9 @@ class Metrics:
 
 def render() -> tuple[bytes, str]:
     """Every worker's samples, aggregated, and the content type to send them with."""
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-    from prometheus_client.multiprocess import MultiProcessCollector
+    with needs("fleet", "the fleet"):
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry)

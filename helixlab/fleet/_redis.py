@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._extras import needs
 from ..errors import FleetError
 
 __all__ = [
@@ -84,7 +85,8 @@ class PrivateRedis:
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
         )
-        import redis
+        with needs("fleet", "the fleet"):
+            import redis
 
         deadline = time.monotonic() + timeout
         probe = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
@@ -229,8 +231,9 @@ def check_eviction(r: Any, url: str) -> str | None:
 
 def client(url: str, *, asyncio: bool = True, timeout: float = 5.0):
     """A redis-py client (asyncio by default) for ``url``: redis://, rediss:// or unix://."""
-    import redis
-    import redis.asyncio
+    with needs("fleet", "the fleet"):
+        import redis
+        import redis.asyncio
 
     module = redis.asyncio if asyncio else redis
     return module.Redis.from_url(

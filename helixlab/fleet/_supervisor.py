@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from .._extras import needs, require
 from .._net import bind_tcp, http_url
 from ..errors import FleetError, describe
 from ._metrics import serve_metrics
@@ -158,6 +159,7 @@ class Supervisor:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start Redis (if private) and every worker; return when all of them serve."""
+        require("fleet", "the fleet")
         try:
             self._start_watchdog()
             self._check_config()
@@ -344,7 +346,8 @@ class Supervisor:
     def _forget(self, worker_id: str, pid: int, code: int) -> None:
         """A dead worker leaves the quorum now (not after its TTL) and drops its live gauges."""
         try:
-            from prometheus_client import multiprocess
+            with needs("fleet", "the fleet"):
+                from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(pid, self.metrics_dir)
         except Exception:

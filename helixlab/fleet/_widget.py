@@ -15,9 +15,11 @@ import time
 from collections import deque
 from typing import Any
 
-import ipywidgets as w
-
+from .._extras import needs
 from ._redis import Keys, run_sync
+
+with needs("lab", "the fleet's live view"):
+    import ipywidgets as w
 
 __all__ = ["FleetView", "chart_svg", "table_html"]
 

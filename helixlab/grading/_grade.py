@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._extras import require
 from ..errors import GradingError
 from . import _hidden, _integrity
 from ._attempts import Attempts
@@ -27,6 +28,7 @@ __all__ = ["agrade", "grade", "plan", "run_interruptibly", "submissions"]
 
 def plan(lab: str, checks: str | Path | None = None, files: str | Path | None = None) -> Plan:
     """What to grade against: ``lab``'s checks, the hidden ones in ``checks``, ``files`` to copy."""
+    require("grade", "helixlab grade")  # before anything runs: one line if it is missing
     sources = _hidden.read_hidden(checks)
     public, hidden = _hidden.expected_checks(lab, sources)
     folder = None

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
+from .._extras import needs
 from ..errors import describe
 from ._attempts import Attempts
 from ._isolation import Isolation
@@ -290,6 +289,9 @@ def _prepare(workdir: Path, plan: Plan, nb: Any, name: str) -> None:
         shutil.copytree(plan.files, workdir, symlinks=True)
     else:
         workdir.mkdir()
+    with needs("grade", "helixlab grade"):
+        import nbformat
+
     nbformat.write(nb, workdir / name)
 
 
@@ -304,6 +306,9 @@ class Submission:
 
     @classmethod
     def read(cls, path: Path, label: str) -> Submission:
+        with needs("grade", "helixlab grade"):
+            import nbformat
+
         try:
             return cls(label, path.name, nbformat.read(path, as_version=4))
         except Exception as exc:

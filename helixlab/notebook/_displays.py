@@ -9,6 +9,8 @@ import shutil
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .._extras import needs
+from ..errors import MissingExtraError
 from ..kernel._drawing import STATE_COLORS
 
 __all__ = ["EventTable", "GraphView", "HealthTable", "PluginTable", "Text", "table_html"]
@@ -164,7 +166,11 @@ class GraphView(_Display):
     def svg(self) -> str | None:
         if self._svg is not None or not dot_available():
             return self._svg
-        import graphviz
+        try:
+            with needs("lab", "the graph view"):
+                import graphviz
+        except MissingExtraError:  # without the lab extra, the graph is shown as text
+            return None
 
         try:
             self._svg = graphviz.Source(self.dot).pipe(format="svg", encoding="utf-8")

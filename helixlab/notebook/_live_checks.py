@@ -20,11 +20,13 @@ import html
 import threading
 from typing import Any
 
-import ipywidgets as w
-
+from .._extras import needs
 from ..checks._core import CheckReport, lab_entry, run_check
 from ..kernel import PluginEvent
 from ._quiet import muffled_threads
+
+with needs("lab", "the live check panel"):
+    import ipywidgets as w
 
 __all__ = ["CheckPanel"]
 

@@ -16,12 +16,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import ipywidgets as w
-
+from .._extras import needs
 from ..errors import HelixError
 from ..kernel import Kernel, PluginEvent
 from ._displays import INSTALL_HINT, GraphView, state_badge, table_html
 from ._quiet import muffled_threads
+
+with needs("lab", "helixlab.widgets"):
+    import ipywidgets as w
 
 __all__ = ["Dashboard", "EventLogView", "GraphWidget"]
 
