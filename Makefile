@@ -6,13 +6,13 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 LAB_PORT ?= 8888
 
-.PHONY: lab test test-fast bench bench-peers notebooks lint setup clean
+.PHONY: lab test test-fast chaos bench bench-peers notebooks lint setup clean
 
 ## make lab: install everything, then open JupyterLab on the course, its landing notebook
 ## in view (another port: make lab LAB_PORT=8890)
 LANDING := notebooks/00_start_here.ipynb
 lab:
-	@tools/setup.sh
+	@tools/setup.sh --lab
 	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/$(LANDING) \
 		--ip=127.0.0.1 --port=$(LAB_PORT) $(ROOT_FLAG)
 
@@ -25,6 +25,14 @@ test:
 test-fast:
 	@tools/setup.sh
 	$(BIN)/python -m pytest tests -m "not browser" -x -q
+
+## make chaos: the fleet's Jepsen-style chaos test, long (200 schedules; prints its seed;
+## replay one with HELIX_CHAOS_SEED=N, change the count with HELIX_CHAOS_SCHEDULES=N)
+HELIX_CHAOS_SCHEDULES ?= 200
+chaos:
+	@tools/setup.sh
+	HELIX_CHAOS_SCHEDULES=$(HELIX_CHAOS_SCHEDULES) $(BIN)/python -m pytest tests/fleet/test_chaos.py \
+		-x -q -s -p no:cacheprovider -W ignore::pytest.PytestUnraisableExceptionWarning
 
 ## make bench: every benchmark, one table
 bench:

@@ -157,7 +157,7 @@ def test_unknown_keys_name_the_valid_choices():
     assert expected + "plugin_dirs, plugins" in str(err)
 
     _, err = problems_of("plugins:\n  a:\n    depends: [b]\n")
-    assert "valid keys are: config, depends_on, enabled, priority, verify" in str(err)
+    assert "valid keys are: config, depends_on, enabled, priority, required, verify" in str(err)
     assert "did you mean 'depends_on'" in str(err)
 
 

@@ -63,6 +63,14 @@ plugins:
 CHAT = {"model": "mock-small", "messages": [{"role": "user", "content": "hi"}]}
 
 
+@pytest.fixture(autouse=True)
+def fleet_key(monkeypatch):
+    """Every fleet here signs its generations with this key (workers inherit it)."""
+    key = "test-fleet-key-0123456789abcdef"
+    monkeypatch.setenv("HELIXLAB_FLEET_KEY", key)
+    return key.encode()
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path):
     """A redis-server of the test's own, on loopback and a Unix socket; stopped after."""
@@ -379,12 +387,13 @@ def test_the_rate_limit_policy_when_redis_is_unreachable(tmp_path):
 def test_metrics_parse_with_prometheus_client(config, redis_server):
     from prometheus_client.parser import text_string_to_metric_families
 
-    with fleet(config, 2, redis_server.url) as sup:
+    with fleet(config, 2, redis_server.url, admin_key="metrics-key-0123456789") as sup:
         for _ in range(6):
             with httpx.Client() as c:
                 assert c.post(sup.url + "/v1/chat/completions", json=CHAT).status_code == 200
         run(_propose(redis_server.url, {"kind": "reload", "plugin": "flaky"}))
-        text = httpx.get(sup.url + "/metrics").text
+        key = {"Authorization": "Bearer metrics-key-0123456789"}  # not public (issue 20)
+        text = httpx.get(sup.url + "/metrics", headers=key).text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     requests = [
         s for s in families["helixlab_requests"].samples if s.name == "helixlab_requests_total"
@@ -417,7 +426,9 @@ def test_fleet_status_and_reload_from_the_command_line(config, redis_server):
         lines = status.stdout.splitlines()
         assert lines[0].startswith("fleet 'helixlab': generation 2 (")
         assert lines[0].endswith("2 worker(s)")
-        assert lines[1].split() == ["WORKER", "HOST", "PID", "GEN", "STATE", "UP", "LAST", "ERROR"]
+        assert lines[1].split() == [
+            "WORKER", "HOST", "PID", "GEN", "STATE", "DIGEST", "UP", "LAST", "ERROR",
+        ]  # fmt: skip
         for pid, line in zip(sorted(sup.pids()), sorted(lines[2:]), strict=True):
             assert line.split()[2:5] == [str(pid), "2", "serving"]
         failed = cli("reload", "no-such-plugin")
@@ -559,7 +570,7 @@ def test_a_bad_fleet_section_exits_2_with_its_line(tmp_path):
     assert f"{path}:5: fleet.wrokers: unknown key 'wrokers'" in done.stderr
 
 
-def test_a_worker_left_out_of_a_commit_catches_up_by_itself(config, redis_server):
+def test_a_worker_left_out_of_a_commit_catches_up_by_itself(config, redis_server, fleet_key):
     """As if its heartbeat had lapsed while generation 2 was committed without it."""
     from helixlab.fleet import Generation
     from helixlab.fleet._generation import configured_text
@@ -574,7 +585,8 @@ def test_a_worker_left_out_of_a_commit_catches_up_by_itself(config, redis_server
             base.source,
             action={"kind": "configure", "plugin": "rate-limiter", "values": values},
             sources=base.sources,
-        )
+            parent=1,
+        ).signed(fleet_key, "helixlab")
         r.hset(keys.generation(2), mapping=missed.to_hash())
         r.set(keys.committed, 2)
         r.close()
@@ -585,7 +597,9 @@ def test_a_worker_left_out_of_a_commit_catches_up_by_itself(config, redis_server
         assert int(remaining) <= 42
 
 
-def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(config, redis_server):
+def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(
+    config, redis_server, fleet_key
+):
     from helixlab.fleet import Generation
     from helixlab.fleet._generation import KEEP_GENERATIONS, configured_text
 
@@ -597,7 +611,9 @@ def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(config, re
         assert committed == KEEP_GENERATIONS + 3
         kept = [n for n in range(1, committed + 1) if r.exists(keys.generation(n))]
         assert kept == list(range(committed - KEEP_GENERATIONS + 1, committed + 1))
-        assert not r.exists(keys.votes(1)) and not r.exists(keys.decision(2))
+        # older records expire by age (ids are never reused), the kept ones do not
+        assert r.ttl(keys.votes(2)) > 0 and r.ttl(keys.decision(2)) > 0
+        assert r.ttl(keys.decision(committed)) == -1
         # committed elsewhere while this worker was away, with the steps between forgotten
         base = Generation.from_hash(r.hgetall(keys.generation(committed)))
         values = {"burst_size": 42}
@@ -607,7 +623,8 @@ def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(config, re
             base.source,
             action={"kind": "configure", "plugin": "rate-limiter", "values": values},
             sources=base.sources,
-        )
+            parent=committed + 4,  # a parent this worker never saw (not kept)
+        ).signed(fleet_key, "helixlab")
         r.hset(keys.generation(far.number), mapping=far.to_hash())
         r.set(keys.committed, far.number)
         r.close()

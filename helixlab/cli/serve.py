@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import errno
 import os
-import queue
 import signal
 import threading
 from pathlib import Path
@@ -37,6 +36,7 @@ from .._net import bind_tcp, http_url
 from ..kernel._config import parse_config
 from ..kernel._secrets import redact_text
 from . import EXIT_ERROR, EXIT_OK, Commands, say
+from ._signals import Signals
 
 __all__ = ["register", "serve"]
 
@@ -135,10 +135,10 @@ def serve(
         say(_bind_message(options.host, options.port, exc))
         return EXIT_ERROR
 
-    actions: queue.SimpleQueue[str] = queue.SimpleQueue()  # put() is safe in a handler
-    signal.signal(signal.SIGINT, lambda *_: actions.put("stop"))
-    signal.signal(signal.SIGTERM, lambda *_: actions.put("stop"))
-    signal.signal(signal.SIGHUP, lambda *_: actions.put("reapply"))
+    # read from a socket the signal handler writes to, whichever thread it ran on: a
+    # SIGHUP is never lost, and those that come during a re-apply coalesce into the next
+    signals = Signals({signal.SIGINT: "stop", signal.SIGTERM: "stop", signal.SIGHUP: "reapply"})
+    signals.__enter__()
 
     watching: threading.Event | None = None
     kernel = Kernel()
@@ -167,9 +167,10 @@ def serve(
         if watch:
             watching = _watch(kernel, dirs, operations, secrets)
         print(server.url, flush=True)  # stdout carries only the URL, for scripts
-        while (action := actions.get()) != "stop":
-            if action == "reapply":
-                say(f"SIGHUP: re-applying {config_path}")
+        while "stop" not in (asked := signals.wait()):
+            if asked["reapply"]:
+                times = f" ({asked['reapply']} signals, coalesced)" if asked["reapply"] > 1 else ""
+                say(f"SIGHUP: re-applying {config_path}{times}")
                 _tell(asyncio.run(operations.reapply()), secrets)  # awaits the kernel's loop
         say("stopping: the server, then the plugins, dependents first")
         server.stop()
@@ -178,7 +179,10 @@ def serve(
             watching.set()  # the configuration file's watcher ends within its timeout
         if sock is not None:
             sock.close()
-        kernel.close()
+        try:
+            kernel.close()
+        finally:
+            signals.__exit__()
     say("stopped")
     return EXIT_OK
 

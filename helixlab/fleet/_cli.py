@@ -152,7 +152,9 @@ def add_fleet_command(commands: Any) -> None:
     fleet.add_argument("--fleet", default="helixlab", help="the fleet's name")
     fleet.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for workers")
     actions = fleet.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
-    status = actions.add_parser("status", help="every worker: host, pid, generation, state")
+    status = actions.add_parser(
+        "status", help="every worker: host, pid, generation, state, content digest"
+    )
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     reload = actions.add_parser("reload", help="reload a plugin on every worker, as one")
     reload.add_argument("name", metavar="NAME")
@@ -239,7 +241,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"fleet {status['fleet']!r}: generation {status['generation']} "
         f"({status['digest']}), {len(status['workers'])} worker(s)"
     )
-    rows = [("WORKER", "HOST", "PID", "GEN", "STATE", "UP", "LAST ERROR")]
+    rows = [("WORKER", "HOST", "PID", "GEN", "STATE", "DIGEST", "UP", "LAST ERROR")]
     now = time.time()
     for w in status["workers"]:
         up = f"{now - w['started']:.0f}s"
@@ -250,6 +252,7 @@ def format_status(status: dict[str, Any]) -> str:
                 str(w["pid"]),
                 str(w["generation"]),
                 w["state"],
+                w.get("digest") or "-",  # what it serves: the committed digest once converged
                 up,
                 (w.get("last_error") or "-")[:80],
             )

@@ -24,6 +24,7 @@ from typing import Any
 
 from .._net import bind_tcp, http_url
 from ..errors import FleetError
+from ._metrics import serve_metrics
 from ._redis import Keys, PrivateRedis, client, run_sync
 
 __all__ = ["Supervisor", "state_file"]
@@ -41,6 +42,7 @@ def _say(text: str, log: Any = None) -> None:
 class _Slot:
     def __init__(self, index: int):
         self.index = index
+        self.worker_id = ""
         self.process: subprocess.Popen | None = None
         self.ready = threading.Event()
         self.failures = 0
@@ -86,6 +88,7 @@ class Supervisor:
         self.private: PrivateRedis | None = None
         self.redis_url = redis
         self.metrics_dir = tempfile.mkdtemp(prefix="helixlab-metrics-")
+        self.metrics: Any = None  # the /metrics listener, if the config gives it a port
         self.slots = [_Slot(i) for i in range(workers)]
         self._stopping = threading.Event()
         self._started = False
@@ -93,6 +96,18 @@ class Supervisor:
         self._watcher: threading.Thread | None = None
         self.watching = threading.Event()  # set once saves of the config file are seen
         self._r: Any = None
+        # generations are signed: the given key, else one made for this fleet (see _signing)
+        from ._signing import KEY_FILE_VARIABLE, KEY_VARIABLE, fleet_key, make_key_file
+
+        self.key_file: Path | None = None
+        self._fleet_key = fleet_key()
+        if self._fleet_key is None:
+            self.key_file = make_key_file()
+            self._fleet_key = self.key_file.read_bytes().strip()
+            self._key_env = {KEY_FILE_VARIABLE: str(self.key_file)}
+        else:
+            names = (KEY_VARIABLE, KEY_FILE_VARIABLE)
+            self._key_env = {k: os.environ[k] for k in names if os.environ.get(k)}
 
     @property
     def url(self) -> str:
@@ -110,6 +125,11 @@ class Supervisor:
                 self._r.ping()
             except Exception as exc:
                 raise FleetError(f"Redis at {self.redis_url} cannot be reached: {exc}") from None
+            from ._redis import check_eviction
+
+            note = check_eviction(self._r, self.redis_url)  # refuses allkeys-* eviction
+            if note:
+                _say(f"{note}; workers re-store the committed generation if it goes", self.log)
             for slot in self.slots:
                 self._spawn(slot)
             deadline = time.monotonic() + timeout
@@ -124,8 +144,16 @@ class Supervisor:
                         f"starting; its error is in its log (stderr)."
                     )
             self._started = True
+            self.metrics = serve_metrics(self.config, self.metrics_dir)  # None: no listener
             state_file(self.fleet).write_text(
-                json.dumps({"redis": self.redis_url, "url": self.url, "pid": os.getpid()})
+                json.dumps(
+                    {
+                        "redis": self.redis_url,
+                        "url": self.url,
+                        "pid": os.getpid(),
+                        "key_file": str(self.key_file) if self.key_file else None,
+                    }
+                )
             )
             if self.watch:
                 self._config_text = Path(self.config).read_text(encoding="utf-8")
@@ -152,8 +180,14 @@ class Supervisor:
     # -- workers ---------------------------------------------------------------------------
 
     def _spawn(self, slot: _Slot) -> None:
+        import uuid
+
+        # unique across hosts and containers sharing a hostname: the lock is released by it
+        slot.worker_id = f"{socket.gethostname()}-{slot.index}-{uuid.uuid4().hex[:8]}"
         env = {
             **os.environ,
+            **self._key_env,
+            "HELIXLAB_WORKER_ID": slot.worker_id,
             "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
             "HELIXLAB_WORKER_SLOT": str(slot.index),  # which of the N a worker is
         }
@@ -191,7 +225,7 @@ class Supervisor:
             if line.startswith("ready "):
                 slot.ready.set()
         code = process.wait()
-        worker_id = f"{socket.gethostname()}-{process.pid}"
+        worker_id = slot.worker_id
         self._forget(worker_id, process.pid, code)
         if self._stopping.is_set():
             return
@@ -218,12 +252,13 @@ class Supervisor:
         except Exception:
             pass
         try:
+            from ._coordinator import UNLOCK
+
             self._r.delete(self.keys.worker(worker_id))
             message = {"type": "gone", "worker": worker_id, "why": f"exited with {code}"}
-            self._r.publish(self.keys.channel, json.dumps(message))
-            holder = self._r.get(self.keys.lock)
-            if holder and worker_id in holder:
-                self._r.delete(self.keys.lock)  # it died joining: let the others in
+            self._r.xadd(self.keys.stream, {"data": json.dumps(message)}, maxlen=2000)
+            # it died joining: let the others in (its exact token, never a prefix's)
+            self._r.eval(UNLOCK, 1, self.keys.lock, f"worker {worker_id} joining")
         except Exception:
             pass
 
@@ -306,7 +341,9 @@ class Supervisor:
     async def _propose(self, propose: Any, action: dict, **content: Any) -> Any:
         r = client(self.redis_url)
         try:
-            return await propose(r, self.keys, action, source=self.config, **content)
+            return await propose(
+                r, self.keys, action, source=self.config, key=self._fleet_key, **content
+            )
         finally:
             await r.aclose()
 
@@ -349,11 +386,16 @@ class Supervisor:
                 process.kill()
                 process.wait()
         self.sock.close()
+        if self.metrics is not None:
+            self.metrics.shutdown()
+            self.metrics.server_close()
         if self._r is not None:
             self._r.close()
         if self.private is not None:
             self.private.close()
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        if self.key_file is not None:
+            shutil.rmtree(self.key_file.parent, ignore_errors=True)
         if self.log is not None:
             self.log.close()
         try:

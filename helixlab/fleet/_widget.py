@@ -75,6 +75,14 @@ def chart_svg(
     return "".join(parts)
 
 
+#: A worker's id, host and numbers stay on one line (a narrow cell wrapped the id mid-name);
+#: only the last error may wrap.
+_STYLE = (
+    "<style>.helix-fleet th, .helix-fleet td { white-space: nowrap; padding: 0 8px; }"
+    " .helix-fleet td:last-child { white-space: normal; }</style>"
+)
+
+
 def table_html(status: dict[str, Any], rates: dict[str, tuple[float, float]]) -> str:
     """The fleet table: one row per worker, as ``helixlab fleet status`` shows it."""
     head = (
@@ -98,7 +106,7 @@ def table_html(status: dict[str, Any], rates: dict[str, tuple[float, float]]) ->
         rows.append("".join(f"<td>{html.escape(str(c))}</td>" for c in cells))
     header = "".join(f"<th>{c}</th>" for c in columns)
     body = "".join(f"<tr>{row}</tr>" for row in rows)
-    return f"<div>{head}</div><table><tr>{header}</tr>{body}</table>"
+    return f'<div>{head}</div>{_STYLE}<table class="helix-fleet"><tr>{header}</tr>{body}</table>'
 
 
 class FleetView(w.VBox):

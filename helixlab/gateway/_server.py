@@ -60,7 +60,8 @@ class GatewayServer:
         self.operations = operations or Operations(kernel)
         key = config.admin_key.get_secret_value() if config.admin_key else ""
         self.admin = AdminApp(self.operations, key) if key else None
-        self.app = Gateway(kernel, config, self.admin)
+        self.gateway = Gateway(kernel, config, self.admin)
+        self.app: Any = self.gateway  # what uvicorn runs (``wrap=`` may put a layer around it)
         self._remove_verifier: Any = None
         self._sock = sock
         self._uvicorn: ReadyServer | None = None
@@ -121,7 +122,7 @@ class GatewayServer:
             log_config=None,
             access_log=False,
             # uvicorn would take X-Forwarded-For from any loopback peer as the client's
-            # address; whether to trust it is the rate limiter's (trust_forwarded) decision
+            # address; the gateway reads it only from its forwarded_allow_ips (_forwarded)
             proxy_headers=False,
             timeout_graceful_shutdown=max(1, round(self.config.graceful_timeout)),
         )
@@ -143,6 +144,7 @@ class GatewayServer:
         if self._stopped:
             return
         self._stopped = True
+        self.gateway.stopping = True  # /readyz answers 503 to probes on open connections
         server, task = self._uvicorn, self._task
         if self.admin is not None:
             self.admin.close()  # event streams end, so the graceful stop need not wait

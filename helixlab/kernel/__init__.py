@@ -3,6 +3,7 @@
 from ._events import EventLog, PluginEvent
 from ._fingerprint import Fingerprint, Reach, reaches
 from ._graph import DependencyGraph
+from ._imports import IMPORT_TIMEOUT
 from ._kernel import Kernel
 from ._lifecycle import Timeouts
 from ._live import Lease
@@ -24,6 +25,7 @@ from ._validation import Duration, PluginConfig, parse_duration
 from ._watcher import FileWatcher
 
 __all__ = [
+    "IMPORT_TIMEOUT",
     "ASGIApp",
     "Context",
     "DependencyGraph",

@@ -28,6 +28,7 @@ from ._config import PluginSpec
 from ._events import EventLog, PluginEvent
 from ._fingerprint import Fingerprint
 from ._graph import DependencyGraph
+from ._imports import IMPORT_TIMEOUT, Imports
 from ._lifecycle import Live, Runner, Timeouts
 from ._live import Lease, LivePool
 from ._loop import LoopThread
@@ -99,6 +100,7 @@ class Kernel(Operations):
         self._op: Operation | None = None
         self._prepared: PreparedReload | None = None
         self._background: set[asyncio.Task] = set()
+        self._imports = Imports(self)  # imports of plugin code in flight, each under a timeout
 
     @classmethod
     def from_config(cls, data: str | os.PathLike | Mapping, **kwargs: Any) -> Kernel:
@@ -203,15 +205,51 @@ class Kernel(Operations):
         self._looked.append(f"plugins directory {Path(path).resolve()}")
         found = []
         for unit in units:
-            sources = await asyncio.to_thread(unit.read)
-            found.append((unit, sources, await asyncio.to_thread(_discovery.import_unit, unit)))
+            classes, prints = await self.aimport_unit(unit.root, unit.path)
+            found.append((unit, prints, classes))
         return await self._arun(self._locked(self._register_found(found)))
 
     discover = blocking(adiscover)
 
+    async def aimport_unit(
+        self, root: str | os.PathLike, path: str | os.PathLike, *, timeout: float = IMPORT_TIMEOUT
+    ) -> tuple[list[type[Plugin]], dict[str, Fingerprint]]:
+        """Import a plugin file or package (``root``; ``path`` the file defining the plugins)
+        as a plugins directory holds it: its plugin classes, and each one's fingerprint.
+
+        The import runs on the kernel's worker threads: after ``timeout`` seconds the caller
+        gets a PluginTimeoutError (phase ``import``) and the import is left to its thread;
+        while it has not returned, importing the same content again is refused at once.
+        The file watcher imports this way, and so does the gateway's admin API.
+        """
+        root_, path_ = Path(root), Path(path)
+        unit = _discovery.Unit(root_.stem if root_.is_file() else root_.name, path_, root_)
+
+        async def run() -> tuple[list[type[Plugin]], dict[str, Fingerprint]]:
+            # read before importing: a save in between is a change for the next import
+            sources = await asyncio.to_thread(unit.read)
+            classes = await self._imports.run(
+                str(unit.root),
+                sources.digest,
+                unit.name,
+                unit.path.name,
+                lambda: _discovery.import_unit(unit),
+                timeout,
+            )
+            return classes, {cls.name: sources.fingerprint(cls) for cls in classes}
+
+        return await self._arun(run())
+
+    async def areimport_module(
+        self, name: str, module: str, fn: Callable[[], Any], *, timeout: float = IMPORT_TIMEOUT
+    ) -> Any:
+        """``fn()`` — re-importing ``module`` for plugin ``name`` — as :meth:`aimport_unit`
+        runs an import: on a worker thread, under ``timeout``, one stuck import at a time."""
+        return await self._arun(self._imports.run(module, "", name, module, fn, timeout))
+
     async def _register_found(self, found: list) -> list[str]:
         names = []
-        for unit, sources, classes in found:
+        for unit, prints, classes in found:
             for cls in classes:
                 if cls.name not in self._registry:
                     # unit and content recorded: the file watcher then refuses a rename
@@ -221,7 +259,7 @@ class Kernel(Operations):
                         origin="file",
                         source=str(unit.path),
                         unit=str(unit.root),
-                        fingerprint=sources.fingerprint(cls),
+                        fingerprint=prints[cls.name],
                     )
                     names.append(name)
         return names
@@ -560,6 +598,22 @@ class Kernel(Operations):
     def state(self, name: str) -> PluginState:
         self._registry[name]
         return self._states.get(name, PluginState.REGISTERED)
+
+    def guards(self) -> tuple[str, ...]:
+        """The enabled plugins that guard requests (``required``, e.g. custom-auth), by name.
+
+        The gateway serves a request only on a generation where every one of them is live;
+        otherwise it answers 503 naming the plugin and why (fail closed).
+        """
+        return self._registry.guards
+
+    def failure(self, name: str) -> tuple[str, str] | None:
+        """``(phase, error)`` of ``name``'s failure while it is failed, else None."""
+        if self._states.get(name) != PluginState.FAILED:
+            return None
+        error = self._errors.get(name, "")
+        phase, _, _ = error.partition(": ")
+        return (phase or "unknown", error)
 
     def reload_count(self, name: str) -> int:
         return self._reloads.get(name, 0)

@@ -86,6 +86,9 @@ class Live:
     plugin: Plugin
     ctx: Context
     config: Any
+    #: its stop began: it no longer serves, though its generation may still hold it (a
+    #: ``restart`` plugin is stopped before its new instance starts)
+    stopping: bool = False
 
     @property
     def name(self) -> str:

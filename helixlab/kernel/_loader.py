@@ -140,6 +140,7 @@ async def start_instance(
 async def stop_instance(kernel: Any, live: Live, *, set_state: bool = True) -> PluginError | None:
     """Stop one instance under the stop timeout; an error is reported and returned."""
     name = live.name
+    live.stopping = True
     if set_state:
         kernel._states[name] = PluginState.STOPPING
         kernel._emit("stopping", name, version=live.version)

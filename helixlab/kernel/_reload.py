@@ -31,6 +31,7 @@ from ._plugin import Plugin, PluginState, check_plugin_class
 from ._registry import Registry
 from ._reports import ReloadReport
 from ._secrets import secret_values
+from ._stored import stored_value_refusal
 from ._transaction import Transaction, load_new
 
 __all__ = ["Plan", "apply_config", "define", "plan", "reconfigure", "reload"]
@@ -203,8 +204,11 @@ def define(
             try:
                 registry = registry.with_class(cls, source=source, fingerprint=prints[cls.name])
             except (ConfigError, RegistryError) as exc:
-                phase = "config" if isinstance(exc, ConfigError) else "validate"
-                raise _refuse(cls.name, exc, phase) from None
+                if isinstance(exc, ConfigError):
+                    raise stored_value_refusal(entry, cls, exc) or _refuse(
+                        cls.name, exc, "config"
+                    ) from None
+                raise _refuse(cls.name, exc) from None
             registry = registry.with_entry(replace(registry[cls.name], unit=unit, origin=origin))
     try:
         registry.graph().validate()

@@ -150,7 +150,7 @@ class HealthStatus(_PlainRepr):
         return self.healthy
 
     def __str__(self) -> str:
-        mark = "healthy" if self.healthy else "UNHEALTHY"
+        mark = "healthy" if self.healthy else "unhealthy"
         return f"{self.plugin}: {mark}" + (f" ({self.detail})" if self.detail else "")
 
 

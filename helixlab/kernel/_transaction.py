@@ -156,6 +156,8 @@ class Transaction:
             # a stop that raised left the instance serving; one that hung may still be
             # stopping it: the rollback takes that one out of service
             self._stopped_first.append(name)
+        else:
+            old.stopping = False  # a stop that raised left the instance serving
         if error is not None:
             raise error
         self._check_interrupt(name)
@@ -223,6 +225,7 @@ class Transaction:
                 continue
             try:
                 await call_phase(old, "start", old.ctx, timeout=kernel.timeouts.start)
+                old.stopping = False  # started again: it serves as before
             except PluginError as exc:
                 # neither version runs: out of service, with everything that needs it
                 _loader.fail(kernel, name, exc)

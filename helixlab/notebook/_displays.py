@@ -46,6 +46,13 @@ def state_badge(state: str) -> _Raw:
     )
 
 
+def health_badge(healthy: bool) -> _Raw:
+    """Health in the words every view uses: healthy or unhealthy (states are another column)."""
+    color = STATE_COLORS["active" if healthy else "failed"]
+    word = "healthy" if healthy else "unhealthy"
+    return _Raw(f'<span style="background:{color};padding:0 6px;border-radius:3px">{word}</span>')
+
+
 class _Display:
     """``text/plain`` from ``__str__``; ``text/html`` from ``_html``."""
 
@@ -110,10 +117,7 @@ class HealthTable(_Display, dict):
         return "\n".join(str(status) for status in self.values())
 
     def _html(self) -> str:
-        rows = [
-            (s.plugin, state_badge("active" if s.healthy else "failed"), s.detail or "")
-            for s in self.values()
-        ]
+        rows = [(s.plugin, health_badge(s.healthy), s.detail or "") for s in self.values()]
         return table_html(("plugin", "health", "detail"), rows)
 
 

@@ -252,7 +252,7 @@ class Dashboard(w.VBox):
         except HelixError:
             return
         self._health = {
-            name: "ok" if status.healthy else "failing" for name, status in statuses.items()
+            name: "healthy" if status.healthy else "unhealthy" for name, status in statuses.items()
         }
         self.refresh()
 
@@ -281,8 +281,8 @@ class Dashboard(w.VBox):
             elif action == "health":
                 statuses = kernel.health()
                 failing = [s.plugin for s in statuses.values() if not s.healthy]
-                message = f"health: {len(statuses) - len(failing)} ok" + (
-                    f", failing: {', '.join(failing)}" if failing else ""
+                message = f"health: {len(statuses) - len(failing)} healthy" + (
+                    f", unhealthy: {', '.join(failing)}" if failing else ""
                 )
             else:
                 kernel.load(name)
