@@ -503,8 +503,8 @@ def test_an_interrupt_during_a_slow_start_shows_one_line_and_the_old_versions_se
     import signal
     import threading
 
-    began = threading.Event()
-    ip.user_ns["began"] = began
+    began, release = threading.Event(), threading.Event()
+    ip.user_ns.update(began=began, release=release)
     kernel.timeouts = hx.Timeouts(start=30)
 
     def press() -> None:
@@ -513,9 +513,10 @@ def test_an_interrupt_during_a_slow_start_shows_one_line_and_the_old_versions_se
 
     presser = threading.Thread(target=press)
     presser.start()
-    slow = "began.set()\n                import time; time.sleep(3)"
+    slow = "began.set()\n                release.wait(30)"  # slow until the test is done
     ran = run(ip, cell("", store="1.1", start=slow))
     presser.join()
+    release.set()
     assert isinstance(ran.error, hx.ReloadInterrupted)
     lines = [line for line in plain_text(ran.shown).splitlines() if line.strip()]
     assert lines == [

@@ -103,6 +103,7 @@ def test_the_notebook_runs_end_to_end_with_nbclient(tmp_path):
     ]
     assert shown[1] == ["loaded store 1.0 (new)\nloaded api 1.0 (new)"]
     assert shown[5] == [
+        "Store changed: reloading store\n"
         "reloaded store: 2 plugin(s), dependencies first\n  1. store 1.0 -> 1.1\n  2. api 1.0"
     ]
     graph = ran.cells[5].outputs[0].data
