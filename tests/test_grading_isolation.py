@@ -55,7 +55,12 @@ SPAWN = (
     "sleep = [sys.executable, '-c', 'import time; time.sleep(600)', {token!r}]\n"
     "children = [subprocess.Popen(sleep), subprocess.Popen(sleep, start_new_session=True)]\n"
 )
-EXIT = "import os\nassert all(child.poll() is None for child in children)\nos._exit(1)"
+#: The children live 3 s before the kernel exits, so that the test's sampler sees them run
+#: (in the sandbox they die with the kernel: nothing else outside can see them).
+EXIT = (
+    "import os, time\ntime.sleep(3)\n"
+    "assert all(child.poll() is None for child in children)\nos._exit(1)"
+)
 FLOOD = (
     "import sys, time\n"
     "line, written, end = 'x' * 9999 + '\\n', 0, time.monotonic() + 8\n"
