@@ -124,9 +124,7 @@ class Isolation:
             target = cache / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        env = dict(os.environ)
-        for key in ("PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONUSERBASE"):
-            env.pop(key, None)
+        env = dict(os.environ)  # the instructor's (PYTHONPATH included), then private dirs
         env.update({
             "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(cache),
             "PYTHONNOUSERSITE": "1", "HOME": str(private / "home"),
