@@ -29,7 +29,7 @@ __all__ = ["EXTRAS", "needs", "require"]
 _FLEET = frozenset({"redis", "prometheus_client"})
 EXTRAS: dict[str, frozenset[str]] = {
     "fleet": _FLEET,
-    "grade": frozenset({"nbclient", "nbformat", "ipykernel", "IPython", "ipywidgets", "psutil"}),
+    "grade": frozenset({"nbclient", "nbformat", "ipykernel", "IPython", "ipywidgets"}),
     "lab": _FLEET
     | {"IPython", "ipykernel", "ipywidgets", "jupyterlab", "nbformat", "nbval", "graphviz"}
     | {"openai"},

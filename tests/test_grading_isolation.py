@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -55,7 +56,12 @@ SPAWN = (
     "sleep = [sys.executable, '-c', 'import time; time.sleep(600)', {token!r}]\n"
     "children = [subprocess.Popen(sleep), subprocess.Popen(sleep, start_new_session=True)]\n"
 )
-EXIT = "import os\nassert all(child.poll() is None for child in children)\nos._exit(1)"
+#: The children live 3 s before the kernel exits, so that the test's sampler sees them run
+#: (in the sandbox they die with the kernel: nothing else outside can see them).
+EXIT = (
+    "import os, time\ntime.sleep(3)\n"
+    "assert all(child.poll() is None for child in children)\nos._exit(1)"
+)
 FLOOD = (
     "import sys, time\n"
     "line, written, end = 'x' * 9999 + '\\n', 0, time.monotonic() + 8\n"
@@ -249,3 +255,30 @@ def test_sandbox_on_where_bwrap_cannot_run_is_a_usage_error(tmp_path, monkeypatc
         False,
         "none (bubblewrap is not installed): kernels run with your permissions",
     )
+
+
+def test_ctrl_c_in_the_sandbox_stops_the_kernel_and_all_it_started(tmp_path):
+    if _isolation.bwrap_problem():
+        pytest.skip(_isolation.bwrap_problem())
+    token = f"helixlab-test-child-{secrets.token_hex(6)}"
+    sleeper = "import time; time.sleep(3600)"
+    notebook = _notebook(
+        tmp_path / "hangs.ipynb", SPAWN.format(token=token) + f"\nimport time\n{sleeper}"
+    )
+    command = [sys.executable, "-m", "helixlab", "grade", "lab1", str(notebook),
+               "--out", str(tmp_path / "grades.csv"), "--sandbox", "on"]  # fmt: skip
+    grader = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_running(token)) < 2:  # the kernel runs the cell: its children sleep
+            assert grader.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        grader.send_signal(signal.SIGINT)
+        assert grader.wait(timeout=60) == 130
+    finally:
+        grader.kill()
+    assert "interrupted: every kernel was stopped" in grader.stderr.read()
+    deadline = time.monotonic() + 10
+    while _running(token) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running(token) == []

@@ -80,8 +80,8 @@ def covers(what: Plan, paths: Sequence[Path], reports: Sequence[Path]) -> list[C
     by_folder: dict[Path, list[str]] = {}
     for report in reports:
         by_folder.setdefault(report.resolve().parent, []).append(report.name)
-    for folder, names in by_folder.items():
-        found.append(Cover(folder, tuple(names), "wrote to the grader's reports", writable=True))
+    for folder, written in by_folder.items():
+        found.append(Cover(folder, tuple(written), "wrote to the grader's reports", writable=True))
     folders = sorted({path.resolve().parent for path in paths} - set(by_folder))
     found += [Cover(folder, (), "looked into the submissions' folder") for folder in folders]
     return found

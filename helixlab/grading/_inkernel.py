@@ -242,9 +242,9 @@ def cap_output(per_cell: int, total: int) -> None:
         size = len(repr(data))
         return msg if room(msg.get("parent_header"), size) == size else None
 
-    shell = get_ipython()
+    shell: Any = get_ipython()
     shell.events.register("pre_run_cell", each_cell)
-    publisher = getattr(shell, "display_pub", None)
+    publisher: Any = getattr(shell, "display_pub", None)
     if hasattr(publisher, "register_hook"):
         publisher.register_hook(hook)
 

@@ -124,9 +124,7 @@ class Isolation:
             target = cache / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        env = dict(os.environ)
-        for key in ("PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONUSERBASE"):
-            env.pop(key, None)
+        env = dict(os.environ)  # the instructor's (PYTHONPATH included), then private dirs
         env.update({
             "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(cache),
             "PYTHONNOUSERSITE": "1", "HOME": str(private / "home"),
@@ -144,11 +142,11 @@ class Isolation:
     ) -> tuple[tuple[str, ...], tuple[tuple[Path, Cover], ...]]:
         args = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--unshare-pid",
                 "--unshare-net", "--unshare-ipc", "--unshare-uts"]  # fmt: skip
-        for path in _SYSTEM:
-            if os.path.islink(path):
-                args += ["--symlink", os.readlink(path), path]
-            elif os.path.isdir(path):
-                args += ["--ro-bind", path, path]
+        for system in _SYSTEM:
+            if os.path.islink(system):
+                args += ["--symlink", os.readlink(system), system]
+            elif os.path.isdir(system):
+                args += ["--ro-bind", system, system]
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
         decoys: list[tuple[Path, Cover]] = []
         outer: list[tuple[int, list[str]]] = []  # covers readable paths are bound on top of
@@ -160,8 +158,8 @@ class Isolation:
             decoy.mkdir(parents=True)
             for name in cover.names:
                 (decoy / name).write_text("" if cover.writable else "# hidden while grading\n")
-            inside = [other.folder for other in self.covered]
-            for path in (*self.readable, *inside, work, ipc, private):  # mount points, made now
+            others = [other.folder for other in self.covered]
+            for path in (*self.readable, *others, work, ipc, private):  # mount points, made now
                 if cover.folder in path.parents:
                     (decoy / path.relative_to(cover.folder)).mkdir(parents=True, exist_ok=True)
             decoys.append((decoy, cover))

@@ -7,6 +7,7 @@ nonce is its result.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -25,7 +26,6 @@ from .._extras import needs
 
 with needs("grade", "helixlab grade"):  # imported only by helixlab grade: one line if missing
     import nbformat
-    import psutil
     import zmq
     import zmq.asyncio
     from jupyter_client.manager import AsyncKernelManager
@@ -143,7 +143,9 @@ class _Client(NotebookClient):
             manager.transport = "ipc"
             manager.ip = str(place.ipc / "k")
             manager.connection_file = str(place.ipc / "kernel.json")
-            manager.kernel_spec.interrupt_mode = "message"
+            spec = manager.kernel_spec
+            if spec is not None:
+                spec.interrupt_mode = "message"
         self.km = manager
         return manager
 
@@ -218,7 +220,7 @@ class GradingKernel:
             with contextlib.suppress(OSError):
                 self.pgid = os.getpgid(process.pid)
 
-    def reap(self) -> list[int]:
+    async def reap(self) -> list[int]:
         """Kill whatever the kernel started that still runs; the pids killed.
 
         Its process group (a crashed kernel's children are not stopped by the shutdown),
@@ -228,24 +230,21 @@ class GradingKernel:
         for context in self.client.contexts:  # the client's sockets are closed by now
             context.destroy(linger=0)
         self.client.contexts.clear()
-        mark = self.place.env.get(MARK)
+        mark = f"{MARK}={self.place.env.get(MARK)}".encode()
         group = self.pgid if self.pgid and self.pgid != os.getpgid(0) else None
-        found = []
-        for process in psutil.process_iter():
-            with contextlib.suppress(psutil.Error):
-                if (group and _in_group(process, group)) or (
-                    _running(process) and process.environ().get(MARK) == mark
-                ):
-                    found.append(process)
+        found = [pid for pid in _pids() if _group(pid) == group or _marked(pid, mark)]
         # a kernel shut down was killed with its group just now: give those a moment to go
-        _, left = psutil.wait_procs(found, timeout=1) if found else ([], [])
+        deadline = time.monotonic() + 1
+        while found and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            found = [pid for pid in found if _alive(pid)]
         if group:
             with contextlib.suppress(OSError):
                 os.killpg(group, signal.SIGKILL)
-        for process in left:
-            with contextlib.suppress(psutil.Error):
-                process.kill()
-        return sorted(process.pid for process in left)
+        for pid in found:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        return found
 
     def _executed(self, cell: Any, cell_index: int, execute_reply: Mapping[str, Any]) -> None:
         self.replies[cell_index] = execute_reply
@@ -305,19 +304,37 @@ class GradingKernel:
         return f" (exit status {code})" if code >= 0 else f" (killed by signal {-code})"
 
 
-def _running(process: psutil.Process) -> bool:
-    """Whether ``process`` runs: not the grader, not a zombie (exited, not reaped yet)."""
+def _pids() -> list[int]:
+    """Every process but this one (Linux's /proc; elsewhere none: the group kill remains)."""
     try:
-        return process.pid != os.getpid() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    return [int(name) for name in entries if name.isdigit() and int(name) != os.getpid()]
 
 
-def _in_group(process: psutil.Process, pgid: int) -> bool:
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs: it exists and is not a zombie (exited, not reaped yet)."""
     try:
-        return _running(process) and os.getpgid(process.pid) == pgid
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def _group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid) if _alive(pid) else None
+    except OSError:
+        return None
+
+
+def _marked(pid: int, mark: bytes) -> bool:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return mark in environ.split(b"\0") and _alive(pid)
 
 
 class Stopper:

@@ -364,7 +364,7 @@ async def grade_submission(
             stopper.forget(kernel)
             atexit.unregister(kernel.client._cleanup_kernel)  # left registered by a failed start
             log.close()
-            left = kernel.reap()  # however it ended, nothing it started keeps running
+            left = await kernel.reap()  # however it ended, nothing it started keeps running
             if attempts is not None:
                 flags = attempts.end(label)
         if left:
