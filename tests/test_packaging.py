@@ -117,7 +117,7 @@ def test_make_bench_peers_installs_each_peer_by_a_script_make_runs():
         ["make", "-n", "bench-peers"], cwd=ROOT, capture_output=True, text=True, timeout=30
     ).stdout
     lines = shown.splitlines()
-    assert lines[0] == "tools/setup.sh"
+    assert lines[0] == "tools/setup.sh test"
     assert lines[1] == "PEERS=.venv-peers PORTKEY_DIR=.peers/portkey tools/peers_setup.sh"
     assert lines[2] == (
         ".venv/bin/python -m benchmarks.peers --litellm .venv-peers/bin/litellm "

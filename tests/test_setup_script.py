@@ -28,9 +28,9 @@ def setup_in(tmp_path: Path, apt_status: int, *args: str) -> tuple[str, list[str
     venv = repo / ".venv" / "bin"
     venv.mkdir(parents=True)
     (venv / "python").symlink_to(sys.executable)
-    stamp = repo / ".venv" / ".helixlab-installed"
-    stamp.touch()
-    os.utime(repo / "pyproject.toml", (1, 1))  # older than the stamp: nothing to pip-install
+    for extra in ("lab", "test"):  # one stamp per extra, both newer than pyproject.toml:
+        (repo / ".venv" / f".helixlab-{extra}").touch()  # nothing to pip-install
+    os.utime(repo / "pyproject.toml", (1, 1))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("dirname", "touch", "rm", "cat"):
@@ -53,7 +53,7 @@ def setup_in(tmp_path: Path, apt_status: int, *args: str) -> tuple[str, list[str
 
 
 def test_root_waits_for_another_apt_and_is_told_so(tmp_path):
-    said, calls = setup_in(tmp_path, 0, "--lab")
+    said, calls = setup_in(tmp_path, 0, "lab")
     assert len(calls) == 2  # update, then install
     assert all("DPkg::Lock::Timeout=300" in call for call in calls), calls
     assert "install -y" in calls[1] and "graphviz" in calls[1]
@@ -61,7 +61,7 @@ def test_root_waits_for_another_apt_and_is_told_so(tmp_path):
 
 
 def test_a_failed_install_as_root_does_not_say_sudo_and_make_lab_says_nothing_of_tests(tmp_path):
-    said, _ = setup_in(tmp_path, 100, "--lab")
+    said, _ = setup_in(tmp_path, 100, "lab")
     assert "install them with 'apt-get install graphviz'" in said
     assert "sudo" not in said
     assert "test" not in said
@@ -70,4 +70,4 @@ def test_a_failed_install_as_root_does_not_say_sudo_and_make_lab_says_nothing_of
 def test_make_lab_runs_the_learners_setup():
     makefile = (ROOT / "Makefile").read_text()
     lab = makefile.split("\nlab:\n", 1)[1].splitlines()[0]
-    assert lab.strip() == "@tools/setup.sh --lab"
+    assert lab.strip() == "@tools/setup.sh lab"

@@ -47,7 +47,9 @@ command -v dot >/dev/null || missing+=(graphviz)
 # a fleet (serve --workers N) starts a private redis-server when no --redis is given
 command -v redis-server >/dev/null || [[ -x /usr/bin/redis-server ]] || missing+=(redis-server)
 # `helixlab grade --sandbox auto|on` runs each submission's kernel under bubblewrap
-command -v bwrap >/dev/null || missing+=(bubblewrap)
+if [[ $extra == grade || $extra == test ]]; then
+    command -v bwrap >/dev/null || missing+=(bubblewrap)
+fi
 if (( browser )) && [[ ! -x /usr/bin/chromium ]]; then
     missing+=(chromium)
 fi
