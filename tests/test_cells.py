@@ -106,6 +106,19 @@ def test_a_changed_plugin_reloads_with_its_dependents_in_order(ip, kernel):
     assert kernel.last_cascade == ("store", "api")
 
 
+def test_the_same_code_declaring_another_version_reloads_what_it_declares(ip):
+    """The cell's code is the same on each run, but what it declares is computed when it runs:
+    what runs is what the class says (the browser test's dashboard cell counts its runs)."""
+    counted = (
+        "%%helix plugin\nimport helixlab as hx\nruns = globals().get('runs', 0) + 1\n"
+        "class Store(hx.Plugin):\n    name = 'store'\n    version = f'1.{runs}'\n"
+    )
+    ok(ip, counted)
+    ran = ok(ip, counted)
+    assert "reloaded store" in ran.stdout and "1.1 -> 1.2" in ran.stdout
+    assert ip.user_ns["helix"].get("store").version == "1.2"
+
+
 def test_only_a_changed_dependent_reloads_alone(ip, kernel):
     ran = ok(ip, cell("", api="2.0"))
     assert "reloaded api: 1 plugin(s), dependencies first\n  1. api 1.0 -> 2.0" in ran.stdout

@@ -98,7 +98,7 @@ class Sources:
         """What ``cls`` from this unit is matched on: the code it reaches, sibling modules."""
         reach = self.reach.get(cls.__qualname__)
         if reach is not None:
-            own = reach.fingerprint()
+            own = reach.fingerprint().with_values(cls)
         elif self.whole:
             own = Fingerprint(((cls.__qualname__, self.whole),))
         else:

@@ -58,6 +58,28 @@ class Fingerprint:
     def with_parts(self, parts: Iterable[tuple[str, str]]) -> Fingerprint:
         return Fingerprint(self.parts + tuple(parts))
 
+    def with_values(self, cls: type) -> Fingerprint:
+        """This fingerprint with ``cls``'s own plain class attributes as they were evaluated
+        (name, version, dependencies...) folded into its part: the same code may declare
+        other values on another run (``version = f"1.{runs}"``), and what runs is what the
+        class says. Names Python derives (``__firstlineno__`` ...) are left out."""
+        values = sorted(
+            (key, value)
+            for key, value in vars(cls).items()
+            if not key.startswith("__") and not callable(value) and _is_data(value)
+        )
+        if not values:
+            return self
+        h = hashlib.sha256()
+        _feed(h, tuple(values))
+        extra = h.hexdigest()
+        name = cls.__qualname__
+        if all(part != name for part, _ in self.parts):
+            return self.with_parts([(name, extra)])
+        return Fingerprint(
+            tuple((part, _sha(d + extra) if part == name else d) for part, d in self.parts)
+        )
+
     def __str__(self) -> str:
         return self.digest
 

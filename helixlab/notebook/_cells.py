@@ -33,7 +33,7 @@ def _prints(
     """Each plugin's fingerprint: the code of the cell it reaches, and the values it uses
     from other cells (a class the cell did not define at its top level: Kernel.define's own)."""
     return {
-        cls.name: reach[cls.__qualname__].fingerprint(namespace)
+        cls.name: reach[cls.__qualname__].fingerprint(namespace).with_values(cls)
         for cls in classes
         if cls.__qualname__ in reach and namespace.get(cls.__qualname__) is cls
     }
