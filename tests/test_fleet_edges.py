@@ -178,6 +178,30 @@ def test_a_refused_save_is_not_retried_but_saving_it_again_proposes_it_again(
         assert int(r.headers["x-ratelimit-remaining-requests"]) < 55
 
 
+def test_which_failed_proposals_the_watcher_retries():
+    from helixlab.errors import FleetError
+    from helixlab.fleet import FleetReport
+    from helixlab.fleet._supervisor import _refused_by_content
+
+    def failed(**vote) -> FleetError:
+        report = FleetReport(2, "apply x", "abort", votes={"w1": {"ok": True}, "w2": vote})
+        return FleetError("rolled back", report=report)
+
+    transient = dict(ok=False, plugin=None, phase="prepare")
+    for why in (
+        "left the fleet: its heartbeat expired",
+        "no answer within 30s",
+        "busy: draining generation 3 within 30s",
+        "this worker serves 3, not 2",
+    ):
+        assert not _refused_by_content(failed(**transient, error=why))  # retried
+    assert not _refused_by_content(FleetRedisError("Redis down"))  # retried
+    assert not _refused_by_content(FleetError("The fleet 'x' is busy"))  # retried
+    assert _refused_by_content(failed(ok=False, plugin="flaky", phase="start", error="no"))
+    assert _refused_by_content(failed(ok=False, plugin=None, phase="config", error="bad YAML"))
+    assert _refused_by_content(failed(ok=False, plugin=None, phase="verify", error="unsigned"))
+
+
 # -- 8. the Redis password: no argv, no log, no world-readable file; ACL users; TLS -------
 
 

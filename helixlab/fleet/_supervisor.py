@@ -53,12 +53,12 @@ def _refused_by_content(exc: BaseException) -> bool:
     gone or silent) is worth a retry."""
     if not isinstance(exc, FleetError) or exc.report is None:
         return False
-    for vote in exc.report.votes.values():
-        if not vote.get("ok"):
-            error = str(vote.get("error") or "")
-            if not (error.startswith("left the fleet") or error.startswith("no answer")):
-                return True
-    return False
+    # a worker that left, did not answer, was busy draining or on another generation votes
+    # failed with no plugin in phase "prepare"; a refusal names a plugin or another phase
+    return any(
+        not vote.get("ok") and (vote.get("plugin") or vote.get("phase") != "prepare")
+        for vote in exc.report.votes.values()
+    )
 
 
 class _Pending:
