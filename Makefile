@@ -6,52 +6,68 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 LAB_PORT ?= 8888
 
-.PHONY: lab test test-fast bench bench-peers notebooks lint setup clean
+.PHONY: lab test test-fast test-pythons chaos bench bench-peers notebooks lint setup clean
 
-## make lab: install everything, then open JupyterLab on the course, its landing notebook
+## make lab: install the course (helixlab[lab]) into .venv, then open JupyterLab on the course, its landing notebook
 ## in view (another port: make lab LAB_PORT=8890)
 LANDING := notebooks/00_start_here.ipynb
 lab:
-	@tools/setup.sh
+	@tools/setup.sh lab
 	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/$(LANDING) \
 		--ip=127.0.0.1 --port=$(LAB_PORT) $(ROOT_FLAG)
 
-## make test: install everything (Chromium too, when root), then run every test and notebook
+## make test: install everything (helixlab[test]; Chromium too, when root), then run every
+## test and notebook
 test:
-	@tools/setup.sh --browser
+	@tools/setup.sh test --browser
 	$(BIN)/python -m pytest tests $(NOTEBOOK_DIRS) $(NBVAL)
 
 ## make test-fast: the unit tests only, no notebooks and no browser
 test-fast:
-	@tools/setup.sh
+	@tools/setup.sh test
 	$(BIN)/python -m pytest tests -m "not browser" -x -q
+
+## make chaos: the fleet's Jepsen-style chaos test, long (200 schedules; prints its seed;
+## replay one with HELIX_CHAOS_SEED=N, change the count with HELIX_CHAOS_SCHEDULES=N)
+HELIX_CHAOS_SCHEDULES ?= 200
+chaos:
+	@tools/setup.sh test
+	HELIX_CHAOS_SCHEDULES=$(HELIX_CHAOS_SCHEDULES) $(BIN)/python -m pytest tests/fleet/test_chaos.py \
+		-x -q -s -p no:cacheprovider -W ignore::pytest.PytestUnraisableExceptionWarning
+
+## make test-pythons: the kernel, cells, gateway and transport tests on every Python >= 3.11
+## pyenv has (each in .venv-pythons/VERSION with helixlab[test]); one summary line each
+PYTHON_TESTS ?= tests/test_kernel.py tests/test_cells.py tests/test_gateway.py tests/test_transport.py
+test-pythons:
+	tools/test_pythons.sh $(PYTHON_TESTS)
 
 ## make bench: every benchmark, one table
 bench:
-	@tools/setup.sh
+	@tools/setup.sh test
 	$(BIN)/python -m benchmarks
 
-## make bench-peers: helixlab against LiteLLM's proxy on the same upstream (not in make test);
-## LiteLLM's proxy goes into its own venv, .venv-peers, so its pins never touch .venv
+## make bench-peers: helixlab against LiteLLM's proxy and Portkey's gateway on the same
+## upstream (not in make test); each peer goes into its own folder (.venv-peers, .peers/portkey),
+## so their pins never touch .venv
 PEERS := .venv-peers
+PORTKEY := .peers/portkey
 bench-peers:
-	@tools/setup.sh
-	@test -x $(PEERS)/bin/litellm || { $(BIN)/python -c 'import sys; print(sys._base_executable)' | \
-		xargs -I{} {} -m venv $(PEERS) && $(PEERS)/bin/pip install -q 'litellm[proxy]'; }
-	$(BIN)/python -m benchmarks.peers --litellm $(PEERS)/bin/litellm
+	@tools/setup.sh test
+	@PEERS=$(PEERS) PORTKEY_DIR=$(PORTKEY) tools/peers_setup.sh
+	$(BIN)/python -m benchmarks.peers --litellm $(PEERS)/bin/litellm --portkey $(PORTKEY)
 
 ## make notebooks: re-execute the notebooks and labs in place, committing-ready outputs
 notebooks:
-	@tools/setup.sh
+	@tools/setup.sh test
 	$(BIN)/python tools/run_notebooks.py $(NOTEBOOK_DIRS)
 
 lint:
-	@tools/setup.sh
+	@tools/setup.sh test
 	$(BIN)/ruff check helixlab tests benchmarks tools
 	$(BIN)/ruff format --check helixlab tests benchmarks tools
 
 setup:
-	@tools/setup.sh --browser
+	@tools/setup.sh test --browser
 
 clean:
-	rm -rf $(VENV) $(PEERS) .pytest_cache .hypothesis .ruff_cache test-output
+	rm -rf $(VENV) $(PEERS) .peers .venv-pythons .pytest_cache .hypothesis .ruff_cache test-output

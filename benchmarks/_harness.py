@@ -10,7 +10,8 @@ never counted in it.
   or a stream of ``STREAM_WORDS`` content chunks plus role, finish and usage chunks.
 - ``passthrough``: the floor a proxy can reach in Python: a Starlette route forwarding the
   body to the upstream with one pooled ``httpx.AsyncClient``, under the same uvicorn
-  (``--transport asyncio``: that client over helixlab's asyncio backend).
+  (``--transport asyncio``: that client over helixlab's asyncio backend), on asyncio + h11
+  or, ``--loop uvloop --http httptools``, the fast server.
 - ``load``: N keep-alive connections on raw sockets sending the same request as fast as
   answers come; commanded over stdin, one JSON line per run, answering one JSON line.
 """
@@ -206,14 +207,15 @@ def passthrough_app(upstream: str, transport: str = "httpx") -> Any:
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
 
 
-def _serve_passthrough(port: int, upstream: str, transport: str) -> None:
+def _serve_passthrough(port: int, upstream: str, transport: str, loop: str, http: str) -> None:
     import uvicorn
 
     config = uvicorn.Config(
         passthrough_app(upstream, transport),
         host="127.0.0.1",
         port=port,
-        loop="asyncio",  # the gateway runs on a plain asyncio loop too
+        loop=loop,  # the gateway's server, either way: asyncio + h11 or uvloop + httptools
+        http=http,
         lifespan="off",
         log_config=None,
         access_log=False,
@@ -410,12 +412,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--upstream", default="")
     parser.add_argument("--transport", choices=["httpx", "asyncio"], default="httpx")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument("--http", choices=["h11", "httptools"], default="h11")
     args = parser.parse_args(argv)
     if args.role == "upstream":
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve_upstream(args.port))
     elif args.role == "passthrough":
-        _serve_passthrough(args.port, args.upstream, args.transport)
+        _serve_passthrough(args.port, args.upstream, args.transport, args.loop, args.http)
     else:
         _serve_load()
     return 0

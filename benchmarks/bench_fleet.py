@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import secrets
 import statistics
 import sys
 import tempfile
@@ -25,6 +27,11 @@ if __package__ in (None, ""):
 
 from helixlab.fleet import Keys, Supervisor, propose
 from helixlab.fleet._redis import client
+
+# the fleet key the benchmark's fleets sign with and its proposals are signed with (the
+# workers inherit it); without it, a proposal looks for the key file a fleet on this host
+# recorded, which another fleet of the same name may have replaced
+os.environ.setdefault("HELIXLAB_FLEET_KEY", secrets.token_hex(32))
 
 CONFIG = """\
 plugins:

@@ -15,7 +15,17 @@ from typing import Protocol
 import httpx
 import uvicorn
 
-__all__ = ["ReadyServer", "bind_tcp", "http_url", "shared_ssl_context"]
+__all__ = [
+    "HTTP_PARSERS",
+    "ReadyServer",
+    "bind_tcp",
+    "http_parser",
+    "http_url",
+    "shared_ssl_context",
+]
+
+#: What ``serve(http=...)`` and ``helixlab serve --http`` accept.
+HTTP_PARSERS = ("auto", "h11", "httptools")
 
 
 class _Settable(Protocol):
@@ -66,6 +76,26 @@ class ReadyServer(uvicorn.Server):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), 0.1)
             should_exit = await self.on_tick(counter)
+
+
+def http_parser(kind: str = "auto") -> str:
+    """The HTTP/1.1 implementation uvicorn runs for ``kind``: ``"httptools"`` (C, llhttp),
+    ``"h11"`` (pure Python), or ``"auto"``: httptools when it can be imported, as uvicorn
+    itself does. Asking for httptools without it installed raises."""
+    if kind not in HTTP_PARSERS:
+        raise ValueError(f"http={kind!r}: choose one of {', '.join(HTTP_PARSERS)}.")
+    if kind == "h11":
+        return kind
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        if kind == "httptools":
+            raise ValueError(
+                "http='httptools' needs the httptools package, which is not installed here "
+                "(pip install httptools); use http='h11'."
+            ) from None
+        return "h11"
+    return "httptools"
 
 
 def http_url(host: str, port: int) -> str:

@@ -22,7 +22,13 @@ The tree::
     │                                command (OOM, READONLY, NOPERM); .url (no password)
     ├── UpstreamError                a provider's LLM API failed; .status, .http_status
     ├── CheckFailed                  a lab self-check found something missing
-    └── GradingError                 `helixlab grade` cannot grade (bad lab, checks, files)
+    ├── GradingError                 `helixlab grade` cannot grade (bad lab, checks, files)
+    └── MissingExtraError            an optional part needs an extra not installed; also an
+                                     ImportError; .extra, .module
+
+    KeyboardInterrupt
+    └── ReloadInterrupted            the caller pressed interrupt during a change of the
+                                     live set: rolled back (or finished after its swap); .report
 
 Messages are one sentence that quotes the subject and states the rule; detail
 (file:line, the cycle path, the choices) follows.
@@ -49,11 +55,13 @@ __all__ = [
     "HelixError",
     "KernelClosedError",
     "MissingDependencyError",
+    "MissingExtraError",
     "PluginError",
     "PluginNotFoundError",
     "PluginTimeoutError",
     "RegistryError",
     "ReloadError",
+    "ReloadInterrupted",
     "UndeclaredDependencyError",
     "UpstreamError",
     "VersionConflictError",
@@ -238,6 +246,20 @@ class ReloadError(PluginError):
         self.report = report
 
 
+class ReloadInterrupted(KeyboardInterrupt):
+    """The caller interrupted a reload (Jupyter's interrupt button), which then ended cleanly.
+
+    Still a KeyboardInterrupt (a script stops, a notebook skips the queued cells), but its
+    message says how the reload ended, in one line: ``rolled_back`` (the old versions keep
+    serving) or finished after its swap (the new ones serve). ``report`` is the ReloadReport.
+    """
+
+    def __init__(self, message: str, *, rolled_back: bool, report: Any = None):
+        super().__init__(message)
+        self.rolled_back = rolled_back
+        self.report = report
+
+
 class KernelClosedError(HelixError):
     """The kernel was closed; create a new one."""
 
@@ -347,6 +369,19 @@ class CheckFailed(HelixError):
 
 class GradingError(HelixError):
     """Grading cannot go on: an unknown lab, a bad hidden check, or helixlab's files changed."""
+
+
+class MissingExtraError(HelixError, ImportError):
+    """A part of helixlab needs an extra that is not installed; the message is one line
+    ending in the command that installs it (``helixlab/_extras.py`` raises it)."""
+
+    def __init__(self, what: str, extra: str, module: str):
+        super().__init__(
+            f"{what} needs the {extra} extra ({module} not installed): "
+            f"pip install 'helixlab[{extra}]'"
+        )
+        self.what, self.extra, self.module = what, extra, module
+        self.name = module  # ImportError's attribute: the module(s) not found
 
 
 def describe(exc: BaseException | None) -> str:

@@ -114,6 +114,11 @@ def lab(tmp_path: Path) -> Iterator[str]:
     notebook(root / "browser.ipynb")
     notebook(root / "course.ipynb", COURSE)
     shutil.copy(LABS / "lab1_basic_plugin.ipynb", root / "lab1.ipynb")
+    lab3 = nbformat.read(LABS / "lab3_middleware_plugin.ipynb", as_version=4)
+    for cell in lab3.cells:
+        if cell.source.startswith("%%helix plugin"):
+            cell.source = lab3_gaps_in_helpers_only()
+    nbformat.write(lab3, root / "lab3.ipynb")
     port, token = free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
@@ -258,9 +263,71 @@ def test_graph_errors_and_the_live_check_panel_as_a_learner_sees_them(lab):
         assert (OUTPUT / f"{name}.png").stat().st_size > 0
 
 
-def solution_cell(lab: str) -> str:
-    nb = nbformat.read(LABS / "solutions" / lab, as_version=4)
+def solution_cell(lab: str, folder: Path = LABS / "solutions") -> str:
+    nb = nbformat.read(folder / lab, as_version=4)
     return next(c.source for c in nb.cells if c.source.startswith("%%helix plugin"))
+
+
+def lab3_gaps_in_helpers_only() -> str:
+    """Lab 3's plugin cell whose plugin class is the solution's, and whose helper classes
+    (TokenBucket, the middleware) are still the exercise's: filling the lab in is then
+    editing helper classes only."""
+    plugin_class = "\n\nclass LabRateLimiter("
+    exercise = solution_cell("lab3_middleware_plugin.ipynb", LABS)
+    solution = solution_cell("lab3_middleware_plugin.ipynb")
+    helpers, _, _ = exercise.partition(plugin_class)
+    _, _, plugin = solution.partition(plugin_class)
+    assert helpers != exercise and plugin, "lab 3's plugin class is no longer the cell's last"
+    cell = f"{helpers}{plugin_class}{plugin}"
+    assert cell != solution and "your code here" in cell.partition(plugin_class)[0]
+    return cell
+
+
+def cell_index(page, prefix: str) -> int:
+    return page.evaluate(
+        "(prefix) => window.jupyterapp.shell.currentWidget.content.widgets.findIndex("
+        "w => w.model.sharedModel.getSource().startsWith(prefix))",
+        prefix,
+    )
+
+
+@needs_chromium
+def test_lab3_filled_in_by_editing_only_its_helper_classes_turns_tick_and_answers_429(lab):
+    """Issue 19, item 1 as the learner meets it: the gaps of lab 3 are in TokenBucket and the
+    middleware class, beside the plugin class in one cell; re-running that cell must reload
+    the limiter, the panel turn ✓ and the demo cell show the 429."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(120_000)
+            run_all(page, lab.format("lab3.ipynb"))
+            cells = page.locator(".jp-Notebook .jp-Cell")
+            last = cells.nth(cell_index(page, "server.stop()"))
+            sync_api.expect(last).to_contain_text("gateway stopped")  # run-all is done
+            panel = page.locator(".helix-check-panel")
+            sync_api.expect(panel.locator(".helix-check-heading")).to_contain_text("checked")
+            assert panel.locator(".helix-check-fail").count() > 0
+            demo = cells.nth(cell_index(page, "import openai")).locator(".jp-OutputArea-output")
+            sync_api.expect(demo).to_contain_text("alice: ['200', '200', '200', '200']")
+
+            rerun(
+                page,
+                cell_index(page, "%%helix plugin"),
+                solution_cell("lab3_middleware_plugin.ipynb"),
+            )
+            sync_api.expect(panel.locator(".helix-check-fail")).to_have_count(0)
+            sync_api.expect(panel.locator(".helix-check-pass")).to_have_count(9)
+            rerun(page, cell_index(page, "import openai"))
+            # the cell's output, not its source (which has a `return "429"`)
+            sync_api.expect(demo).to_contain_text("alice: ['200', '200', '200', '429']")
+            demo.scroll_into_view_if_needed()
+            page.screenshot(path=str(OUTPUT / "lab3-helpers-filled.png"))
+        finally:
+            browser.close()
+    assert (OUTPUT / "lab3-helpers-filled.png").stat().st_size > 0
 
 
 @needs_chromium

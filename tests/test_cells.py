@@ -112,10 +112,127 @@ def test_only_a_changed_dependent_reloads_alone(ip, kernel):
     assert kernel.reload_count("store") == 0
 
 
-def test_a_changed_helper_counts_as_a_change_of_the_cells_plugins(ip, kernel):
+def test_a_helper_no_plugin_uses_is_no_change_of_the_cells_plugins(ip, kernel):
     ran = ok(ip, cell("").replace('return "hello"', 'return "hi"'))
-    assert "reloaded" in ran.stdout
-    assert kernel.reload_count("store") == 1
+    assert "no changes: the running versions stay" in ran.stdout
+    assert kernel.reload_count("store") == 0 and ip.user_ns["greeting"]() == "hi"
+
+
+# -- what a plugin reaches: helper classes, functions, decorators, constants --------------
+
+BUCKETS = """\
+%%helix plugin
+import helixlab as hx
+
+RATE = {rate}
+
+
+def refill(tokens):
+    return min(tokens + RATE, {cap})
+
+
+def traced(method):
+    def wrapper(self, *args):
+        return method(self, *args){trace}
+    return wrapper
+
+
+class TokenBucket:
+    def __init__(self):
+        self.tokens = 0
+
+    def take(self):
+        self.tokens = refill(self.tokens)
+        return self.tokens{take}
+
+
+class Limiter(hx.Plugin):
+    name = "limiter"
+
+    @traced
+    def start(self, ctx):
+        self.bucket = TokenBucket()
+
+
+class Banner(hx.Plugin):
+    name = "banner"
+    dependencies = ("limiter",)
+
+    def text(self):
+        return "{banner}"
+"""
+
+
+def limiter(rate=1, cap=10, trace="", take="", banner="hi") -> str:
+    return BUCKETS.format(rate=rate, cap=cap, trace=trace, take=take, banner=banner)
+
+
+@pytest.fixture
+def limiting(ip):
+    ok(ip, limiter())
+    return ip.user_ns["helix"]
+
+
+def test_a_changed_helper_class_reloads_the_plugin_that_uses_it_and_names_it(ip, limiting):
+    ran = ok(ip, limiter(take=" * 100"))
+    assert ran.stdout.splitlines()[-4:] == [
+        "TokenBucket changed: reloading limiter",
+        "reloaded limiter: 2 plugin(s), dependencies first",
+        "  1. limiter 0.1.0",
+        "  2. banner 0.1.0",
+    ]
+    assert limiting.get("limiter").bucket.take() == 100  # the new helper class runs
+
+
+@pytest.mark.parametrize(
+    ("edit", "changed"),
+    [
+        ({"rate": 2}, "RATE"),  # a constant a helper function of a helper class reads
+        ({"cap": 5}, "refill"),  # a helper function of the helper class
+        ({"trace": " or None"}, "traced"),  # the decorator of a method
+    ],
+)
+def test_code_the_plugin_reaches_transitively_reloads_it(ip, limiting, edit, changed):
+    ran = ok(ip, limiter(**edit))
+    assert f"{changed} changed: reloading limiter" in ran.stdout
+    assert [limiting.reload_count(n) for n in ("limiter", "banner")] == [1, 1]
+
+
+def test_only_the_plugin_whose_code_changed_reloads(ip, limiting):
+    ran = ok(ip, limiter(banner="hello"))
+    assert "Banner changed: reloading banner\nreloaded banner: 1 plugin(s)" in ran.stdout
+    assert [limiting.reload_count(n) for n in ("limiter", "banner")] == [0, 1]
+    assert limiting.get("banner").text() == "hello"
+
+
+def test_comments_blank_lines_and_unused_code_are_no_change(ip, limiting):
+    edited = limiter().replace("RATE = 1\n", "# the rate\nRATE = 1  # per call\n\n\n")
+    ran = ok(ip, edited + "\n\ndef unused():\n    return 1\n")
+    assert "no changes: the running versions stay" in ran.stdout
+    assert limiting.reload_count("limiter") == 0
+
+
+def test_a_value_from_another_cell_is_part_of_the_plugin_that_uses_it(ip):
+    ok(ip, "LIMIT = 3")
+    source = "%%helix plugin\nclass Cap(hx.Plugin):\n    name = 'cap'\n    limit = LIMIT\n"
+    ok(ip, "import helixlab as hx")
+    ok(ip, source)
+    kernel = ip.user_ns["helix"]
+    assert "no changes" in ok(ip, source).stdout
+    ok(ip, "LIMIT = 4")
+    ran = ok(ip, source)
+    assert "LIMIT changed: reloading cap" in ran.stdout
+    assert kernel.get("cap").limit == 4
+    ok(ip, "helix_kernel_repr_changes = helix")  # objects with state count by their type only
+    assert "no changes" in ok(ip, source).stdout
+
+
+def test_a_failed_edit_undone_is_no_change(ip, limiting):
+    failed = run(ip, limiter(take=" + 1").replace("TokenBucket()", "TokenBucket(); 1 / 0"))
+    assert isinstance(failed.error, hx.ReloadError)
+    ran = ok(ip, limiter())
+    assert "no changes: the running versions stay" in ran.stdout
+    assert limiting.get("limiter").bucket.take() == 1
 
 
 def test_a_new_version_that_fails_to_start_is_rolled_back_and_the_old_keeps_serving(ip, kernel):
@@ -376,3 +493,33 @@ def test_autoreload_ignores_classes_that_are_not_registered_plugins(ip, kernel):
     ran = ok(ip, "class Other(hx.Plugin):\n    name = 'other'\nclass Plain:\n    pass")
     assert ran.stdout == ""
     assert "other" not in kernel
+
+
+# -- an interrupt during a slow start ----------------------------------------------------
+
+
+def test_an_interrupt_during_a_slow_start_shows_one_line_and_the_old_versions_serve(ip, kernel):
+    import os
+    import signal
+    import threading
+
+    began = threading.Event()
+    ip.user_ns["began"] = began
+    kernel.timeouts = hx.Timeouts(start=30)
+
+    def press() -> None:
+        assert began.wait(30)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    presser = threading.Thread(target=press)
+    presser.start()
+    slow = "began.set()\n                import time; time.sleep(3)"
+    ran = run(ip, cell("", store="1.1", start=slow))
+    presser.join()
+    assert isinstance(ran.error, hx.ReloadInterrupted)
+    lines = [line for line in plain_text(ran.shown).splitlines() if line.strip()]
+    assert lines == [
+        "ReloadInterrupted: Reload of store interrupted: rolled back, the old versions keep "
+        "serving."
+    ]
+    assert serving(kernel) == {"store": "1.0", "api": "1.0"}

@@ -98,7 +98,7 @@ LAB1 = [
     "my-logger is registered and active in helix",
     "its config accepts level: warning and format: json",
     "a bad level is refused by helix.configure(...) with ConfigError; the old config stays",
-    "at level info, debug is dropped and info, warning and error are recorded",
+    "with the default config, debug is dropped and info, warning and error are recorded",
     "format json records one parseable JSON object per message, with level and message",
     "my-logger is healthy",
 ]
@@ -172,7 +172,7 @@ def test_lab1_with_fields_but_no_log_points_at_log(helix):
     loaded(helix, HalfLogger)
     hints = failing(run_check("lab1", helix, {}))
     assert set(hints) == {LAB1[3], LAB1[4]}
-    assert "at level info, and none of them was recorded;" in hints[LAB1[3]]
+    assert "with the default config (level info), and none of them was recorded;" in hints[LAB1[3]]
     assert "step 3" in hints[LAB1[3]] and "one(s)" not in hints[LAB1[3]]
     assert "with format json, and no line was recorded." in hints[LAB1[4]]
 
@@ -215,7 +215,7 @@ def test_lab1_failed_plugin_shows_its_error(helix):
     hints = failing(run_check("lab1", helix, {}))
     assert "my-logger is failed (start: RuntimeError: no disk)" in hints[LAB1[0]]
     assert "did not start: " in hints[LAB1[1]]
-    assert "UNHEALTHY" in hints[LAB1[5]]
+    assert "unhealthy" in hints[LAB1[5]]
 
 
 def test_lab1_unhealthy_plugin(helix):
@@ -226,7 +226,7 @@ def test_lab1_unhealthy_plugin(helix):
     loaded(helix, Sick)
     hints = failing(run_check("lab1", helix, {}))
     assert hints == {
-        LAB1[5]: "my-logger reports my-logger: UNHEALTHY (disk full); look at health_check()."
+        LAB1[5]: "my-logger reports my-logger: unhealthy (disk full); look at health_check()."
     }
 
 

@@ -157,7 +157,7 @@ def test_unknown_keys_name_the_valid_choices():
     assert expected + "plugin_dirs, plugins" in str(err)
 
     _, err = problems_of("plugins:\n  a:\n    depends: [b]\n")
-    assert "valid keys are: config, depends_on, enabled, priority, verify" in str(err)
+    assert "valid keys are: config, depends_on, enabled, priority, required, verify" in str(err)
     assert "did you mean 'depends_on'" in str(err)
 
 
@@ -590,3 +590,77 @@ def test_valid_documents_round_trip_through_yaml(plugins):
     ]
     assert [essence(s) for s in doc.plugins.values()] == expected
     assert all(re.fullmatch(r"[a-z0-9-]+", name) for name in doc.plugins)
+
+
+# -- every problem of the document at once, a flawed plugin's config included ------------
+
+
+class _Limits(pydantic.BaseModel):
+    requests_per_minute: int = 60
+    burst_size: int
+
+
+def _limited_kernel():
+    import helixlab as hx
+
+    class Limiter(hx.Plugin):
+        name = "lab-rate-limiter"
+        config_model = _Limits
+
+    kernel = hx.Kernel()
+    kernel.register(Limiter)
+    return kernel
+
+
+def test_an_unknown_key_a_bad_value_and_a_missing_field_are_reported_together():
+    text = (
+        "plugins:\n"
+        "  lab-rate-limiter:\n"
+        "    bogus: 1\n"
+        "    config:\n"
+        "      requests_per_minute: lots\n"
+    )
+    kernel = _limited_kernel()
+    try:
+        with pytest.raises(ConfigError) as caught:
+            kernel.apply_config(text, source="plugins.yaml")
+    finally:
+        kernel.close()
+    found = [(p.line, p.plugin, p.path) for p in caught.value.problems]
+    assert found == [
+        (2, "lab-rate-limiter", "config.burst_size"),  # missing: at the plugin's entry
+        (3, "lab-rate-limiter", "bogus"),
+        (5, "lab-rate-limiter", "config.requests_per_minute"),
+    ]
+    message = str(caught.value)
+    assert message.startswith("Invalid configuration: 3 problems in plugins.yaml:")
+    assert "plugins.yaml:5: lab-rate-limiter: config.requests_per_minute: " in message
+    assert "(got 'lots')" in message and "unknown key 'bogus'" in message
+
+
+def test_a_value_the_parser_refused_is_not_reported_twice():
+    text = (
+        "plugins:\n"
+        "  lab-rate-limiter:\n"
+        "    config:\n"
+        "      requests_per_minute: ${NOT_SET}\n"
+        "      burst_size: 3\n"
+    )
+    kernel = _limited_kernel()
+    try:
+        with pytest.raises(ConfigError) as caught:
+            kernel.apply_config(text, source="plugins.yaml")
+    finally:
+        kernel.close()
+    paths = [p.path for p in caught.value.problems]
+    assert paths == ["config.requests_per_minute"], caught.value
+
+
+def test_an_entry_that_is_not_a_mapping_is_one_problem():
+    kernel = _limited_kernel()
+    try:
+        with pytest.raises(ConfigError) as caught:
+            kernel.apply_config("plugins:\n  lab-rate-limiter: [1, 2]\n", source="p.yaml")
+    finally:
+        kernel.close()
+    assert len(caught.value.problems) == 1, caught.value

@@ -14,6 +14,7 @@ import pytest
 import helixlab as hx
 from helixlab.errors import PluginError, RegistryError
 from helixlab.kernel import _discovery
+from helixlab.kernel._fingerprint import class_fingerprint
 
 
 def write(path: Path, text: str) -> Path:
@@ -216,9 +217,9 @@ def test_fingerprints_follow_the_code_not_the_class_object():
 
     same = "    def start(self, ctx):\n        return 1\n"
     other = "    def start(self, ctx):\n        return 2\n"
-    assert _discovery.fingerprint(define(same)) == _discovery.fingerprint(define(same))
-    assert _discovery.fingerprint(define(same)) != _discovery.fingerprint(define(other))
-    assert _discovery.fingerprint(define("    version = '1'\n")) != _discovery.fingerprint(
+    assert class_fingerprint(define(same)) == class_fingerprint(define(same))
+    assert class_fingerprint(define(same)) != class_fingerprint(define(other))
+    assert class_fingerprint(define("    version = '1'\n")) != class_fingerprint(
         define("    version = '2'\n")
     )
 

@@ -56,6 +56,7 @@ def test_the_public_names_are_pinned():
         "ProviderPlugin",
         "RegistryError",
         "ReloadError",
+        "ReloadInterrupted",
         "ReloadReport",
         "Timeouts",
         "ToolPlugin",

@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 import helixlab as hx
@@ -196,9 +197,10 @@ def threads_before() -> set[threading.Thread]:
     return set(threading.enumerate())
 
 
-@pytest.fixture
-def kernel(threads_before) -> Iterator[hx.Kernel]:
-    k = hx.Kernel(timeouts=SHORT)
+@pytest.fixture(params=["asyncio", "uvloop"])
+def kernel(threads_before, request) -> Iterator[hx.Kernel]:
+    k = hx.Kernel(timeouts=SHORT, loop=request.param)  # every guarantee on both loops
+    assert k.loop_kind == request.param
     yield k
     k.close()
 
@@ -498,3 +500,130 @@ def test_the_matrix_covers_every_phase_and_mode():
     phases = {phase for row in SCENARIOS.values() for phase in row}
     assert phases == {"init", "start", "stop", "health", "export_state", "import_state"}
     assert len(matrix()) == sum(len(row) for row in SCENARIOS.values()) * len(MODES) + 3
+
+
+# -- the guarding-plugin column --------------------------------------------------------------
+#
+# A plugin that guards requests (``required = True``, as custom-auth is) misbehaves in one
+# phase, under a real gateway (uvicorn on loopback) probed without a token all along: no
+# request is ever served unauthenticated. While the guard serves, a request without its
+# token is refused (401); while it does not (failed at load, hung, stopped by a rollback,
+# being restarted), every request is answered 503 naming it and the phase.
+
+GUARD_SCENARIOS = {
+    "load": ("init", "start"),
+    "reload": ("export_state", "init", "import_state", "start", "stop"),
+    "restart": ("export_state", "init", "import_state", "start", "stop"),  # stop, then start
+}
+GUARD_MODES = ("raises", "hangs", "exits", "keyboard")
+TOKEN = "let-me-in"
+
+
+class Refusing:
+    """The guard's middleware: 401 without ``Authorization: Bearer let-me-in``."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if (b"authorization", f"Bearer {TOKEN}".encode()) not in scope.get("headers", []):
+            await hx.gateway.error_response(401, "no token", code="missing_token")(
+                scope, receive, send
+            )
+            return
+        await self.app(scope, receive, send)
+
+
+class Prober:
+    """GET /v1/models without a token, in a loop from a thread, every status kept."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.statuses: list[int] = []
+        self._stop = threading.Event()
+        self._first = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            while not self._stop.is_set():
+                self.statuses.append(client.get("/v1/models").status_code)
+                self._first.set()
+
+    def __enter__(self) -> Prober:
+        self._thread.start()
+        assert self._first.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def guard_matrix() -> list:
+    cases = [
+        pytest.param(scenario, phase, mode, id=f"guard-{scenario}-{phase}-{mode}")
+        for scenario, phases in GUARD_SCENARIOS.items()
+        for phase in phases
+        for mode in GUARD_MODES
+    ]
+    cases += [
+        pytest.param("load", "health", mode, id=f"guard-load-health-{mode}") for mode in GUARD_MODES
+    ]
+    return cases
+
+
+@pytest.mark.parametrize(("scenario", "phase", "mode"), guard_matrix())
+def test_a_guarding_plugin_in_any_fault_serves_no_request_unauthenticated(
+    kernel, threads_before, scenario, phase, mode
+):
+    from _gateway_support import provider_plugin
+
+    fault = Fault("guard", phase, mode)
+    methods: dict[str, Any] = dict(NORMAL)
+    methods["health_check" if phase == "health" else phase] = fault.method()
+    guard = type(
+        "Guard",
+        (hx.MiddlewarePlugin,),
+        {
+            "name": "guard",
+            "required": True,
+            "reload_strategy": "restart" if scenario == "restart" else "hot",
+            "get_middleware": lambda self: Refusing,
+            **methods,
+        },
+    )
+    kernel.register(provider_plugin("fake"))
+    kernel.register(guard)
+    fault.armed = scenario == "load"
+    kernel.load_all()
+    with kernel.serve() as server, Prober(server.url) as prober:
+        fault.armed = True
+        if phase == "health":
+            kernel.health()
+        elif scenario != "load":
+            with contextlib.suppress(ReloadError):
+                kernel.reload("guard")
+        fault.armed = False
+        seen = len(prober.statuses)
+        current = kernel._pool.current.live.get("guard")
+        serving = current is not None and not current.stopping
+        plain = httpx.get(server.url + "/v1/models")
+        token = httpx.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {TOKEN}"})
+        while len(prober.statuses) <= seen:  # the prober saw the outcome too
+            prober._first.clear()
+            assert prober._first.wait(10)
+    if scenario == "load" and phase != "health":
+        assert not serving  # it failed at load: nothing serves without it
+    if serving:
+        assert (plain.status_code, token.status_code) == (401, 200), plain.text
+    else:
+        for response in (plain, token):
+            assert response.status_code == 503, response.text
+            message = response.json()["error"]["message"]
+            assert "'guard' guards this gateway and is not serving" in message
+            assert f"phase {fault.failing_phase}" in message or "phase reload" in message
+    assert prober.statuses and 200 not in prober.statuses
+    assert set(prober.statuses) <= {401, 503}, set(prober.statuses)
+    fault.release.set()
+    kernel.close()

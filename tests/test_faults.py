@@ -52,9 +52,10 @@ def expect_fault(error: PluginError, plugin: str, phase: str, mode: str) -> None
     assert repr(plugin) in str(error) and phase in str(error)
 
 
-@pytest.fixture
-def kernel():
-    k = hx.Kernel(timeouts=SHORT)
+@pytest.fixture(params=["asyncio", "uvloop"])
+def kernel(request):
+    k = hx.Kernel(timeouts=SHORT, loop=request.param)  # every guarantee on both loops
+    assert k.loop_kind == request.param
     yield k
     k.close()
 

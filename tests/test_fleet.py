@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -61,6 +62,14 @@ plugins:
 """
 
 CHAT = {"model": "mock-small", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture(autouse=True)
+def fleet_key(monkeypatch):
+    """Every fleet here signs its generations with this key (workers inherit it)."""
+    key = "test-fleet-key-0123456789abcdef"
+    monkeypatch.setenv("HELIXLAB_FLEET_KEY", key)
+    return key.encode()
 
 
 @pytest.fixture
@@ -378,12 +387,13 @@ def test_the_rate_limit_policy_when_redis_is_unreachable(tmp_path):
 def test_metrics_parse_with_prometheus_client(config, redis_server):
     from prometheus_client.parser import text_string_to_metric_families
 
-    with fleet(config, 2, redis_server.url) as sup:
+    with fleet(config, 2, redis_server.url, admin_key="metrics-key-0123456789") as sup:
         for _ in range(6):
             with httpx.Client() as c:
                 assert c.post(sup.url + "/v1/chat/completions", json=CHAT).status_code == 200
         run(_propose(redis_server.url, {"kind": "reload", "plugin": "flaky"}))
-        text = httpx.get(sup.url + "/metrics").text
+        key = {"Authorization": "Bearer metrics-key-0123456789"}  # not public (issue 20)
+        text = httpx.get(sup.url + "/metrics", headers=key).text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     requests = [
         s for s in families["helixlab_requests"].samples if s.name == "helixlab_requests_total"
@@ -416,7 +426,9 @@ def test_fleet_status_and_reload_from_the_command_line(config, redis_server):
         lines = status.stdout.splitlines()
         assert lines[0].startswith("fleet 'helixlab': generation 2 (")
         assert lines[0].endswith("2 worker(s)")
-        assert lines[1].split() == ["WORKER", "HOST", "PID", "GEN", "STATE", "UP", "LAST", "ERROR"]
+        assert lines[1].split() == [
+            "WORKER", "HOST", "PID", "GEN", "STATE", "DIGEST", "UP", "LAST", "ERROR",
+        ]  # fmt: skip
         for pid, line in zip(sorted(sup.pids()), sorted(lines[2:]), strict=True):
             assert line.split()[2:5] == [str(pid), "2", "serving"]
         failed = cli("reload", "no-such-plugin")
@@ -518,14 +530,18 @@ def test_with_redis_down_the_limiter_admits_and_health_says_so(config, redis_ser
         until(lambda: httpx.get(sup.url + "/health").json()["status"] == "ok")
 
 
-def test_serve_with_a_fleet_section_runs_its_workers_on_a_private_redis(tmp_path):
+@pytest.mark.parametrize(
+    ("flags", "runs"),
+    [((), "uvloop + httptools"), (("--loop", "asyncio", "--http", "h11"), "asyncio + h11")],
+)
+def test_serve_with_a_fleet_section_runs_its_workers_on_a_private_redis(tmp_path, flags, runs):
     name = f"t{os.getpid()}"
     path = tmp_path / "plugins.yaml"
     path.write_text(
         CONFIG.replace("  flaky:\n    config: {}\n", "") + f"fleet:\n  workers: 2\n  name: {name}\n"
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "helixlab", "serve", str(path), "--port", "0"],
+        [sys.executable, "-m", "helixlab", "serve", str(path), "--port", "0", *flags],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -544,6 +560,7 @@ def test_serve_with_a_fleet_section_runs_its_workers_on_a_private_redis(tmp_path
             process.kill()
     assert process.returncode == 0, err
     assert f"fleet '{name}': 2 worker(s) serving" in err and "Traceback" not in err
+    assert len(re.findall(rf"serving generation 1 \(\w+\) as \S+ on {re.escape(runs)}\n", err)) == 2
 
 
 def test_a_bad_fleet_section_exits_2_with_its_line(tmp_path):
@@ -558,7 +575,7 @@ def test_a_bad_fleet_section_exits_2_with_its_line(tmp_path):
     assert f"{path}:5: fleet.wrokers: unknown key 'wrokers'" in done.stderr
 
 
-def test_a_worker_left_out_of_a_commit_catches_up_by_itself(config, redis_server):
+def test_a_worker_left_out_of_a_commit_catches_up_by_itself(config, redis_server, fleet_key):
     """As if its heartbeat had lapsed while generation 2 was committed without it."""
     from helixlab.fleet import Generation
     from helixlab.fleet._generation import configured_text
@@ -573,7 +590,8 @@ def test_a_worker_left_out_of_a_commit_catches_up_by_itself(config, redis_server
             base.source,
             action={"kind": "configure", "plugin": "rate-limiter", "values": values},
             sources=base.sources,
-        )
+            parent=1,
+        ).signed(fleet_key, "helixlab")
         r.hset(keys.generation(2), mapping=missed.to_hash())
         r.set(keys.committed, 2)
         r.close()
@@ -584,7 +602,9 @@ def test_a_worker_left_out_of_a_commit_catches_up_by_itself(config, redis_server
         assert int(remaining) <= 42
 
 
-def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(config, redis_server):
+def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(
+    config, redis_server, fleet_key
+):
     from helixlab.fleet import Generation
     from helixlab.fleet._generation import KEEP_GENERATIONS, configured_text
 
@@ -596,7 +616,9 @@ def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(config, re
         assert committed == KEEP_GENERATIONS + 3
         kept = [n for n in range(1, committed + 1) if r.exists(keys.generation(n))]
         assert kept == list(range(committed - KEEP_GENERATIONS + 1, committed + 1))
-        assert not r.exists(keys.votes(1)) and not r.exists(keys.decision(2))
+        # older records expire by age (ids are never reused), the kept ones do not
+        assert r.ttl(keys.votes(2)) > 0 and r.ttl(keys.decision(2)) > 0
+        assert r.ttl(keys.decision(committed)) == -1
         # committed elsewhere while this worker was away, with the steps between forgotten
         base = Generation.from_hash(r.hgetall(keys.generation(committed)))
         values = {"burst_size": 42}
@@ -606,7 +628,8 @@ def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(config, re
             base.source,
             action={"kind": "configure", "plugin": "rate-limiter", "values": values},
             sources=base.sources,
-        )
+            parent=committed + 4,  # a parent this worker never saw (not kept)
+        ).signed(fleet_key, "helixlab")
         r.hset(keys.generation(far.number), mapping=far.to_hash())
         r.set(keys.committed, far.number)
         r.close()

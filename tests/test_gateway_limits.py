@@ -27,6 +27,7 @@ COURSE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "plugins.yaml"
 def test_made_up_tokens_cannot_dodge_the_course_configs_limit() -> None:
     with hx.Kernel.from_config(COURSE_CONFIG) as kernel:
         assert kernel.load_all().ok
+        kernel.get("rate-limiter").store.clock = lambda: 1000.0  # frozen: no refill, at any speed
         with kernel.serve() as server, httpx.Client(base_url=server.url) as http:
             statuses = [
                 http.get("/v1/models", headers={"Authorization": f"Bearer made-up-{i}"}).status_code

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import csv
 import hashlib
+import html
 import re
 import signal
 import subprocess
@@ -83,6 +84,7 @@ BROKEN = {
         f"display({{{_inkernel.MIME!r}: {{'nonce': 'guess', 'kind': 'check', 'index': 1, "
         "'passed': True}}, raw=True)",
     ),
+    "usage_error": ("solution", "%helix reload my-loger"),
     "forges_from_a_thread": (
         "exercise",
         "import threading, time\nfrom IPython.display import display\n"
@@ -205,7 +207,10 @@ def test_a_crashed_kernel_fails_every_check_and_says_where(lab1_class, name, how
 
 def test_deleting_files_touches_only_its_own_copy(lab1_class):
     grade = lab1_class["deletes"]
-    assert grade.errors == [], grade  # it found --files in its working directory
+    if grade.sandbox == "bwrap":  # it found --files; the other submission is out of reach
+        assert len(grade.errors) == 1 and "Read-only file system" in grade.errors[0], grade
+    else:
+        assert grade.errors == [], grade  # it found --files in its working directory
     assert grade.passed == grade.total, grade  # its state was in memory; its copy is gone
     victim = lab1_class["victim"]  # its file was deleted by "deletes", yet read before
     assert victim.status == grading.Status.OK and victim.passed == victim.total, victim
@@ -278,7 +283,35 @@ def test_a_syntax_error_is_named_with_its_cell(lab1_class):
     grade = lab1_class["syntax_error"]
     assert grade.status == grading.Status.ERRORS
     assert re.match(r"cell \d+: SyntaxError", grade.errors[0]), grade
+    assert "keep serving" not in grade.errors[0]  # a grading kernel served nothing before
     assert grade.passed == 0
+
+
+def test_a_printed_usage_error_reaches_the_errors(lab1_class):
+    """`%helix reload my-loger`: IPython prints the UsageError; the reply says it failed."""
+    grade = lab1_class["usage_error"]
+    assert grade.status == grading.Status.ERRORS, grade
+    assert len(grade.errors) == 1, grade
+    assert re.fullmatch(r"cell \d+: UsageError: %helix: .*'my-loger'.*", grade.errors[0]), grade
+    assert grade.passed == grade.total  # the rest of the notebook ran
+
+
+def test_the_same_hint_is_shown_once_per_cause(lab1_class, tmp_path):
+    grade = lab1_class["exits"]  # every check fails with the same hint: the kernel died
+    hints = {check.hint for check in grade.checks}
+    assert len(hints) == 1 and len(grade.checks) == 7
+    (hint,) = hints
+    text = str(grade)
+    assert text.count(hint) == 1, text
+    assert text.count("the same cause as “my-logger is registered and active in helix” above") == 6
+    page = grading.write_html([grade], tmp_path / "g.html").read_text(encoding="utf-8")
+    assert page.count(html.escape(hint)) == 1
+
+
+def test_submissions_are_named_relative_to_their_folder(lab1_class):
+    names = sorted(grade.submission for grade in lab1_class.values())
+    assert all(not Path(name).is_absolute() and "/" not in name for name in names), names
+    assert all("helixlab-grade-" not in e for g in lab1_class.values() for e in g.errors)
 
 
 def test_a_file_that_is_not_a_notebook_is_graded_unreadable(lab1_class):
@@ -318,7 +351,7 @@ def test_the_csv_has_a_row_per_submission_and_a_column_per_check(lab1_class, tmp
     rows = list(csv.DictReader(path.open(encoding="utf-8")))
     header = list(rows[0])
     assert header[:5] == ["submission", "status", "score", "passed", "total"]
-    assert header[-3:] == [f"hidden: {HIDDEN_CHECK}", "errors", "seconds"]
+    assert header[-5:] == [f"hidden: {HIDDEN_CHECK}", "errors", "flags", "notes", "seconds"]
     assert [row["score"] for row in rows] == ["100.0", str(lab1_class["exercise"].score), "0.0"]
     assert rows[2]["status"] == "crashed" and "exit status 3" in rows[2]["errors"]
     assert {rows[0][c.description] for c in grades[0].checks if not c.hidden} == {"pass"}
@@ -332,6 +365,28 @@ def test_the_html_report_shows_each_failing_hint_escaped(lab1_class, tmp_path):
         if not check.passed:
             assert f"hint: {check.hint}".replace("<", "&lt;").replace(">", "&gt;") in page
     assert "<see step 2>" not in page and "&lt;see step 2&gt;" in page
+
+
+def test_the_summary_counts_each_check_and_spreads_the_scores(lab1_class, tmp_path):
+    grades = [lab1_class[name] for name in ("solution", "exercise", "exits", "victim")]
+    path = grading.write_summary_csv(grades, tmp_path / "summary.csv")
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    assert list(rows[0]) == ["kind", "name", "submissions", "of", "percent"]
+    checks = {row["name"]: int(row["submissions"]) for row in rows if row["kind"] == "check"}
+    for index, (column, passed) in enumerate(checks.items()):
+        assert passed == sum(grade.checks[index].passed for grade in grades), column
+    assert f"hidden: {HIDDEN_CHECK}" in checks
+    scores = [
+        (row["name"], row["submissions"], row["of"]) for row in rows if row["kind"] == "score"
+    ]
+    exercise = f"{lab1_class['exercise'].passed}/7"
+    assert scores == [("7/7", "2", "4"), (exercise, "1", "4"), ("0/7", "1", "4")]
+    page = grading.write_html(grades, tmp_path / "g.html", sandbox="bwrap").read_text()
+    assert page.index("<h2>Scores</h2>") < page.index("<h2>Checks</h2>")
+    assert page.index("<h2>Checks</h2>") < page.index("<h2>Submissions</h2>")
+    assert "4 submissions; cell N is the N-th cell of the notebook" in page
+    one = grading.write_html(grades[:1], tmp_path / "one.html").read_text()
+    assert "1 submission;" in one and "1 submissions" not in one
 
 
 def test_an_unknown_lab_or_a_missing_submission_is_a_usage_error(tmp_path, capsys):
@@ -415,6 +470,7 @@ def test_ctrl_c_stops_every_kernel_and_writes_no_report(tmp_path):
     nbformat.write(nb, tmp_path / "hangs.ipynb")
     out = tmp_path / "grades.csv"
     command = [sys.executable, "-m", "helixlab", "grade", "lab1", str(tmp_path / "hangs.ipynb")]
+    command += ["--sandbox", "off"]  # the kernel writes its pid into this test's /tmp
     grader = subprocess.Popen([*command, "--out", str(out)], stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60

@@ -14,6 +14,7 @@ import asyncio
 import os
 import signal
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -27,9 +28,10 @@ LONG_DRAIN = hx.Timeouts(
 )
 
 
-@pytest.fixture
-def kernel():
-    k = hx.Kernel(timeouts=LONG_DRAIN)
+@pytest.fixture(params=["asyncio", "uvloop"])
+def kernel(request):
+    k = hx.Kernel(timeouts=LONG_DRAIN, loop=request.param)  # every guarantee on both loops
+    assert k.loop_kind == request.param
     yield k
     k.close()
 
@@ -108,7 +110,8 @@ def test_an_interrupt_before_the_swap_rolls_back(kernel, make_plugin, phase, kin
         kernel.reload("a")
     assert press.taken.is_set() and not press.armed
     assert instances(kernel) == before  # the old set serves, untouched
-    kinds = [(e.kind, e.plugin) for e in kernel.events()]
+    # a start abandoned at the interrupt is stopped whenever it returns: not counted here
+    kinds = [(e.kind, e.plugin) for e in kernel.events() if "abandoned" not in e.detail]
     assert ("reloaded", "a") not in kinds
     failed = [e for e in kernel.events() if e.kind == "reload_failed"]
     assert failed[-1].detail == "in interrupt"
@@ -123,8 +126,11 @@ def test_an_interrupt_after_the_swap_finishes_the_reload(kernel, make_plugin, jo
     press = Interrupter(kernel)
     before = three(kernel, make_plugin, stop=phase_method(press, "stop", kind))
     press.armed = True
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as caught:
         kernel.reload("a")
+    assert str(caught.value) == (
+        "Reload of a interrupted after its swap: finished, the new versions serve."
+    )
     now = instances(kernel)
     assert all(now[n] is not before[n] for n in "abc")  # the new set serves
     assert journal.phases("stop") == ["c", "a"]  # b's own stop is the method under test
@@ -237,8 +243,9 @@ def test_cancelling_an_async_caller_rolls_back_like_an_interrupt(kernel, make_pl
     assert kernel.reload("a").ok
 
 
-def test_an_interrupted_close_still_stops_everything(make_plugin, journal):
-    kernel = hx.Kernel(timeouts=LONG_DRAIN)
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_an_interrupted_close_still_stops_everything(make_plugin, journal, loop):
+    kernel = hx.Kernel(timeouts=LONG_DRAIN, loop=loop)
     press = Interrupter(kernel)
 
     def stop(self, ctx):
@@ -250,3 +257,61 @@ def test_an_interrupted_close_still_stops_everything(make_plugin, journal):
     assert kernel._closed and press.taken.is_set()  # "closing goes on"
     assert journal.phases("stop") == ["c", "a"]  # b's stop is the one above
     assert {kernel.state(n) for n in "abc"} == {hx.PluginState.STOPPED}
+
+
+# -- an interrupt during a slow start: rolled back at once, said in one line -----------------
+
+
+@pytest.mark.parametrize("kind", ["plain", "async"])
+def test_an_interrupt_during_a_slow_start_rolls_back_within_a_second(kernel, make_plugin, kind):
+    """Jupyter's interrupt button while a new version's start() takes its time (start timeout:
+    30 s): the start is abandoned at once, as at its timeout, and stopped when it returns."""
+    began, release, pressed = threading.Event(), threading.Event(), []
+    if kind == "plain":
+
+        def start(self, ctx):
+            if self.version == "2.0.0":
+                began.set()
+                release.wait(30)
+
+    else:
+
+        async def start(self, ctx):
+            if self.version == "2.0.0":
+                began.set()
+                try:
+                    await asyncio.to_thread(release.wait, 30)
+                except asyncio.CancelledError:  # a start that goes on when cancelled
+                    await asyncio.to_thread(release.wait, 30)
+
+    kernel.timeouts = hx.Timeouts(start=30, stop=5)
+    kernel.register(make_plugin("slow", start=start))
+    kernel.register(make_plugin("user", deps=("slow",)))
+    kernel.load_all()
+    old = {n: kernel.get(n) for n in ("slow", "user")}
+    late_stop = threading.Event()
+    kernel.subscribe(lambda e: late_stop.set() if "abandoned instance" in e.detail else None)
+
+    def press() -> None:
+        assert began.wait(30)
+        pressed.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    presser = threading.Thread(target=press)
+    presser.start()
+    with pytest.raises(hx.ReloadInterrupted) as caught:
+        kernel.reload(make_plugin("slow", version="2.0.0", start=start))
+    took = time.monotonic() - pressed[0]
+    presser.join()
+    assert took < 1.0, f"the interrupt took {took:.2f}s to roll back"
+    assert isinstance(caught.value, KeyboardInterrupt)  # a script still stops
+    assert str(caught.value) == (
+        "Reload of slow interrupted: rolled back, the old versions keep serving."
+    )
+    assert caught.value.rolled_back and caught.value.report.rolled_back
+    assert {n: kernel.get(n) for n in ("slow", "user")} == old  # the old set serves
+    assert kernel.get("slow").version == "1.0.0"
+    assert_consistent(kernel)
+    release.set()  # the abandoned start returns: that instance is stopped, it never served
+    assert late_stop.wait(10), "\n".join(f"{e.kind} {e.plugin} {e.detail}" for e in kernel.events())
+    assert kernel.reload("slow").ok  # the next operation works

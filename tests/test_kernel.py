@@ -263,16 +263,16 @@ def test_health_reports_each_plugin_and_each_way_of_being_unhealthy(kernel, make
     kernel.load_all()
     health = kernel.health()
     assert [str(h) for h in health.values()] == [
-        "false: UNHEALTHY",
+        "false: unhealthy",
         "ok: healthy",
-        "raises: UNHEALTHY (ConnectionError: upstream down)",
-        "says: UNHEALTHY (disk 99% full)",
+        "raises: unhealthy (ConnectionError: upstream down)",
+        "says: unhealthy (disk 99% full)",
     ]
     changed = [(e.plugin, e.detail) for e in kernel.events() if e.kind == "health_changed"]
     assert ("ok", "healthy") in changed and ("raises", "unhealthy") in changed
     kernel.health()  # unchanged: no new health_changed events
     assert len([e for e in kernel.events() if e.kind == "health_changed"]) == len(changed)
-    assert {r.name: r.health for r in kernel.info()}["raises"] == "failing"
+    assert {r.name: r.health for r in kernel.info()}["raises"] == "unhealthy"
 
 
 def test_a_hanging_health_check_is_reported_unhealthy_not_waited_on(make_plugin):
@@ -298,7 +298,7 @@ def test_a_failed_plugin_shows_as_unhealthy(kernel, make_plugin):
 
     kernel.register(make_plugin("broken", start=broken))
     kernel.load_all()
-    assert str(kernel.health()["broken"]) == "broken: UNHEALTHY (start: RuntimeError: nope)"
+    assert str(kernel.health()["broken"]) == "broken: unhealthy (start: RuntimeError: nope)"
 
 
 # -- calling from threads and loops ------------------------------------------------------

@@ -7,6 +7,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+import tomllib
 import types
 from pathlib import Path
 from typing import Any
@@ -126,9 +127,9 @@ def test_the_fixtures_come_from_the_installed_pytest_plugin(tmp_path: Path):
 
 def test_the_package_ships_py_typed():
     assert (Path(hx.__file__).parent / "py.typed").is_file()
-    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
-    assert 'helixlab = ["py.typed"]' in pyproject
-    assert 'helixlab = "helixlab.testing.plugin"' in pyproject
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert "py.typed" in project["tool"]["setuptools"]["package-data"]["helixlab"]
+    assert project["project"]["entry-points"]["pytest11"] == {"helixlab": "helixlab.testing.plugin"}
 
 
 @pytest.mark.parametrize("kind", [hx.MiddlewarePlugin, hx.ProviderPlugin, hx.ToolPlugin])

@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import ipaddress
 import ssl
+import time
 from pathlib import Path
 
 import httpcore
@@ -17,7 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from helixlab.plugins._transport import AsyncioBackend, async_client
+from helixlab.plugins import _transport
+from helixlab.plugins._transport import AsyncioBackend, AsyncioTransport, async_client
 
 REPLY = (
     b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok":true}'
@@ -26,7 +28,11 @@ REPLY = (
 
 class _Server:
     """A raw HTTP/1.1 server on loopback: counts connections and the chunks each request
-    arrived in; ``close_after`` closes a connection after that many answers."""
+    arrived in; ``close_after`` closes a connection after that many answers; ``stall``: a
+    hung upstream, which never answers and holds the connection until the client leaves.
+
+    Every test closes its client connections before the server: from Python 3.12.1 on,
+    leaving ``async with server`` waits until every connection it accepted is closed."""
 
     def __init__(self, close_after: int | None = None, stall: bool = False):
         self.connections = 0
@@ -46,7 +52,7 @@ class _Server:
                         length = int(line.split(b":")[1])
                 await reader.readexactly(length)
                 if self.stall:
-                    await asyncio.sleep(30)
+                    await reader.read()  # until the client closes the connection
                 writer.write(REPLY)
                 await writer.drain()
                 answered += 1
@@ -63,16 +69,33 @@ async def _serve(handler: _Server, ssl_context: ssl.SSLContext | None = None):
     return server, server.sockets[0].getsockname()[1]
 
 
-def test_the_providers_client_pools_through_the_asyncio_backend():
+def test_the_providers_client_connects_through_the_asyncio_backend(monkeypatch):
+    connected: list[int] = []
+    connect = AsyncioBackend.connect_tcp
+
+    async def counting(self, host, port, *args, **kwargs):
+        connected.append(port)
+        return await connect(self, host, port, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncioBackend, "connect_tcp", counting)
+
     async def main() -> None:
-        client = async_client()
-        try:
-            pool = client._transport._pool  # the guard against an httpx upgrade dropping it
-            assert isinstance(pool._network_backend, AsyncioBackend)
-        finally:
-            await client.aclose()
+        server, port = await _serve(_Server())
+        async with server, async_client(base_url=f"http://127.0.0.1:{port}") as client:
+            assert (await client.get("/")).json() == {"ok": True}
+            assert (await client.get("/")).json() == {"ok": True}
+        assert connected == [port]  # one pooled connection, through the backend
 
     asyncio.run(main())
+
+
+def test_only_public_seams_of_httpx_and_httpcore_are_used():
+    """No write into httpx's client or httpcore's pool: the transport is passed to
+    ``httpx.AsyncClient(transport=...)``, the backend to ``AsyncConnectionPool(...)``."""
+    source = Path(_transport.__file__).read_text()
+    for private in ("._transport", "._mounts", "._network_backend", "._pool", "httpx._"):
+        assert private not in source, private
+    assert issubclass(AsyncioTransport, httpx.AsyncBaseTransport)
 
 
 def test_keep_alive_reuses_one_connection_and_sends_each_request_in_one_write():
@@ -124,11 +147,15 @@ def test_errors_and_timeouts_are_httpxs_own():
             async with async_client() as client:
                 with pytest.raises(httpx.ConnectError):
                     await client.get(f"http://127.0.0.1:{port}/")
-        handler = _Server(stall=True)
+        handler = _Server(stall=True)  # a hung upstream: the read timeout ends the request
         server, port = await _serve(handler)
         async with server, async_client(timeout=0.2) as client:
+            started = time.monotonic()
             with pytest.raises(httpx.ReadTimeout):
                 await client.get(f"http://127.0.0.1:{port}/")
+            assert time.monotonic() - started < 5
+            with pytest.raises(httpx.ReadTimeout):  # and again, on a fresh connection
+                await client.post(f"http://127.0.0.1:{port}/", json={})
 
     asyncio.run(main())
 
@@ -183,9 +210,14 @@ def test_the_backend_speaks_httpcores_interface_directly():
             assert stream.get_extra_info("is_readable") is False
             assert stream.get_extra_info("server_addr")[1] == port
             await stream.aclose()
-            with pytest.raises(httpcore.ReadTimeout):
-                other = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
-                await other.read(10, timeout=0.05)
+            other = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
+            try:
+                started = time.monotonic()
+                with pytest.raises(httpcore.ReadTimeout):
+                    await other.read(10, timeout=0.05)
+                assert time.monotonic() - started < 5
+            finally:
+                await other.aclose()  # else the server's close waits for it (3.12.1+)
 
     asyncio.run(main())
 

@@ -148,3 +148,43 @@ def test_a_file_that_hangs_at_import_is_reported_once_and_blocks_nothing(kernel,
     finally:
         watcher.stop()  # returns: nothing waits for the hung import
     assert not watcher.running
+
+
+TWO = """\
+import helixlab as hx
+
+
+class Bucket:
+    def take(self):
+        return {take}
+
+
+class Limiter(hx.Plugin):
+    name = "file-limiter"
+
+    def init(self, ctx, config):
+        self.bucket = Bucket()
+
+
+class Echo(hx.Plugin):
+    name = "file-echo"
+    version = "{echo}"
+"""
+
+
+def test_a_file_reloads_only_the_plugins_whose_reachable_code_changed(kernel, tmp_path):
+    root = tmp_path / "two"
+    save(root / "two.py", TWO.format(take=1, echo="1.0"))
+    kernel.discover(root)
+    kernel.load_all()
+    watcher = kernel.watch_files(root, debounce=400, step=20)
+    try:
+        change(watcher, root / "two.py", TWO.format(take=2, echo="1.0"))
+        assert kernel.get("file-limiter").bucket.take() == 2
+        assert [kernel.reload_count(n) for n in ("file-limiter", "file-echo")] == [1, 0]
+        assert str(watcher.reports[-1]).startswith("Bucket changed: reloading file-limiter\n")
+        comment = "# a comment\n" + TWO.format(take=2, echo="1.0").replace("\n\n", "\n\n\n")
+        change(watcher, root / "two.py", comment)
+        assert [kernel.reload_count(n) for n in ("file-limiter", "file-echo")] == [1, 0]
+    finally:
+        watcher.stop()

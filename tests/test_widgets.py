@@ -43,7 +43,7 @@ def test_one_row_per_plugin_with_what_a_user_needs(dashboard):
         "store",
         "0",
     )
-    assert ">active<" in api["state"] and api["health"] == "ok"  # checked at open
+    assert ">active<" in api["state"] and api["health"] == "healthy"  # checked at open
     assert "2 of 2 plugins active" in dashboard.heading.value
     assert repr(dashboard) == "Dashboard(helixlab plugins, live)"
 
@@ -83,10 +83,10 @@ def test_health_is_checked_at_open_and_after_each_reload_without_touching_the_ke
     kernel.load_all()
     board = Dashboard(kernel, graph=False, events=False)
     try:
-        assert cells(board, "flaky")["health"] == "ok"  # nobody pressed the button
+        assert cells(board, "flaky")["health"] == "healthy"  # nobody pressed the button
         sick["now"] = True
         kernel.reload("flaky")
-        assert cells(board, "flaky")["health"] == "failing"
+        assert cells(board, "flaky")["health"] == "unhealthy"
         # the dashboard's look is its own: no health events, `%helix list` unchanged
         assert not [e for e in kernel.events() if e.kind == "health_changed"]
         assert kernel.info()[0].health == "unknown"
@@ -106,7 +106,7 @@ def test_the_dashboards_event_log_is_bounded_newest_first(pair, dashboard):
 
 def test_health_column_follows_a_health_run(pair, dashboard):
     pair.health()
-    assert cells(dashboard, "api")["health"] == "ok"
+    assert cells(dashboard, "api")["health"] == "healthy"
 
 
 def test_reload_button_reloads_the_plugin_and_its_row_counts_it(pair, dashboard):
@@ -271,7 +271,7 @@ def test_the_check_health_button_fills_the_health_column():
         kernel.load_all()
         board = Dashboard(kernel, graph=False, events=False)
         board.health_button.click()
-        assert board.row("fine").cells["health"].value == "ok"
-        assert board.row("sick").cells["health"].value == "failing"
-        assert "health: 1 ok, failing: sick" in board.status.value
+        assert board.row("fine").cells["health"].value == "healthy"
+        assert board.row("sick").cells["health"].value == "unhealthy"
+        assert "health: 1 healthy, unhealthy: sick" in board.status.value
         board.close()

@@ -23,12 +23,18 @@ SOLUTIONS = {p.name.split("_")[0]: p for p in (ROOT / "labs" / "solutions").glob
 
 
 def cells_with_the_mistake(case: dict) -> tuple[list[str], str]:
-    """The solution's setup cells, and its plugin cell with the case's replacements made."""
+    """The solution's setup cells, and its plugin cell with the case's replacements made.
+
+    With ``rerun: true`` the setup ends with the solution's own plugin cell: the changed
+    cell is then the learner's last edit of a cell that ran before.
+    """
     nb = nbformat.read(SOLUTIONS[case["lab"]], as_version=4)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
     at = next(i for i, source in enumerate(code) if source.startswith("%%helix plugin"))
     setup = [source for source in code[:at] if source.strip() != "%load_ext helixlab"]
     plugin = code[at]
+    if case.get("rerun"):
+        setup.append(plugin)
     for change in case["replace"]:
         plugin = replaced(plugin, change["old"], change["new"])
     return setup, plugin
@@ -57,12 +63,17 @@ def test_a_wrong_solution_fails_with_the_hint_meant_for_it(learner, path):
     case = yaml.safe_load(path.read_text())
     setup, plugin = cells_with_the_mistake(case)
     for source in setup:
-        ran = run(learner, source)
+        plugin_cell = source.startswith("%%helix plugin")
+        ran = run(learner, source, cell_id="the-plugin-cell" if plugin_cell else None)
         assert ran.error is None, ran.shown
-    defined = run(learner, plugin)
-    assert defined.error is None, defined.shown
+    defined = run(learner, plugin, cell_id="the-plugin-cell" if case.get("rerun") else None)
+    if not case.get("rerun"):  # a failed re-run may fail (that is the mistake)
+        assert defined.error is None, defined.shown
     checked = run(learner, f"%helix check {case['lab']}")
     report = checked.result.result
+    if "notice" in case:  # said first, above every check
+        assert case["notice"] in report.notice, str(report)
+        assert str(report).splitlines()[1].startswith(f"! {report.notice}"), str(report)
     results = {r.description: r for r in report.results}
     assert case["check"] in results, f"no check {case['check']!r} in {case['lab']}"
     result = results[case["check"]]
@@ -76,3 +87,9 @@ def test_a_wrong_solution_fails_with_the_hint_meant_for_it(learner, path):
 
 def test_every_lab_with_checks_that_see_behaviour_has_wrong_solutions():
     assert {p.parent.name for p in WRONG} >= {"lab2", "lab3"}
+
+
+def test_every_lab_has_a_failed_rerun_case():
+    """A learner whose last edit did not run must not see the running version's ✓."""
+    reruns = {p.parent.name for p in WRONG if yaml.safe_load(p.read_text()).get("rerun")}
+    assert reruns == {"lab1", "lab2", "lab3", "lab4"}

@@ -45,13 +45,40 @@ def registered(probe: Probe, name: str) -> type[Plugin]:
 def require_not_refused(probe: Probe, name: str, *, scrub: Callable[[str], str] = _same) -> None:
     """The first thing to say when the notebook's last definition of ``name`` was refused."""
     refusal = probe.refused.get(name)
-    if refusal is not None:
-        running = "; helix still runs the version before it" if name in probe.kernel else ""
+    if refusal is None:
+        return
+    if _stored_value_blocks(probe, name, refusal.cls):
         raise Missing(
-            f"your last definition of {name} ({refusal.where}) was refused{running}. The "
-            f"refusal said: {scrub(refusal.message)} The other checks try that last "
-            f"definition: fix it and re-run its cell."
+            f"{scrub(refusal.message)} Until then, helix runs the version before it.",
+            title=f"a configuration value stored earlier blocks your new {name} ({refusal.where})",
         )
+    running = "; helix still runs the version before it" if name in probe.kernel else ""
+    raise Missing(
+        f"your last definition of {name} ({refusal.where}) was refused{running}. The "
+        f"refusal said: {scrub(refusal.message)} The other checks try that last "
+        f"definition: fix it and re-run its cell.",
+        title=f"helix refused your last definition of {name} ({refusal.where})",
+    )
+
+
+def _stored_value_blocks(probe: Probe, name: str, cls: type) -> bool:
+    """Whether ``cls`` takes its defaults but not the configuration ``helix`` keeps for it."""
+    model = getattr(cls, "config_model", None)
+    validate = getattr(model, "model_validate", None)
+    if name not in probe.kernel or validate is None:
+        return False
+    stored = probe.kernel.entry(name).spec.config
+    if not stored:
+        return False
+    try:
+        validate({})
+    except Exception:
+        return False
+    try:
+        validate(dict(stored))
+    except Exception:
+        return True
+    return False
 
 
 def require_active(probe: Probe, name: str, *, scrub: Callable[[str], str] = _same) -> None:

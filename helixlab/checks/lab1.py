@@ -32,7 +32,7 @@ LEVELS = ("debug", "info", "warning", "error")
 #: Short, so that a plugin that hangs fails its check quickly instead of blocking the cell.
 TIMEOUTS = Timeouts(init=5, start=5, stop=5, health=2, export_state=5, import_state=5, drain=5)
 
-check = lab("lab1", "a logging plugin with validated configuration")
+check = lab("lab1", "a logging plugin with validated configuration", plugins=(NAME,))
 
 
 @contextlib.contextmanager
@@ -161,9 +161,36 @@ def bad_level_refused(probe: Probe) -> None:
             raise Missing("after the refused configure the plugin's config changed.")
 
 
-@check("at level info, debug is dropped and info, warning and error are recorded")
+def _defaults(kernel: Kernel) -> None:
+    """The config a fresh my-logger starts with is level info, format text, and valid.
+
+    pydantic does not validate defaults: ``level: Literal[...] = "INFO"`` starts with a
+    level that no configure could set, and that log() then fails on.
+    """
+    config = kernel.entry(NAME).config
+    absent = [f"`{key}`" for key in ("level", "format") if not hasattr(config, key)]
+    if absent:
+        what = "the field, with its default" if len(absent) == 1 else "them, with defaults"
+        raise Missing(f"MyLoggerConfig has no {' and '.join(absent)} yet: declare {what} (step 2).")
+    seen = {key: getattr(config, key, None) for key in ("level", "format")}
+    if seen != {"level": "info", "format": "text"}:
+        raise Missing(
+            f"a fresh {NAME} starts with {seen}; the defaults must be level 'info' and format "
+            f"'text', spelt as the values MyLoggerConfig accepts (step 2)."
+        )
+    try:
+        type(config).model_validate(config.model_dump())
+    except Exception as exc:
+        raise Missing(
+            f"MyLoggerConfig's own defaults are refused by it: {describe(exc)}; give each "
+            f"field a default that is one of its allowed values (step 2)."
+        ) from None
+
+
+@check("with the default config, debug is dropped and info, warning and error are recorded")
 def level_filtering(probe: Probe) -> None:
-    with _scratch(probe, {"level": "info", "format": "text"}) as kernel:
+    with _scratch(probe) as kernel:  # no configure: what a fresh my-logger starts with
+        _defaults(kernel)
         new = _logged(kernel, [(level, f"a {level} message") for level in LEVELS])
         kept = [level for level in LEVELS if any(f"a {level} message" in str(x) for x in new)]
         if kept != ["info", "warning", "error"]:
@@ -175,7 +202,8 @@ def level_filtering(probe: Probe) -> None:
                 else "none of them was recorded"
             )
             raise Missing(
-                f"one message at each level was logged at level info, and {recorded}; "
+                f"one message at each level was logged with the default config (level "
+                f"info), and {recorded}; "
                 f"expected info, warning and error. In log(), compare LEVELS.index(level) with "
                 f"LEVELS.index(self.config.level) and append to self.lines (step 3)."
             )

@@ -57,7 +57,7 @@ WEATHER = ToolDefinition(
     },
 )
 
-check = lab("lab2", "a custom LLM provider plugin")
+check = lab("lab2", "a custom LLM provider plugin", plugins=(NAME,))
 
 _LOOPBACK = re.compile(r"https?://(?:127\.0\.0\.1|localhost|\[::1\]):\d+(?:/v1)?")
 

@@ -47,7 +47,7 @@ RPM, BURST = 1, 3
 TIMEOUTS = Timeouts(init=5, start=5, stop=5, health=3, export_state=5, import_state=5, drain=5)
 CALL_TIMEOUT = 10.0
 
-check = lab("lab3", "a rate-limiting middleware plugin")
+check = lab("lab3", "a rate-limiting middleware plugin", plugins=(NAME,))
 
 
 # -- a provider that always answers "ok" ---------------------------------------------------

@@ -33,7 +33,7 @@ NAMES = (STORE, SERVICE, API)
 #: Short, so that a plugin that hangs fails its check quickly instead of blocking the cell.
 TIMEOUTS = Timeouts(init=5, start=5, stop=5, health=2, export_state=5, import_state=5, drain=5)
 
-check = lab("lab4", "hot reload with dependencies")
+check = lab("lab4", "hot reload with dependencies", plugins=NAMES)
 
 
 def _classes(probe: Probe) -> list[type[Plugin]]:
@@ -121,6 +121,26 @@ def state_survives(probe: Probe) -> None:
                 f"instance counts {counts}. export_state() must return the counts and "
                 f"import_state(state) must take them into the new instance (step 2)."
             )
+        _hands_over_a_copy(new)
+
+
+def _hands_over_a_copy(store: Plugin) -> None:
+    """What export_state() returns is not the store's own dict: changing it changes nothing.
+
+    The kernel copies what it hands over, but a state handed to anyone else (a test, a
+    snapshot, another kernel) must not be a door into the running store.
+    """
+    exported = _call(store, "export_state")
+    if not isinstance(exported, dict):
+        return
+    exported["/lab4-shared"] = 99
+    if _call(store, "count", "/lab4-shared") == 99:
+        raise Missing(
+            "export_state() returns the store's own dict: a key added to what it returned "
+            "shows up in the running store's counts. Whoever receives the state can then "
+            "change the store under it (and a rolled-back reload would keep the changes): "
+            "return a copy, dict(self.counts) (step 2)."
+        )
 
 
 @check("a failing new version rolls back, and the old counter-store keeps its counts")
@@ -132,6 +152,10 @@ def rollback_keeps_old(probe: Probe) -> None:
         cls = kernel.plugin_class(STORE)
 
         def start(self: Plugin, ctx: Any) -> None:
+            # what a new version may do before it fails: change the counts it took over
+            incr = getattr(self, "incr", None)
+            if callable(incr):
+                incr("/home")
             raise RuntimeError("version 9 cannot start")
 
         broken = type(cls.__name__, (cls,), {"version": "9.0.0", "start": start})
@@ -147,6 +171,14 @@ def rollback_keeps_old(probe: Probe) -> None:
         if kernel.state(STORE) != PluginState.ACTIVE:
             raise Missing(f"after the rollback counter-store is {kernel.state(STORE).value}.")
         count = _call(store, "count", "/home")
+        if count == 3:
+            raise Missing(
+                "the failed new version counted one visit of /home before its start() "
+                "raised, and the old store, which kept serving, counts it too (3 instead of "
+                "2): both instances share one dict. export_state() must return a copy "
+                "(dict(self.counts)), so that a rolled-back version cannot change the old "
+                "one's counts (step 2)."
+            )
         if count != 2:
             raise Missing(
                 f"the old store counted 2 visits of /home before the failed reload and "

@@ -1,4 +1,7 @@
-"""``helixlab serve CONFIG``: the gateway from a shell, as the course runs its Go binary.
+"""``helixlab serve [CONFIG]``: the gateway from a shell, as the course runs its Go binary.
+
+With no CONFIG it serves ``helixlab/default.yaml`` (custom-provider on the embedded
+upstream, helixlab.mockllm), and says so: ``pip install helixlab && helixlab serve`` works.
 
 Binds the address first (a busy port is refused before any plugin starts), then
 registers the plugins of every plugins directory (``--plugins DIR``, repeatable, and the
@@ -27,20 +30,23 @@ import argparse
 import asyncio
 import errno
 import os
-import queue
 import signal
 import threading
 from pathlib import Path
 from typing import Any
 
-from .._net import bind_tcp, http_url
+from .._net import HTTP_PARSERS, bind_tcp, http_parser, http_url
+from ..errors import HelixError
+from ..kernel import LOOPS
 from ..kernel._config import parse_config
 from ..kernel._secrets import redact_text
 from . import EXIT_ERROR, EXIT_OK, Commands, say
+from ._signals import Signals
 
 __all__ = ["register", "serve"]
 
 ADMIN_KEY_VARIABLE = "HELIXLAB_ADMIN_KEY"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "default.yaml"
 
 
 def register(commands: Commands) -> None:
@@ -49,7 +55,13 @@ def register(commands: Commands) -> None:
         help="serve the OpenAI-compatible gateway built from a plugins.yaml",
         description="Load CONFIG's plugins and serve the gateway until Ctrl-C or SIGTERM.",
     )
-    parser.add_argument("config", metavar="CONFIG", help="a plugins.yaml in the course's format")
+    parser.add_argument(
+        "config",
+        metavar="CONFIG",
+        nargs="?",
+        help="a plugins.yaml in the course's format (default: custom-provider on the "
+        "embedded upstream, helixlab.mockllm)",
+    )
     parser.add_argument("--host", help="address to bind (default: the config's, or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: the config's, or 0 = any free)")
     parser.add_argument(
@@ -80,6 +92,18 @@ def register(commands: Commands) -> None:
         action="store_true",
         help="probe each reload of a middleware or provider before it serves (a canary)",
     )
+    parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="auto",
+        help="the event loop serving requests (default auto: uvloop when installed)",
+    )
+    parser.add_argument(
+        "--http",
+        choices=HTTP_PARSERS,
+        default="auto",
+        help="the HTTP/1.1 parser (default auto: httptools when installed, else h11)",
+    )
     from ..fleet._cli import add_serve_options
 
     add_serve_options(parser)  # --workers N, --redis URL, ...: a fleet (helixlab/fleet)
@@ -88,6 +112,14 @@ def register(commands: Commands) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ..fleet._cli import serve_fleet, wants_fleet
+
+    if args.config is None:
+        args.config = str(DEFAULT_CONFIG)
+        say(
+            "no CONFIG given: serving custom-provider on the embedded upstream "
+            "(helixlab.mockllm: scripted replies, no API key, no network); "
+            "pass a plugins.yaml to serve your own plugins and LLM API"
+        )
 
     if wants_fleet(args):  # --workers 1 without Redis: the single process below
         return serve_fleet(args)
@@ -100,6 +132,8 @@ def _run(args: argparse.Namespace) -> int:
         watch=args.watch,
         admin_key=args.admin_key or os.environ.get(ADMIN_KEY_VARIABLE) or None,
         verify=args.verify,
+        loop=args.loop,
+        http=args.http,
     )
 
 
@@ -113,6 +147,8 @@ def serve(
     watch: bool = False,
     admin_key: str | None = None,
     verify: bool = False,
+    loop: str = "auto",
+    http: str = "auto",
 ) -> int:
     """Run ``helixlab serve``; returns the exit status."""
     from ..gateway import gateway_config
@@ -135,13 +171,19 @@ def serve(
         say(_bind_message(options.host, options.port, exc))
         return EXIT_ERROR
 
-    actions: queue.SimpleQueue[str] = queue.SimpleQueue()  # put() is safe in a handler
-    signal.signal(signal.SIGINT, lambda *_: actions.put("stop"))
-    signal.signal(signal.SIGTERM, lambda *_: actions.put("stop"))
-    signal.signal(signal.SIGHUP, lambda *_: actions.put("reapply"))
+    # read from a socket the signal handler writes to, whichever thread it ran on: a
+    # SIGHUP is never lost, and those that come during a re-apply coalesce into the next
+    signals = Signals({signal.SIGINT: "stop", signal.SIGTERM: "stop", signal.SIGHUP: "reapply"})
+    signals.__enter__()
 
     watching: threading.Event | None = None
-    kernel = Kernel()
+    try:  # uvloop or httptools asked for but not installed: said before anything starts
+        http = http_parser(http)
+        kernel = Kernel(loop=loop)
+    except (HelixError, ValueError) as exc:
+        sock.close()
+        say(str(exc))
+        return EXIT_ERROR
     kernel.subscribe(lambda event: say(redact_text(f"event {event}", secrets)))
     operations = Operations(kernel, config_path, dirs)
     try:
@@ -159,17 +201,21 @@ def serve(
             say(redact_text(f"failed {name} in {error.phase}: {error}", secrets))
         for name, why in report.skipped.items():
             say(f"skipped {name}: {why}")
-        server = kernel.serve(config=options, sock=sock, operations=operations)
+        server = kernel.serve(config=options, sock=sock, operations=operations, http=http)
         sock = None  # the server owns it now
-        say(f"serving {server.url} (OpenAI base URL {server.openai_base_url})")
+        say(
+            f"serving {server.url} (OpenAI base URL {server.openai_base_url}) "
+            f"on {kernel.loop_kind} + {server.http}"
+        )
         if server.admin is not None:
             say(f"admin API on {server.url}/admin (Authorization: Bearer <the admin key>)")
         if watch:
             watching = _watch(kernel, dirs, operations, secrets)
         print(server.url, flush=True)  # stdout carries only the URL, for scripts
-        while (action := actions.get()) != "stop":
-            if action == "reapply":
-                say(f"SIGHUP: re-applying {config_path}")
+        while "stop" not in (asked := signals.wait()):
+            if asked["reapply"]:
+                times = f" ({asked['reapply']} signals, coalesced)" if asked["reapply"] > 1 else ""
+                say(f"SIGHUP: re-applying {config_path}{times}")
                 _tell(asyncio.run(operations.reapply()), secrets)  # awaits the kernel's loop
         say("stopping: the server, then the plugins, dependents first")
         server.stop()
@@ -178,7 +224,10 @@ def serve(
             watching.set()  # the configuration file's watcher ends within its timeout
         if sock is not None:
             sock.close()
-        kernel.close()
+        try:
+            kernel.close()
+        finally:
+            signals.__exit__()
     say("stopped")
     return EXIT_OK
 

@@ -62,14 +62,14 @@ async def _prepare_define(kernel: Any, generation: Generation, plugins: Path) ->
     unit = _discovery.unit_for(plugins, plugins / rel)
     if unit is None:
         raise ValueError(f"{rel!r} is not plugin code in the fleet's plugins directory")
-    digest = await asyncio.to_thread(unit.digest)
+    sources = await asyncio.to_thread(unit.read)
     classes = await asyncio.to_thread(_discovery.import_unit, unit)
     return await kernel.aprepare_define(
         classes,
         source=generation.action.get("file") or rel,
         origin="file",
         unit=str(unit.root),
-        fingerprints={cls.name: unit.fingerprint(digest, cls.name) for cls in classes},
+        fingerprints={cls.name: sources.fingerprint(cls) for cls in classes},
         timeout=None,
     )
 

@@ -25,6 +25,7 @@ import threading
 import time
 from typing import Any
 
+from .._extras import require
 from ..cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, say, table
 from ..errors import FleetError, FleetRedisError
 from ._coordinator import live_workers, propose
@@ -116,6 +117,8 @@ def serve_fleet(args: argparse.Namespace) -> int:
         admin_key=getattr(args, "admin_key", None) or os.environ.get("HELIXLAB_ADMIN_KEY"),
         verify=getattr(args, "verify", False),
         entry_points=getattr(args, "entry_points", True),
+        loop=getattr(args, "loop", "auto"),
+        http=getattr(args, "http", "auto"),
     )
     supervisor.start()
     try:
@@ -160,7 +163,9 @@ def add_fleet_command(commands: Any) -> None:
     )
     _fleet_options(fleet, defaults=True)
     actions = fleet.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
-    status = actions.add_parser("status", help="every worker: host, pid, generation, state")
+    status = actions.add_parser(
+        "status", help="every worker: host, pid, generation, state, content digest"
+    )
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     reload = actions.add_parser("reload", help="reload a plugin on every worker, as one")
     reload.add_argument("name", metavar="NAME")
@@ -206,6 +211,7 @@ def redis_url(redis: str | None, fleet: str) -> str:
 
 def run_fleet(args: argparse.Namespace) -> int:
     """The ``helixlab fleet`` subcommands; returns the exit status."""
+    require("fleet", "the fleet")  # one line, before any Redis is looked for
     values: dict[str, Any] = {}
     try:
         if args.fleet_command == "configure":
@@ -280,7 +286,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"fleet {status['fleet']!r}: generation {status['generation']} "
         f"({status['digest']}), {len(status['workers'])} worker(s)"
     )
-    rows = [("WORKER", "HOST", "PID", "GEN", "STATE", "UP", "LAST ERROR")]
+    rows = [("WORKER", "HOST", "PID", "GEN", "STATE", "DIGEST", "UP", "LAST ERROR")]
     now = time.time()
     for w in status["workers"]:
         up = f"{now - w['started']:.0f}s"
@@ -291,6 +297,7 @@ def format_status(status: dict[str, Any]) -> str:
                 str(w["pid"]),
                 str(w["generation"]),
                 w["state"],
+                w.get("digest") or "-",  # what it serves: the committed digest once converged
                 up,
                 (w.get("last_error") or "-")[:80],
             )

@@ -1,11 +1,19 @@
-"""Proposing generation g+1 to a fleet and deciding it: commit only when every live worker
+"""Proposing a generation to a fleet and deciding it: commit only when every live worker
 is ready, else abort everywhere.
 
-The decision is a write-once register in Redis (``decision:{g}``, ``SET NX`` in one
-script that also moves ``committed``): the proposer writes ``commit`` or ``abort``, and a
-worker that waited past its deadline writes ``abort``; whichever comes first is the
-outcome for everyone. The fleet can therefore never be half on g and half on g+1, even if
-the proposer or Redis dies midway (a private Redis keeps its append-only file).
+Every proposal gets a new id from an atomic counter (``INCR seq``; never reused, not even
+after an abort), and everything about it is keyed by that id: its content
+(``gen:{id}``, signed with the fleet key, with the ``parent`` generation it was proposed
+on), the votes (``votes:{id}``), the decision (``decision:{id}``) and the swaps. A late
+vote for an aborted proposal therefore cannot count for another one. The decision is a
+write-once register written by one script (:data:`DECIDE`) that also moves ``committed``
+from the parent to the new id, and only from the parent: two proposers whose lock
+overlapped (one paused past its TTL) cannot both commit. Decisions are never deleted,
+only expired a day after they stopped mattering.
+
+Proposals, votes, decisions and swaps are also appended to a Redis Stream (``log``) that
+workers read from the last id they saw: a worker that was paused or reconnecting reads
+every step in order; the registers stay the truth, the stream wakes readers up.
 """
 
 from __future__ import annotations
@@ -24,15 +32,48 @@ from ..errors import FleetError
 from ._generation import KEEP_GENERATIONS, Generation, configured_text
 from ._redis import Keys
 
-__all__ = ["FleetReport", "decide", "live_workers", "lock", "propose", "unlock"]
+__all__ = [
+    "FleetReport",
+    "decide",
+    "live_workers",
+    "lock",
+    "log",
+    "next_id",
+    "propose",
+    "unlock",
+]
 
-# KEYS: decision, committed; ARGV: outcome, generation. Returns the outcome that holds.
+#: Entries the fleet's stream keeps (approximately): a reader further behind reads registers.
+LOG_LENGTH = 2000
+#: Seconds an outcome that no longer matters (aborted, or superseded) stays readable.
+DECISION_AGE = 24 * 3600
+
+# KEYS: decision, committed, proposal, log; ARGV: outcome, id, parent.
+# Returns the outcome that holds (write-once); commit only moves committed from the parent.
 DECIDE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
-  if ARGV[1] == 'commit' then redis.call('SET', KEYS[2], ARGV[2]) end
-  return ARGV[1]
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+local outcome = ARGV[1]
+if outcome == 'commit' and redis.call('GET', KEYS[2]) ~= ARGV[3] then outcome = 'abort' end
+redis.call('SET', KEYS[1], outcome)
+if outcome == 'commit' then
+  redis.call('SET', KEYS[2], ARGV[2])
+else
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 end
-return redis.call('GET', KEYS[1])
+if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'data',
+  cjson.encode({type='decide', gen=tonumber(ARGV[2]), outcome=outcome}))
+return outcome
+"""
+
+# KEYS: seq, committed. The next id: above every id handed out and the committed one
+# (a Redis that lost the counter but was told the committed generation back).
+NEXT_ID = """
+local n = redis.call('INCR', KEYS[1])
+local c = tonumber(redis.call('GET', KEYS[2]) or '0')
+if n <= c then n = c + 1; redis.call('SET', KEYS[1], n) end
+return n
 """
 
 UNLOCK = """
@@ -55,6 +96,7 @@ class FleetReport:
     swapped_at: dict[str, float] = field(default_factory=dict)  # worker -> when it swapped
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    parent: int = 0
 
     def __str__(self) -> str:
         lines = [f"generation {self.generation}: {self.action}: {self.outcome}"]
@@ -67,9 +109,34 @@ class FleetReport:
         return "\n".join(lines)
 
 
-async def decide(r: Any, keys: Keys, gen: int, outcome: str) -> str:
-    """Write ``outcome`` for ``gen`` if nobody has; returns the outcome that holds."""
-    return await r.eval(DECIDE, 2, keys.decision(gen), keys.committed, outcome, str(gen))
+async def decide(r: Any, keys: Keys, gen: int, outcome: str, parent: int) -> str:
+    """Write ``outcome`` for proposal ``gen`` (proposed on ``parent``) if nobody has;
+    returns the outcome that holds."""
+    return await r.eval(
+        DECIDE,
+        4,
+        keys.decision(gen),
+        keys.committed,
+        keys.proposal,
+        keys.stream,
+        outcome,
+        str(gen),
+        str(parent),
+        DECISION_AGE,
+        LOG_LENGTH,
+    )
+
+
+async def next_id(r: Any, keys: Keys) -> int:
+    """A generation id no proposal ever had (INCR, kept above the committed id)."""
+    return int(await r.eval(NEXT_ID, 2, keys.seq, keys.committed))
+
+
+async def log(r: Any, keys: Keys, message: dict[str, Any]) -> str:
+    """Append ``message`` to the fleet's stream; its entry id."""
+    return await r.xadd(
+        keys.stream, {"data": json.dumps(message)}, maxlen=LOG_LENGTH, approximate=True
+    )
 
 
 async def live_workers(r: Any, keys: Keys) -> dict[str, dict[str, Any]]:
@@ -98,8 +165,21 @@ async def lock(r: Any, keys: Keys, owner: str, timeout: float) -> None:
         delay = min(delay * 2, 0.1)
 
 
-async def unlock(r: Any, keys: Keys, owner: str) -> None:
-    await r.eval(UNLOCK, 1, keys.lock, owner)
+async def unlock(r: Any, keys: Keys, owner: str, patience: float = 0.0) -> None:
+    """Release the lock if ``owner`` (the exact token) holds it; retried for ``patience``
+    seconds while Redis is unreachable (a restart), so that a blip does not leave the
+    fleet locked for the lock's whole TTL."""
+    deadline = time.monotonic() + patience
+    delay = 0.05
+    while True:
+        try:
+            await r.eval(UNLOCK, 1, keys.lock, owner)
+            return
+        except Exception as exc:
+            if time.monotonic() > deadline or not exc.__class__.__module__.startswith("redis"):
+                raise
+            await asyncio.sleep(delay)  # reconnect backoff
+            delay = min(delay * 2, 1.0)
 
 
 def _failure_message(report: FleetReport) -> tuple[str, str | None, str | None, str | None]:
@@ -127,102 +207,137 @@ async def propose(
     sources: dict[str, str] | None = None,
     timeout: float = 30.0,
     wait_swapped: bool = True,
+    key: bytes | None = None,
 ) -> FleetReport:
     """Propose the next generation (``action``; for ``apply`` its ``config`` text, for
-    ``define`` the plugin ``sources``; otherwise both are the committed generation's).
+    ``define`` the plugin ``sources``; otherwise both are the committed generation's),
+    signed with the fleet ``key`` (default: :func:`~._signing.fleet_key`).
 
     Returns the report once every worker swapped; raises FleetError naming the worker,
     plugin and phase when the fleet rolled back.
     """
-    owner = f"proposer {socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    from ._signing import require_key
+
+    key = key or require_key(keys.fleet)
+    owner = f"proposer {socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     await lock(r, keys, owner, timeout)
     try:
         return await _propose_locked(
-            r, keys, action, config, source, sources, owner, timeout, wait_swapped
+            r, keys, action, config, source, sources, owner, timeout, wait_swapped, key
         )
     finally:
-        with contextlib.suppress(Exception):  # Redis gone: the lock expires by itself
-            await unlock(r, keys, owner)
+        with contextlib.suppress(Exception):  # Redis gone for good: the lock expires by itself
+            await unlock(r, keys, owner, patience=10.0)
 
 
-async def _propose_locked(r, keys, action, config, source, sources, owner, timeout, wait_swapped):
+async def committed_generation(r: Any, keys: Keys, patience: float = 0.0) -> Generation:
+    """The committed generation, read back whole (waiting up to ``patience`` seconds for a
+    worker to re-store content that Redis lost). Raises FleetError if there is none."""
+    deadline = time.monotonic() + patience
+    while True:
+        committed = await r.get(keys.committed)
+        if committed is None:
+            raise FleetError(f"No fleet named {keys.fleet!r} runs on this Redis (no generation).")
+        stored = await r.hgetall(keys.generation(int(committed)))
+        if stored:
+            return Generation.from_hash(stored)
+        if time.monotonic() > deadline:
+            raise FleetError(
+                f"The content of the fleet's committed generation {committed} is missing from "
+                f"Redis (evicted or deleted); its workers store it back from their signed copy "
+                f"within a heartbeat: retry."
+            )
+        await asyncio.sleep(0.1)  # a worker's heartbeat re-stores it
+
+
+async def _propose_locked(
+    r, keys, action, config, source, sources, owner, timeout, wait_swapped, key
+):
     t0 = time.perf_counter()
-    committed = await r.get(keys.committed)
-    if committed is None:
-        raise FleetError(f"No fleet named {keys.fleet!r} runs on this Redis (no generation).")
-    base = Generation.from_hash(await r.hgetall(keys.generation(int(committed))))
+    base = await committed_generation(r, keys, patience=3.0)
+    base.check(key, keys.fleet)  # never build on content the fleet key did not sign
     if action["kind"] == "configure":
         config = configured_text(base.config, action["plugin"], action["values"])
+    number = await next_id(r, keys)
     gen = Generation(
-        number=base.number + 1,
+        number=number,
         config=config if config is not None else base.config,
         source=source or base.source,
         action=action,
         proposed_by=owner,
         sources=sources if sources is not None else base.sources,
-    )
-    report = FleetReport(gen.number, gen.describe())
+        parent=base.number,
+    ).signed(key, keys.fleet)
+    report = FleetReport(gen.number, gen.describe(), parent=base.number)
     quorum = await live_workers(r, keys)
     if not quorum:
         raise FleetError(f"The fleet {keys.fleet!r} has no live worker to reload.")
-    pubsub = r.pubsub()
-    await pubsub.subscribe(keys.channel)
+    await r.hset(keys.generation(gen.number), mapping=gen.to_hash())
+    await r.set(keys.proposal, gen.number, px=int((timeout + 60) * 1000))
+    cursor = await log(r, keys, {"type": "propose", "gen": gen.number, "parent": base.number})
+    t_proposed = time.perf_counter()
     try:
-        await r.delete(keys.votes(gen.number), keys.swapped(gen.number), keys.decision(gen.number))
-        await r.hset(keys.generation(gen.number), mapping=gen.to_hash())
-        await r.publish(keys.channel, json.dumps({"type": "propose", "gen": gen.number}))
-        t_proposed = time.perf_counter()
-        try:
-            await _collect_votes(r, keys, pubsub, gen.number, quorum, report, timeout)
-        except (OSError, ConnectionError, TimeoutError) as exc:
+        cursor = await _collect_votes(r, keys, cursor, gen.number, quorum, report, timeout)
+    except Exception as exc:
+        if isinstance(exc, OSError | ConnectionError | TimeoutError) or (
+            exc.__class__.__module__.startswith("redis")
+        ):
             report.error = f"Redis failed during the reload ({exc.__class__.__name__}: {exc})"
-        except Exception as exc:
-            if exc.__class__.__module__.startswith("redis"):
-                report.error = f"Redis failed during the reload ({exc.__class__.__name__}: {exc})"
-            else:
-                raise
-        ok = report.error is None and all(v.get("ok") for v in report.votes.values())
-        report.outcome = await _decide_retrying(r, keys, gen.number, "commit" if ok else "abort")
-        t_decided = time.perf_counter()
-        await _publish(r, keys, {"type": "decide", "gen": gen.number, "outcome": report.outcome})
-        if report.outcome == "commit" and wait_swapped:
-            await _collect_swapped(r, keys, pubsub, gen.number, quorum, report, timeout)
-        t_done = time.perf_counter()
-        report.timings.update(
-            prepare=t_decided - t_proposed, swap=t_done - t_decided, total=t_done - t0
+        else:
+            raise
+    ok = report.error is None and all(v.get("ok") for v in report.votes.values())
+    report.outcome = await _decide_retrying(
+        r, keys, gen.number, base.number, "commit" if ok else "abort"
+    )
+    if report.outcome == "abort" and ok and report.error is None:
+        report.error = (
+            f"the fleet's committed generation moved away from {base.number} meanwhile "
+            f"(another proposer, or a Redis that lost data)"
         )
-    finally:
-        with contextlib.suppress(Exception):
-            await pubsub.aclose()
+    t_decided = time.perf_counter()
+    if report.outcome == "commit" and wait_swapped:
+        with contextlib.suppress(Exception):  # committed already; swaps follow by themselves
+            await _collect_swapped(r, keys, cursor, gen.number, quorum, report, timeout)
+    t_done = time.perf_counter()
+    report.timings.update(
+        prepare=t_decided - t_proposed, swap=t_done - t_decided, total=t_done - t0
+    )
     if report.outcome != "commit":
+        await _expire(r, keys, gen.number)
         message, worker, plugin, phase = _failure_message(report)
         raise FleetError(message, worker=worker, plugin=plugin, phase=phase, report=report)
-    await _forget(r, keys, gen.number - KEEP_GENERATIONS)
+    await _remember(r, keys, gen.number)
     return report
 
 
-async def _forget(r: Any, keys: Keys, number: int) -> None:
-    """Drop an old generation (its sources, votes, decision): Redis holds a bounded history."""
-    if number < 1:
-        return
-    with contextlib.suppress(Exception):  # Redis gone: the next commit drops the next one
-        await r.delete(
-            keys.generation(number), keys.votes(number), keys.swapped(number), keys.decision(number)
-        )
+async def _expire(r: Any, keys: Keys, number: int) -> None:
+    """An aborted or superseded proposal's records go after :data:`DECISION_AGE` (by age:
+    ids are never reused, so an old record can only ever mean its own proposal)."""
+    with contextlib.suppress(Exception):  # Redis gone: the keys stay (bounded by proposals)
+        async with r.pipeline(transaction=False) as pipe:
+            for k in (keys.generation(number), keys.votes(number), keys.swapped(number),
+                      keys.notes(number), keys.decision(number)):  # fmt: skip
+                pipe.expire(k, DECISION_AGE)
+            await pipe.execute()
 
 
-async def _publish(r, keys, message):
-    with contextlib.suppress(Exception):  # workers also read the register when they reconnect
-        await r.publish(keys.channel, json.dumps(message))
+async def _remember(r: Any, keys: Keys, number: int) -> None:
+    """Keep the last KEEP_GENERATIONS committed generations whole; older ones expire."""
+    with contextlib.suppress(Exception):  # Redis gone: the next commit trims
+        await r.lpush(keys.history, number)
+        for old in await r.lrange(keys.history, KEEP_GENERATIONS, -1):
+            await r.delete(keys.generation(int(old)))
+            await _expire(r, keys, int(old))
+        await r.ltrim(keys.history, 0, KEEP_GENERATIONS - 1)
 
 
-async def _decide_retrying(r, keys, gen, outcome, patience: float = 30.0) -> str:
+async def _decide_retrying(r, keys, gen, parent, outcome, patience: float = 30.0) -> str:
     """Write the outcome, retrying while Redis is unreachable (a restart), up to ``patience``."""
     deadline = time.monotonic() + patience
     delay = 0.05
     while True:
         try:
-            return await decide(r, keys, gen, outcome)
+            return await decide(r, keys, gen, outcome, parent)
         except Exception as exc:
             if time.monotonic() > deadline or not exc.__class__.__module__.startswith("redis"):
                 raise FleetError(
@@ -234,72 +349,69 @@ async def _decide_retrying(r, keys, gen, outcome, patience: float = 30.0) -> str
             delay = min(delay * 2, 1.0)
 
 
-async def _messages(pubsub, gen, until: float):
-    """Messages about ``gen`` on the channel, until the monotonic deadline ``until``."""
-    while True:
-        left = until - time.monotonic()
-        if left <= 0:
-            return
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=min(left, 0.25))
-        if message is None:
-            yield None  # a quiet quarter second: the caller checks heartbeats
-            continue
-        data = json.loads(message["data"])
-        if data.get("gen") in (gen, None):
-            yield data
+async def _wait_log(r: Any, keys: Keys, cursor: str, until: float) -> str:
+    """Block until the fleet's stream has an entry past ``cursor`` (or a quarter second
+    passed, or ``until``); the new cursor. The entries only wake the reader up."""
+    left = until - time.monotonic()
+    if left <= 0:
+        return cursor
+    entries = await r.xread({keys.stream: cursor}, block=int(min(left, 0.25) * 1000) or 1)
+    for _, items in entries or ():
+        if items:
+            cursor = items[-1][0]
+    return cursor
 
 
-async def _collect_votes(r, keys, pubsub, gen, quorum, report, timeout) -> None:
+async def _collect_votes(r, keys, cursor, gen, quorum, report, timeout) -> str:
     deadline = time.monotonic() + timeout
-    for worker, raw in (await r.hgetall(keys.votes(gen))).items():
-        report.votes[worker] = json.loads(raw)
-    async for data in _messages(pubsub, gen, deadline):
-        if data is not None and data.get("type") == "vote":
-            report.votes[data["worker"]] = data["vote"]
-            if not data["vote"].get("ok"):
-                return  # one failure is enough: abort now
-        elif (
-            data is not None
-            and data.get("type") == "gone"
-            and data["worker"] in quorum
-            and report.votes.get(data["worker"], {"ok": True}).get("ok")
-        ):
-            report.votes[data["worker"]] = _gone(data.get("why", "the worker died"))
-            return
+    last_check = time.monotonic()  # the quorum was alive a moment ago
+    while True:
+        for worker, raw in (await r.hgetall(keys.votes(gen))).items():
+            report.votes[worker] = json.loads(raw)
+            if not report.votes[worker].get("ok"):
+                return cursor  # one failure is enough: abort now
         if all(w in report.votes for w in quorum):
-            return
-        if data is None:
+            return cursor
+        if time.monotonic() - last_check > 0.25:
+            last_check = time.monotonic()
             for worker in quorum:
                 if worker not in report.votes and not await r.exists(keys.worker(worker)):
-                    report.votes[worker] = _gone("its heartbeat expired")
-                    return
-    missing = [w for w in quorum if w not in report.votes]
-    for worker in missing:
-        report.votes[worker] = {
-            "ok": False,
-            "plugin": None,
-            "phase": "prepare",
-            "error": f"no answer within {timeout:g}s",
-        }
+                    report.votes[worker] = _gone("its heartbeat ended (it died, or was paused)")
+                    return cursor
+        if time.monotonic() > deadline:
+            break
+        cursor = await _wait_log(r, keys, cursor, deadline)
+    notes = await r.hgetall(keys.notes(gen))
+    for worker in quorum:
+        if worker not in report.votes:
+            why = notes.get(worker) or "no answer"
+            report.votes[worker] = {
+                "ok": False,
+                "plugin": None,
+                "phase": "prepare",
+                "error": f"{why} within {timeout:g}s",
+            }
+    return cursor
 
 
 def _gone(why: str) -> dict[str, Any]:
     return {"ok": False, "plugin": None, "phase": "prepare", "error": f"left the fleet: {why}"}
 
 
-async def _collect_swapped(r, keys, pubsub, gen, quorum, report, timeout) -> None:
+async def _collect_swapped(r, keys, cursor, gen, quorum, report, timeout) -> None:
     deadline = time.monotonic() + timeout
-    done = set(await r.smembers(keys.swapped(gen)))
-    if not set(quorum) <= done:
-        async for data in _messages(pubsub, gen, deadline):
-            if data is not None and data.get("type") == "swapped":
-                done.add(data["worker"])
-                report.swapped_at[data["worker"]] = data.get("at", time.time())
-            elif data is not None and data.get("type") == "gone":
-                done.add(data["worker"])  # a dead worker rejoins on the committed generation
-            if set(quorum) <= done:
-                break
-    report.swapped = sorted(done & set(quorum))
+    done: set[str] = set()
+    while True:
+        for worker, at in (await r.hgetall(keys.swapped(gen))).items():
+            done.add(worker)
+            report.swapped_at[worker] = float(at)
+        for worker in set(quorum) - done:
+            if not await r.exists(keys.worker(worker)):
+                done.add(worker)  # a dead worker rejoins on the committed generation
+        if set(quorum) <= done or time.monotonic() > deadline:
+            break
+        cursor = await _wait_log(r, keys, cursor, deadline)
+    report.swapped = sorted(done & set(report.swapped_at))
     if len(report.swapped_at) > 1:  # how long two workers served different generations
         report.timings["mixed_window"] = max(report.swapped_at.values()) - min(
             report.swapped_at.values()

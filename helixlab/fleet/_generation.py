@@ -50,6 +50,37 @@ class Generation:
     proposed_by: str = ""
     proposed_at: float = field(default_factory=time.time)
     sources: dict[str, str] = field(default_factory=dict)  # plugin files: relative path -> text
+    parent: int = 0  # the committed generation it was proposed on (0: the founding one)
+    sig: str = ""  # HMAC-SHA256 by the fleet key of the signed fields (see _signing)
+
+    def signed_fields(self) -> dict[str, Any]:
+        """What the signature covers: the generation's identity, its parent and content."""
+        return {
+            "number": self.number,
+            "parent": self.parent,
+            "config": self.config,
+            "source": self.source,
+            "action": self.action,
+            "sources": self.sources,
+        }
+
+    def signed(self, key: bytes, fleet: str) -> Generation:
+        from dataclasses import replace
+
+        from ._signing import sign
+
+        return replace(self, sig=sign(key, fleet, self.signed_fields()))
+
+    def check(self, key: bytes, fleet: str) -> None:
+        """Raise FleetError unless the fleet key signed this generation."""
+        from ._signing import verify
+
+        why = verify(key, fleet, self.signed_fields(), self.sig)
+        if why is not None:
+            raise FleetError(
+                f"Refusing fleet generation {self.number} ({self.describe()}): {why}.",
+                phase="verify",
+            )
 
     @property
     def digest(self) -> str:
@@ -90,19 +121,35 @@ class Generation:
             proposed_by=data.get("proposed_by", ""),
             proposed_at=float(data.get("proposed_at") or 0),
             sources=json.loads(data.get("sources") or "{}"),
+            parent=int(data["parent"]) if data.get("parent") else int(data["number"]) - 1,
+            sig=data.get("sig", ""),
         )
 
 
 def configured_text(text: str, plugin: str, values: Mapping[str, Any]) -> str:
     """The YAML ``text`` with ``values`` merged into ``plugins.<plugin>.config``.
 
-    Comments are not kept (the text is re-dumped); ``${VAR}`` references are, as written.
+    Comments are not kept (the text is re-dumped); ``${VAR}`` references already in the
+    text are kept as written. The new ``values`` are stored as applied: a worker applying
+    the action takes them literally, so a ``${`` in them is written ``$${`` (the config's
+    literal), and a worker that joins later reads the same value, not an interpolation.
     """
     doc = yaml.safe_load(text) or {}
     entry = doc.setdefault("plugins", {}).setdefault(plugin, {}) or {}
     doc["plugins"][plugin] = entry
-    entry["config"] = {**(entry.get("config") or {}), **values}
+    entry["config"] = {**(entry.get("config") or {}), **_literal(values)}
     return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _literal(value: Any) -> Any:
+    """``value`` with every ``${`` in its strings escaped as ``$${`` (taken literally)."""
+    if isinstance(value, str):
+        return value.replace("${", "$${")
+    if isinstance(value, Mapping):
+        return {k: _literal(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_literal(v) for v in value]
+    return value
 
 
 def parse_assignments(pairs: list[str]) -> dict[str, Any]:

@@ -6,17 +6,25 @@ worker answering ``/metrics`` aggregates all of them; the supervisor marks a dea
 files so its live gauges disappear. Requests by route, model, provider and status;
 latency histograms; reloads by plugin and outcome; the generation each worker serves;
 leases in flight (requests holding a generation).
+
+Metrics name plugins, reload failures and worker ids, so they are not public: on the
+gateway's port ``/metrics`` answers only the admin key (``Authorization: Bearer``), and
+the supervisor serves them without credentials on a listener of its own,
+``gateway: metrics_port:`` on ``metrics_host`` (loopback by default), for Prometheus.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["Metrics", "MetricsMiddleware"]
+from .._extras import needs
+
+__all__ = ["Metrics", "MetricsMiddleware", "serve_metrics"]
 
 _BODY_PEEK = 64 * 1024  # enough to read "model" from any sane request
 _ROUTES = ("/v1/chat/completions", "/v1/models", "/v1/plugins", "/health", "/metrics")
@@ -28,7 +36,8 @@ class Metrics:
     """The fleet's metrics, created once per worker process."""
 
     def __init__(self, worker: str) -> None:
-        from prometheus_client import Counter, Gauge, Histogram
+        with needs("fleet", "the fleet"):
+            from prometheus_client import Counter, Gauge, Histogram
 
         self.worker = worker
         self.served = 0  # this worker's own totals, for its heartbeat (live charts)
@@ -71,8 +80,9 @@ class Metrics:
 
 def render() -> tuple[bytes, str]:
     """Every worker's samples, aggregated, and the content type to send them with."""
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-    from prometheus_client.multiprocess import MultiProcessCollector
+    with needs("fleet", "the fleet"):
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
@@ -96,6 +106,10 @@ class MetricsMiddleware:
             return
         path = scope["path"]
         if path == "/metrics" and scope["method"] == "GET":
+            refusal = _refusal(scope, getattr(self.app, "config", None))
+            if refusal is not None:  # metrics name plugins, failures and workers: not public
+                await refusal(scope, receive, send)
+                return
             body, content_type = render()
             await send(
                 {
@@ -141,6 +155,61 @@ class MetricsMiddleware:
             self.metrics.served += 1
             self.metrics.errors += status >= 500
             self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+
+
+def _refusal(scope: Scope, config: Any) -> Any:
+    """None if the request carries the admin key; else the error to answer with."""
+    from ..gateway import error_response
+
+    key = getattr(config, "admin_key", None)
+    if key is not None:
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                secret = key.get_secret_value().encode()
+                if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), secret):
+                    return None
+    where = "gateway: metrics_port (loopback by default)"
+    if key is None:
+        return error_response(
+            404,
+            f"/metrics is served on the metrics listener ({where}), or here with the admin key.",
+            code="unknown_route",
+        )
+    return error_response(
+        401,
+        f"/metrics needs `Authorization: Bearer <the admin key>`, or the metrics listener "
+        f"({where}).",
+        code="admin_key_missing",
+        headers={"WWW-Authenticate": 'Bearer realm="helixlab-metrics"'},
+    )
+
+
+def serve_metrics(config: str, directory: str) -> Any:
+    """The fleet's own /metrics listener (every worker's samples, no credentials) on the
+    configuration's ``gateway: metrics_host:metrics_port``; None when no port is set.
+    ``shutdown()`` the returned server to stop it."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from ..errors import FleetError
+    from ..gateway import gateway_config
+    from ..kernel._config import parse_config
+
+    options = gateway_config(parse_config(config))
+    if options.metrics_port is None:
+        return None
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)
+    try:
+        server, _ = start_http_server(options.metrics_port, options.metrics_host, registry)
+    except OSError as exc:
+        where = f"{options.metrics_host}:{options.metrics_port}"
+        raise FleetError(
+            f"cannot serve /metrics on {where} (gateway: metrics_host, metrics_port): "
+            f"{exc.strerror or exc}."
+        ) from None
+    return server
 
 
 def _model(body: bytes) -> str:

@@ -19,9 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._extras import needs
 from ..errors import FleetError
 
-__all__ = ["INSTALL_HINT", "Keys", "PrivateRedis", "client", "redis_binary", "run_sync"]
+__all__ = [
+    "EVICTING",
+    "INSTALL_HINT",
+    "Keys",
+    "PrivateRedis",
+    "check_eviction",
+    "client",
+    "redis_binary",
+    "run_sync",
+]
 
 INSTALL_HINT = (
     "install it ('sudo apt-get install redis-server', or 'conda install redis') "
@@ -75,7 +85,8 @@ class PrivateRedis:
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
         )
-        import redis
+        with needs("fleet", "the fleet"):
+            import redis
 
         deadline = time.monotonic() + timeout
         probe = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
@@ -162,6 +173,30 @@ class Keys:
         return f"{self.prefix}lock"
 
     @property
+    def history(self) -> str:
+        """The last committed generations' ids, newest first (a list)."""
+        return f"{self.prefix}history"
+
+    @property
+    def seq(self) -> str:
+        """The counter every generation's id comes from (INCR: never reused)."""
+        return f"{self.prefix}seq"
+
+    @property
+    def proposal(self) -> str:
+        """The open proposal's id (a register; the stream only wakes readers up)."""
+        return f"{self.prefix}proposal"
+
+    @property
+    def stream(self) -> str:
+        """The fleet's log of proposals, votes, decisions and swaps (a Redis Stream)."""
+        return f"{self.prefix}log"
+
+    def notes(self, gen: int) -> str:
+        """Workers' interim answers to a proposal (``busy: draining``), not votes."""
+        return f"{self.prefix}notes:{gen}"
+
+    @property
     def channel(self) -> str:
         return f"{self.prefix}events"
 
@@ -169,10 +204,36 @@ class Keys:
         return f"{self.prefix}ratelimit:{client}"
 
 
+#: Eviction policies under which Redis may drop the fleet's generations (any key).
+EVICTING = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
+
+
+def check_eviction(r: Any, url: str) -> str | None:
+    """Refuse a Redis that may evict any key (``maxmemory-policy allkeys-*``): the committed
+    generation's content could go while the pointer to it stays. Returns a note when the
+    policy cannot be read (a managed Redis without CONFIG): workers then re-store the
+    committed generation from their own signed copy whenever it is missing."""
+    import redis
+
+    try:
+        policy = (r.config_get("maxmemory-policy") or {}).get("maxmemory-policy")
+    except redis.ResponseError as exc:
+        return f"maxmemory-policy of {url} could not be read ({exc})"
+    if policy in EVICTING:
+        raise FleetError(
+            f"Redis at {url} evicts any key when full (maxmemory-policy {policy}): it could "
+            f"drop the fleet's committed generation. Give the fleet a Redis with "
+            f"'maxmemory-policy noeviction' or a volatile-* policy (CONFIG SET "
+            f"maxmemory-policy noeviction, or in redis.conf)."
+        )
+    return None
+
+
 def client(url: str, *, asyncio: bool = True, timeout: float = 5.0):
     """A redis-py client (asyncio by default) for ``url``: redis://, rediss:// or unix://."""
-    import redis
-    import redis.asyncio
+    with needs("fleet", "the fleet"):
+        import redis
+        import redis.asyncio
 
     module = redis.asyncio if asyncio else redis
     return module.Redis.from_url(

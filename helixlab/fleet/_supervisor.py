@@ -28,11 +28,14 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+from .._extras import needs, require
 from .._net import bind_tcp, http_url
 from ..errors import FleetError, describe
+from ._metrics import serve_metrics
 from ._private import REDIS_VARIABLE, public_url, redis_failure, state_file, write_private
 from ._redis import Keys, PrivateRedis, client, run_sync
 
@@ -73,6 +76,7 @@ class _Pending:
 class _Slot:
     def __init__(self, index: int):
         self.index = index
+        self.worker_id = ""
         self.process: subprocess.Popen | None = None
         self.ready = threading.Event()
         self.failures = 0
@@ -100,6 +104,8 @@ class Supervisor:
         admin_key: str | None = None,
         verify: bool = False,
         entry_points: bool = True,
+        loop: str = "auto",
+        http: str = "auto",
     ):
         if workers < 1:
             raise FleetError(f"--workers must be at least 1, not {workers}.")
@@ -109,6 +115,7 @@ class Supervisor:
         self.plugins = str(Path(plugins).resolve()) if plugins else None
         self.shared_limits = shared_limits
         self.admin_key, self.verify, self.entry_points = admin_key, verify, entry_points
+        self.loop, self.http = loop, http  # each worker's loops and HTTP parser (--loop, --http)
         # the workers' stderr: inherited, or appended to a file (a notebook's cells stay clean)
         self.log = open(log, "a", encoding="utf-8") if log else None  # noqa: SIM115
         self.sock = bind_tcp(host, port)
@@ -125,6 +132,7 @@ class Supervisor:
         self._watchdog: subprocess.Popen | None = None
         self._pending: dict[str, _Pending] = {}  # watched saves not yet committed, by file
         self._spawned = 0
+        self.metrics: Any = None  # the /metrics listener, if the config gives it a port
         self.slots = [_Slot(i) for i in range(workers)]
         self._stopping = threading.Event()
         self._started = False
@@ -132,6 +140,18 @@ class Supervisor:
         self._watcher: threading.Thread | None = None
         self.watching = threading.Event()  # set once saves of the config file are seen
         self._r: Any = None
+        # generations are signed: the given key, else one made for this fleet (see _signing)
+        from ._signing import KEY_FILE_VARIABLE, KEY_VARIABLE, fleet_key, make_key_file
+
+        self.key_file: Path | None = None
+        self._fleet_key = fleet_key()
+        if self._fleet_key is None:
+            self.key_file = make_key_file(self.run_dir)
+            self._fleet_key = self.key_file.read_bytes().strip()
+            self._key_env = {KEY_FILE_VARIABLE: str(self.key_file)}
+        else:
+            names = (KEY_VARIABLE, KEY_FILE_VARIABLE)
+            self._key_env = {k: os.environ[k] for k in names if os.environ.get(k)}
 
     @property
     def url(self) -> str:
@@ -139,6 +159,7 @@ class Supervisor:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start Redis (if private) and every worker; return when all of them serve."""
+        require("fleet", "the fleet")
         try:
             self._start_watchdog()
             self._check_config()
@@ -157,6 +178,11 @@ class Supervisor:
                 raise failure or FleetError(
                     f"Redis at {public_url(self.redis_url)} failed: {public_url(str(exc))}"
                 ) from None
+            from ._redis import check_eviction
+
+            note = check_eviction(self._r, self.redis_url)  # refuses allkeys-* eviction
+            if note:
+                _say(f"{note}; workers re-store the committed generation if it goes", self.log)
             for slot in self.slots:
                 self._spawn(slot)
             deadline = time.monotonic() + timeout
@@ -171,9 +197,18 @@ class Supervisor:
                         f"starting; its error is in its log (stderr)."
                     )
             self._started = True
+            self.metrics = serve_metrics(self.config, self.metrics_dir)  # None: no listener
             state = state_file(self.fleet)
             write_private(  # 0600 in a 0700 directory: the URL may hold a password
-                state, json.dumps({"redis": self.redis_url, "url": self.url, "pid": os.getpid()})
+                state,
+                json.dumps(
+                    {
+                        "redis": self.redis_url,
+                        "url": self.url,
+                        "pid": os.getpid(),
+                        "key_file": str(self.key_file) if self.key_file else None,
+                    }
+                ),
             )
             self._tell(f"state {state} {os.getpid()}")
             if self.watch:
@@ -236,6 +271,8 @@ class Supervisor:
     # -- workers ---------------------------------------------------------------------------
 
     def _spawn(self, slot: _Slot) -> None:
+        # unique across hosts and containers sharing a hostname: the lock is released by it
+        slot.worker_id = f"{socket.gethostname()}-{slot.index}-{uuid.uuid4().hex[:8]}"
         self._spawned += 1
         # its own temporary directory (its copy of the plugin sources, whatever its plugins
         # write to $TMPDIR), removed when it exits however it did
@@ -243,6 +280,8 @@ class Supervisor:
         tmp.mkdir(mode=0o700)
         env = {
             **os.environ,
+            **self._key_env,
+            "HELIXLAB_WORKER_ID": slot.worker_id,
             "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
             "HELIXLAB_WORKER_SLOT": str(slot.index),  # which of the N a worker is
             REDIS_VARIABLE: self.redis_url or "",  # the environment, not argv (`ps`)
@@ -264,6 +303,7 @@ class Supervisor:
             args.append("--verify")
         if not self.entry_points:
             args.append("--no-entry-points")
+        args += ["--loop", self.loop, "--http", self.http]
         slot.ready.clear()
         slot.started = time.monotonic()
         slot.process = process = subprocess.Popen(
@@ -285,7 +325,7 @@ class Supervisor:
         code = process.wait()
         self._tell(f"exited {process.pid}")
         shutil.rmtree(tmp, ignore_errors=True)  # a SIGKILLed worker cleans nothing itself
-        worker_id = f"{socket.gethostname()}-{process.pid}"
+        worker_id = slot.worker_id
         self._forget(worker_id, process.pid, code)
         if self._stopping.is_set():
             return
@@ -306,18 +346,20 @@ class Supervisor:
     def _forget(self, worker_id: str, pid: int, code: int) -> None:
         """A dead worker leaves the quorum now (not after its TTL) and drops its live gauges."""
         try:
-            from prometheus_client import multiprocess
+            with needs("fleet", "the fleet"):
+                from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(pid, self.metrics_dir)
         except Exception:
             pass
         try:
+            from ._coordinator import UNLOCK
+
             self._r.delete(self.keys.worker(worker_id))
             message = {"type": "gone", "worker": worker_id, "why": f"exited with {code}"}
-            self._r.publish(self.keys.channel, json.dumps(message))
-            holder = self._r.get(self.keys.lock)
-            if holder and worker_id in holder:
-                self._r.delete(self.keys.lock)  # it died joining: let the others in
+            self._r.xadd(self.keys.stream, {"data": json.dumps(message)}, maxlen=2000)
+            # it died joining: let the others in (its exact token, never a prefix's)
+            self._r.eval(UNLOCK, 1, self.keys.lock, f"worker {worker_id} joining")
         except Exception:
             pass
 
@@ -425,7 +467,9 @@ class Supervisor:
     async def _propose(self, propose: Any, action: dict, **content: Any) -> Any:
         r = client(self.redis_url)
         try:
-            return await propose(r, self.keys, action, source=self.config, **content)
+            return await propose(
+                r, self.keys, action, source=self.config, key=self._fleet_key, **content
+            )
         except Exception as exc:  # Redis failed: the documented FleetRedisError
             failure = redis_failure(exc, self.redis_url or "")
             if failure is None:
@@ -474,6 +518,9 @@ class Supervisor:
                 process.kill()
                 process.wait()
         self.sock.close()
+        if self.metrics is not None:
+            self.metrics.shutdown()
+            self.metrics.server_close()
         if self._r is not None:
             self._r.close()
         if self.private is not None:

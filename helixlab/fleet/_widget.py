@@ -15,9 +15,11 @@ import time
 from collections import deque
 from typing import Any
 
-import ipywidgets as w
-
+from .._extras import needs
 from ._redis import Keys, run_sync
+
+with needs("lab", "the fleet's live view"):
+    import ipywidgets as w
 
 __all__ = ["FleetView", "chart_svg", "table_html"]
 
@@ -75,6 +77,14 @@ def chart_svg(
     return "".join(parts)
 
 
+#: A worker's id, host and numbers stay on one line (a narrow cell wrapped the id mid-name);
+#: only the last error may wrap.
+_STYLE = (
+    "<style>.helix-fleet th, .helix-fleet td { white-space: nowrap; padding: 0 8px; }"
+    " .helix-fleet td:last-child { white-space: normal; }</style>"
+)
+
+
 def table_html(status: dict[str, Any], rates: dict[str, tuple[float, float]]) -> str:
     """The fleet table: one row per worker, as ``helixlab fleet status`` shows it."""
     head = (
@@ -98,7 +108,7 @@ def table_html(status: dict[str, Any], rates: dict[str, tuple[float, float]]) ->
         rows.append("".join(f"<td>{html.escape(str(c))}</td>" for c in cells))
     header = "".join(f"<th>{c}</th>" for c in columns)
     body = "".join(f"<tr>{row}</tr>" for row in rows)
-    return f"<div>{head}</div><table><tr>{header}</tr>{body}</table>"
+    return f'<div>{head}</div>{_STYLE}<table class="helix-fleet"><tr>{header}</tr>{body}</table>'
 
 
 class FleetView(w.VBox):

@@ -1,9 +1,14 @@
 """One worker process of a fleet: a Kernel and its gateway on the fleet's shared socket.
 
 It joins under the fleet's lock: it loads the *committed* generation (the first worker of
-a fleet founds generation 1 from its config file), starts serving, and heartbeats (a key
-with a TTL) before it lets the next worker or reload in. Then it answers proposals: it
+a fleet founds the first generation from its config file), starts serving, and
+heartbeats before it lets the next worker or reload in. Then it answers proposals: it
 prepares each one aside, votes through Redis, and commits or aborts as the fleet decides.
+
+Its heartbeat is a lease (a key with a TTL, renewed only while it exists): a worker that
+was paused past it has been counted out of the fleet, so it commits nothing it prepared
+before (it aborts it) and converges on the committed generation instead. Every
+generation it runs is checked against the fleet key first (see ``_signing``).
 
 Started by the supervisor as ``python -m helixlab.fleet._worker``, with the listening
 socket inherited as a file descriptor.
@@ -22,36 +27,78 @@ import socket
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
-from ..errors import HelixError, describe
+from .._net import HTTP_PARSERS
+from ..errors import FleetError, HelixError, describe
+from ..kernel import LOOPS, loop_factory
 from ._apply import Vote, prepare, vote_for
-from ._coordinator import decide, lock, unlock
+from ._coordinator import LOG_LENGTH, decide, lock, next_id, unlock
 from ._generation import Generation, read_sources, write_sources
 from ._operations import FleetOperations
 from ._redis import Keys, client
 
-__all__ = ["Worker", "main"]
+__all__ = ["Worker", "main", "worker_id"]
 
 ADMIN_KEY_VARIABLE = "HELIXLAB_ADMIN_KEY"  # as `helixlab serve` reads it
+WORKER_ID_VARIABLE = "HELIXLAB_WORKER_ID"  # the supervisor names its workers
 EXIT_REJOIN = 3  # a worker that cannot know the fleet's generation restarts to rejoin it
-HEARTBEAT_TTL = 3.0  # seconds a worker stays in the quorum without a heartbeat
+HEARTBEAT_TTL = 3.0  # seconds a worker stays in the quorum without a heartbeat (its lease)
 DECISION_PATIENCE = 45.0  # seconds a prepared worker waits for the outcome, then aborts it
+
+# KEYS: the worker's key; ARGV: info, ttl ms, new. Renews the lease only while it holds
+# (0: it lapsed, the worker was counted out); ``new`` takes a fresh one.
+BEAT = """
+if ARGV[3] ~= '1' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: committed, gen:{g}, seq, history; ARGV: g, and the generation's hash as pairs.
+# A Redis that lost the fleet's records (no persistence, FLUSHALL, eviction) learns
+# them back from a worker serving the committed generation.
+REASSERT = """
+local committed = redis.call('GET', KEYS[1])
+if not committed then
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('LPUSH', KEYS[4], ARGV[1])
+  committed = ARGV[1]
+end
+if committed == ARGV[1] and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('HSET', KEYS[2], unpack(ARGV, 2))
+end
+if tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[3], ARGV[1])
+end
+return committed
+"""
 
 
 def _say(text: str) -> None:
     print(f"helixlab worker {os.getpid()}: {text}", file=sys.stderr, flush=True)
 
 
+def worker_id() -> str:
+    """This worker's id: the supervisor's name for it, else host, pid and a random part
+    (containers sharing a hostname may share pids too)."""
+    given = os.environ.get(WORKER_ID_VARIABLE)
+    return given or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
 class Worker:
     """The fleet side of one worker process (its Redis loop runs in the main thread)."""
 
     def __init__(self, args: argparse.Namespace):
+        from ._signing import require_key
+
         self.args = args
         self.keys = Keys(args.fleet)
-        self.id = f"{socket.gethostname()}-{os.getpid()}"
+        self.key = require_key()  # the environment's (the supervisor passes it)
+        self.id = worker_id()
         self.generation = 0
+        self._gen: Generation | None = None
         self.state = "joining"
         self.last_error: str | None = None
         self.started = time.time()
@@ -60,9 +107,15 @@ class Worker:
         self.metrics: Any = None
         self.stopping = asyncio.Event()
         self.exit_code = 0
-        self._decisions: dict[int, asyncio.Future] = {}
+        self.lease = 0  # bumped each time the lease lapsed: what was prepared under it is void
+        self._beat_ok = 0.0  # monotonic time of the last renewed lease
+        self._seen: set[int] = set()  # proposals already considered
+        self._woken = asyncio.Event()  # a decision was logged
         self._busy = asyncio.Lock()
+        self._draining: asyncio.Future | None = None
+        self._converging: asyncio.Future | None = None
         self._tasks: set[asyncio.Task] = set()
+        self.cursor = "0-0"
         self.r = client(args.redis)
         self.plugins = Path(tempfile.mkdtemp(prefix="helixlab-worker-plugins-"))
 
@@ -76,6 +129,7 @@ class Worker:
             "slot": self.args.slot,
             "url": self.server.url if self.server else None,
             "generation": self.generation,
+            "digest": self._gen.digest if self._gen else None,
             "state": self.state,
             "last_error": self.last_error,
             "started": self.started,
@@ -84,10 +138,19 @@ class Worker:
             "at": time.time(),
         }
 
-    async def beat(self) -> None:
-        await self.r.set(
-            self.keys.worker(self.id), json.dumps(self.info()), px=int(HEARTBEAT_TTL * 1000)
-        )
+    async def beat(self, new: bool = False) -> bool:
+        """Renew the lease; False (and a new lease taken) when it had lapsed."""
+        ttl = int(HEARTBEAT_TTL * 1000)
+        info = json.dumps(self.info())
+        held = await self.r.eval(BEAT, 1, self.keys.worker(self.id), info, ttl, "1" if new else "0")
+        if not held or time.monotonic() - self._beat_ok > HEARTBEAT_TTL:
+            if not new:
+                self.lease += 1
+                _say("my lease lapsed (paused, or Redis lost it): rejoining the quorum")
+                await self.r.eval(BEAT, 1, self.keys.worker(self.id), info, ttl, "1")
+            held = new
+        self._beat_ok = time.monotonic()
+        return bool(held)
 
     async def heartbeats(self) -> None:
         parent = os.getppid()
@@ -98,35 +161,86 @@ class Worker:
                 return
             try:
                 await self.beat()
-                if self.generation and self.state == "serving":
+                if self.state == "serving" and not self._busy.locked():
                     await self._reassert()
-                    await self._catch_up_generations()
+                    if self._converging is None or self._converging.done():
+                        # a task: a catch-up's prepare must not hold up the heartbeat
+                        self._converging = asyncio.ensure_future(self._converge())
+                    proposal = await self.r.get(self.keys.proposal)
+                    if proposal:  # the register, in case the stream missed it
+                        self._consider_soon(int(proposal))
             except Exception as exc:  # Redis restarting: keep serving, beat again soon
                 self.last_error = f"heartbeat: {describe(exc)}"
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), HEARTBEAT_TTL / 3)
 
-    async def _catch_up_generations(self) -> None:
-        """A worker left out of a quorum (its heartbeat lapsed while Redis restarted) applies
-        the generations committed without it, in order; if one fails here, it rejoins."""
-        committed = await self.r.get(self.keys.committed)
-        if committed is None or int(committed) <= self.generation or self._busy.locked():
+    async def _reassert(self) -> None:
+        """A Redis that lost the committed generation learns it back (see REASSERT)."""
+        gen = self._gen
+        if gen is None:
             return
-        async with self._busy:
-            for number in range(self.generation + 1, int(committed) + 1):
-                stored = await self.r.hgetall(self.keys.generation(number))
-                if not stored:  # further behind than the history Redis keeps
-                    self._rejoin(f"generation {number} is no longer kept; loading {committed}")
-                    return
-                gen = Generation.from_hash(stored)
-                self.state = f"catching up {number}"
-                try:
-                    prepared = await prepare(self.kernel, gen, self.plugins)
-                except Exception as exc:
-                    self._rejoin(f"generation {number} failed here while catching up: {exc}")
-                    return
-                await self._commit(prepared, gen)
+        pairs = [x for item in gen.to_hash().items() for x in item]
+        await self.r.eval(
+            REASSERT,
+            4,
+            self.keys.committed,
+            self.keys.generation(gen.number),
+            self.keys.seq,
+            self.keys.history,
+            str(gen.number),
+            *pairs,
+        )
+
+    async def _converge(self) -> None:
+        """Serve the committed generation: catch up along its parents, else rejoin."""
+        try:
+            async with self._busy:
+                await self._converge_locked()
+        except Exception as exc:  # Redis restarting: the next heartbeat tries again
+            self.last_error = f"converging: {describe(exc)}"
             self.state = "serving"
+
+    async def _converge_locked(self) -> None:
+        committed = await self.r.get(self.keys.committed)
+        if committed is None or self._gen is None:
+            return
+        target = int(committed)
+        if target == self.generation:
+            digest = await self.r.hget(self.keys.generation(target), "digest")
+            if digest and digest != self._gen.digest:
+                self._rejoin(f"generation {target} in Redis is not what this worker serves")
+            return
+        if target < self.generation:
+            self._rejoin(f"the fleet's committed generation went back to {target}")
+            return
+        chain: list[Generation] = []
+        number = target
+        while number != self.generation:
+            stored = await self.r.hgetall(self.keys.generation(number))
+            if not stored or number < self.generation:
+                self._rejoin(f"generation {number} is no longer kept; loading {target}")
+                return
+            chain.append(Generation.from_hash(stored))
+            if chain[-1].parent >= number:
+                self._rejoin(f"generation {number} names a later parent ({chain[-1].parent})")
+                return
+            number = chain[-1].parent
+        for gen in reversed(chain):
+            try:
+                gen.check(self.key, self.keys.fleet)
+            except FleetError as exc:  # not the fleet key's: keep serving the last good one
+                if self.last_error != str(exc):
+                    _say(str(exc))
+                self.last_error = str(exc)
+                return
+            self.state = f"catching up {gen.number}"
+            try:
+                prepared = await prepare(self.kernel, gen, self.plugins)
+            except Exception as exc:
+                self._rejoin(f"generation {gen.number} failed here while catching up: {exc}")
+                return
+            await self._commit(prepared, gen)
+        self.state = "serving"
 
     def _rejoin(self, why: str) -> None:
         """Exit with status 3: the supervisor restarts this worker on the committed generation."""
@@ -135,11 +249,6 @@ class Worker:
         self.exit_code = EXIT_REJOIN
         self.stopping.set()
 
-    async def _reassert(self) -> None:
-        """A Redis that lost its data (no persistence) learns the fleet's generation back."""
-        if await self.r.set(self.keys.committed, self.generation, nx=True):
-            await self.r.hset(self.keys.generation(self.generation), mapping=self._gen.to_hash())
-
     # -- joining -------------------------------------------------------------------------
 
     async def join(self, sock: socket.socket) -> None:
@@ -147,21 +256,30 @@ class Worker:
         from ..kernel import Kernel
         from ..kernel._config import parse_config
 
-        await lock(self.r, self.keys, f"worker {self.id} joining", timeout=120)
+        owner = f"worker {self.id} joining"
+        await lock(self.r, self.keys, owner, timeout=120)
         try:
+            # the log from here on: what is proposed after this join is read in order
+            last = await self.r.xrevrange(self.keys.stream, count=1)
+            self.cursor = last[0][0] if last else "0-0"
             committed = await self.r.get(self.keys.committed)
             if committed is None:
                 with open(self.args.config, encoding="utf-8") as f:
                     text = f.read()
                 sources = read_sources(self.args.plugins) if self.args.plugins else {}
-                gen = Generation(1, text, self.args.config, proposed_by=self.id, sources=sources)
-                await self.r.hset(self.keys.generation(1), mapping=gen.to_hash())
-                await self.r.set(self.keys.committed, 1)
+                number = await next_id(self.r, self.keys)
+                gen = Generation(
+                    number, text, self.args.config, proposed_by=self.id, sources=sources
+                ).signed(self.key, self.keys.fleet)
+                await self.r.hset(self.keys.generation(number), mapping=gen.to_hash())
+                await self.r.set(self.keys.committed, number)
+                await self.r.lpush(self.keys.history, number)
             else:
-                gen = Generation.from_hash(
-                    await self.r.hgetall(self.keys.generation(int(committed)))
-                )
-            self.kernel = Kernel()
+                from ._coordinator import committed_generation
+
+                gen = await committed_generation(self.r, self.keys, patience=2 * HEARTBEAT_TTL)
+                gen.check(self.key, self.keys.fleet)  # refuses, saying why: exit 1
+            self.kernel = Kernel(loop=self.args.loop)
             self.kernel.subscribe(self._on_event)
             if self.args.entry_points:
                 await self.kernel.adiscover_entry_points()
@@ -188,15 +306,20 @@ class Worker:
                     return MetricsMiddleware(app, metrics=self.metrics)
 
             self.server = await self.kernel.aserve(
-                config=options, sock=sock, wrap=wrap, operations=operations
+                config=options, sock=sock, wrap=wrap, operations=operations, http=self.args.http
             )
             self._serving(gen)
-            await self.beat()
+            await self.beat(new=True)
         finally:
-            await unlock(self.r, self.keys, f"worker {self.id} joining")
-        _say(f"serving generation {gen.number} ({gen.digest}) as {self.id}")
+            with contextlib.suppress(Exception):  # Redis gone for good: the lock expires
+                await unlock(self.r, self.keys, owner, patience=10.0)
+        _say(
+            f"serving generation {gen.number} ({gen.digest}) as {self.id} "
+            f"on {self.kernel.loop_kind} + {self.server.http}"
+        )
 
     def _serving(self, gen: Generation) -> None:
+        self._seen = {n for n in self._seen if n > gen.number}
         self._gen = gen
         self.generation = gen.number
         self.state = "serving"
@@ -210,86 +333,114 @@ class Worker:
     # -- proposals -----------------------------------------------------------------------
 
     async def listen(self) -> None:
-        """Follow the fleet's channel; reconnect (and catch up on decisions) after a failure."""
+        """Read the fleet's stream from the last entry seen (a paused or reconnecting worker
+        misses nothing); reconnect after a failure."""
         delay = 0.05
         while not self.stopping.is_set():
-            pubsub = self.r.pubsub()
             try:
-                await pubsub.subscribe(self.keys.channel)
+                entries = await self.r.xread({self.keys.stream: self.cursor}, block=1000, count=100)
                 delay = 0.05
-                await self._catch_up()
-                while not self.stopping.is_set():
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None:
-                        self._dispatch(json.loads(message["data"]))
+                for _, items in entries or ():
+                    for entry_id, fields in items:
+                        self.cursor = entry_id
+                        self._dispatch(json.loads(fields["data"]))
             except Exception as exc:
                 if self.stopping.is_set():
                     return
                 self.last_error = f"Redis: {describe(exc)}"
                 await asyncio.sleep(delay)  # reconnect backoff
                 delay = min(delay * 2, 1.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-
-    async def _catch_up(self) -> None:
-        for gen, future in list(self._decisions.items()):
-            outcome = await self.r.get(self.keys.decision(gen))
-            if outcome and not future.done():
-                future.set_result(outcome)
 
     def _dispatch(self, data: dict[str, Any]) -> None:
-        kind, gen = data.get("type"), data.get("gen")
-        if kind == "propose" and gen == self.generation + 1:
-            task = asyncio.ensure_future(self._prepare(gen))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        elif kind == "decide" and gen in self._decisions:
-            future = self._decisions[gen]
-            if not future.done():
-                future.set_result(data["outcome"])
+        kind = data.get("type")
+        if kind == "propose" and isinstance(data.get("gen"), int):
+            self._consider_soon(data["gen"])
+        elif kind == "decide":
+            self._woken.set()
 
-    async def _prepare(self, number: int) -> None:
+    def _consider_soon(self, number: int) -> None:
+        if number in self._seen or number <= self.generation:
+            return
+        self._seen.add(number)
+        task = asyncio.ensure_future(self._consider(number))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _consider(self, number: int) -> None:
+        if self._draining is not None and not self._draining.done():
+            with contextlib.suppress(Exception):  # the proposer's report says why it waits
+                await self.r.hset(
+                    self.keys.notes(number), self.id, f"busy: draining generation {self.generation}"
+                )
         async with self._busy:
-            if number != self.generation + 1:
+            stored = await self.r.hgetall(self.keys.generation(number))
+            if not stored or await self.r.get(self.keys.decision(number)):
+                return  # gone, or decided already (without this worker)
+            gen = Generation.from_hash(stored)
+            if gen.parent > self.generation:  # a commit made without this worker: catch up
+                await self._converge_locked()
+            if gen.parent != self.generation:  # say so now, rather than let it time out
+                why = f"this worker serves generation {self.generation}, not {gen.parent}"
+                await self._send_vote(number, Vote(False, None, "prepare", why))
                 return
-            gen = Generation.from_hash(await self.r.hgetall(self.keys.generation(number)))
-            self._decisions[number] = asyncio.get_running_loop().create_future()
-            self.state = f"preparing {number}"
-            prepared = None
+            await self._prepare(gen)
+
+    async def _prepare(self, gen: Generation) -> None:
+        number, lease = gen.number, self.lease
+        self.state = f"preparing {number}"
+        prepared = None
+        try:
             try:
-                try:
-                    prepared = await prepare(self.kernel, gen, self.plugins)
-                    vote = Vote(True)
-                except Exception as exc:  # rolled back already; the fleet must hear why
-                    vote = vote_for(exc, gen.action.get("plugin") or gen.action.get("path"))
-                    self.last_error = f"generation {number}: {vote.error}"
-                self.state = f"ready {number}" if vote.ok else "serving"
-                await self._send_vote(number, vote)
-                try:
-                    outcome = await self._outcome(number) if vote.ok else "abort"
-                except Exception as exc:  # the register cannot be read: undecidable here
-                    if prepared is not None:
-                        await prepared.aabort()
-                    self._rejoin(f"the outcome of generation {number} is unknown ({exc})")
-                    return
-            except BaseException:
+                gen.check(self.key, self.keys.fleet)
+                prepared = await prepare(self.kernel, gen, self.plugins)
+                vote = Vote(True)
+            except FleetError as exc:  # not signed by the fleet key: refused, and said so
+                vote = Vote(False, None, exc.phase or "verify", str(exc))
+                self.last_error = str(exc)
+                _say(str(exc))
+            except Exception as exc:  # rolled back already; the fleet must hear why
+                vote = vote_for(exc, gen.action.get("plugin") or gen.action.get("path"))
+                self.last_error = f"generation {number}: {vote.error}"
+            self.state = f"ready {number}" if vote.ok else "serving"
+            await self._send_vote(number, vote)
+            try:
+                outcome = await self._outcome(gen) if vote.ok else "abort"
+            except Exception as exc:  # the register cannot be read: undecidable here
                 if prepared is not None:
                     await prepared.aabort()
-                raise
-            finally:
-                self._decisions.pop(number, None)
+                self._rejoin(f"the outcome of generation {number} is unknown ({exc})")
+                return
             if prepared is not None and outcome == "commit":
-                await self._commit(prepared, gen)
-            else:
-                if prepared is not None:
-                    await prepared.aabort()
-                self.state = "serving"
+                why = await self._fenced(gen, lease)
+                if why is not None:  # it stays the fleet's commit: catch up on it afresh
+                    _say(f"not committing generation {number} as prepared: {why}")
+                    outcome = "abort"
+        except BaseException:
+            if prepared is not None:
+                await prepared.aabort()
+            raise
+        if prepared is not None and outcome == "commit":
+            await self._commit(prepared, gen)
+        else:
+            if prepared is not None:
+                await prepared.aabort()
+            self.state = "serving"
+        with contextlib.suppress(Exception):
             await self._retry(self.beat)
 
+    async def _fenced(self, gen: Generation, lease: int) -> str | None:
+        """Why this worker must not commit what it prepared for ``gen`` (None: it may)."""
+        if not await self.beat() or self.lease != lease:
+            return "this worker's lease lapsed since it voted"
+        sig = await self.r.hget(self.keys.generation(gen.number), "sig")
+        if sig != gen.sig:
+            return f"generation {gen.number} in Redis is no longer the one prepared"
+        return None
+
     async def _commit(self, prepared: Any, gen: Generation) -> None:
-        """Commit, announcing ``swapped`` at the swap itself (its ``reloaded`` event), not
-        after the old generation drained and stopped."""
+        """Commit, announcing ``swapped`` at the swap itself (its ``reloaded`` event); the
+        old generation drains in the background, so the next proposal gets a vote (its
+        prepare waits for the drain) instead of no answer."""
         loop = asyncio.get_running_loop()
         swapped = asyncio.Event()
         at: list[float] = []
@@ -306,40 +457,55 @@ class Worker:
             await asyncio.wait({commit, waiter}, return_when=asyncio.FIRST_COMPLETED)
             if commit.done():
                 commit.result()  # a commit that failed before its swap raises here
-            self._serving(gen)
-            await self._retry(self.beat)  # status agrees with "swapped" once it is announced
-            await self._retry(self._announce_swap, gen.number, at[0] if at else time.time())
-            await commit
+        except BaseException:
+            unsubscribe()
+            raise
         finally:
             waiter.cancel()
-            unsubscribe()
+        self._serving(gen)
+        self._draining = commit
+        commit.add_done_callback(lambda _: unsubscribe())
+        commit.add_done_callback(self._drained)
+        with contextlib.suppress(Exception):
+            await self._retry(self.beat)  # status agrees with "swapped" once it is announced
+            await self._retry(self._announce_swap, gen.number, at[0] if at else time.time())
+
+    def _drained(self, commit: asyncio.Future) -> None:
+        if not commit.cancelled() and commit.exception() is not None:
+            self.last_error = f"drain: {describe(commit.exception())}"
 
     async def _send_vote(self, number: int, vote: Vote) -> None:
-        payload = json.dumps(vote.to_dict())
-        await self._retry(self.r.hset, self.keys.votes(number), self.id, payload)
-        message = json.dumps(
-            {"type": "vote", "gen": number, "worker": self.id, "vote": vote.to_dict()}
-        )
-        await self._retry(self.r.publish, self.keys.channel, message)
+        payload = json.dumps({**vote.to_dict(), "gen": number})
+        message = {"type": "vote", "gen": number, "worker": self.id}
+        await self._retry(self._record, self.keys.votes(number), payload, message)
 
     async def _announce_swap(self, number: int, at: float) -> None:
-        await self.r.sadd(self.keys.swapped(number), self.id)
-        message = {"type": "swapped", "gen": number, "worker": self.id, "at": at}
-        await self.r.publish(self.keys.channel, json.dumps(message))
+        message = {"type": "swapped", "gen": number, "worker": self.id}
+        await self._record(self.keys.swapped(number), repr(at), message)
 
-    async def _outcome(self, number: int) -> str:
-        """The fleet's decision; past the deadline, this worker aborts it (write-once)."""
-        future = self._decisions[number]
-        try:
-            outcome = await self.r.get(self.keys.decision(number))
-            if outcome:
-                return outcome
-        except Exception:
-            pass
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), DECISION_PATIENCE)
-        except TimeoutError:
-            return await self._retry(decide, self.r, self.keys, number, "abort")
+    async def _record(self, register: str, value: str, message: dict[str, Any]) -> None:
+        """This worker's field of ``register``, then the log entry that wakes readers up
+        (one round trip)."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.hset(register, self.id, value)
+            pipe.xadd(
+                self.keys.stream, {"data": json.dumps(message)}, maxlen=LOG_LENGTH, approximate=True
+            )
+            await pipe.execute()
+
+    async def _outcome(self, gen: Generation) -> str:
+        """The fleet's decision on exactly this proposal; past the deadline, this worker
+        aborts it (write-once: a commit written first still holds)."""
+        deadline = time.monotonic() + DECISION_PATIENCE
+        while time.monotonic() < deadline:
+            self._woken.clear()
+            with contextlib.suppress(Exception):
+                outcome = await self.r.get(self.keys.decision(gen.number))
+                if outcome:
+                    return outcome
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), 0.5)
+        return await self._retry(decide, self.r, self.keys, gen.number, "abort", gen.parent)
 
     async def _retry(self, fn: Any, *args: Any, patience: float = 60.0) -> Any:
         """``fn(*args)``, retried while Redis is unreachable (a restart), up to ``patience``."""
@@ -371,7 +537,7 @@ class Worker:
             tasks = [asyncio.ensure_future(self.heartbeats()), asyncio.ensure_future(self.listen())]
             await self.stopping.wait()
             self.state = "stopping"
-            for task in tasks:
+            for task in [*tasks, *self._tasks, *([self._converging] if self._converging else [])]:
                 task.cancel()
         finally:
             await self._stop()
@@ -413,13 +579,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local-limits", action="store_true", help="per-worker rate buckets")
     parser.add_argument("--verify", action="store_true", help="probe each reload (a canary)")
     parser.add_argument("--no-entry-points", dest="entry_points", action="store_false")
+    parser.add_argument("--loop", choices=LOOPS, default="auto", help="the event loops' kind")
+    parser.add_argument("--http", choices=HTTP_PARSERS, default="auto", help="the HTTP parser")
     args = parser.parse_args(argv)
     if not args.redis:
         parser.error("the fleet's Redis: $HELIXLAB_REDIS (or --redis URL)")
     sock = socket.socket(fileno=args.fd)
-    worker = Worker(args)
-    try:
-        asyncio.run(worker.run(sock))
+    try:  # the Redis loop (here) and the kernel's (serving) are both of the kind asked
+        worker = Worker(args)
+        with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+            runner.run(worker.run(sock))
     except HelixError as exc:
         _say(str(exc))
         return 1

@@ -9,6 +9,11 @@ midway, and its old instances stop only after every request that started on them
 finished. A client sending its body slowly holds no lease meanwhile, so it cannot hold a
 reload back (nor be served later by an instance stopped after the drain timeout).
 
+Health (``/livez``, ``/readyz``, ``/health``) is answered before any of that, outside every
+chain: no plugin's limit or authentication ever sees a probe. And no request reaches a
+chain while a plugin that guards requests is not serving in its generation: it is answered
+503 naming the plugin and the phase (see ``_guards``: fail closed).
+
 The body limit is enforced while the body is read: a declared ``Content-Length`` above it
 is refused before anything runs, and a chunked body is cut off as soon as it passes the
 limit. Either way the client gets 413.
@@ -33,6 +38,9 @@ from ._chat import CONFIG_KEY
 from ._config import GatewayConfig
 from ._endpoints import KERNEL_KEY
 from ._errors import GatewayError, error_response
+from ._forwarded import ProxyHeaders
+from ._guards import refusal, unguarded
+from ._health import HEALTH_PATHS, STOPPING_KEY, make_health_app
 from ._repeats import RepeatedErrors
 
 __all__ = ["Gateway"]
@@ -61,6 +69,9 @@ class Gateway:
         self.config = config
         self.admin = admin  # the admin API's app, on its own prefix; None: off
         self.errors = RepeatedErrors(logger)
+        self.stopping = False  # set when the server begins to stop: /readyz turns 503
+        self.proxies = ProxyHeaders(config.forwarded_allow_ips, config.forwarded_header)
+        self._health = make_health_app()
         self._http: ASGIApp = self._serve
         if config.cors_origins:
             self._http = CORSMiddleware(
@@ -79,6 +90,7 @@ class Gateway:
         if scope["type"] != "http":  # websockets: nothing here speaks them
             await send({"type": "websocket.close", "code": 1003})
             return
+        self.proxies.apply(scope)  # behind a trusted proxy: the real client's address
         path = scope["path"]
         if self.admin is not None and (path == ADMIN_PREFIX or path.startswith("/admin/")):
             # before any lease and outside every generation's chain: no plugin sees it
@@ -98,6 +110,12 @@ class Gateway:
         await self._http(scope, receive, send_with_id)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] in HEALTH_PATHS:  # outside every chain: no lease, no plugin
+            scope[KERNEL_KEY] = self.kernel
+            scope[CONFIG_KEY] = self.config
+            scope[STOPPING_KEY] = lambda: self.stopping
+            await self._health(scope, receive, send)
+            return
         limit = self.config.max_body_bytes
         declared = _content_length(scope)
         if declared is not None and declared > limit:
@@ -125,6 +143,9 @@ class Gateway:
             state: GatewayState | None = lease.extras.get("gateway")
             if state is None:
                 raise GatewayError(503, "The gateway is not built yet; retry.", code="not_ready")
+            missing = unguarded(self.kernel, lease.generation.live)
+            if missing:  # fail closed: never serve without a plugin that guards requests
+                raise refusal(missing)
             await state.app(scope, _replay(body, receive), tracking_send)
         except asyncio.CancelledError:
             if not lease.abandoned:

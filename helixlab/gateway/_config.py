@@ -18,11 +18,12 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import pydantic
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from ..errors import ConfigError, ConfigProblem
 from ..kernel import Duration
 from ..kernel._config import ConfigDocument
+from ._forwarded import check_allow
 
 __all__ = ["GatewayConfig", "gateway_config"]
 
@@ -64,6 +65,28 @@ class GatewayConfig(pydantic.BaseModel):
     """Turns the admin API on (``/admin/...``, ``Authorization: Bearer KEY``); off if unset."""
     verify: bool = False
     """Canary every reload of a middleware or provider (its ``probe()``) before the swap."""
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)
+    """Where a fleet serves ``/metrics`` for Prometheus without credentials: loopback by
+    default, so that only a scraper on the host (or one you let in) reads it."""
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """The port of that listener (None, the default: no listener). On the gateway's own
+    port ``/metrics`` answers only ``Authorization: Bearer <admin_key>``."""
+    forwarded_allow_ips: tuple[str, ...] = ()
+    """Reverse proxies trusted to say who the client is (IPs or CIDR networks, or ``"*"``;
+    a list or one comma-separated string, as uvicorn's ``--forwarded-allow-ips``). Only a
+    request from one of them has its ``forwarded_header`` read, from the right, for the
+    client's real address (what per-address rate limits key on). Empty, the default: the
+    headers are ignored and the client is the connection's peer."""
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+    """Which header your proxy writes: ``X-Forwarded-For`` or RFC 7239 ``Forwarded``. The
+    other is never read (a client could have written it)."""
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _check_proxies(cls, value: Any) -> tuple[str, ...]:
+        if isinstance(value, str | list | tuple):
+            return check_allow(value)
+        return value  # pydantic reports the wrong type
 
 
 def gateway_config(

@@ -1,14 +1,11 @@
 """The gateway's routes as one Starlette app, shared by every generation's chain.
 
 ``GET /v1/models`` (the union of the providers' models) and ``GET /v1/models/{id}``,
-``GET /health`` (200 when every
-running plugin is healthy and a provider runs, else 503, with per-plugin detail; status
-``degraded`` and still 200 when a check says it serves with less, e.g. a fleet's shared
-rate limit not enforced while its Redis is down under policy ``open``),
 ``GET /v1/plugins`` (every plugin's state, config redacted) and the chat completions
-route. Every error, including unknown routes and unexpected exceptions, is answered in
-the OpenAI shape; an unexpected exception is answered with a bare 500 that leaks nothing
-(the gateway's outer app logs its traceback).
+route; health is answered outside every chain (see ``_health``). Every error, including
+unknown routes and unexpected exceptions, is answered in the OpenAI shape; an unexpected
+exception is answered with a bare 500 that leaks nothing (the gateway's outer app logs
+its traceback).
 """
 
 from __future__ import annotations
@@ -24,15 +21,13 @@ from starlette.routing import Route
 
 from ..kernel import redact
 from ._build import ROUTER_KEY
-from ._chat import CONFIG_KEY, chat_completions
+from ._chat import chat_completions
 from ._errors import GatewayError, error_response
 from ._routing import Router
 
 __all__ = ["KERNEL_KEY", "make_app"]
 
 KERNEL_KEY = "helixlab.kernel"
-AUTH_PLUGIN = "custom-auth"  # whose tokens unlock /health's detail
-CLAIMS = "helixlab.claims"  # what custom-auth leaves in the scope's state
 
 
 async def list_models(request: Request) -> Response:
@@ -64,61 +59,6 @@ async def retrieve_model(request: Request) -> Response:
     return JSONResponse(
         {"id": model, "object": "model", "created": 0, "owned_by": router.owner(model)}
     )
-
-
-async def health(request: Request) -> Response:
-    """``GET /health``: every running plugin's check (run concurrently, on the kernel loop).
-
-    Without credentials it answers the status only; the detail (providers, plugins, their
-    states and errors) goes only to a caller the gateway's ``health_detail`` admits — by
-    default one whose token the loaded custom-auth accepts.
-    """
-    kernel = request.scope[KERNEL_KEY]
-    router: Router = request.scope[ROUTER_KEY]
-    statuses = await kernel.ahealth()  # the async twin: this already runs on the kernel loop
-    providers = [route.plugin for route in router.providers]
-    healthy = bool(providers) and all(status.healthy for status in statuses.values())
-    status = 200 if healthy else 503
-    # degraded (a check returned Degraded): 200, in rotation, and saying so
-    word = "unavailable" if not healthy else "ok"
-    if healthy and any(s.degraded for s in statuses.values()):
-        word = "degraded"
-    if not await _may_see_detail(request, kernel):
-        return JSONResponse({"status": word}, status_code=status)
-    plugins = {
-        name: {"healthy": status.healthy, "state": status.state, "detail": status.detail}
-        for name, status in statuses.items()
-    }
-    body = {
-        "status": word,
-        "providers": providers,
-        "plugins": plugins,
-    }
-    if not providers:
-        body["detail"] = "no provider plugin is running"
-    return JSONResponse(body, status_code=status)
-
-
-async def _may_see_detail(request: Request, kernel: Any) -> bool:
-    """Whether this caller gets ``/health``'s per-plugin detail (see ``health_detail``)."""
-    config = request.scope.get(CONFIG_KEY)
-    policy = getattr(config, "health_detail", "auth")
-    if policy != "auth":
-        return policy == "public"
-    if isinstance(request.scope.get("state", {}).get(CLAIMS), dict):
-        return True  # custom-auth already verified this request on its way here
-    try:
-        auth = kernel.get(AUTH_PLUGIN)
-    except LookupError:
-        return False  # no verifier loaded: nobody is known, nobody sees detail
-    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return False
-    try:
-        claims = await auth.authenticate(token.strip())
-    except Exception:  # an invalid token: the status only, like no token
-        return False
-    return bool(auth.allows(claims))
 
 
 async def list_plugins(request: Request) -> Response:
@@ -178,7 +118,6 @@ def make_app() -> Starlette:
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
             Route("/v1/plugins", list_plugins, methods=["GET"]),
-            Route("/health", health, methods=["GET"]),
         ],
         exception_handlers={
             GatewayError: _gateway_error,

@@ -20,12 +20,13 @@ from typing import Any
 from ..errors import (
     ConfigError,
     HelixError,
+    PluginError,
     PluginNotFoundError,
     RegistryError,
     ReloadError,
     describe,
 )
-from ..kernel import ReloadReport, _discovery
+from ..kernel import IMPORT_TIMEOUT, ReloadReport
 from ..kernel._config import parse_config
 
 __all__ = ["Operations", "Outcome"]
@@ -95,11 +96,17 @@ class Operations:
     """The operations on one kernel; ``config_path`` is what SIGHUP re-applies."""
 
     def __init__(
-        self, kernel: Any, config_path: str | None = None, plugin_dirs: Iterable[str] = ()
+        self,
+        kernel: Any,
+        config_path: str | None = None,
+        plugin_dirs: Iterable[str] = (),
+        *,
+        import_timeout: float = IMPORT_TIMEOUT,
     ):
         self.kernel = kernel
         self.config_path = config_path
         self.plugin_dirs = set(plugin_dirs)  # discovered already
+        self.import_timeout = import_timeout  # what a reload's import of plugin code may take
 
     async def reload(self, name: str) -> Outcome:
         """Reload ``name`` with its dependents; its code is re-read from disk first.
@@ -112,7 +119,7 @@ class Operations:
             entry = self.kernel.entry(name)
             report = None
             if entry.origin == "file" and entry.unit and entry.source:
-                report = await self._reimport(Path(entry.unit), Path(entry.source))
+                report = await self._reimport(name, Path(entry.unit), Path(entry.source))
             elif entry.origin == "entry-point":
                 report = await self.kernel.areload(await self._reimport_module(name, entry.cls))
             if report is None or not (report.order or report.loaded):
@@ -121,11 +128,16 @@ class Operations:
             return _failed(exc, self.kernel)
         return _done([report], "no changes")
 
-    async def _reimport(self, root: Path, path: Path) -> ReloadReport:
-        unit = _discovery.Unit(root.stem if root.is_file() else root.name, path, root)
-        digest = await asyncio.to_thread(unit.digest)
-        classes = await asyncio.to_thread(_discovery.import_unit, unit)
-        prints = {cls.name: unit.fingerprint(digest, cls.name) for cls in classes}
+    async def _reimport(self, name: str, root: Path, path: Path) -> ReloadReport:
+        # the kernel's import path, as the file watcher's: worker threads, import_timeout,
+        # and a file still stuck in its last import is refused at once, not imported again
+        try:
+            classes, prints = await self.kernel.aimport_unit(
+                root, path, timeout=self.import_timeout
+            )
+        except PluginError as exc:  # it did not finish importing within import_timeout
+            message = f"Plugin {name!r} failed in import: {exc}"
+            raise ReloadError(name, "import", message, cause=exc.cause) from exc
         return await self.kernel.adefine(
             classes, source=str(path), origin="file", unit=str(root), fingerprints=prints
         )
@@ -142,9 +154,14 @@ class Operations:
             return new
 
         try:
-            return await asyncio.to_thread(reimport)
+            return await self.kernel.areimport_module(
+                name, cls.__module__, reimport, timeout=self.import_timeout
+            )
         except RegistryError as exc:
             raise ReloadError(name, "import", str(exc)) from None
+        except PluginError as exc:  # it did not finish importing within import_timeout
+            message = f"Plugin {name!r} failed in import: {exc}"
+            raise ReloadError(name, "import", message, cause=exc.cause) from exc
         except Exception as exc:
             message = f"Could not re-import {cls.__module__}: {describe(exc)}"
             raise ReloadError(name, "import", message, cause=exc) from exc

@@ -18,7 +18,7 @@ from typing import Any
 
 import uvicorn
 
-from .._net import ReadyServer, bind_tcp, http_url
+from .._net import ReadyServer, bind_tcp, http_parser, http_url
 from ._admin import AdminApp
 from ._app import Gateway
 from ._build import make_builder
@@ -52,15 +52,19 @@ class GatewayServer:
         config: GatewayConfig,
         sock: socket.socket,
         operations: Operations | None = None,
+        http: str = "auto",
     ):
         self.kernel = kernel
+        #: the HTTP implementation serving: "httptools" or "h11" (``serve(http=...)``)
+        self.http = http_parser(http)
         self.config = config
         self.host = config.host
         self.port: int = sock.getsockname()[1]
         self.operations = operations or Operations(kernel)
         key = config.admin_key.get_secret_value() if config.admin_key else ""
         self.admin = AdminApp(self.operations, key) if key else None
-        self.app = Gateway(kernel, config, self.admin)
+        self.gateway = Gateway(kernel, config, self.admin)
+        self.app: Any = self.gateway  # what uvicorn runs (``wrap=`` may put a layer around it)
         self._remove_verifier: Any = None
         self._sock = sock
         self._uvicorn: ReadyServer | None = None
@@ -117,11 +121,12 @@ class GatewayServer:
         ready = asyncio.Event()
         config = uvicorn.Config(
             self.app,
+            http=self.http,
             lifespan="off",
             log_config=None,
             access_log=False,
             # uvicorn would take X-Forwarded-For from any loopback peer as the client's
-            # address; whether to trust it is the rate limiter's (trust_forwarded) decision
+            # address; the gateway reads it only from its forwarded_allow_ips (_forwarded)
             proxy_headers=False,
             timeout_graceful_shutdown=max(1, round(self.config.graceful_timeout)),
         )
@@ -143,6 +148,7 @@ class GatewayServer:
         if self._stopped:
             return
         self._stopped = True
+        self.gateway.stopping = True  # /readyz answers 503 to probes on open connections
         server, task = self._uvicorn, self._task
         if self.admin is not None:
             self.admin.close()  # event streams end, so the graceful stop need not wait
@@ -197,10 +203,12 @@ def _prepare(kernel: Any, host: str, port: int, options: dict[str, Any]) -> Gate
     sock: socket.socket | None = options.pop("sock", None)
     operations = options.pop("operations", None)
     wrap = options.pop("wrap", None)  # outermost ASGI middleware (a fleet's /metrics)
+    http = http_parser(options.pop("http", "auto"))  # before anything is bound
     if sock is not None:  # bound by the caller (``helixlab serve`` binds before loading)
         host, port = sock.getsockname()[:2]
     config = gateway_config(options.pop("config", None), **options, host=host, port=port)
-    server = GatewayServer(kernel, config, sock or bind_tcp(config.host, config.port), operations)
+    sock = sock or bind_tcp(config.host, config.port)
+    server = GatewayServer(kernel, config, sock, operations, http)
     if wrap is not None:
         server.app = wrap(server.app)
     return server
@@ -213,7 +221,9 @@ def serve(kernel: Any, host: str = "127.0.0.1", port: int = 0, **options: Any) -
     ``max_tool_rounds``, ``graceful_timeout``, ``admin_key``, ``verify``), or ``config=`` a
     GatewayConfig; ``sock=`` a socket already bound, ``operations=`` what the admin API
     runs (an :class:`Operations` knowing the configuration file), ``wrap=`` an outermost
-    middleware. Returns once the server listens. Call from any thread but the kernel's
+    middleware, ``http=`` the HTTP implementation (``"httptools"``, ``"h11"``, or
+    ``"auto"``: httptools when installed). The loop is the kernel's (``Kernel(loop=...)``).
+    Returns once the server listens. Call from any thread but the kernel's
     (there: ``aserve``).
     """
     server = _prepare(kernel, host, port, options)

@@ -28,20 +28,38 @@ def emit(nonce: str, kind: str, **data: Any) -> None:
 
 
 def import_everything() -> list[str]:
-    """Import every helixlab module, so that all are fingerprinted before the notebook runs."""
+    """Import every helixlab module, so that all are fingerprinted before the notebook runs.
+
+    The package is walked by hand, not with ``pkgutil.walk_packages``: that one imports
+    every package it walks into, ``helixlab.grading`` included, whose nbformat pulls in
+    jsonschema's format checkers (seconds of grammar building in each kernel) for a
+    module the kernel never uses.
+    """
     import importlib
     import pkgutil
 
-    package = importlib.import_module(PACKAGE)
-    failed = []
+    failed: list[str] = []
     grader = f"{PACKAGE}.grading"  # the grader's own side: never used in the kernel
-    for info in pkgutil.walk_packages(package.__path__, f"{PACKAGE}."):
-        if info.name.rpartition(".")[2] == "__main__" or info.name.startswith(grader):
-            continue
+
+    def walk(package_name: str) -> None:
         try:
-            importlib.import_module(info.name)
+            package = importlib.import_module(package_name)
         except Exception as exc:  # an optional part whose dependency is absent
-            failed.append(f"{info.name}: {type(exc).__name__}")
+            failed.append(f"{package_name}: {type(exc).__name__}")
+            return
+        for info in pkgutil.iter_modules(package.__path__, f"{package_name}."):
+            name = info.name
+            if name.rpartition(".")[2] == "__main__" or name == grader:
+                continue
+            if info.ispkg:
+                walk(name)
+                continue
+            try:
+                importlib.import_module(name)
+            except Exception as exc:
+                failed.append(f"{name}: {type(exc).__name__}")
+
+    walk(PACKAGE)
     return failed
 
 
@@ -157,8 +175,9 @@ def _restore(labs: dict[str, Any], before: Mapping[str, int]) -> None:
 
 
 #: What ``%helix check`` hands ``run_check`` from the session besides kernel and namespace,
-#: when the session keeps it (refused definitions, the cells that defined each plugin).
-SESSION_EXTRAS = ("refused", "definitions")
+#: when the session keeps it (refused definitions, the cells that defined each plugin, the
+#: plugins whose cell's latest run failed).
+SESSION_EXTRAS = ("refused", "definitions", "failed")
 
 
 def _probe_parts() -> tuple[Any, Mapping[str, Any], dict[str, Any]]:
@@ -176,8 +195,63 @@ def _probe_parts() -> tuple[Any, Mapping[str, Any], dict[str, Any]]:
     return session.kernel, shell.user_ns, extras
 
 
-def before_notebook(nonce: str) -> None:
+def cap_output(per_cell: int, total: int) -> None:
+    """Drop output past ``per_cell`` characters a cell and ``total`` in all, in the kernel.
+
+    ipykernel's streams keep what is written until they send it, and its display publisher
+    sends each display: both are capped here (writes cut before they are buffered, displays
+    dropped), one character over the cap so that the grader sees the cut. The grader caps
+    again on its side, and bounds each message it reads (``_kernel.MAX_MESSAGE``).
+    """
+    from IPython import get_ipython
+
+    left = {"all": total + 1}
+    cells: dict[str, int] = {}
+
+    def room(parent: Any, size: int) -> int:
+        key = str((parent or {}).get("msg_id", ""))
+        allowed = min(cells.setdefault(key, per_cell + 1), left["all"], size)
+        cells[key] -= allowed
+        left["all"] -= allowed
+        return allowed
+
+    def capped(stream: Any) -> None:
+        write = stream.write
+
+        def capped_write(text: str) -> int:
+            if not isinstance(text, str):
+                return write(text)  # its own TypeError
+            allowed = room(getattr(stream, "parent_header", None), len(text))
+            if allowed:
+                write(text if allowed == len(text) else text[:allowed])
+            return len(text)
+
+        stream.write = capped_write
+
+    def each_cell(*_: Any) -> None:
+        # IPython wraps each stream's write for the length of a cell (its output history)
+        # and puts back, after it, the write it found: the cap goes on top at every cell
+        for stream in (sys.stdout, sys.stderr):
+            if hasattr(stream, "parent_header"):  # ipykernel's OutStream
+                capped(stream)
+
+    def hook(msg: dict[str, Any]) -> dict[str, Any] | None:
+        data = msg.get("content", {}).get("data", {})
+        if MIME in data:
+            return msg
+        size = len(repr(data))
+        return msg if room(msg.get("parent_header"), size) == size else None
+
+    shell = get_ipython()
+    shell.events.register("pre_run_cell", each_cell)
+    publisher = getattr(shell, "display_pub", None)
+    if hasattr(publisher, "register_hook"):
+        publisher.register_hook(hook)
+
+
+def before_notebook(nonce: str, per_cell: int = 10_000, total: int = 200_000) -> None:
     """The first cell: import helixlab whole and show its fingerprint, before any submitted code."""
+    cap_output(per_cell, total)
     failed = import_everything()
     pins: list[Any] = []
     prints = fingerprint(pins)
@@ -201,7 +275,7 @@ def run_one(nonce: str, lab_name: str, index: int, sources: Mapping[str, str]) -
     checks = list(entry.checks) + hidden_checks(lab_name, sources)
     description, check = checks[index]
     single = f"{lab_name} (grading check {index + 1})"
-    lab(single, entry.title)(description)(check)
+    lab(single, entry.title, getattr(entry, "plugins", ()))(description)(check)
     kernel, namespace, extras = _probe_parts()
     started = time.monotonic()
     try:

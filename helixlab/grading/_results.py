@@ -9,12 +9,15 @@ __all__ = ["CheckGrade", "Grade", "Limits", "Status"]
 
 @dataclass(frozen=True)
 class Limits:
-    """Time limits, in seconds: per cell, for all of a notebook's cells, per check, to start."""
+    """Time limits, in seconds: per cell, for all of a notebook's cells, per check, to start;
+    and the output kept, in characters: per cell, and for a whole submission."""
 
     cell: float = 60.0
     notebook: float = 300.0
     check: float = 60.0
     startup: float = 60.0
+    cell_output: int = 10_000
+    output: int = 200_000
 
 
 class Status:
@@ -52,6 +55,9 @@ class Grade:
     checks: list[CheckGrade]
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    flags: list[str] = field(default_factory=list)  # attempts on the grader's files
+    notes: list[str] = field(default_factory=list)  # output truncated, processes killed
+    sandbox: str = ""  # "bwrap" or "none"
 
     @property
     def passed(self) -> int:
@@ -71,10 +77,18 @@ class Grade:
             f"{self.submission}: {self.passed}/{self.total} ({self.status}, {self.seconds:.1f} s)"
         )
         lines = [head]
+        shown: dict[str, str] = {}
         for check in self.checks:
             mark = "✓" if check.passed else "✗"
             lines.append(f"  {mark} {check.column}")
-            if not check.passed and check.hint:
+            if check.passed or not check.hint:
+                continue
+            if check.hint in shown:  # one cause, told once
+                lines.append(f"      hint: the same cause as “{shown[check.hint]}” above")
+            else:
+                shown[check.hint] = check.column
                 lines.append(f"      hint: {check.hint}")
         lines.extend(f"  error: {error}" for error in self.errors)
+        lines.extend(f"  flagged: {flag}" for flag in self.flags)
+        lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)

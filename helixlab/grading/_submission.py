@@ -11,7 +11,10 @@ its checks are failed, whatever they reported.
 
 from __future__ import annotations
 
+import atexit
+import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -20,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
+from .._extras import needs
 from ..errors import describe
+from ._attempts import Attempts
+from ._isolation import Isolation
 from ._kernel import Dead, GradingKernel, Ran, Stopper, Stuck
 from ._results import CheckGrade, Grade, Limits, Status
 
@@ -40,6 +44,7 @@ class Plan:
     hidden: tuple[str, ...]
     sources: Mapping[str, str]
     files: Path | None = None
+    checks_dir: Path | None = None  # where the hidden checks were read (kept from kernels)
 
     @property
     def descriptions(self) -> list[tuple[str, bool]]:
@@ -70,6 +75,7 @@ class _Grading:
     def __init__(self, plan: Plan, limits: Limits, kernel: GradingKernel):
         self.plan, self.limits, self.kernel = plan, limits, kernel
         self.errors: list[str] = []
+        self.notes: list[str] = []
         self.status = Status.OK
         self.checks: list[CheckGrade | None] = [None] * len(plan.descriptions)
         self.fingerprint: Mapping[str, str] = {}
@@ -87,7 +93,9 @@ class _Grading:
                 self.checks[index] = CheckGrade(description, False, hint, hidden)
 
     async def before(self) -> bool:
-        ran, bundle = await self.kernel.grader_cell("before_notebook", self.limits.startup)
+        ran, bundle = await self.kernel.grader_cell(
+            "before_notebook", self.limits.startup, self.limits.cell_output, self.limits.output
+        )
         if bundle is None:
             self.status = Status.FAILED
             why = ran.error() or ("timed out" if ran.timed_out else "no result")
@@ -122,10 +130,20 @@ class _Grading:
                     else f"the notebook's time limit ({self.limits.notebook:g} s) ran out"
                 )
                 self.errors.append(f"cell {number}: {why}; interrupted")
+                self.truncated(number, ran)
                 await self.recover(f"cell {number}")
-            elif (error := ran.error()) is not None:
+                continue
+            self.truncated(number, ran)
+            if (error := ran.error()) is not None:
                 self.errors.append(f"cell {number}: {error}")
                 self.worse(Status.ERRORS)
+
+    def truncated(self, number: int, ran: Ran) -> None:
+        if ran.truncated:
+            self.notes.append(
+                f"cell {number}: output truncated (the grader keeps "
+                f"{self.limits.cell_output:,} characters a cell, {self.limits.output:,} in all)"
+            )
 
     def died(self, where: str) -> None:
         """The kernel died in ``where`` (a cell, a check): what has no result yet fails."""
@@ -218,10 +236,28 @@ class _Grading:
         return CheckGrade(description, False, hint, hidden, seconds)
 
 
-def _last_words(log: Path) -> list[str]:
-    """The last line a dead kernel wrote to its stderr (a fatal error's message), if any."""
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    lines = [line for line in lines if "without encryption" not in line]
+#: What ipykernel writes to its log as it starts: never a dead kernel's last words.
+_BANNER = (
+    "without encryption",
+    "--existing",
+    "To connect another client",
+    "NOTE: When using",
+    "To exit, you will have",
+    "from a client, or using",
+    "To read more about this",
+)
+
+
+def _last_words(log: Path, tail: int = 16_384) -> list[str]:
+    """The last line a dead kernel wrote to its stderr (a fatal error's message), if any.
+
+    Only the log's last ``tail`` bytes are read: a kernel may have written gigabytes.
+    """
+    with log.open("rb") as file:
+        file.seek(max(0, file.seek(0, 2) - tail))
+        text = file.read().decode(errors="replace")
+    lines = [line for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not any(part in line for part in _BANNER)]
     return [f"the kernel's last words: {lines[-1].strip()[:300]}"] if lines else []
 
 
@@ -253,6 +289,9 @@ def _prepare(workdir: Path, plan: Plan, nb: Any, name: str) -> None:
         shutil.copytree(plan.files, workdir, symlinks=True)
     else:
         workdir.mkdir()
+    with needs("grade", "helixlab grade"):
+        import nbformat
+
     nbformat.write(nb, workdir / name)
 
 
@@ -267,6 +306,9 @@ class Submission:
 
     @classmethod
     def read(cls, path: Path, label: str) -> Submission:
+        with needs("grade", "helixlab grade"):
+            import nbformat
+
         try:
             return cls(label, path.name, nbformat.read(path, as_version=4))
         except Exception as exc:
@@ -274,24 +316,37 @@ class Submission:
 
 
 async def grade_submission(
-    submission: Submission, plan: Plan, limits: Limits, stopper: Stopper | None = None
+    submission: Submission,
+    plan: Plan,
+    limits: Limits,
+    stopper: Stopper | None = None,
+    isolation: Isolation | None = None,
+    attempts: Attempts | None = None,
 ) -> Grade:
     """Grade one notebook; whatever it does, this returns a Grade (it never raises for it)."""
     stopper = stopper or Stopper()
+    isolation = isolation or Isolation(False, "none")
     started = time.monotonic()
     label, nb = submission.label, submission.notebook
     if nb is None:
         unread = [CheckGrade(d, False, "not run: the file is not a notebook.", h)
                   for d, h in plan.descriptions]  # fmt: skip
-        return Grade(label, Status.UNREADABLE, unread, [submission.problem])
+        return Grade(label, Status.UNREADABLE, unread, [submission.problem],
+                     sandbox=isolation.label)  # fmt: skip
+    flags: list[str] = []
     with tempfile.TemporaryDirectory(prefix="helixlab-grade-", ignore_cleanup_errors=True) as tmp:
-        workdir = Path(tmp) / "work"
-        _prepare(workdir, plan, nb, submission.name)
-        kernel = GradingKernel(workdir, limits)
+        _prepare(Path(tmp) / "work", plan, nb, submission.name)
+        place = isolation.place(Path(tmp), secrets.token_hex(16))
+        kernel = GradingKernel(place, limits)
         grading = _Grading(plan, limits, kernel)
         log = (Path(tmp) / "kernel.log").open("wb")  # the kernel's own stdout and stderr
+        if attempts is not None:
+            attempts.begin(label, place)
         try:
-            async with kernel.client.async_setup_kernel(stdout=log, stderr=log):
+            async with kernel.client.async_setup_kernel(
+                stdout=log, stderr=log, env=dict(place.env), cleanup_kc=True
+            ):
+                kernel.started()
                 stopper.track(kernel)
                 if await grading.before():
                     deadline = time.monotonic() + limits.notebook
@@ -307,10 +362,19 @@ async def grade_submission(
             grading.fail_rest(f"not run: grading stopped ({describe(exc)}).")
         finally:
             stopper.forget(kernel)
+            atexit.unregister(kernel.client._cleanup_kernel)  # left registered by a failed start
             log.close()
-        if grading.status == Status.CRASHED:
+            left = kernel.reap()  # however it ended, nothing it started keeps running
+            if attempts is not None:
+                flags = attempts.end(label)
+        if left:
+            grading.notes.append(
+                f"stopped {len(left)} process(es) the kernel had started and left running"
+            )
+        if grading.status in (Status.CRASHED, Status.FAILED):  # died, or never started
             grading.errors.extend(_last_words(Path(tmp) / "kernel.log"))
     checks = [check for check in grading.checks if check is not None]
-    return Grade(
-        label, grading.status, checks, grading.errors, round(time.monotonic() - started, 2)
-    )
+    errors = [error.replace(f"{place.work}{os.sep}", "") for error in grading.errors]
+    return Grade(label, grading.status, checks, errors,
+                 round(time.monotonic() - started, 2), flags, grading.notes,
+                 isolation.label)  # fmt: skip

@@ -1,10 +1,13 @@
 """The plugin kernel: plugin model, registry, graph, config, events, reload, watcher."""
 
 from ._events import EventLog, PluginEvent
+from ._fingerprint import Fingerprint, Reach, reaches
 from ._graph import DependencyGraph
+from ._imports import IMPORT_TIMEOUT
 from ._kernel import Kernel
 from ._lifecycle import Timeouts
 from ._live import Lease
+from ._loop import LOOPS, loop_factory
 from ._plugin import (
     ASGIApp,
     Context,
@@ -23,6 +26,8 @@ from ._validation import Duration, PluginConfig, parse_duration
 from ._watcher import FileWatcher
 
 __all__ = [
+    "IMPORT_TIMEOUT",
+    "LOOPS",
     "ASGIApp",
     "Context",
     "Degraded",
@@ -30,6 +35,7 @@ __all__ = [
     "Duration",
     "EventLog",
     "FileWatcher",
+    "Fingerprint",
     "HealthStatus",
     "Kernel",
     "Lease",
@@ -44,9 +50,12 @@ __all__ = [
     "PreparedReload",
     "Probe",
     "ProviderPlugin",
+    "Reach",
     "ReloadReport",
     "Timeouts",
     "ToolPlugin",
+    "loop_factory",
     "parse_duration",
+    "reaches",
     "redact",
 ]

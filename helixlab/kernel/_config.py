@@ -27,7 +27,7 @@ from ._yaml import _FAILED, Reader, _describe, _is_null, _unknown_message
 __all__ = ["ConfigDocument", "PluginSpec", "parse_config"]
 
 TOP_KEYS = ("fleet", "gateway", "plugin_dirs", "plugins")
-ENTRY_KEYS = ("config", "depends_on", "enabled", "priority", "verify")
+ENTRY_KEYS = ("config", "depends_on", "enabled", "priority", "required", "verify")
 
 
 @dataclass(repr=False)
@@ -39,6 +39,9 @@ class PluginSpec:
     priority: int | None = None
     depends_on: tuple[str, ...] = ()
     verify: bool = False  # reloads of this plugin are probed through the new chain first
+    #: it guards requests: the gateway answers 503 while it is not serving (None: as its
+    #: class says; ``false`` cannot relax a class that is required, such as custom-auth)
+    required: bool | None = None
     config: dict[str, Any] = field(default_factory=dict)  # raw, env-substituted
     # where it was written: not what it means, so an entry that only moved (a comment
     # added above it, entries reordered) is equal to the old one and reloads nothing
@@ -51,6 +54,7 @@ class PluginSpec:
         return (
             f"PluginSpec(name={self.name!r}, enabled={self.enabled!r}, "
             f"priority={self.priority!r}, depends_on={self.depends_on!r}, "
+            f"required={self.required!r}, "
             f"config={mask(redact(self.config, marked=self.secrets))!r}, "
             f"source={self.source!r}, "
             f"line={self.line!r})"
@@ -108,16 +112,22 @@ def parse_config(
             else Path()
         )
         doc.plugin_dirs = [str((base / d).resolve()) for d in doc.plugin_dirs]
-    if doc is not None and check is not None:
-        flawed = {p.plugin for p in reader.problems}
+    if doc is not None and check is not None:  # every plugin, a flawed one too: all at once
         for name, spec in doc.plugins.items():
-            if name not in flawed:
-                reader.problems.extend(check(spec))
+            seen = [p.path for p in reader.problems if p.plugin == name]
+            if "" in seen:  # the entry itself is unreadable: nothing more to say about it
+                continue
+            reader.problems.extend(p for p in check(spec) if not _covers(seen, p.path))
     if reader.problems or doc is None:
         unique = list(dict.fromkeys(reader.problems))
         unique.sort(key=lambda p: (p.line is None, p.line or 0))
         raise ConfigError(unique, source)
     return doc
+
+
+def _covers(paths: list[str], path: str) -> bool:
+    """Whether a problem at ``path`` was said already (at it, above it or below it)."""
+    return any(p == path or path.startswith(p + ".") or p.startswith(path + ".") for p in paths)
 
 
 def _read_input(data: Any, source: str | None) -> tuple[str | Mapping, str]:
@@ -213,7 +223,7 @@ class _ConfigReader(Reader):
         if not self.expect(node, yaml.MappingNode, what, plugin=name):
             return spec
         for key, kn, vn in self.items(node, name, (), raw=True):
-            if key in ("enabled", "verify"):
+            if key in ("enabled", "verify", "required"):
                 value = self.value(vn, name, (key,), {}, retype=True)
                 if isinstance(value, bool):
                     setattr(spec, key, value)

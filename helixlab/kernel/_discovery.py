@@ -9,6 +9,7 @@ same size within the same second would otherwise be missed).
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import importlib.abc
@@ -25,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PluginError, RegistryError, describe
+from ._fingerprint import Fingerprint, Reach, class_fingerprint, reaches
 from ._plugin import Plugin, check_hooks, describe_class
 
-__all__ = ["Unit", "fingerprint", "import_unit", "plugin_classes", "plugin_units", "unit_for"]
+__all__ = ["Sources", "Unit", "import_unit", "plugin_classes", "plugin_units", "unit_for"]
 
 _PREFIX = "_helixlab_unit_"
 
@@ -57,9 +59,51 @@ class Unit:
             h.update(file.read_bytes())
         return h.hexdigest()
 
-    def fingerprint(self, digest: str, plugin: str) -> str:
-        """What a plugin from this unit is matched on: the unit's content, and its name."""
-        return f"{digest}:{plugin}"
+    def read(self) -> Sources:
+        """The unit's sources as they are now: read before importing, so a save in between
+        is seen as a change by the next import."""
+        h = hashlib.sha256()
+        reach: dict[str, Reach] = {}
+        siblings = []
+        whole = ""
+        for file in self.files():
+            data = file.read_bytes()
+            h.update(str(file).encode())
+            h.update(data)
+            try:
+                tree = ast.parse(data, filename=str(file))
+            except (SyntaxError, ValueError):  # the import will report it
+                tree = None
+            code = hashlib.sha256(data if tree is None else ast.dump(tree).encode()).hexdigest()
+            if file == self.path:
+                whole = code
+                if tree is not None:
+                    names = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+                    reach = reaches(tree, names)
+            else:  # a sibling module of the package: part of every plugin's reach
+                siblings.append((file.relative_to(self.root).as_posix(), code))
+        return Sources(h.hexdigest(), reach, tuple(siblings), whole)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """A unit's files as read once: their digest, and what each class there reaches."""
+
+    digest: str  # changes whenever any byte of any file changes
+    reach: dict[str, Reach]  # by class name, for the classes of the plugin file
+    siblings: tuple[tuple[str, str], ...]  # (path in the package, digest of its code)
+    whole: str  # the plugin file's code, for a class not found at its top level
+
+    def fingerprint(self, cls: type) -> Fingerprint:
+        """What ``cls`` from this unit is matched on: the code it reaches, sibling modules."""
+        reach = self.reach.get(cls.__qualname__)
+        if reach is not None:
+            own = reach.fingerprint()
+        elif self.whole:
+            own = Fingerprint(((cls.__qualname__, self.whole),))
+        else:
+            own = class_fingerprint(cls)
+        return own.with_parts(self.siblings)
 
 
 def plugin_units(directory: Path) -> list[Unit]:
@@ -231,80 +275,6 @@ def _import_message(unit: Unit, exc: BaseException) -> str:
             where = f"{frame.filename}:{frame.lineno}"
             break
     return f"Could not import plugin file {where}: {describe(exc)}"
-
-
-def fingerprint(cls: type) -> str:
-    """A digest of a class's definition: its attributes and its methods' code.
-
-    Two runs of the same cell give equal fingerprints; any change to the class's code,
-    constants or attributes changes it.
-    """
-    h = hashlib.sha256()
-    for klass in cls.__mro__:
-        if klass is Plugin or klass is object or klass.__module__.startswith("helixlab.kernel"):
-            continue
-        h.update(klass.__qualname__.encode())
-        fields = vars(klass).get("__pydantic_fields__")
-        for key, value in sorted(vars(klass).items()):
-            if key in _NOT_CODE or (fields is not None and key.startswith(_PYDANTIC_MADE)):
-                continue  # derived by Python or pydantic at class creation, with addresses
-            h.update(key.encode())
-            _feed(h, value)
-        if isinstance(fields, dict):  # a pydantic model: its fields as declared
-            for key, info in sorted(fields.items()):
-                h.update(key.encode())
-                _feed(h, info.annotation)
-                _feed(h, info.default)
-    return h.hexdigest()
-
-
-_NOT_CODE = frozenset({"__module__", "__dict__", "__weakref__", "__qualname__", "__helix_phases__"})
-_PYDANTIC_MADE = (
-    "__pydantic",
-    "__signature__",
-    "__class_vars__",
-    "__private_attributes__",
-    "__abstractmethods__",
-    "_abc_impl",
-    "model_fields",
-    "model_computed_fields",
-    "__annotations__",
-)
-
-
-def _feed(h: hashlib._Hash, value: object, depth: int = 0) -> None:
-    if depth > 20:
-        return
-    if isinstance(value, staticmethod | classmethod):
-        value = value.__func__
-    if isinstance(value, property):
-        for part in (value.fget, value.fset, value.fdel):
-            _feed(h, part, depth + 1)
-        return
-    if isinstance(value, types.FunctionType):
-        _feed(h, value.__code__, depth + 1)
-        _feed(h, value.__defaults__, depth + 1)
-        return
-    if isinstance(value, types.CodeType):
-        h.update(value.co_code)
-        h.update(repr(value.co_names).encode())
-        for const in value.co_consts:
-            _feed(h, const, depth + 1)
-        return
-    if isinstance(value, type):
-        h.update(f"{value.__module__}.{value.__qualname__}".encode())
-        if not value.__module__.startswith(("builtins", "pydantic", "typing", "helixlab")):
-            h.update(fingerprint(value).encode()) if depth < 3 else None
-        return
-    if isinstance(value, tuple | list | frozenset | set):
-        for item in value if not isinstance(value, set | frozenset) else sorted(map(repr, value)):
-            _feed(h, item, depth + 1)
-        return
-    h.update(_ADDRESS.sub("", repr(value)).encode())
-
-
-#: what makes two reprs of equal values differ between runs: object addresses
-_ADDRESS = re.compile(r"(?: at )?0x[0-9a-fA-F]+")
 
 
 # -- entry points and built-ins ----------------------------------------------------------

@@ -58,12 +58,18 @@ async def check(kernel: Any, live: Live, timeout: float) -> HealthStatus:
 def column(state: PluginState, last: HealthStatus | None) -> str:
     """What a plugin row says of health: the last check counts only for the instance it saw."""
     if state == PluginState.FAILED:
-        return "failing"
+        return "unhealthy"
     if state != PluginState.ACTIVE:
         return "-"
     if last is None:
         return "unknown"
-    return "ok" if last.healthy else "failing"
+    return word(last.healthy)
+
+
+def word(healthy: bool) -> str:
+    """Health in helixlab's one vocabulary: healthy, unhealthy (or unknown, not checked yet);
+    ``active`` and ``failed`` are lifecycle states, not health."""
+    return "healthy" if healthy else "unhealthy"
 
 
 async def run(kernel: Any, *, record: bool = True) -> dict[str, HealthStatus]:

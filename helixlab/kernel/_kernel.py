@@ -26,7 +26,9 @@ from ..errors import (
 from . import _discovery, _health, _loader, _reload
 from ._config import PluginSpec
 from ._events import EventLog, PluginEvent
+from ._fingerprint import Fingerprint
 from ._graph import DependencyGraph
+from ._imports import IMPORT_TIMEOUT, Imports
 from ._lifecycle import Live, Runner, Timeouts
 from ._live import Lease, LivePool
 from ._loop import LoopThread
@@ -63,6 +65,10 @@ def _server(name: str) -> Callable[..., Any]:
 class Kernel(Operations):
     """A plugin kernel: register plugins, load them in dependency order, hot reload them.
 
+    Its lifecycle coroutines (and a gateway it serves) run on a loop of its own, in a
+    thread: asyncio's (``loop="asyncio"``, the default), uvloop's (``loop="uvloop"``), or
+    uvloop when installed (``loop="auto"``, what ``helixlab serve`` uses).
+
     >>> import helixlab as hx
     >>> class Hello(hx.Plugin):
     ...     name = "hello"
@@ -73,9 +79,15 @@ class Kernel(Operations):
     loaded 1: hello
     """
 
-    def __init__(self, *, timeouts: Timeouts | None = None, event_log_size: int = 1000):
+    def __init__(
+        self,
+        *,
+        timeouts: Timeouts | None = None,
+        event_log_size: int = 1000,
+        loop: str = "asyncio",
+    ):
         self.timeouts = timeouts or Timeouts()
-        self._thread = LoopThread()
+        self._thread = LoopThread(kind=loop)
         self._events = EventLog(event_log_size)
         self._pool = LivePool(self._thread.loop)
         self._runner = Runner(self._thread.loop, late_start=self._started_late)
@@ -98,6 +110,7 @@ class Kernel(Operations):
         self._op: Operation | None = None
         self._prepared: PreparedReload | None = None
         self._background: set[asyncio.Task] = set()
+        self._imports = Imports(self)  # imports of plugin code in flight, each under a timeout
 
     @classmethod
     def from_config(cls, data: str | os.PathLike | Mapping, **kwargs: Any) -> Kernel:
@@ -202,15 +215,51 @@ class Kernel(Operations):
         self._looked.append(f"plugins directory {Path(path).resolve()}")
         found = []
         for unit in units:
-            digest = await asyncio.to_thread(unit.digest)
-            found.append((unit, digest, await asyncio.to_thread(_discovery.import_unit, unit)))
+            classes, prints = await self.aimport_unit(unit.root, unit.path)
+            found.append((unit, prints, classes))
         return await self._arun(self._locked(self._register_found(found)))
 
     discover = blocking(adiscover)
 
+    async def aimport_unit(
+        self, root: str | os.PathLike, path: str | os.PathLike, *, timeout: float = IMPORT_TIMEOUT
+    ) -> tuple[list[type[Plugin]], dict[str, Fingerprint]]:
+        """Import a plugin file or package (``root``; ``path`` the file defining the plugins)
+        as a plugins directory holds it: its plugin classes, and each one's fingerprint.
+
+        The import runs on the kernel's worker threads: after ``timeout`` seconds the caller
+        gets a PluginTimeoutError (phase ``import``) and the import is left to its thread;
+        while it has not returned, importing the same content again is refused at once.
+        The file watcher imports this way, and so does the gateway's admin API.
+        """
+        root_, path_ = Path(root), Path(path)
+        unit = _discovery.Unit(root_.stem if root_.is_file() else root_.name, path_, root_)
+
+        async def run() -> tuple[list[type[Plugin]], dict[str, Fingerprint]]:
+            # read before importing: a save in between is a change for the next import
+            sources = await asyncio.to_thread(unit.read)
+            classes = await self._imports.run(
+                str(unit.root),
+                sources.digest,
+                unit.name,
+                unit.path.name,
+                lambda: _discovery.import_unit(unit),
+                timeout,
+            )
+            return classes, {cls.name: sources.fingerprint(cls) for cls in classes}
+
+        return await self._arun(run())
+
+    async def areimport_module(
+        self, name: str, module: str, fn: Callable[[], Any], *, timeout: float = IMPORT_TIMEOUT
+    ) -> Any:
+        """``fn()`` — re-importing ``module`` for plugin ``name`` — as :meth:`aimport_unit`
+        runs an import: on a worker thread, under ``timeout``, one stuck import at a time."""
+        return await self._arun(self._imports.run(module, "", name, module, fn, timeout))
+
     async def _register_found(self, found: list) -> list[str]:
         names = []
-        for unit, digest, classes in found:
+        for unit, prints, classes in found:
             for cls in classes:
                 if cls.name not in self._registry:
                     # unit and content recorded: the file watcher then refuses a rename
@@ -220,7 +269,7 @@ class Kernel(Operations):
                         origin="file",
                         source=str(unit.path),
                         unit=str(unit.root),
-                        fingerprint=unit.fingerprint(digest, cls.name),
+                        fingerprint=prints[cls.name],
                     )
                     names.append(name)
         return names
@@ -339,7 +388,7 @@ class Kernel(Operations):
         source: str,
         origin: str = "cell",
         unit: str | None = None,
-        fingerprints: Mapping[str, str] | None = None,
+        fingerprints: Mapping[str, Fingerprint] | None = None,
     ) -> ReloadReport:
         """Bring new code in: register and load new plugins, hot reload changed ones.
 
@@ -413,7 +462,7 @@ class Kernel(Operations):
         source: str,
         origin: str = "cell",
         unit: str | None = None,
-        fingerprints: Mapping[str, str] | None = None,
+        fingerprints: Mapping[str, Fingerprint] | None = None,
         timeout: float | None = PREPARE_TIMEOUT,
     ) -> PreparedReload:
         """:meth:`define` up to its swap (see :meth:`prepare_reload`).
@@ -536,6 +585,12 @@ class Kernel(Operations):
         return self._registry.graph()
 
     @property
+    def loop_kind(self) -> str:
+        """Which event loop the kernel's thread runs: ``"asyncio"`` or ``"uvloop"``
+        (``Kernel(loop="uvloop")``, or ``"auto"``: uvloop when installed)."""
+        return self._thread.kind
+
+    @property
     def names(self) -> list[str]:
         return list(self._registry)
 
@@ -559,6 +614,22 @@ class Kernel(Operations):
     def state(self, name: str) -> PluginState:
         self._registry[name]
         return self._states.get(name, PluginState.REGISTERED)
+
+    def guards(self) -> tuple[str, ...]:
+        """The enabled plugins that guard requests (``required``, e.g. custom-auth), by name.
+
+        The gateway serves a request only on a generation where every one of them is live;
+        otherwise it answers 503 naming the plugin and why (fail closed).
+        """
+        return self._registry.guards
+
+    def failure(self, name: str) -> tuple[str, str] | None:
+        """``(phase, error)`` of ``name``'s failure while it is failed, else None."""
+        if self._states.get(name) != PluginState.FAILED:
+            return None
+        error = self._errors.get(name, "")
+        phase, _, _ = error.partition(": ")
+        return (phase or "unknown", error)
 
     def reload_count(self, name: str) -> int:
         return self._reloads.get(name, 0)

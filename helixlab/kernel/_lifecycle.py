@@ -36,7 +36,7 @@ from typing import Any
 
 from ..errors import PluginError, PluginTimeoutError
 from ._plugin import Context, Plugin
-from ._workers import Abandoned, Progress, WorkerPool
+from ._workers import Abandoned, Interrupt, Progress, WorkerPool
 
 __all__ = [
     "Job",
@@ -86,6 +86,9 @@ class Live:
     plugin: Plugin
     ctx: Context
     config: Any
+    #: its stop began: it no longer serves, though its generation may still hold it (a
+    #: ``restart`` plugin is stopped before its new instance starts)
+    stopping: bool = False
 
     @property
     def name(self) -> str:
@@ -244,13 +247,25 @@ class Runner:
 
     # -- a job --------------------------------------------------------------------------
 
-    async def run(self, job: Job, where: str, progress: Progress | None = None) -> Any:
-        """Drive ``job`` at ``where`` (``none``, ``thread`` or ``loop``); its return value."""
+    async def run(
+        self,
+        job: Job,
+        where: str,
+        progress: Progress | None = None,
+        interrupt: Interrupt | None = None,
+    ) -> Any:
+        """Drive ``job`` at ``where`` (``none``, ``thread`` or ``loop``); its return value.
+
+        ``interrupt``: an event that abandons the job at once, as a timeout would, and the
+        error its waiter then gets.
+        """
         if where == "none":
             return _drive_inline(job)
         progress = progress or Progress()
         if where == "thread":
-            return await self.plain.run(lambda p: self._drive_thread(job, p), timed_out, progress)
+            return await self.plain.run(
+                lambda p: self._drive_thread(job, p), timed_out, progress, interrupt
+            )
         task = self.loop.create_task(_guarded(self._drive_loop(job, progress)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -258,7 +273,7 @@ class Runner:
         future = self.loop.create_future()
         task.add_done_callback(lambda t: _settle_task(future, t))
         progress.waiting = task
-        watch = self.plain.watch(future, progress, timed_out)
+        watch = self.plain.watch(future, progress, timed_out, interrupt)
         try:
             return await future
         finally:
@@ -318,8 +333,14 @@ class Runner:
             plugin = live.plugin
             if phase not in _phases(type(plugin))[1]:  # a plain phase in an async job
                 progress.begin((live, phase), timeout * 2)  # the inner watchdog fires first
+                inner = Progress()
                 try:
-                    sent = await self.run(_one(live, phase, args, timeout), "thread")
+                    sent = await self.run(_one(live, phase, args, timeout), "thread", inner)
+                except asyncio.CancelledError:  # this job was abandoned (an interrupt): so is
+                    inner.abandoned = True  # the phase; a start that returns is stopped
+                    if inner.finished and phase == "start":
+                        self._started_late(live)  # it returned just before: stop it now
+                    raise
                 finally:
                     progress.label = None
                 continue

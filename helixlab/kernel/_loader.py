@@ -140,6 +140,7 @@ async def start_instance(
 async def stop_instance(kernel: Any, live: Live, *, set_state: bool = True) -> PluginError | None:
     """Stop one instance under the stop timeout; an error is reported and returned."""
     name = live.name
+    live.stopping = True
     if set_state:
         kernel._states[name] = PluginState.STOPPING
         kernel._emit("stopping", name, version=live.version)
@@ -181,7 +182,7 @@ def _stopped_abandoned(kernel: Any, live: Live) -> None:
     kernel._emit(
         "stopped",
         live.name,
-        detail="an abandoned instance (it finished starting after its timeout): "
+        detail="an abandoned instance (it finished starting after its timeout or an interrupt): "
         "stopped, it never served",
         version=live.version,
     )

@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import KernelClosedError
+from ..errors import KernelClosedError, ReloadError, ReloadInterrupted
 from ._loop import LoopThread, Submission
 from ._reports import ReloadReport
 from ._secrets import SecretBook
@@ -133,10 +133,21 @@ class Operations:
 
     def _run(self, coro: Any) -> Any:
         self._check_open(coro)
+        interrupted: list[Submission] = []
+
+        def on_interrupt(submission: Submission) -> None:
+            interrupted.append(submission)
+            self._interrupt(submission)
+
         try:  # the boundary: what leaves the loop (a report, an error) has its secrets masked
             return self._secrets.mask(
-                self._thread.run(coro, on_interrupt=self._interrupt, discard=self._discard)
+                self._thread.run(coro, on_interrupt=on_interrupt, discard=self._discard)
             )
+        except KeyboardInterrupt:
+            ended = _how_it_ended(interrupted[0]) if interrupted else None
+            if ended is None:
+                raise
+            raise self._secrets.mask(ended) from None
         except BaseException as exc:
             self._secrets.mask(exc)
             raise
@@ -176,3 +187,31 @@ class Operations:
         """Prepare and commit at once (the operation lock held): reload, configure, define."""
         await txn.prepare()
         return await txn.commit()
+
+
+def _how_it_ended(submission: Submission) -> ReloadInterrupted | None:
+    """The one-line interrupt of a reload that ended after its caller pressed interrupt.
+
+    None when there is nothing to say beyond the interrupt: the work never began, was a
+    load or a close, or is still running (a second interrupt stopped the waiting).
+    """
+    future = submission.future
+    if not future.done() or future.cancelled():
+        return None
+    error = future.exception()
+    if isinstance(error, ReloadError) and error.report is not None and error.report.rolled_back:
+        targets = ", ".join(error.report.targets) or error.plugin
+        return ReloadInterrupted(
+            f"Reload of {targets} interrupted: rolled back, the old versions keep serving.",
+            rolled_back=True,
+            report=error.report,
+        )
+    if error is None and isinstance(future.result(), ReloadReport) and future.result().order:
+        report = future.result()
+        return ReloadInterrupted(
+            f"Reload of {', '.join(report.targets)} interrupted after its swap: finished, "
+            f"the new versions serve.",
+            rolled_back=False,
+            report=report,
+        )
+    return None

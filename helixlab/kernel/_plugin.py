@@ -97,6 +97,10 @@ class Plugin(Generic[ConfigT]):
     reload_strategy: ClassVar[Literal["hot", "restart"]] = "hot"
     priority: ClassVar[int] = 0
     kind: ClassVar[str] = "plugin"
+    #: It guards requests (authentication): while it is not serving — failed at load or
+    #: start, hung, stopped, not started yet — the gateway answers 503 instead of serving
+    #: without it. The configuration can mark any plugin so too (``required: true``).
+    required: ClassVar[bool] = False
 
     def init(self, ctx: Context, config: ConfigT) -> Any:
         """Prepare the instance; ``config`` is the validated ``config_model`` (or a dict)."""
@@ -275,6 +279,10 @@ def check_plugin_class(cls: type) -> None:
             f"Plugin {cls.name!r} has an invalid version {cls.version!r} (use PEP 440, "
             f'e.g. "1.0.0").'
         ) from None
+    if not isinstance(cls.required, bool):
+        raise RegistryError(
+            f"Plugin {cls.name!r} has required = {cls.required!r}; set True or False."
+        )
     if cls.reload_strategy not in ("hot", "restart"):
         raise RegistryError(
             f"Plugin {cls.name!r} has reload_strategy {cls.reload_strategy!r}; "

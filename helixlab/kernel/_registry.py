@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import ConfigError, ConfigProblem, PluginNotFoundError, RegistryError
 from ._config import PluginSpec
+from ._fingerprint import Fingerprint
 from ._graph import DependencyGraph, Node
 from ._plugin import Plugin, check_plugin_class, parse_dependency
 from ._secrets import secret_values
@@ -33,7 +34,7 @@ class Entry:
     origin: str = "code"  # code | file | entry-point | builtin | cell
     source: str | None = None  # the file (or cell) that defined the class, for people
     unit: str | None = None  # what a new definition is matched on: a file's root, a cell's id
-    fingerprint: str | None = None  # digest of the code; a new definition reloads when it differs
+    fingerprint: Fingerprint | None = None  # the code it reaches: a change reloads it
     missing: tuple[ConfigProblem, ...] = ()  # required settings not given yet: cannot load
 
     def check_loadable(self) -> None:
@@ -76,6 +77,11 @@ class Entry:
     @property
     def priority(self) -> int:
         return self.cls.priority if self.spec.priority is None else self.spec.priority
+
+    @property
+    def required(self) -> bool:
+        """Whether it guards requests: its class says so, or the configuration does."""
+        return bool(self.cls.required or self.spec.required)
 
     @functools.cached_property
     def _node(self) -> Node:
@@ -174,6 +180,17 @@ class Registry:
             object.__setattr__(self, "_secrets", found)
         return found
 
+    @property
+    def guards(self) -> tuple[str, ...]:
+        """The enabled plugins that guard requests (``required``), by name; computed once."""
+        found = self.__dict__.get("_guards")
+        if found is None:
+            found = tuple(
+                sorted(n for n, e in self.entries.items() if e.required and e.spec.enabled)
+            )
+            object.__setattr__(self, "_guards", found)
+        return found
+
     def graph(self) -> DependencyGraph:
         """The dependency graph of these entries (built once per registry: it is immutable).
 
@@ -213,7 +230,7 @@ class Registry:
         source: str | None = None,
         spec: PluginSpec | None = None,
         unit: str | None = None,
-        fingerprint: str | None = None,
+        fingerprint: Fingerprint | None = None,
     ) -> Registry:
         """A registry with ``plugin`` added; a name already taken is refused."""
         instance = plugin if isinstance(plugin, Plugin) else None
@@ -234,7 +251,11 @@ class Registry:
         return self.with_entry(entry)
 
     def with_class(
-        self, cls: type[Plugin], *, source: str | None = None, fingerprint: str | None = None
+        self,
+        cls: type[Plugin],
+        *,
+        source: str | None = None,
+        fingerprint: Fingerprint | None = None,
     ) -> Registry:
         """A registry where ``cls.name`` uses this new class (its config revalidated)."""
         check_plugin_class(cls)
@@ -254,15 +275,31 @@ class Registry:
     def with_spec(self, spec: PluginSpec) -> Registry:
         """A registry where ``spec.name`` has this configuration, validated by its class."""
         entry = self[spec.name]
+        _check_required(spec, entry.cls)
         config = validate_config(spec, entry.cls.config_model)
         return self.with_entry(replace(entry, spec=spec, config=config, missing=()))
 
 
 def _validated(spec: PluginSpec, cls: type[Plugin]) -> tuple[Any, tuple[ConfigProblem, ...]]:
     """The validated config, or None and the required keys missing (they may come later)."""
+    _check_required(spec, cls)
     try:
         return validate_config(spec, cls.config_model), ()
     except ConfigError as exc:
         if not all(p.kind == "missing" for p in exc.problems):
             raise
         return None, tuple(exc.problems)
+
+
+def _check_required(spec: PluginSpec, cls: type[Plugin]) -> None:
+    """``required: false`` cannot make a plugin that guards requests optional."""
+    if spec.required is False and cls.required:
+        problem = ConfigProblem(
+            f"{spec.name!r} guards requests (its class is required): `required: false` cannot "
+            f"make it optional; remove the key, or unregister the plugin to serve without it.",
+            spec.source,
+            spec.line,
+            spec.name,
+            "required",
+        )
+        raise ConfigError([problem], spec.source)

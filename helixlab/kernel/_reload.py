@@ -25,12 +25,13 @@ from ..errors import (
 )
 from . import _discovery
 from ._config import PluginSpec, parse_config
-from ._discovery import fingerprint
+from ._fingerprint import Fingerprint, class_fingerprint
 from ._graph import DependencyGraph
 from ._plugin import Plugin, PluginState, check_plugin_class
 from ._registry import Registry
 from ._reports import ReloadReport
 from ._secrets import secret_values
+from ._stored import stored_value_refusal
 from ._transaction import Transaction, load_new
 
 __all__ = ["Plan", "apply_config", "define", "plan", "reconfigure", "reload"]
@@ -78,8 +79,11 @@ def plan(
             try:
                 registry = registry.with_class(target)
             except (ConfigError, RegistryError) as exc:
-                phase = "config" if isinstance(exc, ConfigError) else "validate"
-                raise _refuse(name, exc, phase) from None
+                if isinstance(exc, ConfigError):
+                    raise stored_value_refusal(registry[name], target, exc) or _refuse(
+                        name, exc, "config"
+                    ) from None
+                raise _refuse(name, exc) from None
         elif isinstance(target, str):
             registry[target]
             name = target
@@ -149,7 +153,7 @@ def define(
     source: str,
     origin: str,
     unit: str | None,
-    fingerprints: Mapping[str, str],
+    fingerprints: Mapping[str, Fingerprint],
 ) -> Transaction:
     """A change registering new classes and reloading changed ones (see ``Kernel.define``)."""
     if not classes:
@@ -171,8 +175,9 @@ def define(
                 f"Keep the name, or unregister {gone[0]!r} first. The running versions are "
                 f"unchanged.",
             )
-    prints = {cls.name: fingerprints.get(cls.name) or fingerprint(cls) for cls in classes}
+    prints = {cls.name: fingerprints.get(cls.name) or class_fingerprint(cls) for cls in classes}
     new, changed = [], []
+    reasons: dict[str, list[str]] = {}  # a changed plugin: the names whose code changed
     for cls in classes:
         if cls.name not in registry:
             new.append(cls.name)
@@ -197,11 +202,16 @@ def define(
         failed = kernel._states.get(cls.name) == PluginState.FAILED
         if entry.fingerprint != prints[cls.name] or failed:
             changed.append(cls.name)
+            if entry.fingerprint != prints[cls.name]:
+                reasons[cls.name] = prints[cls.name].changed(entry.fingerprint)
             try:
                 registry = registry.with_class(cls, source=source, fingerprint=prints[cls.name])
             except (ConfigError, RegistryError) as exc:
-                phase = "config" if isinstance(exc, ConfigError) else "validate"
-                raise _refuse(cls.name, exc, phase) from None
+                if isinstance(exc, ConfigError):
+                    raise stored_value_refusal(entry, cls, exc) or _refuse(
+                        cls.name, exc, "config"
+                    ) from None
+                raise _refuse(cls.name, exc) from None
             registry = registry.with_entry(replace(registry[cls.name], unit=unit, origin=origin))
     try:
         registry.graph().validate()
@@ -223,7 +233,9 @@ def define(
             await load_new(kernel, new, new, report)
 
     the_plan = plan(kernel, changed, registry=registry) if changed else None
-    return Transaction(kernel, the_plan, registry, finish)
+    txn = Transaction(kernel, the_plan, registry, finish)
+    txn.report.changes = reasons
+    return txn
 
 
 def reload(

@@ -88,10 +88,23 @@ class ReloadReport(_PlainRepr):
     plugin: str | None = None
     strategy: dict[str, str] = field(default_factory=dict, metadata=IDENTIFIERS)
     timings: dict[str, float] = field(default_factory=dict, metadata=IDENTIFIERS)
+    #: a redefined plugin -> the names (classes, functions, constants) whose code changed
+    changes: dict[str, list[str]] = field(default_factory=dict, metadata=IDENTIFIERS)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def change_lines(self) -> list[str]:
+        """``TokenBucket changed: reloading lab-rate-limiter``, one line per set of names."""
+        grouped: dict[tuple[str, ...], list[str]] = {}
+        for plugin, names in self.changes.items():
+            if names:
+                grouped.setdefault(tuple(names), []).append(plugin)
+        return [
+            f"{', '.join(names)} changed: reloading {', '.join(plugins)}"
+            for names, plugins in grouped.items()
+        ]
 
     def _version_text(self, name: str) -> str:
         old, new = self.versions.get(name, ("", ""))
@@ -106,8 +119,9 @@ class ReloadReport(_PlainRepr):
                 f"loaded {name} {self.versions.get(name, ('', ''))[1]} (new)"
                 for name in self.loaded
             )
-        if self.error is None:
-            lines = [f"reloaded {head}: {len(self.order)} plugin(s), dependencies first"]
+        if self.error is None:  # what changed, then what it reloaded
+            lines = self.change_lines()
+            lines.append(f"reloaded {head}: {len(self.order)} plugin(s), dependencies first")
         else:
             state = "rolled back" if self.rolled_back else "refused"
             lines = [f"reload of {head} {state}: {self.plugin} failed in {self.phase}"]
@@ -141,7 +155,7 @@ class HealthStatus(_PlainRepr):
         return self.healthy
 
     def __str__(self) -> str:
-        mark = ("degraded" if self.degraded else "healthy") if self.healthy else "UNHEALTHY"
+        mark = ("degraded" if self.degraded else "healthy") if self.healthy else "unhealthy"
         return f"{self.plugin}: {mark}" + (f" ({self.detail})" if self.detail else "")
 
 

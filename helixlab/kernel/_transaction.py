@@ -31,6 +31,7 @@ from ._lifecycle import Job, Live, call_phase, home, widest
 from ._plugin import PluginState
 from ._registry import Entry, Registry
 from ._reports import ReloadReport
+from ._workers import Interrupt
 
 __all__ = ["PreparedReload", "Transaction"]
 
@@ -107,7 +108,7 @@ class Transaction:
                 made: dict[str, Live] = {}
                 try:
                     job = self._start_job(order[i:j], entries[i:j], made)
-                    await kernel._runner.run(job, where)
+                    await kernel._runner.run(job, where, interrupt=self._interrupt(order[i]))
                 finally:
                     for name, live in made.items():
                         if name not in self._new:  # it failed: it must not keep its deps alive
@@ -155,6 +156,8 @@ class Transaction:
             # a stop that raised left the instance serving; one that hung may still be
             # stopping it: the rollback takes that one out of service
             self._stopped_first.append(name)
+        else:
+            old.stopping = False  # a stop that raised left the instance serving
         if error is not None:
             raise error
         self._check_interrupt(name)
@@ -167,6 +170,23 @@ class Transaction:
             handover=True,
         )
         self.report.started.append(name)
+
+    def _interrupt(self, first: str) -> Interrupt | None:
+        """An interrupt abandons the start-aside in flight at once, as its timeout would: a
+        slow ``start`` is stopped when it returns (``Kernel._started_late``)."""
+        op = self.kernel._op
+        if op is None:
+            return None
+
+        def error(label: Any) -> Interrupted:
+            name = label[0].name if label else first
+            return Interrupted(
+                name,
+                "interrupt",
+                cause=KeyboardInterrupt("interrupted by the caller before the swap"),
+            )
+
+        return op.hurry, error
 
     def _check_interrupt(self, name: str) -> None:
         op = self.kernel._op
@@ -205,6 +225,7 @@ class Transaction:
                 continue
             try:
                 await call_phase(old, "start", old.ctx, timeout=kernel.timeouts.start)
+                old.stopping = False  # started again: it serves as before
             except PluginError as exc:
                 # neither version runs: out of service, with everything that needs it
                 _loader.fail(kernel, name, exc)

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 import watchfiles
 
-from ..errors import HelixError, PluginError, PluginTimeoutError, describe
+from ..errors import HelixError, PluginError, describe
 from . import _discovery
+from ._imports import IMPORT_TIMEOUT
 from ._reports import ReloadReport
-from ._workers import Progress
 
 if TYPE_CHECKING:
     from ._kernel import Kernel
@@ -47,7 +47,7 @@ class FileWatcher:
         debounce: int = 1600,
         step: int = 50,
         keep: int = 100,
-        import_timeout: float = 10.0,
+        import_timeout: float = IMPORT_TIMEOUT,
     ):
         self.kernel = kernel
         self.path = path.resolve()
@@ -55,7 +55,6 @@ class FileWatcher:
             raise HelixError(f"Cannot watch {str(path)!r}: it is not a directory.")
         self.debounce, self.step, self._keep = debounce, step, keep
         self.import_timeout = import_timeout
-        self._importing: dict[str, tuple[str, Progress]] = {}  # root -> (digest, last import)
         self.reports: list[ReloadReport] = []
         self.errors: list[HelixError] = []
         self._reported: dict[str, str] = {}  # unit root -> digest whose error was reported
@@ -121,8 +120,9 @@ class FileWatcher:
     async def _apply(self, unit: _discovery.Unit) -> None:
         digest = await asyncio.to_thread(unit.digest)
         try:
-            classes = await self._import(unit)
-            prints = {cls.name: unit.fingerprint(digest, cls.name) for cls in classes}
+            classes, prints = await self.kernel.aimport_unit(
+                unit.root, unit.path, timeout=self.import_timeout
+            )
             report = await self.kernel.adefine(
                 classes,
                 source=str(unit.path),
@@ -135,29 +135,6 @@ class FileWatcher:
             return
         self._reported.pop(str(unit.root), None)
         self._remember(self.reports, report)
-
-    async def _import(self, unit: _discovery.Unit) -> list:
-        """Import ``unit`` on a worker thread, abandoned after ``import_timeout``."""
-        root, timeout = str(unit.root), self.import_timeout
-        digest = await asyncio.to_thread(unit.digest)
-        last = self._importing.get(root)
-        if last is not None and not last[1].finished and last[0] == digest:
-            raise PluginTimeoutError(
-                unit.name,
-                "import",
-                f"{unit.path.name} is still importing (its last import has not finished after "
-                f"{timeout:g}s); fix the file's top-level code and save it again.",
-            )
-        progress = Progress()
-        self._importing[root] = (digest, progress)
-
-        def job(progress: Progress) -> list:
-            progress.begin(unit, timeout)
-            classes = _discovery.import_unit(unit)
-            progress.end()
-            return classes
-
-        return await self.kernel._runner.plain.run(job, _import_timed_out, progress)
 
     def _report_error(self, unit: _discovery.Unit, digest: str, exc: HelixError) -> None:
         if self._reported.get(str(unit.root)) == digest:
@@ -198,13 +175,3 @@ class FileWatcher:
     def __repr__(self) -> str:
         state = "watching" if self.running else "stopped"
         return f"<FileWatcher {state} {self.path.name}/>"
-
-
-def _import_timed_out(unit: _discovery.Unit, timeout: float) -> PluginTimeoutError:
-    return PluginTimeoutError(
-        unit.name,
-        "import",
-        f"{unit.path.name} did not finish importing within {timeout:g}s (a sleep or a loop "
-        f"at its top level?); the running version keeps serving.",
-        cause=TimeoutError(f"no import within {timeout:g}s"),
-    )

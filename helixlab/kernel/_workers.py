@@ -7,7 +7,8 @@ one worker thread from start to end, and tells a :class:`Progress` which phase i
 and since when. The loop waits for the job once; a watchdog timer, set for when the
 current phase's timeout would expire, abandons the job if that phase is still running:
 the waiter gets the timeout at once, the job is told to do nothing more, and its thread
-is left to the hung call. Nothing awaits it again.
+is left to the hung call. Nothing awaits it again. An *interrupt* (an asyncio.Event set
+when the caller pressed interrupt) abandons the job the same way, at once.
 
 The threads are daemon threads of our own (not the loop's default executor, whose
 threads the interpreter joins at exit): a hung plain ``stop()`` cannot keep a script,
@@ -27,6 +28,9 @@ from typing import Any, TypeVar
 __all__ = ["Abandoned", "Progress", "WorkerPool"]
 
 T = TypeVar("T")
+
+#: an Event that abandons the job when set, and the error its waiter gets (given the label)
+Interrupt = tuple[asyncio.Event, Callable[[Any], BaseException]]
 
 
 class Abandoned(BaseException):
@@ -116,6 +120,7 @@ class WorkerPool:
         job: Callable[[Progress], T],
         timed_out: Callable[[Any, float], BaseException],
         progress: Progress | None = None,
+        interrupt: Interrupt | None = None,
     ) -> T:
         """``job(progress)`` on a worker thread; raises what it raises, or its phase's timeout.
 
@@ -131,7 +136,7 @@ class WorkerPool:
                 loop.call_soon_threadsafe(_settle, future, result)
 
         self._worker().jobs.put((job, progress, done))
-        watch = self.watch(future, progress, timed_out)
+        watch = self.watch(future, progress, timed_out, interrupt)
         try:
             return await future
         finally:
@@ -142,9 +147,11 @@ class WorkerPool:
         future: asyncio.Future,
         progress: Progress,
         timed_out: Callable[[Any, float], BaseException],
+        interrupt: Interrupt | None = None,
     ) -> _Watch:
-        """Fail ``future`` with the timeout when the current phase of its work overruns."""
-        return _Watch(self, future, progress, timed_out)
+        """Fail ``future`` with the timeout when the current phase of its work overruns
+        (or with the interrupt's error when its event is set)."""
+        return _Watch(self, future, progress, timed_out, interrupt)
 
     def close(self) -> None:
         """Let idle threads end (busy ones are daemons: they never delay the interpreter)."""
@@ -158,14 +165,30 @@ class WorkerPool:
 class _Watch:
     """The watchdog of one job: it looks when the current phase's time would be up."""
 
-    __slots__ = ("future", "handle", "pool", "progress", "timed_out")
+    __slots__ = ("future", "handle", "pool", "progress", "timed_out", "waiter")
 
-    def __init__(self, pool: WorkerPool, future: asyncio.Future, progress: Progress, timed_out):
+    def __init__(
+        self,
+        pool: WorkerPool,
+        future: asyncio.Future,
+        progress: Progress,
+        timed_out: Callable[[Any, float], BaseException],
+        interrupt: Interrupt | None = None,
+    ):
         self.pool, self.future, self.progress, self.timed_out = pool, future, progress, timed_out
         self.handle = pool.loop.call_later(_FIRST_LOOK, self.look)
+        self.waiter: asyncio.Task | None = None
+        if interrupt is not None:
+            event, error = interrupt
+            self.waiter = pool.loop.create_task(event.wait())
+            self.waiter.add_done_callback(
+                lambda t: None if t.cancelled() else self.give_up(error(progress.label))
+            )
 
     def cancel(self) -> None:
         self.handle.cancel()
+        if self.waiter is not None:
+            self.waiter.cancel()
 
     def look(self) -> None:
         future, progress = self.future, self.progress
@@ -181,12 +204,19 @@ class _Watch:
         if now < deadline:
             self.handle = loop.call_later(deadline - now, self.look)
             return
-        progress.abandoned = True
+        self.give_up(self.timed_out(label, progress.timeout))
+
+    def give_up(self, error: BaseException) -> None:
+        """Abandon the job: its waiter gets ``error`` now; the job does nothing more."""
+        if self.future.done():
+            return
+        self.handle.cancel()
+        self.progress.abandoned = True
         self.pool.hung += 1
-        waiting = progress.waiting
+        waiting = self.progress.waiting
         if waiting is not None:
             waiting.cancel()
-        future.set_exception(self.timed_out(label, progress.timeout))
+        self.future.set_exception(error)
 
 
 #: How soon the watchdog first looks at a job (then: when the current phase's time is up).

@@ -14,8 +14,17 @@ _HOOKED: set[int] = set()  # shells whose completer hooks are installed (once pe
 
 
 def load_ipython_extension(shell: Any) -> None:
-    from ._magics import HelixMagics, complete
-    from ._session import Session
+    from IPython.core.error import UsageError  # the shell loading us is IPython's
+
+    from .._extras import needs
+    from ..errors import MissingExtraError
+
+    try:
+        with needs("lab", "%load_ext helixlab", "ipywidgets"):
+            from ._magics import HelixMagics, complete
+            from ._session import Session
+    except MissingExtraError as exc:  # one line in the notebook, not a traceback
+        raise UsageError(str(exc)) from None
 
     if id(shell) in _SESSIONS:
         return

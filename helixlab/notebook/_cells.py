@@ -10,12 +10,12 @@ the cell or a failed reload leaves the old versions serving.
 from __future__ import annotations
 
 import ast
-import hashlib
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..errors import HelixError, RegistryError
-from ..kernel import Plugin
-from ..kernel._discovery import fingerprint, plugin_classes
+from ..errors import HelixError, RegistryError, ReloadInterrupted
+from ..kernel import Fingerprint, Plugin, Reach, reaches
+from ..kernel._discovery import plugin_classes
 from ._session import Refusal
 
 __all__ = ["config_cell", "plugin_cell", "set_autoreload"]
@@ -27,10 +27,16 @@ def _class_names(tree: ast.Module) -> list[str]:
     return [node.name for node in tree.body if isinstance(node, ast.ClassDef)]
 
 
-def _helpers_digest(tree: ast.Module) -> str:
-    """What the cell defines besides classes: a helper change counts as a change of its plugins."""
-    helpers = [ast.dump(n) for n in tree.body if not isinstance(n, ast.ClassDef)]
-    return hashlib.sha256("\n".join(helpers).encode()).hexdigest()
+def _prints(
+    classes: Iterable[type[Plugin]], reach: Mapping[str, Reach], namespace: Mapping[str, Any]
+) -> dict[str, Fingerprint]:
+    """Each plugin's fingerprint: the code of the cell it reaches, and the values it uses
+    from other cells (a class the cell did not define at its top level: Kernel.define's own)."""
+    return {
+        cls.name: reach[cls.__qualname__].fingerprint(namespace)
+        for cls in classes
+        if cls.__qualname__ in reach and namespace.get(cls.__qualname__) is cls
+    }
 
 
 def plugin_cell(session: Any, cell: str, options: str = "") -> Any:
@@ -73,14 +79,13 @@ def _plugin_cell(session: Any, cell: str, options: str) -> Any:
             f"{label} defines no Plugin subclass with a `name`; a %%helix plugin cell defines "
             f'classes such as `class Greeter(helixlab.Plugin): name = "greeter"`.'
         )
-    helpers = _helpers_digest(tree)
-    prints = {cls.name: f"{fingerprint(cls)}:{helpers}" for cls in classes}
+    prints = _prints(classes, reaches(tree, names), shell.user_ns)
     try:
         with session.plugin_output():
             report = session.kernel.define(
                 classes, source=label, origin="cell", unit=session.cell_id, fingerprints=prints
             )
-    except HelixError as exc:
+    except (HelixError, ReloadInterrupted) as exc:
         # the checks look at this definition first, and say it was refused
         for cls in classes:
             session.refused[cls.name] = Refusal(cls, label, str(exc))
@@ -124,13 +129,9 @@ class _Autoreload(ast.NodeTransformer):
         names = _class_names(node)
         if not names:
             return node
-        call = ast.Expr(
-            ast.Call(
-                ast.Name(_HOOK, ast.Load()),
-                [ast.List([ast.Constant(n) for n in names], ast.Load())],
-                [],
-            )
-        )
+        # what each class reaches in this cell, taken now (before the hook is added)
+        found = tuple(r.as_constant() for r in reaches(node, names).values())
+        call = ast.Expr(ast.Call(ast.Name(_HOOK, ast.Load()), [ast.Constant(found)], []))
         at = len(node.body) - 1 if isinstance(node.body[-1], ast.Expr) else len(node.body)
         node.body.insert(at, call)
         return ast.fix_missing_locations(node)
@@ -146,11 +147,12 @@ def set_autoreload(session: Any, on: bool) -> None:
     if not on:
         return
 
-    def autoreload(names: list[str]) -> None:
+    def autoreload(found: tuple) -> None:
         kernel = session.kernel
+        reach = {r.name: r for r in map(Reach.from_constant, found)}
         classes = [
             cls
-            for cls in plugin_classes(shell.user_ns.get(n) for n in names)
+            for cls in plugin_classes(shell.user_ns.get(n) for n in reach)
             if cls.name in kernel and kernel.plugin_class(cls.name) is not cls
         ]
         if not classes:
@@ -159,21 +161,10 @@ def set_autoreload(session: Any, on: bool) -> None:
             classes,
             source=session.cell_label,
             origin="cell",
-            fingerprints={c.name: _same_print(kernel, c) for c in classes},
+            fingerprints=_prints(classes, reach, shell.user_ns),
         )
         if report.order or report.loaded:
             print(report)
 
     shell.user_ns[_HOOK] = autoreload
     shell.ast_transformers.append(_Autoreload())
-
-
-def _same_print(kernel: Any, cls: type[Plugin]) -> str:
-    """The class's fingerprint, or the registered one when only the helpers digest differs.
-
-    A ``%%helix plugin`` cell registers ``<class digest>:<helpers digest>``; an ordinary
-    cell re-running an unchanged class must not count as a change (nor reload it as a target).
-    """
-    digest = fingerprint(cls)
-    registered = kernel.entry(cls.name).fingerprint or ""
-    return registered if registered.partition(":")[0] == digest else digest

@@ -176,6 +176,7 @@ def cmd_check(session: Any, args: Any) -> Any:
         strict=args.strict,
         refused=session.refused,
         definitions=session.definitions,
+        failed=session.failed,
     )
 
 

@@ -9,6 +9,8 @@ import shutil
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .._extras import needs
+from ..errors import MissingExtraError
 from ..kernel._drawing import STATE_COLORS
 
 __all__ = ["EventTable", "GraphView", "HealthTable", "PluginTable", "Text", "table_html"]
@@ -44,6 +46,13 @@ def state_badge(state: str) -> _Raw:
         f'<span style="background:{color};padding:0 6px;border-radius:3px">'
         f"{html.escape(state)}</span>"
     )
+
+
+def health_badge(healthy: bool) -> _Raw:
+    """Health in the words every view uses: healthy or unhealthy (states are another column)."""
+    color = STATE_COLORS["active" if healthy else "failed"]
+    word = "healthy" if healthy else "unhealthy"
+    return _Raw(f'<span style="background:{color};padding:0 6px;border-radius:3px">{word}</span>')
 
 
 class _Display:
@@ -110,10 +119,7 @@ class HealthTable(_Display, dict):
         return "\n".join(str(status) for status in self.values())
 
     def _html(self) -> str:
-        rows = [
-            (s.plugin, state_badge("active" if s.healthy else "failed"), s.detail or "")
-            for s in self.values()
-        ]
+        rows = [(s.plugin, health_badge(s.healthy), s.detail or "") for s in self.values()]
         return table_html(("plugin", "health", "detail"), rows)
 
 
@@ -160,7 +166,11 @@ class GraphView(_Display):
     def svg(self) -> str | None:
         if self._svg is not None or not dot_available():
             return self._svg
-        import graphviz
+        try:
+            with needs("lab", "the graph view"):
+                import graphviz
+        except MissingExtraError:  # without the lab extra, the graph is shown as text
+            return None
 
         try:
             self._svg = graphviz.Source(self.dot).pipe(format="svg", encoding="utf-8")

@@ -15,6 +15,14 @@ from ._displays import state_badge, table_html
 __all__ = ["error_html", "kernel_html", "reload_html"]
 
 
+def _heading(report: Any, skip: int = 0) -> str:
+    """The line above the table: what the whole table is about (all of the plugins loaded);
+    ``skip`` passes over the report's "X changed" lines, shown above it."""
+    if report.error is None and not report.order and len(report.loaded) > 1:
+        return f"loaded {len(report.loaded)} new plugins: {', '.join(report.loaded)}"
+    return str(report).splitlines()[skip]
+
+
 def reload_html(report: Any) -> str:
     rows = []
     for i, name in enumerate(report.order, 1):
@@ -26,7 +34,8 @@ def reload_html(report: Any) -> str:
         rows.append((i, name, version, role))
     for name in report.loaded:
         rows.append(("+", name, report.versions.get(name, ("", ""))[1], "loaded"))
-    first = html.escape(str(report).splitlines()[0])
+    changes = report.change_lines() if report.ok else []  # "TokenBucket changed: ..."
+    first = "<br>".join(html.escape(line) for line in [*changes, _heading(report, len(changes))])
     color = "#c8f7c5" if report.ok else "#fa8072"
     head = f'<div style="border-left:4px solid {color};padding-left:6px"><b>{first}</b>'
     if report.error:

@@ -20,11 +20,13 @@ import html
 import threading
 from typing import Any
 
-import ipywidgets as w
-
+from .._extras import needs
 from ..checks._core import CheckReport, lab_entry, run_check
 from ..kernel import PluginEvent
 from ._quiet import muffled_threads
+
+with needs("lab", "the live check panel"):
+    import ipywidgets as w
 
 __all__ = ["CheckPanel"]
 
@@ -142,6 +144,7 @@ class CheckPanel(w.VBox):
                     session.shell.user_ns,
                     refused=dict(session.refused),
                     definitions=dict(session.definitions),
+                    failed=dict(session.failed),
                     record=False,
                     cancelled=lambda: generation != self._wanted or self._closed,
                 )
@@ -171,15 +174,16 @@ class CheckPanel(w.VBox):
             mark, css, color = passed if result.passed else ("✗", "fail", "#b00020")
             rows.append(
                 f'<div class="helix-check helix-check-{css}"><span style="color:{color}">'
-                f"{mark}</span> {_escape(result.description)}</div>"
+                f"{mark}</span> {_escape(result.shown)}</div>"
             )
         self.checks.value = "".join(rows)
         failed = next((r for r in report.results if not r.passed), None)
-        self.hint.value = (
-            f"<small><b>first ✗:</b> {_escape(failed.hint)}</small>"
-            if failed is not None
-            else "<small>every check passes</small>"
-        )
+        if report.notice:  # the notebook's last edit did not run: that first
+            self.hint.value = f"<small><b>{_escape(report.notice)}</b></small>"
+        elif failed is not None:
+            self.hint.value = f"<small><b>first ✗:</b> {_escape(failed.hint)}</small>"
+        else:
+            self.hint.value = "<small>every check passes</small>"
         self.changes.value = f"<small>{_escape(changes(before, report))}</small>"
         self._show_heading(f"checked {self._after}")
 

@@ -143,7 +143,8 @@ class HelixMagics(Magics):
         __tracebackhide__ = True
         kind, _, rest = line.strip().partition(" ")
         if kind == "plugin":
-            return _cells.plugin_cell(self.session, cell, rest.strip())
+            with self.session.plugin_cell_run(cell):
+                return _cells.plugin_cell(self.session, cell, rest.strip())
         if kind == "config":
             return _cells.config_cell(self.session, cell)
         raise UsageError(

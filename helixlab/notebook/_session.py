@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import linecache
+import re
 import sys
 import sysconfig
 import types
@@ -18,11 +19,11 @@ from typing import Any
 
 import IPython
 
-from ..errors import HelixError
+from ..errors import HelixError, PluginNotFoundError, ReloadInterrupted
 from ..kernel import Kernel
 from ._quiet import foreground
 
-__all__ = ["Refusal", "Session"]
+__all__ = ["Failure", "Refusal", "Session"]
 
 # Frames from these directories are machinery, not the user's code: hidden in tracebacks.
 _HIDDEN = (
@@ -30,6 +31,23 @@ _HIDDEN = (
     sysconfig.get_paths()["stdlib"],
     str(Path(IPython.__file__).resolve().parent),
 )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The latest run of the ``%%helix plugin`` cell that defined a plugin did not define it.
+
+    A syntax error, an exception while the cell ran, or a cell that now defines another
+    name: the kernel still runs the version before, which is not what the notebook defines.
+    """
+
+    where: str  # "cell [7]"
+    error: str  # "SyntaxError: invalid syntax"
+    line: int | None = None  # the cell's line (``%%helix plugin`` is line 1)
+
+    def __str__(self) -> str:
+        at = f"{self.where}, line {self.line}" if self.line else self.where
+        return f"{self.error} ({at})"
 
 
 @dataclass(frozen=True)
@@ -57,11 +75,15 @@ class Session:
         #: plugin name -> the compiled code of the ``%%helix plugin`` cell that last defined
         #: it: the checks run it again for a fresh module state per private kernel
         self.definitions: dict[str, Any] = {}
+        #: plugin name -> how the latest run of the cell that defined it failed
+        self.failed: dict[str, Failure] = {}
+        #: plugin name -> (cell id, class name) of the cell run that last defined it
+        self._defined_by: dict[str, tuple[str | None, str]] = {}
         #: called after each ``%%helix plugin`` cell, refused or not (live check panels)
         self.plugin_cell_listeners: list[Callable[[], None]] = []
         shell.user_ns["helix"] = self.kernel
         shell.events.register("pre_run_cell", self._pre_run_cell)
-        shell.set_custom_exc((HelixError, SyntaxError), _show_helix_error)
+        shell.set_custom_exc((HelixError, SyntaxError, ReloadInterrupted), _show_helix_error)
 
     def _pre_run_cell(self, info: Any) -> None:
         self.cell_id = getattr(info, "cell_id", None)
@@ -87,6 +109,8 @@ class Session:
         """Close the kernel and start an empty one (the notebook's ``helix`` is rebound)."""
         self.refused.clear()
         self.definitions.clear()
+        self.failed.clear()
+        self._defined_by.clear()
         self.stop_extras()
         self.kernel.close()
         self.kernel = Kernel()
@@ -109,6 +133,49 @@ class Session:
             del self.shell.user_ns["helix"]
 
     @contextlib.contextmanager
+    def plugin_cell_run(self, cell: str) -> Iterator[None]:
+        """Around one run of a ``%%helix plugin`` cell: record which plugins it no longer
+        defines (``failed``), so that the checks judge the notebook, not what still runs."""
+        before = {name: definition[0] for name, definition in self.definitions.items()}
+        label = self.cell_label
+        try:
+            yield
+        except BaseException as exc:
+            self._plugin_cell_ran(cell, before, label, exc)
+            raise
+        self._plugin_cell_ran(cell, before, label, None)
+
+    def _plugin_cell_ran(
+        self, cell: str, before: dict[str, Any], label: str, error: BaseException | None
+    ) -> None:
+        ns = self.shell.user_ns
+        defined = {}  # plugin name -> its class's name, for what this run defined
+        for name, (code, class_names) in self.definitions.items():
+            if before.get(name) is code:
+                continue
+            for class_name in class_names:
+                if getattr(ns.get(class_name), "name", None) == name:
+                    defined[name] = class_name
+        class_names = set(re.findall(r"^class\s+(\w+)", cell, re.MULTILINE))
+        cell_id = self.cell_id
+        before_run = [
+            name
+            for name, (unit, class_name) in self._defined_by.items()
+            if (cell_id is not None and unit == cell_id) or class_name in class_names
+        ]
+        for name, class_name in defined.items():
+            self._defined_by[name] = (cell_id, class_name)
+            self.failed.pop(name, None)
+        for name in before_run:
+            if name in defined:
+                continue
+            if error is None or (isinstance(error, HelixError) and defined):
+                now = ", ".join(map(repr, defined)) or "no plugin"
+                self.failed[name] = Failure(label, f"the cell now defines {now}, not {name!r}")
+            else:
+                self.failed[name] = Failure(label, *_error_line(error))
+
+    @contextlib.contextmanager
     def plugin_output(self) -> Iterator[None]:
         """Collect what plugins print (from any thread) while the kernel works, then show it here.
 
@@ -125,6 +192,17 @@ class Session:
             sys.stdout.write(buffer.getvalue())
 
 
+def _error_line(error: BaseException) -> tuple[str, int | None]:
+    """An error of a cell run, in one line, and the cell line it points at."""
+    message = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
+    if isinstance(error, SyntaxError):
+        text = f"{type(error).__name__}: {error.msg.split(';')[0]}"
+        return text, error.lineno
+    frames = learner_frames(error)
+    return text, frames[-1].tb_lineno if frames else None
+
+
 def _show_helix_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset=None):
     """Show a HelixError as IPython shows an ordinary cell's error: the learner's own frames
     (a plugin's ``raise`` included, which lives in the error's cause), then the plain message.
@@ -132,9 +210,22 @@ def _show_helix_error(shell: Any, etype: type, value: BaseException, tb: Any, tb
     helixlab's, IPython's and the standard library's frames are dropped, and so is the
     cell frame that only calls the ``%helix`` magic (it would echo the whole cell).
     """
+    if isinstance(value, ReloadInterrupted):  # one line: how the interrupted reload ended
+        stb = shell.InteractiveTB.get_exception_only(etype, value)
+        shell._showtraceback(etype, value, stb)
+        return stb
     if not isinstance(value, HelixError):
         shell.showsyntaxerror()  # a syntax error: IPython's own display (cell, line, caret)
         return None
+    if isinstance(value, PluginNotFoundError) and len(learner_frames(value, tb)) <= 1:
+        # a cell that uses a plugin before the cell defining it ran (after a restart, say):
+        # one line, saying what to run, not a traceback through the cell
+        stb = [
+            f"{etype.__name__}: {value} If a `%%helix plugin` cell defines {value.name!r}, "
+            f"run that cell first."
+        ]
+        shell._showtraceback(etype, value, stb)
+        return stb
     trimmed = None
     for frame in reversed(learner_frames(value, tb)):
         trimmed = types.TracebackType(trimmed, frame.tb_frame, frame.tb_lasti, frame.tb_lineno)

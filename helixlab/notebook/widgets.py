@@ -16,12 +16,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import ipywidgets as w
-
+from .._extras import needs
 from ..errors import HelixError
 from ..kernel import Kernel, PluginEvent
 from ._displays import INSTALL_HINT, GraphView, state_badge, table_html
 from ._quiet import muffled_threads
+
+with needs("lab", "helixlab.widgets"):
+    import ipywidgets as w
 
 __all__ = ["Dashboard", "EventLogView", "GraphWidget"]
 
@@ -252,7 +254,7 @@ class Dashboard(w.VBox):
         except HelixError:
             return
         self._health = {
-            name: "ok" if status.healthy else "failing" for name, status in statuses.items()
+            name: "healthy" if status.healthy else "unhealthy" for name, status in statuses.items()
         }
         self.refresh()
 
@@ -281,8 +283,8 @@ class Dashboard(w.VBox):
             elif action == "health":
                 statuses = kernel.health()
                 failing = [s.plugin for s in statuses.values() if not s.healthy]
-                message = f"health: {len(statuses) - len(failing)} ok" + (
-                    f", failing: {', '.join(failing)}" if failing else ""
+                message = f"health: {len(statuses) - len(failing)} healthy" + (
+                    f", unhealthy: {', '.join(failing)}" if failing else ""
                 )
             else:
                 kernel.load(name)

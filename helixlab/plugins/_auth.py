@@ -15,7 +15,11 @@ One key source: ``secret`` (HMAC, at least 32 bytes), ``public_key`` (PEM) or
 includes ``none``, and HMAC is refused when the key is asymmetric, so a token "signed"
 with the public key as an HMAC secret (algorithm confusion) is rejected. With no key at
 all, every request outside ``skip_paths`` is refused (and the health check says why):
-authentication fails closed.
+authentication fails closed. The plugin is ``required``: while it is not serving (failed
+at load or start, a start that hung past its timeout, stopped), the gateway answers every
+request 503 naming it and the phase, never without authentication. A JWKS document that
+cannot be used (not JSON, no ``keys`` list, no usable key) is reported with why, each
+skipped key by its index and ``kid``; the keys of the last good document stay in use.
 
 JWKS keys are fetched with httpx (never blocking the event loop), cached by ``kid``,
 refreshed after ``jwks_cache_ttl``, and refetched when a token names an unknown ``kid`` —
@@ -176,6 +180,7 @@ class JWKSCache:
         self.keys: dict[str | None, tuple[Any, tuple[str, ...]]] = {}
         self.fetches = 0
         self.last_error: str | None = None
+        self.problems: list[str] = []  # keys of the last document that were skipped, and why
         self._fetched_at: float | None = None  # last attempt
         self._loaded_at: float | None = None  # last success
         self._locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
@@ -220,31 +225,73 @@ class JWKSCache:
                 self.keys = self._parse(response.json())
                 self._loaded_at = self.clock()
                 self.last_error = None
+                if self.problems:
+                    _log.warning(
+                        "custom-auth skipped keys of %s: %s", self.url, "; ".join(self.problems)
+                    )
             except TimeoutError:
                 self.last_error = f"the key server did not send its keys within {self.timeout:g}s"
-            except (httpx.HTTPError, ValueError) as exc:
+            except httpx.HTTPError as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
+            except ValueError as exc:  # not JSON, or no usable key: the reason, said once
+                self.last_error = f"malformed JWKS document from {self.url}: {exc}"
+            except Exception as exc:  # never a reason for start() or a request to crash
+                self.last_error = f"malformed JWKS document from {self.url}: {describe(exc)}"
 
     def _parse(self, document: Any) -> dict[str | None, tuple[Any, tuple[str, ...]]]:
+        """The usable signing keys of a JWKS document, by ``kid``.
+
+        A key that cannot be used (not an object, a ``kid`` or ``alg`` that is not a
+        string, a shared secret, a key PyJWT cannot read, a repeated ``kid``) is skipped and
+        named in ``problems``; a document with no usable key at all is a ValueError saying
+        why, never any other exception.
+        """
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-            raise ValueError("the JWKS document has no 'keys' list")
+            raise ValueError("the JWKS document is not a JSON object with a 'keys' list")
         keys: dict[str | None, tuple[Any, tuple[str, ...]]] = {}
-        for jwk in document["keys"]:
-            if not isinstance(jwk, dict) or jwk.get("kty") == "oct":
-                continue  # shared secrets have no business in a public key set
-            if jwk.get("use", "sig") != "sig":
-                continue
-            try:
-                key = jwt.PyJWK(jwk).key
-            except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
-                continue
-            algorithms = (jwk["alg"],) if jwk.get("alg") else _default_algorithms(key)
-            if self.algorithms is not None:
-                algorithms = tuple(a for a in algorithms if a in self.algorithms)
-            algorithms = tuple(a for a in algorithms if a in ASYMMETRIC_ALGORITHMS)
-            if algorithms:
-                keys[jwk.get("kid")] = (key, algorithms)
+        problems: list[str] = []
+        for index, jwk in enumerate(document["keys"]):
+            problem = self._add_key(keys, index, jwk)
+            if problem:
+                problems.append(problem)
+        self.problems = problems
+        if not keys:
+            why = "; ".join(problems[:5]) or "it lists no key"
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise ValueError(f"the JWKS document has no usable signing key: {why}{more}")
         return keys
+
+    def _add_key(
+        self, keys: dict[str | None, tuple[Any, tuple[str, ...]]], index: int, jwk: Any
+    ) -> str | None:
+        """Add key ``index`` of the document to ``keys``; what is wrong with it, if anything."""
+        where = f"key {index}"
+        if not isinstance(jwk, dict):
+            return f"{where} is {type(jwk).__name__}, not an object"
+        kid, alg, use = jwk.get("kid"), jwk.get("alg"), jwk.get("use", "sig")
+        for field, value in (("kid", kid), ("alg", alg)):
+            if value is not None and not isinstance(value, str):
+                return f"{where}: {field!r} must be a string, not {type(value).__name__}"
+        if kid is not None:
+            where = f"key {index} (kid {kid[:40]!r})"
+        if use != "sig":
+            return None  # an encryption key: not for signatures, nothing wrong with it
+        if jwk.get("kty") == "oct":
+            return f"{where} is a shared secret (kty 'oct'), which a public key set never holds"
+        try:
+            key = jwt.PyJWK(jwk).key
+        except Exception as exc:  # whatever a crafted key makes PyJWT raise
+            return f"{where} is not a usable key ({describe(exc)})"
+        algorithms = (alg,) if alg else _default_algorithms(key)
+        if self.algorithms is not None:
+            algorithms = tuple(a for a in algorithms if a in self.algorithms)
+        algorithms = tuple(a for a in algorithms if a in ASYMMETRIC_ALGORITHMS)
+        if not algorithms:
+            return f"{where} allows no accepted asymmetric algorithm"
+        if kid in keys:
+            return f"{where} repeats a kid already listed; the first is used"
+        keys[kid] = (key, algorithms)
+        return None
 
 
 class CustomAuth(MiddlewarePlugin):
@@ -254,6 +301,7 @@ class CustomAuth(MiddlewarePlugin):
     version = "1.0.0"
     description = "Bearer JWT authentication: signature, expiry, issuer, audience and roles"
     config_model = CustomAuthConfig
+    required = True  # while it is not serving, the gateway answers 503, never unguarded
 
     def __init__(self) -> None:
         self.config = CustomAuthConfig()

@@ -18,10 +18,14 @@ address — also for every bearer token nobody verified. One address holds bucke
 most ``max_keys_per_address`` identities (one whose bucket expired frees its place; a new
 one beyond that shares the address's bucket), so a single client cannot multiply its
 buckets either. Put custom-auth before the limiter (a higher ``priority``, or
-``depends_on``) for its claims to count; otherwise tokens are judged by ``api_keys``. The
-``X-Forwarded-For`` header is read only with ``trust_forwarded: true``, and then only the
-entry ``forwarded_hops`` from the right — the one your own proxy appended — because
-anything to its left is whatever the client wrote.
+``depends_on``) for its claims to count; otherwise tokens are judged by ``api_keys``.
+
+Behind a reverse proxy, set the gateway's ``forwarded_allow_ips`` to the proxy's address:
+the gateway then gives every plugin the real client's address (read from the right of
+the proxy's ``X-Forwarded-For`` or ``Forwarded``, only on connections from that proxy),
+and the per-address buckets are per client again. The limiter's own ``trust_forwarded:
+true`` reads ``X-Forwarded-For`` from any peer (the entry ``forwarded_hops`` from the
+right): only for a gateway nothing but the proxy can reach.
 
 Every response carries ``x-ratelimit-limit-requests``, ``x-ratelimit-remaining-requests``
 and ``x-ratelimit-reset-requests``; a refused request gets a 429 in OpenAI's shape with

@@ -10,22 +10,29 @@ writes bounded by ``asyncio.timeout``, a request's head and body sent in one sys
 call instead of two, TLS by ``loop.start_tls``. httpx's client,
 httpcore's pool, HTTP/1.1 parsing, timeouts and exceptions (``httpx.ConnectError``,
 ``ReadTimeout``, ...) stay exactly as they were.
+
+Only public seams: :class:`AsyncioTransport` is an ``httpx.AsyncBaseTransport`` over an
+``httpcore.AsyncConnectionPool(network_backend=AsyncioBackend())``, passed to
+``httpx.AsyncClient(transport=...)``; pyproject.toml pins httpcore's major version (the
+``AsyncNetworkBackend``/``AsyncNetworkStream`` interface is a narrow seam). Proxies from the
+environment keep httpx's own transports (its ``mounts``), as without this module.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any, cast
 
 import httpcore
 import httpx
 
 from .._net import shared_ssl_context
 
-__all__ = ["AsyncioBackend", "async_client"]
+__all__ = ["AsyncioBackend", "AsyncioTransport", "async_client"]
 
 
 class _Connection(asyncio.Protocol):
@@ -40,8 +47,8 @@ class _Connection(asyncio.Protocol):
         self._writable: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not subclasses of asyncio.Transport: no isinstance check
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -156,8 +163,7 @@ class _Stream(httpcore.AsyncNetworkStream):
         except (OSError, ssl.SSLError) as exc:
             conn.transport.close()
             raise httpcore.ConnectError(str(exc)) from exc
-        assert isinstance(transport, asyncio.Transport)
-        conn.transport = transport
+        conn.transport = cast(asyncio.Transport, transport)  # uvloop's: not a subclass
         return self
 
     def get_extra_info(self, info: str) -> Any:
@@ -225,16 +231,121 @@ async def _connected(
     return _Stream(connection)
 
 
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's defaults
+
+# httpcore's exceptions as httpx's, the most specific first (what httpx's own transport does)
+_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+@contextlib.contextmanager
+def _as_httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        for theirs, ours in _ERRORS:
+            if isinstance(exc, theirs):
+                raise ours(str(exc)) from exc
+        raise
+
+
+class _Body(httpx.AsyncByteStream):
+    """A response body from httpcore's pool, its errors as httpx's."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx_errors():
+            async for part in self._stream:
+                yield part
+
+    async def aclose(self) -> None:
+        with _as_httpx_errors():
+            await self._stream.aclose()
+
+
+class AsyncioTransport(httpx.AsyncBaseTransport):
+    """httpx's transport interface over httpcore's connection pool on :class:`AsyncioBackend`.
+
+    ``verify``, ``cert``, ``trust_env`` and ``limits`` mean what they mean to
+    ``httpx.AsyncHTTPTransport``; HTTP/1.1 only (as the provider uses it).
+    """
+
+    def __init__(
+        self,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: Any = None,
+        trust_env: bool = True,
+        limits: httpx.Limits = LIMITS,
+    ) -> None:
+        context = (
+            verify
+            if isinstance(verify, ssl.SSLContext)
+            else httpx.create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+        )
+        self.pool = httpcore.AsyncConnectionPool(
+            ssl_context=context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=AsyncioBackend(),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.AsyncByteStream)
+        sent = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,  # the timeouts among them
+        )
+        with _as_httpx_errors():
+            answer = await self.pool.handle_async_request(sent)
+        return httpx.Response(
+            status_code=answer.status,
+            headers=answer.headers,
+            stream=_Body(answer.stream),
+            extensions=answer.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+
 def async_client(**options: Any) -> httpx.AsyncClient:
     """``httpx.AsyncClient(**options)`` (proxies from the environment included) whose
-    connection pools connect through :class:`AsyncioBackend`; TLS with the shared default
-    context unless ``verify`` or ``cert`` is given."""
-    if "verify" not in options and "cert" not in options:
-        options["verify"] = shared_ssl_context(options.get("trust_env", True))
-    client = httpx.AsyncClient(**options)
-    transports = [client._transport, *client._mounts.values()]
-    for transport in transports:
-        pool = getattr(transport, "_pool", None)
-        if isinstance(pool, httpcore.AsyncConnectionPool):
-            pool._network_backend = AsyncioBackend()
-    return client
+    requests go through :class:`AsyncioTransport`; TLS with the shared default context
+    unless ``verify`` or ``cert`` is given."""
+    trust_env = options.get("trust_env", True)
+    verify = options.pop("verify", None)
+    cert = options.pop("cert", None)
+    if verify is None and cert is None:
+        verify = shared_ssl_context(trust_env)
+    transport = AsyncioTransport(
+        verify=True if verify is None else verify,
+        cert=cert,
+        trust_env=trust_env,
+        limits=options.pop("limits", LIMITS),
+    )
+    return httpx.AsyncClient(transport=transport, **options)

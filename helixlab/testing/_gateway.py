@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from .._extras import needs
 from .._net import shared_ssl_context
 from ..kernel import Kernel, LoadReport, Plugin
 
@@ -31,7 +32,8 @@ class ServedGateway:
 
     @cached_property
     def openai(self) -> Any:
-        import openai
+        with needs("lab", "helix_gateway.openai"):
+            import openai
 
         return openai.OpenAI(base_url=self.openai_base_url, api_key="test", max_retries=0)
 

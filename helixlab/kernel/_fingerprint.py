@@ -1,0 +1,344 @@
+"""Fingerprints: what a plugin's definition is matched on, so that a re-run reloads what changed.
+
+A plugin is reloaded when any code it can reach changed. Its *reach* in a source (a cell,
+a file) is its class statement plus, transitively, every top-level statement that binds or
+mutates a name the reached code uses: helper classes, functions, decorators, constants,
+imports. Each reached name is one *part*, digested from its statements' normalised AST
+(``ast.dump``: no line numbers, comments and blank lines gone, docstrings kept), so a
+fingerprint means the code on every Python (3.13's ``__firstlineno__`` and
+``__static_attributes__`` never enter it) and a change can be named ("TokenBucket
+changed"). Names the source uses without binding them (a cell's helpers from other cells)
+are parts too, digested from their value in the namespace when the fingerprint is taken.
+
+Name analysis uses :mod:`symtable` per statement, so a method's local ``bucket`` is not
+the notebook's global ``bucket``. What this cannot see: names reached through strings
+(``globals()["X"]``, ``getattr(module, name)``) and the contents of imported modules.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import hashlib
+import re
+import symtable
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+__all__ = ["Fingerprint", "Reach", "class_fingerprint", "reaches"]
+
+
+@dataclass(frozen=True, eq=False)
+class Fingerprint:
+    """A digest per part a plugin reaches; equal fingerprints mean the same code."""
+
+    parts: tuple[tuple[str, str], ...]  # (name, digest), in the order first reached
+
+    def __eq__(self, other: object) -> bool:  # the same parts, in whatever order
+        return isinstance(other, Fingerprint) and self.digest == other.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    @property
+    def digest(self) -> str:
+        return _sha("\n".join(f"{name}={d}" for name, d in sorted(self.parts)))
+
+    def changed(self, old: object) -> list[str]:
+        """The names whose code differs from ``old`` (added or removed ones included)."""
+        if not isinstance(old, Fingerprint):
+            return [name for name, _ in self.parts[:1]]
+        before, now = dict(old.parts), dict(self.parts)
+        names = [n for n, d in self.parts if before.get(n) != d]
+        return names + [n for n, _ in old.parts if n not in now]
+
+    def with_parts(self, parts: Iterable[tuple[str, str]]) -> Fingerprint:
+        return Fingerprint(self.parts + tuple(parts))
+
+    def __str__(self) -> str:
+        return self.digest
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What a class reaches in its source: digested parts, and the names it uses from outside."""
+
+    name: str
+    parts: tuple[tuple[str, str], ...]
+    outside: tuple[str, ...]
+
+    def fingerprint(self, namespace: Mapping[str, Any] | None = None) -> Fingerprint:
+        """The fingerprint, the ``outside`` names digested from ``namespace`` (if given)."""
+        extra = []
+        for name in self.outside if namespace is not None else ():
+            if name in namespace:
+                extra.append((name, value_digest(namespace[name])))
+        return Fingerprint(self.parts).with_parts(extra)
+
+    def as_constant(self) -> tuple:
+        """A tuple of strings (an AST constant: autoreload hands it over in the cell's code)."""
+        return (self.name, self.parts, self.outside)
+
+    @classmethod
+    def from_constant(cls, value: tuple) -> Reach:
+        name, parts, outside = value
+        return cls(name, tuple(tuple(p) for p in parts), tuple(outside))
+
+
+# -- a source's statements ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Statement:
+    dump: str
+    binds: frozenset[str]  # names it binds or mutates
+    uses: frozenset[str]  # module-level names its code reads (at any depth)
+    everywhere: bool  # `from __future__ import ...`, `import *`: part of every reach
+    label: str  # how a report names it when it is part of every reach
+
+
+def reaches(tree: ast.Module | str, classes: Iterable[str]) -> dict[str, Reach]:
+    """The :class:`Reach` of each top-level class named in ``classes``, from its source."""
+    if isinstance(tree, str):
+        tree = ast.parse(tree)
+    statements = [_statement(node) for node in tree.body]
+    bound: dict[str, list[_Statement]] = {}
+    for st in statements:
+        for name in st.binds:
+            bound.setdefault(name, []).append(st)
+    shared = [st for st in statements if st.everywhere]
+    found = {}
+    for cls in classes:
+        if cls not in bound:
+            continue
+        seen: dict[str, None] = {}
+        outside: dict[str, None] = {}
+        todo = [cls, *sorted({n for st in shared for n in st.uses})]
+        while todo:
+            name = todo.pop(0)
+            if name in seen or name in outside:
+                continue
+            if name not in bound:
+                outside[name] = None
+                continue
+            seen[name] = None
+            todo.extend(sorted({n for st in bound[name] for n in st.uses}))
+        parts = [(n, _sha("\n".join(st.dump for st in bound[n]))) for n in seen]
+        parts += [(st.label, _sha(st.dump)) for st in shared]
+        found[cls] = Reach(cls, tuple(parts), tuple(outside))
+    return found
+
+
+def _statement(node: ast.stmt) -> _Statement:
+    everywhere = isinstance(node, ast.ImportFrom) and (
+        node.module == "__future__" or any(a.name == "*" for a in node.names)
+    )
+    binds, uses = _names(node)
+    binds |= _mutated(node)
+    dump = ast.dump(node)
+    if isinstance(node, ast.Import) and len(node.names) == 1:  # as a module from another
+        alias = node.names[0]  # cell counts: moving `import x as y` is no change
+        dump = _module_text(alias.name if alias.asname else alias.name.partition(".")[0])
+    label = ast.unparse(node) if everywhere else ""
+    return _Statement(dump, frozenset(binds), frozenset(uses), everywhere, label)
+
+
+def _module_text(name: str) -> str:
+    return f"module {name}"
+
+
+def _names(node: ast.stmt) -> tuple[set[str], set[str]]:
+    """(bound, used) module-level names of one statement, by its symbol table."""
+    try:
+        table = symtable.symtable(ast.unparse(node), "<statement>", "exec")
+    except (SyntaxError, ValueError):  # top-level await and the like: every name counts
+        names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+        return names & _stored(node), names
+    binds: set[str] = set()
+    uses: set[str] = set()
+    for sym in table.get_symbols():
+        if sym.is_assigned() or sym.is_imported() or sym.is_namespace():
+            binds.add(sym.get_name())
+        if sym.is_referenced():
+            uses.add(sym.get_name())
+    stack = list(table.get_children())
+    while stack:
+        child = stack.pop()
+        stack.extend(child.get_children())
+        for sym in child.get_symbols():
+            if sym.is_global():
+                (binds if sym.is_assigned() else uses).add(sym.get_name())
+    return binds, uses | _annotation_names(node)
+
+
+def _stored(node: ast.stmt) -> set[str]:
+    return {
+        n.id for n in ast.walk(node) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)
+    }
+
+
+def _mutated(node: ast.stmt) -> set[str]:
+    """Names a top-level statement changes in place: ``X.a = 1``, ``X[k] = v``, ``X.add(y)``."""
+    targets: list[ast.expr] = []
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+        targets = [node.target]
+    elif isinstance(node, ast.Delete):
+        targets = node.targets
+    elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+        targets = [node.value.func] if isinstance(node.value.func, ast.Attribute) else []
+    names = set()
+    for target in targets:
+        while isinstance(target, ast.Attribute | ast.Subscript | ast.Starred):
+            target = target.value
+        if isinstance(target, ast.Name):
+            names.add(target.id)
+    return names
+
+
+def _annotation_names(node: ast.stmt) -> set[str]:
+    """Names inside string annotations (``config: "Settings"``), which symtable cannot see."""
+    names = set()
+    for sub in ast.walk(node):
+        notes: list[ast.expr | None] = []
+        if isinstance(sub, ast.arg | ast.AnnAssign):
+            notes = [sub.annotation]
+        elif isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef):
+            notes = [sub.returns]
+        for note in notes:
+            if isinstance(note, ast.Constant) and isinstance(note.value, str):
+                try:
+                    parsed = ast.parse(note.value, mode="eval")
+                except SyntaxError:
+                    continue
+                names |= {n.id for n in ast.walk(parsed) if isinstance(n, ast.Name)}
+    return names
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- objects: values from other cells, and classes without a source -------------------
+
+
+def value_digest(value: object) -> str:
+    """A digest of a value a cell uses from the notebook's namespace."""
+    if isinstance(value, types.ModuleType):  # as the cell's own `import` of it would
+        return _sha(_module_text(value.__name__))
+    h = hashlib.sha256()
+    if callable(value) or _is_data(value):  # classes, functions; constants, settings
+        _feed(h, value)
+    else:  # an object with state of its own (a kernel, a client): its type stands for it
+        h.update(f"{type(value).__module__}.{type(value).__qualname__}".encode())
+    return h.hexdigest()
+
+
+def _is_data(value: object, depth: int = 0) -> bool:
+    """Plain values, containers of them, dataclass and pydantic model instances."""
+    if value is None or isinstance(value, bool | int | float | complex | str | bytes | Enum):
+        return True
+    if depth < 4 and isinstance(value, tuple | list | set | frozenset):
+        return all(_is_data(v, depth + 1) for v in value)
+    if depth < 4 and isinstance(value, dict):
+        return all(_is_data(k, depth + 1) and _is_data(v, depth + 1) for k, v in value.items())
+    return dataclasses.is_dataclass(value) or hasattr(type(value), "model_fields")
+
+
+def class_fingerprint(cls: type) -> Fingerprint:
+    """A fingerprint from a class object alone (``Kernel.define`` given no fingerprints)."""
+    return Fingerprint(((cls.__qualname__, object_digest(cls)),))
+
+
+def object_digest(cls: type) -> str:
+    """A digest of a class's definition: its attributes and its methods' code.
+
+    Two runs of the same code give equal digests on every Python: what Python derives at
+    class creation (addresses, 3.13's line numbers and static attributes) is left out.
+    """
+    h = hashlib.sha256()
+    for klass in cls.__mro__:
+        if klass is object or klass.__module__.startswith("helixlab.kernel"):
+            continue
+        h.update(klass.__qualname__.encode())
+        fields = vars(klass).get("__pydantic_fields__")
+        for key, value in sorted(vars(klass).items()):
+            if key in _NOT_CODE or (fields is not None and key.startswith(_PYDANTIC_MADE)):
+                continue
+            h.update(key.encode())
+            _feed(h, value)
+        if isinstance(fields, dict):  # a pydantic model: its fields as declared
+            for key, info in sorted(fields.items()):
+                h.update(key.encode())
+                _feed(h, info.annotation)
+                _feed(h, info.default)
+    return h.hexdigest()
+
+
+_NOT_CODE = frozenset(
+    {
+        "__module__",
+        "__dict__",
+        "__weakref__",
+        "__qualname__",
+        "__helix_phases__",
+        "__firstlineno__",
+        "__static_attributes__",
+    }
+)
+_PYDANTIC_MADE = (
+    "__pydantic",
+    "__signature__",
+    "__class_vars__",
+    "__private_attributes__",
+    "__abstractmethods__",
+    "_abc_impl",
+    "model_fields",
+    "model_computed_fields",
+    "__annotations__",
+)
+
+
+def _feed(h: Any, value: object, depth: int = 0) -> None:
+    if depth > 20:
+        return
+    if isinstance(value, staticmethod | classmethod):
+        value = value.__func__
+    if isinstance(value, property):
+        for part in (value.fget, value.fset, value.fdel):
+            _feed(h, part, depth + 1)
+        return
+    if isinstance(value, types.FunctionType):
+        _feed(h, value.__code__, depth + 1)
+        _feed(h, value.__defaults__, depth + 1)
+        return
+    if isinstance(value, types.CodeType):
+        h.update(value.co_code)
+        h.update(repr(value.co_names).encode())
+        for const in value.co_consts:
+            _feed(h, const, depth + 1)
+        return
+    if isinstance(value, type):
+        h.update(f"{value.__module__}.{value.__qualname__}".encode())
+        mine = not value.__module__.startswith(("builtins", "pydantic", "typing", "helixlab"))
+        if mine and depth < 3:
+            h.update(object_digest(value).encode())
+        return
+    if isinstance(value, tuple | list | frozenset | set):
+        items = sorted(map(repr, value)) if isinstance(value, set | frozenset) else value
+        for item in items:
+            _feed(h, item, depth + 1)
+        return
+    try:
+        text = repr(value)
+    except Exception:  # a value whose repr fails: its type stands for it
+        text = type(value).__qualname__
+    h.update(_ADDRESS.sub("", text).encode())
+
+
+#: what makes two reprs of equal values differ between runs: object addresses
+_ADDRESS = re.compile(r"(?: at )?0x[0-9a-fA-F]+")
