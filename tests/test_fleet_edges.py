@@ -297,6 +297,18 @@ def test_an_acl_user_with_a_password_runs_a_fleet(config, redis_server, tmp_path
     assert "wrong-pass-0042" not in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_refused_redis_is_named_without_its_password(config, redis_server):
+    from helixlab.errors import FleetError
+
+    url = _acl_user(redis_server)
+    a = redis.Redis.from_url(url)
+    a.config_set("maxmemory-policy", "allkeys-lru")  # refused: it could evict the generation
+    a.close()
+    with pytest.raises(FleetError, match="evicts any key") as caught:
+        fleet(config, 1, url).start()
+    assert PASSWORD not in str(caught.value) and "fleet:***@" in str(caught.value)
+
+
 def _tls_redis(tmp_path: Path) -> tuple[subprocess.Popen, str]:
     """redis-server with TLS only (a CA and a server certificate made here by openssl)."""
     d = tmp_path / "tls"

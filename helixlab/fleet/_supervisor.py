@@ -180,7 +180,8 @@ class Supervisor:
                 ) from None
             from ._redis import check_eviction
 
-            note = check_eviction(self._r, self.redis_url)  # refuses allkeys-* eviction
+            # refuses allkeys-* eviction; its messages name the URL: without the password
+            note = check_eviction(self._r, public_url(self.redis_url))
             if note:
                 _say(f"{note}; workers re-store the committed generation if it goes", self.log)
             for slot in self.slots:
