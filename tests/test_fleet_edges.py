@@ -178,6 +178,30 @@ def test_a_refused_save_is_not_retried_but_saving_it_again_proposes_it_again(
         assert int(r.headers["x-ratelimit-remaining-requests"]) < 55
 
 
+def test_which_failed_proposals_the_watcher_retries():
+    from helixlab.errors import FleetError
+    from helixlab.fleet import FleetReport
+    from helixlab.fleet._supervisor import _refused_by_content
+
+    def failed(**vote) -> FleetError:
+        report = FleetReport(2, "apply x", "abort", votes={"w1": {"ok": True}, "w2": vote})
+        return FleetError("rolled back", report=report)
+
+    transient = dict(ok=False, plugin=None, phase="prepare")
+    for why in (
+        "left the fleet: its heartbeat expired",
+        "no answer within 30s",
+        "busy: draining generation 3 within 30s",
+        "this worker serves 3, not 2",
+    ):
+        assert not _refused_by_content(failed(**transient, error=why))  # retried
+    assert not _refused_by_content(FleetRedisError("Redis down"))  # retried
+    assert not _refused_by_content(FleetError("The fleet 'x' is busy"))  # retried
+    assert _refused_by_content(failed(ok=False, plugin="flaky", phase="start", error="no"))
+    assert _refused_by_content(failed(ok=False, plugin=None, phase="config", error="bad YAML"))
+    assert _refused_by_content(failed(ok=False, plugin=None, phase="verify", error="unsigned"))
+
+
 # -- 8. the Redis password: no argv, no log, no world-readable file; ACL users; TLS -------
 
 
@@ -271,6 +295,18 @@ def test_an_acl_user_with_a_password_runs_a_fleet(config, redis_server, tmp_path
     done = cli("status", "--redis", wrong)
     assert done.returncode == 3 and "refused the credentials" in done.stderr
     assert "wrong-pass-0042" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_refused_redis_is_named_without_its_password(config, redis_server):
+    from helixlab.errors import FleetError
+
+    url = _acl_user(redis_server)
+    a = redis.Redis.from_url(url)
+    a.config_set("maxmemory-policy", "allkeys-lru")  # refused: it could evict the generation
+    a.close()
+    with pytest.raises(FleetError, match="evicts any key") as caught:
+        fleet(config, 1, url).start()
+    assert PASSWORD not in str(caught.value) and "fleet:***@" in str(caught.value)
 
 
 def _tls_redis(tmp_path: Path) -> tuple[subprocess.Popen, str]:

@@ -56,12 +56,12 @@ def _refused_by_content(exc: BaseException) -> bool:
     gone or silent) is worth a retry."""
     if not isinstance(exc, FleetError) or exc.report is None:
         return False
-    for vote in exc.report.votes.values():
-        if not vote.get("ok"):
-            error = str(vote.get("error") or "")
-            if not (error.startswith("left the fleet") or error.startswith("no answer")):
-                return True
-    return False
+    # a worker that left, did not answer, was busy draining or on another generation votes
+    # failed with no plugin in phase "prepare"; a refusal names a plugin or another phase
+    return any(
+        not vote.get("ok") and (vote.get("plugin") or vote.get("phase") != "prepare")
+        for vote in exc.report.votes.values()
+    )
 
 
 class _Pending:
@@ -180,7 +180,8 @@ class Supervisor:
                 ) from None
             from ._redis import check_eviction
 
-            note = check_eviction(self._r, self.redis_url)  # refuses allkeys-* eviction
+            # refuses allkeys-* eviction; its messages name the URL: without the password
+            note = check_eviction(self._r, public_url(self.redis_url))
             if note:
                 _say(f"{note}; workers re-store the committed generation if it goes", self.log)
             for slot in self.slots:
