@@ -16,6 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from helixlab.plugins._transport import AsyncioBackend, async_client
 
@@ -101,6 +103,44 @@ def test_keep_alive_reuses_one_connection_and_sends_each_request_in_one_write():
                 assert response.json() == {"ok": True}
         assert handler.connections == 1
         assert len(counted) == 5  # head and body together, once per request
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_64_clients_in_flight_are_all_answered_through_the_linear_pool(loop):
+    """A gateway's many clients, one upstream: round after round of 64 concurrent requests,
+    through httpcore's pool with linear bookkeeping (the pool's own state, same decisions:
+    at most max_keepalive idle connections kept, the rest closed)."""
+    from helixlab.kernel import loop_factory
+    from helixlab.plugins._transport import _Pool
+
+    async def main() -> None:
+        handler = _Server()
+        server, port = await _serve(handler)
+        async with server, async_client(base_url=f"http://127.0.0.1:{port}") as client:
+            pool = client._transport._pool
+            assert type(pool) is _Pool  # the guard against an httpcore upgrade
+            for _ in range(3):
+                answers = await asyncio.gather(*(client.post("/c", json={}) for _ in range(64)))
+                assert {a.status_code for a in answers} == {200}
+            assert 1 <= len(pool.connections) <= 64
+
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+        runner.run(main())
+
+
+def test_at_its_limit_the_pool_queues_requests_until_a_connection_is_free():
+    async def main() -> None:
+        handler = _Server()
+        server, port = await _serve(handler)
+        limits = httpx.Limits(max_connections=4, max_keepalive_connections=2)
+        async with server, async_client(base_url=f"http://127.0.0.1:{port}", limits=limits) as c:
+            answers = await asyncio.gather(*(c.post("/c", json={}) for _ in range(20)))
+            assert {a.status_code for a in answers} == {200}
+            assert handler.connections >= 1 and len(c._transport._pool.connections) <= 4
+            await c.post("/c", json={})
+            assert len(c._transport._pool.connections) <= 2  # idle ones past keep-alive closed
 
     asyncio.run(main())
 
@@ -244,3 +284,77 @@ def _tls_contexts(folder: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     server.load_cert_chain(cert_file, key_file)
     client = ssl.create_default_context(cafile=str(cert_file))
     return server, client
+
+
+class _FakeConnection:
+    def __init__(self, name: str, flags: tuple[bool, bool, bool, bool]):
+        self.name = name
+        self.closed, self.expired, self.idle, self.available = flags
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+    def has_expired(self) -> bool:
+        return self.expired
+
+    def is_idle(self) -> bool:
+        return self.idle
+
+    def is_available(self) -> bool:
+        return self.available
+
+    def can_handle_request(self, origin: object) -> bool:
+        return True
+
+
+class _FakeRequest:
+    def __init__(self, name: str):
+        self.name = name
+        self.assigned: str | None = None
+        self.request = httpcore.Request("GET", "http://upstream/")
+
+    def is_queued(self) -> bool:
+        return self.assigned is None
+
+    def assign_to_connection(self, connection: _FakeConnection) -> None:
+        self.assigned = connection.name
+
+
+def _decide(method, connections, queued, max_connections, max_keepalive):
+    """Run one pool's bookkeeping on fake connections and requests; what it decided."""
+    pool = httpcore.AsyncConnectionPool(
+        max_connections=max_connections, max_keepalive_connections=max_keepalive
+    )
+    made = iter(range(1000))
+    pool.create_connection = lambda origin: _FakeConnection(
+        f"new{next(made)}", (False, False, False, False)
+    )
+    pool._connections = [_FakeConnection(f"c{i}", flags) for i, flags in enumerate(connections)]
+    pool._requests = [_FakeRequest(f"r{i}") for i in range(queued)]
+    closing = method(pool)
+    return (
+        [c.name for c in pool._connections],
+        [c.name for c in closing],
+        [r.assigned for r in pool._requests],
+    )
+
+
+flags = st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(flags, max_size=12),
+    st.integers(0, 6),
+    st.integers(1, 10),
+    st.integers(0, 10),
+)
+def test_the_linear_pool_decides_exactly_as_httpcores(connections, queued, most, keepalive):
+    """Any mix of closed, expired, idle and available connections and queued requests:
+    the same connections kept, the same closed, each request on the same connection."""
+    from helixlab.plugins._transport import _Pool
+
+    original = httpcore.AsyncConnectionPool._assign_requests_to_connections
+    mine = _Pool._assign_requests_to_connections
+    args = (connections, queued, most, min(keepalive, most))
+    assert _decide(mine, *args) == _decide(original, *args)
