@@ -38,3 +38,47 @@ def test_the_reload_benchmark_methods_are_the_users_plain_and_async_defs():
 def test_the_graph_benchmark_goes_through_a_changed_registry_each_run():
     row = bench_graph.public(60, 150, repeats=2)
     assert row["seconds"] > 0 and row["graphlib_seconds"] > 0
+
+
+def _server(cpu_us: float, rps: float, errors: int = 0):
+    """A peers.Server whose blocks are made up: ``cpu_us`` per request, ``rps``."""
+    from benchmarks import peers
+
+    server = peers.Server(proc=None, url="http://127.0.0.1:1", headers={})
+    for key in ("sequential", "json16", "json64", "stream16"):
+        count = 400
+        failed = errors if key == "stream16" else 0
+        result = {"count": count, "elapsed": count / rps, "errors": failed,
+                  "statuses": [500] if failed else [], "median_ms": 1.0, "p99_ms": 2.0}  # fmt: skip
+        unit = peers.STREAM_CHUNKS if key == "stream16" else 1
+        server.add(key, result, cpu_us * 1e-6 * count * unit)
+    server.totals["peak_rss_mb"] = {"value": 50.0}
+    return server
+
+
+def test_the_peers_table_shows_every_peer_and_a_failing_stream_as_its_status_codes():
+    """make bench-peers: Portkey's streams answered 500 here; its row says so, the ratios
+    that need it say why they are missing, and the others are computed and judged."""
+    from benchmarks import peers
+
+    servers = {
+        "upstream alone": _server(10, 10_000),
+        "pass-through": _server(1300, 400),
+        "helixlab": _server(1000, 500),
+        "helixlab + auth": _server(1200, 450),
+        "Portkey": _server(2000, 300, errors=400),
+        "LiteLLM": _server(13000, 20),
+    }
+    text = peers.report(servers, {"helixlab": "test"})
+    assert "| measurement | pass-through | helixlab | helixlab + auth | Portkey | LiteLLM |" in text
+    assert (
+        "| streamed CPU per chunk, 16 clients (µs) | 1300 | 1000 | 1200 | 400/400 answered [500]"
+        in text
+    )
+    assert "| helixlab / Portkey, CPU per request, 16 clients | 0.50x | <= 0.6x | yes |" in text
+    assert "| helixlab / Portkey, throughput, 64 clients | 1.67x | >= 1.3x | yes |" in text
+    assert (
+        "| helixlab / Portkey, streamed CPU per chunk | Portkey: 400/400 answered [500] |" in text
+    )
+    assert "CPU per request, 16 clients | 0.77x | <= 1.3x | yes |" in text  # vs pass-through
+    assert "| LiteLLM / helixlab + auth, CPU per request, 16 clients | 10.83x | (kept) |" in text

@@ -128,6 +128,41 @@ def test_keep_alive_reuses_one_connection_and_sends_each_request_in_one_write():
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_64_clients_in_flight_are_all_answered_through_the_pool(loop):
+    """A gateway's many clients, one upstream: round after round of 64 concurrent requests
+    through httpcore's pool (at most max_keepalive idle connections kept, the rest closed)."""
+    from helixlab.kernel import loop_factory
+
+    async def main() -> None:
+        handler = _Server()
+        server, port = await _serve(handler)
+        async with server, async_client(base_url=f"http://127.0.0.1:{port}") as client:
+            pool = client._transport.pool
+            for _ in range(3):
+                answers = await asyncio.gather(*(client.post("/c", json={}) for _ in range(64)))
+                assert {a.status_code for a in answers} == {200}
+            assert 1 <= len(pool.connections) <= 64
+
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+        runner.run(main())
+
+
+def test_at_its_limit_the_pool_queues_requests_until_a_connection_is_free():
+    async def main() -> None:
+        handler = _Server()
+        server, port = await _serve(handler)
+        limits = httpx.Limits(max_connections=4, max_keepalive_connections=2)
+        async with server, async_client(base_url=f"http://127.0.0.1:{port}", limits=limits) as c:
+            answers = await asyncio.gather(*(c.post("/c", json={}) for _ in range(20)))
+            assert {a.status_code for a in answers} == {200}
+            assert handler.connections >= 1 and len(c._transport.pool.connections) <= 4
+            await c.post("/c", json={})
+            assert len(c._transport.pool.connections) <= 2  # idle ones past keep-alive closed
+
+    asyncio.run(main())
+
+
 def test_a_connection_the_server_closed_while_idle_is_not_reused():
     async def main() -> None:
         handler = _Server(close_after=1)
