@@ -149,7 +149,7 @@ def lab(tmp_path: Path) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a loaded CI worker starts JupyterLab slowly
         while True:  # wait for the server to answer (a condition, bounded)
             try:
                 if httpx.get(f"{base}/api", params={"token": token}, timeout=1).is_success:

@@ -11,6 +11,7 @@ eight seconds without pause, and one that reads the hidden checks and writes the
 from __future__ import annotations
 
 import csv
+import os
 import re
 import secrets
 import signal
@@ -166,10 +167,12 @@ def test_bytecode_beside_the_sources_is_never_read_by_a_grading_kernel(tmp_path)
     lab 1 solution still scores full marks, with and without the sandbox."""
     solution = tmp_path / "solution.ipynb"
     nbformat.write(nbformat.read(SOLUTION, as_version=4), solution)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}
     try:
-        subprocess.run([sys.executable, "-c", PLANT], check=True, timeout=120)
+        subprocess.run([sys.executable, "-c", PLANT], check=True, timeout=120, env=env)
+        # a plain Python: bytecode beside the sources (the test run keeps its own apart)
         plain = subprocess.run([sys.executable, "-c", "import helixlab.checks.lab1"],
-                               capture_output=True, text=True, timeout=120)  # fmt: skip
+                               capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
         assert "planted bytecode ran" in plain.stderr  # the threat is real
         modes = ["off"] + ([] if _isolation.bwrap_problem() else ["on"])
         for mode in modes:
