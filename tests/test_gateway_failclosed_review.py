@@ -1,10 +1,10 @@
+# ruff: noqa: F811  (fixtures imported from the suites they extend)
 """Review of issue 20 item 1 (fail closed): routes guarded by a plugin that is not serving
 answer 503, whatever the path, method or configuration trick. Real uvicorn on loopback."""
 
 from __future__ import annotations
 
 import httpx
-import pytest
 from test_gateway_failclosed import (  # noqa: F401  (fixtures)
     TIMEOUTS,
     assert_guarded_503,
@@ -12,8 +12,6 @@ from test_gateway_failclosed import (  # noqa: F401  (fixtures)
     kernel,
     silent_key_server,
 )
-
-import helixlab as hx
 
 from _gateway_support import provider_plugin
 
@@ -44,9 +42,7 @@ def raw(url: str, method: str, path: str, **headers: str) -> httpx.Response:
         return c.send(req)
 
 
-def test_no_path_or_method_trick_reaches_a_route_while_the_guard_failed(
-    kernel, silent_key_server
-):
+def test_no_path_or_method_trick_reaches_a_route_while_the_guard_failed(kernel, silent_key_server):
     kernel.register(provider_plugin())
     kernel.apply_config(
         auth_config(public_key_url=silent_key_server, jwks_timeout="30s", skip_paths=["/health"])
