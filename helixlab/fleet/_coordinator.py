@@ -240,7 +240,7 @@ async def committed_generation(r: Any, keys: Keys, patience: float = 0.0) -> Gen
             raise FleetError(f"No fleet named {keys.fleet!r} runs on this Redis (no generation).")
         stored = await r.hgetall(keys.generation(int(committed)))
         if stored:
-            return Generation.from_hash(stored)
+            return Generation.from_hash(stored, int(committed))
         if time.monotonic() > deadline:
             raise FleetError(
                 f"The content of the fleet's committed generation {committed} is missing from "

@@ -112,7 +112,16 @@ class Generation:
         return {key: str(value) for key, value in data.items()}
 
     @classmethod
-    def from_hash(cls, data: Mapping[str, str]) -> Generation:
+    def from_hash(cls, data: Mapping[str, str], number: int | None = None) -> Generation:
+        """The generation stored in ``data``; with ``number``, the one read from
+        ``gen:{number}``, which must hold that generation (its number is signed, the key it
+        is stored under is not): FleetError otherwise."""
+        if number is not None and str(data.get("number")) != str(number):
+            raise FleetError(
+                f"Refusing fleet generation {number}: Redis holds generation "
+                f"{data.get('number')!r} under its key (a write to Redis).",
+                phase="verify",
+            )
         return cls(
             number=int(data["number"]),
             config=data["config"],

@@ -220,7 +220,7 @@ class Worker:
             if not stored or number < self.generation:
                 self._rejoin(f"generation {number} is no longer kept; loading {target}")
                 return
-            chain.append(Generation.from_hash(stored))
+            chain.append(Generation.from_hash(stored, number))  # FleetError: keep serving
             if chain[-1].parent >= number:
                 self._rejoin(f"generation {number} names a later parent ({chain[-1].parent})")
                 return
@@ -376,7 +376,13 @@ class Worker:
             stored = await self.r.hgetall(self.keys.generation(number))
             if not stored or await self.r.get(self.keys.decision(number)):
                 return  # gone, or decided already (without this worker)
-            gen = Generation.from_hash(stored)
+            try:
+                gen = Generation.from_hash(stored, number)
+            except FleetError as exc:  # another generation's hash under this number
+                self.last_error = str(exc)
+                _say(str(exc))
+                await self._send_vote(number, Vote(False, None, "verify", str(exc)))
+                return
             if gen.parent > self.generation:  # a commit made without this worker: catch up
                 await self._converge_locked()
             if gen.parent != self.generation:  # say so now, rather than let it time out

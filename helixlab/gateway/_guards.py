@@ -56,7 +56,8 @@ def unguarded(kernel: Any, live: Mapping[str, Any]) -> list[Unguarded]:
             continue
         try:
             state = str(kernel.state(name))
-        except LookupError:  # unregistered meanwhile: no longer a guard
+        except LookupError:  # configured required, but no plugin of that name registered
+            missing.append(Unguarded(name, "load", "no plugin of that name is registered"))
             continue
         if state in ("stopping", "stopped"):
             missing.append(Unguarded(name, "stop", "it was stopped"))

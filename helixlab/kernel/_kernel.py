@@ -619,9 +619,14 @@ class Kernel(Operations):
         """The enabled plugins that guard requests (``required``, e.g. custom-auth), by name.
 
         The gateway serves a request only on a generation where every one of them is live;
-        otherwise it answers 503 naming the plugin and why (fail closed).
+        otherwise it answers 503 naming the plugin and why (fail closed). A plugin the
+        configuration marks ``required: true`` that nothing registered (its file failed to
+        import, or it is not discovered yet) guards too: it is not serving.
         """
-        return self._registry.guards
+        pending = [n for n, s in list(self._pending.items()) if s.required and s.enabled]
+        if not pending:
+            return self._registry.guards
+        return tuple(sorted({*self._registry.guards, *pending}))
 
     def failure(self, name: str) -> tuple[str, str] | None:
         """``(phase, error)`` of ``name``'s failure while it is failed, else None."""
