@@ -17,10 +17,12 @@ lab:
 		--ip=127.0.0.1 --port=$(LAB_PORT) $(ROOT_FLAG)
 
 ## make test: install everything (helixlab[test]; Chromium too, when root), then run every
-## test and notebook
+## test and notebook, a file per xdist worker (a notebook's cells stay in order in one
+## kernel; JOBS=0 runs them in this process, one after another)
+JOBS ?= 3
 test:
 	@tools/setup.sh test --browser
-	$(BIN)/python -m pytest tests $(NOTEBOOK_DIRS) $(NBVAL)
+	$(BIN)/python -m pytest tests $(NOTEBOOK_DIRS) $(NBVAL) $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadfile)
 
 ## make test-fast: the unit tests only, no notebooks and no browser
 test-fast:
