@@ -56,6 +56,15 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
+# KEYS: the worker's key, gen:{id}; ARGV: info, ttl ms, the signature prepared. Before a
+# commit: the lease renewed only if it held, and the generation still the one prepared.
+FENCE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'lapsed' end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('HGET', KEYS[2], 'sig') ~= ARGV[3] then return 'changed' end
+return 'ok'
+"""
+
 # KEYS: committed, gen:{g}, seq, history; ARGV: g, and the generation's hash as pairs.
 # A Redis that lost the fleet's records (no persistence, FLUSHALL, eviction) learns
 # them back from a worker serving the committed generation.
@@ -111,6 +120,7 @@ class Worker:
         self._beat_ok = 0.0  # monotonic time of the last renewed lease
         self._seen: set[int] = set()  # proposals already considered
         self._woken = asyncio.Event()  # a decision was logged
+        self._outcomes: dict[int, str] = {}  # decisions read from the log
         self._busy = asyncio.Lock()
         self._draining: asyncio.Future | None = None
         self._converging: asyncio.Future | None = None
@@ -320,6 +330,7 @@ class Worker:
 
     def _serving(self, gen: Generation) -> None:
         self._seen = {n for n in self._seen if n > gen.number}
+        self._outcomes = {n: o for n, o in self._outcomes.items() if n > gen.number}
         self._gen = gen
         self.generation = gen.number
         self.state = "serving"
@@ -356,6 +367,9 @@ class Worker:
         if kind == "propose" and isinstance(data.get("gen"), int):
             self._consider_soon(data["gen"])
         elif kind == "decide":
+            if isinstance(data.get("gen"), int) and data.get("outcome"):
+                # written by the same script as the register: no second read needed
+                self._outcomes[data["gen"]] = data["outcome"]
             self._woken.set()
 
     def _consider_soon(self, number: int) -> None:
@@ -435,12 +449,26 @@ class Worker:
             await self._retry(self.beat)
 
     async def _fenced(self, gen: Generation, lease: int) -> str | None:
-        """Why this worker must not commit what it prepared for ``gen`` (None: it may)."""
-        if not await self.beat() or self.lease != lease:
-            return "this worker's lease lapsed since it voted"
-        sig = await self.r.hget(self.keys.generation(gen.number), "sig")
-        if sig != gen.sig:
+        """Why this worker must not commit what it prepared for ``gen`` (None: it may):
+        its lease renewed and the generation's signature read back in one script."""
+        ttl = int(HEARTBEAT_TTL * 1000)
+        held = await self.r.eval(
+            FENCE,
+            2,
+            self.keys.worker(self.id),
+            self.keys.generation(gen.number),
+            json.dumps(self.info()),
+            ttl,
+            gen.sig,
+        )
+        if held == "changed":
             return f"generation {gen.number} in Redis is no longer the one prepared"
+        if held != "ok" or time.monotonic() - self._beat_ok > HEARTBEAT_TTL:
+            await self.beat()  # records the lapse and takes a new lease
+            return "this worker's lease lapsed since it voted"
+        self._beat_ok = time.monotonic()
+        if self.lease != lease:
+            return "this worker's lease lapsed since it voted"
         return None
 
     async def _commit(self, prepared: Any, gen: Generation) -> None:
@@ -505,6 +533,8 @@ class Worker:
         deadline = time.monotonic() + DECISION_PATIENCE
         while time.monotonic() < deadline:
             self._woken.clear()
+            if gen.number in self._outcomes:
+                return self._outcomes[gen.number]
             with contextlib.suppress(Exception):
                 outcome = await self.r.get(self.keys.decision(gen.number))
                 if outcome:
