@@ -96,7 +96,10 @@ def test_make_lab_opens_the_course_on_its_landing_notebook_and_takes_lab_port():
     import nbformat
 
     shown = subprocess.run(
-        ["make", "-n", "lab", "LAB_PORT=8890"], cwd=ROOT, capture_output=True, text=True
+        ["make", "--no-print-directory", "-n", "lab", "LAB_PORT=8890"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     ).stdout
     assert "--ServerApp.root_dir=." in shown and "--port=8890" in shown
     assert "--LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb" in shown
@@ -114,7 +117,11 @@ def test_make_bench_peers_installs_each_peer_by_a_script_make_runs():
     import subprocess
 
     shown = subprocess.run(
-        ["make", "-n", "bench-peers"], cwd=ROOT, capture_output=True, text=True, timeout=30
+        ["make", "--no-print-directory", "-n", "bench-peers"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
     ).stdout
     lines = shown.splitlines()
     assert lines[0] == "tools/setup.sh test"
