@@ -169,11 +169,20 @@ class Session:
         for name in before_run:
             if name in defined:
                 continue
+            if name not in self.kernel:
+                # only ever a refused definition, and the cell no longer defines it: nothing
+                # of it runs and the notebook does not define it (as in a fresh kernel)
+                self._forget(name)
+                continue
             if error is None or (isinstance(error, HelixError) and defined):
                 now = ", ".join(map(repr, defined)) or "no plugin"
                 self.failed[name] = Failure(label, f"the cell now defines {now}, not {name!r}")
             else:
                 self.failed[name] = Failure(label, *_error_line(error))
+
+    def _forget(self, name: str) -> None:
+        for recorded in (self.refused, self.definitions, self.failed, self._defined_by):
+            recorded.pop(name, None)
 
     @contextlib.contextmanager
     def plugin_output(self) -> Iterator[None]:
