@@ -5,7 +5,8 @@ After any short sequence of edits and re-runs of lab 1's plugin cell in a live n
 to bottom: the cell's last version that ran, and, when the latest edit failed, that failed
 edit after it (the notebook as handed in keeps the failed cell last). The verdict compared
 is which checks pass, whether the "your last edit did not run" notice is shown, and the
-report's text (cell numbers aside); the live plugin's behaviour is compared too.
+report's text (cell numbers aside); the live plugin's behaviour is compared too, and the
+live panel (``%helix check lab1 --live``) must say what ``%helix check lab1`` says.
 
 The edits are the lab's own cells (the solution, the exercise's starter) and the usual
 mistakes: a wrong default level, ``level: str`` with no validation, a ``log()`` that keeps
@@ -108,7 +109,10 @@ def verdict(ip: Any) -> tuple:
     """What ``%helix check lab1`` says: the marks, the notice shown or not, the text."""
     ran = run(ip, "%helix check lab1")
     assert ran.error is None, ran.shown
-    report = ran.result.result
+    return said(ran.result.result)
+
+
+def said(report: Any) -> tuple:
     text = re.sub(r"cell \[\d+\]", "cell [N]", str(report))
     return tuple(r.passed for r in report.results), bool(report.notice), text
 
@@ -167,23 +171,29 @@ def cells_of(history: list[tuple[str, bool]]) -> list[str]:
 @example(sequence=["start fails", "syntax error"])
 def test_the_check_verdict_after_rerunning_edits_is_a_fresh_runs(ip, sequence):
     fresh(ip)
+    panel = run(ip, "%helix check lab1 --live").result.result  # the live panel follows too
     sources: list[str] = []
     history: list[tuple[str, bool]] = []  # (the cell's source, whether that version ran)
     live: list[tuple] = []
-    for step in sequence:
-        if isinstance(step, tuple):
-            if not sources:
-                continue
-            source = sources[-min(step[1], len(sources))]
-        else:
-            source = VERSIONS[step]
-        sources.append(source)
-        before = classes(ip)
-        ran = run(ip, source, cell_id=CELL_ID)
-        # it ran if nothing was raised, or if the kernel took its classes anyway (a first
-        # definition whose start() fails stays registered, failed)
-        history.append((source, ran.error is None or classes(ip) != before))
-        live.append((verdict(ip), behaviour(ip)))
+    try:
+        for step in sequence:
+            if isinstance(step, tuple):
+                if not sources:
+                    continue
+                source = sources[-min(step[1], len(sources))]
+            else:
+                source = VERSIONS[step]
+            sources.append(source)
+            before = classes(ip)
+            ran = run(ip, source, cell_id=CELL_ID)
+            # it ran if nothing was raised, or if the kernel took its classes anyway (a first
+            # definition whose start() fails stays registered, failed)
+            history.append((source, ran.error is None or classes(ip) != before))
+            assert panel.wait_idle()
+            live.append((verdict(ip), behaviour(ip)))
+            assert said(panel.report) == live[-1][0], "the live panel and %helix check differ"
+    finally:
+        panel.close()
     for n, (seen, acts) in enumerate(live, 1):
         fresh(ip)
         for cell in cells_of(history[:n]):
