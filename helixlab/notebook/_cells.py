@@ -92,6 +92,7 @@ def _plugin_cell(session: Any, cell: str, options: str) -> Any:
         raise
     for cls in classes:
         session.refused.pop(cls.name, None)
+        session.accepted[cls.name] = session.definitions[cls.name]
     return report
 
 

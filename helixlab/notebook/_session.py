@@ -75,6 +75,8 @@ class Session:
         #: plugin name -> the compiled code of the ``%%helix plugin`` cell that last defined
         #: it: the checks run it again for a fresh module state per private kernel
         self.definitions: dict[str, Any] = {}
+        #: plugin name -> the definition (as in ``definitions``) of the version the kernel runs
+        self.accepted: dict[str, Any] = {}
         #: plugin name -> how the latest run of the cell that defined it failed
         self.failed: dict[str, Failure] = {}
         #: plugin name -> (cell id, class name) of the cell run that last defined it
@@ -109,6 +111,7 @@ class Session:
         """Close the kernel and start an empty one (the notebook's ``helix`` is rebound)."""
         self.refused.clear()
         self.definitions.clear()
+        self.accepted.clear()
         self.failed.clear()
         self._defined_by.clear()
         self.stop_extras()
@@ -169,11 +172,31 @@ class Session:
         for name in before_run:
             if name in defined:
                 continue
+            if name not in self.kernel:
+                # only ever a refused definition, and the cell no longer defines it: nothing
+                # of it runs and the notebook does not define it (as in a fresh kernel)
+                self._forget(name)
+                continue
+            if name in self.refused:
+                # the refused definition is no longer the notebook's either: the checks try
+                # the version still running, as a fresh run of the notebook would
+                del self.refused[name]
+                if name in self.accepted:
+                    self.definitions[name] = self.accepted[name]
+                else:
+                    self.definitions.pop(name, None)
             if error is None or (isinstance(error, HelixError) and defined):
                 now = ", ".join(map(repr, defined)) or "no plugin"
                 self.failed[name] = Failure(label, f"the cell now defines {now}, not {name!r}")
             else:
                 self.failed[name] = Failure(label, *_error_line(error))
+
+    def _forget(self, name: str) -> None:
+        self.refused.pop(name, None)
+        self.definitions.pop(name, None)
+        self.accepted.pop(name, None)
+        self.failed.pop(name, None)
+        self._defined_by.pop(name, None)
 
     @contextlib.contextmanager
     def plugin_output(self) -> Iterator[None]:
