@@ -1,7 +1,9 @@
 # ruff: noqa: F811  (fixtures imported from the suites they extend)
 """Review of issue 21 item 8 (signed generations): what a writer of the fleet's Redis can
-still make workers run. The signature covers a generation's content and number, but not
-whether the fleet committed it: real worker processes, a real redis-server."""
+make workers run. A generation's signature covers its content and number; the proposer's
+signed commit decision covers that the fleet committed it, and each worker's high-water
+mark that it is not older than what the fleet served: real worker processes, a real
+redis-server."""
 
 from __future__ import annotations
 
@@ -25,13 +27,6 @@ from helixlab.fleet._redis import client, redis_binary
 
 pytestmark = pytest.mark.skipif(redis_binary() is None, reason="no redis-server")
 
-UNFIXED = (
-    "not fixed: the signature authenticates a generation's content, not the fleet's "
-    "decision to commit it nor its freshness (see the review report)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=UNFIXED)
 def test_an_aborted_signed_proposal_is_not_run_when_redis_names_it_committed(config, redis_server):
     """A proposal the fleet aborted stays in Redis, validly signed. Pointing the committed
     generation at it must not make workers catch up onto it."""
@@ -55,7 +50,6 @@ def test_an_aborted_signed_proposal_is_not_run_when_redis_names_it_committed(con
         assert "rejected" not in marks, marks
 
 
-@pytest.mark.xfail(strict=True, reason=UNFIXED)
 def test_rolling_the_committed_pointer_back_does_not_downgrade_the_fleet(config, redis_server):
     """Every old generation stays validly signed: moving the committed pointer back makes
     each worker rejoin, and a rejoining worker loads the old generation (its code and its
