@@ -98,6 +98,22 @@ return committed
 """
 
 
+# KEYS: committed, gen:{g}, seq, history, commit:{g}; ARGV: the committed id read, g, its
+# signed commit decision, and the generation's hash as pairs. Points ``committed`` back at
+# g, the highest generation the fleet committed (signed), if it still holds what was read:
+# a pointer rolled back, or naming a generation without a signed commit, is repaired.
+REPAIR = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('HSET', KEYS[2], unpack(ARGV, 4)) end
+redis.call('SET', KEYS[5], ARGV[3])
+redis.call('SET', KEYS[1], ARGV[2])
+if tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[3], ARGV[2])
+end
+return 1
+"""
+
+
 def _say(text: str) -> None:
     print(f"helixlab worker {os.getpid()}: {text}", file=sys.stderr, flush=True)
 
@@ -234,11 +250,31 @@ class Worker:
             *pairs,
         )
 
-    def _refuse(self, why: str) -> None:
-        """Keep serving what it serves, and say why (once per reason)."""
+    async def _refuse(self, why: str, seen: str) -> None:
+        """Keep serving what it serves, say why (once per reason), and point ``committed``
+        (still ``seen``) back at the generation it serves, whose commit it holds signed."""
         if self.last_error != why:
             _say(f"{why}; still serving generation {self.generation}")
         self.last_error = why
+        gen = self._gen
+        if gen is None or not self._commit_sig or gen.number < self.high_water:
+            return
+        pairs = [x for item in gen.to_hash().items() for x in item]
+        repaired = await self.r.eval(
+            REPAIR,
+            5,
+            self.keys.committed,
+            self.keys.generation(gen.number),
+            self.keys.seq,
+            self.keys.history,
+            self.keys.commit(gen.number),
+            seen,
+            str(gen.number),
+            self._commit_sig,
+            *pairs,
+        )
+        if repaired:
+            _say(f"pointed the fleet's committed generation back at {gen.number}")
 
     async def _commit_signature(self, gen: Generation) -> str:
         """The signed decision that committed ``gen``; FleetError when it is not the fleet
@@ -263,10 +299,11 @@ class Worker:
         target = int(committed)
         floor = max(self.generation, self.high_water)
         if target < floor:  # a rollback of the pointer: old generations stay signed
-            self._refuse(
+            await self._refuse(
                 f"Refusing the fleet's committed generation {target}: this fleet already "
                 f"committed generation {floor} (Redis rolled back, or a write to it; to "
-                f"follow a Redis restored from an older snapshot, restart the supervisor)"
+                f"follow a Redis restored from an older snapshot, restart the supervisor)",
+                committed,
             )
             return
         if target == self.generation:
@@ -292,7 +329,7 @@ class Worker:
                 gen.check(self.key, self.keys.fleet)
                 signatures.append(await self._commit_signature(gen))
             except FleetError as exc:  # not the fleet key's: keep serving the last good one
-                self._refuse(str(exc))
+                await self._refuse(str(exc), committed)
                 return
         for gen, signature in zip(reversed(chain), signatures, strict=True):
             self.state = f"catching up {gen.number}"
@@ -353,12 +390,7 @@ class Worker:
                 gen.check(self.key, self.keys.fleet)  # refuses, saying why: exit 1
                 commit_sig = await self._commit_signature(gen)
                 if gen.number < self.high_water:
-                    raise FleetError(
-                        f"Refusing to join the fleet {self.keys.fleet!r} on its committed "
-                        f"generation {gen.number}: it already committed generation "
-                        f"{self.high_water} (Redis rolled back, or a write to it; to follow a "
-                        f"Redis restored from an older snapshot, restart the supervisor)."
-                    )
+                    gen, commit_sig = await self._join_high_water(gen)
             self.kernel = Kernel(loop=self.args.loop)
             self.kernel.subscribe(self._on_event)
             if self.args.entry_points:
@@ -397,6 +429,45 @@ class Worker:
             f"serving generation {gen.number} ({gen.digest}) as {self.id} "
             f"on {self.kernel.loop_kind} + {self.server.http}"
         )
+
+    async def _join_high_water(self, committed: Generation) -> tuple[Generation, str]:
+        """Redis names a generation below this supervisor's high-water mark: join on the
+        high-water one instead if Redis still holds it with its signed commit (and point
+        ``committed`` back at it), else refuse, saying what to do."""
+        number = self.high_water
+        stored = await self.r.hgetall(self.keys.generation(number))
+        try:
+            if not stored:
+                raise FleetError(f"generation {number} is no longer in Redis")
+            gen = Generation.from_hash(stored, number)
+            gen.check(self.key, self.keys.fleet)
+            commit_sig = await self._commit_signature(gen)
+        except FleetError as exc:
+            raise FleetError(
+                f"Refusing to join the fleet {self.keys.fleet!r} on its committed generation "
+                f"{committed.number}: it already committed generation {number} ({exc}; Redis "
+                f"rolled back, or a write to it). To follow a Redis restored from an older "
+                f"snapshot, restart the supervisor."
+            ) from None
+        _say(
+            f"Refusing the fleet's committed generation {committed.number}: this fleet "
+            f"already committed generation {number}; joining on {number}"
+        )
+        pairs = [x for item in gen.to_hash().items() for x in item]
+        await self.r.eval(
+            REPAIR,
+            5,
+            self.keys.committed,
+            self.keys.generation(number),
+            self.keys.seq,
+            self.keys.history,
+            self.keys.commit(number),
+            str(committed.number),
+            str(number),
+            commit_sig,
+            *pairs,
+        )
+        return gen, commit_sig
 
     def _serving(self, gen: Generation, commit_sig: str) -> None:
         self._seen = {n for n in self._seen if n > gen.number}
