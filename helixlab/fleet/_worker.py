@@ -362,6 +362,11 @@ class Worker:
             last = await self.r.xrevrange(self.keys.stream, count=1)
             self.cursor = last[0][0] if last else "0-0"
             committed = await self.r.get(self.keys.committed)
+            deadline = time.monotonic() + 2 * HEARTBEAT_TTL
+            while committed is None and self.high_water and time.monotonic() < deadline:
+                # a Redis that lost the fleet's records: its live workers store them back
+                await asyncio.sleep(0.1)  # within a heartbeat (no event to wait on)
+                committed = await self.r.get(self.keys.committed)
             if committed is None:
                 with open(self.args.config, encoding="utf-8") as f:
                     text = f.read()
