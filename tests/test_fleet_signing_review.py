@@ -178,3 +178,47 @@ def test_a_restarted_worker_joins_on_its_high_water_generation_not_the_rolled_ba
         assert int(r.get(keys.committed)) == new
         r.close()
         assert {c.get("mark") for c in flaky_configs(sup.url, 6).values()} == {"new"}
+
+
+def test_a_commit_decision_written_ahead_by_someone_else_is_not_reported_committed(
+    redis_server, fleet_key
+):
+    """``decision:{P}`` is write-once: a Redis writer who writes ``commit`` for the next id
+    first wins the register, but not the signature. The proposer says so (it does not
+    report a commit no worker runs), and ``committed`` stays where it was."""
+    import asyncio
+    import json
+
+    from helixlab.fleet import propose
+    from helixlab.fleet._coordinator import log
+    from helixlab.fleet._signing import sign_commit
+
+    keys = Keys("helixlab")
+
+    async def scenario():
+        r = client(redis_server.url)
+        try:
+            base = Generation(1, "plugins: {}\n", "plugins.yaml").signed(fleet_key, keys.fleet)
+            await r.hset(keys.generation(1), mapping=base.to_hash())
+            await r.set(keys.commit(1), sign_commit(fleet_key, keys.fleet, 1, base.digest))
+            await r.set(keys.committed, 1)
+            await r.set(keys.seq, 1)
+            await r.set(keys.decision(2), "commit")  # the attacker's write, ahead
+            await r.set(keys.worker("w1"), json.dumps({"id": "w1"}), px=60_000)
+
+            async def vote_ready():
+                while not (proposal := await r.get(keys.proposal)):
+                    await asyncio.sleep(0.01)
+                await r.hset(keys.votes(int(proposal)), "w1", json.dumps({"ok": True}))
+                await log(r, keys, {"type": "vote", "gen": int(proposal), "worker": "w1"})
+
+            voter = asyncio.ensure_future(vote_ready())
+            with pytest.raises(FleetError, match="not with this proposer's signed decision"):
+                await propose(r, keys, {"kind": "reload", "plugin": "flaky"}, timeout=5)
+            await voter
+            assert await r.get(keys.committed) == "1"
+            assert await r.get(keys.commit(2)) is None
+        finally:
+            await r.aclose()
+
+    run(scenario())

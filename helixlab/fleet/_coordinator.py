@@ -304,18 +304,27 @@ async def _propose_locked(
     ok = report.error is None and all(v.get("ok") for v in report.votes.values())
     from ._signing import sign_commit
 
+    signed_commit = sign_commit(key, keys.fleet, gen.number, gen.digest)
     report.outcome = await _decide_retrying(
         r,
         keys,
         gen.number,
         base.number,
         "commit" if ok else "abort",
-        sign_commit(key, keys.fleet, gen.number, gen.digest),
+        signed_commit,
     )
     if report.outcome == "abort" and ok and report.error is None:
         report.error = (
             f"the fleet's committed generation moved away from {base.number} meanwhile "
             f"(another proposer, or a Redis that lost data)"
+        )
+    if report.outcome == "commit" and (
+        not ok or await r.get(keys.commit(gen.number)) != signed_commit
+    ):  # "commit" written before ours by someone else: no worker runs it unsigned
+        report.outcome = "abort"
+        report.error = (
+            f"decision:{gen.number} says commit, but not with this proposer's signed "
+            f"decision (a write to Redis): workers refuse it"
         )
     t_decided = time.perf_counter()
     if report.outcome == "commit" and wait_swapped:
