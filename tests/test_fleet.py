@@ -579,6 +579,7 @@ def test_a_worker_left_out_of_a_commit_catches_up_by_itself(config, redis_server
     """As if its heartbeat had lapsed while generation 2 was committed without it."""
     from helixlab.fleet import Generation
     from helixlab.fleet._generation import configured_text
+    from helixlab.fleet._signing import sign_commit
 
     with fleet(config, 1, redis_server.url) as sup:
         r, keys = client(redis_server.url, asyncio=False), Keys("helixlab")
@@ -593,6 +594,7 @@ def test_a_worker_left_out_of_a_commit_catches_up_by_itself(config, redis_server
             parent=1,
         ).signed(fleet_key, "helixlab")
         r.hset(keys.generation(2), mapping=missed.to_hash())
+        r.set(keys.commit(2), sign_commit(fleet_key, "helixlab", 2, missed.digest))
         r.set(keys.committed, 2)
         r.close()
         until(lambda: [w["generation"] for w in sup.status()["workers"]] == [2])
@@ -607,6 +609,7 @@ def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(
 ):
     from helixlab.fleet import Generation
     from helixlab.fleet._generation import KEEP_GENERATIONS, configured_text
+    from helixlab.fleet._signing import sign_commit
 
     with fleet(config, 1, redis_server.url) as sup:
         for _ in range(KEEP_GENERATIONS + 2):
@@ -631,6 +634,7 @@ def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(
             parent=committed + 4,  # a parent this worker never saw (not kept)
         ).signed(fleet_key, "helixlab")
         r.hset(keys.generation(far.number), mapping=far.to_hash())
+        r.set(keys.commit(far.number), sign_commit(fleet_key, "helixlab", far.number, far.digest))
         r.set(keys.committed, far.number)
         r.close()
         until(lambda: [w["generation"] for w in sup.status()["workers"]] == [far.number], 30)

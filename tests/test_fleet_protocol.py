@@ -25,6 +25,7 @@ from helixlab.fleet._cli import fleet_status
 from helixlab.fleet._coordinator import decide, log, unlock
 from helixlab.fleet._generation import configured_text
 from helixlab.fleet._redis import client
+from helixlab.fleet._signing import sign_commit
 from helixlab.fleet._worker import worker_id
 
 pytestmark = pytest.mark.skipif(fleet_redis.redis_binary() is None, reason="no redis-server")
@@ -200,6 +201,7 @@ def test_a_late_vote_for_an_aborted_proposal_never_counts_for_the_next(redis_ser
         try:
             base = Generation(1, CONFIG, "plugins.yaml").signed(key, keys.fleet)
             await r.hset(keys.generation(1), mapping=base.to_hash())
+            await r.set(keys.commit(1), sign_commit(key, keys.fleet, 1, base.digest))
             await r.set(keys.committed, 1)
             await r.set(keys.worker("w1"), json.dumps({"id": "w1"}), px=60_000)
             with pytest.raises(FleetError, match=r"no answer within 0\.5s") as first:

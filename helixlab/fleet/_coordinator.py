@@ -34,6 +34,7 @@ from ._redis import Keys
 
 __all__ = [
     "FleetReport",
+    "check_committed",
     "decide",
     "live_workers",
     "lock",
@@ -48,15 +49,18 @@ LOG_LENGTH = 2000
 #: Seconds an outcome that no longer matters (aborted, or superseded) stays readable.
 DECISION_AGE = 24 * 3600
 
-# KEYS: decision, committed, proposal, log; ARGV: outcome, id, parent.
-# Returns the outcome that holds (write-once); commit only moves committed from the parent.
+# KEYS: decision, committed, proposal, log, commit; ARGV: outcome, id, parent, age, log
+# length, the signed commit decision. Returns the outcome that holds (write-once); commit
+# only moves committed from the parent, and writes the proposer's signature with it.
 DECIDE = """
 local held = redis.call('GET', KEYS[1])
 if held then return held end
 local outcome = ARGV[1]
 if outcome == 'commit' and redis.call('GET', KEYS[2]) ~= ARGV[3] then outcome = 'abort' end
+if outcome == 'commit' and (ARGV[6] or '') == '' then outcome = 'abort' end
 redis.call('SET', KEYS[1], outcome)
 if outcome == 'commit' then
+  redis.call('SET', KEYS[5], ARGV[6])
   redis.call('SET', KEYS[2], ARGV[2])
 else
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
@@ -109,22 +113,34 @@ class FleetReport:
         return "\n".join(lines)
 
 
-async def decide(r: Any, keys: Keys, gen: int, outcome: str, parent: int) -> str:
+async def decide(
+    r: Any, keys: Keys, gen: int, outcome: str, parent: int, signature: str = ""
+) -> str:
     """Write ``outcome`` for proposal ``gen`` (proposed on ``parent``) if nobody has;
-    returns the outcome that holds."""
+    returns the outcome that holds. A commit needs the proposer's ``signature`` (see
+    ``_signing.sign_commit``): without one it is an abort."""
     return await r.eval(
         DECIDE,
-        4,
+        5,
         keys.decision(gen),
         keys.committed,
         keys.proposal,
         keys.stream,
+        keys.commit(gen),
         outcome,
         str(gen),
         str(parent),
         DECISION_AGE,
         LOG_LENGTH,
+        signature,
     )
+
+
+async def check_committed(r: Any, keys: Keys, gen: Generation, key: bytes) -> None:
+    """Raise FleetError unless ``gen`` is signed by the fleet key and so is the decision
+    that committed it (``committed`` and ``decision:*`` are plain Redis writes)."""
+    gen.check(key, keys.fleet)
+    gen.check_commit(key, keys.fleet, await r.get(keys.commit(gen.number)))
 
 
 async def next_id(r: Any, keys: Keys) -> int:
@@ -255,7 +271,7 @@ async def _propose_locked(
 ):
     t0 = time.perf_counter()
     base = await committed_generation(r, keys, patience=3.0)
-    base.check(key, keys.fleet)  # never build on content the fleet key did not sign
+    await check_committed(r, keys, base, key)  # never build on what the fleet did not commit
     if action["kind"] == "configure":
         config = configured_text(base.config, action["plugin"], action["values"])
     number = await next_id(r, keys)
@@ -286,13 +302,29 @@ async def _propose_locked(
         else:
             raise
     ok = report.error is None and all(v.get("ok") for v in report.votes.values())
+    from ._signing import sign_commit
+
+    signed_commit = sign_commit(key, keys.fleet, gen.number, gen.digest)
     report.outcome = await _decide_retrying(
-        r, keys, gen.number, base.number, "commit" if ok else "abort"
+        r,
+        keys,
+        gen.number,
+        base.number,
+        "commit" if ok else "abort",
+        signed_commit,
     )
     if report.outcome == "abort" and ok and report.error is None:
         report.error = (
             f"the fleet's committed generation moved away from {base.number} meanwhile "
             f"(another proposer, or a Redis that lost data)"
+        )
+    if report.outcome == "commit" and (
+        not ok or await r.get(keys.commit(gen.number)) != signed_commit
+    ):  # "commit" written before ours by someone else: no worker runs it unsigned
+        report.outcome = "abort"
+        report.error = (
+            f"decision:{gen.number} says commit, but not with this proposer's signed "
+            f"decision (a write to Redis): workers refuse it"
         )
     t_decided = time.perf_counter()
     if report.outcome == "commit" and wait_swapped:
@@ -316,7 +348,8 @@ async def _expire(r: Any, keys: Keys, number: int) -> None:
     with contextlib.suppress(Exception):  # Redis gone: the keys stay (bounded by proposals)
         async with r.pipeline(transaction=False) as pipe:
             for k in (keys.generation(number), keys.votes(number), keys.swapped(number),
-                      keys.notes(number), keys.decision(number)):  # fmt: skip
+                      keys.notes(number), keys.decision(number),
+                      keys.commit(number)):  # fmt: skip
                 pipe.expire(k, DECISION_AGE)
             await pipe.execute()
 
@@ -331,13 +364,13 @@ async def _remember(r: Any, keys: Keys, number: int) -> None:
         await r.ltrim(keys.history, 0, KEEP_GENERATIONS - 1)
 
 
-async def _decide_retrying(r, keys, gen, parent, outcome, patience: float = 30.0) -> str:
+async def _decide_retrying(r, keys, gen, parent, outcome, signature, patience: float = 30.0) -> str:
     """Write the outcome, retrying while Redis is unreachable (a restart), up to ``patience``."""
     deadline = time.monotonic() + patience
     delay = 0.05
     while True:
         try:
-            return await decide(r, keys, gen, outcome, parent)
+            return await decide(r, keys, gen, outcome, parent, signature)
         except Exception as exc:
             if time.monotonic() > deadline or not exc.__class__.__module__.startswith("redis"):
                 raise FleetError(

@@ -82,6 +82,18 @@ class Generation:
                 phase="verify",
             )
 
+    def check_commit(self, key: bytes, fleet: str, signature: str | None) -> None:
+        """Raise FleetError unless ``signature`` is the fleet key's decision to commit this
+        generation (its number and digest)."""
+        from ._signing import verify_commit
+
+        why = verify_commit(key, fleet, self.number, self.digest, signature)
+        if why is not None:
+            raise FleetError(
+                f"Refusing fleet generation {self.number} ({self.describe()}): {why}.",
+                phase="verify",
+            )
+
     @property
     def digest(self) -> str:
         """sha256 of the configuration and the sources: one digest, the same code and settings."""

@@ -168,6 +168,10 @@ class Keys:
     def decision(self, gen: int) -> str:
         return f"{self.prefix}decision:{gen}"
 
+    def commit(self, gen: int) -> str:
+        """The proposer's signed commit decision for ``gen`` (see ``_signing.sign_commit``)."""
+        return f"{self.prefix}commit:{gen}"
+
     @property
     def lock(self) -> str:
         return f"{self.prefix}lock"

@@ -30,7 +30,9 @@ __all__ = [
     "make_key_file",
     "require_key",
     "sign",
+    "sign_commit",
     "verify",
+    "verify_commit",
 ]
 
 KEY_VARIABLE = "HELIXLAB_FLEET_KEY"
@@ -113,4 +115,34 @@ def verify(key: bytes, fleet: str, fields: dict[str, Any], signature: str | None
         return "it is not signed"
     if not hmac.compare_digest(sign(key, fleet, fields), signature):
         return f"its signature is not this fleet's key's (a write to Redis, or another key; {_HOW})"
+    return None
+
+
+def _commit_fields(number: int, digest: str) -> dict[str, Any]:
+    return {"decision": "commit", "proposal": number, "generation": number, "digest": digest}
+
+
+def sign_commit(key: bytes, fleet: str, number: int, digest: str) -> str:
+    """The proposer's signed decision that the fleet committed proposal ``number`` (its
+    content: ``digest``). A generation's own signature proves a key holder proposed it;
+    this one proves the fleet committed it: ``committed`` and ``decision:*`` in Redis are
+    not signed, so a worker runs nothing as committed without it."""
+    return sign(key, fleet, _commit_fields(number, digest))
+
+
+def verify_commit(
+    key: bytes, fleet: str, number: int, digest: str, signature: str | None
+) -> str | None:
+    """None when ``signature`` is the fleet key's commit decision for generation ``number``
+    with content ``digest``; else why it is refused."""
+    if not signature:
+        return (
+            f"Redis names generation {number} committed, but holds no signed commit decision "
+            f"for it (an aborted proposal, or a write to Redis)"
+        )
+    if not hmac.compare_digest(sign_commit(key, fleet, number, digest), signature):
+        return (
+            f"the commit decision for generation {number} is not signed by this fleet's key "
+            f"(a write to Redis, or another key; {_HOW})"
+        )
     return None

@@ -128,6 +128,10 @@ class Supervisor:
         # directory, which the watchdog removes should the supervisor be killed
         self.run_dir = Path(tempfile.mkdtemp(prefix="helixlab-fleet-"))
         self.metrics_dir = str(self.run_dir / "metrics")
+        # the highest generation each worker served, read by the workers it starts next:
+        # a worker never joins below it (the fleet does not go back with a rolled-back Redis)
+        self.high_water_dir = self.run_dir / "high-water"
+        self.high_water_dir.mkdir(mode=0o700)
         os.mkdir(self.metrics_dir, 0o700)
         self._watchdog: subprocess.Popen | None = None
         self._pending: dict[str, _Pending] = {}  # watched saves not yet committed, by file
@@ -287,6 +291,7 @@ class Supervisor:
             "HELIXLAB_WORKER_SLOT": str(slot.index),  # which of the N a worker is
             REDIS_VARIABLE: self.redis_url or "",  # the environment, not argv (`ps`)
             "TMPDIR": str(tmp),
+            "HELIXLAB_FLEET_HIGH_WATER_DIR": str(self.high_water_dir),
         }
         if self.admin_key:
             env["HELIXLAB_ADMIN_KEY"] = self.admin_key  # the environment, not argv (`ps`)

@@ -5,6 +5,14 @@ a fleet founds the first generation from its config file), starts serving, and
 heartbeats before it lets the next worker or reload in. Then it answers proposals: it
 prepares each one aside, votes through Redis, and commits or aborts as the fleet decides.
 
+It runs a generation only with the fleet key's signature on it and on the decision that
+committed it (``commit:{id}``; ``committed`` and ``decision:*`` are plain Redis writes), and
+never one below its high-water mark: the highest committed generation it, or any worker
+its supervisor started before it, served (files in ``$HELIXLAB_FLEET_HIGH_WATER_DIR``, in
+the supervisor's private directory). A ``committed`` that goes back is refused, said, and
+the worker keeps serving; a Redis restored from an older snapshot is followed only after
+the supervisor is restarted (see docs/architecture.md, "The fleet").
+
 Its heartbeat is a lease (a key with a TTL, renewed only while it exists): a worker that
 was paused past it has been counted out of the fleet, so it commits nothing it prepared
 before (it aborts it) and converges on the committed generation instead. Every
@@ -44,6 +52,7 @@ __all__ = ["Worker", "main", "worker_id"]
 
 ADMIN_KEY_VARIABLE = "HELIXLAB_ADMIN_KEY"  # as `helixlab serve` reads it
 WORKER_ID_VARIABLE = "HELIXLAB_WORKER_ID"  # the supervisor names its workers
+HIGH_WATER_VARIABLE = "HELIXLAB_FLEET_HIGH_WATER_DIR"  # the supervisor's high-water marks
 EXIT_REJOIN = 3  # a worker that cannot know the fleet's generation restarts to rejoin it
 HEARTBEAT_TTL = 3.0  # seconds a worker stays in the quorum without a heartbeat (its lease)
 DECISION_PATIENCE = 45.0  # seconds a prepared worker waits for the outcome, then aborts it
@@ -65,9 +74,10 @@ if redis.call('HGET', KEYS[2], 'sig') ~= ARGV[3] then return 'changed' end
 return 'ok'
 """
 
-# KEYS: committed, gen:{g}, seq, history; ARGV: g, and the generation's hash as pairs.
-# A Redis that lost the fleet's records (no persistence, FLUSHALL, eviction) learns
-# them back from a worker serving the committed generation.
+# KEYS: committed, gen:{g}, seq, history, commit:{g}; ARGV: g, its signed commit
+# decision, and the generation's hash as pairs. A Redis that lost the fleet's records (no
+# persistence, FLUSHALL, eviction) learns them back from a worker serving the committed
+# generation.
 REASSERT = """
 local committed = redis.call('GET', KEYS[1])
 if not committed then
@@ -76,7 +86,10 @@ if not committed then
   committed = ARGV[1]
 end
 if committed == ARGV[1] and redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('HSET', KEYS[2], unpack(ARGV, 2))
+  redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+end
+if committed == ARGV[1] and ARGV[2] ~= '' and redis.call('EXISTS', KEYS[5]) == 0 then
+  redis.call('SET', KEYS[5], ARGV[2])
 end
 if tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[3], ARGV[1])
@@ -85,8 +98,40 @@ return committed
 """
 
 
+# KEYS: committed, gen:{g}, seq, history, commit:{g}; ARGV: the committed id read, g, its
+# signed commit decision, and the generation's hash as pairs. Points ``committed`` back at
+# g, the highest generation the fleet committed (signed), if it still holds what was read:
+# a pointer rolled back, or naming a generation without a signed commit, is repaired.
+REPAIR = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('HSET', KEYS[2], unpack(ARGV, 4)) end
+redis.call('SET', KEYS[5], ARGV[3])
+redis.call('SET', KEYS[1], ARGV[2])
+if tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[3], ARGV[2])
+end
+return 1
+"""
+
+
 def _say(text: str) -> None:
     print(f"helixlab worker {os.getpid()}: {text}", file=sys.stderr, flush=True)
+
+
+def _high_water_dir() -> Path | None:
+    given = os.environ.get(HIGH_WATER_VARIABLE)
+    return Path(given) if given else None
+
+
+def high_water() -> int:
+    """The highest committed generation any worker of this supervisor served (0: none)."""
+    directory = _high_water_dir()
+    best = 0
+    if directory is not None and directory.is_dir():
+        for path in directory.iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                best = max(best, int(path.read_text().strip() or 0))
+    return best
 
 
 def worker_id() -> str:
@@ -107,7 +152,9 @@ class Worker:
         self.key = require_key()  # the environment's (the supervisor passes it)
         self.id = worker_id()
         self.generation = 0
+        self.high_water = high_water()  # never serve a generation below it
         self._gen: Generation | None = None
+        self._commit_sig = ""  # the signed decision that committed what it serves
         self.state = "joining"
         self.last_error: str | None = None
         self.started = time.time()
@@ -192,14 +239,49 @@ class Worker:
         pairs = [x for item in gen.to_hash().items() for x in item]
         await self.r.eval(
             REASSERT,
-            4,
+            5,
             self.keys.committed,
             self.keys.generation(gen.number),
             self.keys.seq,
             self.keys.history,
+            self.keys.commit(gen.number),
             str(gen.number),
+            self._commit_sig,
             *pairs,
         )
+
+    async def _refuse(self, why: str, seen: str) -> None:
+        """Keep serving what it serves, say why (once per reason), and point ``committed``
+        (still ``seen``) back at the generation it serves, whose commit it holds signed."""
+        if self.last_error != why:
+            _say(f"{why}; still serving generation {self.generation}")
+        self.last_error = why
+        gen = self._gen
+        if gen is None or not self._commit_sig or gen.number < self.high_water:
+            return
+        pairs = [x for item in gen.to_hash().items() for x in item]
+        repaired = await self.r.eval(
+            REPAIR,
+            5,
+            self.keys.committed,
+            self.keys.generation(gen.number),
+            self.keys.seq,
+            self.keys.history,
+            self.keys.commit(gen.number),
+            seen,
+            str(gen.number),
+            self._commit_sig,
+            *pairs,
+        )
+        if repaired:
+            _say(f"pointed the fleet's committed generation back at {gen.number}")
+
+    async def _commit_signature(self, gen: Generation) -> str:
+        """The signed decision that committed ``gen``; FleetError when it is not the fleet
+        key's (or missing: an aborted proposal, or a write to Redis)."""
+        signature = await self.r.get(self.keys.commit(gen.number))
+        gen.check_commit(self.key, self.keys.fleet, signature)
+        return signature
 
     async def _converge(self) -> None:
         """Serve the committed generation: catch up along its parents, else rejoin."""
@@ -215,13 +297,19 @@ class Worker:
         if committed is None or self._gen is None:
             return
         target = int(committed)
+        floor = max(self.generation, self.high_water)
+        if target < floor:  # a rollback of the pointer: old generations stay signed
+            await self._refuse(
+                f"Refusing the fleet's committed generation {target}: this fleet already "
+                f"committed generation {floor} (Redis rolled back, or a write to it; to "
+                f"follow a Redis restored from an older snapshot, restart the supervisor)",
+                committed,
+            )
+            return
         if target == self.generation:
             digest = await self.r.hget(self.keys.generation(target), "digest")
             if digest and digest != self._gen.digest:
                 self._rejoin(f"generation {target} in Redis is not what this worker serves")
-            return
-        if target < self.generation:
-            self._rejoin(f"the fleet's committed generation went back to {target}")
             return
         chain: list[Generation] = []
         number = target
@@ -235,21 +323,22 @@ class Worker:
                 self._rejoin(f"generation {number} names a later parent ({chain[-1].parent})")
                 return
             number = chain[-1].parent
-        for gen in reversed(chain):
+        signatures = []
+        for gen in reversed(chain):  # all of it checked before any of it runs
             try:
                 gen.check(self.key, self.keys.fleet)
+                signatures.append(await self._commit_signature(gen))
             except FleetError as exc:  # not the fleet key's: keep serving the last good one
-                if self.last_error != str(exc):
-                    _say(str(exc))
-                self.last_error = str(exc)
+                await self._refuse(str(exc), committed)
                 return
+        for gen, signature in zip(reversed(chain), signatures, strict=True):
             self.state = f"catching up {gen.number}"
             try:
                 prepared = await prepare(self.kernel, gen, self.plugins)
             except Exception as exc:
                 self._rejoin(f"generation {gen.number} failed here while catching up: {exc}")
                 return
-            await self._commit(prepared, gen)
+            await self._commit(prepared, gen, signature)
         self.state = "serving"
 
     def _rejoin(self, why: str) -> None:
@@ -273,15 +362,30 @@ class Worker:
             last = await self.r.xrevrange(self.keys.stream, count=1)
             self.cursor = last[0][0] if last else "0-0"
             committed = await self.r.get(self.keys.committed)
+            deadline = time.monotonic() + 2 * HEARTBEAT_TTL
+            while committed is None and self.high_water and time.monotonic() < deadline:
+                # a Redis that lost the fleet's records: its live workers store them back
+                await asyncio.sleep(0.1)  # within a heartbeat (no event to wait on)
+                committed = await self.r.get(self.keys.committed)
             if committed is None:
                 with open(self.args.config, encoding="utf-8") as f:
                     text = f.read()
                 sources = read_sources(self.args.plugins) if self.args.plugins else {}
                 number = await next_id(self.r, self.keys)
+                if number <= self.high_water:
+                    raise FleetError(
+                        f"Refusing to found the fleet {self.keys.fleet!r} anew at generation "
+                        f"{number}: it already committed generation {self.high_water} (its "
+                        f"Redis lost its records); restart the supervisor to start it afresh."
+                    )
                 gen = Generation(
                     number, text, self.args.config, proposed_by=self.id, sources=sources
                 ).signed(self.key, self.keys.fleet)
+                from ._signing import sign_commit
+
+                commit_sig = sign_commit(self.key, self.keys.fleet, number, gen.digest)
                 await self.r.hset(self.keys.generation(number), mapping=gen.to_hash())
+                await self.r.set(self.keys.commit(number), commit_sig)
                 await self.r.set(self.keys.committed, number)
                 await self.r.lpush(self.keys.history, number)
             else:
@@ -289,6 +393,9 @@ class Worker:
 
                 gen = await committed_generation(self.r, self.keys, patience=2 * HEARTBEAT_TTL)
                 gen.check(self.key, self.keys.fleet)  # refuses, saying why: exit 1
+                commit_sig = await self._commit_signature(gen)
+                if gen.number < self.high_water:
+                    gen, commit_sig = await self._join_high_water(gen)
             self.kernel = Kernel(loop=self.args.loop)
             self.kernel.subscribe(self._on_event)
             if self.args.entry_points:
@@ -318,7 +425,7 @@ class Worker:
             self.server = await self.kernel.aserve(
                 config=options, sock=sock, wrap=wrap, operations=operations, http=self.args.http
             )
-            self._serving(gen)
+            self._serving(gen, commit_sig)
             await self.beat(new=True)
         finally:
             with contextlib.suppress(Exception):  # Redis gone for good: the lock expires
@@ -328,14 +435,67 @@ class Worker:
             f"on {self.kernel.loop_kind} + {self.server.http}"
         )
 
-    def _serving(self, gen: Generation) -> None:
+    async def _join_high_water(self, committed: Generation) -> tuple[Generation, str]:
+        """Redis names a generation below this supervisor's high-water mark: join on the
+        high-water one instead if Redis still holds it with its signed commit (and point
+        ``committed`` back at it), else refuse, saying what to do."""
+        number = self.high_water
+        stored = await self.r.hgetall(self.keys.generation(number))
+        try:
+            if not stored:
+                raise FleetError(f"generation {number} is no longer in Redis")
+            gen = Generation.from_hash(stored, number)
+            gen.check(self.key, self.keys.fleet)
+            commit_sig = await self._commit_signature(gen)
+        except FleetError as exc:
+            raise FleetError(
+                f"Refusing to join the fleet {self.keys.fleet!r} on its committed generation "
+                f"{committed.number}: it already committed generation {number} ({exc}; Redis "
+                f"rolled back, or a write to it). To follow a Redis restored from an older "
+                f"snapshot, restart the supervisor."
+            ) from None
+        _say(
+            f"Refusing the fleet's committed generation {committed.number}: this fleet "
+            f"already committed generation {number}; joining on {number}"
+        )
+        pairs = [x for item in gen.to_hash().items() for x in item]
+        await self.r.eval(
+            REPAIR,
+            5,
+            self.keys.committed,
+            self.keys.generation(number),
+            self.keys.seq,
+            self.keys.history,
+            self.keys.commit(number),
+            str(committed.number),
+            str(number),
+            commit_sig,
+            *pairs,
+        )
+        return gen, commit_sig
+
+    def _serving(self, gen: Generation, commit_sig: str) -> None:
         self._seen = {n for n in self._seen if n > gen.number}
         self._outcomes = {n: o for n, o in self._outcomes.items() if n > gen.number}
         self._gen = gen
+        self._commit_sig = commit_sig
         self.generation = gen.number
+        self._raise_high_water(gen.number)
         self.state = "serving"
         if self.metrics is not None:
             self.metrics.serving(gen.number)
+
+    def _raise_high_water(self, number: int) -> None:
+        """Record ``number`` as served, for this worker and the ones its supervisor starts
+        after it (one file per worker: no two writers)."""
+        self.high_water = max(self.high_water, number)
+        directory = _high_water_dir()
+        if directory is None:
+            return
+        with contextlib.suppress(OSError):
+            tmp = directory / f".{self.id}.tmp"
+            tmp.write_text(str(self.high_water))
+            tmp.replace(directory / self.id)
 
     def _on_event(self, event: Any) -> None:
         if self.metrics is not None:
@@ -430,8 +590,13 @@ class Worker:
                     await prepared.aabort()
                 self._rejoin(f"the outcome of generation {number} is unknown ({exc})")
                 return
+            signature = ""
             if prepared is not None and outcome == "commit":
-                why = await self._fenced(gen, lease)
+                try:
+                    signature = await self._commit_signature(gen)
+                    why = await self._fenced(gen, lease)
+                except FleetError as exc:  # "commit" in Redis, but not the proposer's
+                    why = str(exc)
                 if why is not None:  # it stays the fleet's commit: catch up on it afresh
                     _say(f"not committing generation {number} as prepared: {why}")
                     outcome = "abort"
@@ -440,7 +605,7 @@ class Worker:
                 await prepared.aabort()
             raise
         if prepared is not None and outcome == "commit":
-            await self._commit(prepared, gen)
+            await self._commit(prepared, gen, signature)
         else:
             if prepared is not None:
                 await prepared.aabort()
@@ -471,7 +636,7 @@ class Worker:
             return "this worker's lease lapsed since it voted"
         return None
 
-    async def _commit(self, prepared: Any, gen: Generation) -> None:
+    async def _commit(self, prepared: Any, gen: Generation, commit_sig: str) -> None:
         """Commit, announcing ``swapped`` at the swap itself (its ``reloaded`` event); the
         old generation drains in the background, so the next proposal gets a vote (its
         prepare waits for the drain) instead of no answer."""
@@ -496,7 +661,7 @@ class Worker:
             raise
         finally:
             waiter.cancel()
-        self._serving(gen)
+        self._serving(gen, commit_sig)
         self._draining = commit
         commit.add_done_callback(lambda _: unsubscribe())
         commit.add_done_callback(self._drained)
