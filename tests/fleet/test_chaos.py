@@ -29,6 +29,7 @@ loses acknowledged writes (a failover; see docs/architecture.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -327,14 +328,18 @@ class Chaos:
     def inject(self, fault: str, victim: int, length: float) -> None:
         pids = self.worker_pids() if fault in ("sigstop", "kill") else [0]
         pid = pids[victim % len(pids)] if pids else 0
+        # a victim may exit by itself between being listed and being signalled (a worker
+        # whose lease lapsed restarts to rejoin, by design): then there is nothing to signal
         if fault == "sigstop" and pid:
-            os.kill(pid, signal.SIGSTOP)
-            time.sleep(length)
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                time.sleep(length)
+                os.kill(pid, signal.SIGCONT)
         elif fault == "kill" and pid:
             now = time.monotonic()
             self.history.kills.append((now, now))
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         elif fault == "kill-supervisor":
             start = time.monotonic()
             self.supervisor.kill()  # its workers stop by themselves: none is left
