@@ -171,25 +171,17 @@ class Registry:
         except KeyError:
             raise PluginNotFoundError(name, self.entries) from None
 
-    @property
+    # computed once per registry: functools.cached_property keeps the answer in the
+    # instance's __dict__, which a frozen dataclass leaves writable to it
+    @functools.cached_property
     def secrets(self) -> frozenset[str]:
         """The secret values in every entry's configuration (to mask wherever text leaves)."""
-        found = self.__dict__.get("_secrets")
-        if found is None:
-            found = frozenset().union(*(e.secrets for e in self.entries.values()))
-            object.__setattr__(self, "_secrets", found)
-        return found
+        return frozenset().union(*(e.secrets for e in self.entries.values()))
 
-    @property
+    @functools.cached_property
     def guards(self) -> tuple[str, ...]:
-        """The enabled plugins that guard requests (``required``), by name; computed once."""
-        found = self.__dict__.get("_guards")
-        if found is None:
-            found = tuple(
-                sorted(n for n, e in self.entries.items() if e.required and e.spec.enabled)
-            )
-            object.__setattr__(self, "_guards", found)
-        return found
+        """The enabled plugins that guard requests (``required``), by name."""
+        return tuple(sorted(n for n, e in self.entries.items() if e.required and e.spec.enabled))
 
     def graph(self) -> DependencyGraph:
         """The dependency graph of these entries (built once per registry: it is immutable).
