@@ -110,6 +110,11 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(500, "The gateway failed unexpectedly; the error was logged.")
 
 
+#: What any of the gateway's Starlette apps answers for an HTTP error or an unexpected
+#: exception, in the OpenAI shape (the routes here, the health app).
+ERROR_HANDLERS: dict[Any, Any] = {HTTPException: _http_error, Exception: _unexpected}
+
+
 def make_app() -> Starlette:
     """The routes, with every error answered in the OpenAI shape."""
     return Starlette(
@@ -121,7 +126,6 @@ def make_app() -> Starlette:
         ],
         exception_handlers={
             GatewayError: _gateway_error,
-            HTTPException: _http_error,
-            Exception: _unexpected,
+            **ERROR_HANDLERS,
         },
     )

@@ -25,14 +25,12 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ._chat import CONFIG_KEY
-from ._endpoints import KERNEL_KEY
-from ._errors import error_response
+from ._endpoints import ERROR_HANDLERS, KERNEL_KEY
 from ._guards import unguarded
 
 __all__ = ["HEALTH_PATHS", "make_health_app"]
@@ -124,18 +122,6 @@ async def _may_see_detail(request: Request, kernel: Any) -> bool:
     return bool(auth.allows(claims))
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
-        message = f"Method {request.method} is not allowed on {request.url.path}."
-        return error_response(405, message, headers=exc.headers)
-    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    return error_response(500, "The gateway failed unexpectedly; the error was logged.")
-
-
 def make_health_app() -> Starlette:
     """The three health routes (GET and HEAD), errors in the OpenAI shape."""
     return Starlette(
@@ -144,5 +130,5 @@ def make_health_app() -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
         ],
-        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+        exception_handlers=ERROR_HANDLERS,
     )
