@@ -37,8 +37,7 @@ from typing import Any
 
 from .._net import HTTP_PARSERS, bind_tcp, http_parser, http_url
 from ..errors import HelixError
-from ..kernel import LOOPS
-from ..kernel._config import parse_config
+from ..kernel import LOOPS, parse_config
 from ..kernel._secrets import redact_text
 from . import EXIT_ERROR, EXIT_OK, Commands, say
 from ._signals import Signals

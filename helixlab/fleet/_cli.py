@@ -69,7 +69,7 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace) -> FleetOptions:
-    from ..kernel._config import parse_config
+    from ..kernel import parse_config
 
     return fleet_options(
         parse_config(args.config),
@@ -92,7 +92,7 @@ def serve_fleet(args: argparse.Namespace) -> int:
     """Run the supervisor until Ctrl-C or SIGTERM."""
     from .._net import http_url
     from ..gateway import gateway_config
-    from ..kernel._config import parse_config
+    from ..kernel import parse_config
 
     options = gateway_config(
         parse_config(args.config),

@@ -194,7 +194,7 @@ def serve_metrics(config: str, directory: str) -> Any:
 
     from ..errors import FleetError
     from ..gateway import gateway_config
-    from ..kernel._config import parse_config
+    from ..kernel import parse_config
 
     options = gateway_config(parse_config(config))
     if options.metrics_port is None:

@@ -70,7 +70,7 @@ class FleetOperations(Operations):
             report = await propose(r, self.keys, action, **content)
         except FleetError as exc:
             reports = [_fields(exc.report, values)] if exc.report is not None else []
-            text = mask_values(self.kernel._redact(str(exc)), values)
+            text = mask_values(self.kernel.mask(str(exc)), values)
             return Outcome(False, text, 409, reports, exc.plugin, exc.phase)
         except Exception as exc:
             failure = redis_failure(exc, self.redis_url)

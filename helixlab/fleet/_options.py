@@ -17,7 +17,7 @@ import pydantic
 from pydantic import ConfigDict, Field
 
 from ..errors import ConfigError, ConfigProblem
-from ..kernel._config import ConfigDocument
+from ..kernel import ConfigDocument
 
 __all__ = ["FleetOptions", "fleet_options"]
 

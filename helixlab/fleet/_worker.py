@@ -352,8 +352,7 @@ class Worker:
 
     async def join(self, sock: socket.socket) -> None:
         from ..gateway import gateway_config
-        from ..kernel import Kernel
-        from ..kernel._config import parse_config
+        from ..kernel import Kernel, parse_config
 
         owner = f"worker {self.id} joining"
         await lock(self.r, self.keys, owner, timeout=120)
@@ -406,7 +405,7 @@ class Worker:
             await self.kernel.aapply_config(gen.config, source=gen.source)
             report = await self.kernel.aload_all()
             for name, error in report.failed.items():
-                _say(f"failed {name} in {error.phase}: {self.kernel._redact(str(error))}")
+                _say(f"failed {name} in {error.phase}: {self.kernel.mask(str(error))}")
             doc = parse_config(gen.config, source=gen.source)
             overrides: dict[str, Any] = {}
             if os.environ.get(ADMIN_KEY_VARIABLE):  # not in argv, where `ps` shows it

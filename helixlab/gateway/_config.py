@@ -21,8 +21,7 @@ import pydantic
 from pydantic import ConfigDict, Field, field_validator
 
 from ..errors import ConfigError, ConfigProblem
-from ..kernel import Duration
-from ..kernel._config import ConfigDocument
+from ..kernel import ConfigDocument, Duration
 from ._forwarded import check_allow
 
 __all__ = ["GatewayConfig", "gateway_config"]

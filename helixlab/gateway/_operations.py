@@ -26,8 +26,7 @@ from ..errors import (
     ReloadError,
     describe,
 )
-from ..kernel import IMPORT_TIMEOUT, ReloadReport
-from ..kernel._config import parse_config
+from ..kernel import IMPORT_TIMEOUT, ReloadReport, parse_config
 
 __all__ = ["Operations", "Outcome"]
 
@@ -78,7 +77,7 @@ def _failed(exc: BaseException, kernel: Any) -> Outcome:
     """A refusal as an outcome; anything but a helixlab error propagates."""
     if isinstance(exc, ReloadError):
         report = exc.report
-        text = str(report) if report is not None and report.order else kernel._redact(str(exc))
+        text = str(report) if report is not None and report.order else kernel.mask(str(exc))
         if "old versions keep serving" not in text and "unchanged" not in text:
             text += "\nthe old versions keep serving"
         reports = [report_fields(report)] if report is not None else []
@@ -86,9 +85,9 @@ def _failed(exc: BaseException, kernel: Any) -> Outcome:
     if isinstance(exc, PluginNotFoundError):
         return Outcome(False, str(exc), 404, plugin=exc.name)
     if isinstance(exc, ConfigError):
-        return Outcome(False, kernel._redact(str(exc)), 422, phase="config")
+        return Outcome(False, kernel.mask(str(exc)), 422, phase="config")
     if isinstance(exc, HelixError):
-        return Outcome(False, kernel._redact(describe(exc)), 409)
+        return Outcome(False, kernel.mask(describe(exc)), 409)
     raise exc
 
 

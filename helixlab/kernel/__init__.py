@@ -1,5 +1,6 @@
 """The plugin kernel: plugin model, registry, graph, config, events, reload, watcher."""
 
+from ._config import ConfigDocument, parse_config
 from ._events import EventLog, PluginEvent
 from ._fingerprint import Fingerprint, Reach, reaches
 from ._graph import DependencyGraph
@@ -29,6 +30,7 @@ __all__ = [
     "IMPORT_TIMEOUT",
     "LOOPS",
     "ASGIApp",
+    "ConfigDocument",
     "Context",
     "Degraded",
     "DependencyGraph",
@@ -55,6 +57,7 @@ __all__ = [
     "Timeouts",
     "ToolPlugin",
     "loop_factory",
+    "parse_config",
     "parse_duration",
     "reaches",
     "redact",

@@ -137,9 +137,12 @@ class Kernel(Operations):
         model = getattr(cls, "config_model", None)
         self._secrets.learn(secret_values(spec.config, model=model, marked=spec.secrets))
 
-    def _redact(self, text: str) -> str:
-        """``text`` with the known secret values masked: errors may quote them."""
+    def mask(self, text: str) -> str:
+        """``text`` with the known secret values masked, for text that leaves the process
+        and that the kernel did not produce itself (an error another layer quotes)."""
         return self._secrets.mask_text(text) if text else text
+
+    _redact = mask  # the kernel's own modules' name for it
 
     def _emit(
         self, kind: str, name: str, detail: str = "", error: str | None = None, version: str = ""
