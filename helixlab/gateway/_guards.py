@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import GatewayError
+
+if TYPE_CHECKING:
+    from ..kernel import Kernel
 
 __all__ = ["Unguarded", "refusal", "unguarded"]
 
@@ -38,7 +41,7 @@ class Unguarded:
         return body
 
 
-def unguarded(kernel: Any, live: Mapping[str, Any]) -> list[Unguarded]:
+def unguarded(kernel: Kernel, live: Mapping[str, Any]) -> list[Unguarded]:
     """The guards of ``kernel`` not serving in ``live`` (a generation's live instances)."""
     missing = []
     for name in kernel.guards():

@@ -22,7 +22,7 @@ authentication plugin never turns a health probe into a 429 or a 401.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,6 +33,9 @@ from ._chat import CONFIG_KEY
 from ._endpoints import ERROR_HANDLERS, KERNEL_KEY
 from ._guards import unguarded
 
+if TYPE_CHECKING:
+    from ..kernel import Kernel
+
 __all__ = ["HEALTH_PATHS", "make_health_app"]
 
 HEALTH_PATHS = frozenset({"/health", "/livez", "/readyz"})
@@ -40,7 +43,7 @@ STOPPING_KEY = "helixlab.stopping"  # a callable: whether the server is shutting
 AUTH_PLUGIN = "custom-auth"  # whose tokens unlock /health's detail
 
 
-def _generation(kernel: Any) -> tuple[Any, Any]:
+def _generation(kernel: Kernel) -> tuple[Any, Any]:
     """The current generation's live names and its gateway state (None: not built)."""
     with kernel.lease() as lease:
         return lease.generation.live, lease.extras.get("gateway")
@@ -102,14 +105,14 @@ async def health(request: Request) -> Response:
     return JSONResponse(body, status_code=status)
 
 
-async def _may_see_detail(request: Request, kernel: Any) -> bool:
+async def _may_see_detail(request: Request, kernel: Kernel) -> bool:
     """Whether this caller gets ``/health``'s per-plugin detail (see ``health_detail``)."""
     config = request.scope.get(CONFIG_KEY)
     policy = getattr(config, "health_detail", "auth")
     if policy != "auth":
         return policy == "public"
     try:
-        auth = kernel.get(AUTH_PLUGIN)
+        auth: Any = kernel.get(AUTH_PLUGIN)  # custom-auth: authenticate(), allows()
     except LookupError:
         return False  # no verifier loaded: nobody is known, nobody sees detail
     scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")

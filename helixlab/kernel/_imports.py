@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..errors import PluginTimeoutError
-from ._workers import Progress
+from ._workers import Progress, WorkerPool
 
 __all__ = ["IMPORT_TIMEOUT", "Imports"]
 
@@ -29,8 +29,8 @@ IMPORT_TIMEOUT = 10.0
 class Imports:
     """The kernel's imports in flight, by what they import (a unit's root, a module)."""
 
-    def __init__(self, kernel: Any):
-        self._kernel = kernel
+    def __init__(self, workers: WorkerPool):
+        self._workers = workers  # the kernel's worker threads for plain calls
         self._importing: dict[str, tuple[str, Progress]] = {}  # key -> (content, its import)
 
     async def run(
@@ -69,4 +69,4 @@ class Imports:
                 cause=TimeoutError(f"no import within {seconds:g}s"),
             )
 
-        return await self._kernel._runner.plain.run(job, timed_out, progress)
+        return await self._workers.run(job, timed_out, progress)

@@ -110,7 +110,7 @@ class Kernel(Operations):
         self._op: Operation | None = None
         self._prepared: PreparedReload | None = None
         self._background: set[asyncio.Task] = set()
-        self._imports = Imports(self)  # imports of plugin code in flight, each under a timeout
+        self._imports = Imports(self._runner.plain)  # plugin imports in flight, under a timeout
 
     @classmethod
     def from_config(cls, data: str | os.PathLike | Mapping, **kwargs: Any) -> Kernel:
