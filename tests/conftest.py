@@ -10,6 +10,8 @@ import pytest
 
 import helixlab as hx
 
+from _fleet_support import redis_server  # noqa: F401  (the fixture, for every fleet test)
+
 #: Short enough that a hung phase fails a test quickly, long enough for a slow CI worker.
 FAST = hx.Timeouts(init=2, start=2, stop=2, health=0.5, export_state=2, import_state=2, drain=5)
 

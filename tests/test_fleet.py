@@ -3,7 +3,6 @@ real HTTP, kill -9, and a Redis stopped mid-reload."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import signal
@@ -18,36 +17,18 @@ import httpx
 import pytest
 
 from helixlab.errors import FleetError
-from helixlab.fleet import Keys, PrivateRedis, Supervisor, propose
+from helixlab.fleet import Keys, PrivateRedis, Supervisor
 from helixlab.fleet import _redis as fleet_redis
 from helixlab.fleet._cli import fleet_status, format_status
 from helixlab.fleet._ratestore import RedisBucketStore
 from helixlab.fleet._redis import client
 from helixlab.plugins._ratelimit import RateLimiterConfig
 
+from _fleet_support import CHAT, FLAKY, fleet, plugins_config, propose_to, run
 from _ipython import ip_fixture  # noqa: F401  (the `ip` fixture)
 from _ipython import run as run_cell
 
 pytestmark = pytest.mark.skipif(fleet_redis.redis_binary() is None, reason="no redis-server")
-
-# A plugin whose start can be made slow (delay) or fail on one worker slot (fail_slot).
-FLAKY = """
-import asyncio, os
-import helixlab as hx
-
-class Flaky(hx.Plugin):
-    name = "flaky"
-    version = "1.0.0"
-    config_model = dict  # takes any keys
-
-    def init(self, ctx, config):
-        self.config = dict(config)
-
-    async def start(self, ctx):
-        await asyncio.sleep(float(self.config.get("delay", 0)))
-        if self.config.get("fail_slot") == int(os.environ.get("HELIXLAB_WORKER_SLOT", -1)):
-            raise RuntimeError("flaky refuses to start on this worker")
-"""
 
 CONFIG = """\
 plugins:
@@ -61,8 +42,6 @@ plugins:
       burst_size: 1000
 """
 
-CHAT = {"model": "mock-small", "messages": [{"role": "user", "content": "hi"}]}
-
 
 @pytest.fixture(autouse=True)
 def fleet_key(monkeypatch):
@@ -73,44 +52,8 @@ def fleet_key(monkeypatch):
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path):
-    """A redis-server of the test's own, on loopback and a Unix socket; stopped after."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = PrivateRedis(tmp_path / "redis", port=port)
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def config(tmp_path: Path) -> Path:
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "flaky.py").write_text(FLAKY)
-    path = tmp_path / "plugins.yaml"
-    path.write_text(CONFIG)
-    return path
-
-
-def fleet(config: Path, workers: int, redis: str, **options) -> Supervisor:
-    return Supervisor(
-        str(config), workers, redis=redis, plugins=str(config.parent / "plugins"), **options
-    )
-
-
-def run(coro):
-    return asyncio.run(coro)
-
-
-async def _propose(url: str, action: dict, **kw):
-    r = client(url)
-    try:
-        return await propose(r, Keys("helixlab"), action, **kw)
-    finally:
-        await r.aclose()
+    return plugins_config(tmp_path, CONFIG)
 
 
 async def _status(url: str) -> dict:
@@ -196,11 +139,11 @@ def test_two_workers_one_port_reload_and_configure_under_load(config, redis_serv
         with Load(sup.url) as load:
             for _ in range(3):
                 report = run(
-                    _propose(redis_server.url, {"kind": "reload", "plugin": "custom-provider"})
+                    propose_to(redis_server.url, {"kind": "reload", "plugin": "custom-provider"})
                 )
                 assert report.outcome == "commit" and len(report.swapped) == 2
-            report = run(_propose(redis_server.url, {"kind": "configure", "plugin": "rate-limiter",
-                                                     "values": {"burst_size": 999}}))  # fmt: skip
+            action = {"kind": "configure", "plugin": "rate-limiter", "values": {"burst_size": 999}}
+            report = run(propose_to(redis_server.url, action))
             assert report.outcome == "commit"
             time.sleep(0.3)  # let the load run on the new generation too
         assert load.failures == [] and load.ok > 10
@@ -219,7 +162,7 @@ def test_two_workers_one_port_reload_and_configure_under_load(config, redis_serv
 def test_a_failure_on_one_worker_rolls_back_every_worker(config, redis_server):
     with fleet(config, 3, redis_server.url) as sup:
         with pytest.raises(FleetError) as caught:
-            run(_propose(redis_server.url, {"kind": "configure", "plugin": "flaky",
+            run(propose_to(redis_server.url, {"kind": "configure", "plugin": "flaky",
                                             "values": {"fail_slot": 1}}))  # fmt: skip
         error = caught.value
         assert error.plugin == "flaky" and error.phase == "start"
@@ -239,7 +182,7 @@ def test_kill_9_during_prepare_aborts_and_the_worker_rejoins(config, redis_serve
 
         def slow_reload():
             try:
-                run(_propose(redis_server.url, {"kind": "configure", "plugin": "flaky",
+                run(propose_to(redis_server.url, {"kind": "configure", "plugin": "flaky",
                                                 "values": {"delay": 3}}))  # fmt: skip
             except FleetError as exc:
                 result["error"] = exc
@@ -280,7 +223,7 @@ def test_kill_9_during_serve_restarts_the_worker(config, redis_server):
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert len(served_by(sup.url)) == 2
-        assert run(_propose(redis_server.url, {"kind": "reload", "plugin": "flaky"})).outcome == (
+        assert run(propose_to(redis_server.url, {"kind": "reload", "plugin": "flaky"})).outcome == (
             "commit"
         )
 
@@ -290,7 +233,7 @@ def test_a_second_group_joins_on_the_committed_generation(config, redis_server, 
     after three generations and serves the third's configuration, not its own file."""
     with fleet(config, 1, redis_server.url) as first:
         for burst in (11, 12, 13):
-            run(_propose(redis_server.url, {"kind": "configure", "plugin": "rate-limiter",
+            run(propose_to(redis_server.url, {"kind": "configure", "plugin": "rate-limiter",
                                             "values": {"burst_size": burst}}))  # fmt: skip
         other = tmp_path / "other.yaml"
         other.write_text(CONFIG)  # its own file still says 1000
@@ -300,7 +243,7 @@ def test_a_second_group_joins_on_the_committed_generation(config, redis_server, 
             assert int(r.headers["x-ratelimit-remaining-requests"]) <= 13
             status = run(_status(redis_server.url))
             assert [w["generation"] for w in status["workers"]] == [4, 4]
-            report = run(_propose(redis_server.url, {"kind": "reload", "plugin": "flaky"}))
+            report = run(propose_to(redis_server.url, {"kind": "reload", "plugin": "flaky"}))
             assert len(report.swapped) == 2
 
 
@@ -311,7 +254,7 @@ def test_redis_restarted_during_a_reload_leaves_one_generation(config, redis_ser
         def slow_reload():
             try:
                 result["report"] = run(
-                    _propose(
+                    propose_to(
                         redis_server.url,
                         {"kind": "configure", "plugin": "flaky", "values": {"delay": 1.5}},
                     )
@@ -391,7 +334,7 @@ def test_metrics_parse_with_prometheus_client(config, redis_server):
         for _ in range(6):
             with httpx.Client() as c:
                 assert c.post(sup.url + "/v1/chat/completions", json=CHAT).status_code == 200
-        run(_propose(redis_server.url, {"kind": "reload", "plugin": "flaky"}))
+        run(propose_to(redis_server.url, {"kind": "reload", "plugin": "flaky"}))
         key = {"Authorization": "Bearer metrics-key-0123456789"}  # not public (issue 20)
         text = httpx.get(sup.url + "/metrics", headers=key).text
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -613,7 +556,7 @@ def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(
 
     with fleet(config, 1, redis_server.url) as sup:
         for _ in range(KEEP_GENERATIONS + 2):
-            run(_propose(sup.redis_url, {"kind": "reload", "plugin": "flaky"}))
+            run(propose_to(sup.redis_url, {"kind": "reload", "plugin": "flaky"}))
         r, keys = client(redis_server.url, asyncio=False), Keys("helixlab")
         committed = int(r.get(keys.committed))
         assert committed == KEEP_GENERATIONS + 3

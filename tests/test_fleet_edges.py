@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -33,25 +32,9 @@ from helixlab.fleet._ratestore import RedisBucketStore
 from helixlab.kernel import Degraded
 from helixlab.plugins._ratelimit import RateLimiterConfig
 
+from _fleet_support import CHAT, fleet, free_port, plugins_config
+
 pytestmark = pytest.mark.skipif(fleet_redis.redis_binary() is None, reason="no redis-server")
-
-# takes any keys; refuses to start on the worker of slot `fail_slot`
-FLAKY = """
-import os
-import helixlab as hx
-
-class Flaky(hx.Plugin):
-    name = "flaky"
-    version = "1.0.0"
-    config_model = dict
-
-    def init(self, ctx, config):
-        self.config = dict(config)
-
-    async def start(self, ctx):
-        if self.config.get("fail_slot") == int(os.environ.get("HELIXLAB_WORKER_SLOT", -1)):
-            raise RuntimeError("flaky refuses to start on this worker")
-"""
 
 CONFIG = """\
 plugins:
@@ -65,37 +48,13 @@ plugins:
       burst_size: 1000
 """
 
-CHAT = {"model": "mock-small", "messages": [{"role": "user", "content": "hi"}]}
 PASSWORD = "pw-Zq81-never-shown"
 SECRET = "sk-fleet-secret-0123456789"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path):
-    server = PrivateRedis(tmp_path / "redis", port=free_port())
-    yield server
-    server.close()
-
-
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "flaky.py").write_text(FLAKY)
-    path = tmp_path / "plugins.yaml"
-    path.write_text(CONFIG)
-    return path
-
-
-def fleet(config: Path, workers: int, redis_url: str | None, **options) -> Supervisor:
-    return Supervisor(
-        str(config), workers, redis=redis_url, plugins=str(config.parent / "plugins"), **options
-    )
+    return plugins_config(tmp_path, CONFIG)
 
 
 def admin(server: PrivateRedis) -> redis.Redis:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_fleet import fleet, redis_server  # noqa: F401  (the fixture)
 
 from helixlab.fleet import _redis as fleet_redis
+
+from _fleet_support import fleet
 
 pytestmark = pytest.mark.skipif(fleet_redis.redis_binary() is None, reason="no redis-server")
 
@@ -50,7 +51,7 @@ class Guard(hx.MiddlewarePlugin):
 
 def test_a_worker_whose_guard_failed_at_start_refuses_beside_the_others(
     tmp_path: Path,
-    redis_server,  # noqa: F811
+    redis_server,
 ):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
@@ -81,7 +82,7 @@ def test_a_worker_whose_guard_failed_at_start_refuses_beside_the_others(
 # -- 4. /metrics is not public ----------------------------------------------------------------
 
 
-def test_metrics_answer_the_admin_key_or_their_own_loopback_listener(tmp_path: Path, redis_server):  # noqa: F811
+def test_metrics_answer_the_admin_key_or_their_own_loopback_listener(tmp_path: Path, redis_server):
     import socket
 
     with socket.socket() as s:
@@ -105,7 +106,7 @@ def test_metrics_answer_the_admin_key_or_their_own_loopback_listener(tmp_path: P
         assert 'route="/v1/models"' in scraped.text
 
 
-def test_without_an_admin_key_metrics_are_not_on_the_gateway_port(tmp_path: Path, redis_server):  # noqa: F811
+def test_without_an_admin_key_metrics_are_not_on_the_gateway_port(tmp_path: Path, redis_server):
     (tmp_path / "plugins").mkdir()
     config = tmp_path / "plugins.yaml"
     config.write_text("plugins:\n  custom-provider: {}\n")

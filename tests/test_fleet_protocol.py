@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helixlab.errors import FleetError
-from helixlab.fleet import Generation, Keys, PrivateRedis, Supervisor, propose
+from helixlab.fleet import Generation, Keys, propose
 from helixlab.fleet import _redis as fleet_redis
 from helixlab.fleet._cli import fleet_status
 from helixlab.fleet._coordinator import decide, log, unlock
@@ -28,30 +28,11 @@ from helixlab.fleet._redis import client
 from helixlab.fleet._signing import sign_commit
 from helixlab.fleet._worker import worker_id
 
+from _fleet_support import fleet, plugins_config, propose_to, run
+
 pytestmark = pytest.mark.skipif(fleet_redis.redis_binary() is None, reason="no redis-server")
 
 KEY = "protocol-test-key-0123456789abcdef"
-
-FLAKY = """
-import asyncio, os
-import helixlab as hx
-
-class Flaky(hx.Plugin):
-    name = "flaky"
-    version = "1.0.0"
-    config_model = dict  # takes any keys
-
-    def init(self, ctx, config):
-        self.config = dict(config)
-
-    async def start(self, ctx):
-        await asyncio.sleep(float(self.config.get("delay", 0)))
-        if self.config.get("fail_slot") == int(os.environ.get("HELIXLAB_WORKER_SLOT", -1)):
-            raise RuntimeError("flaky refuses to start on this worker")
-
-    async def stop(self, ctx):
-        await asyncio.sleep(float(self.config.get("stop_delay", 0)))
-"""
 
 CONFIG = """\
 plugins:
@@ -69,43 +50,8 @@ def fleet_key(monkeypatch):
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = PrivateRedis(tmp_path / "redis", port=port)
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def config(tmp_path: Path) -> Path:
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "flaky.py").write_text(FLAKY)
-    path = tmp_path / "plugins.yaml"
-    path.write_text(CONFIG)
-    return path
-
-
-def fleet(config: Path, workers: int, redis: str, **options) -> Supervisor:
-    return Supervisor(
-        str(config), workers, redis=redis, plugins=str(config.parent / "plugins"), **options
-    )
-
-
-def run(coro):
-    return asyncio.run(coro)
-
-
-async def _propose(url: str, action: dict, **kw):
-    r = client(url)
-    try:
-        return await propose(r, Keys("helixlab"), action, **kw)
-    finally:
-        await r.aclose()
+    return plugins_config(tmp_path, CONFIG)
 
 
 def status(url: str) -> dict:
@@ -156,7 +102,7 @@ def test_a_worker_paused_in_prepare_never_commits_its_stale_proposal(config, red
 
         def slow():
             try:
-                run(_propose(redis_server.url, {"kind": "configure", "plugin": "flaky",
+                run(propose_to(redis_server.url, {"kind": "configure", "plugin": "flaky",
                                                 "values": {"delay": 2, "mark": "p1"}}))  # fmt: skip
             except FleetError as exc:
                 result["p1"] = exc
@@ -175,7 +121,7 @@ def test_a_worker_paused_in_prepare_never_commits_its_stale_proposal(config, red
             p1 = result["p1"].report
             assert p1.outcome == "abort"
             action = {"kind": "configure", "plugin": "flaky", "values": {"delay": 0, "mark": "p2"}}
-            p2 = run(_propose(redis_server.url, action))
+            p2 = run(propose_to(redis_server.url, action))
             assert p2.outcome == "commit" and p2.generation > p1.generation  # never reused
         finally:
             os.kill(victim, signal.SIGCONT)
@@ -247,7 +193,7 @@ def test_configured_values_are_stored_as_applied(value):
 def test_a_template_value_does_not_poison_a_joining_worker(config, redis_server):
     """Item 3, end to end: configure '${name}', kill -9 a worker: it rejoins and serves."""
     with fleet(config, 2, redis_server.url) as sup:
-        report = run(_propose(redis_server.url, {"kind": "configure", "plugin": "flaky",
+        report = run(propose_to(redis_server.url, {"kind": "configure", "plugin": "flaky",
                                                  "values": {"prompt": "Hi ${name}!"}}))  # fmt: skip
         assert report.outcome == "commit"
         victim = sup.pids()[0]
@@ -273,7 +219,7 @@ def test_an_evicted_committed_generation_is_stored_back_by_the_workers(config, r
         committed = int(r.get(keys.committed))
         r.delete(keys.generation(committed))  # as an eviction would
         until(lambda: r.exists(keys.generation(committed)), 10, "re-stored")
-        assert run(_propose(redis_server.url, {"kind": "reload", "plugin": "flaky"})).outcome == (
+        assert run(propose_to(redis_server.url, {"kind": "reload", "plugin": "flaky"})).outcome == (
             "commit"
         )
         r.close()
@@ -316,7 +262,7 @@ def test_workers_refuse_a_generation_not_signed_with_the_fleet_key(config, redis
                 assert vote["ok"] is False and vote["phase"] == "verify"
                 assert "Refusing fleet generation" in vote["error"] and why in vote["error"]
         assert status(redis_server.url)["generation"] == base_number
-        assert run(_propose(redis_server.url, {"kind": "reload", "plugin": "flaky"})).outcome == (
+        assert run(propose_to(redis_server.url, {"kind": "reload", "plugin": "flaky"})).outcome == (
             "commit"
         )
         assert len(flaky_configs(sup.url, 6)) >= 1
@@ -347,14 +293,16 @@ def test_a_proposal_made_while_the_last_commit_drains_gets_its_votes(config, red
     """Item 6: the old generation takes 3 s to stop; the next proposal still commits
     (its votes come once the drain ends), or, past its timeout, says 'busy: draining'."""
     with fleet(config, 2, redis_server.url):
-        run(_propose(redis_server.url, {"kind": "configure", "plugin": "flaky",
+        run(propose_to(redis_server.url, {"kind": "configure", "plugin": "flaky",
                                         "values": {"stop_delay": 3}}))  # fmt: skip
-        first = run(_propose(redis_server.url, {"kind": "reload", "plugin": "flaky"}))
+        first = run(propose_to(redis_server.url, {"kind": "reload", "plugin": "flaky"}))
         assert first.outcome == "commit"  # swapped at once; the old instance stops slowly
-        second = run(_propose(redis_server.url, {"kind": "reload", "plugin": "flaky"}, timeout=20))
+        second = run(
+            propose_to(redis_server.url, {"kind": "reload", "plugin": "flaky"}, timeout=20)
+        )
         assert second.outcome == "commit" and len(second.swapped) == 2
         with pytest.raises(FleetError, match="busy: draining"):
-            run(_propose(redis_server.url, {"kind": "reload", "plugin": "flaky"}, timeout=0.5))
+            run(propose_to(redis_server.url, {"kind": "reload", "plugin": "flaky"}, timeout=0.5))
 
 
 def test_fleet_status_shows_each_workers_digest(config, redis_server):

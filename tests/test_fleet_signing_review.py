@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import pytest
 from test_fleet_protocol import (  # noqa: F401  (fixtures)
-    _propose,
     config,
     flaky_configs,
-    fleet,
     fleet_key,
-    redis_server,
-    run,
     status,
     until,
 )
@@ -24,6 +20,8 @@ from helixlab.errors import FleetError
 from helixlab.fleet import Generation, Keys
 from helixlab.fleet._coordinator import committed_generation
 from helixlab.fleet._redis import client, redis_binary
+
+from _fleet_support import fleet, propose_to, run
 
 pytestmark = pytest.mark.skipif(redis_binary() is None, reason="no redis-server")
 
@@ -37,7 +35,7 @@ def test_an_aborted_signed_proposal_is_not_run_when_redis_names_it_committed(con
         action = {"kind": "configure", "plugin": "flaky",
                   "values": {"fail_slot": 1, "mark": "rejected"}}  # fmt: skip
         with pytest.raises(FleetError) as refused:
-            run(_propose(redis_server.url, action, timeout=20))
+            run(propose_to(redis_server.url, action, timeout=20))
         rejected = refused.value.report.generation
         r = client(redis_server.url, asyncio=False)
         assert r.get(keys.decision(rejected)) == "abort"
@@ -56,7 +54,7 @@ def test_an_aborted_signed_proposal_is_not_run_when_redis_names_it_committed(con
         errors = [w.get("last_error") or "" for w in sup.status()["workers"]]
         assert any("no signed commit decision" in e for e in errors), errors
         action = {"kind": "configure", "plugin": "flaky", "values": {"mark": "later"}}
-        assert run(_propose(redis_server.url, action, timeout=20)).outcome == "commit"
+        assert run(propose_to(redis_server.url, action, timeout=20)).outcome == "commit"
         assert {c.get("mark") for c in flaky_configs(sup.url, 12).values()} == {"later"}
 
 
@@ -68,7 +66,7 @@ def test_rolling_the_committed_pointer_back_does_not_downgrade_the_fleet(config,
     with fleet(config, 1, redis_server.url) as sup:
         old = status(redis_server.url)["generation"]
         action = {"kind": "configure", "plugin": "flaky", "values": {"mark": "new"}}
-        assert run(_propose(redis_server.url, action)).outcome == "commit"
+        assert run(propose_to(redis_server.url, action)).outcome == "commit"
         assert {c.get("mark") for c in flaky_configs(sup.url, 3).values()} == {"new"}
         r = client(redis_server.url, asyncio=False)
         r.set(keys.committed, old)  # the attacker's one write
@@ -164,7 +162,7 @@ def test_a_restarted_worker_joins_on_its_high_water_generation_not_the_rolled_ba
     with fleet(config, 1, redis_server.url) as sup:
         old = status(redis_server.url)["generation"]
         action = {"kind": "configure", "plugin": "flaky", "values": {"mark": "new"}}
-        new = run(_propose(redis_server.url, action)).generation
+        new = run(propose_to(redis_server.url, action)).generation
         pid = sup.slots[0].process.pid
         os.kill(pid, signal.SIGSTOP)  # no heartbeat repairs the pointer meanwhile
         r = client(redis_server.url, asyncio=False)

@@ -52,6 +52,8 @@ from helixlab.fleet import _redis as fleet_redis
 from helixlab.fleet._cli import fleet_status
 from helixlab.fleet._redis import client
 
+from _fleet_support import CHAT, FLAKY
+
 SCHEDULES = int(os.environ.get("HELIX_CHAOS_SCHEDULES") or 4)
 SEED = int(os.environ.get("HELIX_CHAOS_SEED") or random.SystemRandom().randrange(10**6))
 BOUND = 60.0  # seconds within which every live worker serves the committed generation
@@ -62,24 +64,6 @@ pytestmark = [
     pytest.mark.timeout(120 + SCHEDULES * 150),
 ]
 
-FLAKY = """
-import asyncio, os
-import helixlab as hx
-
-class Flaky(hx.Plugin):
-    name = "flaky"
-    version = "1.0.0"
-    config_model = dict  # takes any keys
-
-    def init(self, ctx, config):
-        self.config = dict(config)
-
-    async def start(self, ctx):
-        await asyncio.sleep(float(self.config.get("delay", 0)))
-        if self.config.get("fail_slot") == int(os.environ.get("HELIXLAB_WORKER_SLOT", -1)):
-            raise RuntimeError("flaky refuses to start on this worker")
-"""
-
 CONFIG = """\
 plugins:
   custom-provider:
@@ -87,8 +71,6 @@ plugins:
   flaky:
     config: {mark: m0}
 """
-
-CHAT = {"model": "mock-small", "messages": [{"role": "user", "content": "hi"}]}
 
 
 class Proxy:
