@@ -39,7 +39,7 @@ chaos:
 
 ## make test-pythons: the kernel, cells, gateway and transport tests on every Python >= 3.11
 ## pyenv has (each in .venv-pythons/VERSION with helixlab[test]); one summary line each
-PYTHON_TESTS ?= tests/test_kernel.py tests/test_cells.py tests/test_gateway.py tests/test_transport.py
+PYTHON_TESTS ?= tests/kernel/test_kernel.py tests/notebook/test_cells.py tests/gateway/test_gateway.py tests/gateway/test_transport.py
 test-pythons:
 	tools/test_pythons.sh $(PYTHON_TESTS)
 

@@ -3,7 +3,7 @@
 # python3.N on PATH), each in its own venv (.venv-pythons/3.N, helixlab[test] installed
 # editable, reinstalled when pyproject.toml changes). One summary line per Python; exits 1
 # if any failed.
-#   tools/test_pythons.sh tests/test_kernel.py tests/test_transport.py
+#   tools/test_pythons.sh tests/kernel/test_kernel.py tests/gateway/test_transport.py
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

@@ -189,8 +189,7 @@ class _Setup:
 
     def call(self, coro: Any) -> Any:
         """Run ``coro`` on the private kernel's loop, where the gateway would run it."""
-        future = asyncio.run_coroutine_threadsafe(coro, self.kernel._thread.loop)
-        return future.result(CALL_TIMEOUT)
+        return self.kernel.run(coro, timeout=CALL_TIMEOUT)
 
     def last_sent(self) -> dict[str, Any] | None:
         sent = self.upstream.requests

@@ -5,7 +5,7 @@ runs Python code again. Linux delivers a process-directed signal (``kill -HUP PI
 any thread that does not block it: when it lands on one of the server's threads, a main
 thread asleep on a lock (``queue.get()``, ``Event.wait()``) is never woken, and the
 signal waits there until something else wakes it — for ever, if nothing does. (That was
-the flaky ``SIGHUP: re-applying`` of ``tests/test_operators.py``.)
+the flaky ``SIGHUP: re-applying`` of ``tests/gateway/test_operators.py``.)
 
 So the C-level handler is told to write each signal's number to a socket
 (:func:`signal.set_wakeup_fd`), which it does on whatever thread it ran, and the main

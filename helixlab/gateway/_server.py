@@ -171,17 +171,17 @@ class GatewayServer:
 
         Safe to call twice, and after the kernel was closed.
         """
-        if self._stopped or not self.kernel._thread.running:
+        if self._stopped or not self.kernel.running:
             self._stopped = True
             return
-        self.kernel._thread.run(self._astop())
+        self.kernel.run(self._astop())
 
     async def astop(self) -> None:
         """Async twin of :meth:`stop`."""
-        if self._stopped or not self.kernel._thread.running:
+        if self._stopped or not self.kernel.running:
             self._stopped = True
             return
-        await self.kernel._thread.arun(self._astop())
+        await self.kernel.arun(self._astop())
 
     def __enter__(self) -> GatewayServer:
         return self
@@ -229,7 +229,7 @@ def serve(kernel: Any, host: str = "127.0.0.1", port: int = 0, **options: Any) -
     server = _prepare(kernel, host, port, options)
     try:
         server._register()
-        kernel._thread.run(server._astart())
+        kernel.run(server._astart())
     except BaseException:
         server._unregister()
         server._sock.close()
@@ -244,7 +244,7 @@ async def aserve(
     server = _prepare(kernel, host, port, options)
     try:
         await asyncio.to_thread(server._register)
-        await kernel._thread.arun(server._astart())
+        await kernel.arun(server._astart())
     except BaseException:
         server._unregister()
         server._sock.close()

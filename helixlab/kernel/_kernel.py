@@ -10,10 +10,18 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .._reprs import html_of
 from ..errors import (
@@ -50,6 +58,8 @@ PREPARE_TIMEOUT = 60.0
 #: what ``Kernel.serve``/``aserve`` call, as ``"module:function"`` taking the kernel first;
 #: set by the package (``helixlab/__init__.py``) so that the kernel imports no gateway
 SERVERS: dict[str, str] = {}
+
+T = TypeVar("T")
 
 
 def _server(name: str) -> Callable[..., Any]:
@@ -586,6 +596,26 @@ class Kernel(Operations):
     def graph(self) -> DependencyGraph:
         """The dependency graph of the registered plugins, as it is now."""
         return self._registry.graph()
+
+    @property
+    def running(self) -> bool:
+        """Whether the kernel's loop still runs (False once :meth:`close` has ended it)."""
+        return self._thread.running
+
+    def run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
+        """Run ``coro`` on the kernel's loop and wait for its result, from any other thread.
+
+        Where the gateway and the plugins run: a test or a check awaits a provider there.
+        After ``timeout`` seconds the work is cancelled and TimeoutError raised. An
+        interrupt (Jupyter's button) cancels it too.
+        """
+        if timeout is not None:
+            coro = asyncio.wait_for(coro, timeout)
+        return self._thread.run(coro)
+
+    async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Async twin of :meth:`run`, from any loop (the kernel's own included)."""
+        return await self._thread.arun(coro)
 
     @property
     def loop_kind(self) -> str:

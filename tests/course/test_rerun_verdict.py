@@ -34,7 +34,7 @@ from _ipython import ip_fixture, run  # noqa: F401  (the `ip` fixture)
 
 pytestmark = pytest.mark.timeout(300)
 
-LABS = Path(__file__).resolve().parent.parent / "labs"
+LABS = Path(__file__).resolve().parents[2] / "labs"
 CELL_ID = "lab1-04"  # the plugin cell's id in both notebooks
 
 

@@ -21,7 +21,7 @@ from helixlab.llm import Tool
 
 from _gateway_support import provider_plugin
 
-COURSE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "plugins.yaml"
+COURSE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "plugins.yaml"
 
 
 def test_made_up_tokens_cannot_dodge_the_course_configs_limit() -> None:

@@ -26,8 +26,8 @@ import pytest
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-OUTPUT = Path(__file__).resolve().parent.parent / "test-output" / "browser"
-LABS = Path(__file__).resolve().parent.parent / "labs"
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output" / "browser"
+LABS = Path(__file__).resolve().parents[2] / "labs"
 
 PLUGINS = """\
 %%helix plugin

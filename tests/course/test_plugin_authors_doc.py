@@ -15,7 +15,7 @@ import httpx
 
 from _serving import Served, Traffic, write
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "plugin-authors.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "plugin-authors.md"
 KEY = "doc-walk-admin-key-0123"
 
 

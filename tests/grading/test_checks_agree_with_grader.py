@@ -19,7 +19,7 @@ from _ipython import ip_fixture, run  # noqa: F401  (the `ip` fixture)
 
 pytestmark = pytest.mark.timeout(600)
 
-SOLUTION = Path(__file__).resolve().parent.parent / "labs/solutions/lab1_basic_plugin.ipynb"
+SOLUTION = Path(__file__).resolve().parents[2] / "labs/solutions/lab1_basic_plugin.ipynb"
 LIMITS = grading.Limits(cell=30, notebook=240, check=60)
 
 #: edit -> (what the plugin cell becomes, whether the edit replaces the cell or is a copy below)

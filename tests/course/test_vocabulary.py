@@ -16,7 +16,7 @@ from helixlab.widgets import Dashboard
 
 from _ipython import ip_fixture, run  # noqa: F401  (the `ip` fixture)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LABS = sorted((ROOT / "labs").glob("lab*.ipynb")) + sorted(
     (ROOT / "labs" / "solutions").glob("lab*.ipynb")
 )

@@ -1,9 +1,9 @@
 """A small notebook run end to end: by nbclient, and under ``pytest --nbval``.
 
-``tests/notebooks/smoke.ipynb`` is committed with its outputs (nbval compares against
+``tests/notebook/notebooks/smoke.ipynb`` is committed with its outputs (nbval compares against
 them). Regenerate it after a deliberate change of what the notebook shows::
 
-    .venv/bin/python tests/test_notebook_run.py
+    .venv/bin/python tests/notebook/test_notebook_run.py
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from nbclient import NotebookClient
 
 HERE = Path(__file__).parent
 NOTEBOOK = HERE / "notebooks" / "smoke.ipynb"
-SANITIZE = HERE / "nbval_sanitize.cfg"
+SANITIZE = HERE.parent / "nbval_sanitize.cfg"
 
 STORE = """\
 %%helix plugin

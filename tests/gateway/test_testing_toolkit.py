@@ -127,7 +127,7 @@ def test_the_fixtures_come_from_the_installed_pytest_plugin(tmp_path: Path):
 
 def test_the_package_ships_py_typed():
     assert (Path(hx.__file__).parent / "py.typed").is_file()
-    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     assert "py.typed" in project["tool"]["setuptools"]["package-data"]["helixlab"]
     assert project["project"]["entry-points"]["pytest11"] == {"helixlab": "helixlab.testing.plugin"}
 

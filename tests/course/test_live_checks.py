@@ -224,7 +224,7 @@ def test_an_unknown_lab_is_refused_as_without_live(ip):
 def test_each_exercise_notebook_opens_the_live_panel_near_the_top(lab_name):
     import nbformat
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     [path] = (root / "labs").glob(f"{lab_name}_*.ipynb")
     code = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
     assert f"%helix check {lab_name} --live" in code[:3]

@@ -32,8 +32,8 @@ from helixlab.grading import _isolation
 
 pytestmark = pytest.mark.timeout(900)
 
-ROOT = Path(__file__).resolve().parent.parent
-HIDDEN = Path(__file__).resolve().parent / "grading" / "hidden"
+ROOT = Path(__file__).resolve().parents[2]
+HIDDEN = Path(__file__).resolve().parent / "hidden"
 SOLUTION = ROOT / "labs" / "solutions" / "lab1_basic_plugin.ipynb"
 PLANTED = (
     Path(lab1_checks.__file__).parent / "__pycache__" / (f"lab1.{sys.implementation.cache_tag}.pyc")

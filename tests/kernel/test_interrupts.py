@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import helixlab as hx
-from tests.test_fault_matrix import assert_consistent
+from test_fault_matrix import assert_consistent
 
 ACTIVE = hx.PluginState.ACTIVE
 LONG_DRAIN = hx.Timeouts(

@@ -1,4 +1,4 @@
-"""Each wrong solution under ``tests/wrong_solutions/`` fails its lab's checks with its hint.
+"""Each wrong solution under ``tests/course/wrong_solutions/`` fails its lab's checks with its hint.
 
 A wrong solution is the lab's solution with a learner's usual mistake put in (see the
 README there). Its notebook's cells run in IPython as a learner runs them — the setup
@@ -17,7 +17,7 @@ import yaml
 
 from _ipython import ip_fixture, run  # noqa: F401  (the `ip` fixture)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WRONG = sorted((Path(__file__).parent / "wrong_solutions").glob("lab*/*.yaml"))
 SOLUTIONS = {p.name.split("_")[0]: p for p in (ROOT / "labs" / "solutions").glob("lab*.ipynb")}
 

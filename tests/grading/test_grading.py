@@ -29,9 +29,9 @@ from helixlab.grading import _inkernel, _integrity
 
 pytestmark = pytest.mark.timeout(600)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LABS = ROOT / "labs"
-HIDDEN = Path(__file__).resolve().parent / "grading" / "hidden"
+HIDDEN = Path(__file__).resolve().parent / "hidden"
 LIMITS = grading.Limits(cell=10, notebook=120, check=30)
 EXERCISE = {
     "lab1": LABS / "lab1_basic_plugin.ipynb",

@@ -3,7 +3,7 @@ built-in plugins' settings, and mutations of a valid configuration (dropped keys
 types, unknown keys, bad durations, ``${VARS}``) only ever raise ``ConfigError`` — and a
 refused configuration leaves the kernel exactly as it was. Valid configurations round-trip.
 
-``tests/test_config.py`` fuzzes ``parse_config`` alone; here the whole ``apply_config`` path
+``tests/kernel/test_config.py`` fuzzes ``parse_config`` alone; here the whole ``apply_config`` path
 runs: parsing, the built-in catalog, every plugin's ``config_model``, the reload of running
 plugins whose settings changed.
 """
