@@ -31,6 +31,7 @@ import asyncio
 import errno
 import os
 import signal
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,7 @@ def serve(
         return EXIT_ERROR
     kernel.subscribe(lambda event: say(redact_text(f"event {event}", secrets)))
     operations = Operations(kernel, config_path, dirs)
+    unowned: socket.socket | None = sock  # closed here unless the server took it
     try:
         for directory in dirs:
             names = kernel.discover(directory)
@@ -201,7 +203,7 @@ def serve(
         for name, why in report.skipped.items():
             say(f"skipped {name}: {why}")
         server = kernel.serve(config=options, sock=sock, operations=operations, http=http)
-        sock = None  # the server owns it now
+        unowned = None  # the server owns the socket now
         say(
             f"serving {server.url} (OpenAI base URL {server.openai_base_url}) "
             f"on {kernel.loop_kind} + {server.http}"
@@ -221,8 +223,8 @@ def serve(
     finally:
         if watching is not None:
             watching.set()  # the configuration file's watcher ends within its timeout
-        if sock is not None:
-            sock.close()
+        if unowned is not None:
+            unowned.close()
         try:
             kernel.close()
         finally:
