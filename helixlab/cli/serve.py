@@ -202,6 +202,8 @@ def serve(
             say(redact_text(f"failed {name} in {error.phase}: {error}", secrets))
         for name, why in report.skipped.items():
             say(f"skipped {name}: {why}")
+        for line in _unguarded(kernel):
+            say(line)
         server = kernel.serve(config=options, sock=sock, operations=operations, http=http)
         unowned = None  # the server owns the socket now
         say(
@@ -231,6 +233,21 @@ def serve(
             signals.__exit__()
     say("stopped")
     return EXIT_OK
+
+
+def _unguarded(kernel: Any) -> list[str]:
+    """A guarding plugin (custom-auth) that the configuration disables, said on start-up:
+    its requests are served without it, as configured, but never silently."""
+    lines = []
+    for name in kernel.names:
+        entry = kernel.entry(name)
+        if entry.cls.required and not entry.spec.enabled:
+            where = entry.spec.source + (f", line {entry.spec.line}" if entry.spec.line else "")
+            lines.append(
+                f"warning: {name} guards requests but is disabled ({where}: enabled: false): "
+                "requests are served without it"
+            )
+    return lines
 
 
 def _bind_message(host: str, port: int, exc: OSError) -> str:
