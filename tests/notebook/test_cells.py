@@ -272,6 +272,46 @@ def test_a_new_version_that_fails_to_start_is_rolled_back_and_the_old_keeps_serv
     assert "  1. store 1.0 -> 1.2" in fixed.stdout
 
 
+@pytest.mark.parametrize(
+    "failure",
+    ["raise RuntimeError('port in use')", "1 / 0  # at definition"],
+    ids=["start-fails", "cell-raises"],
+)
+def test_a_failed_rerun_leaves_the_old_instances_their_own_helpers(ip, failure):
+    """A re-run that does not run must not change what the running version calls: the
+    helper it redefined is the old one again (names it only added stay, to inspect)."""
+    source = textwrap.dedent(
+        """\
+        %%helix plugin
+        import helixlab as hx
+
+        def shout(text):
+            return text.upper()
+
+        class Loud(hx.Plugin):
+            name = "loud"
+            def say(self, text):
+                return shout(text)
+        """
+    )
+    ok(ip, source)
+    loud = ip.user_ns["helix"].get("loud")
+    edited = source.replace("text.upper()", "text + '!'") + "\ndef added():\n    return 1\n"
+    if failure.startswith("raise"):
+        edited = edited.replace(
+            "    def say(self, text):",
+            f"    def start(self, ctx):\n        {failure}\n    def say(self, text):",
+        )
+    else:
+        edited += failure + "\n"
+    ran = run(ip, edited)
+    assert ran.error is not None
+    assert ip.user_ns["helix"].get("loud") is loud
+    assert loud.say("hi") == "HI"  # not "hi!": the refused cell's helper is not what runs
+    assert ip.user_ns["shout"]("hi") == "HI"
+    assert "added" in ip.user_ns
+
+
 def test_a_failing_dependent_rolls_back_the_whole_cascade(ip, kernel):
     broken = cell("", store="1.1").replace(
         'self.store = ctx.get("store")', "raise ValueError('no store')"
