@@ -234,7 +234,7 @@ class DependencyGraph:
             problem
             for name in sorted(self.nodes)
             if self.nodes[name].enabled
-            for problem in self._check_requires(self.nodes[name])
+            for problem in self._problems(self.nodes[name])
         ]
         remaining = {n: self._enabled[n] for n in self._sorted[1]}
         while (cycle := find_cycle(remaining)) is not None:
@@ -243,52 +243,26 @@ class DependencyGraph:
         if problems:
             raise DependencyError.combine(problems)
 
-    def _check_requires(self, node: Declared) -> Iterator[DependencyError]:
+    def _problems(self, node: Declared) -> Iterator[DependencyError]:
         name = node.name
         for dep, spec in node.requires:
-            target, involved = self.nodes.get(dep), (name, dep)
+            target = self.nodes.get(dep)
             if target is None:
                 close = difflib.get_close_matches(dep, self.nodes, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                known = ", ".join(sorted(self.nodes)) or "none"
-                message = (
-                    f"Plugin {name!r} depends on {dep!r}, which is not registered{hint}. "
-                    f"Known plugins: {known}."
+                yield MissingDependencyError(
+                    f"Plugin {name!r} depends on {dep!r}, which is not registered"
+                    + (f" (did you mean {close[0]!r}?)" if close else "")
+                    + f". Known plugins: {', '.join(sorted(self.nodes)) or 'none'}.",
+                    plugins=(name, dep),
                 )
-                yield MissingDependencyError(message, plugins=involved)
             elif not target.enabled:
-                message = (
+                yield DisabledDependencyError(
                     f"Plugin {name!r} depends on {dep!r}, which is disabled. "
-                    f"Enable {dep!r} or disable {name!r}."
+                    f"Enable {dep!r} or disable {name!r}.",
+                    plugins=(name, dep),
                 )
-                yield DisabledDependencyError(message, plugins=involved)
-            elif spec:
-                yield from self._check_version(name, dep, spec, target.version)
-
-    @staticmethod
-    def _check_version(name: str, dep: str, spec: str, version: str) -> Iterator[DependencyError]:
-        involved = (name, dep)
-        try:
-            wanted = SpecifierSet(spec)
-        except InvalidSpecifier:
-            message = (
-                f"Plugin {name!r} declares an invalid version specifier {spec!r} for "
-                f"{dep!r} (use PEP 440, e.g. '>=1.0')."
-            )
-            yield VersionConflictError(message, plugins=involved)
-            return
-        try:
-            Version(version)
-        except InvalidVersion:
-            message = (
-                f"Plugin {name!r} needs {dep + spec!r}, but {dep!r} has an invalid "
-                f"version {version!r}."
-            )
-            yield VersionConflictError(message, plugins=involved)
-            return
-        if not wanted.contains(version, prereleases=True):
-            message = f"Plugin {name!r} needs {dep + spec!r}, but {dep!r} is {version}."
-            yield VersionConflictError(message, plugins=involved)
+            elif spec and (conflict := _conflict(name, dep, spec, target.version)):
+                yield VersionConflictError(conflict, plugins=(name, dep))
 
     def load_order(self) -> list[str]:
         """Enabled plugins in start order (stop in reverse)."""
@@ -337,12 +311,7 @@ class DependencyGraph:
     def satisfied(self, dep: str, spec: str) -> bool:
         """Whether ``dep`` is registered at a version ``spec`` accepts."""
         target = self.nodes.get(dep)
-        if target is None or not spec:
-            return target is not None
-        try:
-            return SpecifierSet(spec).contains(target.version, prereleases=True)
-        except InvalidSpecifier:
-            return False
+        return target is not None and not (spec and _conflict("", dep, spec, target.version))
 
     def to_dot(
         self,
@@ -359,3 +328,23 @@ class DependencyGraph:
     ) -> str:
         """One line per plugin in load order, for terminals and logs (see ``_drawing``)."""
         return _drawing.to_text(self, states=states, highlight=highlight)
+
+
+def _conflict(name: str, dep: str, spec: str, version: str) -> str | None:
+    """What is wrong with ``name`` needing ``dep`` at ``spec`` when it is at ``version``."""
+    try:
+        wanted = SpecifierSet(spec)
+    except InvalidSpecifier:
+        return (
+            f"Plugin {name!r} declares an invalid version specifier {spec!r} for {dep!r} "
+            f"(use PEP 440, e.g. '>=1.0')."
+        )
+    try:
+        Version(version)
+    except InvalidVersion:
+        return (
+            f"Plugin {name!r} needs {dep + spec!r}, but {dep!r} has an invalid version {version!r}."
+        )
+    if not wanted.contains(version, prereleases=True):
+        return f"Plugin {name!r} needs {dep + spec!r}, but {dep!r} is {version}."
+    return None
