@@ -1,18 +1,13 @@
 """Fingerprints: what a plugin's definition is matched on, so that a re-run reloads what changed.
 
-A plugin is reloaded when any code it can reach changed. Its *reach* in a source (a cell,
-a file) is its class statement plus, transitively, every top-level statement that binds or
-mutates a name the reached code uses: helper classes, functions, decorators, constants,
-imports. Each reached name is one *part*, digested from its statements' normalised AST
-(``ast.dump``: no line numbers, comments and blank lines gone, docstrings kept), so a
-fingerprint means the code on every Python (3.13's ``__firstlineno__`` and
-``__static_attributes__`` never enter it) and a change can be named ("TokenBucket
-changed"). Names the source uses without binding them (a cell's helpers from other cells)
-are parts too, digested from their value in the namespace when the fingerprint is taken.
-
-Name analysis uses :mod:`symtable` per statement, so a method's local ``bucket`` is not
-the notebook's global ``bucket``. What this cannot see: names reached through strings
-(``globals()["X"]``, ``getattr(module, name)``) and the contents of imported modules.
+A plugin's *reach* in a source (a cell, a file) is its class statement plus, transitively,
+every top-level statement binding or mutating a name the reached code uses (helpers,
+decorators, constants, imports); names used but bound elsewhere (other cells) are digested
+from their values. Each reached name is one *part*, digested from its normalised AST
+(``ast.dump``: no line numbers or comments), so a fingerprint means the same code on every
+Python and a change can be named ("TokenBucket changed"). Names are resolved per statement
+with :mod:`symtable`; names reached through strings (``globals()["X"]``) and the contents
+of imported modules are not seen.
 """
 
 from __future__ import annotations
@@ -94,10 +89,8 @@ class Reach:
 
     def fingerprint(self, namespace: Mapping[str, Any] | None = None) -> Fingerprint:
         """The fingerprint, the ``outside`` names digested from ``namespace`` (if given)."""
-        extra = []
-        for name in self.outside if namespace is not None else ():
-            if name in namespace:
-                extra.append((name, value_digest(namespace[name])))
+        values = namespace or {}
+        extra = [(name, value_digest(values[name])) for name in self.outside if name in values]
         return Fingerprint(self.parts).with_parts(extra)
 
     def as_constant(self) -> tuple:
@@ -205,12 +198,10 @@ def _stored(node: ast.stmt) -> set[str]:
 def _mutated(node: ast.stmt) -> set[str]:
     """Names a top-level statement changes in place: ``X.a = 1``, ``X[k] = v``, ``X.add(y)``."""
     targets: list[ast.expr] = []
-    if isinstance(node, ast.Assign):
+    if isinstance(node, ast.Assign | ast.Delete):
         targets = node.targets
     elif isinstance(node, ast.AugAssign | ast.AnnAssign):
         targets = [node.target]
-    elif isinstance(node, ast.Delete):
-        targets = node.targets
     elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
         targets = [node.value.func] if isinstance(node.value.func, ast.Attribute) else []
     names = set()
@@ -301,28 +292,13 @@ def object_digest(cls: type) -> str:
     return h.hexdigest()
 
 
-_NOT_CODE = frozenset(
-    {
-        "__module__",
-        "__dict__",
-        "__weakref__",
-        "__qualname__",
-        "__helix_phases__",
-        "__firstlineno__",
-        "__static_attributes__",
-    }
-)
-_PYDANTIC_MADE = (
-    "__pydantic",
-    "__signature__",
-    "__class_vars__",
-    "__private_attributes__",
-    "__abstractmethods__",
-    "_abc_impl",
-    "model_fields",
-    "model_computed_fields",
-    "__annotations__",
-)
+#: what Python makes at class creation, not the code: left out of a class's digest
+_NOT_CODE = {"__module__", "__dict__", "__weakref__", "__qualname__", "__helix_phases__"}
+_NOT_CODE |= {"__firstlineno__", "__static_attributes__"}  # 3.13
+#: and what pydantic makes (prefixes), left out of a model's digest
+_PYDANTIC_MADE: tuple[str, ...] = ("__pydantic", "__signature__", "__class_vars__", "_abc_impl")
+_PYDANTIC_MADE += ("__private_attributes__", "__abstractmethods__", "__annotations__")
+_PYDANTIC_MADE += ("model_fields", "model_computed_fields")
 
 
 def _feed(h: Any, value: object, depth: int = 0) -> None:
