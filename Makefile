@@ -18,11 +18,13 @@ lab:
 
 ## make test: install everything (helixlab[test]; Chromium too, when root), then run every
 ## test and notebook, a file per xdist worker (a notebook's cells stay in order in one
-## kernel; JOBS=0 runs them in this process, one after another)
+## kernel; JOBS=0 runs them in this process, one after another); then the kernel, cells,
+## gateway and transport tests again on the newest Python the machine has (PYTHON_TESTS)
 JOBS ?= 3
 test:
 	@tools/setup.sh test --browser
 	$(BIN)/python -m pytest tests $(NOTEBOOK_DIRS) $(NBVAL) $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadfile)
+	tools/test_pythons.sh --newest $(PYTHON_TESTS)
 
 ## make test-fast: the unit tests only, no notebooks and no browser
 test-fast:

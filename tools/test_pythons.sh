@@ -4,8 +4,17 @@
 # editable, reinstalled when pyproject.toml changes). One summary line per Python; exits 1
 # if any failed.
 #   tools/test_pythons.sh tests/kernel/test_kernel.py tests/gateway/test_transport.py
+# With --newest (what `make test` runs after the whole suite on .venv's Python): only the
+# newest Python found, when it is newer than .venv's, with the few packages those files need
+# (the package, IPython and ipywidgets for the cells, openai, pytest); no newer one: one line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+newest=0
+if [[ ${1:-} == --newest ]]; then
+    newest=1
+    shift
+fi
 
 say() { printf 'helixlab test-pythons: %s\n' "$*" >&2; }
 
@@ -22,6 +31,16 @@ if (( ! ${#pythons[@]} )); then
     done
 fi
 
+if (( newest )); then
+    main=$(.venv/bin/python -c 'import sys; print(sys.version_info[:2])' 2>/dev/null)
+    last=${pythons[${#pythons[@]}-1]:-}
+    if [[ -z $last || $("$last" -c 'import sys; print(sys.version_info[:2])') == "$main" ]]; then
+        say "no Python newer than .venv's on this machine: the suite above ran on the newest"
+        exit 0
+    fi
+    pythons=("$last")
+fi
+
 summary=()
 failed=0
 for python in "${pythons[@]}"; do
@@ -31,11 +50,18 @@ for python in "${pythons[@]}"; do
     if [[ ! -x $venv/bin/python ]]; then
         "$python" -m venv "$venv" || { summary+=("$version: no venv"); failed=1; continue; }
     fi
-    if [[ ! -f $venv/.helixlab-test || pyproject.toml -nt $venv/.helixlab-test ]]; then
-        say "Python $version: installing helixlab[test] into $venv"
+    if (( newest )); then
+        stamp=$venv/.helixlab-newest
+        packages=(-e . 'ipython>=8.12' 'ipywidgets>=8.1' 'openai>=1.30' 'pytest>=8' 'pytest-timeout>=2.3' 'hypothesis>=6.100')
+    else
+        stamp=$venv/.helixlab-test
+        packages=(-e '.[test]')
+    fi
+    if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+        say "Python $version: installing ${packages[*]} into $venv"
         "$venv/bin/python" -m pip install --quiet --upgrade pip &&
-            "$venv/bin/python" -m pip install --quiet -e '.[test]' &&
-            touch "$venv/.helixlab-test" ||
+            "$venv/bin/python" -m pip install --quiet "${packages[@]}" &&
+            touch "$stamp" ||
             { summary+=("$version: install failed"); failed=1; continue; }
     fi
     say "Python $version: pytest $*"

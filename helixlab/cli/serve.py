@@ -31,6 +31,7 @@ import asyncio
 import errno
 import os
 import signal
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,7 @@ def serve(
         return EXIT_ERROR
     kernel.subscribe(lambda event: say(redact_text(f"event {event}", secrets)))
     operations = Operations(kernel, config_path, dirs)
+    unowned: socket.socket | None = sock  # closed here unless the server took it
     try:
         for directory in dirs:
             names = kernel.discover(directory)
@@ -200,8 +202,10 @@ def serve(
             say(redact_text(f"failed {name} in {error.phase}: {error}", secrets))
         for name, why in report.skipped.items():
             say(f"skipped {name}: {why}")
+        for line in _unguarded(kernel):
+            say(line)
         server = kernel.serve(config=options, sock=sock, operations=operations, http=http)
-        sock = None  # the server owns it now
+        unowned = None  # the server owns the socket now
         say(
             f"serving {server.url} (OpenAI base URL {server.openai_base_url}) "
             f"on {kernel.loop_kind} + {server.http}"
@@ -221,14 +225,29 @@ def serve(
     finally:
         if watching is not None:
             watching.set()  # the configuration file's watcher ends within its timeout
-        if sock is not None:
-            sock.close()
+        if unowned is not None:
+            unowned.close()
         try:
             kernel.close()
         finally:
             signals.__exit__()
     say("stopped")
     return EXIT_OK
+
+
+def _unguarded(kernel: Any) -> list[str]:
+    """A guarding plugin (custom-auth) that the configuration disables, said on start-up:
+    its requests are served without it, as configured, but never silently."""
+    lines = []
+    for name in kernel.names:
+        entry = kernel.entry(name)
+        if entry.cls.required and not entry.spec.enabled:
+            where = entry.spec.source + (f", line {entry.spec.line}" if entry.spec.line else "")
+            lines.append(
+                f"warning: {name} guards requests but is disabled ({where}: enabled: false): "
+                "requests are served without it"
+            )
+    return lines
 
 
 def _bind_message(host: str, port: int, exc: OSError) -> str:

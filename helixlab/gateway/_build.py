@@ -15,8 +15,9 @@ middleware with a higher priority runs before a rate limiter of lower priority.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -98,7 +99,7 @@ def _tools(name: str, plugin: ToolPlugin) -> list[Tool]:
         if isinstance(item, Tool):
             tools.append(item)
         elif callable(item):
-            tools.append(_phase(name, "get_tools", lambda item=item: Tool.from_function(item)))
+            tools.append(_phase(name, "get_tools", partial(Tool.from_function, item)))
         else:
             raise PluginError(
                 name,
@@ -138,7 +139,9 @@ def build_state(
     """
     names = [n for n in order if n in instances]
     names += sorted(set(instances) - set(names))
-    providers, tools, owners, middleware = [], {}, {}, []
+    providers, middleware = [], []
+    tools: dict[str, Any] = {}
+    owners: dict[str, str] = {}
     timeouts: dict[str, float] = {}
     for position, name in enumerate(names):
         plugin = instances[name]
@@ -169,7 +172,7 @@ def build_state(
     router = Router(tuple(providers), tools, timeouts)
     app: ASGIApp = _Core(core, router)
     for name, factory in reversed(middleware):
-        wrapped = _phase(name, "get_middleware", lambda factory=factory, app=app: factory(app))
+        wrapped = _phase(name, "get_middleware", partial(factory, app))
         if not callable(wrapped):
             raise PluginError(
                 name,
@@ -189,7 +192,7 @@ def make_builder(core: ASGIApp) -> Callable[[Mapping[str, Plugin], Any], Gateway
 
     def build(instances: Mapping[str, Plugin], graph: Any) -> GatewayState:
         try:
-            order: Iterable[str] = graph.load_order()
+            order: Sequence[str] = graph.load_order()
         except DependencyError:
             order = ()
 

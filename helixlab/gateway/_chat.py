@@ -69,8 +69,8 @@ async def chat_completions(request: Request) -> Response | EventStream:
         if route.capabilities.supports_streaming:
             chunks = stream(route.provider, chat, router, execute=execute, max_rounds=rounds)
         else:
-            reply = complete(route.provider, chat, router, execute=execute, max_rounds=rounds)
-            chunks = _replay(reply, chat.include_usage)
+            pending = complete(route.provider, chat, router, execute=execute, max_rounds=rounds)
+            chunks = _replay(pending, chat.include_usage)
         return EventStream(chunks, model=chat.model, provider=route.plugin, headers=headers)
     try:
         reply = await complete(route.provider, chat, router, execute=execute, max_rounds=rounds)

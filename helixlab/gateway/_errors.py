@@ -94,7 +94,9 @@ def upstream_error(exc: BaseException, provider: str) -> GatewayError:
     if isinstance(exc, GatewayError):
         return exc
     if isinstance(exc, UpstreamError):  # the provider already knows what the client should see
-        headers = {} if exc.retry_after is None else {"Retry-After": f"{exc.retry_after:g}"}
+        headers: dict[str, str] = (
+            {} if exc.retry_after is None else {"Retry-After": f"{exc.retry_after:g}"}
+        )
         message = scrub(str(exc.error.get("message") or exc))
         if exc.http_status == exc.status:  # the client's own mistake: the upstream's words
             return GatewayError(exc.status, message, headers=headers, body=exc.to_openai())
@@ -112,7 +114,7 @@ def upstream_error(exc: BaseException, provider: str) -> GatewayError:
         body = getattr(exc, "body", None)
         if not (isinstance(body, Mapping) and isinstance(body.get("error"), Mapping)):
             body = None
-        headers: dict[str, str] = {}
+        headers = {}
         retry = _retry_after(exc)
         if retry is not None:
             headers["Retry-After"] = retry

@@ -61,7 +61,9 @@ class ToolDefinition(Model):
         if data.get("type", "function") != "function":
             raise ValueError(f"{where}.type must be 'function', got {data.get('type')!r}.")
         function = expect_object(data.get("function"), f"{where}.function")
-        fields = {k: function[k] for k in ("name", "description", "parameters") if k in function}
+        fields: dict[str, Any] = {
+            k: function[k] for k in ("name", "description", "parameters") if k in function
+        }
         if fields.get("description") is None:
             fields.pop("description", None)
         if fields.get("parameters") is None:

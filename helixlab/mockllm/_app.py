@@ -352,7 +352,7 @@ class MockLLM:
 
 
 _TOP_FIELDS = {"system_fingerprint": "fp_helixlab_mock", "service_tier": "default"}
-_MESSAGE_FIELDS = {"refusal": None, "annotations": []}
+_MESSAGE_FIELDS: dict[str, Any] = {"refusal": None, "annotations": []}
 
 
 def _choices(reply: Reply, chat: ChatRequest) -> list[Reply]:

@@ -189,4 +189,4 @@ def _placeholder(schema: dict[str, Any], last_word: str) -> Any:
     if "default" in schema:
         return schema["default"]
     placeholders = {"integer": 0, "number": 0, "boolean": False, "array": [], "object": {}}
-    return placeholders.get(schema.get("type"), last_word)
+    return placeholders.get(str(schema.get("type")), last_word)

@@ -64,7 +64,7 @@ def _plugin_cell(session: Any, cell: str, options: str) -> Any:
             f"{exc.msg}; nothing was changed, the running versions keep serving",
             (filename, line, exc.offset, exc.text, end, exc.end_offset),
         )
-        error.helixlab_cell = True  # shown as the user's error, without helixlab's frames
+        error.helixlab_cell = True  # type: ignore[attr-defined]  # shown as the user's error, without helixlab's frames
         raise error from None
     ast.increment_lineno(tree, 1)
     names = _class_names(tree)
@@ -132,7 +132,8 @@ class _Autoreload(ast.NodeTransformer):
             return node
         # what each class reaches in this cell, taken now (before the hook is added)
         found = tuple(r.as_constant() for r in reaches(node, names).values())
-        call = ast.Expr(ast.Call(ast.Name(_HOOK, ast.Load()), [ast.Constant(found)], []))
+        hook = ast.Name(_HOOK, ast.Load())
+        call = ast.Expr(ast.Call(hook, [ast.Constant(found)], []))  # type: ignore[arg-type]
         at = len(node.body) - 1 if isinstance(node.body[-1], ast.Expr) else len(node.body)
         node.body.insert(at, call)
         return ast.fix_missing_locations(node)

@@ -24,7 +24,7 @@ def _heading(report: Any, skip: int = 0) -> str:
 
 
 def reload_html(report: Any) -> str:
-    rows = []
+    rows: list[tuple[int | str, str, str, str]] = []
     for i, name in enumerate(report.order, 1):
         old, new = report.versions.get(name, ("", ""))
         version = old if old == new else f"{old} → {new}"

@@ -11,7 +11,7 @@ import argparse
 import difflib
 import re
 import shlex
-from typing import Any
+from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -24,7 +24,7 @@ __all__ = ["HelixMagics", "build_parser"]
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors are UsageErrors and whose --help returns instead of exiting."""
 
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         typo = re.match(r"argument \S+: invalid choice: '([^']*)' \(choose from (.*)\)$", message)
         if typo:  # a misspelt subcommand or choice: name the closest one
             choices = re.findall(r"'([^']*)'", typo.group(2))
@@ -33,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
                 message = f"invalid choice: {typo.group(1)!r}. Did you mean {close[0]!r}?"
         raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
 
-    def exit(self, status: int = 0, message: str | None = None) -> None:
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
             raise UsageError(message.strip())
         raise _HelpShown
@@ -104,7 +104,7 @@ def build_parser() -> _Parser:
 
 
 PARSER = build_parser()
-SUBPARSERS: dict[str, _Parser] = PARSER._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+SUBPARSERS: dict[str, _Parser] = PARSER._subparsers._group_actions[0].choices  # type: ignore[union-attr,assignment]
 COMMANDS = sorted(SUBPARSERS)
 CELL_KINDS = ("plugin", "config")
 

@@ -116,6 +116,8 @@ class _Coalescer:
 class GraphWidget(w.HTML):
     """The dependency graph as SVG (text without graphviz), redrawn after kernel events."""
 
+    value: str  # the HTML widget's trait (an annotation only: the trait stays ipywidgets')
+
     def __init__(self, kernel: Kernel, **kwargs: Any):
         super().__init__(**kwargs)
         self.add_class("helix-graph")

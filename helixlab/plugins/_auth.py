@@ -315,8 +315,8 @@ class CustomAuth(MiddlewarePlugin):
             key = config.secret.get_secret_value().encode()
             self._static = (key, configured or ("HS256",))
         elif config.public_key is not None:
-            key = load_pem_public_key(config.public_key.encode())
-            self._static = (key, configured or _default_algorithms(key))
+            public = load_pem_public_key(config.public_key.encode())
+            self._static = (public, configured or _default_algorithms(public))
         elif config.public_key_url is not None:
             self.jwks = JWKSCache(
                 config.public_key_url,

@@ -92,7 +92,7 @@ def _check_power(base: int | float, exponent: int | float, limit: int) -> None:
     if abs(exponent) > limit:
         raise ValueError(f"Exponents are limited to {limit} in absolute value.")
     whole = isinstance(base, int) and isinstance(exponent, int) and exponent > 0
-    if whole and base.bit_length() * exponent > _MAX_INT_BITS:
+    if whole and int(base).bit_length() * exponent > _MAX_INT_BITS:
         raise ValueError("The result is too large.")
 
 
@@ -132,7 +132,7 @@ class BuiltinToolsConfig(PluginConfig):
     """Which tools to offer, and the calculator's limits."""
 
     tools: list[Literal["calculator", "clock"]] = Field(
-        default_factory=lambda: ["calculator", "clock"]
+        default_factory=lambda: ["calculator", "clock"]  # type: ignore[arg-type]
     )
     max_expression_length: int = Field(default=200, ge=1, le=10_000)
     max_exponent: int = Field(default=100, ge=1, le=10_000)
@@ -170,5 +170,5 @@ class BuiltinTools(ToolPlugin):
             """The current date and time in ISO 8601, at a UTC offset such as '+02:00'."""
             return current_time(utc_offset)
 
-        available = {"calculator": calculator, "clock": clock}
+        available: dict[str, Callable[..., Any]] = {"calculator": calculator, "clock": clock}
         return [Tool.from_function(available[name]) for name in dict.fromkeys(config.tools)]

@@ -91,3 +91,32 @@ def test_version() -> None:
     process = helixlab_cli("--version")
     out, _ = process.communicate(timeout=20)
     assert process.returncode == 0 and out.strip() == f"helixlab {helixlab.__version__}"
+
+
+def test_a_disabled_guard_is_said_on_start_up(tmp_path: Path) -> None:
+    """`custom-auth: enabled: false` serves without authentication, as configured: the
+    operator reads so on start-up, with the file and line, instead of finding out later."""
+    config = tmp_path / "plugins.yaml"
+    config.write_text(
+        "plugins:\n  custom-provider: {}\n  custom-auth:\n    enabled: false\n"
+        "    config:\n      secret: s3cret-never-printed-0123456789abcdef\n"
+    )
+    process = helixlab_cli("serve", str(config), "--port", "0")
+    try:
+        url = process.stdout.readline().strip()
+        chat = httpx.post(
+            url + "/v1/chat/completions",
+            json={"model": "mock-small", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=10,
+        )
+        assert chat.status_code == 200  # served as configured: no token needed
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert (
+        f"warning: custom-auth guards requests but is disabled ({config}, line 3: "
+        "enabled: false): requests are served without it"
+    ) in err
+    assert "s3cret-never-printed" not in err
