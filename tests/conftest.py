@@ -1,7 +1,9 @@
-"""Tiny factories shared by the kernel tests: plugin classes made with ``type()``, a kernel."""
+"""Tiny factories shared by the tests: plugin classes made with ``type()``, kernels."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -59,10 +61,35 @@ def make_plugin(journal: Journal) -> Callable[..., type[hx.Plugin]]:
 
 
 @pytest.fixture
-def kernel() -> Iterator[hx.Kernel]:
-    k = hx.Kernel(timeouts=FAST)
-    yield k
-    k.close()
+def make_kernel() -> Iterator[Callable[..., hx.Kernel]]:
+    """``make_kernel(timeouts={"drain": 0.2}, loop="uvloop")``: a kernel, closed after the test.
+
+    ``timeouts`` is a :class:`~helixlab.Timeouts`, or a dict of overrides of ``FAST``
+    (``None``: ``FAST``); ``config`` (YAML text, a path or a mapping) is applied as by
+    ``Kernel.from_config``; any other keyword goes to ``Kernel``.
+    """
+    closing = contextlib.ExitStack()
+
+    def make(
+        config: Any = None, *, timeouts: hx.Timeouts | dict[str, float] | None = None, **kwargs: Any
+    ) -> hx.Kernel:
+        if not isinstance(timeouts, hx.Timeouts):
+            timeouts = dataclasses.replace(FAST, **(timeouts or {}))
+        if config is None:
+            k = hx.Kernel(timeouts=timeouts, **kwargs)
+        else:
+            k = hx.Kernel.from_config(config, timeouts=timeouts, **kwargs)
+        closing.callback(k.close)
+        return k
+
+    with closing:  # the last made closed first; each one even if another's close fails
+        yield make
+
+
+@pytest.fixture
+def kernel(make_kernel: Callable[..., hx.Kernel]) -> hx.Kernel:
+    """A kernel with the ``FAST`` timeouts, closed after the test."""
+    return make_kernel()
 
 
 @pytest.fixture
