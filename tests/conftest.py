@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -61,29 +60,23 @@ def make_plugin(journal: Journal) -> Callable[..., type[hx.Plugin]]:
 
 
 @pytest.fixture
-def make_kernel() -> Iterator[Callable[..., hx.Kernel]]:
+def make_kernel(make_helix_kernel: Callable[..., hx.Kernel]) -> Callable[..., hx.Kernel]:
     """``make_kernel(timeouts={"drain": 0.2}, loop="uvloop")``: a kernel, closed after the test.
 
-    ``timeouts`` is a :class:`~helixlab.Timeouts`, or a dict of overrides of ``FAST``
-    (``None``: ``FAST``); ``config`` (YAML text, a path or a mapping) is applied as by
-    ``Kernel.from_config``; any other keyword goes to ``Kernel``.
+    helixlab's own ``make_helix_kernel`` (helixlab.testing.plugin), with ``FAST`` in place
+    of the default timeouts: ``timeouts`` is a :class:`~helixlab.Timeouts`, or a dict of
+    overrides of ``FAST``; ``config`` is applied as by ``Kernel.from_config``; any other
+    keyword goes to ``Kernel``.
     """
-    closing = contextlib.ExitStack()
 
     def make(
         config: Any = None, *, timeouts: hx.Timeouts | dict[str, float] | None = None, **kwargs: Any
     ) -> hx.Kernel:
         if not isinstance(timeouts, hx.Timeouts):
             timeouts = dataclasses.replace(FAST, **(timeouts or {}))
-        if config is None:
-            k = hx.Kernel(timeouts=timeouts, **kwargs)
-        else:
-            k = hx.Kernel.from_config(config, timeouts=timeouts, **kwargs)
-        closing.callback(k.close)
-        return k
+        return make_helix_kernel(config, timeouts=timeouts, **kwargs)
 
-    with closing:  # the last made closed first; each one even if another's close fails
-        yield make
+    return make
 
 
 @pytest.fixture
