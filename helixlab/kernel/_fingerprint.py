@@ -6,8 +6,9 @@ decorators, constants, imports); names used but bound elsewhere (other cells) ar
 from their values. Each reached name is one *part*, digested from its normalised AST
 (``ast.dump``: no line numbers or comments), so a fingerprint means the same code on every
 Python and a change can be named ("TokenBucket changed"). Names are resolved per statement
-with :mod:`symtable`; names reached through strings (``globals()["X"]``) and the contents
-of imported modules are not seen.
+with :mod:`symtable`. A name a ``from m import x`` binds is digested from its value too
+(given the namespace): ``m`` may be the learner's own module, edited and reloaded. Names
+reached through strings (``globals()["X"]``) are not seen.
 """
 
 from __future__ import annotations
@@ -86,21 +87,27 @@ class Reach:
     name: str
     parts: tuple[tuple[str, str], ...]
     outside: tuple[str, ...]
+    imported: tuple[str, ...] = ()  # reached names bound by `from m import x`
 
     def fingerprint(self, namespace: Mapping[str, Any] | None = None) -> Fingerprint:
-        """The fingerprint, the ``outside`` names digested from ``namespace`` (if given)."""
+        """The fingerprint, the ``outside`` and ``imported`` names digested from
+        ``namespace`` (if given)."""
         values = namespace or {}
+        parts = tuple(
+            (n, _sha(d + value_digest(values[n]))) if n in self.imported and n in values else (n, d)
+            for n, d in self.parts
+        )
         extra = [(name, value_digest(values[name])) for name in self.outside if name in values]
-        return Fingerprint(self.parts).with_parts(extra)
+        return Fingerprint(parts).with_parts(extra)
 
     def as_constant(self) -> tuple:
         """A tuple of strings (an AST constant: autoreload hands it over in the cell's code)."""
-        return (self.name, self.parts, self.outside)
+        return (self.name, self.parts, self.outside, self.imported)
 
     @classmethod
     def from_constant(cls, value: tuple) -> Reach:
-        name, parts, outside = value
-        return cls(name, tuple(tuple(p) for p in parts), tuple(outside))
+        name, parts, outside, imported = value
+        return cls(name, tuple(tuple(p) for p in parts), tuple(outside), tuple(imported))
 
 
 # -- a source's statements ------------------------------------------------------------
@@ -113,6 +120,7 @@ class _Statement:
     uses: frozenset[str]  # module-level names its code reads (at any depth)
     everywhere: bool  # `from __future__ import ...`, `import *`: part of every reach
     label: str  # how a report names it when it is part of every reach
+    imports: bool  # `from m import x`: its names are digested from their values too
 
 
 def reaches(tree: ast.Module | str, classes: Iterable[str]) -> dict[str, Reach]:
@@ -143,7 +151,8 @@ def reaches(tree: ast.Module | str, classes: Iterable[str]) -> dict[str, Reach]:
             todo.extend(sorted({n for st in bound[name] for n in st.uses}))
         parts = [(n, _sha("\n".join(st.dump for st in bound[n]))) for n in seen]
         parts += [(st.label, _sha(st.dump)) for st in shared]
-        found[cls] = Reach(cls, tuple(parts), tuple(outside))
+        imported = tuple(n for n in seen if any(st.imports for st in bound[n]))
+        found[cls] = Reach(cls, tuple(parts), tuple(outside), imported)
     return found
 
 
@@ -158,7 +167,8 @@ def _statement(node: ast.stmt) -> _Statement:
         alias = node.names[0]  # cell counts: moving `import x as y` is no change
         dump = _module_text(alias.name if alias.asname else alias.name.partition(".")[0])
     label = ast.unparse(node) if everywhere else ""
-    return _Statement(dump, frozenset(binds), frozenset(uses), everywhere, label)
+    imports = isinstance(node, ast.ImportFrom) and not everywhere
+    return _Statement(dump, frozenset(binds), frozenset(uses), everywhere, label, imports)
 
 
 def _module_text(name: str) -> str:

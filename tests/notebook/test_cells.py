@@ -240,6 +240,40 @@ def test_a_value_from_another_cell_is_part_of_the_plugin_that_uses_it(ip):
     assert "no changes" in ok(ip, source).stdout
 
 
+def test_a_helper_from_the_learners_own_module_edited_and_reloaded_reloads(
+    ip, tmp_path, monkeypatch
+):
+    """`from mylib import shout`: the statement's text never changes, but what it binds
+    does once the learner edits mylib.py and reloads it; re-running the plugin cell then
+    reloads the plugin, naming the helper, and the new instance runs the new code."""
+    module = tmp_path / "mylib_issue22.py"
+    module.write_text("def shout(text):\n    return text.upper()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = textwrap.dedent(
+        """\
+        %%helix plugin
+        import helixlab as hx
+        from mylib_issue22 import shout
+
+        class Loud(hx.Plugin):
+            name = "loud"
+            def start(self, ctx):
+                self.greeting = shout("hi")
+        """
+    )
+    ok(ip, source)
+    kernel = ip.user_ns["helix"]
+    assert kernel.get("loud").greeting == "HI"
+    assert "no changes" in ok(ip, source).stdout  # nothing was edited
+
+    module.write_text("def shout(text):\n    return text.upper() + '!'\n")
+    assert "no changes" in ok(ip, source).stdout  # Python still runs the module it imported
+    ok(ip, "import importlib, mylib_issue22\nimportlib.reload(mylib_issue22)")
+    ran = ok(ip, source)
+    assert "shout changed: reloading loud" in ran.stdout
+    assert kernel.get("loud").greeting == "HI!"
+
+
 def test_a_failed_edit_undone_is_no_change(ip, limiting):
     failed = run(ip, limiter(take=" + 1").replace("TokenBucket()", "TokenBucket(); 1 / 0"))
     assert isinstance(failed.error, hx.ReloadError)
