@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import helixlab as hx
+
 from test_fault_matrix import assert_consistent
 
 ACTIVE = hx.PluginState.ACTIVE
