@@ -62,8 +62,8 @@ def test_a_file_hanging_at_import_times_out_then_is_refused_at_once_until_it_cha
     assert "did not finish importing within 0.3s" in str(first.value)
     began = time.monotonic()
     with pytest.raises(PluginTimeoutError) as again:  # the same content: no new thread
-        import_unit(kernel, path, timeout=0.3)
-    assert time.monotonic() - began < 0.3
+        import_unit(kernel, path, timeout=30)
+    assert time.monotonic() - began < 5  # refused at once, not at its 30 s timeout
     assert "still importing" in str(again.value) and again.value.phase == "import"
     path.write_text(plugin_file("stuck", version="2.0.0"))  # mended: imported again
     assert [c.version for c in import_unit(kernel, path, timeout=5)] == ["2.0.0"]
