@@ -27,8 +27,11 @@ def test_make_kernel_takes_timeouts_or_overrides_of_fast(closed_after, make_kern
         init=2, start=2, stop=2, health=0.5, export_state=2, import_state=2, drain=0.2
     )
     assert make_kernel(timeouts=hx.Timeouts(start=30)).timeouts == hx.Timeouts(start=30)
-    uv = make_kernel(loop="uvloop")
+    uv = make_kernel(loop="uvloop", event_log_size=1)  # any other keyword goes to Kernel
     assert uv.loop_kind == "uvloop" and uv.running
+    uv.register(type("One", (hx.Plugin,), {"name": "one"}))
+    uv.register(type("Two", (hx.Plugin,), {"name": "two"}))
+    assert [e.plugin for e in uv.events()] == ["two"]
     closed_after.extend([uv, make_kernel()])
 
 

@@ -18,9 +18,10 @@ import time
 from typing import Any
 
 import pytest
-from test_fault_matrix import assert_consistent
 
 import helixlab as hx
+
+from test_fault_matrix import assert_consistent
 
 ACTIVE = hx.PluginState.ACTIVE
 LONG_DRAIN = hx.Timeouts(
