@@ -398,121 +398,70 @@ class Kernel:
             )
         raise ValueError(f"Kernel.apply() cannot make a {change.kind} change here.")
 
-    # the shorthands of apply/prepare used by notebooks, labs, the gateway and the fleet
-
-    def reload(self, *targets: ReloadTarget, cascade: bool = True) -> ReloadReport:
-        """Hot reload plugins (by name, or with a redefined class) with all their dependents.
-
-        New instances are started aside, bound to each other, with state handed over; then
-        one swap; then the old ones drain and stop, dependents first. If anything fails
-        before the swap, the new instances are stopped, the old keep serving, and
-        :class:`~helixlab.ReloadError` names the plugin and the phase. With
-        ``cascade=False`` dependents are not restarted: their ``ctx.get`` answers the new
-        instance from then on, but what they stored earlier is the old, stopped one.
-        """
-        return self.apply(Change.reload(*targets, cascade=cascade))
+    # -- the shorthands of apply and prepare (notebooks, labs, the gateway, the fleet) -----
 
     async def areload(self, *targets: ReloadTarget, cascade: bool = True) -> ReloadReport:
+        """Hot reload plugins (by name, or with a redefined class) with all their dependents.
+
+        With ``cascade=False`` dependents are not restarted: their ``ctx.get`` answers the
+        new instance from then on, but what they stored earlier is the old, stopped one.
+        """
         return await self.aapply(Change.reload(*targets, cascade=cascade))
 
-    def configure(self, name: str, config: Mapping[str, Any]) -> ReloadReport | None:
-        """Validate a new config for ``name``, then reload it with its dependents (if running).
-
-        ``config`` is merged over the current one. A ConfigError leaves everything as it was.
-        """
-        report = self.apply(Change.configure(name, config))
-        return report if report.order else None
+    reload = blocking(areload)
 
     async def aconfigure(self, name: str, config: Mapping[str, Any]) -> ReloadReport | None:
+        """Merge ``config`` over ``name``'s, validated first; restart it with its dependents if
+        running (the report; None if not running). A ConfigError leaves everything as it was."""
         report = await self.aapply(Change.configure(name, config))
         return report if report.order else None
 
-    def apply_config(
-        self, data: str | os.PathLike | Mapping, *, source: str | None = None, line_offset: int = 0
-    ) -> list[ReloadReport]:
-        """Apply a YAML configuration (path, text or mapping) in the course's format.
-
-        Every problem is reported at once, before anything changes. Built-in plugins it
-        names are registered; running plugins whose configuration changed are reloaded
-        with their dependents.
-        """
-        report = self.apply(Change.apply_config(data, source=source, line_offset=line_offset))
-        return [report] if report.order else []
+    configure = blocking(aconfigure)
 
     async def aapply_config(
         self, data: str | os.PathLike | Mapping, *, source: str | None = None, line_offset: int = 0
     ) -> list[ReloadReport]:
+        """Apply a YAML configuration (path, text or mapping) in the course's format: every
+        problem reported at once, before anything changes; built-in plugins it names are
+        registered; running plugins whose configuration changed restart with dependents."""
         change = Change.apply_config(data, source=source, line_offset=line_offset)
         return [report] if (report := await self.aapply(change)).order else []
 
-    def define(self, classes: Iterable[type[Plugin]], **how: Any) -> ReloadReport:
-        """Bring new code in: register and load new plugins, hot reload changed ones.
-
-        This is what a ``%%helix plugin`` cell and a saved plugin file do (``source=``,
-        ``origin=``, ``unit=``, ``fingerprints=``: see :meth:`Change.define`). A class whose
-        fingerprint (its code) equals the registered one is left alone; a changed one is
-        reloaded with its dependents. ``unit`` identifies the cell or file: a unit that no
-        longer defines a plugin it defined before (a rename) is refused.
-        """
-        return self.apply(Change.define(classes, **how))
+    apply_config = blocking(aapply_config)
 
     async def adefine(self, classes: Iterable[type[Plugin]], **how: Any) -> ReloadReport:
+        """New code (a ``%%helix plugin`` cell, a saved file): see :meth:`Change.define`."""
         return await self.aapply(Change.define(classes, **how))
 
-    def prepare_reload(
-        self, *targets: ReloadTarget, cascade: bool = True, timeout: float | None = PREPARE_TIMEOUT
-    ) -> PreparedReload:
-        """:meth:`reload` up to its swap (see :meth:`prepare`)."""
-        return self.prepare(Change.reload(*targets, cascade=cascade), timeout=timeout)
+    define = blocking(adefine)
 
     async def aprepare_reload(
         self, *targets: ReloadTarget, cascade: bool = True, timeout: float | None = PREPARE_TIMEOUT
     ) -> PreparedReload:
+        """:meth:`reload` up to its swap (see :meth:`prepare`)."""
         return await self.aprepare(Change.reload(*targets, cascade=cascade), timeout=timeout)
 
-    def prepare_configure(
-        self, name: str, config: Mapping[str, Any], *, timeout: float | None = PREPARE_TIMEOUT
-    ) -> PreparedReload:
-        """:meth:`configure` up to its swap (see :meth:`prepare`)."""
-        return self.prepare(Change.configure(name, config), timeout=timeout)
+    prepare_reload = blocking(aprepare_reload)
 
     async def aprepare_configure(
         self, name: str, config: Mapping[str, Any], *, timeout: float | None = PREPARE_TIMEOUT
     ) -> PreparedReload:
+        """:meth:`configure` up to its swap (see :meth:`prepare`)."""
         return await self.aprepare(Change.configure(name, config), timeout=timeout)
 
-    def prepare_apply_config(
-        self,
-        data: str | os.PathLike | Mapping,
-        *,
-        source: str | None = None,
-        line_offset: int = 0,
-        timeout: float | None = PREPARE_TIMEOUT,
-    ) -> PreparedReload:
-        """:meth:`apply_config` up to its swap (see :meth:`prepare`)."""
-        change = Change.apply_config(data, source=source, line_offset=line_offset)
-        return self.prepare(change, timeout=timeout)
+    prepare_configure = blocking(aprepare_configure)
 
     async def aprepare_apply_config(
         self,
         data: str | os.PathLike | Mapping,
         *,
-        source: str | None = None,
-        line_offset: int = 0,
-        timeout: float | None = PREPARE_TIMEOUT,
-    ) -> PreparedReload:
-        change = Change.apply_config(data, source=source, line_offset=line_offset)
-        return await self.aprepare(change, timeout=timeout)
-
-    def prepare_define(
-        self,
-        classes: Iterable[type[Plugin]],
-        *,
         timeout: float | None = PREPARE_TIMEOUT,
         **how: Any,
     ) -> PreparedReload:
-        """:meth:`define` up to its swap (see :meth:`prepare`)."""
-        return self.prepare(Change.define(classes, **how), timeout=timeout)
+        """:meth:`apply_config` up to its swap (see :meth:`prepare`)."""
+        return await self.aprepare(Change.apply_config(data, **how), timeout=timeout)
+
+    prepare_apply_config = blocking(aprepare_apply_config)
 
     async def aprepare_define(
         self,
@@ -521,7 +470,10 @@ class Kernel:
         timeout: float | None = PREPARE_TIMEOUT,
         **how: Any,
     ) -> PreparedReload:
+        """:meth:`define` up to its swap (see :meth:`prepare`)."""
         return await self.aprepare(Change.define(classes, **how), timeout=timeout)
+
+    prepare_define = blocking(aprepare_define)
 
     def preview_reload(self, *targets: ReloadTarget, cascade: bool = True) -> list[str]:
         """The plugins a reload would touch, in order, touching nothing."""
