@@ -153,15 +153,21 @@ class Kernel:
     register = blocking(aregister)
 
     def _register_now(
-        self, plugin: Any, *, origin: str, source: str | None, **match: str | None
+        self,
+        plugin: Any,
+        *,
+        origin: str,
+        source: str | None,
+        unit: str | None = None,
+        fingerprint: Fingerprint | None = None,
     ) -> str:
-        """Register (lock held); ``unit=``, ``fingerprint=`` match later definitions to it."""
+        """Register (lock held); ``unit``, ``fingerprint`` match later definitions to it."""
         book = self._book
         cls = type(plugin) if isinstance(plugin, Plugin) else plugin
         name = getattr(cls, "name", None)
         spec = book.pending.get(name) if isinstance(name, str) else None
         book.registry = book.registry.added(
-            plugin, origin=origin, source=source, spec=spec, **match
+            plugin, origin=origin, source=source, spec=spec, unit=unit, fingerprint=fingerprint
         )
         book.registered(cls.name, f"{cls.kind} from {origin}")
         return cls.name

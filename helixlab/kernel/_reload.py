@@ -240,27 +240,27 @@ def reload(
 
 def _with_builtin_dependencies(registry: Registry) -> Registry:
     """Add, with their defaults, the built-in plugins that configured ones depend on."""
-    missing = True
-    while missing:
+    while True:
         missing = {
-            dep
+            dep: cls
             for entry in registry.entries.values()
             for dep, _ in entry.requires
-            if dep not in registry and _discovery.builtin_plugin(dep) is not None
+            if dep not in registry and (cls := _discovery.builtin_plugin(dep)) is not None
         }
+        if not missing:
+            return registry
         for dep in sorted(missing):
-            registry = registry.added(_discovery.builtin_plugin(dep), origin="builtin")
-    return registry
+            registry = registry.added(missing[dep], origin="builtin")
 
 
 def _graph_problems(exc: DependencyError, doc: Any) -> list[ConfigProblem]:
     """Each dependency problem, placed at the entry of a plugin it involves in ``doc``."""
     problems = []
     for problem in exc.problems:
-        named = [n for n in problem.plugins if n in doc.plugins] or [None]
-        spec = doc.plugins.get(named[0])
+        named = next((n for n in problem.plugins if n in doc.plugins), None)
+        spec = doc.plugins.get(named) if named is not None else None
         line = spec.line if spec is not None else None
-        problems.append(ConfigProblem(str(problem), doc.source, line, named[0]))
+        problems.append(ConfigProblem(str(problem), doc.source, line, named))
     return problems
 
 
