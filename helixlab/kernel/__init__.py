@@ -10,6 +10,7 @@ from ._kernel import Kernel
 from ._lifecycle import Timeouts
 from ._live import Lease
 from ._loop import LOOPS, loop_factory
+from ._operations import PreparedReload
 from ._plugin import (
     ASGIApp,
     Context,
@@ -23,7 +24,6 @@ from ._plugin import (
 )
 from ._reports import Degraded, HealthStatus, LoadReport, PluginInfo, ReloadReport
 from ._secrets import redact
-from ._transaction import PreparedReload
 from ._validation import Duration, PluginConfig, parse_duration
 from ._watcher import FileWatcher
 

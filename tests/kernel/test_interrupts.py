@@ -216,7 +216,7 @@ def test_an_interrupted_prepare_releases_the_kernel(kernel, make_plugin):
     press.armed = True
     with pytest.raises(KeyboardInterrupt):
         kernel.prepare_reload("b")
-    assert instances(kernel) == before and kernel._prepared is None
+    assert instances(kernel) == before and kernel._ops.prepared is None
     assert kernel.reload("b").ok
 
 
@@ -254,7 +254,7 @@ def test_an_interrupted_close_still_stops_everything(make_kernel, make_plugin, j
     three(kernel, make_plugin, stop=stop)
     with pytest.raises(KeyboardInterrupt):
         kernel.close()
-    assert kernel._closed and press.taken.is_set()  # "closing goes on"
+    assert kernel._ops.closed and press.taken.is_set()  # "closing goes on"
     assert journal.phases("stop") == ["c", "a"]  # b's stop is the one above
     assert {kernel.state(n) for n in "abc"} == {hx.PluginState.STOPPED}
 

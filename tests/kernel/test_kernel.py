@@ -213,7 +213,7 @@ def test_apply_config_reports_every_problem_and_changes_nothing(kernel, make_plu
     assert len(info.value.problems) == 1  # 'ghost' may be registered later: not a problem yet
     assert "plugins.yaml:4" in text and "burst_size" in text
     assert kernel.entry("rate-limiter").config == LimiterConfig()
-    assert kernel._pending == {}  # a refused config keeps nothing
+    assert kernel._book.pending == {}  # a refused config keeps nothing
 
 
 def test_a_configured_plugin_that_nobody_registers_stops_load_all_with_its_line(kernel):
