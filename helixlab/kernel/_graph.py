@@ -37,7 +37,7 @@ Deps = Mapping[str, Collection[str]]
 
 
 def _sort(deps: Deps, priority: Mapping[str, int] | None) -> tuple[list[str], list[str]]:
-    """(the order, the names a cycle leaves unordered, sorted); see ``load_order``."""
+    """(the order, the names a cycle leaves unordered in the same ranking); see ``load_order``."""
     sorter = graphlib.TopologicalSorter({n: [d for d in ds if d in deps] for n, ds in deps.items()})
     with contextlib.suppress(graphlib.CycleError):  # get_ready() still gives what it can
         sorter.prepare()
@@ -51,7 +51,8 @@ def _sort(deps: Deps, priority: Mapping[str, int] | None) -> tuple[list[str], li
         sorter.done(name)
         for n in sorter.get_ready():
             heapq.heappush(ready, (-rank.get(n, 0), n))
-    return order, sorted(deps.keys() - set(order)) if len(order) < len(deps) else []
+    stuck = sorted(deps.keys() - set(order), key=lambda n: (-rank.get(n, 0), n))
+    return order, stuck
 
 
 def load_order(deps: Deps, priority: Mapping[str, int] | None = None) -> list[str]:
