@@ -1,12 +1,8 @@
 """Plugin configuration: YAML in, ``PluginSpec`` objects out, every problem with its line.
 
-``parse_config`` reads ``configs/plugins.yaml`` (a file, a notebook cell's text or a dict)
-and keeps the line of every key, so that ``validate_config`` can point at the offending
-line when a plugin's pydantic model rejects a value. Problems are never reported one at a
-time: all of them are collected, then raised as one ``ConfigError``.
-
-This module is the schema (which keys exist, what each must hold); reading YAML with its
-lines, its problems and its limits is ``_yaml``'s.
+The schema of ``configs/plugins.yaml`` (a file, a cell's text or a dict): which keys exist
+and what each must hold. Reading YAML with its lines, problems and limits is ``_yaml``'s;
+the line of every key is kept so that ``validate_config`` can point at it.
 """
 
 from __future__ import annotations
@@ -78,9 +74,6 @@ class ConfigDocument:
             f"ConfigDocument(plugins={self.plugins!r}, gateway={redact(self.gateway)!r}, "
             f"source={self.source!r})"
         )
-
-
-# -- parsing -----------------------------------------------------------------------
 
 
 def parse_config(
@@ -158,8 +151,6 @@ class _ConfigReader(Reader):
         super().__init__(source, line_offset, env)
         self.marked: set[tuple] = set()  # paths written {value: ..., secret: true}
 
-    # -- the document's structure
-
     def document(self, root: yaml.Node | None) -> ConfigDocument | None:
         if root is None or _is_null(root):
             self.report("the configuration is empty; it needs a 'plugins' mapping.", root)
@@ -177,12 +168,10 @@ class _ConfigReader(Reader):
             found.add(key)
             if key == "plugins":
                 doc.plugins = self.plugins(value_node)
-            elif key == "gateway":
-                doc.gateway = self.mapping(value_node, None, ("gateway",), doc.gateway_lines)
-                doc.gateway_lines = {p[1:]: n for p, n in doc.gateway_lines.items()}
-            elif key == "fleet":
-                doc.fleet = self.mapping(value_node, None, ("fleet",), doc.fleet_lines)
-                doc.fleet_lines = {p[1:]: n for p, n in doc.fleet_lines.items()}
+            elif key in ("gateway", "fleet"):  # raw: their layers validate them
+                lines: dict[tuple, int] = {}
+                setattr(doc, key, self.mapping(value_node, None, (key,), lines))
+                setattr(doc, f"{key}_lines", {p[1:]: n for p, n in lines.items()})
             elif key == "plugin_dirs":
                 doc.plugin_dirs = self.plugin_dirs(value_node)
             else:
