@@ -482,3 +482,23 @@ def test_to_text_still_renders_a_broken_graph() -> None:
         "  a 1.0  <- b  (blocked by a dependency cycle)",
         "  b 1.0  <- a, base>=2 (is 1.0)  (blocked by a dependency cycle)",
     ]
+
+
+@given(cyclic_graphs(), st.dictionaries(st.sampled_from(NAMES), st.integers(-2, 2)))
+def test_display_order_follows_the_rule_then_ranks_what_a_cycle_blocks(deps, priority) -> None:
+    """What can start comes first, by the load-order rule; what a cycle blocks comes next,
+    higher priority first, then by name (drawings and notebooks' outputs depend on it)."""
+    graph = DependencyGraph(
+        [
+            Node(n, priority=priority.get(n, 0), requires=tuple((d, "") for d in ds))
+            for n, ds in deps.items()
+        ]
+    )
+    order, stuck = graph.display_order()
+    done: set[str] = set()
+    for name in order[: len(order) - len(stuck)]:
+        ready = [n for n in deps if n not in done and set(deps[n]) <= done]
+        assert name == min(ready, key=lambda n: (-priority.get(n, 0), n))
+        done.add(name)
+    assert stuck == set(deps) - done and stuck
+    assert order[len(done) :] == sorted(stuck, key=lambda n: (-priority.get(n, 0), n))
