@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import graphlib
+import heapq
 import itertools
 import random
 import re
@@ -117,6 +118,28 @@ def test_load_order_picks_highest_priority_then_name_among_ready(dag) -> None:
         best = min(ready, key=lambda n: (-priority[n], n))
         assert name == best
         done.add(name)
+
+
+def graphlib_order(deps: dict[str, list[str]], priority: dict[str, int]) -> list[str]:
+    """The reference: graphlib's sorter, ready plugins taken by (-priority, name)."""
+    sorter = graphlib.TopologicalSorter({n: [d for d in ds if d in deps] for n, ds in deps.items()})
+    sorter.prepare()
+    ready = [(-priority.get(n, 0), n) for n in sorter.get_ready()]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        order.append(heapq.heappop(ready)[1])
+        sorter.done(order[-1])
+        for n in sorter.get_ready():
+            heapq.heappush(ready, (-priority.get(n, 0), n))
+    return order
+
+
+@given(dags(), st.integers(0, 2**32))
+@settings(max_examples=300)
+def test_load_order_is_graphlibs_with_a_heap(dag, seed) -> None:
+    deps, priority = dag
+    assert load_order(shuffled(deps, seed), priority) == graphlib_order(deps, priority)
 
 
 def test_load_order_ties_go_by_priority_then_name() -> None:
