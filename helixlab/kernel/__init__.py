@@ -27,40 +27,9 @@ from ._secrets import redact
 from ._validation import Duration, PluginConfig, parse_duration
 from ._watcher import FileWatcher
 
-__all__ = [
-    "IMPORT_TIMEOUT",
-    "LOOPS",
-    "ASGIApp",
-    "Change",
-    "ConfigDocument",
-    "Context",
-    "Degraded",
-    "DependencyGraph",
-    "Duration",
-    "EventLog",
-    "FileWatcher",
-    "Fingerprint",
-    "HealthStatus",
-    "Kernel",
-    "Lease",
-    "LoadReport",
-    "MiddlewareFactory",
-    "MiddlewarePlugin",
-    "Plugin",
-    "PluginConfig",
-    "PluginEvent",
-    "PluginInfo",
-    "PluginState",
-    "PreparedReload",
-    "Probe",
-    "ProviderPlugin",
-    "Reach",
-    "ReloadReport",
-    "Timeouts",
-    "ToolPlugin",
-    "loop_factory",
-    "parse_config",
-    "parse_duration",
-    "reaches",
-    "redact",
-]
+__all__ = ["IMPORT_TIMEOUT", "LOOPS", "ASGIApp", "Change", "ConfigDocument", "Context", "Degraded"]
+__all__ += ["DependencyGraph", "Duration", "EventLog", "FileWatcher", "Fingerprint", "HealthStatus"]
+__all__ += ["Kernel", "Lease", "LoadReport", "MiddlewareFactory", "MiddlewarePlugin", "Plugin"]
+__all__ += ["PluginConfig", "PluginEvent", "PluginInfo", "PluginState", "PreparedReload", "Probe"]
+__all__ += ["ProviderPlugin", "Reach", "ReloadReport", "Timeouts", "ToolPlugin", "loop_factory"]
+__all__ += ["parse_config", "parse_duration", "reaches", "redact"]

@@ -1,10 +1,8 @@
 """Finding plugin classes: in a plugins directory, in entry points, among the built-ins.
 
-A plugins directory holds units: ``<dir>/<name>.py`` or ``<dir>/<name>/plugin.py`` (a
-package, so ``plugin.py`` may import its siblings relatively, as the course's layout
-has ``config.go``, ``models.go``… beside ``plugin.go``). Each import is fresh: the
-source is compiled from disk every time, never from a cached ``.pyc`` (an edit of the
-same size within the same second would otherwise be missed).
+A plugins directory holds units: ``<name>.py``, or a package ``<name>/`` whose
+``plugin.py`` may import its siblings. Every import compiles the source afresh, never a
+``.pyc`` (an edit of the same size within the same second would be missed).
 """
 
 from __future__ import annotations
@@ -164,11 +162,8 @@ def _purge(module_name: str) -> None:
 
 
 def import_unit(unit: Unit) -> list[type[Plugin]]:
-    """Import ``unit`` afresh and return the plugin classes it defines.
-
-    A syntax error or an exception while importing becomes a PluginError in phase
-    ``import`` whose message gives file:line.
-    """
+    """Import ``unit`` afresh and return its plugin classes; a failure is a PluginError in
+    phase ``import`` naming file:line."""
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
     name = unit.module_name
@@ -243,9 +238,6 @@ def _import_message(unit: Unit, exc: BaseException) -> str:
     return f"Could not import plugin file {mine[-1] if mine else unit.path}: {describe(exc)}"
 
 
-# -- entry points and built-ins ----------------------------------------------------------
-
-
 def entry_point_plugins(group: str) -> list[tuple[str, type[Plugin]]]:
     """``(source, class)`` for each plugin that installed packages publish under ``group``."""
     found: list[tuple[str, type[Plugin]]] = []
@@ -273,10 +265,9 @@ def entry_point_plugins(group: str) -> list[tuple[str, type[Plugin]]]:
     return found
 
 
+#: Built-in plugins by name, as ``"module:Class"``: filled by helixlab's ``__init__`` from
+#: ``plugins.CATALOG`` (they build on the gateway, which the kernel does not import).
 BUILTINS: dict[str, str] = {}
-"""Built-in plugins by name, as ``"module:Class"``: filled by helixlab's ``__init__`` from
-``helixlab.plugins.CATALOG`` (the built-ins build on the gateway, which the kernel does not
-import)."""
 
 
 def load_target(target: str) -> Any:

@@ -55,10 +55,8 @@ class Fingerprint:
         return Fingerprint(self.parts + tuple(parts))
 
     def with_values(self, cls: type) -> Fingerprint:
-        """This fingerprint with ``cls``'s own plain class attributes as they were evaluated
-        (name, version, dependencies...) folded into its part: the same code may declare
-        other values on another run (``version = f"1.{runs}"``), and what runs is what the
-        class says. Names Python derives (``__firstlineno__`` ...) are left out."""
+        """With ``cls``'s own plain class attributes as evaluated (the same code may say
+        ``version = f"1.{runs}"``) folded into its part; dunder names are left out."""
         values = sorted(
             (key, value)
             for key, value in vars(cls).items()

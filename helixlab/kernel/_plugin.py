@@ -38,8 +38,7 @@ __all__ = [
     "parse_dependency",
 ]
 
-# The ASGI types a middleware speaks (the same shapes as starlette.types), so that a type
-# checker can help a plugin author without the kernel importing the gateway's stack.
+# The ASGI types a middleware speaks (starlette.types' shapes, without importing it)
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -54,11 +53,8 @@ ConfigT = TypeVar("ConfigT")
 
 @dataclass(frozen=True)
 class Probe:
-    """One request a canary sends through a reload's new chain, aside, before the swap.
-
-    ``json=None`` on the chat route means "one short chat completion to a model the new
-    generation serves". The probe passes when ``expect(status)`` holds (default: < 500).
-    """
+    """One request a canary sends through a reload's new chain, before the swap; it passes
+    when ``expect(status)``. ``json=None`` on the chat route: one short chat completion."""
 
     method: str = "POST"
     path: str = "/v1/chat/completions"

@@ -81,6 +81,14 @@ class Entry:
             **where,
         )
 
+    def remade(
+        self, plugin: type[Plugin], spec: PluginSpec, *, strict: bool, **changes: Any
+    ) -> Entry:
+        """This entry with another class or configuration, validated anew."""
+        where = {"instance": self.instance, "origin": self.origin, "source": self.source}
+        where |= {"unit": self.unit, "fingerprint": self.fingerprint} | changes
+        return Entry.of(plugin, spec, strict=strict, **where)
+
     def check_loadable(self) -> None:
         """Raise the ConfigError of the required settings still missing (at load)."""
         if not self.missing:
@@ -188,24 +196,15 @@ class Registry:
         check_plugin_class(cls)
         taken = self.entries.get(cls.name)
         if taken is not None:
-            where = f" from {taken.source}" if taken.source else ""
+            at = f" from {taken.source}" if taken.source else ""
             raise RegistryError(
                 f"A plugin named {cls.name!r} is already registered ({taken.cls.__qualname__} "
-                f"{taken.cls.version}{where}); reload it with kernel.reload(NewClass), or "
+                f"{taken.cls.version}{at}); reload it with kernel.reload(NewClass), or "
                 f"unregister it first."
             )
+        where = {"origin": origin, "source": source, "unit": unit, "fingerprint": fingerprint}
         spec = spec or PluginSpec(name=cls.name)
-        entry = Entry.of(
-            cls,
-            spec,
-            strict=False,
-            instance=instance,
-            origin=origin,
-            source=source,
-            unit=unit,
-            fingerprint=fingerprint,
-        )
-        return self.with_entry(entry)
+        return self.with_entry(Entry.of(cls, spec, strict=False, instance=instance, **where))
 
     def with_class(
         self,
@@ -217,18 +216,13 @@ class Registry:
         """A registry where ``cls.name`` uses this new class (its config revalidated)."""
         check_plugin_class(cls)
         old = self[cls.name]
-        where = {"origin": old.origin, "source": source or old.source, "unit": old.unit}
-        entry = Entry.of(cls, old.spec, strict=False, fingerprint=fingerprint, **where)
-        return self.with_entry(entry)
+        changes = {"instance": None, "source": source or old.source, "fingerprint": fingerprint}
+        return self.with_entry(old.remade(cls, old.spec, strict=False, **changes))
 
     def with_spec(self, spec: PluginSpec) -> Registry:
         """A registry where ``spec.name`` has this configuration, validated by its class."""
         old = self[spec.name]
-        where = {"origin": old.origin, "source": old.source, "unit": old.unit}
-        entry = Entry.of(
-            old.cls, spec, strict=True, instance=old.instance, fingerprint=old.fingerprint, **where
-        )
-        return self.with_entry(entry)
+        return self.with_entry(old.remade(old.cls, spec, strict=True))
 
 
 def _guards(entry: Entry) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import graphlib
+import heapq
 import itertools
 import random
 import re
@@ -117,6 +118,28 @@ def test_load_order_picks_highest_priority_then_name_among_ready(dag) -> None:
         best = min(ready, key=lambda n: (-priority[n], n))
         assert name == best
         done.add(name)
+
+
+def graphlib_order(deps: dict[str, list[str]], priority: dict[str, int]) -> list[str]:
+    """The reference: graphlib's sorter, ready plugins taken by (-priority, name)."""
+    sorter = graphlib.TopologicalSorter({n: [d for d in ds if d in deps] for n, ds in deps.items()})
+    sorter.prepare()
+    ready = [(-priority.get(n, 0), n) for n in sorter.get_ready()]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        order.append(heapq.heappop(ready)[1])
+        sorter.done(order[-1])
+        for n in sorter.get_ready():
+            heapq.heappush(ready, (-priority.get(n, 0), n))
+    return order
+
+
+@given(dags(), st.integers(0, 2**32))
+@settings(max_examples=300)
+def test_load_order_is_graphlibs_with_a_heap(dag, seed) -> None:
+    deps, priority = dag
+    assert load_order(shuffled(deps, seed), priority) == graphlib_order(deps, priority)
 
 
 def test_load_order_ties_go_by_priority_then_name() -> None:
@@ -482,3 +505,23 @@ def test_to_text_still_renders_a_broken_graph() -> None:
         "  a 1.0  <- b  (blocked by a dependency cycle)",
         "  b 1.0  <- a, base>=2 (is 1.0)  (blocked by a dependency cycle)",
     ]
+
+
+@given(cyclic_graphs(), st.dictionaries(st.sampled_from(NAMES), st.integers(-2, 2)))
+def test_display_order_follows_the_rule_then_ranks_what_a_cycle_blocks(deps, priority) -> None:
+    """What can start comes first, by the load-order rule; what a cycle blocks comes next,
+    higher priority first, then by name (drawings and notebooks' outputs depend on it)."""
+    graph = DependencyGraph(
+        [
+            Node(n, priority=priority.get(n, 0), requires=tuple((d, "") for d in ds))
+            for n, ds in deps.items()
+        ]
+    )
+    order, stuck = graph.display_order()
+    done: set[str] = set()
+    for name in order[: len(order) - len(stuck)]:
+        ready = [n for n in deps if n not in done and set(deps[n]) <= done]
+        assert name == min(ready, key=lambda n: (-priority.get(n, 0), n))
+        done.add(name)
+    assert stuck == set(deps) - done and stuck
+    assert order[len(done) :] == sorted(stuck, key=lambda n: (-priority.get(n, 0), n))
