@@ -196,3 +196,19 @@ def test_a_kernel_leaves_logging_alone_a_serving_gateway_masks_every_record(
     said_lines = [r.getMessage() for r in caplog.records if r.name == said.name]
     assert said_lines == ["logged while serving: ***"]
     assert "pw-log-Zq6161" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "words",
+    ["refused; header Authorization: Bearer abcdefgh-1234", "key sk-live-Zq7171 refused",
+     "GET https://user:pw-Zq7272@up.example/v1 failed", "basic   dXNlcjpwdy1acTczNzM="],
+)  # fmt: skip
+def test_an_error_body_is_masked_once_by_the_kernels_own_step(words: str) -> None:
+    from helixlab.gateway import upstream_error
+    from helixlab.kernel import mask
+
+    error = upstream_error(ConnectionError(words), "p")
+    sent = error.body["error"]["message"]
+    assert sent == mask(f"Provider 'p' failed: ConnectionError: {words}")  # one pattern set
+    assert "***" in sent and "Zq7" not in sent and "abcdefgh" not in sent
+    assert error.response().body.decode().count("***") == sent.count("***")
