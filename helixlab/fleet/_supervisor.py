@@ -225,7 +225,7 @@ class Supervisor:
 
     def _check_config(self) -> None:
         """Refuse a configuration the workers would refuse, before starting any (ConfigError)."""
-        from ..kernel import Kernel, _reload
+        from ..kernel import Kernel, unregistered
 
         with Kernel() as kernel:
             if self.entry_points:
@@ -233,7 +233,7 @@ class Supervisor:
             if self.plugins:
                 kernel.discover(self.plugins)
             kernel.apply_config(self.config)
-            missing = _reload.unregistered(kernel)  # what load_all would refuse
+            missing = unregistered(kernel)  # what load_all would refuse
             if missing is not None:
                 raise missing
 
@@ -417,7 +417,7 @@ class Supervisor:
         self._queue("config", {"kind": "apply"}, path, config=text)
 
     def _plugins_changed(self, plugins: Path, changed: set[Path]) -> None:
-        from ..kernel._discovery import unit_for
+        from ..kernel import unit_for
         from ._generation import read_sources
 
         units = {u.root: u for p in changed if (u := unit_for(plugins, p)) and u.path.exists()}
