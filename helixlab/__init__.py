@@ -30,6 +30,7 @@ from .errors import (
 from .kernel import (
     BUILTINS,
     SERVERS,
+    Change,
     Context,
     DependencyGraph,
     Duration,
@@ -66,6 +67,7 @@ del SERVERS, BUILTINS, _html, CATALOG
 __version__ = "0.1.0"
 
 __all__ = [
+    "Change",
     "CheckFailed",
     "ConfigError",
     "Context",

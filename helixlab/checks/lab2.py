@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +34,7 @@ from ..kernel import Kernel, Plugin, Timeouts
 from ..llm import ChatRequest, ChatResponse, Message, StreamChunk, ToolCall, ToolDefinition
 from . import _probes
 from ._core import Missing, Probe, lab
+from ._held import HELD_TEXT, HOLD, HeldStream
 
 __all__ = ["NAME"]
 
@@ -83,93 +83,6 @@ _Other = _probes.answering_provider(
 )
 
 
-# -- an upstream that holds its stream ------------------------------------------------------
-
-HOLD = 6.0  # seconds the held upstream waits after its first chunk, unless released
-HELD_TEXT = "Echo: hold on"
-
-
-class _HeldStream:
-    """An SSE upstream on loopback that sends one chunk, then waits for ``release``.
-
-    A provider that yields as the chunks arrive hands the first one over while the
-    upstream waits; one that reads the whole body first gets nothing until the end.
-    """
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self.url = ""
-
-    def __enter__(self) -> _HeldStream:
-        self._thread.start()
-        server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._answer, "127.0.0.1", 0), self._loop
-        ).result(5)
-        self._server = server
-        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-
-        async def close() -> None:
-            self._server.close()
-            await self._server.wait_closed()
-
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
-
-    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = re.search(rb"(?i)content-length:\s*(\d+)", head)
-            if length:
-                await reader.readexactly(int(length.group(1)))
-            if not head.startswith(b"POST"):
-                writer.write(b'HTTP/1.1 200 OK\r\ncontent-length: 13\r\n\r\n{"data": []}')
-                await writer.drain()
-                return
-            writer.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
-            )
-            words = ["Echo: ", "hold ", "on"]
-            await self._send(writer, _sse(words[0]))
-            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, HOLD)
-            for word in words[1:]:
-                await self._send(writer, _sse(word))
-            await self._send(writer, _sse(None, "stop") + "data: [DONE]\n\n")
-            writer.write(b"0\r\n\r\n")
-            await writer.drain()
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            writer.close()
-
-    @staticmethod
-    async def _send(writer: asyncio.StreamWriter, text: str) -> None:
-        data = text.encode()
-        writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        await writer.drain()
-
-
-def _sse(content: str | None, finish: str | None = None) -> str:
-    delta = {"content": content} if content is not None else {}
-    chunk = {
-        "id": "chatcmpl-held",
-        "object": "chat.completion.chunk",
-        "created": 0,
-        "model": MODEL,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    return f"data: {json.dumps(chunk)}\n\n"
-
-
 # -- the private setup --------------------------------------------------------------------
 
 
@@ -182,8 +95,9 @@ class _Setup:
 
     @property
     def provider(self) -> Any:
+        plugin: Any = self.kernel.get(NAME)  # the learner's class: whatever it defines
         try:
-            return self.kernel.get(NAME).get_provider()
+            return plugin.get_provider()
         except Exception as exc:
             raise Missing(f"{NAME}.get_provider() raised {_why(exc)}.") from None
 
@@ -346,7 +260,7 @@ def _sse_hint(probe: Probe, exc: json.JSONDecodeError) -> str:
 
 @check("chunks reach the caller while the upstream is still streaming")
 def streams_as_it_arrives(probe: Probe) -> None:
-    with _HeldStream() as held, _setup(probe, api_url=held.url) as setup:
+    with HeldStream(MODEL) as held, _setup(probe, api_url=held.url) as setup:
         provider = setup.provider
         request = ChatRequest(model=MODEL, messages=[Message.user("hold on")], stream=True)
 
@@ -485,9 +399,12 @@ def routes_by_model(probe: Probe) -> None:
                 f"(mock-small and mock-large), so the gateway knows where to send them."
             )
         server = setup.kernel.serve(port=0)
-        base, no_keepalive = server.openai_base_url, httpx.Limits(max_keepalive_connections=0)
-        options = {"timeout": CALL_TIMEOUT, "limits": no_keepalive, "verify": shared_ssl_context()}
-        with httpx.Client(base_url=base, **options) as client:
+        with httpx.Client(
+            base_url=server.openai_base_url,
+            timeout=CALL_TIMEOUT,
+            limits=httpx.Limits(max_keepalive_connections=0),
+            verify=shared_ssl_context(),
+        ) as client:
             seen = {}
             for model in (MODEL, OTHER_MODEL):
                 body = {"model": model, "messages": [{"role": "user", "content": "route me"}]}

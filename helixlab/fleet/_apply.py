@@ -1,5 +1,5 @@
-"""One worker's part of a fleet reload: prepare a generation's change aside, vote, then
-commit or abort as the fleet decides.
+"""One worker's part of a fleet reload on its kernel: prepare a generation's change aside,
+then commit or abort it as the fleet decides.
 
 This is the kernel's own transaction split at its swap (``Kernel.aprepare_reload``,
 ``aprepare_configure``, ``aprepare_apply_config`` -> ``PreparedReload.acommit`` /
@@ -10,6 +10,7 @@ the fleet's decision arrives, so nothing else changes this worker in between.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from ..errors import ConfigError, PluginError, describe
 from ..kernel import import_unit, unit_for
 from ._generation import Generation, write_sources
 
-__all__ = ["Vote", "prepare", "vote_for"]
+__all__ = ["Vote", "commit", "prepare", "vote_for"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,35 @@ async def _prepare_define(kernel: Any, generation: Generation, plugins: Path) ->
         fingerprints={cls.name: sources.fingerprint(cls) for cls in classes},
         timeout=None,
     )
+
+
+async def commit(kernel: Any, prepared: Any) -> tuple[asyncio.Future, float]:
+    """Commit ``prepared``, returning at the swap itself (the kernel's ``reloaded`` event)
+    with when it happened, and the commit's task, which ends once the old generation
+    drained: the next proposal gets a vote meanwhile (its prepare waits for the drain)."""
+    loop = asyncio.get_running_loop()
+    swapped = asyncio.Event()
+    at: list[float] = []
+
+    def on_event(event: Any) -> None:  # on the kernel's thread
+        if event.kind == "reloaded" and not at:
+            at.append(time.time())
+            loop.call_soon_threadsafe(swapped.set)
+
+    unsubscribe = kernel.subscribe(on_event)
+    task = asyncio.ensure_future(prepared.acommit())
+    waiter = asyncio.ensure_future(swapped.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # a commit that failed before its swap raises here
+    except BaseException:
+        unsubscribe()
+        raise
+    finally:
+        waiter.cancel()
+    task.add_done_callback(lambda _: unsubscribe())
+    return task, at[0] if at else time.time()
 
 
 def vote_for(exc: BaseException, plugin: str | None) -> Vote:

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import FleetError
 from ._generation import KEEP_GENERATIONS, Generation, configured_text
-from ._redis import Keys
+from ._redis import Keys, retrying
 
 __all__ = [
     "FleetReport",
@@ -136,11 +136,14 @@ async def decide(
     )
 
 
-async def check_committed(r: Any, keys: Keys, gen: Generation, key: bytes) -> None:
-    """Raise FleetError unless ``gen`` is signed by the fleet key and so is the decision
-    that committed it (``committed`` and ``decision:*`` are plain Redis writes)."""
+async def check_committed(r: Any, keys: Keys, gen: Generation, key: bytes) -> str:
+    """The signed decision that committed ``gen``; FleetError unless the fleet key signed
+    both ``gen`` and that decision (``committed`` and ``decision:*`` are plain Redis writes:
+    an aborted proposal has none)."""
     gen.check(key, keys.fleet)
-    gen.check_commit(key, keys.fleet, await r.get(keys.commit(gen.number)))
+    signature = await r.get(keys.commit(gen.number))
+    gen.check_commit(key, keys.fleet, signature)
+    return signature
 
 
 async def next_id(r: Any, keys: Keys) -> int:
@@ -185,17 +188,7 @@ async def unlock(r: Any, keys: Keys, owner: str, patience: float = 0.0) -> None:
     """Release the lock if ``owner`` (the exact token) holds it; retried for ``patience``
     seconds while Redis is unreachable (a restart), so that a blip does not leave the
     fleet locked for the lock's whole TTL."""
-    deadline = time.monotonic() + patience
-    delay = 0.05
-    while True:
-        try:
-            await r.eval(UNLOCK, 1, keys.lock, owner)
-            return
-        except Exception as exc:
-            if time.monotonic() > deadline or not exc.__class__.__module__.startswith("redis"):
-                raise
-            await asyncio.sleep(delay)  # reconnect backoff
-            delay = min(delay * 2, 1.0)
+    await retrying(r.eval, UNLOCK, 1, keys.lock, owner, patience=patience)
 
 
 def _failure_message(report: FleetReport) -> tuple[str, str | None, str | None, str | None]:

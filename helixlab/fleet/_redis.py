@@ -14,10 +14,10 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .._extras import needs
 from ..errors import FleetError
@@ -30,8 +30,11 @@ __all__ = [
     "check_eviction",
     "client",
     "redis_binary",
+    "retrying",
     "run_sync",
 ]
+
+T = TypeVar("T")
 
 INSTALL_HINT = (
     "install it ('sudo apt-get install redis-server', or 'conda install redis') "
@@ -200,10 +203,6 @@ class Keys:
         """Workers' interim answers to a proposal (``busy: draining``), not votes."""
         return f"{self.prefix}notes:{gen}"
 
-    @property
-    def channel(self) -> str:
-        return f"{self.prefix}events"
-
     def bucket(self, client: str) -> str:
         return f"{self.prefix}ratelimit:{client}"
 
@@ -243,6 +242,23 @@ def client(url: str, *, asyncio: bool = True, timeout: float = 5.0):
     return module.Redis.from_url(
         url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
     )
+
+
+async def retrying(fn: Callable[..., Awaitable[T]], *args: Any, patience: float = 60.0) -> T:
+    """``await fn(*args)``, retried with backoff while Redis is unreachable (a restart), for
+    up to ``patience`` seconds; any other error, or Redis past that, is raised."""
+    import asyncio
+
+    deadline = time.monotonic() + patience
+    delay = 0.05
+    while True:
+        try:
+            return await fn(*args)
+        except Exception as exc:
+            if time.monotonic() > deadline or not exc.__class__.__module__.startswith("redis"):
+                raise
+            await asyncio.sleep(delay)  # reconnect backoff: no event to wait on
+            delay = min(delay * 2, 1.0)
 
 
 def run_sync(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:

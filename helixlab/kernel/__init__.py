@@ -1,5 +1,6 @@
 """The plugin kernel: plugin model, registry, graph, config, events, reload, watcher."""
 
+from ._change import Change
 from ._config import ConfigDocument, parse_config
 from ._discovery import BUILTINS, import_unit, plugin_classes, unit_for
 from ._drawing import STATE_COLORS
@@ -39,6 +40,7 @@ __all__ = [
     "SERVERS",
     "STATE_COLORS",
     "ASGIApp",
+    "Change",
     "ConfigDocument",
     "Context",
     "Degraded",

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -27,9 +26,8 @@ def log() -> list:
 
 
 @pytest.fixture
-def kernel(log: list) -> Iterator[hx.Kernel]:
-    with hx.Kernel(timeouts=TIMEOUTS) as k:
-        yield k
+def kernel(log: list, make_kernel) -> hx.Kernel:
+    return make_kernel(timeouts=TIMEOUTS)
 
 
 def text_of(events: list[str]) -> str:

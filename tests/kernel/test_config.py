@@ -601,19 +601,19 @@ class _Limits(pydantic.BaseModel):
     burst_size: int
 
 
-def _limited_kernel():
+@pytest.fixture
+def limited_kernel(kernel):
     import helixlab as hx
 
     class Limiter(hx.Plugin):
         name = "lab-rate-limiter"
         config_model = _Limits
 
-    kernel = hx.Kernel()
     kernel.register(Limiter)
     return kernel
 
 
-def test_an_unknown_key_a_bad_value_and_a_missing_field_are_reported_together():
+def test_an_unknown_key_a_bad_value_and_a_missing_field_are_reported_together(limited_kernel):
     text = (
         "plugins:\n"
         "  lab-rate-limiter:\n"
@@ -621,12 +621,8 @@ def test_an_unknown_key_a_bad_value_and_a_missing_field_are_reported_together():
         "    config:\n"
         "      requests_per_minute: lots\n"
     )
-    kernel = _limited_kernel()
-    try:
-        with pytest.raises(ConfigError) as caught:
-            kernel.apply_config(text, source="plugins.yaml")
-    finally:
-        kernel.close()
+    with pytest.raises(ConfigError) as caught:
+        limited_kernel.apply_config(text, source="plugins.yaml")
     found = [(p.line, p.plugin, p.path) for p in caught.value.problems]
     assert found == [
         (2, "lab-rate-limiter", "config.burst_size"),  # missing: at the plugin's entry
@@ -639,7 +635,7 @@ def test_an_unknown_key_a_bad_value_and_a_missing_field_are_reported_together():
     assert "(got 'lots')" in message and "unknown key 'bogus'" in message
 
 
-def test_a_value_the_parser_refused_is_not_reported_twice():
+def test_a_value_the_parser_refused_is_not_reported_twice(limited_kernel):
     text = (
         "plugins:\n"
         "  lab-rate-limiter:\n"
@@ -647,21 +643,13 @@ def test_a_value_the_parser_refused_is_not_reported_twice():
         "      requests_per_minute: ${NOT_SET}\n"
         "      burst_size: 3\n"
     )
-    kernel = _limited_kernel()
-    try:
-        with pytest.raises(ConfigError) as caught:
-            kernel.apply_config(text, source="plugins.yaml")
-    finally:
-        kernel.close()
+    with pytest.raises(ConfigError) as caught:
+        limited_kernel.apply_config(text, source="plugins.yaml")
     paths = [p.path for p in caught.value.problems]
     assert paths == ["config.requests_per_minute"], caught.value
 
 
-def test_an_entry_that_is_not_a_mapping_is_one_problem():
-    kernel = _limited_kernel()
-    try:
-        with pytest.raises(ConfigError) as caught:
-            kernel.apply_config("plugins:\n  lab-rate-limiter: [1, 2]\n", source="p.yaml")
-    finally:
-        kernel.close()
+def test_an_entry_that_is_not_a_mapping_is_one_problem(limited_kernel):
+    with pytest.raises(ConfigError) as caught:
+        limited_kernel.apply_config("plugins:\n  lab-rate-limiter: [1, 2]\n", source="p.yaml")
     assert len(caught.value.problems) == 1, caught.value

@@ -198,11 +198,10 @@ def threads_before() -> set[threading.Thread]:
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
-def kernel(threads_before, request) -> Iterator[hx.Kernel]:
-    k = hx.Kernel(timeouts=SHORT, loop=request.param)  # every guarantee on both loops
+def kernel(threads_before, make_kernel, request) -> hx.Kernel:
+    k = make_kernel(timeouts=SHORT, loop=request.param)  # every guarantee on both loops
     assert k.loop_kind == request.param
-    yield k
-    k.close()
+    return k
 
 
 def build(kernel: hx.Kernel, make_plugin, fault: Fault) -> None:

@@ -18,9 +18,9 @@ import time
 from typing import Any
 
 import pytest
+from test_fault_matrix import assert_consistent
 
 import helixlab as hx
-from test_fault_matrix import assert_consistent
 
 ACTIVE = hx.PluginState.ACTIVE
 LONG_DRAIN = hx.Timeouts(
@@ -29,11 +29,10 @@ LONG_DRAIN = hx.Timeouts(
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
-def kernel(request):
-    k = hx.Kernel(timeouts=LONG_DRAIN, loop=request.param)  # every guarantee on both loops
+def kernel(make_kernel, request):
+    k = make_kernel(timeouts=LONG_DRAIN, loop=request.param)  # every guarantee on both loops
     assert k.loop_kind == request.param
-    yield k
-    k.close()
+    return k
 
 
 class Interrupter:
@@ -244,8 +243,8 @@ def test_cancelling_an_async_caller_rolls_back_like_an_interrupt(kernel, make_pl
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_an_interrupted_close_still_stops_everything(make_plugin, journal, loop):
-    kernel = hx.Kernel(timeouts=LONG_DRAIN, loop=loop)
+def test_an_interrupted_close_still_stops_everything(make_kernel, make_plugin, journal, loop):
+    kernel = make_kernel(timeouts=LONG_DRAIN, loop=loop)
     press = Interrupter(kernel)
 
     def stop(self, ctx):
