@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, PluginError, describe
-from ..kernel import _discovery
+from ..kernel import import_unit, unit_for
 from ._generation import Generation, write_sources
 
 __all__ = ["Vote", "commit", "prepare", "vote_for"]
@@ -60,11 +60,11 @@ async def _prepare_define(kernel: Any, generation: Generation, plugins: Path) ->
     """A saved plugin file: its unit re-imported from the generation's sources, then define."""
     rel = generation.action["path"]
     await asyncio.to_thread(write_sources, plugins, generation.sources)
-    unit = _discovery.unit_for(plugins, plugins / rel)
+    unit = unit_for(plugins, plugins / rel)
     if unit is None:
         raise ValueError(f"{rel!r} is not plugin code in the fleet's plugins directory")
     sources = await asyncio.to_thread(unit.read)
-    classes = await asyncio.to_thread(_discovery.import_unit, unit)
+    classes = await asyncio.to_thread(import_unit, unit)
     return await kernel.aprepare_define(
         classes,
         source=generation.action.get("file") or rel,

@@ -417,7 +417,7 @@ class Supervisor:
         self._queue("config", {"kind": "apply"}, path, config=text)
 
     def _plugins_changed(self, plugins: Path, changed: set[Path]) -> None:
-        from ..kernel._discovery import unit_for
+        from ..kernel import unit_for
         from ._generation import read_sources
 
         units = {u.root: u for p in changed if (u := unit_for(plugins, p)) and u.path.exists()}

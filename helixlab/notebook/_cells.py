@@ -16,8 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import HelixError, RegistryError, ReloadInterrupted
-from ..kernel import Fingerprint, Plugin, Reach, reaches
-from ..kernel._discovery import plugin_classes
+from ..kernel import Fingerprint, Plugin, Reach, plugin_classes, reaches
 from ._session import Refusal
 
 __all__ = ["config_cell", "plugin_cell", "set_autoreload"]

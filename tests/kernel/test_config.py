@@ -17,7 +17,7 @@ from pydantic import AliasChoices, Field, SecretStr
 
 from helixlab.errors import ConfigError
 from helixlab.kernel._config import PluginSpec, parse_config
-from helixlab.kernel._secrets import is_secret_key, redact, redact_text
+from helixlab.kernel._secrets import SecretBook, is_secret_key, mask, redact, secret_values
 from helixlab.kernel._validation import Duration, PluginConfig, parse_duration, validate_config
 
 from conftest import SEED
@@ -518,9 +518,10 @@ def test_spec_repr_never_shows_secrets():
 
 def test_redact_text_replaces_known_secret_values():
     text = "calling with key sk-abcdef and pw hunter2 and id 123"
-    out = redact_text(text, [SecretStr("sk-abcdef"), "hunter2", "123", None])
+    known = secret_values({"api_keys": [SecretStr("sk-abcdef"), "hunter2", "123", None]})
+    out = mask(text, SecretBook(known))
     assert out == "calling with key *** and pw *** and id 123"
-    assert redact_text("abcd abcdef", ["abcd", "abcdef"]) == "*** ***"
+    assert mask("abcd abcdef", SecretBook(["abcd", "abcdef"])) == "*** ***"
 
 
 # -- properties ----------------------------------------------------------------------
