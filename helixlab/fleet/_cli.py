@@ -138,8 +138,10 @@ def serve_fleet(args: argparse.Namespace) -> int:
 
 def _one_plugins_dir(plugins: str | list[str] | None) -> str | None:
     """serve's ``--plugins`` (one directory, or a repeatable option's list)."""
-    if not plugins or isinstance(plugins, str):
-        return plugins or None
+    if not plugins:
+        return None
+    if isinstance(plugins, str):
+        return plugins
     if len(plugins) > 1:
         raise FleetError(
             f"A fleet takes one plugins directory (its files are part of each generation), "

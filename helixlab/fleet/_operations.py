@@ -49,7 +49,7 @@ class FleetOperations(Operations):
 
     def __init__(self, kernel: Any, redis_url: str, keys: Keys, config_path: str):
         super().__init__(kernel, config_path)
-        self.redis_url, self.keys = redis_url, keys
+        self.redis_url, self.keys, self.config_file = redis_url, keys, config_path
 
     async def reload(self, name: str) -> Outcome:
         return await self._propose({"kind": "reload", "plugin": name})
@@ -60,8 +60,8 @@ class FleetOperations(Operations):
         return await self._propose({"kind": "configure", "plugin": name, "values": dict(config)})
 
     async def reapply(self) -> Outcome:
-        text = await asyncio.to_thread(Path(self.config_path).read_text, encoding="utf-8")
-        return await self._propose({"kind": "apply"}, config=text, source=self.config_path)
+        text = await asyncio.to_thread(Path(self.config_file).read_text, encoding="utf-8")
+        return await self._propose({"kind": "apply"}, config=text, source=self.config_file)
 
     async def _propose(self, action: dict[str, Any], **content: Any) -> Outcome:
         values = action.get("values") or {}

@@ -96,7 +96,8 @@ class PrivateRedis:
         try:
             while True:
                 if self.process.poll() is not None:
-                    err = self.process.stderr.read().decode(errors="replace").strip()
+                    out = self.process.stderr
+                    err = out.read().decode(errors="replace").strip() if out else ""
                     raise FleetError(f"redis-server ({self.binary}) exited at start: {err}")
                 try:
                     if probe.ping():
