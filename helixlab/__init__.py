@@ -28,6 +28,7 @@ from .errors import (
     VersionConflictError,
 )
 from .kernel import (
+    Change,
     Context,
     DependencyGraph,
     Duration,
@@ -66,6 +67,7 @@ del _kernel, _discovery, _html, CATALOG
 __version__ = "0.1.0"
 
 __all__ = [
+    "Change",
     "CheckFailed",
     "ConfigError",
     "Context",

@@ -23,6 +23,7 @@ def test_all_imports_are_exported():
 
 def test_the_public_names_are_pinned():
     assert helixlab.__all__ == [
+        "Change",
         "CheckFailed",
         "ConfigError",
         "Context",

@@ -1,5 +1,6 @@
 """The plugin kernel: plugin model, registry, graph, config, events, reload, watcher."""
 
+from ._change import Change
 from ._config import ConfigDocument, parse_config
 from ._events import EventLog, PluginEvent
 from ._fingerprint import Fingerprint, Reach, reaches
@@ -30,6 +31,7 @@ __all__ = [
     "IMPORT_TIMEOUT",
     "LOOPS",
     "ASGIApp",
+    "Change",
     "ConfigDocument",
     "Context",
     "Degraded",

@@ -29,9 +29,11 @@ from ..errors import (
     HelixError,
     PluginNotFoundError,
     RegistryError,
+    ReloadError,
     describe,
 )
 from . import _discovery, _health, _loader, _reload
+from ._change import Change
 from ._config import PluginSpec
 from ._events import EventLog, PluginEvent
 from ._fingerprint import Fingerprint
@@ -45,7 +47,7 @@ from ._plugin import Plugin, PluginState
 from ._registry import Entry, Registry
 from ._reports import HealthStatus, LoadReport, PluginInfo, ReloadReport
 from ._secrets import SecretBook, redact, secret_values, split_marked
-from ._transaction import PreparedReload
+from ._transaction import PreparedReload, Transaction
 
 __all__ = ["Kernel"]
 
@@ -301,37 +303,6 @@ class Kernel(Operations):
 
     # -- configuration ----------------------------------------------------------------
 
-    @exclusive
-    async def aapply_config(
-        self, data: str | os.PathLike | Mapping, *, source: str | None = None, line_offset: int = 0
-    ) -> list[ReloadReport]:
-        """Apply a YAML configuration (path, text or mapping) in the course's format.
-
-        Every problem is reported at once, before anything changes. Built-in plugins it
-        names are registered; running plugins whose configuration changed are reloaded
-        with their dependents.
-        """
-        # read and parsed in a worker thread: the kernel's loop keeps serving meanwhile
-        txn = await asyncio.to_thread(
-            _reload.apply_config, self, data, source=source, line_offset=line_offset
-        )
-        report = await self._transact(txn)
-        return [report] if txn.plan is not None else []
-
-    apply_config = blocking(aapply_config)
-
-    @exclusive
-    async def aconfigure(self, name: str, config: Mapping[str, Any]) -> ReloadReport | None:
-        """Validate a new config for ``name``, then reload it with its dependents (if running).
-
-        ``config`` is merged over the current one. A ConfigError leaves everything as it was.
-        """
-        txn = _reload.reconfigure(self, self._configured(name, config))
-        report = await self._transact(txn)
-        return report if txn.plan is not None else None
-
-    configure = blocking(aconfigure)
-
     def _configured(self, name: str, config: Mapping[str, Any]) -> PluginSpec:
         entry = self._registry[name]
         config, marked = split_marked(dict(config))  # `{value: ..., secret: true}` too
@@ -378,8 +349,88 @@ class Kernel(Operations):
 
     unload = blocking(aunload)
 
-    @exclusive
-    async def areload(self, *targets: ReloadTarget, cascade: bool = True) -> ReloadReport:
+    # -- changes: made at once, or prepared up to their swap -----------------------------
+
+    async def aapply(self, change: Change) -> ReloadReport:
+        """Make ``change`` (see :class:`Change`): start aside, swap once, drain, stop the old.
+
+        If anything fails before the swap, the new instances are stopped, the old keep
+        serving, and :class:`~helixlab.ReloadError` names the plugin and the phase.
+        """
+        change = await self._imported(change)
+        return await self._arun(self._locked(self._apply(change)))
+
+    apply = blocking(aapply)
+
+    async def _apply(self, change: Change) -> ReloadReport:
+        txn = await self._transaction(change)
+        await txn.prepare()
+        return await txn.commit()
+
+    async def aprepare(
+        self, change: Change, *, timeout: float | None = PREPARE_TIMEOUT
+    ) -> PreparedReload:
+        """Make ``change`` up to its swap and hold it there: a :class:`PreparedReload`.
+
+        The new instances are started aside and the next generation is built, exactly as
+        :meth:`apply` does, then the kernel waits (holding its operation lock) for
+        ``prepared.commit()`` (swap, drain, stop the old; the ReloadReport) or
+        ``prepared.abort()`` (roll back as a failed reload). After ``timeout`` seconds
+        without either it aborts by itself. A failure while preparing rolls back and
+        raises ReloadError, as :meth:`apply` does. Plugins new to the kernel are
+        registered and loaded by ``commit()``, after the swap.
+        """
+        change = await self._imported(change)
+        return await self._arun(self._prepare(lambda: self._transaction(change), timeout))
+
+    prepare = blocking(aprepare)
+
+    async def _imported(self, change: Change) -> Change:
+        """A ``define_file`` change as the ``define`` of what its file holds (imported
+        before the operation lock: a hung import holds no other operation)."""
+        if change.kind != "define_file":
+            return change
+        unit = _discovery.unit_for(Path(change.directory), Path(change.path))
+        if unit is None:
+            raise ReloadError(
+                Path(change.path).stem,
+                "import",
+                f"{change.path} is not plugin code in the plugins directory {change.directory}.",
+            )
+        classes, prints = await self.aimport_unit(unit.root, unit.path)
+        source = change.source or str(unit.path)
+        return Change.define(
+            classes, source=source, origin="file", unit=str(unit.root), fingerprints=prints
+        )
+
+    async def _transaction(self, change: Change) -> Transaction:
+        """The transaction making ``change`` (the operation lock held)."""
+        if change.kind == "reload":
+            return _reload.reload(self, list(change.targets), cascade=change.cascade)
+        if change.kind == "configure":
+            return _reload.reconfigure(self, self._configured(change.plugin, change.values))
+        if change.kind == "apply_config":  # read and parsed in a worker thread
+            return await asyncio.to_thread(
+                _reload.apply_config,
+                self,
+                change.document,
+                source=change.source,
+                line_offset=change.line_offset,
+            )
+        if change.kind == "define":
+            return _reload.define(
+                self,
+                list(change.classes),
+                change.source or "",
+                change.origin,
+                change.unit,
+                change.fingerprints,
+            )
+        raise ValueError(f"Kernel.apply() cannot make a {change.kind} change here.")
+
+    # the shorthands of apply/prepare used by notebooks, labs, the gateway and the fleet
+
+    def reload(self, *targets: ReloadTarget, cascade: bool = True) -> ReloadReport:
         """Hot reload plugins (by name, or with a redefined class) with all their dependents.
 
         New instances are started aside, bound to each other, with state handed over; then
@@ -389,64 +440,88 @@ class Kernel(Operations):
         ``cascade=False`` dependents are not restarted: their ``ctx.get`` answers the new
         instance from then on, but what they stored earlier is the old, stopped one.
         """
-        return await self._transact(_reload.reload(self, list(targets), cascade=cascade))
+        return self.apply(Change.reload(*targets, cascade=cascade))
 
-    reload = blocking(areload)
+    async def areload(self, *targets: ReloadTarget, cascade: bool = True) -> ReloadReport:
+        return await self.aapply(Change.reload(*targets, cascade=cascade))
 
-    @exclusive
-    async def adefine(
-        self,
-        classes: Iterable[type[Plugin]],
-        *,
-        source: str,
-        origin: str = "cell",
-        unit: str | None = None,
-        fingerprints: Mapping[str, Fingerprint] | None = None,
-    ) -> ReloadReport:
+    def configure(self, name: str, config: Mapping[str, Any]) -> ReloadReport | None:
+        """Validate a new config for ``name``, then reload it with its dependents (if running).
+
+        ``config`` is merged over the current one. A ConfigError leaves everything as it was.
+        """
+        report = self.apply(Change.configure(name, config))
+        return report if report.order else None
+
+    async def aconfigure(self, name: str, config: Mapping[str, Any]) -> ReloadReport | None:
+        report = await self.aapply(Change.configure(name, config))
+        return report if report.order else None
+
+    def apply_config(
+        self, data: str | os.PathLike | Mapping, *, source: str | None = None, line_offset: int = 0
+    ) -> list[ReloadReport]:
+        """Apply a YAML configuration (path, text or mapping) in the course's format.
+
+        Every problem is reported at once, before anything changes. Built-in plugins it
+        names are registered; running plugins whose configuration changed are reloaded
+        with their dependents.
+        """
+        report = self.apply(Change.apply_config(data, source=source, line_offset=line_offset))
+        return [report] if report.order else []
+
+    async def aapply_config(
+        self, data: str | os.PathLike | Mapping, *, source: str | None = None, line_offset: int = 0
+    ) -> list[ReloadReport]:
+        change = Change.apply_config(data, source=source, line_offset=line_offset)
+        return [report] if (report := await self.aapply(change)).order else []
+
+    def define(self, classes: Iterable[type[Plugin]], **how: Any) -> ReloadReport:
         """Bring new code in: register and load new plugins, hot reload changed ones.
 
-        This is what a ``%%helix plugin`` cell and a saved plugin file do. A class whose
+        This is what a ``%%helix plugin`` cell and a saved plugin file do (``source=``,
+        ``origin=``, ``unit=``, ``fingerprints=``: see :meth:`Change.define`). A class whose
         fingerprint (its code) equals the registered one is left alone; a changed one is
         reloaded with its dependents. ``unit`` identifies the cell or file: a unit that no
         longer defines a plugin it defined before (a rename) is refused.
         """
-        txn = _reload.define(self, list(classes), source, origin, unit, fingerprints or {})
-        return await self._transact(txn)
+        return self.apply(Change.define(classes, **how))
 
-    define = blocking(adefine)
+    async def adefine(self, classes: Iterable[type[Plugin]], **how: Any) -> ReloadReport:
+        return await self.aapply(Change.define(classes, **how))
 
-    # -- the same changes, split at their swap ------------------------------------------
+    def prepare_reload(
+        self, *targets: ReloadTarget, cascade: bool = True, timeout: float | None = PREPARE_TIMEOUT
+    ) -> PreparedReload:
+        """:meth:`reload` up to its swap (see :meth:`prepare`)."""
+        return self.prepare(Change.reload(*targets, cascade=cascade), timeout=timeout)
 
     async def aprepare_reload(
         self, *targets: ReloadTarget, cascade: bool = True, timeout: float | None = PREPARE_TIMEOUT
     ) -> PreparedReload:
-        """Do a reload up to its swap and hold it there: a :class:`PreparedReload`.
+        return await self.aprepare(Change.reload(*targets, cascade=cascade), timeout=timeout)
 
-        The new instances are started aside and the next generation is built, exactly as
-        :meth:`reload` does, then the kernel waits (holding its operation lock) for
-        ``prepared.commit()`` (swap, drain, stop the old; the ReloadReport) or
-        ``prepared.abort()`` (roll back as a failed reload). After ``timeout`` seconds
-        without either it aborts by itself. A failure while preparing rolls back and
-        raises ReloadError, as :meth:`reload` does.
-        """
-        targets_ = list(targets)
-        return await self._arun(
-            self._prepare(lambda: _reload.reload(self, targets_, cascade=cascade), timeout)
-        )
-
-    prepare_reload = blocking(aprepare_reload)
+    def prepare_configure(
+        self, name: str, config: Mapping[str, Any], *, timeout: float | None = PREPARE_TIMEOUT
+    ) -> PreparedReload:
+        """:meth:`configure` up to its swap (see :meth:`prepare`)."""
+        return self.prepare(Change.configure(name, config), timeout=timeout)
 
     async def aprepare_configure(
         self, name: str, config: Mapping[str, Any], *, timeout: float | None = PREPARE_TIMEOUT
     ) -> PreparedReload:
-        """:meth:`configure` up to its swap (see :meth:`prepare_reload`)."""
-        return await self._arun(
-            self._prepare(
-                lambda: _reload.reconfigure(self, self._configured(name, config)), timeout
-            )
-        )
+        return await self.aprepare(Change.configure(name, config), timeout=timeout)
 
-    prepare_configure = blocking(aprepare_configure)
+    def prepare_apply_config(
+        self,
+        data: str | os.PathLike | Mapping,
+        *,
+        source: str | None = None,
+        line_offset: int = 0,
+        timeout: float | None = PREPARE_TIMEOUT,
+    ) -> PreparedReload:
+        """:meth:`apply_config` up to its swap (see :meth:`prepare`)."""
+        change = Change.apply_config(data, source=source, line_offset=line_offset)
+        return self.prepare(change, timeout=timeout)
 
     async def aprepare_apply_config(
         self,
@@ -456,42 +531,27 @@ class Kernel(Operations):
         line_offset: int = 0,
         timeout: float | None = PREPARE_TIMEOUT,
     ) -> PreparedReload:
-        """:meth:`apply_config` up to its swap (see :meth:`prepare_reload`)."""
-        return await self._arun(
-            self._prepare(
-                lambda: asyncio.to_thread(
-                    _reload.apply_config, self, data, source=source, line_offset=line_offset
-                ),
-                timeout,
-            )
-        )
+        change = Change.apply_config(data, source=source, line_offset=line_offset)
+        return await self.aprepare(change, timeout=timeout)
 
-    prepare_apply_config = blocking(aprepare_apply_config)
+    def prepare_define(
+        self,
+        classes: Iterable[type[Plugin]],
+        *,
+        timeout: float | None = PREPARE_TIMEOUT,
+        **how: Any,
+    ) -> PreparedReload:
+        """:meth:`define` up to its swap (see :meth:`prepare`)."""
+        return self.prepare(Change.define(classes, **how), timeout=timeout)
 
     async def aprepare_define(
         self,
         classes: Iterable[type[Plugin]],
         *,
-        source: str,
-        origin: str = "cell",
-        unit: str | None = None,
-        fingerprints: Mapping[str, Fingerprint] | None = None,
         timeout: float | None = PREPARE_TIMEOUT,
+        **how: Any,
     ) -> PreparedReload:
-        """:meth:`define` up to its swap (see :meth:`prepare_reload`).
-
-        Changed plugins are restarted aside; plugins new to the kernel are registered and
-        loaded by ``commit()``, after the swap.
-        """
-        classes_ = list(classes)
-        return await self._arun(
-            self._prepare(
-                lambda: _reload.define(self, classes_, source, origin, unit, fingerprints or {}),
-                timeout,
-            )
-        )
-
-    prepare_define = blocking(aprepare_define)
+        return await self.aprepare(Change.define(classes, **how), timeout=timeout)
 
     def preview_reload(self, *targets: ReloadTarget, cascade: bool = True) -> list[str]:
         """The plugins a reload would touch, in order, touching nothing."""
