@@ -17,7 +17,6 @@ environment, never their command line (see ``_private``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -34,9 +33,10 @@ from typing import Any
 from .._extras import needs, require
 from .._net import bind_tcp, http_url
 from ..errors import FleetError, describe
+from ..kernel import Change
 from ._metrics import serve_metrics
 from ._private import REDIS_VARIABLE, public_url, redis_failure, state_file, write_private
-from ._redis import Keys, PrivateRedis, client, run_sync
+from ._redis import Keys, PrivateRedis, client, connected, run_sync
 from ._watch import SaveWatcher
 from ._watchdog import Watchdog
 
@@ -328,44 +328,31 @@ class Supervisor:
     def pids(self) -> list[int]:
         return [s.process.pid for s in self.slots if s.process is not None]
 
-    def _propose_logged(self, action: dict, path: Path, **content: Any) -> Exception | None:
+    def _propose_logged(self, change: Change, path: Path, **content: Any) -> Exception | None:
         """Propose and log the outcome; the failure, or None once committed."""
         try:
-            report = run_sync(lambda: self._propose(action, **content))
+            report = run_sync(lambda: self._propose(change, **content))
         except Exception as exc:
-            failure = redis_failure(exc, self._redis) or exc
-            _say(f"fleet reload from {path} failed: {describe(failure)}", self.log)
-            return failure
+            _say(f"fleet reload from {path} failed: {describe(exc)}", self.log)
+            return exc
         _say(f"fleet reload from {path}: {report}", self.log)
         return None
 
-    async def _propose(self, action: dict, **content: Any) -> Any:
+    async def _propose(self, change: Change, **content: Any) -> Any:
         from ._coordinator import propose
 
-        r = client(self._redis)
-        try:
-            return await propose(
-                r, self.keys, action, source=self.config, key=self._fleet_key, **content
-            )
-        except Exception as exc:  # Redis failed: the documented FleetRedisError
-            failure = redis_failure(exc, self._redis)
-            if failure is None:
-                raise
-            raise failure from None
-        finally:
-            with contextlib.suppress(Exception):
-                await r.aclose()
+        async with connected(self._redis) as r:
+            return await propose(r, self.keys, change, key=self._fleet_key, **content)
 
     # -- the fleet from Python (a notebook cell, a script) -----------------------------------
 
     def reload(self, name: str) -> Any:
         """Reload ``name`` on every worker as one generation: a FleetReport, or FleetError."""
-        return run_sync(lambda: self._propose({"kind": "reload", "plugin": name}))
+        return run_sync(lambda: self._propose(Change.reload(name)))
 
     def configure(self, name: str, **values: Any) -> Any:
         """Merge ``values`` into ``name``'s config on every worker, as one generation."""
-        action = {"kind": "configure", "plugin": name, "values": values}
-        return run_sync(lambda: self._propose(action))
+        return run_sync(lambda: self._propose(Change.configure(name, values)))
 
     def status(self) -> dict[str, Any]:
         """The committed generation and every live worker (what ``helixlab fleet status`` shows)."""

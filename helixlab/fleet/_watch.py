@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FleetError
+from ..kernel import Change
 
 __all__ = ["RETRY_BACKOFF", "Propose", "SaveWatcher"]
 
@@ -24,7 +25,7 @@ __all__ = ["RETRY_BACKOFF", "Propose", "SaveWatcher"]
 #: again after these delays (the last one repeating) until it commits or is saved again.
 RETRY_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
-#: ``propose(action, path, **content)``: the failure, or None once committed.
+#: ``propose(change, path, **content)``: the failure, or None once committed.
 Propose = Callable[..., "Exception | None"]
 
 
@@ -46,7 +47,7 @@ def _refused_by_content(exc: BaseException) -> bool:
 class _Pending:
     """A saved change waiting to be proposed (again)."""
 
-    action: dict[str, Any]
+    change: Change
     path: Path
     content: dict[str, Any]
     attempts: int = 0
@@ -109,27 +110,27 @@ class SaveWatcher:
             text = self.config.read_text(encoding="utf-8")
         except OSError:
             return
-        self._queue("config", {"kind": "apply"}, self.config, config=text)
+        change = Change.apply_config(text, source=str(self.config))
+        self._queue("config", change, self.config)
 
     def _plugins_saved(self, plugins: Path, changed: set[Path]) -> None:
-        from ..kernel._discovery import unit_for
+        from ..kernel import unit_for
         from ._generation import read_sources
 
         units = {u.root: u for p in changed if (u := unit_for(plugins, p)) and u.path.exists()}
         for unit in units.values():  # one generation per saved unit
-            rel = unit.path.relative_to(plugins).as_posix()
-            action = {"kind": "define", "path": rel, "file": str(unit.path)}
+            change = Change.define_file(plugins, unit.path, source=str(unit.path))
             try:
                 sources = read_sources(plugins)
             except (OSError, UnicodeDecodeError, FleetError) as exc:  # the watcher goes on
                 self.say(f"fleet reload from {unit.path} failed: {exc}")
                 continue
-            self._queue(f"define {rel}", action, unit.path, sources=sources)
+            self._queue(f"define {unit.root}", change, unit.path, sources=sources)
 
-    def _queue(self, key: str, action: dict[str, Any], path: Path, **content: Any) -> None:
+    def _queue(self, key: str, change: Change, path: Path, **content: Any) -> None:
         """A save: propose it now, replacing whatever of the same file waited for a retry."""
         self._pending.pop(key, None)
-        self._pending[key] = _Pending(action, path, content)
+        self._pending[key] = _Pending(change, path, content)
 
     def _propose_due(self) -> None:
         """Propose every queued save whose time has come; keep the ones worth a retry."""
@@ -137,7 +138,7 @@ class SaveWatcher:
         for key, pending in list(self._pending.items()):
             if pending.due > now or self.stopping.is_set():
                 continue
-            failure = self.propose(pending.action, pending.path, **pending.content)
+            failure = self.propose(pending.change, pending.path, **pending.content)
             if failure is None or _refused_by_content(failure):
                 self._pending.pop(key, None)  # committed, or refused: wait for the next save
                 continue

@@ -2,6 +2,7 @@
 
 from ._change import Change
 from ._config import ConfigDocument, parse_config
+from ._discovery import unit_for
 from ._events import EventLog, PluginEvent
 from ._fingerprint import Fingerprint, Reach, reaches
 from ._graph import DependencyGraph
@@ -63,4 +64,5 @@ __all__ = [
     "parse_duration",
     "reaches",
     "redact",
+    "unit_for",
 ]
