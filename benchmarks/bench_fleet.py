@@ -27,6 +27,7 @@ if __package__ in (None, ""):
 
 from helixlab.fleet import Keys, Supervisor, propose
 from helixlab.fleet._redis import client
+from helixlab.kernel import Change
 
 # the fleet key the benchmark's fleets sign with and its proposals are signed with (the
 # workers inherit it); without it, a proposal looks for the key file a fleet on this host
@@ -85,7 +86,7 @@ def _fleet(workers: int, rpm: float = 1e6, burst: int = 100_000, **options) -> S
 async def _reload(url: str, name: str = "custom-provider"):
     r = client(url)
     try:
-        return await propose(r, Keys("helixlab"), {"kind": "reload", "plugin": name})
+        return await propose(r, Keys("helixlab"), Change.reload(name))
     finally:
         await r.aclose()
 

@@ -13,6 +13,7 @@ import pytest
 
 from helixlab.fleet import Keys, PrivateRedis, Supervisor, propose
 from helixlab.fleet._redis import client
+from helixlab.kernel import Change
 
 #: A plugin whose start (and stop) can be made slow (``delay``, ``stop_delay``) or fail on
 #: one worker slot (``fail_slot``); it takes any keys.
@@ -74,10 +75,10 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-async def propose_to(url: str, action: dict, **kw: Any) -> Any:
+async def propose_to(url: str, change: Change, **kw: Any) -> Any:
     """``propose(...)`` to the fleet ``helixlab`` on the Redis at ``url``."""
     r = client(url)
     try:
-        return await propose(r, Keys("helixlab"), action, **kw)
+        return await propose(r, Keys("helixlab"), change, **kw)
     finally:
         await r.aclose()

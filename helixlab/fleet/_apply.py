@@ -1,10 +1,10 @@
 """One worker's part of a fleet reload on its kernel: prepare a generation's change aside,
 then commit or abort it as the fleet decides.
 
-This is the kernel's own transaction split at its swap (``Kernel.aprepare_reload``,
-``aprepare_configure``, ``aprepare_apply_config`` -> ``PreparedReload.acommit`` /
-``aabort``): the new instances run aside and the kernel holds its operation lock until
-the fleet's decision arrives, so nothing else changes this worker in between.
+This is the kernel's own transaction split at its swap (``Kernel.aprepare(change)`` ->
+``PreparedReload.acommit`` / ``aabort``): the new instances run aside and the kernel holds
+its operation lock until the fleet's decision arrives, so nothing else changes this worker
+in between.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, PluginError, describe
-from ..kernel import import_unit, unit_for
+from ..kernel import Change, Kernel, PreparedReload
 from ._generation import Generation, write_sources
 
-__all__ = ["Vote", "commit", "prepare", "vote_for"]
+__all__ = ["Vote", "commit", "prepare", "subject", "vote_for"]
 
 
 @dataclass(frozen=True)
@@ -35,47 +35,35 @@ class Vote:
         return {"ok": self.ok, "plugin": self.plugin, "phase": self.phase, "error": self.error}
 
 
-async def prepare(kernel: Any, generation: Generation, plugins: Path) -> Any:
-    """Start ``generation``'s change aside on ``kernel``: a PreparedReload, or an error.
+async def prepare(kernel: Kernel, generation: Generation, plugins: Path) -> PreparedReload:
+    """Start ``generation``'s change aside on ``kernel`` (``Kernel.aprepare``): a
+    PreparedReload, or the error that rolled it back.
 
-    ``plugins`` is this worker's copy of the fleet's plugins directory. No timeout of its
-    own: the worker bounds the wait for the decision and then aborts.
+    ``plugins`` is this worker's copy of the fleet's plugins directory: a ``define_file``
+    change is read there, from the generation's sources. No timeout of its own: the worker
+    bounds the wait for the decision and then aborts.
     """
-    action = generation.action
-    kind = action.get("kind")
-    if kind == "define":
-        return await _prepare_define(kernel, generation, plugins)
-    if kind == "reload":
-        return await kernel.aprepare_reload(action["plugin"], timeout=None)
-    if kind == "configure":
-        return await kernel.aprepare_configure(action["plugin"], action["values"], timeout=None)
-    if kind == "apply":
-        return await kernel.aprepare_apply_config(
-            generation.config, source=generation.source, timeout=None
-        )
-    raise ValueError(f"unknown fleet action {kind!r} in generation {generation.number}")
+    change = generation.change
+    if change is None:
+        raise ValueError(f"generation {generation.number} founds the fleet: nothing to prepare")
+    if change.kind == "define_file":
+        await asyncio.to_thread(write_sources, plugins, generation.sources)
+        change = Change.from_dict(change.to_dict(), directory=plugins)
+    return await kernel.aprepare(change, timeout=None)
 
 
-async def _prepare_define(kernel: Any, generation: Generation, plugins: Path) -> Any:
-    """A saved plugin file: its unit re-imported from the generation's sources, then define."""
-    rel = generation.action["path"]
-    await asyncio.to_thread(write_sources, plugins, generation.sources)
-    unit = unit_for(plugins, plugins / rel)
-    if unit is None:
-        raise ValueError(f"{rel!r} is not plugin code in the fleet's plugins directory")
-    sources = await asyncio.to_thread(unit.read)
-    classes = await asyncio.to_thread(import_unit, unit)
-    return await kernel.aprepare_define(
-        classes,
-        source=generation.action.get("file") or rel,
-        origin="file",
-        unit=str(unit.root),
-        fingerprints={cls.name: sources.fingerprint(cls) for cls in classes},
-        timeout=None,
-    )
+def subject(change: Change | None) -> str | None:
+    """The plugin (or file) ``change`` is about, named by a failed vote that names none."""
+    if change is None or change.kind == "apply_config":
+        return None
+    if change.kind == "configure":
+        return change.plugin
+    if change.kind == "reload":
+        return ", ".join(map(str, change.targets))
+    return change.to_dict()["path"]
 
 
-async def commit(kernel: Any, prepared: Any) -> tuple[asyncio.Future, float]:
+async def commit(kernel: Kernel, prepared: PreparedReload) -> tuple[asyncio.Future, float]:
     """Commit ``prepared``, returning at the swap itself (the kernel's ``reloaded`` event)
     with when it happened, and the commit's task, which ends once the old generation
     drained: the next proposal gets a vote meanwhile (its prepare waits for the drain)."""

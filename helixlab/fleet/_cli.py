@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -28,11 +27,12 @@ from typing import Any
 from .._extras import require
 from ..cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, say, table
 from ..errors import FleetError, FleetRedisError
+from ..kernel import Change
 from ._coordinator import live_workers, propose
 from ._generation import parse_assignments
 from ._options import FleetOptions, fleet_options
-from ._private import mask_values, public_url, redis_failure
-from ._redis import Keys, client
+from ._private import mask_values, public_url
+from ._redis import Keys, connected
 from ._supervisor import Supervisor, state_file
 
 EXIT_REDIS = 3  # the fleet's Redis cannot be reached or refused a command
@@ -138,8 +138,10 @@ def serve_fleet(args: argparse.Namespace) -> int:
 
 def _one_plugins_dir(plugins: str | list[str] | None) -> str | None:
     """serve's ``--plugins`` (one directory, or a repeatable option's list)."""
-    if not plugins or isinstance(plugins, str):
-        return plugins or None
+    if not plugins:
+        return None
+    if isinstance(plugins, str):
+        return plugins
     if len(plugins) > 1:
         raise FleetError(
             f"A fleet takes one plugins directory (its files are part of each generation), "
@@ -229,27 +231,19 @@ def run_fleet(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, url: str, values: dict[str, Any]) -> int:
-    r, keys = client(url), Keys(args.fleet)
-    try:
+    async with connected(url) as r:
+        keys = Keys(args.fleet)
         if args.fleet_command == "status":
             rows = await fleet_status(r, keys)
             print(json.dumps(rows, indent=2) if args.json else format_status(rows))
             return EXIT_OK
         if args.fleet_command == "reload":
-            action: dict[str, Any] = {"kind": "reload", "plugin": args.name}
+            change = Change.reload(args.name)
         else:
-            action = {"kind": "configure", "plugin": args.name, "values": values}
-        report = await propose(r, keys, action, timeout=args.timeout)
+            change = Change.configure(args.name, values)
+        report = await propose(r, keys, change, timeout=args.timeout)
         print(mask_values(str(report), values))
         return EXIT_OK
-    except Exception as exc:
-        failure = redis_failure(exc, url)
-        if failure is None:
-            raise
-        raise failure from None
-    finally:
-        with contextlib.suppress(Exception):  # a client that never connected
-            await r.aclose()
 
 
 async def fleet_status(r: Any, keys: Keys) -> dict[str, Any]:
@@ -267,17 +261,8 @@ async def fleet_status(r: Any, keys: Keys) -> dict[str, Any]:
 
 async def read_status(url: str, keys: Keys) -> dict[str, Any]:
     """:func:`fleet_status` over a connection of its own (FleetRedisError if Redis fails)."""
-    r = client(url)
-    try:
+    async with connected(url) as r:
         return await fleet_status(r, keys)
-    except Exception as exc:
-        failure = redis_failure(exc, url)
-        if failure is None:
-            raise
-        raise failure from None
-    finally:
-        with contextlib.suppress(Exception):
-            await r.aclose()
 
 
 def format_status(status: dict[str, Any]) -> str:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import FleetError
+from ..kernel import Change
 from ._generation import KEEP_GENERATIONS, Generation, configured_text
 from ._redis import Keys, retrying
 
@@ -209,34 +210,54 @@ def _failure_message(report: FleetReport) -> tuple[str, str | None, str | None, 
 async def propose(
     r: Any,
     keys: Keys,
-    action: dict[str, Any],
+    change: Change,
     *,
-    config: str | None = None,
-    source: str | None = None,
     sources: dict[str, str] | None = None,
     timeout: float = 30.0,
     wait_swapped: bool = True,
     key: bytes | None = None,
 ) -> FleetReport:
-    """Propose the next generation (``action``; for ``apply`` its ``config`` text, for
-    ``define`` the plugin ``sources``; otherwise both are the committed generation's),
-    signed with the fleet ``key`` (default: :func:`~._signing.fleet_key`).
+    """Propose the next generation: ``change`` over the committed one (a ``define_file``
+    change with the plugins directory's new ``sources``), signed with the fleet ``key``
+    (default: :func:`~._signing.fleet_key`).
 
     Returns the report once every worker swapped; raises FleetError naming the worker,
-    plugin and phase when the fleet rolled back.
+    plugin and phase when the fleet rolled back, ValueError for a change that cannot
+    travel (classes, a path on this host).
     """
     from ._signing import require_key
 
+    change.to_dict()  # a change that cannot travel is refused before anything is written
     key = key or require_key(keys.fleet)
     owner = f"proposer {socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     await lock(r, keys, owner, timeout)
     try:
-        return await _propose_locked(
-            r, keys, action, config, source, sources, owner, timeout, wait_swapped, key
-        )
+        return await _propose_locked(r, keys, change, sources, owner, timeout, wait_swapped, key)
     finally:
         with contextlib.suppress(Exception):  # Redis gone for good: the lock expires by itself
             await unlock(r, keys, owner, patience=10.0)
+
+
+def _successor(
+    base: Generation, change: Change, sources: dict[str, str] | None, number: int, owner: str
+) -> Generation:
+    """Generation ``number``: ``change`` made over ``base`` (unsigned)."""
+    config, source = base.config, base.source
+    if change.kind == "configure":  # the values stored as applied (see configured_text)
+        config = configured_text(base.config, change.plugin, change.values)
+    elif change.kind == "apply_config":
+        if not isinstance(change.document, str):
+            raise ValueError("A fleet applies a configuration as its YAML text.")
+        config, source = change.document, change.source or base.source
+    return Generation(
+        number=number,
+        config=config,
+        source=source,
+        change=change,
+        proposed_by=owner,
+        sources=sources if sources is not None else base.sources,
+        parent=base.number,
+    )
 
 
 async def committed_generation(r: Any, keys: Keys, patience: float = 0.0) -> Generation:
@@ -260,23 +281,20 @@ async def committed_generation(r: Any, keys: Keys, patience: float = 0.0) -> Gen
 
 
 async def _propose_locked(
-    r, keys, action, config, source, sources, owner, timeout, wait_swapped, key
-):
+    r: Any,
+    keys: Keys,
+    change: Change,
+    sources: dict[str, str] | None,
+    owner: str,
+    timeout: float,
+    wait_swapped: bool,
+    key: bytes,
+) -> FleetReport:
     t0 = time.perf_counter()
     base = await committed_generation(r, keys, patience=3.0)
     await check_committed(r, keys, base, key)  # never build on what the fleet did not commit
-    if action["kind"] == "configure":
-        config = configured_text(base.config, action["plugin"], action["values"])
     number = await next_id(r, keys)
-    gen = Generation(
-        number=number,
-        config=config if config is not None else base.config,
-        source=source or base.source,
-        action=action,
-        proposed_by=owner,
-        sources=sources if sources is not None else base.sources,
-        parent=base.number,
-    ).signed(key, keys.fleet)
+    gen = _successor(base, change, sources, number, owner).signed(key, keys.fleet)
     report = FleetReport(gen.number, gen.describe(), parent=base.number)
     quorum = await live_workers(r, keys)
     if not quorum:

@@ -2,11 +2,13 @@
 
 Generation g is the configuration text (the YAML, as written) and the plugin sources
 (every file of the fleet's plugins directory, by relative path) the fleet serves, their
-digest, and the action that made it from g-1 (``load``, ``reload NAME``,
-``configure NAME key=value``, ``apply`` a saved config file, ``define`` a saved plugin
-file). A worker that joins loads the committed generation; a worker already serving
-applies the action. Workers run the generation's sources, not their own disk's: hosts
-whose copies of the plugins differ still serve one version.
+digest, and the kernel's :class:`~helixlab.kernel.Change` that made it from its parent
+(``reload``, ``configure``, ``apply_config`` of a saved config file, ``define_file`` of a
+saved plugin file; none for the founding generation). A worker that joins loads the
+committed generation; a worker already serving prepares its change. Workers run the
+generation's sources, not their own disk's: hosts whose copies of the plugins differ
+still serve one version. What Redis holds is not trusted: :meth:`Generation.from_hash`
+checks the change key by key (``Change.from_dict``) before any signature is checked.
 """
 
 from __future__ import annotations
@@ -15,17 +17,19 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..errors import FleetError
+from ..kernel import Change
 
 __all__ = [
     "KEEP_GENERATIONS",
     "MAX_SOURCES_BYTES",
+    "SOURCES",
     "Generation",
     "configured_text",
     "parse_assignments",
@@ -37,6 +41,9 @@ __all__ = [
 KEEP_GENERATIONS = 20
 #: The plugin sources a generation may carry (each generation holds them all, in Redis).
 MAX_SOURCES_BYTES = 4 * 1024 * 1024
+#: The directory a ``define_file`` change read from Redis is relative to: the generation's
+#: sources. A worker binds it to its own copy of them before it prepares the change.
+SOURCES = "."
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,7 @@ class Generation:
     number: int
     config: str  # the YAML text
     source: str  # the file it came from, for messages and line numbers
-    action: dict[str, Any] = field(default_factory=lambda: {"kind": "load"})
+    change: Change | None = None  # what made it from its parent (None: the founding one)
     proposed_by: str = ""
     proposed_at: float = field(default_factory=time.time)
     sources: dict[str, str] = field(default_factory=dict)  # plugin files: relative path -> text
@@ -60,13 +67,11 @@ class Generation:
             "parent": self.parent,
             "config": self.config,
             "source": self.source,
-            "action": self.action,
+            "change": self.change.to_dict() if self.change else None,
             "sources": self.sources,
         }
 
     def signed(self, key: bytes, fleet: str) -> Generation:
-        from dataclasses import replace
-
         from ._signing import sign
 
         return replace(self, sig=sign(key, fleet, self.signed_fields()))
@@ -103,25 +108,31 @@ class Generation:
         return h.hexdigest()[:16]
 
     def describe(self) -> str:
-        action = self.action
-        kind = action.get("kind", "load")
-        if kind == "reload":
-            return f"reload {action['plugin']}"
-        if kind == "configure":
-            values = " ".join(f"{k}={json.dumps(v)}" for k, v in action["values"].items())
-            return f"configure {action['plugin']} {values}"
-        if kind == "apply":
-            return f"apply {self.source}"
-        if kind == "define":
-            return f"define {action['path']}"
-        return f"load {self.source}"
+        change = self.change
+        if change is None:
+            return f"load {self.source}"
+        if change.kind == "reload":
+            return f"reload {', '.join(map(str, change.targets))}"
+        if change.kind == "configure":
+            values = " ".join(f"{k}={json.dumps(v)}" for k, v in change.values.items())
+            return f"configure {change.plugin} {values}"
+        if change.kind == "define_file":
+            return f"define {change.to_dict()['path']}"
+        return f"apply {self.source}"
 
     def to_hash(self) -> dict[str, str]:
-        data = asdict(self)
-        data["action"] = json.dumps(self.action)
-        data["sources"] = json.dumps(self.sources)
-        data["digest"] = self.digest
-        return {key: str(value) for key, value in data.items()}
+        return {
+            "number": str(self.number),
+            "config": self.config,
+            "source": self.source,
+            "change": json.dumps(self.change.to_dict()) if self.change else "",
+            "proposed_by": self.proposed_by,
+            "proposed_at": str(self.proposed_at),
+            "sources": json.dumps(self.sources),
+            "parent": str(self.parent),
+            "sig": self.sig,
+            "digest": self.digest,
+        }
 
     @classmethod
     def from_hash(cls, data: Mapping[str, str], number: int | None = None) -> Generation:
@@ -134,11 +145,23 @@ class Generation:
                 f"{data.get('number')!r} under its key (a write to Redis).",
                 phase="verify",
             )
+        config = data["config"]
+        try:
+            raw = data.get("change")
+            change = Change.from_dict(json.loads(raw), directory=SOURCES) if raw else None
+            if change and change.kind == "apply_config" and change.document != config:
+                raise ValueError("its config is not the one the change applies")
+        except ValueError as exc:  # JSON's errors are ValueErrors too
+            raise FleetError(
+                f"Refusing fleet generation {data.get('number')}: its change is malformed "
+                f"({exc}) (a write to Redis).",
+                phase="verify",
+            ) from None
         return cls(
             number=int(data["number"]),
-            config=data["config"],
+            config=config,
             source=data["source"],
-            action=json.loads(data.get("action") or '{"kind": "load"}'),
+            change=change,
             proposed_by=data.get("proposed_by", ""),
             proposed_at=float(data.get("proposed_at") or 0),
             sources=json.loads(data.get("sources") or "{}"),

@@ -13,16 +13,16 @@ secret settings of a configure (``api_key``...) show as ``***`` in every answer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import FleetError
+from ..errors import FleetError, FleetRedisError
 from ..gateway._operations import Operations, Outcome
+from ..kernel import Change
 from ._coordinator import FleetReport, propose
-from ._private import mask_values, redis_failure
-from ._redis import Keys, client
+from ._private import mask_values
+from ._redis import Keys, connected
 
 __all__ = ["FleetOperations"]
 
@@ -49,35 +49,31 @@ class FleetOperations(Operations):
 
     def __init__(self, kernel: Any, redis_url: str, keys: Keys, config_path: str):
         super().__init__(kernel, config_path)
-        self.redis_url, self.keys = redis_url, keys
+        self.redis_url, self.keys, self.config_file = redis_url, keys, config_path
 
     async def reload(self, name: str) -> Outcome:
-        return await self._propose({"kind": "reload", "plugin": name})
+        return await self._propose(Change.reload(name))
 
     async def configure(self, name: str, config: Mapping[str, Any]) -> Outcome:
         if not isinstance(config, Mapping):
             return Outcome(False, f"'config' must be a mapping, not {config!r}", 422)
-        return await self._propose({"kind": "configure", "plugin": name, "values": dict(config)})
+        return await self._propose(Change.configure(name, config))
 
     async def reapply(self) -> Outcome:
-        text = await asyncio.to_thread(Path(self.config_path).read_text, encoding="utf-8")
-        return await self._propose({"kind": "apply"}, config=text, source=self.config_path)
+        text = await asyncio.to_thread(Path(self.config_file).read_text, encoding="utf-8")
+        return await self._propose(Change.apply_config(text, source=self.config_file))
 
-    async def _propose(self, action: dict[str, Any], **content: Any) -> Outcome:
-        values = action.get("values") or {}
-        r = client(self.redis_url)
+    async def _propose(self, change: Change) -> Outcome:
+        values = change.values
         try:
-            report = await propose(r, self.keys, action, **content)
+            async with connected(self.redis_url) as r:
+                report = await propose(r, self.keys, change)
+        except FleetRedisError as exc:
+            return Outcome(False, str(exc), 503, phase="redis")
         except FleetError as exc:
             reports = [_fields(exc.report, values)] if exc.report is not None else []
             text = mask_values(self.kernel.mask(str(exc)), values)
             return Outcome(False, text, 409, reports, exc.plugin, exc.phase)
-        except Exception as exc:
-            failure = redis_failure(exc, self.redis_url)
-            if failure is None:
-                raise
-            return Outcome(False, str(failure), 503, phase="redis")
-        finally:
-            with contextlib.suppress(Exception):  # a client that never connected
-                await r.aclose()
+        except ValueError as exc:  # values JSON cannot carry
+            return Outcome(False, mask_values(str(exc), values), 422)
         return Outcome(True, mask_values(str(report), values), reports=[_fields(report, values)])

@@ -8,13 +8,14 @@ committed generation and every decision: a fleet is never left half-reloaded by 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ __all__ = [
     "PrivateRedis",
     "check_eviction",
     "client",
+    "connected",
     "redis_binary",
     "retrying",
     "run_sync",
@@ -96,7 +98,8 @@ class PrivateRedis:
         try:
             while True:
                 if self.process.poll() is not None:
-                    err = self.process.stderr.read().decode(errors="replace").strip()
+                    out = self.process.stderr
+                    err = out.read().decode(errors="replace").strip() if out else ""
                     raise FleetError(f"redis-server ({self.binary}) exited at start: {err}")
                 try:
                     if probe.ping():
@@ -259,6 +262,25 @@ async def retrying(fn: Callable[..., Awaitable[T]], *args: Any, patience: float 
                 raise
             await asyncio.sleep(delay)  # reconnect backoff: no event to wait on
             delay = min(delay * 2, 1.0)
+
+
+@contextlib.asynccontextmanager
+async def connected(url: str) -> AsyncIterator[Any]:
+    """An asyncio client for ``url``, closed after; a Redis failure inside (down, refused
+    credentials or a command) is raised as the documented FleetRedisError."""
+    from ._private import redis_failure
+
+    r = client(url)
+    try:
+        yield r
+    except Exception as exc:
+        failure = redis_failure(exc, url)
+        if failure is None:
+            raise
+        raise failure from None
+    finally:
+        with contextlib.suppress(Exception):  # a client that never connected
+            await r.aclose()
 
 
 def run_sync(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:

@@ -4,10 +4,9 @@ It binds the listening socket once and hands it to every worker (inherited file
 descriptor: the kernel spreads connections over the processes accepting on it), starts
 a private redis-server when no ``--redis`` is given, restarts a worker that dies (first
 removing its heartbeat, so a reload in progress aborts at once instead of waiting for the
-TTL), and proposes a fleet reload when the config file is saved (a proposal that fails
-for a reason other than the new content itself is retried, with backoff, until it
-commits or the file is saved again). Stopping stops the workers (each drains its
-requests), then the private Redis.
+TTL), and proposes a fleet reload when the config file or a plugin file is saved
+(``_watch``). Stopping stops the workers (each drains its requests), then the private
+Redis.
 
 What it leaves behind is cleaned by whoever outlives it: a dead worker's temporary
 directory (its copy of the plugin sources) by the supervisor, and after a supervisor's
@@ -18,7 +17,6 @@ environment, never their command line (see ``_private``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -35,42 +33,18 @@ from typing import Any
 from .._extras import needs, require
 from .._net import bind_tcp, http_url
 from ..errors import FleetError, describe
+from ..kernel import Change
 from ._metrics import serve_metrics
 from ._private import REDIS_VARIABLE, public_url, redis_failure, state_file, write_private
-from ._redis import Keys, PrivateRedis, client, run_sync
+from ._redis import Keys, PrivateRedis, client, connected, run_sync
+from ._watch import SaveWatcher
+from ._watchdog import Watchdog
 
-__all__ = ["RETRY_BACKOFF", "Supervisor", "state_file"]
-
-#: A watched save whose proposal failed (Redis, the lock, a worker restarting) is proposed
-#: again after these delays (the last one repeating) until it commits or is saved again.
-RETRY_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+__all__ = ["Supervisor", "state_file"]
 
 
 def _say(text: str, log: Any = None) -> None:
     print(f"helixlab: {public_url(text)}", file=log or sys.stderr, flush=True)
-
-
-def _refused_by_content(exc: BaseException) -> bool:
-    """A rollback a worker chose (a plugin or the config refused the content): proposing the
-    same content again would be refused again. Anything else (Redis, the lock, a worker
-    gone or silent) is worth a retry."""
-    if not isinstance(exc, FleetError) or exc.report is None:
-        return False
-    # a worker that left, did not answer, was busy draining or on another generation votes
-    # failed with no plugin in phase "prepare"; a refusal names a plugin or another phase
-    return any(
-        not vote.get("ok") and (vote.get("plugin") or vote.get("phase") != "prepare")
-        for vote in exc.report.votes.values()
-    )
-
-
-class _Pending:
-    """A watched change waiting to be proposed (again)."""
-
-    def __init__(self, action: dict, path: Path, content: dict[str, Any]):
-        self.action, self.path, self.content = action, path, content
-        self.attempts = 0
-        self.due = 0.0
 
 
 class _Slot:
@@ -133,15 +107,13 @@ class Supervisor:
         self.high_water_dir = self.run_dir / "high-water"
         self.high_water_dir.mkdir(mode=0o700)
         os.mkdir(self.metrics_dir, 0o700)
-        self._watchdog: subprocess.Popen | None = None
-        self._pending: dict[str, _Pending] = {}  # watched saves not yet committed, by file
+        self._watchdog: Watchdog | None = None
         self._spawned = 0
         self.metrics: Any = None  # the /metrics listener, if the config gives it a port
         self.slots = [_Slot(i) for i in range(workers)]
         self._stopping = threading.Event()
         self._started = False
         self._lock = threading.Lock()
-        self._watcher: threading.Thread | None = None
         self.watching = threading.Event()  # set once saves of the config file are seen
         self._r: Any = None
         # generations are signed: the given key, else one made for this fleet (see _signing)
@@ -161,11 +133,19 @@ class Supervisor:
     def url(self) -> str:
         return http_url(self.host, self.port)
 
+    @property
+    def _redis(self) -> str:
+        """The fleet's Redis URL (given, or the private server's once started)."""
+        if self.redis_url is None:
+            raise FleetError("The fleet is not started: it has no Redis yet.")
+        return self.redis_url
+
     def start(self, timeout: float = 60.0) -> None:
         """Start Redis (if private) and every worker; return when all of them serve."""
         require("fleet", "the fleet")
         try:
-            self._start_watchdog()
+            self._watchdog = Watchdog()  # cleans up after a killed supervisor
+            self._tell(f"path {self.run_dir}")
             self._check_config()
             if self.redis_url is None:
                 self.private = PrivateRedis()
@@ -217,8 +197,16 @@ class Supervisor:
             )
             self._tell(f"state {state} {os.getpid()}")
             if self.watch:
-                self._watcher = threading.Thread(target=self._watch, daemon=True)
-                self._watcher.start()
+                plugins = Path(self.plugins) if self.plugins else None
+                watcher = SaveWatcher(
+                    Path(self.config),
+                    plugins,
+                    self._propose_logged,
+                    lambda text: _say(text, self.log),
+                    self._stopping,
+                    self.watching,
+                )
+                threading.Thread(target=watcher.run, daemon=True).start()
         except BaseException:
             self.stop()
             raise
@@ -237,41 +225,9 @@ class Supervisor:
             if missing is not None:
                 raise missing
 
-    # -- the watchdog ------------------------------------------------------------------------
-
-    def _start_watchdog(self) -> None:
-        """Start the process that cleans up after a killed supervisor (see ``_watchdog``)."""
-        script = Path(__file__).with_name("_watchdog.py")
-        self._watchdog = subprocess.Popen(
-            [sys.executable, "-I", str(script)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,  # not in the terminal's group: Ctrl-C is ours to handle
-        )
-        self._tell(f"path {self.run_dir}")
-
     def _tell(self, line: str) -> None:
-        watchdog = self._watchdog
-        if watchdog is None or watchdog.stdin is None:
-            return
-        with contextlib.suppress(OSError, ValueError):
-            watchdog.stdin.write(line + "\n")
-            watchdog.stdin.flush()
-
-    def _end_watchdog(self) -> None:
-        """After a clean stop: close its pipe (it finds nothing left to do) and reap it."""
-        watchdog, self._watchdog = self._watchdog, None
-        if watchdog is None:
-            return
-        with contextlib.suppress(OSError, ValueError):
-            watchdog.stdin.close()  # type: ignore[union-attr]
-        try:
-            watchdog.wait(10)
-        except subprocess.TimeoutExpired:
-            watchdog.kill()
-            watchdog.wait()
+        if self._watchdog is not None:
+            self._watchdog.tell(line)
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -325,7 +281,7 @@ class Supervisor:
 
     def _follow(self, slot: _Slot, process: subprocess.Popen, tmp: Path) -> None:
         """Read the worker's ready line, wait for it to end, and restart it if it died."""
-        for line in process.stdout:
+        for line in process.stdout or ():
             if line.startswith("ready "):
                 slot.ready.set()
         code = process.wait()
@@ -372,139 +328,37 @@ class Supervisor:
     def pids(self) -> list[int]:
         return [s.process.pid for s in self.slots if s.process is not None]
 
-    # -- saved config file -----------------------------------------------------------------
-
-    def _watch(self) -> None:
-        """Saved config file -> an ``apply`` generation; saved plugin file -> ``define``."""
-        import watchfiles
-
-        config = Path(self.config)
-        plugins = Path(self.plugins) if self.plugins else None
-        roots = {config.parent, *([plugins] if plugins else [])}
-        if plugins is not None and plugins.is_relative_to(config.parent):
-            roots = {config.parent}  # one watch covers both
-
-        def wanted(_: Any, changed: str) -> bool:
-            path = Path(changed)
-            return path == config or (
-                plugins is not None and path.suffix == ".py" and path.is_relative_to(plugins)
-            )
-
-        changes = watchfiles.watch(
-            *sorted(roots),  # directories: editors replace files rather than write them
-            watch_filter=wanted,
-            stop_event=self._stopping,
-            debounce=200,
-            rust_timeout=300,
-            yield_on_timeout=True,
-        )
-        for batch in changes:
-            if not batch:  # a quiet period: the watcher is running
-                self.watching.set()
-            else:
-                changed = {Path(p) for _, p in batch}
-                if config in changed:
-                    self._config_changed(config)
-                if plugins is not None:
-                    self._plugins_changed(plugins, changed - {config})
-            self._propose_due()
-
-    def _config_changed(self, path: Path) -> None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError:
-            return
-        self._queue("config", {"kind": "apply"}, path, config=text)
-
-    def _plugins_changed(self, plugins: Path, changed: set[Path]) -> None:
-        from ..kernel import unit_for
-        from ._generation import read_sources
-
-        units = {u.root: u for p in changed if (u := unit_for(plugins, p)) and u.path.exists()}
-        for unit in units.values():  # one generation per saved unit
-            action = {
-                "kind": "define",
-                "path": unit.path.relative_to(plugins).as_posix(),
-                "file": str(unit.path),
-            }
-            try:
-                sources = read_sources(plugins)
-            except (OSError, UnicodeDecodeError, FleetError) as exc:  # the watcher goes on
-                _say(f"fleet reload from {unit.path} failed: {exc}", self.log)
-                continue
-            self._queue(f"define {action['path']}", action, unit.path, sources=sources)
-
-    def _queue(self, key: str, action: dict, path: Path, **content: Any) -> None:
-        """A save: propose it now, replacing whatever of the same file waited for a retry
-        (every save is proposed, even one whose content failed before)."""
-        self._pending.pop(key, None)
-        self._pending[key] = _Pending(action, path, content)
-
-    def _propose_due(self) -> None:
-        """Propose every queued save whose time has come; keep the ones worth a retry."""
-        now = time.monotonic()
-        for key, pending in list(self._pending.items()):
-            if pending.due > now or self._stopping.is_set():
-                continue
-            if self._pending.get(key) is not pending:
-                continue
-            failure = self._propose_logged(pending.action, pending.path, **pending.content)
-            if failure is None or _refused_by_content(failure):
-                self._pending.pop(key, None)  # committed, or refused: wait for the next save
-                continue
-            delay = RETRY_BACKOFF[min(pending.attempts, len(RETRY_BACKOFF) - 1)]
-            pending.attempts += 1
-            pending.due = time.monotonic() + delay
-            _say(f"fleet reload from {pending.path}: retrying in {delay:g}s", self.log)
-
-    def _propose_logged(self, action: dict, path: Path, **content: Any) -> Exception | None:
+    def _propose_logged(self, change: Change, path: Path, **content: Any) -> Exception | None:
         """Propose and log the outcome; the failure, or None once committed."""
-        from ._coordinator import propose
-
         try:
-            report = run_sync(lambda: self._propose(propose, action, **content))
+            report = run_sync(lambda: self._propose(change, **content))
         except Exception as exc:
-            failure = redis_failure(exc, self.redis_url or "") or exc
-            _say(f"fleet reload from {path} failed: {describe(failure)}", self.log)
-            return failure
+            _say(f"fleet reload from {path} failed: {describe(exc)}", self.log)
+            return exc
         _say(f"fleet reload from {path}: {report}", self.log)
         return None
 
-    async def _propose(self, propose: Any, action: dict, **content: Any) -> Any:
-        r = client(self.redis_url)
-        try:
-            return await propose(
-                r, self.keys, action, source=self.config, key=self._fleet_key, **content
-            )
-        except Exception as exc:  # Redis failed: the documented FleetRedisError
-            failure = redis_failure(exc, self.redis_url or "")
-            if failure is None:
-                raise
-            raise failure from None
-        finally:
-            with contextlib.suppress(Exception):
-                await r.aclose()
+    async def _propose(self, change: Change, **content: Any) -> Any:
+        from ._coordinator import propose
+
+        async with connected(self._redis) as r:
+            return await propose(r, self.keys, change, key=self._fleet_key, **content)
 
     # -- the fleet from Python (a notebook cell, a script) -----------------------------------
 
     def reload(self, name: str) -> Any:
         """Reload ``name`` on every worker as one generation: a FleetReport, or FleetError."""
-        from ._coordinator import propose
-
-        return run_sync(lambda: self._propose(propose, {"kind": "reload", "plugin": name}))
+        return run_sync(lambda: self._propose(Change.reload(name)))
 
     def configure(self, name: str, **values: Any) -> Any:
         """Merge ``values`` into ``name``'s config on every worker, as one generation."""
-        from ._coordinator import propose
-
-        action = {"kind": "configure", "plugin": name, "values": values}
-        return run_sync(lambda: self._propose(propose, action))
+        return run_sync(lambda: self._propose(Change.configure(name, values)))
 
     def status(self) -> dict[str, Any]:
         """The committed generation and every live worker (what ``helixlab fleet status`` shows)."""
         from ._cli import read_status
 
-        return run_sync(lambda: read_status(self.redis_url, self.keys))
+        return run_sync(lambda: read_status(self._redis, self.keys))
 
     # -- stopping --------------------------------------------------------------------------
 
@@ -540,7 +394,8 @@ class Supervisor:
                 state.unlink()
         except (OSError, ValueError, FleetError):
             pass
-        self._end_watchdog()
+        if self._watchdog is not None:
+            self._watchdog.end()
 
     def __enter__(self) -> Supervisor:
         self.start()

@@ -13,7 +13,8 @@ on its standard input, and tells it, one line each::
 
 When the pipe ends (the supervisor exited, however it did), the watchdog does all of it
 and exits; after a clean stop everything is gone already and it only finds that out.
-Processes are held by pidfd, so a recycled pid is never signalled.
+Processes are held by pidfd, so a recycled pid is never signalled. :class:`Watchdog` is
+the supervisor's end of the pipe.
 """
 
 from __future__ import annotations
@@ -24,11 +25,49 @@ import os
 import select
 import shutil
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 GRACE = 30.0  # seconds a worker gets to drain before SIGKILL
 REDIS_GRACE = 5.0
+
+
+class Watchdog:
+    """The supervisor's handle on its watchdog: :meth:`tell` it a line, :meth:`end` it."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen | None = subprocess.Popen(
+            [sys.executable, "-I", str(Path(__file__))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,  # not in the terminal's group: Ctrl-C is ours to handle
+        )
+
+    def tell(self, line: str) -> None:
+        process = self._process
+        if process is None or process.stdin is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            process.stdin.write(line + "\n")
+            process.stdin.flush()
+
+    def end(self) -> None:
+        """After a clean stop: close its pipe (it finds nothing left to do) and reap it."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            if process.stdin is not None:
+                process.stdin.close()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _open(pid: int) -> int | None:

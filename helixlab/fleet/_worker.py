@@ -32,7 +32,7 @@ from typing import Any
 from .._net import HTTP_PARSERS
 from ..errors import FleetError, HelixError, describe
 from ..kernel import LOOPS, Kernel, loop_factory
-from ._apply import Vote, commit, prepare, vote_for
+from ._apply import Vote, commit, prepare, subject, vote_for
 from ._coordinator import check_committed, committed_generation, lock, next_id, unlock
 from ._generation import Generation, read_sources
 from ._lease import HEARTBEAT_TTL, Lease
@@ -96,6 +96,13 @@ class Worker:
         self._converging: asyncio.Future | None = None
         self._tasks: set[asyncio.Future] = set()
         self.plugins = Path(tempfile.mkdtemp(prefix="helixlab-worker-plugins-"))
+
+    @property
+    def _joined(self) -> Kernel:
+        """The kernel serving (proposals and catch-ups are heard only once it serves)."""
+        if self.kernel is None:
+            raise FleetError(f"worker {self.id} has not joined its fleet yet")
+        return self.kernel
 
     # -- heartbeat ---------------------------------------------------------------------
 
@@ -206,7 +213,7 @@ class Worker:
         for gen, signature in zip(reversed(chain), signatures, strict=True):
             self.state = f"catching up {gen.number}"
             try:
-                prepared = await prepare(self.kernel, gen, self.plugins)
+                prepared = await prepare(self._joined, gen, self.plugins)
             except Exception as exc:
                 self._rejoin(f"generation {gen.number} failed here while catching up: {exc}")
                 return
@@ -344,14 +351,14 @@ class Worker:
         try:
             try:
                 gen.check(self.key, self.keys.fleet)
-                prepared = await prepare(self.kernel, gen, self.plugins)
+                prepared = await prepare(self._joined, gen, self.plugins)
                 vote = Vote(True)
             except FleetError as exc:  # not signed by the fleet key: refused, and said so
                 vote = Vote(False, None, exc.phase or "verify", str(exc))
                 self.last_error = str(exc)
                 _say(str(exc))
             except Exception as exc:  # rolled back already; the fleet must hear why
-                vote = vote_for(exc, gen.action.get("plugin") or gen.action.get("path"))
+                vote = vote_for(exc, subject(gen.change))
                 self.last_error = f"generation {number}: {vote.error}"
             self.state = f"ready {number}" if vote.ok else "serving"
             await self.voting.vote(number, vote)
@@ -389,7 +396,7 @@ class Worker:
     async def _commit(self, prepared: Any, gen: Generation, commit_sig: str) -> None:
         """Commit, announcing ``swapped`` at the swap itself; the old generation drains in
         the background."""
-        self._draining, at = await commit(self.kernel, prepared)
+        self._draining, at = await commit(self._joined, prepared)
         self._serving(gen, commit_sig)
         self._draining.add_done_callback(self._drained)
         with contextlib.suppress(Exception):

@@ -51,6 +51,7 @@ from helixlab.fleet import Keys, PrivateRedis, propose
 from helixlab.fleet import _redis as fleet_redis
 from helixlab.fleet._cli import fleet_status
 from helixlab.fleet._redis import client
+from helixlab.kernel import Change
 
 from _fleet_support import CHAT, FLAKY
 from _waiting import wait_until
@@ -260,7 +261,7 @@ class Chaos:
         self.n += 1
         mark = f"m{self.n}"
         if rng.random() < 0.2:
-            action = {"kind": "reload", "plugin": "flaky"}
+            action = Change.reload("flaky")
             mark = None
         else:
             values = {
@@ -268,7 +269,7 @@ class Chaos:
                 "fail_slot": rng.randrange(WORKERS) if rng.random() < 0.3 else -1,
                 "delay": rng.choice([0, 0, 0.2, 1.0, 2.0]),
             }
-            action = {"kind": "configure", "plugin": "flaky", "values": values}
+            action = Change.configure("flaky", values)
         fault = rng.choice(
             ["sigstop", "sigstop", "kill", "redis", "pause", "pause", "none", "kill-supervisor"]
             if rng.random() < 0.9

@@ -22,6 +22,7 @@ from helixlab.fleet import _redis as fleet_redis
 from helixlab.fleet._cli import fleet_status, format_status
 from helixlab.fleet._ratestore import RedisBucketStore
 from helixlab.fleet._redis import client
+from helixlab.kernel import Change
 from helixlab.plugins._ratelimit import RateLimiterConfig
 
 from _fleet_support import CHAT, FLAKY, fleet, plugins_config, propose_to, run
@@ -131,11 +132,9 @@ def test_two_workers_one_port_reload_and_configure_under_load(config, redis_serv
         assert len(served_by(sup.url)) == 2  # both workers answer on the one port
         with Load(sup.url) as load:
             for _ in range(3):
-                report = run(
-                    propose_to(redis_server.url, {"kind": "reload", "plugin": "custom-provider"})
-                )
+                report = run(propose_to(redis_server.url, Change.reload("custom-provider")))
                 assert report.outcome == "commit" and len(report.swapped) == 2
-            action = {"kind": "configure", "plugin": "rate-limiter", "values": {"burst_size": 999}}
+            action = Change.configure("rate-limiter", {"burst_size": 999})
             report = run(propose_to(redis_server.url, action))
             assert report.outcome == "commit"
             time.sleep(0.3)  # let the load run on the new generation too
@@ -155,8 +154,7 @@ def test_two_workers_one_port_reload_and_configure_under_load(config, redis_serv
 def test_a_failure_on_one_worker_rolls_back_every_worker(config, redis_server):
     with fleet(config, 3, redis_server.url) as sup:
         with pytest.raises(FleetError) as caught:
-            run(propose_to(redis_server.url, {"kind": "configure", "plugin": "flaky",
-                                            "values": {"fail_slot": 1}}))  # fmt: skip
+            run(propose_to(redis_server.url, Change.configure("flaky", {"fail_slot": 1})))
         error = caught.value
         assert error.plugin == "flaky" and error.phase == "start"
         message = str(error)
@@ -175,8 +173,7 @@ def test_kill_9_during_prepare_aborts_and_the_worker_rejoins(config, redis_serve
 
         def slow_reload():
             try:
-                run(propose_to(redis_server.url, {"kind": "configure", "plugin": "flaky",
-                                                "values": {"delay": 3}}))  # fmt: skip
+                run(propose_to(redis_server.url, Change.configure("flaky", {"delay": 3})))
             except FleetError as exc:
                 result["error"] = exc
 
@@ -217,9 +214,7 @@ def test_kill_9_during_serve_restarts_the_worker(config, redis_server):
             holds=lambda seen: victim not in seen[0] and seen[1] >= 2,
         )
         assert len(served_by(sup.url)) == 2
-        assert run(propose_to(redis_server.url, {"kind": "reload", "plugin": "flaky"})).outcome == (
-            "commit"
-        )
+        assert run(propose_to(redis_server.url, Change.reload("flaky"))).outcome == "commit"
 
 
 def test_a_second_group_joins_on_the_committed_generation(config, redis_server, tmp_path):
@@ -227,8 +222,8 @@ def test_a_second_group_joins_on_the_committed_generation(config, redis_server, 
     after three generations and serves the third's configuration, not its own file."""
     with fleet(config, 1, redis_server.url) as first:
         for burst in (11, 12, 13):
-            run(propose_to(redis_server.url, {"kind": "configure", "plugin": "rate-limiter",
-                                            "values": {"burst_size": burst}}))  # fmt: skip
+            run(propose_to(redis_server.url, Change.configure("rate-limiter",
+                                            {"burst_size": burst})))  # fmt: skip
         other = tmp_path / "other.yaml"
         other.write_text(CONFIG)  # its own file still says 1000
         with fleet(other, 1, redis_server.url) as second:
@@ -237,7 +232,7 @@ def test_a_second_group_joins_on_the_committed_generation(config, redis_server, 
             assert int(r.headers["x-ratelimit-remaining-requests"]) <= 13
             status = run(_status(redis_server.url))
             assert [w["generation"] for w in status["workers"]] == [4, 4]
-            report = run(propose_to(redis_server.url, {"kind": "reload", "plugin": "flaky"}))
+            report = run(propose_to(redis_server.url, Change.reload("flaky")))
             assert len(report.swapped) == 2
 
 
@@ -250,7 +245,7 @@ def test_redis_restarted_during_a_reload_leaves_one_generation(config, redis_ser
                 result["report"] = run(
                     propose_to(
                         redis_server.url,
-                        {"kind": "configure", "plugin": "flaky", "values": {"delay": 1.5}},
+                        Change.configure("flaky", {"delay": 1.5}),
                     )
                 )
             except FleetError as exc:
@@ -328,7 +323,7 @@ def test_metrics_parse_with_prometheus_client(config, redis_server):
         for _ in range(6):
             with httpx.Client() as c:
                 assert c.post(sup.url + "/v1/chat/completions", json=CHAT).status_code == 200
-        run(propose_to(redis_server.url, {"kind": "reload", "plugin": "flaky"}))
+        run(propose_to(redis_server.url, Change.reload("flaky")))
         key = {"Authorization": "Bearer metrics-key-0123456789"}  # not public (issue 20)
         text = httpx.get(sup.url + "/metrics", headers=key).text
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -544,7 +539,7 @@ def test_a_worker_left_out_of_a_commit_catches_up_by_itself(config, redis_server
             2,
             configured_text(base.config, "rate-limiter", values),
             base.source,
-            action={"kind": "configure", "plugin": "rate-limiter", "values": values},
+            change=Change.configure("rate-limiter", values),
             sources=base.sources,
             parent=1,
         ).signed(fleet_key, "helixlab")
@@ -573,7 +568,7 @@ def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(
 
     with fleet(config, 1, redis_server.url) as sup:
         for _ in range(KEEP_GENERATIONS + 2):
-            run(propose_to(sup.redis_url, {"kind": "reload", "plugin": "flaky"}))
+            run(propose_to(sup.redis_url, Change.reload("flaky")))
         r, keys = client(redis_server.url, asyncio=False), Keys("helixlab")
         committed = int(r.get(keys.committed))
         assert committed == KEEP_GENERATIONS + 3
@@ -589,7 +584,7 @@ def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(
             committed + 5,
             configured_text(base.config, "rate-limiter", values),
             base.source,
-            action={"kind": "configure", "plugin": "rate-limiter", "values": values},
+            change=Change.configure("rate-limiter", values),
             sources=base.sources,
             parent=committed + 4,  # a parent this worker never saw (not kept)
         ).signed(fleet_key, "helixlab")

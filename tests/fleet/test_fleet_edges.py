@@ -142,7 +142,7 @@ def test_a_refused_save_is_not_retried_but_saving_it_again_proposes_it_again(
 def test_which_failed_proposals_the_watcher_retries():
     from helixlab.errors import FleetError
     from helixlab.fleet import FleetReport
-    from helixlab.fleet._supervisor import _refused_by_content
+    from helixlab.fleet._watch import _refused_by_content
 
     def failed(**vote) -> FleetError:
         report = FleetReport(2, "apply x", "abort", votes={"w1": {"ok": True}, "w2": vote})

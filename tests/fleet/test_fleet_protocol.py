@@ -26,6 +26,7 @@ from helixlab.fleet._generation import configured_text
 from helixlab.fleet._redis import client
 from helixlab.fleet._signing import sign_commit
 from helixlab.fleet._worker import worker_id
+from helixlab.kernel import Change
 
 from _fleet_support import fleet, plugins_config, propose_to, run
 from _waiting import wait_until
@@ -95,8 +96,8 @@ def test_a_worker_paused_in_prepare_never_commits_its_stale_proposal(config, red
 
         def slow():
             try:
-                run(propose_to(redis_server.url, {"kind": "configure", "plugin": "flaky",
-                                                "values": {"delay": 2, "mark": "p1"}}))  # fmt: skip
+                run(propose_to(redis_server.url, Change.configure("flaky",
+                                                {"delay": 2, "mark": "p1"})))  # fmt: skip
             except FleetError as exc:
                 result["p1"] = exc
 
@@ -113,7 +114,7 @@ def test_a_worker_paused_in_prepare_never_commits_its_stale_proposal(config, red
             thread.join(30)
             p1 = result["p1"].report
             assert p1.outcome == "abort"
-            action = {"kind": "configure", "plugin": "flaky", "values": {"delay": 0, "mark": "p2"}}
+            action = Change.configure("flaky", {"delay": 0, "mark": "p2"})
             p2 = run(propose_to(redis_server.url, action))
             assert p2.outcome == "commit" and p2.generation > p1.generation  # never reused
         finally:
@@ -144,7 +145,7 @@ def test_a_late_vote_for_an_aborted_proposal_never_counts_for_the_next(redis_ser
             await r.set(keys.committed, 1)
             await r.set(keys.worker("w1"), json.dumps({"id": "w1"}), px=60_000)
             with pytest.raises(FleetError, match=r"no answer within 0\.5s") as first:
-                await propose(r, keys, {"kind": "reload", "plugin": "flaky"}, timeout=0.5)
+                await propose(r, keys, Change.reload("flaky"), timeout=0.5)
             p1 = first.value.report.generation
             await r.hset(keys.votes(p1), "w1", json.dumps({"ok": True, "gen": p1}))  # late
 
@@ -157,7 +158,7 @@ def test_a_late_vote_for_an_aborted_proposal_never_counts_for_the_next(redis_ser
 
             refuser = asyncio.ensure_future(refuse_next())
             with pytest.raises(FleetError) as second:
-                await propose(r, keys, {"kind": "reload", "plugin": "flaky"}, timeout=5)
+                await propose(r, keys, Change.reload("flaky"), timeout=5)
             await refuser
             p2 = second.value.report
             assert p2.generation != p1 and p2.outcome == "abort"
@@ -186,8 +187,8 @@ def test_configured_values_are_stored_as_applied(value):
 def test_a_template_value_does_not_poison_a_joining_worker(config, redis_server):
     """Item 3, end to end: configure '${name}', kill -9 a worker: it rejoins and serves."""
     with fleet(config, 2, redis_server.url) as sup:
-        report = run(propose_to(redis_server.url, {"kind": "configure", "plugin": "flaky",
-                                                 "values": {"prompt": "Hi ${name}!"}}))  # fmt: skip
+        report = run(propose_to(redis_server.url, Change.configure("flaky",
+                                                 {"prompt": "Hi ${name}!"})))  # fmt: skip
         assert report.outcome == "commit"
         victim = sup.pids()[0]
         os.kill(victim, signal.SIGKILL)
@@ -216,9 +217,7 @@ def test_an_evicted_committed_generation_is_stored_back_by_the_workers(config, r
         committed = int(r.get(keys.committed))
         r.delete(keys.generation(committed))  # as an eviction would
         wait_until(lambda: r.exists(keys.generation(committed)), 10, "re-stored")
-        assert run(propose_to(redis_server.url, {"kind": "reload", "plugin": "flaky"})).outcome == (
-            "commit"
-        )
+        assert run(propose_to(redis_server.url, Change.reload("flaky"))).outcome == "commit"
         r.close()
         assert converged(redis_server.url, 2) or wait_until(
             lambda: converged(sup.redis_url, 2), 30, "convergence"
@@ -226,24 +225,26 @@ def test_an_evicted_committed_generation_is_stored_back_by_the_workers(config, r
 
 
 def test_workers_refuse_a_generation_not_signed_with_the_fleet_key(config, redis_server):
-    """Signed generations: a proposal written straight into Redis (no key, or another key)
-    is refused by every worker, which says why; the fleet keeps serving."""
+    """Signed generations: a proposal written straight into Redis (no key, or another key,
+    or a change that is not the kernel's wire form) is refused by every worker, which says
+    why; the fleet keeps serving."""
     keys = Keys("helixlab")
     with fleet(config, 2, redis_server.url) as sup:
         base_number = status(redis_server.url)["generation"]
 
-        async def forge(key: bytes | None) -> dict:
+        async def forge(key: bytes | None, wire: str = "") -> dict:
             r = client(redis_server.url)
             try:
                 base = Generation.from_hash(await r.hgetall(keys.generation(base_number)))
                 number = int(await r.incr(keys.seq))
                 evil = Generation(number, base.config, base.source,
-                                  action={"kind": "reload", "plugin": "flaky"},
+                                  change=Change.reload("flaky"),
                                   sources={**base.sources, "evil.py": "import os\n"},
                                   parent=base_number)  # fmt: skip
                 if key is not None:
                     evil = evil.signed(key, keys.fleet)
-                await r.hset(keys.generation(number), mapping=evil.to_hash())
+                stored = {**evil.to_hash(), **({"change": wire} if wire else {})}
+                await r.hset(keys.generation(number), mapping=stored)
                 await r.set(keys.proposal, number, px=60_000)
                 await log(r, keys, {"type": "propose", "gen": number, "parent": base_number})
                 for _ in range(300):
@@ -255,15 +256,18 @@ def test_workers_refuse_a_generation_not_signed_with_the_fleet_key(config, redis
             finally:
                 await r.aclose()
 
-        for key, why in ((None, "it is not signed"), (b"another-key-0123456789", "signature")):
-            votes = run(forge(key))
+        malformed = '{"kind": "define_file", "path": "../../etc/x.py"}'
+        for key, why, wire in (
+            (None, "it is not signed", ""),
+            (b"another-key-0123456789", "signature", ""),
+            (None, "its change is malformed", malformed),
+        ):
+            votes = run(forge(key, wire))
             for vote in votes.values():
                 assert vote["ok"] is False and vote["phase"] == "verify"
                 assert "Refusing fleet generation" in vote["error"] and why in vote["error"]
         assert status(redis_server.url)["generation"] == base_number
-        assert run(propose_to(redis_server.url, {"kind": "reload", "plugin": "flaky"})).outcome == (
-            "commit"
-        )
+        assert run(propose_to(redis_server.url, Change.reload("flaky"))).outcome == "commit"
         assert len(flaky_configs(sup.url, 6)) >= 1
 
 
@@ -292,16 +296,13 @@ def test_a_proposal_made_while_the_last_commit_drains_gets_its_votes(config, red
     """Item 6: the old generation takes 3 s to stop; the next proposal still commits
     (its votes come once the drain ends), or, past its timeout, says 'busy: draining'."""
     with fleet(config, 2, redis_server.url):
-        run(propose_to(redis_server.url, {"kind": "configure", "plugin": "flaky",
-                                        "values": {"stop_delay": 3}}))  # fmt: skip
-        first = run(propose_to(redis_server.url, {"kind": "reload", "plugin": "flaky"}))
+        run(propose_to(redis_server.url, Change.configure("flaky", {"stop_delay": 3})))
+        first = run(propose_to(redis_server.url, Change.reload("flaky")))
         assert first.outcome == "commit"  # swapped at once; the old instance stops slowly
-        second = run(
-            propose_to(redis_server.url, {"kind": "reload", "plugin": "flaky"}, timeout=20)
-        )
+        second = run(propose_to(redis_server.url, Change.reload("flaky"), timeout=20))
         assert second.outcome == "commit" and len(second.swapped) == 2
         with pytest.raises(FleetError, match="busy: draining"):
-            run(propose_to(redis_server.url, {"kind": "reload", "plugin": "flaky"}, timeout=0.5))
+            run(propose_to(redis_server.url, Change.reload("flaky"), timeout=0.5))
 
 
 def test_fleet_status_shows_each_workers_digest(config, redis_server):

@@ -19,6 +19,7 @@ from helixlab.errors import FleetError
 from helixlab.fleet import Generation, Keys
 from helixlab.fleet._coordinator import committed_generation
 from helixlab.fleet._redis import client, redis_binary
+from helixlab.kernel import Change
 
 from _fleet_support import fleet, propose_to, run
 from _waiting import wait_until
@@ -32,8 +33,7 @@ def test_an_aborted_signed_proposal_is_not_run_when_redis_names_it_committed(con
     keys = Keys("helixlab")
     with fleet(config, 2, redis_server.url) as sup:
         base = status(redis_server.url)["generation"]
-        action = {"kind": "configure", "plugin": "flaky",
-                  "values": {"fail_slot": 1, "mark": "rejected"}}  # fmt: skip
+        action = Change.configure("flaky", {"fail_slot": 1, "mark": "rejected"})
         with pytest.raises(FleetError) as refused:
             run(propose_to(redis_server.url, action, timeout=20))
         rejected = refused.value.report.generation
@@ -53,7 +53,7 @@ def test_an_aborted_signed_proposal_is_not_run_when_redis_names_it_committed(con
         r.close()
         errors = [w.get("last_error") or "" for w in sup.status()["workers"]]
         assert any("no signed commit decision" in e for e in errors), errors
-        action = {"kind": "configure", "plugin": "flaky", "values": {"mark": "later"}}
+        action = Change.configure("flaky", {"mark": "later"})
         assert run(propose_to(redis_server.url, action, timeout=20)).outcome == "commit"
         assert {c.get("mark") for c in flaky_configs(sup.url, 12).values()} == {"later"}
 
@@ -65,7 +65,7 @@ def test_rolling_the_committed_pointer_back_does_not_downgrade_the_fleet(config,
     keys = Keys("helixlab")
     with fleet(config, 1, redis_server.url) as sup:
         old = status(redis_server.url)["generation"]
-        action = {"kind": "configure", "plugin": "flaky", "values": {"mark": "new"}}
+        action = Change.configure("flaky", {"mark": "new"})
         assert run(propose_to(redis_server.url, action)).outcome == "commit"
         assert {c.get("mark") for c in flaky_configs(sup.url, 3).values()} == {"new"}
         r = client(redis_server.url, asyncio=False)
@@ -161,7 +161,7 @@ def test_a_restarted_worker_joins_on_its_high_water_generation_not_the_rolled_ba
     keys = Keys("helixlab")
     with fleet(config, 1, redis_server.url) as sup:
         old = status(redis_server.url)["generation"]
-        action = {"kind": "configure", "plugin": "flaky", "values": {"mark": "new"}}
+        action = Change.configure("flaky", {"mark": "new"})
         new = run(propose_to(redis_server.url, action)).generation
         pid = sup.slots[0].process.pid
         os.kill(pid, signal.SIGSTOP)  # no heartbeat repairs the pointer meanwhile
@@ -212,7 +212,7 @@ def test_a_commit_decision_written_ahead_by_someone_else_is_not_reported_committ
 
             voter = asyncio.ensure_future(vote_ready())
             with pytest.raises(FleetError, match="not with this proposer's signed decision"):
-                await propose(r, keys, {"kind": "reload", "plugin": "flaky"}, timeout=5)
+                await propose(r, keys, Change.reload("flaky"), timeout=5)
             await voter
             assert await r.get(keys.committed) == "1"
             assert await r.get(keys.commit(2)) is None

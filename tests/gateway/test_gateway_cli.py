@@ -144,8 +144,7 @@ def test_serve_masks_every_log_line_from_the_first(tmp_path: Path) -> None:
     (tmp_path / "plugins" / "loud.py").write_text(LOUD)
     config = tmp_path / "plugins.yaml"
     config.write_text(
-        "plugins:\n  loud:\n    config:\n      api_key: sk-log-never-0123\n"
-        "  custom-provider: {}\n"
+        "plugins:\n  loud:\n    config:\n      api_key: sk-log-never-0123\n  custom-provider: {}\n"
     )
     process = helixlab_cli("serve", str(config), "--port", "0", "--plugins", "plugins",
                            cwd=tmp_path)  # fmt: skip

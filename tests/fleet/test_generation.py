@@ -1,0 +1,71 @@
+"""A generation's change travels as the kernel's Change; what Redis gives back is checked
+key by key before anything else is trusted (no Redis needed: the hash is the wire form)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helixlab.errors import FleetError
+from helixlab.fleet import Generation
+from helixlab.kernel import Change
+
+KEY = b"k" * 32
+CONFIG = "plugins:\n  flaky: {}\n"
+
+
+def stored(change: Change | None, wire: str | None = None) -> dict[str, str]:
+    """Generation 2 as Redis holds it; ``wire``: its change field as someone wrote it."""
+    gen = Generation(2, CONFIG, "plugins.yaml", change=change, parent=1).signed(KEY, "f")
+    return {**gen.to_hash(), **({"change": wire} if wire is not None else {})}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        None,
+        Change.reload("flaky"),
+        Change.configure("flaky", {"prompt": "Hi ${name}!", "n": [1, 2.5, None]}),
+        Change.apply_config(CONFIG, source="plugins.yaml"),
+        Change.define_file("/srv/plugins", "/srv/plugins/x/plugin.py", source="/srv/x.py"),
+    ],
+)
+def test_a_generation_reads_back_the_change_it_was_stored_with_signature_and_all(change):
+    gen = Generation.from_hash(stored(change), 2)
+    gen.check(KEY, "f")  # the signature covers the change's wire form: it survives the trip
+    expected = change.to_dict() if change else None
+    assert (gen.change.to_dict() if gen.change else None) == expected
+
+
+@pytest.mark.parametrize(
+    ("wire", "said"),
+    [
+        ("{not json", "Expecting property name"),
+        ('["reload"]', "must be a JSON object"),
+        ('{"kind": "exec", "code": "import os"}', "Unknown change kind 'exec'"),
+        ('{"kind": "define", "classes": ["X"]}', "Unknown change kind 'define'"),
+        ('{"kind": "reload", "targets": [], "cascade": true}', "'targets' must be a list"),
+        ('{"kind": "reload", "targets": ["a"], "shell": "rm"}', "unknown key(s) ['shell']"),
+        ('{"kind": "configure", "plugin": "flaky", "values": [1]}', "'values' must be"),
+        ('{"kind": "define_file", "path": "../../etc/x.py"}', "relative path inside"),
+        ('{"kind": "define_file", "path": "/etc/x.py"}', "relative path inside"),
+        ('{"kind": "apply_config", "document": "other: 1"}', "config is not the one"),
+    ],
+)
+def test_a_malformed_change_in_redis_is_refused_in_phase_verify(wire, said):
+    with pytest.raises(FleetError) as refused:
+        Generation.from_hash(stored(Change.reload("flaky"), wire), 2)
+    assert refused.value.phase == "verify"
+    assert "Refusing fleet generation 2: its change is malformed" in str(refused.value)
+    assert said in str(refused.value)
+
+
+def test_a_configure_generation_describes_its_values_and_stores_them_as_json():
+    gen = Generation.from_hash(stored(Change.configure("flaky", {"burst_size": 5})), 2)
+    assert gen.describe() == "configure flaky burst_size=5"
+    assert json.loads(gen.to_hash()["change"]) == {
+        "kind": "configure",
+        "plugin": "flaky",
+        "values": {"burst_size": 5},
+    }
