@@ -52,6 +52,7 @@ __all__ = ["AsyncioBackend", "AsyncioTransport", "async_client"]
 
 LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's defaults
 READ_SIZE = 65536
+MAX_HEAD = 100 * 1024  # a response's status line and headers, at most (h11's limit too)
 _NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")  # header names (RFC 9110 tokens)
 _NOT_FIELD = re.compile(rb"[\r\n\0]")  # the request target and header values
 _Origin = tuple[bytes, bytes, int]
@@ -81,6 +82,7 @@ class _Exchange:
         self.framed = False  # Content-Length or Transfer-Encoding: the end is in the message
         self.reusable = False
         self.messages = 0
+        self.head_size = 0
 
     # -- httptools' callbacks
     def on_message_begin(self) -> None:
@@ -135,6 +137,10 @@ class _Exchange:
             self.reusable = False  # garbage after the answer
         if self.messages > 1:  # bytes past the answer: this connection is not in step
             self.reusable = False
+        if not self.head_done:
+            self.head_size += len(data)
+            if self.head_size > MAX_HEAD:
+                raise httpx.RemoteProtocolError(f"the upstream's head is over {MAX_HEAD} bytes")
 
 
 def _request_bytes(request: httpx.Request, body: bytes) -> bytes:
@@ -142,10 +148,13 @@ def _request_bytes(request: httpx.Request, body: bytes) -> bytes:
     value or the target could break the framing (CR, LF, NUL)."""
     raw = request.headers.raw
     target = request.url.raw_path
+    method = request.method.encode("ascii", "replace")
     names = b"".join(name for name, _ in raw)
-    if _NOT_TOKEN.search(names) or _NOT_FIELD.search(b"".join(v for _, v in raw) + target):
-        raise httpx.LocalProtocolError("Illegal character in the request's target or headers")
-    lines = [f"{request.method} ".encode("ascii") + target + b" HTTP/1.1"]
+    if _NOT_TOKEN.search(method + names) or _NOT_FIELD.search(b"".join(v for _, v in raw) + target):
+        raise httpx.LocalProtocolError(
+            "Illegal character in the request's method, target or headers"
+        )
+    lines = [method + b" " + target + b" HTTP/1.1"]
     lines += [name + b": " + value for name, value in raw]
     lines.append(b"\r\n")
     return b"\r\n".join(lines) + body
@@ -179,13 +188,16 @@ class _Pool:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     async def acquire(self, origin: _Origin, timeouts: dict[str, Any]) -> _Connection11:
+        pool_timeout = timeouts.get("pool")
+        deadline = None if pool_timeout is None else time.monotonic() + pool_timeout
         while True:
             connection = self._take_idle(origin)
             if connection is not None:
                 return connection
             if len(self.connections) + self.connecting < self.max_connections:
                 return await self._connect(origin, timeouts)
-            await self._wait(timeouts.get("pool"))
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            await self._wait(left, pool_timeout)
 
     def _take_idle(self, origin: _Origin) -> _Connection11 | None:
         idle = self.idle
@@ -228,7 +240,7 @@ class _Pool:
         self.connections.append(connection)
         return connection
 
-    async def _wait(self, timeout: float | None) -> None:
+    async def _wait(self, timeout: float | None, pool_timeout: float | None) -> None:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -242,7 +254,7 @@ class _Pool:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
             if isinstance(exc, TimeoutError):
-                raise httpx.PoolTimeout(f"no connection free within {timeout} s") from None
+                raise httpx.PoolTimeout(f"no connection free within {pool_timeout} s") from None
             raise
 
     def _wake(self) -> None:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from helixlab.kernel import loop_factory
+from helixlab.plugins import _network
 from helixlab.plugins._transport import async_client
 
 LOOPS = pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
@@ -425,3 +426,58 @@ def test_an_idle_connection_past_its_keep_alive_expiry_is_closed_not_reused():
             assert len(client._transport.pool.connections) == 1  # the expired one closed
 
     run("asyncio", main)
+
+
+@LOOPS
+def test_a_head_that_never_ends_is_refused_at_its_limit(loop):
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        while not writer.is_closing():
+            writer.write(b"x-filler: " + b"a" * 1000 + b"\r\n")
+            await writer.drain()
+
+    async def main() -> None:
+        upstream = Upstream(then_ok(endless))
+        async with upstream as url, async_client(base_url=url, timeout=10) as client:
+            with pytest.raises(httpx.RemoteProtocolError, match="head is over"):
+                await client.get("/")
+            await ok_again(client, "/", upstream, 2)
+
+    run(loop, main)
+
+
+@LOOPS
+def test_a_slow_reader_holds_about_the_high_water_mark_not_the_whole_answer(loop, monkeypatch):
+    """Back-pressure: a connection stops reading from its socket while a megabyte waits to
+    be read, so a stream relayed to a slow client never piles up in memory."""
+    size = 16 * _network.HIGH_WATER
+    peak = 0
+    received = _network._Connection.data_received
+
+    def recording(self: _network._Connection, data: bytes) -> None:
+        nonlocal peak
+        received(self, data)
+        peak = max(peak, len(self.buffer))
+
+    monkeypatch.setattr(_network._Connection, "data_received", recording)
+
+    async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size + b"x" * size)
+        await writer.drain()
+        await answer_ok(reader, writer, n)
+
+    async def main() -> None:
+        upstream = Upstream(big)
+        async with upstream as url, async_client(base_url=url) as client:
+            total = 0
+            async with client.stream("GET", "/") as response:
+                async for part in response.aiter_raw():
+                    total += len(part)
+                    await asyncio.sleep(0.001)  # a slow client downstream
+            assert total == size
+            assert peak <= 2 * _network.HIGH_WATER
+            await ok_again(client, "/", upstream, 1)  # read to the end: kept
+
+    run(loop, main)
