@@ -50,7 +50,9 @@ __all__ = ["AsyncioBackend", "AsyncioTransport", "async_client"]
 
 # -- HTTP/1.1 ------------------------------------------------------------------------------
 
-LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's defaults
+#: As many connections kept idle as may be open: with httpx's default (20 of 100), a gateway
+#: under 64 clients closed and reopened connections all the time, 6.6% of its CPU (py-spy).
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
 READ_SIZE = 65536
 MAX_HEAD = 100 * 1024  # a response's status line and headers, at most (h11's limit too)
 _NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")  # header names (RFC 9110 tokens)

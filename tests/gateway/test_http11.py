@@ -481,3 +481,16 @@ def test_a_slow_reader_holds_about_the_high_water_mark_not_the_whole_answer(loop
             await ok_again(client, "/", upstream, 1)  # read to the end: kept
 
     run(loop, main)
+
+
+@LOOPS
+def test_a_burst_of_64_requests_after_another_reuses_the_connections_of_the_first(loop):
+    async def main() -> None:
+        upstream = Upstream(answer_ok)
+        async with upstream as url, async_client(base_url=url) as client:
+            for _ in range(5):
+                answers = await asyncio.gather(*(client.get("/") for _ in range(64)))
+                assert {a.status_code for a in answers} == {200}
+            assert upstream.connections <= 64  # none closed for being idle, none reopened
+
+    run(loop, main)
