@@ -22,8 +22,9 @@ The layers, each on a public interface:
   (connect/read/write/pool), its exceptions, its ``Response``.
 
 Like httpx's own transport, nothing is retried here (custom-provider retries what is safe
-to retry, with backoff). HTTP/1.1 only, as the provider uses it; proxies from the
-environment keep httpx's own transports (its ``mounts``).
+to retry, with backoff). HTTP/1.1 only, as the provider uses it. httpx honours proxies from
+the environment only with its own transports, so where one is named (``HTTP_PROXY``,
+``HTTPS_PROXY``, ``ALL_PROXY``) :func:`async_client` gives httpx's own client instead.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import re
 import socket
 import ssl
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
 
@@ -45,7 +47,7 @@ import httpx
 from .._net import shared_ssl_context
 from ._network import AsyncioBackend, _Stream
 
-__all__ = ["AsyncioBackend", "AsyncioTransport", "async_client"]
+__all__ = ["AsyncioBackend", "AsyncioTransport", "Upstream", "async_client"]
 
 
 # -- HTTP/1.1 ------------------------------------------------------------------------------
@@ -408,16 +410,68 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
 
 
 def async_client(**options: Any) -> httpx.AsyncClient:
-    """``httpx.AsyncClient(**options)`` (proxies from the environment included) whose
-    requests go through :class:`AsyncioTransport`; TLS with the shared default context
-    unless ``verify`` or ``cert`` is given."""
+    """``httpx.AsyncClient(**options)`` whose requests go through :class:`AsyncioTransport`
+    (TLS with the shared default context unless ``verify`` or ``cert`` is given), or
+    httpx's own transports when the environment names a proxy: httpx honours
+    ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY`` only then."""
+    return _client(options)[0]
+
+
+def _client(options: dict[str, Any]) -> tuple[httpx.AsyncClient, AsyncioTransport | None]:
     trust_env = options.get("trust_env", True)
-    verify = options.pop("verify", None)
-    cert = options.pop("cert", None)
-    if verify is None and cert is None:
-        verify = shared_ssl_context(trust_env)
-    limits = options.pop("limits", LIMITS)
+    if options.get("verify") is None:
+        options.pop("verify", None)
+        if options.get("cert") is None:
+            options["verify"] = shared_ssl_context(trust_env)
+    proxies = urllib.request.getproxies() if trust_env else {}
+    if {"http", "https", "all"} & set(proxies):
+        return httpx.AsyncClient(**options), None
     transport = AsyncioTransport(
-        verify=True if verify is None else verify, cert=cert, trust_env=trust_env, limits=limits
+        verify=options.pop("verify", True),
+        cert=options.pop("cert", None),
+        trust_env=trust_env,
+        limits=options.pop("limits", LIMITS),
     )
-    return httpx.AsyncClient(transport=transport, **options)
+    return httpx.AsyncClient(transport=transport, **options), transport
+
+
+class Upstream:
+    """An :func:`async_client` and a fast lane past it, for a caller that builds complete
+    requests itself (custom-provider).
+
+    ``request(...)`` builds an ``httpx.Request`` with the client's headers and timeouts;
+    ``send(request)`` hands it straight to the :class:`AsyncioTransport` (when the client
+    has one: no proxy from the environment), else to ``client.send``. The lane skips the
+    client's per-request work, which the caller does not use: URL merging, cookies, the
+    auth and redirect flows, event hooks and httpx's INFO log line, 130 of 490 µs of CPU
+    per request through the gateway at 64 clients (A/B, one run, 2 cores). Either way the
+    response comes back unread; read or close it.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self.client, self.transport = _client(options)
+        self._timeout = self.client.timeout.as_dict()
+
+    def request(self, method: str, url: httpx.URL, **content: Any) -> httpx.Request:
+        """``httpx.Request(method, url, **content)`` (``json=``, ``content=``) with the
+        client's headers and timeouts; ``url`` is absolute."""
+        extensions = {"timeout": self._timeout}
+        return httpx.Request(
+            method, url, headers=self.client.headers, extensions=extensions, **content
+        )
+
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        if self.transport is None:
+            return await self.client.send(request, stream=True)
+        response = await self.transport.handle_async_request(request)
+        response.request = request
+        return response
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def __aenter__(self) -> Upstream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -494,3 +494,65 @@ def test_a_burst_of_64_requests_after_another_reuses_the_connections_of_the_firs
             assert upstream.connections <= 64  # none closed for being idle, none reopened
 
     run(loop, main)
+
+
+# -- custom-provider on this client ------------------------------------------------------------
+
+COMPLETION = (
+    b'{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
+    b'"message":{"role":"assistant","content":"pong"},"finish_reason":"stop"}]}'
+)
+
+
+async def provider_answer(api_url: str) -> str:
+    """One chat completion by custom-provider at ``api_url``: its text."""
+    from helixlab.kernel import Context
+    from helixlab.llm import ChatRequest, Message
+    from helixlab.plugins._provider import CustomProvider, CustomProviderConfig
+
+    plugin = CustomProvider()
+    config = CustomProviderConfig(api_url=api_url, retry_count=0, models=["m"])
+    ctx = Context("custom-provider", plugin.version, config, {})
+    plugin.init(ctx, config)
+    await plugin.start(ctx)
+    try:
+        request = ChatRequest(model="m", messages=[Message.user("ping")])
+        return (await plugin.get_provider().complete(request)).content or ""
+    finally:
+        await plugin.stop(ctx)
+
+
+@pytest.mark.parametrize("proxy", ["HTTP_PROXY", "http_proxy", "ALL_PROXY", None])
+def test_custom_provider_goes_through_a_proxy_from_the_environment_and_direct_without(
+    monkeypatch, proxy
+):
+    """With a proxy in the environment the request reaches it in absolute form (httpx's
+    own proxy transport: httpx ignores the environment once given a transport, so the
+    fast lane is not taken then); without one, the upstream gets it directly."""
+    targets: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            request = await read_request(reader)
+            targets.append(request.split(b" ")[1])
+            head = (
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+            )
+            writer.write(head % len(COMPLETION) + COMPLETION)
+            await writer.drain()
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+    async def main() -> None:
+        async with Upstream(record) as url:
+            if proxy is None:
+                assert await provider_answer(url + "/v1") == "pong"
+                assert targets == [b"/v1/chat/completions"]
+            else:
+                monkeypatch.setenv(proxy, url)
+                assert await provider_answer("http://upstream.test/v1") == "pong"
+                assert targets == [b"http://upstream.test/v1/chat/completions"]
+
+    run("asyncio", main)
