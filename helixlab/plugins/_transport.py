@@ -148,20 +148,31 @@ class _Exchange:
 
 
 def _request_bytes(request: httpx.Request, body: bytes) -> bytes:
-    """The request's head and body, as they go on the wire; LocalProtocolError if a name,
-    value or the target could break the framing (CR, LF, NUL)."""
+    """The request's head and body, as they go on the wire."""
     raw = request.headers.raw
     target = request.url.raw_path
     method = request.method.encode("ascii", "replace")
     names = b"".join(name for name, _ in raw)
     if _NOT_TOKEN.search(method + names) or _NOT_FIELD.search(b"".join(v for _, v in raw) + target):
-        raise httpx.LocalProtocolError(
-            "Illegal character in the request's method, target or headers"
-        )
+        raise httpx.LocalProtocolError(_illegal(method, target, raw))
     lines = [method + b" " + target + b" HTTP/1.1"]
     lines += [name + b": " + value for name, value in raw]
     lines.append(b"\r\n")
     return b"\r\n".join(lines) + body
+
+
+def _illegal(method: bytes, target: bytes, raw: list[tuple[bytes, bytes]]) -> str:
+    """What could break the request's framing (h11's words; a value is named, not quoted)."""
+    if _NOT_TOKEN.search(method):
+        return "Illegal method characters"
+    if _NOT_FIELD.search(target):
+        return "Illegal target characters"
+    for name, value in raw:
+        if _NOT_TOKEN.search(name):
+            return f"Illegal header name {name!r}"
+        if _NOT_FIELD.search(value):
+            return f"Illegal header value (header {name.decode('ascii')!r})"
+    return "Illegal request"  # not reached: the caller found one of the above
 
 
 async def _request_body(request: httpx.Request) -> tuple[bytes, bool]:
