@@ -407,7 +407,7 @@ def test_a_header_that_could_break_the_framing_is_refused_before_anything_is_sen
     async def main() -> None:
         upstream = Upstream(answer_ok)
         async with upstream as url, async_client(base_url=url) as client:
-            with pytest.raises(httpx.LocalProtocolError, match="Illegal header (name|value)"):
+            with pytest.raises(httpx.LocalProtocolError, match=r"Illegal header (name|value)"):
                 await client.get("/", headers=headers)
             assert upstream.connections == 0
 
