@@ -192,10 +192,10 @@ class _Pool:
     ) -> None:
         self.backend = backend
         self.context = context
-        self.max_connections = limits.max_connections or 1 << 30
-        self.max_idle = 1 << 30 if limits.max_keepalive_connections is None else (
-            limits.max_keepalive_connections
-        )  # fmt: skip
+        unbounded = 1 << 30
+        self.max_connections = limits.max_connections or unbounded
+        idle = limits.max_keepalive_connections
+        self.max_idle = unbounded if idle is None else idle
         self.expiry = limits.keepalive_expiry
         self.connections: list[_Connection11] = []  # every open one, idle or busy
         self.idle: list[_Connection11] = []
@@ -248,9 +248,11 @@ class _Pool:
                 except BaseException:
                     await stream.aclose()
                     raise
-        finally:
+        except BaseException:
             self.connecting -= 1
-            self._wake()  # a failed connect frees its slot
+            self._wake()  # a failed connect frees its slot for the next one waiting
+            raise
+        self.connecting -= 1
         connection = _Connection11(stream, origin)
         self.connections.append(connection)
         return connection

@@ -556,3 +556,27 @@ def test_custom_provider_goes_through_a_proxy_from_the_environment_and_direct_wi
                 assert targets == [b"http://upstream.test/v1/chat/completions"]
 
     run("asyncio", main)
+
+
+@LOOPS
+def test_a_failed_connect_frees_its_slot_for_the_request_waiting_on_it(loop):
+    """At the limit, a request waits for a slot; a connect that fails gives its slot back
+    at once, so the waiting request fails (or succeeds) on its own, not by pool timeout."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens once it is closed
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=1)
+        async with async_client(limits=limits, timeout=httpx.Timeout(5, pool=3)) as client:
+            started = time.monotonic()
+            results = await asyncio.gather(
+                *(client.get(f"http://127.0.0.1:{port}/") for _ in range(3)),
+                return_exceptions=True,
+            )
+            assert [type(r) for r in results] == [httpx.ConnectError] * 3
+            assert time.monotonic() - started < 2
+
+    run(loop, main)
