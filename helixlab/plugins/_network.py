@@ -23,12 +23,18 @@ import httpcore
 __all__ = ["AsyncioBackend"]
 
 
+#: Bytes a connection buffers before it stops reading from the socket until they are read
+#: (back-pressure to the upstream: a slow reader never makes the buffer grow without bound).
+HIGH_WATER = 1 << 20
+
+
 class _Connection(asyncio.Protocol):
     """One connection's bytes: a buffer, an end-of-stream flag, and who waits for either."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
+        self.paused = False
         self.eof = False
         self.error: BaseException | None = None
         self._reader: asyncio.Future[None] | None = None
@@ -40,6 +46,9 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        if len(self.buffer) > HIGH_WATER and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
         self._wake_reader()
 
     def eof_received(self) -> bool:
@@ -97,6 +106,9 @@ class _Stream(httpcore.AsyncNetworkStream):
             else:
                 data = bytes(buffer[:max_bytes])
                 del buffer[:max_bytes]
+            if conn.paused and len(buffer) <= HIGH_WATER // 2 and conn.transport is not None:
+                conn.paused = False
+                conn.transport.resume_reading()
             return data
         if conn.error is not None:
             raise httpcore.ReadError(str(conn.error) or type(conn.error).__name__)

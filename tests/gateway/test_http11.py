@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from helixlab.kernel import loop_factory
+from helixlab.plugins import _network
 from helixlab.plugins._transport import async_client
 
 LOOPS = pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
@@ -406,7 +407,7 @@ def test_a_header_that_could_break_the_framing_is_refused_before_anything_is_sen
     async def main() -> None:
         upstream = Upstream(answer_ok)
         async with upstream as url, async_client(base_url=url) as client:
-            with pytest.raises(httpx.LocalProtocolError):
+            with pytest.raises(httpx.LocalProtocolError, match=r"Illegal header (name|value)"):
                 await client.get("/", headers=headers)
             assert upstream.connections == 0
 
@@ -425,3 +426,157 @@ def test_an_idle_connection_past_its_keep_alive_expiry_is_closed_not_reused():
             assert len(client._transport.pool.connections) == 1  # the expired one closed
 
     run("asyncio", main)
+
+
+@LOOPS
+def test_a_head_that_never_ends_is_refused_at_its_limit(loop):
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        while not writer.is_closing():
+            writer.write(b"x-filler: " + b"a" * 1000 + b"\r\n")
+            await writer.drain()
+
+    async def main() -> None:
+        upstream = Upstream(then_ok(endless))
+        async with upstream as url, async_client(base_url=url, timeout=10) as client:
+            with pytest.raises(httpx.RemoteProtocolError, match="head is over"):
+                await client.get("/")
+            await ok_again(client, "/", upstream, 2)
+
+    run(loop, main)
+
+
+@LOOPS
+def test_a_slow_reader_holds_about_the_high_water_mark_not_the_whole_answer(loop, monkeypatch):
+    """Back-pressure: a connection stops reading from its socket while a megabyte waits to
+    be read, so a stream relayed to a slow client never piles up in memory."""
+    size = 16 * _network.HIGH_WATER
+    peak = 0
+    received = _network._Connection.data_received
+
+    def recording(self: _network._Connection, data: bytes) -> None:
+        nonlocal peak
+        received(self, data)
+        peak = max(peak, len(self.buffer))
+
+    monkeypatch.setattr(_network._Connection, "data_received", recording)
+
+    async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size + b"x" * size)
+        await writer.drain()
+        await answer_ok(reader, writer, n)
+
+    async def main() -> None:
+        upstream = Upstream(big)
+        async with upstream as url, async_client(base_url=url) as client:
+            total = 0
+            async with client.stream("GET", "/") as response:
+                async for part in response.aiter_raw():
+                    total += len(part)
+                    await asyncio.sleep(0.001)  # a slow client downstream
+            assert total == size
+            assert peak <= 2 * _network.HIGH_WATER
+            await ok_again(client, "/", upstream, 1)  # read to the end: kept
+
+    run(loop, main)
+
+
+@LOOPS
+def test_a_burst_of_64_requests_after_another_reuses_the_connections_of_the_first(loop):
+    async def main() -> None:
+        upstream = Upstream(answer_ok)
+        async with upstream as url, async_client(base_url=url) as client:
+            for _ in range(5):
+                answers = await asyncio.gather(*(client.get("/") for _ in range(64)))
+                assert {a.status_code for a in answers} == {200}
+            assert upstream.connections <= 64  # none closed for being idle, none reopened
+
+    run(loop, main)
+
+
+# -- custom-provider on this client ------------------------------------------------------------
+
+COMPLETION = (
+    b'{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
+    b'"message":{"role":"assistant","content":"pong"},"finish_reason":"stop"}]}'
+)
+
+
+async def provider_answer(api_url: str) -> str:
+    """One chat completion by custom-provider at ``api_url``: its text."""
+    from helixlab.kernel import Context
+    from helixlab.llm import ChatRequest, Message
+    from helixlab.plugins._provider import CustomProvider, CustomProviderConfig
+
+    plugin = CustomProvider()
+    config = CustomProviderConfig(api_url=api_url, retry_count=0, models=["m"])
+    ctx = Context("custom-provider", plugin.version, config, {})
+    plugin.init(ctx, config)
+    await plugin.start(ctx)
+    try:
+        request = ChatRequest(model="m", messages=[Message.user("ping")])
+        return (await plugin.get_provider().complete(request)).content or ""
+    finally:
+        await plugin.stop(ctx)
+
+
+@pytest.mark.parametrize("proxy", ["HTTP_PROXY", "http_proxy", "ALL_PROXY", None])
+def test_custom_provider_goes_through_a_proxy_from_the_environment_and_direct_without(
+    monkeypatch, proxy
+):
+    """With a proxy in the environment the request reaches it in absolute form (httpx's
+    own proxy transport: httpx ignores the environment once given a transport, so the
+    fast lane is not taken then); without one, the upstream gets it directly."""
+    targets: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            request = await read_request(reader)
+            targets.append(request.split(b" ")[1])
+            head = (
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+            )
+            writer.write(head % len(COMPLETION) + COMPLETION)
+            await writer.drain()
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+    async def main() -> None:
+        async with Upstream(record) as url:
+            if proxy is None:
+                assert await provider_answer(url + "/v1") == "pong"
+                assert targets == [b"/v1/chat/completions"]
+            else:
+                monkeypatch.setenv(proxy, url)
+                assert await provider_answer("http://upstream.test/v1") == "pong"
+                assert targets == [b"http://upstream.test/v1/chat/completions"]
+
+    run("asyncio", main)
+
+
+@LOOPS
+def test_a_failed_connect_frees_its_slot_for_the_request_waiting_on_it(loop):
+    """At the limit, a request waits for a slot; a connect that fails gives its slot back
+    at once, so the waiting request fails (or succeeds) on its own, not by pool timeout."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens once it is closed
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=1)
+        async with async_client(limits=limits, timeout=httpx.Timeout(5, pool=3)) as client:
+            started = time.monotonic()
+            results = await asyncio.gather(
+                *(client.get(f"http://127.0.0.1:{port}/") for _ in range(3)),
+                return_exceptions=True,
+            )
+            assert [type(r) for r in results] == [httpx.ConnectError] * 3
+            assert time.monotonic() - started < 2
+
+    run(loop, main)
