@@ -8,10 +8,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 import helixlab as hx
 
 from _fleet_support import redis_server  # noqa: F401  (the fixture, for every fleet test)
+
+# No per-example wall-clock deadline: on a loaded 2-core machine one example can take
+# longer than hypothesis's 200 ms without anything being wrong (each test bounds its own
+# waits, and pytest-timeout bounds the test).
+settings.register_profile("helixlab", deadline=None)
+settings.load_profile("helixlab")
 
 #: Short enough that a hung phase fails a test quickly, long enough for a slow CI worker.
 FAST = hx.Timeouts(init=2, start=2, stop=2, health=0.5, export_state=2, import_state=2, drain=5)
