@@ -27,6 +27,7 @@ import asyncio
 import concurrent.futures
 import copy
 import inspect
+import operator
 import weakref
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
@@ -113,22 +114,24 @@ class Operation:
         return PluginError(name, "interrupt", cause=cause)
 
 
-#: each class's phases, found once: computed per call they took two thirds of a reload of
-#: 1,000 async plugins (bench_reload: ~60 of ~90 µs per plugin); held weakly, so a class
-#: redefined in a notebook is not kept alive
-_PHASES: weakref.WeakKeyDictionary[type, tuple[frozenset[str], frozenset[str]]]
+#: each class's phases, found again only when its methods change (a notebook may assign
+#: one): computed per call they took two thirds of a reload of 1,000 async plugins
+#: (bench_reload: ~60 of ~90 µs per plugin); held weakly, so a redefined class can go
+_PHASES: weakref.WeakKeyDictionary[type, tuple[tuple, frozenset[str], frozenset[str]]]
 _PHASES = weakref.WeakKeyDictionary()
+_METHODS = operator.attrgetter(*PHASES.values())
 
 
 def phases(cls: type) -> tuple[frozenset[str], frozenset[str]]:
     """The phases ``cls`` defines itself (the others are skipped), and which are async."""
+    methods = _METHODS(cls)
     found = _PHASES.get(cls)
-    if found is None:
-        defined = frozenset(p for p, m in PHASES.items() if getattr(cls, m) is not _BASE[p])
+    if found is None or found[0] != methods:
+        defined = frozenset(p for p, m in zip(PHASES, methods, strict=True) if m is not _BASE[p])
         is_async = inspect.iscoroutinefunction
-        found = defined, frozenset(p for p in defined if is_async(getattr(cls, PHASES[p])))
-        _PHASES[cls] = found
-    return found
+        asynchronous = frozenset(p for p in defined if is_async(getattr(cls, PHASES[p])))
+        found = _PHASES[cls] = (methods, defined, asynchronous)
+    return found[1], found[2]
 
 
 def _widest(a: str, b: str) -> str:
