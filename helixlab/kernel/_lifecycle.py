@@ -1,24 +1,13 @@
-"""The runner: starting and stopping instances, each phase plain or async, under its timeout.
+"""The runner: the one way to start and to stop instances, each phase under its timeout.
 
 Work is a *job*: a generator yielding requests ``(live, phase, args, timeout)`` and
-receiving each phase's result. :meth:`Runner.start` and :meth:`Runner.stop` are the one
-way to start and to stop instances (load, reload, the restart strategy, rollback,
-abandonment, close); they group consecutive instances into jobs that run where they
-cost least:
-
-- every phase skipped (the plugin does not override it): inline, nothing to wait for;
-- only plain methods: the whole job on one worker thread (``_workers``), one hop for
-  many calls, with a watchdog per phase;
-- some ``async def`` methods: the whole job in one task of its own on the loop (a plain
-  method inside it still goes to a worker thread).
-
-Either way a phase that overruns its timeout is *abandoned*: its waiter gets a
-:class:`PluginTimeoutError` naming the plugin and phase at once, the job does nothing
-more, and nothing awaits it again (an async method that swallows ``CancelledError``
-cannot hold the kernel). Any exception a plugin method raises, ``BaseException``
-included, is a :class:`PluginError` of that plugin in that phase: it never reaches the
-loop. An abandoned ``start`` that returns later has left an instance that may be running
-but serves nobody: the runner hands it to ``late_start`` (the kernel stops it).
+receiving each phase's result. :meth:`Runner.start` and :meth:`Runner.stop` group
+consecutive instances into jobs run where they cost least: inline when every phase is
+skipped, on one worker thread (``_workers``) when the methods are plain, in one task on
+the loop when some are ``async def``. A phase past its timeout is *abandoned*: its waiter
+gets a PluginTimeoutError at once and nothing awaits it again. Any exception of a plugin,
+``BaseException`` included, is a PluginError of that plugin in that phase. An abandoned
+``start`` that returns later is handed to ``late_start`` (the kernel stops it).
 """
 
 from __future__ import annotations
@@ -350,9 +339,8 @@ class Runner:
             done[0] += 1
 
     def stop_here(self, live: Live) -> PluginError | None:
-        """:meth:`stop` in the calling thread, with no timeout (an ``async def stop`` on a
-        loop of its own): for an abandoned ``start`` that returns once the kernel is
-        closing, in a thread that serves nobody else; its loop may be gone."""
+        """:meth:`stop`'s job in the calling thread, no timeout: an abandoned ``start`` that
+        returns once the kernel is closing (its loop may be gone)."""
         try:
             self._drive_thread(self._stopping([live], [0]), Progress(), here=True)
         except PluginError as exc:
@@ -364,8 +352,8 @@ class Runner:
     async def call(
         self, live: Live, phase: str, *args: Any, timeout: float, progress: Progress | None = None
     ) -> Any:
-        """One phase of one instance (a health check, a restart's undo); errors become
-        PluginError(plugin, phase). ``progress.finished`` tells, later, whether it returned."""
+        """One phase of one instance (a health check, a restart's undo); ``progress.finished``
+        tells, later, whether it returned."""
         where = home(type(live.plugin), (phase,))
         if where == "none" and progress is not None:
             progress.finished = True
@@ -379,10 +367,7 @@ class Runner:
         interrupt: Interrupt | None = None,
     ) -> Any:
         """Drive ``job`` at ``where`` (``none``, ``thread`` or ``loop``); its return value.
-
-        ``interrupt``: an event that abandons the job at once, as a timeout would, and the
-        error its waiter then gets.
-        """
+        ``interrupt``: an event abandoning it at once, and the error its waiter then gets."""
         if where == "none":
             return _drive_inline(job)
         progress = progress or Progress()
