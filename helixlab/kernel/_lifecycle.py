@@ -215,12 +215,16 @@ class Runner:
         a job; ``initialized(name)`` (a load's event, on the loop) splits each instance's
         job after ``init``. The first failure raises its PluginError.
         """
-        wheres = []
+        steps, wheres = [], []  # each class's phases looked up once: n can be thousands
         for entry in entries:
+            defined, asynchronous = phases(entry.cls)
+            wanted = defined & {"init", "import_state", "start"}
+            where = "none" if not wanted else "loop" if wanted & asynchronous else "thread"
             old = current.get(entry.name) if states is None else None
-            where = home(entry.cls, ("init", "import_state", "start"))
-            if old is not None:
+            exports = old is not None and "export_state" in phases(type(old.plugin))[0]
+            if exports and old is not None:
                 where = _widest(where, home(type(old.plugin), ("export_state",)))
+            steps.append((entry, old if exports else None, defined))
             wheres.append(where)
         i = 0
         while i < len(entries):
@@ -232,12 +236,12 @@ class Runner:
                 j += 1
             made: dict[str, Live] = {}
             try:
-                job = self._starting(entries[i:j], current, new, made, states, initialized)
+                job = self._starting(steps[i:j], current, new, made, states, initialized)
                 await self.run(job, where, interrupt=interrupt)
                 if initialized is not None:
                     name, live = entries[i].name, made[entries[i].name]
                     initialized(name)
-                    rest = self._phases(live, ("start",), None)
+                    rest = self._phases(live, steps[i][2], ("start",), None)
                     await self.run(rest, home(entries[i].cls, ("start",)), interrupt=interrupt)
                     new[name] = live
             except BaseException:
@@ -249,35 +253,33 @@ class Runner:
 
     def _starting(
         self,
-        entries: list[Entry],
+        steps: list[tuple[Entry, Live | None, frozenset[str]]],
         current: Mapping[str, Live],
         new: dict[str, Live],
         made: dict[str, Live],
         states: Mapping[str, Any] | None,
         initialized: Callable[[str], Any] | None,
     ) -> Job:
-        for entry in entries:
-            old = current.get(entry.name)
+        for entry, exporting, defined in steps:
             state = states.get(entry.name) if states is not None else None
-            if states is None and old is not None and "export_state" in phases(type(old.plugin))[0]:
-                request = (old, "export_state", (), self.timeouts.export_state)
-                state = yield request
-            handover = old is not None or states is not None
+            if exporting is not None:
+                state = yield (exporting, "export_state", (), self.timeouts.export_state)
+            handover = states is not None or entry.name in current
             live = self.new_live(entry, current, new, handover)
             made[entry.name] = live
             if initialized is not None:
-                yield from self._phases(live, ("init",), None)
+                yield from self._phases(live, defined, ("init",), None)
                 return
-            yield from self._phases(live, ("init", "import_state", "start"), fresh_copy(state))
+            yield from self._phases(live, defined, ("init", "import_state", "start"), state)
             new[entry.name] = live
 
-    def _phases(self, live: Live, wanted: tuple[str, ...], state: Any) -> Job:
+    def _phases(self, live: Live, defined: frozenset[str], wanted: tuple, state: Any) -> Job:
         """The ``wanted`` phases that ``live``'s class defines, in order."""
-        t, defined = self.timeouts, phases(type(live.plugin))[0]
+        t = self.timeouts
         if "init" in wanted and "init" in defined:
             yield (live, "init", (live.ctx, live.config), t.init)
         if "import_state" in wanted and state is not None and "import_state" in defined:
-            yield (live, "import_state", (state,), t.import_state)
+            yield (live, "import_state", (fresh_copy(state),), t.import_state)
         if "start" in wanted and "start" in defined:
             yield (live, "start", (live.ctx,), t.start)
 
@@ -317,12 +319,15 @@ class Runner:
             batch = todo[:1] if each else todo
             if each:
                 each[0](batch[0])
-            where = "none"
+            where, stops = "none", []
             for live in batch:
-                where = _widest(where, home(type(live.plugin), ("stop",)))
+                defined, asynchronous = phases(type(live.plugin))
+                stops.append("stop" in defined)
+                if "stop" in defined:
+                    where = _widest(where, "loop" if "stop" in asynchronous else "thread")
             done = [0]
             try:
-                await self.run(self._stopping(batch, done), where)
+                await self.run(self._stopping(batch, done, stops), where)
             except PluginError as exc:
                 failed(batch[done[0]], exc)
                 errors.append(exc)
@@ -332,9 +337,9 @@ class Runner:
             todo = todo[len(batch) if each else done[0] :]
         return errors
 
-    def _stopping(self, lives: list[Live], done: list[int]) -> Job:
-        for live in lives:
-            if "stop" in phases(type(live.plugin))[0]:
+    def _stopping(self, lives: list[Live], done: list[int], stops: list[bool]) -> Job:
+        for live, stops_it in zip(lives, stops, strict=True):
+            if stops_it:
                 yield (live, "stop", (live.ctx,), self.timeouts.stop)
             done[0] += 1
 
@@ -342,7 +347,8 @@ class Runner:
         """:meth:`stop`'s job in the calling thread, no timeout: an abandoned ``start`` that
         returns once the kernel is closing (its loop may be gone)."""
         try:
-            self._drive_thread(self._stopping([live], [0]), Progress(), here=True)
+            stops = ["stop" in phases(type(live.plugin))[0]]
+            self._drive_thread(self._stopping([live], [0], stops), Progress(), here=True)
         except PluginError as exc:
             return exc
         return None
