@@ -95,11 +95,7 @@ class Kernel:
     """
 
     def __init__(
-        self,
-        *,
-        timeouts: Timeouts | None = None,
-        event_log_size: int = 1000,
-        loop: str = "asyncio",
+        self, *, timeouts: Timeouts | None = None, event_log_size: int = 1000, loop: str = "asyncio"
     ):
         self.timeouts = timeouts or Timeouts()
         self._thread = LoopThread(kind=loop)
@@ -191,13 +187,26 @@ class Kernel:
 
     async def adiscover(self, path: str | os.PathLike) -> list[str]:
         """Register every plugin found in a plugins directory; returns their names."""
-        units = _discovery.plugin_units(Path(path))
         self._book.looked.append(f"plugins directory {Path(path).resolve()}")
         found = []
-        for unit in units:
+        for unit in _discovery.plugin_units(Path(path)):
             classes, prints = await self.aimport_unit(unit.root, unit.path)
-            found.append((unit, prints, classes))
-        return await self._ops.arun(self._ops.locked(self._register_found(found)))
+            found += [(unit, prints[cls.name], cls) for cls in classes]
+
+        async def register() -> list[str]:  # unit and content recorded: the watcher then
+            return [  # refuses a rename and takes a save of the same content as no change
+                self._register_now(
+                    cls,
+                    origin="file",
+                    source=str(unit.path),
+                    unit=str(unit.root),
+                    fingerprint=fingerprint,
+                )
+                for unit, fingerprint, cls in found
+                if cls.name not in self._book.registry
+            ]
+
+        return await self._ops.arun(self._ops.locked(register()))
 
     discover = blocking(adiscover)
 
@@ -205,12 +214,8 @@ class Kernel:
         self, root: str | os.PathLike, path: str | os.PathLike, *, timeout: float = IMPORT_TIMEOUT
     ) -> tuple[list[type[Plugin]], dict[str, Fingerprint]]:
         """Import a plugin file or package (``root``; ``path`` the file defining the plugins)
-        as a plugins directory holds it: its plugin classes, and each one's fingerprint.
-
-        The import runs on the kernel's worker threads: after ``timeout`` seconds the caller
-        gets a PluginTimeoutError (phase ``import``) and the import is left to its thread;
-        while it has not returned, importing the same content again is refused at once.
-        The file watcher imports this way, and so does the gateway's admin API.
+        as a plugins directory holds it: its classes and their fingerprints. On a worker
+        thread, under ``timeout`` (see ``_imports``): the watcher and the admin API import so.
         """
         root_, path_ = Path(root), Path(path)
         unit = _discovery.Unit(root_.stem if root_.is_file() else root_.name, path_, root_)
@@ -236,23 +241,6 @@ class Kernel:
         """``fn()`` — re-importing ``module`` for plugin ``name`` — as :meth:`aimport_unit`
         runs an import: on a worker thread, under ``timeout``, one stuck import at a time."""
         return await self._ops.arun(self._imports.run(module, "", name, module, fn, timeout))
-
-    async def _register_found(self, found: list) -> list[str]:
-        names = []
-        for unit, prints, classes in found:
-            for cls in classes:
-                if cls.name not in self._book.registry:
-                    # unit and content recorded: the file watcher then refuses a rename
-                    # and takes a save of unchanged content as no change
-                    name = self._register_now(
-                        cls,
-                        origin="file",
-                        source=str(unit.path),
-                        unit=str(unit.root),
-                        fingerprint=prints[cls.name],
-                    )
-                    names.append(name)
-        return names
 
     @exclusive
     async def adiscover_entry_points(self, group: str = "helixlab.plugins") -> list[str]:
@@ -286,12 +274,9 @@ class Kernel:
 
     @exclusive
     async def aload_all(self) -> LoadReport:
-        """Init and start every enabled plugin in dependency order.
-
-        A plugin that fails is marked failed; plugins that need it are skipped (the report
-        says why); the others keep loading. A plugin configured but never registered is a
-        ConfigError (with its file and line), before anything starts.
-        """
+        """Init and start every enabled plugin in dependency order. One that fails is
+        marked failed, those that need it skipped (the report says why), the others load.
+        A plugin configured but never registered is a ConfigError first (file and line)."""
         error = _reload.unregistered(self._book)
         if error is not None:
             raise error
@@ -345,16 +330,9 @@ class Kernel:
     async def aprepare(
         self, change: Change, *, timeout: float | None = PREPARE_TIMEOUT
     ) -> PreparedReload:
-        """Make ``change`` up to its swap and hold it there: a :class:`PreparedReload`.
-
-        The new instances are started aside and the next generation is built, exactly as
-        :meth:`apply` does, then the kernel waits (holding its operation lock) for
-        ``prepared.commit()`` (swap, drain, stop the old; the ReloadReport) or
-        ``prepared.abort()`` (roll back as a failed reload). After ``timeout`` seconds
-        without either it aborts by itself. A failure while preparing rolls back and
-        raises ReloadError, as :meth:`apply` does. Plugins new to the kernel are
-        registered and loaded by ``commit()``, after the swap.
-        """
+        """:meth:`apply` up to its swap, held there (with the operation lock): a
+        :class:`PreparedReload` to ``commit()`` or ``abort()``; after ``timeout`` seconds
+        without either it aborts by itself. New plugins are loaded by ``commit()``."""
         change = await self._imported(change)
         return await self._ops.arun(self._ops.hold(lambda: self._transaction(change), timeout))
 
@@ -495,10 +473,8 @@ class Kernel:
                 self._end_closing()
 
     def close(self) -> None:
-        """Stop everything (dependents first), the watchers and servers, then the loop.
-
-        Operations queued behind it, and any started later, raise KernelClosedError.
-        """
+        """Stop everything (dependents first), the watchers and servers, then the loop;
+        operations queued behind it, and any started later, raise KernelClosedError."""
         if not self._ops.closed:
             self._begin_closing("close() was called")
             try:  # an interrupt does not cut it short: close stops everything, then re-raises
@@ -521,10 +497,8 @@ class Kernel:
         self._thread.stop()
 
     def _started_late(self, live: Live) -> None:
-        """Where an abandoned ``start`` returned (a worker thread, or the loop): stop that
-        instance. While the kernel is open, on the loop as any stop; once it is closing, a
-        worker thread stops it itself, as the loop may stop before a queued stop ran (a
-        stop queued earlier runs before ``_shutdown``, which waits for it)."""
+        """Stop an instance whose abandoned ``start`` returned: on the loop, or, once the
+        kernel is closing, in the worker thread it returned in (the loop may be gone)."""
         with self._late_lock:
             if not self._ops.closing or self._thread.in_loop():
                 self._thread.call_soon(self._stop_late, live)
@@ -595,12 +569,8 @@ class Kernel:
         return self._thread.running
 
     def run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
-        """Run ``coro`` on the kernel's loop and wait for its result, from any other thread.
-
-        Where the gateway and the plugins run: a test or a check awaits a provider there.
-        After ``timeout`` seconds the work is cancelled and TimeoutError raised. An
-        interrupt (Jupyter's button) cancels it too.
-        """
+        """Run ``coro`` on the kernel's loop (where the gateway and plugins run) and wait,
+        from any other thread; after ``timeout`` seconds (or an interrupt) it is cancelled."""
         if timeout is not None:
             coro = asyncio.wait_for(coro, timeout)
         return self._thread.run(coro)
@@ -640,12 +610,9 @@ class Kernel:
         return self._book.state(self._book.registry[name].name)
 
     def guards(self) -> tuple[str, ...]:
-        """The enabled plugins that guard requests (``required``, e.g. custom-auth), by name.
-
-        The gateway serves a request only on a generation where every one of them is live;
-        otherwise it answers 503 naming the plugin and why (fail closed). A plugin the
-        configuration marks ``required: true`` that nothing registered (its file failed to
-        import, or it is not discovered yet) guards too: it is not serving.
+        """The enabled plugins that guard requests (``required``, e.g. custom-auth): the
+        gateway serves only on a generation where each is live, else 503 (fail closed). One
+        configured ``required: true`` that nothing registered guards too: it is not serving.
         """
         registry = self._book.registry
         pending = [n for n, s in list(self._book.pending.items()) if s.required and s.enabled]
@@ -670,12 +637,9 @@ class Kernel:
     def add_builder(
         self, key: str, builder: Callable[[Mapping[str, Plugin], Any], Any]
     ) -> Callable:
-        """Derive ``lease().extras[key]`` from every new live set, built before each swap.
-
-        ``builder(instances, graph)`` gets the running instances and the DependencyGraph
-        (load order, priorities) of the generation it builds; raising refuses that
-        generation (a reload then rolls back).
-        """
+        """Derive ``lease().extras[key]`` from every new live set, built before each swap:
+        ``builder(instances, graph)`` (the generation's DependencyGraph); raising refuses
+        that generation (a reload then rolls back)."""
         remove = self._pool.add_builder(key, builder)
 
         async def rebuild() -> None:
@@ -687,13 +651,9 @@ class Kernel:
     def add_verifier(
         self, key: str, verifier: Callable[[Any, Mapping[str, Entry]], Awaitable[None]]
     ) -> Callable[[], None]:
-        """Before a reload swaps its new generation in, ``await verifier(generation, changed)``.
-
-        ``generation.extras`` holds what the builders built for it (the gateway's chain);
-        ``changed`` maps each plugin it replaces to its new registry entry. Raising (a
-        PluginError names the plugin and the phase) refuses the swap: the reload rolls
-        back, the old set serves.
-        """
+        """Before a reload swaps its new generation in, ``await verifier(generation, changed)``
+        (``changed``: each plugin it replaces -> its new registry entry); raising (a
+        PluginError naming plugin and phase) refuses the swap: the old set serves."""
         return self._pool.add_verifier(key, verifier)
 
     def info(self) -> list[PluginInfo]:
@@ -734,11 +694,8 @@ class Kernel:
         return rows
 
     async def alook_health(self) -> dict[str, HealthStatus]:
-        """``ahealth`` without recording: no events, ``info()`` unchanged.
-
-        A dashboard's or a live check panel's background look, so that what a notebook
-        prints never depends on when such a look happened to run.
-        """
+        """``ahealth`` without recording (no events, ``info()`` unchanged): a dashboard's
+        background look, so that what a notebook prints never depends on when it ran."""
         return await self._ops.arun(self._checks.run(record=False))
 
     look_health = blocking(alook_health)
@@ -771,12 +728,8 @@ class Kernel:
     # -- gateway --------------------------------------------------------------------------
 
     def serve(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> Any:
-        """Serve the OpenAI-compatible gateway built from the live plugins, on the kernel's loop.
-
-        Returns a handle with ``url`` and ``stop()``; closing the kernel stops it too. (The
-        gateway's ``serve(kernel, ...)``, found through :data:`SERVERS`: the kernel does not
-        import the gateway.)
-        """
+        """Serve the OpenAI-compatible gateway of the live plugins on the kernel's loop: a
+        handle with ``url`` and ``stop()`` (the gateway's ``serve``, found through SERVERS)."""
         return _server("serve")(self, host=host, port=port, **options)
 
     async def aserve(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> Any:

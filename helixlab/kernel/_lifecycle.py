@@ -1,24 +1,13 @@
-"""The runner: starting and stopping instances, each phase plain or async, under its timeout.
+"""The runner: the one way to start and to stop instances, each phase under its timeout.
 
 Work is a *job*: a generator yielding requests ``(live, phase, args, timeout)`` and
-receiving each phase's result. :meth:`Runner.start` and :meth:`Runner.stop` are the one
-way to start and to stop instances (load, reload, the restart strategy, rollback,
-abandonment, close); they group consecutive instances into jobs that run where they
-cost least:
-
-- every phase skipped (the plugin does not override it): inline, nothing to wait for;
-- only plain methods: the whole job on one worker thread (``_workers``), one hop for
-  many calls, with a watchdog per phase;
-- some ``async def`` methods: the whole job in one task of its own on the loop (a plain
-  method inside it still goes to a worker thread).
-
-Either way a phase that overruns its timeout is *abandoned*: its waiter gets a
-:class:`PluginTimeoutError` naming the plugin and phase at once, the job does nothing
-more, and nothing awaits it again (an async method that swallows ``CancelledError``
-cannot hold the kernel). Any exception a plugin method raises, ``BaseException``
-included, is a :class:`PluginError` of that plugin in that phase: it never reaches the
-loop. An abandoned ``start`` that returns later has left an instance that may be running
-but serves nobody: the runner hands it to ``late_start`` (the kernel stops it).
+receiving each phase's result. :meth:`Runner.start` and :meth:`Runner.stop` group
+consecutive instances into jobs run where they cost least: inline when every phase is
+skipped, on one worker thread (``_workers``) when the methods are plain, in one task on
+the loop when some are ``async def``. A phase past its timeout is *abandoned*: its waiter
+gets a PluginTimeoutError at once and nothing awaits it again. Any exception of a plugin,
+``BaseException`` included, is a PluginError of that plugin in that phase. An abandoned
+``start`` that returns later is handed to ``late_start`` (the kernel stops it).
 """
 
 from __future__ import annotations
@@ -27,6 +16,7 @@ import asyncio
 import concurrent.futures
 import copy
 import inspect
+import operator
 import weakref
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
@@ -113,22 +103,24 @@ class Operation:
         return PluginError(name, "interrupt", cause=cause)
 
 
-#: each class's phases, found once: computed per call they took two thirds of a reload of
-#: 1,000 async plugins (bench_reload: ~60 of ~90 µs per plugin); held weakly, so a class
-#: redefined in a notebook is not kept alive
-_PHASES: weakref.WeakKeyDictionary[type, tuple[frozenset[str], frozenset[str]]]
+#: each class's phases, found again only when its methods change (a notebook may assign
+#: one): computed per call they took two thirds of a reload of 1,000 async plugins
+#: (bench_reload: ~60 of ~90 µs per plugin); held weakly, so a redefined class can go
+_PHASES: weakref.WeakKeyDictionary[type, tuple[tuple, frozenset[str], frozenset[str]]]
 _PHASES = weakref.WeakKeyDictionary()
+_METHODS = operator.attrgetter(*PHASES.values())
 
 
 def phases(cls: type) -> tuple[frozenset[str], frozenset[str]]:
     """The phases ``cls`` defines itself (the others are skipped), and which are async."""
+    methods = _METHODS(cls)
     found = _PHASES.get(cls)
-    if found is None:
-        defined = frozenset(p for p, m in PHASES.items() if getattr(cls, m) is not _BASE[p])
+    if found is None or found[0] != methods:
+        defined = frozenset(p for p, m in zip(PHASES, methods, strict=True) if m is not _BASE[p])
         is_async = inspect.iscoroutinefunction
-        found = defined, frozenset(p for p in defined if is_async(getattr(cls, PHASES[p])))
-        _PHASES[cls] = found
-    return found
+        asynchronous = frozenset(p for p in defined if is_async(getattr(cls, PHASES[p])))
+        found = _PHASES[cls] = (methods, defined, asynchronous)
+    return found[1], found[2]
 
 
 def _widest(a: str, b: str) -> str:
@@ -223,12 +215,16 @@ class Runner:
         a job; ``initialized(name)`` (a load's event, on the loop) splits each instance's
         job after ``init``. The first failure raises its PluginError.
         """
-        wheres = []
+        steps, wheres = [], []  # each class's phases looked up once: n can be thousands
         for entry in entries:
+            defined, asynchronous = phases(entry.cls)
+            wanted = defined & {"init", "import_state", "start"}
+            where = "none" if not wanted else "loop" if wanted & asynchronous else "thread"
             old = current.get(entry.name) if states is None else None
-            where = home(entry.cls, ("init", "import_state", "start"))
-            if old is not None:
+            exports = old is not None and "export_state" in phases(type(old.plugin))[0]
+            if exports and old is not None:
                 where = _widest(where, home(type(old.plugin), ("export_state",)))
+            steps.append((entry, old if exports else None, defined))
             wheres.append(where)
         i = 0
         while i < len(entries):
@@ -240,12 +236,12 @@ class Runner:
                 j += 1
             made: dict[str, Live] = {}
             try:
-                job = self._starting(entries[i:j], current, new, made, states, initialized)
+                job = self._starting(steps[i:j], current, new, made, states, initialized)
                 await self.run(job, where, interrupt=interrupt)
                 if initialized is not None:
                     name, live = entries[i].name, made[entries[i].name]
                     initialized(name)
-                    rest = self._phases(live, ("start",), None)
+                    rest = self._phases(live, steps[i][2], ("start",), None)
                     await self.run(rest, home(entries[i].cls, ("start",)), interrupt=interrupt)
                     new[name] = live
             except BaseException:
@@ -257,35 +253,33 @@ class Runner:
 
     def _starting(
         self,
-        entries: list[Entry],
+        steps: list[tuple[Entry, Live | None, frozenset[str]]],
         current: Mapping[str, Live],
         new: dict[str, Live],
         made: dict[str, Live],
         states: Mapping[str, Any] | None,
         initialized: Callable[[str], Any] | None,
     ) -> Job:
-        for entry in entries:
-            old = current.get(entry.name)
+        for entry, exporting, defined in steps:
             state = states.get(entry.name) if states is not None else None
-            if states is None and old is not None and "export_state" in phases(type(old.plugin))[0]:
-                request = (old, "export_state", (), self.timeouts.export_state)
-                state = yield request
-            handover = old is not None or states is not None
+            if exporting is not None:
+                state = yield (exporting, "export_state", (), self.timeouts.export_state)
+            handover = states is not None or entry.name in current
             live = self.new_live(entry, current, new, handover)
             made[entry.name] = live
             if initialized is not None:
-                yield from self._phases(live, ("init",), None)
+                yield from self._phases(live, defined, ("init",), None)
                 return
-            yield from self._phases(live, ("init", "import_state", "start"), fresh_copy(state))
+            yield from self._phases(live, defined, ("init", "import_state", "start"), state)
             new[entry.name] = live
 
-    def _phases(self, live: Live, wanted: tuple[str, ...], state: Any) -> Job:
+    def _phases(self, live: Live, defined: frozenset[str], wanted: tuple, state: Any) -> Job:
         """The ``wanted`` phases that ``live``'s class defines, in order."""
-        t, defined = self.timeouts, phases(type(live.plugin))[0]
+        t = self.timeouts
         if "init" in wanted and "init" in defined:
             yield (live, "init", (live.ctx, live.config), t.init)
         if "import_state" in wanted and state is not None and "import_state" in defined:
-            yield (live, "import_state", (state,), t.import_state)
+            yield (live, "import_state", (fresh_copy(state),), t.import_state)
         if "start" in wanted and "start" in defined:
             yield (live, "start", (live.ctx,), t.start)
 
@@ -325,12 +319,15 @@ class Runner:
             batch = todo[:1] if each else todo
             if each:
                 each[0](batch[0])
-            where = "none"
+            where, stops = "none", []
             for live in batch:
-                where = _widest(where, home(type(live.plugin), ("stop",)))
+                defined, asynchronous = phases(type(live.plugin))
+                stops.append("stop" in defined)
+                if "stop" in defined:
+                    where = _widest(where, "loop" if "stop" in asynchronous else "thread")
             done = [0]
             try:
-                await self.run(self._stopping(batch, done), where)
+                await self.run(self._stopping(batch, done, stops), where)
             except PluginError as exc:
                 failed(batch[done[0]], exc)
                 errors.append(exc)
@@ -340,18 +337,18 @@ class Runner:
             todo = todo[len(batch) if each else done[0] :]
         return errors
 
-    def _stopping(self, lives: list[Live], done: list[int]) -> Job:
-        for live in lives:
-            if "stop" in phases(type(live.plugin))[0]:
+    def _stopping(self, lives: list[Live], done: list[int], stops: list[bool]) -> Job:
+        for live, stops_it in zip(lives, stops, strict=True):
+            if stops_it:
                 yield (live, "stop", (live.ctx,), self.timeouts.stop)
             done[0] += 1
 
     def stop_here(self, live: Live) -> PluginError | None:
-        """:meth:`stop` in the calling thread, with no timeout (an ``async def stop`` on a
-        loop of its own): for an abandoned ``start`` that returns once the kernel is
-        closing, in a thread that serves nobody else; its loop may be gone."""
+        """:meth:`stop`'s job in the calling thread, no timeout: an abandoned ``start`` that
+        returns once the kernel is closing (its loop may be gone)."""
         try:
-            self._drive_thread(self._stopping([live], [0]), Progress(), here=True)
+            stops = ["stop" in phases(type(live.plugin))[0]]
+            self._drive_thread(self._stopping([live], [0], stops), Progress(), here=True)
         except PluginError as exc:
             return exc
         return None
@@ -361,8 +358,8 @@ class Runner:
     async def call(
         self, live: Live, phase: str, *args: Any, timeout: float, progress: Progress | None = None
     ) -> Any:
-        """One phase of one instance (a health check, a restart's undo); errors become
-        PluginError(plugin, phase). ``progress.finished`` tells, later, whether it returned."""
+        """One phase of one instance (a health check, a restart's undo); ``progress.finished``
+        tells, later, whether it returned."""
         where = home(type(live.plugin), (phase,))
         if where == "none" and progress is not None:
             progress.finished = True
@@ -376,10 +373,7 @@ class Runner:
         interrupt: Interrupt | None = None,
     ) -> Any:
         """Drive ``job`` at ``where`` (``none``, ``thread`` or ``loop``); its return value.
-
-        ``interrupt``: an event that abandons the job at once, as a timeout would, and the
-        error its waiter then gets.
-        """
+        ``interrupt``: an event abandoning it at once, and the error its waiter then gets."""
         if where == "none":
             return _drive_inline(job)
         progress = progress or Progress()

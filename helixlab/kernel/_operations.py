@@ -35,7 +35,7 @@ _INSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar("helixlab_inside"
 
 
 def exclusive(impl: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
-    """A public async method from ``impl``: it runs on the kernel's loop, one at a time."""
+    """A public async method from ``impl``: on the kernel's loop, one at a time."""
 
     @functools.wraps(impl)
     async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -203,16 +203,9 @@ class Operations:
 
 
 class PreparedReload:
-    """A change prepared up to its swap: the new instances run aside, nothing swapped yet.
-
-    Made by :meth:`Kernel.prepare` (and ``prepare_reload``, ``prepare_configure``,
-    ``prepare_apply_config``, ``prepare_define``). It holds the kernel's operation lock:
-    no other lifecycle operation runs until :meth:`commit` (swap, drain, stop the old;
-    returns the ReloadReport) or :meth:`abort` (roll back as a failed reload does). If
-    neither comes within ``timeout`` seconds it aborts by itself. As a context manager
-    (``with kernel.prepare_reload("a") as prepared: ... prepared.commit()``) leaving the
-    block without a commit aborts.
-    """
+    """A change prepared up to its swap (:meth:`Kernel.prepare`): the new instances run
+    aside and the kernel's operation lock is held until :meth:`commit` or :meth:`abort`, or
+    until ``timeout`` aborts it. As a context manager, leaving without a commit aborts."""
 
     def __init__(self, ops: Operations, transaction: Transaction, timeout: float | None):
         self._ops = ops
@@ -297,11 +290,8 @@ class PreparedReload:
 
 
 def _how_it_ended(submission: Submission) -> ReloadInterrupted | None:
-    """The one-line interrupt of a reload that ended after its caller pressed interrupt.
-
-    None when there is nothing to say beyond the interrupt: the work never began, was a
-    load or a close, or is still running (a second interrupt stopped the waiting).
-    """
+    """The one-line interrupt of a reload that ended after its caller pressed interrupt;
+    None if there is nothing more to say (not begun, a load or close, still running)."""
     future = submission.future
     if not future.done() or future.cancelled():
         return None

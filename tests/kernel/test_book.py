@@ -117,3 +117,22 @@ def test_what_another_layer_emits_is_masked(text):
     b.emit("file_error", "p", detail=f"bad.py: {text}", error=text)
     event = events.events()[-1]
     assert SECRET not in event.detail and SECRET not in (event.error or "")
+
+
+def test_a_public_operation_masks_its_result_or_error_once(kernel, make_plugin, monkeypatch):
+    kernel.register(make_plugin("p"))
+    kernel.load_all()
+    masked: list[object] = []
+    real = kernel._secrets.mask
+    monkeypatch.setattr(kernel._secrets, "mask", lambda obj: masked.append(obj) or real(obj))
+    assert kernel.reload("p").ok
+    assert [type(m).__name__ for m in masked] == ["ReloadReport"]  # sync twin over async
+    masked.clear()
+
+    async def start(self, ctx):
+        raise RuntimeError(f"refused {SECRET}")
+
+    with pytest.raises(hx.ReloadError) as caught:
+        kernel.reload(make_plugin("p", start=start))
+    assert [type(m).__name__ for m in masked] == ["ReloadError"]
+    assert SECRET not in str(caught.value) and SECRET not in caught.value.report.error

@@ -399,3 +399,19 @@ def test_redefining_an_unchanged_plugin_with_a_pydantic_config_reloads_nothing(k
     assert report.order == [] and kernel.get("sized") is first  # unchanged code: left alone
     report = kernel.define(cell(default=4), source="cell 1", unit="cell-1")
     assert report.order == ["sized"] and kernel.get("sized").size == 4
+
+
+def test_a_phase_assigned_to_a_class_after_its_load_runs_in_the_next_reload(kernel):
+    class Store(hx.Plugin):
+        name = "store"
+
+    kernel.register(Store)
+    kernel.load_all()
+
+    def start(self, ctx):
+        raise RuntimeError("disk full")
+
+    Store.start = start  # what a notebook cell may do
+    with pytest.raises(ReloadError, match="disk full"):
+        kernel.reload("store")
+    assert kernel.state("store") == hx.PluginState.ACTIVE

@@ -1,5 +1,6 @@
-"""kernel/_stored.py: a new class refused only because of a value stored for its plugin
-earlier says so, names the value and where it was set, and the command that clears it."""
+"""kernel/_reload.py's stored_value_refusal: a new class refused only because of a value
+stored for its plugin earlier says so, names the value and where it was set, and the
+command that clears it."""
 
 from __future__ import annotations
 
