@@ -139,6 +139,10 @@ class Registry:
         default_factory=lambda: DependencyGraph({}), compare=False, repr=False
     )
 
+    def __post_init__(self) -> None:  # Registry(entries) would know none of their secrets
+        if len(self.dependencies) != len(self.entries):
+            raise TypeError("make a registry of entries with Registry.of(entries)")
+
     @classmethod
     def of(cls, entries: Mapping[str, Entry]) -> Registry:
         secrets = frozenset().union(*(e.secrets for e in entries.values()))
