@@ -314,36 +314,32 @@ def _feed(h: Any, value: object, depth: int = 0) -> None:
         return
     if isinstance(value, staticmethod | classmethod):
         value = value.__func__
+    parts: Iterable[object]
     if isinstance(value, property):
-        for part in (value.fget, value.fset, value.fdel):
-            _feed(h, part, depth + 1)
-        return
-    if isinstance(value, types.FunctionType):
-        _feed(h, value.__code__, depth + 1)
-        _feed(h, value.__defaults__, depth + 1)
-        return
-    if isinstance(value, types.CodeType):
+        parts = (value.fget, value.fset, value.fdel)
+    elif isinstance(value, types.FunctionType):
+        parts = (value.__code__, value.__defaults__)
+    elif isinstance(value, types.CodeType):
         h.update(value.co_code)
         h.update(repr(value.co_names).encode())
-        for const in value.co_consts:
-            _feed(h, const, depth + 1)
-        return
-    if isinstance(value, type):
+        parts = value.co_consts
+    elif isinstance(value, tuple | list | frozenset | set):
+        parts = sorted(map(repr, value)) if isinstance(value, set | frozenset) else value
+    elif isinstance(value, type):
         h.update(f"{value.__module__}.{value.__qualname__}".encode())
         mine = not value.__module__.startswith(("builtins", "pydantic", "typing", "helixlab"))
         if mine and depth < 3:
             h.update(object_digest(value).encode())
         return
-    if isinstance(value, tuple | list | frozenset | set):
-        items = sorted(map(repr, value)) if isinstance(value, set | frozenset) else value
-        for item in items:
-            _feed(h, item, depth + 1)
+    else:
+        try:
+            text = repr(value)
+        except Exception:  # a value whose repr fails: its type stands for it
+            text = type(value).__qualname__
+        h.update(_ADDRESS.sub("", text).encode())
         return
-    try:
-        text = repr(value)
-    except Exception:  # a value whose repr fails: its type stands for it
-        text = type(value).__qualname__
-    h.update(_ADDRESS.sub("", text).encode())
+    for part in parts:
+        _feed(h, part, depth + 1)
 
 
 #: what makes two reprs of equal values differ between runs: object addresses

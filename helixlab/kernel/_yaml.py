@@ -214,8 +214,13 @@ class Reader:
                 explicit.append((key_node, value_node))
         entries: dict[Any, tuple[yaml.Node, yaml.Node]] = {}
         for i, (key_node, value_node) in enumerate(explicit + merged):
-            key = self.key(key_node, plugin, path, raw=raw)
-            if key is _FAILED:
+            if isinstance(key_node, _ValueNode):
+                key = key_node.python
+            elif isinstance(key_node, yaml.ScalarNode):
+                key = key_node.value if raw else self.construct(key_node, plugin, path)
+            else:
+                message = f"keys must be plain values, not {self.describe(key_node)}."
+                self.report(message, key_node, plugin=plugin, path=path)
                 continue
             if key in entries and i < len(explicit):
                 first = self.line(entries[key][0])
@@ -260,15 +265,6 @@ class Reader:
             )
             self.report(message, node, plugin=plugin)
         return self._budget >= 0
-
-    def key(self, node: yaml.Node, plugin: str | None, path: tuple, *, raw: bool) -> Any:
-        if isinstance(node, _ValueNode):
-            return node.python
-        if not isinstance(node, yaml.ScalarNode):
-            message = f"keys must be plain values, not {self.describe(node)}."
-            self.report(message, node, plugin=plugin, path=path)
-            return _FAILED
-        return node.value if raw else self.construct(node, plugin, path)
 
     def value(
         self, node: yaml.Node, plugin: str | None, path: tuple, lines: dict, *, retype=False

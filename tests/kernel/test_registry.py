@@ -79,3 +79,17 @@ def test_registries_derived_from_one_share_no_contents():
     assert list(base) == ["a"] and list(left) == ["a", "b"] and list(right) == ["a", "c"]
     assert "b" not in base and "b" not in right and "c" not in left
     assert list(left.without("a")) == ["b"] and list(left) == ["a", "b"]
+
+
+def test_a_registry_is_made_of_entries_only_with_what_they_hold():
+    """Registry.of finds the entries' secrets and guards; Registry(entries) would miss them."""
+    from helixlab.kernel._config import parse_config
+    from helixlab.kernel._registry import Registry
+
+    keyed = type("K", (hx.Plugin,), {"name": "k", "config_model": dict, "required": True})
+    spec = parse_config("plugins:\n  k:\n    config: {api_key: sk-secret-1}\n").plugins["k"]
+    registry = Registry().added(keyed, spec=spec)
+    assert "sk-secret-1" in registry.secrets and registry.guards == ("k",)
+    assert Registry.of(dict(registry.entries)).secrets == registry.secrets
+    with pytest.raises(TypeError, match=r"Registry\.of"):
+        Registry(dict(registry.entries))
