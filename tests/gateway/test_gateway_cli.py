@@ -139,14 +139,18 @@ class Loud(hx.Plugin):
 '''
 
 
-def test_serve_masks_every_log_line_from_the_first(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_masks_every_log_line_from_the_first(tmp_path: Path, workers: int, request) -> None:
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / "loud.py").write_text(LOUD)
     config = tmp_path / "plugins.yaml"
     config.write_text(
         "plugins:\n  loud:\n    config:\n      api_key: sk-log-never-0123\n  custom-provider: {}\n"
     )
-    process = helixlab_cli("serve", str(config), "--port", "0", "--plugins", "plugins",
+    fleet = []  # 2: a fleet's workers log it (one process each), on a redis-server of its own
+    if workers > 1:
+        fleet = ["--workers", str(workers), "--redis", request.getfixturevalue("redis_server").url]
+    process = helixlab_cli("serve", str(config), "--port", "0", "--plugins", "plugins", *fleet,
                            cwd=tmp_path)  # fmt: skip
     try:
         assert process.stdout.readline().startswith("http://")
@@ -155,5 +159,5 @@ def test_serve_masks_every_log_line_from_the_first(tmp_path: Path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
-    assert "loud started with {'api_key': '***'}" in err, err
+    assert err.count("loud started with {'api_key': '***'}") >= workers, err
     assert "sk-log-never" not in err
