@@ -10,7 +10,7 @@ never counted in it.
   or a stream of ``STREAM_WORDS`` content chunks plus role, finish and usage chunks.
 - ``passthrough``: the floor a proxy can reach in Python: a Starlette route forwarding the
   body to the upstream with one pooled ``httpx.AsyncClient``, under the same uvicorn
-  (``--transport asyncio``: that client over helixlab's asyncio backend), on asyncio + h11
+  (``--transport asyncio``: that client over custom-provider's transport), on asyncio + h11
   or, ``--loop uvloop --http httptools``, the fast server.
 - ``load``: N keep-alive connections on raw sockets sending the same request as fast as
   answers come; commanded over stdin, one JSON line per run, answering one JSON line.
@@ -172,8 +172,8 @@ async def _serve_upstream(port: int) -> None:
 def passthrough_app(upstream: str, transport: str = "httpx") -> Any:
     """The minimal pass-through: the body forwarded as is, the answer relayed as is.
 
-    ``transport="asyncio"``: the same httpx client over helixlab's asyncio backend (what
-    custom-provider uses), the floor under helixlab's own transport.
+    ``transport="asyncio"``: the same httpx client over custom-provider's transport
+    (``plugins/_transport.AsyncioTransport``).
     """
     import httpx
     from starlette.applications import Starlette

@@ -7,9 +7,10 @@ driven by a load generator in another process (16 keep-alive connections):
 - ``pass-through``: a few lines of Starlette forwarding the body to the upstream with a
   pooled ``httpx.AsyncClient`` and relaying the answer as is — what any Python proxy
   must at least do (parse HTTP twice, send and receive once each).
-- ``pass-through, asyncio backend``: the same over the transport custom-provider uses
-  (``plugins/_transport``), shown for information: the floor under helixlab's own
-  transport, so what helixlab's parsing, checks and plugins cost shows on its own.
+- ``pass-through, asyncio backend``: the same httpx client over the transport custom-provider
+  uses (``plugins/_transport``: HTTP/1.1 by httptools on the asyncio backend), shown for
+  information. custom-provider also skips httpx's client layer (``_transport.Upstream``),
+  which this pass-through keeps.
 - ``helixlab, custom-provider``: ``helixlab serve`` on a config with only custom-provider
   pointed at the upstream (the user's path: the real CLI, the built-in plugin, the request
   parsed and checked, the reply parsed and re-emitted with everything the upstream said).

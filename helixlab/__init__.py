@@ -28,6 +28,8 @@ from .errors import (
     VersionConflictError,
 )
 from .kernel import (
+    BUILTINS,
+    SERVERS,
     Change,
     Context,
     DependencyGraph,
@@ -50,8 +52,6 @@ from .kernel import (
     ReloadReport,
     Timeouts,
     ToolPlugin,
-    _discovery,
-    _kernel,
     parse_duration,
     redact,
 )
@@ -60,9 +60,9 @@ from .plugins import CATALOG
 
 # The layers above the kernel register what they add, found by name: Kernel.serve runs the
 # gateway, and configurations name the built-in plugins; the kernel imports neither
-_kernel.SERVERS.update(serve="helixlab.gateway:serve", aserve="helixlab.gateway:aserve")
-_discovery.BUILTINS.update(CATALOG)
-del _kernel, _discovery, _html, CATALOG
+SERVERS.update(serve="helixlab.gateway:serve", aserve="helixlab.gateway:aserve")
+BUILTINS.update(CATALOG)
+del SERVERS, BUILTINS, _html, CATALOG
 
 __version__ = "0.1.0"
 

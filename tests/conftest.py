@@ -1,9 +1,10 @@
-"""Tiny factories shared by the kernel tests: plugin classes made with ``type()``, a kernel."""
+"""Tiny factories shared by the tests: plugin classes made with ``type()``, kernels."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -59,10 +60,29 @@ def make_plugin(journal: Journal) -> Callable[..., type[hx.Plugin]]:
 
 
 @pytest.fixture
-def kernel() -> Iterator[hx.Kernel]:
-    k = hx.Kernel(timeouts=FAST)
-    yield k
-    k.close()
+def make_kernel(make_helix_kernel: Callable[..., hx.Kernel]) -> Callable[..., hx.Kernel]:
+    """``make_kernel(timeouts={"drain": 0.2}, loop="uvloop")``: a kernel, closed after the test.
+
+    helixlab's own ``make_helix_kernel`` (helixlab.testing.plugin), with ``FAST`` in place
+    of the default timeouts: ``timeouts`` is a :class:`~helixlab.Timeouts`, or a dict of
+    overrides of ``FAST``; ``config`` is applied as by ``Kernel.from_config``; any other
+    keyword goes to ``Kernel``.
+    """
+
+    def make(
+        config: Any = None, *, timeouts: hx.Timeouts | dict[str, float] | None = None, **kwargs: Any
+    ) -> hx.Kernel:
+        if not isinstance(timeouts, hx.Timeouts):
+            timeouts = dataclasses.replace(FAST, **(timeouts or {}))
+        return make_helix_kernel(config, timeouts=timeouts, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def kernel(make_kernel: Callable[..., hx.Kernel]) -> hx.Kernel:
+    """A kernel with the ``FAST`` timeouts, closed after the test."""
+    return make_kernel()
 
 
 @pytest.fixture

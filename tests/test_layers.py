@@ -43,3 +43,75 @@ def test_the_kernel_imports_nothing_from_the_layers_built_on_it():
 def test_the_rule_sees_lazy_and_relative_imports():
     source = "import helixlab.fleet\ndef serve():\n    from ..gateway import serve\n"
     assert imported(source, ["helixlab", "kernel"]) >= {"helixlab.fleet", "helixlab.gateway"}
+
+
+OUTSIDE = sorted(p for p in PACKAGE.rglob("*.py") if "kernel" not in p.relative_to(PACKAGE).parts)
+
+
+def _package_of(path: Path) -> list[str]:
+    return ["helixlab", *path.parent.relative_to(PACKAGE).parts]
+
+
+def private_kernel_modules(source: str, package: list[str]) -> set[str]:
+    """The ``helixlab.kernel._*`` modules ``source`` imports (relative, absolute, lazy)."""
+    return {
+        ".".join(parts[:3])
+        for parts in (name.split(".") for name in imported(source, package))
+        if parts[:2] == ["helixlab", "kernel"]
+        and len(parts) > 2
+        and parts[2].startswith("_")
+        and not parts[2].startswith("__")
+    }
+
+
+def private_kernel_attributes(source: str) -> set[str]:
+    """Every ``kernel._x`` / ``self.kernel._x`` / ``self._kernel._x`` read or written."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Attribute) and node.attr.startswith("_")):
+            continue
+        if node.attr.startswith("__") and node.attr.endswith("__"):
+            continue
+        owner = node.value
+        name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", None)
+        if name in ("kernel", "_kernel"):
+            found.add(f"{ast.unparse(node)} (line {node.lineno})")
+    return found
+
+
+def test_nothing_outside_the_kernel_imports_its_private_modules():
+    reaching_in = {
+        f"{path.relative_to(PACKAGE.parent)}: {name}"
+        for path in OUTSIDE
+        for name in private_kernel_modules(path.read_text(), _package_of(path))
+    }
+    assert not reaching_in
+
+
+def test_nothing_outside_the_kernel_touches_a_kernels_private_state():
+    reaching_in = {
+        f"{path.relative_to(PACKAGE.parent)}: {found}"
+        for path in OUTSIDE
+        for found in private_kernel_attributes(path.read_text())
+    }
+    assert not reaching_in
+
+
+def test_the_rules_see_every_form_of_reaching_in():
+    source = (
+        "import helixlab.kernel._yaml\n"
+        "from ..kernel import _discovery, Kernel\n"
+        "def f():\n"
+        "    from ..kernel._secrets import mask\n"
+        "    from helixlab.kernel import __version__\n"
+    )
+    assert private_kernel_modules(source, ["helixlab", "gateway"]) == {
+        "helixlab.kernel._yaml",
+        "helixlab.kernel._discovery",
+        "helixlab.kernel._secrets",
+    }
+    source = "kernel._thread.run(x)\nself.kernel._registry = r\nkernel.__class__\nkernel.run(x)\n"
+    assert private_kernel_attributes(source) == {
+        "kernel._thread (line 1)",
+        "self.kernel._registry (line 2)",
+    }

@@ -38,8 +38,7 @@ from typing import Any
 
 from .._net import HTTP_PARSERS, bind_tcp, http_parser, http_url
 from ..errors import HelixError
-from ..kernel import LOOPS, parse_config
-from ..kernel._secrets import redact_text
+from ..kernel import LOOPS, SecretBook, mask, mask_log_records, parse_config
 from . import EXIT_ERROR, EXIT_OK, Commands, say
 from ._signals import Signals
 
@@ -47,6 +46,9 @@ __all__ = ["register", "serve"]
 
 ADMIN_KEY_VARIABLE = "HELIXLAB_ADMIN_KEY"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "default.yaml"
+#: what this process knows besides its kernel's configuration (an admin key given as an
+#: option or in the environment): masked with it wherever text leaves
+KNOWN = SecretBook()
 
 
 def register(commands: Commands) -> None:
@@ -113,6 +115,7 @@ def register(commands: Commands) -> None:
 def _run(args: argparse.Namespace) -> int:
     from ..fleet._cli import serve_fleet, wants_fleet
 
+    mask_log_records()  # every log line of this process (a fleet's supervisor too) is masked
     if args.config is None:
         args.config = str(DEFAULT_CONFIG)
         say(
@@ -162,7 +165,7 @@ def serve(
     if verify:
         overrides["verify"] = True
     options = gateway_config(doc, **overrides)
-    secrets = [*_secret_values(doc), *([admin_key] if admin_key else [])]
+    KNOWN.learn([admin_key] if admin_key else [])
     dirs = list(dict.fromkeys([*(str(Path(d).resolve()) for d in plugin_dirs), *doc.plugin_dirs]))
 
     try:  # first: a busy port must not start (and then stop) every plugin
@@ -184,7 +187,7 @@ def serve(
         sock.close()
         say(str(exc))
         return EXIT_ERROR
-    kernel.subscribe(lambda event: say(redact_text(f"event {event}", secrets)))
+    kernel.subscribe(lambda event: say(mask(f"event {event}")))
     operations = Operations(kernel, config_path, dirs)
     unowned: socket.socket | None = sock  # closed here unless the server took it
     try:
@@ -199,7 +202,7 @@ def serve(
         report = kernel.load_all()
         say(f"loaded {len(report.order)}: {', '.join(report.order) or 'nothing'}")
         for name, error in report.failed.items():
-            say(redact_text(f"failed {name} in {error.phase}: {error}", secrets))
+            say(mask(f"failed {name} in {error.phase}: {error}"))
         for name, why in report.skipped.items():
             say(f"skipped {name}: {why}")
         for line in _unguarded(kernel):
@@ -213,13 +216,13 @@ def serve(
         if server.admin is not None:
             say(f"admin API on {server.url}/admin (Authorization: Bearer <the admin key>)")
         if watch:
-            watching = _watch(kernel, dirs, operations, secrets)
+            watching = _watch(kernel, dirs, operations)
         print(server.url, flush=True)  # stdout carries only the URL, for scripts
         while "stop" not in (asked := signals.wait()):
             if asked["reapply"]:
                 times = f" ({asked['reapply']} signals, coalesced)" if asked["reapply"] > 1 else ""
                 say(f"SIGHUP: re-applying {config_path}{times}")
-                _tell(asyncio.run(operations.reapply()), secrets)  # awaits the kernel's loop
+                _tell(asyncio.run(operations.reapply()))  # awaits the kernel's loop
         say("stopping: the server, then the plugins, dependents first")
         server.stop()
     finally:
@@ -261,12 +264,12 @@ def _bind_message(host: str, port: int, exc: OSError) -> str:
     return f"cannot listen on {where}: {exc.strerror or exc}; check --host and --port."
 
 
-def _tell(outcome: Any, secrets: list[Any]) -> None:
+def _tell(outcome: Any) -> None:
     for line in outcome.text.splitlines():
-        say(redact_text(line, secrets))
+        say(mask(line))
 
 
-def _watch(kernel: Any, dirs: list[str], operations: Any, secrets: list[Any]) -> threading.Event:
+def _watch(kernel: Any, dirs: list[str], operations: Any) -> threading.Event:
     """Watch the plugin directories (the kernel's watcher) and the configuration file.
 
     The file is watched from a thread of its own (its directory, filtered to the file, so
@@ -278,7 +281,7 @@ def _watch(kernel: Any, dirs: list[str], operations: Any, secrets: list[Any]) ->
         watcher = kernel.watch_files(directory)
         threading.Thread(
             target=_tell_reports,
-            args=(watcher, stop, secrets),
+            args=(watcher, stop),
             name="helixlab-reports",
             daemon=True,
         ).start()
@@ -298,14 +301,14 @@ def _watch(kernel: Any, dirs: list[str], operations: Any, secrets: list[Any]) ->
         )
         for _ in changes:
             say(f"{config.name} changed: re-applying it")
-            _tell(asyncio.run(operations.reapply()), secrets)
+            _tell(asyncio.run(operations.reapply()))
 
     threading.Thread(target=follow, name="helixlab-config-watch", daemon=True).start()
     say(f"watching {config} for configuration changes")
     return stop
 
 
-def _tell_reports(watcher: Any, stop: threading.Event, secrets: list[Any]) -> None:
+def _tell_reports(watcher: Any, stop: threading.Event) -> None:
     """Print the report of each reload a saved plugin file caused (its events are logged)."""
     shown: list[int] = []
     batch = watcher.batches
@@ -316,28 +319,6 @@ def _tell_reports(watcher: Any, stop: threading.Event, secrets: list[Any]) -> No
         for report in list(watcher.reports):
             if id(report) not in shown and (report.order or report.loaded):
                 for line in str(report).splitlines():
-                    say(redact_text(line, secrets))
+                    say(mask(line))
             shown.append(id(report))
         del shown[:-200]
-
-
-def _secret_values(doc: Any) -> list[Any]:
-    """Every value under a secret-looking key, to mask wherever it might be echoed."""
-    from ..kernel._secrets import is_secret_key
-
-    found: list[Any] = []
-
-    def walk(value: Any, secret: bool) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(item, secret or is_secret_key(str(key)))
-        elif isinstance(value, list | tuple):
-            for item in value:
-                walk(item, secret)
-        elif secret and value is not None:
-            found.append(str(value))
-
-    for spec in doc.plugins.values():
-        walk(spec.config, False)
-    walk(doc.gateway, False)
-    return found

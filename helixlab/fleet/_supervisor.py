@@ -213,7 +213,7 @@ class Supervisor:
 
     def _check_config(self) -> None:
         """Refuse a configuration the workers would refuse, before starting any (ConfigError)."""
-        from ..kernel import Kernel, _reload
+        from ..kernel import Kernel
 
         with Kernel() as kernel:
             if self.entry_points:
@@ -221,7 +221,7 @@ class Supervisor:
             if self.plugins:
                 kernel.discover(self.plugins)
             kernel.apply_config(self.config)
-            missing = _reload.unregistered(kernel)  # what load_all would refuse
+            missing = kernel.unregistered()  # what load_all would refuse
             if missing is not None:
                 raise missing
 

@@ -470,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.redis:
         parser.error("the fleet's Redis: $HELIXLAB_REDIS (or --redis URL)")
+    from ..kernel import mask_log_records  # every log line of this worker is masked
+
+    mask_log_records()
     sock = socket.socket(fileno=args.fd)
     try:  # the Redis loop (here) and the kernel's (serving) are both of the kind asked
         worker = Worker(args)

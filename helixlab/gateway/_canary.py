@@ -18,8 +18,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from ..errors import PluginError, describe
-from ..kernel import MiddlewarePlugin, ProviderPlugin
-from ..kernel._plugin import Probe
+from ..kernel import MiddlewarePlugin, Probe, ProviderPlugin
 from ._build import GatewayState
 from ._chat import CONFIG_KEY
 from ._config import GatewayConfig

@@ -10,19 +10,16 @@ client should see, without leaking a traceback or a secret.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from starlette.responses import JSONResponse
 
 from ..errors import UpstreamError, describe
-from ..kernel._secrets import mask
+from ..kernel import mask
 from ..llm import error_body
 
 __all__ = ["GatewayError", "error_body", "error_response", "upstream_error"]
-
-_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
 
 
 def error_response(
@@ -78,12 +75,6 @@ class GatewayError(Exception):
         return JSONResponse(self.body, status_code=self.status, headers=self.headers)
 
 
-def scrub(text: str) -> str:
-    """``text`` with every known secret, bearer tokens and ``sk-`` keys masked: exception
-    messages (httpx's quote request headers) may hold them."""
-    return mask(_BEARER.sub(r"\1***", text))
-
-
 def upstream_error(exc: BaseException, provider: str) -> GatewayError:
     """What a client sees when provider ``provider`` raised ``exc``.
 
@@ -97,7 +88,7 @@ def upstream_error(exc: BaseException, provider: str) -> GatewayError:
         headers: dict[str, str] = (
             {} if exc.retry_after is None else {"Retry-After": f"{exc.retry_after:g}"}
         )
-        message = scrub(str(exc.error.get("message") or exc))
+        message = str(exc.error.get("message") or exc)
         if exc.http_status == exc.status:  # the client's own mistake: the upstream's words
             return GatewayError(exc.status, message, headers=headers, body=exc.to_openai())
         # the upstream failed, or refused the gateway's own key: not the client's doing
@@ -118,11 +109,11 @@ def upstream_error(exc: BaseException, provider: str) -> GatewayError:
         retry = _retry_after(exc)
         if retry is not None:
             headers["Retry-After"] = retry
-        message = str(body["error"].get("message")) if body else scrub(str(exc) or describe(exc))
+        message = str(body["error"].get("message")) if body else (str(exc) or describe(exc))
         return GatewayError(status, message, headers=headers, body=body)
     return GatewayError(
         502,
-        f"Provider {provider!r} failed: {scrub(describe(exc))}",
+        f"Provider {provider!r} failed: {describe(exc)}",
         type="server_error",
         code="upstream_error",
     )

@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 
 from .._net import ReadyServer, bind_tcp, http_parser, http_url
+from ..kernel import mask_log_records
 from ._admin import AdminApp
 from ._app import Gateway
 from ._build import make_builder
@@ -118,6 +119,7 @@ class GatewayServer:
     # -- on the kernel loop ---------------------------------------------------------------
 
     async def _astart(self) -> None:
+        mask_log_records()  # a process that serves masks every log line (uvicorn's, httpx's)
         ready = asyncio.Event()
         config = uvicorn.Config(
             self.app,

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..errors import describe
-from ..kernel._secrets import mask
+from ..kernel import mask
 from ..llm import ChatRequest, ChatResponse, Message, StreamAccumulator, StreamChunk, ToolCall
 from ._build import DEFAULT_TOOL_TIMEOUT
 from ._routing import Router

@@ -1,12 +1,8 @@
 """Plugin configuration: YAML in, ``PluginSpec`` objects out, every problem with its line.
 
-``parse_config`` reads ``configs/plugins.yaml`` (a file, a notebook cell's text or a dict)
-and keeps the line of every key, so that ``validate_config`` can point at the offending
-line when a plugin's pydantic model rejects a value. Problems are never reported one at a
-time: all of them are collected, then raised as one ``ConfigError``.
-
-This module is the schema (which keys exist, what each must hold); reading YAML with its
-lines, its problems and its limits is ``_yaml``'s.
+The schema of ``configs/plugins.yaml`` (a file, a cell's text or a dict): which keys exist
+and what each must hold. Reading YAML with its lines, problems and limits is ``_yaml``'s;
+the line of every key is kept so that ``validate_config`` can point at it.
 """
 
 from __future__ import annotations
@@ -78,9 +74,6 @@ class ConfigDocument:
             f"ConfigDocument(plugins={self.plugins!r}, gateway={redact(self.gateway)!r}, "
             f"source={self.source!r})"
         )
-
-
-# -- parsing -----------------------------------------------------------------------
 
 
 def parse_config(
@@ -158,8 +151,6 @@ class _ConfigReader(Reader):
         super().__init__(source, line_offset, env)
         self.marked: set[tuple] = set()  # paths written {value: ..., secret: true}
 
-    # -- the document's structure
-
     def document(self, root: yaml.Node | None) -> ConfigDocument | None:
         if root is None or _is_null(root):
             self.report("the configuration is empty; it needs a 'plugins' mapping.", root)
@@ -177,33 +168,34 @@ class _ConfigReader(Reader):
             found.add(key)
             if key == "plugins":
                 doc.plugins = self.plugins(value_node)
-            elif key == "gateway":
-                doc.gateway = self.mapping(value_node, None, ("gateway",), doc.gateway_lines)
-                doc.gateway_lines = {p[1:]: n for p, n in doc.gateway_lines.items()}
-            elif key == "fleet":
-                doc.fleet = self.mapping(value_node, None, ("fleet",), doc.fleet_lines)
-                doc.fleet_lines = {p[1:]: n for p, n in doc.fleet_lines.items()}
+            elif key in ("gateway", "fleet"):  # raw: their layers validate them
+                lines: dict[tuple, int] = {}
+                setattr(doc, key, self.mapping(value_node, None, (key,), lines))
+                setattr(doc, f"{key}_lines", {p[1:]: n for p, n in lines.items()})
             elif key == "plugin_dirs":
-                doc.plugin_dirs = self.plugin_dirs(value_node)
+                what = "'plugin_dirs' must be a list of directories"
+                doc.plugin_dirs = self.strings(value_node, None, key, what, _directory_problem)
             else:
                 self.report(_unknown_message(key, TOP_KEYS), key_node, path=(key,))
         if "plugins" not in found:
             self.report("the required 'plugins' mapping is missing.", root)
         return doc
 
-    def plugin_dirs(self, node: yaml.Node) -> list[str]:
-        what = "'plugin_dirs' must be a list of directories"
-        if not self.expect(node, yaml.SequenceNode, what, path="plugin_dirs"):
+    def strings(
+        self, node: yaml.Node, plugin: str | None, key: str, what: str, problem: Callable
+    ) -> list[str]:
+        """The list at ``key`` (``what`` it must be), each item kept unless ``problem(item)``
+        says what is wrong with it."""
+        if not self.expect(node, yaml.SequenceNode, what, plugin=plugin, path=key):
             return []
-        dirs = []
+        items = []
         for i, item in enumerate(node.value):
-            value = self.value(item, None, ("plugin_dirs", i), {})
-            if isinstance(value, str) and value.strip():
-                dirs.append(value)
+            value = self.value(item, plugin, (key, i), {})
+            if (message := problem(value)) is None:
+                items.append(value)
             else:
-                message = f"a plugins directory must be a path, not {_describe(value)}."
-                self.report(message, item, path=("plugin_dirs", i))
-        return dirs
+                self.report(message, item, plugin=plugin, path=(key, i))
+        return items
 
     def plugins(self, node: yaml.Node) -> dict[str, PluginSpec]:
         specs: dict[str, PluginSpec] = {}
@@ -223,22 +215,24 @@ class _ConfigReader(Reader):
         if not self.expect(node, yaml.MappingNode, what, plugin=name):
             return spec
         for key, kn, vn in self.items(node, name, (), raw=True):
-            if key in ("enabled", "verify", "required"):
+            if key in ("enabled", "verify", "required", "priority"):
                 value = self.value(vn, name, (key,), {}, retype=True)
-                if isinstance(value, bool):
+                if key == "priority":  # an integer (or null), not a bool
+                    ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+                    must = "an integer"
+                else:
+                    ok, must = isinstance(value, bool), "true or false"
+                if ok:
                     setattr(spec, key, value)
                 else:
-                    message = f"{key!r} must be true or false, not {_describe(value)}."
+                    message = f"{key!r} must be {must}, not {_describe(value)}."
                     self.report(message, vn, plugin=name, path=key)
-            elif key == "priority":
-                value = self.value(vn, name, ("priority",), {}, retype=True)
-                if value is None or (isinstance(value, int) and not isinstance(value, bool)):
-                    spec.priority = value
-                else:
-                    message = f"'priority' must be an integer, not {_describe(value)}."
-                    self.report(message, vn, plugin=name, path="priority")
             elif key == "depends_on":
-                spec.depends_on = self.depends_on(name, vn)
+                what = (
+                    "'depends_on' must be a list of plugin names such as "
+                    '[rate-limiter, "custom-logger>=1.0"]'
+                )
+                spec.depends_on = tuple(self.strings(vn, name, key, what, _dependency_problem))
             elif key == "config":
                 lines: dict[tuple, int] = {}
                 self.marked = set()
@@ -249,31 +243,24 @@ class _ConfigReader(Reader):
                 self.report(_unknown_message(key, ENTRY_KEYS), kn, plugin=name, path=(key,))
         return spec
 
-    def depends_on(self, name: str, node: yaml.Node) -> tuple[str, ...]:
-        what = (
-            "'depends_on' must be a list of plugin names such as "
-            '[rate-limiter, "custom-logger>=1.0"]'
-        )
-        if not self.expect(node, yaml.SequenceNode, what, plugin=name, path="depends_on"):
-            return ()
-        deps = []
-        for i, item in enumerate(node.value):
-            dep = self.value(item, name, ("depends_on", i), {})
-            if not isinstance(dep, str):
-                message = f"a dependency must be a plugin name, not {_describe(dep)}."
-                self.report(message, item, plugin=name, path=("depends_on", i))
-                continue
-            try:
-                Requirement(dep)
-            except InvalidRequirement as exc:
-                message = f"invalid dependency {dep!r}: {exc}; write a name, e.g. 'x' or 'x>=1.0'."
-                self.report(message, item, plugin=name, path=("depends_on", i))
-                continue
-            deps.append(dep)
-        return tuple(deps)
-
     def finish(self, mapping: dict, path: tuple) -> Any:
         value, marked = unwrap_marked(mapping)
         if marked:  # `{value: ..., secret: true}`: the value, known to be secret
             self.marked.add(path)
         return value
+
+
+def _directory_problem(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return None
+    return f"a plugins directory must be a path, not {_describe(value)}."
+
+
+def _dependency_problem(dep: Any) -> str | None:
+    if not isinstance(dep, str):
+        return f"a dependency must be a plugin name, not {_describe(dep)}."
+    try:
+        Requirement(dep)
+    except InvalidRequirement as exc:
+        return f"invalid dependency {dep!r}: {exc}; write a name, e.g. 'x' or 'x>=1.0'."
+    return None

@@ -1,10 +1,8 @@
 """Finding plugin classes: in a plugins directory, in entry points, among the built-ins.
 
-A plugins directory holds units: ``<dir>/<name>.py`` or ``<dir>/<name>/plugin.py`` (a
-package, so ``plugin.py`` may import its siblings relatively, as the course's layout
-has ``config.go``, ``models.go``… beside ``plugin.go``). Each import is fresh: the
-source is compiled from disk every time, never from a cached ``.pyc`` (an edit of the
-same size within the same second would otherwise be missed).
+A plugins directory holds units: ``<name>.py``, or a package ``<name>/`` whose
+``plugin.py`` may import its siblings. Every import compiles the source afresh, never a
+``.pyc`` (an edit of the same size within the same second would be missed).
 """
 
 from __future__ import annotations
@@ -53,36 +51,34 @@ class Unit:
 
     def digest(self) -> str:
         """Changes whenever any source file of the unit changes."""
-        h = hashlib.sha256()
-        for file in self.files():
-            h.update(str(file).encode())
-            h.update(file.read_bytes())
-        return h.hexdigest()
+        return _digest([(file, file.read_bytes()) for file in self.files()])
 
     def read(self) -> Sources:
-        """The unit's sources as they are now: read before importing, so a save in between
-        is seen as a change by the next import."""
-        h = hashlib.sha256()
+        """The unit's sources as they are now, read once: a save after it is a change."""
+        contents = [(file, file.read_bytes()) for file in self.files()]
         reach: dict[str, Reach] = {}
-        siblings = []
-        whole = ""
-        for file in self.files():
-            data = file.read_bytes()
-            h.update(str(file).encode())
-            h.update(data)
+        siblings, whole = [], ""
+        for file, data in contents:
             try:
-                tree = ast.parse(data, filename=str(file))
+                tree: ast.Module | None = ast.parse(data, filename=str(file))
             except (SyntaxError, ValueError):  # the import will report it
                 tree = None
             code = hashlib.sha256(data if tree is None else ast.dump(tree).encode()).hexdigest()
-            if file == self.path:
-                whole = code
-                if tree is not None:
-                    names = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
-                    reach = reaches(tree, names)
-            else:  # a sibling module of the package: part of every plugin's reach
+            if file != self.path:  # a sibling module of the package: in every plugin's reach
                 siblings.append((file.relative_to(self.root).as_posix(), code))
-        return Sources(h.hexdigest(), reach, tuple(siblings), whole)
+                continue
+            whole = code
+            if tree is not None:
+                reach = reaches(tree, [n.name for n in tree.body if isinstance(n, ast.ClassDef)])
+        return Sources(_digest(contents), reach, tuple(siblings), whole)
+
+
+def _digest(contents: list[tuple[Path, bytes]]) -> str:
+    h = hashlib.sha256()
+    for file, data in contents:
+        h.update(str(file).encode())
+        h.update(data)
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -106,25 +102,22 @@ class Sources:
         return own.with_parts(self.siblings)
 
 
+def _unit(child: Path) -> Unit | None:
+    """The unit at the top of a plugins directory: ``x.py``, or ``x/`` with a plugin.py."""
+    if child.name.startswith(("_", ".")):
+        return None
+    if child.is_dir() and (child / "plugin.py").is_file():
+        return Unit(child.name, child / "plugin.py", child)
+    return Unit(child.stem, child, child) if child.suffix == ".py" and child.is_file() else None
+
+
 def plugin_units(directory: Path) -> list[Unit]:
-    """The units of a plugins directory, sorted by name."""
+    """The units of a plugins directory, sorted by name (a symlink out of it is ignored)."""
     directory = directory.resolve()
     if not directory.is_dir():
         raise RegistryError(f"Plugins directory {str(directory)!r} does not exist.")
-    units = []
-    for child in sorted(directory.iterdir()):
-        if child.name.startswith(("_", ".")) or not _inside(child, directory):
-            continue
-        if child.is_dir() and (child / "plugin.py").is_file():
-            units.append(Unit(child.name, child / "plugin.py", child))
-        elif child.is_file() and child.suffix == ".py":
-            units.append(Unit(child.stem, child, child))
-    return units
-
-
-def _inside(path: Path, directory: Path) -> bool:
-    """Whether ``path`` really lies in ``directory`` (a symlink may point anywhere)."""
-    return path.resolve().is_relative_to(directory)
+    found = (_unit(c) for c in sorted(directory.iterdir()) if c.resolve().is_relative_to(directory))
+    return [unit for unit in found if unit is not None]
 
 
 def unit_for(directory: Path, changed: Path) -> Unit | None:
@@ -134,23 +127,15 @@ def unit_for(directory: Path, changed: Path) -> Unit | None:
         rel = changed.resolve().relative_to(directory)
     except ValueError:
         return None
-    if not rel.parts or rel.parts[0].startswith(("_", ".")):
-        return None
-    first = directory / rel.parts[0]
-    if len(rel.parts) == 1:
-        return Unit(first.stem, first, first) if first.suffix == ".py" else None
-    return Unit(first.name, first / "plugin.py", first) if (first / "plugin.py").exists() else None
+    return _unit(directory / rel.parts[0]) if rel.parts else None
 
 
 class _FreshLoader(importlib.machinery.SourceFileLoader):
-    """Compiles from source every time and writes no bytecode."""
+    """Compiles from source every time, so it neither reads nor writes bytecode."""
 
     def get_code(self, fullname: str) -> types.CodeType:
         path = self.get_filename(fullname)
         return self.source_to_code(self.get_data(path), path)
-
-    def set_data(self, path: str, data: bytes, *, _mode: int = 0o666) -> None:
-        return None
 
 
 class _UnitFinder(importlib.abc.MetaPathFinder):
@@ -160,20 +145,11 @@ class _UnitFinder(importlib.abc.MetaPathFinder):
         if not fullname.startswith(_PREFIX) or "." not in fullname or not path:
             return None
         leaf = fullname.rpartition(".")[2]
-        for base in path:
-            package = Path(base) / leaf / "__init__.py"
-            module = Path(base) / f"{leaf}.py"
-            if package.is_file():
-                return importlib.util.spec_from_file_location(
-                    fullname,
-                    package,
-                    loader=_FreshLoader(fullname, str(package)),
-                    submodule_search_locations=[str(package.parent)],
-                )
-            if module.is_file():
-                return importlib.util.spec_from_file_location(
-                    fullname, module, loader=_FreshLoader(fullname, str(module))
-                )
+        for base in path:  # a subpackage, or a module; the loader says which is a package
+            for file in (Path(base) / leaf / "__init__.py", Path(base) / f"{leaf}.py"):
+                if file.is_file():
+                    loader = _FreshLoader(fullname, str(file))
+                    return importlib.util.spec_from_file_location(fullname, file, loader=loader)
         return None
 
 
@@ -186,11 +162,8 @@ def _purge(module_name: str) -> None:
 
 
 def import_unit(unit: Unit) -> list[type[Plugin]]:
-    """Import ``unit`` afresh and return the plugin classes it defines.
-
-    A syntax error or an exception while importing becomes a PluginError in phase
-    ``import`` whose message gives file:line.
-    """
+    """Import ``unit`` afresh and return its plugin classes; a failure is a PluginError in
+    phase ``import`` naming file:line."""
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
     name = unit.module_name
@@ -208,6 +181,7 @@ def import_unit(unit: Unit) -> list[type[Plugin]]:
         else:
             loader = _FreshLoader(name, str(unit.path))
             spec = importlib.util.spec_from_file_location(name, unit.path, loader=loader)
+            assert spec is not None  # a file location and a loader always make one
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             loader.exec_module(module)
@@ -220,64 +194,48 @@ def import_unit(unit: Unit) -> list[type[Plugin]]:
 def checked_classes(objects: Iterable[object], module: str, owner: str) -> list[type[Plugin]]:
     """The plugin classes a file or package defines, refusing what cannot be one.
 
-    A Plugin subclass without a ``name`` is reported (file, class) unless another class
+    A Plugin subclass without a ``name`` is refused (file, class) unless another class
     there extends it (a shared base); a kind without its hook is refused now, not at the
     first request. ``owner`` (the unit or entry point) is the plugin the error names.
     """
-    mine: list[type[Plugin]] = []
-    for obj in objects:
-        mod = getattr(obj, "__module__", None)
-        if isinstance(obj, type) and issubclass(obj, Plugin) and mod == module and obj not in mine:
-            mine.append(obj)
-    found = []
+    mine = _subclasses(objects, module)
     for cls in mine:
-        if not cls.name:
-            if not any(other is not cls and issubclass(other, cls) for other in mine):
-                raise PluginError(
-                    owner,
-                    "import",
-                    f"{describe_class(cls)} is a Plugin subclass without a `name`; set a "
-                    f'class attribute such as name = "my-plugin" (a base class that other '
-                    f"plugins in the file extend needs none).",
-                )
-            continue
-        try:
-            check_hooks(cls)
-        except RegistryError as exc:
-            raise PluginError(cls.name, "import", str(exc)) from None
-        found.append(cls)
-    return found
+        if cls.name:
+            try:
+                check_hooks(cls)
+            except RegistryError as exc:
+                raise PluginError(cls.name, "import", str(exc)) from None
+        elif not any(other is not cls and issubclass(other, cls) for other in mine):
+            raise PluginError(
+                owner,
+                "import",
+                f"{describe_class(cls)} is a Plugin subclass without a `name`; set a class "
+                f'attribute such as name = "my-plugin" (a base class that other plugins in the '
+                f"file extend needs none).",
+            )
+    return [cls for cls in mine if cls.name]
 
 
 def plugin_classes(objects: Iterable[object], module: str | None = None) -> list[type[Plugin]]:
     """The Plugin subclasses among ``objects`` (defined in ``module``, when given) with a name."""
-    found = []
-    for obj in objects:
-        if (
-            isinstance(obj, type)
-            and issubclass(obj, Plugin)
-            and obj.name
-            and (module is None or obj.__module__ == module)
-            and obj not in found
-        ):
-            found.append(obj)
-    return found
+    return [cls for cls in _subclasses(objects, module) if cls.name]
+
+
+def _subclasses(objects: Iterable[object], module: str | None) -> list[type[Plugin]]:
+    found = [
+        obj
+        for obj in objects
+        if isinstance(obj, type) and issubclass(obj, Plugin) and module in (None, obj.__module__)
+    ]
+    return list(dict.fromkeys(found))
 
 
 def _import_message(unit: Unit, exc: BaseException) -> str:
     if isinstance(exc, SyntaxError) and exc.filename:
-        where = f"{exc.filename}:{exc.lineno}"
-        return f"Could not import plugin file {where}: SyntaxError: {exc.msg}"
-    where = str(unit.path)
-    root = str(unit.root)
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        if frame.filename.startswith(root):
-            where = f"{frame.filename}:{frame.lineno}"
-            break
-    return f"Could not import plugin file {where}: {describe(exc)}"
-
-
-# -- entry points and built-ins ----------------------------------------------------------
+        return f"Could not import plugin file {exc.filename}:{exc.lineno}: SyntaxError: {exc.msg}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [f"{f.filename}:{f.lineno}" for f in frames if f.filename.startswith(str(unit.root))]
+    return f"Could not import plugin file {mine[-1] if mine else unit.path}: {describe(exc)}"
 
 
 def entry_point_plugins(group: str) -> list[tuple[str, type[Plugin]]]:
@@ -307,10 +265,9 @@ def entry_point_plugins(group: str) -> list[tuple[str, type[Plugin]]]:
     return found
 
 
+#: Built-in plugins by name, as ``"module:Class"``: filled by helixlab's ``__init__`` from
+#: ``plugins.CATALOG`` (they build on the gateway, which the kernel does not import).
 BUILTINS: dict[str, str] = {}
-"""Built-in plugins by name, as ``"module:Class"``: filled by helixlab's ``__init__`` from
-``helixlab.plugins.CATALOG`` (the built-ins build on the gateway, which the kernel does not
-import)."""
 
 
 def load_target(target: str) -> Any:

@@ -1,8 +1,7 @@
 """Drawing the dependency graph: DOT source for graphviz, and text for terminals.
 
-Both are deterministic (sorted), so notebooks can compare them; nodes carry the plugin's
-state, the last reload cascade is highlighted, and missing or unsatisfied dependencies
-are drawn dashed in red.
+Both are deterministic (sorted), so notebooks can compare them: nodes coloured by state,
+the last reload cascade highlighted, missing or unsatisfied dependencies dashed in red.
 """
 
 from __future__ import annotations
@@ -38,11 +37,7 @@ def to_dot(
     highlight: Iterable[str] = (),
     title: str | None = None,
 ) -> str:
-    """Graphviz DOT source; arrows run from a dependency to its dependents (start order).
-
-    Fill shows the state, a thick blue border and blue arrows mark ``highlight`` (the
-    last reload cascade), dashed red nodes are dependencies nobody registered.
-    """
+    """Graphviz DOT source; arrows run from a dependency to its dependents (start order)."""
     states = states or {}
     marked = set(highlight)
     lines = [
@@ -96,23 +91,16 @@ def to_text(
     states: Mapping[str, str] | None = None,
     highlight: Iterable[str] = (),
 ) -> str:
-    """One line per plugin in load order, for terminals and logs.
-
-    ``*`` marks highlighted plugins; ``<-`` lists what each one depends on. Disabled
-    plugins, and plugins stuck behind a cycle, come last.
-    """
+    """One line per plugin in load order: ``*`` marks highlighted plugins, ``<-`` lists what
+    each depends on; plugins stuck behind a cycle, then disabled ones, come last."""
     states = states or {}
     marked = set(highlight)
     order, stuck = graph.display_order()
     lines = []
     for name in order:
         node = graph.nodes[name]
-        if not node.enabled:
-            tag = " [disabled]"
-        elif name in states:
-            tag = f" [{states[name]}]"
-        else:
-            tag = ""
+        tag = f" [{states[name]}]" if name in states else ""
+        tag = tag if node.enabled else " [disabled]"
         line = f"{'*' if name in marked else ' '} {name} {node.version}{tag}"
         if node.requires:
             line += "  <- " + ", ".join(_describe(graph, d, s) for d, s in node.requires)

@@ -9,7 +9,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 from .._reprs import html_of
@@ -73,19 +73,11 @@ class EventLog:
         return self._events.maxlen or 0
 
     def emit(
-        self,
-        kind: str,
-        plugin: str,
-        version: str = "",
-        detail: str = "",
-        error: str | None = None,
+        self, kind: str, plugin: str, version: str = "", detail: str = "", error: str | None = None
     ) -> PluginEvent:
-        event = object.__new__(PluginEvent)  # a frozen dataclass, filled without its checks
-        event.__dict__.update(
-            kind=kind, plugin=plugin, version=version, detail=detail, error=error, time=time.time()
-        )
+        now = time.time()
         with self._lock:
-            event.__dict__["seq"] = next(self._seq)
+            event = PluginEvent(next(self._seq), kind, plugin, version, detail, error, now)
             self._events.append(event)
             subscribers = self._subscribers
         for callback in subscribers:
@@ -94,30 +86,6 @@ class EventLog:
             except Exception:
                 log.exception("event subscriber %r failed on %s", callback, event)
         return event
-
-    def emit_many(self, kind: str, rows: Iterable[tuple[str, str, str]]) -> None:
-        """One event of ``kind`` per ``(plugin, version, detail)``, in order: a reload's
-        per-plugin events, logged under one lock and one clock reading."""
-        now = time.time()
-        made = []
-        new = object.__new__
-        for plugin, version, detail in rows:
-            event = new(PluginEvent)
-            event.__dict__.update(
-                kind=kind, plugin=plugin, version=version, detail=detail, error=None, time=now
-            )
-            made.append(event)
-        with self._lock:
-            for event in made:
-                event.__dict__["seq"] = next(self._seq)
-            self._events.extend(made)
-            subscribers = self._subscribers
-        for event in made:
-            for callback in subscribers:
-                try:
-                    callback(event)
-                except Exception:
-                    log.exception("event subscriber %r failed on %s", callback, event)
 
     def events(self, plugin: str | None = None, limit: int | None = None) -> list[PluginEvent]:
         """Recent events, oldest first, optionally only one plugin's, at most ``limit``."""

@@ -1,18 +1,14 @@
 """Fingerprints: what a plugin's definition is matched on, so that a re-run reloads what changed.
 
-A plugin is reloaded when any code it can reach changed. Its *reach* in a source (a cell,
-a file) is its class statement plus, transitively, every top-level statement that binds or
-mutates a name the reached code uses: helper classes, functions, decorators, constants,
-imports. Each reached name is one *part*, digested from its statements' normalised AST
-(``ast.dump``: no line numbers, comments and blank lines gone, docstrings kept), so a
-fingerprint means the code on every Python (3.13's ``__firstlineno__`` and
-``__static_attributes__`` never enter it) and a change can be named ("TokenBucket
-changed"). Names the source uses without binding them (a cell's helpers from other cells)
-are parts too, digested from their value in the namespace when the fingerprint is taken.
-
-Name analysis uses :mod:`symtable` per statement, so a method's local ``bucket`` is not
-the notebook's global ``bucket``. What this cannot see: names reached through strings
-(``globals()["X"]``, ``getattr(module, name)``) and the contents of imported modules.
+A plugin's *reach* in a source (a cell, a file) is its class statement plus, transitively,
+every top-level statement binding or mutating a name the reached code uses (helpers,
+decorators, constants, imports); names used but bound elsewhere (other cells) are digested
+from their values. Each reached name is one *part*, digested from its normalised AST
+(``ast.dump``: no line numbers or comments), so a fingerprint means the same code on every
+Python and a change can be named ("TokenBucket changed"). Names are resolved per statement
+with :mod:`symtable`. A name a ``from m import x`` binds is digested from its value too
+(given the namespace): ``m`` may be the learner's own module, edited and reloaded. Names
+reached through strings (``globals()["X"]``) are not seen.
 """
 
 from __future__ import annotations
@@ -59,10 +55,8 @@ class Fingerprint:
         return Fingerprint(self.parts + tuple(parts))
 
     def with_values(self, cls: type) -> Fingerprint:
-        """This fingerprint with ``cls``'s own plain class attributes as they were evaluated
-        (name, version, dependencies...) folded into its part: the same code may declare
-        other values on another run (``version = f"1.{runs}"``), and what runs is what the
-        class says. Names Python derives (``__firstlineno__`` ...) are left out."""
+        """With ``cls``'s own plain class attributes as evaluated (the same code may say
+        ``version = f"1.{runs}"``) folded into its part; dunder names are left out."""
         values = sorted(
             (key, value)
             for key, value in vars(cls).items()
@@ -91,23 +85,27 @@ class Reach:
     name: str
     parts: tuple[tuple[str, str], ...]
     outside: tuple[str, ...]
+    imported: tuple[str, ...] = ()  # reached names bound by `from m import x`
 
     def fingerprint(self, namespace: Mapping[str, Any] | None = None) -> Fingerprint:
-        """The fingerprint, the ``outside`` names digested from ``namespace`` (if given)."""
-        extra = []
-        for name in self.outside if namespace is not None else ():
-            if name in namespace:
-                extra.append((name, value_digest(namespace[name])))
-        return Fingerprint(self.parts).with_parts(extra)
+        """The fingerprint, the ``outside`` and ``imported`` names digested from
+        ``namespace`` (if given)."""
+        values = namespace or {}
+        parts = tuple(
+            (n, _sha(d + value_digest(values[n]))) if n in self.imported and n in values else (n, d)
+            for n, d in self.parts
+        )
+        extra = [(name, value_digest(values[name])) for name in self.outside if name in values]
+        return Fingerprint(parts).with_parts(extra)
 
     def as_constant(self) -> tuple:
         """A tuple of strings (an AST constant: autoreload hands it over in the cell's code)."""
-        return (self.name, self.parts, self.outside)
+        return (self.name, self.parts, self.outside, self.imported)
 
     @classmethod
     def from_constant(cls, value: tuple) -> Reach:
-        name, parts, outside = value
-        return cls(name, tuple(tuple(p) for p in parts), tuple(outside))
+        name, parts, outside, imported = value
+        return cls(name, tuple(tuple(p) for p in parts), tuple(outside), tuple(imported))
 
 
 # -- a source's statements ------------------------------------------------------------
@@ -120,6 +118,7 @@ class _Statement:
     uses: frozenset[str]  # module-level names its code reads (at any depth)
     everywhere: bool  # `from __future__ import ...`, `import *`: part of every reach
     label: str  # how a report names it when it is part of every reach
+    imports: bool  # `from m import x`: its names are digested from their values too
 
 
 def reaches(tree: ast.Module | str, classes: Iterable[str]) -> dict[str, Reach]:
@@ -150,7 +149,8 @@ def reaches(tree: ast.Module | str, classes: Iterable[str]) -> dict[str, Reach]:
             todo.extend(sorted({n for st in bound[name] for n in st.uses}))
         parts = [(n, _sha("\n".join(st.dump for st in bound[n]))) for n in seen]
         parts += [(st.label, _sha(st.dump)) for st in shared]
-        found[cls] = Reach(cls, tuple(parts), tuple(outside))
+        imported = tuple(n for n in seen if any(st.imports for st in bound[n]))
+        found[cls] = Reach(cls, tuple(parts), tuple(outside), imported)
     return found
 
 
@@ -165,7 +165,8 @@ def _statement(node: ast.stmt) -> _Statement:
         alias = node.names[0]  # cell counts: moving `import x as y` is no change
         dump = _module_text(alias.name if alias.asname else alias.name.partition(".")[0])
     label = ast.unparse(node) if everywhere else ""
-    return _Statement(dump, frozenset(binds), frozenset(uses), everywhere, label)
+    imports = isinstance(node, ast.ImportFrom) and not everywhere
+    return _Statement(dump, frozenset(binds), frozenset(uses), everywhere, label, imports)
 
 
 def _module_text(name: str) -> str:
@@ -205,12 +206,10 @@ def _stored(node: ast.stmt) -> set[str]:
 def _mutated(node: ast.stmt) -> set[str]:
     """Names a top-level statement changes in place: ``X.a = 1``, ``X[k] = v``, ``X.add(y)``."""
     targets: list[ast.expr] = []
-    if isinstance(node, ast.Assign):
+    if isinstance(node, ast.Assign | ast.Delete):
         targets = node.targets
     elif isinstance(node, ast.AugAssign | ast.AnnAssign):
         targets = [node.target]
-    elif isinstance(node, ast.Delete):
-        targets = node.targets
     elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
         targets = [node.value.func] if isinstance(node.value.func, ast.Attribute) else []
     names = set()
@@ -301,28 +300,13 @@ def object_digest(cls: type) -> str:
     return h.hexdigest()
 
 
-_NOT_CODE = frozenset(
-    {
-        "__module__",
-        "__dict__",
-        "__weakref__",
-        "__qualname__",
-        "__helix_phases__",
-        "__firstlineno__",
-        "__static_attributes__",
-    }
-)
-_PYDANTIC_MADE = (
-    "__pydantic",
-    "__signature__",
-    "__class_vars__",
-    "__private_attributes__",
-    "__abstractmethods__",
-    "_abc_impl",
-    "model_fields",
-    "model_computed_fields",
-    "__annotations__",
-)
+#: what Python makes at class creation, not the code: left out of a class's digest
+_NOT_CODE = {"__module__", "__dict__", "__weakref__", "__qualname__", "__helix_phases__"}
+_NOT_CODE |= {"__firstlineno__", "__static_attributes__"}  # 3.13
+#: and what pydantic makes (prefixes), left out of a model's digest
+_PYDANTIC_MADE: tuple[str, ...] = ("__pydantic", "__signature__", "__class_vars__", "_abc_impl")
+_PYDANTIC_MADE += ("__private_attributes__", "__abstractmethods__", "__annotations__")
+_PYDANTIC_MADE += ("model_fields", "model_computed_fields")
 
 
 def _feed(h: Any, value: object, depth: int = 0) -> None:

@@ -8,51 +8,77 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from dataclasses import replace
 
 from ..errors import PluginError, describe
-from ._lifecycle import Live
+from ._book import Book
+from ._lifecycle import Live, Runner
+from ._live import LivePool
 from ._plugin import PluginState
 from ._reports import Degraded, HealthStatus
 from ._workers import Progress
 
-__all__ = ["check", "run"]
+__all__ = ["Checks", "column", "word"]
 
 
-async def check(kernel: Any, live: Live, timeout: float) -> HealthStatus:
-    """One plugin's check: raising, returning False or returning a message means unhealthy
-    (a :class:`Degraded` message: healthy, degraded).
+class Checks:
+    """Health checks of the running plugins, at most one in flight per plugin."""
 
-    At most one check per plugin is in flight: a caller that comes while one runs gets its
-    result; while a check that timed out has still not returned (its thread is hung), no
-    new one starts and the answer is "still checking".
-    """
-    started = time.perf_counter()
-    name = live.name
-    last = kernel._checks.get(name)
-    if last is not None and last[0] is live and not last[1].finished:
-        task = last[2]
-        if task.done():  # it timed out, and its method has not returned since
-            detail = f"still checking: the last check has not returned after {timeout:g}s"
-            return HealthStatus(name, False, detail, "active", 0.0)
-    else:
-        progress = Progress()
-        call = kernel._runner.call(live, "health", live.ctx, timeout=timeout, progress=progress)
-        task = asyncio.ensure_future(call)
-        kernel._checks[name] = (live, progress, task)
-    try:
-        result = await asyncio.shield(task)
-    except PluginError as exc:
-        detail = describe(exc.cause) if exc.cause is not None else str(exc)
-        if isinstance(exc.cause, TimeoutError):
-            detail = f"no answer within {timeout:g}s"
-        return HealthStatus(name, False, detail, "active", time.perf_counter() - started)
-    if isinstance(result, Degraded):  # serving, with less than it should: still healthy
-        elapsed = time.perf_counter() - started
-        return HealthStatus(name, True, str(result), "active", elapsed, degraded=True)
-    healthy = result is not False and not isinstance(result, str)
-    detail = result if isinstance(result, str) else ""
-    return HealthStatus(name, healthy, detail, "active", time.perf_counter() - started)
+    def __init__(self, book: Book, pool: LivePool, runner: Runner):
+        self.book, self.pool, self.runner = book, pool, runner
+        self._last: dict[str, tuple[Live, Progress, asyncio.Future]] = {}
+
+    async def run(self, *, record: bool = True) -> dict[str, HealthStatus]:
+        """Check the running plugins; failed ones are unhealthy too. Changes become events."""
+        book = self.book
+        with self.pool.lease() as lease:
+            live = lease.generation.live
+            timeout = self.runner.timeouts.health
+            results = await asyncio.gather(*(self.check(v, timeout) for v in live.values()))
+        # a plugin's own words, masked once: the events and the answer quote them
+        statuses = {s.plugin: replace(s, detail=book.mask(s.detail)) for s in results}
+        for name, record_ in sorted(book.records.items()):
+            if record_.state == PluginState.FAILED:
+                detail = record_.error or "failed"
+                statuses[name] = HealthStatus(name, False, detail, record_.state.value)
+        for name, status in statuses.items() if record else ():
+            book.checked(name, status)
+        return dict(sorted(statuses.items()))
+
+    async def check(self, live: Live, timeout: float) -> HealthStatus:
+        """One plugin's check: raising, returning False or returning a message means unhealthy
+        (a :class:`Degraded` message: healthy, degraded).
+
+        At most one check per plugin is in flight: a caller that comes while one runs gets its
+        result; while a check that timed out has still not returned (its thread is hung), no
+        new one starts and the answer is "still checking".
+        """
+        started = time.perf_counter()
+        name = live.name
+        last = self._last.get(name)
+        if last is not None and last[0] is live and not last[1].finished:
+            task = last[2]
+            if task.done():  # it timed out, and its method has not returned since
+                detail = f"still checking: the last check has not returned after {timeout:g}s"
+                return HealthStatus(name, False, detail, "active", 0.0)
+        else:
+            progress = Progress()
+            call = self.runner.call(live, "health", live.ctx, timeout=timeout, progress=progress)
+            task = asyncio.ensure_future(call)
+            self._last[name] = (live, progress, task)
+        try:
+            result = await asyncio.shield(task)
+        except PluginError as exc:
+            detail = describe(exc.cause) if exc.cause is not None else str(exc)
+            if isinstance(exc.cause, TimeoutError):
+                detail = f"no answer within {timeout:g}s"
+            return HealthStatus(name, False, detail, "active", time.perf_counter() - started)
+        if isinstance(result, Degraded):  # serving, with less than it should: still healthy
+            elapsed = time.perf_counter() - started
+            return HealthStatus(name, True, str(result), "active", elapsed, degraded=True)
+        healthy = result is not False and not isinstance(result, str)
+        detail = result if isinstance(result, str) else ""
+        return HealthStatus(name, healthy, detail, "active", time.perf_counter() - started)
 
 
 def column(state: PluginState, last: HealthStatus | None) -> str:
@@ -70,23 +96,3 @@ def word(healthy: bool) -> str:
     """Health in helixlab's one vocabulary: healthy, unhealthy (or unknown, not checked yet);
     ``active`` and ``failed`` are lifecycle states, not health."""
     return "healthy" if healthy else "unhealthy"
-
-
-async def run(kernel: Any, *, record: bool = True) -> dict[str, HealthStatus]:
-    """Check the running plugins; failed ones are unhealthy too. Changes become events."""
-    with kernel._pool.lease() as lease:
-        live = lease.generation.live
-        timeout = kernel.timeouts.health
-        results = await asyncio.gather(*(check(kernel, v, timeout) for v in live.values()))
-    statuses = dict(zip(live, results, strict=True))
-    for name, state in sorted(kernel._states.items()):
-        if state == PluginState.FAILED:
-            detail = kernel._errors.get(name, "failed")
-            statuses[name] = HealthStatus(name, False, detail, state.value)
-    for name, status in statuses.items() if record else ():
-        before = kernel._health.get(name)
-        kernel._health[name] = status  # stored first: subscribers read it from the event
-        if before is None or before.healthy != status.healthy:
-            mark = "healthy" if status.healthy else "unhealthy"
-            kernel._emit("health_changed", name, detail=mark, error=status.detail or None)
-    return dict(sorted(statuses.items()))

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from .._reprs import html_of
 from ..errors import (
+    ConfigError,
     DependencyError,
     HelixError,
     PluginNotFoundError,
@@ -32,22 +33,24 @@ from ..errors import (
     ReloadError,
     describe,
 )
-from . import _discovery, _health, _loader, _reload
+from . import _discovery, _loader, _reload
+from ._book import Book
 from ._change import Change
 from ._config import PluginSpec
 from ._events import EventLog, PluginEvent
 from ._fingerprint import Fingerprint
 from ._graph import DependencyGraph
+from ._health import Checks, column
 from ._imports import IMPORT_TIMEOUT, Imports
 from ._lifecycle import Live, Runner, Timeouts
 from ._live import Lease, LivePool
 from ._loop import LoopThread
-from ._operations import Operation, Operations, blocking, exclusive
+from ._operations import Operations, PreparedReload, blocking, exclusive
 from ._plugin import Plugin, PluginState
-from ._registry import Entry, Registry
+from ._registry import Entry
 from ._reports import HealthStatus, LoadReport, PluginInfo, ReloadReport
-from ._secrets import SecretBook, redact, secret_values, split_marked
-from ._transaction import PreparedReload, Transaction
+from ._secrets import SecretBook, redact, split_marked
+from ._transaction import Transaction
 
 __all__ = ["Kernel"]
 
@@ -74,7 +77,7 @@ def _server(name: str) -> Callable[..., Any]:
     return _discovery.load_target(target)
 
 
-class Kernel(Operations):
+class Kernel:
     """A plugin kernel: register plugins, load them in dependency order, hot reload them.
 
     Its lifecycle coroutines (and a gateway it serves) run on a loop of its own, in a
@@ -101,28 +104,15 @@ class Kernel(Operations):
         self.timeouts = timeouts or Timeouts()
         self._thread = LoopThread(kind=loop)
         self._events = EventLog(event_log_size)
-        self._pool = LivePool(self._thread.loop)
-        self._runner = Runner(self._thread.loop, late_start=self._started_late)
-        self._late_lock = threading.Lock()  # a late start, against close() beginning
         self._secrets = SecretBook()  # the current config's and every proposed one's
-        self._registry = Registry()
-        self._states: dict[str, PluginState] = {}
-        self._errors: dict[str, str] = {}
-        self._reloads: dict[str, int] = {}
-        self._health: dict[str, HealthStatus] = {}
-        self._checks: dict[str, tuple] = {}  # name -> (instance, Progress, task): one in flight
-        self._pending: dict[str, PluginSpec] = {}
-        self._op_lock = asyncio.Lock()
-        self._closers: list[Callable[[], Any]] = []
-        self._looked: list[str] = []  # where discovery looked, for "no plugin named X"
-        #: what the last reload or definition reloaded and started (or tried to), in order
-        self.last_cascade: tuple[str, ...] = ()
-        self._closed = False
-        self._closing = False  # close() began: queued and new operations are refused
-        self._op: Operation | None = None
-        self._prepared: PreparedReload | None = None
-        self._background: set[asyncio.Task] = set()
+        self._book = Book(self._events, self._secrets)
+        self._pool = LivePool(self._thread.loop)
+        self._runner = Runner(self._thread.loop, self.timeouts, self, self._started_late)
+        self._ops = Operations(self._thread, self._book)
+        self._checks = Checks(self._book, self._pool, self._runner)
         self._imports = Imports(self._runner.plain)  # plugin imports in flight, under a timeout
+        self._late_lock = threading.Lock()  # a late start, against close() beginning
+        self._closers: list[Callable[[], Any]] = []
 
     @classmethod
     def from_config(cls, data: str | os.PathLike | Mapping, **kwargs: Any) -> Kernel:
@@ -136,47 +126,20 @@ class Kernel(Operations):
         return kernel
 
     @property
-    def _registry(self) -> Registry:
-        return self.__registry
-
-    @_registry.setter
-    def _registry(self, registry: Registry) -> None:
-        self.__registry = registry
-        self._secrets.learn(registry.secrets)  # kept up to date entry by entry: no rescan
-
-    def _learn(self, spec: PluginSpec, cls: type[Plugin] | None) -> None:
-        """Know the secrets of a configuration before applying it: its errors may quote them."""
-        model = getattr(cls, "config_model", None)
-        self._secrets.learn(secret_values(spec.config, model=model, marked=spec.secrets))
+    def last_cascade(self) -> tuple[str, ...]:
+        """What the last reload or definition reloaded and started (or tried to), in order."""
+        return self._book.last_cascade
 
     def mask(self, text: str) -> str:
         """``text`` with the known secret values masked, for text that leaves the process
         and that the kernel did not produce itself (an error another layer quotes)."""
-        return self._secrets.mask_text(text) if text else text
+        return self._book.mask(text)
 
-    _redact = mask  # the kernel's own modules' name for it
+    def _emit(self, kind: str, name: str, detail: str = "", error: str | None = None) -> None:
+        self._book.emit(kind, name, detail, error)  # the file watcher's file_error
 
-    def _emit(
-        self, kind: str, name: str, detail: str = "", error: str | None = None, version: str = ""
-    ) -> PluginEvent:
-        if not version and name in self._registry:
-            version = str(self._registry[name].cls.version)
-        detail, error = self._redact(detail), error and self._redact(error)
-        return self._events.emit(kind, name, version, detail, error)
-
-    def _emit_many(self, kind: str, rows: Iterable[tuple[str, str, str]]) -> None:
-        """``_emit(kind, name, detail, version=version)`` for each ``(name, version, detail)``:
-        a reload's per-plugin events, each distinct text masked once."""
-        masked: dict[str, str] = {}
-        redact = self._redact
-
-        def mask(text: str) -> str:
-            found = masked.get(text)
-            if found is None:
-                found = masked[text] = redact(text)
-            return found
-
-        self._events.emit_many(kind, [(name, v, mask(d)) for name, v, d in rows])
+    def _parts(self) -> tuple[Book, LivePool, Runner]:
+        return self._book, self._pool, self._runner
 
     # -- registry ---------------------------------------------------------------------
 
@@ -190,49 +153,51 @@ class Kernel(Operations):
     register = blocking(aregister)
 
     def _register_now(
-        self, plugin: Any, *, origin: str, source: str | None, **match: str | None
+        self,
+        plugin: Any,
+        *,
+        origin: str,
+        source: str | None,
+        unit: str | None = None,
+        fingerprint: Fingerprint | None = None,
     ) -> str:
-        """Register (lock held); ``unit=``, ``fingerprint=`` match later definitions to it."""
+        """Register (lock held); ``unit``, ``fingerprint`` match later definitions to it."""
+        book = self._book
         cls = type(plugin) if isinstance(plugin, Plugin) else plugin
         name = getattr(cls, "name", None)
-        spec = self._pending.get(name) if isinstance(name, str) else None
-        self._registry = self._registry.added(
-            plugin, origin=origin, source=source, spec=spec, **match
+        spec = book.pending.get(name) if isinstance(name, str) else None
+        book.registry = book.registry.added(
+            plugin, origin=origin, source=source, spec=spec, unit=unit, fingerprint=fingerprint
         )
-        self._pending.pop(name, None)
-        self._states[name] = PluginState.REGISTERED
-        self._reloads.setdefault(name, 0)
-        self._emit("registered", name, detail=f"{cls.kind} from {origin}")
-        return name
+        book.registered(cls.name, f"{cls.kind} from {origin}")
+        return cls.name
 
     @exclusive
     async def aunregister(self, name: str) -> None:
         """Forget a plugin (unloading it first); refused while other plugins depend on it."""
-        self._registry[name]
-        users = self._registry.graph().dependents(name)
+        book = self._book
+        users = book.registry.graph().dependents(book.registry[name].name)
         if users:
             raise RegistryError(
                 f"Cannot unregister {name!r}: {', '.join(users)} depend(s) on it; "
                 f"unregister those first."
             )
         if name in self._pool.current.live:
-            await _loader.unload(self, name)
-        self._registry = self._registry.without(name)
-        for table in (self._states, self._errors, self._reloads, self._health):
-            table.pop(name, None)
-        self._emit("unregistered", name)
+            await _loader.unload(*self._parts(), name)
+        book.registry = book.registry.without(name)
+        book.forgotten(name)
 
     unregister = blocking(aunregister)
 
     async def adiscover(self, path: str | os.PathLike) -> list[str]:
         """Register every plugin found in a plugins directory; returns their names."""
         units = _discovery.plugin_units(Path(path))
-        self._looked.append(f"plugins directory {Path(path).resolve()}")
+        self._book.looked.append(f"plugins directory {Path(path).resolve()}")
         found = []
         for unit in units:
             classes, prints = await self.aimport_unit(unit.root, unit.path)
             found.append((unit, prints, classes))
-        return await self._arun(self._locked(self._register_found(found)))
+        return await self._ops.arun(self._ops.locked(self._register_found(found)))
 
     discover = blocking(adiscover)
 
@@ -263,20 +228,20 @@ class Kernel(Operations):
             )
             return classes, {cls.name: sources.fingerprint(cls) for cls in classes}
 
-        return await self._arun(run())
+        return await self._ops.arun(run())
 
     async def areimport_module(
         self, name: str, module: str, fn: Callable[[], Any], *, timeout: float = IMPORT_TIMEOUT
     ) -> Any:
         """``fn()`` — re-importing ``module`` for plugin ``name`` — as :meth:`aimport_unit`
         runs an import: on a worker thread, under ``timeout``, one stuck import at a time."""
-        return await self._arun(self._imports.run(module, "", name, module, fn, timeout))
+        return await self._ops.arun(self._imports.run(module, "", name, module, fn, timeout))
 
     async def _register_found(self, found: list) -> list[str]:
         names = []
         for unit, prints, classes in found:
             for cls in classes:
-                if cls.name not in self._registry:
+                if cls.name not in self._book.registry:
                     # unit and content recorded: the file watcher then refuses a rename
                     # and takes a save of unchanged content as no change
                     name = self._register_now(
@@ -292,11 +257,11 @@ class Kernel(Operations):
     @exclusive
     async def adiscover_entry_points(self, group: str = "helixlab.plugins") -> list[str]:
         """Register plugins that installed packages publish in the entry-point ``group``."""
-        self._looked.append(f"entry points {group!r}")
+        self._book.looked.append(f"entry points {group!r}")
         return [
             self._register_now(cls, origin="entry-point", source=source)
             for source, cls in _discovery.entry_point_plugins(group)
-            if cls.name not in self._registry
+            if cls.name not in self._book.registry
         ]
 
     discover_entry_points = blocking(adiscover_entry_points)
@@ -304,7 +269,7 @@ class Kernel(Operations):
     # -- configuration ----------------------------------------------------------------
 
     def _configured(self, name: str, config: Mapping[str, Any]) -> PluginSpec:
-        entry = self._registry[name]
+        entry = self._book.registry[name]
         config, marked = split_marked(dict(config))  # `{value: ..., secret: true}` too
         spec = replace(
             entry.spec,
@@ -314,7 +279,7 @@ class Kernel(Operations):
             line=None,
             lines={},  # the file's line numbers do not describe these values
         )
-        self._learn(spec, entry.cls)  # before validating: its errors may quote them
+        self._book.learn(spec, entry.cls)  # before validating: its errors may quote them
         return spec
 
     # -- lifecycle --------------------------------------------------------------------
@@ -327,25 +292,34 @@ class Kernel(Operations):
         says why); the others keep loading. A plugin configured but never registered is a
         ConfigError (with its file and line), before anything starts.
         """
-        error = _reload.unregistered(self)
+        error = _reload.unregistered(self._book)
         if error is not None:
             raise error
-        return await _loader.load(self, None)
+        return await self._load(None)
 
     load_all = blocking(aload_all)
+
+    def unregistered(self) -> ConfigError | None:
+        """The ConfigError ``load_all`` would raise for configured plugins that nothing
+        registered (each with its file and line), or None."""
+        return _reload.unregistered(self._book)
 
     @exclusive
     async def aload(self, name: str) -> LoadReport:
         """Load one plugin, and first whichever of its dependencies are not running."""
-        return await _loader.load(self, [name])
+        return await self._load([name])
 
     load = blocking(aload)
+
+    async def _load(self, names: list[str] | None) -> LoadReport:
+        todo = _loader.to_load(self._book, self._pool, names)
+        return await _loader.load(*self._parts(), todo, self._ops.op)
 
     @exclusive
     async def aunload(self, name: str) -> list[str]:
         """Stop ``name`` and, first, every running plugin that depends on it; returns that order."""
-        self._registry[name]
-        return await _loader.unload(self, name)
+        self._book.registry[name]
+        return await _loader.unload(*self._parts(), name)
 
     unload = blocking(aunload)
 
@@ -358,14 +332,15 @@ class Kernel(Operations):
         serving, and :class:`~helixlab.ReloadError` names the plugin and the phase.
         """
         change = await self._imported(change)
-        return await self._arun(self._locked(self._apply(change)))
+        return await self._ops.arun(self._ops.locked(self._apply(change)))
 
     apply = blocking(aapply)
 
     async def _apply(self, change: Change) -> ReloadReport:
-        txn = await self._transaction(change)
-        await txn.prepare()
-        return await txn.commit()
+        txn, op = await self._transaction(change), self._ops.op
+        assert op is not None  # the lock is held
+        await txn.prepare(op)
+        return await txn.commit(op)
 
     async def aprepare(
         self, change: Change, *, timeout: float | None = PREPARE_TIMEOUT
@@ -381,7 +356,7 @@ class Kernel(Operations):
         registered and loaded by ``commit()``, after the swap.
         """
         change = await self._imported(change)
-        return await self._arun(self._prepare(lambda: self._transaction(change), timeout))
+        return await self._ops.arun(self._ops.hold(lambda: self._transaction(change), timeout))
 
     prepare = blocking(aprepare)
 
@@ -405,21 +380,22 @@ class Kernel(Operations):
 
     async def _transaction(self, change: Change) -> Transaction:
         """The transaction making ``change`` (the operation lock held)."""
+        parts = self._parts()
         if change.kind == "reload":
-            return _reload.reload(self, list(change.targets), cascade=change.cascade)
+            return _reload.reload(*parts, list(change.targets), cascade=change.cascade)
         if change.kind == "configure":
-            return _reload.reconfigure(self, self._configured(change.plugin, change.values))
+            return _reload.reconfigure(*parts, self._configured(change.plugin, change.values))
         if change.kind == "apply_config":  # read and parsed in a worker thread
             return await asyncio.to_thread(
                 _reload.apply_config,
-                self,
+                *parts,
                 change.document,
                 source=change.source,
                 line_offset=change.line_offset,
             )
         if change.kind == "define":
             return _reload.define(
-                self,
+                *parts,
                 list(change.classes),
                 change.source or "",
                 change.origin,
@@ -428,121 +404,70 @@ class Kernel(Operations):
             )
         raise ValueError(f"Kernel.apply() cannot make a {change.kind} change here.")
 
-    # the shorthands of apply/prepare used by notebooks, labs, the gateway and the fleet
-
-    def reload(self, *targets: ReloadTarget, cascade: bool = True) -> ReloadReport:
-        """Hot reload plugins (by name, or with a redefined class) with all their dependents.
-
-        New instances are started aside, bound to each other, with state handed over; then
-        one swap; then the old ones drain and stop, dependents first. If anything fails
-        before the swap, the new instances are stopped, the old keep serving, and
-        :class:`~helixlab.ReloadError` names the plugin and the phase. With
-        ``cascade=False`` dependents are not restarted: their ``ctx.get`` answers the new
-        instance from then on, but what they stored earlier is the old, stopped one.
-        """
-        return self.apply(Change.reload(*targets, cascade=cascade))
+    # -- the shorthands of apply and prepare (notebooks, labs, the gateway, the fleet) -----
 
     async def areload(self, *targets: ReloadTarget, cascade: bool = True) -> ReloadReport:
+        """Hot reload plugins (by name, or with a redefined class) with all their dependents.
+
+        With ``cascade=False`` dependents are not restarted: their ``ctx.get`` answers the
+        new instance from then on, but what they stored earlier is the old, stopped one.
+        """
         return await self.aapply(Change.reload(*targets, cascade=cascade))
 
-    def configure(self, name: str, config: Mapping[str, Any]) -> ReloadReport | None:
-        """Validate a new config for ``name``, then reload it with its dependents (if running).
-
-        ``config`` is merged over the current one. A ConfigError leaves everything as it was.
-        """
-        report = self.apply(Change.configure(name, config))
-        return report if report.order else None
+    reload = blocking(areload)
 
     async def aconfigure(self, name: str, config: Mapping[str, Any]) -> ReloadReport | None:
+        """Merge ``config`` over ``name``'s, validated first; restart it with its dependents if
+        running (the report; None if not running). A ConfigError leaves everything as it was."""
         report = await self.aapply(Change.configure(name, config))
         return report if report.order else None
 
-    def apply_config(
-        self, data: str | os.PathLike | Mapping, *, source: str | None = None, line_offset: int = 0
-    ) -> list[ReloadReport]:
-        """Apply a YAML configuration (path, text or mapping) in the course's format.
-
-        Every problem is reported at once, before anything changes. Built-in plugins it
-        names are registered; running plugins whose configuration changed are reloaded
-        with their dependents.
-        """
-        report = self.apply(Change.apply_config(data, source=source, line_offset=line_offset))
-        return [report] if report.order else []
+    configure = blocking(aconfigure)
 
     async def aapply_config(
         self, data: str | os.PathLike | Mapping, *, source: str | None = None, line_offset: int = 0
     ) -> list[ReloadReport]:
+        """Apply a YAML configuration (path, text or mapping) in the course's format: every
+        problem reported at once, before anything changes; built-in plugins it names are
+        registered; running plugins whose configuration changed restart with dependents."""
         change = Change.apply_config(data, source=source, line_offset=line_offset)
         return [report] if (report := await self.aapply(change)).order else []
 
-    def define(self, classes: Iterable[type[Plugin]], **how: Any) -> ReloadReport:
-        """Bring new code in: register and load new plugins, hot reload changed ones.
-
-        This is what a ``%%helix plugin`` cell and a saved plugin file do (``source=``,
-        ``origin=``, ``unit=``, ``fingerprints=``: see :meth:`Change.define`). A class whose
-        fingerprint (its code) equals the registered one is left alone; a changed one is
-        reloaded with its dependents. ``unit`` identifies the cell or file: a unit that no
-        longer defines a plugin it defined before (a rename) is refused.
-        """
-        return self.apply(Change.define(classes, **how))
+    apply_config = blocking(aapply_config)
 
     async def adefine(self, classes: Iterable[type[Plugin]], **how: Any) -> ReloadReport:
+        """New code (a ``%%helix plugin`` cell, a saved file): see :meth:`Change.define`."""
         return await self.aapply(Change.define(classes, **how))
 
-    def prepare_reload(
-        self, *targets: ReloadTarget, cascade: bool = True, timeout: float | None = PREPARE_TIMEOUT
-    ) -> PreparedReload:
-        """:meth:`reload` up to its swap (see :meth:`prepare`)."""
-        return self.prepare(Change.reload(*targets, cascade=cascade), timeout=timeout)
+    define = blocking(adefine)
 
     async def aprepare_reload(
         self, *targets: ReloadTarget, cascade: bool = True, timeout: float | None = PREPARE_TIMEOUT
     ) -> PreparedReload:
+        """:meth:`reload` up to its swap (see :meth:`prepare`)."""
         return await self.aprepare(Change.reload(*targets, cascade=cascade), timeout=timeout)
 
-    def prepare_configure(
-        self, name: str, config: Mapping[str, Any], *, timeout: float | None = PREPARE_TIMEOUT
-    ) -> PreparedReload:
-        """:meth:`configure` up to its swap (see :meth:`prepare`)."""
-        return self.prepare(Change.configure(name, config), timeout=timeout)
+    prepare_reload = blocking(aprepare_reload)
 
     async def aprepare_configure(
         self, name: str, config: Mapping[str, Any], *, timeout: float | None = PREPARE_TIMEOUT
     ) -> PreparedReload:
+        """:meth:`configure` up to its swap (see :meth:`prepare`)."""
         return await self.aprepare(Change.configure(name, config), timeout=timeout)
 
-    def prepare_apply_config(
-        self,
-        data: str | os.PathLike | Mapping,
-        *,
-        source: str | None = None,
-        line_offset: int = 0,
-        timeout: float | None = PREPARE_TIMEOUT,
-    ) -> PreparedReload:
-        """:meth:`apply_config` up to its swap (see :meth:`prepare`)."""
-        change = Change.apply_config(data, source=source, line_offset=line_offset)
-        return self.prepare(change, timeout=timeout)
+    prepare_configure = blocking(aprepare_configure)
 
     async def aprepare_apply_config(
         self,
         data: str | os.PathLike | Mapping,
         *,
-        source: str | None = None,
-        line_offset: int = 0,
-        timeout: float | None = PREPARE_TIMEOUT,
-    ) -> PreparedReload:
-        change = Change.apply_config(data, source=source, line_offset=line_offset)
-        return await self.aprepare(change, timeout=timeout)
-
-    def prepare_define(
-        self,
-        classes: Iterable[type[Plugin]],
-        *,
         timeout: float | None = PREPARE_TIMEOUT,
         **how: Any,
     ) -> PreparedReload:
-        """:meth:`define` up to its swap (see :meth:`prepare`)."""
-        return self.prepare(Change.define(classes, **how), timeout=timeout)
+        """:meth:`apply_config` up to its swap (see :meth:`prepare`)."""
+        return await self.aprepare(Change.apply_config(data, **how), timeout=timeout)
+
+    prepare_apply_config = blocking(aprepare_apply_config)
 
     async def aprepare_define(
         self,
@@ -551,52 +476,49 @@ class Kernel(Operations):
         timeout: float | None = PREPARE_TIMEOUT,
         **how: Any,
     ) -> PreparedReload:
+        """:meth:`define` up to its swap (see :meth:`prepare`)."""
         return await self.aprepare(Change.define(classes, **how), timeout=timeout)
+
+    prepare_define = blocking(aprepare_define)
 
     def preview_reload(self, *targets: ReloadTarget, cascade: bool = True) -> list[str]:
         """The plugins a reload would touch, in order, touching nothing."""
-        return _reload.plan(self, list(targets), cascade=cascade).order
+        return _reload.plan(self._book, self._pool, list(targets), cascade=cascade).order
 
     async def aclose(self) -> None:
         """Stop everything (dependents first), the watchers and servers, then the loop."""
-        if self._closed:
-            return
-        if self._thread.in_loop():
-            raise HelixError(
-                "Kernel.aclose() was awaited on the kernel's own loop (from a plugin, a "
-                "subscriber or a request); close the kernel from the code that created it."
-            )
-        self._begin_closing()
-        try:
-            await self._thread.arun(self._shutdown(), on_interrupt=self._interrupt_close)
-        finally:
-            self._closed = True
-            self._runner.close()
-            self._thread.stop()
+        if not self._ops.closed:
+            self._begin_closing("aclose() was awaited")
+            try:
+                await self._thread.arun(self._shutdown(), on_interrupt=self._ops.interrupt_close)
+            finally:
+                self._end_closing()
 
     def close(self) -> None:
         """Stop everything (dependents first), the watchers and servers, then the loop.
 
         Operations queued behind it, and any started later, raise KernelClosedError.
         """
-        if self._closed:
-            return
+        if not self._ops.closed:
+            self._begin_closing("close() was called")
+            try:  # an interrupt does not cut it short: close stops everything, then re-raises
+                self._thread.run(self._shutdown(), on_interrupt=self._ops.interrupt_close)
+            finally:
+                self._end_closing()
+
+    def _begin_closing(self, what: str) -> None:
         if self._thread.in_loop():  # refused before anything changes
             raise HelixError(
-                "Kernel.close() was called on the kernel's own loop (from a plugin, a "
-                "subscriber or a request); close the kernel from the code that created it."
+                f"Kernel.{what} on the kernel's own loop (from a plugin, a subscriber or a "
+                f"request); close the kernel from the code that created it."
             )
-        self._begin_closing()
-        try:  # an interrupt does not cut it short: close stops everything, then re-raises
-            self._thread.run(self._shutdown(), on_interrupt=self._interrupt_close)
-        finally:
-            self._closed = True
-            self._runner.close()
-            self._thread.stop()
-
-    def _begin_closing(self) -> None:
         with self._late_lock:
-            self._closing = True
+            self._ops.closing = True
+
+    def _end_closing(self) -> None:
+        self._ops.closed = True
+        self._runner.close()
+        self._thread.stop()
 
     def _started_late(self, live: Live) -> None:
         """Where an abandoned ``start`` returned (a worker thread, or the loop): stop that
@@ -604,13 +526,23 @@ class Kernel(Operations):
         worker thread stops it itself, as the loop may stop before a queued stop ran (a
         stop queued earlier runs before ``_shutdown``, which waits for it)."""
         with self._late_lock:
-            if not self._closing or self._thread.in_loop():
-                self._thread.call_soon(_loader.stop_abandoned, self, live)
+            if not self._ops.closing or self._thread.in_loop():
+                self._thread.call_soon(self._stop_late, live)
                 return
-        _loader.stop_abandoned_here(self, live)
+        error = self._runner.stop_here(live)
+        if error is not None:
+            self._book.stop_failed(live, error)
+        self._book.abandoned(live)
+
+    def _stop_late(self, live: Live) -> None:
+        async def stop() -> None:
+            await self._runner.stop([live], self._book.stop_failed)
+            self._book.abandoned(live)
+
+        self._ops.keep(asyncio.ensure_future(stop()))
 
     async def _shutdown(self) -> None:
-        prepared = self._prepared
+        prepared = self._ops.prepared
         if prepared is not None and prepared.state == "prepared":
             await prepared._finish("abort")
         for closer in reversed(self._closers):
@@ -619,12 +551,12 @@ class Kernel(Operations):
                 if asyncio.iscoroutine(result):
                     await result
             except Exception as exc:
-                self._emit("failed", "kernel", detail="while closing", error=describe(exc))
+                self._book.emit("failed", "kernel", detail="while closing", error=describe(exc))
         self._closers.clear()
-        async with self._op_lock:
-            await _loader.stop_all(self)
-        if self._background:  # late stops and aborts, each under its own timeout
-            await asyncio.wait(set(self._background), timeout=self.timeouts.stop * 2)
+        async with self._ops.lock:
+            await _loader.stop_all(*self._parts())
+        if self._ops.background:  # late stops and aborts, each under its own timeout
+            await asyncio.wait(set(self._ops.background), timeout=self.timeouts.stop * 2)
 
     def add_closer(self, closer: Callable[[], Any]) -> None:
         """Run ``closer`` (plain or async) first when the kernel closes: watchers, servers."""
@@ -646,7 +578,7 @@ class Kernel(Operations):
 
     async def ahealth(self) -> dict[str, HealthStatus]:
         """Run every running plugin's health check concurrently, each under a timeout."""
-        return await self._arun(_health.run(self))
+        return await self._ops.arun(self._checks.run())
 
     health = blocking(ahealth)
 
@@ -655,7 +587,7 @@ class Kernel(Operations):
     @property
     def graph(self) -> DependencyGraph:
         """The dependency graph of the registered plugins, as it is now."""
-        return self._registry.graph()
+        return self._book.registry.graph()
 
     @property
     def running(self) -> bool:
@@ -685,28 +617,27 @@ class Kernel(Operations):
 
     @property
     def names(self) -> list[str]:
-        return list(self._registry)
+        return list(self._book.registry)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._registry
+        return name in self._book.registry
 
     def get(self, name: str) -> Plugin:
         """The live instance of a running plugin."""
         try:
             return self._pool.current.live[name].plugin
         except KeyError:
-            what = "loaded" if name in self._registry else "registered"
+            what = "loaded" if name in self._book.registry else "registered"
             raise PluginNotFoundError(name, self._pool.current.live, what=what) from None
 
     def plugin_class(self, name: str) -> type[Plugin]:
-        return self._registry[name].cls
+        return self._book.registry[name].cls
 
     def entry(self, name: str) -> Entry:
-        return self._registry[name]
+        return self._book.registry[name]
 
     def state(self, name: str) -> PluginState:
-        self._registry[name]
-        return self._states.get(name, PluginState.REGISTERED)
+        return self._book.state(self._book.registry[name].name)
 
     def guards(self) -> tuple[str, ...]:
         """The enabled plugins that guard requests (``required``, e.g. custom-auth), by name.
@@ -716,21 +647,21 @@ class Kernel(Operations):
         configuration marks ``required: true`` that nothing registered (its file failed to
         import, or it is not discovered yet) guards too: it is not serving.
         """
-        pending = [n for n, s in list(self._pending.items()) if s.required and s.enabled]
-        if not pending:
-            return self._registry.guards
-        return tuple(sorted({*self._registry.guards, *pending}))
+        registry = self._book.registry
+        pending = [n for n, s in list(self._book.pending.items()) if s.required and s.enabled]
+        return tuple(sorted({*registry.guards, *pending})) if pending else registry.guards
 
     def failure(self, name: str) -> tuple[str, str] | None:
         """``(phase, error)`` of ``name``'s failure while it is failed, else None."""
-        if self._states.get(name) != PluginState.FAILED:
+        record = self._book.records.get(name)
+        if record is None or record.state != PluginState.FAILED:
             return None
-        error = self._errors.get(name, "")
-        phase, _, _ = error.partition(": ")
-        return (phase or "unknown", error)
+        error = record.error or ""
+        return (error.partition(": ")[0] or "unknown", error)
 
     def reload_count(self, name: str) -> int:
-        return self._reloads.get(name, 0)
+        record = self._book.records.get(name)
+        return record.reloads if record is not None else 0
 
     def lease(self) -> Lease:
         """Hold the current live set until released: work started on it finishes on it."""
@@ -748,9 +679,9 @@ class Kernel(Operations):
         remove = self._pool.add_builder(key, builder)
 
         async def rebuild() -> None:
-            _loader.commit(self, self._pool.current.live)
+            _loader.commit(self._book, self._pool, self._pool.current.live)
 
-        self._run(self._locked(rebuild()))
+        self._ops.run(self._ops.locked(rebuild()))
         return remove
 
     def add_verifier(
@@ -767,7 +698,8 @@ class Kernel(Operations):
 
     def info(self) -> list[PluginInfo]:
         """One row per registered plugin, in load order (then the rest by name)."""
-        registry = self._registry
+        book = self._book
+        registry = book.registry
         graph = registry.graph()
         try:
             order = graph.load_order()
@@ -778,8 +710,8 @@ class Kernel(Operations):
         rows = []
         for name in names:
             entry = registry[name]
-            health = self._health.get(name)
-            state = self._states.get(name, PluginState.REGISTERED)
+            record = book.records.get(name)
+            state = record.state if record else PluginState.REGISTERED
             rows.append(
                 PluginInfo(
                     name=name,
@@ -791,12 +723,12 @@ class Kernel(Operations):
                     dependents=tuple(users.get(name, ())),
                     priority=entry.priority,
                     enabled=entry.spec.enabled,
-                    reload_count=self._reloads.get(name, 0),
-                    health=_health.column(state, health),
+                    reload_count=record.reloads if record else 0,
+                    health=column(state, record.health if record else None),
                     config=self._secrets.mask(redact(entry.config, marked=entry.spec.secrets)),
                     origin=entry.origin,
                     source=entry.source,
-                    error=self._errors.get(name),
+                    error=record.error if record else None,
                 )
             )
         return rows
@@ -807,7 +739,7 @@ class Kernel(Operations):
         A dashboard's or a live check panel's background look, so that what a notebook
         prints never depends on when such a look happened to run.
         """
-        return await self._arun(_health.run(self, record=False))
+        return await self._ops.arun(self._checks.run(record=False))
 
     look_health = blocking(alook_health)
 
@@ -854,8 +786,9 @@ class Kernel(Operations):
     # -- display --------------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        active = sum(1 for s in self._states.values() if s == PluginState.ACTIVE)
-        state = "closed" if self._closed else f"{active}/{len(self._registry)} active"
+        active = sum(1 for r in self._book.records.values() if r.state == PluginState.ACTIVE)
+        total = len(self._book.registry)
+        state = "closed" if self._ops.closed else f"{active}/{total} active"
         return f"<helixlab.Kernel: {state}>"
 
     def _repr_html_(self) -> str | None:

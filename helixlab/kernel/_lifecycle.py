@@ -1,8 +1,10 @@
-"""Running lifecycle phases of instances: plain or async, each under its timeout.
+"""The runner: starting and stopping instances, each phase plain or async, under its timeout.
 
-Work is described as a *job*: a generator yielding requests ``(live, phase, args,
-timeout)`` and receiving each phase's result (see ``_loader.start_steps``). The
-:class:`Runner` drives a job where it costs least:
+Work is a *job*: a generator yielding requests ``(live, phase, args, timeout)`` and
+receiving each phase's result. :meth:`Runner.start` and :meth:`Runner.stop` are the one
+way to start and to stop instances (load, reload, the restart strategy, rollback,
+abandonment, close); they group consecutive instances into jobs that run where they
+cost least:
 
 - every phase skipped (the plugin does not override it): inline, nothing to wait for;
 - only plain methods: the whole job on one worker thread (``_workers``), one hop for
@@ -14,42 +16,29 @@ Either way a phase that overruns its timeout is *abandoned*: its waiter gets a
 :class:`PluginTimeoutError` naming the plugin and phase at once, the job does nothing
 more, and nothing awaits it again (an async method that swallows ``CancelledError``
 cannot hold the kernel). Any exception a plugin method raises, ``BaseException``
-included (``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``), is a
-:class:`PluginError` of that plugin in that phase: it never reaches the loop.
-
-An abandoned ``start`` that does return later leaves an instance that may be running
-(threads, sockets) but serves nobody: the runner hands it to ``late_start``, where it
-returned (the kernel stops it: see ``Kernel._started_late``).
+included, is a :class:`PluginError` of that plugin in that phase: it never reaches the
+loop. An abandoned ``start`` that returns later has left an instance that may be running
+but serves nobody: the runner hands it to ``late_start`` (the kernel stops it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import copy
 import inspect
-from collections.abc import Callable, Generator
+import weakref
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 
 from ..errors import PluginError, PluginTimeoutError
 from ._plugin import Context, Plugin
+from ._registry import Entry
 from ._workers import Abandoned, Interrupt, Progress, WorkerPool
 
-__all__ = [
-    "Job",
-    "Live",
-    "Runner",
-    "Timeouts",
-    "call_phase",
-    "fresh_copy",
-    "home",
-    "overridden",
-    "overrides",
-    "widest",
-]
+__all__ = ["Job", "Live", "Operation", "Runner", "Timeouts", "fresh_copy"]
 
 #: phase name → the Plugin method it calls
 PHASES = {
@@ -60,10 +49,14 @@ PHASES = {
     "export_state": "export_state",
     "import_state": "import_state",
 }
+_BASE = {phase: getattr(Plugin, method) for phase, method in PHASES.items()}
+_SCALARS = (str, int, float, bool, type(None), bytes)
 
 #: a request of a job: (instance, phase, arguments, timeout)
 Request = tuple[Any, str, tuple, float]
 Job = Generator[Request, Any, Any]
+#: where a job runs, cheapest first
+_RANK = {"none": 0, "thread": 1, "loop": 2}
 
 
 @dataclass(frozen=True)
@@ -99,83 +92,62 @@ class Live:
         return self.ctx.version
 
 
-def overrides(plugin: Plugin, method: str) -> bool:
-    """Whether the plugin's class defines ``method`` itself (the base ones do nothing)."""
-    return getattr(type(plugin), method) is not getattr(Plugin, method)
+class Operation:
+    """The lifecycle operation holding the kernel's lock: whether its caller was interrupted."""
+
+    __slots__ = ("hurry", "interrupted", "task")
+
+    def __init__(self, task: asyncio.Task | None):
+        self.task = task
+        self.interrupted = False
+        self.hurry = asyncio.Event()  # set on interrupt: a start aside or a drain gives up
+
+    def check(self, name: str) -> None:
+        """Raise the interrupt of a change before its swap, naming ``name``."""
+        if self.interrupted:
+            raise self.error(name)
+
+    @staticmethod
+    def error(name: str) -> PluginError:
+        cause = KeyboardInterrupt("interrupted by the caller before the swap")
+        return PluginError(name, "interrupt", cause=cause)
 
 
-_BASE = {phase: getattr(Plugin, method) for phase, method in PHASES.items()}
-_SCALARS = (str, int, float, bool, type(None), bytes)
+#: each class's phases, found once: computed per call they took two thirds of a reload of
+#: 1,000 async plugins (bench_reload: ~60 of ~90 µs per plugin); held weakly, so a class
+#: redefined in a notebook is not kept alive
+_PHASES: weakref.WeakKeyDictionary[type, tuple[frozenset[str], frozenset[str]]]
+_PHASES = weakref.WeakKeyDictionary()
 
 
-#: where a job runs, cheapest first
-HOMES = ("none", "thread", "loop")
-_RANK = {where: rank for rank, where in enumerate(HOMES)}
-
-
-def widest(*wheres: str) -> str:
-    """The home that can run every one of ``wheres`` (a loop job can call plain methods)."""
-    widest_so_far = "none"
-    for where in wheres:  # a reload asks once or twice per plugin: no max(key=...) here
-        if _RANK[where] > _RANK[widest_so_far]:
-            widest_so_far = where
-    return widest_so_far
-
-
-def home(plugin_class: type, phases: tuple[str, ...]) -> str:
-    """Where a job calling ``phases`` of this class runs: ``none``, ``thread`` or ``loop``."""
-    defined, asynchronous, homes = _phases(plugin_class)
-    where = homes.get(phases)  # asked per plugin and reload: answered once per class
-    if where is None:
-        if defined.isdisjoint(phases):
-            where = "none"
-        else:
-            where = "thread" if asynchronous.isdisjoint(phases) else "loop"
-        homes[phases] = where
-    return where
-
-
-def overridden(plugin_class: type) -> frozenset[str]:
-    """The phases this class defines itself (the others are skipped)."""
-    return _phases(plugin_class)[0]
-
-
-def _async_phases(plugin_class: type) -> frozenset[str]:
-    """The phases this class defines with ``async def``."""
-    return _phases(plugin_class)[1]
-
-
-#: the attribute a plugin class keeps its phases in (its own ``__dict__``, not inherited;
-#: fingerprints leave it out)
-PHASES_ATTR = "__helix_phases__"
-
-
-def _phases(plugin_class: type) -> tuple[frozenset[str], frozenset[str], dict[tuple, str]]:
-    """(phases defined, phases defined with ``async def``, the homes :func:`home` found),
-    computed once per class."""
-    found = plugin_class.__dict__.get(PHASES_ATTR)
+def phases(cls: type) -> tuple[frozenset[str], frozenset[str]]:
+    """The phases ``cls`` defines itself (the others are skipped), and which are async."""
+    found = _PHASES.get(cls)
     if found is None:
-        defined = frozenset(
-            phase
-            for phase, method in PHASES.items()
-            if getattr(plugin_class, method) is not _BASE[phase]
-        )
-        asynchronous = frozenset(
-            phase
-            for phase in defined
-            if inspect.iscoroutinefunction(getattr(plugin_class, PHASES[phase]))
-        )
-        found = (defined, asynchronous, {})
-        with contextlib.suppress(TypeError, AttributeError):  # a class that refuses attributes
-            type.__setattr__(plugin_class, PHASES_ATTR, found)
+        defined = frozenset(p for p, m in PHASES.items() if getattr(cls, m) is not _BASE[p])
+        is_async = inspect.iscoroutinefunction
+        found = defined, frozenset(p for p in defined if is_async(getattr(cls, PHASES[p])))
+        _PHASES[cls] = found
     return found
+
+
+def _widest(a: str, b: str) -> str:
+    return a if _RANK[a] >= _RANK[b] else b
+
+
+def home(cls: type, wanted: tuple[str, ...]) -> str:
+    """Where a job calling ``wanted`` phases of ``cls`` runs: ``none``, ``thread`` or ``loop``."""
+    defined, asynchronous = phases(cls)
+    if defined.isdisjoint(wanted):
+        return "none"
+    return "thread" if asynchronous.isdisjoint(wanted) else "loop"
 
 
 def fresh_copy(value: Any) -> Any:
     """A copy an instance may change without changing anyone else's (config, state)."""
     if value is None or isinstance(value, _SCALARS):
         return value
-    if type(value) is dict and (not value or all(type(v) in _SCALARS for v in value.values())):
+    if type(value) is dict and all(type(v) in _SCALARS for v in value.values()):
         return dict(value)
     copier = getattr(value, "model_copy", None)  # a pydantic model
     try:
@@ -213,39 +185,188 @@ async def _guarded(awaitable: Any) -> tuple[bool, Any]:
 
 
 class Runner:
-    """Drives jobs of lifecycle phases (see the module docstring); one per kernel."""
+    """Starts and stops instances in jobs (see the module docstring); one per kernel."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        name: str = "helixlab-plain",
-        late_start: Callable[[Live], Any] | None = None,
+        timeouts: Timeouts,
+        owner: Any,
+        late_start: Callable[[Live], Any],
     ):
         self.loop = loop
-        self.plain = WorkerPool(loop, name)
+        self.timeouts = timeouts
+        self.owner = owner  # what a plugin's ``ctx.kernel`` is
+        self.plain = WorkerPool(loop, "helixlab-plain")
         self._tasks: set[asyncio.Task] = set()  # running or abandoned: referenced until done
         #: called with an instance whose abandoned ``start`` returned after all, from the
         #: worker thread or the loop task it returned in
         self.late_start = late_start
 
-    # -- one phase ----------------------------------------------------------------------
+    # -- starting -------------------------------------------------------------------------
+
+    async def start(
+        self,
+        entries: list[Entry],
+        current: Mapping[str, Live],
+        new: dict[str, Live],
+        *,
+        states: Mapping[str, Any] | None = None,
+        interrupt: Interrupt | None = None,
+        initialized: Callable[[str], Any] | None = None,
+    ) -> None:
+        """A new instance of each entry, in order, into ``new``: ``init``, ``import_state``,
+        ``start``. One that replaces a ``current`` instance gets its exported state (or
+        the one in ``states``, exported already: the restart strategy).
+
+        Dependencies are bound from ``new`` before ``current``. Consecutive instances share
+        a job; ``initialized(name)`` (a load's event, on the loop) splits each instance's
+        job after ``init``. The first failure raises its PluginError.
+        """
+        wheres = []
+        for entry in entries:
+            old = current.get(entry.name) if states is None else None
+            where = home(entry.cls, ("init", "import_state", "start"))
+            if old is not None:
+                where = _widest(where, home(type(old.plugin), ("export_state",)))
+            wheres.append(where)
+        i = 0
+        while i < len(entries):
+            j, where = i, "none"  # a run of instances that can share one job's home
+            while j < len(entries) and (initialized is None or j == i):
+                if "none" not in (where, wheres[j]) and wheres[j] != where:
+                    break
+                where = _widest(where, wheres[j])
+                j += 1
+            made: dict[str, Live] = {}
+            try:
+                job = self._starting(entries[i:j], current, new, made, states, initialized)
+                await self.run(job, where, interrupt=interrupt)
+                if initialized is not None:
+                    name, live = entries[i].name, made[entries[i].name]
+                    initialized(name)
+                    rest = self._phases(live, ("start",), None)
+                    await self.run(rest, home(entries[i].cls, ("start",)), interrupt=interrupt)
+                    new[name] = live
+            except BaseException:
+                for name, live in made.items():
+                    if new.get(name) is not live:  # failed: it keeps no dependency alive
+                        live.ctx._deps.clear()
+                raise
+            i = j
+
+    def _starting(
+        self,
+        entries: list[Entry],
+        current: Mapping[str, Live],
+        new: dict[str, Live],
+        made: dict[str, Live],
+        states: Mapping[str, Any] | None,
+        initialized: Callable[[str], Any] | None,
+    ) -> Job:
+        for entry in entries:
+            old = current.get(entry.name)
+            state = states.get(entry.name) if states is not None else None
+            if states is None and old is not None and "export_state" in phases(type(old.plugin))[0]:
+                request = (old, "export_state", (), self.timeouts.export_state)
+                state = yield request
+            handover = old is not None or states is not None
+            live = self.new_live(entry, current, new, handover)
+            made[entry.name] = live
+            if initialized is not None:
+                yield from self._phases(live, ("init",), None)
+                return
+            yield from self._phases(live, ("init", "import_state", "start"), fresh_copy(state))
+            new[entry.name] = live
+
+    def _phases(self, live: Live, wanted: tuple[str, ...], state: Any) -> Job:
+        """The ``wanted`` phases that ``live``'s class defines, in order."""
+        t, defined = self.timeouts, phases(type(live.plugin))[0]
+        if "init" in wanted and "init" in defined:
+            yield (live, "init", (live.ctx, live.config), t.init)
+        if "import_state" in wanted and state is not None and "import_state" in defined:
+            yield (live, "import_state", (state,), t.import_state)
+        if "start" in wanted and "start" in defined:
+            yield (live, "start", (live.ctx,), t.start)
+
+    def new_live(
+        self, entry: Entry, current: Mapping[str, Live], bound: Mapping[str, Live], handover: bool
+    ) -> Live:
+        """A new instance of ``entry``, its own copy of the config, bound to its dependencies."""
+        deps = {d: (bound.get(d) or current[d]).plugin for d, _ in entry.requires}
+        version = str(entry.cls.version)
+        try:
+            plugin = entry.instance if entry.instance is not None and not handover else entry.cls()
+        except Exception as exc:
+            raise PluginError(entry.name, "init", cause=exc, version=version) from exc
+        config = fresh_copy(entry.config)  # an instance that changes its config changes its own
+        return Live(plugin, Context(entry.name, version, config, deps, kernel=self.owner), config)
+
+    # -- stopping -------------------------------------------------------------------------
+
+    async def stop(
+        self,
+        lives: list[Live],
+        failed: Callable[[Live, PluginError], Any],
+        *,
+        each: tuple[Callable[[Live], Any], Callable[[Live], Any]] | None = None,
+    ) -> list[PluginError]:
+        """Stop instances in this order under the stop timeout; never raises.
+
+        A failure goes to ``failed(live, error)`` (and is returned) and the rest go on.
+        Consecutive instances share a job, unless ``each = (before, after)``: then each
+        instance is its own job, between ``before(live)`` and ``after(live)``.
+        """
+        errors = []
+        todo = list(lives)
+        for live in todo:
+            live.stopping = True
+        while todo:
+            batch = todo[:1] if each else todo
+            if each:
+                each[0](batch[0])
+            where = "none"
+            for live in batch:
+                where = _widest(where, home(type(live.plugin), ("stop",)))
+            done = [0]
+            try:
+                await self.run(self._stopping(batch, done), where)
+            except PluginError as exc:
+                failed(batch[done[0]], exc)
+                errors.append(exc)
+                done[0] += 1
+            if each:
+                each[1](batch[0])
+            todo = todo[len(batch) if each else done[0] :]
+        return errors
+
+    def _stopping(self, lives: list[Live], done: list[int]) -> Job:
+        for live in lives:
+            if "stop" in phases(type(live.plugin))[0]:
+                yield (live, "stop", (live.ctx,), self.timeouts.stop)
+            done[0] += 1
+
+    def stop_here(self, live: Live) -> PluginError | None:
+        """:meth:`stop` in the calling thread, with no timeout (an ``async def stop`` on a
+        loop of its own): for an abandoned ``start`` that returns once the kernel is
+        closing, in a thread that serves nobody else; its loop may be gone."""
+        try:
+            self._drive_thread(self._stopping([live], [0]), Progress(), here=True)
+        except PluginError as exc:
+            return exc
+        return None
+
+    # -- driving a job --------------------------------------------------------------------
 
     async def call(
         self, live: Live, phase: str, *args: Any, timeout: float, progress: Progress | None = None
     ) -> Any:
-        """One phase of one instance; errors become PluginError(plugin, phase).
-
-        ``progress.finished`` tells, later, whether the call has really returned.
-        """
-        method = getattr(type(live.plugin), PHASES[phase])
-        if method is _BASE[phase]:
-            if progress is not None:
-                progress.finished = True
-            return None
-        where = "loop" if inspect.iscoroutinefunction(method) else "thread"
+        """One phase of one instance (a health check, a restart's undo); errors become
+        PluginError(plugin, phase). ``progress.finished`` tells, later, whether it returned."""
+        where = home(type(live.plugin), (phase,))
+        if where == "none" and progress is not None:
+            progress.finished = True
         return await self.run(_one(live, phase, args, timeout), where, progress)
-
-    # -- a job --------------------------------------------------------------------------
 
     async def run(
         self,
@@ -279,59 +400,57 @@ class Runner:
         finally:
             watch.cancel()
 
-    def _drive_thread(self, job: Job, progress: Progress) -> Any:
-        """On a worker thread: every request of ``job`` in turn."""
+    def _drive_thread(self, job: Job, progress: Progress, here: bool = False) -> Any:
+        """On a worker thread (or, ``here``, any thread): every request of ``job`` in turn."""
         sent: Any = None
-        send, call = job.send, self._call_here
         while True:
             try:
-                request = send(sent)
+                live, phase, args, timeout = job.send(sent)
             except StopIteration as stop:
                 return stop.value
-            sent = call(progress, request)
+            progress.begin((live, phase), timeout)
+            try:
+                sent = getattr(live.plugin, PHASES[phase])(*args)
+                if sent is not None and inspect.isawaitable(sent):
+                    sent = asyncio.run(_guarded(sent)) if here else self._await(progress, sent)
+                    if not sent[0]:
+                        raise sent[1]
+                    sent = sent[1]
+            except Abandoned:
+                raise
+            except BaseException as exc:
+                progress.label = None
+                raise _failure(live, phase, exc) from exc
+            self._ended(progress, live, phase)
 
-    def _call_here(self, progress: Progress, request: Request) -> Any:
-        """One phase on this worker thread; an awaitable result is awaited on the loop."""
-        live, phase, args, timeout = request  # jobs request only phases a class defines
-        method = getattr(live.plugin, PHASES[phase])
-        progress.begin((live, phase), timeout)
+    def _await(self, progress: Progress, awaitable: Any) -> tuple[bool, Any]:
+        """A plain method's awaitable result, awaited on the loop from its worker thread."""
+        future = asyncio.run_coroutine_threadsafe(_guarded(awaitable), self.loop)
+        progress.waiting = future
         try:
-            result = method(*args)
-            if result is not None and inspect.isawaitable(result):
-                future = asyncio.run_coroutine_threadsafe(_guarded(result), self.loop)
-                progress.waiting = future
-                try:
-                    ok, result = future.result()
-                except concurrent.futures.CancelledError:
-                    raise Abandoned from None
-                finally:
-                    progress.waiting = None
-                if not ok:
-                    raise result
-        except Abandoned:
-            raise
-        except BaseException as exc:
-            progress.label = None
-            raise _failure(live, phase, exc) from exc
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise Abandoned from None
+        finally:
+            progress.waiting = None
+
+    def _ended(self, progress: Progress, live: Live, phase: str) -> None:
         try:
             progress.end()  # raises Abandoned if the watchdog gave up on this phase meanwhile
         except Abandoned:
             if phase == "start":
-                self._started_late(live)
+                self.late_start(live)
             raise
-        return result
 
     async def _drive_loop(self, job: Job, progress: Progress) -> Any:
         """In a task of its own: every request of ``job`` in turn."""
         sent: Any = None
         while True:
             try:
-                request = job.send(sent)
+                live, phase, args, timeout = job.send(sent)
             except StopIteration as stop:
                 return stop.value
-            live, phase, args, timeout = request  # jobs request only phases a class defines
-            plugin = live.plugin
-            if phase not in _phases(type(plugin))[1]:  # a plain phase in an async job
+            if phase not in phases(type(live.plugin))[1]:  # a plain phase in an async job
                 progress.begin((live, phase), timeout * 2)  # the inner watchdog fires first
                 inner = Progress()
                 try:
@@ -339,7 +458,7 @@ class Runner:
                 except asyncio.CancelledError:  # this job was abandoned (an interrupt): so is
                     inner.abandoned = True  # the phase; a start that returns is stopped
                     if inner.finished and phase == "start":
-                        self._started_late(live)  # it returned just before: stop it now
+                        self.late_start(live)  # it returned just before: stop it now
                     raise
                 finally:
                     progress.label = None
@@ -349,48 +468,22 @@ class Runner:
             progress.started, progress.timeout = monotonic(), timeout
             progress.label = (live, phase)
             try:
-                sent = await getattr(plugin, PHASES[phase])(*args)
+                sent = await getattr(live.plugin, PHASES[phase])(*args)
             except BaseException as exc:
                 if progress.abandoned:
                     raise Abandoned from None
                 progress.label = None
                 raise _failure(live, phase, exc) from exc
-            try:
-                progress.end()
-            except Abandoned:
-                if phase == "start":
-                    self._started_late(live)
-                raise
-
-    def _started_late(self, live: Live) -> None:
-        if self.late_start is not None:
-            self.late_start(live)
-
-    def stop_here(self, live: Live) -> PluginError | None:
-        """Stop ``live`` in the calling thread, with no timeout; its error, if any.
-
-        For an abandoned ``start`` that returns once the kernel is closing: its loop may
-        be gone, and the thread it returned in serves nobody else, so a hang here holds
-        nothing. An ``async def stop`` runs on a loop of its own.
-        """
-        if getattr(type(live.plugin), PHASES["stop"]) is _BASE["stop"]:
-            return None
-        try:
-            result = live.plugin.stop(live.ctx)
-            if result is not None and inspect.isawaitable(result):
-                ok, result = asyncio.run(_guarded(result))
-                if not ok:
-                    raise result
-        except BaseException as exc:
-            return _failure(live, "stop", exc)
-        return None
+            self._ended(progress, live, phase)
 
     def close(self) -> None:
         self.plain.close()
 
 
 def _one(live: Any, phase: str, args: tuple, timeout: float) -> Job:
-    return (yield (live, phase, args, timeout))
+    if phase in phases(type(live.plugin))[0]:
+        return (yield (live, phase, args, timeout))
+    return None
 
 
 def _drive_inline(job: Job) -> Any:
@@ -416,8 +509,3 @@ def _settle_task(future: asyncio.Future, task: asyncio.Task) -> None:
         future.cancel()
     else:
         future.set_exception(value)
-
-
-async def call_phase(live: Live, phase: str, *args: Any, timeout: float) -> Any:
-    """Call one phase of ``live`` with its kernel's runner (see :meth:`Runner.call`)."""
-    return await live.ctx.kernel._runner.call(live, phase, *args, timeout=timeout)

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import PluginNotFoundError
-from ._lifecycle import Live
+from ._lifecycle import Live, Operation
 from ._plugin import Plugin
 
 __all__ = ["Generation", "Lease", "LivePool"]
@@ -137,7 +137,7 @@ class LivePool:
     def add_builder(self, key: str, builder: Builder) -> Callable[[], None]:
         """Derive ``extras[key]`` from each new generation (e.g. the gateway's middleware chain)."""
         self._builders[key] = builder
-        return lambda: self._builders.pop(key, None)
+        return lambda: self._builders.pop(key, None) and None
 
     def build(self, live: Mapping[str, Live], graph: Any) -> Generation:
         """The next generation, built aside; a builder's exception propagates, nothing changes."""
@@ -148,7 +148,7 @@ class LivePool:
     def add_verifier(self, key: str, verifier: Verifier) -> Callable[[], None]:
         """Check each generation a reload built aside before it is swapped in (a canary)."""
         self._verifiers[key] = verifier
-        return lambda: self._verifiers.pop(key, None)
+        return lambda: self._verifiers.pop(key, None) and None
 
     async def verify(self, new: Generation, changed: Mapping[str, Any]) -> None:
         """Run the verifiers on ``new``; the first that raises refuses it."""
@@ -173,16 +173,15 @@ class LivePool:
     def _release(self, gen: Generation) -> None:
         with self._lock:
             gen.leases -= 1
-            idle = gen.leases == 0 and gen._idle is not None and not gen.abandoned
-            if idle:
+            event = gen._idle if gen.leases == 0 and not gen.abandoned else None
+            if event is not None:
                 self._retired.remove(gen)
-        if idle:
-            event = gen._idle
-            if self._loop.is_closed():
-                return
+        if event is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(event.set)
 
-    async def drain(self, up_to: Generation, timeout: float, hurry: Any = None) -> bool:
+    async def drain(
+        self, up_to: Generation, timeout: float, hurry: Operation | None = None
+    ) -> bool:
         """Wait (on the kernel loop) until no lease is held on a generation up to ``up_to``.
 
         Ends early when ``hurry.hurry`` (an asyncio.Event: the caller was interrupted) is
@@ -191,11 +190,12 @@ class LivePool:
         """
         with self._lock:
             gens = [g for g in self._retired if g.number <= up_to.number and g._idle]
-        if not gens:
+        idle = [g._idle.wait() for g in gens if g._idle is not None]
+        if not idle:
             return True
-        waiting = asyncio.ensure_future(asyncio.gather(*(g._idle.wait() for g in gens)))
+        waiting = asyncio.ensure_future(asyncio.gather(*idle))
         waiting.add_done_callback(_retrieve)
-        watch = {waiting}
+        watch: set[asyncio.Future[Any]] = {waiting}
         if hurry is not None:
             watch.add(asyncio.ensure_future(hurry.hurry.wait()))
         try:

@@ -1,62 +1,55 @@
-"""Operations on the kernel's loop: one lifecycle operation at a time, and interrupts.
+"""Operations on the kernel's loop: one lifecycle operation at a time, interrupts, and the
+boundary where what an operation returns or raises leaves the kernel (masked, once).
 
 A lifecycle method of the Kernel is written once, as a coroutine run under the operation
 lock (:func:`exclusive`); :func:`blocking` makes its synchronous twin, which works in a
-Jupyter cell as in a script. :class:`Operations` (a base of ``Kernel``) submits the work
-to the loop and waits, and turns an interrupt of the caller (KeyboardInterrupt, or the
-cancellation of an async caller) into a request to the operation (finish or roll back:
-see docs/architecture.md), never into a cancellation half-way. A prepared reload holds
-the lock between ``prepare_*`` and its commit or abort.
+Jupyter cell as in a script. An interrupt of the caller (KeyboardInterrupt, or the
+cancellation of an async caller) becomes a request to the operation (finish or roll
+back: see docs/architecture.md), never a cancellation half-way. The lock is taken and
+released here only: by :meth:`Operations.locked`, or held from :meth:`Operations.hold`
+(a prepared change) to the end of :meth:`Operations.settle` (its commit or abort).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
-import inspect
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from ..errors import KernelClosedError, ReloadError, ReloadInterrupted
+from ._book import Book
+from ._lifecycle import Operation
 from ._loop import LoopThread, Submission
 from ._reports import ReloadReport
-from ._secrets import SecretBook
-from ._transaction import PreparedReload, Transaction
+from ._transaction import Transaction
 
-__all__ = ["Operation", "Operations", "blocking", "exclusive"]
+__all__ = ["Operations", "PreparedReload", "blocking", "exclusive"]
+
+T = TypeVar("T")
+
+#: inside an operation's coroutine on the loop: a nested boundary only awaits
+_INSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar("helixlab_inside", default=False)
 
 
-def exclusive(impl: Callable[..., Any]) -> Callable[..., Any]:
+def exclusive(impl: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
     """A public async method from ``impl``: it runs on the kernel's loop, one at a time."""
 
     @functools.wraps(impl)
     async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return await self._arun(self._locked(impl(self, *args, **kwargs)))
+        return await self._ops.arun(self._ops.locked(impl(self, *args, **kwargs)))
 
     return method
 
 
-class Operation:
-    """The lifecycle operation holding the lock: whether its caller was interrupted."""
-
-    __slots__ = ("hurry", "interrupted", "task")
-
-    def __init__(self, task: asyncio.Task | None):
-        self.task = task
-        self.interrupted = False
-        self.hurry = asyncio.Event()  # set on interrupt: a drain stops waiting
-
-
 def blocking(amethod: Callable[..., Any]) -> Callable[..., Any]:
-    """The synchronous twin of an ``a``-prefixed method: same arguments, same docstring.
-
-    It waits for the kernel's loop from the calling thread, so it works in a Jupyter cell
-    (whose own loop is running) as in a plain script.
-    """
+    """The synchronous twin of an ``a``-prefixed method: same arguments, same docstring."""
 
     @functools.wraps(amethod)
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._run(amethod(self, *args, **kwargs))
+        return self._ops.run(amethod(self, *args, **kwargs))
 
     method.__name__ = amethod.__name__.removeprefix("a")
     method.__qualname__ = f"Kernel.{method.__name__}"
@@ -64,74 +57,74 @@ def blocking(amethod: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class Operations:
-    """How the Kernel runs work on its loop; the attributes are the Kernel's (see there)."""
+    """How a kernel runs work on its loop (see the module docstring)."""
 
-    _thread: LoopThread
-    _op_lock: asyncio.Lock
-    _op: Operation | None
-    _closing: bool
-    _closed: bool
-    _prepared: PreparedReload | None
-    _background: set[asyncio.Task]
-    _emit: Callable[..., Any]
-    _secrets: SecretBook  # what leaves through _run/_arun is masked with it
+    def __init__(self, thread: LoopThread, book: Book):
+        self.thread = thread
+        self.book = book
+        self.lock = asyncio.Lock()
+        self.op: Operation | None = None
+        self.closing = False  # close() began: queued and new operations are refused
+        self.closed = False
+        self.prepared: PreparedReload | None = None
+        self.background: set[asyncio.Future] = set()
 
-    async def _locked(self, coro: Any) -> Any:
-        async with self._op_lock:
-            if self._closing:
-                coro.close()
-                raise KernelClosedError("The kernel is closing; create a new Kernel().")
-            op = self._begin_op()
+    # -- the lock -------------------------------------------------------------------------
+
+    async def locked(self, coro: Awaitable[T]) -> T:
+        async with self.lock:
+            op = self._begin(coro)
             try:
                 return await coro
             finally:
-                self._end_op(op)
+                self._end(op)
 
-    def _begin_op(self) -> Operation:
-        self._op = op = Operation(asyncio.current_task())
+    def _begin(self, coro: Any) -> Operation:
+        if self.closing:
+            coro.close()
+            raise KernelClosedError("The kernel is closing; create a new Kernel().")
+        self.op = op = Operation(asyncio.current_task())
         return op
 
-    def _end_op(self, op: Operation) -> None:
-        if self._op is op:
-            self._op = None
+    def _end(self, op: Operation) -> None:
+        if self.op is op:
+            self.op = None
 
-    def _interrupt(self, submission: Submission) -> None:
-        """On the loop: the caller of ``submission`` was interrupted (KeyboardInterrupt, cancel)."""
-        op, task = self._op, submission.task
-        if op is not None and task is not None and op.task is task:
-            if not op.interrupted:
-                op.interrupted = True
-                op.hurry.set()
-                self._emit(
-                    "interrupted",
-                    "kernel",
-                    detail="caller interrupted: rolling back, or finishing after the swap",
-                )
-        elif task is None:  # not begun: it never will
-            submission.future.cancel()
-        elif not task.done():
-            task.cancel()  # queued for the lock, or only reading: nothing half-done
-            self._emit("interrupted", "kernel", detail="caller interrupted: given up, unchanged")
+    async def hold(
+        self, make: Callable[[], Awaitable[Transaction]], timeout: float | None
+    ) -> PreparedReload:
+        """Take the lock, prepare ``make()``'s transaction, keep the lock: a PreparedReload."""
+        await self.lock.acquire()
+        try:
+            coro = make()
+            op = self._begin(coro)
+            try:
+                txn = await coro
+                await txn.prepare(op)
+            finally:
+                self._end(op)
+        except BaseException:
+            self.lock.release()
+            raise
+        self.prepared = PreparedReload(self, txn, timeout)
+        return self.prepared
 
-    def _interrupt_close(self, submission: Submission) -> None:
-        """On the loop: an interrupt of ``close()`` changes nothing; it stops everything."""
-        self._emit("interrupted", "kernel", detail="caller interrupted: closing goes on")
+    async def settle(self, txn: Transaction, how: str, reason: str) -> ReloadReport:
+        """Commit or abort the held transaction, then release the lock."""
+        op = Operation(asyncio.current_task())
+        self.op = op
+        try:
+            return await (txn.commit(op) if how == "commit" else txn.abort(op, reason))
+        finally:
+            self._end(op)
+            self.prepared = None
+            self.lock.release()
 
-    def _discard(self, result: Any) -> None:
-        """On the loop: a result its interrupted caller never received."""
-        if isinstance(result, PreparedReload) and result.state == "prepared":
-            self._keep(asyncio.ensure_future(result._finish("abort")))
+    # -- the boundary ---------------------------------------------------------------------
 
-    def _keep(self, task: asyncio.Task) -> None:
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    def _check_open(self, coro: Any) -> None:
-        if self._closed:
-            coro.close()
-            raise KernelClosedError("The kernel is closed; create a new Kernel().")
-
-    def _run(self, coro: Any) -> Any:
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and wait here; its result or error masked."""
+        self.thread.refuse_in_loop(coro)
         self._check_open(coro)
         interrupted: list[Submission] = []
 
@@ -139,54 +132,168 @@ class Operations:
             interrupted.append(submission)
             self._interrupt(submission)
 
-        try:  # the boundary: what leaves the loop (a report, an error) has its secrets masked
-            return self._secrets.mask(
-                self._thread.run(coro, on_interrupt=on_interrupt, discard=self._discard)
-            )
+        try:
+            result = self.thread.run(self._inside(coro), on_interrupt, self._discard)
         except KeyboardInterrupt:
             ended = _how_it_ended(interrupted[0]) if interrupted else None
             if ended is None:
                 raise
-            raise self._secrets.mask(ended) from None
+            raise self.book.secrets.mask(ended) from None
         except BaseException as exc:
-            self._secrets.mask(exc)
+            self.book.secrets.mask(exc)
             raise
+        return self.book.secrets.mask(result)
 
-    async def _arun(self, coro: Any) -> Any:
+    async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the loop from any loop; its result or error masked (once: an
+        operation nested in another's coroutine is only awaited)."""
+        if _INSIDE.get() and self.thread.in_loop():
+            return await coro
         self._check_open(coro)
         try:
-            return self._secrets.mask(
-                await self._thread.arun(coro, on_interrupt=self._interrupt, discard=self._discard)
-            )
+            result = await self.thread.arun(self._inside(coro), self._interrupt, self._discard)
         except BaseException as exc:
-            self._secrets.mask(exc)
+            self.book.secrets.mask(exc)
             raise
+        return self.book.secrets.mask(result)
 
-    async def _prepare(self, make: Callable[[], Any], timeout: float | None) -> Any:
-        """Take the operation lock, prepare ``make()``'s transaction (or what it awaits to),
-        keep the lock."""
-        await self._op_lock.acquire()
+    @staticmethod
+    async def _inside(coro: Coroutine[Any, Any, T]) -> T:
+        token = _INSIDE.set(True)
         try:
-            if self._closing:
-                raise KernelClosedError("The kernel is closing; create a new Kernel().")
-            op = self._begin_op()
-            try:
-                txn = make()
-                if inspect.isawaitable(txn):  # made in a worker thread (a config to parse)
-                    txn = await txn
-                await txn.prepare()
-            finally:
-                self._end_op(op)
-        except BaseException:
-            self._op_lock.release()
-            raise
-        self._prepared = PreparedReload(self, txn, timeout)
-        return self._prepared
+            return await coro
+        finally:
+            _INSIDE.reset(token)
 
-    async def _transact(self, txn: Transaction) -> ReloadReport:
-        """Prepare and commit at once (the operation lock held): reload, configure, define."""
-        await txn.prepare()
-        return await txn.commit()
+    def _check_open(self, coro: Coroutine[Any, Any, Any]) -> None:
+        if self.closed or not self.thread.running:
+            coro.close()
+            raise KernelClosedError("The kernel is closed; create a new Kernel().")
+
+    # -- interrupts -----------------------------------------------------------------------
+
+    def _interrupt(self, submission: Submission) -> None:
+        """On the loop: the caller of ``submission`` was interrupted (KeyboardInterrupt, cancel)."""
+        op, task = self.op, submission.task
+        if op is not None and task is not None and op.task is task:
+            if not op.interrupted:
+                op.interrupted = True
+                op.hurry.set()
+                detail = "caller interrupted: rolling back, or finishing after the swap"
+                self.book.emit("interrupted", "kernel", detail=detail)
+        elif task is None:  # not begun: it never will
+            submission.future.cancel()
+        elif not task.done():
+            task.cancel()  # queued for the lock, or only reading: nothing half-done
+            detail = "caller interrupted: given up, unchanged"
+            self.book.emit("interrupted", "kernel", detail=detail)
+
+    def interrupt_close(self, submission: Submission) -> None:
+        """On the loop: an interrupt of ``close()`` changes nothing; it stops everything."""
+        self.book.emit("interrupted", "kernel", detail="caller interrupted: closing goes on")
+
+    def _discard(self, result: Any) -> None:
+        """On the loop: a result its interrupted caller never received."""
+        if isinstance(result, PreparedReload) and result.state == "prepared":
+            self.keep(asyncio.ensure_future(result._finish("abort")))
+
+    def keep(self, task: asyncio.Future) -> None:
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+
+class PreparedReload:
+    """A change prepared up to its swap: the new instances run aside, nothing swapped yet.
+
+    Made by :meth:`Kernel.prepare` (and ``prepare_reload``, ``prepare_configure``,
+    ``prepare_apply_config``, ``prepare_define``). It holds the kernel's operation lock:
+    no other lifecycle operation runs until :meth:`commit` (swap, drain, stop the old;
+    returns the ReloadReport) or :meth:`abort` (roll back as a failed reload does). If
+    neither comes within ``timeout`` seconds it aborts by itself. As a context manager
+    (``with kernel.prepare_reload("a") as prepared: ... prepared.commit()``) leaving the
+    block without a commit aborts.
+    """
+
+    def __init__(self, ops: Operations, transaction: Transaction, timeout: float | None):
+        self._ops = ops
+        self._txn = transaction
+        self.timeout = timeout
+        self.expired = False
+        loop = ops.thread.loop
+        self._timer = loop.call_later(timeout, self._expire) if timeout is not None else None
+
+    @property
+    def order(self) -> list[str]:
+        """The running plugins it restarts, dependencies first."""
+        return list(self._txn.report.order)
+
+    @property
+    def report(self) -> ReloadReport:
+        """The report so far (complete once committed or aborted)."""
+        return self._txn.report
+
+    @property
+    def state(self) -> str:
+        """``prepared``, ``committed`` or ``aborted``."""
+        return self._txn.state
+
+    def _expire(self) -> None:
+        if self._txn.state == "prepared":
+            self.expired = True
+            self._ops.keep(asyncio.ensure_future(self._finish("abort")))
+
+    async def _finish(self, how: str) -> ReloadReport:
+        """Commit or abort on the kernel's loop, then release the operation lock."""
+        txn = self._txn
+        if txn.state != "prepared":
+            why = " (its timeout expired)" if self.expired else ""
+            raise ReloadError(
+                (txn.report.targets or ["kernel"])[0],
+                how,
+                f"Cannot {how} this prepared reload: it is already {txn.state}{why}.",
+                report=txn.report,
+            )
+        if self._timer is not None:
+            self._timer.cancel()
+        expired = f"not committed within {self.timeout:g}s" if self.expired else ""
+        report = await self._ops.settle(txn, how, expired or "aborted by the caller")
+        if expired:
+            self._ops.book.emit("rolled_back", "kernel", detail=f"prepared reload {expired}")
+        return report
+
+    async def acommit(self) -> ReloadReport:
+        """Async twin of :meth:`commit`."""
+        return await self._ops.arun(self._finish("commit"))
+
+    async def aabort(self) -> ReloadReport:
+        """Async twin of :meth:`abort`."""
+        return await self._ops.arun(self._finish("abort"))
+
+    def commit(self) -> ReloadReport:
+        """Swap the prepared generation in, drain and stop the old one; the ReloadReport."""
+        return self._ops.run(self._finish("commit"))
+
+    def abort(self) -> ReloadReport:
+        """Stop the new instances; the old set keeps serving. The (rolled back) ReloadReport."""
+        return self._ops.run(self._finish("abort"))
+
+    def __enter__(self) -> PreparedReload:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._txn.state == "prepared":
+            with contextlib.suppress(KernelClosedError):
+                self.abort()
+
+    async def __aenter__(self) -> PreparedReload:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._txn.state == "prepared":
+            await self.aabort()
+
+    def __repr__(self) -> str:
+        return f"<PreparedReload {self.state}: {', '.join(self.order) or 'nothing to restart'}>"
 
 
 def _how_it_ended(submission: Submission) -> ReloadInterrupted | None:
@@ -206,12 +313,12 @@ def _how_it_ended(submission: Submission) -> ReloadInterrupted | None:
             rolled_back=True,
             report=error.report,
         )
-    if error is None and isinstance(future.result(), ReloadReport) and future.result().order:
-        report = future.result()
+    result = future.result() if error is None else None
+    if isinstance(result, ReloadReport) and result.order:
         return ReloadInterrupted(
-            f"Reload of {', '.join(report.targets)} interrupted after its swap: finished, "
+            f"Reload of {', '.join(result.targets)} interrupted after its swap: finished, "
             f"the new versions serve.",
             rolled_back=False,
-            report=report,
+            report=result,
         )
     return None

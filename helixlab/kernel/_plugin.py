@@ -1,17 +1,17 @@
 """The plugin model: the ``Plugin`` base class, its kinds, its states and its context.
 
-A plugin is a class. The seed's ``Name()/Version()/Description()/Dependencies()`` are
-class attributes; lifecycle methods may be plain or ``async def``. A plugin reaches
-another plugin only through ``ctx.get(name)``, and only if it declared it: the graph is
-always the truth.
+A plugin is a class (the seed's ``Name()``, ``Version()``... are class attributes); its
+lifecycle methods may be plain or ``async def``. It reaches another plugin only through
+``ctx.get(name)``, and only if it declared it: the graph is always the truth.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
+import inspect
 import logging
-import re
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -38,8 +38,7 @@ __all__ = [
     "parse_dependency",
 ]
 
-# The ASGI types a middleware speaks (the same shapes as starlette.types), so that a type
-# checker can help a plugin author without the kernel importing the gateway's stack.
+# The ASGI types a middleware speaks (starlette.types' shapes, without importing it)
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -54,11 +53,8 @@ ConfigT = TypeVar("ConfigT")
 
 @dataclass(frozen=True)
 class Probe:
-    """One request a canary sends through a reload's new chain, aside, before the swap.
-
-    ``json=None`` on the chat route means "one short chat completion to a model the new
-    generation serves". The probe passes when ``expect(status)`` holds (default: < 500).
-    """
+    """One request a canary sends through a reload's new chain, before the swap; it passes
+    when ``expect(status)``. ``json=None`` on the chat route: one short chat completion."""
 
     method: str = "POST"
     path: str = "/v1/chat/completions"
@@ -126,26 +122,15 @@ class Plugin(Generic[ConfigT]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "config_model" not in vars(cls):
-            model = _generic_config(cls)
-            if model is not None:
+        bases = () if "config_model" in vars(cls) else getattr(cls, "__orig_bases__", ())
+        for base in bases:  # class P(Plugin[Model]): Model is its config model
+            origin, model = typing.get_origin(base), (*typing.get_args(base), None)[0]
+            pydantic = isinstance(model, type) and hasattr(model, "model_validate")
+            if pydantic and isinstance(origin, type) and issubclass(origin, Plugin):
                 cls.config_model = model
-        if isinstance(cls.dependencies, str):
-            cls.dependencies = (cls.dependencies,)
-        else:
-            cls.dependencies = tuple(cls.dependencies)
-
-
-def _generic_config(cls: type) -> Any:
-    """The pydantic model given as ``Plugin[Model]`` in ``cls``'s own bases, if any."""
-    for base in getattr(cls, "__orig_bases__", ()):
-        args = typing.get_args(base)
-        origin = typing.get_origin(base)
-        if args and isinstance(origin, type) and issubclass(origin, Plugin):
-            model = args[0]
-            if isinstance(model, type) and hasattr(model, "model_validate"):
-                return model
-    return None
+                break
+        deps = cls.dependencies
+        cls.dependencies = (deps,) if isinstance(deps, str) else tuple(deps)
 
 
 class _Probed:
@@ -191,13 +176,10 @@ class ToolPlugin(Plugin[ConfigT]):
 
 
 class Context:
-    """What an instance sees of the kernel: its own name, config, logger and its deps.
+    """What an instance sees of the kernel: its own name, config, logger and dependencies
+    (their instances live, or new in a reload, when it was created)."""
 
-    Each instance gets its own context, bound to the instances of its dependencies that
-    were live (or, during a reload, new) when it was created.
-    """
-
-    __slots__ = ("_deps", "_logger", "config", "kernel", "name", "version")
+    __slots__ = ("_deps", "config", "kernel", "name", "version")
 
     def __init__(
         self,
@@ -211,15 +193,12 @@ class Context:
         self.version = version
         self.config = config
         self.kernel = kernel
-        self._logger: logging.Logger | None = None
         self._deps = dict(deps)
 
     @property
     def logger(self) -> logging.Logger:
         """The plugin's logger, ``helixlab.plugins.<name>``."""
-        if self._logger is None:
-            self._logger = logging.getLogger(f"helixlab.plugins.{self.name}")
-        return self._logger
+        return logging.getLogger(f"helixlab.plugins.{self.name}")
 
     def get(self, name: str) -> Plugin:
         """The live instance of a declared dependency."""
@@ -241,19 +220,10 @@ class Context:
         return f"<Context of {self.name!r}>"
 
 
-#: ``name`` or ``name>=1.0``: what packaging would parse to the same (name, specifier)
-_SIMPLE = re.compile(
-    r"(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)"
-    r"(?P<spec>(?:===|~=|==|!=|<=|>=|<|>)[0-9][0-9A-Za-z.+!*-]*)?"
-)
-
-
-@functools.lru_cache(maxsize=4096)  # parsed once per spec (entries cache their requires)
+# measured: packaging parses one in 10-15 µs, as much as a reload costs per plugin
+@functools.lru_cache(maxsize=4096)
 def parse_dependency(spec: str, owner: str = "?") -> tuple[str, str]:
     """Split ``"custom-logger>=1.0"`` into ``("custom-logger", ">=1.0")``."""
-    simple = _SIMPLE.fullmatch(spec)  # the common forms, without packaging's full parser
-    if simple is not None:
-        return simple["name"], simple["spec"] or ""
     try:
         req = Requirement(spec)
     except InvalidRequirement as exc:
@@ -293,12 +263,14 @@ def check_plugin_class(cls: type) -> None:
 
 
 def check_hooks(cls: type[Plugin]) -> None:
-    """Refuse a kind without its hook (a MiddlewarePlugin without get_middleware...).
-
-    Discovery applies it to plugin files and packages, so that the author learns it when
-    the file loads, not from the first request; a notebook may still sketch a kind first.
-    """
-    for base, hook in _HOOKS:
+    """Refuse a kind without its hook (a MiddlewarePlugin without get_middleware...): for
+    plugin files, when they load; a notebook may still sketch a kind first."""
+    kinds = {
+        MiddlewarePlugin: "get_middleware",
+        ProviderPlugin: "get_provider",
+        ToolPlugin: "get_tools",
+    }
+    for base, hook in kinds.items():
         if issubclass(cls, base) and getattr(cls, hook) is getattr(base, hook):
             raise RegistryError(
                 f"Plugin {cls.name!r} ({describe_class(cls)}) is a {base.__name__} but does not "
@@ -306,23 +278,10 @@ def check_hooks(cls: type[Plugin]) -> None:
             )
 
 
-_HOOKS = (
-    (MiddlewarePlugin, "get_middleware"),
-    (ProviderPlugin, "get_provider"),
-    (ToolPlugin, "get_tools"),
-)
-
-
 def describe_class(cls: type) -> str:
     """``class X in file:line`` for messages about a class (file unknown: its module)."""
-    import inspect
-
-    try:
-        file = inspect.getsourcefile(cls) or cls.__module__
-    except (OSError, TypeError):
-        file = cls.__module__
-    try:
-        line = inspect.getsourcelines(cls)[1]
-    except (OSError, TypeError):  # a class made with type(), or in a REPL
-        return f"class {cls.__qualname__} in {file}"
-    return f"class {cls.__qualname__} in {file}:{line}"
+    where = cls.__module__
+    with contextlib.suppress(OSError, TypeError):  # a class made with type(), or in a REPL
+        where = inspect.getsourcefile(cls) or where
+        where += f":{inspect.getsourcelines(cls)[1]}"
+    return f"class {cls.__qualname__} in {where}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from ..errors import (
@@ -24,28 +24,19 @@ from ..errors import (
     describe,
 )
 from . import _discovery
+from ._book import Book
 from ._config import PluginSpec, parse_config
 from ._fingerprint import Fingerprint, class_fingerprint
-from ._graph import DependencyGraph
+from ._lifecycle import Operation, Runner
+from ._live import LivePool
 from ._plugin import Plugin, PluginState, check_plugin_class
 from ._registry import Registry
 from ._reports import ReloadReport
 from ._secrets import secret_values
 from ._stored import stored_value_refusal
-from ._transaction import Transaction, load_new
+from ._transaction import Plan, Transaction, load_new
 
 __all__ = ["Plan", "apply_config", "define", "plan", "reconfigure", "reload"]
-
-
-@dataclass
-class Plan:
-    """What a reload will do: the proposed registry, the cascade and what it will load."""
-
-    targets: list[str]
-    registry: Registry
-    graph: DependencyGraph
-    order: list[str]  # running plugins to replace, dependencies first
-    load: list[str] = field(default_factory=list)  # not running: loaded after the swap
 
 
 def _refuse(
@@ -61,10 +52,15 @@ def _refuse(
 
 
 def plan(
-    kernel, targets: Iterable[str | type[Plugin]], *, cascade: bool = True, registry=None
+    book: Book,
+    pool: LivePool,
+    targets: Iterable[str | type[Plugin]],
+    *,
+    cascade: bool = True,
+    registry: Registry | None = None,
 ) -> Plan:
     """Validate a reload of ``targets`` and return its plan; raises ReloadError, changes nothing."""
-    registry = registry or kernel._registry
+    registry = registry or book.registry
     names: list[str] = []
     for target in targets:
         if isinstance(target, type):
@@ -102,7 +98,7 @@ def plan(
         if not graph.nodes[name].enabled:
             raise _refuse(name, DependencyError(f"Plugin {name!r} is disabled.", plugins=(name,)))
 
-    live = kernel._pool.current.live
+    live = pool.current.live
     wanted = set(names)
     cascade_order = (
         graph.reload_order(names) if cascade else [n for n in graph.load_order() if n in wanted]
@@ -112,9 +108,7 @@ def plan(
     load = [
         n
         for n in cascade_order
-        if n not in live
-        and graph.nodes[n].enabled
-        and (n in wanted or kernel._states.get(n) in waiting)
+        if n not in live and graph.nodes[n].enabled and (n in wanted or book.state(n) in waiting)
     ]
     available = set(live) | set(order)
     for name in order:
@@ -135,20 +129,22 @@ def plan(
     return Plan(names, registry, graph, order, load)
 
 
-def reconfigure(kernel, spec: PluginSpec) -> Transaction:
+def reconfigure(book: Book, pool: LivePool, runner: Runner, spec: PluginSpec) -> Transaction:
     """A change to ``spec`` (validated now), reloading its plugin with dependents if running."""
-    registry = kernel._registry.with_spec(spec)
+    registry = book.registry.with_spec(spec)
 
-    async def configured(report: ReloadReport) -> None:
-        kernel._emit("configured", spec.name, detail=f"from {spec.source}")
+    async def configured(report: ReloadReport, op: Operation) -> None:
+        book.emit("configured", spec.name, detail=f"from {spec.source}")
 
-    if spec.name not in kernel._pool.current.live:
-        return Transaction(kernel, None, registry, configured)
-    return Transaction(kernel, plan(kernel, [spec.name], registry=registry), registry, configured)
+    running = spec.name in pool.current.live
+    the_plan = plan(book, pool, [spec.name], registry=registry) if running else None
+    return Transaction(book, pool, runner, the_plan, registry, configured)
 
 
 def define(
-    kernel,
+    book: Book,
+    pool: LivePool,
+    runner: Runner,
     classes: list[type[Plugin]],
     source: str,
     origin: str,
@@ -163,7 +159,7 @@ def define(
         check_plugin_class(cls)
         if names.count(cls.name) > 1:
             raise RegistryError(f"{source} defines the plugin name {cls.name!r} more than once.")
-    registry: Registry = kernel._registry
+    registry = book.registry
     if unit is not None:
         gone = [n for n, e in registry.entries.items() if e.unit == unit and n not in names]
         if gone:
@@ -181,7 +177,7 @@ def define(
     for cls in classes:
         if cls.name not in registry:
             new.append(cls.name)
-            spec = kernel._pending.get(cls.name)
+            spec = book.pending.get(cls.name)
             registry = registry.added(
                 cls,
                 origin=origin,
@@ -199,7 +195,7 @@ def define(
                 f"{source} defines {cls.name!r}, which is already defined in {entry.source}; "
                 f"plugin names must be unique. The running versions are unchanged.",
             )
-        failed = kernel._states.get(cls.name) == PluginState.FAILED
+        failed = book.state(cls.name) == PluginState.FAILED
         if entry.fingerprint != prints[cls.name] or failed:
             changed.append(cls.name)
             if entry.fingerprint != prints[cls.name]:
@@ -219,72 +215,74 @@ def define(
         what = "Reload" if changed else "Definition"
         raise _refuse((changed or new)[0], exc, what=what) from None
 
-    async def finish(report: ReloadReport) -> None:
+    async def finish(report: ReloadReport, op: Operation) -> None:
         if new and the_plan is None:  # nothing reloaded: the cascade is what this loads
-            kernel.last_cascade = ()
+            book.last_cascade = ()
         for name in new:
-            kernel._pending.pop(name, None)
-            kernel._states[name] = PluginState.REGISTERED
-            kernel._reloads.setdefault(name, 0)
-            kernel._emit("registered", name, detail=f"{registry[name].cls.kind} from {source}")
+            book.registered(name, f"{registry[name].cls.kind} from {source}")
+            report.versions.setdefault(name, ("-", str(registry[name].cls.version)))
         if new:
-            for name in new:
-                report.versions.setdefault(name, ("-", str(registry[name].cls.version)))
-            await load_new(kernel, new, new, report)
+            await load_new(book, pool, runner, op, new, new, report)
 
-    the_plan = plan(kernel, changed, registry=registry) if changed else None
-    txn = Transaction(kernel, the_plan, registry, finish)
+    the_plan = plan(book, pool, changed, registry=registry) if changed else None
+    txn = Transaction(book, pool, runner, the_plan, registry, finish)
     txn.report.changes = reasons
     return txn
 
 
 def reload(
-    kernel, targets: list, registry: Registry | None = None, cascade: bool = True
+    book: Book, pool: LivePool, runner: Runner, targets: list, cascade: bool = True
 ) -> Transaction:
     """A change reloading ``targets`` (with their dependents, if ``cascade``)."""
-    the_plan = plan(kernel, targets, cascade=cascade, registry=registry)
-    return Transaction(kernel, the_plan, the_plan.registry)
+    the_plan = plan(book, pool, targets, cascade=cascade)
+    return Transaction(book, pool, runner, the_plan, the_plan.registry)
 
 
 def _with_builtin_dependencies(registry: Registry) -> Registry:
     """Add, with their defaults, the built-in plugins that configured ones depend on."""
-    missing = True
-    while missing:
+    while True:
         missing = {
-            dep
+            dep: cls
             for entry in registry.entries.values()
             for dep, _ in entry.requires
-            if dep not in registry and _discovery.builtin_plugin(dep) is not None
+            if dep not in registry and (cls := _discovery.builtin_plugin(dep)) is not None
         }
+        if not missing:
+            return registry
         for dep in sorted(missing):
-            registry = registry.added(_discovery.builtin_plugin(dep), origin="builtin")
-    return registry
+            registry = registry.added(missing[dep], origin="builtin")
 
 
 def _graph_problems(exc: DependencyError, doc: Any) -> list[ConfigProblem]:
     """Each dependency problem, placed at the entry of a plugin it involves in ``doc``."""
     problems = []
     for problem in exc.problems:
-        named = [n for n in problem.plugins if n in doc.plugins] or [None]
-        spec = doc.plugins.get(named[0])
+        named = next((n for n in problem.plugins if n in doc.plugins), None)
+        spec = doc.plugins.get(named) if named is not None else None
         line = spec.line if spec is not None else None
-        problems.append(ConfigProblem(str(problem), doc.source, line, named[0]))
+        problems.append(ConfigProblem(str(problem), doc.source, line, named))
     return problems
 
 
 def apply_config(
-    kernel, data: str | os.PathLike | Mapping, *, source: str | None, line_offset: int
+    book: Book,
+    pool: LivePool,
+    runner: Runner,
+    data: str | os.PathLike | Mapping,
+    *,
+    source: str | None,
+    line_offset: int,
 ) -> Transaction:
     """A change applying a YAML configuration (see ``Kernel.apply_config``)."""
-    proposed = kernel._registry
-    live = kernel._pool.current.live
+    proposed = book.registry
+    live = pool.current.live
     pending: dict[str, PluginSpec] = {}
 
     def check(spec: PluginSpec) -> list[ConfigProblem]:
         nonlocal proposed
         name = spec.name
         known = proposed.entries.get(name)
-        kernel._learn(spec, known.cls if known else _discovery.builtin_plugin(name))
+        book.learn(spec, known.cls if known else _discovery.builtin_plugin(name))
         if not spec.enabled and name in live:
             message = f"{name!r} is running; unload it before disabling it"
             return [ConfigProblem(message, spec.source, spec.line, name, "enabled")]
@@ -300,40 +298,37 @@ def apply_config(
         return []
 
     doc = parse_config(data, source=source, line_offset=line_offset, check=check)
-    kernel._secrets.learn(secret_values(doc.gateway))  # e.g. an admin key: errors may quote it
+    book.secrets.learn(secret_values(doc.gateway))  # e.g. an admin key: errors may quote it
     proposed = _with_builtin_dependencies(proposed)
     try:  # a cycle or a missing dependency: refused now, with its line, not at load
         proposed.graph().validate()
     except DependencyError as exc:
         raise ConfigError(_graph_problems(exc, doc), doc.source) from exc
-    old = kernel._registry
+    old = book.registry
     changed = [n for n in doc.plugins if n in old and old[n].spec != proposed[n].spec]
     added = [n for n in proposed if n not in old]
     running = [n for n in changed if n in live]
 
-    async def finish(report: ReloadReport) -> None:
+    async def finish(report: ReloadReport, op: Operation) -> None:
         for name in added:
-            kernel._states[name] = PluginState.REGISTERED
-            kernel._reloads.setdefault(name, 0)
-            kernel._emit("registered", name, detail="built in, from config")
+            book.registered(name, "built in, from config")
         for name in changed:
-            kernel._emit("configured", name, detail=f"from {doc.source}")
+            book.emit("configured", name, detail=f"from {doc.source}")
         for name, spec in pending.items():
-            kernel._pending[name] = spec
-            kernel._emit(
-                "configured", name, detail=f"from {doc.source}; kept until {name!r} is registered"
-            )
+            book.pending[name] = spec
+            kept = f"from {doc.source}; kept until {name!r} is registered"
+            book.emit("configured", name, detail=kept)
 
-    the_plan = plan(kernel, running, registry=proposed) if running else None
-    return Transaction(kernel, the_plan, proposed, finish)
+    the_plan = plan(book, pool, running, registry=proposed) if running else None
+    return Transaction(book, pool, runner, the_plan, proposed, finish)
 
 
-def unregistered(kernel) -> ConfigError | None:
+def unregistered(book: Book) -> ConfigError | None:
     """The error for configured plugins that nothing registered (``load_all`` raises it)."""
-    if not kernel._pending:
+    if not book.pending:
         return None
-    known = ", ".join(sorted({*kernel._registry, *_discovery.builtin_names()})) or "none"
-    looked = ", ".join(["the built-ins", *kernel._looked])
+    known = ", ".join(sorted({*book.registry, *_discovery.builtin_names()})) or "none"
+    looked = ", ".join(["the built-ins", *book.looked])
     problems = [
         ConfigProblem(
             f"no plugin named {name!r} is registered or built in (known: {known}; looked "
@@ -345,6 +340,6 @@ def unregistered(kernel) -> ConfigError | None:
             spec.line,
             name,
         )
-        for name, spec in sorted(kernel._pending.items())
+        for name, spec in sorted(book.pending.items())
     ]
     return ConfigError(problems, problems[0].source)

@@ -1,10 +1,5 @@
-"""A plugin's configuration checked against its ``config_model``, and durations.
-
-Every problem pydantic finds is reported at once, each at the line of its key in the YAML
-(or of the plugin's entry, for a missing key); unknown keys are problems even when the
-model would silently ignore them. ``Duration`` lets a model accept ``30s``, ``500ms``,
-``2m``.
-"""
+"""A plugin's configuration checked against its ``config_model``, and durations
+(``Duration`` accepts ``30s``, ``500ms``, ``2m``)."""
 
 from __future__ import annotations
 
@@ -28,33 +23,28 @@ from ._yaml import _join, _unknown_message
 __all__ = ["Duration", "PluginConfig", "parse_duration", "validate_config"]
 
 
-# -- validation against a plugin's model -------------------------------------------
-
-
 def validate_config(spec: PluginSpec, model: type[pydantic.BaseModel] | None) -> Any:
-    """Validate a spec's config with the plugin's model, every error located by line.
+    """Validate a spec's config with the plugin's model: every problem at once, each at the
+    line of its key (a missing key: of the plugin's entry).
 
-    Unknown keys are refused even when the model would silently ignore them (pydantic's
-    default), because a misspelt setting that does nothing is worse than an error.
-    Models that set ``extra="allow"`` accept them on purpose. A plugin without a config
-    model (``config_model = None``) takes no keys at all; ``config_model = dict`` is the
-    opt-out that takes any mapping as it is.
+    Unknown keys are refused even where pydantic would ignore them (a misspelt setting that
+    does nothing is worse than an error), unless the model says ``extra="allow"``.
+    ``config_model = None`` takes no keys; ``config_model = dict`` takes any mapping.
     """
     if model is dict:
         return dict(spec.config)
     if model is None:
-        if spec.config:
-            raise ConfigError(
-                [_problem(spec, (key,), _no_model_message(spec, key)) for key in spec.config],
-                spec.source,
-            )
+        why = (
+            f"{spec.name} has no config_model, so it takes no config; give it a config model "
+            f"with this field (or `config_model = dict` to take any keys)."
+        )
+        problems = [_problem(spec, (key,), f"unknown key {key!r}: {why}") for key in spec.config]
+        if problems:
+            raise ConfigError(problems, spec.source)
         return {}
-    problems = []
-    unknown = set()
-    for loc, choices in _unknown_keys(model, spec.config, ()):
-        unknown.add(loc)
-        message = _unknown_message(loc[-1], choices)
-        problems.append(_problem(spec, loc, message))
+    found = _unknown_keys(model, spec.config, ())
+    unknown = {loc for loc, _ in found}
+    problems = [_problem(spec, loc, _unknown_message(loc[-1], keys)) for loc, keys in found]
     instance = None
     try:
         instance = model.model_validate(spec.config)
@@ -70,13 +60,6 @@ def validate_config(spec: PluginSpec, model: type[pydantic.BaseModel] | None) ->
     if problems:
         raise ConfigError(problems, spec.source)
     return instance
-
-
-def _no_model_message(spec: PluginSpec, key: Any) -> str:
-    return (
-        f"unknown key {key!r}: {spec.name} has no config_model, so it takes no config; "
-        f"give it a config model with this field (or `config_model = dict` to take any keys)."
-    )
 
 
 def _problem(spec: PluginSpec, loc: tuple, message: str) -> ConfigProblem:
@@ -155,8 +138,6 @@ def _accepted_keys(model: type[pydantic.BaseModel]) -> dict[str, str]:
     return keys
 
 
-# -- durations ---------------------------------------------------------------------
-
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _SECONDS = re.compile(rf"\s*{_NUMBER}\s*")
@@ -165,10 +146,7 @@ _DURATION_PART = re.compile(rf"({_NUMBER})\s*(ms|s|m|h|d)")
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from ``30s``, ``500ms``, ``2m``, ``1h``, ``1m30s`` or a plain number.
-
-    Configs say ``timeout: 30s`` because a bare ``30`` leaves the unit to guesswork.
-    """
+    """Seconds from ``30s``, ``500ms``, ``2m``, ``1h``, ``1m30s`` or a plain number."""
     if isinstance(value, bool):
         seconds = math.nan
     elif isinstance(value, timedelta):

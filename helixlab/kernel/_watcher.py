@@ -1,14 +1,10 @@
 """Hot reload on save: watch a plugins directory and reload what changed.
 
-Changes are grouped by watchfiles (it waits ``step`` ms for quiet, at most ``debounce``
-ms in all; the course's listing sleeps inside the handler instead, delaying every
-event). Only the units whose files changed are re-imported; their plugins are reloaded
-with their dependents in one transaction. A file that fails to import leaves the old
-version serving and is reported once until its content changes. Imports run on the
-kernel's worker threads under ``import_timeout``: a file that sleeps or loops at import
-is reported once (its thread is left to it, and no second import of it starts while the
-first is stuck); the watcher goes on serving the other files, and ``close()`` does not
-wait for it.
+watchfiles groups changes (``step`` ms of quiet, at most ``debounce`` ms; the course's
+listing sleeps in the handler instead). The units whose files changed are re-imported
+(on the kernel's worker threads, under ``import_timeout``) and defined in one
+transaction. A file that fails to import, or hangs importing, leaves the old version
+serving and is reported once until its content changes; the other files go on.
 """
 
 from __future__ import annotations
@@ -33,11 +29,8 @@ __all__ = ["FileWatcher"]
 
 
 class FileWatcher:
-    """A running watch on one directory; ``stop()`` it, or close the kernel.
-
-    ``reports`` holds each reload it performed and ``errors`` each failure it reported,
-    newest last (both bounded).
-    """
+    """A running watch on one directory; ``stop()`` it, or close the kernel. ``reports``
+    and ``errors``: the last ``keep`` reloads it made and failures it reported."""
 
     def __init__(
         self,
@@ -59,7 +52,7 @@ class FileWatcher:
         self.errors: list[HelixError] = []
         self._reported: dict[str, str] = {}  # unit root -> digest whose error was reported
         self._changed = threading.Condition()
-        self._batches = 0
+        self.batches = 0  # change batches handled so far (wait with wait_for_batch)
         self._stop: asyncio.Event | None = None
         ready = threading.Event()
         self._future = kernel._thread.submit(self._run(ready)).future
@@ -70,15 +63,10 @@ class FileWatcher:
     def running(self) -> bool:
         return not self._future.done()
 
-    @property
-    def batches(self) -> int:
-        """How many change batches were handled so far (wait on it with :meth:`wait_for_batch`)."""
-        return self._batches
-
     def wait_for_batch(self, after: int, timeout: float = 10.0) -> bool:
         """Block until more than ``after`` batches were handled; False on timeout."""
         with self._changed:
-            return self._changed.wait_for(lambda: self._batches > after, timeout)
+            return self._changed.wait_for(lambda: self.batches > after, timeout)
 
     async def _run(self, ready: threading.Event) -> None:
         self._stop = asyncio.Event()
@@ -114,7 +102,7 @@ class FileWatcher:
         for unit in units.values():
             await self._apply(unit)
         with self._changed:
-            self._batches += 1
+            self.batches += 1
             self._changed.notify_all()
 
     async def _apply(self, unit: _discovery.Unit) -> None:
@@ -134,23 +122,21 @@ class FileWatcher:
             self._report_error(unit, digest, exc)
             return
         self._reported.pop(str(unit.root), None)
-        self._remember(self.reports, report)
+        self.reports.append(report)
+        del self.reports[: -self._keep]
 
     def _report_error(self, unit: _discovery.Unit, digest: str, exc: HelixError) -> None:
         if self._reported.get(str(unit.root)) == digest:
             return  # this content's error was reported already
         self._reported[str(unit.root)] = digest
-        self._remember(self.errors, exc)
+        self.errors.append(exc)
+        del self.errors[: -self._keep]
         plugin = exc.plugin if isinstance(exc, PluginError) else unit.name
         already = {e.name for e in self.kernel.info() if e.source == str(unit.path)}
         detail = f"{unit.path.name}: " + (
             "the running version keeps serving" if already else "not loaded"
         )
         self.kernel._emit("file_error", plugin, detail=detail, error=describe(exc))
-
-    def _remember(self, items: list, item: object) -> None:
-        items.append(item)
-        del items[: -self._keep]
 
     async def _astop(self) -> None:
         if self._stop is not None:

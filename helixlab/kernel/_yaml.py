@@ -1,12 +1,10 @@
 """A YAML reader for configurations that learners write by hand.
 
-PyYAML's loader stops at the first mistake and forgets where each value was written; a
-learner fixing a configuration needs every mistake at once, each at its line. ``Reader``
-walks PyYAML's node tree instead: it builds plain Python values, records the line of
-every key path, collects each problem as a ``ConfigProblem`` and goes on, substitutes
-``${VAR:-default}`` from the environment, and bounds what a hostile document may cost
-(alias and ``<<`` merge expansion, nesting depth). It knows nothing of what the keys
-mean: ``_config`` reads helixlab's schema with it.
+PyYAML's loader stops at the first mistake and forgets lines; ``Reader`` walks its node
+tree instead: plain Python values, the line of every key path, every problem at once (a
+``ConfigProblem`` each), ``${VAR:-default}`` from the environment, and a bound on what a
+hostile document may cost (alias and ``<<`` expansion, depth). It knows no schema:
+``_config`` reads helixlab's with it.
 """
 
 from __future__ import annotations
@@ -100,8 +98,7 @@ def _where_the_mistake_is(
         if before and ":" not in previous and not previous.lstrip().startswith("-"):
             i = before[-1]
             key = lines[i].strip()
-            column = len(lines[i].rstrip())
-            moved = yaml.Mark(mark.name, 0, i, column, None, None)
+            moved = yaml.Mark(mark.name, 0, i, len(lines[i].rstrip()), "", 0)
             return moved, (
                 f"{key!r} has no ':' after it, so the next line was read as part of it; "
                 f"a key ends with a colon"
@@ -116,9 +113,8 @@ def _where_the_mistake_is(
 class Reader:
     """Builds Python values from a node tree, recording lines and collecting problems.
 
-    ``plugin`` and ``path``, passed down the walk, only say where a problem is: they go
-    into its ``ConfigProblem``. A subclass reads a schema by walking the root's mapping
-    with :meth:`items` and reading each value with :meth:`value` or :meth:`mapping`.
+    ``plugin`` and ``path``, passed down the walk, say where a problem is. A subclass reads
+    a schema by walking the root with :meth:`items` and reading values with :meth:`value`.
     """
 
     def __init__(self, source: str, line_offset: int, env: Mapping[str, str]):
@@ -141,8 +137,6 @@ class Reader:
     ) -> None:
         path = path if isinstance(path, str) else _join(path)
         self.problems.append(ConfigProblem(message, self.source, self.line(node), plugin, path))
-
-    # -- YAML text -> nodes
 
     def read(self, content: str | Mapping) -> Any:
         """The node tree of YAML text, or of Python data; ``_FAILED`` when it has none."""
@@ -178,8 +172,6 @@ class Reader:
             self.problems.append(ConfigProblem(f"invalid YAML: {exc}", self.source))
         return _FAILED
 
-    # -- the shape of a value
-
     def expect(
         self, node: yaml.Node, kind: type[yaml.Node], what: str, *, plugin=None, path=()
     ) -> bool:
@@ -202,8 +194,6 @@ class Reader:
             return {}
         return self.value(node, plugin, path, lines)
 
-    # -- nodes -> Python values
-
     def describe(self, node: yaml.Node) -> str:
         """What a node holds, for "must be X, not Y" messages."""
         if isinstance(node, _ValueNode):
@@ -213,7 +203,7 @@ class Reader:
         return _describe(node)
 
     def items(
-        self, node: yaml.MappingNode, plugin: str | None, path: tuple, *, raw: bool = False
+        self, node: yaml.Node, plugin: str | None, path: tuple, *, raw: bool = False
     ) -> list[tuple[Any, yaml.Node, yaml.Node]]:
         """The entries of a mapping after ``<<`` merges; duplicate keys are problems."""
         explicit, merged = [], []
@@ -316,8 +306,7 @@ class Reader:
         return mapping
 
     def record(self, lines: dict, path: tuple, node: yaml.Node) -> None:
-        line = self.line(node)
-        if line is not None:
+        if (line := self.line(node)) is not None:
             lines[path] = line
 
     def scalar(self, node: yaml.ScalarNode, plugin: str | None, path: tuple, *, retype: bool):

@@ -18,6 +18,7 @@ def load_ipython_extension(shell: Any) -> None:
 
     from .._extras import needs
     from ..errors import MissingExtraError
+    from ..kernel import mask_log_records
 
     try:
         with needs("lab", "%load_ext helixlab", "ipywidgets"):
@@ -25,7 +26,7 @@ def load_ipython_extension(shell: Any) -> None:
             from ._session import Session
     except MissingExtraError as exc:  # one line in the notebook, not a traceback
         raise UsageError(str(exc)) from None
-
+    mask_log_records()  # the notebook's log lines (plugins', httpx's) show no secret
     if id(shell) in _SESSIONS:
         return
     session = Session(shell)

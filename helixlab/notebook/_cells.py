@@ -4,7 +4,9 @@ A plugin cell runs like any cell (its classes and helpers land in the notebook's
 namespace), then hands the Plugin classes it defined to ``Kernel.define``: new ones are
 registered and loaded, changed ones hot reloaded with their dependents, unchanged ones
 left alone. A syntax error is reported before anything runs; an exception while running
-the cell or a failed reload leaves the old versions serving.
+the cell or a failed reload leaves the old versions serving, and the names the cell
+rebound as they were (a helper it redefined is the old one again: the old instances call
+it); names it added stay, for the learner to inspect.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import HelixError, RegistryError, ReloadInterrupted
-from ..kernel import Fingerprint, Plugin, Reach, reaches
-from ..kernel._discovery import plugin_classes
+from ..kernel import Fingerprint, Plugin, Reach, plugin_classes, reaches
 from ._session import Refusal
 
 __all__ = ["config_cell", "plugin_cell", "set_autoreload"]
 
 _HOOK = "__helix_autoreload__"
+_MISSING = object()
 
 
 def _class_names(tree: ast.Module) -> list[str]:
@@ -70,30 +72,45 @@ def _plugin_cell(session: Any, cell: str, options: str) -> Any:
     names = _class_names(tree)
     # dont_inherit: the cell must not get this module's `from __future__ import annotations`
     code = compile(tree, filename, "exec", dont_inherit=True)
-    exec(code, shell.user_ns)
-    classes = plugin_classes(shell.user_ns.get(n) for n in names)
-    for cls in classes:
-        session.definitions[cls.name] = (code, tuple(names))
-    if not classes:  # a HelixError, so it is shown plainly, without helixlab's frames
-        raise RegistryError(
-            f"{label} defines no Plugin subclass with a `name`; a %%helix plugin cell defines "
-            f'classes such as `class Greeter(helixlab.Plugin): name = "greeter"`.'
-        )
-    prints = _prints(classes, reaches(tree, names), shell.user_ns)
+    # what the cell binds is put back if it does not run: the old instances keep calling
+    # the helpers they were written against, and the notebook holds what runs
+    before = dict(shell.user_ns)
     try:
-        with session.plugin_output():
-            report = session.kernel.define(
-                classes, source=label, origin="cell", unit=session.cell_id, fingerprints=prints
-            )
-    except (HelixError, ReloadInterrupted) as exc:
-        # the checks look at this definition first, and say it was refused
+        exec(code, shell.user_ns)
+        classes = plugin_classes(shell.user_ns.get(n) for n in names)
+        session.cell_classes = {cls.name: cls.__qualname__ for cls in classes}
         for cls in classes:
-            session.refused[cls.name] = Refusal(cls, label, str(exc))
+            session.definitions[cls.name] = (code, tuple(names))
+        if not classes:  # a HelixError, so it is shown plainly, without helixlab's frames
+            raise RegistryError(
+                f"{label} defines no Plugin subclass with a `name`; a %%helix plugin cell "
+                f'defines classes such as `class Greeter(helixlab.Plugin): name = "greeter"`.'
+            )
+        prints = _prints(classes, reaches(tree, names), shell.user_ns)
+        try:
+            with session.plugin_output():
+                report = session.kernel.define(
+                    classes, source=label, origin="cell", unit=session.cell_id, fingerprints=prints
+                )
+        except (HelixError, ReloadInterrupted) as exc:
+            # the checks look at this definition first, and say it was refused
+            for cls in classes:
+                session.refused[cls.name] = Refusal(cls, label, str(exc))
+            raise
+    except BaseException:
+        _put_back(shell.user_ns, before)
         raise
     for cls in classes:
         session.refused.pop(cls.name, None)
         session.accepted[cls.name] = session.definitions[cls.name]
     return report
+
+
+def _put_back(namespace: dict[str, Any], before: Mapping[str, Any]) -> None:
+    """Rebind what the cell rebound to its value before (names it added stay, to inspect)."""
+    for name, value in before.items():
+        if namespace.get(name, _MISSING) is not value:
+            namespace[name] = value
 
 
 def config_cell(session: Any, cell: str) -> Any:

@@ -79,6 +79,8 @@ class Session:
         self.accepted: dict[str, Any] = {}
         #: plugin name -> how the latest run of the cell that defined it failed
         self.failed: dict[str, Failure] = {}
+        #: plugin name -> class name, of the plugins the running plugin cell defined
+        self.cell_classes: dict[str, str] = {}
         #: plugin name -> (cell id, class name) of the cell run that last defined it
         self._defined_by: dict[str, tuple[str | None, str]] = {}
         #: called after each ``%%helix plugin`` cell, refused or not (live check panels)
@@ -139,26 +141,17 @@ class Session:
     def plugin_cell_run(self, cell: str) -> Iterator[None]:
         """Around one run of a ``%%helix plugin`` cell: record which plugins it no longer
         defines (``failed``), so that the checks judge the notebook, not what still runs."""
-        before = {name: definition[0] for name, definition in self.definitions.items()}
         label = self.cell_label
+        self.cell_classes = {}
         try:
             yield
         except BaseException as exc:
-            self._plugin_cell_ran(cell, before, label, exc)
+            self._plugin_cell_ran(cell, label, exc)
             raise
-        self._plugin_cell_ran(cell, before, label, None)
+        self._plugin_cell_ran(cell, label, None)
 
-    def _plugin_cell_ran(
-        self, cell: str, before: dict[str, Any], label: str, error: BaseException | None
-    ) -> None:
-        ns = self.shell.user_ns
-        defined = {}  # plugin name -> its class's name, for what this run defined
-        for name, (code, class_names) in self.definitions.items():
-            if before.get(name) is code:
-                continue
-            for class_name in class_names:
-                if getattr(ns.get(class_name), "name", None) == name:
-                    defined[name] = class_name
+    def _plugin_cell_ran(self, cell: str, label: str, error: BaseException | None) -> None:
+        defined = self.cell_classes  # plugin name -> its class's name, for what this run defined
         class_names = set(re.findall(r"^class\s+(\w+)", cell, re.MULTILINE))
         cell_id = self.cell_id
         before_run = [

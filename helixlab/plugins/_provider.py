@@ -55,7 +55,7 @@ from helixlab.llm import (
 )
 
 from ..errors import UpstreamError
-from ._transport import async_client
+from ._transport import Upstream
 
 __all__ = [
     "CustomProvider",
@@ -137,7 +137,7 @@ class OpenAICompatibleProvider:
         self.base_url = base_url
         self.name = name
         self._models = models
-        self._client: httpx.AsyncClient | None = None
+        self._client: Upstream | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
 
@@ -153,16 +153,17 @@ class OpenAICompatibleProvider:
         if client is not None:
             await client.aclose()
 
-    def _new_client(self) -> httpx.AsyncClient:
+    def _new_client(self) -> Upstream:
         headers = {"User-Agent": _USER_AGENT}
         if self.config.api_key is not None:
             headers["Authorization"] = f"Bearer {self.config.api_key.get_secret_value()}"
-        return async_client(
-            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(self.config.timeout)
-        )
+        return Upstream(headers=headers, timeout=httpx.Timeout(self.config.timeout))
+
+    def _url(self, path: str) -> httpx.URL:
+        return httpx.URL(self.base_url.rstrip("/") + path)
 
     @contextlib.asynccontextmanager
-    async def _http(self) -> AsyncIterator[httpx.AsyncClient]:
+    async def _http(self) -> AsyncIterator[Upstream]:
         """The shared client on the loop it belongs to; elsewhere (a notebook's own loop)
         a short-lived one, since pooled connections cannot cross event loops."""
         if self._client is not None and asyncio.get_running_loop() is self._loop:
@@ -188,11 +189,14 @@ class OpenAICompatibleProvider:
         body = request.to_openai()
         body.pop("stream", None)
         body.pop("stream_options", None)
+        url = self._url("/chat/completions")
         async with self._http() as client:
             attempt = 0
             while True:
                 try:
-                    response = await client.post("/chat/completions", json=body)
+                    response = await _read(
+                        await client.send(client.request("POST", url, json=body))
+                    )
                 except httpx.TransportError as exc:
                     error = _transport_error(exc, self.name, attempt + 1)
                 else:
@@ -205,27 +209,32 @@ class OpenAICompatibleProvider:
         """Chunks as the upstream sends them, parsed incrementally from its SSE body."""
         body = request.to_openai()
         body["stream"] = True
+        url = self._url("/chat/completions")
         async with self._http() as client:
             attempt = 0
             while True:
                 error: UpstreamError
                 try:
-                    async with client.stream("POST", "/chat/completions", json=body) as response:
+                    response = await client.send(client.request("POST", url, json=body))
+                    try:
                         if response.status_code < 400:
                             async for chunk in _relay(response, self.name):
                                 yield chunk
                             return
                         await response.aread()
                         error = _status_error(response, self.name, attempt + 1)
+                    finally:
+                        await response.aclose()
                 except httpx.TransportError as exc:
                     error = _transport_error(exc, self.name, attempt + 1)
                 attempt = await self._wait_or_raise(error, attempt)
 
     async def health_check(self) -> None:
         """Raise UpstreamError unless ``GET {api_url}{health_path}`` answers 2xx."""
+        url = self._url(self.config.health_path)
         async with self._http() as client:
             try:
-                response = await client.get(self.config.health_path)
+                response = await _read(await client.send(client.request("GET", url)))
             except httpx.TransportError as exc:
                 raise _transport_error(exc, self.name, 1) from exc
             if response.status_code >= 300:
@@ -252,6 +261,15 @@ class OpenAICompatibleProvider:
 
     def __repr__(self) -> str:
         return f"<OpenAICompatibleProvider {self.name!r} {self.base_url}>"
+
+
+async def _read(response: httpx.Response) -> httpx.Response:
+    """``response`` with its body read (the connection back in the pool), closed either way."""
+    try:
+        await response.aread()
+    finally:
+        await response.aclose()
+    return response
 
 
 async def _relay(response: httpx.Response, name: str) -> AsyncIterator[StreamChunk]:

@@ -25,8 +25,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from helixlab.kernel import Context, MiddlewarePlugin, PluginConfig, redact
-from helixlab.kernel._secrets import MASK, is_secret_key
+from helixlab.kernel import MASK, Context, MiddlewarePlugin, PluginConfig, is_secret_key, redact
 
 from ._asgi import client_identity, header, path_matches
 

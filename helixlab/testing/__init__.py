@@ -1,7 +1,7 @@
 """A testing toolkit for plugin authors, and a pytest plugin (its fixtures need no import).
 
 Fixtures (from the ``pytest11`` entry point, see :mod:`helixlab.testing.plugin`):
-``helix_kernel``, ``gateway`` and ``mock_llm``. Helpers:
+``make_helix_kernel``, ``helix_kernel``, ``gateway`` and ``mock_llm``. Helpers:
 
 - :func:`call_middleware`: one request through a middleware factory (or a
   MiddlewarePlugin), with a fake next app that records what reached it;

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._net import ReadyServer, bind_tcp, http_url
-from ..kernel import MiddlewarePlugin
-from ..kernel._plugin import ASGIApp, Message, Scope
+from ..kernel import ASGIApp, Message, MiddlewarePlugin, Scope
 
 __all__ = ["Downstream", "MiddlewareCall", "acall_middleware", "call_middleware", "serve_asgi"]
 

@@ -9,7 +9,6 @@ starter does not make are checked too: the checks probe behaviour, so they must 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Literal
 
 import pytest
@@ -22,10 +21,8 @@ LEVELS = ("debug", "info", "warning", "error")
 
 
 @pytest.fixture
-def helix() -> Iterator[hx.Kernel]:
-    kernel = hx.Kernel()
-    yield kernel
-    kernel.close()
+def helix(make_kernel) -> hx.Kernel:
+    return make_kernel(timeouts=hx.Timeouts())  # a learner's kernel: the default timeouts
 
 
 def results(report) -> dict[str, tuple[bool, str]]:

@@ -29,10 +29,8 @@ from helixlab.llm import ChatRequest, ChatResponse, ProviderCapabilities, Stream
 
 
 @pytest.fixture
-def helix() -> Iterator[hx.Kernel]:
-    kernel = hx.Kernel()
-    yield kernel
-    kernel.close()
+def helix(make_kernel) -> hx.Kernel:
+    return make_kernel(timeouts=hx.Timeouts())  # a learner's kernel: the default timeouts
 
 
 @pytest.fixture(scope="module")

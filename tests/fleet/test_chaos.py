@@ -54,6 +54,7 @@ from helixlab.fleet._redis import client
 from helixlab.kernel import Change
 
 from _fleet_support import CHAT, FLAKY
+from _waiting import wait_until
 
 SCHEDULES = int(os.environ.get("HELIX_CHAOS_SCHEDULES") or 4)
 SEED = int(os.environ.get("HELIX_CHAOS_SEED") or random.SystemRandom().randrange(10**6))
@@ -342,21 +343,17 @@ class Chaos:
         where = f"chaos seed {self.seed}, schedule {index}"
         r = client(self.direct, asyncio=False)
         try:
-            deadline = time.monotonic() + BOUND
-            while True:  # (3) within the bound, every live worker on the committed generation
-                status = _status(self.direct)
-                workers = status["workers"]
-                if (
-                    len(workers) == WORKERS
-                    and all(w["state"] == "serving" for w in workers)
-                    and {(w["generation"], w["digest"]) for w in workers}
+            wait_until(  # (3) within the bound, every live worker on the committed generation
+                lambda: _status(self.direct),
+                BOUND,
+                f"{where}: no convergence (see {self.log_path})",
+                holds=lambda status: (
+                    len(status["workers"]) == WORKERS
+                    and all(w["state"] == "serving" for w in status["workers"])
+                    and {(w["generation"], w["digest"]) for w in status["workers"]}
                     == {(status["generation"], status["digest"])}
-                ):
-                    break
-                assert time.monotonic() < deadline, (
-                    f"{where}: no convergence within {BOUND:g}s: {status} (see {self.log_path})"
-                )
-                time.sleep(0.2)
+                ),
+            )
             number, mark = _committed_mark(r)
             # (1) what each live worker serves is the committed generation's content
             seen: dict[str, str] = {}

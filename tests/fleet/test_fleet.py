@@ -28,6 +28,7 @@ from helixlab.plugins._ratelimit import RateLimiterConfig
 from _fleet_support import CHAT, FLAKY, fleet, plugins_config, propose_to, run
 from _ipython import ip_fixture  # noqa: F401  (the `ip` fixture)
 from _ipython import run as run_cell
+from _waiting import wait_until
 
 pytestmark = pytest.mark.skipif(fleet_redis.redis_binary() is None, reason="no redis-server")
 
@@ -63,14 +64,6 @@ async def _status(url: str) -> dict:
         return await fleet_status(r, Keys("helixlab"))
     finally:
         await r.aclose()
-
-
-def until(condition, timeout: float = 15.0) -> None:
-    """Wait for a condition that workers' heartbeats (once a second) make true."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def served_by(url: str, n: int = 40) -> Counter:
@@ -186,27 +179,26 @@ def test_kill_9_during_prepare_aborts_and_the_worker_rejoins(config, redis_serve
 
         thread = threading.Thread(target=slow_reload)
         thread.start()
-        deadline = time.monotonic() + 10
-        while not any(
-            w["state"].startswith("preparing") for w in run(_status(redis_server.url))["workers"]
-        ):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(
+            lambda: [w["state"] for w in run(_status(redis_server.url))["workers"]],
+            10,
+            "a worker preparing",
+            holds=lambda states: any(s.startswith("preparing") for s in states),
+        )
         os.kill(victim, signal.SIGKILL)
         thread.join(30)
         assert "left the fleet" in str(result["error"])
-        deadline = time.monotonic() + 20
-        while True:  # the supervisor restarts it; it rejoins on the committed generation
-            status = run(_status(redis_server.url))
-            pids = {w["pid"] for w in status["workers"]}
-            if (
-                len(pids) == 2
+        # the supervisor restarts it; it rejoins on the committed generation
+        status = wait_until(
+            lambda: run(_status(redis_server.url)),
+            20,
+            "the killed worker replaced, both serving",
+            holds=lambda status: (
+                len(pids := {w["pid"] for w in status["workers"]}) == 2
                 and victim not in pids
                 and all(w["state"] == "serving" for w in status["workers"])
-            ):
-                break
-            assert time.monotonic() < deadline, status
-            time.sleep(0.1)
+            ),
+        )
         assert status["generation"] == 1
         assert {w["generation"] for w in status["workers"]} == {1}
 
@@ -215,10 +207,12 @@ def test_kill_9_during_serve_restarts_the_worker(config, redis_server):
     with fleet(config, 2, redis_server.url) as sup:
         victim = sup.pids()[1]
         os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while victim in sup.pids() or len(run(_status(redis_server.url))["workers"]) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until(
+            lambda: (sup.pids(), len(run(_status(redis_server.url))["workers"])),
+            20,
+            "the killed worker replaced (pids, workers in the status)",
+            holds=lambda seen: victim not in seen[0] and seen[1] >= 2,
+        )
         assert len(served_by(sup.url)) == 2
         assert run(propose_to(redis_server.url, Change.reload("flaky"))).outcome == "commit"
 
@@ -259,26 +253,26 @@ def test_redis_restarted_during_a_reload_leaves_one_generation(config, redis_ser
 
         thread = threading.Thread(target=slow_reload)
         thread.start()
-        until(  # the workers are inside their 1.5 s start
-            lambda: any(
-                w["state"].startswith("preparing")
-                for w in run(_status(redis_server.url))["workers"]
-            )
+        wait_until(  # the workers are inside their 1.5 s start
+            lambda: [w["state"] for w in run(_status(redis_server.url))["workers"]],
+            15,
+            "a worker preparing",
+            holds=lambda states: any(s.startswith("preparing") for s in states),
         )
         redis_server.stop()
         time.sleep(1.5)
         redis_server.start()
         thread.join(60)
         assert ("report" in result) != ("error" in result)  # done or failed, never neither
-        deadline = time.monotonic() + 30
-        while True:
-            status = run(_status(redis_server.url))
-            if len(status["workers"]) == 2 and all(
-                w["state"] == "serving" for w in status["workers"]
-            ):
-                break
-            assert time.monotonic() < deadline, status
-            time.sleep(0.1)
+        status = wait_until(
+            lambda: run(_status(redis_server.url)),
+            30,
+            "both workers serving",
+            holds=lambda status: (
+                len(status["workers"]) == 2
+                and all(w["state"] == "serving" for w in status["workers"])
+            ),
+        )
         gens = {w["generation"] for w in status["workers"]}
         assert gens == {status["generation"]}  # all on g or all on g+1
         assert status["generation"] == (2 if "report" in result else 1)
@@ -380,13 +374,12 @@ def test_a_saved_config_file_reloads_the_whole_fleet(config, redis_server):
     with fleet(config, 2, redis_server.url, watch=True) as sup:
         assert sup.watching.wait(10)
         config.write_text(CONFIG.replace("burst_size: 1000", "burst_size: 77"))
-        deadline = time.monotonic() + 30
-        while True:
-            status = run(_status(redis_server.url))
-            if [w["generation"] for w in status["workers"]] == [2, 2]:
-                break
-            assert time.monotonic() < deadline, status
-            time.sleep(0.1)
+        wait_until(
+            lambda: run(_status(redis_server.url)),
+            30,
+            "both workers on generation 2",
+            holds=lambda status: [w["generation"] for w in status["workers"]] == [2, 2],
+        )
         for _ in range(4):
             r = httpx.post(sup.url + "/v1/chat/completions", json=CHAT)
             assert int(r.headers["x-ratelimit-remaining-requests"]) < 77
@@ -403,9 +396,13 @@ def test_helix_fleet_shows_the_table_and_a_live_chart_across_a_reload(config, re
         try:
             with Load(sup.url) as load:
                 # the view polls by itself: wait for a rate per worker, then for the mark
-                until(lambda: len(view.series) == 2)
+                wait_until(lambda: len(view.series) == 2, 15, "a rate per worker")
                 sup.reload("custom-provider")
-                until(lambda: view.marks and all(len(p) > 2 for p in view.series.values()))
+                wait_until(
+                    lambda: view.marks and all(len(p) > 2 for p in view.series.values()),
+                    15,
+                    "the reload's mark, and rates after it",
+                )
                 view.refresh()
             assert load.failures == []
             table = view.table.value
@@ -437,10 +434,20 @@ def test_a_saved_plugin_file_reloads_the_fleet_from_the_generations_sources(
     with fleet(config, 2, redis_server.url, watch=True) as sup:
         assert sup.watching.wait(10)
         source.write_text(FLAKY.replace('version = "1.0.0"', 'version = "2.0.0"'))
-        until(lambda: [w["generation"] for w in sup.status()["workers"]] == [2, 2])
+        wait_until(
+            lambda: [w["generation"] for w in sup.status()["workers"]],
+            15,
+            "both workers on generation 2",
+            holds=lambda generations: generations == [2, 2],
+        )
         assert plugin_versions(sup.url) == {"2.0.0"}
         source.write_text(FLAKY.replace("class Flaky", "class Flaky(:"))  # a syntax error
-        until(lambda: any("flaky" in (w["last_error"] or "") for w in sup.status()["workers"]))
+        wait_until(
+            lambda: [w["last_error"] or "" for w in sup.status()["workers"]],
+            15,
+            "the syntax error refused",
+            holds=lambda errors: any("flaky" in e for e in errors),
+        )
         assert sup.status()["generation"] == 2  # refused everywhere, still 2.0.0
         assert plugin_versions(sup.url) == {"2.0.0"}
         # another host whose plugins directory still holds 1.0.0 joins on the fleet's code
@@ -465,7 +472,12 @@ def test_with_redis_down_the_limiter_admits_and_health_says_so(config, redis_ser
             assert "limits not enforced" in detail and "policy 'open'" in detail
         finally:
             redis_server.start()
-        until(lambda: httpx.get(sup.url + "/health").json()["status"] == "ok")
+        wait_until(
+            lambda: httpx.get(sup.url + "/health").json()["status"],
+            15,
+            "health ok again",
+            holds=lambda status: status == "ok",
+        )
 
 
 @pytest.mark.parametrize(
@@ -535,7 +547,12 @@ def test_a_worker_left_out_of_a_commit_catches_up_by_itself(config, redis_server
         r.set(keys.commit(2), sign_commit(fleet_key, "helixlab", 2, missed.digest))
         r.set(keys.committed, 2)
         r.close()
-        until(lambda: [w["generation"] for w in sup.status()["workers"]] == [2])
+        wait_until(
+            lambda: [w["generation"] for w in sup.status()["workers"]],
+            15,
+            "the worker on generation 2",
+            holds=lambda generations: generations == [2],
+        )
         remaining = httpx.post(sup.url + "/v1/chat/completions", json=CHAT).headers[
             "x-ratelimit-remaining-requests"
         ]
@@ -575,7 +592,12 @@ def test_redis_keeps_a_bounded_history_and_a_worker_behind_it_rejoins(
         r.set(keys.commit(far.number), sign_commit(fleet_key, "helixlab", far.number, far.digest))
         r.set(keys.committed, far.number)
         r.close()
-        until(lambda: [w["generation"] for w in sup.status()["workers"]] == [far.number], 30)
+        wait_until(
+            lambda: [w["generation"] for w in sup.status()["workers"]],
+            30,
+            f"the worker on generation {far.number}",
+            holds=lambda generations: generations == [far.number],
+        )
         remaining = httpx.post(sup.url + "/v1/chat/completions", json=CHAT).headers[
             "x-ratelimit-remaining-requests"
         ]
@@ -628,7 +650,7 @@ def test_workers_stop_when_their_supervisor_is_killed(config, redis_server):
                 return True
             return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
 
-        until(lambda: all(gone(pid) for pid in pids), timeout=40)
+        wait_until(lambda: all(gone(pid) for pid in pids), 40, "every worker gone")
     finally:
         if supervisor.poll() is None:
             supervisor.kill()

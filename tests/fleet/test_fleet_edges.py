@@ -33,6 +33,7 @@ from helixlab.kernel import Degraded
 from helixlab.plugins._ratelimit import RateLimiterConfig
 
 from _fleet_support import CHAT, fleet, free_port, plugins_config
+from _waiting import wait_until
 
 pytestmark = pytest.mark.skipif(fleet_redis.redis_binary() is None, reason="no redis-server")
 
@@ -59,14 +60,6 @@ def config(tmp_path: Path) -> Path:
 
 def admin(server: PrivateRedis) -> redis.Redis:
     return redis.Redis(unix_socket_path=str(server.socket), decode_responses=True)
-
-
-def until(condition, timeout: float = 30.0, what: str = "condition") -> None:
-    """Wait for a condition that heartbeats (every second) or a watcher make true."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not met within {timeout:g}s"
-        time.sleep(0.05)
 
 
 def gone(pid: int) -> bool:
@@ -103,10 +96,15 @@ def test_a_save_proposed_while_redis_was_down_commits_once_redis_is_back(
         redis_server.stop()  # a Redis blip: the save's first proposal fails
         try:
             config.write_text(CONFIG.replace("burst_size: 1000", "burst_size: 77"))
-            until(lambda: "retrying in" in log.read_text(), what="a failed proposal retried")
+            wait_until(lambda: "retrying in" in log.read_text(), 30, "a failed proposal retried")
         finally:
             redis_server.start()
-        until(lambda: generations(sup) == [2, 2], timeout=60, what="both workers on the save")
+        wait_until(
+            lambda: generations(sup),
+            60,
+            "both workers on the save",
+            holds=lambda seen: seen == [2, 2],
+        )
         with httpx.Client() as c:
             r = c.post(sup.url + "/v1/chat/completions", json=CHAT)
         assert int(r.headers["x-ratelimit-remaining-requests"]) < 77
@@ -123,14 +121,18 @@ def test_a_refused_save_is_not_retried_but_saving_it_again_proposes_it_again(
     with fleet(config, 2, redis_server.url, watch=True, log=log) as sup:
         assert sup.watching.wait(10)
         config.write_text(refused)
-        until(lambda: log.read_text().count("rolled back on every worker") == 1)
+        wait_until(
+            lambda: log.read_text().count("rolled back on every worker") == 1, 30, "one rollback"
+        )
         time.sleep(1.5)  # past the first retry's delay: a refusal is not retried
         assert log.read_text().count("rolled back on every worker") == 1
         assert "retrying" not in log.read_text()
         config.write_text(refused)  # saved again: proposed again (and refused again)
-        until(lambda: log.read_text().count("rolled back on every worker") == 2)
+        wait_until(
+            lambda: log.read_text().count("rolled back on every worker") == 2, 30, "two rollbacks"
+        )
         config.write_text(CONFIG.replace("burst_size: 1000", "burst_size: 55"))
-        until(lambda: ": commit" in log.read_text(), what="the good save committed")
+        wait_until(lambda: ": commit" in log.read_text(), 30, "the good save committed")
         assert len({w["generation"] for w in sup.status()["workers"]}) == 1
         with httpx.Client() as c:
             r = c.post(sup.url + "/v1/chat/completions", json=CHAT)
@@ -295,7 +297,7 @@ def _tls_redis(tmp_path: Path) -> tuple[subprocess.Popen, str]:
     url = f"rediss://:{PASSWORD}@127.0.0.1:{port}?ssl_ca_certs={d / 'ca.crt'}"
     probe = redis.Redis.from_url(url)
     try:
-        until(lambda: _pings(probe), timeout=15, what="redis-server with TLS")
+        wait_until(lambda: _pings(probe), 15, "redis-server with TLS")
     finally:
         probe.close()
     return server, url
@@ -509,8 +511,8 @@ def test_per_client_buckets_are_bounded_by_max_clients_and_expire_when_full(redi
     assert len(buckets) <= 5 and a.zcard(store.index) <= 5
     # one token taken: full again in 1 s, and gone then (not after the full 10 s refill)
     assert 0 < a.pttl(buckets[0]) <= 1001
-    until(lambda: not a.keys(Keys("edges").bucket("*")), timeout=5, what="buckets expired")
-    until(lambda: not a.exists(store.index), timeout=5, what="the index expired")
+    wait_until(lambda: not a.keys(Keys("edges").bucket("*")), 5, "buckets expired")
+    wait_until(lambda: not a.exists(store.index), 5, "the index expired")
     a.close()
 
 
@@ -591,10 +593,10 @@ def test_a_killed_supervisor_leaves_no_redis_no_workers_no_files(config):
         assert len(copies) == 2  # each worker's copy of the generation's sources
         supervisor.kill()  # kill -9: no finally runs in it
         supervisor.wait(10)
-        until(lambda: all(gone(p) for p in facts["workers"]), 60, "workers gone")
-        until(lambda: gone(facts["redis"]), 60, "the private redis-server gone")
-        until(lambda: not any(Path(d).exists() for d in facts["dirs"]), 30, "dirs removed")
-        until(lambda: not state.exists(), 10, "the state file removed")
+        wait_until(lambda: all(gone(p) for p in facts["workers"]), 60, "workers gone")
+        wait_until(lambda: gone(facts["redis"]), 60, "the private redis-server gone")
+        wait_until(lambda: not any(Path(d).exists() for d in facts["dirs"]), 30, "dirs removed")
+        wait_until(lambda: not state.exists(), 10, "the state file removed")
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
@@ -605,7 +607,7 @@ def test_a_sigkilled_workers_copy_of_the_plugin_sources_is_removed(config, redis
         (pid,) = sup.pids()
         (copy,) = sup.run_dir.glob("w0-*/helixlab-worker-plugins-*")
         os.kill(pid, signal.SIGKILL)
-        until(lambda: not copy.exists(), what="the dead worker's copy removed")
-        until(lambda: sup.pids() != [pid] and len(generations(sup)) == 1, 60, "restarted")
+        wait_until(lambda: not copy.exists(), 30, "the dead worker's copy removed")
+        wait_until(lambda: sup.pids() != [pid] and len(generations(sup)) == 1, 60, "restarted")
         copies = list(sup.run_dir.glob("w0-*/helixlab-worker-plugins-*"))
         assert len(copies) == 1 and copies[0] != copy  # the new worker's own

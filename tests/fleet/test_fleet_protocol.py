@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -30,6 +29,7 @@ from helixlab.fleet._worker import worker_id
 from helixlab.kernel import Change
 
 from _fleet_support import fleet, plugins_config, propose_to, run
+from _waiting import wait_until
 
 pytestmark = pytest.mark.skipif(fleet_redis.redis_binary() is None, reason="no redis-server")
 
@@ -64,13 +64,6 @@ def status(url: str) -> dict:
             await r.aclose()
 
     return run(read())
-
-
-def until(condition, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not met in {timeout:g}s"
-        time.sleep(0.1)
 
 
 def flaky_configs(url: str, n: int = 30) -> dict[str, dict]:
@@ -110,11 +103,11 @@ def test_a_worker_paused_in_prepare_never_commits_its_stale_proposal(config, red
 
         thread = threading.Thread(target=slow)
         thread.start()
-        until(
-            lambda: any(
-                w["state"].startswith("preparing") for w in status(redis_server.url)["workers"]
-            ),
+        wait_until(
+            lambda: [w["state"] for w in status(redis_server.url)["workers"]],
             10,
+            "a worker preparing",
+            holds=lambda states: any(s.startswith("preparing") for s in states),
         )
         os.kill(victim, signal.SIGSTOP)
         try:
@@ -126,7 +119,7 @@ def test_a_worker_paused_in_prepare_never_commits_its_stale_proposal(config, red
             assert p2.outcome == "commit" and p2.generation > p1.generation  # never reused
         finally:
             os.kill(victim, signal.SIGCONT)
-        until(lambda: converged(redis_server.url, 3), 40, "convergence")
+        wait_until(lambda: converged(redis_server.url, 3), 40, "convergence")
         marks = {cfg.get("mark") for cfg in flaky_configs(sup.url).values()}
         assert marks == {"p2"}
         r = client(redis_server.url, asyncio=False)
@@ -199,7 +192,11 @@ def test_a_template_value_does_not_poison_a_joining_worker(config, redis_server)
         assert report.outcome == "commit"
         victim = sup.pids()[0]
         os.kill(victim, signal.SIGKILL)
-        until(lambda: victim not in sup.pids() and converged(redis_server.url, 2), 40)
+        wait_until(
+            lambda: victim not in sup.pids() and converged(redis_server.url, 2),
+            40,
+            "the killed worker replaced, all converged",
+        )
         prompts = {cfg.get("prompt") for cfg in flaky_configs(sup.url).values()}
         assert prompts == {"Hi ${name}!"}
 
@@ -219,10 +216,12 @@ def test_an_evicted_committed_generation_is_stored_back_by_the_workers(config, r
         r, keys = client(redis_server.url, asyncio=False), Keys("helixlab")
         committed = int(r.get(keys.committed))
         r.delete(keys.generation(committed))  # as an eviction would
-        until(lambda: r.exists(keys.generation(committed)), 10, "re-stored")
+        wait_until(lambda: r.exists(keys.generation(committed)), 10, "re-stored")
         assert run(propose_to(redis_server.url, Change.reload("flaky"))).outcome == "commit"
         r.close()
-        assert converged(redis_server.url, 2) or until(lambda: converged(sup.redis_url, 2)) is None
+        assert converged(redis_server.url, 2) or wait_until(
+            lambda: converged(sup.redis_url, 2), 30, "convergence"
+        )
 
 
 def test_workers_refuse_a_generation_not_signed_with_the_fleet_key(config, redis_server):

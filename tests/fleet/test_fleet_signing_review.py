@@ -13,7 +13,6 @@ from test_fleet_protocol import (  # noqa: F401  (fixtures)
     flaky_configs,
     fleet_key,
     status,
-    until,
 )
 
 from helixlab.errors import FleetError
@@ -23,6 +22,7 @@ from helixlab.fleet._redis import client, redis_binary
 from helixlab.kernel import Change
 
 from _fleet_support import fleet, propose_to, run
+from _waiting import wait_until
 
 pytestmark = pytest.mark.skipif(redis_binary() is None, reason="no redis-server")
 
@@ -49,7 +49,7 @@ def test_an_aborted_signed_proposal_is_not_run_when_redis_names_it_committed(con
         assert "rejected" not in marks, marks
         # refused, said, and the pointer repaired: the fleet goes on reloading
         r = client(redis_server.url, asyncio=False)
-        until(lambda: int(r.get(keys.committed)) == base, 15, "committed repaired")
+        wait_until(lambda: int(r.get(keys.committed)) == base, 15, "committed repaired")
         r.close()
         errors = [w.get("last_error") or "" for w in sup.status()["workers"]]
         assert any("no signed commit decision" in e for e in errors), errors
@@ -79,7 +79,7 @@ def test_rolling_the_committed_pointer_back_does_not_downgrade_the_fleet(config,
         # refused, said, and the pointer moved forward again by the worker that holds the
         # signed commit of the newer generation
         r = client(redis_server.url, asyncio=False)
-        until(lambda: int(r.get(keys.committed)) > old, 15, "committed repaired")
+        wait_until(lambda: int(r.get(keys.committed)) > old, 15, "committed repaired")
         r.close()
         errors = [w.get("last_error") or "" for w in sup.status()["workers"]]
         assert any(f"Refusing the fleet's committed generation {old}" in e for e in errors)
@@ -168,7 +168,7 @@ def test_a_restarted_worker_joins_on_its_high_water_generation_not_the_rolled_ba
         r = client(redis_server.url, asyncio=False)
         r.set(keys.committed, old)  # the attacker's one write
         os.kill(pid, signal.SIGKILL)
-        until(
+        wait_until(
             lambda: [w["generation"] for w in sup.status()["workers"] if w["pid"] != pid] == [new],
             60,
             "a new worker serving the high-water generation",

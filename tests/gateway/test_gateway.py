@@ -32,15 +32,15 @@ def options() -> dict[str, Any]:
 
 
 @pytest.fixture
-def kernel(options: dict[str, Any]) -> Iterator[hx.Kernel]:
-    with hx.Kernel(timeouts=FAST) as k:
-        k.register(provider_plugin(options=options))
-        k.register(DenyPlugin)
-        k.register(header_plugin("outer", priority=5))
-        k.register(header_plugin("inner"))
-        k.register(ToolsPlugin)
-        assert k.load_all().ok
-        yield k
+def kernel(options: dict[str, Any], make_kernel) -> hx.Kernel:
+    k = make_kernel()
+    k.register(provider_plugin(options=options))
+    k.register(DenyPlugin)
+    k.register(header_plugin("outer", priority=5))
+    k.register(header_plugin("inner"))
+    k.register(ToolsPlugin)
+    assert k.load_all().ok
+    return k
 
 
 @pytest.fixture
@@ -82,8 +82,8 @@ def test_server_handle_urls_and_loopback(server: gw.GatewayServer) -> None:
     assert server.port > 0 and server.running
 
 
-def test_kernel_close_stops_the_server_first(options: dict[str, Any]) -> None:
-    kernel = hx.Kernel(timeouts=FAST)
+def test_kernel_close_stops_the_server_first(options: dict[str, Any], make_kernel) -> None:
+    kernel = make_kernel()
     kernel.register(provider_plugin(options=options))
     kernel.load_all()
     server = kernel.serve()

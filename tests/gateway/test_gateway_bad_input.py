@@ -39,9 +39,8 @@ def log() -> list:
 
 
 @pytest.fixture
-def kernel(log: list) -> Iterator[hx.Kernel]:
-    with hx.Kernel(timeouts=TIMEOUTS) as k:
-        yield k
+def kernel(log: list, make_kernel) -> hx.Kernel:
+    return make_kernel(timeouts=TIMEOUTS)
 
 
 @pytest.fixture

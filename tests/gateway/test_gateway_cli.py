@@ -120,3 +120,40 @@ def test_a_disabled_guard_is_said_on_start_up(tmp_path: Path) -> None:
         "enabled: false): requests are served without it"
     ) in err
     assert "s3cret-never-printed" not in err
+
+
+LOUD = '''\
+import logging
+
+import helixlab as hx
+
+
+class Loud(hx.Plugin):
+    """Logs its whole configuration as it starts, at WARNING (Python's default handler)."""
+
+    name = "loud"
+    config_model = dict
+
+    def init(self, ctx, config):
+        logging.getLogger("loud").warning("loud started with %s", config)
+'''
+
+
+def test_serve_masks_every_log_line_from_the_first(tmp_path: Path) -> None:
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "loud.py").write_text(LOUD)
+    config = tmp_path / "plugins.yaml"
+    config.write_text(
+        "plugins:\n  loud:\n    config:\n      api_key: sk-log-never-0123\n  custom-provider: {}\n"
+    )
+    process = helixlab_cli("serve", str(config), "--port", "0", "--plugins", "plugins",
+                           cwd=tmp_path)  # fmt: skip
+    try:
+        assert process.stdout.readline().startswith("http://")
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "loud started with {'api_key': '***'}" in err, err
+    assert "sk-log-never" not in err

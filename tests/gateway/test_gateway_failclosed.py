@@ -34,10 +34,8 @@ CHAT = {"model": "fake-small", "messages": [{"role": "user", "content": "hi"}]}
 
 
 @pytest.fixture
-def kernel() -> Iterator[hx.Kernel]:
-    k = hx.Kernel(timeouts=TIMEOUTS)
-    yield k
-    k.close()
+def kernel(make_kernel) -> hx.Kernel:
+    return make_kernel(timeouts=TIMEOUTS)
 
 
 def request(url: str, method: str, path: str, token: str | None = None) -> httpx.Response:
@@ -321,25 +319,22 @@ class SlowGuard(hx.MiddlewarePlugin):
         return factory
 
 
-def test_while_a_guard_is_still_in_its_start_requests_are_refused():
-    kernel = hx.Kernel(timeouts=hx.Timeouts(start=30))
-    try:
-        SlowGuard.release = threading.Event()
-        kernel.register(provider_plugin())
-        kernel.register(SlowGuard)
-        assert kernel.load("fake-provider").ok
-        entered = threading.Event()
-        kernel.subscribe(lambda e: entered.set() if e.kind == "initialized" else None)
-        with kernel.serve() as server:
-            loading = threading.Thread(target=kernel.load, args=("slow-guard",))
-            loading.start()
-            try:
-                assert entered.wait(10)  # init done, start under way
-                assert_guarded_503(request(server.url, "GET", "/v1/models"), "slow-guard", "start")
-                assert "it is starting" in request(server.url, "GET", "/v1/models").text
-            finally:
-                SlowGuard.release.set()
-                loading.join(20)
-            assert request(server.url, "GET", "/v1/models").status_code == 401
-    finally:
-        kernel.close()
+def test_while_a_guard_is_still_in_its_start_requests_are_refused(make_kernel):
+    kernel = make_kernel(timeouts=hx.Timeouts(start=30))
+    SlowGuard.release = threading.Event()
+    kernel.register(provider_plugin())
+    kernel.register(SlowGuard)
+    assert kernel.load("fake-provider").ok
+    entered = threading.Event()
+    kernel.subscribe(lambda e: entered.set() if e.kind == "initialized" else None)
+    with kernel.serve() as server:
+        loading = threading.Thread(target=kernel.load, args=("slow-guard",))
+        loading.start()
+        try:
+            assert entered.wait(10)  # init done, start under way
+            assert_guarded_503(request(server.url, "GET", "/v1/models"), "slow-guard", "start")
+            assert "it is starting" in request(server.url, "GET", "/v1/models").text
+        finally:
+            SlowGuard.release.set()
+            loading.join(20)
+        assert request(server.url, "GET", "/v1/models").status_code == 401

@@ -9,7 +9,6 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -27,13 +26,13 @@ TIMEOUTS = hx.Timeouts(init=2, start=2, stop=2, health=1, export_state=2, import
 
 
 @pytest.fixture
-def kernel() -> Iterator[hx.Kernel]:
-    with hx.Kernel(timeouts=TIMEOUTS) as k:
-        k.register(provider_plugin())
-        for i, name in enumerate(MIDDLEWARE):
-            k.register(header_plugin(name, priority=10 - i))
-        assert k.load_all().ok
-        yield k
+def kernel(make_kernel) -> hx.Kernel:
+    k = make_kernel(timeouts=TIMEOUTS)
+    k.register(provider_plugin())
+    for i, name in enumerate(MIDDLEWARE):
+        k.register(header_plugin(name, priority=10 - i))
+    assert k.load_all().ok
+    return k
 
 
 def one_request(http: httpx.Client, worker: int, n: int) -> str | None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,6 +15,7 @@ import pytest
 import helixlab as hx
 
 from _gateway_support import Gate, header_plugin, provider_plugin
+from _waiting import wait_until
 
 TIMEOUTS = hx.Timeouts(init=2, start=2, stop=2, health=0.5, export_state=2, import_state=2, drain=3)
 
@@ -27,9 +26,8 @@ def log() -> list:
 
 
 @pytest.fixture
-def kernel(log: list) -> Iterator[hx.Kernel]:
-    with hx.Kernel(timeouts=TIMEOUTS) as k:
-        yield k
+def kernel(log: list, make_kernel) -> hx.Kernel:
+    return make_kernel(timeouts=TIMEOUTS)
 
 
 def text_of(events: list[str]) -> str:
@@ -232,10 +230,9 @@ def test_a_client_that_never_reads_its_stream_holds_a_reload_only_until_the_drai
                 + f"content-length: {len(payload)}\r\n\r\n".encode()
                 + payload
             )
-            deadline = time.monotonic() + 10  # a condition, looked at until it holds
-            while kernel._pool.current.leases == 0:  # the request holds the generation
-                assert time.monotonic() < deadline, "the request never started"
-                time.sleep(0.01)
+            wait_until(  # the request holds the generation
+                lambda: kernel._pool.current.leases, 10, "the request started"
+            )
             report = kernel.reload("fake-provider")  # which never drains: it is cut off
             assert started.is_set()
         assert report.ok and report.stopped == ["fake-provider"]

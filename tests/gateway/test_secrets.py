@@ -168,3 +168,47 @@ def test_the_provider_key_quoted_by_httpx_never_reaches_health_or_its_event(
     assert changed and "Illegal header value" in (changed[-1].error or "")
     for text in (health.text, chat.text, *map(repr, kernel.events())):
         assert "sk-live-Zq9999" not in text
+
+
+@pytest.fixture
+def logging_as_python_has_it() -> Any:
+    """The process's log record factory set back to logging's own, restored afterwards."""
+    before = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(logging.LogRecord)
+    yield
+    logging.setLogRecordFactory(before)
+
+
+def test_a_kernel_leaves_logging_alone_a_serving_gateway_masks_every_record(
+    logging_as_python_has_it: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    said = logging.getLogger("tests.secrets")
+    with hx.Kernel() as kernel:  # a library's object: no process-wide side effect
+        kernel.register(Keyed)
+        kernel.register(provider_plugin())
+        kernel.configure("keyed", {"password": "pw-log-Zq6161"})
+        kernel.load_all()
+        assert logging.getLogRecordFactory() is logging.LogRecord
+        with kernel.serve():  # what serves installs the log hook
+            assert logging.getLogRecordFactory() is not logging.LogRecord
+            said.warning("logged while serving: %s", "pw-log-Zq6161")
+    said_lines = [r.getMessage() for r in caplog.records if r.name == said.name]
+    assert said_lines == ["logged while serving: ***"]
+    assert "pw-log-Zq6161" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "words",
+    ["refused; header Authorization: Bearer abcdefgh-1234", "key sk-live-Zq7171 refused",
+     "GET https://user:pw-Zq7272@up.example/v1 failed", "basic   dXNlcjpwdy1acTczNzM="],
+)  # fmt: skip
+def test_an_error_body_is_masked_once_by_the_kernels_own_step(words: str) -> None:
+    from helixlab.gateway import upstream_error
+    from helixlab.kernel import mask
+
+    error = upstream_error(ConnectionError(words), "p")
+    sent = error.body["error"]["message"]
+    assert sent == mask(f"Provider 'p' failed: ConnectionError: {words}")  # one pattern set
+    assert "***" in sent and "Zq7" not in sent and "abcdefgh" not in sent
+    assert error.response().body.decode().count("***") == sent.count("***")

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import helixlab as hx
+from helixlab.kernel import mask_log_records
 from helixlab.plugins import CATALOG
 
 from test_plugins_asgi import serving
@@ -180,6 +181,7 @@ def test_no_secret_on_any_surface(
     refused_plugin: str,
     start_secret: tuple[str, str],
 ) -> None:
+    mask_log_records()  # as a serving process does (helixlab serve, %load_ext helixlab)
     capture = Capture()
     root = logging.getLogger()
     root.addHandler(capture)

@@ -125,6 +125,84 @@ def test_the_fixtures_come_from_the_installed_pytest_plugin(tmp_path: Path):
     assert "1 passed" in result.stdout
 
 
+def test_make_helix_kernel_takes_timeouts_and_a_conftest_gives_them_to_helix_kernel(
+    tmp_path: Path,
+):
+    """A plugin author's project: a hang fails within the timeout the test gave, every kernel
+    made is closed after its test, and the docs' conftest reaches ``gateway`` too."""
+    (tmp_path / "conftest.py").write_text(
+        textwrap.dedent(
+            """
+            import pytest
+
+
+            @pytest.fixture
+            def helix_kernel(make_helix_kernel):
+                return make_helix_kernel(timeouts={"start": 0.5, "health": 0.2})
+            """
+        )
+    )
+    (tmp_path / "test_author.py").write_text(
+        textwrap.dedent(
+            """
+            import asyncio
+            import time
+
+            import helixlab as hx
+
+            made = []
+
+
+            class Hangs(hx.Plugin):
+                name = "hangs"
+
+                async def start(self, ctx):
+                    await asyncio.Event().wait()
+
+
+            def test_a_hang_fails_within_the_timeout_given(make_helix_kernel):
+                kernel = make_helix_kernel(timeouts={"start": 0.2})
+                assert kernel.timeouts == hx.Timeouts(start=0.2)
+                kernel.register(Hangs)
+                began = time.monotonic()
+                assert "hangs" in kernel.load_all().failed
+                assert time.monotonic() - began < 5
+                made.append(kernel)
+
+
+            def test_a_config_a_loop_and_a_timeouts_object(make_helix_kernel):
+                kernel = make_helix_kernel(
+                    {"plugins": {"rate-limiter": {}}},
+                    timeouts=hx.Timeouts(init=3),
+                    loop="asyncio",
+                )
+                assert kernel.timeouts == hx.Timeouts(init=3)
+                assert kernel.loop_kind == "asyncio" and kernel.load_all().ok
+                assert kernel.names == ["rate-limiter"]
+                made.append(kernel)
+
+
+            def test_every_kernel_made_was_closed_after_its_test():
+                assert len(made) == 2 and not any(k.running for k in made)
+
+
+            def test_the_conftests_timeouts_reach_helix_kernel_and_gateway(helix_kernel, gateway):
+                assert gateway.kernel is helix_kernel
+                assert helix_kernel.timeouts == hx.Timeouts(start=0.5, health=0.2)
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout
+
+
 def test_the_package_ships_py_typed():
     assert (Path(hx.__file__).parent / "py.typed").is_file()
     project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())

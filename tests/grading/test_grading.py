@@ -27,6 +27,8 @@ from helixlab import GradingError, grading
 from helixlab.__main__ import main
 from helixlab.grading import _inkernel, _integrity
 
+from _waiting import wait_until
+
 pytestmark = pytest.mark.timeout(600)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -472,11 +474,13 @@ def test_ctrl_c_stops_every_kernel_and_writes_no_report(tmp_path):
     command = [sys.executable, "-m", "helixlab", "grade", "lab1", str(tmp_path / "hangs.ipynb")]
     command += ["--sandbox", "off"]  # the kernel writes its pid into this test's /tmp
     grader = subprocess.Popen([*command, "--out", str(out)], stderr=subprocess.PIPE, text=True)
+
+    def pid_written() -> bool:
+        assert grader.poll() is None
+        return marker.exists() and bool(marker.read_text())
+
     try:
-        deadline = time.monotonic() + 60
-        while not (marker.exists() and marker.read_text()):  # the kernel runs the cell
-            assert grader.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(pid_written, 60, "the kernel running the cell")
         kernel = int(marker.read_text())
         grader.send_signal(signal.SIGINT)
         assert grader.wait(timeout=30) == 130

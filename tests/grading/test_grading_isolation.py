@@ -30,6 +30,8 @@ from helixlab import grading
 from helixlab.__main__ import main
 from helixlab.grading import _isolation
 
+from _waiting import wait_until
+
 pytestmark = pytest.mark.timeout(900)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,9 +207,8 @@ def test_children_of_a_crashed_kernel_are_gone_after_grading(graded):
     spawns = graded["rows"]["c_spawns"]
     assert spawns["status"] == "crashed" and "exit status 1" in spawns["errors"], spawns
     assert len(graded["children"]) >= 2, "the children never ran"  # seen while grading
-    deadline = time.monotonic() + 10  # a SIGKILLed process may take a moment to be reaped
-    while _running(graded["token"]) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    # a SIGKILLed process may take a moment to be reaped
+    wait_until(lambda: _running(graded["token"]), 10, "the children gone", holds=lambda p: not p)
     assert _running(graded["token"]) == []
 
 
@@ -271,17 +272,17 @@ def test_ctrl_c_in_the_sandbox_stops_the_kernel_and_all_it_started(tmp_path):
     command = [sys.executable, "-m", "helixlab", "grade", "lab1", str(notebook),
                "--out", str(tmp_path / "grades.csv"), "--sandbox", "on"]  # fmt: skip
     grader = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while len(_running(token)) < 2:  # the kernel runs the cell: its children sleep
-            assert grader.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+
+    def children() -> list[int]:
+        assert grader.poll() is None
+        return _running(token)
+
+    try:  # the kernel runs the cell: its children sleep
+        wait_until(children, 120, "the kernel's two children", holds=lambda p: len(p) >= 2)
         grader.send_signal(signal.SIGINT)
         assert grader.wait(timeout=60) == 130
     finally:
         grader.kill()
     assert "interrupted: every kernel was stopped" in grader.stderr.read()
-    deadline = time.monotonic() + 10
-    while _running(token) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: _running(token), 10, "the children gone", holds=lambda p: not p)
     assert _running(token) == []

@@ -17,7 +17,7 @@ from pydantic import AliasChoices, Field, SecretStr
 
 from helixlab.errors import ConfigError
 from helixlab.kernel._config import PluginSpec, parse_config
-from helixlab.kernel._secrets import is_secret_key, redact, redact_text
+from helixlab.kernel._secrets import SecretBook, is_secret_key, mask, redact, secret_values
 from helixlab.kernel._validation import Duration, PluginConfig, parse_duration, validate_config
 
 from conftest import SEED
@@ -518,9 +518,10 @@ def test_spec_repr_never_shows_secrets():
 
 def test_redact_text_replaces_known_secret_values():
     text = "calling with key sk-abcdef and pw hunter2 and id 123"
-    out = redact_text(text, [SecretStr("sk-abcdef"), "hunter2", "123", None])
+    known = secret_values({"api_keys": [SecretStr("sk-abcdef"), "hunter2", "123", None]})
+    out = mask(text, SecretBook(known))
     assert out == "calling with key *** and pw *** and id 123"
-    assert redact_text("abcd abcdef", ["abcd", "abcdef"]) == "*** ***"
+    assert mask("abcd abcdef", SecretBook(["abcd", "abcdef"])) == "*** ***"
 
 
 # -- properties ----------------------------------------------------------------------
@@ -600,19 +601,19 @@ class _Limits(pydantic.BaseModel):
     burst_size: int
 
 
-def _limited_kernel():
+@pytest.fixture
+def limited_kernel(kernel):
     import helixlab as hx
 
     class Limiter(hx.Plugin):
         name = "lab-rate-limiter"
         config_model = _Limits
 
-    kernel = hx.Kernel()
     kernel.register(Limiter)
     return kernel
 
 
-def test_an_unknown_key_a_bad_value_and_a_missing_field_are_reported_together():
+def test_an_unknown_key_a_bad_value_and_a_missing_field_are_reported_together(limited_kernel):
     text = (
         "plugins:\n"
         "  lab-rate-limiter:\n"
@@ -620,12 +621,8 @@ def test_an_unknown_key_a_bad_value_and_a_missing_field_are_reported_together():
         "    config:\n"
         "      requests_per_minute: lots\n"
     )
-    kernel = _limited_kernel()
-    try:
-        with pytest.raises(ConfigError) as caught:
-            kernel.apply_config(text, source="plugins.yaml")
-    finally:
-        kernel.close()
+    with pytest.raises(ConfigError) as caught:
+        limited_kernel.apply_config(text, source="plugins.yaml")
     found = [(p.line, p.plugin, p.path) for p in caught.value.problems]
     assert found == [
         (2, "lab-rate-limiter", "config.burst_size"),  # missing: at the plugin's entry
@@ -638,7 +635,7 @@ def test_an_unknown_key_a_bad_value_and_a_missing_field_are_reported_together():
     assert "(got 'lots')" in message and "unknown key 'bogus'" in message
 
 
-def test_a_value_the_parser_refused_is_not_reported_twice():
+def test_a_value_the_parser_refused_is_not_reported_twice(limited_kernel):
     text = (
         "plugins:\n"
         "  lab-rate-limiter:\n"
@@ -646,21 +643,13 @@ def test_a_value_the_parser_refused_is_not_reported_twice():
         "      requests_per_minute: ${NOT_SET}\n"
         "      burst_size: 3\n"
     )
-    kernel = _limited_kernel()
-    try:
-        with pytest.raises(ConfigError) as caught:
-            kernel.apply_config(text, source="plugins.yaml")
-    finally:
-        kernel.close()
+    with pytest.raises(ConfigError) as caught:
+        limited_kernel.apply_config(text, source="plugins.yaml")
     paths = [p.path for p in caught.value.problems]
     assert paths == ["config.requests_per_minute"], caught.value
 
 
-def test_an_entry_that_is_not_a_mapping_is_one_problem():
-    kernel = _limited_kernel()
-    try:
-        with pytest.raises(ConfigError) as caught:
-            kernel.apply_config("plugins:\n  lab-rate-limiter: [1, 2]\n", source="p.yaml")
-    finally:
-        kernel.close()
+def test_an_entry_that_is_not_a_mapping_is_one_problem(limited_kernel):
+    with pytest.raises(ConfigError) as caught:
+        limited_kernel.apply_config("plugins:\n  lab-rate-limiter: [1, 2]\n", source="p.yaml")
     assert len(caught.value.problems) == 1, caught.value

@@ -198,11 +198,10 @@ def threads_before() -> set[threading.Thread]:
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
-def kernel(threads_before, request) -> Iterator[hx.Kernel]:
-    k = hx.Kernel(timeouts=SHORT, loop=request.param)  # every guarantee on both loops
+def kernel(threads_before, make_kernel, request) -> hx.Kernel:
+    k = make_kernel(timeouts=SHORT, loop=request.param)  # every guarantee on both loops
     assert k.loop_kind == request.param
-    yield k
-    k.close()
+    return k
 
 
 def build(kernel: hx.Kernel, make_plugin, fault: Fault) -> None:
@@ -254,7 +253,7 @@ def assert_names(error: PluginError, fault: Fault) -> None:
 
 def assert_no_leaks(kernel: hx.Kernel, fault: Fault, threads_before: set) -> None:
     """After the fault (released) and close: no task, no thread, no loop left behind."""
-    if not kernel._closed:
+    if not kernel._ops.closed:
         assert kernel_tasks(kernel) == []
     if fault.mode == "hangs":
         assert fault.cancelled == fault.calls  # every hung coroutine was cancelled
@@ -465,7 +464,7 @@ def run_interrupted(kernel: hx.Kernel, fault: Fault, scenario: str) -> None:
             kernel.close()
     assert fault.interrupted and fault.taken.is_set()
     if scenario == "close":
-        assert kernel._closed and {kernel.state(n) for n in NAMES} == {hx.PluginState.STOPPED}
+        assert kernel._ops.closed and {kernel.state(n) for n in NAMES} == {hx.PluginState.STOPPED}
         return
     now = live(kernel)
     if scenario == "load" and fault.phase != "health":  # what started stays, nothing more

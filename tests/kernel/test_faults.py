@@ -53,11 +53,10 @@ def expect_fault(error: PluginError, plugin: str, phase: str, mode: str) -> None
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
-def kernel(request):
-    k = hx.Kernel(timeouts=SHORT, loop=request.param)  # every guarantee on both loops
+def kernel(make_kernel, request):
+    k = make_kernel(timeouts=SHORT, loop=request.param)  # every guarantee on both loops
     assert k.loop_kind == request.param
-    yield k
-    k.close()
+    return k
 
 
 # -- during load -------------------------------------------------------------------------
@@ -114,8 +113,10 @@ def test_stop_fault_on_unload_is_reported_and_the_plugin_is_still_unloaded(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_stop_fault_on_close_does_not_keep_the_others_from_stopping(make_plugin, journal, mode):
-    k = hx.Kernel(timeouts=SHORT)
+def test_stop_fault_on_close_does_not_keep_the_others_from_stopping(
+    make_kernel, make_plugin, journal, mode
+):
+    k = make_kernel(timeouts=SHORT)
     k.register(make_plugin("a"))
     k.register(make_plugin("bad", deps=("a",), stop=faulty("stop", mode)))
     k.load_all()

@@ -317,7 +317,7 @@ def test_fuzzed_cells_either_go_in_or_leave_what_served_serving(ip, cells):
     kernel = ip.user_ns["helix"]
     for cell_id, body in cells:
         before = serving(kernel)
-        classes = dict(kernel._registry.entries)
+        classes = dict(kernel._book.registry.entries)
         ran = run(ip, plugin_cell(body), cell_id=cell_id)
         error = ran.error
         event(type(error).__name__ if error else "accepted")
@@ -331,7 +331,7 @@ def test_fuzzed_cells_either_go_in_or_leave_what_served_serving(ip, cells):
             assert kernel.state(error.plugin) == hx.PluginState.FAILED
             continue
         assert serving(kernel) == before, ran.shown
-        assert dict(kernel._registry.entries) == classes
+        assert dict(kernel._book.registry.entries) == classes
     # whatever went in, the kernel is consistent: every live plugin's dependencies run
     for name in serving(kernel):
         for dep in kernel.graph.dependencies(name):

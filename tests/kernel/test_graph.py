@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import graphlib
+import heapq
 import itertools
 import random
 import re
@@ -119,6 +120,28 @@ def test_load_order_picks_highest_priority_then_name_among_ready(dag) -> None:
         done.add(name)
 
 
+def graphlib_order(deps: dict[str, list[str]], priority: dict[str, int]) -> list[str]:
+    """The reference: graphlib's sorter, ready plugins taken by (-priority, name)."""
+    sorter = graphlib.TopologicalSorter({n: [d for d in ds if d in deps] for n, ds in deps.items()})
+    sorter.prepare()
+    ready = [(-priority.get(n, 0), n) for n in sorter.get_ready()]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        order.append(heapq.heappop(ready)[1])
+        sorter.done(order[-1])
+        for n in sorter.get_ready():
+            heapq.heappush(ready, (-priority.get(n, 0), n))
+    return order
+
+
+@given(dags(), st.integers(0, 2**32))
+@settings(max_examples=300)
+def test_load_order_is_graphlibs_with_a_heap(dag, seed) -> None:
+    deps, priority = dag
+    assert load_order(shuffled(deps, seed), priority) == graphlib_order(deps, priority)
+
+
 def test_load_order_ties_go_by_priority_then_name() -> None:
     deps = {"zeta": [], "alpha": [], "mid": [], "late": ["alpha"]}
     assert load_order(deps) == ["alpha", "late", "mid", "zeta"]
@@ -219,7 +242,7 @@ def test_a_graph_answers_the_same_orders_before_and_after_it_is_validated(
         ]
     )
     if validated:
-        graph.validate()  # keeps the load order it found, which later questions reuse
+        graph.validate()
     targets = [t for t in targets if t in deps]
     assert graph.load_order() == load_order(deps, priority)
     if targets:
@@ -249,12 +272,13 @@ def test_a_graph_with_one_node_replaced_answers_as_one_built_anew(
     graph = DependencyGraph(nodes)
     if validated:
         graph.validate()
-        graph.reload_order(list(deps)[:1])  # an answer the new graph may carry over
+        graph.reload_order(list(deps)[:1])
     name = list(deps)[pick % len(deps)]
     old = nodes[name]
     extra = tuple((d, "") for d in deps if d != name and add_edge and d not in deps[name])[:1]
     changed = Node(name, f"{version}.0", priority=old.priority, requires=old.requires + extra)
-    derived, fresh = graph.with_node(changed), DependencyGraph({**nodes, name: changed})
+    derived = DependencyGraph({**graph.nodes, name: changed})  # as the registry derives it
+    fresh = DependencyGraph({**nodes, name: changed})
 
     def outcome(g):
         try:
@@ -481,3 +505,23 @@ def test_to_text_still_renders_a_broken_graph() -> None:
         "  a 1.0  <- b  (blocked by a dependency cycle)",
         "  b 1.0  <- a, base>=2 (is 1.0)  (blocked by a dependency cycle)",
     ]
+
+
+@given(cyclic_graphs(), st.dictionaries(st.sampled_from(NAMES), st.integers(-2, 2)))
+def test_display_order_follows_the_rule_then_ranks_what_a_cycle_blocks(deps, priority) -> None:
+    """What can start comes first, by the load-order rule; what a cycle blocks comes next,
+    higher priority first, then by name (drawings and notebooks' outputs depend on it)."""
+    graph = DependencyGraph(
+        [
+            Node(n, priority=priority.get(n, 0), requires=tuple((d, "") for d in ds))
+            for n, ds in deps.items()
+        ]
+    )
+    order, stuck = graph.display_order()
+    done: set[str] = set()
+    for name in order[: len(order) - len(stuck)]:
+        ready = [n for n in deps if n not in done and set(deps[n]) <= done]
+        assert name == min(ready, key=lambda n: (-priority.get(n, 0), n))
+        done.add(name)
+    assert stuck == set(deps) - done and stuck
+    assert order[len(done) :] == sorted(stuck, key=lambda n: (-priority.get(n, 0), n))

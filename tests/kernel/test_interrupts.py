@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import helixlab as hx
+
 from test_fault_matrix import assert_consistent
 
 ACTIVE = hx.PluginState.ACTIVE
@@ -29,11 +30,10 @@ LONG_DRAIN = hx.Timeouts(
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
-def kernel(request):
-    k = hx.Kernel(timeouts=LONG_DRAIN, loop=request.param)  # every guarantee on both loops
+def kernel(make_kernel, request):
+    k = make_kernel(timeouts=LONG_DRAIN, loop=request.param)  # every guarantee on both loops
     assert k.loop_kind == request.param
-    yield k
-    k.close()
+    return k
 
 
 class Interrupter:
@@ -216,7 +216,7 @@ def test_an_interrupted_prepare_releases_the_kernel(kernel, make_plugin):
     press.armed = True
     with pytest.raises(KeyboardInterrupt):
         kernel.prepare_reload("b")
-    assert instances(kernel) == before and kernel._prepared is None
+    assert instances(kernel) == before and kernel._ops.prepared is None
     assert kernel.reload("b").ok
 
 
@@ -244,8 +244,8 @@ def test_cancelling_an_async_caller_rolls_back_like_an_interrupt(kernel, make_pl
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_an_interrupted_close_still_stops_everything(make_plugin, journal, loop):
-    kernel = hx.Kernel(timeouts=LONG_DRAIN, loop=loop)
+def test_an_interrupted_close_still_stops_everything(make_kernel, make_plugin, journal, loop):
+    kernel = make_kernel(timeouts=LONG_DRAIN, loop=loop)
     press = Interrupter(kernel)
 
     def stop(self, ctx):
@@ -254,7 +254,7 @@ def test_an_interrupted_close_still_stops_everything(make_plugin, journal, loop)
     three(kernel, make_plugin, stop=stop)
     with pytest.raises(KeyboardInterrupt):
         kernel.close()
-    assert kernel._closed and press.taken.is_set()  # "closing goes on"
+    assert kernel._ops.closed and press.taken.is_set()  # "closing goes on"
     assert journal.phases("stop") == ["c", "a"]  # b's stop is the one above
     assert {kernel.state(n) for n in "abc"} == {hx.PluginState.STOPPED}
 

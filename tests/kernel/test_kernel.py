@@ -134,8 +134,10 @@ def test_unload_stops_dependents_first_and_leaves_the_rest(kernel, make_plugin, 
         kernel.get("b")
 
 
-def test_close_stops_everything_dependents_first_and_refuses_further_work(make_plugin, journal):
-    k = hx.Kernel()
+def test_close_stops_everything_dependents_first_and_refuses_further_work(
+    make_kernel, make_plugin, journal
+):
+    k = make_kernel()
     k.register(make_plugin("a"))
     k.register(make_plugin("b", deps=("a",)))
     k.load_all()
@@ -147,8 +149,10 @@ def test_close_stops_everything_dependents_first_and_refuses_further_work(make_p
     assert "closed" in repr(k)
 
 
-def test_close_stops_running_plugins_even_when_a_later_registration_is_cyclic(make_plugin, journal):
-    k = hx.Kernel()
+def test_close_stops_running_plugins_even_when_a_later_registration_is_cyclic(
+    make_kernel, make_plugin, journal
+):
+    k = make_kernel()
     k.register(make_plugin("a"))
     k.load_all()
     k.register(make_plugin("x", deps=("y",)))
@@ -209,7 +213,7 @@ def test_apply_config_reports_every_problem_and_changes_nothing(kernel, make_plu
     assert len(info.value.problems) == 1  # 'ghost' may be registered later: not a problem yet
     assert "plugins.yaml:4" in text and "burst_size" in text
     assert kernel.entry("rate-limiter").config == LimiterConfig()
-    assert kernel._pending == {}  # a refused config keeps nothing
+    assert kernel._book.pending == {}  # a refused config keeps nothing
 
 
 def test_a_configured_plugin_that_nobody_registers_stops_load_all_with_its_line(kernel):

@@ -394,7 +394,9 @@ def test_an_instance_given_to_register_whose_start_hung_is_not_started_again():
 
 
 @pytest.mark.parametrize("stop_kind", ["plain", "async", "raises"])
-def test_a_start_that_returns_after_close_is_stopped_all_the_same(make_plugin, stop_kind):
+def test_a_start_that_returns_after_close_is_stopped_all_the_same(
+    make_kernel, make_plugin, stop_kind
+):
     """close() does not wait for a start abandoned at its timeout (it may never return);
     when it does return, the kernel's loop is gone, and the instance it brought up is
     stopped in the thread it returned in, with the same event as while the kernel is open."""
@@ -416,7 +418,7 @@ def test_a_start_that_returns_after_close_is_stopped_all_the_same(make_plugin, s
             if stop_kind == "raises":
                 raise RuntimeError("could not close its socket")
 
-    kernel = hx.Kernel(timeouts=hx.Timeouts(start=0.2))
+    kernel = make_kernel(timeouts=hx.Timeouts(start=0.2))
     late_stop = _on_late_stop(kernel)
     kernel.register(make_plugin("a", start=start, stop=stop))
     assert "a" in kernel.load("a").failed

@@ -67,15 +67,15 @@ def test_a_kept_config_that_the_class_refuses_is_an_error_at_its_line(kernel, ma
     assert "keyed" not in kernel
 
 
-def test_a_registry_grown_by_adding_shares_storage_but_not_contents():
+def test_registries_derived_from_one_share_no_contents():
     from helixlab.kernel._registry import Registry
 
     def plugin(name):
         return type("P", (hx.Plugin,), {"name": name})
 
     base = Registry().added(plugin("a"))
-    left = base.added(plugin("b"))  # appends to base's storage
-    right = base.added(plugin("c"))  # base is no longer the newest: copies
+    left = base.added(plugin("b"))
+    right = base.added(plugin("c"))
     assert list(base) == ["a"] and list(left) == ["a", "b"] and list(right) == ["a", "c"]
     assert "b" not in base and "b" not in right and "c" not in left
     assert list(left.without("a")) == ["b"] and list(left) == ["a", "b"]

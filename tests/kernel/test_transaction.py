@@ -137,8 +137,8 @@ def test_async_twins(make_plugin):
     asyncio.run(main())
 
 
-def test_close_aborts_a_pending_prepare(make_plugin, journal):
-    kernel = hx.Kernel()
+def test_close_aborts_a_pending_prepare(make_kernel, make_plugin, journal):
+    kernel = make_kernel()
     kernel.register(make_plugin("a", config_model=dict))
     kernel.load_all()
     prepared = kernel.prepare_reload("a")

@@ -240,6 +240,40 @@ def test_a_value_from_another_cell_is_part_of_the_plugin_that_uses_it(ip):
     assert "no changes" in ok(ip, source).stdout
 
 
+def test_a_helper_from_the_learners_own_module_edited_and_reloaded_reloads(
+    ip, tmp_path, monkeypatch
+):
+    """`from mylib import shout`: the statement's text never changes, but what it binds
+    does once the learner edits mylib.py and reloads it; re-running the plugin cell then
+    reloads the plugin, naming the helper, and the new instance runs the new code."""
+    module = tmp_path / "mylib_issue22.py"
+    module.write_text("def shout(text):\n    return text.upper()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = textwrap.dedent(
+        """\
+        %%helix plugin
+        import helixlab as hx
+        from mylib_issue22 import shout
+
+        class Loud(hx.Plugin):
+            name = "loud"
+            def start(self, ctx):
+                self.greeting = shout("hi")
+        """
+    )
+    ok(ip, source)
+    kernel = ip.user_ns["helix"]
+    assert kernel.get("loud").greeting == "HI"
+    assert "no changes" in ok(ip, source).stdout  # nothing was edited
+
+    module.write_text("def shout(text):\n    return text.upper() + '!'\n")
+    assert "no changes" in ok(ip, source).stdout  # Python still runs the module it imported
+    ok(ip, "import importlib, mylib_issue22\nimportlib.reload(mylib_issue22)")
+    ran = ok(ip, source)
+    assert "shout changed: reloading loud" in ran.stdout
+    assert kernel.get("loud").greeting == "HI!"
+
+
 def test_a_failed_edit_undone_is_no_change(ip, limiting):
     failed = run(ip, limiter(take=" + 1").replace("TokenBucket()", "TokenBucket(); 1 / 0"))
     assert isinstance(failed.error, hx.ReloadError)
@@ -270,6 +304,46 @@ def test_a_new_version_that_fails_to_start_is_rolled_back_and_the_old_keeps_serv
 
     fixed = ok(ip, cell("", store="1.2"))  # the next good version goes in as usual
     assert "  1. store 1.0 -> 1.2" in fixed.stdout
+
+
+@pytest.mark.parametrize(
+    "failure",
+    ["raise RuntimeError('port in use')", "1 / 0  # at definition"],
+    ids=["start-fails", "cell-raises"],
+)
+def test_a_failed_rerun_leaves_the_old_instances_their_own_helpers(ip, failure):
+    """A re-run that does not run must not change what the running version calls: the
+    helper it redefined is the old one again (names it only added stay, to inspect)."""
+    source = textwrap.dedent(
+        """\
+        %%helix plugin
+        import helixlab as hx
+
+        def shout(text):
+            return text.upper()
+
+        class Loud(hx.Plugin):
+            name = "loud"
+            def say(self, text):
+                return shout(text)
+        """
+    )
+    ok(ip, source)
+    loud = ip.user_ns["helix"].get("loud")
+    edited = source.replace("text.upper()", "text + '!'") + "\ndef added():\n    return 1\n"
+    if failure.startswith("raise"):
+        edited = edited.replace(
+            "    def say(self, text):",
+            f"    def start(self, ctx):\n        {failure}\n    def say(self, text):",
+        )
+    else:
+        edited += failure + "\n"
+    ran = run(ip, edited)
+    assert ran.error is not None
+    assert ip.user_ns["helix"].get("loud") is loud
+    assert loud.say("hi") == "HI"  # not "hi!": the refused cell's helper is not what runs
+    assert ip.user_ns["shout"]("hi") == "HI"
+    assert "added" in ip.user_ns
 
 
 def test_a_failing_dependent_rolls_back_the_whole_cascade(ip, kernel):

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from _waiting import wait_until
+
 jupyter_client = pytest.importorskip("jupyter_client.manager")
 
 
@@ -92,10 +94,7 @@ def test_a_learner_sees_what_changed_and_an_interrupt_in_one_line(jupyter, tmp_p
 
     # item 5: Kernel › Interrupt while the new version's start() takes 8 s
     msg_id = kc.execute(PLUGIN.format(take=3, version="2.0"))
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "started").exists():  # the slow start has begun
-        assert time.monotonic() < deadline, "the slow start never began"
-        time.sleep(0.02)
+    wait_until((tmp_path / "started").exists, 60, "the slow start began")
     pressed = time.monotonic()
     km.interrupt_kernel()
     _, shown = outputs(kc, msg_id)  # (ipykernel 7 answers an interrupted cell "ok")

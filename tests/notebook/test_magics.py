@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import textwrap
 from pathlib import Path
 
@@ -71,6 +72,23 @@ def test_load_ext_gives_one_kernel_bound_to_helix_and_says_what_to_try(ip):
     again = run(ip, "%load_ext helixlab")  # loading twice keeps the one kernel
     assert ip.user_ns["helix"] is kernel
     assert "helixlab ready" not in again.stdout
+
+
+def test_load_ext_masks_the_log_records_a_plain_kernel_does_not(ip):
+    before = logging.getLogRecordFactory()
+    run(ip, "%unload_ext helixlab")
+    logging.setLogRecordFactory(logging.LogRecord)
+    try:
+        hx.Kernel().close()  # a library's object: no process-wide side effect
+        assert logging.getLogRecordFactory() is logging.LogRecord
+        assert run(ip, "%load_ext helixlab").error is None
+        assert logging.getLogRecordFactory() is not logging.LogRecord
+        record = logging.getLogger("tests").makeRecord(
+            "tests", logging.WARNING, __file__, 1, "key %s", ("Bearer sk-live-Zq8282",), None
+        )
+        assert record.getMessage() == "key Bearer ***"
+    finally:
+        logging.setLogRecordFactory(before)
 
 
 def test_unload_ext_stops_the_plugins_and_the_magics(ip):

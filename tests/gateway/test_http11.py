@@ -1,0 +1,582 @@
+"""custom-provider's HTTP/1.1 client (``plugins/_transport``) against upstreams that
+misbehave: each fault ends the request with httpx's own error, in bounded time, on both
+loops, and the connection that saw it is never reused."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pytest
+
+from helixlab.kernel import loop_factory
+from helixlab.plugins import _network
+from helixlab.plugins._transport import async_client
+
+LOOPS = pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+OK = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok":true}'
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+
+
+class Upstream:
+    """A raw HTTP/1.1 upstream on loopback; ``script(reader, writer, n)`` answers the n-th
+    connection's requests as the test wants. Counts connections; closes every one it
+    accepted when the test leaves (so that the server's own close never waits on them)."""
+
+    def __init__(self, script: Handler):
+        self.script = script
+        self.connections = 0
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        try:
+            await self.script(reader, writer, self.connections)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self.writers:
+            writer.transport.abort()
+        self.server.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request's head and body (Content-Length or chunked)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    chunked = False
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+        elif name.lower() == b"transfer-encoding":
+            chunked = True
+    if not chunked:
+        return head + await reader.readexactly(length)
+    body = b""
+    while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+        body += (await reader.readexactly(size + 2))[:-2]
+    await reader.readuntil(b"\r\n")
+    return head + body
+
+
+async def answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+    while True:
+        await read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+
+
+def run(loop: str, main: Callable[[], Awaitable[None]]) -> None:
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+        runner.run(asyncio.wait_for(main(), 30))
+
+
+async def ok_again(client: httpx.AsyncClient, url: str, upstream: Upstream, expected: int) -> None:
+    """The next request succeeds, on connection number ``expected`` (a new one)."""
+    assert (await client.get(url)).json() == {"ok": True}
+    assert upstream.connections == expected
+
+
+def then_ok(first: Callable[..., Awaitable[None]]) -> Handler:
+    """The first connection runs ``first``; later ones answer normally."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await (first(reader, writer) if n == 1 else answer_ok(reader, writer, n))
+
+    return script
+
+
+# -- the faults ------------------------------------------------------------------------------
+
+
+@LOOPS
+@pytest.mark.parametrize(
+    "sent",
+    [
+        pytest.param(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial", id="length"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n", id="chunked"
+        ),
+        pytest.param(b"HTTP/1.1 200 OK\r\ncontent-le", id="head"),
+        pytest.param(b"", id="nothing"),
+    ],
+)
+def test_an_upstream_that_closes_mid_answer_is_a_remote_protocol_error(loop, sent):
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(sent)
+        await writer.drain()
+        writer.close()  # a clean FIN: no more bytes are coming
+
+    async def main() -> None:
+        upstream = Upstream(then_ok(cut))
+        async with upstream as url, async_client(base_url=url) as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.get("/")
+            await ok_again(client, "/", upstream, 2)
+
+    run(loop, main)
+
+
+@LOOPS
+def test_an_upstream_that_resets_mid_body_is_an_error_and_the_stream_ends(loop):
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the client has the first chunk
+        writer.transport.abort()  # RST
+
+    async def main() -> None:
+        upstream = Upstream(then_ok(reset))
+        async with upstream as url, async_client(base_url=url) as client:
+            got = b""
+            with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
+                async with client.stream("GET", "/") as response:
+                    async for part in response.aiter_raw():
+                        got += part
+            assert got == b"hello"
+            await ok_again(client, "/", upstream, 2)
+
+    run(loop, main)
+
+
+@LOOPS
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        pytest.param(b"hello world, this is not HTTP\r\n\r\n", id="not-http"),
+        pytest.param(b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", id="bad-length"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", id="bad-chunk"
+        ),
+        pytest.param(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n", id="upgrade"),
+    ],
+)
+def test_garbage_from_the_upstream_is_a_remote_protocol_error(loop, garbage):
+    async def send_garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(garbage)
+        await writer.drain()
+        await reader.read()  # holds the connection open: the client must close it
+
+    async def main() -> None:
+        upstream = Upstream(then_ok(send_garbage))
+        async with upstream as url, async_client(base_url=url, timeout=5) as client:
+            started = time.monotonic()
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.get("/")
+            assert time.monotonic() - started < 4  # an error at once, not a timeout
+            await ok_again(client, "/", upstream, 2)
+
+    run(loop, main)
+
+
+@LOOPS
+def test_bytes_past_the_answer_are_not_taken_for_the_next_one(loop):
+    """An upstream out of step (a second answer nobody asked for): the first answer is
+    delivered, the connection is dropped, the next request gets its own answer."""
+
+    async def too_much(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(OK + b"HTTP/1.1 500 Stale\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async def main() -> None:
+        upstream = Upstream(then_ok(too_much))
+        async with upstream as url, async_client(base_url=url) as client:
+            assert (await client.get("/")).json() == {"ok": True}
+            await ok_again(client, "/", upstream, 2)
+
+    run(loop, main)
+
+
+@LOOPS
+@pytest.mark.parametrize("where", ["before-the-head", "mid-body"])
+def test_a_hung_upstream_is_a_read_timeout_in_bounded_time(loop, where):
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        if where == "mid-body":
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nsome")
+            await writer.drain()
+        await reader.read()  # until the client gives up and closes
+
+    async def main() -> None:
+        upstream = Upstream(then_ok(hang))
+        async with upstream as url, async_client(base_url=url, timeout=0.2) as client:
+            started = time.monotonic()
+            with pytest.raises(httpx.ReadTimeout):
+                await client.get("/")
+            assert time.monotonic() - started < 5
+            await ok_again(client, "/", upstream, 2)
+
+    run(loop, main)
+
+
+@LOOPS
+def test_a_full_pool_is_a_pool_timeout_and_a_cancelled_request_frees_its_slot(loop):
+    release = asyncio.Event()
+
+    async def held(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        if n == 1:
+            await release.wait()
+            return  # closes: this connection is done
+        writer.write(OK)
+        await writer.drain()
+        await answer_ok(reader, writer, n)
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        timeout = httpx.Timeout(5, pool=0.2)
+        upstream = Upstream(held)
+        async with upstream as url, async_client(limits=limits, timeout=timeout) as client:
+            first = asyncio.create_task(client.get(url))
+            while upstream.connections < 1:
+                await asyncio.sleep(0.01)
+            started = time.monotonic()
+            with pytest.raises(httpx.PoolTimeout):
+                await client.get(url)
+            assert time.monotonic() - started < 4
+            first.cancel()  # the request holding the only connection goes away
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            release.set()
+            await ok_again(client, url, upstream, 2)
+
+    run(loop, main)
+
+
+@LOOPS
+def test_requests_queued_at_the_limit_each_get_their_own_answer(loop):
+    async def numbered(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            request = await read_request(reader)
+            body = request.split(b"\r\n\r\n", 1)[1]
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=3, max_keepalive_connections=2)
+        upstream = Upstream(numbered)
+        async with upstream as url, async_client(limits=limits) as client:
+            answers = await asyncio.gather(
+                *(client.post(url, content=b"%d" % i) for i in range(40))
+            )
+            assert [a.content for a in answers] == [b"%d" % i for i in range(40)]
+            assert upstream.connections <= 3 + 40 // 2  # kept alive, not one per request
+
+    run(loop, main)
+
+
+# -- framing ---------------------------------------------------------------------------------
+
+
+@LOOPS
+def test_a_streamed_answer_arrives_chunk_by_chunk_as_the_upstream_sends_it(loop):
+    """Server-sent events over chunked encoding: each event reaches the client before the
+    upstream sends the next (nothing is buffered to the end)."""
+    seen = asyncio.Event()
+
+    async def sse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
+        writer.write(b"transfer-encoding: chunked\r\n\r\n")
+        for i in range(3):
+            event = b"data: %d\n\n" % i
+            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+            await writer.drain()
+            await seen.wait()
+            seen.clear()
+        writer.write(b"0\r\n\r\n")
+        await answer_ok(reader, writer, n)
+
+    async def main() -> None:
+        upstream = Upstream(sse)
+        async with upstream as url, async_client(base_url=url) as client:
+            async with client.stream("POST", "/", json={"stream": True}) as response:
+                lines = []
+                async for line in response.aiter_lines():
+                    if line:
+                        lines.append(line)
+                        seen.set()
+            assert lines == ["data: 0", "data: 1", "data: 2"]
+            await ok_again(client, "/", upstream, 1)  # the same connection, kept
+
+    run(loop, main)
+
+
+@LOOPS
+def test_a_body_that_ends_with_the_connection_is_whole_and_the_connection_not_reused(loop):
+    async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        upstream = Upstream(then_ok(until_close))
+        async with upstream as url, async_client(base_url=url) as client:
+            assert (await client.get("/")).text == "all of it"
+            await ok_again(client, "/", upstream, 2)
+
+    run(loop, main)
+
+
+@LOOPS
+def test_connection_close_http_1_0_head_and_informational_answers(loop):
+    answers = [
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nhi",
+        b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nhi",
+        b"HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi",
+    ]
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            request = await read_request(reader)
+            if request.startswith(b"HEAD"):
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n")
+            else:
+                writer.write(answers[n - 1] if n <= len(answers) else OK)
+            await writer.drain()
+
+    async def main() -> None:
+        upstream = Upstream(script)
+        async with upstream as url, async_client(base_url=url) as client:
+            for expected in (1, 2):  # closed after each: the next one opens a new connection
+                response = await client.get("/")
+                assert (response.text, upstream.connections) == ("hi", expected)
+            response = await client.get("/")
+            assert (response.status_code, response.text, response.headers.get("link")) == (
+                200,
+                "hi",
+                None,
+            )
+            head = await client.head("/")
+            assert (head.status_code, head.content, head.headers["content-length"]) == (
+                200,
+                b"",
+                "1000",
+            )
+            assert (await client.get("/")).json() == {"ok": True}
+
+    run(loop, main)
+
+
+@LOOPS
+def test_a_request_body_of_unknown_length_is_sent_chunked(loop):
+    received: list[bytes] = []
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        received.append(await read_request(reader))
+        writer.write(OK)
+        await writer.drain()
+
+    async def parts():
+        yield b"hello "
+        yield b""
+        yield b"world"
+
+    async def main() -> None:
+        async with Upstream(echo) as url, async_client(base_url=url) as client:
+            assert (await client.post("/", content=parts())).status_code == 200
+        head, body = received[0].split(b"\r\n\r\n", 1)
+        assert b"transfer-encoding: chunked" in head.lower() and body == b"hello world"
+
+    run(loop, main)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"x-evil": "a\r\nx-injected: 1"}, {"x-evil": "a\nb"}, {"bad name": "x"}, {"x": "a\0b"}],
+)
+def test_a_header_that_could_break_the_framing_is_refused_before_anything_is_sent(headers):
+    async def main() -> None:
+        upstream = Upstream(answer_ok)
+        async with upstream as url, async_client(base_url=url) as client:
+            with pytest.raises(httpx.LocalProtocolError, match=r"Illegal header (name|value)"):
+                await client.get("/", headers=headers)
+            assert upstream.connections == 0
+
+    run("asyncio", main)
+
+
+def test_an_idle_connection_past_its_keep_alive_expiry_is_closed_not_reused():
+    async def main() -> None:
+        limits = httpx.Limits(keepalive_expiry=0.05)
+        upstream = Upstream(answer_ok)
+        async with upstream as url, async_client(base_url=url, limits=limits) as client:
+            await ok_again(client, "/", upstream, 1)
+            await ok_again(client, "/", upstream, 1)
+            await asyncio.sleep(0.2)
+            await ok_again(client, "/", upstream, 2)
+            assert len(client._transport.pool.connections) == 1  # the expired one closed
+
+    run("asyncio", main)
+
+
+@LOOPS
+def test_a_head_that_never_ends_is_refused_at_its_limit(loop):
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        while not writer.is_closing():
+            writer.write(b"x-filler: " + b"a" * 1000 + b"\r\n")
+            await writer.drain()
+
+    async def main() -> None:
+        upstream = Upstream(then_ok(endless))
+        async with upstream as url, async_client(base_url=url, timeout=10) as client:
+            with pytest.raises(httpx.RemoteProtocolError, match="head is over"):
+                await client.get("/")
+            await ok_again(client, "/", upstream, 2)
+
+    run(loop, main)
+
+
+@LOOPS
+def test_a_slow_reader_holds_about_the_high_water_mark_not_the_whole_answer(loop, monkeypatch):
+    """Back-pressure: a connection stops reading from its socket while a megabyte waits to
+    be read, so a stream relayed to a slow client never piles up in memory."""
+    size = 16 * _network.HIGH_WATER
+    peak = 0
+    received = _network._Connection.data_received
+
+    def recording(self: _network._Connection, data: bytes) -> None:
+        nonlocal peak
+        received(self, data)
+        peak = max(peak, len(self.buffer))
+
+    monkeypatch.setattr(_network._Connection, "data_received", recording)
+
+    async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size + b"x" * size)
+        await writer.drain()
+        await answer_ok(reader, writer, n)
+
+    async def main() -> None:
+        upstream = Upstream(big)
+        async with upstream as url, async_client(base_url=url) as client:
+            total = 0
+            async with client.stream("GET", "/") as response:
+                async for part in response.aiter_raw():
+                    total += len(part)
+                    await asyncio.sleep(0.001)  # a slow client downstream
+            assert total == size
+            assert peak <= 2 * _network.HIGH_WATER
+            await ok_again(client, "/", upstream, 1)  # read to the end: kept
+
+    run(loop, main)
+
+
+@LOOPS
+def test_a_burst_of_64_requests_after_another_reuses_the_connections_of_the_first(loop):
+    async def main() -> None:
+        upstream = Upstream(answer_ok)
+        async with upstream as url, async_client(base_url=url) as client:
+            for _ in range(5):
+                answers = await asyncio.gather(*(client.get("/") for _ in range(64)))
+                assert {a.status_code for a in answers} == {200}
+            assert upstream.connections <= 64  # none closed for being idle, none reopened
+
+    run(loop, main)
+
+
+# -- custom-provider on this client ------------------------------------------------------------
+
+COMPLETION = (
+    b'{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
+    b'"message":{"role":"assistant","content":"pong"},"finish_reason":"stop"}]}'
+)
+
+
+async def provider_answer(api_url: str) -> str:
+    """One chat completion by custom-provider at ``api_url``: its text."""
+    from helixlab.kernel import Context
+    from helixlab.llm import ChatRequest, Message
+    from helixlab.plugins._provider import CustomProvider, CustomProviderConfig
+
+    plugin = CustomProvider()
+    config = CustomProviderConfig(api_url=api_url, retry_count=0, models=["m"])
+    ctx = Context("custom-provider", plugin.version, config, {})
+    plugin.init(ctx, config)
+    await plugin.start(ctx)
+    try:
+        request = ChatRequest(model="m", messages=[Message.user("ping")])
+        return (await plugin.get_provider().complete(request)).content or ""
+    finally:
+        await plugin.stop(ctx)
+
+
+@pytest.mark.parametrize("proxy", ["HTTP_PROXY", "http_proxy", "ALL_PROXY", None])
+def test_custom_provider_goes_through_a_proxy_from_the_environment_and_direct_without(
+    monkeypatch, proxy
+):
+    """With a proxy in the environment the request reaches it in absolute form (httpx's
+    own proxy transport: httpx ignores the environment once given a transport, so the
+    fast lane is not taken then); without one, the upstream gets it directly."""
+    targets: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            request = await read_request(reader)
+            targets.append(request.split(b" ")[1])
+            head = (
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+            )
+            writer.write(head % len(COMPLETION) + COMPLETION)
+            await writer.drain()
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+    async def main() -> None:
+        async with Upstream(record) as url:
+            if proxy is None:
+                assert await provider_answer(url + "/v1") == "pong"
+                assert targets == [b"/v1/chat/completions"]
+            else:
+                monkeypatch.setenv(proxy, url)
+                assert await provider_answer("http://upstream.test/v1") == "pong"
+                assert targets == [b"http://upstream.test/v1/chat/completions"]
+
+    run("asyncio", main)
+
+
+@LOOPS
+def test_a_failed_connect_frees_its_slot_for_the_request_waiting_on_it(loop):
+    """At the limit, a request waits for a slot; a connect that fails gives its slot back
+    at once, so the waiting request fails (or succeeds) on its own, not by pool timeout."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens once it is closed
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=1)
+        async with async_client(limits=limits, timeout=httpx.Timeout(5, pool=3)) as client:
+            started = time.monotonic()
+            results = await asyncio.gather(
+                *(client.get(f"http://127.0.0.1:{port}/") for _ in range(3)),
+                return_exceptions=True,
+            )
+            assert [type(r) for r in results] == [httpx.ConnectError] * 3
+            assert time.monotonic() - started < 2
+
+    run(loop, main)
