@@ -580,3 +580,37 @@ def test_a_failed_connect_frees_its_slot_for_the_request_waiting_on_it(loop):
             assert time.monotonic() - started < 2
 
     run(loop, main)
+
+
+def test_the_fast_lane_sends_the_clients_headers_and_decodes_a_compressed_answer():
+    """``Upstream.send`` skips httpx's client layer, not what the request carries: the
+    client's headers (and httpx's defaults) go out, a gzip answer comes back decoded."""
+    import gzip
+
+    from helixlab.plugins._transport import Upstream as Lane
+
+    seen: list[bytes] = []
+
+    async def gzipped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            seen.append((await read_request(reader)).lower())
+            body = gzip.compress(b'{"ok":true}')
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n"
+                % len(body)
+                + body
+            )
+            await writer.drain()
+
+    async def main() -> None:
+        async with Upstream(gzipped) as url, Lane(headers={"User-Agent": "me/1"}) as lane:
+            assert lane.transport is not None  # no proxy here: the lane is taken
+            response = await lane.send(lane.request("POST", httpx.URL(url + "/c"), json={}))
+            await response.aread()
+            assert response.json() == {"ok": True}
+            assert response.request.url.path == "/c"
+        lines = seen[0].split(b"\r\n\r\n")[0].split(b"\r\n")
+        assert {b"user-agent: me/1", b"content-length: 2", b"accept: */*"} <= set(lines)
+        assert any(line.startswith(b"accept-encoding: gzip") for line in lines)
+
+    run("asyncio", main)
