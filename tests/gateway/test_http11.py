@@ -614,3 +614,19 @@ def test_the_fast_lane_sends_the_clients_headers_and_decodes_a_compressed_answer
         assert any(line.startswith(b"accept-encoding: gzip") for line in lines)
 
     run("asyncio", main)
+
+
+@LOOPS
+def test_an_upstream_that_stops_reading_is_a_write_timeout(loop):
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await asyncio.Event().wait()  # never reads: the client's send buffer fills up
+
+    async def main() -> None:
+        upstream = Upstream(deaf)
+        async with upstream as url, async_client(timeout=httpx.Timeout(5, write=0.3)) as client:
+            started = time.monotonic()
+            with pytest.raises(httpx.WriteTimeout):
+                await client.post(url, content=b"x" * (64 << 20))
+            assert time.monotonic() - started < 4
+
+    run(loop, main)
