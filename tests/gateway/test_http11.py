@@ -630,3 +630,31 @@ def test_an_upstream_that_stops_reading_is_a_write_timeout(loop):
             assert time.monotonic() - started < 4
 
     run(loop, main)
+
+
+@LOOPS
+@pytest.mark.parametrize("whole", [True, False])
+def test_a_reader_that_stops_early_keeps_the_connection_only_if_the_answer_had_ended(loop, whole):
+    """An SSE reader stops at ``[DONE]``, before the body's last bytes are asked for: when
+    the whole answer had arrived the connection goes back to the pool, otherwise (the
+    upstream still sending) it is closed."""
+    events = b"data: 1\n\ndata: [DONE]\n\n"
+    rest = b"%x\r\n%s\r\n0\r\n\r\n" % (len(events), events)
+
+    async def sse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(rest if whole else rest[:12])  # all of it, or up to the first event
+        await writer.drain()
+        await answer_ok(reader, writer, 1)
+
+    async def main() -> None:
+        upstream = Upstream(then_ok(sse))
+        async with upstream as url, async_client(base_url=url) as client:
+            async with client.stream("GET", "/") as response:
+                async for line in response.aiter_lines():
+                    if line.startswith("data: "):
+                        break  # what an SSE reader does at its first (or [DONE]) event
+            await ok_again(client, "/", upstream, 1 if whole else 2)
+
+    run(loop, main)
