@@ -658,3 +658,33 @@ def test_a_reader_that_stops_early_keeps_the_connection_only_if_the_answer_had_e
             await ok_again(client, "/", upstream, 1 if whole else 2)
 
     run(loop, main)
+
+
+@LOOPS
+def test_an_upstream_that_never_accepts_is_a_connect_timeout(loop):
+    """A listening socket whose accept queue is full (nobody accepts): the SYN goes
+    unanswered, so the connect timeout, not the read timeout, ends the request."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = [socket.socket() for _ in range(3)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+
+        async def main() -> None:
+            timeout = httpx.Timeout(5, connect=0.3)
+            async with async_client(timeout=timeout) as client:
+                started = time.monotonic()
+                with pytest.raises(httpx.ConnectTimeout):
+                    await client.get(f"http://127.0.0.1:{port}/")
+                assert time.monotonic() - started < 4
+
+        try:
+            run(loop, main)
+        finally:
+            for filler in fillers:
+                filler.close()
