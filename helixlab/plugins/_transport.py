@@ -329,8 +329,9 @@ def _as_httpx_errors() -> Iterator[None]:
 
 
 class _Body(httpx.AsyncByteStream):
-    """A response body as it arrives; the end of it hands the connection back to the pool
-    (kept when the exchange ended cleanly, closed otherwise)."""
+    """A response body as it arrives. Its end, or its reader leaving, hands the connection
+    back to the pool: kept when the whole answer arrived cleanly (read to the end or not:
+    an SSE reader stops at ``[DONE]``), closed otherwise."""
 
     def __init__(self, pool: _Pool, exchange: _Exchange, timeout: float | None) -> None:
         self._home: _Pool | None = pool
@@ -349,18 +350,17 @@ class _Body(httpx.AsyncByteStream):
                     break
                 with _as_httpx_errors():
                     await exchange.receive(self._timeout)
-        except BaseException:
-            self._release(False)
-            raise
-        self._release(exchange.reusable)
+        finally:
+            self._release()
 
     async def aclose(self) -> None:
-        self._release(False)
+        self._release()
 
-    def _release(self, reusable: bool) -> None:
+    def _release(self) -> None:
         pool, self._home = self._home, None
         if pool is not None:
-            pool.release(self._exchange.connection, reusable)
+            exchange = self._exchange
+            pool.release(exchange.connection, exchange.done and exchange.reusable)
 
 
 _PORTS = {b"http": 80, b"https": 443}

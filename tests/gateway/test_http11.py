@@ -580,3 +580,111 @@ def test_a_failed_connect_frees_its_slot_for_the_request_waiting_on_it(loop):
             assert time.monotonic() - started < 2
 
     run(loop, main)
+
+
+def test_the_fast_lane_sends_the_clients_headers_and_decodes_a_compressed_answer():
+    """``Upstream.send`` skips httpx's client layer, not what the request carries: the
+    client's headers (and httpx's defaults) go out, a gzip answer comes back decoded."""
+    import gzip
+
+    from helixlab.plugins._transport import Upstream as Lane
+
+    seen: list[bytes] = []
+
+    async def gzipped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            seen.append((await read_request(reader)).lower())
+            body = gzip.compress(b'{"ok":true}')
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n"
+                % len(body)
+                + body
+            )
+            await writer.drain()
+
+    async def main() -> None:
+        async with Upstream(gzipped) as url, Lane(headers={"User-Agent": "me/1"}) as lane:
+            assert lane.transport is not None  # no proxy here: the lane is taken
+            response = await lane.send(lane.request("POST", httpx.URL(url + "/c"), json={}))
+            await response.aread()
+            assert response.json() == {"ok": True}
+            assert response.request.url.path == "/c"
+        lines = seen[0].split(b"\r\n\r\n")[0].split(b"\r\n")
+        assert {b"user-agent: me/1", b"content-length: 2", b"accept: */*"} <= set(lines)
+        assert any(line.startswith(b"accept-encoding: gzip") for line in lines)
+
+    run("asyncio", main)
+
+
+@LOOPS
+def test_an_upstream_that_stops_reading_is_a_write_timeout(loop):
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await asyncio.Event().wait()  # never reads: the client's send buffer fills up
+
+    async def main() -> None:
+        upstream = Upstream(deaf)
+        async with upstream as url, async_client(timeout=httpx.Timeout(5, write=0.3)) as client:
+            started = time.monotonic()
+            with pytest.raises(httpx.WriteTimeout):
+                await client.post(url, content=b"x" * (64 << 20))
+            assert time.monotonic() - started < 4
+
+    run(loop, main)
+
+
+@LOOPS
+@pytest.mark.parametrize("whole", [True, False])
+def test_a_reader_that_stops_early_keeps_the_connection_only_if_the_answer_had_ended(loop, whole):
+    """An SSE reader stops at ``[DONE]``, before the body's last bytes are asked for: when
+    the whole answer had arrived the connection goes back to the pool, otherwise (the
+    upstream still sending) it is closed."""
+    events = b"data: 1\n\ndata: [DONE]\n\n"
+    rest = b"%x\r\n%s\r\n0\r\n\r\n" % (len(events), events)
+
+    async def sse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(rest if whole else rest[:12])  # all of it, or up to the first event
+        await writer.drain()
+        await answer_ok(reader, writer, 1)
+
+    async def main() -> None:
+        upstream = Upstream(then_ok(sse))
+        async with upstream as url, async_client(base_url=url) as client:
+            async with client.stream("GET", "/") as response:
+                async for line in response.aiter_lines():
+                    if line.startswith("data: "):
+                        break  # what an SSE reader does at its first (or [DONE]) event
+            await ok_again(client, "/", upstream, 1 if whole else 2)
+
+    run(loop, main)
+
+
+@LOOPS
+def test_an_upstream_that_never_accepts_is_a_connect_timeout(loop):
+    """A listening socket whose accept queue is full (nobody accepts): the SYN goes
+    unanswered, so the connect timeout, not the read timeout, ends the request."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = [socket.socket() for _ in range(3)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+
+        async def main() -> None:
+            timeout = httpx.Timeout(5, connect=0.3)
+            async with async_client(timeout=timeout) as client:
+                started = time.monotonic()
+                with pytest.raises(httpx.ConnectTimeout):
+                    await client.get(f"http://127.0.0.1:{port}/")
+                assert time.monotonic() - started < 4
+
+        try:
+            run(loop, main)
+        finally:
+            for filler in fillers:
+                filler.close()
