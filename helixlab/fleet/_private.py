@@ -12,9 +12,7 @@ belongs to someone else or others may enter it.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
 import stat
 import tempfile
 from collections.abc import Mapping
@@ -22,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FleetError, FleetRedisError
+from ..kernel import SecretBook, mask, secret_values
 
 __all__ = [
     "REDIS_VARIABLE",
@@ -34,14 +33,15 @@ __all__ = [
 ]
 
 REDIS_VARIABLE = "HELIXLAB_REDIS"  # the Redis URL, for a worker and for `helixlab fleet`
-MASK = "***"
 
-_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)([^:@/ \t\r\n]*):([^@/ \t\r\n]+)@", re.I)
+#: no values of its own: masking with it applies the kernel's credential patterns only
+_PATTERNS_ONLY = SecretBook()
 
 
 def public_url(text: str) -> str:
-    """``text`` with the password of every URL in it shown as ``***`` (the user stays)."""
-    return _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:{MASK}@", text)
+    """``text`` with the password of every URL in it shown as ``***`` (the user stays):
+    the kernel's one masking step, with no secret values of its own."""
+    return str(mask(text, _PATTERNS_ONLY))
 
 
 def redis_failure(exc: BaseException, url: str) -> FleetRedisError | None:
@@ -77,17 +77,9 @@ def redis_failure(exc: BaseException, url: str) -> FleetRedisError | None:
 
 def mask_values(text: str, values: Mapping[str, Any]) -> str:
     """``text`` with the secret ones of ``values`` (by name, as the kernel's rule says:
-    ``api_key``, ``password``, ``*_token``...) replaced by ``***``, and URL passwords."""
-    from ..kernel import redact
-
-    shown = redact(dict(values))
-    for key, value in values.items():
-        if shown.get(key) == value or value is None:
-            continue
-        for leaf in (json.dumps(value), str(value)):
-            if len(leaf) >= 4:
-                text = text.replace(leaf, json.dumps(MASK) if leaf.startswith('"') else MASK)
-    return public_url(text)
+    ``api_key``, ``password``, ``*_token``...) replaced by ``***``, and URL passwords: the
+    kernel's one masking step, with these values."""
+    return str(mask(text, SecretBook(secret_values(dict(values)))))
 
 
 def state_dir() -> Path:

@@ -27,7 +27,15 @@ from ._plugin import (
     ToolPlugin,
 )
 from ._reports import Degraded, HealthStatus, LoadReport, PluginInfo, ReloadReport
-from ._secrets import MASK, SecretBook, is_secret_key, mask, mask_log_records, redact
+from ._secrets import (
+    MASK,
+    SecretBook,
+    is_secret_key,
+    mask,
+    mask_log_records,
+    redact,
+    secret_values,
+)
 from ._validation import Duration, PluginConfig, parse_duration
 from ._watcher import FileWatcher
 
@@ -79,5 +87,6 @@ __all__ = [
     "plugin_classes",
     "reaches",
     "redact",
+    "secret_values",
     "unit_for",
 ]

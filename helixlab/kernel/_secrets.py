@@ -58,8 +58,9 @@ _COUNTING = {
 }
 _WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 _SECRET_TYPES = (pydantic.SecretStr, pydantic.SecretBytes)
-# a URL's userinfo: a user without ':' or '/', a password of anything up to '@' (even '/')
-_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^\s/@:\"'<>]*):([^\s@\"'<>]+)@")
+# a URL's userinfo: a user without ':' or '/', a password of anything up to '@' (even '/'
+# or a quote: over-masking a path is safe, a password shown is not)
+_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^\s/@:\"'<>]*):([^@ \t\r\n]+)@")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/-]{8,}=*")
 _SK_KEY = re.compile(r"\bsk-[A-Za-z0-9_-]{4,}")
 
