@@ -50,3 +50,16 @@ def test_a_type_checker_catches_what_an_author_gets_wrong(tmp_path: Path):
     other = doc_plugin().replace("config: StampConfig) -> None:", "config: int) -> None:")
     wrong = mypy(tmp_path, other)  # init must take the plugin's own config model
     assert 'Argument 2 of "init" is incompatible with supertype' in wrong.stdout
+
+
+def test_the_package_type_checks(tmp_path: Path):
+    """mypy on helixlab (the kernel included: issue 22), with pyproject.toml's settings."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"), "helixlab"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Success: no issues found" in result.stdout
