@@ -169,7 +169,7 @@ def build_state(
                     f"factory taking the next ASGI app and returning the wrapped app.",
                 )
             middleware.append((name, factory))
-    router = Router(tuple(providers), tools, timeouts)
+    router = Router.of(providers, tools, timeouts)
     app: ASGIApp = _Core(core, router)
     for name, factory in reversed(middleware):
         wrapped = _phase(name, "get_middleware", partial(factory, app))

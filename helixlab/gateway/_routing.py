@@ -43,12 +43,19 @@ class ProviderRoute:
 class Router:
     """The providers and server-side tools of one generation (immutable once built)."""
 
-    providers: tuple[ProviderRoute, ...] = ()
+    providers: tuple[ProviderRoute, ...] = ()  # in routing order (ProviderRoute.rank)
     tools: Mapping[str, Tool] = field(default_factory=dict)
     timeouts: Mapping[str, float] = field(default_factory=dict)  # tool -> its plugin's limit
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "providers", tuple(sorted(self.providers, key=ProviderRoute.rank)))
+    @classmethod
+    def of(
+        cls,
+        providers: Iterable[ProviderRoute],
+        tools: Mapping[str, Tool],
+        timeouts: Mapping[str, float],
+    ) -> Router:
+        """A router trying ``providers`` in routing order."""
+        return cls(tuple(sorted(providers, key=ProviderRoute.rank)), tools, timeouts)
 
     def route(self, model: str) -> ProviderRoute:
         """The provider for ``model``; GatewayError 503 (no provider) or 404 (unknown model)."""
