@@ -92,7 +92,8 @@ async def load(
         except PluginError as exc:
             book.failed(name, exc)
             report.failed[name] = exc
-            report.reasons[name] = book.mask(describe(exc.cause) if exc.cause else str(exc))
+            report.reasons[name] = describe(exc.cause) if exc.cause else str(exc)  # masked as
+            # the LoadReport leaves (Operations.run/arun), with the rest of the report
             continue
         report.order.append(name)
     return report
