@@ -1,10 +1,11 @@
 """Hot reload on save: watch a plugins directory and reload what changed.
 
-watchfiles groups changes (``step`` ms of quiet, at most ``debounce`` ms; the course's
-listing sleeps in the handler instead). The units whose files changed are re-imported
-(on the kernel's worker threads, under ``import_timeout``) and defined in one
-transaction. A file that fails to import, or hangs importing, leaves the old version
-serving and is reported once until its content changes; the other files go on.
+watchfiles groups changes into a batch (``step`` ms of quiet, at most ``debounce`` ms; the
+course's listing sleeps in the handler instead). Each unit whose files changed in the batch
+is read once, and that read is imported (on the kernel's worker threads, under
+``import_timeout``) and defined, in one transaction per unit. A unit that fails to import,
+or hangs importing, leaves the old version serving and is reported once until its content
+changes; the other units go on.
 """
 
 from __future__ import annotations
@@ -81,62 +82,56 @@ class FileWatcher:
         await asyncio.sleep(0)  # the watcher's first step sets up the OS watches
         ready.set()
         try:
-            while True:
-                try:
-                    batch = await pending
-                except StopAsyncIteration:
-                    return
-                await self.handle({Path(p) for _, p in batch})
-                pending = asyncio.ensure_future(anext(changes))
+            with contextlib.suppress(StopAsyncIteration):  # stopped
+                while True:
+                    await self.handle({Path(p) for _, p in await pending})
+                    pending = asyncio.ensure_future(anext(changes))
         finally:
             pending.cancel()
             await changes.aclose()
 
     async def handle(self, paths: set[Path]) -> None:
-        """Re-import the units behind ``paths`` and apply them to the kernel."""
-        units = {}
-        for path in sorted(paths):
-            unit = _discovery.unit_for(self.path, path)
-            if unit is not None and unit.path.exists():
-                units[unit.root] = unit
+        """Re-import the units behind ``paths``, each from one read of its files, and
+        define their plugins; a failure is reported once per content of the unit."""
+        found = (_discovery.unit_for(self.path, path) for path in sorted(paths))
+        units = {unit.root: unit for unit in found if unit is not None and unit.path.exists()}
         for unit in units.values():
-            await self._apply(unit)
+            try:
+                sources = await asyncio.to_thread(unit.read)
+            except OSError:  # removed since the event: a change of the next batch
+                continue
+            try:
+                classes, prints = await self.kernel.aimport_unit(
+                    unit.root, unit.path, timeout=self.import_timeout, sources=sources
+                )
+                report = await self.kernel.adefine(
+                    classes,
+                    source=str(unit.path),
+                    origin="file",
+                    unit=str(unit.root),
+                    fingerprints=prints,
+                )
+            except HelixError as exc:
+                if self._reported.get(str(unit.root)) != sources.digest:
+                    self._reported[str(unit.root)] = sources.digest
+                    self._report(unit, exc)
+                continue
+            self._reported.pop(str(unit.root), None)
+            self.reports.append(report)
+            del self.reports[: -self._keep]
         with self._changed:
             self.batches += 1
             self._changed.notify_all()
 
-    async def _apply(self, unit: _discovery.Unit) -> None:
-        digest = await asyncio.to_thread(unit.digest)
-        try:
-            classes, prints = await self.kernel.aimport_unit(
-                unit.root, unit.path, timeout=self.import_timeout
-            )
-            report = await self.kernel.adefine(
-                classes,
-                source=str(unit.path),
-                origin="file",
-                unit=str(unit.root),
-                fingerprints=prints,
-            )
-        except HelixError as exc:
-            self._report_error(unit, digest, exc)
-            return
-        self._reported.pop(str(unit.root), None)
-        self.reports.append(report)
-        del self.reports[: -self._keep]
-
-    def _report_error(self, unit: _discovery.Unit, digest: str, exc: HelixError) -> None:
-        if self._reported.get(str(unit.root)) == digest:
-            return  # this content's error was reported already
-        self._reported[str(unit.root)] = digest
+    def _report(self, unit: _discovery.Unit, exc: HelixError) -> None:
         self.errors.append(exc)
         del self.errors[: -self._keep]
         plugin = exc.plugin if isinstance(exc, PluginError) else unit.name
-        already = {e.name for e in self.kernel.info() if e.source == str(unit.path)}
-        detail = f"{unit.path.name}: " + (
-            "the running version keeps serving" if already else "not loaded"
+        serving = any(e.source == str(unit.path) for e in self.kernel.info())
+        state = "the running version keeps serving" if serving else "not loaded"
+        self.kernel._emit(
+            "file_error", plugin, detail=f"{unit.path.name}: {state}", error=describe(exc)
         )
-        self.kernel._emit("file_error", plugin, detail=detail, error=describe(exc))
 
     async def _astop(self) -> None:
         if self._stop is not None:
