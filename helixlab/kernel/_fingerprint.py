@@ -1,14 +1,11 @@
 """Fingerprints: what a plugin's definition is matched on, so that a re-run reloads what changed.
 
 A plugin's *reach* in a source (a cell, a file) is its class statement plus, transitively,
-every top-level statement binding or mutating a name the reached code uses (helpers,
-decorators, constants, imports), resolved per statement with :mod:`symtable`. Each reached
-name is one *part*, digested from its normalised AST (``ast.dump``: no line numbers or
-comments), so a fingerprint means the same code on every Python and a change can be named
-("TokenBucket changed"). Names used but bound elsewhere (other cells), and names a
-``from m import x`` binds (``m`` may be the learner's own module, edited and reloaded), are
-digested from their values too when a namespace is given. Names reached through strings
-(``globals()["X"]``) are not seen.
+every top-level statement binding or mutating a name the reached code uses (by
+:mod:`symtable`; names in strings, ``globals()["X"]``, are not seen). Each reached name is a
+*part* digested from its normalised AST (``ast.dump``: no line numbers or comments), equal on
+every Python, so a change can be named ("TokenBucket changed"). Names bound elsewhere (other
+cells) and by ``from m import x`` (``m`` may be the learner's module) are digested by value.
 """
 
 from __future__ import annotations
@@ -29,10 +26,10 @@ __all__ = ["Fingerprint", "Reach", "class_fingerprint", "reaches"]
 
 @dataclass(frozen=True, eq=False)
 class Fingerprint:
-    """A digest per part a plugin reaches; equal fingerprints (parts in any order) mean the
-    same code."""
+    """A digest per part a plugin reaches, in the order first reached; equal fingerprints
+    (parts in any order) mean the same code."""
 
-    parts: tuple[tuple[str, str], ...]  # (name, digest), in the order first reached
+    parts: tuple[tuple[str, str], ...]  # (name, digest)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Fingerprint) and self.digest == other.digest
@@ -52,23 +49,18 @@ class Fingerprint:
         if not isinstance(old, Fingerprint):
             return [name for name, _ in self.parts[:1]]
         before, now = dict(old.parts), dict(self.parts)
-        names = [n for n, d in self.parts if before.get(n) != d]
-        return names + [n for n, _ in old.parts if n not in now]
+        return [n for n, d in self.parts if before.get(n) != d] + [
+            n for n in before if n not in now
+        ]
 
     def with_values(self, cls: type) -> Fingerprint:
         """With ``cls``'s own plain class attributes as evaluated (the same code may say
         ``version = f"1.{runs}"``) folded into its part; dunder names are left out."""
-        values = tuple(
-            sorted(
-                (key, value)
-                for key, value in vars(cls).items()
-                if not key.startswith("__") and not callable(value) and _is_data(value)
-            )
-        )
-        if not values:
+        plain = [(k, v) for k, v in vars(cls).items() if not k.startswith("__") and not callable(v)]
+        if not (values := sorted((k, v) for k, v in plain if _is_data(v))):
             return self
-        extra, name = _digest(values), cls.__qualname__
-        if all(part != name for part, _ in self.parts):
+        extra, name = _digest(tuple(values)), cls.__qualname__
+        if name not in dict(self.parts):
             return Fingerprint((*self.parts, (name, extra)))
         return Fingerprint(tuple((p, _sha(d + extra) if p == name else d) for p, d in self.parts))
 
@@ -106,8 +98,8 @@ class Reach:
 def reaches(tree: ast.Module | str, classes: Iterable[str]) -> dict[str, Reach]:
     """The :class:`Reach` of each top-level class named in ``classes``, from its source.
 
-    ``from __future__ import ...`` and ``from m import *`` are part of every reach; a lone
-    ``import x as y`` is digested as the module it names (a module from another cell too).
+    ``from __future__ import ...`` and ``from m import *`` are in every reach; a lone
+    ``import x as y`` is digested as the module it names, as a module from another cell is.
     """
     if isinstance(tree, str):
         tree = ast.parse(tree)
@@ -130,22 +122,17 @@ def reaches(tree: ast.Module | str, classes: Iterable[str]) -> dict[str, Reach]:
             )
     found = {}
     for cls in (c for c in classes if c in bound):
-        seen: dict[str, None] = {}
-        outside: dict[str, None] = {}
+        seen: dict[str, None] = {}  # breadth first: the order parts are reached in
         todo = [cls, *sorted({n for *_, uses in shared for n in uses})]
         while todo:
-            name = todo.pop(0)
-            if name in seen or name in outside:
-                continue
-            if name not in bound:
-                outside[name] = None
-                continue
-            seen[name] = None
-            todo.extend(sorted({n for _, uses, _ in bound[name] for n in uses}))
-        parts = [(n, _sha("\n".join(dump for dump, *_ in bound[n]))) for n in seen]
+            if (name := todo.pop(0)) not in seen:
+                seen[name] = None
+                todo.extend(sorted({n for _, uses, _ in bound.get(name, ()) for n in uses}))
+        inside = [n for n in seen if n in bound]
+        parts = [(n, _sha("\n".join(dump for dump, *_ in bound[n]))) for n in inside]
         parts += [(label, _sha(dump)) for label, dump, _ in shared]
-        imported = tuple(n for n in seen if any(imports for *_, imports in bound[n]))
-        found[cls] = Reach(cls, tuple(parts), tuple(outside), imported)
+        imported = tuple(n for n in inside if any(imports for *_, imports in bound[n]))
+        found[cls] = Reach(cls, tuple(parts), tuple(n for n in seen if n not in bound), imported)
     return found
 
 
@@ -229,12 +216,8 @@ def class_fingerprint(cls: type) -> Fingerprint:
 
 
 def object_digest(cls: type) -> str:
-    """A digest of a class's definition: its attributes and its methods' code.
-
-    Two runs of the same code give equal digests on every Python: what Python and pydantic
-    derive at class creation (addresses, 3.13's line numbers and static attributes) is left
-    out.
-    """
+    """A digest of a class's attributes and its methods' code, equal for two runs of the same
+    code on every Python (what Python and pydantic make at class creation is left out)."""
     h = hashlib.sha256()
     for klass in cls.__mro__:
         if klass is object or klass.__module__.startswith("helixlab.kernel"):
@@ -274,8 +257,7 @@ def _feed(h: Any, value: object, depth: int = 0) -> None:
     elif isinstance(value, types.FunctionType):
         parts = (value.__code__, value.__defaults__)
     elif isinstance(value, types.CodeType):
-        h.update(value.co_code)
-        h.update(repr(value.co_names).encode())
+        h.update(value.co_code + repr(value.co_names).encode())
         parts = value.co_consts
     elif isinstance(value, tuple | list | frozenset | set):
         parts = sorted(map(repr, value)) if isinstance(value, set | frozenset) else value
