@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib
-import importlib.abc
 import importlib.machinery
 import importlib.metadata
 import importlib.util
@@ -45,26 +44,24 @@ class Unit:
         """The unit's sources as they are now, read once: a save after it is a change."""
         files = sorted(self.root.rglob("*.py")) if self.root.is_dir() else [self.root]
         contents = {file: file.read_bytes() for file in files}
-        h = hashlib.sha256()
-        reach: dict[str, Reach] = {}
-        siblings, whole = [], ""
+        codes, reach = {}, {}
         for file, data in contents.items():
-            h.update(str(file).encode())
-            h.update(data)
             try:
-                tree: ast.Module | None = ast.parse(data, filename=str(file))
+                tree = ast.parse(data, filename=str(file))
             except (SyntaxError, ValueError):  # the import will report it
-                tree = None
-            code = hashlib.sha256(data if tree is None else ast.dump(tree).encode()).hexdigest()
-            if file != self.path:  # a sibling module of the package: in every plugin's reach
-                siblings.append((file.relative_to(self.root).as_posix(), code))
-            else:
-                whole = code
-                if tree is not None:
-                    reach = reaches(
-                        tree, [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
-                    )
-        return Sources(contents, h.hexdigest(), reach, tuple(siblings), whole)
+                codes[file] = hashlib.sha256(data).hexdigest()
+                continue
+            codes[file] = hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+            if file == self.path:
+                reach = reaches(tree, [n.name for n in tree.body if isinstance(n, ast.ClassDef)])
+        everything = b"".join(str(file).encode() + data for file, data in contents.items())
+        siblings = [
+            (f.relative_to(self.root).as_posix(), c) for f, c in codes.items() if f != self.path
+        ]
+        whole = codes.get(self.path, "")
+        return Sources(
+            contents, hashlib.sha256(everything).hexdigest(), reach, tuple(siblings), whole
+        )
 
 
 @dataclass(frozen=True)
@@ -72,8 +69,8 @@ class Sources:
     """A unit's files as read once: what its import compiles, and what it is matched on."""
 
     files: Mapping[Path, bytes]
-    digest: str  # changes whenever any byte of any file changes
-    reach: dict[str, Reach]  # by class name, for the classes of the plugin file
+    digest: str  # of every byte of every file
+    reach: Mapping[str, Reach]  # by class name, for the classes of the plugin file
     siblings: tuple[tuple[str, str], ...]  # (path in the package, digest of its code)
     whole: str  # the plugin file's code, for a class not found at its top level
 
@@ -108,16 +105,15 @@ def plugin_units(directory: Path) -> list[Unit]:
 
 def unit_for(directory: Path, changed: Path) -> Unit | None:
     """The unit a changed file belongs to; None outside ``directory`` or not plugin code."""
-    directory = directory.resolve()
-    try:
-        rel = changed.resolve().relative_to(directory)
-    except ValueError:
+    directory, changed = directory.resolve(), changed.resolve()
+    if not changed.is_relative_to(directory) or changed == directory:
         return None
-    return _unit(directory / rel.parts[0]) if rel.parts else None
+    return _unit(directory / changed.relative_to(directory).parts[0])
 
 
 class _Loader(importlib.machinery.SourceFileLoader):
-    """Compiles a unit's files as read (a file added since, as it is now), never bytecode."""
+    """Compiles a unit's files as read (a file added since, as it is now), never bytecode.
+    The class, on ``sys.meta_path``, finds the submodules of unit packages so."""
 
     def __init__(self, fullname: str, path: Path, files: Mapping[Path, bytes]):
         super().__init__(fullname, str(path))
@@ -128,32 +124,26 @@ class _Loader(importlib.machinery.SourceFileLoader):
         data = self.files.get(Path(path))
         return self.source_to_code(self.get_data(path) if data is None else data, path)
 
-
-class _UnitFinder(importlib.abc.MetaPathFinder):
-    """Finds the submodules of unit packages, loaded from the files their unit's read."""
-
-    def find_spec(self, fullname, path, target=None):
+    @classmethod
+    def find_spec(cls, fullname: str, path: Any, target: Any = None) -> Any:
         if not fullname.startswith(_PREFIX) or not path:
             return None
         package = sys.modules.get(fullname.partition(".")[0])
         files = getattr(getattr(package, "__loader__", None), "files", {})
         leaf = fullname.rpartition(".")[2]
-        for base in path:  # a subpackage, or a module; the loader says which is a package
+        for base in path:  # a subpackage, or a module
             for file in (Path(base) / leaf / "__init__.py", Path(base) / f"{leaf}.py"):
                 if file in files or file.is_file():
-                    loader = _Loader(fullname, file, files)
+                    loader = cls(fullname, file, files)
                     return importlib.util.spec_from_file_location(fullname, file, loader=loader)
         return None
-
-
-_FINDER = _UnitFinder()
 
 
 def import_unit(unit: Unit, sources: Sources | None = None) -> list[type[Plugin]]:
     """Import ``unit`` afresh from ``sources`` (read now if not given) and return its plugin
     classes; a failure is a PluginError in phase ``import`` naming file:line."""
-    if _FINDER not in sys.meta_path:
-        sys.meta_path.insert(0, _FINDER)
+    if _Loader not in sys.meta_path:
+        sys.meta_path.insert(0, _Loader)
     safe = re.sub(r"\W", "_", unit.name)
     name = f"{_PREFIX}{safe}_{hashlib.sha1(str(unit.root).encode()).hexdigest()[:10]}"
 
@@ -164,7 +154,7 @@ def import_unit(unit: Unit, sources: Sources | None = None) -> list[type[Plugin]
     purge()
     try:
         files = (sources or unit.read()).files
-        package = unit.root != unit.path
+        package = unit.root != unit.path  # the package's __init__, then its plugin.py
         start = unit.root / "__init__.py" if package else unit.path
         loader = _Loader(name, start, files)
         where = [str(unit.root)] if package else None
@@ -172,22 +162,18 @@ def import_unit(unit: Unit, sources: Sources | None = None) -> list[type[Plugin]
             name, start, loader=loader, submodule_search_locations=where
         )
         assert spec is not None  # a file location and a loader always make one
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
+        module = sys.modules[name] = importlib.util.module_from_spec(spec)
         if start in files:
             loader.exec_module(module)
         if package:
             module = importlib.import_module(f"{name}.plugin")
     except Exception as exc:
         purge()
+        frames = traceback.extract_tb(exc.__traceback__)
+        mine = [f"{f.filename}:{f.lineno}" for f in frames if f.filename.startswith(str(unit.root))]
+        at, what = (mine[-1] if mine else str(unit.path)), describe(exc)
         if isinstance(exc, SyntaxError) and exc.filename:
             at, what = f"{exc.filename}:{exc.lineno}", f"SyntaxError: {exc.msg}"
-        else:
-            frames = traceback.extract_tb(exc.__traceback__)
-            mine = [
-                f"{f.filename}:{f.lineno}" for f in frames if f.filename.startswith(str(unit.root))
-            ]
-            at, what = (mine[-1] if mine else str(unit.path)), describe(exc)
         message = f"Could not import plugin file {at}: {what}"
         raise PluginError(unit.name, "import", message, cause=exc) from exc
     return plugin_classes(vars(module).values(), module.__name__, unit.name)
