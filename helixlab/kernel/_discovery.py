@@ -208,29 +208,26 @@ def plugin_classes(
 
 
 def entry_point_plugins(group: str) -> list[tuple[str, type[Plugin]]]:
-    """``(source, class)`` for each plugin that installed packages publish under ``group``."""
+    """``(source, class)`` for each plugin that installed packages publish under ``group``:
+    a class, the classes of a module, or a list of classes."""
     found: list[tuple[str, type[Plugin]]] = []
     for ep in sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name):
+        where = f"{ep.name} = {ep.value}"
         try:
             obj = ep.load()
         except Exception as exc:
-            raise PluginError(
-                ep.name, "import", f"Entry point {ep.name} = {ep.value} failed: {describe(exc)}"
-            ) from exc
+            why = f"failed: {describe(exc)}"
+            raise PluginError(ep.name, "import", f"Entry point {where} {why}") from exc
         if isinstance(obj, types.ModuleType):
             classes = plugin_classes(vars(obj).values(), obj.__name__, ep.name)
         elif isinstance(obj, type):
             classes = plugin_classes([obj], obj.__module__, ep.name)
-            if not classes:
-                raise PluginError(
-                    ep.name,
-                    "import",
-                    f"Entry point {ep.name} = {ep.value} names {obj!r}, which is not a "
-                    f"Plugin subclass with a `name`.",
-                )
         else:
             classes = plugin_classes(obj)
-        found.extend((f"entry point {ep.name} = {ep.value}", cls) for cls in classes)
+        if isinstance(obj, type) and not classes:
+            why = f"names {obj!r}, which is not a Plugin subclass with a `name`"
+            raise PluginError(ep.name, "import", f"Entry point {where} {why}.")
+        found.extend((f"entry point {where}", cls) for cls in classes)
     return found
 
 

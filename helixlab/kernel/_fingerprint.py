@@ -37,9 +37,6 @@ class Fingerprint:
     def __hash__(self) -> int:
         return hash(self.digest)
 
-    def __str__(self) -> str:
-        return self.digest
-
     @property
     def digest(self) -> str:
         return _sha("\n".join(f"{name}={d}" for name, d in sorted(self.parts)))
@@ -184,9 +181,6 @@ def _names(node: ast.stmt) -> tuple[set[str], set[str]]:
         if isinstance(target, ast.Name):
             binds.add(target.id)
     return binds, uses
-
-
-# -- objects: values from other cells, and classes without a source -------------------
 
 
 def value_digest(value: object) -> str:
