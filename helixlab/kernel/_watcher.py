@@ -1,11 +1,8 @@
-"""Hot reload on save: watch a plugins directory and reload what changed.
-
-watchfiles groups changes into a batch (``step`` ms of quiet, at most ``debounce`` ms; the
-course's listing sleeps in the handler instead). Each unit whose files changed in the batch
-is read once, and that read is imported (on the kernel's worker threads, under
-``import_timeout``) and defined, one transaction per unit. A unit that fails to import, or
-hangs importing, leaves the old version serving and is reported once until its content
-changes; the other units go on.
+"""Hot reload on save: watchfiles groups changes into a batch (``step`` ms of quiet, at most
+``debounce`` ms); each unit changed in it is read once, imported from that read (on the
+kernel's worker threads, under ``import_timeout``) and defined, one transaction per unit. A
+unit that fails or hangs importing leaves the old version serving and is reported once until
+its content changes; the other units go on.
 """
 
 from __future__ import annotations
