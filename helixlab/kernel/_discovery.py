@@ -77,12 +77,9 @@ class Sources:
     def fingerprint(self, cls: type) -> Fingerprint:
         """What ``cls`` from this unit is matched on: the code it reaches, sibling modules."""
         reach = self.reach.get(cls.__qualname__)
-        own = (
-            reach.fingerprint().with_values(cls).parts
-            if reach
-            else ((cls.__qualname__, self.whole),)
-        )
-        return Fingerprint(own + self.siblings)
+        if reach is None:  # not defined at the file's top level: the whole file stands for it
+            return Fingerprint(((cls.__qualname__, self.whole), *self.siblings))
+        return Fingerprint(reach.fingerprint().with_values(cls).parts + self.siblings)
 
 
 def _unit(child: Path) -> Unit | None:
