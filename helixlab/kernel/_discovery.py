@@ -1,8 +1,9 @@
 """Finding plugin classes: in a plugins directory, in entry points, among the built-ins.
 
 A plugins directory holds units: ``<name>.py``, or a package ``<name>/`` whose
-``plugin.py`` may import its siblings. Every import compiles the source afresh, never a
-``.pyc`` (an edit of the same size within the same second would be missed).
+``plugin.py`` may import its siblings. A unit is read once (:meth:`Unit.read`), and that
+read serves its digest, its fingerprints and its import: the import compiles those bytes,
+never a ``.pyc`` (an edit of the same size within the same second would be missed).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib
-import importlib.abc
 import importlib.machinery
 import importlib.metadata
 import importlib.util
@@ -18,13 +18,13 @@ import re
 import sys
 import traceback
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import PluginError, RegistryError, describe
-from ._fingerprint import Fingerprint, Reach, class_fingerprint, reaches
+from ._fingerprint import Fingerprint, Reach, reaches
 from ._plugin import Plugin, check_hooks, describe_class
 
 __all__ = ["Sources", "Unit", "import_unit", "plugin_classes", "plugin_units", "unit_for"]
@@ -40,66 +40,46 @@ class Unit:
     path: Path  # the file whose classes are plugins (x.py, or x/plugin.py)
     root: Path  # x.py, or the package directory x/
 
-    @property
-    def module_name(self) -> str:
-        safe = re.sub(r"\W", "_", self.name)
-        digest = hashlib.sha1(str(self.root).encode()).hexdigest()[:10]
-        return f"{_PREFIX}{safe}_{digest}"
-
-    def files(self) -> list[Path]:
-        return sorted(self.root.rglob("*.py")) if self.root.is_dir() else [self.root]
-
-    def digest(self) -> str:
-        """Changes whenever any source file of the unit changes."""
-        return _digest([(file, file.read_bytes()) for file in self.files()])
-
     def read(self) -> Sources:
         """The unit's sources as they are now, read once: a save after it is a change."""
-        contents = [(file, file.read_bytes()) for file in self.files()]
-        reach: dict[str, Reach] = {}
-        siblings, whole = [], ""
-        for file, data in contents:
+        files = sorted(self.root.rglob("*.py")) if self.root.is_dir() else [self.root]
+        contents = {file: file.read_bytes() for file in files}
+        codes, reach = {}, {}
+        for file, data in contents.items():
             try:
-                tree: ast.Module | None = ast.parse(data, filename=str(file))
+                tree = ast.parse(data, filename=str(file))
             except (SyntaxError, ValueError):  # the import will report it
-                tree = None
-            code = hashlib.sha256(data if tree is None else ast.dump(tree).encode()).hexdigest()
-            if file != self.path:  # a sibling module of the package: in every plugin's reach
-                siblings.append((file.relative_to(self.root).as_posix(), code))
+                codes[file] = hashlib.sha256(data).hexdigest()
                 continue
-            whole = code
-            if tree is not None:
+            codes[file] = hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+            if file == self.path:
                 reach = reaches(tree, [n.name for n in tree.body if isinstance(n, ast.ClassDef)])
-        return Sources(_digest(contents), reach, tuple(siblings), whole)
-
-
-def _digest(contents: list[tuple[Path, bytes]]) -> str:
-    h = hashlib.sha256()
-    for file, data in contents:
-        h.update(str(file).encode())
-        h.update(data)
-    return h.hexdigest()
+        everything = b"".join(str(file).encode() + data for file, data in contents.items())
+        siblings = [
+            (f.relative_to(self.root).as_posix(), c) for f, c in codes.items() if f != self.path
+        ]
+        whole = codes.get(self.path, "")
+        return Sources(
+            contents, hashlib.sha256(everything).hexdigest(), reach, tuple(siblings), whole
+        )
 
 
 @dataclass(frozen=True)
 class Sources:
-    """A unit's files as read once: their digest, and what each class there reaches."""
+    """A unit's files as read once: what its import compiles, and what it is matched on."""
 
-    digest: str  # changes whenever any byte of any file changes
-    reach: dict[str, Reach]  # by class name, for the classes of the plugin file
+    files: Mapping[Path, bytes]
+    digest: str  # of every byte of every file
+    reach: Mapping[str, Reach]  # by class name, for the classes of the plugin file
     siblings: tuple[tuple[str, str], ...]  # (path in the package, digest of its code)
     whole: str  # the plugin file's code, for a class not found at its top level
 
     def fingerprint(self, cls: type) -> Fingerprint:
         """What ``cls`` from this unit is matched on: the code it reaches, sibling modules."""
         reach = self.reach.get(cls.__qualname__)
-        if reach is not None:
-            own = reach.fingerprint().with_values(cls)
-        elif self.whole:
-            own = Fingerprint(((cls.__qualname__, self.whole),))
-        else:
-            own = class_fingerprint(cls)
-        return own.with_parts(self.siblings)
+        if reach is None:  # not defined at the file's top level: the whole file stands for it
+            return Fingerprint(((cls.__qualname__, self.whole), *self.siblings))
+        return Fingerprint(reach.fingerprint().with_values(cls).parts + self.siblings)
 
 
 def _unit(child: Path) -> Unit | None:
@@ -122,84 +102,92 @@ def plugin_units(directory: Path) -> list[Unit]:
 
 def unit_for(directory: Path, changed: Path) -> Unit | None:
     """The unit a changed file belongs to; None outside ``directory`` or not plugin code."""
-    directory = directory.resolve()
-    try:
-        rel = changed.resolve().relative_to(directory)
-    except ValueError:
+    directory, changed = directory.resolve(), changed.resolve()
+    if not changed.is_relative_to(directory) or changed == directory:
         return None
-    return _unit(directory / rel.parts[0]) if rel.parts else None
+    return _unit(directory / changed.relative_to(directory).parts[0])
 
 
-class _FreshLoader(importlib.machinery.SourceFileLoader):
-    """Compiles from source every time, so it neither reads nor writes bytecode."""
+class _Loader(importlib.machinery.SourceFileLoader):
+    """Compiles a unit's files as read (a file added since, as it is now), never bytecode.
+    The class, on ``sys.meta_path``, finds the submodules of unit packages so."""
+
+    def __init__(self, fullname: str, path: Path, files: Mapping[Path, bytes]):
+        super().__init__(fullname, str(path))
+        self.files = files
 
     def get_code(self, fullname: str) -> types.CodeType:
         path = self.get_filename(fullname)
-        return self.source_to_code(self.get_data(path), path)
+        data = self.files.get(Path(path))
+        return self.source_to_code(self.get_data(path) if data is None else data, path)
 
-
-class _UnitFinder(importlib.abc.MetaPathFinder):
-    """Finds the submodules of unit packages with the fresh loader."""
-
-    def find_spec(self, fullname, path, target=None):
-        if not fullname.startswith(_PREFIX) or "." not in fullname or not path:
+    @classmethod
+    def find_spec(cls, fullname: str, path: Any, target: Any = None) -> Any:
+        if not fullname.startswith(_PREFIX) or not path:
             return None
+        package = sys.modules.get(fullname.partition(".")[0])
+        files = getattr(getattr(package, "__loader__", None), "files", {})
         leaf = fullname.rpartition(".")[2]
-        for base in path:  # a subpackage, or a module; the loader says which is a package
+        for base in path:  # a subpackage, or a module
             for file in (Path(base) / leaf / "__init__.py", Path(base) / f"{leaf}.py"):
-                if file.is_file():
-                    loader = _FreshLoader(fullname, str(file))
+                if file in files or file.is_file():
+                    loader = cls(fullname, file, files)
                     return importlib.util.spec_from_file_location(fullname, file, loader=loader)
         return None
 
 
-_FINDER = _UnitFinder()
+def import_unit(unit: Unit, sources: Sources | None = None) -> list[type[Plugin]]:
+    """Import ``unit`` afresh from ``sources`` (read now if not given) and return its plugin
+    classes; a failure is a PluginError in phase ``import`` naming file:line."""
+    if _Loader not in sys.meta_path:
+        sys.meta_path.insert(0, _Loader)
+    safe = re.sub(r"\W", "_", unit.name)
+    name = f"{_PREFIX}{safe}_{hashlib.sha1(str(unit.root).encode()).hexdigest()[:10]}"
 
+    def purge() -> None:
+        for key in [n for n in sys.modules if n == name or n.startswith(name + ".")]:
+            del sys.modules[key]
 
-def _purge(module_name: str) -> None:
-    for name in [n for n in sys.modules if n == module_name or n.startswith(module_name + ".")]:
-        del sys.modules[name]
-
-
-def import_unit(unit: Unit) -> list[type[Plugin]]:
-    """Import ``unit`` afresh and return its plugin classes; a failure is a PluginError in
-    phase ``import`` naming file:line."""
-    if _FINDER not in sys.meta_path:
-        sys.meta_path.insert(0, _FINDER)
-    name = unit.module_name
-    _purge(name)
+    purge()
     try:
-        if unit.root.is_dir():
-            package = types.ModuleType(name)
-            package.__path__ = [str(unit.root)]
-            package.__file__ = str(unit.root / "__init__.py")
-            sys.modules[name] = package
-            init = unit.root / "__init__.py"
-            if init.is_file():
-                exec(_FreshLoader(name, str(init)).get_code(name), package.__dict__)
-            module = importlib.import_module(f"{name}.plugin")
-        else:
-            loader = _FreshLoader(name, str(unit.path))
-            spec = importlib.util.spec_from_file_location(name, unit.path, loader=loader)
-            assert spec is not None  # a file location and a loader always make one
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
+        files = (sources or unit.read()).files
+        package = unit.root != unit.path  # the package's __init__, then its plugin.py
+        start = unit.root / "__init__.py" if package else unit.path
+        loader = _Loader(name, start, files)
+        where = [str(unit.root)] if package else None
+        spec = importlib.util.spec_from_file_location(
+            name, start, loader=loader, submodule_search_locations=where
+        )
+        assert spec is not None  # a file location and a loader always make one
+        module = sys.modules[name] = importlib.util.module_from_spec(spec)
+        if start in files:
             loader.exec_module(module)
+        if package:
+            module = importlib.import_module(f"{name}.plugin")
     except Exception as exc:
-        _purge(name)
-        raise PluginError(unit.name, "import", _import_message(unit, exc), cause=exc) from exc
-    return checked_classes(vars(module).values(), module.__name__, unit.name)
+        purge()
+        frames = traceback.extract_tb(exc.__traceback__)
+        mine = [f"{f.filename}:{f.lineno}" for f in frames if f.filename.startswith(str(unit.root))]
+        at, what = (mine[-1] if mine else str(unit.path)), describe(exc)
+        if isinstance(exc, SyntaxError) and exc.filename:
+            at, what = f"{exc.filename}:{exc.lineno}", f"SyntaxError: {exc.msg}"
+        message = f"Could not import plugin file {at}: {what}"
+        raise PluginError(unit.name, "import", message, cause=exc) from exc
+    return plugin_classes(vars(module).values(), module.__name__, unit.name)
 
 
-def checked_classes(objects: Iterable[object], module: str, owner: str) -> list[type[Plugin]]:
-    """The plugin classes a file or package defines, refusing what cannot be one.
+def plugin_classes(
+    objects: Iterable[object], module: str | None = None, owner: str = ""
+) -> list[type[Plugin]]:
+    """The Plugin subclasses among ``objects`` (defined in ``module``, when given) with a name.
 
-    A Plugin subclass without a ``name`` is refused (file, class) unless another class
-    there extends it (a shared base); a kind without its hook is refused now, not at the
-    first request. ``owner`` (the unit or entry point) is the plugin the error names.
+    Given ``owner`` (the unit or entry point an error names), what cannot be a plugin is
+    refused: a kind without its hook, now rather than at the first request; a subclass
+    without a ``name``, unless another class there extends it (a shared base).
     """
-    mine = _subclasses(objects, module)
-    for cls in mine:
+    mine = [o for o in objects if isinstance(o, type) and issubclass(o, Plugin)]
+    mine = list(dict.fromkeys(cls for cls in mine if module in (None, cls.__module__)))
+    for cls in mine if owner else ():
         if cls.name:
             try:
                 check_hooks(cls)
@@ -216,52 +204,27 @@ def checked_classes(objects: Iterable[object], module: str, owner: str) -> list[
     return [cls for cls in mine if cls.name]
 
 
-def plugin_classes(objects: Iterable[object], module: str | None = None) -> list[type[Plugin]]:
-    """The Plugin subclasses among ``objects`` (defined in ``module``, when given) with a name."""
-    return [cls for cls in _subclasses(objects, module) if cls.name]
-
-
-def _subclasses(objects: Iterable[object], module: str | None) -> list[type[Plugin]]:
-    found = [
-        obj
-        for obj in objects
-        if isinstance(obj, type) and issubclass(obj, Plugin) and module in (None, obj.__module__)
-    ]
-    return list(dict.fromkeys(found))
-
-
-def _import_message(unit: Unit, exc: BaseException) -> str:
-    if isinstance(exc, SyntaxError) and exc.filename:
-        return f"Could not import plugin file {exc.filename}:{exc.lineno}: SyntaxError: {exc.msg}"
-    frames = traceback.extract_tb(exc.__traceback__)
-    mine = [f"{f.filename}:{f.lineno}" for f in frames if f.filename.startswith(str(unit.root))]
-    return f"Could not import plugin file {mine[-1] if mine else unit.path}: {describe(exc)}"
-
-
 def entry_point_plugins(group: str) -> list[tuple[str, type[Plugin]]]:
-    """``(source, class)`` for each plugin that installed packages publish under ``group``."""
+    """``(source, class)`` for each plugin that installed packages publish under ``group``:
+    a class, the classes of a module, or a list of classes."""
     found: list[tuple[str, type[Plugin]]] = []
     for ep in sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name):
+        where = f"{ep.name} = {ep.value}"
         try:
             obj = ep.load()
         except Exception as exc:
-            raise PluginError(
-                ep.name, "import", f"Entry point {ep.name} = {ep.value} failed: {describe(exc)}"
-            ) from exc
+            why = f"failed: {describe(exc)}"
+            raise PluginError(ep.name, "import", f"Entry point {where} {why}") from exc
         if isinstance(obj, types.ModuleType):
-            classes = checked_classes(vars(obj).values(), obj.__name__, ep.name)
+            classes = plugin_classes(vars(obj).values(), obj.__name__, ep.name)
         elif isinstance(obj, type):
-            classes = checked_classes([obj], obj.__module__, ep.name)
-            if not classes:
-                raise PluginError(
-                    ep.name,
-                    "import",
-                    f"Entry point {ep.name} = {ep.value} names {obj!r}, which is not a "
-                    f"Plugin subclass with a `name`.",
-                )
+            classes = plugin_classes([obj], obj.__module__, ep.name)
         else:
             classes = plugin_classes(obj)
-        found.extend((f"entry point {ep.name} = {ep.value}", cls) for cls in classes)
+        if isinstance(obj, type) and not classes:
+            why = f"names {obj!r}, which is not a Plugin subclass with a `name`"
+            raise PluginError(ep.name, "import", f"Entry point {where} {why}.")
+        found.extend((f"entry point {where}", cls) for cls in classes)
     return found
 
 

@@ -1,14 +1,11 @@
 """Fingerprints: what a plugin's definition is matched on, so that a re-run reloads what changed.
 
 A plugin's *reach* in a source (a cell, a file) is its class statement plus, transitively,
-every top-level statement binding or mutating a name the reached code uses (helpers,
-decorators, constants, imports); names used but bound elsewhere (other cells) are digested
-from their values. Each reached name is one *part*, digested from its normalised AST
-(``ast.dump``: no line numbers or comments), so a fingerprint means the same code on every
-Python and a change can be named ("TokenBucket changed"). Names are resolved per statement
-with :mod:`symtable`. A name a ``from m import x`` binds is digested from its value too
-(given the namespace): ``m`` may be the learner's own module, edited and reloaded. Names
-reached through strings (``globals()["X"]``) are not seen.
+every top-level statement binding or mutating a name the reached code uses (by
+:mod:`symtable`; names in strings, ``globals()["X"]``, are not seen). Each reached name is a
+*part* digested from its normalised AST (``ast.dump``: no line numbers or comments), equal on
+every Python, so a change can be named ("TokenBucket changed"). Names bound elsewhere (other
+cells) and by ``from m import x`` (``m`` may be the learner's module) are digested by value.
 """
 
 from __future__ import annotations
@@ -29,11 +26,12 @@ __all__ = ["Fingerprint", "Reach", "class_fingerprint", "reaches"]
 
 @dataclass(frozen=True, eq=False)
 class Fingerprint:
-    """A digest per part a plugin reaches; equal fingerprints mean the same code."""
+    """A digest per part a plugin reaches, in the order first reached; equal fingerprints
+    (parts in any order) mean the same code."""
 
-    parts: tuple[tuple[str, str], ...]  # (name, digest), in the order first reached
+    parts: tuple[tuple[str, str], ...]  # (name, digest)
 
-    def __eq__(self, other: object) -> bool:  # the same parts, in whatever order
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Fingerprint) and self.digest == other.digest
 
     def __hash__(self) -> int:
@@ -48,55 +46,41 @@ class Fingerprint:
         if not isinstance(old, Fingerprint):
             return [name for name, _ in self.parts[:1]]
         before, now = dict(old.parts), dict(self.parts)
-        names = [n for n, d in self.parts if before.get(n) != d]
-        return names + [n for n, _ in old.parts if n not in now]
-
-    def with_parts(self, parts: Iterable[tuple[str, str]]) -> Fingerprint:
-        return Fingerprint(self.parts + tuple(parts))
+        return [n for n, d in self.parts if before.get(n) != d] + [
+            n for n in before if n not in now
+        ]
 
     def with_values(self, cls: type) -> Fingerprint:
         """With ``cls``'s own plain class attributes as evaluated (the same code may say
         ``version = f"1.{runs}"``) folded into its part; dunder names are left out."""
-        values = sorted(
-            (key, value)
-            for key, value in vars(cls).items()
-            if not key.startswith("__") and not callable(value) and _is_data(value)
-        )
-        if not values:
+        plain = [(k, v) for k, v in vars(cls).items() if not k.startswith("__") and not callable(v)]
+        if not (values := sorted((k, v) for k, v in plain if _is_data(v))):
             return self
-        h = hashlib.sha256()
-        _feed(h, tuple(values))
-        extra = h.hexdigest()
-        name = cls.__qualname__
-        if all(part != name for part, _ in self.parts):
-            return self.with_parts([(name, extra)])
-        return Fingerprint(
-            tuple((part, _sha(d + extra) if part == name else d) for part, d in self.parts)
-        )
-
-    def __str__(self) -> str:
-        return self.digest
+        extra, name = _digest(tuple(values)), cls.__qualname__
+        if name not in dict(self.parts):
+            return Fingerprint((*self.parts, (name, extra)))
+        return Fingerprint(tuple((p, _sha(d + extra) if p == name else d) for p, d in self.parts))
 
 
 @dataclass(frozen=True)
 class Reach:
-    """What a class reaches in its source: digested parts, and the names it uses from outside."""
+    """What a class reaches in its source: digested parts, the names it uses from outside,
+    and the reached names bound by ``from m import x``."""
 
     name: str
     parts: tuple[tuple[str, str], ...]
     outside: tuple[str, ...]
-    imported: tuple[str, ...] = ()  # reached names bound by `from m import x`
+    imported: tuple[str, ...] = ()
 
     def fingerprint(self, namespace: Mapping[str, Any] | None = None) -> Fingerprint:
-        """The fingerprint, the ``outside`` and ``imported`` names digested from
-        ``namespace`` (if given)."""
+        """The fingerprint, ``outside`` and ``imported`` names digested from ``namespace``."""
         values = namespace or {}
-        parts = tuple(
+        parts = [
             (n, _sha(d + value_digest(values[n]))) if n in self.imported and n in values else (n, d)
             for n, d in self.parts
-        )
-        extra = [(name, value_digest(values[name])) for name in self.outside if name in values]
-        return Fingerprint(parts).with_parts(extra)
+        ]
+        parts += [(name, value_digest(values[name])) for name in self.outside if name in values]
+        return Fingerprint(tuple(parts))
 
     def as_constant(self) -> tuple:
         """A tuple of strings (an AST constant: autoreload hands it over in the cell's code)."""
@@ -108,103 +92,82 @@ class Reach:
         return cls(name, tuple(tuple(p) for p in parts), tuple(outside), tuple(imported))
 
 
-# -- a source's statements ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Statement:
-    dump: str
-    binds: frozenset[str]  # names it binds or mutates
-    uses: frozenset[str]  # module-level names its code reads (at any depth)
-    everywhere: bool  # `from __future__ import ...`, `import *`: part of every reach
-    label: str  # how a report names it when it is part of every reach
-    imports: bool  # `from m import x`: its names are digested from their values too
-
-
 def reaches(tree: ast.Module | str, classes: Iterable[str]) -> dict[str, Reach]:
-    """The :class:`Reach` of each top-level class named in ``classes``, from its source."""
+    """The :class:`Reach` of each top-level class named in ``classes``, from its source.
+
+    ``from __future__ import ...`` and ``from m import *`` are in every reach; a lone
+    ``import x as y`` is digested as the module it names, as a module from another cell is.
+    """
     if isinstance(tree, str):
         tree = ast.parse(tree)
-    statements = [_statement(node) for node in tree.body]
-    bound: dict[str, list[_Statement]] = {}
-    for st in statements:
-        for name in st.binds:
-            bound.setdefault(name, []).append(st)
-    shared = [st for st in statements if st.everywhere]
+    bound: dict[str, list[tuple[str, set[str], bool]]] = {}  # name -> (dump, uses, from-import)
+    shared: list[tuple[str, str, set[str]]] = []  # (label, dump, uses) of the everywhere ones
+    for node in tree.body:
+        everywhere = isinstance(node, ast.ImportFrom) and (
+            node.module == "__future__" or any(a.name == "*" for a in node.names)
+        )
+        binds, uses = _names(node)
+        dump = ast.dump(node)
+        if isinstance(node, ast.Import) and len(node.names) == 1:
+            alias = node.names[0]
+            dump = f"module {alias.name if alias.asname else alias.name.partition('.')[0]}"
+        if everywhere:
+            shared.append((ast.unparse(node), dump, uses))
+        for name in binds:
+            bound.setdefault(name, []).append(
+                (dump, uses, isinstance(node, ast.ImportFrom) and not everywhere)
+            )
     found = {}
-    for cls in classes:
-        if cls not in bound:
-            continue
-        seen: dict[str, None] = {}
-        outside: dict[str, None] = {}
-        todo = [cls, *sorted({n for st in shared for n in st.uses})]
+    for cls in (c for c in classes if c in bound):
+        seen: dict[str, None] = {}  # breadth first: the order parts are reached in
+        todo = [cls, *sorted({n for *_, uses in shared for n in uses})]
         while todo:
-            name = todo.pop(0)
-            if name in seen or name in outside:
-                continue
-            if name not in bound:
-                outside[name] = None
-                continue
-            seen[name] = None
-            todo.extend(sorted({n for st in bound[name] for n in st.uses}))
-        parts = [(n, _sha("\n".join(st.dump for st in bound[n]))) for n in seen]
-        parts += [(st.label, _sha(st.dump)) for st in shared]
-        imported = tuple(n for n in seen if any(st.imports for st in bound[n]))
-        found[cls] = Reach(cls, tuple(parts), tuple(outside), imported)
+            if (name := todo.pop(0)) not in seen:
+                seen[name] = None
+                todo.extend(sorted({n for _, uses, _ in bound.get(name, ()) for n in uses}))
+        inside = [n for n in seen if n in bound]
+        parts = [(n, _sha("\n".join(dump for dump, *_ in bound[n]))) for n in inside]
+        parts += [(label, _sha(dump)) for label, dump, _ in shared]
+        imported = tuple(n for n in inside if any(imports for *_, imports in bound[n]))
+        found[cls] = Reach(cls, tuple(parts), tuple(n for n in seen if n not in bound), imported)
     return found
 
 
-def _statement(node: ast.stmt) -> _Statement:
-    everywhere = isinstance(node, ast.ImportFrom) and (
-        node.module == "__future__" or any(a.name == "*" for a in node.names)
-    )
-    binds, uses = _names(node)
-    binds |= _mutated(node)
-    dump = ast.dump(node)
-    if isinstance(node, ast.Import) and len(node.names) == 1:  # as a module from another
-        alias = node.names[0]  # cell counts: moving `import x as y` is no change
-        dump = _module_text(alias.name if alias.asname else alias.name.partition(".")[0])
-    label = ast.unparse(node) if everywhere else ""
-    imports = isinstance(node, ast.ImportFrom) and not everywhere
-    return _Statement(dump, frozenset(binds), frozenset(uses), everywhere, label, imports)
-
-
-def _module_text(name: str) -> str:
-    return f"module {name}"
-
-
 def _names(node: ast.stmt) -> tuple[set[str], set[str]]:
-    """(bound, used) module-level names of one statement, by its symbol table."""
+    """(bound or mutated, used) module-level names of one top-level statement: by its symbol
+    table, with the names in string annotations (``config: "Settings"``), and the names it
+    changes in place (``X.a = 1``, ``X[k] = v``, ``X.add(y)``)."""
+    binds: set[str] = set()
+    uses: set[str] = set()
     try:
         table = symtable.symtable(ast.unparse(node), "<statement>", "exec")
     except (SyntaxError, ValueError):  # top-level await and the like: every name counts
-        names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
-        return names & _stored(node), names
-    binds: set[str] = set()
-    uses: set[str] = set()
-    for sym in table.get_symbols():
-        if sym.is_assigned() or sym.is_imported() or sym.is_namespace():
-            binds.add(sym.get_name())
-        if sym.is_referenced():
-            uses.add(sym.get_name())
-    stack = list(table.get_children())
-    while stack:
-        child = stack.pop()
-        stack.extend(child.get_children())
-        for sym in child.get_symbols():
-            if sym.is_global():
-                (binds if sym.is_assigned() else uses).add(sym.get_name())
-    return binds, uses | _annotation_names(node)
-
-
-def _stored(node: ast.stmt) -> set[str]:
-    return {
-        n.id for n in ast.walk(node) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)
-    }
-
-
-def _mutated(node: ast.stmt) -> set[str]:
-    """Names a top-level statement changes in place: ``X.a = 1``, ``X[k] = v``, ``X.add(y)``."""
+        names = [n for n in ast.walk(node) if isinstance(n, ast.Name)]
+        binds = {n.id for n in names if not isinstance(n.ctx, ast.Load)}
+        uses = {n.id for n in names}
+    else:
+        for sym in table.get_symbols():
+            if sym.is_assigned() or sym.is_imported() or sym.is_namespace():
+                binds.add(sym.get_name())
+            if sym.is_referenced():
+                uses.add(sym.get_name())
+        stack = list(table.get_children())
+        while stack:
+            child = stack.pop()
+            stack.extend(child.get_children())
+            for sym in child.get_symbols():
+                if sym.is_global():
+                    (binds if sym.is_assigned() else uses).add(sym.get_name())
+        for sub in ast.walk(node):  # string annotations, which symtable cannot see
+            note = sub.annotation if isinstance(sub, ast.arg | ast.AnnAssign) else None
+            if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef):
+                note = sub.returns
+            if isinstance(note, ast.Constant) and isinstance(note.value, str):
+                try:
+                    parsed = ast.parse(note.value, mode="eval")
+                except SyntaxError:
+                    continue
+                uses |= {n.id for n in ast.walk(parsed) if isinstance(n, ast.Name)}
     targets: list[ast.expr] = []
     if isinstance(node, ast.Assign | ast.Delete):
         targets = node.targets
@@ -212,51 +175,22 @@ def _mutated(node: ast.stmt) -> set[str]:
         targets = [node.target]
     elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
         targets = [node.value.func] if isinstance(node.value.func, ast.Attribute) else []
-    names = set()
     for target in targets:
         while isinstance(target, ast.Attribute | ast.Subscript | ast.Starred):
             target = target.value
         if isinstance(target, ast.Name):
-            names.add(target.id)
-    return names
-
-
-def _annotation_names(node: ast.stmt) -> set[str]:
-    """Names inside string annotations (``config: "Settings"``), which symtable cannot see."""
-    names = set()
-    for sub in ast.walk(node):
-        notes: list[ast.expr | None] = []
-        if isinstance(sub, ast.arg | ast.AnnAssign):
-            notes = [sub.annotation]
-        elif isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef):
-            notes = [sub.returns]
-        for note in notes:
-            if isinstance(note, ast.Constant) and isinstance(note.value, str):
-                try:
-                    parsed = ast.parse(note.value, mode="eval")
-                except SyntaxError:
-                    continue
-                names |= {n.id for n in ast.walk(parsed) if isinstance(n, ast.Name)}
-    return names
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-# -- objects: values from other cells, and classes without a source -------------------
+            binds.add(target.id)
+    return binds, uses
 
 
 def value_digest(value: object) -> str:
     """A digest of a value a cell uses from the notebook's namespace."""
     if isinstance(value, types.ModuleType):  # as the cell's own `import` of it would
-        return _sha(_module_text(value.__name__))
-    h = hashlib.sha256()
+        return _sha(f"module {value.__name__}")
     if callable(value) or _is_data(value):  # classes, functions; constants, settings
-        _feed(h, value)
-    else:  # an object with state of its own (a kernel, a client): its type stands for it
-        h.update(f"{type(value).__module__}.{type(value).__qualname__}".encode())
-    return h.hexdigest()
+        return _digest(value)
+    # an object with state of its own (a kernel, a client): its type stands for it
+    return _sha(f"{type(value).__module__}.{type(value).__qualname__}")
 
 
 def _is_data(value: object, depth: int = 0) -> bool:
@@ -276,11 +210,8 @@ def class_fingerprint(cls: type) -> Fingerprint:
 
 
 def object_digest(cls: type) -> str:
-    """A digest of a class's definition: its attributes and its methods' code.
-
-    Two runs of the same code give equal digests on every Python: what Python derives at
-    class creation (addresses, 3.13's line numbers and static attributes) is left out.
-    """
+    """A digest of a class's attributes and its methods' code, equal for two runs of the same
+    code on every Python (what Python and pydantic make at class creation is left out)."""
     h = hashlib.sha256()
     for klass in cls.__mro__:
         if klass is object or klass.__module__.startswith("helixlab.kernel"):
@@ -300,10 +231,10 @@ def object_digest(cls: type) -> str:
     return h.hexdigest()
 
 
-#: what Python makes at class creation, not the code: left out of a class's digest
+#: what Python (3.13: line numbers, static attributes) and pydantic (prefixes) make at class
+#: creation, not the code: left out of a class's digest
 _NOT_CODE = {"__module__", "__dict__", "__weakref__", "__qualname__", "__helix_phases__"}
-_NOT_CODE |= {"__firstlineno__", "__static_attributes__"}  # 3.13
-#: and what pydantic makes (prefixes), left out of a model's digest
+_NOT_CODE |= {"__firstlineno__", "__static_attributes__"}
 _PYDANTIC_MADE: tuple[str, ...] = ("__pydantic", "__signature__", "__class_vars__", "_abc_impl")
 _PYDANTIC_MADE += ("__private_attributes__", "__abstractmethods__", "__annotations__")
 _PYDANTIC_MADE += ("model_fields", "model_computed_fields")
@@ -320,8 +251,7 @@ def _feed(h: Any, value: object, depth: int = 0) -> None:
     elif isinstance(value, types.FunctionType):
         parts = (value.__code__, value.__defaults__)
     elif isinstance(value, types.CodeType):
-        h.update(value.co_code)
-        h.update(repr(value.co_names).encode())
+        h.update(value.co_code + repr(value.co_names).encode())
         parts = value.co_consts
     elif isinstance(value, tuple | list | frozenset | set):
         parts = sorted(map(repr, value)) if isinstance(value, set | frozenset) else value
@@ -336,11 +266,20 @@ def _feed(h: Any, value: object, depth: int = 0) -> None:
             text = repr(value)
         except Exception:  # a value whose repr fails: its type stands for it
             text = type(value).__qualname__
-        h.update(_ADDRESS.sub("", text).encode())
+        h.update(_ADDRESS.sub("", text).encode())  # addresses differ between runs
         return
     for part in parts:
         _feed(h, part, depth + 1)
 
 
-#: what makes two reprs of equal values differ between runs: object addresses
 _ADDRESS = re.compile(r"(?: at )?0x[0-9a-fA-F]+")
+
+
+def _digest(value: object) -> str:
+    h = hashlib.sha256()
+    _feed(h, value)
+    return h.hexdigest()
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

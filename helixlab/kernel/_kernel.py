@@ -211,7 +211,12 @@ class Kernel:
     discover = blocking(adiscover)
 
     async def aimport_unit(
-        self, root: str | os.PathLike, path: str | os.PathLike, *, timeout: float = IMPORT_TIMEOUT
+        self,
+        root: str | os.PathLike,
+        path: str | os.PathLike,
+        *,
+        timeout: float = IMPORT_TIMEOUT,
+        sources: _discovery.Sources | None = None,
     ) -> tuple[list[type[Plugin]], dict[str, Fingerprint]]:
         """Import a plugin file or package (``root``; ``path`` the file defining the plugins)
         as a plugins directory holds it: its classes and their fingerprints. On a worker
@@ -221,17 +226,17 @@ class Kernel:
         unit = _discovery.Unit(root_.stem if root_.is_file() else root_.name, path_, root_)
 
         async def run() -> tuple[list[type[Plugin]], dict[str, Fingerprint]]:
-            # read before importing: a save in between is a change for the next import
-            sources = await asyncio.to_thread(unit.read)
+            # one read (``sources``, the watcher's) is fingerprinted and imported
+            read = await asyncio.to_thread(unit.read) if sources is None else sources
             classes = await self._imports.run(
                 str(unit.root),
-                sources.digest,
+                read.digest,
                 unit.name,
                 unit.path.name,
-                lambda: _discovery.import_unit(unit),
+                lambda: _discovery.import_unit(unit, read),
                 timeout,
             )
-            return classes, {cls.name: sources.fingerprint(cls) for cls in classes}
+            return classes, {cls.name: read.fingerprint(cls) for cls in classes}
 
         return await self._ops.arun(run())
 

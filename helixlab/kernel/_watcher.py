@@ -1,10 +1,8 @@
-"""Hot reload on save: watch a plugins directory and reload what changed.
-
-watchfiles groups changes (``step`` ms of quiet, at most ``debounce`` ms; the course's
-listing sleeps in the handler instead). The units whose files changed are re-imported
-(on the kernel's worker threads, under ``import_timeout``) and defined in one
-transaction. A file that fails to import, or hangs importing, leaves the old version
-serving and is reported once until its content changes; the other files go on.
+"""Hot reload on save: watchfiles groups changes into a batch (``step`` ms of quiet, at most
+``debounce`` ms); each unit changed in it is read once, imported from that read (on the
+kernel's worker threads, under ``import_timeout``) and defined, one transaction per unit. A
+unit that fails or hangs importing leaves the old version serving and is reported once until
+its content changes; the other units go on.
 """
 
 from __future__ import annotations
@@ -12,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,20 +41,23 @@ class FileWatcher:
         keep: int = 100,
         import_timeout: float = IMPORT_TIMEOUT,
     ):
-        self.kernel = kernel
-        self.path = path.resolve()
+        self.kernel, self.path, self.import_timeout = kernel, path.resolve(), import_timeout
         if not self.path.is_dir():
             raise HelixError(f"Cannot watch {str(path)!r}: it is not a directory.")
-        self.debounce, self.step, self._keep = debounce, step, keep
-        self.import_timeout = import_timeout
         self.reports: list[ReloadReport] = []
         self.errors: list[HelixError] = []
-        self._reported: dict[str, str] = {}  # unit root -> digest whose error was reported
-        self._changed = threading.Condition()
         self.batches = 0  # change batches handled so far (wait with wait_for_batch)
-        self._stop: asyncio.Event | None = None
+        self._keep, self._changed, self._stop = keep, threading.Condition(), asyncio.Event()
+        self._reported: dict[Path, str] = {}  # unit root -> digest whose error was reported
+        changes = watchfiles.awatch(
+            self.path,
+            stop_event=self._stop,
+            debounce=debounce,
+            step=step,
+            watch_filter=watchfiles.PythonFilter(),
+        )
         ready = threading.Event()
-        self._future = kernel._thread.submit(self._run(ready)).future
+        self._future = kernel._thread.submit(self._run(changes, ready)).future
         ready.wait(10)
         kernel.add_closer(self._astop)
 
@@ -68,85 +70,70 @@ class FileWatcher:
         with self._changed:
             return self._changed.wait_for(lambda: self.batches > after, timeout)
 
-    async def _run(self, ready: threading.Event) -> None:
-        self._stop = asyncio.Event()
-        changes = watchfiles.awatch(
-            self.path,
-            stop_event=self._stop,
-            debounce=self.debounce,
-            step=self.step,
-            watch_filter=watchfiles.PythonFilter(),
-        )
+    async def _run(
+        self,
+        changes: AsyncGenerator[set[tuple[watchfiles.Change, str]], None],
+        ready: threading.Event,
+    ) -> None:
         pending = asyncio.ensure_future(anext(changes))
         await asyncio.sleep(0)  # the watcher's first step sets up the OS watches
         ready.set()
         try:
-            while True:
-                try:
-                    batch = await pending
-                except StopAsyncIteration:
-                    return
-                await self.handle({Path(p) for _, p in batch})
-                pending = asyncio.ensure_future(anext(changes))
+            with contextlib.suppress(StopAsyncIteration):  # stopped
+                while True:
+                    await self.handle({Path(p) for _, p in await pending})
+                    pending = asyncio.ensure_future(anext(changes))
         finally:
             pending.cancel()
             await changes.aclose()
 
     async def handle(self, paths: set[Path]) -> None:
-        """Re-import the units behind ``paths`` and apply them to the kernel."""
-        units = {}
-        for path in sorted(paths):
-            unit = _discovery.unit_for(self.path, path)
-            if unit is not None and unit.path.exists():
-                units[unit.root] = unit
-        for unit in units.values():
-            await self._apply(unit)
+        """Re-import the units behind ``paths``, each from one read of its files, and
+        define their plugins; a failure is reported once per content of the unit (event
+        ``file_error``)."""
+        found = (_discovery.unit_for(self.path, path) for path in sorted(paths))
+        for unit in {unit.root: unit for unit in found if unit is not None}.values():
+            try:
+                sources = await asyncio.to_thread(unit.read)
+            except OSError:  # removed since the event: a change of the next batch
+                continue
+            try:
+                classes, prints = await self.kernel.aimport_unit(
+                    unit.root, unit.path, timeout=self.import_timeout, sources=sources
+                )
+                report = await self.kernel.adefine(
+                    classes,
+                    source=str(unit.path),
+                    origin="file",
+                    unit=str(unit.root),
+                    fingerprints=prints,
+                )
+            except HelixError as exc:
+                if self._reported.get(unit.root) != sources.digest:
+                    self._reported[unit.root] = sources.digest
+                    self.errors.append(exc)
+                    del self.errors[: -self._keep]
+                    plugin = exc.plugin if isinstance(exc, PluginError) else unit.name
+                    serving = any(e.source == str(unit.path) for e in self.kernel.info())
+                    state = "the running version keeps serving" if serving else "not loaded"
+                    detail = f"{unit.path.name}: {state}"
+                    self.kernel._emit("file_error", plugin, detail=detail, error=describe(exc))
+                continue
+            self._reported.pop(unit.root, None)
+            self.reports.append(report)
+            del self.reports[: -self._keep]
         with self._changed:
             self.batches += 1
             self._changed.notify_all()
 
-    async def _apply(self, unit: _discovery.Unit) -> None:
-        digest = await asyncio.to_thread(unit.digest)
-        try:
-            classes, prints = await self.kernel.aimport_unit(
-                unit.root, unit.path, timeout=self.import_timeout
-            )
-            report = await self.kernel.adefine(
-                classes,
-                source=str(unit.path),
-                origin="file",
-                unit=str(unit.root),
-                fingerprints=prints,
-            )
-        except HelixError as exc:
-            self._report_error(unit, digest, exc)
-            return
-        self._reported.pop(str(unit.root), None)
-        self.reports.append(report)
-        del self.reports[: -self._keep]
-
-    def _report_error(self, unit: _discovery.Unit, digest: str, exc: HelixError) -> None:
-        if self._reported.get(str(unit.root)) == digest:
-            return  # this content's error was reported already
-        self._reported[str(unit.root)] = digest
-        self.errors.append(exc)
-        del self.errors[: -self._keep]
-        plugin = exc.plugin if isinstance(exc, PluginError) else unit.name
-        already = {e.name for e in self.kernel.info() if e.source == str(unit.path)}
-        detail = f"{unit.path.name}: " + (
-            "the running version keeps serving" if already else "not loaded"
-        )
-        self.kernel._emit("file_error", plugin, detail=detail, error=describe(exc))
-
     async def _astop(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
+        self._stop.set()
         if not self._future.done():
             await asyncio.wrap_future(self._future)
 
     def stop(self) -> None:
         """Stop watching (idempotent)."""
-        if self._stop is not None and not self.kernel._thread.loop.is_closed():
+        if not self.kernel._thread.loop.is_closed():
             self.kernel._thread.loop.call_soon_threadsafe(self._stop.set)
         if not self.kernel._thread.in_loop():
             with contextlib.suppress(Exception):  # failures were reported through events
@@ -159,5 +146,4 @@ class FileWatcher:
         self.stop()
 
     def __repr__(self) -> str:
-        state = "watching" if self.running else "stopped"
-        return f"<FileWatcher {state} {self.path.name}/>"
+        return f"<FileWatcher {'watching' if self.running else 'stopped'} {self.path.name}/>"

@@ -118,6 +118,19 @@ def test_each_import_reads_the_file_afresh_even_when_size_and_mtime_match(tmp_pa
     assert not list(tmp_path.rglob("*.pyc"))
 
 
+def test_one_read_is_both_imported_and_fingerprinted_a_later_save_is_the_next_change(plugins_dir):
+    """What runs is what was fingerprinted: a save after the read (of the plugin file, or
+    of a sibling module) is not imported until the unit is read again."""
+    unit = next(u for u in _discovery.plugin_units(plugins_dir) if u.name == "limiter")
+    sources = unit.read()
+    write(plugins_dir / "limiter" / "config.py", "DEFAULT_RATE = 9\n")
+    write(plugins_dir / "limiter" / "plugin.py", plugin_source("renamed"))
+    (cls,) = _discovery.import_unit(unit, sources)
+    assert cls.name == "rate-limiter" and sys.modules[cls.__module__].DEFAULT_RATE == 7
+    assert sources.fingerprint(cls) != unit.read().fingerprint(cls)
+    assert [c.name for c in _discovery.import_unit(unit)] == ["renamed"]
+
+
 def test_a_syntax_error_names_the_file_and_line(kernel, tmp_path):
     write(tmp_path / "ok.py", plugin_source("ok"))
     broken = write(tmp_path / "broken.py", "import helixlab as hx\n\nclass P(hx.Plugin:\n")
