@@ -1,13 +1,18 @@
-"""Plugin configuration: YAML in, ``PluginSpec`` objects out, every problem with its line.
+"""Plugin configuration: a YAML file, YAML text or a mapping in, ``PluginSpec`` objects out.
 
-The schema of ``configs/plugins.yaml`` (a file, a cell's text or a dict): which keys exist
-and what each must hold. Reading YAML with its lines, problems and limits is ``_yaml``'s;
-the line of every key is kept so that ``validate_config`` can point at it.
+PyYAML composes the node tree (its loader stops at the first mistake and forgets lines);
+``_Reader`` walks it once into plain values: every problem at once, each at its line, the
+line of every key path kept (``validate_config`` points at it), ``${VAR:-default}`` from the
+environment, ``{value: ..., secret: true}`` unwrapped and marked, and a bound on what a
+hostile document may cost (alias and ``<<`` expansion, depth). Then the schema of
+``configs/plugins.yaml`` is checked on those values.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +23,16 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from ..errors import ConfigError, ConfigProblem
 from ._secrets import mask, redact, unwrap_marked
-from ._yaml import _FAILED, Reader, _describe, _is_null, _unknown_message
 
 __all__ = ["ConfigDocument", "PluginSpec", "parse_config"]
 
 TOP_KEYS = ("fleet", "gateway", "plugin_dirs", "plugins")
 ENTRY_KEYS = ("config", "depends_on", "enabled", "priority", "required", "verify")
+_TYPED = ("enabled", "priority", "required", "verify")  # `${VAR}` in them is typed as written
+_MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+_MAX_VALUES = 100_000  # stops "billion laughs" alias expansion
+_MAX_DEPTH = 100
+_ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 @dataclass(repr=False)
@@ -52,20 +61,19 @@ class PluginSpec:
             f"priority={self.priority!r}, depends_on={self.depends_on!r}, "
             f"required={self.required!r}, "
             f"config={mask(redact(self.config, marked=self.secrets))!r}, "
-            f"source={self.source!r}, "
-            f"line={self.line!r})"
+            f"source={self.source!r}, line={self.line!r})"
         )
 
 
 @dataclass(repr=False)
 class ConfigDocument:
-    """A parsed configuration; ``gateway`` is raw, for the gateway to validate itself."""
+    """A parsed configuration; ``gateway`` and ``fleet`` are raw, their layers validate them."""
 
     plugins: dict[str, PluginSpec]
     gateway: dict[str, Any]
     source: str
     gateway_lines: dict[tuple, int] = field(default_factory=dict)  # key path -> line
-    fleet: dict[str, Any] = field(default_factory=dict)  # raw: helixlab.fleet validates it
+    fleet: dict[str, Any] = field(default_factory=dict)
     fleet_lines: dict[tuple, int] = field(default_factory=dict)
     plugin_dirs: list[str] = field(default_factory=list)  # absolute: relative to the file
 
@@ -86,168 +94,392 @@ def parse_config(
 ) -> ConfigDocument:
     """Parse a configuration file, YAML text or mapping into specs, or raise every problem.
 
-    ``check`` is called with each plugin's spec that parsed cleanly and returns further
-    problems (an unknown plugin, a config its model refuses), so that they are reported
-    together with the parser's, all at once.
+    ``check`` is called with each plugin's spec whose entry is readable and returns further
+    problems (an unknown plugin, a config its model refuses), reported with the parser's.
 
     >>> doc = parse_config("plugins:\\n  rate-limiter:\\n    config: {burst_size: 20}\\n")
     >>> doc.plugins["rate-limiter"].config
     {'burst_size': 20}
     """
-    content, source = _read_input(data, source)
-    reader = _ConfigReader(source, line_offset, os.environ if env is None else env)
-    root = reader.read(content)
-    doc = None if root is _FAILED else reader.document(root)
-    if doc is not None:  # relative to the configuration file (or the working directory)
-        base = (
-            Path(data).parent
-            if isinstance(data, str | os.PathLike) and source != "<config>"
-            else Path()
-        )
-        doc.plugin_dirs = [str((base / d).resolve()) for d in doc.plugin_dirs]
-    if doc is not None and check is not None:  # every plugin, a flawed one too: all at once
-        for name, spec in doc.plugins.items():
-            seen = [p.path for p in reader.problems if p.plugin == name]
-            if "" in seen:  # the entry itself is unreadable: nothing more to say about it
-                continue
-            reader.problems.extend(p for p in check(spec) if not _covers(seen, p.path))
-    if reader.problems or doc is None:
-        unique = list(dict.fromkeys(reader.problems))
-        unique.sort(key=lambda p: (p.line is None, p.line or 0))
-        raise ConfigError(unique, source)
-    return doc
-
-
-def _covers(paths: list[str], path: str) -> bool:
-    """Whether a problem at ``path`` was said already (at it, above it or below it)."""
-    return any(p == path or path.startswith(p + ".") or p.startswith(path + ".") for p in paths)
-
-
-def _read_input(data: Any, source: str | None) -> tuple[str | Mapping, str]:
-    """Tell a path from YAML text, and read the file, so errors can name it."""
-    if isinstance(data, Mapping):
-        return data, source or "<config>"
-    if isinstance(data, os.PathLike) or (isinstance(data, str) and _looks_like_path(data)):
-        path = Path(data)
-        source = source or str(path)
+    base = Path()  # plugin_dirs are relative to the file, or to the working directory
+    if isinstance(data, os.PathLike) or (
+        isinstance(data, str)
+        and "\n" not in data
+        and (data.endswith((".yaml", ".yml")) or os.path.isfile(data))
+    ):
+        base, source = Path(data).parent, source or str(data)
         try:
-            return path.read_text(encoding="utf-8"), source
+            data = Path(data).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             problem = ConfigProblem(f"cannot read the configuration file: {exc}", source)
             raise ConfigError([problem], source) from None
-    if isinstance(data, str):
-        return data, source or "<config>"
-    raise TypeError(f"parse_config() takes a path, YAML text or a mapping, not {data!r}")
+    elif not isinstance(data, str | Mapping):
+        raise TypeError(f"parse_config() takes a path, YAML text or a mapping, not {data!r}")
+    reader = _Reader(source or "<config>", line_offset, os.environ if env is None else env)
+    doc = reader.read(data)
+    doc.plugin_dirs = [str((base / d).resolve()) for d in doc.plugin_dirs]
+    for name, spec in doc.plugins.items():
+        seen = [f"{p.path}." for p in reader.problems if p.plugin == name]
+        if "." in seen:  # the entry itself is unreadable: nothing more to say about it
+            continue
+        for p in check(spec) if check else ():  # unless said already: at, above or below it
+            if not any(s.startswith(f"{p.path}.") or f"{p.path}.".startswith(s) for s in seen):
+                reader.problems.append(p)
+    if reader.problems:
+        by_line = sorted(
+            dict.fromkeys(reader.problems), key=lambda p: (p.line is None, p.line or 0)
+        )
+        raise ConfigError(by_line, reader.source)
+    return doc
 
 
-def _looks_like_path(text: str) -> bool:
-    return "\n" not in text and (text.endswith((".yaml", ".yml")) or os.path.isfile(text))
+class _ValueNode(yaml.ScalarNode):
+    """A scalar that is already a Python value: lets a mapping go through the YAML path."""
+
+    def __init__(self, value: Any):
+        super().__init__("tag:helixlab:value", "", None, None)
+        self.python = value
 
 
-class _ConfigReader(Reader):
-    """Reads helixlab's configuration: the document, its plugins and their entries."""
+def _to_node(value: Any, memo: dict[int, yaml.Node]) -> yaml.Node:
+    """A node tree over Python data; shared or cyclic containers become shared nodes."""
+    if not isinstance(value, Mapping | list | tuple):
+        return _ValueNode(value)
+    if id(value) not in memo:
+        if isinstance(value, Mapping):
+            memo[id(value)] = yaml.MappingNode(_MAP, [])
+            memo[id(value)].value = [(_ValueNode(k), _to_node(v, memo)) for k, v in value.items()]
+        else:
+            memo[id(value)] = yaml.SequenceNode(_SEQ, [])
+            memo[id(value)].value = [_to_node(v, memo) for v in value]
+    return memo[id(value)]
+
+
+class _Reader:
+    """Reads YAML or Python data into values (:meth:`value`), then the schema (:meth:`document`)."""
 
     def __init__(self, source: str, line_offset: int, env: Mapping[str, str]):
-        super().__init__(source, line_offset, env)
-        self.marked: set[tuple] = set()  # paths written {value: ..., secret: true}
+        self.source, self.offset, self.env = source, line_offset, env
+        self.problems: list[ConfigProblem] = []
+        self.lines: dict[tuple, int] = {}  # key path -> line
+        self.marked: set[tuple] = set()  # key paths written {value: ..., secret: true}
+        self.constructor = yaml.constructor.SafeConstructor()
+        self.active: set[int] = set()  # the collections being read, to refuse recursion
+        self.merging: set[int] = set()
+        self.budget = _MAX_VALUES
 
-    def document(self, root: yaml.Node | None) -> ConfigDocument | None:
-        if root is None or _is_null(root):
-            self.report("the configuration is empty; it needs a 'plugins' mapping.", root)
-            return None
-        if not isinstance(root, yaml.MappingNode):
-            self.report(
-                f"the configuration must be a mapping with a 'plugins' key, not "
-                f"{self.describe(root)}.",
-                root,
+    def line(self, node: yaml.Node) -> int | None:
+        return None if node.start_mark is None else node.start_mark.line + 1 + self.offset
+
+    def report(self, message: str, path: tuple, *more: Any, node: yaml.Node | None = None):
+        """A problem at ``path`` + ``more``, at the line of ``node`` or of that key path."""
+        line = self.lines.get((*path, *more)) if node is None else self.line(node)
+        plugin = path[1] if len(path) > 1 and path[0] == "plugins" else None
+        shown = ".".join(str(p) for p in (*path[2 if plugin is not None else 0 :], *more))
+        self.problems.append(ConfigProblem(message, self.source, line, plugin, shown))
+
+    def read(self, content: str | Mapping) -> ConfigDocument:
+        """The document in YAML text or Python data (empty if unreadable: a problem says why)."""
+        root: yaml.Node | None = None
+        try:
+            if isinstance(content, Mapping):
+                root = _to_node(content, {})
+            else:
+                root = yaml.compose(content, Loader=yaml.SafeLoader)
+        except RecursionError:
+            self.report("the configuration is nested too deeply.", ())
+        except yaml.MarkedYAMLError as exc:
+            self.problems.append(self.yaml_problem(str(content), exc))
+        except yaml.reader.ReaderError as exc:
+            line = str(content).count("\n", 0, max(exc.position, 0)) + 1 + self.offset
+            message = f"invalid YAML: {exc.reason} {exc.character!r} is not allowed."
+            self.problems.append(ConfigProblem(message, self.source, line))
+        except yaml.YAMLError as exc:
+            self.problems.append(ConfigProblem(f"invalid YAML: {exc}", self.source))
+        if self.problems:
+            return ConfigDocument(plugins={}, gateway={}, source=self.source)
+        if root is not None and (at := self.line(root)) is not None:
+            self.lines[()] = at
+        return self.document(self.value(root, ()))
+
+    def yaml_problem(self, text: str, exc: yaml.MarkedYAMLError) -> ConfigProblem:
+        """PyYAML's error, moved from where the parser noticed it to the line to fix: a key
+        without its colon is noticed on the next line (or at the end of the text), an
+        unclosed bracket at the end of the text."""
+        lines, ctx = text.splitlines(), exc.context_mark
+        mark, message = exc.problem_mark or ctx, exc.problem or exc.context or "malformed YAML"
+        if exc.context and exc.problem:
+            where = f" started at line {ctx.line + 1 + self.offset}" if ctx else ""
+            message = f"{message} ({exc.context}{where})"
+        if "'\\t'" in message:
+            message += "; YAML indentation must use spaces, not tabs"
+        before = [i for i in range(min(mark.line, len(lines))) if lines[i].strip()] if mark else []
+        previous = lines[before[-1]] if before else ""
+        if exc.problem == "could not find expected ':'" and ctx is not None:
+            key = lines[ctx.line].strip() if ctx.line < len(lines) else ""
+            mark, message = (
+                ctx,
+                f"could not find expected ':' after {key!r}; a key ends with a colon",
             )
+        elif (
+            exc.problem == "mapping values are not allowed here"
+            and before
+            and ":" not in previous
+            and not previous.lstrip().startswith("-")
+        ):
+            mark = yaml.Mark("", 0, before[-1], len(previous.rstrip()), "", 0)
+            message = (
+                f"{previous.strip()!r} has no ':' after it, so the next line was read as part "
+                f"of it; a key ends with a colon"
+            )
+        elif exc.problem and exc.problem.startswith("expected <block end>"):
+            message += "; check this line's indentation"
+        elif mark is not None and mark.line >= len(lines) and ctx is not None:
+            mark = ctx  # the end of the text: point where the unclosed thing began
+        if mark is None:
+            return ConfigProblem(f"invalid YAML: {message}.", self.source)
+        line = mark.line + 1 + self.offset
+        return ConfigProblem(
+            f"invalid YAML at column {mark.column + 1}: {message}.", self.source, line
+        )
+
+    def value(self, node: yaml.Node | None, path: tuple) -> Any:
+        """The Python value of ``node`` at ``path``, recording the line of every key under it."""
+        if node is None or not self.spend(1, node, path):
             return None
+        if isinstance(node, yaml.ScalarNode):
+            value = self.construct(node, path)
+            if not isinstance(value, str) or "${" not in value:
+                return value
+            text = _ENV_REF.sub(lambda m: self.substitute(m, path), value)
+            if node.style is None and len(path) == 3 and path[0] == "plugins" and path[2] in _TYPED:
+                tag = yaml.resolver.Resolver().resolve(yaml.ScalarNode, text, (True, False))
+                return self.construct(yaml.ScalarNode(tag, text), path)
+            return text
+        if id(node) in self.active or len(self.active) >= _MAX_DEPTH:
+            self.report("a value may not contain itself (recursive alias) or nest this deep.", path)
+            return None
+        if node.tag not in (_MAP, _SEQ):
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            self.report(f"unsupported tag {tag!r}; use a plain mapping or list.", path)
+        self.active.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            entries = self.items(node, path)
+        else:
+            entries = {i: (item, item) for i, item in enumerate(node.value)}
+        out = {}
+        for key, (key_node, value_node) in entries.items():
+            if (line := self.line(key_node)) is not None:
+                self.lines[(*path, key)] = line
+            out[key] = self.value(value_node, (*path, key))
+        self.active.discard(id(node))
+        if not isinstance(node, yaml.MappingNode):
+            return list(out.values())
+        value, marked = unwrap_marked(out)
+        if marked:
+            self.marked.add(path)
+        return value
+
+    def items(self, node: yaml.MappingNode, path: tuple) -> dict[Any, tuple[yaml.Node, Any]]:
+        """A mapping's entries (key -> key node, value node), its own before those its ``<<``
+        keys merge in; a duplicate key is a problem."""
+        entries: dict[Any, tuple[yaml.Node, Any]] = {}
+        sources: list[yaml.Node] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                many = isinstance(value_node, yaml.SequenceNode)
+                sources += value_node.value if many else [value_node]
+            elif not isinstance(key_node, yaml.ScalarNode):
+                message = f"keys must be plain values, not {_describe(key_node)}."
+                self.report(message, path, node=key_node)
+            elif (key := self.construct(key_node, path)) in entries:
+                first = self.line(entries[key][0])
+                at = f" (first at line {first})" if first is not None else ""
+                message = f"duplicate key {key!r}{at}; each key may appear only once."
+                self.report(message, path, key, node=key_node)
+            else:
+                entries[key] = (key_node, value_node)
+        for source in sources:  # each counts against the budget: `<<: [*a, *a]` nested a few
+            if self.budget < 0:  # levels deep is a "billion laughs" too, its keys collapsed
+                break  # already too big: merging further would only take longer
+            if not isinstance(source, yaml.MappingNode) or id(source) in self.merging:
+                if isinstance(source, yaml.ScalarNode):
+                    what = _describe(self.construct(source, path))
+                else:
+                    what = "recursion" if isinstance(source, yaml.MappingNode) else "a list"
+                message = f"a merge key '<<' needs a mapping or a list of mappings, not {what}."
+                self.report(message, path, node=source)
+                continue
+            self.merging.add(id(source))
+            merged = self.items(source, path)
+            self.merging.discard(id(source))
+            self.spend(len(merged), source, path)
+            for key, pair in merged.items():
+                entries.setdefault(key, pair)
+        return entries
+
+    def spend(self, count: int, node: yaml.Node, path: tuple) -> bool:
+        """Take ``count`` values from the expansion budget; False (reported once) past it."""
+        self.budget -= count
+        if self.budget < 0 <= self.budget + count:
+            message = (
+                f"the configuration expands to more than {_MAX_VALUES} values (aliases and "
+                f"'<<' merge keys count every time they are used); write the values out."
+            )
+            self.report(message, path[:2], node=node)
+        return self.budget >= 0
+
+    def construct(self, node: yaml.ScalarNode, path: tuple) -> Any:
+        """A scalar with SafeConstructor's meaning (bool, int, float, null, str, ...)."""
+        if isinstance(node, _ValueNode):
+            return node.python
+        if node.tag == "tag:yaml.org,2002:value":  # a bare `=`: SafeConstructor refuses it
+            return node.value
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError:
+            message = f"unsupported tag {tag!r}; remove it or quote the value."
+        except Exception:  # explicit tags (`!!int x`) fail in many ways
+            message = f"{node.value!r} is not a valid {tag} value."
+        self.constructor.recursive_objects.clear()
+        self.report(message, path, node=node)
+        return None
+
+    def substitute(self, match: re.Match, path: tuple) -> str:
+        """``${VAR}`` and ``${VAR:-default}`` from the environment; ``$${`` is a literal."""
+        if match.group(0) == "$${":
+            return "${"
+        name, default = match.groups()
+        value = self.env.get(name)
+        if value or (value is not None and default is None):
+            return value
+        if default is not None:
+            return default
+        self.report(
+            f"environment variable {name!r} is not set and has no default; set it or write "
+            f"${{{name}:-default}}.",
+            path,
+        )
+        return match.group(0)
+
+    def document(self, root: Any) -> ConfigDocument:
+        """helixlab's schema, on the values read."""
         doc = ConfigDocument(plugins={}, gateway={}, source=self.source)
-        found = set()
-        for key, key_node, value_node in self.items(root, None, (), raw=True):
-            found.add(key)
+        if not isinstance(root, dict):
+            what = (
+                "is empty; it needs a 'plugins' mapping"
+                if root is None
+                else f"must be a mapping with a 'plugins' key, not {_describe(root)}"
+            )
+            self.report(f"the configuration {what}.", ())
+            return doc
+        for key, value in root.items():
             if key == "plugins":
-                doc.plugins = self.plugins(value_node)
-            elif key in ("gateway", "fleet"):  # raw: their layers validate them
-                lines: dict[tuple, int] = {}
-                setattr(doc, key, self.mapping(value_node, None, (key,), lines))
-                setattr(doc, f"{key}_lines", {p[1:]: n for p, n in lines.items()})
+                what = "'plugins' must be a mapping of plugin name to settings"
+                for name, entry in self.mapping(value, (key,), what).items():
+                    if isinstance(name, str) and name.strip():
+                        doc.plugins[name] = self.entry(name, entry)
+                    else:
+                        message = f"plugin names must be non-empty strings, not {name!r}."
+                        self.report(message, (key,), name)
+            elif key in ("gateway", "fleet"):
+                setattr(doc, key, self.mapping(value, (key,)))
             elif key == "plugin_dirs":
                 what = "'plugin_dirs' must be a list of directories"
-                doc.plugin_dirs = self.strings(value_node, None, key, what, _directory_problem)
+                doc.plugin_dirs = self.strings(value, (key,), what, _directory_problem)
             else:
-                self.report(_unknown_message(key, TOP_KEYS), key_node, path=(key,))
-        if "plugins" not in found:
-            self.report("the required 'plugins' mapping is missing.", root)
+                self.report(_unknown_message(key, TOP_KEYS), (), key)
+        if "plugins" not in root:
+            self.report("the required 'plugins' mapping is missing.", ())
+
+        def spec_of(path: tuple) -> PluginSpec | None:  # the plugin whose config holds path
+            in_config = len(path) > 2 and path[0] == "plugins" and path[2] == "config"
+            return doc.plugins.get(path[1]) if in_config else None
+
+        for path, line in self.lines.items():
+            if (spec := spec_of(path)) is not None and len(path) > 3:
+                spec.lines[path[3:]] = line
+            elif len(path) > 1 and path[0] in ("gateway", "fleet"):
+                getattr(doc, f"{path[0]}_lines")[path[1:]] = line
+        for path in self.marked:
+            if (spec := spec_of(path)) is not None:
+                spec.secrets |= {path[3:]}
         return doc
 
-    def strings(
-        self, node: yaml.Node, plugin: str | None, key: str, what: str, problem: Callable
-    ) -> list[str]:
-        """The list at ``key`` (``what`` it must be), each item kept unless ``problem(item)``
-        says what is wrong with it."""
-        if not self.expect(node, yaml.SequenceNode, what, plugin=plugin, path=key):
-            return []
-        items = []
-        for i, item in enumerate(node.value):
-            value = self.value(item, plugin, (key, i), {})
-            if (message := problem(value)) is None:
-                items.append(value)
-            else:
-                self.report(message, item, plugin=plugin, path=(key, i))
-        return items
-
-    def plugins(self, node: yaml.Node) -> dict[str, PluginSpec]:
-        specs: dict[str, PluginSpec] = {}
-        what = "'plugins' must be a mapping of plugin name to settings"
-        if not self.expect(node, yaml.MappingNode, what, path="plugins"):
-            return specs
-        for name, key_node, value_node in self.items(node, None, ("plugins",), raw=True):
-            if not isinstance(name, str) or not name.strip():
-                self.report(f"plugin names must be non-empty strings, not {name!r}.", key_node)
-                continue
-            specs[name] = self.entry(name, key_node, value_node)
-        return specs
-
-    def entry(self, name: str, key_node: yaml.Node, node: yaml.Node) -> PluginSpec:
-        spec = PluginSpec(name=name, source=self.source, line=self.line(key_node))
+    def entry(self, name: str, value: Any) -> PluginSpec:
+        at = ("plugins", name)
+        spec = PluginSpec(name=name, source=self.source, line=self.lines.get(at))
         what = f"a plugin's entry must be a mapping of {', '.join(ENTRY_KEYS)} (or empty)"
-        if not self.expect(node, yaml.MappingNode, what, plugin=name):
-            return spec
-        for key, kn, vn in self.items(node, name, (), raw=True):
-            if key in ("enabled", "verify", "required", "priority"):
-                value = self.value(vn, name, (key,), {}, retype=True)
+        for key, item in self.mapping(value, at, what).items():
+            if key in _TYPED:
                 if key == "priority":  # an integer (or null), not a bool
-                    ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+                    ok = item is None or (isinstance(item, int) and not isinstance(item, bool))
                     must = "an integer"
                 else:
-                    ok, must = isinstance(value, bool), "true or false"
+                    ok, must = isinstance(item, bool), "true or false"
                 if ok:
-                    setattr(spec, key, value)
+                    setattr(spec, key, item)
                 else:
-                    message = f"{key!r} must be {must}, not {_describe(value)}."
-                    self.report(message, vn, plugin=name, path=key)
+                    self.report(f"{key!r} must be {must}, not {_describe(item)}.", at, key)
             elif key == "depends_on":
                 what = (
                     "'depends_on' must be a list of plugin names such as "
                     '[rate-limiter, "custom-logger>=1.0"]'
                 )
-                spec.depends_on = tuple(self.strings(vn, name, key, what, _dependency_problem))
+                spec.depends_on = tuple(self.strings(item, (*at, key), what, _dependency_problem))
             elif key == "config":
-                lines: dict[tuple, int] = {}
-                self.marked = set()
-                spec.config = self.mapping(vn, name, ("config",), lines)
-                spec.lines = {p[1:]: n for p, n in lines.items()}
-                spec.secrets = frozenset(p[1:] for p in self.marked)
+                spec.config = self.mapping(item, (*at, key))
             else:
-                self.report(_unknown_message(key, ENTRY_KEYS), kn, plugin=name, path=(key,))
+                self.report(_unknown_message(key, ENTRY_KEYS), at, key)
         return spec
 
-    def finish(self, mapping: dict, path: tuple) -> Any:
-        value, marked = unwrap_marked(mapping)
-        if marked:  # `{value: ..., secret: true}`: the value, known to be secret
-            self.marked.add(path)
-        return value
+    def mapping(self, value: Any, path: tuple, what: str = "") -> dict:
+        """The mapping at ``path`` (null is an empty one), else a problem: "<what>, not ..."."""
+        if value is None or isinstance(value, dict):
+            return value or {}
+        self.report(
+            f"{what or repr(path[-1]) + ' must be a mapping'}, not {_describe(value)}.", path
+        )
+        return {}
+
+    def strings(self, value: Any, path: tuple, what: str, problem: Callable) -> list:
+        """The list at ``path`` (null is an empty one), without the items ``problem`` refuses."""
+        if value is None or not isinstance(value, list):
+            if value is not None:
+                self.report(f"{what}, not {_describe(value)}.", path)
+            return []
+        kept = []
+        for i, item in enumerate(value):
+            if (message := problem(item)) is None:
+                kept.append(item)
+            else:
+                self.report(message, path, i)
+        return kept
+
+
+def _describe(value: Any) -> str:
+    """What a value holds, for "must be X, not Y" messages."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, list | yaml.SequenceNode):
+        return "a list"
+    if isinstance(value, dict | yaml.MappingNode):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def _unknown_message(key: Any, choices: Iterable[str]) -> str:
+    choices = sorted(choices)
+    if not choices:
+        return f"unknown key {key!r}: the config model has no fields yet, so it takes no keys."
+    close = difflib.get_close_matches(str(key), choices, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key {key!r}{hint}; valid keys are: {', '.join(choices)}."
 
 
 def _directory_problem(value: Any) -> str | None:
