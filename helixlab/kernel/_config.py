@@ -1,11 +1,9 @@
 """Plugin configuration: a YAML file, YAML text or a mapping in, ``PluginSpec`` objects out.
 
 PyYAML composes the node tree (its loader stops at the first mistake and forgets lines);
-``_Reader`` walks it once into plain values: every problem at once, each at its line, the
-line of every key path kept (``validate_config`` points at it), ``${VAR:-default}`` from the
-environment, ``{value: ..., secret: true}`` unwrapped and marked, and a bound on what a
-hostile document may cost (alias and ``<<`` expansion, depth). Then the schema of
-``configs/plugins.yaml`` is checked on those values.
+``_Reader`` reads it into plain values with the line of every key path, ``${VAR:-default}``
+from the environment, ``{value: ..., secret: true}`` unwrapped and marked, a bound on alias
+and ``<<`` expansion and depth; then checks the schema on them. Every problem at once.
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ TOP_KEYS = ("fleet", "gateway", "plugin_dirs", "plugins")
 ENTRY_KEYS = ("config", "depends_on", "enabled", "priority", "required", "verify")
 _TYPED = ("enabled", "priority", "required", "verify")  # `${VAR}` in them is typed as written
 _MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+_VALUE = "tag:yaml.org,2002:value"  # a bare `=`, or a Python value in a node: taken as is
 _MAX_VALUES = 100_000  # stops "billion laughs" alias expansion
 _MAX_DEPTH = 100
 _ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -57,11 +56,10 @@ class PluginSpec:
 
     def __repr__(self) -> str:  # a spec shown in a notebook must not leak its secrets
         return (
-            f"PluginSpec(name={self.name!r}, enabled={self.enabled!r}, "
-            f"priority={self.priority!r}, depends_on={self.depends_on!r}, "
-            f"required={self.required!r}, "
-            f"config={mask(redact(self.config, marked=self.secrets))!r}, "
-            f"source={self.source!r}, line={self.line!r})"
+            f"PluginSpec(name={self.name!r}, enabled={self.enabled!r}, priority={self.priority!r}, "
+            f"depends_on={self.depends_on!r}, required={self.required!r}, "
+            f"config={mask(redact(self.config, marked=self.secrets))!r}, source={self.source!r}, "
+            f"line={self.line!r})"
         )
 
 
@@ -126,37 +124,28 @@ def parse_config(
             if not any(s.startswith(f"{p.path}.") or f"{p.path}.".startswith(s) for s in seen):
                 reader.problems.append(p)
     if reader.problems:
-        by_line = sorted(
-            dict.fromkeys(reader.problems), key=lambda p: (p.line is None, p.line or 0)
+        problems = dict.fromkeys(reader.problems)  # each once, in the order of their lines
+        raise ConfigError(
+            sorted(problems, key=lambda p: (p.line is None, p.line or 0)), reader.source
         )
-        raise ConfigError(by_line, reader.source)
     return doc
-
-
-class _ValueNode(yaml.ScalarNode):
-    """A scalar that is already a Python value: lets a mapping go through the YAML path."""
-
-    def __init__(self, value: Any):
-        super().__init__("tag:helixlab:value", "", None, None)
-        self.python = value
 
 
 def _to_node(value: Any, memo: dict[int, yaml.Node]) -> yaml.Node:
     """A node tree over Python data; shared or cyclic containers become shared nodes."""
     if not isinstance(value, Mapping | list | tuple):
-        return _ValueNode(value)
+        return yaml.ScalarNode(_VALUE, value)
     if id(value) not in memo:
-        if isinstance(value, Mapping):
-            memo[id(value)] = yaml.MappingNode(_MAP, [])
-            memo[id(value)].value = [(_ValueNode(k), _to_node(v, memo)) for k, v in value.items()]
-        else:
-            memo[id(value)] = yaml.SequenceNode(_SEQ, [])
-            memo[id(value)].value = [_to_node(v, memo) for v in value]
+        mapping = isinstance(value, Mapping)
+        memo[id(value)] = yaml.MappingNode(_MAP, []) if mapping else yaml.SequenceNode(_SEQ, [])
+        items = value.items() if isinstance(value, Mapping) else enumerate(value)
+        pairs = [(yaml.ScalarNode(_VALUE, k), _to_node(v, memo)) for k, v in items]
+        memo[id(value)].value = pairs if mapping else [v for _, v in pairs]
     return memo[id(value)]
 
 
 class _Reader:
-    """Reads YAML or Python data into values (:meth:`value`), then the schema (:meth:`document`)."""
+    """Reads data into values (:meth:`value`), then the schema (:meth:`document`)."""
 
     def __init__(self, source: str, line_offset: int, env: Mapping[str, str]):
         self.source, self.offset, self.env = source, line_offset, env
@@ -172,26 +161,27 @@ class _Reader:
         return None if node.start_mark is None else node.start_mark.line + 1 + self.offset
 
     def report(self, message: str, path: tuple, *more: Any, node: yaml.Node | None = None):
-        """A problem at ``path`` + ``more``, at the line of ``node`` or of that key path."""
+        """A problem at ``path`` + ``more``, at the line of ``node`` or else of that key path;
+        under ``plugins: NAME:``, NAME's."""
         line = self.lines.get((*path, *more)) if node is None else self.line(node)
         plugin = path[1] if len(path) > 1 and path[0] == "plugins" else None
         shown = ".".join(str(p) for p in (*path[2 if plugin is not None else 0 :], *more))
         self.problems.append(ConfigProblem(message, self.source, line, plugin, shown))
 
-    def read(self, content: str | Mapping) -> ConfigDocument:
+    def read(self, data: str | Mapping) -> ConfigDocument:
         """The document in YAML text or Python data (empty if unreadable: a problem says why)."""
-        root: yaml.Node | None = None
         try:
-            if isinstance(content, Mapping):
-                root = _to_node(content, {})
-            else:
-                root = yaml.compose(content, Loader=yaml.SafeLoader)
+            root = (
+                _to_node(data, {})
+                if isinstance(data, Mapping)
+                else yaml.compose(data, yaml.SafeLoader)
+            )
         except RecursionError:
             self.report("the configuration is nested too deeply.", ())
         except yaml.MarkedYAMLError as exc:
-            self.problems.append(self.yaml_problem(str(content), exc))
+            self.problems.append(self.yaml_problem(str(data), exc))
         except yaml.reader.ReaderError as exc:
-            line = str(content).count("\n", 0, max(exc.position, 0)) + 1 + self.offset
+            line = str(data).count("\n", 0, max(exc.position, 0)) + 1 + self.offset
             message = f"invalid YAML: {exc.reason} {exc.character!r} is not allowed."
             self.problems.append(ConfigProblem(message, self.source, line))
         except yaml.YAMLError as exc:
@@ -203,9 +193,8 @@ class _Reader:
         return self.document(self.value(root, ()))
 
     def yaml_problem(self, text: str, exc: yaml.MarkedYAMLError) -> ConfigProblem:
-        """PyYAML's error, moved from where the parser noticed it to the line to fix: a key
-        without its colon is noticed on the next line (or at the end of the text), an
-        unclosed bracket at the end of the text."""
+        """PyYAML's error at the line to fix: it notices a key without its colon on the next
+        line (or at the end of the text), an unclosed bracket at the end of the text."""
         lines, ctx = text.splitlines(), exc.context_mark
         mark, message = exc.problem_mark or ctx, exc.problem or exc.context or "malformed YAML"
         if exc.context and exc.problem:
@@ -213,24 +202,19 @@ class _Reader:
             message = f"{message} ({exc.context}{where})"
         if "'\\t'" in message:
             message += "; YAML indentation must use spaces, not tabs"
-        before = [i for i in range(min(mark.line, len(lines))) if lines[i].strip()] if mark else []
-        previous = lines[before[-1]] if before else ""
+        before = [i for i in range(min(mark.line, len(lines)) if mark else 0) if lines[i].strip()]
+        key = lines[before[-1]] if before else ":"  # the last line with text before the mark
         if exc.problem == "could not find expected ':'" and ctx is not None:
             key = lines[ctx.line].strip() if ctx.line < len(lines) else ""
-            mark, message = (
-                ctx,
-                f"could not find expected ':' after {key!r}; a key ends with a colon",
-            )
-        elif (
-            exc.problem == "mapping values are not allowed here"
-            and before
-            and ":" not in previous
-            and not previous.lstrip().startswith("-")
+            mark = ctx
+            message = f"could not find expected ':' after {key!r}; a key ends with a colon"
+        elif exc.problem == "mapping values are not allowed here" and not (
+            ":" in key or key.lstrip().startswith("-")
         ):
-            mark = yaml.Mark("", 0, before[-1], len(previous.rstrip()), "", 0)
+            mark = yaml.Mark("", 0, before[-1], len(key.rstrip()), "", 0)
             message = (
-                f"{previous.strip()!r} has no ':' after it, so the next line was read as part "
-                f"of it; a key ends with a colon"
+                f"{key.strip()!r} has no ':' after it, so the next line was read as part of "
+                f"it; a key ends with a colon"
             )
         elif exc.problem and exc.problem.startswith("expected <block end>"):
             message += "; check this line's indentation"
@@ -238,10 +222,8 @@ class _Reader:
             mark = ctx  # the end of the text: point where the unclosed thing began
         if mark is None:
             return ConfigProblem(f"invalid YAML: {message}.", self.source)
-        line = mark.line + 1 + self.offset
-        return ConfigProblem(
-            f"invalid YAML at column {mark.column + 1}: {message}.", self.source, line
-        )
+        message = f"invalid YAML at column {mark.column + 1}: {message}."
+        return ConfigProblem(message, self.source, mark.line + 1 + self.offset)
 
     def value(self, node: yaml.Node | None, path: tuple) -> Any:
         """The Python value of ``node`` at ``path``, recording the line of every key under it."""
@@ -303,11 +285,9 @@ class _Reader:
             if self.budget < 0:  # levels deep is a "billion laughs" too, its keys collapsed
                 break  # already too big: merging further would only take longer
             if not isinstance(source, yaml.MappingNode) or id(source) in self.merging:
-                if isinstance(source, yaml.ScalarNode):
-                    what = _describe(self.construct(source, path))
-                else:
-                    what = "recursion" if isinstance(source, yaml.MappingNode) else "a list"
-                message = f"a merge key '<<' needs a mapping or a list of mappings, not {what}."
+                message = "a merge key '<<' needs a mapping or a list of mappings, not recursion."
+                if not isinstance(source, yaml.MappingNode):
+                    message = f"a merge key '<<' needs a mapping, not {_describe(source)}."
                 self.report(message, path, node=source)
                 continue
             self.merging.add(id(source))
@@ -331,9 +311,7 @@ class _Reader:
 
     def construct(self, node: yaml.ScalarNode, path: tuple) -> Any:
         """A scalar with SafeConstructor's meaning (bool, int, float, null, str, ...)."""
-        if isinstance(node, _ValueNode):
-            return node.python
-        if node.tag == "tag:yaml.org,2002:value":  # a bare `=`: SafeConstructor refuses it
+        if node.tag == _VALUE:
             return node.value
         tag = node.tag.replace("tag:yaml.org,2002:", "!!")
         try:
@@ -348,10 +326,8 @@ class _Reader:
 
     def substitute(self, match: re.Match, path: tuple) -> str:
         """``${VAR}`` and ``${VAR:-default}`` from the environment; ``$${`` is a literal."""
-        if match.group(0) == "$${":
-            return "${"
         name, default = match.groups()
-        value = self.env.get(name)
+        value = "${" if name is None else self.env.get(name)
         if value or (value is not None and default is None):
             return value
         if default is not None:
@@ -367,109 +343,90 @@ class _Reader:
         """helixlab's schema, on the values read."""
         doc = ConfigDocument(plugins={}, gateway={}, source=self.source)
         if not isinstance(root, dict):
-            what = (
-                "is empty; it needs a 'plugins' mapping"
-                if root is None
-                else f"must be a mapping with a 'plugins' key, not {_describe(root)}"
-            )
+            what = f"must be a mapping with a 'plugins' key, not {_describe(root)}"
+            if root is None:
+                what = "is empty; it needs a 'plugins' mapping"
             self.report(f"the configuration {what}.", ())
             return doc
         for key, value in root.items():
             if key == "plugins":
                 what = "'plugins' must be a mapping of plugin name to settings"
-                for name, entry in self.mapping(value, (key,), what).items():
+                for name, entry in self.expect(value, dict, (key,), what).items():
                     if isinstance(name, str) and name.strip():
                         doc.plugins[name] = self.entry(name, entry)
                     else:
                         message = f"plugin names must be non-empty strings, not {name!r}."
                         self.report(message, (key,), name)
             elif key in ("gateway", "fleet"):
-                setattr(doc, key, self.mapping(value, (key,)))
+                setattr(doc, key, self.expect(value, dict, (key,), f"{key!r} must be a mapping"))
             elif key == "plugin_dirs":
                 what = "'plugin_dirs' must be a list of directories"
-                doc.plugin_dirs = self.strings(value, (key,), what, _directory_problem)
+                for i, item in enumerate(self.expect(value, list, (key,), what)):
+                    if isinstance(item, str) and item.strip():
+                        doc.plugin_dirs.append(item)
+                    else:
+                        message = f"a plugins directory must be a path, not {_describe(item)}."
+                        self.report(message, (key,), i)
             else:
                 self.report(_unknown_message(key, TOP_KEYS), (), key)
         if "plugins" not in root:
             self.report("the required 'plugins' mapping is missing.", ())
-
-        def spec_of(path: tuple) -> PluginSpec | None:  # the plugin whose config holds path
-            in_config = len(path) > 2 and path[0] == "plugins" and path[2] == "config"
-            return doc.plugins.get(path[1]) if in_config else None
-
-        for path, line in self.lines.items():
-            if (spec := spec_of(path)) is not None and len(path) > 3:
-                spec.lines[path[3:]] = line
+        for path, line in self.lines.items():  # to each plugin's config, the gateway, the fleet
+            if len(path) > 3 and path[0] == "plugins" and path[2] == "config":
+                if path[1] in doc.plugins:
+                    doc.plugins[path[1]].lines[path[3:]] = line
             elif len(path) > 1 and path[0] in ("gateway", "fleet"):
                 getattr(doc, f"{path[0]}_lines")[path[1:]] = line
         for path in self.marked:
-            if (spec := spec_of(path)) is not None:
-                spec.secrets |= {path[3:]}
+            if path[:1] == ("plugins",) and path[2:3] == ("config",) and path[1] in doc.plugins:
+                doc.plugins[path[1]].secrets |= {path[3:]}
         return doc
 
     def entry(self, name: str, value: Any) -> PluginSpec:
         at = ("plugins", name)
         spec = PluginSpec(name=name, source=self.source, line=self.lines.get(at))
         what = f"a plugin's entry must be a mapping of {', '.join(ENTRY_KEYS)} (or empty)"
-        for key, item in self.mapping(value, at, what).items():
-            if key in _TYPED:
-                if key == "priority":  # an integer (or null), not a bool
-                    ok = item is None or (isinstance(item, int) and not isinstance(item, bool))
-                    must = "an integer"
-                else:
-                    ok, must = isinstance(item, bool), "true or false"
-                if ok:
+        for key, item in self.expect(value, dict, at, what).items():
+            if key in _TYPED:  # priority: an integer (or null), not a bool
+                integer = item is None or (isinstance(item, int) and not isinstance(item, bool))
+                if integer if key == "priority" else isinstance(item, bool):
                     setattr(spec, key, item)
                 else:
+                    must = "an integer" if key == "priority" else "true or false"
                     self.report(f"{key!r} must be {must}, not {_describe(item)}.", at, key)
             elif key == "depends_on":
                 what = (
                     "'depends_on' must be a list of plugin names such as "
                     '[rate-limiter, "custom-logger>=1.0"]'
                 )
-                spec.depends_on = tuple(self.strings(item, (*at, key), what, _dependency_problem))
+                for i, dep in enumerate(self.expect(item, list, (*at, key), what)):
+                    if (message := _dependency_problem(dep)) is None:
+                        spec.depends_on += (dep,)
+                    else:
+                        self.report(message, at, key, i)
             elif key == "config":
-                spec.config = self.mapping(item, (*at, key))
+                spec.config = self.expect(item, dict, (*at, key), "'config' must be a mapping")
             else:
                 self.report(_unknown_message(key, ENTRY_KEYS), at, key)
         return spec
 
-    def mapping(self, value: Any, path: tuple, what: str = "") -> dict:
-        """The mapping at ``path`` (null is an empty one), else a problem: "<what>, not ..."."""
-        if value is None or isinstance(value, dict):
-            return value or {}
-        self.report(
-            f"{what or repr(path[-1]) + ' must be a mapping'}, not {_describe(value)}.", path
-        )
-        return {}
-
-    def strings(self, value: Any, path: tuple, what: str, problem: Callable) -> list:
-        """The list at ``path`` (null is an empty one), without the items ``problem`` refuses."""
-        if value is None or not isinstance(value, list):
-            if value is not None:
-                self.report(f"{what}, not {_describe(value)}.", path)
-            return []
-        kept = []
-        for i, item in enumerate(value):
-            if (message := problem(item)) is None:
-                kept.append(item)
-            else:
-                self.report(message, path, i)
-        return kept
+    def expect(self, value: Any, kind: type, path: tuple, what: str) -> Any:
+        """``value`` if it is a ``kind`` (null: an empty one), else a problem "<what>, not ..."."""
+        if value is None or isinstance(value, kind):
+            return value or kind()
+        self.report(f"{what}, not {_describe(value)}.", path)
+        return kind()
 
 
 def _describe(value: Any) -> str:
-    """What a value holds, for "must be X, not Y" messages."""
+    """What a value (or a node: its text) holds, for "must be X, not Y" messages."""
+    value = value.value if isinstance(value, yaml.ScalarNode) else value
     if value is None or isinstance(value, bool):
         return {None: "null", True: "true", False: "false"}[value]
-    if isinstance(value, str):
-        return f"the string {value!r}"
-    if isinstance(value, int | float):
-        return f"the number {value!r}"
-    if isinstance(value, list | yaml.SequenceNode):
-        return "a list"
-    if isinstance(value, dict | yaml.MappingNode):
-        return "a mapping"
+    if isinstance(value, str | int | float):
+        return f"the {'string' if isinstance(value, str) else 'number'} {value!r}"
+    if isinstance(value, list | dict | yaml.CollectionNode):
+        return "a mapping" if isinstance(value, dict | yaml.MappingNode) else "a list"
     return f"a {type(value).__name__}"
 
 
@@ -480,12 +437,6 @@ def _unknown_message(key: Any, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(str(key), choices, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown key {key!r}{hint}; valid keys are: {', '.join(choices)}."
-
-
-def _directory_problem(value: Any) -> str | None:
-    if isinstance(value, str) and value.strip():
-        return None
-    return f"a plugins directory must be a path, not {_describe(value)}."
 
 
 def _dependency_problem(dep: Any) -> str | None:

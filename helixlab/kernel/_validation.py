@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import re
 from collections import abc
-from collections.abc import Mapping
 from datetime import timedelta
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -85,12 +84,12 @@ def _unknown_keys(annotation: Any, value: Any, loc: tuple) -> list[tuple[tuple, 
         and isinstance(value, list | tuple)
     ):
         return [p for i, item in enumerate(value) for p in _unknown_keys(args[0], item, (*loc, i))]
-    if origin in (dict, abc.Mapping) and len(args) == 2 and isinstance(value, Mapping):
+    if origin in (dict, abc.Mapping) and len(args) == 2 and isinstance(value, abc.Mapping):
         return [p for k, v in value.items() for p in _unknown_keys(args[1], v, (*loc, k))]
     if not (isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel)):
         return []
     config = annotation.model_config
-    if not isinstance(value, Mapping) or config.get("extra") == "allow":
+    if not isinstance(value, abc.Mapping) or config.get("extra") == "allow":
         return []
     accepted: dict[str, str] = {}  # every input key the model reads (names, aliases) -> field
     for name, info in annotation.model_fields.items():
