@@ -1,9 +1,8 @@
 """Plugin configuration: a YAML file, YAML text or a mapping in, ``PluginSpec`` objects out.
 
-PyYAML composes the node tree (its loader stops at the first mistake and forgets lines);
-``_Reader`` reads it into plain values with the line of every key path, ``${VAR:-default}``
-from the environment, ``{value: ..., secret: true}`` unwrapped and marked, a bound on alias
-and ``<<`` expansion and depth; then checks the schema on them. Every problem at once.
+PyYAML composes the node tree (its loader stops at the first mistake, forgets lines); ``_Reader``
+reads it into values with every key's line, ``${VAR:-default}``, ``{value: ..., secret: true}``
+unwrapped, alias/``<<`` expansion and depth bounded; then the schema. Every problem at once.
 """
 
 from __future__ import annotations
@@ -47,8 +46,7 @@ class PluginSpec:
     #: class says; ``false`` cannot relax a class that is required, such as custom-auth)
     required: bool | None = None
     config: dict[str, Any] = field(default_factory=dict)  # raw, env-substituted
-    # where it was written: not what it means, so an entry that only moved (a comment
-    # added above it, entries reordered) is equal to the old one and reloads nothing
+    # where it was written, not what it means: an entry that only moved reloads nothing
     source: str = field(default="<config>", compare=False)
     line: int | None = field(default=None, compare=False)
     lines: dict[tuple, int] = field(default_factory=dict, compare=False)  # key path -> line
@@ -153,16 +151,15 @@ class _Reader:
         self.lines: dict[tuple, int] = {}  # key path -> line
         self.marked: set[tuple] = set()  # key paths written {value: ..., secret: true}
         self.constructor = yaml.constructor.SafeConstructor()
-        self.active: set[int] = set()  # the collections being read, to refuse recursion
-        self.merging: set[int] = set()
+        self.active: set[int] = set()  # the collections being read or merged: no recursion
         self.budget = _MAX_VALUES
 
     def line(self, node: yaml.Node) -> int | None:
         return None if node.start_mark is None else node.start_mark.line + 1 + self.offset
 
     def report(self, message: str, path: tuple, *more: Any, node: yaml.Node | None = None):
-        """A problem at ``path`` + ``more``, at the line of ``node`` or else of that key path;
-        under ``plugins: NAME:``, NAME's."""
+        """A problem at ``path`` + ``more`` (at ``node``'s line, else that path's); NAME's under
+        ``plugins: NAME:``."""
         line = self.lines.get((*path, *more)) if node is None else self.line(node)
         plugin = path[1] if len(path) > 1 and path[0] == "plugins" else None
         shown = ".".join(str(p) for p in (*path[2 if plugin is not None else 0 :], *more))
@@ -172,20 +169,16 @@ class _Reader:
         """The document in YAML text or Python data (empty if unreadable: a problem says why)."""
         try:
             root = (
-                _to_node(data, {})
-                if isinstance(data, Mapping)
-                else yaml.compose(data, yaml.SafeLoader)
+                yaml.compose(data, yaml.SafeLoader) if isinstance(data, str) else _to_node(data, {})
             )
         except RecursionError:
             self.report("the configuration is nested too deeply.", ())
         except yaml.MarkedYAMLError as exc:
             self.problems.append(self.yaml_problem(str(data), exc))
-        except yaml.reader.ReaderError as exc:
+        except yaml.reader.ReaderError as exc:  # compose raises nothing else
             line = str(data).count("\n", 0, max(exc.position, 0)) + 1 + self.offset
             message = f"invalid YAML: {exc.reason} {exc.character!r} is not allowed."
             self.problems.append(ConfigProblem(message, self.source, line))
-        except yaml.YAMLError as exc:
-            self.problems.append(ConfigProblem(f"invalid YAML: {exc}", self.source))
         if self.problems:
             return ConfigDocument(plugins={}, gateway={}, source=self.source)
         if root is not None and (at := self.line(root)) is not None:
@@ -204,13 +197,12 @@ class _Reader:
             message += "; YAML indentation must use spaces, not tabs"
         before = [i for i in range(min(mark.line, len(lines)) if mark else 0) if lines[i].strip()]
         key = lines[before[-1]] if before else ":"  # the last line with text before the mark
+        bare = ":" not in key and not key.lstrip().startswith("-")  # a key without its colon
         if exc.problem == "could not find expected ':'" and ctx is not None:
             key = lines[ctx.line].strip() if ctx.line < len(lines) else ""
             mark = ctx
             message = f"could not find expected ':' after {key!r}; a key ends with a colon"
-        elif exc.problem == "mapping values are not allowed here" and not (
-            ":" in key or key.lstrip().startswith("-")
-        ):
+        elif exc.problem == "mapping values are not allowed here" and bare:
             mark = yaml.Mark("", 0, before[-1], len(key.rstrip()), "", 0)
             message = (
                 f"{key.strip()!r} has no ':' after it, so the next line was read as part of "
@@ -245,24 +237,22 @@ class _Reader:
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
             self.report(f"unsupported tag {tag!r}; use a plain mapping or list.", path)
         self.active.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            entries = self.items(node, path)
-        else:
-            entries = {i: (item, item) for i, item in enumerate(node.value)}
+        keyed = isinstance(node, yaml.MappingNode)  # else a list: items are their own key nodes
+        entries = self.items(node, path) if keyed else dict(enumerate(zip(node.value, node.value)))
         out = {}
         for key, (key_node, value_node) in entries.items():
             if (line := self.line(key_node)) is not None:
                 self.lines[(*path, key)] = line
             out[key] = self.value(value_node, (*path, key))
         self.active.discard(id(node))
-        if not isinstance(node, yaml.MappingNode):
+        if not keyed:
             return list(out.values())
         value, marked = unwrap_marked(out)
         if marked:
             self.marked.add(path)
         return value
 
-    def items(self, node: yaml.MappingNode, path: tuple) -> dict[Any, tuple[yaml.Node, Any]]:
+    def items(self, node: yaml.Node, path: tuple) -> dict[Any, tuple[yaml.Node, Any]]:
         """A mapping's entries (key -> key node, value node), its own before those its ``<<``
         keys merge in; a duplicate key is a problem."""
         entries: dict[Any, tuple[yaml.Node, Any]] = {}
@@ -275,8 +265,7 @@ class _Reader:
                 message = f"keys must be plain values, not {_describe(key_node)}."
                 self.report(message, path, node=key_node)
             elif (key := self.construct(key_node, path)) in entries:
-                first = self.line(entries[key][0])
-                at = f" (first at line {first})" if first is not None else ""
+                at = f" (first at line {first})" if (first := self.line(entries[key][0])) else ""
                 message = f"duplicate key {key!r}{at}; each key may appear only once."
                 self.report(message, path, key, node=key_node)
             else:
@@ -284,15 +273,15 @@ class _Reader:
         for source in sources:  # each counts against the budget: `<<: [*a, *a]` nested a few
             if self.budget < 0:  # levels deep is a "billion laughs" too, its keys collapsed
                 break  # already too big: merging further would only take longer
-            if not isinstance(source, yaml.MappingNode) or id(source) in self.merging:
+            if not isinstance(source, yaml.MappingNode) or id(source) in self.active:
                 message = "a merge key '<<' needs a mapping or a list of mappings, not recursion."
                 if not isinstance(source, yaml.MappingNode):
                     message = f"a merge key '<<' needs a mapping, not {_describe(source)}."
                 self.report(message, path, node=source)
                 continue
-            self.merging.add(id(source))
+            self.active.add(id(source))
             merged = self.items(source, path)
-            self.merging.discard(id(source))
+            self.active.discard(id(source))
             self.spend(len(merged), source, path)
             for key, pair in merged.items():
                 entries.setdefault(key, pair)

@@ -73,17 +73,11 @@ def _unknown_keys(annotation: Any, value: Any, loc: tuple) -> list[tuple[tuple, 
     """(key path, valid keys) of every key no field accepts, in the models ``annotation``
     holds (``X | None``, ``list[X]``, ``dict[str, X]``, ``Annotated[X, ...]``)."""
     origin, args = get_origin(annotation), get_args(annotation)
-    if origin is Annotated:
-        return _unknown_keys(args[0], value, loc)
-    if origin in (Union, UnionType):
-        options = [a for a in args if a is not type(None)]
+    if origin is Annotated or origin in (Union, UnionType):  # Annotated[X, ...], X | None
+        options = [a for a in args[: 1 if origin is Annotated else None] if a is not type(None)]
         return _unknown_keys(options[0], value, loc) if len(options) == 1 else []
-    if (
-        origin in (list, tuple, set, frozenset, abc.Sequence)
-        and args
-        and isinstance(value, list | tuple)
-    ):
-        return [p for i, item in enumerate(value) for p in _unknown_keys(args[0], item, (*loc, i))]
+    if isinstance(value, list | tuple) and args and origin in (list, tuple, abc.Sequence):
+        return [p for i, v in enumerate(value) for p in _unknown_keys(args[0], v, (*loc, i))]
     if origin in (dict, abc.Mapping) and len(args) == 2 and isinstance(value, abc.Mapping):
         return [p for k, v in value.items() for p in _unknown_keys(args[1], v, (*loc, k))]
     if not (isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel)):
@@ -94,10 +88,8 @@ def _unknown_keys(annotation: Any, value: Any, loc: tuple) -> list[tuple[tuple, 
     accepted: dict[str, str] = {}  # every input key the model reads (names, aliases) -> field
     for name, info in annotation.model_fields.items():
         alias = info.validation_alias if info.validation_alias is not None else info.alias
-        paths = [
-            getattr(choice, "path", [choice])[0] for choice in getattr(alias, "choices", [alias])
-        ]
-        aliases = [first for first in paths if isinstance(first, str)]
+        choices = getattr(alias, "choices", [alias])  # AliasChoices; an AliasPath's first key
+        aliases = [k for c in choices if isinstance(k := getattr(c, "path", [c])[0], str)]
         if config.get("validate_by_alias", True):
             accepted.update(dict.fromkeys(aliases, name))
         if not aliases or config.get("validate_by_name") or config.get("populate_by_name"):
