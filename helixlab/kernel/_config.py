@@ -28,8 +28,7 @@ ENTRY_KEYS = ("config", "depends_on", "enabled", "priority", "required", "verify
 _TYPED = ("enabled", "priority", "required", "verify")  # `${VAR}` in them is typed as written
 _MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 _VALUE = "tag:yaml.org,2002:value"  # a bare `=`, or a Python value in a node: taken as is
-_MAX_VALUES = 100_000  # stops "billion laughs" alias expansion
-_MAX_DEPTH = 100
+_MAX_VALUES, _MAX_DEPTH = 100_000, 100  # "billion laughs" alias expansion; nesting
 _ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -274,9 +273,8 @@ class _Reader:
             if self.budget < 0:  # levels deep is a "billion laughs" too, its keys collapsed
                 break  # already too big: merging further would only take longer
             if not isinstance(source, yaml.MappingNode) or id(source) in self.active:
-                message = "a merge key '<<' needs a mapping or a list of mappings, not recursion."
-                if not isinstance(source, yaml.MappingNode):
-                    message = f"a merge key '<<' needs a mapping, not {_describe(source)}."
+                what = "recursion" if isinstance(source, yaml.MappingNode) else _describe(source)
+                message = f"a merge key '<<' needs a mapping or a list of mappings, not {what}."
                 self.report(message, path, node=source)
                 continue
             self.active.add(id(source))
@@ -291,10 +289,9 @@ class _Reader:
         """Take ``count`` values from the expansion budget; False (reported once) past it."""
         self.budget -= count
         if self.budget < 0 <= self.budget + count:
-            message = (
-                f"the configuration expands to more than {_MAX_VALUES} values (aliases and "
-                f"'<<' merge keys count every time they are used); write the values out."
-            )
+            why = "aliases and '<<' merge keys count every time they are used"
+            message = f"the configuration expands to more than {_MAX_VALUES} values ({why}); "
+            message += "write the values out."
             self.report(message, path[:2], node=node)
         return self.budget >= 0
 
@@ -321,11 +318,8 @@ class _Reader:
             return value
         if default is not None:
             return default
-        self.report(
-            f"environment variable {name!r} is not set and has no default; set it or write "
-            f"${{{name}:-default}}.",
-            path,
-        )
+        why = f"set it or write ${{{name}:-default}}"
+        self.report(f"environment variable {name!r} is not set and has no default; {why}.", path)
         return match.group(0)
 
     def document(self, root: Any) -> ConfigDocument:
@@ -361,10 +355,9 @@ class _Reader:
         if "plugins" not in root:
             self.report("the required 'plugins' mapping is missing.", ())
         for path, line in self.lines.items():  # to each plugin's config, the gateway, the fleet
-            if len(path) > 3 and path[0] == "plugins" and path[2] == "config":
-                if path[1] in doc.plugins:
-                    doc.plugins[path[1]].lines[path[3:]] = line
-            elif len(path) > 1 and path[0] in ("gateway", "fleet"):
+            if path[3:] and path[0] == "plugins" and path[2] == "config" and path[1] in doc.plugins:
+                doc.plugins[path[1]].lines[path[3:]] = line
+            elif path[1:] and path[0] in ("gateway", "fleet"):
                 getattr(doc, f"{path[0]}_lines")[path[1:]] = line
         for path in self.marked:
             if path[:1] == ("plugins",) and path[2:3] == ("config",) and path[1] in doc.plugins:
@@ -384,10 +377,8 @@ class _Reader:
                     must = "an integer" if key == "priority" else "true or false"
                     self.report(f"{key!r} must be {must}, not {_describe(item)}.", at, key)
             elif key == "depends_on":
-                what = (
-                    "'depends_on' must be a list of plugin names such as "
-                    '[rate-limiter, "custom-logger>=1.0"]'
-                )
+                example = '[rate-limiter, "custom-logger>=1.0"]'
+                what = f"'depends_on' must be a list of plugin names such as {example}"
                 for i, dep in enumerate(self.expect(item, list, (*at, key), what)):
                     if (message := _dependency_problem(dep)) is None:
                         spec.depends_on += (dep,)

@@ -22,21 +22,17 @@ __all__ = ["Duration", "PluginConfig", "parse_duration", "validate_config"]
 
 def validate_config(spec: PluginSpec, model: type[pydantic.BaseModel] | None) -> Any:
     """Validate a spec's config with the plugin's model: every problem at once, each at the
-    line of its key (a missing key: of the plugin's entry).
-
-    Unknown keys are refused even where pydantic would ignore them (a misspelt setting that
-    does nothing is worse than an error), unless the model says ``extra="allow"``.
-    ``config_model = None`` takes no keys; ``config_model = dict`` takes any mapping.
+    line of its key (a missing key: of the plugin's entry). Unknown keys are refused even where
+    pydantic would ignore them (a misspelt setting that does nothing is worse than an error),
+    unless the model says ``extra="allow"``; ``config_model = None`` takes no keys, ``dict`` any.
     """
     if model is dict:
         return dict(spec.config)
     found: list[tuple[tuple, str, str]] = []  # (key path, message, kind)
     instance = None
     if model is None:
-        why = (
-            f"{spec.name} has no config_model, so it takes no config; give it a config model "
-            f"with this field (or `config_model = dict` to take any keys)."
-        )
+        why = f"{spec.name} has no config_model, so it takes no config; give it a config model "
+        why += "with this field (or `config_model = dict` to take any keys)."
         found = [((key,), f"unknown key {key!r}: {why}", "") for key in spec.config]
     else:
         unknown = dict(_unknown_keys(model, spec.config, ()))
