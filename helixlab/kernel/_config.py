@@ -73,10 +73,8 @@ class ConfigDocument:
     plugin_dirs: list[str] = field(default_factory=list)  # absolute: relative to the file
 
     def __repr__(self) -> str:
-        return (
-            f"ConfigDocument(plugins={self.plugins!r}, gateway={redact(self.gateway)!r}, "
-            f"source={self.source!r})"
-        )
+        shown = f"plugins={self.plugins!r}, gateway={redact(self.gateway)!r}"
+        return f"ConfigDocument({shown}, source={self.source!r})"
 
 
 def parse_config(
@@ -157,7 +155,7 @@ class _Reader:
         return None if node.start_mark is None else node.start_mark.line + 1 + self.offset
 
     def report(self, message: str, path: tuple, *more: Any, node: yaml.Node | None = None):
-        """A problem at ``path`` + ``more`` (at ``node``'s line, else that path's); NAME's under
+        """A problem at ``path`` + ``more``, at ``node``'s line or else that path's; NAME's if in
         ``plugins: NAME:``."""
         line = self.lines.get((*path, *more)) if node is None else self.line(node)
         plugin = path[1] if len(path) > 1 and path[0] == "plugins" else None
@@ -247,15 +245,16 @@ class _Reader:
         if not keyed:
             return list(out.values())
         value, marked = unwrap_marked(out)
-        if marked:
-            self.marked.add(path)
+        if not marked or not (path[:1] in (("gateway",), ("fleet",)) or path[2:3] == ("config",)):
+            return out  # a mark is for data (a config, the gateway, the fleet), not the schema
+        self.marked.add(path)
         return value
 
     def items(self, node: yaml.Node, path: tuple) -> dict[Any, tuple[yaml.Node, Any]]:
-        """A mapping's entries (key -> key node, value node), its own before those its ``<<``
-        keys merge in; a duplicate key is a problem."""
+        """A mapping's entries (key -> key node, value node), own before merged; no duplicates."""
         entries: dict[Any, tuple[yaml.Node, Any]] = {}
         sources: list[yaml.Node] = []
+        raw = len(path) < 3 and path[:1] in ((), ("plugins",))  # a plugin named `on` is "on"
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 many = isinstance(value_node, yaml.SequenceNode)
@@ -263,7 +262,7 @@ class _Reader:
             elif not isinstance(key_node, yaml.ScalarNode):
                 message = f"keys must be plain values, not {_describe(key_node)}."
                 self.report(message, path, node=key_node)
-            elif (key := self.construct(key_node, path)) in entries:
+            elif (key := key_node.value if raw else self.construct(key_node, path)) in entries:
                 at = f" (first at line {first})" if (first := self.line(entries[key][0])) else ""
                 message = f"duplicate key {key!r}{at}; each key may appear only once."
                 self.report(message, path, key, node=key_node)
