@@ -158,9 +158,10 @@ class _Reader:
         """A problem at ``path`` + ``more``, at ``node``'s line or else that path's; NAME's if in
         ``plugins: NAME:``."""
         line = self.lines.get((*path, *more)) if node is None else self.line(node)
-        plugin = path[1] if len(path) > 1 and path[0] == "plugins" else None
-        shown = ".".join(str(p) for p in (*path[2 if plugin is not None else 0 :], *more))
-        self.problems.append(ConfigProblem(message, self.source, line, plugin, shown))
+        named = len(path) > 1 and path[0] == "plugins" and isinstance(path[1], str)
+        plugin, shown = (path[1], path[2:]) if named else (None, path)
+        where = ".".join(str(part) for part in (*shown, *more))
+        self.problems.append(ConfigProblem(message, self.source, line, plugin, where))
 
     def read(self, data: str | Mapping) -> ConfigDocument:
         """The document in YAML text or Python data (empty if unreadable: a problem says why)."""
