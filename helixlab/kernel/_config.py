@@ -1,13 +1,15 @@
-"""Plugin configuration: YAML in, ``PluginSpec`` objects out, every problem with its line.
+"""Plugin configuration: a YAML file, YAML text or a mapping in, ``PluginSpec`` objects out.
 
-The schema of ``configs/plugins.yaml`` (a file, a cell's text or a dict): which keys exist
-and what each must hold. Reading YAML with its lines, problems and limits is ``_yaml``'s;
-the line of every key is kept so that ``validate_config`` can point at it.
+PyYAML composes the node tree (its loader stops at the first mistake, forgets lines); ``_Reader``
+reads it into values with every key's line, ``${VAR:-default}``, ``{value: ..., secret: true}``
+unwrapped, alias/``<<`` expansion and depth bounded; then the schema. Every problem at once.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +20,16 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from ..errors import ConfigError, ConfigProblem
 from ._secrets import mask, redact, unwrap_marked
-from ._yaml import _FAILED, Reader, _describe, _is_null, _unknown_message
 
 __all__ = ["ConfigDocument", "PluginSpec", "parse_config"]
 
 TOP_KEYS = ("fleet", "gateway", "plugin_dirs", "plugins")
 ENTRY_KEYS = ("config", "depends_on", "enabled", "priority", "required", "verify")
+_TYPED = ("enabled", "priority", "required", "verify")  # `${VAR}` in them is typed as written
+_MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+_VALUE = "tag:yaml.org,2002:value"  # a bare `=`, or a Python value in a node: taken as is
+_MAX_VALUES, _MAX_DEPTH = 100_000, 100  # "billion laughs" alias expansion; nesting
+_ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 @dataclass(repr=False)
@@ -39,8 +45,7 @@ class PluginSpec:
     #: class says; ``false`` cannot relax a class that is required, such as custom-auth)
     required: bool | None = None
     config: dict[str, Any] = field(default_factory=dict)  # raw, env-substituted
-    # where it was written: not what it means, so an entry that only moved (a comment
-    # added above it, entries reordered) is equal to the old one and reloads nothing
+    # where it was written, not what it means: an entry that only moved reloads nothing
     source: str = field(default="<config>", compare=False)
     line: int | None = field(default=None, compare=False)
     lines: dict[tuple, int] = field(default_factory=dict, compare=False)  # key path -> line
@@ -48,32 +53,28 @@ class PluginSpec:
 
     def __repr__(self) -> str:  # a spec shown in a notebook must not leak its secrets
         return (
-            f"PluginSpec(name={self.name!r}, enabled={self.enabled!r}, "
-            f"priority={self.priority!r}, depends_on={self.depends_on!r}, "
-            f"required={self.required!r}, "
-            f"config={mask(redact(self.config, marked=self.secrets))!r}, "
-            f"source={self.source!r}, "
+            f"PluginSpec(name={self.name!r}, enabled={self.enabled!r}, priority={self.priority!r}, "
+            f"depends_on={self.depends_on!r}, required={self.required!r}, "
+            f"config={mask(redact(self.config, marked=self.secrets))!r}, source={self.source!r}, "
             f"line={self.line!r})"
         )
 
 
 @dataclass(repr=False)
 class ConfigDocument:
-    """A parsed configuration; ``gateway`` is raw, for the gateway to validate itself."""
+    """A parsed configuration; ``gateway`` and ``fleet`` are raw, their layers validate them."""
 
     plugins: dict[str, PluginSpec]
     gateway: dict[str, Any]
     source: str
     gateway_lines: dict[tuple, int] = field(default_factory=dict)  # key path -> line
-    fleet: dict[str, Any] = field(default_factory=dict)  # raw: helixlab.fleet validates it
+    fleet: dict[str, Any] = field(default_factory=dict)
     fleet_lines: dict[tuple, int] = field(default_factory=dict)
     plugin_dirs: list[str] = field(default_factory=list)  # absolute: relative to the file
 
     def __repr__(self) -> str:
-        return (
-            f"ConfigDocument(plugins={self.plugins!r}, gateway={redact(self.gateway)!r}, "
-            f"source={self.source!r})"
-        )
+        shown = f"plugins={self.plugins!r}, gateway={redact(self.gateway)!r}"
+        return f"ConfigDocument({shown}, source={self.source!r})"
 
 
 def parse_config(
@@ -86,174 +87,336 @@ def parse_config(
 ) -> ConfigDocument:
     """Parse a configuration file, YAML text or mapping into specs, or raise every problem.
 
-    ``check`` is called with each plugin's spec that parsed cleanly and returns further
-    problems (an unknown plugin, a config its model refuses), so that they are reported
-    together with the parser's, all at once.
+    ``check`` is called with each plugin's spec whose entry is readable and returns further
+    problems (an unknown plugin, a config its model refuses), reported with the parser's.
 
     >>> doc = parse_config("plugins:\\n  rate-limiter:\\n    config: {burst_size: 20}\\n")
     >>> doc.plugins["rate-limiter"].config
     {'burst_size': 20}
     """
-    content, source = _read_input(data, source)
-    reader = _ConfigReader(source, line_offset, os.environ if env is None else env)
-    root = reader.read(content)
-    doc = None if root is _FAILED else reader.document(root)
-    if doc is not None:  # relative to the configuration file (or the working directory)
-        base = (
-            Path(data).parent
-            if isinstance(data, str | os.PathLike) and source != "<config>"
-            else Path()
-        )
-        doc.plugin_dirs = [str((base / d).resolve()) for d in doc.plugin_dirs]
-    if doc is not None and check is not None:  # every plugin, a flawed one too: all at once
-        for name, spec in doc.plugins.items():
-            seen = [p.path for p in reader.problems if p.plugin == name]
-            if "" in seen:  # the entry itself is unreadable: nothing more to say about it
-                continue
-            reader.problems.extend(p for p in check(spec) if not _covers(seen, p.path))
-    if reader.problems or doc is None:
-        unique = list(dict.fromkeys(reader.problems))
-        unique.sort(key=lambda p: (p.line is None, p.line or 0))
-        raise ConfigError(unique, source)
-    return doc
-
-
-def _covers(paths: list[str], path: str) -> bool:
-    """Whether a problem at ``path`` was said already (at it, above it or below it)."""
-    return any(p == path or path.startswith(p + ".") or p.startswith(path + ".") for p in paths)
-
-
-def _read_input(data: Any, source: str | None) -> tuple[str | Mapping, str]:
-    """Tell a path from YAML text, and read the file, so errors can name it."""
-    if isinstance(data, Mapping):
-        return data, source or "<config>"
-    if isinstance(data, os.PathLike) or (isinstance(data, str) and _looks_like_path(data)):
-        path = Path(data)
-        source = source or str(path)
+    base = Path()  # plugin_dirs are relative to the file, or to the working directory
+    if isinstance(data, os.PathLike) or (
+        isinstance(data, str)
+        and "\n" not in data
+        and (data.endswith((".yaml", ".yml")) or os.path.isfile(data))
+    ):
+        base, source = Path(data).parent, source or str(data)
         try:
-            return path.read_text(encoding="utf-8"), source
+            data = Path(data).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             problem = ConfigProblem(f"cannot read the configuration file: {exc}", source)
             raise ConfigError([problem], source) from None
-    if isinstance(data, str):
-        return data, source or "<config>"
-    raise TypeError(f"parse_config() takes a path, YAML text or a mapping, not {data!r}")
+    elif not isinstance(data, str | Mapping):
+        raise TypeError(f"parse_config() takes a path, YAML text or a mapping, not {data!r}")
+    reader = _Reader(source or "<config>", line_offset, os.environ if env is None else env)
+    doc = reader.read(data)
+    doc.plugin_dirs = [str((base / d).resolve()) for d in doc.plugin_dirs]
+    for name, spec in doc.plugins.items():
+        seen = [f"{p.path}." for p in reader.problems if p.plugin == name]
+        if "." in seen:  # the entry itself is unreadable: nothing more to say about it
+            continue
+        for p in check(spec) if check else ():  # unless said already: at, above or below it
+            if not any(s.startswith(f"{p.path}.") or f"{p.path}.".startswith(s) for s in seen):
+                reader.problems.append(p)
+    if reader.problems:
+        problems = dict.fromkeys(reader.problems)  # each once, in the order of their lines
+        raise ConfigError(
+            sorted(problems, key=lambda p: (p.line is None, p.line or 0)), reader.source
+        )
+    return doc
 
 
-def _looks_like_path(text: str) -> bool:
-    return "\n" not in text and (text.endswith((".yaml", ".yml")) or os.path.isfile(text))
+def _to_node(value: Any, memo: dict[int, yaml.Node]) -> yaml.Node:
+    """A node tree over Python data; shared or cyclic containers become shared nodes."""
+    if not isinstance(value, Mapping | list | tuple):
+        return yaml.ScalarNode(_VALUE, value)
+    if id(value) not in memo:
+        mapping = isinstance(value, Mapping)
+        memo[id(value)] = yaml.MappingNode(_MAP, []) if mapping else yaml.SequenceNode(_SEQ, [])
+        items = value.items() if isinstance(value, Mapping) else enumerate(value)
+        pairs = [(yaml.ScalarNode(_VALUE, k), _to_node(v, memo)) for k, v in items]
+        memo[id(value)].value = pairs if mapping else [v for _, v in pairs]
+    return memo[id(value)]
 
 
-class _ConfigReader(Reader):
-    """Reads helixlab's configuration: the document, its plugins and their entries."""
+class _Reader:
+    """Reads data into values (:meth:`value`), then the schema (:meth:`document`)."""
 
     def __init__(self, source: str, line_offset: int, env: Mapping[str, str]):
-        super().__init__(source, line_offset, env)
-        self.marked: set[tuple] = set()  # paths written {value: ..., secret: true}
+        self.source, self.offset, self.env = source, line_offset, env
+        self.problems: list[ConfigProblem] = []
+        self.lines: dict[tuple, int] = {}  # key path -> line
+        self.marked: set[tuple] = set()  # key paths written {value: ..., secret: true}
+        self.constructor = yaml.constructor.SafeConstructor()
+        self.active: set[int] = set()  # the collections being read or merged: no recursion
+        self.budget = _MAX_VALUES
 
-    def document(self, root: yaml.Node | None) -> ConfigDocument | None:
-        if root is None or _is_null(root):
-            self.report("the configuration is empty; it needs a 'plugins' mapping.", root)
-            return None
-        if not isinstance(root, yaml.MappingNode):
-            self.report(
-                f"the configuration must be a mapping with a 'plugins' key, not "
-                f"{self.describe(root)}.",
-                root,
+    def line(self, node: yaml.Node) -> int | None:
+        return None if node.start_mark is None else node.start_mark.line + 1 + self.offset
+
+    def report(self, message: str, path: tuple, *more: Any, node: yaml.Node | None = None):
+        """A problem at ``path`` + ``more``, at ``node``'s line or else that path's; NAME's if in
+        ``plugins: NAME:``."""
+        line = self.lines.get((*path, *more)) if node is None else self.line(node)
+        named = len(path) > 1 and path[0] == "plugins" and isinstance(path[1], str)
+        plugin, shown = (path[1], path[2:]) if named else (None, path)
+        where = ".".join(str(part) for part in (*shown, *more))
+        self.problems.append(ConfigProblem(message, self.source, line, plugin, where))
+
+    def read(self, data: str | Mapping) -> ConfigDocument:
+        """The document in YAML text or Python data (empty if unreadable: a problem says why)."""
+        try:
+            root = (
+                yaml.compose(data, yaml.SafeLoader) if isinstance(data, str) else _to_node(data, {})
             )
+        except RecursionError:
+            self.report("the configuration is nested too deeply.", ())
+        except yaml.MarkedYAMLError as exc:
+            self.problems.append(self.yaml_problem(str(data), exc))
+        except yaml.reader.ReaderError as exc:  # compose raises nothing else
+            line = str(data).count("\n", 0, max(exc.position, 0)) + 1 + self.offset
+            message = f"invalid YAML: {exc.reason} {exc.character!r} is not allowed."
+            self.problems.append(ConfigProblem(message, self.source, line))
+        if self.problems:
+            return ConfigDocument(plugins={}, gateway={}, source=self.source)
+        if root is not None and (at := self.line(root)) is not None:
+            self.lines[()] = at
+        return self.document(self.value(root, ()))
+
+    def yaml_problem(self, text: str, exc: yaml.MarkedYAMLError) -> ConfigProblem:
+        """PyYAML's error at the line to fix: it notices a key without its colon on the next
+        line (or at the end of the text), an unclosed bracket at the end of the text."""
+        lines, ctx = text.splitlines(), exc.context_mark
+        mark, message = exc.problem_mark or ctx, exc.problem or exc.context or "malformed YAML"
+        if exc.context and exc.problem:
+            where = f" started at line {ctx.line + 1 + self.offset}" if ctx else ""
+            message = f"{message} ({exc.context}{where})"
+        if "'\\t'" in message:
+            message += "; YAML indentation must use spaces, not tabs"
+        before = [i for i in range(min(mark.line, len(lines)) if mark else 0) if lines[i].strip()]
+        key = lines[before[-1]] if before else ":"  # the last line with text before the mark
+        bare = ":" not in key and not key.lstrip().startswith("-")  # a key without its colon
+        if exc.problem == "could not find expected ':'" and ctx is not None:
+            key = lines[ctx.line].strip() if ctx.line < len(lines) else ""
+            mark = ctx
+            message = f"could not find expected ':' after {key!r}; a key ends with a colon"
+        elif exc.problem == "mapping values are not allowed here" and bare:
+            mark = yaml.Mark("", 0, before[-1], len(key.rstrip()), "", 0)
+            message = (
+                f"{key.strip()!r} has no ':' after it, so the next line was read as part of "
+                f"it; a key ends with a colon"
+            )
+        elif exc.problem and exc.problem.startswith("expected <block end>"):
+            message += "; check this line's indentation"
+        elif mark is not None and mark.line >= len(lines) and ctx is not None:
+            mark = ctx  # the end of the text: point where the unclosed thing began
+        if mark is None:
+            return ConfigProblem(f"invalid YAML: {message}.", self.source)
+        message = f"invalid YAML at column {mark.column + 1}: {message}."
+        return ConfigProblem(message, self.source, mark.line + 1 + self.offset)
+
+    def value(self, node: yaml.Node | None, path: tuple) -> Any:
+        """The Python value of ``node`` at ``path``, recording the line of every key under it."""
+        if node is None or not self.spend(1, node, path):
             return None
-        doc = ConfigDocument(plugins={}, gateway={}, source=self.source)
-        found = set()
-        for key, key_node, value_node in self.items(root, None, (), raw=True):
-            found.add(key)
-            if key == "plugins":
-                doc.plugins = self.plugins(value_node)
-            elif key in ("gateway", "fleet"):  # raw: their layers validate them
-                lines: dict[tuple, int] = {}
-                setattr(doc, key, self.mapping(value_node, None, (key,), lines))
-                setattr(doc, f"{key}_lines", {p[1:]: n for p, n in lines.items()})
-            elif key == "plugin_dirs":
-                what = "'plugin_dirs' must be a list of directories"
-                doc.plugin_dirs = self.strings(value_node, None, key, what, _directory_problem)
-            else:
-                self.report(_unknown_message(key, TOP_KEYS), key_node, path=(key,))
-        if "plugins" not in found:
-            self.report("the required 'plugins' mapping is missing.", root)
-        return doc
-
-    def strings(
-        self, node: yaml.Node, plugin: str | None, key: str, what: str, problem: Callable
-    ) -> list[str]:
-        """The list at ``key`` (``what`` it must be), each item kept unless ``problem(item)``
-        says what is wrong with it."""
-        if not self.expect(node, yaml.SequenceNode, what, plugin=plugin, path=key):
-            return []
-        items = []
-        for i, item in enumerate(node.value):
-            value = self.value(item, plugin, (key, i), {})
-            if (message := problem(value)) is None:
-                items.append(value)
-            else:
-                self.report(message, item, plugin=plugin, path=(key, i))
-        return items
-
-    def plugins(self, node: yaml.Node) -> dict[str, PluginSpec]:
-        specs: dict[str, PluginSpec] = {}
-        what = "'plugins' must be a mapping of plugin name to settings"
-        if not self.expect(node, yaml.MappingNode, what, path="plugins"):
-            return specs
-        for name, key_node, value_node in self.items(node, None, ("plugins",), raw=True):
-            if not isinstance(name, str) or not name.strip():
-                self.report(f"plugin names must be non-empty strings, not {name!r}.", key_node)
-                continue
-            specs[name] = self.entry(name, key_node, value_node)
-        return specs
-
-    def entry(self, name: str, key_node: yaml.Node, node: yaml.Node) -> PluginSpec:
-        spec = PluginSpec(name=name, source=self.source, line=self.line(key_node))
-        what = f"a plugin's entry must be a mapping of {', '.join(ENTRY_KEYS)} (or empty)"
-        if not self.expect(node, yaml.MappingNode, what, plugin=name):
-            return spec
-        for key, kn, vn in self.items(node, name, (), raw=True):
-            if key in ("enabled", "verify", "required", "priority"):
-                value = self.value(vn, name, (key,), {}, retype=True)
-                if key == "priority":  # an integer (or null), not a bool
-                    ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
-                    must = "an integer"
-                else:
-                    ok, must = isinstance(value, bool), "true or false"
-                if ok:
-                    setattr(spec, key, value)
-                else:
-                    message = f"{key!r} must be {must}, not {_describe(value)}."
-                    self.report(message, vn, plugin=name, path=key)
-            elif key == "depends_on":
-                what = (
-                    "'depends_on' must be a list of plugin names such as "
-                    '[rate-limiter, "custom-logger>=1.0"]'
-                )
-                spec.depends_on = tuple(self.strings(vn, name, key, what, _dependency_problem))
-            elif key == "config":
-                lines: dict[tuple, int] = {}
-                self.marked = set()
-                spec.config = self.mapping(vn, name, ("config",), lines)
-                spec.lines = {p[1:]: n for p, n in lines.items()}
-                spec.secrets = frozenset(p[1:] for p in self.marked)
-            else:
-                self.report(_unknown_message(key, ENTRY_KEYS), kn, plugin=name, path=(key,))
-        return spec
-
-    def finish(self, mapping: dict, path: tuple) -> Any:
-        value, marked = unwrap_marked(mapping)
-        if marked:  # `{value: ..., secret: true}`: the value, known to be secret
-            self.marked.add(path)
+        if isinstance(node, yaml.ScalarNode):
+            value = self.construct(node, path)
+            if not isinstance(value, str) or "${" not in value:
+                return value
+            text = _ENV_REF.sub(lambda m: self.substitute(m, path), value)
+            if node.style is None and len(path) == 3 and path[0] == "plugins" and path[2] in _TYPED:
+                tag = yaml.resolver.Resolver().resolve(yaml.ScalarNode, text, (True, False))
+                return self.construct(yaml.ScalarNode(tag, text), path)
+            return text
+        if id(node) in self.active or len(self.active) >= _MAX_DEPTH:
+            self.report("a value may not contain itself (recursive alias) or nest this deep.", path)
+            return None
+        if node.tag not in (_MAP, _SEQ):
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            self.report(f"unsupported tag {tag!r}; use a plain mapping or list.", path)
+        self.active.add(id(node))
+        keyed = isinstance(node, yaml.MappingNode)  # else a list: items are their own key nodes
+        entries = self.items(node, path) if keyed else dict(enumerate(zip(node.value, node.value)))
+        out = {}
+        for key, (key_node, value_node) in entries.items():
+            if (line := self.line(key_node)) is not None:
+                self.lines[(*path, key)] = line
+            out[key] = self.value(value_node, (*path, key))
+        self.active.discard(id(node))
+        if not keyed:
+            return list(out.values())
+        value, marked = unwrap_marked(out)
+        if not marked or not (path[:1] in (("gateway",), ("fleet",)) or path[2:3] == ("config",)):
+            return out  # a mark is for data (a config, the gateway, the fleet), not the schema
+        self.marked.add(path)
         return value
 
+    def items(self, node: yaml.Node, path: tuple) -> dict[Any, tuple[yaml.Node, Any]]:
+        """A mapping's entries (key -> key node, value node), own before merged; no duplicates."""
+        entries: dict[Any, tuple[yaml.Node, Any]] = {}
+        sources: list[yaml.Node] = []
+        raw = len(path) < 3 and path[:1] in ((), ("plugins",))  # a plugin named `on` is "on"
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                many = isinstance(value_node, yaml.SequenceNode)
+                sources += value_node.value if many else [value_node]
+            elif not isinstance(key_node, yaml.ScalarNode):
+                message = f"keys must be plain values, not {_describe(key_node)}."
+                self.report(message, path, node=key_node)
+            elif (key := key_node.value if raw else self.construct(key_node, path)) in entries:
+                at = f" (first at line {first})" if (first := self.line(entries[key][0])) else ""
+                message = f"duplicate key {key!r}{at}; each key may appear only once."
+                self.report(message, path, key, node=key_node)
+            else:
+                entries[key] = (key_node, value_node)
+        for source in sources:  # each counts against the budget: `<<: [*a, *a]` nested a few
+            if self.budget < 0:  # levels deep is a "billion laughs" too, its keys collapsed
+                break  # already too big: merging further would only take longer
+            if not isinstance(source, yaml.MappingNode) or id(source) in self.active:
+                what = "recursion" if isinstance(source, yaml.MappingNode) else _describe(source)
+                message = f"a merge key '<<' needs a mapping or a list of mappings, not {what}."
+                self.report(message, path, node=source)
+                continue
+            self.active.add(id(source))
+            merged = self.items(source, path)
+            self.active.discard(id(source))
+            self.spend(len(merged), source, path)
+            for key, pair in merged.items():
+                entries.setdefault(key, pair)
+        return entries
 
-def _directory_problem(value: Any) -> str | None:
-    if isinstance(value, str) and value.strip():
+    def spend(self, count: int, node: yaml.Node, path: tuple) -> bool:
+        """Take ``count`` values from the expansion budget; False (reported once) past it."""
+        self.budget -= count
+        if self.budget < 0 <= self.budget + count:
+            why = "aliases and '<<' merge keys count every time they are used"
+            message = f"the configuration expands to more than {_MAX_VALUES} values ({why}); "
+            message += "write the values out."
+            self.report(message, path[:2], node=node)
+        return self.budget >= 0
+
+    def construct(self, node: yaml.ScalarNode, path: tuple) -> Any:
+        """A scalar with SafeConstructor's meaning (bool, int, float, null, str, ...)."""
+        if node.tag == _VALUE:
+            return node.value
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError:
+            message = f"unsupported tag {tag!r}; remove it or quote the value."
+        except Exception:  # explicit tags (`!!int x`) fail in many ways
+            message = f"{node.value!r} is not a valid {tag} value."
+        self.constructor.recursive_objects.clear()
+        self.report(message, path, node=node)
         return None
-    return f"a plugins directory must be a path, not {_describe(value)}."
+
+    def substitute(self, match: re.Match, path: tuple) -> str:
+        """``${VAR}`` and ``${VAR:-default}`` from the environment; ``$${`` is a literal."""
+        name, default = match.groups()
+        value = "${" if name is None else self.env.get(name)
+        if value or (value is not None and default is None):
+            return value
+        if default is not None:
+            return default
+        why = f"set it or write ${{{name}:-default}}"
+        self.report(f"environment variable {name!r} is not set and has no default; {why}.", path)
+        return match.group(0)
+
+    def document(self, root: Any) -> ConfigDocument:
+        """helixlab's schema, on the values read."""
+        doc = ConfigDocument(plugins={}, gateway={}, source=self.source)
+        if not isinstance(root, dict):
+            what = f"must be a mapping with a 'plugins' key, not {_describe(root)}"
+            if root is None:
+                what = "is empty; it needs a 'plugins' mapping"
+            self.report(f"the configuration {what}.", ())
+            return doc
+        for key, value in root.items():
+            if key == "plugins":
+                what = "'plugins' must be a mapping of plugin name to settings"
+                for name, entry in self.expect(value, dict, (key,), what).items():
+                    if isinstance(name, str) and name.strip():
+                        doc.plugins[name] = self.entry(name, entry)
+                    else:
+                        message = f"plugin names must be non-empty strings, not {name!r}."
+                        self.report(message, (key,), name)
+            elif key in ("gateway", "fleet"):
+                setattr(doc, key, self.expect(value, dict, (key,), f"{key!r} must be a mapping"))
+            elif key == "plugin_dirs":
+                what = "'plugin_dirs' must be a list of directories"
+                for i, item in enumerate(self.expect(value, list, (key,), what)):
+                    if isinstance(item, str) and item.strip():
+                        doc.plugin_dirs.append(item)
+                    else:
+                        message = f"a plugins directory must be a path, not {_describe(item)}."
+                        self.report(message, (key,), i)
+            else:
+                self.report(_unknown_message(key, TOP_KEYS), (), key)
+        if "plugins" not in root:
+            self.report("the required 'plugins' mapping is missing.", ())
+        for path, line in self.lines.items():  # to each plugin's config, the gateway, the fleet
+            if path[3:] and path[0] == "plugins" and path[2] == "config" and path[1] in doc.plugins:
+                doc.plugins[path[1]].lines[path[3:]] = line
+            elif path[1:] and path[0] in ("gateway", "fleet"):
+                getattr(doc, f"{path[0]}_lines")[path[1:]] = line
+        for path in self.marked:
+            if path[:1] == ("plugins",) and path[2:3] == ("config",) and path[1] in doc.plugins:
+                doc.plugins[path[1]].secrets |= {path[3:]}
+        return doc
+
+    def entry(self, name: str, value: Any) -> PluginSpec:
+        at = ("plugins", name)
+        spec = PluginSpec(name=name, source=self.source, line=self.lines.get(at))
+        what = f"a plugin's entry must be a mapping of {', '.join(ENTRY_KEYS)} (or empty)"
+        for key, item in self.expect(value, dict, at, what).items():
+            if key in _TYPED:  # priority: an integer (or null), not a bool
+                integer = item is None or (isinstance(item, int) and not isinstance(item, bool))
+                if integer if key == "priority" else isinstance(item, bool):
+                    setattr(spec, key, item)
+                else:
+                    must = "an integer" if key == "priority" else "true or false"
+                    self.report(f"{key!r} must be {must}, not {_describe(item)}.", at, key)
+            elif key == "depends_on":
+                example = '[rate-limiter, "custom-logger>=1.0"]'
+                what = f"'depends_on' must be a list of plugin names such as {example}"
+                for i, dep in enumerate(self.expect(item, list, (*at, key), what)):
+                    if (message := _dependency_problem(dep)) is None:
+                        spec.depends_on += (dep,)
+                    else:
+                        self.report(message, at, key, i)
+            elif key == "config":
+                spec.config = self.expect(item, dict, (*at, key), "'config' must be a mapping")
+            else:
+                self.report(_unknown_message(key, ENTRY_KEYS), at, key)
+        return spec
+
+    def expect(self, value: Any, kind: type, path: tuple, what: str) -> Any:
+        """``value`` if it is a ``kind`` (null: an empty one), else a problem "<what>, not ..."."""
+        if value is None or isinstance(value, kind):
+            return value or kind()
+        self.report(f"{what}, not {_describe(value)}.", path)
+        return kind()
+
+
+def _describe(value: Any) -> str:
+    """What a value (or a node: its text) holds, for "must be X, not Y" messages."""
+    value = value.value if isinstance(value, yaml.ScalarNode) else value
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, str | int | float):
+        return f"the {'string' if isinstance(value, str) else 'number'} {value!r}"
+    if isinstance(value, list | dict | yaml.CollectionNode):
+        return "a mapping" if isinstance(value, dict | yaml.MappingNode) else "a list"
+    return f"a {type(value).__name__}"
+
+
+def _unknown_message(key: Any, choices: Iterable[str]) -> str:
+    choices = sorted(choices)
+    if not choices:
+        return f"unknown key {key!r}: the config model has no fields yet, so it takes no keys."
+    close = difflib.get_close_matches(str(key), choices, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key {key!r}{hint}; valid keys are: {', '.join(choices)}."
 
 
 def _dependency_problem(dep: Any) -> str | None:

@@ -115,3 +115,33 @@ def test_a_mapping_goes_through_the_same_checks_as_text():
     assert doc.plugins["a"].config == {"n": "7"}
     found = problems({"plugins": {"a": {"enabeld": True}}})
     assert [(plugin, path) for _, plugin, path, _ in found] == [("a", "enabeld")]
+
+
+def test_plugin_names_and_top_keys_are_read_as_written():
+    doc = parse_config("plugins:\n  on:\n  null:\n  '1':\n")
+    assert list(doc.plugins) == ["on", "null", "1"]  # not True, None and 1
+    [(_, _, path, message)] = problems("plugins: {}\ntrue: 1\n")
+    assert path == "true" and message.startswith("unknown key 'true'")
+    found = problems({"plugins": {123: {"config": {"x": "${UNSET}"}}}}, env={})
+    assert [(plugin, path) for _, plugin, path, _ in found] == [
+        (None, "plugins.123.config.x"),
+        (None, "plugins.123"),
+    ]
+
+
+def test_a_secret_mark_outside_a_config_is_refused_without_its_value():
+    text = (
+        "plugins:\n"
+        "  a:\n"
+        "    enabled: {value: s3cret-one, secret: true}\n"
+        "plugin_dirs: {value: s3cret-two, secret: true}\n"
+    )
+    found = problems(text)
+    assert [(line, path) for line, _, path, _ in found] == [(3, "enabled"), (4, "plugin_dirs")]
+    assert all("s3cret" not in message and "not a mapping" in message for *_, message in found)
+
+
+def test_plugin_dirs_in_text_are_relative_to_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    doc = parse_config("plugin_dirs: [./mine/plugins]\nplugins: {}\n", source="cell [1]")
+    assert doc.plugin_dirs == [str(tmp_path / "mine" / "plugins")]
