@@ -62,6 +62,10 @@ _NOT_FIELD = re.compile(rb"[\r\n\0]")  # the request target and header values
 _Origin = tuple[bytes, bytes, int]
 
 
+class _Refused(Exception):
+    """What a parser callback raises to stop at a response httptools accepts but we do not."""
+
+
 class _Connection11:
     """One keep-alive HTTP/1.1 connection of the pool: its stream, where it goes, since when
     it idles."""
@@ -85,24 +89,28 @@ class _Exchange:
         self.head_done = self.done = False
         self.framed = False  # Content-Length or Transfer-Encoding: the end is in the message
         self.reusable = False
-        self.messages = 0
         self.head_size = 0
 
-    # -- httptools' callbacks
+    # -- httptools' callbacks: the final answer only (what a callback raises stops the parser)
     def on_message_begin(self) -> None:
-        self.messages += 1
+        if self.head_done:  # bytes past the answer, in the same read: never part of it
+            raise _Refused("bytes past the answer")
 
     def on_status(self, status: bytes) -> None:
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:  # a trailer: dropped, as httpx's own transport does
+            return
         self.headers.append((name, value))
         if name.lower() in (b"content-length", b"transfer-encoding"):
             self.framed = True
 
     def on_headers_complete(self) -> None:
-        if self.parser.get_status_code() < 200:  # 1xx: informational, the answer follows
-            self.messages -= 1
+        status = self.parser.get_status_code()
+        if status < 100:
+            raise _Refused(f"status code {status} is not an HTTP status")
+        if status < 200:  # 1xx: informational, the answer follows
             self.reason, self.headers, self.framed = b"", [], False
             return
         self.head_done = True
@@ -110,7 +118,8 @@ class _Exchange:
             self.done = True
 
     def on_body(self, body: bytes) -> None:
-        self.body.append(body)
+        if not self.head_only:  # an answer to HEAD has no body, whatever it says
+            self.body.append(body)
 
     def on_message_complete(self) -> None:
         if self.head_done:
@@ -137,10 +146,9 @@ class _Exchange:
             raise httpx.RemoteProtocolError("the upstream switched protocols") from None
         except httptools.HttpParserError as exc:
             if not self.done:
-                raise httpx.RemoteProtocolError(f"invalid HTTP/1.1 from upstream: {exc}") from None
-            self.reusable = False  # garbage after the answer
-        if self.messages > 1:  # bytes past the answer: this connection is not in step
-            self.reusable = False
+                why = exc.__context__ if isinstance(exc.__context__, _Refused) else exc
+                raise httpx.RemoteProtocolError(f"invalid HTTP/1.1 from upstream: {why}") from None
+            self.reusable = False  # bytes past the answer: this connection is not in step
         if not self.head_done:
             self.head_size += len(data)
             if self.head_size > MAX_HEAD:

@@ -688,3 +688,116 @@ def test_an_upstream_that_never_accepts_is_a_connect_timeout(loop):
         finally:
             for filler in fillers:
                 filler.close()
+
+
+# -- framing, whatever the read boundaries ---------------------------------------------------
+
+# what the upstream answers first -> (status, body, the next request reuses the connection),
+# or the RemoteProtocolError's words
+ANSWERS: dict[str, tuple[str, bytes, tuple[int, bytes, bool] | str]] = {
+    "length and chunked": (
+        "GET",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n",
+        "can't be present",
+    ),
+    "negative length": (
+        "GET",
+        b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\nhello",
+        "Content-Length",
+    ),
+    "two lengths": (
+        "GET",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 3\r\n\r\nhello",
+        "Duplicate Content-Length",
+    ),
+    "huge length": (
+        "GET",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+        "overflow",
+    ),
+    "huge chunk": (
+        "GET",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nfffffffffffffffffff\r\nhello",
+        "overflow",
+    ),
+    "status 0": ("GET", b"HTTP/1.1 000 Zero\r\ncontent-length: 5\r\n\r\nhello", "status code 0"),
+    "trailers": (
+        "GET",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-t: 1\r\n\r\n",
+        (200, b"hello", True),
+    ),
+    "1xx first": (
+        "GET",
+        b"HTTP/1.1 100 Continue\r\nx-early: 1\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+        (200, b"hello", True),
+    ),
+    "204 with a body": (
+        "GET",
+        b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\nhello",
+        (204, b"", False),
+    ),
+    "304 with a body": ("GET", b"HTTP/1.1 304 Not Modified\r\n\r\nhello", (304, b"", False)),
+    "HEAD with a body": (
+        "HEAD",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+        (200, b"", False),
+    ),
+    "a second answer past the length": (
+        "GET",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-smuggled: 1\r\n\r\nEVIL!",
+        (200, b"hello", False),
+    ),
+    "HTTP/1.0 keep-alive": (
+        "GET",
+        b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 5\r\n\r\nhello",
+        (200, b"hello", True),
+    ),
+    "HTTP/1.0": (
+        "GET",
+        b"HTTP/1.0 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+        (200, b"hello", False),
+    ),
+    "connection close": (
+        "GET",
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 5\r\n\r\nhello",
+        (200, b"hello", False),
+    ),
+}
+
+
+@pytest.mark.parametrize("read_size", [1, 65536], ids=["byte-by-byte", "at-once"])
+@pytest.mark.parametrize("case", list(ANSWERS))
+def test_an_answer_means_the_same_however_its_bytes_are_split(monkeypatch, case, read_size):
+    """The parser sees the answer one byte per read (every split point) or whole: same
+    status, body and headers, trailers dropped, nothing of a second answer taken into the
+    first (a response desync), an invalid answer refused; the connection is reused only
+    after a clean end."""
+    from helixlab.plugins import _transport
+
+    monkeypatch.setattr(_transport, "READ_SIZE", read_size)
+    method, sent, expected = ANSWERS[case]
+
+    async def first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(sent)
+        await writer.drain()
+        await answer_ok(reader, writer, 1)
+
+    async def main() -> None:
+        upstream = Upstream(then_ok(first))
+        async with upstream as url, async_client(base_url=url, timeout=5) as client:
+            if isinstance(expected, str):
+                with pytest.raises(httpx.RemoteProtocolError, match=expected):
+                    await client.request(method, "/")
+                await ok_again(client, "/", upstream, 2)
+                return
+            status, body, reused = expected
+            response = await client.request(method, "/")
+            assert (response.status_code, response.content) == (status, body)
+            assert not {"x-t", "x-early", "x-smuggled"} & set(response.headers)
+            await ok_again(client, "/", upstream, 1 if reused else 2)
+
+    run("asyncio", main)
