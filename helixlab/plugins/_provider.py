@@ -21,7 +21,11 @@ client would use, ``/v1`` included), plus a key where the service needs one:
 Failures are retried ``retry_count`` times with exponential backoff (``retry_backoff`` ×
 2ⁿ), waiting at least as long as a ``Retry-After`` header asks; a wait longer than
 ``max_retry_delay`` is not worth holding the client for, so the error is raised at once.
-Streams are retried only before their first chunk. Every failure surfaces as
+Retried are the statuses in ``RETRY_STATUSES`` and a request that never left (no
+connection, or none free in the pool); one that may have reached the upstream (a read
+timeout, a connection lost after sending) is not sent again: a chat completion is not
+idempotent, the upstream may be running (and billing) it. Streams are retried only before
+their first chunk. Every failure surfaces as
 :class:`~helixlab.plugins.UpstreamError` with the upstream's status and error body.
 
 ``capabilities()`` is cheap and synchronous: its models are the ``models`` setting (or the
@@ -65,6 +69,8 @@ __all__ = [
 ]
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+#: Transport failures before a byte of the request was sent: the only ones worth retrying.
+UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _USER_AGENT = "helixlab-custom-provider/1.0"
 
 
@@ -199,6 +205,8 @@ class OpenAICompatibleProvider:
                     )
                 except httpx.TransportError as exc:
                     error = _transport_error(exc, self.name, attempt + 1)
+                    if not isinstance(exc, UNSENT):
+                        raise error from exc
                 else:
                     if response.status_code < 400:
                         return _parse_completion(response, self.name)
@@ -227,6 +235,8 @@ class OpenAICompatibleProvider:
                         await response.aclose()
                 except httpx.TransportError as exc:
                     error = _transport_error(exc, self.name, attempt + 1)
+                    if not isinstance(exc, UNSENT):
+                        raise error from exc
                 attempt = await self._wait_or_raise(error, attempt)
 
     async def health_check(self) -> None:
@@ -325,6 +335,8 @@ def _status_error(response: httpx.Response, name: str, attempts: int) -> Upstrea
 def _transport_error(exc: httpx.TransportError, name: str, attempts: int) -> UpstreamError:
     timed_out = isinstance(exc, httpx.TimeoutException)
     what = "did not answer in time" if timed_out else "could not be reached"
+    if not timed_out and not isinstance(exc, UNSENT):
+        what = "broke off the exchange"
     code = "upstream_timeout" if timed_out else "upstream_unreachable"
     return _no_answer(f"Upstream {what}: {type(exc).__name__}: {exc}", code, name, attempts)
 

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
+from helixlab.errors import UpstreamError
 from helixlab.kernel import loop_factory
 from helixlab.plugins import _network
 from helixlab.plugins._transport import async_client
@@ -801,3 +802,72 @@ def test_an_answer_means_the_same_however_its_bytes_are_split(monkeypatch, case,
             await ok_again(client, "/", upstream, 1 if reused else 2)
 
     run("asyncio", main)
+
+
+async def provider_error(api_url: str, stream: bool = False, **config: object) -> UpstreamError:
+    """The UpstreamError custom-provider at ``api_url`` raises for one chat completion
+    (retried with no backoff), non-streamed or streamed alike."""
+    from helixlab.kernel import Context
+    from helixlab.llm import ChatRequest, Message
+    from helixlab.plugins._provider import CustomProvider, CustomProviderConfig
+
+    plugin = CustomProvider()
+    settings = CustomProviderConfig(api_url=api_url, retry_backoff=0, models=["m"], **config)
+    ctx = Context("custom-provider", plugin.version, settings, {})
+    plugin.init(ctx, settings)
+    await plugin.start(ctx)
+    try:
+        request = ChatRequest(model="m", messages=[Message.user("ping")])
+        provider = plugin.get_provider()
+        with pytest.raises(UpstreamError) as info:
+            if stream:
+                async for _ in provider.complete_stream(request):
+                    pass
+            else:
+                await provider.complete(request)
+        return info.value
+    finally:
+        await plugin.stop(ctx)
+
+
+@LOOPS
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("fault", ["read-timeout", "cut-mid-body", "closed", "reset"])
+def test_a_completion_that_may_have_reached_the_upstream_is_never_sent_twice(loop, fault, stream):
+    """retry_count retries what never left; a POST the upstream has read (then hung,
+    broke off its answer, closed or reset the connection) may be running there: the
+    error surfaces after one attempt."""
+    posts: list[bytes] = []
+
+    async def fail(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        posts.append(await read_request(reader))
+        if fault == "read-timeout":
+            await reader.read()
+        elif fault == "cut-mid-body":
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{")
+            await writer.drain()
+        elif fault == "reset":
+            writer.transport.abort()
+
+    async def main() -> None:
+        async with Upstream(fail) as url:
+            error = await provider_error(url + "/v1", stream, retry_count=3, timeout=0.3)
+        assert len(posts) == 1 and error.attempts == 1
+        assert error.http_status == (504 if fault == "read-timeout" else 502)
+
+    run(loop, main)
+
+
+@LOOPS
+def test_a_completion_that_never_left_is_retried(loop):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens once it is closed
+
+    async def main() -> None:
+        error = await provider_error(f"http://127.0.0.1:{port}/v1", retry_count=2)
+        assert error.attempts == 3 and "could not be reached" in str(error)
+
+    run(loop, main)
