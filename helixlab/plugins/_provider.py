@@ -40,6 +40,7 @@ import atexit
 import contextlib
 import email.utils
 import random
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -72,6 +73,7 @@ RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 #: Transport failures before a byte of the request was sent: the only ones worth retrying.
 UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _USER_AGENT = "helixlab-custom-provider/1.0"
+_TOKEN = re.compile(r"[!-~]*")  # what may follow "Bearer " in a header, as the key is sent
 
 
 class CustomProviderConfig(PluginConfig):
@@ -97,7 +99,24 @@ class CustomProviderConfig(PluginConfig):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("api_url must be an http(s) URL such as 'https://api.openai.com/v1'")
+        if parts.query or parts.fragment:  # the request paths are appended to it
+            raise ValueError("api_url must be a base URL, without '?query' or '#fragment'")
+        try:
+            parts.port  # noqa: B018 (raises for a port out of range)
+            httpx.URL(url)
+        except (ValueError, httpx.InvalidURL) as exc:
+            raise ValueError(f"api_url is not a valid URL: {exc}") from None
         return url
+
+    @field_validator("api_key")
+    @classmethod
+    def _check_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not _TOKEN.fullmatch(key.get_secret_value()):
+            raise ValueError(
+                "api_key must be printable ASCII without spaces or line breaks"
+                " (a trailing newline read from a file?)"
+            )
+        return key
 
     @field_validator("health_path")
     @classmethod
