@@ -871,3 +871,64 @@ def test_a_completion_that_never_left_is_retried(loop):
         assert error.attempts == 3 and "could not be reached" in str(error)
 
     run(loop, main)
+
+
+@LOOPS
+def test_a_closed_client_opens_no_connection_and_its_waiting_requests_are_not_cancelled(loop):
+    """After ``aclose`` (a provider stopped by a reload while requests are queued or about
+    to retry): a queued request gets RuntimeError (it was not cancelled), and a request
+    sent later through the lane opens no connection that nobody would close."""
+    from helixlab.plugins._transport import Upstream as Lane
+
+    answer = asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        await answer.wait()
+        writer.write(OK)
+        await writer.drain()
+
+    async def main() -> None:
+        upstream = Upstream(slow)
+        limits = httpx.Limits(max_connections=1)
+        async with upstream as url:
+            lane = Lane(limits=limits, timeout=5)
+            first = asyncio.create_task(lane.send(lane.request("GET", httpx.URL(url))))
+            queued = asyncio.create_task(lane.send(lane.request("GET", httpx.URL(url))))
+            while not lane.transport.pool._waiters:
+                await asyncio.sleep(0.01)
+            await lane.aclose()
+            with pytest.raises(RuntimeError, match="closed"):
+                await queued
+            answer.set()
+            with pytest.raises(httpx.TransportError):  # its connection was closed under it
+                await first
+            with pytest.raises(RuntimeError, match="closed"):
+                await lane.send(lane.request("GET", httpx.URL(url)))
+            assert upstream.connections == 1 and lane.transport.pool.connections == []
+
+    run(loop, main)
+
+
+def test_credentials_in_the_url_are_basic_auth_on_the_lane_as_through_the_client():
+    from helixlab.plugins._transport import Upstream as Lane
+
+    seen: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            head = (await read_request(reader)).split(b"\r\n\r\n")[0]
+            seen.append(next(line for line in head.split(b"\r\n") if b"uthorization" in line))
+            writer.write(OK)
+            await writer.drain()
+
+    async def main() -> None:
+        async with Upstream(record) as url, Lane(headers={"Authorization": "Bearer k"}) as lane:
+            with_user = httpx.URL(url.replace("http://", "http://user:pa%20ss@") + "/v1")
+            await (await lane.send(lane.request("POST", with_user, json={}))).aread()
+            await lane.client.post(with_user, json={})  # httpx's client, for comparison
+            await (await lane.send(lane.request("POST", httpx.URL(url), json={}))).aread()
+        basic = b"Authorization: Basic dXNlcjpwYSBzcw=="  # user:pa ss
+        assert seen == [basic, basic, b"Authorization: Bearer k"]
+
+    run("asyncio", main)
