@@ -222,6 +222,9 @@ class _Pool:
                 return connection
             if len(self.connections) + self.connecting < self.max_connections:
                 return await self._connect(origin, timeouts)
+            if self.idle:  # all taken, some idle for another origin: the oldest makes room
+                self._close(self.idle[0])
+                continue
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             await self._wait(left, pool_timeout)
 

@@ -932,3 +932,19 @@ def test_credentials_in_the_url_are_basic_auth_on_the_lane_as_through_the_client
         assert seen == [basic, basic, b"Authorization: Bearer k"]
 
     run("asyncio", main)
+
+
+def test_at_the_limit_an_idle_connection_to_another_origin_makes_room():
+    """Every slot held by idle connections to one upstream: a request to another closes
+    the oldest of them rather than waiting for a pool timeout."""
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=1)
+        timeout = httpx.Timeout(5, pool=1)
+        first, second = Upstream(answer_ok), Upstream(answer_ok)
+        async with first as one, second as two, async_client(limits=limits, timeout=timeout) as c:
+            for url in (one, two, one):
+                assert (await c.get(url)).json() == {"ok": True}
+            assert (first.connections, second.connections) == (2, 1)
+
+    run("asyncio", main)
