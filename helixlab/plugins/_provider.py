@@ -121,7 +121,12 @@ class CustomProviderConfig(PluginConfig):
     @field_validator("health_path")
     @classmethod
     def _check_path(cls, path: str) -> str:
-        return path if path.startswith("/") else "/" + path
+        path = path if path.startswith("/") else "/" + path
+        try:
+            httpx.URL("http://h" + path)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"health_path is not a valid URL path: {exc}") from None
+        return path
 
 
 # -- the embedded upstream ---------------------------------------------------------------

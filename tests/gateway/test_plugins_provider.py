@@ -331,6 +331,7 @@ def test_a_bad_api_url_is_a_config_error(kernel):
         ({"api_url": "https://h.test/v1\r\nX-Injected: 1"}, "api_url is not a valid URL"),
         ({"api_url": "https://h.test:99999/v1"}, "Port out of range"),
         ({"api_url": "https://h.test/v1?api-version=1"}, "without '\\?query'"),
+        ({"health_path": "/models\r\nX-Injected: 1"}, "health_path is not a valid URL path"),
     ],
 )
 def test_a_key_or_url_that_cannot_go_on_the_wire_is_a_config_error(kernel, config, words):
