@@ -21,8 +21,10 @@ The layers, each on a public interface:
 - :class:`AsyncioTransport`: ``httpx.AsyncBaseTransport``; httpx's timeouts
   (connect/read/write/pool), its exceptions, its ``Response``.
 
-Like httpx's own transport, nothing is retried here (custom-provider retries what is safe
-to retry, with backoff). HTTP/1.1 only, as the provider uses it. httpx honours proxies from
+Retried here is only the keep-alive race: an idempotent request (GET, ...) on a reused
+connection the upstream closed as it went out, answering nothing, goes again on the next
+connection; a POST never (custom-provider retries what is safe to retry, with backoff).
+HTTP/1.1 only, as the provider uses it. httpx honours proxies from
 the environment only with its own transports, so where one is named (``HTTP_PROXY``,
 ``HTTPS_PROXY``, ``ALL_PROXY``) :func:`async_client` gives httpx's own client instead.
 """
@@ -140,6 +142,8 @@ class _Exchange:
             raise httpx.RemoteProtocolError(
                 "peer closed connection without sending complete message body"
             )
+        if not self.head_done:
+            self.head_size += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -149,10 +153,8 @@ class _Exchange:
                 why = exc.__context__ if isinstance(exc.__context__, _Refused) else exc
                 raise httpx.RemoteProtocolError(f"invalid HTTP/1.1 from upstream: {why}") from None
             self.reusable = False  # bytes past the answer: this connection is not in step
-        if not self.head_done:
-            self.head_size += len(data)
-            if self.head_size > MAX_HEAD:
-                raise httpx.RemoteProtocolError(f"the upstream's head is over {MAX_HEAD} bytes")
+        if not self.head_done and self.head_size > MAX_HEAD:
+            raise httpx.RemoteProtocolError(f"the upstream's head is over {MAX_HEAD} bytes")
 
 
 def _request_bytes(request: httpx.Request, body: bytes) -> bytes:
@@ -387,6 +389,7 @@ class _Body(httpx.AsyncByteStream):
 
 
 _PORTS = {b"http": 80, b"https": 443}
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # idempotent methods
 
 
 class AsyncioTransport(httpx.AsyncBaseTransport):
@@ -420,20 +423,28 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
         data = _request_bytes(request, b"" if chunked else body)
         pool = self.pool
         origin = (scheme, url.raw_host, url.port or _PORTS[scheme])
-        with _as_httpx_errors():
-            connection = await pool.acquire(origin, timeouts)
-        exchange = _Exchange(connection, head_only=request.method == "HEAD")
         read, write = timeouts.get("read"), timeouts.get("write")
-        try:
+        while True:
             with _as_httpx_errors():
-                await connection.stream.write(data, write)
-                if chunked:
-                    await connection.stream.write(body, write)
-                while not exchange.head_done:
-                    await exchange.receive(read)
-        except BaseException:
-            pool.release(connection, False)
-            raise
+                connection = await pool.acquire(origin, timeouts)
+            reused = connection.idle_since > 0
+            exchange = _Exchange(connection, head_only=request.method == "HEAD")
+            try:
+                with _as_httpx_errors():
+                    await connection.stream.write(data, write)
+                    if chunked:
+                        await connection.stream.write(body, write)
+                    while not exchange.head_done:
+                        await exchange.receive(read)
+                break
+            except BaseException as exc:
+                pool.release(connection, False)
+                # the keep-alive race: the upstream closed the idle connection as the
+                # request went out, answering nothing; only a request that may be repeated
+                # (RFC 9110 9.2.2) goes again, on the next connection (a new one, at worst)
+                lost = isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError))
+                if not (reused and lost and not exchange.head_size and request.method in _SAFE):
+                    raise
         return httpx.Response(
             status_code=exchange.parser.get_status_code(),
             headers=exchange.headers,

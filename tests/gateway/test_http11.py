@@ -948,3 +948,33 @@ def test_at_the_limit_an_idle_connection_to_another_origin_makes_room():
             assert (first.connections, second.connections) == (2, 1)
 
     run("asyncio", main)
+
+
+@LOOPS
+def test_a_kept_alive_connection_closed_as_the_request_went_out_is_retried_only_if_idempotent(
+    loop,
+):
+    """The keep-alive race: the upstream closes an idle connection just as a request goes
+    out on it (its FIN not yet seen), reading the request but answering nothing. A GET is
+    sent again on a new connection; a POST, which the upstream may have acted on, is not:
+    it fails, and reached the upstream once."""
+    posts = 0
+
+    async def one_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        nonlocal posts
+        await read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        request = await read_request(reader)  # the next one on this connection: no answer
+        posts += request.startswith(b"POST")
+
+    async def main() -> None:
+        upstream = Upstream(one_each)
+        async with upstream as url, async_client(base_url=url) as client:
+            await ok_again(client, "/", upstream, 1)
+            await ok_again(client, "/", upstream, 2)  # on 1, closed unanswered; again on 2
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.post("/", content=b"charge me once")
+            assert (posts, upstream.connections) == (1, 2)
+
+    run(loop, main)
