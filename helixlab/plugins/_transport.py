@@ -56,7 +56,9 @@ __all__ = ["AsyncioBackend", "AsyncioTransport", "Upstream", "async_client"]
 
 #: As many connections kept idle as may be open: with httpx's default (20 of 100), a gateway
 #: under 64 clients closed and reopened connections all the time, 6.6% of its CPU (py-spy).
-LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+#: Idle ones are dropped after 4 s, before the 5 s after which uvicorn (so vLLM), Node and
+#: Apache close theirs: at httpx's 5 s a POST sent after 5 s idle met the server's close.
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=4)
 READ_SIZE = 65536
 MAX_HEAD = 100 * 1024  # a response's status line and headers, at most (h11's limit too)
 _NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")  # header names (RFC 9110 tokens)

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
+import uvicorn
 
 from helixlab.errors import UpstreamError
 from helixlab.kernel import loop_factory
@@ -978,3 +979,12 @@ def test_a_kept_alive_connection_closed_as_the_request_went_out_is_retried_only_
             assert (posts, upstream.connections) == (1, 2)
 
     run(loop, main)
+
+
+def test_idle_connections_are_dropped_before_common_servers_drop_theirs():
+    """uvicorn (vLLM's server), Node and Apache close a connection idle for 5 s: a client
+    that keeps it as long sends a POST into that close (which it must not retry)."""
+    from helixlab.plugins._transport import LIMITS
+
+    assert LIMITS.keepalive_expiry is not None and LIMITS.keepalive_expiry < 5
+    assert uvicorn.Config(app=None).timeout_keep_alive == 5  # the server this is about
