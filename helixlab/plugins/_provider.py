@@ -313,6 +313,9 @@ async def _relay(response: httpx.Response, name: str) -> AsyncIterator[StreamChu
             yield chunk
     except ValueError as exc:
         raise _no_answer(f"Upstream stream failed: {exc}", "upstream_stream_error", name) from exc
+    except httpx.TimeoutException as exc:
+        what = f"Upstream stopped sending before the stream finished ({type(exc).__name__})."
+        raise _no_answer(what, "upstream_timeout", name) from exc
     except httpx.TransportError as exc:
         what = f"Upstream closed the stream before it finished ({type(exc).__name__})."
         raise _no_answer(what, "upstream_stream_error", name) from exc

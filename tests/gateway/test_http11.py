@@ -988,3 +988,23 @@ def test_idle_connections_are_dropped_before_common_servers_drop_theirs():
 
     assert LIMITS.keepalive_expiry is not None and LIMITS.keepalive_expiry < 5
     assert uvicorn.Config(app=None).timeout_keep_alive == 5  # the server this is about
+
+
+@LOOPS
+def test_an_upstream_that_stops_mid_stream_is_a_timeout_not_a_close(loop):
+    event = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
+    event += b'"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+        await writer.drain()
+        await reader.read()  # and nothing more, connection open
+
+    async def main() -> None:
+        async with Upstream(stall) as url:
+            error = await provider_error(url + "/v1", True, retry_count=0, timeout=0.3)
+        assert error.http_status == 504 and "stopped sending" in str(error)
+
+    run(loop, main)
