@@ -5,6 +5,8 @@ loops, and the connection that saw it is never reused."""
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -1006,5 +1008,89 @@ def test_an_upstream_that_stops_mid_stream_is_a_timeout_not_a_close(loop):
         async with Upstream(stall) as url:
             error = await provider_error(url + "/v1", True, retry_count=0, timeout=0.3)
         assert error.http_status == 504 and "stopped sending" in str(error)
+
+    run(loop, main)
+
+
+@LOOPS
+@pytest.mark.parametrize("phase", ["connect", "write", "head", "mid-body", "pool"])
+def test_a_request_cancelled_in_any_phase_is_cancelled_and_leaves_no_socket(loop, phase):
+    """The task is cancelled (a client left the gateway) while its request connects,
+    writes, waits for the head, reads the body or waits for a pool slot: CancelledError
+    reaches it (never swallowed, never an httpx error), and once the client is closed the
+    process holds no more file descriptors than before."""
+    import os
+    import socket
+
+    def sockets() -> set[str]:  # the process's open sockets (uvloop adds a /dev/null)
+        found = set()
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                found.add(os.readlink(f"/proc/self/fd/{fd}"))
+        return {link for link in found if link.startswith("socket:")}
+
+    reached = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        if phase == "write":
+            reached.set()
+            await asyncio.Event().wait()  # never reads: the client's writes back up
+        await read_request(reader)
+        if phase == "mid-body":
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nsome")
+            await writer.drain()
+        reached.set()
+        await reader.read()
+
+    async def main() -> None:
+        before = sockets()
+        listener = socket.socket()  # accepts nothing: a connect to it never completes
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        fillers = [socket.socket() for _ in range(3)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(listener.getsockname())
+        upstream = Upstream(script)
+        limits = httpx.Limits(max_connections=1)
+        async with upstream as url:
+            client = async_client(limits=limits, timeout=30)
+            pool = client._transport.pool
+            if phase == "connect":
+                url = "http://{}:{}".format(*listener.getsockname())
+                task = asyncio.create_task(client.get(url))
+                while not pool.connecting:
+                    await asyncio.sleep(0.01)
+            elif phase == "pool":
+                holder = asyncio.create_task(client.get(url))
+                await reached.wait()
+                task = asyncio.create_task(client.get(url))
+                while not pool._waiters:
+                    await asyncio.sleep(0.01)
+            else:
+                body = b"x" * (64 << 20) if phase == "write" else b""
+
+                async def request() -> None:
+                    async with client.stream("POST", url, content=body) as response:
+                        await response.aread()
+
+                task = asyncio.create_task(request())
+                await reached.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert pool.connecting == 0 and pool._waiters == collections.deque()
+            if phase == "pool":
+                holder.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await holder
+            assert pool.connections == []  # nothing half-used kept
+            await client.aclose()
+        for sock in (listener, *fillers):
+            sock.close()
+        deadline = time.monotonic() + 5
+        while sockets() - before and time.monotonic() < deadline:  # closed in loop turns
+            await asyncio.sleep(0.01)
+        assert not sockets() - before
 
     run(loop, main)
