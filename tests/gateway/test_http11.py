@@ -1094,3 +1094,50 @@ def test_a_request_cancelled_in_any_phase_is_cancelled_and_leaves_no_socket(loop
         assert not sockets() - before
 
     run(loop, main)
+
+
+@LOOPS
+def test_64_concurrent_requests_with_failing_connections_each_get_their_own_answer_or_an_error(
+    loop,
+):
+    """Over 16 connections, some reset after reading a request, some answer with bytes past
+    the answer, some answer garbage: every request ends with its own body or an httpx
+    error, nothing of one answer reaches another, and the pool's books balance."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        answered = 0
+        while True:
+            body = (await read_request(reader)).split(b"\r\n\r\n", 1)[1]
+            answered += 1
+            if n % 3 == 0 and answered == 2:
+                writer.transport.abort()
+                return
+            answer = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            if n % 5 == 0:
+                answer += b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nEVIL!"
+            elif n % 7 == 0:
+                answer = b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n" + body
+            writer.write(answer)
+            await writer.drain()
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=16)
+        upstream = Upstream(echo)
+        async with upstream as url, async_client(limits=limits, timeout=10) as client:
+            for _ in range(3):
+                bodies = [b"request %d" % i for i in range(64)]
+                results = await asyncio.gather(
+                    *(client.post(url, content=body) for body in bodies), return_exceptions=True
+                )
+                for body, result in zip(bodies, results, strict=True):
+                    if isinstance(result, BaseException):
+                        assert isinstance(result, httpx.TransportError), result
+                    else:
+                        assert result.content == body
+                assert any(not isinstance(result, BaseException) for result in results)
+                pool = client._transport.pool
+                assert (pool.connecting, len(pool._waiters)) == (0, 0)
+                assert sorted(map(id, pool.connections)) == sorted(map(id, pool.idle))  # all idle
+            assert upstream.connections > 16  # the faulty ones were replaced
+
+    run(loop, main)
