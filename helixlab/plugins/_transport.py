@@ -391,7 +391,7 @@ class _Body(httpx.AsyncByteStream):
 
 
 _PORTS = {b"http": 80, b"https": 443}
-_SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # idempotent methods
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 9.2.2
 
 
 class AsyncioTransport(httpx.AsyncBaseTransport):
@@ -445,7 +445,8 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
                 # request went out, answering nothing; only a request that may be repeated
                 # (RFC 9110 9.2.2) goes again, on the next connection (a new one, at worst)
                 lost = isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError))
-                if not (reused and lost and not exchange.head_size and request.method in _SAFE):
+                lost = lost and reused and not exchange.head_size
+                if not (lost and request.method in _IDEMPOTENT):
                     raise
         return httpx.Response(
             status_code=exchange.parser.get_status_code(),
