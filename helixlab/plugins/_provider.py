@@ -111,12 +111,14 @@ class CustomProviderConfig(PluginConfig):
     @field_validator("api_key")
     @classmethod
     def _check_key(cls, key: SecretStr | None) -> SecretStr | None:
-        if key is not None and not _TOKEN.fullmatch(key.get_secret_value()):
-            raise ValueError(
-                "api_key must be printable ASCII without spaces or line breaks"
-                " (a trailing newline read from a file?)"
-            )
-        return key
+        """Surrounding whitespace (a newline read from a file) trimmed; inside, only what
+        a header value can carry."""
+        if key is None:
+            return None
+        value = key.get_secret_value().strip()
+        if not _TOKEN.fullmatch(value):
+            raise ValueError("api_key must be printable ASCII without spaces or line breaks")
+        return SecretStr(value)
 
     @field_validator("health_path")
     @classmethod

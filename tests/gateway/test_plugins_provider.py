@@ -325,8 +325,9 @@ def test_a_bad_api_url_is_a_config_error(kernel):
 @pytest.mark.parametrize(
     ("config", "words"),
     [
-        ({"api_key": "sk-pasted-key\n"}, "api_key must be printable ASCII"),
+        ({"api_key": "sk-pasted\n-key"}, "api_key must be printable ASCII"),
         ({"api_key": "sk-pasted-key\r\nX-Injected: 1"}, "api_key must be printable ASCII"),
+        ({"api_key": "sk-pasted key"}, "api_key must be printable ASCII"),
         ({"api_key": "sk-pasted-kéy"}, "api_key must be printable ASCII"),
         ({"api_url": "https://h.test/v1\r\nX-Injected: 1"}, "api_url is not a valid URL"),
         ({"api_url": "https://h.test:99999/v1"}, "Port out of range"),
@@ -340,3 +341,8 @@ def test_a_key_or_url_that_cannot_go_on_the_wire_is_a_config_error(kernel, confi
     with pytest.raises(hx.ConfigError, match=words) as info:
         kernel.apply_config({"plugins": {"custom-provider": {"config": config}}})
     assert "pasted" not in str(info.value)
+
+
+def test_a_key_read_from_a_file_with_its_newline_is_sent_trimmed():
+    config = CustomProviderConfig(api_key=" sk-from-a-file\n")
+    assert config.api_key is not None and config.api_key.get_secret_value() == "sk-from-a-file"
