@@ -22,7 +22,7 @@ Failures are retried ``retry_count`` times with exponential backoff (``retry_bac
 2ⁿ), waiting at least as long as a ``Retry-After`` header asks; a wait longer than
 ``max_retry_delay`` is not worth holding the client for, so the error is raised at once.
 Retried are the statuses in ``RETRY_STATUSES`` and a request that never left (no
-connection, or none free in the pool); one that may have reached the upstream (a read
+connection, or none free in the pool; not a certificate refused); one that may have reached the upstream (a read
 timeout, a connection lost after sending) is not sent again: a chat completion is not
 idempotent, the upstream may be running (and billing) it. Streams are retried only before
 their first chunk. Every failure surfaces as
@@ -41,6 +41,7 @@ import contextlib
 import email.utils
 import random
 import re
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -72,6 +73,16 @@ __all__ = [
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 #: Transport failures before a byte of the request was sent: the only ones worth retrying.
 UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def _retryable(exc: httpx.TransportError) -> bool:
+    """Nothing was sent, and trying again may help: not a certificate refused."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__cause__ or cause.__context__
+    return isinstance(exc, UNSENT) and cause is None
+
+
 _USER_AGENT = "helixlab-custom-provider/1.0"
 _TOKEN = re.compile(r"[!-~]*")  # what may follow "Bearer " in a header, as the key is sent
 
@@ -231,7 +242,7 @@ class OpenAICompatibleProvider:
                     )
                 except httpx.TransportError as exc:
                     error = _transport_error(exc, self.name, attempt + 1)
-                    if not isinstance(exc, UNSENT):
+                    if not _retryable(exc):
                         raise error from exc
                 else:
                     if response.status_code < 400:
@@ -261,7 +272,7 @@ class OpenAICompatibleProvider:
                         await response.aclose()
                 except httpx.TransportError as exc:
                     error = _transport_error(exc, self.name, attempt + 1)
-                    if not isinstance(exc, UNSENT):
+                    if not _retryable(exc):
                         raise error from exc
                 attempt = await self._wait_or_raise(error, attempt)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 
@@ -29,8 +30,9 @@ class Upstream:
     connection's requests as the test wants. Counts connections; closes every one it
     accepted when the test leaves (so that the server's own close never waits on them)."""
 
-    def __init__(self, script: Handler):
+    def __init__(self, script: Handler, tls: ssl.SSLContext | None = None):
         self.script = script
+        self.tls = tls
         self.connections = 0
         self.writers: list[asyncio.StreamWriter] = []
 
@@ -45,8 +47,9 @@ class Upstream:
             writer.close()
 
     async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.tls)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"https://localhost:{port}" if self.tls else f"http://127.0.0.1:{port}"
 
     async def __aexit__(self, *exc: object) -> None:
         for writer in self.writers:
@@ -1139,5 +1142,26 @@ def test_64_concurrent_requests_with_failing_connections_each_get_their_own_answ
                 assert (pool.connecting, len(pool._waiters)) == (0, 0)
                 assert sorted(map(id, pool.connections)) == sorted(map(id, pool.idle))  # all idle
             assert upstream.connections > 16  # the faulty ones were replaced
+
+    run(loop, main)
+
+
+@LOOPS
+def test_a_certificate_the_provider_does_not_trust_fails_at_once_not_after_retries(loop, tmp_path):
+    """TLS verification is on by default: a self-signed upstream is refused, at the first
+    attempt (retrying cannot make a certificate trusted), nothing sent."""
+    from test_transport import _tls_contexts
+
+    server_context, _ = _tls_contexts(tmp_path)
+    requests: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        requests.append(await read_request(reader))
+
+    async def main() -> None:
+        async with Upstream(record, server_context) as url:
+            error = await provider_error(url + "/v1", retry_count=3)
+        assert error.attempts == 1 and "CERTIFICATE_VERIFY_FAILED" in str(error)
+        assert requests == []
 
     run(loop, main)
