@@ -22,10 +22,10 @@ Failures are retried ``retry_count`` times with exponential backoff (``retry_bac
 2ⁿ), waiting at least as long as a ``Retry-After`` header asks; a wait longer than
 ``max_retry_delay`` is not worth holding the client for, so the error is raised at once.
 Retried are the statuses in ``RETRY_STATUSES`` and a request that never left (no
-connection, or none free in the pool; not a certificate refused); one that may have reached the upstream (a read
-timeout, a connection lost after sending) is not sent again: a chat completion is not
-idempotent, the upstream may be running (and billing) it. Streams are retried only before
-their first chunk. Every failure surfaces as
+connection, or none free in the pool; not a certificate refused); one that may have
+reached the upstream (a read timeout, a connection lost after sending) is not sent again:
+a chat completion is not idempotent, the upstream may be running (and billing) it.
+Streams are retried only before their first chunk. Every failure surfaces as
 :class:`~helixlab.plugins.UpstreamError` with the upstream's status and error body.
 
 ``capabilities()`` is cheap and synchronous: its models are the ``models`` setting (or the
