@@ -8,25 +8,22 @@ HTTP/1.1 exchange at a time per connection, parsed by httptools (llhttp, in C) a
 arrive, and a pool that takes the most recently used idle connection in O(1): CPU per
 request 1,184 -> 488 µs at 64 clients, same machine, same run (benchmarks/README.md).
 
-The layers, each on a public interface:
-
-- :class:`~._network.AsyncioBackend`: the bytes on the running loop (an
-  ``httpcore.AsyncNetworkBackend``: that interface only, pinned by httpcore's major version).
-- ``_Exchange``: one request and its response on a connection: the head and body sent in
-  one write; the response framed by Content-Length, chunked encoding or the end of the
-  connection; anything else (garbage, a body cut short, bytes past the message, an
-  upgrade) is an error and the connection is closed, never reused.
-- ``_Pool``: at most ``max_connections`` open, ``max_keepalive_connections`` idle (for
-  ``keepalive_expiry`` seconds); a request waits for a free slot up to the pool timeout.
-- :class:`AsyncioTransport`: ``httpx.AsyncBaseTransport``; httpx's timeouts
-  (connect/read/write/pool), its exceptions, its ``Response``.
+The layers, each on a public interface: :class:`~._network.AsyncioBackend`, the bytes on
+the running loop (an ``httpcore.AsyncNetworkBackend``, pinned by httpcore's major version);
+``_Exchange``, one request (head and body in one write) and its response, framed by
+Content-Length, chunked encoding or the end of the connection (anything else: garbage, a
+body cut short, bytes past the answer, an upgrade, is an error and the connection is never
+reused); ``_Pool``, at most ``max_connections`` open, ``max_keepalive_connections`` idle for
+``keepalive_expiry`` s, a request waiting for a slot up to the pool timeout;
+:class:`AsyncioTransport`, an ``httpx.AsyncBaseTransport`` with httpx's timeouts, exceptions
+and ``Response``.
 
 Retried here is only the keep-alive race: an idempotent request (GET, ...) on a reused
 connection the upstream closed as it went out, answering nothing, goes again on the next
-connection; a POST never (custom-provider retries what is safe to retry, with backoff).
-HTTP/1.1 only, as the provider uses it. httpx honours proxies from
-the environment only with its own transports, so where one is named (``HTTP_PROXY``,
-``HTTPS_PROXY``, ``ALL_PROXY``) :func:`async_client` gives httpx's own client instead.
+connection; a POST never (custom-provider retries what is safe, with backoff). HTTP/1.1
+only. httpx honours proxies from the environment only with its own transports, so where
+one is named (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``) :func:`async_client` gives
+httpx's own client instead.
 """
 
 from __future__ import annotations
@@ -64,6 +61,7 @@ MAX_HEAD = 100 * 1024  # a response's status line and headers, at most (h11's li
 _NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")  # header names (RFC 9110 tokens)
 _NOT_FIELD = re.compile(rb"[\r\n\0]")  # the request target and header values
 _Origin = tuple[bytes, bytes, int]
+_CLOSED = "Cannot send a request, as the client has been closed."  # httpx's words
 
 
 class _Refused(Exception):
@@ -71,8 +69,7 @@ class _Refused(Exception):
 
 
 class _Connection11:
-    """One keep-alive HTTP/1.1 connection of the pool: its stream, where it goes, since when
-    it idles."""
+    """A pooled HTTP/1.1 connection: its stream, where it goes, since when it idles."""
 
     def __init__(self, stream: _Stream, origin: _Origin) -> None:
         self.stream = stream
@@ -107,8 +104,7 @@ class _Exchange:
         if self.head_done:  # a trailer: dropped, as httpx's own transport does
             return
         self.headers.append((name, value))
-        if name.lower() in (b"content-length", b"transfer-encoding"):
-            self.framed = True
+        self.framed |= name.lower() in (b"content-length", b"transfer-encoding")
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -118,8 +114,7 @@ class _Exchange:
             self.reason, self.headers, self.framed = b"", [], False
             return
         self.head_done = True
-        if self.head_only:
-            self.done = True
+        self.done = self.head_only
 
     def on_body(self, body: bytes) -> None:
         if not self.head_only:  # an answer to HEAD has no body, whatever it says
@@ -184,7 +179,7 @@ def _illegal(method: bytes, target: bytes, raw: list[tuple[bytes, bytes]]) -> st
             return f"Illegal header name {name!r}"
         if _NOT_FIELD.search(value):
             return f"Illegal header value (header {name.decode('ascii')!r})"
-    return "Illegal request"  # not reached: the caller found one of the above
+    return "Illegal request"  # not reached
 
 
 async def _request_body(request: httpx.Request) -> tuple[bytes, bool]:
@@ -220,7 +215,7 @@ class _Pool:
         deadline = None if pool_timeout is None else time.monotonic() + pool_timeout
         while True:
             if self.closed:
-                raise _closed()
+                raise RuntimeError(_CLOSED)
             connection = self._take_idle(origin)
             if connection is not None:
                 return connection
@@ -316,43 +311,24 @@ class _Pool:
         connection.stream.close()
 
     async def aclose(self) -> None:
-        """Close every connection; a request waiting for one, or sent later, gets a
-        RuntimeError (not a CancelledError: it was not cancelled); one in flight ends with
-        its connection."""
+        """Close every connection; a request waiting or sent later gets RuntimeError (it was
+        not cancelled); one in flight ends with its connection."""
         self.closed = True
         for connection in list(self.connections):
             self._close(connection)
         for waiter in self._waiters:
             if not waiter.done():
-                waiter.set_exception(_closed())
-
-
-def _closed() -> RuntimeError:
-    return RuntimeError("Cannot send a request, as the client has been closed.")  # httpx's
-
-
-# httpcore's exceptions (from the network backend) as httpx's, the most specific first
-_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.NetworkError, httpx.NetworkError),
-)
+                waiter.set_exception(RuntimeError(_CLOSED))
 
 
 @contextlib.contextmanager
 def _as_httpx_errors() -> Iterator[None]:
+    """httpcore's exceptions (from the network backend) as httpx's of the same name."""
     try:
         yield
     except (httpcore.NetworkError, httpcore.TimeoutException) as exc:
-        for theirs, ours in _ERRORS:
-            if isinstance(exc, theirs):
-                raise ours(str(exc)) from exc
-        raise
+        kind = httpx.TimeoutException if isinstance(exc, httpcore.TimeoutException) else None
+        raise getattr(httpx, type(exc).__name__, kind or httpx.NetworkError)(str(exc)) from exc
 
 
 class _Body(httpx.AsyncByteStream):
@@ -384,9 +360,8 @@ class _Body(httpx.AsyncByteStream):
         self._release()
 
     def _release(self) -> None:
-        pool, self._home = self._home, None
+        pool, self._home, exchange = self._home, None, self._exchange
         if pool is not None:
-            exchange = self._exchange
             pool.release(exchange.connection, exchange.done and exchange.reusable)
 
 
@@ -395,11 +370,8 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  #
 
 
 class AsyncioTransport(httpx.AsyncBaseTransport):
-    """httpx's transport interface over :class:`AsyncioBackend` (see the module docstring).
-
-    ``verify``, ``cert``, ``trust_env`` and ``limits`` mean what they mean to
-    ``httpx.AsyncHTTPTransport``; HTTP/1.1 only (as the provider uses it).
-    """
+    """httpx's transport interface over :class:`AsyncioBackend` (see the module docstring);
+    ``verify``, ``cert``, ``trust_env`` and ``limits`` as for ``httpx.AsyncHTTPTransport``."""
 
     def __init__(
         self,
@@ -441,9 +413,8 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
                 break
             except BaseException as exc:
                 pool.release(connection, False)
-                # the keep-alive race: the upstream closed the idle connection as the
-                # request went out, answering nothing; only a request that may be repeated
-                # (RFC 9110 9.2.2) goes again, on the next connection (a new one, at worst)
+                # the keep-alive race (the upstream closed the idle connection as the request
+                # went out, answering nothing): an idempotent request goes on the next one
                 lost = isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError))
                 lost = lost and reused and not exchange.head_size
                 if not (lost and request.method in _IDEMPOTENT):
@@ -487,17 +458,14 @@ def _client(options: dict[str, Any]) -> tuple[httpx.AsyncClient, AsyncioTranspor
 
 class Upstream:
     """An :func:`async_client` and a fast lane past it, for a caller that builds complete
-    requests itself (custom-provider).
-
-    ``request(...)`` builds an ``httpx.Request`` with the client's headers and timeouts;
-    ``send(request)`` hands it straight to the :class:`AsyncioTransport` (when the client
-    has one: no proxy from the environment), else to ``client.send``. The lane skips the
-    client's per-request work, which the caller does not use: URL merging, cookies, the
-    auth and redirect flows, event hooks and httpx's INFO log line, 130 of 490 µs of CPU
-    per request through the gateway at 64 clients (A/B, one run, 2 cores). Credentials in
-    the URL are sent as Basic auth all the same, as httpx's client does. Either way the
-    response comes back unread; read or close it.
-    """
+    requests itself (custom-provider): ``request(...)`` builds an ``httpx.Request`` with the
+    client's headers and timeouts; ``send(request)`` hands it straight to the
+    :class:`AsyncioTransport` (when the client has one: no proxy from the environment), else
+    to ``client.send``. The lane skips the client's per-request work, which the caller does
+    not use: URL merging, cookies, the auth and redirect flows (credentials in the URL are
+    Basic auth all the same), event hooks and httpx's INFO log line, 130 of 490 µs of CPU
+    per request through the gateway at 64 clients (A/B, one run, 2 cores). Either way the
+    response comes back unread; read or close it."""
 
     def __init__(self, **options: Any) -> None:
         self.client, self.transport = _client(options)
