@@ -21,6 +21,10 @@ client would use, ``/v1`` included), plus a key where the service needs one:
 Failures are retried ``retry_count`` times with exponential backoff (``retry_backoff`` ×
 2ⁿ), waiting at least as long as a ``Retry-After`` header asks; a wait longer than
 ``max_retry_delay`` is not worth holding the client for, so the error is raised at once.
+Retried are the statuses in ``RETRY_STATUSES`` and a request that never left (no
+connection, or none free in the pool; not a certificate refused); one that may have
+reached the upstream (a read timeout, a connection lost after sending) is not sent again:
+a chat completion is not idempotent, the upstream may be running (and billing) it.
 Streams are retried only before their first chunk. Every failure surfaces as
 :class:`~helixlab.plugins.UpstreamError` with the upstream's status and error body.
 
@@ -36,6 +40,8 @@ import atexit
 import contextlib
 import email.utils
 import random
+import re
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -65,7 +71,20 @@ __all__ = [
 ]
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+#: Transport failures before a byte of the request was sent: the only ones worth retrying.
+UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def _retryable(exc: httpx.TransportError) -> bool:
+    """Nothing was sent, and trying again may help: not a certificate refused."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__cause__ or cause.__context__
+    return isinstance(exc, UNSENT) and cause is None
+
+
 _USER_AGENT = "helixlab-custom-provider/1.0"
+_TOKEN = re.compile(r"[!-~]*")  # what may follow "Bearer " in a header, as the key is sent
 
 
 class CustomProviderConfig(PluginConfig):
@@ -91,12 +110,36 @@ class CustomProviderConfig(PluginConfig):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("api_url must be an http(s) URL such as 'https://api.openai.com/v1'")
+        if parts.query or parts.fragment:  # the request paths are appended to it
+            raise ValueError("api_url must be a base URL, without '?query' or '#fragment'")
+        try:
+            parts.port  # noqa: B018 (raises for a port out of range)
+            httpx.URL(url)
+        except (ValueError, httpx.InvalidURL) as exc:
+            raise ValueError(f"api_url is not a valid URL: {exc}") from None
         return url
+
+    @field_validator("api_key")
+    @classmethod
+    def _check_key(cls, key: SecretStr | None) -> SecretStr | None:
+        """Surrounding whitespace (a newline read from a file) trimmed; inside, only what
+        a header value can carry."""
+        if key is None:
+            return None
+        value = key.get_secret_value().strip()
+        if not _TOKEN.fullmatch(value):
+            raise ValueError("api_key must be printable ASCII without spaces or line breaks")
+        return SecretStr(value)
 
     @field_validator("health_path")
     @classmethod
     def _check_path(cls, path: str) -> str:
-        return path if path.startswith("/") else "/" + path
+        path = path if path.startswith("/") else "/" + path
+        try:
+            httpx.URL("http://h" + path)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"health_path is not a valid URL path: {exc}") from None
+        return path
 
 
 # -- the embedded upstream ---------------------------------------------------------------
@@ -199,6 +242,8 @@ class OpenAICompatibleProvider:
                     )
                 except httpx.TransportError as exc:
                     error = _transport_error(exc, self.name, attempt + 1)
+                    if not _retryable(exc):
+                        raise error from exc
                 else:
                     if response.status_code < 400:
                         return _parse_completion(response, self.name)
@@ -227,6 +272,8 @@ class OpenAICompatibleProvider:
                         await response.aclose()
                 except httpx.TransportError as exc:
                     error = _transport_error(exc, self.name, attempt + 1)
+                    if not _retryable(exc):
+                        raise error from exc
                 attempt = await self._wait_or_raise(error, attempt)
 
     async def health_check(self) -> None:
@@ -279,6 +326,9 @@ async def _relay(response: httpx.Response, name: str) -> AsyncIterator[StreamChu
             yield chunk
     except ValueError as exc:
         raise _no_answer(f"Upstream stream failed: {exc}", "upstream_stream_error", name) from exc
+    except httpx.TimeoutException as exc:
+        what = f"Upstream stopped sending before the stream finished ({type(exc).__name__})."
+        raise _no_answer(what, "upstream_timeout", name) from exc
     except httpx.TransportError as exc:
         what = f"Upstream closed the stream before it finished ({type(exc).__name__})."
         raise _no_answer(what, "upstream_stream_error", name) from exc
@@ -325,6 +375,8 @@ def _status_error(response: httpx.Response, name: str, attempts: int) -> Upstrea
 def _transport_error(exc: httpx.TransportError, name: str, attempts: int) -> UpstreamError:
     timed_out = isinstance(exc, httpx.TimeoutException)
     what = "did not answer in time" if timed_out else "could not be reached"
+    if not timed_out and not isinstance(exc, UNSENT):
+        what = "broke off the exchange"
     code = "upstream_timeout" if timed_out else "upstream_unreachable"
     return _no_answer(f"Upstream {what}: {type(exc).__name__}: {exc}", code, name, attempts)
 

@@ -8,23 +8,22 @@ HTTP/1.1 exchange at a time per connection, parsed by httptools (llhttp, in C) a
 arrive, and a pool that takes the most recently used idle connection in O(1): CPU per
 request 1,184 -> 488 µs at 64 clients, same machine, same run (benchmarks/README.md).
 
-The layers, each on a public interface:
+The layers, each on a public interface: :class:`~._network.AsyncioBackend`, the bytes on
+the running loop (an ``httpcore.AsyncNetworkBackend``, pinned by httpcore's major version);
+``_Exchange``, one request (head and body in one write) and its response, framed by
+Content-Length, chunked encoding or the end of the connection (anything else: garbage, a
+body cut short, bytes past the answer, an upgrade, is an error and the connection is never
+reused); ``_Pool``, at most ``max_connections`` open, ``max_keepalive_connections`` idle for
+``keepalive_expiry`` s, a request waiting for a slot up to the pool timeout;
+:class:`AsyncioTransport`, an ``httpx.AsyncBaseTransport`` with httpx's timeouts, exceptions
+and ``Response``.
 
-- :class:`~._network.AsyncioBackend`: the bytes on the running loop (an
-  ``httpcore.AsyncNetworkBackend``: that interface only, pinned by httpcore's major version).
-- ``_Exchange``: one request and its response on a connection: the head and body sent in
-  one write; the response framed by Content-Length, chunked encoding or the end of the
-  connection; anything else (garbage, a body cut short, bytes past the message, an
-  upgrade) is an error and the connection is closed, never reused.
-- ``_Pool``: at most ``max_connections`` open, ``max_keepalive_connections`` idle (for
-  ``keepalive_expiry`` seconds); a request waits for a free slot up to the pool timeout.
-- :class:`AsyncioTransport`: ``httpx.AsyncBaseTransport``; httpx's timeouts
-  (connect/read/write/pool), its exceptions, its ``Response``.
-
-Like httpx's own transport, nothing is retried here (custom-provider retries what is safe
-to retry, with backoff). HTTP/1.1 only, as the provider uses it. httpx honours proxies from
-the environment only with its own transports, so where one is named (``HTTP_PROXY``,
-``HTTPS_PROXY``, ``ALL_PROXY``) :func:`async_client` gives httpx's own client instead.
+Retried here is only the keep-alive race: an idempotent request (GET, ...) on a reused
+connection the upstream closed as it went out, answering nothing, goes again on the next
+connection; a POST never (custom-provider retries what is safe, with backoff). HTTP/1.1
+only. httpx honours proxies from the environment only with its own transports, so where
+one is named (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``) :func:`async_client` gives
+httpx's own client instead.
 """
 
 from __future__ import annotations
@@ -54,17 +53,23 @@ __all__ = ["AsyncioBackend", "AsyncioTransport", "Upstream", "async_client"]
 
 #: As many connections kept idle as may be open: with httpx's default (20 of 100), a gateway
 #: under 64 clients closed and reopened connections all the time, 6.6% of its CPU (py-spy).
-LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+#: Idle ones are dropped after 4 s, before the 5 s after which uvicorn (so vLLM), Node and
+#: Apache close theirs: at httpx's 5 s a POST sent after 5 s idle met the server's close.
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=4)
 READ_SIZE = 65536
 MAX_HEAD = 100 * 1024  # a response's status line and headers, at most (h11's limit too)
 _NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")  # header names (RFC 9110 tokens)
 _NOT_FIELD = re.compile(rb"[\r\n\0]")  # the request target and header values
 _Origin = tuple[bytes, bytes, int]
+_CLOSED = "Cannot send a request, as the client has been closed."  # httpx's words
+
+
+class _Refused(Exception):
+    """What a parser callback raises to stop at a response httptools accepts but we do not."""
 
 
 class _Connection11:
-    """One keep-alive HTTP/1.1 connection of the pool: its stream, where it goes, since when
-    it idles."""
+    """A pooled HTTP/1.1 connection: its stream, where it goes, since when it idles."""
 
     def __init__(self, stream: _Stream, origin: _Origin) -> None:
         self.stream = stream
@@ -85,32 +90,35 @@ class _Exchange:
         self.head_done = self.done = False
         self.framed = False  # Content-Length or Transfer-Encoding: the end is in the message
         self.reusable = False
-        self.messages = 0
         self.head_size = 0
 
-    # -- httptools' callbacks
+    # -- httptools' callbacks: the final answer only (what a callback raises stops the parser)
     def on_message_begin(self) -> None:
-        self.messages += 1
+        if self.head_done:  # bytes past the answer, in the same read: never part of it
+            raise _Refused("bytes past the answer")
 
     def on_status(self, status: bytes) -> None:
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:  # a trailer: dropped, as httpx's own transport does
+            return
         self.headers.append((name, value))
-        if name.lower() in (b"content-length", b"transfer-encoding"):
-            self.framed = True
+        self.framed |= name.lower() in (b"content-length", b"transfer-encoding")
 
     def on_headers_complete(self) -> None:
-        if self.parser.get_status_code() < 200:  # 1xx: informational, the answer follows
-            self.messages -= 1
+        status = self.parser.get_status_code()
+        if status < 100:
+            raise _Refused(f"status code {status} is not an HTTP status")
+        if status < 200:  # 1xx: informational, the answer follows
             self.reason, self.headers, self.framed = b"", [], False
             return
         self.head_done = True
-        if self.head_only:
-            self.done = True
+        self.done = self.head_only
 
     def on_body(self, body: bytes) -> None:
-        self.body.append(body)
+        if not self.head_only:  # an answer to HEAD has no body, whatever it says
+            self.body.append(body)
 
     def on_message_complete(self) -> None:
         if self.head_done:
@@ -131,20 +139,19 @@ class _Exchange:
             raise httpx.RemoteProtocolError(
                 "peer closed connection without sending complete message body"
             )
+        if not self.head_done:
+            self.head_size += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             raise httpx.RemoteProtocolError("the upstream switched protocols") from None
         except httptools.HttpParserError as exc:
             if not self.done:
-                raise httpx.RemoteProtocolError(f"invalid HTTP/1.1 from upstream: {exc}") from None
-            self.reusable = False  # garbage after the answer
-        if self.messages > 1:  # bytes past the answer: this connection is not in step
-            self.reusable = False
-        if not self.head_done:
-            self.head_size += len(data)
-            if self.head_size > MAX_HEAD:
-                raise httpx.RemoteProtocolError(f"the upstream's head is over {MAX_HEAD} bytes")
+                why = exc.__context__ if isinstance(exc.__context__, _Refused) else exc
+                raise httpx.RemoteProtocolError(f"invalid HTTP/1.1 from upstream: {why}") from None
+            self.reusable = False  # bytes past the answer: this connection is not in step
+        if not self.head_done and self.head_size > MAX_HEAD:
+            raise httpx.RemoteProtocolError(f"the upstream's head is over {MAX_HEAD} bytes")
 
 
 def _request_bytes(request: httpx.Request, body: bytes) -> bytes:
@@ -172,7 +179,7 @@ def _illegal(method: bytes, target: bytes, raw: list[tuple[bytes, bytes]]) -> st
             return f"Illegal header name {name!r}"
         if _NOT_FIELD.search(value):
             return f"Illegal header value (header {name.decode('ascii')!r})"
-    return "Illegal request"  # not reached: the caller found one of the above
+    return "Illegal request"  # not reached
 
 
 async def _request_body(request: httpx.Request) -> tuple[bytes, bool]:
@@ -200,17 +207,23 @@ class _Pool:
         self.connections: list[_Connection11] = []  # every open one, idle or busy
         self.idle: list[_Connection11] = []
         self.connecting = 0
+        self.closed = False
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     async def acquire(self, origin: _Origin, timeouts: dict[str, Any]) -> _Connection11:
         pool_timeout = timeouts.get("pool")
         deadline = None if pool_timeout is None else time.monotonic() + pool_timeout
         while True:
+            if self.closed:
+                raise RuntimeError(_CLOSED)
             connection = self._take_idle(origin)
             if connection is not None:
                 return connection
             if len(self.connections) + self.connecting < self.max_connections:
                 return await self._connect(origin, timeouts)
+            if self.idle:  # all taken, some idle for another origin: the oldest makes room
+                self._close(self.idle[0])
+                continue
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             await self._wait(left, pool_timeout)
 
@@ -283,7 +296,7 @@ class _Pool:
                 return
 
     def release(self, connection: _Connection11, reusable: bool) -> None:
-        if reusable and len(self.idle) < self.max_idle:
+        if reusable and not self.closed and len(self.idle) < self.max_idle:
             connection.idle_since = time.monotonic()
             self.idle.append(connection)
         else:
@@ -298,34 +311,24 @@ class _Pool:
         connection.stream.close()
 
     async def aclose(self) -> None:
+        """Close every connection; a request waiting or sent later gets RuntimeError (it was
+        not cancelled); one in flight ends with its connection."""
+        self.closed = True
         for connection in list(self.connections):
             self._close(connection)
         for waiter in self._waiters:
-            waiter.cancel()
-
-
-# httpcore's exceptions (from the network backend) as httpx's, the most specific first
-_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.NetworkError, httpx.NetworkError),
-)
+            if not waiter.done():
+                waiter.set_exception(RuntimeError(_CLOSED))
 
 
 @contextlib.contextmanager
 def _as_httpx_errors() -> Iterator[None]:
+    """httpcore's exceptions (from the network backend) as httpx's of the same name."""
     try:
         yield
     except (httpcore.NetworkError, httpcore.TimeoutException) as exc:
-        for theirs, ours in _ERRORS:
-            if isinstance(exc, theirs):
-                raise ours(str(exc)) from exc
-        raise
+        kind = httpx.TimeoutException if isinstance(exc, httpcore.TimeoutException) else None
+        raise getattr(httpx, type(exc).__name__, kind or httpx.NetworkError)(str(exc)) from exc
 
 
 class _Body(httpx.AsyncByteStream):
@@ -357,21 +360,18 @@ class _Body(httpx.AsyncByteStream):
         self._release()
 
     def _release(self) -> None:
-        pool, self._home = self._home, None
+        pool, self._home, exchange = self._home, None, self._exchange
         if pool is not None:
-            exchange = self._exchange
             pool.release(exchange.connection, exchange.done and exchange.reusable)
 
 
 _PORTS = {b"http": 80, b"https": 443}
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 9.2.2
 
 
 class AsyncioTransport(httpx.AsyncBaseTransport):
-    """httpx's transport interface over :class:`AsyncioBackend` (see the module docstring).
-
-    ``verify``, ``cert``, ``trust_env`` and ``limits`` mean what they mean to
-    ``httpx.AsyncHTTPTransport``; HTTP/1.1 only (as the provider uses it).
-    """
+    """httpx's transport interface over :class:`AsyncioBackend` (see the module docstring);
+    ``verify``, ``cert``, ``trust_env`` and ``limits`` as for ``httpx.AsyncHTTPTransport``."""
 
     def __init__(
         self,
@@ -397,20 +397,28 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
         data = _request_bytes(request, b"" if chunked else body)
         pool = self.pool
         origin = (scheme, url.raw_host, url.port or _PORTS[scheme])
-        with _as_httpx_errors():
-            connection = await pool.acquire(origin, timeouts)
-        exchange = _Exchange(connection, head_only=request.method == "HEAD")
         read, write = timeouts.get("read"), timeouts.get("write")
-        try:
+        while True:
             with _as_httpx_errors():
-                await connection.stream.write(data, write)
-                if chunked:
-                    await connection.stream.write(body, write)
-                while not exchange.head_done:
-                    await exchange.receive(read)
-        except BaseException:
-            pool.release(connection, False)
-            raise
+                connection = await pool.acquire(origin, timeouts)
+            reused = connection.idle_since > 0
+            exchange = _Exchange(connection, head_only=request.method == "HEAD")
+            try:
+                with _as_httpx_errors():
+                    await connection.stream.write(data, write)
+                    if chunked:
+                        await connection.stream.write(body, write)
+                    while not exchange.head_done:
+                        await exchange.receive(read)
+                break
+            except BaseException as exc:
+                pool.release(connection, False)
+                # the keep-alive race (the upstream closed the idle connection as the request
+                # went out, answering nothing): an idempotent request goes on the next one
+                lost = isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError))
+                lost = lost and reused and not exchange.head_size
+                if not (lost and request.method in _IDEMPOTENT):
+                    raise
         return httpx.Response(
             status_code=exchange.parser.get_status_code(),
             headers=exchange.headers,
@@ -450,16 +458,14 @@ def _client(options: dict[str, Any]) -> tuple[httpx.AsyncClient, AsyncioTranspor
 
 class Upstream:
     """An :func:`async_client` and a fast lane past it, for a caller that builds complete
-    requests itself (custom-provider).
-
-    ``request(...)`` builds an ``httpx.Request`` with the client's headers and timeouts;
-    ``send(request)`` hands it straight to the :class:`AsyncioTransport` (when the client
-    has one: no proxy from the environment), else to ``client.send``. The lane skips the
-    client's per-request work, which the caller does not use: URL merging, cookies, the
-    auth and redirect flows, event hooks and httpx's INFO log line, 130 of 490 µs of CPU
+    requests itself (custom-provider): ``request(...)`` builds an ``httpx.Request`` with the
+    client's headers and timeouts; ``send(request)`` hands it straight to the
+    :class:`AsyncioTransport` (when the client has one: no proxy from the environment), else
+    to ``client.send``. The lane skips the client's per-request work, which the caller does
+    not use: URL merging, cookies, the auth and redirect flows (credentials in the URL are
+    Basic auth all the same), event hooks and httpx's INFO log line, 130 of 490 µs of CPU
     per request through the gateway at 64 clients (A/B, one run, 2 cores). Either way the
-    response comes back unread; read or close it.
-    """
+    response comes back unread; read or close it."""
 
     def __init__(self, **options: Any) -> None:
         self.client, self.transport = _client(options)
@@ -469,9 +475,12 @@ class Upstream:
         """``httpx.Request(method, url, **content)`` (``json=``, ``content=``) with the
         client's headers and timeouts; ``url`` is absolute."""
         extensions = {"timeout": self._timeout}
-        return httpx.Request(
+        request = httpx.Request(
             method, url, headers=self.client.headers, extensions=extensions, **content
         )
+        if url.userinfo:  # as httpx's client does: credentials in the URL are Basic auth
+            request = next(httpx.BasicAuth(url.username, url.password).sync_auth_flow(request))
+        return request
 
     async def send(self, request: httpx.Request) -> httpx.Response:
         if self.transport is None:

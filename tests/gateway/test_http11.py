@@ -5,12 +5,17 @@ loops, and the connection that saw it is never reused."""
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
+import uvicorn
 
+from helixlab.errors import UpstreamError
 from helixlab.kernel import loop_factory
 from helixlab.plugins import _network
 from helixlab.plugins._transport import async_client
@@ -25,8 +30,9 @@ class Upstream:
     connection's requests as the test wants. Counts connections; closes every one it
     accepted when the test leaves (so that the server's own close never waits on them)."""
 
-    def __init__(self, script: Handler):
+    def __init__(self, script: Handler, tls: ssl.SSLContext | None = None):
         self.script = script
+        self.tls = tls
         self.connections = 0
         self.writers: list[asyncio.StreamWriter] = []
 
@@ -41,8 +47,9 @@ class Upstream:
             writer.close()
 
     async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.tls)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"https://localhost:{port}" if self.tls else f"http://127.0.0.1:{port}"
 
     async def __aexit__(self, *exc: object) -> None:
         for writer in self.writers:
@@ -688,3 +695,473 @@ def test_an_upstream_that_never_accepts_is_a_connect_timeout(loop):
         finally:
             for filler in fillers:
                 filler.close()
+
+
+# -- framing, whatever the read boundaries ---------------------------------------------------
+
+# what the upstream answers first -> (status, body, the next request reuses the connection),
+# or the RemoteProtocolError's words
+ANSWERS: dict[str, tuple[str, bytes, tuple[int, bytes, bool] | str]] = {
+    "length and chunked": (
+        "GET",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n",
+        "can't be present",
+    ),
+    "negative length": (
+        "GET",
+        b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\nhello",
+        "Content-Length",
+    ),
+    "two lengths": (
+        "GET",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 3\r\n\r\nhello",
+        "Duplicate Content-Length",
+    ),
+    "huge length": (
+        "GET",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+        "overflow",
+    ),
+    "huge chunk": (
+        "GET",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nfffffffffffffffffff\r\nhello",
+        "overflow",
+    ),
+    "status 0": ("GET", b"HTTP/1.1 000 Zero\r\ncontent-length: 5\r\n\r\nhello", "status code 0"),
+    "trailers": (
+        "GET",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-t: 1\r\n\r\n",
+        (200, b"hello", True),
+    ),
+    "1xx first": (
+        "GET",
+        b"HTTP/1.1 100 Continue\r\nx-early: 1\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+        (200, b"hello", True),
+    ),
+    "204 with a body": (
+        "GET",
+        b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\nhello",
+        (204, b"", False),
+    ),
+    "304 with a body": ("GET", b"HTTP/1.1 304 Not Modified\r\n\r\nhello", (304, b"", False)),
+    "HEAD with a body": (
+        "HEAD",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+        (200, b"", False),
+    ),
+    "a second answer past the length": (
+        "GET",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-smuggled: 1\r\n\r\nEVIL!",
+        (200, b"hello", False),
+    ),
+    "HTTP/1.0 keep-alive": (
+        "GET",
+        b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 5\r\n\r\nhello",
+        (200, b"hello", True),
+    ),
+    "HTTP/1.0": (
+        "GET",
+        b"HTTP/1.0 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+        (200, b"hello", False),
+    ),
+    "connection close": (
+        "GET",
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 5\r\n\r\nhello",
+        (200, b"hello", False),
+    ),
+}
+
+
+@pytest.mark.parametrize("read_size", [1, 65536], ids=["byte-by-byte", "at-once"])
+@pytest.mark.parametrize("case", list(ANSWERS))
+def test_an_answer_means_the_same_however_its_bytes_are_split(monkeypatch, case, read_size):
+    """The parser sees the answer one byte per read (every split point) or whole: same
+    status, body and headers, trailers dropped, nothing of a second answer taken into the
+    first (a response desync), an invalid answer refused; the connection is reused only
+    after a clean end."""
+    from helixlab.plugins import _transport
+
+    monkeypatch.setattr(_transport, "READ_SIZE", read_size)
+    method, sent, expected = ANSWERS[case]
+
+    async def first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(sent)
+        await writer.drain()
+        await answer_ok(reader, writer, 1)
+
+    async def main() -> None:
+        upstream = Upstream(then_ok(first))
+        async with upstream as url, async_client(base_url=url, timeout=5) as client:
+            if isinstance(expected, str):
+                with pytest.raises(httpx.RemoteProtocolError, match=expected):
+                    await client.request(method, "/")
+                await ok_again(client, "/", upstream, 2)
+                return
+            status, body, reused = expected
+            response = await client.request(method, "/")
+            assert (response.status_code, response.content) == (status, body)
+            assert not {"x-t", "x-early", "x-smuggled"} & set(response.headers)
+            await ok_again(client, "/", upstream, 1 if reused else 2)
+
+    run("asyncio", main)
+
+
+async def provider_error(api_url: str, stream: bool = False, **config: object) -> UpstreamError:
+    """The UpstreamError custom-provider at ``api_url`` raises for one chat completion
+    (retried with no backoff), non-streamed or streamed alike."""
+    from helixlab.kernel import Context
+    from helixlab.llm import ChatRequest, Message
+    from helixlab.plugins._provider import CustomProvider, CustomProviderConfig
+
+    plugin = CustomProvider()
+    settings = CustomProviderConfig(api_url=api_url, retry_backoff=0, models=["m"], **config)
+    ctx = Context("custom-provider", plugin.version, settings, {})
+    plugin.init(ctx, settings)
+    await plugin.start(ctx)
+    try:
+        request = ChatRequest(model="m", messages=[Message.user("ping")])
+        provider = plugin.get_provider()
+        with pytest.raises(UpstreamError) as info:
+            if stream:
+                async for _ in provider.complete_stream(request):
+                    pass
+            else:
+                await provider.complete(request)
+        return info.value
+    finally:
+        await plugin.stop(ctx)
+
+
+@LOOPS
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("fault", ["read-timeout", "cut-mid-body", "closed", "reset"])
+def test_a_completion_that_may_have_reached_the_upstream_is_never_sent_twice(loop, fault, stream):
+    """retry_count retries what never left; a POST the upstream has read (then hung,
+    broke off its answer, closed or reset the connection) may be running there: the
+    error surfaces after one attempt."""
+    posts: list[bytes] = []
+
+    async def fail(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        posts.append(await read_request(reader))
+        if fault == "read-timeout":
+            await reader.read()
+        elif fault == "cut-mid-body":
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{")
+            await writer.drain()
+        elif fault == "reset":
+            writer.transport.abort()
+
+    async def main() -> None:
+        async with Upstream(fail) as url:
+            error = await provider_error(url + "/v1", stream, retry_count=3, timeout=0.3)
+        assert len(posts) == 1 and error.attempts == 1
+        assert error.http_status == (504 if fault == "read-timeout" else 502)
+
+    run(loop, main)
+
+
+@LOOPS
+def test_a_completion_that_never_left_is_retried(loop):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens once it is closed
+
+    async def main() -> None:
+        error = await provider_error(f"http://127.0.0.1:{port}/v1", retry_count=2)
+        assert error.attempts == 3 and "could not be reached" in str(error)
+
+    run(loop, main)
+
+
+@LOOPS
+def test_a_closed_client_opens_no_connection_and_its_waiting_requests_are_not_cancelled(loop):
+    """After ``aclose`` (a provider stopped by a reload while requests are queued or about
+    to retry): a queued request gets RuntimeError (it was not cancelled), and a request
+    sent later through the lane opens no connection that nobody would close."""
+    from helixlab.plugins._transport import Upstream as Lane
+
+    answer = asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        await answer.wait()
+        writer.write(OK)
+        await writer.drain()
+
+    async def main() -> None:
+        upstream = Upstream(slow)
+        limits = httpx.Limits(max_connections=1)
+        async with upstream as url:
+            lane = Lane(limits=limits, timeout=5)
+            first = asyncio.create_task(lane.send(lane.request("GET", httpx.URL(url))))
+            queued = asyncio.create_task(lane.send(lane.request("GET", httpx.URL(url))))
+            while not lane.transport.pool._waiters:
+                await asyncio.sleep(0.01)
+            await lane.aclose()
+            with pytest.raises(RuntimeError, match="closed"):
+                await queued
+            answer.set()
+            with pytest.raises(httpx.TransportError):  # its connection was closed under it
+                await first
+            with pytest.raises(RuntimeError, match="closed"):
+                await lane.send(lane.request("GET", httpx.URL(url)))
+            assert upstream.connections == 1 and lane.transport.pool.connections == []
+
+    run(loop, main)
+
+
+def test_credentials_in_the_url_are_basic_auth_on_the_lane_as_through_the_client():
+    from helixlab.plugins._transport import Upstream as Lane
+
+    seen: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            head = (await read_request(reader)).split(b"\r\n\r\n")[0]
+            seen.append(next(line for line in head.split(b"\r\n") if b"uthorization" in line))
+            writer.write(OK)
+            await writer.drain()
+
+    async def main() -> None:
+        async with Upstream(record) as url, Lane(headers={"Authorization": "Bearer k"}) as lane:
+            with_user = httpx.URL(url.replace("http://", "http://user:pa%20ss@") + "/v1")
+            await (await lane.send(lane.request("POST", with_user, json={}))).aread()
+            await lane.client.post(with_user, json={})  # httpx's client, for comparison
+            await (await lane.send(lane.request("POST", httpx.URL(url), json={}))).aread()
+        basic = b"Authorization: Basic dXNlcjpwYSBzcw=="  # user:pa ss
+        assert seen == [basic, basic, b"Authorization: Bearer k"]
+
+    run("asyncio", main)
+
+
+def test_at_the_limit_an_idle_connection_to_another_origin_makes_room():
+    """Every slot held by idle connections to one upstream: a request to another closes
+    the oldest of them rather than waiting for a pool timeout."""
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=1)
+        timeout = httpx.Timeout(5, pool=1)
+        first, second = Upstream(answer_ok), Upstream(answer_ok)
+        async with first as one, second as two, async_client(limits=limits, timeout=timeout) as c:
+            for url in (one, two, one):
+                assert (await c.get(url)).json() == {"ok": True}
+            assert (first.connections, second.connections) == (2, 1)
+
+    run("asyncio", main)
+
+
+@LOOPS
+def test_a_kept_alive_connection_closed_as_the_request_went_out_is_retried_only_if_idempotent(
+    loop,
+):
+    """The keep-alive race: the upstream closes an idle connection just as a request goes
+    out on it (its FIN not yet seen), reading the request but answering nothing. A GET is
+    sent again on a new connection; a POST, which the upstream may have acted on, is not:
+    it fails, and reached the upstream once."""
+    posts = 0
+
+    async def one_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        nonlocal posts
+        await read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        request = await read_request(reader)  # the next one on this connection: no answer
+        posts += request.startswith(b"POST")
+
+    async def main() -> None:
+        upstream = Upstream(one_each)
+        async with upstream as url, async_client(base_url=url) as client:
+            await ok_again(client, "/", upstream, 1)
+            await ok_again(client, "/", upstream, 2)  # on 1, closed unanswered; again on 2
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.post("/", content=b"charge me once")
+            assert (posts, upstream.connections) == (1, 2)
+
+    run(loop, main)
+
+
+def test_idle_connections_are_dropped_before_common_servers_drop_theirs():
+    """uvicorn (vLLM's server), Node and Apache close a connection idle for 5 s: a client
+    that keeps it as long sends a POST into that close (which it must not retry)."""
+    from helixlab.plugins._transport import LIMITS
+
+    assert LIMITS.keepalive_expiry is not None and LIMITS.keepalive_expiry < 5
+    assert uvicorn.Config(app=None).timeout_keep_alive == 5  # the server this is about
+
+
+@LOOPS
+def test_an_upstream_that_stops_mid_stream_is_a_timeout_not_a_close(loop):
+    event = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
+    event += b'"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+        await writer.drain()
+        await reader.read()  # and nothing more, connection open
+
+    async def main() -> None:
+        async with Upstream(stall) as url:
+            error = await provider_error(url + "/v1", True, retry_count=0, timeout=0.3)
+        assert error.http_status == 504 and "stopped sending" in str(error)
+
+    run(loop, main)
+
+
+@LOOPS
+@pytest.mark.parametrize("phase", ["connect", "write", "head", "mid-body", "pool"])
+def test_a_request_cancelled_in_any_phase_is_cancelled_and_leaves_no_socket(loop, phase):
+    """The task is cancelled (a client left the gateway) while its request connects,
+    writes, waits for the head, reads the body or waits for a pool slot: CancelledError
+    reaches it (never swallowed, never an httpx error), and once the client is closed the
+    process holds no more file descriptors than before."""
+    import os
+    import socket
+
+    def sockets() -> set[str]:  # the process's open sockets (uvloop adds a /dev/null)
+        found = set()
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                found.add(os.readlink(f"/proc/self/fd/{fd}"))
+        return {link for link in found if link.startswith("socket:")}
+
+    reached = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        if phase == "write":
+            reached.set()
+            await asyncio.Event().wait()  # never reads: the client's writes back up
+        await read_request(reader)
+        if phase == "mid-body":
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nsome")
+            await writer.drain()
+        reached.set()
+        await reader.read()
+
+    async def main() -> None:
+        before = sockets()
+        listener = socket.socket()  # accepts nothing: a connect to it never completes
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        fillers = [socket.socket() for _ in range(3)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(listener.getsockname())
+        upstream = Upstream(script)
+        limits = httpx.Limits(max_connections=1)
+        async with upstream as url:
+            client = async_client(limits=limits, timeout=30)
+            pool = client._transport.pool
+            if phase == "connect":
+                url = "http://{}:{}".format(*listener.getsockname())
+                task = asyncio.create_task(client.get(url))
+                while not pool.connecting:
+                    await asyncio.sleep(0.01)
+            elif phase == "pool":
+                holder = asyncio.create_task(client.get(url))
+                await reached.wait()
+                task = asyncio.create_task(client.get(url))
+                while not pool._waiters:
+                    await asyncio.sleep(0.01)
+            else:
+                body = b"x" * (64 << 20) if phase == "write" else b""
+
+                async def request() -> None:
+                    async with client.stream("POST", url, content=body) as response:
+                        await response.aread()
+
+                task = asyncio.create_task(request())
+                await reached.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert pool.connecting == 0 and pool._waiters == collections.deque()
+            if phase == "pool":
+                holder.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await holder
+            assert pool.connections == []  # nothing half-used kept
+            await client.aclose()
+        for sock in (listener, *fillers):
+            sock.close()
+        deadline = time.monotonic() + 5
+        while sockets() - before and time.monotonic() < deadline:  # closed in loop turns
+            await asyncio.sleep(0.01)
+        assert not sockets() - before
+
+    run(loop, main)
+
+
+@LOOPS
+def test_64_concurrent_requests_with_failing_connections_each_get_their_own_answer_or_an_error(
+    loop,
+):
+    """Over 16 connections, some reset after reading a request, some answer with bytes past
+    the answer, some answer garbage: every request ends with its own body or an httpx
+    error, nothing of one answer reaches another, and the pool's books balance."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        answered = 0
+        while True:
+            body = (await read_request(reader)).split(b"\r\n\r\n", 1)[1]
+            answered += 1
+            if n % 3 == 0 and answered == 2:
+                writer.transport.abort()
+                return
+            answer = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            if n % 5 == 0:
+                answer += b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nEVIL!"
+            elif n % 7 == 0:
+                answer = b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n" + body
+            writer.write(answer)
+            await writer.drain()
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=16)
+        upstream = Upstream(echo)
+        async with upstream as url, async_client(limits=limits, timeout=10) as client:
+            for _ in range(3):
+                bodies = [b"request %d" % i for i in range(64)]
+                results = await asyncio.gather(
+                    *(client.post(url, content=body) for body in bodies), return_exceptions=True
+                )
+                for body, result in zip(bodies, results, strict=True):
+                    if isinstance(result, BaseException):
+                        assert isinstance(result, httpx.TransportError), result
+                    else:
+                        assert result.content == body
+                assert any(not isinstance(result, BaseException) for result in results)
+                pool = client._transport.pool
+                assert (pool.connecting, len(pool._waiters)) == (0, 0)
+                assert sorted(map(id, pool.connections)) == sorted(map(id, pool.idle))  # all idle
+            assert upstream.connections > 16  # the faulty ones were replaced
+
+    run(loop, main)
+
+
+@LOOPS
+def test_a_certificate_the_provider_does_not_trust_fails_at_once_not_after_retries(loop, tmp_path):
+    """TLS verification is on by default: a self-signed upstream is refused, at the first
+    attempt (retrying cannot make a certificate trusted), nothing sent."""
+    from test_transport import _tls_contexts
+
+    server_context, _ = _tls_contexts(tmp_path)
+    requests: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        requests.append(await read_request(reader))
+
+    async def main() -> None:
+        async with Upstream(record, server_context) as url:
+            error = await provider_error(url + "/v1", retry_count=3)
+        assert error.attempts == 1 and "CERTIFICATE_VERIFY_FAILED" in str(error)
+        assert requests == []
+
+    run(loop, main)

@@ -320,3 +320,29 @@ def test_reload_and_configure_swap_the_client_and_capabilities(kernel, mock):
 def test_a_bad_api_url_is_a_config_error(kernel):
     with pytest.raises(hx.ConfigError, match="api_url"):
         kernel.apply_config({"plugins": {"custom-provider": {"config": {"api_url": "ftp://x"}}}})
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ({"api_key": "sk-pasted\n-key"}, "api_key must be printable ASCII"),
+        ({"api_key": "sk-pasted-key\r\nX-Injected: 1"}, "api_key must be printable ASCII"),
+        ({"api_key": "sk-pasted key"}, "api_key must be printable ASCII"),
+        ({"api_key": "sk-pasted-kéy"}, "api_key must be printable ASCII"),
+        ({"api_url": "https://h.test/v1\r\nX-Injected: 1"}, "api_url is not a valid URL"),
+        ({"api_url": "https://h.test:99999/v1"}, "Port out of range"),
+        ({"api_url": "https://h.test/v1?api-version=1"}, "without '\\?query'"),
+        ({"health_path": "/models\r\nX-Injected: 1"}, "health_path is not a valid URL path"),
+    ],
+)
+def test_a_key_or_url_that_cannot_go_on_the_wire_is_a_config_error(kernel, config, words):
+    """Refused when the configuration is applied (the last good one keeps serving), not at
+    the first request; the key itself is never quoted."""
+    with pytest.raises(hx.ConfigError, match=words) as info:
+        kernel.apply_config({"plugins": {"custom-provider": {"config": config}}})
+    assert "pasted" not in str(info.value)
+
+
+def test_a_key_read_from_a_file_with_its_newline_is_sent_trimmed():
+    config = CustomProviderConfig(api_key=" sk-from-a-file\n")
+    assert config.api_key is not None and config.api_key.get_secret_value() == "sk-from-a-file"
