@@ -182,17 +182,9 @@ class Context:
     __slots__ = ("_deps", "config", "kernel", "name", "version")
 
     def __init__(
-        self,
-        name: str,
-        version: str,
-        config: Any,
-        deps: Mapping[str, Plugin],
-        kernel: Any = None,
+        self, name: str, version: str, config: Any, deps: Mapping[str, Plugin], kernel: Any = None
     ):
-        self.name = name
-        self.version = version
-        self.config = config
-        self.kernel = kernel
+        self.name, self.version, self.config, self.kernel = name, version, config, kernel
         self._deps = dict(deps)
 
     @property
