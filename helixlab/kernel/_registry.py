@@ -59,7 +59,12 @@ class Entry(Node):
         except ConfigError as exc:
             if strict or not all(p.kind == "missing" for p in exc.problems):
                 raise
-            missing = tuple(exc.problems)
+            how = (
+                f": plugin {plugin.name!r} cannot load without it; set it under `plugins: "
+                f"{plugin.name}: config:` in the configuration, or with "
+                f"kernel.configure({plugin.name!r}, {{...}})."
+            )
+            missing = tuple(replace(p, message=p.message.rstrip(".") + how) for p in exc.problems)
         model, marked = plugin.config_model, spec.secrets
         found = secret_values(spec.config, model=model, marked=marked)
         found |= secret_values(config, model=model, marked=marked)
@@ -68,31 +73,17 @@ class Entry(Node):
             name, specifier = parse_dependency(dep, plugin.name)
             if specifier or name not in merged:
                 merged[name] = ",".join(s for s in (merged.get(name), specifier) if s)
+        priority = plugin.priority if spec.priority is None else spec.priority
+        node = (plugin.name, str(plugin.version), priority, spec.enabled, tuple(merged.items()))
+        secrets = frozenset(found)
         return cls(
-            name=plugin.name,
-            version=str(plugin.version),
-            priority=plugin.priority if spec.priority is None else spec.priority,
-            enabled=spec.enabled,
-            requires=tuple(merged.items()),
-            cls=plugin,
-            spec=spec,
-            config=config,
-            missing=missing,
-            secrets=frozenset(found),
-            **where,
+            *node, cls=plugin, spec=spec, config=config, missing=missing, secrets=secrets, **where
         )
 
     def check_loadable(self) -> None:
         """Raise the ConfigError of the required settings still missing (at load)."""
-        if not self.missing:
-            return
-        name = self.name
-        where = (
-            f": plugin {name!r} cannot load without it; set it under `plugins: {name}: "
-            f"config:` in the configuration, or with kernel.configure({name!r}, {{...}})."
-        )
-        problems = [replace(p, message=p.message.rstrip(".") + where) for p in self.missing]
-        raise ConfigError(problems, self.missing[0].source)
+        if self.missing:
+            raise ConfigError(list(self.missing), self.missing[0].source)
 
     @property
     def required(self) -> bool:
@@ -163,16 +154,10 @@ class Registry:
         return Registry.of({n: e for n, e in self.entries.items() if n != name})
 
     def added(
-        self,
-        plugin: type[Plugin] | Plugin,
-        *,
-        origin: str = "code",
-        source: str | None = None,
-        spec: PluginSpec | None = None,
-        unit: str | None = None,
-        fingerprint: Fingerprint | None = None,
+        self, plugin: type[Plugin] | Plugin, *, spec: PluginSpec | None = None, **where: Any
     ) -> Registry:
-        """A registry with ``plugin`` added; a name already taken is refused."""
+        """A registry with ``plugin`` (a class, or an instance for its first load) added; a
+        name already taken is refused. ``where``: the entry's origin, source, unit, fingerprint."""
         instance = plugin if isinstance(plugin, Plugin) else None
         cls: type[Plugin] = type(plugin) if isinstance(plugin, Plugin) else plugin
         check_plugin_class(cls)
@@ -183,7 +168,6 @@ class Registry:
                 f"{taken.cls.version}{at}); reload it with kernel.reload(NewClass), or "
                 f"unregister it first."
             )
-        where = {"origin": origin, "source": source, "unit": unit, "fingerprint": fingerprint}
         spec = spec or PluginSpec(name=cls.name)
         return self.with_entry(Entry.of(cls, spec, strict=False, instance=instance, **where))
 
