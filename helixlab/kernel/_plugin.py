@@ -77,12 +77,9 @@ class PluginState(enum.StrEnum):
 class Plugin(Generic[ConfigT]):
     """Base class of every plugin. Override what you need; every method is optional.
 
-    Lifecycle, driven by the kernel: ``init(ctx, config)`` → ``import_state(state)`` (on a
-    reload) → ``start(ctx)`` → … → ``stop(ctx)``. ``health_check(ctx)`` raises (or returns
-    False) when unhealthy. ``export_state()`` hands state to the next version on a reload.
-
-    ``class MyPlugin(hx.Plugin[MyConfig])`` (MyConfig a pydantic model) sets
-    ``config_model = MyConfig`` and types ``init``'s ``config`` as MyConfig.
+    The kernel calls ``init(ctx, config)`` → ``import_state(state)`` (on a reload) →
+    ``start(ctx)`` → … → ``stop(ctx)``. ``class MyPlugin(hx.Plugin[MyConfig])`` (MyConfig a
+    pydantic model) sets ``config_model = MyConfig`` and types ``init``'s ``config``.
     """
 
     name: ClassVar[str] = ""
