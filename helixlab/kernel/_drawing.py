@@ -1,4 +1,4 @@
-"""Drawing the dependency graph: DOT source for graphviz, and text for terminals.
+"""Drawing the dependency graph (``DependencyGraph.to_dot`` and ``to_text``).
 
 Both are deterministic (sorted), so notebooks can compare them: nodes coloured by state,
 the last reload cascade highlighted, missing or unsatisfied dependencies dashed in red.
@@ -26,8 +26,7 @@ STATE_COLORS: Mapping[str, str] = MappingProxyType(
         "failed": "#fa8072",
     }
 )
-_HIGHLIGHT = "#1f6feb"
-_MISSING = "#d62728"
+_HIGHLIGHT, _MISSING = "#1f6feb", "#d62728"
 
 
 def to_dot(
@@ -38,8 +37,7 @@ def to_dot(
     title: str | None = None,
 ) -> str:
     """Graphviz DOT source; arrows run from a dependency to its dependents (start order)."""
-    states = states or {}
-    marked = set(highlight)
+    states, marked, nodes = states or {}, set(highlight), graph.nodes
     lines = [
         "digraph helixlab {",
         '  graph [rankdir=LR, fontname="Helvetica"'
@@ -48,41 +46,33 @@ def to_dot(
         '  node [shape=box, style="rounded,filled", fontname="Helvetica", fillcolor="#ffffff"];',
         '  edge [color="#555555"];',
     ]
-    for name in sorted(graph.nodes):
-        node = graph.nodes[name]
-        state = states.get(name)
-        attrs = [f"label={_label(name, node.version)}"]
-        if state is not None:
+    for name in sorted(nodes):
+        attrs = [f"label={_label(name, nodes[name].version)}"]
+        if (state := states.get(name)) is not None:
             color = STATE_COLORS.get(str(state), "#ffffff")
             attrs += [f'fillcolor="{color}"', f"tooltip={_quote(str(state))}"]
-        if not node.enabled:
+        if not nodes[name].enabled:
             attrs += ['style="rounded,filled,dashed"', 'fontcolor="#777777"']
         if name in marked:
             attrs += [f'color="{_HIGHLIGHT}"', "penwidth=3"]
         lines.append(f"  {_quote(name)} [{', '.join(attrs)}];")
-    missing = sorted({d for node in graph.nodes.values() for d, _ in node.requires} - set(graph))
-    for name in missing:
+    edges = sorted((d, node.name, spec) for node in nodes.values() for d, spec in node.requires)
+    for name in sorted({d for d, _, _ in edges} - set(nodes)):
         lines.append(
             f"  {_quote(name)} [label={_label(name, '(missing)')}, "
             f'style="dashed", color="{_MISSING}", fontcolor="{_MISSING}"];'
         )
-    edges = sorted(
-        (d, node.name, spec) for node in graph.nodes.values() for d, spec in node.requires
-    )
     for dep, user, spec in edges:
-        attrs = []
-        if spec:
-            attrs.append(f"label={_quote(spec)}")
+        attrs = [f"label={_quote(spec)}"] if spec else []
         if not graph.satisfied(dep, spec):
             attrs += [f'color="{_MISSING}"', f'fontcolor="{_MISSING}"', "style=dashed"]
-        elif not graph.nodes[user].enabled or not graph.nodes[dep].enabled:
+        elif not nodes[user].enabled or not nodes[dep].enabled:
             attrs += ['color="#aaaaaa"', "style=dashed"]
         elif dep in marked and user in marked:
             attrs += [f'color="{_HIGHLIGHT}"', "penwidth=2.5"]
         suffix = f" [{', '.join(attrs)}]" if attrs else ""
         lines.append(f"  {_quote(dep)} -> {_quote(user)}{suffix};")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "}", ""])
 
 
 def to_text(
@@ -93,30 +83,25 @@ def to_text(
 ) -> str:
     """One line per plugin in load order: ``*`` marks highlighted plugins, ``<-`` lists what
     each depends on; plugins stuck behind a cycle, then disabled ones, come last."""
-    states = states or {}
-    marked = set(highlight)
+    states, marked, nodes = states or {}, set(highlight), graph.nodes
     order, stuck = graph.display_order()
     lines = []
     for name in order:
-        node = graph.nodes[name]
-        tag = f" [{states[name]}]" if name in states else ""
-        tag = tag if node.enabled else " [disabled]"
+        node = nodes[name]
+        tag = " [disabled]" if not node.enabled else f" [{states[name]}]" if name in states else ""
         line = f"{'*' if name in marked else ' '} {name} {node.version}{tag}"
-        if node.requires:
-            line += "  <- " + ", ".join(_describe(graph, d, s) for d, s in node.requires)
-        if name in stuck:
-            line += "  (blocked by a dependency cycle)"
-        lines.append(line)
-    return "\n".join(lines) + ("\n" if lines else "")
-
-
-def _describe(graph: DependencyGraph, dep: str, spec: str) -> str:
-    target = graph.nodes.get(dep)
-    if target is None:
-        return f"{dep}{spec} (missing)"
-    if not target.enabled:
-        return f"{dep}{spec} (disabled)"
-    return f"{dep}{spec}" if graph.satisfied(dep, spec) else f"{dep}{spec} (is {target.version})"
+        needs = []
+        for dep, spec in node.requires:
+            if (target := nodes.get(dep)) is None:
+                needs.append(f"{dep}{spec} (missing)")
+            elif not target.enabled:
+                needs.append(f"{dep}{spec} (disabled)")
+            else:
+                ok = graph.satisfied(dep, spec)
+                needs.append(f"{dep}{spec}" + ("" if ok else f" (is {target.version})"))
+        line += f"  <- {', '.join(needs)}" if needs else ""
+        lines.append(line + ("  (blocked by a dependency cycle)" if name in stuck else ""))
+    return "".join(line + "\n" for line in lines)
 
 
 def _quote(text: str) -> str:

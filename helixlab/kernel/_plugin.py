@@ -77,12 +77,9 @@ class PluginState(enum.StrEnum):
 class Plugin(Generic[ConfigT]):
     """Base class of every plugin. Override what you need; every method is optional.
 
-    Lifecycle, driven by the kernel: ``init(ctx, config)`` → ``import_state(state)`` (on a
-    reload) → ``start(ctx)`` → … → ``stop(ctx)``. ``health_check(ctx)`` raises (or returns
-    False) when unhealthy. ``export_state()`` hands state to the next version on a reload.
-
-    ``class MyPlugin(hx.Plugin[MyConfig])`` (MyConfig a pydantic model) sets
-    ``config_model = MyConfig`` and types ``init``'s ``config`` as MyConfig.
+    The kernel calls ``init(ctx, config)`` → ``import_state(state)`` (on a reload) →
+    ``start(ctx)`` → … → ``stop(ctx)``. ``class MyPlugin(hx.Plugin[MyConfig])`` (MyConfig a
+    pydantic model) sets ``config_model = MyConfig`` and types ``init``'s ``config``.
     """
 
     name: ClassVar[str] = ""
@@ -133,9 +130,7 @@ class Plugin(Generic[ConfigT]):
         cls.dependencies = (deps,) if isinstance(deps, str) else tuple(deps)
 
 
-class _Probed:
-    """What middleware and providers share: the canary's probe requests."""
-
+class _Probed:  # what middleware and providers share
     def probe(self) -> Iterable[Probe]:
         """The requests a canary sends through a new version before it serves (``verify``).
 
@@ -182,17 +177,9 @@ class Context:
     __slots__ = ("_deps", "config", "kernel", "name", "version")
 
     def __init__(
-        self,
-        name: str,
-        version: str,
-        config: Any,
-        deps: Mapping[str, Plugin],
-        kernel: Any = None,
+        self, name: str, version: str, config: Any, deps: Mapping[str, Plugin], kernel: Any = None
     ):
-        self.name = name
-        self.version = version
-        self.config = config
-        self.kernel = kernel
+        self.name, self.version, self.config, self.kernel = name, version, config, kernel
         self._deps = dict(deps)
 
     @property
@@ -213,7 +200,7 @@ class Context:
             ) from None
 
     @property
-    def dependencies(self) -> Mapping[str, Plugin]:
+    def dependencies(self) -> Mapping[str, Plugin]:  # a copy
         return dict(self._deps)
 
     def __repr__(self) -> str:
@@ -238,26 +225,20 @@ def check_plugin_class(cls: type) -> None:
     if not (isinstance(cls, type) and issubclass(cls, Plugin)):
         raise RegistryError(f"{cls!r} is not a Plugin subclass.")
     if not isinstance(cls.name, str) or not cls.name.strip():
-        raise RegistryError(
-            f"Plugin class {cls.__qualname__} has no `name`; set a class attribute "
-            f'such as name = "my-plugin".'
-        )
+        why = 'has no `name`; set a class attribute such as name = "my-plugin"'
+        raise RegistryError(f"Plugin class {cls.__qualname__} {why}.")
     try:
         Version(str(cls.version))
     except InvalidVersion:
-        raise RegistryError(
-            f"Plugin {cls.name!r} has an invalid version {cls.version!r} (use PEP 440, "
-            f'e.g. "1.0.0").'
-        ) from None
+        why = f'has an invalid version {cls.version!r} (use PEP 440, e.g. "1.0.0")'
+        raise RegistryError(f"Plugin {cls.name!r} {why}.") from None
     if not isinstance(cls.required, bool):
         raise RegistryError(
             f"Plugin {cls.name!r} has required = {cls.required!r}; set True or False."
         )
     if cls.reload_strategy not in ("hot", "restart"):
-        raise RegistryError(
-            f"Plugin {cls.name!r} has reload_strategy {cls.reload_strategy!r}; "
-            f"choose 'hot' or 'restart'."
-        )
+        why = f"has reload_strategy {cls.reload_strategy!r}; choose 'hot' or 'restart'"
+        raise RegistryError(f"Plugin {cls.name!r} {why}.")
     for dep in cls.dependencies:
         parse_dependency(dep, cls.name)
 
