@@ -96,7 +96,6 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._count = 0
         self._closed = False
-        self.hung = 0  # jobs abandoned so far (their threads may still be busy)
 
     def _idle_again(self, worker: _Worker) -> bool:
         with self._lock:
@@ -212,7 +211,6 @@ class _Watch:
             return
         self.handle.cancel()
         self.progress.abandoned = True
-        self.pool.hung += 1
         waiting = self.progress.waiting
         if waiting is not None:
             waiting.cancel()
