@@ -16,12 +16,17 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._fingerprint import Fingerprint
+from ._operations import PreparedReload, blocking
 from ._plugin import Plugin
+from ._reports import ReloadReport
 
-__all__ = ["Change"]
+__all__ = ["PREPARE_TIMEOUT", "Change", "Shorthands"]
+
+#: How long a PreparedReload may wait for its commit() or abort() before it aborts itself.
+PREPARE_TIMEOUT = 60.0
 
 Kind = Literal["reload", "configure", "apply_config", "define", "define_file"]
 
@@ -227,3 +232,93 @@ def _json(value: Any, where: str = "values", depth: int = 0) -> Any:
     if isinstance(value, list | tuple):
         return [_json(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
     raise ValueError(f"{where!r} holds a {type(value).__name__}, which JSON cannot carry.")
+
+
+class Shorthands:
+    """The Kernel's conveniences over ``apply``/``prepare`` (notebooks, labs, gateway, fleet)."""
+
+    if TYPE_CHECKING:
+
+        async def aapply(self, change: Change) -> ReloadReport: ...
+
+        async def aprepare(
+            self, change: Change, *, timeout: float | None = PREPARE_TIMEOUT
+        ) -> PreparedReload: ...
+
+    async def areload(self, *targets: str | type[Plugin], cascade: bool = True) -> ReloadReport:
+        """Hot reload plugins (by name, or with a redefined class) with all their dependents.
+
+        With ``cascade=False`` dependents are not restarted: their ``ctx.get`` answers the
+        new instance from then on, but what they stored earlier is the old, stopped one.
+        """
+        return await self.aapply(Change.reload(*targets, cascade=cascade))
+
+    reload = blocking(areload)
+
+    async def aconfigure(self, name: str, config: Mapping[str, Any]) -> ReloadReport | None:
+        """Merge ``config`` over ``name``'s, validated first; restart it with its dependents if
+        running (the report; None if not running). A ConfigError leaves everything as it was."""
+        report = await self.aapply(Change.configure(name, config))
+        return report if report.order else None
+
+    configure = blocking(aconfigure)
+
+    async def aapply_config(
+        self, data: str | os.PathLike | Mapping, *, source: str | None = None, line_offset: int = 0
+    ) -> list[ReloadReport]:
+        """Apply a YAML configuration (path, text or mapping) in the course's format: every
+        problem reported at once, before anything changes; built-in plugins it names are
+        registered; running plugins whose configuration changed restart with dependents."""
+        change = Change.apply_config(data, source=source, line_offset=line_offset)
+        return [report] if (report := await self.aapply(change)).order else []
+
+    apply_config = blocking(aapply_config)
+
+    async def adefine(self, classes: Iterable[type[Plugin]], **how: Any) -> ReloadReport:
+        """New code (a ``%%helix plugin`` cell, a saved file): see :meth:`Change.define`."""
+        return await self.aapply(Change.define(classes, **how))
+
+    define = blocking(adefine)
+
+    async def aprepare_reload(
+        self,
+        *targets: str | type[Plugin],
+        cascade: bool = True,
+        timeout: float | None = PREPARE_TIMEOUT,
+    ) -> PreparedReload:
+        """:meth:`reload` up to its swap (see :meth:`prepare`)."""
+        return await self.aprepare(Change.reload(*targets, cascade=cascade), timeout=timeout)
+
+    prepare_reload = blocking(aprepare_reload)
+
+    async def aprepare_configure(
+        self, name: str, config: Mapping[str, Any], *, timeout: float | None = PREPARE_TIMEOUT
+    ) -> PreparedReload:
+        """:meth:`configure` up to its swap (see :meth:`prepare`)."""
+        return await self.aprepare(Change.configure(name, config), timeout=timeout)
+
+    prepare_configure = blocking(aprepare_configure)
+
+    async def aprepare_apply_config(
+        self,
+        data: str | os.PathLike | Mapping,
+        *,
+        timeout: float | None = PREPARE_TIMEOUT,
+        **how: Any,
+    ) -> PreparedReload:
+        """:meth:`apply_config` up to its swap (see :meth:`prepare`)."""
+        return await self.aprepare(Change.apply_config(data, **how), timeout=timeout)
+
+    prepare_apply_config = blocking(aprepare_apply_config)
+
+    async def aprepare_define(
+        self,
+        classes: Iterable[type[Plugin]],
+        *,
+        timeout: float | None = PREPARE_TIMEOUT,
+        **how: Any,
+    ) -> PreparedReload:
+        """:meth:`define` up to its swap (see :meth:`prepare`)."""
+        return await self.aprepare(Change.define(classes, **how), timeout=timeout)
+
+    prepare_define = blocking(aprepare_define)

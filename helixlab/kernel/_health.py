@@ -73,12 +73,11 @@ class Checks:
             if isinstance(exc.cause, TimeoutError):
                 detail = f"no answer within {timeout:g}s"
             return HealthStatus(name, False, detail, "active", time.perf_counter() - started)
-        if isinstance(result, Degraded):  # serving, with less than it should: still healthy
-            elapsed = time.perf_counter() - started
-            return HealthStatus(name, True, str(result), "active", elapsed, degraded=True)
-        healthy = result is not False and not isinstance(result, str)
-        detail = result if isinstance(result, str) else ""
-        return HealthStatus(name, healthy, detail, "active", time.perf_counter() - started)
+        degraded = isinstance(result, Degraded)  # serving, with less than it should: healthy
+        healthy = degraded or (result is not False and not isinstance(result, str))
+        detail = str(result) if isinstance(result, str) else ""
+        elapsed = time.perf_counter() - started
+        return HealthStatus(name, healthy, detail, "active", elapsed, degraded=degraded)
 
 
 def column(state: PluginState, last: HealthStatus | None) -> str:

@@ -10,55 +10,32 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Coroutine,
-    Iterable,
-    Iterator,
-    Mapping,
-)
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .._reprs import html_of
-from ..errors import (
-    ConfigError,
-    DependencyError,
-    HelixError,
-    PluginNotFoundError,
-    RegistryError,
-    ReloadError,
-    describe,
-)
+from ..errors import HelixError, RegistryError, ReloadError, describe
 from . import _discovery, _loader, _reload
 from ._book import Book
-from ._change import Change
+from ._change import PREPARE_TIMEOUT, Change, Shorthands
 from ._config import PluginSpec
-from ._events import EventLog, PluginEvent
+from ._events import EventLog
 from ._fingerprint import Fingerprint
-from ._graph import DependencyGraph
-from ._health import Checks, column
+from ._health import Checks
 from ._imports import IMPORT_TIMEOUT, Imports
 from ._lifecycle import Live, Runner, Timeouts
-from ._live import Lease, LivePool
+from ._live import LivePool
 from ._loop import LoopThread
 from ._operations import Operations, PreparedReload, blocking, exclusive
-from ._plugin import Plugin, PluginState
+from ._plugin import Plugin
 from ._registry import Entry
-from ._reports import HealthStatus, LoadReport, PluginInfo, ReloadReport
-from ._secrets import SecretBook, redact, split_marked
+from ._reports import HealthStatus, LoadReport, ReloadReport
+from ._secrets import SecretBook, split_marked
 from ._transaction import Transaction
+from ._views import Views
 
 __all__ = ["Kernel"]
-
-ReloadTarget = str | type[Plugin]
-
-#: How long a PreparedReload may wait for its commit() or abort() before it aborts itself.
-PREPARE_TIMEOUT = 60.0
-
 
 #: what ``Kernel.serve``/``aserve`` call, as ``"module:function"`` taking the kernel first;
 #: set by the package (``helixlab/__init__.py``) so that the kernel imports no gateway
@@ -77,7 +54,7 @@ def _server(name: str) -> Callable[..., Any]:
     return _discovery.load_target(target)
 
 
-class Kernel:
+class Kernel(Shorthands, Views):
     """A plugin kernel: register plugins, load them in dependency order, hot reload them.
 
     Its lifecycle coroutines (and a gateway it serves) run on a loop of its own, in a
@@ -120,16 +97,6 @@ class Kernel:
             kernel.close()
             raise
         return kernel
-
-    @property
-    def last_cascade(self) -> tuple[str, ...]:
-        """What the last reload or definition reloaded and started (or tried to), in order."""
-        return self._book.last_cascade
-
-    def mask(self, text: str) -> str:
-        """``text`` with the known secret values masked, for text that leaves the process
-        and that the kernel did not produce itself (an error another layer quotes)."""
-        return self._book.mask(text)
 
     def _emit(self, kind: str, name: str, detail: str = "", error: str | None = None) -> None:
         self._book.emit(kind, name, detail, error)  # the file watcher's file_error
@@ -282,17 +249,11 @@ class Kernel:
         """Init and start every enabled plugin in dependency order. One that fails is
         marked failed, those that need it skipped (the report says why), the others load.
         A plugin configured but never registered is a ConfigError first (file and line)."""
-        error = _reload.unregistered(self._book)
-        if error is not None:
+        if (error := self.unregistered()) is not None:
             raise error
         return await self._load(None)
 
     load_all = blocking(aload_all)
-
-    def unregistered(self) -> ConfigError | None:
-        """The ConfigError ``load_all`` would raise for configured plugins that nothing
-        registered (each with its file and line), or None."""
-        return _reload.unregistered(self._book)
 
     @exclusive
     async def aload(self, name: str) -> LoadReport:
@@ -387,87 +348,6 @@ class Kernel:
             )
         raise ValueError(f"Kernel.apply() cannot make a {change.kind} change here.")
 
-    # -- the shorthands of apply and prepare (notebooks, labs, the gateway, the fleet) -----
-
-    async def areload(self, *targets: ReloadTarget, cascade: bool = True) -> ReloadReport:
-        """Hot reload plugins (by name, or with a redefined class) with all their dependents.
-
-        With ``cascade=False`` dependents are not restarted: their ``ctx.get`` answers the
-        new instance from then on, but what they stored earlier is the old, stopped one.
-        """
-        return await self.aapply(Change.reload(*targets, cascade=cascade))
-
-    reload = blocking(areload)
-
-    async def aconfigure(self, name: str, config: Mapping[str, Any]) -> ReloadReport | None:
-        """Merge ``config`` over ``name``'s, validated first; restart it with its dependents if
-        running (the report; None if not running). A ConfigError leaves everything as it was."""
-        report = await self.aapply(Change.configure(name, config))
-        return report if report.order else None
-
-    configure = blocking(aconfigure)
-
-    async def aapply_config(
-        self, data: str | os.PathLike | Mapping, *, source: str | None = None, line_offset: int = 0
-    ) -> list[ReloadReport]:
-        """Apply a YAML configuration (path, text or mapping) in the course's format: every
-        problem reported at once, before anything changes; built-in plugins it names are
-        registered; running plugins whose configuration changed restart with dependents."""
-        change = Change.apply_config(data, source=source, line_offset=line_offset)
-        return [report] if (report := await self.aapply(change)).order else []
-
-    apply_config = blocking(aapply_config)
-
-    async def adefine(self, classes: Iterable[type[Plugin]], **how: Any) -> ReloadReport:
-        """New code (a ``%%helix plugin`` cell, a saved file): see :meth:`Change.define`."""
-        return await self.aapply(Change.define(classes, **how))
-
-    define = blocking(adefine)
-
-    async def aprepare_reload(
-        self, *targets: ReloadTarget, cascade: bool = True, timeout: float | None = PREPARE_TIMEOUT
-    ) -> PreparedReload:
-        """:meth:`reload` up to its swap (see :meth:`prepare`)."""
-        return await self.aprepare(Change.reload(*targets, cascade=cascade), timeout=timeout)
-
-    prepare_reload = blocking(aprepare_reload)
-
-    async def aprepare_configure(
-        self, name: str, config: Mapping[str, Any], *, timeout: float | None = PREPARE_TIMEOUT
-    ) -> PreparedReload:
-        """:meth:`configure` up to its swap (see :meth:`prepare`)."""
-        return await self.aprepare(Change.configure(name, config), timeout=timeout)
-
-    prepare_configure = blocking(aprepare_configure)
-
-    async def aprepare_apply_config(
-        self,
-        data: str | os.PathLike | Mapping,
-        *,
-        timeout: float | None = PREPARE_TIMEOUT,
-        **how: Any,
-    ) -> PreparedReload:
-        """:meth:`apply_config` up to its swap (see :meth:`prepare`)."""
-        return await self.aprepare(Change.apply_config(data, **how), timeout=timeout)
-
-    prepare_apply_config = blocking(aprepare_apply_config)
-
-    async def aprepare_define(
-        self,
-        classes: Iterable[type[Plugin]],
-        *,
-        timeout: float | None = PREPARE_TIMEOUT,
-        **how: Any,
-    ) -> PreparedReload:
-        """:meth:`define` up to its swap (see :meth:`prepare`)."""
-        return await self.aprepare(Change.define(classes, **how), timeout=timeout)
-
-    prepare_define = blocking(aprepare_define)
-
-    def preview_reload(self, *targets: ReloadTarget, cascade: bool = True) -> list[str]:
-        """The plugins a reload would touch, in order, touching nothing."""
-        return _reload.plan(self._book, self._pool, list(targets), cascade=cascade).order
-
     async def aclose(self) -> None:
         """Stop everything (dependents first), the watchers and servers, then the loop."""
         if not self._ops.closed:
@@ -561,18 +441,6 @@ class Kernel:
 
     health = blocking(ahealth)
 
-    # -- reads (never block) ------------------------------------------------------------
-
-    @property
-    def graph(self) -> DependencyGraph:
-        """The dependency graph of the registered plugins, as it is now."""
-        return self._book.registry.graph()
-
-    @property
-    def running(self) -> bool:
-        """Whether the kernel's loop still runs (False once :meth:`close` has ended it)."""
-        return self._thread.running
-
     def run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
         """Run ``coro`` on the kernel's loop (where the gateway and plugins run) and wait,
         from any other thread; after ``timeout`` seconds (or an interrupt) it is cancelled."""
@@ -583,61 +451,6 @@ class Kernel:
     async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
         """Async twin of :meth:`run`, from any loop (the kernel's own included)."""
         return await self._thread.arun(coro)
-
-    @property
-    def loop_kind(self) -> str:
-        """Which event loop the kernel's thread runs: ``"asyncio"`` or ``"uvloop"``
-        (``Kernel(loop="uvloop")``, or ``"auto"``: uvloop when installed)."""
-        return self._thread.kind
-
-    @property
-    def names(self) -> list[str]:
-        return list(self._book.registry)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._book.registry
-
-    def get(self, name: str) -> Plugin:
-        """The live instance of a running plugin."""
-        try:
-            return self._pool.current.live[name].plugin
-        except KeyError:
-            what = "loaded" if name in self._book.registry else "registered"
-            raise PluginNotFoundError(name, self._pool.current.live, what=what) from None
-
-    def plugin_class(self, name: str) -> type[Plugin]:
-        return self._book.registry[name].cls
-
-    def entry(self, name: str) -> Entry:
-        return self._book.registry[name]
-
-    def state(self, name: str) -> PluginState:
-        return self._book.state(self._book.registry[name].name)
-
-    def guards(self) -> tuple[str, ...]:
-        """The enabled plugins that guard requests (``required``, e.g. custom-auth): the
-        gateway serves only on a generation where each is live, else 503 (fail closed). One
-        configured ``required: true`` that nothing registered guards too: it is not serving.
-        """
-        registry = self._book.registry
-        pending = [n for n, s in list(self._book.pending.items()) if s.required and s.enabled]
-        return tuple(sorted({*registry.guards, *pending})) if pending else registry.guards
-
-    def failure(self, name: str) -> tuple[str, str] | None:
-        """``(phase, error)`` of ``name``'s failure while it is failed, else None."""
-        record = self._book.records.get(name)
-        if record is None or record.state != PluginState.FAILED:
-            return None
-        error = record.error or ""
-        return (error.partition(": ")[0] or "unknown", error)
-
-    def reload_count(self, name: str) -> int:
-        record = self._book.records.get(name)
-        return record.reloads if record is not None else 0
-
-    def lease(self) -> Lease:
-        """Hold the current live set until released: work started on it finishes on it."""
-        return self._pool.lease()
 
     def add_builder(
         self, key: str, builder: Callable[[Mapping[str, Plugin], Any], Any]
@@ -661,66 +474,12 @@ class Kernel:
         PluginError naming plugin and phase) refuses the swap: the old set serves."""
         return self._pool.add_verifier(key, verifier)
 
-    def info(self) -> list[PluginInfo]:
-        """One row per registered plugin, in load order (then the rest by name)."""
-        book = self._book
-        registry = book.registry
-        graph = registry.graph()
-        try:
-            order = graph.load_order()
-        except DependencyError:
-            order = []
-        names = order + sorted(set(registry) - set(order))
-        users = graph.dependents_map()
-        rows = []
-        for name in names:
-            entry = registry[name]
-            record = book.records.get(name)
-            state = record.state if record else PluginState.REGISTERED
-            rows.append(
-                PluginInfo(
-                    name=name,
-                    kind=entry.cls.kind,
-                    version=str(entry.cls.version),
-                    state=state.value,
-                    description=entry.cls.description,
-                    dependencies=tuple(d for d, _ in entry.requires),
-                    dependents=tuple(users.get(name, ())),
-                    priority=entry.priority,
-                    enabled=entry.spec.enabled,
-                    reload_count=record.reloads if record else 0,
-                    health=column(state, record.health if record else None),
-                    config=self._secrets.mask(redact(entry.config, marked=entry.spec.secrets)),
-                    origin=entry.origin,
-                    source=entry.source,
-                    error=record.error if record else None,
-                )
-            )
-        return rows
-
     async def alook_health(self) -> dict[str, HealthStatus]:
         """``ahealth`` without recording (no events, ``info()`` unchanged): a dashboard's
         background look, so that what a notebook prints never depends on when it ran."""
         return await self._ops.arun(self._checks.run(record=False))
 
     look_health = blocking(alook_health)
-
-    # -- events -----------------------------------------------------------------------
-
-    def events(self, plugin: str | None = None, limit: int | None = None) -> list[PluginEvent]:
-        """Recent events, oldest first."""
-        return self._events.events(plugin, limit)
-
-    def subscribe(self, callback: Callable[[PluginEvent], object]) -> Callable[[], None]:
-        """Call ``callback(event)`` on every new event (from the kernel's thread)."""
-        return self._events.subscribe(callback)
-
-    def watch(self, timeout: float | None = None) -> Iterator[PluginEvent]:
-        """Block for new events (the seed's ``Watch()``); stops after ``timeout`` idle seconds."""
-        return self._events.watch(timeout)
-
-    def awatch(self) -> AsyncIterator[PluginEvent]:
-        return self._events.awatch()
 
     # -- files --------------------------------------------------------------------------
 
@@ -740,19 +499,3 @@ class Kernel:
     async def aserve(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> Any:
         """Async twin of :meth:`serve`, usable from any loop (the kernel's included)."""
         return await _server("aserve")(self, host=host, port=port, **options)
-
-    # -- display --------------------------------------------------------------------------
-
-    def __repr__(self) -> str:
-        active = sum(1 for r in self._book.records.values() if r.state == PluginState.ACTIVE)
-        total = len(self._book.registry)
-        state = "closed" if self._ops.closed else f"{active}/{total} active"
-        return f"<helixlab.Kernel: {state}>"
-
-    def _repr_html_(self) -> str | None:
-        return html_of(self)  # registered by the notebook layer
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        rows = self.info()
-        lines = [repr(self), *(f"  {row}" for row in rows)]
-        p.text("\n".join(lines))

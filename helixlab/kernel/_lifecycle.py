@@ -26,7 +26,7 @@ from typing import Any
 from ..errors import PluginError, PluginTimeoutError
 from ._plugin import Context, Plugin
 from ._registry import Entry
-from ._workers import Abandoned, Interrupt, Progress, WorkerPool
+from ._workers import Abandoned, Interrupt, Progress, WorkerPool, settle
 
 __all__ = ["Job", "Live", "Operation", "Runner", "Timeouts", "fresh_copy"]
 
@@ -386,7 +386,9 @@ class Runner:
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(lambda _: setattr(progress, "finished", True))
         future = self.loop.create_future()
-        task.add_done_callback(lambda t: _settle_task(future, t))
+        task.add_done_callback(
+            lambda t: future.cancel() if t.cancelled() else settle(future, t.result())
+        )
         progress.waiting = task
         watch = self.plain.watch(future, progress, timed_out, interrupt)
         try:
@@ -483,23 +485,7 @@ def _one(live: Any, phase: str, args: tuple, timeout: float) -> Job:
 def _drive_inline(job: Job) -> Any:
     """A job whose every phase is skipped: run it here, now."""
     try:
-        job.send(None)
         while True:
             job.send(None)
     except StopIteration as stop:
         return stop.value
-
-
-def _settle_task(future: asyncio.Future, task: asyncio.Task) -> None:
-    if future.done():
-        return
-    if task.cancelled():
-        future.cancel()
-        return
-    ok, value = task.result()
-    if ok:
-        future.set_result(value)
-    elif isinstance(value, Abandoned | asyncio.CancelledError):
-        future.cancel()
-    else:
-        future.set_exception(value)

@@ -1,11 +1,8 @@
-"""What a change of the live set will do: plan it, checking everything, changing nothing.
-
-:func:`plan` validates the proposed registry (new classes, new config, the whole graph)
-and computes the cascade: the targets plus every transitive dependent, dependencies
-first. :func:`reload`, :func:`reconfigure` and :func:`define` turn a request into a
-:class:`~._transaction.Transaction` (start aside, swap once, drain; see there), the one
-code path that ``Kernel.reload``, ``configure``, ``define``, ``apply_config`` and their
-``prepare_*`` forms share.
+"""What a change of the live set will do: :func:`plan` checks everything (new classes, new
+config, the whole graph), changes nothing, and computes the cascade (the targets and every
+transitive dependent, dependencies first). :func:`reload`, :func:`reconfigure`,
+:func:`define` and :func:`apply_config` turn a Change into its
+:class:`~._transaction.Transaction`.
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ from ._fingerprint import Fingerprint, class_fingerprint
 from ._lifecycle import Operation, Runner
 from ._live import LivePool
 from ._plugin import Plugin, PluginState, check_plugin_class
-from ._registry import Registry
+from ._registry import Entry, Registry
 from ._reports import ReloadReport
 from ._secrets import secret_values
 from ._transaction import Plan, Transaction, load_new
@@ -48,6 +45,16 @@ def _refuse(
         f"{what} of {name!r} refused: {describe(exc)} The running versions are unchanged.",
         cause=exc,
     )
+
+
+def _with_class(registry: Registry, entry: Entry, cls: type[Plugin], **how: Any) -> Registry:
+    """``registry`` with ``cls`` replacing ``entry``'s class, or the refusal of the reload."""
+    try:
+        return registry.with_class(cls, **how)
+    except ConfigError as exc:
+        raise stored_value_refusal(entry, cls, exc) or _refuse(entry.name, exc, "config") from None
+    except RegistryError as exc:
+        raise _refuse(entry.name, exc) from None
 
 
 def plan(
@@ -71,14 +78,7 @@ def plan(
                     f"Cannot reload {name!r}: no plugin of that name is registered "
                     f"(registered: {', '.join(sorted(registry)) or 'none'}). Register it first.",
                 )
-            try:
-                registry = registry.with_class(target)
-            except (ConfigError, RegistryError) as exc:
-                if isinstance(exc, ConfigError):
-                    raise stored_value_refusal(registry[name], target, exc) or _refuse(
-                        name, exc, "config"
-                    ) from None
-                raise _refuse(name, exc) from None
+            registry = _with_class(registry, registry[name], target)
         elif isinstance(target, str):
             registry[target]
             name = target
@@ -199,14 +199,9 @@ def define(
             changed.append(cls.name)
             if entry.fingerprint != prints[cls.name]:
                 reasons[cls.name] = prints[cls.name].changed(entry.fingerprint)
-            try:
-                registry = registry.with_class(cls, source=source, fingerprint=prints[cls.name])
-            except (ConfigError, RegistryError) as exc:
-                if isinstance(exc, ConfigError):
-                    raise stored_value_refusal(entry, cls, exc) or _refuse(
-                        cls.name, exc, "config"
-                    ) from None
-                raise _refuse(cls.name, exc) from None
+            registry = _with_class(
+                registry, entry, cls, source=source, fingerprint=prints[cls.name]
+            )
             registry = registry.with_entry(replace(registry[cls.name], unit=unit, origin=origin))
     try:
         registry.graph().validate()
@@ -373,13 +368,14 @@ def stored_value_refusal(entry: Any, cls: Any, exc: ConfigError) -> ReloadError 
     values = ", ".join(
         f"{key}={'<secret>' if key in secret else repr(spec.config[key])}" for key in blocked
     )
-    reasons = "; ".join(f"{_key_path(p.path)}: {p.message.rstrip('.')}" for p in exc.problems)
-    where = "with configure()" if spec.source == "configure()" else f"in {spec.source}"
-    clear = f"helix.configure({name!r}, {blocked!r})"
-    if spec.source != "configure()":
-        fix = f"change it in {spec.source} and apply that file again"
+    reasons = "; ".join(
+        f"{p.path.removeprefix('config.')}: {p.message.rstrip('.')}" for p in exc.problems
+    )
+    if spec.source == "configure()":
+        where, fix = "with configure()", f"clear it with helix.configure({name!r}, {blocked!r})"
+        fix += " (the new defaults)"
     else:
-        fix = f"clear it with {clear} (the new defaults)"
+        where, fix = f"in {spec.source}", f"change it in {spec.source} and apply that file again"
     return ReloadError(
         name,
         "config",
@@ -397,7 +393,3 @@ def _top_key(path: str) -> str | None:
     if len(parts) >= 2 and parts[0] == "config":
         return parts[1]
     return parts[0] if len(parts) == 1 and parts[0] else None
-
-
-def _key_path(path: str) -> str:
-    return path.removeprefix("config.")

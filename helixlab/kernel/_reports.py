@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._reprs import html_of
-from ..errors import PluginError
+from ..errors import PluginError, describe
 from ._secrets import IDENTIFIERS
 
 __all__ = ["HealthStatus", "LoadReport", "PluginInfo", "ReloadReport"]
@@ -62,7 +62,8 @@ class LoadReport(_PlainRepr):
     def __str__(self) -> str:
         lines = [f"loaded {len(self.order)}: {' -> '.join(self.order) or 'nothing'}"]
         for name, err in self.failed.items():
-            lines.append(f"failed  {name} in {err.phase}: {self.reasons.get(name) or _cause(err)}")
+            why = self.reasons.get(name) or (describe(err.cause) if err.cause else str(err))
+            lines.append(f"failed  {name} in {err.phase}: {why}")
         for name, why in self.skipped.items():
             lines.append(f"skipped {name}: {why}")
         return "\n".join(lines)
@@ -106,10 +107,6 @@ class ReloadReport(_PlainRepr):
             for names, plugins in grouped.items()
         ]
 
-    def _version_text(self, name: str) -> str:
-        old, new = self.versions.get(name, ("", ""))
-        return old if old == new else f"{old} -> {new}"
-
     def __str__(self) -> str:
         head = ", ".join(self.targets)
         if self.error is None and not self.order:
@@ -127,8 +124,9 @@ class ReloadReport(_PlainRepr):
             lines = [f"reload of {head} {state}: {self.plugin} failed in {self.phase}"]
             lines.append(f"  error: {self.error}")
         for i, name in enumerate(self.order, 1):
+            old, new = self.versions.get(name, ("", ""))
             mark = " (restart)" if self.strategy.get(name) == "restart" else ""
-            lines.append(f"  {i}. {name} {self._version_text(name)}{mark}")
+            lines.append(f"  {i}. {name} {old if old == new else f'{old} -> {new}'}{mark}")
         for name in self.loaded:
             lines.append(f"  + {name} {self.versions.get(name, ('', ''))[1]} (loaded)")
         if self.error is not None and self.order:
@@ -192,9 +190,3 @@ class PluginInfo(_PlainRepr):
             f"{self.name} {self.version} ({self.kind}) {self.state}, health {self.health}, "
             f"reloads {self.reload_count}{deps}{err}"
         )
-
-
-def _cause(err: PluginError) -> str:
-    from ..errors import describe
-
-    return describe(err.cause) if err.cause is not None else str(err)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["Abandoned", "Progress", "WorkerPool"]
+__all__ = ["Abandoned", "Progress", "WorkerPool", "settle"]
 
 T = TypeVar("T")
 
@@ -96,7 +96,6 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._count = 0
         self._closed = False
-        self.hung = 0  # jobs abandoned so far (their threads may still be busy)
 
     def _idle_again(self, worker: _Worker) -> bool:
         with self._lock:
@@ -133,7 +132,7 @@ class WorkerPool:
 
         def done(result: tuple[bool, Any]) -> None:
             if not loop.is_closed():
-                loop.call_soon_threadsafe(_settle, future, result)
+                loop.call_soon_threadsafe(settle, future, result)
 
         self._worker().jobs.put((job, progress, done))
         watch = self.watch(future, progress, timed_out, interrupt)
@@ -212,7 +211,6 @@ class _Watch:
             return
         self.handle.cancel()
         self.progress.abandoned = True
-        self.pool.hung += 1
         waiting = self.progress.waiting
         if waiting is not None:
             waiting.cancel()
@@ -223,13 +221,14 @@ class _Watch:
 _FIRST_LOOK = 0.05
 
 
-def _settle(future: asyncio.Future, result: tuple[bool, Any]) -> None:
+def settle(future: asyncio.Future, result: tuple[bool, Any]) -> None:
+    """End ``future`` as its job ended (a job abandoned or cancelled: cancelled)."""
     if future.done():  # abandoned already: its late ending is nobody's business
         return
     ok, value = result
     if ok:
         future.set_result(value)
-    elif isinstance(value, Abandoned):
+    elif isinstance(value, Abandoned | asyncio.CancelledError):
         future.cancel()
     else:
         future.set_exception(value)
