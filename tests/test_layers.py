@@ -115,3 +115,20 @@ def test_the_rules_see_every_form_of_reaching_in():
         "kernel._thread (line 1)",
         "self.kernel._registry (line 2)",
     }
+
+
+def test_no_module_is_over_500_lines():
+    """One concept per module: none grows past 500 lines (issue 22)."""
+    long = {
+        str(path.relative_to(PACKAGE.parent)): lines
+        for path in PACKAGE.rglob("*.py")
+        if (lines := len(path.read_text().splitlines())) > 500
+    }
+    assert not long
+
+
+def test_the_kernel_does_not_grow():
+    """Issue 22 asks for a kernel of at most 5,000 lines; it is about 6,500 now. This bound
+    is a ratchet (lower it as the kernel shrinks), not the target."""
+    lines = sum(len(p.read_text().splitlines()) for p in (PACKAGE / "kernel").glob("*.py"))
+    assert lines <= 6_550, lines

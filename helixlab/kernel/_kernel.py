@@ -98,9 +98,6 @@ class Kernel(Shorthands, Views):
             raise
         return kernel
 
-    def _emit(self, kind: str, name: str, detail: str = "", error: str | None = None) -> None:
-        self._book.emit(kind, name, detail, error)  # the file watcher's file_error
-
     def _parts(self) -> tuple[Book, LivePool, Runner]:
         return self._book, self._pool, self._runner
 
@@ -487,7 +484,7 @@ class Kernel(Shorthands, Views):
         """Hot reload plugins from ``path`` when their files are saved; returns a stop handle."""
         from ._watcher import FileWatcher
 
-        return FileWatcher(self, Path(path), **options)
+        return FileWatcher(self, self._thread, self._book, Path(path), **options)
 
     # -- gateway --------------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ from ..errors import RegistryError, UndeclaredDependencyError
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from ._kernel import Kernel
+
 __all__ = [
     "ASGIApp",
     "Context",
@@ -177,7 +179,12 @@ class Context:
     __slots__ = ("_deps", "config", "kernel", "name", "version")
 
     def __init__(
-        self, name: str, version: str, config: Any, deps: Mapping[str, Plugin], kernel: Any = None
+        self,
+        name: str,
+        version: str,
+        config: Any,
+        deps: Mapping[str, Plugin],
+        kernel: Kernel | None = None,
     ):
         self.name, self.version, self.config, self.kernel = name, version, config, kernel
         self._deps = dict(deps)

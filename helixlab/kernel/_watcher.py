@@ -22,7 +22,9 @@ from ._imports import IMPORT_TIMEOUT
 from ._reports import ReloadReport
 
 if TYPE_CHECKING:
+    from ._book import Book
     from ._kernel import Kernel
+    from ._loop import LoopThread
 
 __all__ = ["FileWatcher"]
 
@@ -34,6 +36,8 @@ class FileWatcher:
     def __init__(
         self,
         kernel: Kernel,
+        thread: LoopThread,
+        book: Book,
         path: Path,
         *,
         debounce: int = 1600,
@@ -42,6 +46,7 @@ class FileWatcher:
         import_timeout: float = IMPORT_TIMEOUT,
     ):
         self.kernel, self.path, self.import_timeout = kernel, path.resolve(), import_timeout
+        self._thread, self._book = thread, book  # the kernel's loop; its events
         if not self.path.is_dir():
             raise HelixError(f"Cannot watch {str(path)!r}: it is not a directory.")
         self.reports: list[ReloadReport] = []
@@ -57,7 +62,7 @@ class FileWatcher:
             watch_filter=watchfiles.PythonFilter(),
         )
         ready = threading.Event()
-        self._future = kernel._thread.submit(self._run(changes, ready)).future
+        self._future = thread.submit(self._run(changes, ready)).future
         ready.wait(10)
         kernel.add_closer(self._astop)
 
@@ -117,7 +122,7 @@ class FileWatcher:
                     serving = any(e.source == str(unit.path) for e in self.kernel.info())
                     state = "the running version keeps serving" if serving else "not loaded"
                     detail = f"{unit.path.name}: {state}"
-                    self.kernel._emit("file_error", plugin, detail=detail, error=describe(exc))
+                    self._book.emit("file_error", plugin, detail, describe(exc))
                 continue
             self._reported.pop(unit.root, None)
             self.reports.append(report)
@@ -133,9 +138,8 @@ class FileWatcher:
 
     def stop(self) -> None:
         """Stop watching (idempotent)."""
-        if not self.kernel._thread.loop.is_closed():
-            self.kernel._thread.loop.call_soon_threadsafe(self._stop.set)
-        if not self.kernel._thread.in_loop():
+        self._thread.call_soon(self._stop.set)  # nothing once the loop is closed
+        if not self._thread.in_loop():
             with contextlib.suppress(Exception):  # failures were reported through events
                 self._future.result(timeout=10)
 
