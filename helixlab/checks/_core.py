@@ -290,8 +290,8 @@ def run_check(
                 result = CheckResult(description, False, f"it raised {describe(exc)}")
             else:
                 result = CheckResult(description, True)
-        if not result.passed and logged:
-            result = replace(result, hint=f"{result.hint} {summary(logged)}")
+        if not result.passed and (said := summary(logged)):  # warnings and errors only
+            result = replace(result, hint=f"{result.hint} {said}")
         results.append(result)
     report = CheckReport(name, entry.title, results)
     stale = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -425,6 +426,18 @@ def test_lab3_checks_leave_the_notebook_plugin_alone(helix):
     assert helix.get("lab-rate-limiter") is before
     assert helix.reload_count("lab-rate-limiter") == 0
     assert before.buckets == {}
+
+
+def test_lab3_hints_are_the_same_when_the_notebook_logs_at_info(helix, caplog):
+    """A learner's `logging.basicConfig(level=logging.INFO)`: the checks' gateway then logs
+    INFO lines (uvicorn's "Started server process"), which are not problems: the hints
+    stay exactly as without them (one had a trailing space)."""
+    caplog.set_level(logging.INFO)
+    loaded(helix, limiter_class(StarterBucket, answer_429=False, hand_over=False))
+    hints = failing(run_check("lab3", helix, {}))
+    assert hints[LAB3[2]].endswith(
+        "return the seconds until there will be; the middleware then answers 429 (steps 2 and 3)."
+    )
 
 
 def test_lab3_starter_shows_the_gaps_with_hints(helix):

@@ -57,11 +57,30 @@ def gate_options() -> dict:
     return {}
 
 
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if all(r is not record for r in self.records):  # seen from two loggers: once
+            self.records.append(record)
+
+
 @pytest.fixture
-def errors_logged(caplog) -> Iterator[list]:
-    """ERROR records from the gateway (an unexpected exception while serving)."""
-    with caplog.at_level(logging.ERROR, logger="helixlab.gateway"):
-        yield caplog.records
+def errors_logged() -> Iterator[list]:
+    """ERROR records while serving (an unexpected exception: the gateway's, or uvicorn's
+    "Exception in ASGI application"), and only those: never the INFO lines (uvicorn's
+    "Started server process") that another test may have left audible."""
+    handler = _Records()
+    loggers = [logging.getLogger(), logging.getLogger("uvicorn")]  # uvicorn may not propagate
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
 
 
 def post(server: Any, content: bytes, **headers: str) -> httpx.Response:
