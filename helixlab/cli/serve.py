@@ -34,13 +34,16 @@ import signal
 import socket
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._net import HTTP_PARSERS, bind_tcp, http_parser, http_url
 from ..errors import HelixError
-from ..kernel import LOOPS, SecretBook, mask, mask_log_records, parse_config
+from ..kernel import LOOPS, Kernel, SecretBook, mask, mask_log_records, parse_config
 from . import EXIT_ERROR, EXIT_OK, Commands, say
 from ._signals import Signals
+
+if TYPE_CHECKING:
+    from ..gateway._operations import Operations
 
 __all__ = ["register", "serve"]
 
@@ -156,7 +159,6 @@ def serve(
     """Run ``helixlab serve``; returns the exit status."""
     from ..gateway import gateway_config
     from ..gateway._operations import Operations
-    from ..kernel import Kernel
 
     doc = parse_config(config_path)
     overrides: dict[str, Any] = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
@@ -216,7 +218,7 @@ def serve(
         if server.admin is not None:
             say(f"admin API on {server.url}/admin (Authorization: Bearer <the admin key>)")
         if watch:
-            watching = _watch(kernel, dirs, operations)
+            watching = _watch(kernel, dirs, config_path, operations)
         print(server.url, flush=True)  # stdout carries only the URL, for scripts
         while "stop" not in (asked := signals.wait()):
             if asked["reapply"]:
@@ -238,7 +240,7 @@ def serve(
     return EXIT_OK
 
 
-def _unguarded(kernel: Any) -> list[str]:
+def _unguarded(kernel: Kernel) -> list[str]:
     """A guarding plugin (custom-auth) that the configuration disables, said on start-up:
     its requests are served without it, as configured, but never silently."""
     lines = []
@@ -269,7 +271,9 @@ def _tell(outcome: Any) -> None:
         say(mask(line))
 
 
-def _watch(kernel: Any, dirs: list[str], operations: Any) -> threading.Event:
+def _watch(
+    kernel: Kernel, dirs: list[str], config_path: str, operations: Operations
+) -> threading.Event:
     """Watch the plugin directories (the kernel's watcher) and the configuration file.
 
     The file is watched from a thread of its own (its directory, filtered to the file, so
@@ -286,7 +290,7 @@ def _watch(kernel: Any, dirs: list[str], operations: Any) -> threading.Event:
             daemon=True,
         ).start()
         say(f"watching {directory} for plugin changes")
-    config = Path(operations.config_path).resolve()
+    config = Path(config_path).resolve()
 
     def follow() -> None:
         import watchfiles

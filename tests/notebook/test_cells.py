@@ -308,8 +308,12 @@ def test_a_new_version_that_fails_to_start_is_rolled_back_and_the_old_keeps_serv
 
 @pytest.mark.parametrize(
     "failure",
-    ["raise RuntimeError('port in use')", "1 / 0  # at definition"],
-    ids=["start-fails", "cell-raises"],
+    [
+        "raise RuntimeError('port in use')",
+        "1 / 0  # at definition",
+        "raise KeyboardInterrupt  # the interrupt button, as the cell runs",
+    ],
+    ids=["start-fails", "cell-raises", "cell-interrupted"],
 )
 def test_a_failed_rerun_leaves_the_old_instances_their_own_helpers(ip, failure):
     """A re-run that does not run must not change what the running version calls: the
