@@ -377,6 +377,10 @@ class Worker:
                     why = await self.lease.fence(self.info(), lease, key, gen.sig)
                 except FleetError as exc:  # "commit" in Redis, but not the proposer's
                     why = str(exc)
+                except Exception as exc:  # Redis failed mid-check: undecidable here, as above
+                    await prepared.aabort()
+                    self._rejoin(f"the commit of generation {number} cannot be checked ({exc})")
+                    return
                 if why is not None:  # it stays the fleet's commit: catch up on it afresh
                     _say(f"not committing generation {number} as prepared: {why}")
                     outcome = "abort"
