@@ -92,9 +92,8 @@ class Plugin(Generic[ConfigT]):
     reload_strategy: ClassVar[Literal["hot", "restart"]] = "hot"
     priority: ClassVar[int] = 0
     kind: ClassVar[str] = "plugin"
-    #: It guards requests (authentication): while it is not serving — failed at load or
-    #: start, hung, stopped, not started yet — the gateway answers 503 instead of serving
-    #: without it. The configuration can mark any plugin so too (``required: true``).
+    #: It guards requests (authentication): while it is not serving (failed, hung, stopped, not
+    #: started yet) the gateway answers 503. The configuration can say so too (``required: true``).
     required: ClassVar[bool] = False
 
     def init(self, ctx: Context, config: ConfigT) -> Any:
@@ -134,11 +133,7 @@ class Plugin(Generic[ConfigT]):
 
 class _Probed:  # what middleware and providers share
     def probe(self) -> Iterable[Probe]:
-        """The requests a canary sends through a new version before it serves (``verify``).
-
-        The default is one chat completion; return ``[]`` to skip, or your own probes
-        (e.g. a request your middleware must refuse with ``Probe(expect=lambda s: s == 401)``).
-        """
+        """What a canary sends through the new version before the swap (a chat; ``[]``: none)."""
         return [Probe()]
 
 
@@ -172,22 +167,16 @@ class ToolPlugin(Plugin[ConfigT]):
         raise NotImplementedError(f"{type(self).__name__}.get_tools() is not implemented")
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class Context:
     """What an instance sees of the kernel: its own name, config, logger and dependencies
     (their instances live, or new in a reload, when it was created)."""
 
-    __slots__ = ("_deps", "config", "kernel", "name", "version")
-
-    def __init__(
-        self,
-        name: str,
-        version: str,
-        config: Any,
-        deps: Mapping[str, Plugin],
-        kernel: Kernel | None = None,
-    ):
-        self.name, self.version, self.config, self.kernel = name, version, config, kernel
-        self._deps = dict(deps)
+    name: str
+    version: str
+    config: Any
+    _deps: dict[str, Plugin]  # its own: a reload rebinds it to the new instances
+    kernel: Kernel | None = None
 
     @property
     def logger(self) -> logging.Logger:
