@@ -210,9 +210,8 @@ def parse_dependency(spec: str, owner: str = "?") -> tuple[str, str]:
     try:
         req = Requirement(spec)
     except InvalidRequirement as exc:
-        raise RegistryError(
-            f"Plugin {owner!r} declares an invalid dependency {spec!r}: {exc}"
-        ) from None
+        why = f"declares an invalid dependency {spec!r}: {exc}"
+        raise RegistryError(f"Plugin {owner!r} {why}") from None
     return req.name, str(req.specifier)
 
 

@@ -21,11 +21,9 @@ __all__ = ["Duration", "PluginConfig", "parse_duration", "validate_config"]
 
 
 def validate_config(spec: PluginSpec, model: type[pydantic.BaseModel] | None) -> Any:
-    """Validate a spec's config with the plugin's model: every problem at once, each at the
-    line of its key (a missing key: of the plugin's entry). Unknown keys are refused even where
-    pydantic would ignore them (a misspelt setting that does nothing is worse than an error),
-    unless the model says ``extra="allow"``; ``config_model = None`` takes no keys, ``dict`` any.
-    """
+    """A spec's config validated by the plugin's model, or every problem at the line of its key.
+    Unknown keys are refused even where pydantic ignores them (a misspelt setting that does
+    nothing is worse) unless ``extra="allow"``; ``config_model = None`` takes none, ``dict`` any."""
     if model is dict:
         return dict(spec.config)
     found: list[tuple[tuple, str, str]] = []  # (key path, message, kind)
