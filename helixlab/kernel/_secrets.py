@@ -189,8 +189,6 @@ class SecretBook:
 
     def learn(self, values: Iterable[str]) -> None:
         """Add secret values (a configuration being applied, or the one now current)."""
-        if isinstance(values, frozenset) and values <= self._values:
-            return  # the common case (a registry's unchanged secrets): no rebuild
         new = {v for v in values if isinstance(v, str) and len(v.strip()) >= MIN_LENGTH}
         with self._lock:
             if not new <= self._values:
