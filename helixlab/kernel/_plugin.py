@@ -167,16 +167,22 @@ class ToolPlugin(Plugin[ConfigT]):
         raise NotImplementedError(f"{type(self).__name__}.get_tools() is not implemented")
 
 
-@dataclass(slots=True, eq=False, repr=False)
 class Context:
     """What an instance sees of the kernel: its own name, config, logger and dependencies
     (their instances live, or new in a reload, when it was created)."""
 
-    name: str
-    version: str
-    config: Any
-    _deps: dict[str, Plugin]  # its own: a reload rebinds it to the new instances
-    kernel: Kernel | None = None
+    __slots__ = ("_deps", "config", "kernel", "name", "version")
+
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        config: Any,
+        deps: Mapping[str, Plugin],
+        kernel: Kernel | None = None,
+    ):
+        self.name, self.version, self.config, self.kernel = name, version, config, kernel
+        self._deps = dict(deps)
 
     @property
     def logger(self) -> logging.Logger:
