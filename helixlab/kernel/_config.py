@@ -69,10 +69,13 @@ class ConfigDocument:
     fleet: dict[str, Any] = field(default_factory=dict)
     fleet_lines: dict[tuple, int] = field(default_factory=dict)
     plugin_dirs: list[str] = field(default_factory=list)  # absolute: relative to the file
+    gateway_secrets: frozenset[tuple] = frozenset()  # paths marked {value: ..., secret: true}
 
     def __repr__(self) -> str:
-        shown = f"plugins={self.plugins!r}, gateway={redact(self.gateway)!r}"
-        return f"ConfigDocument({shown}, source={self.source!r})"
+        gateway = mask(redact(self.gateway, marked=self.gateway_secrets))
+        return (
+            f"ConfigDocument(plugins={self.plugins!r}, gateway={gateway!r}, source={self.source!r})"
+        )
 
 
 def parse_config(
@@ -359,6 +362,8 @@ class _Reader:
         for path in self.marked:
             if path[:1] == ("plugins",) and path[2:3] == ("config",) and path[1] in doc.plugins:
                 doc.plugins[path[1]].secrets |= {path[3:]}
+            elif path[:1] == ("gateway",):
+                doc.gateway_secrets |= {path[1:]}
         return doc
 
     def entry(self, name: str, value: Any) -> PluginSpec:

@@ -1,7 +1,7 @@
 """Secrets: which settings hold one, and the one masking step every way out passes through.
 
 A setting is secret **by name** (it contains secret, password, passwd, passphrase,
-authorization, credential, cookie, or api/private/signing/access/session/encryption/master
+authorization, credential, cookie, or api/private/signing/access/session/encryption/master/admin
 ``_key``, or ends in ``token(s)`` not counting them as ``max_tokens`` does), **by type**
 (``SecretStr``/``SecretBytes`` in the ``config_model``, nested too), **explicitly**
 (``{value: ..., secret: true}``) or **in a URL** (its password, secret-named query values).
@@ -45,7 +45,7 @@ IDENTIFIERS = {"helix_no_secrets": True}
 # compact forms (separators removed) that make a name secret wherever they occur in it
 _SECRET_PARTS = re.compile(
     "secret|password|passwd|passphrase|authorization|credential|cookie|apikey|privatekey|"
-    "signingkey|accesskey|sessionkey|encryptionkey|masterkey"
+    "signingkey|accesskey|sessionkey|encryptionkey|masterkey|adminkey"
 )
 # words before a last ``token(s)`` that mean the setting counts tokens, not holds one
 _COUNTING = {

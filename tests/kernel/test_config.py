@@ -513,6 +513,9 @@ def test_spec_repr_never_shows_secrets():
     spec = spec_of("plugins:\n  p:\n    config:\n      api_key: sk-live-4242\n      url: u\n")
     assert "sk-live-4242" not in repr(spec)
     assert "sk-live-4242" not in repr(parse_config("plugins: {}\ngateway: {secret: sk-live-4242}"))
+    gateway = "gateway: {admin_key: hunter2-admin, header: {value: hunter2-mark, secret: true}}"
+    shown = repr(parse_config(f"plugins: {{}}\n{gateway}\n"))
+    assert "hunter2" not in shown and "'header': '***'" in shown
     assert "'url': 'u'" in repr(spec)
 
 
