@@ -28,6 +28,7 @@ __all__ = [
     "IDENTIFIERS",
     "MASK",
     "SecretBook",
+    "field_aliases",
     "is_secret_key",
     "mask",
     "mask_log_records",
@@ -75,11 +76,19 @@ def is_secret_key(key: Any) -> bool:
     return len(words) == 1 or words[-2] not in _COUNTING
 
 
+def field_aliases(info: Any) -> list[str]:
+    """The input keys a pydantic field reads besides its name: its (validation) alias, each of
+    its ``AliasChoices``, an ``AliasPath``'s first key."""
+    alias = info.validation_alias if info.validation_alias is not None else info.alias
+    choices = getattr(alias, "choices", [alias])
+    return [k for c in choices if isinstance(k := getattr(c, "path", [c])[0], str)]
+
+
 def _kinds(model: Any, key: Any) -> list[type]:
     """What the field ``model`` reads from ``key`` may hold (in ``X | None``, ``list[X]``...)."""
     fields = getattr(model, "model_fields", {}) if isinstance(model, type) else {}
     field = fields.get(key) or next(
-        (f for f in fields.values() if key in (f.alias, f.validation_alias)), None
+        (f for f in fields.values() if key in (f.alias, *field_aliases(f))), None
     )
     annotations, kinds = [field.annotation] if field else [], []
     for annotation in annotations:  # grows as it goes: X | list[Y] -> X, list[Y], Y

@@ -15,7 +15,7 @@ from pydantic import BeforeValidator, ConfigDict
 
 from ..errors import ConfigError, ConfigProblem
 from ._config import PluginSpec, _unknown_message
-from ._secrets import is_secret_key
+from ._secrets import field_aliases, is_secret_key
 
 __all__ = ["Duration", "PluginConfig", "parse_duration", "validate_config"]
 
@@ -81,9 +81,7 @@ def _unknown_keys(annotation: Any, value: Any, loc: tuple) -> list[tuple[tuple, 
         return []
     accepted: dict[str, str] = {}  # every input key the model reads (names, aliases) -> field
     for name, info in annotation.model_fields.items():
-        alias = info.validation_alias if info.validation_alias is not None else info.alias
-        choices = getattr(alias, "choices", [alias])  # AliasChoices; an AliasPath's first key
-        aliases = [k for c in choices if isinstance(k := getattr(c, "path", [c])[0], str)]
+        aliases = field_aliases(info)
         if config.get("validate_by_alias", True):
             accepted.update(dict.fromkeys(aliases, name))
         if not aliases or config.get("validate_by_name") or config.get("populate_by_name"):
