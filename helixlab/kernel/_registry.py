@@ -178,5 +178,6 @@ class Registry:
     def _remade(
         self, old: Entry, cls: type[Plugin], spec: PluginSpec, *, strict: bool, **where: Any
     ) -> Registry:
+        """``old`` made anew from ``cls`` and ``spec``, where it came from kept unless ``where``."""
         kept = {k: getattr(old, k) for k in ("instance", "origin", "source", "unit", "fingerprint")}
         return self.with_entry(Entry.of(cls, spec, strict=strict, **(kept | where)))
