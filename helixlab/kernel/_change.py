@@ -45,8 +45,6 @@ class Change:
     directory: str = ""  # define_file: the plugins directory, and the unit's path in it
     path: str = ""
 
-    # -- constructors ---------------------------------------------------------------------
-
     @classmethod
     def reload(cls, *targets: str | type[Plugin], cascade: bool = True) -> Change:
         """Restart ``targets`` (names, or redefined classes) with their dependents."""
@@ -118,11 +116,9 @@ class Shorthands:
         async def aapply(self, change: Change) -> ReloadReport: ...
 
     async def areload(self, *targets: str | type[Plugin], cascade: bool = True) -> ReloadReport:
-        """Hot reload plugins (by name, or with a redefined class) with all their dependents.
-
-        With ``cascade=False`` dependents are not restarted: their ``ctx.get`` answers the
-        new instance from then on, but what they stored earlier is the old, stopped one.
-        """
+        """Hot reload plugins (by name, or with a redefined class) with all their dependents;
+        with ``cascade=False`` dependents are not restarted: their ``ctx.get`` answers the new
+        instance from then on, but what they stored earlier is the old, stopped one."""
         return await self.aapply(Change.reload(*targets, cascade=cascade))
 
     reload = blocking(areload)
@@ -138,9 +134,9 @@ class Shorthands:
     async def aapply_config(
         self, data: str | os.PathLike | Mapping, *, source: str | None = None, line_offset: int = 0
     ) -> list[ReloadReport]:
-        """Apply a YAML configuration (path, text or mapping) in the course's format: every
-        problem reported at once, before anything changes; built-in plugins it names are
-        registered; running plugins whose configuration changed restart with dependents."""
+        """Apply a YAML configuration (path, text or mapping): every problem reported at once,
+        before anything changes; built-in plugins it names registered; running plugins whose
+        configuration changed restart with dependents."""
         change = Change.apply_config(data, source=source, line_offset=line_offset)
         return [report] if (report := await self.aapply(change)).order else []
 
