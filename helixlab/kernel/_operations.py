@@ -288,17 +288,13 @@ def _how_it_ended(submission: Submission) -> ReloadInterrupted | None:
     error = future.exception()
     if isinstance(error, ReloadError) and error.report is not None and error.report.rolled_back:
         targets = ", ".join(error.report.targets) or error.plugin
-        return ReloadInterrupted(
-            f"Reload of {targets} interrupted: rolled back, the old versions keep serving.",
-            rolled_back=True,
-            report=error.report,
-        )
+        message = f"Reload of {targets} interrupted: rolled back, the old versions keep serving."
+        return ReloadInterrupted(message, rolled_back=True, report=error.report)
     result = future.result() if error is None else None
     if isinstance(result, ReloadReport) and result.order:
-        return ReloadInterrupted(
-            f"Reload of {', '.join(result.targets)} interrupted after its swap: finished, "
-            f"the new versions serve.",
-            rolled_back=False,
-            report=result,
+        targets = ", ".join(result.targets)
+        message = (
+            f"Reload of {targets} interrupted after its swap: finished, the new versions serve."
         )
+        return ReloadInterrupted(message, rolled_back=False, report=result)
     return None
