@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from ..errors import KernelClosedError, ReloadError, ReloadInterrupted
@@ -72,13 +72,13 @@ class Operations:
                 return await coro
 
     async def hold(
-        self, make: Callable[[], Awaitable[Transaction]], timeout: float | None
+        self, make: Callable[[], Coroutine[Any, Any, Transaction]], timeout: float | None
     ) -> PreparedReload:
         """Take the lock, prepare ``make()``'s transaction, keep the lock: a PreparedReload."""
         await self.lock.acquire()
         try:
-            with self._operation() as op:
-                txn = await make()
+            with self._operation(coro := make()) as op:
+                txn = await coro
                 await txn.prepare(op)
         except BaseException:
             self.lock.release()
@@ -89,21 +89,18 @@ class Operations:
     async def settle(self, txn: Transaction, how: str, reason: str) -> ReloadReport:
         """Commit or abort the held transaction (closing or not), then release the lock."""
         try:
-            with self._operation(refuse_closing=False) as op:
+            with self._operation(None) as op:
                 return await (txn.commit(op) if how == "commit" else txn.abort(op, reason))
         finally:
             self.prepared = None
             self.lock.release()
 
     @contextlib.contextmanager
-    def _operation(
-        self, coro: Coroutine[Any, Any, Any] | None = None, *, refuse_closing: bool = True
-    ) -> Iterator[Operation]:
-        """The operation holding the lock for the block, which interrupts reach; once closing,
-        KernelClosedError instead (``coro``, never begun, closed)."""
-        if refuse_closing and self.closing:
-            if coro is not None:
-                coro.close()
+    def _operation(self, coro: Coroutine[Any, Any, Any] | None) -> Iterator[Operation]:
+        """The operation holding the lock for the block, which interrupts reach. A new one
+        (``coro``) is refused once closing: closed, never begun, KernelClosedError."""
+        if coro is not None and self.closing:
+            coro.close()
             raise KernelClosedError("The kernel is closing; create a new Kernel().")
         self.op = op = Operation(asyncio.current_task())
         try:
