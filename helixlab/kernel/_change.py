@@ -18,10 +18,7 @@ from ._operations import blocking
 from ._plugin import Plugin
 from ._reports import ReloadReport
 
-__all__ = ["PREPARE_TIMEOUT", "Change", "Shorthands"]
-
-#: How long a PreparedReload may wait for its commit() or abort() before it aborts itself.
-PREPARE_TIMEOUT = 60.0
+__all__ = ["Change", "Shorthands"]
 
 Kind = Literal["reload", "configure", "apply_config", "define", "define_file"]
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from ..errors import HelixError, RegistryError, ReloadError, describe
 from . import _discovery, _loader, _reload
 from ._book import Book
-from ._change import PREPARE_TIMEOUT, Change, Shorthands
+from ._change import Change, Shorthands
 from ._config import PluginSpec
 from ._events import EventLog
 from ._fingerprint import Fingerprint
@@ -261,9 +261,7 @@ class Kernel(Shorthands, Views):
         await txn.prepare(op)
         return await txn.commit(op)
 
-    async def aprepare(
-        self, change: Change, *, timeout: float | None = PREPARE_TIMEOUT
-    ) -> PreparedReload:
+    async def aprepare(self, change: Change, *, timeout: float | None = 60.0) -> PreparedReload:
         """:meth:`apply` up to its swap, held there (with the operation lock): a
         :class:`PreparedReload` to ``commit()`` or ``abort()``; after ``timeout`` seconds
         without either it aborts by itself. New plugins are loaded by ``commit()``."""
