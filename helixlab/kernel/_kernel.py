@@ -277,11 +277,10 @@ class Kernel(Shorthands, Views):
             return change
         unit = _discovery.unit_for(Path(change.directory), Path(change.path))
         if unit is None:
-            raise ReloadError(
-                Path(change.path).stem,
-                "import",
-                f"{change.path} is not plugin code in the plugins directory {change.directory}.",
+            message = (
+                f"{change.path} is not plugin code in the plugins directory {change.directory}."
             )
+            raise ReloadError(Path(change.path).stem, "import", message)
         classes, prints = await self.aimport_unit(unit.root, unit.path)
         source = change.source or str(unit.path)
         return Change.define(

@@ -227,11 +227,9 @@ class PreparedReload:
         txn = self._txn
         if txn.state != "prepared":
             why = " (its timeout expired)" if self.expired else ""
+            message = f"Cannot {how} this prepared reload: it is already {txn.state}{why}."
             raise ReloadError(
-                (txn.report.targets or ["kernel"])[0],
-                how,
-                f"Cannot {how} this prepared reload: it is already {txn.state}{why}.",
-                report=txn.report,
+                (txn.report.targets or ["kernel"])[0], how, message, report=txn.report
             )
         if self._timer is not None:
             self._timer.cancel()
