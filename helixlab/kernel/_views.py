@@ -23,8 +23,6 @@ from ._secrets import redact
 
 __all__ = ["Views"]
 
-_UNSEEN = Record()  # a registered plugin with no record yet (never changed: read only)
-
 
 class Views:
     _book: Book
@@ -89,14 +87,14 @@ class Views:
 
     def failure(self, name: str) -> tuple[str, str] | None:
         """``(phase, error)`` of ``name``'s failure while it is failed, else None."""
-        record = self._book.records.get(name, _UNSEEN)
+        record = self._book.records.get(name) or Record()
         if record.state != PluginState.FAILED:
             return None
         error = record.error or ""
         return (error.partition(": ")[0] or "unknown", error)
 
     def reload_count(self, name: str) -> int:
-        return self._book.records.get(name, _UNSEEN).reloads
+        return (self._book.records.get(name) or Record()).reloads
 
     def lease(self) -> Lease:
         """Hold the current live set until released: work started on it finishes on it."""
@@ -113,7 +111,7 @@ class Views:
         users = graph.dependents_map()
         rows = []
         for name in order + sorted(set(registry) - set(order)):
-            entry, record = registry[name], self._book.records.get(name, _UNSEEN)
+            entry, record = registry[name], self._book.records.get(name) or Record()
             rows.append(
                 PluginInfo(
                     name=name,
