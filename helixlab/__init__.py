@@ -29,12 +29,11 @@ from .errors import (
 )
 from .kernel import (
     BUILTINS,
-    SERVERS,
+    LAYERS,
     Change,
     Context,
     DependencyGraph,
     Duration,
-    FileWatcher,
     HealthStatus,
     Kernel,
     Lease,
@@ -57,12 +56,15 @@ from .kernel import (
 )
 from .notebook import _html  # registers the HTML reprs of the kernel's objects
 from .plugins import CATALOG
+from .sources import FileWatcher
 
 # The layers above the kernel register what they add, found by name: Kernel.serve runs the
-# gateway, and configurations name the built-in plugins; the kernel imports neither
-SERVERS.update(serve="helixlab.gateway:serve", aserve="helixlab.gateway:aserve")
+# gateway, Kernel.discover and watch_files helixlab.sources, and configurations name the
+# built-in plugins; the kernel imports none of them
+LAYERS.update(serve="helixlab.gateway:serve", aserve="helixlab.gateway:aserve")
+LAYERS.update({f: f"helixlab.sources:{f}" for f in ("find", "define_file", "watch_files")})
 BUILTINS.update(CATALOG)
-del SERVERS, BUILTINS, _html, CATALOG
+del LAYERS, BUILTINS, _html, CATALOG
 
 __version__ = "0.1.0"
 

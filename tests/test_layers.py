@@ -6,7 +6,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "helixlab"
 ABOVE = {
     *("notebook", "gateway", "fleet", "cli", "checks", "grading", "testing", "widgets"),
-    *("plugins", "llm", "mockllm"),
+    *("plugins", "llm", "mockllm", "sources"),
 }
 KERNEL_SIDE = [
     *sorted((PACKAGE / "kernel").glob("*.py")),

@@ -114,7 +114,7 @@ class SaveWatcher:
         self._queue("config", change, self.config)
 
     def _plugins_saved(self, plugins: Path, changed: set[Path]) -> None:
-        from ..kernel import unit_for
+        from ..sources import unit_for
         from ._generation import read_sources
 
         units = {u.root: u for p in changed if (u := unit_for(plugins, p)) and u.path.exists()}

@@ -27,6 +27,7 @@ from ..errors import (
     describe,
 )
 from ..kernel import IMPORT_TIMEOUT, ReloadReport, parse_config
+from ..sources import import_file
 
 __all__ = ["Operations", "Outcome"]
 
@@ -131,8 +132,8 @@ class Operations:
         # the kernel's import path, as the file watcher's: worker threads, import_timeout,
         # and a file still stuck in its last import is refused at once, not imported again
         try:
-            classes, prints = await self.kernel.aimport_unit(
-                root, path, timeout=self.import_timeout
+            classes, prints = await import_file(
+                self.kernel, root, path, timeout=self.import_timeout
             )
         except PluginError as exc:  # it did not finish importing within import_timeout
             message = f"Plugin {name!r} failed in import: {exc}"
@@ -153,7 +154,7 @@ class Operations:
             return new
 
         try:
-            return await self.kernel.areimport_module(
+            return await self.kernel.aimport(
                 name, cls.__module__, reimport, timeout=self.import_timeout
             )
         except RegistryError as exc:

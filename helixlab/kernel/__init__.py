@@ -1,14 +1,14 @@
-"""The plugin kernel: plugin model, registry, graph, config, events, reload, watcher."""
+"""The plugin kernel: plugin model, registry, graph, config, lifecycle, events, hot reload."""
 
 from ._change import Change
 from ._config import ConfigDocument, parse_config
-from ._discovery import BUILTINS, import_unit, plugin_classes, unit_for
+from ._discovery import BUILTINS, plugin_classes
 from ._drawing import STATE_COLORS
 from ._events import EventLog, PluginEvent
-from ._fingerprint import Fingerprint, Reach, reaches
+from ._fingerprint import Fingerprint, value_digest
 from ._graph import DependencyGraph
 from ._imports import IMPORT_TIMEOUT
-from ._kernel import SERVERS, Kernel
+from ._kernel import LAYERS, Kernel
 from ._lifecycle import Timeouts
 from ._live import Lease
 from ._loop import LOOPS, loop_factory
@@ -37,14 +37,13 @@ from ._secrets import (
     secret_values,
 )
 from ._validation import Duration, PluginConfig, parse_duration
-from ._watcher import FileWatcher
 
 __all__ = [
     "BUILTINS",
     "IMPORT_TIMEOUT",
+    "LAYERS",
     "LOOPS",
     "MASK",
-    "SERVERS",
     "STATE_COLORS",
     "ASGIApp",
     "Change",
@@ -54,7 +53,6 @@ __all__ = [
     "DependencyGraph",
     "Duration",
     "EventLog",
-    "FileWatcher",
     "Fingerprint",
     "HealthStatus",
     "Kernel",
@@ -71,13 +69,11 @@ __all__ = [
     "PreparedReload",
     "Probe",
     "ProviderPlugin",
-    "Reach",
     "ReloadReport",
     "Scope",
     "SecretBook",
     "Timeouts",
     "ToolPlugin",
-    "import_unit",
     "is_secret_key",
     "loop_factory",
     "mask",
@@ -85,8 +81,7 @@ __all__ = [
     "parse_config",
     "parse_duration",
     "plugin_classes",
-    "reaches",
     "redact",
     "secret_values",
-    "unit_for",
+    "value_digest",
 ]

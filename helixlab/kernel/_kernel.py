@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
@@ -17,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import HelixError, RegistryError, ReloadError, describe
+from ..errors import HelixError, RegistryError, describe
 from . import _discovery, _loader, _reload
 from ._book import Book
 from ._change import Change, Shorthands
@@ -39,19 +38,20 @@ from ._views import Views
 
 __all__ = ["Kernel"]
 
-#: what ``Kernel.serve``/``aserve`` call, as ``"module:function"`` taking the kernel first;
-#: set by the package (``helixlab/__init__.py``) so that the kernel imports no gateway
-SERVERS: dict[str, str] = {}
+#: what Kernel methods made by the layers above call, as ``"module:function"`` taking the
+#: kernel first: ``serve``/``aserve`` (the gateway), ``find``/``define_file``/``watch_files``
+#: (``helixlab.sources``); set by ``helixlab/__init__.py``, so the kernel imports neither
+LAYERS: dict[str, str] = {}
 
 T = TypeVar("T")
 
 
-def _server(name: str) -> Callable[..., Any]:
-    target = SERVERS.get(name)
+def _layer(name: str) -> Callable[..., Any]:
+    target = LAYERS.get(name)
     if target is None:
         raise HelixError(
-            f"No gateway is registered for Kernel.{name}(); import helixlab (which registers "
-            f"helixlab.gateway), or call helixlab.gateway.{name}(kernel, ...)."
+            f"Nothing is registered for Kernel.{name}(); import helixlab, which registers "
+            f"the gateway and helixlab.sources."
         )
     return _discovery.load_target(target)
 
@@ -150,17 +150,15 @@ class Kernel(Shorthands, Views):
     unregister = blocking(aunregister)
 
     async def adiscover(self, path: str | os.PathLike) -> list[str]:
-        """Register every plugin found in a plugins directory; returns their names."""
+        """Register every plugin found in a plugins directory (``helixlab.sources.find``);
+        returns their names."""
         self._book.looked.append(f"plugins directory {Path(path).resolve()}")
-        found = []
-        for unit in _discovery.plugin_units(Path(path)):
-            classes, prints = await self.aimport_unit(unit.root, unit.path)
-            found += [(unit, prints[cls.name], cls) for cls in classes]
+        found = await _layer("find")(self, path)
 
         async def register() -> list[str]:  # unit and content recorded: the watcher then
             return [  # refuses a rename and takes a save of the same content as no change
-                self._register_now(cls, "file", str(unit.path), str(unit.root), fingerprint)
-                for unit, fingerprint, cls in found
+                self._register_now(cls, "file", source, unit, fingerprint)
+                for cls, source, unit, fingerprint in found
                 if cls.name not in self._book.registry
             ]
 
@@ -168,37 +166,22 @@ class Kernel(Shorthands, Views):
 
     discover = blocking(adiscover)
 
-    async def aimport_unit(
+    async def aimport(
         self,
-        root: str | os.PathLike,
-        path: str | os.PathLike,
+        plugin: str,
+        what: str,
+        fn: Callable[[], T],
         *,
+        key: str = "",
+        content: str = "",
         timeout: float = IMPORT_TIMEOUT,
-        sources: _discovery.Sources | None = None,
-    ) -> tuple[list[type[Plugin]], dict[str, Fingerprint]]:
-        """Import a plugin file or package (``root``; ``path`` the file defining the plugins)
-        as a plugins directory holds it: its classes and their fingerprints. On a worker
-        thread, under ``timeout`` (see ``_imports``), as the watcher and the admin API do."""
-        root_, path_ = Path(root), Path(path)
-        unit = _discovery.Unit(root_.stem if root_.is_file() else root_.name, path_, root_)
-
-        async def run() -> tuple[list[type[Plugin]], dict[str, Fingerprint]]:
-            # one read (``sources``, the watcher's) is fingerprinted and imported
-            read = await asyncio.to_thread(unit.read) if sources is None else sources
-            load = functools.partial(_discovery.import_unit, unit, read)
-            classes = await self._imports.run(
-                str(unit.root), read.digest, unit.name, unit.path.name, load, timeout
-            )
-            return classes, {cls.name: read.fingerprint(cls) for cls in classes}
-
-        return await self._ops.arun(run())
-
-    async def areimport_module(
-        self, name: str, module: str, fn: Callable[[], Any], *, timeout: float = IMPORT_TIMEOUT
-    ) -> Any:
-        """``fn()`` — re-importing ``module`` for plugin ``name`` — as :meth:`aimport_unit`
-        runs an import: on a worker thread, under ``timeout``, one stuck import at a time."""
-        return await self._ops.arun(self._imports.run(module, "", name, module, fn, timeout))
+    ) -> T:
+        """``fn()``, importing ``what`` (code of ``plugin``), on a worker thread under
+        ``timeout``; while the last import of the same ``content`` under ``key`` (default
+        ``what``) has not returned, refused at once (see ``_imports``)."""
+        return await self._ops.arun(
+            self._imports.run(key or what, content, plugin, what, fn, timeout)
+        )
 
     @exclusive
     async def adiscover_entry_points(self, group: str = "helixlab.plugins") -> list[str]:
@@ -271,21 +254,8 @@ class Kernel(Shorthands, Views):
     prepare = blocking(aprepare)
 
     async def _imported(self, change: Change) -> Change:
-        """A ``define_file`` change as the ``define`` of what its file holds (imported
-        before the operation lock: a hung import holds no other operation)."""
-        if change.kind != "define_file":
-            return change
-        unit = _discovery.unit_for(Path(change.directory), Path(change.path))
-        if unit is None:
-            message = (
-                f"{change.path} is not plugin code in the plugins directory {change.directory}."
-            )
-            raise ReloadError(Path(change.path).stem, "import", message)
-        classes, prints = await self.aimport_unit(unit.root, unit.path)
-        source = change.source or str(unit.path)
-        return Change.define(
-            classes, source=source, origin="file", unit=str(unit.root), fingerprints=prints
-        )
+        """A ``define_file`` change as the ``define`` of what its file holds."""
+        return await _layer("define_file")(self, change) if change.kind == "define_file" else change
 
     async def _transaction(self, change: Change) -> Transaction:
         """The transaction making ``change`` (the operation lock held)."""
@@ -447,17 +417,20 @@ class Kernel(Shorthands, Views):
 
     look_health = blocking(alook_health)
 
-    def watch_files(self, path: str | os.PathLike, **options: Any) -> Any:
-        """Hot reload plugins from ``path`` when their files are saved; returns a stop handle."""
-        from ._watcher import FileWatcher
+    def file_error(self, plugin: str, detail: str, error: str) -> None:
+        """Record a plugin file that could not be defined (event ``file_error``, masked)."""
+        self._book.emit("file_error", plugin, detail, error)
 
-        return FileWatcher(self, self._thread, self._book, Path(path), **options)
+    def watch_files(self, path: str | os.PathLike, **options: Any) -> Any:
+        """Hot reload plugins from ``path`` when their files are saved: a ``FileWatcher``
+        (``helixlab.sources``) to ``stop()``."""
+        return _layer("watch_files")(self, str(path), **options)
 
     def serve(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> Any:
         """Serve the OpenAI-compatible gateway of the live plugins on the kernel's loop: a
-        handle with ``url`` and ``stop()`` (the gateway's ``serve``, found through SERVERS)."""
-        return _server("serve")(self, host=host, port=port, **options)
+        handle with ``url`` and ``stop()`` (the gateway's ``serve``)."""
+        return _layer("serve")(self, host=host, port=port, **options)
 
     async def aserve(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> Any:
         """Async twin of :meth:`serve`, usable from any loop (the kernel's included)."""
-        return await _server("aserve")(self, host=host, port=port, **options)
+        return await _layer("aserve")(self, host=host, port=port, **options)

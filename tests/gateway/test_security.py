@@ -348,7 +348,7 @@ def watched(kernel, tmp_path: Path) -> Iterator[tuple[Path, Path, Any]]:
 
 def test_the_watcher_ignores_changes_outside_its_directory(kernel, watched):
     _, outside, watcher = watched
-    kernel._thread.run(watcher.handle({outside / "evil.py"}))
+    kernel.run(watcher.handle({outside / "evil.py"}))
     assert MARKER not in os.environ and "evil" not in kernel
 
 
@@ -359,6 +359,6 @@ def test_the_watcher_does_not_import_through_a_symlink_pointing_outside(kernel, 
     (inside / target).symlink_to(outside / target)
     if target.endswith(".py"):  # a new .py entry is a change the watcher handles itself
         assert watcher.wait_for_batch(before, timeout=10)
-    kernel._thread.run(watcher.handle({inside / target, inside / target / "plugin.py"}))
+    kernel.run(watcher.handle({inside / target, inside / target / "plugin.py"}))
     assert MARKER not in os.environ and "evil" not in kernel
     assert [e for e in kernel.events() if e.kind == "file_error"] == []

@@ -1,5 +1,5 @@
-"""Importing plugin code (helixlab/kernel/_imports.py), through ``Kernel.aimport_unit`` and
-``Kernel.areimport_module``: on the kernel's worker threads, under a timeout, one stuck
+"""Importing plugin code (the kernel's worker threads), through ``helixlab.sources.import_file``
+and ``Kernel.aimport``: on the kernel's worker threads, under a timeout, one stuck
 import of the same content at a time, and nothing else kept waiting."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 
 import helixlab as hx
 from helixlab.errors import PluginTimeoutError
+from helixlab.sources import import_file
 
 GATE = "_hx_test_imports_gate"
 HANGS = f"import sys\nsys.modules[{GATE!r}].wait()  # released at the test's end\n"
@@ -38,14 +39,14 @@ def gate() -> Iterator[threading.Event]:
 
 
 def import_unit(kernel: hx.Kernel, path: Path, timeout: float) -> list[type[hx.Plugin]]:
-    classes, _ = kernel.run(kernel.aimport_unit(path, path, timeout=timeout))
+    classes, _ = kernel.run(import_file(kernel, path, path, timeout=timeout))
     return classes
 
 
 def test_a_file_imports_on_a_worker_thread_and_gives_its_plugin_classes(kernel, tmp_path):
     path = tmp_path / "fine.py"
     path.write_text(plugin_file("fine"))
-    classes, prints = kernel.run(kernel.aimport_unit(path, path))
+    classes, prints = kernel.run(import_file(kernel, path, path))
     assert [c.name for c in classes] == ["fine"] and set(prints) == {"fine"}
 
 
@@ -86,11 +87,11 @@ def test_hung_imports_keep_nothing_else_waiting(kernel, tmp_path, gate):
 
 def test_a_module_reimport_is_bounded_the_same_way(kernel, gate):
     with pytest.raises(PluginTimeoutError) as first:
-        kernel.run(kernel.areimport_module("mod", "some.module", gate.wait, timeout=0.2))
+        kernel.run(kernel.aimport("mod", "some.module", gate.wait, timeout=0.2))
     assert "some.module did not finish importing within 0.2s" in str(first.value)
     with pytest.raises(PluginTimeoutError, match="still importing"):
-        kernel.run(kernel.areimport_module("mod", "some.module", gate.wait, timeout=0.2))
-    assert kernel.run(kernel.areimport_module("other", "other.module", lambda: 42)) == 42
+        kernel.run(kernel.aimport("mod", "some.module", gate.wait, timeout=0.2))
+    assert kernel.run(kernel.aimport("other", "other.module", lambda: 42)) == 42
 
 
 def test_what_an_import_raises_reaches_the_caller(kernel):
@@ -98,4 +99,4 @@ def test_what_an_import_raises_reaches_the_caller(kernel):
         raise SyntaxError("invalid syntax (mod.py, line 3)")
 
     with pytest.raises(SyntaxError, match="line 3"):
-        kernel.run(kernel.areimport_module("mod", "mod", broken))
+        kernel.run(kernel.aimport("mod", "mod", broken))

@@ -1,4 +1,4 @@
-"""Tests for helixlab.kernel._watcher: hot reload of a plugins directory on save.
+"""Tests for helixlab.sources' FileWatcher: hot reload of a plugins directory on save.
 
 Each test waits on the watcher's batch counter (or the kernel's events), never on a sleep.
 """

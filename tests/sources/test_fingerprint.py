@@ -1,11 +1,12 @@
-"""Tests for helixlab.kernel._fingerprint: what a plugin reaches in its source, and digests."""
+"""What a plugin reaches in its source (helixlab.sources), and the kernel's digests."""
 
 from __future__ import annotations
 
 import textwrap
 
-from helixlab.kernel import Fingerprint, reaches
+from helixlab.kernel import Fingerprint
 from helixlab.kernel._fingerprint import class_fingerprint
+from helixlab.sources import reaches
 
 SOURCE = textwrap.dedent(
     '''\

@@ -10,21 +10,25 @@ import contextlib
 import threading
 from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import watchfiles
 
-from ..errors import HelixError, PluginError, describe
-from . import _discovery
-from ._imports import IMPORT_TIMEOUT
-from ._reports import ReloadReport
+from ..errors import HelixError, KernelClosedError, PluginError, describe
+from ..kernel import IMPORT_TIMEOUT, ReloadReport
+from ._units import import_file, unit_for
 
 if TYPE_CHECKING:
-    from ._book import Book
-    from ._kernel import Kernel
-    from ._loop import LoopThread
+    from ..kernel import Kernel
 
-__all__ = ["FileWatcher"]
+__all__ = ["FileWatcher", "watch_files"]
+
+Changes = AsyncGenerator[set[tuple[watchfiles.Change, str]], None]
+
+
+def watch_files(kernel: Kernel, path: str, **options: Any) -> FileWatcher:
+    """What ``Kernel.watch_files`` runs."""
+    return FileWatcher(kernel, Path(path), **options)
 
 
 class FileWatcher:
@@ -34,8 +38,6 @@ class FileWatcher:
     def __init__(
         self,
         kernel: Kernel,
-        thread: LoopThread,
-        book: Book,
         path: Path,
         *,
         debounce: int = 1600,
@@ -44,14 +46,18 @@ class FileWatcher:
         import_timeout: float = IMPORT_TIMEOUT,
     ):
         self.kernel, self.path, self.import_timeout = kernel, path.resolve(), import_timeout
-        self._thread, self._book = thread, book  # the kernel's loop; its events
         if not self.path.is_dir():
             raise HelixError(f"Cannot watch {str(path)!r}: it is not a directory.")
         self.reports: list[ReloadReport] = []
         self.errors: list[HelixError] = []
         self.batches = 0  # change batches handled so far (wait with wait_for_batch)
-        self._keep, self._changed, self._stop = keep, threading.Condition(), asyncio.Event()
+        self._keep, self._changed = keep, threading.Condition()
         self._reported: dict[Path, str] = {}  # unit root -> digest whose error was reported
+        kernel.run(self._astart(debounce, step))  # on the kernel's loop
+        kernel.add_closer(self._astop)
+
+    async def _astart(self, debounce: int, step: int) -> None:
+        self._stop = asyncio.Event()
         changes = watchfiles.awatch(
             self.path,
             stop_event=self._stop,
@@ -59,28 +65,20 @@ class FileWatcher:
             step=step,
             watch_filter=watchfiles.PythonFilter(),
         )
-        ready = threading.Event()
-        self._future = thread.submit(self._run(changes, ready)).future
-        ready.wait(10)
-        kernel.add_closer(self._astop)
+        pending = asyncio.ensure_future(anext(changes))
+        await asyncio.sleep(0)  # the watcher's first step sets up the OS watches
+        self._task = asyncio.ensure_future(self._run(changes, pending))
 
     @property
     def running(self) -> bool:
-        return not self._future.done()
+        return not self._task.done()
 
     def wait_for_batch(self, after: int, timeout: float = 10.0) -> bool:
         """Block until more than ``after`` batches were handled; False on timeout."""
         with self._changed:
             return self._changed.wait_for(lambda: self.batches > after, timeout)
 
-    async def _run(
-        self,
-        changes: AsyncGenerator[set[tuple[watchfiles.Change, str]], None],
-        ready: threading.Event,
-    ) -> None:
-        pending = asyncio.ensure_future(anext(changes))
-        await asyncio.sleep(0)  # the watcher's first step sets up the OS watches
-        ready.set()
+    async def _run(self, changes: Changes, pending: asyncio.Future) -> None:
         try:
             with contextlib.suppress(StopAsyncIteration):  # stopped
                 while True:
@@ -93,15 +91,15 @@ class FileWatcher:
     async def handle(self, paths: set[Path]) -> None:
         """Re-import and define the units behind ``paths``; a failure is reported once per
         content of the unit (event ``file_error``)."""
-        found = (_discovery.unit_for(self.path, path) for path in sorted(paths))
+        found = (unit_for(self.path, path) for path in sorted(paths))
         for unit in {unit.root: unit for unit in found if unit is not None}.values():
             try:
                 sources = await asyncio.to_thread(unit.read)
             except OSError:  # removed since the event: a change of the next batch
                 continue
             try:
-                classes, prints = await self.kernel.aimport_unit(
-                    unit.root, unit.path, timeout=self.import_timeout, sources=sources
+                classes, prints = await import_file(
+                    self.kernel, unit.root, unit.path, timeout=self.import_timeout, sources=sources
                 )
                 report = await self.kernel.adefine(
                     classes,
@@ -119,7 +117,7 @@ class FileWatcher:
                     serving = any(e.source == str(unit.path) for e in self.kernel.info())
                     state = "the running version keeps serving" if serving else "not loaded"
                     detail = f"{unit.path.name}: {state}"
-                    self._book.emit("file_error", plugin, detail, describe(exc))
+                    self.kernel.file_error(plugin, detail, describe(exc))
                 continue
             self._reported.pop(unit.root, None)
             self.reports.append(report)
@@ -130,15 +128,17 @@ class FileWatcher:
 
     async def _astop(self) -> None:
         self._stop.set()
-        if not self._future.done():
-            await asyncio.wrap_future(self._future)
+        with contextlib.suppress(Exception):  # failures were reported through events
+            await self._task
 
     def stop(self) -> None:
         """Stop watching (idempotent)."""
-        self._thread.call_soon(self._stop.set)  # nothing once the loop is closed
-        if not self._thread.in_loop():
-            with contextlib.suppress(Exception):  # failures were reported through events
-                self._future.result(timeout=10)
+        try:
+            self.kernel.run(self._astop(), timeout=10)
+        except (KernelClosedError, TimeoutError):  # stopped by closing; still stopping
+            pass
+        except HelixError:  # on the kernel's loop, which cannot wait for itself
+            self._stop.set()
 
     def __enter__(self) -> FileWatcher:
         return self

@@ -1,4 +1,4 @@
-"""Tests for helixlab.kernel._discovery: plugins directories, fresh imports, entry points."""
+"""Plugins directories and fresh imports (helixlab.sources), entry points (the kernel's)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import helixlab as hx
+from helixlab import sources as helix_sources
 from helixlab.errors import PluginError, RegistryError
 from helixlab.kernel import _discovery
 from helixlab.kernel._fingerprint import class_fingerprint
@@ -81,7 +82,7 @@ def test_discover_twice_registers_nothing_new(kernel, plugins_dir):
 
 
 def test_units_skip_private_files_and_directories_without_plugin_py(plugins_dir):
-    assert [u.name for u in _discovery.plugin_units(plugins_dir)] == ["limiter", "logger"]
+    assert [u.name for u in helix_sources.plugin_units(plugins_dir)] == ["limiter", "logger"]
 
 
 def test_only_plugin_classes_defined_in_the_file_are_found(tmp_path):
@@ -101,19 +102,19 @@ def test_only_plugin_classes_defined_in_the_file_are_found(tmp_path):
             name = "nope"
         """,
     )
-    (unit,) = _discovery.plugin_units(tmp_path)
+    (unit,) = helix_sources.plugin_units(tmp_path)
     assert unit.path == path.resolve()
-    assert [cls.name for cls in _discovery.import_unit(unit)] == ["real"]
+    assert [cls.name for cls in helix_sources.import_unit(unit)] == ["real"]
 
 
 def test_each_import_reads_the_file_afresh_even_when_size_and_mtime_match(tmp_path):
     path = write(tmp_path / "p.py", plugin_source("p", "1.0.0"))
-    (unit,) = _discovery.plugin_units(tmp_path)
+    (unit,) = helix_sources.plugin_units(tmp_path)
     stat = path.stat()
-    (first,) = _discovery.import_unit(unit)
+    (first,) = helix_sources.import_unit(unit)
     path.write_text(plugin_source("p", "2.0.0"))  # same size
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    (second,) = _discovery.import_unit(unit)
+    (second,) = helix_sources.import_unit(unit)
     assert (first.version, second.version) == ("1.0.0", "2.0.0")
     assert not list(tmp_path.rglob("*.pyc"))
 
@@ -121,14 +122,14 @@ def test_each_import_reads_the_file_afresh_even_when_size_and_mtime_match(tmp_pa
 def test_one_read_is_both_imported_and_fingerprinted_a_later_save_is_the_next_change(plugins_dir):
     """What runs is what was fingerprinted: a save after the read (of the plugin file, or
     of a sibling module) is not imported until the unit is read again."""
-    unit = next(u for u in _discovery.plugin_units(plugins_dir) if u.name == "limiter")
+    unit = next(u for u in helix_sources.plugin_units(plugins_dir) if u.name == "limiter")
     sources = unit.read()
     write(plugins_dir / "limiter" / "config.py", "DEFAULT_RATE = 9\n")
     write(plugins_dir / "limiter" / "plugin.py", plugin_source("renamed"))
-    (cls,) = _discovery.import_unit(unit, sources)
+    (cls,) = helix_sources.import_unit(unit, sources)
     assert cls.name == "rate-limiter" and sys.modules[cls.__module__].DEFAULT_RATE == 7
     assert sources.fingerprint(cls) != unit.read().fingerprint(cls)
-    assert [c.name for c in _discovery.import_unit(unit)] == ["renamed"]
+    assert [c.name for c in helix_sources.import_unit(unit)] == ["renamed"]
 
 
 def test_a_syntax_error_names_the_file_and_line(kernel, tmp_path):
@@ -144,9 +145,9 @@ def test_a_syntax_error_names_the_file_and_line(kernel, tmp_path):
 
 def test_an_exception_while_importing_names_the_file_and_line(tmp_path):
     path = write(tmp_path / "boom.py", "x = 1\nraise RuntimeError('bad plugin file')\n")
-    (unit,) = _discovery.plugin_units(tmp_path)
+    (unit,) = helix_sources.plugin_units(tmp_path)
     with pytest.raises(PluginError, match=rf"{path.resolve()}:2: RuntimeError: bad plugin file"):
-        _discovery.import_unit(unit)
+        helix_sources.import_unit(unit)
 
 
 def test_a_missing_directory_is_refused(kernel, tmp_path):
