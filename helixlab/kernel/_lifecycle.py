@@ -114,7 +114,7 @@ def homes(cls: type) -> dict[str, int]:
 
 def fresh_copy(value: Any) -> Any:
     """A copy an instance may change without changing anyone else's (config, state)."""
-    if value is None or isinstance(value, _SCALARS):
+    if isinstance(value, _SCALARS):
         return value
     if type(value) is dict and all(type(v) in _SCALARS for v in value.values()):
         return dict(value)
@@ -160,9 +160,7 @@ class Runner:
         self.loop = loop
         self.timeouts = timeouts
         self.owner = owner  # what a plugin's ``ctx.kernel`` is
-        #: called with an instance whose abandoned ``start`` returned after all, from the
-        #: worker thread or the loop task it returned in
-        self.late_start = late_start
+        self.late_start = late_start  # an abandoned ``start`` returned: from its thread or task
         self.plain = WorkerPool(loop)
         self._tasks: set[asyncio.Task] = set()  # running or abandoned: referenced until done
 
@@ -414,12 +412,11 @@ class Runner:
         return PluginError(live.name, phase, cause=exc, version=live.version)
 
     def _ended(self, progress: Progress, live: Live, phase: str) -> None:
-        try:
-            progress.end()  # raises Abandoned if the watchdog gave up on this phase meanwhile
-        except Abandoned:
+        progress.label = None
+        if progress.abandoned:  # the watchdog gave up on this phase meanwhile
             if phase == "start":
                 self.late_start(live)
-            raise
+            raise Abandoned
 
     def close(self) -> None:
         self.plain.close()

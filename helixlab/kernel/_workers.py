@@ -27,11 +27,7 @@ class Abandoned(BaseException):
 
 
 class Progress:
-    """A job's watchdog: the phase it is in (its label), since when and for how long at most.
-
-    When that time is up, or the interrupt's event is set, the waiter gets the error at once
-    and the job is abandoned; a hung plain call keeps its thread (Python cannot kill one).
-    """
+    """A job's watchdog: the phase it is in (its label), since when and for how long at most."""
 
     def __init__(self) -> None:
         self.abandoned = False
@@ -47,11 +43,6 @@ class Progress:
         self.started = time.monotonic()
         self.timeout = timeout
         self.label = label
-
-    def end(self) -> None:
-        self.label = None
-        if self.abandoned:
-            raise Abandoned
 
     async def watch(
         self,
@@ -116,9 +107,8 @@ class WorkerPool:
     threads the interpreter joins at exit). A job only goes to an idle thread (a new one
     when none is), so a hung call keeps its thread and starves nothing."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, name: str = "helixlab-plain"):
+    def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        self.name = name
         self._idle: list[queue.SimpleQueue] = []  # the job queue of each idle thread
         self._lock = threading.Lock()
         self._count = 0
@@ -139,7 +129,7 @@ class WorkerPool:
             else:  # none idle: a new thread
                 self._count += 1
                 jobs = queue.SimpleQueue()
-                name = f"{self.name}-{self._count}"
+                name = f"helixlab-plain-{self._count}"
                 threading.Thread(target=self._serve, args=(jobs,), name=name, daemon=True).start()
         jobs.put((fn, progress, future))
         return await progress.watch(future, timed_out, interrupt)
