@@ -59,8 +59,7 @@ class Live:
     plugin: Plugin
     ctx: Context
     config: Any
-    #: its stop began: it no longer serves, though its generation may still hold it (a
-    #: ``restart`` plugin is stopped before its new instance starts)
+    #: its stop began: it serves no more, though its generation may still hold it
     stopping: bool = False
 
     @property
@@ -91,9 +90,8 @@ class Operation:
         return PluginError(name, "interrupt", cause=cause)
 
 
-#: each class's phases, found again only when its methods change (a notebook may assign
-#: one): computed per call they took two thirds of a reload of 1,000 async plugins
-#: (bench_reload: ~60 of ~90 µs per plugin); held weakly, so a redefined class can go
+#: each class's homes, found again only when its methods change, held weakly: per call they
+#: took ~60 of ~90 µs per plugin of a reload of 1,000 async plugins (bench_reload)
 _HOMES: weakref.WeakKeyDictionary[type, tuple[tuple, dict[str, int]]] = weakref.WeakKeyDictionary()
 _METHODS = operator.attrgetter(*PHASES.values())
 
@@ -260,12 +258,9 @@ class Runner:
         *,
         each: tuple[Callable[[Live], Any], Callable[[Live], Any]] | None = None,
     ) -> list[PluginError]:
-        """Stop instances in this order under the stop timeout; never raises.
-
-        A failure goes to ``failed(live, error)`` (and is returned) and the rest go on.
-        Consecutive instances share a job, unless ``each = (before, after)``: then each
-        instance is its own job, between ``before(live)`` and ``after(live)``.
-        """
+        """Stop instances in this order, in one job (or each its own, between ``each``'s
+        ``before(live)`` and ``after(live)``); a failure goes to ``failed(live, error)``, is
+        returned, and the rest go on."""
         errors = []
         todo = list(lives)
         for live in todo:

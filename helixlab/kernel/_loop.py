@@ -147,11 +147,10 @@ class LoopThread:
     ) -> T:
         """Run ``coro`` on the kernel loop and wait for its result from this thread.
 
-        A KeyboardInterrupt of the wait, wherever it lands, does not cancel the work: it
-        goes to ``on_interrupt(submission)`` on the loop (the work then finishes or rolls
-        back, or, not begun, never begins), the wait goes on until the work ended, and the
-        interrupt is re-raised; a result nobody receives goes to ``discard``. A second
-        interrupt stops the waiting, not the work.
+        A KeyboardInterrupt of the wait, wherever it lands, goes to ``on_interrupt(submission)``
+        on the loop (the work finishes or rolls back; not begun, it never begins); the wait
+        goes on until the work ended, then the interrupt is re-raised (a result nobody
+        receives goes to ``discard``). A second interrupt stops the waiting, not the work.
         """
         self.refuse_in_loop(coro)
         submission = self.submit(coro, send=False)

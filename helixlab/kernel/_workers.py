@@ -1,8 +1,8 @@
 """The kernel's own daemon worker threads, and a watchdog per job instead of a wait per call.
 
-A job labels each phase it runs (:meth:`Progress.begin`); the watchdog looks when that
-phase's timeout would expire. A phase past its timeout, or interrupted, is *abandoned*: the
-waiter gets the error at once and the job does nothing more; a hung call keeps its thread.
+A job labels each phase it runs; the watchdog looks when that phase's timeout would expire.
+A phase past its timeout, or interrupted, is *abandoned*: the waiter gets the error at once
+and the job does nothing more; a hung call keeps its thread (Python cannot kill one).
 """
 
 from __future__ import annotations
