@@ -7,7 +7,6 @@ from ._drawing import STATE_COLORS
 from ._events import EventLog, PluginEvent
 from ._fingerprint import Fingerprint, Reach, reaches
 from ._graph import DependencyGraph
-from ._imports import IMPORT_TIMEOUT
 from ._kernel import SERVERS, Kernel
 from ._lifecycle import Timeouts
 from ._live import Lease
@@ -38,6 +37,7 @@ from ._secrets import (
 )
 from ._validation import Duration, PluginConfig, parse_duration
 from ._watcher import FileWatcher
+from ._workers import IMPORT_TIMEOUT
 
 __all__ = [
     "BUILTINS",

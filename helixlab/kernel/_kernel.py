@@ -23,7 +23,6 @@ from ._config import PluginSpec
 from ._events import EventLog
 from ._fingerprint import Fingerprint
 from ._health import Checks
-from ._imports import IMPORT_TIMEOUT, Imports
 from ._lifecycle import Live, Runner, Timeouts
 from ._live import LivePool
 from ._loop import LoopThread
@@ -34,6 +33,7 @@ from ._reports import HealthStatus, LoadReport, ReloadReport
 from ._secrets import SecretBook, split_marked
 from ._transaction import Transaction
 from ._views import Views
+from ._workers import IMPORT_TIMEOUT, Imports
 
 __all__ = ["Kernel"]
 
@@ -184,7 +184,7 @@ class Kernel(Shorthands, Views):
     ) -> tuple[list[type[Plugin]], dict[str, Fingerprint]]:
         """Import a plugin file or package (``root``; ``path`` the file defining the plugins)
         as a plugins directory holds it: its classes and their fingerprints. On a worker
-        thread, under ``timeout`` (see ``_imports``): the watcher and the admin API import so.
+        thread, under ``timeout`` (see ``_workers``): the watcher and the admin API import so.
         """
         root_, path_ = Path(root), Path(path)
         unit = _discovery.Unit(root_.stem if root_.is_file() else root_.name, path_, root_)

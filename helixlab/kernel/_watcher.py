@@ -18,8 +18,8 @@ import watchfiles
 
 from ..errors import HelixError, PluginError, describe
 from . import _discovery
-from ._imports import IMPORT_TIMEOUT
 from ._reports import ReloadReport
+from ._workers import IMPORT_TIMEOUT
 
 if TYPE_CHECKING:
     from ._book import Book

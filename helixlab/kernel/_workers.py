@@ -2,7 +2,7 @@
 
 A job labels each phase it runs; the watchdog looks when that phase's timeout would expire.
 A phase past its timeout, or interrupted, is *abandoned*: the waiter gets the error at once
-and the job does nothing more; a hung call keeps its thread (Python cannot kill one).
+and the job does nothing more; a hung call (a plugin's, an import's) keeps its thread.
 """
 
 from __future__ import annotations
@@ -12,9 +12,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["Abandoned", "Interrupt", "Progress", "WorkerPool", "settle"]
+from ..errors import PluginTimeoutError
+
+__all__ = ["IMPORT_TIMEOUT", "Abandoned", "Imports", "Interrupt", "Progress", "WorkerPool"]
+
+T = TypeVar("T")
 
 #: an Event that abandons the job when set, and the error its waiter gets (given the label)
 Interrupt = tuple[asyncio.Event, Callable[[Any], BaseException]]
@@ -157,3 +161,46 @@ class WorkerPool:
             idle, self._idle = self._idle, []
         for jobs in idle:
             jobs.put(None)
+
+
+#: Seconds an import may take before its caller is told (a file watcher's default too).
+IMPORT_TIMEOUT = 10.0
+
+
+class Imports:
+    """The kernel's plugin imports in flight, by what they import (a unit's root, a module):
+    Python cannot stop an import, so one that has not returned blocks a new one of its content."""
+
+    def __init__(self, workers: WorkerPool):
+        self._workers = workers
+        self._importing: dict[str, tuple[str, Progress]] = {}  # key -> (content, its import)
+
+    async def run(
+        self, key: str, content: str, name: str, what: str, fn: Callable[[], T], timeout: float
+    ) -> T:
+        """``fn()``, an import of ``what`` for plugin ``name``, on a worker thread; on the
+        kernel's loop. PluginTimeoutError (phase ``import``) past ``timeout``, or at once
+        while the last import of this ``content`` under ``key`` has not returned."""
+        last = self._importing.get(key)
+        if last is not None and not last[1].finished and last[0] == content:
+            raise PluginTimeoutError(
+                name,
+                "import",
+                f"{what} is still importing (its last import has not finished after "
+                f"{timeout:g}s); fix its top-level code and save it again.",
+                cause=TimeoutError(f"no import within {timeout:g}s"),
+            )
+
+        def timed_out(label: Any, seconds: float) -> PluginTimeoutError:
+            return PluginTimeoutError(
+                name,
+                "import",
+                f"{what} did not finish importing within {seconds:g}s (a sleep or a loop at "
+                f"its top level?); the running version keeps serving.",
+                cause=TimeoutError(f"no import within {seconds:g}s"),
+            )
+
+        progress = Progress()
+        progress.begin(what, timeout)
+        self._importing[key] = (content, progress)
+        return await self._workers.run(fn, progress, timed_out)

@@ -1,4 +1,4 @@
-"""Importing plugin code (helixlab/kernel/_imports.py), through ``Kernel.aimport_unit`` and
+"""Importing plugin code (helixlab/kernel/_workers.py), through ``Kernel.aimport_unit`` and
 ``Kernel.areimport_module``: on the kernel's worker threads, under a timeout, one stuck
 import of the same content at a time, and nothing else kept waiting."""
 
