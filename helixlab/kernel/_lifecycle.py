@@ -90,8 +90,8 @@ class Operation:
         return PluginError(name, "interrupt", cause=cause)
 
 
-#: each class's homes, found again only when its methods change, held weakly: per call they
-#: took ~60 of ~90 µs per plugin of a reload of 1,000 async plugins (bench_reload)
+#: each class's homes, found again only when its methods change, held weakly: 0.24 µs a
+#: look-up against 1.3 µs computed, up to six per async plugin of a reload (bench_reload)
 _HOMES: weakref.WeakKeyDictionary[type, tuple[tuple, dict[str, int]]] = weakref.WeakKeyDictionary()
 _METHODS = operator.attrgetter(*PHASES.values())
 
