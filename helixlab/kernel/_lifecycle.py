@@ -371,7 +371,7 @@ class Runner:
         try:
             while True:
                 live, phase, args, timeout = job.send(sent)
-                if homes(type(live.plugin))[phase] == THREAD:  # a plain phase in an async job
+                if homes(type(live.plugin)).get(phase, THREAD) == THREAD:  # plain, in an async job
                     progress.begin((live, phase), timeout * 2)  # the inner watchdog fires first
                     inner = Progress()
                     try:

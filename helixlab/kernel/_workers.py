@@ -145,6 +145,7 @@ class WorkerPool:
                 result: tuple[bool, Any] = (True, fn())
             except BaseException as exc:  # every ending is the job's result
                 result = (False, exc)
+            progress.label = None  # ended: the watchdog waits for its result, however late
             progress.finished = True
             if not self.loop.is_closed():
                 self.loop.call_soon_threadsafe(settle, future, result)
