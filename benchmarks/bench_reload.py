@@ -183,7 +183,7 @@ def memory(reloads: int = RELOADS) -> dict[str, Any]:
         with hx.Kernel() as kernel:
             kernel.register(plugin_class("p"))
             kernel.load_all()
-            for _ in range(kernel._events.maxlen):  # fill the bounded event log first
+            for _ in range(kernel._book.events.maxlen):  # fill the bounded event log first
                 kernel.reload("p")
             gc.collect()
             before = tracemalloc.get_traced_memory()[0]

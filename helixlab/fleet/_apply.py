@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import ConfigError, PluginError, describe
 from ..kernel import Change, Kernel, PreparedReload
 from ._generation import Generation, write_sources
+from ._wire import change_from_wire, change_to_wire
 
 __all__ = ["Vote", "commit", "prepare", "subject", "vote_for"]
 
@@ -48,7 +49,7 @@ async def prepare(kernel: Kernel, generation: Generation, plugins: Path) -> Prep
         raise ValueError(f"generation {generation.number} founds the fleet: nothing to prepare")
     if change.kind == "define_file":
         await asyncio.to_thread(write_sources, plugins, generation.sources)
-        change = Change.from_dict(change.to_dict(), directory=plugins)
+        change = change_from_wire(change_to_wire(change), directory=plugins)
     return await kernel.aprepare(change, timeout=None)
 
 
@@ -60,7 +61,7 @@ def subject(change: Change | None) -> str | None:
         return change.plugin
     if change.kind == "reload":
         return ", ".join(map(str, change.targets))
-    return change.to_dict()["path"]
+    return change_to_wire(change)["path"]
 
 
 async def commit(kernel: Kernel, prepared: PreparedReload) -> tuple[asyncio.Future, float]:

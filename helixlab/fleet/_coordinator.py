@@ -32,6 +32,7 @@ from ..errors import FleetError
 from ..kernel import Change
 from ._generation import KEEP_GENERATIONS, Generation, configured_text
 from ._redis import Keys, retrying
+from ._wire import change_to_wire
 
 __all__ = [
     "FleetReport",
@@ -227,7 +228,7 @@ async def propose(
     """
     from ._signing import require_key
 
-    change.to_dict()  # a change that cannot travel is refused before anything is written
+    change_to_wire(change)  # a change that cannot travel is refused before anything is written
     key = key or require_key(keys.fleet)
     owner = f"proposer {socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     await lock(r, keys, owner, timeout)

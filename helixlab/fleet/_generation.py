@@ -8,7 +8,7 @@ saved plugin file; none for the founding generation). A worker that joins loads 
 committed generation; a worker already serving prepares its change. Workers run the
 generation's sources, not their own disk's: hosts whose copies of the plugins differ
 still serve one version. What Redis holds is not trusted: :meth:`Generation.from_hash`
-checks the change key by key (``Change.from_dict``) before any signature is checked.
+checks the change key by key (``change_from_wire``) before any signature is checked.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import yaml
 
 from ..errors import FleetError
 from ..kernel import Change
+from ._wire import change_from_wire, change_to_wire
 
 __all__ = [
     "KEEP_GENERATIONS",
@@ -67,7 +68,7 @@ class Generation:
             "parent": self.parent,
             "config": self.config,
             "source": self.source,
-            "change": self.change.to_dict() if self.change else None,
+            "change": change_to_wire(self.change) if self.change else None,
             "sources": self.sources,
         }
 
@@ -117,7 +118,7 @@ class Generation:
             values = " ".join(f"{k}={json.dumps(v)}" for k, v in change.values.items())
             return f"configure {change.plugin} {values}"
         if change.kind == "define_file":
-            return f"define {change.to_dict()['path']}"
+            return f"define {change_to_wire(change)['path']}"
         return f"apply {self.source}"
 
     def to_hash(self) -> dict[str, str]:
@@ -125,7 +126,7 @@ class Generation:
             "number": str(self.number),
             "config": self.config,
             "source": self.source,
-            "change": json.dumps(self.change.to_dict()) if self.change else "",
+            "change": json.dumps(change_to_wire(self.change)) if self.change else "",
             "proposed_by": self.proposed_by,
             "proposed_at": str(self.proposed_at),
             "sources": json.dumps(self.sources),
@@ -148,7 +149,7 @@ class Generation:
         config = data["config"]
         try:
             raw = data.get("change")
-            change = Change.from_dict(json.loads(raw), directory=SOURCES) if raw else None
+            change = change_from_wire(json.loads(raw), directory=SOURCES) if raw else None
             if change and change.kind == "apply_config" and change.document != config:
                 raise ValueError("its config is not the one the change applies")
         except ValueError as exc:  # JSON's errors are ValueErrors too

@@ -41,9 +41,7 @@ class PluginSpec:
     priority: int | None = None
     depends_on: tuple[str, ...] = ()
     verify: bool = False  # reloads of this plugin are probed through the new chain first
-    #: it guards requests: the gateway answers 503 while it is not serving (None: as its
-    #: class says; ``false`` cannot relax a class that is required, such as custom-auth)
-    required: bool | None = None
+    required: bool | None = None  # it guards requests (503 while not serving); None: as its class
     config: dict[str, Any] = field(default_factory=dict)  # raw, env-substituted
     # where it was written, not what it means: an entry that only moved reloads nothing
     source: str = field(default="<config>", compare=False)
@@ -71,10 +69,13 @@ class ConfigDocument:
     fleet: dict[str, Any] = field(default_factory=dict)
     fleet_lines: dict[tuple, int] = field(default_factory=dict)
     plugin_dirs: list[str] = field(default_factory=list)  # absolute: relative to the file
+    gateway_secrets: frozenset[tuple] = frozenset()  # paths marked {value: ..., secret: true}
 
     def __repr__(self) -> str:
-        shown = f"plugins={self.plugins!r}, gateway={redact(self.gateway)!r}"
-        return f"ConfigDocument({shown}, source={self.source!r})"
+        gateway = mask(redact(self.gateway, marked=self.gateway_secrets))
+        return (
+            f"ConfigDocument(plugins={self.plugins!r}, gateway={gateway!r}, source={self.source!r})"
+        )
 
 
 def parse_config(
@@ -155,8 +156,7 @@ class _Reader:
         return None if node.start_mark is None else node.start_mark.line + 1 + self.offset
 
     def report(self, message: str, path: tuple, *more: Any, node: yaml.Node | None = None):
-        """A problem at ``path`` + ``more``, at ``node``'s line or else that path's; NAME's if in
-        ``plugins: NAME:``."""
+        """A problem at ``path`` + ``more`` (``node``'s line, else that path's), NAME's if in it."""
         line = self.lines.get((*path, *more)) if node is None else self.line(node)
         named = len(path) > 1 and path[0] == "plugins" and isinstance(path[1], str)
         plugin, shown = (path[1], path[2:]) if named else (None, path)
@@ -362,6 +362,8 @@ class _Reader:
         for path in self.marked:
             if path[:1] == ("plugins",) and path[2:3] == ("config",) and path[1] in doc.plugins:
                 doc.plugins[path[1]].secrets |= {path[3:]}
+            elif path[:1] == ("gateway",):
+                doc.gateway_secrets |= {path[1:]}
         return doc
 
     def entry(self, name: str, value: Any) -> PluginSpec:

@@ -1,9 +1,8 @@
 """Finding plugin classes: in a plugins directory, in entry points, among the built-ins.
 
-A plugins directory holds units: ``<name>.py``, or a package ``<name>/`` whose
-``plugin.py`` may import its siblings. A unit is read once (:meth:`Unit.read`), and that
-read serves its digest, its fingerprints and its import: the import compiles those bytes,
-never a ``.pyc`` (an edit of the same size within the same second would be missed).
+A plugins directory holds units: ``<name>.py``, or a package ``<name>/`` whose ``plugin.py``
+may import its siblings. One read of a unit (:meth:`Unit.read`) serves its digest, its
+fingerprints and its import, which compiles those bytes, never a ``.pyc``.
 """
 
 from __future__ import annotations
@@ -66,7 +65,7 @@ class Unit:
 
 @dataclass(frozen=True)
 class Sources:
-    """A unit's files as read once: what its import compiles, and what it is matched on."""
+    """A unit's files as read once: what its import compiles and what it is matched on."""
 
     files: Mapping[Path, bytes]
     digest: str  # of every byte of every file
@@ -75,9 +74,9 @@ class Sources:
     whole: str  # the plugin file's code, for a class not found at its top level
 
     def fingerprint(self, cls: type) -> Fingerprint:
-        """What ``cls`` from this unit is matched on: the code it reaches, sibling modules."""
+        """What ``cls`` is matched on: the code it reaches (else the whole file), siblings."""
         reach = self.reach.get(cls.__qualname__)
-        if reach is None:  # not defined at the file's top level: the whole file stands for it
+        if reach is None:
             return Fingerprint(((cls.__qualname__, self.whole), *self.siblings))
         return Fingerprint(reach.fingerprint().with_values(cls).parts + self.siblings)
 
@@ -109,8 +108,8 @@ def unit_for(directory: Path, changed: Path) -> Unit | None:
 
 
 class _Loader(importlib.machinery.SourceFileLoader):
-    """Compiles a unit's files as read (a file added since, as it is now), never bytecode.
-    The class, on ``sys.meta_path``, finds the submodules of unit packages so."""
+    """Compiles a unit's files as read, never bytecode; on ``sys.meta_path``, the class finds
+    the submodules of unit packages."""
 
     def __init__(self, fullname: str, path: Path, files: Mapping[Path, bytes]):
         super().__init__(fullname, str(path))
@@ -137,8 +136,8 @@ class _Loader(importlib.machinery.SourceFileLoader):
 
 
 def import_unit(unit: Unit, sources: Sources | None = None) -> list[type[Plugin]]:
-    """Import ``unit`` afresh from ``sources`` (read now if not given) and return its plugin
-    classes; a failure is a PluginError in phase ``import`` naming file:line."""
+    """``unit``'s plugin classes, imported afresh from ``sources`` (default: read now); a
+    failure is a PluginError in phase ``import`` naming file:line."""
     if _Loader not in sys.meta_path:
         sys.meta_path.insert(0, _Loader)
     safe = re.sub(r"\W", "_", unit.name)
@@ -179,12 +178,9 @@ def import_unit(unit: Unit, sources: Sources | None = None) -> list[type[Plugin]
 def plugin_classes(
     objects: Iterable[object], module: str | None = None, owner: str = ""
 ) -> list[type[Plugin]]:
-    """The Plugin subclasses among ``objects`` (defined in ``module``, when given) with a name.
-
-    Given ``owner`` (the unit or entry point an error names), what cannot be a plugin is
-    refused: a kind without its hook, now rather than at the first request; a subclass
-    without a ``name``, unless another class there extends it (a shared base).
-    """
+    """The named Plugin subclasses among ``objects`` (defined in ``module``, if given). With
+    ``owner`` (what an error names), a kind without its hook is refused, and so is a subclass
+    without a ``name`` unless another class there extends it (a shared base)."""
     mine = [o for o in objects if isinstance(o, type) and issubclass(o, Plugin)]
     mine = list(dict.fromkeys(cls for cls in mine if module in (None, cls.__module__)))
     for cls in mine if owner else ():
@@ -205,8 +201,8 @@ def plugin_classes(
 
 
 def entry_point_plugins(group: str) -> list[tuple[str, type[Plugin]]]:
-    """``(source, class)`` for each plugin that installed packages publish under ``group``:
-    a class, the classes of a module, or a list of classes."""
+    """``(source, class)`` of each plugin published under ``group``: a class, a module's
+    classes, or a list of classes."""
     found: list[tuple[str, type[Plugin]]] = []
     for ep in sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name):
         where = f"{ep.name} = {ep.value}"
@@ -228,8 +224,8 @@ def entry_point_plugins(group: str) -> list[tuple[str, type[Plugin]]]:
     return found
 
 
-#: Built-in plugins by name, as ``"module:Class"``: filled by helixlab's ``__init__`` from
-#: ``plugins.CATALOG`` (they build on the gateway, which the kernel does not import).
+#: Built-in plugins, name -> ``"module:Class"``: filled by helixlab's ``__init__`` (they
+#: build on the gateway, which the kernel does not import).
 BUILTINS: dict[str, str] = {}
 
 

@@ -20,10 +20,7 @@ log = logging.getLogger("helixlab.events")
 
 
 class PluginEvent(NamedTuple):
-    """One transition of one plugin. ``time`` is wall-clock seconds; repr leaves it out.
-
-    Immutable as a named tuple (a frozen dataclass took 3 µs to build, 2.5 of them its
-    checks: two events per plugin and reload, a third of a reload of 1,000 no-op plugins).
+    """One transition of one plugin (``time``: wall-clock seconds, left out of repr).
 
     Kinds, in the order a plugin usually meets them: registered, configured, initialized,
     started, reloading, reloaded (or reload_failed and rolled_back), health_changed,
@@ -58,11 +55,8 @@ class PluginEvent(NamedTuple):
 
 
 class EventLog:
-    """Keeps the last ``maxlen`` events and fans each new one out to subscribers and watchers.
-
-    Safe to use from any thread; subscriber exceptions are logged, never raised into the
-    code that emitted the event.
-    """
+    """The last ``maxlen`` events, each new one fanned out to subscribers and watchers; safe
+    from any thread, a subscriber's exception logged, never raised into the emitting code."""
 
     def __init__(self, maxlen: int = 1000):
         self._events: deque[PluginEvent] = deque(maxlen=maxlen)
@@ -114,12 +108,8 @@ class EventLog:
         return unsubscribe
 
     def watch(self, timeout: float | None = None) -> Iterator[PluginEvent]:
-        """Block for each new event, as the seed's ``Watch() <-chan PluginEvent``.
-
-        Subscribed from the moment it is called (an event emitted before the first
-        ``next()`` is not lost). Ends when no event arrives within ``timeout`` seconds
-        (None: never), or on ``close()``.
-        """
+        """Block for each new event (the seed's ``Watch()``), subscribed from this call on;
+        ends after ``timeout`` idle seconds (None: never) or on ``close()``."""
         return _Watch(self, timeout)
 
     async def awatch(self) -> AsyncIterator[PluginEvent]:

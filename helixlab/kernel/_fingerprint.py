@@ -1,11 +1,9 @@
 """Fingerprints: what a plugin's definition is matched on, so that a re-run reloads what changed.
 
-A plugin's *reach* in a source (a cell, a file) is its class statement plus, transitively,
-every top-level statement binding or mutating a name the reached code uses (by
-:mod:`symtable`; names in strings, ``globals()["X"]``, are not seen). Each reached name is a
-*part* digested from its normalised AST (``ast.dump``: no line numbers or comments), equal on
-every Python, so a change can be named ("TokenBucket changed"). Names bound elsewhere (other
-cells) and by ``from m import x`` (``m`` may be the learner's module) are digested by value.
+A plugin's *reach* in a source (a cell, a file) is its class statement plus, transitively, every
+top-level statement binding or mutating a name the reached code uses (by :mod:`symtable`). Each
+reached name is a *part*, digested from its AST (no lines or comments), so a change is named
+("TokenBucket changed"); names bound elsewhere or by ``from m import x`` are digested by value.
 """
 
 from __future__ import annotations
@@ -26,8 +24,7 @@ __all__ = ["Fingerprint", "Reach", "class_fingerprint", "reaches"]
 
 @dataclass(frozen=True, eq=False)
 class Fingerprint:
-    """A digest per part a plugin reaches, in the order first reached; equal fingerprints
-    (parts in any order) mean the same code."""
+    """A digest per part a plugin reaches; equal fingerprints mean the same code."""
 
     parts: tuple[tuple[str, str], ...]  # (name, digest)
 
@@ -51,8 +48,7 @@ class Fingerprint:
         ]
 
     def with_values(self, cls: type) -> Fingerprint:
-        """With ``cls``'s own plain class attributes as evaluated (the same code may say
-        ``version = f"1.{runs}"``) folded into its part; dunder names are left out."""
+        """With ``cls``'s plain class attributes as evaluated (``version = f"1.{runs}"``)."""
         plain = [(k, v) for k, v in vars(cls).items() if not k.startswith("__") and not callable(v)]
         if not (values := sorted((k, v) for k, v in plain if _is_data(v))):
             return self
@@ -64,8 +60,7 @@ class Fingerprint:
 
 @dataclass(frozen=True)
 class Reach:
-    """What a class reaches in its source: digested parts, the names it uses from outside,
-    and the reached names bound by ``from m import x``."""
+    """A class's digested parts, the names it uses from outside, those ``from m import x`` binds."""
 
     name: str
     parts: tuple[tuple[str, str], ...]
@@ -83,7 +78,7 @@ class Reach:
         return Fingerprint(tuple(parts))
 
     def as_constant(self) -> tuple:
-        """A tuple of strings (an AST constant: autoreload hands it over in the cell's code)."""
+        """A tuple of strings: an AST constant, handed over in the cell's code."""
         return (self.name, self.parts, self.outside, self.imported)
 
     @classmethod
@@ -93,11 +88,8 @@ class Reach:
 
 
 def reaches(tree: ast.Module | str, classes: Iterable[str]) -> dict[str, Reach]:
-    """The :class:`Reach` of each top-level class named in ``classes``, from its source.
-
-    ``from __future__ import ...`` and ``from m import *`` are in every reach; a lone
-    ``import x as y`` is digested as the module it names, as a module from another cell is.
-    """
+    """The :class:`Reach` of each top-level class named in ``classes``. ``from __future__``
+    and ``from m import *`` are in every reach; ``import x as y`` is digested as a module."""
     if isinstance(tree, str):
         tree = ast.parse(tree)
     bound: dict[str, list[tuple[str, set[str], bool]]] = {}  # name -> (dump, uses, from-import)
@@ -134,9 +126,8 @@ def reaches(tree: ast.Module | str, classes: Iterable[str]) -> dict[str, Reach]:
 
 
 def _names(node: ast.stmt) -> tuple[set[str], set[str]]:
-    """(bound or mutated, used) module-level names of one top-level statement: by its symbol
-    table, with the names in string annotations (``config: "Settings"``), and the names it
-    changes in place (``X.a = 1``, ``X[k] = v``, ``X.add(y)``)."""
+    """(bound or mutated, used) module-level names of a top-level statement, string annotations
+    and in-place changes (``X.a = 1``, ``X[k] = v``, ``X.add(y)``) included."""
     binds: set[str] = set()
     uses: set[str] = set()
     try:
@@ -210,8 +201,7 @@ def class_fingerprint(cls: type) -> Fingerprint:
 
 
 def object_digest(cls: type) -> str:
-    """A digest of a class's attributes and its methods' code, equal for two runs of the same
-    code on every Python (what Python and pydantic make at class creation is left out)."""
+    """A digest of a class's attributes and methods' code, equal across runs and Pythons."""
     h = hashlib.sha256()
     for klass in cls.__mro__:
         if klass is object or klass.__module__.startswith("helixlab.kernel"):
@@ -231,13 +221,12 @@ def object_digest(cls: type) -> str:
     return h.hexdigest()
 
 
-#: what Python (3.13: line numbers, static attributes) and pydantic (prefixes) make at class
-#: creation, not the code: left out of a class's digest
-_NOT_CODE = {"__module__", "__dict__", "__weakref__", "__qualname__", "__helix_phases__"}
-_NOT_CODE |= {"__firstlineno__", "__static_attributes__"}
-_PYDANTIC_MADE: tuple[str, ...] = ("__pydantic", "__signature__", "__class_vars__", "_abc_impl")
+#: what Python (3.13 too) and pydantic (prefixes) make at class creation: not the code
+_NOT_CODE = {"__module__", "__dict__", "__weakref__", "__qualname__", "__firstlineno__"}
+_NOT_CODE |= {"__static_attributes__"}
+_PYDANTIC_MADE = ("__pydantic", "__signature__", "__class_vars__", "_abc_impl", "model_fields")
 _PYDANTIC_MADE += ("__private_attributes__", "__abstractmethods__", "__annotations__")
-_PYDANTIC_MADE += ("model_fields", "model_computed_fields")
+_PYDANTIC_MADE += ("model_computed_fields",)
 
 
 def _feed(h: Any, value: object, depth: int = 0) -> None:

@@ -1,16 +1,18 @@
 """The Kernel: one object owning the registry, the graph, the live instances and the events.
 
-Public methods are synchronous so that a notebook cell calls them directly; each one that
-does lifecycle work has an ``a``-prefixed async twin. The work itself runs on the
-kernel's own loop (see ``_loop``), one lifecycle operation at a time; reads never block.
+Each lifecycle method is a coroutine (``aload``) run on the kernel's own loop, one operation
+at a time (``_operations``), with a synchronous twin (``load``) that a notebook cell calls
+directly; its reads (``_views``) never block.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import os
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,7 +20,7 @@ from typing import Any, TypeVar
 from ..errors import HelixError, RegistryError, ReloadError, describe
 from . import _discovery, _loader, _reload
 from ._book import Book
-from ._change import PREPARE_TIMEOUT, Change, Shorthands
+from ._change import Change, Shorthands
 from ._config import PluginSpec
 from ._events import EventLog
 from ._fingerprint import Fingerprint
@@ -76,9 +78,8 @@ class Kernel(Shorthands, Views):
     ):
         self.timeouts = timeouts or Timeouts()
         self._thread = LoopThread(kind=loop)
-        self._events = EventLog(event_log_size)
-        self._secrets = SecretBook()  # the current config's and every proposed one's
-        self._book = Book(self._events, self._secrets)
+        # secrets: the current config's and every proposed one's
+        self._book = Book(EventLog(event_log_size), SecretBook())
         self._pool = LivePool(self._thread.loop)
         self._runner = Runner(self._thread.loop, self.timeouts, self, self._started_late)
         self._ops = Operations(self._thread, self._book)
@@ -108,14 +109,13 @@ class Kernel(Shorthands, Views):
         self, plugin: type[Plugin] | Plugin, *, origin: str = "code", source: str | None = None
     ) -> str:
         """Add a plugin class (or instance) under its ``name``; returns the name."""
-        return self._register_now(plugin, origin=origin, source=source)
+        return self._register_now(plugin, origin, source)
 
     register = blocking(aregister)
 
     def _register_now(
         self,
         plugin: Any,
-        *,
         origin: str,
         source: str | None,
         unit: str | None = None,
@@ -159,13 +159,7 @@ class Kernel(Shorthands, Views):
 
         async def register() -> list[str]:  # unit and content recorded: the watcher then
             return [  # refuses a rename and takes a save of the same content as no change
-                self._register_now(
-                    cls,
-                    origin="file",
-                    source=str(unit.path),
-                    unit=str(unit.root),
-                    fingerprint=fingerprint,
-                )
+                self._register_now(cls, "file", str(unit.path), str(unit.root), fingerprint)
                 for unit, fingerprint, cls in found
                 if cls.name not in self._book.registry
             ]
@@ -184,21 +178,16 @@ class Kernel(Shorthands, Views):
     ) -> tuple[list[type[Plugin]], dict[str, Fingerprint]]:
         """Import a plugin file or package (``root``; ``path`` the file defining the plugins)
         as a plugins directory holds it: its classes and their fingerprints. On a worker
-        thread, under ``timeout`` (see ``_workers``): the watcher and the admin API import so.
-        """
+        thread, under ``timeout`` (see ``_workers``), as the watcher and the admin API do."""
         root_, path_ = Path(root), Path(path)
         unit = _discovery.Unit(root_.stem if root_.is_file() else root_.name, path_, root_)
 
         async def run() -> tuple[list[type[Plugin]], dict[str, Fingerprint]]:
             # one read (``sources``, the watcher's) is fingerprinted and imported
             read = await asyncio.to_thread(unit.read) if sources is None else sources
+            load = functools.partial(_discovery.import_unit, unit, read)
             classes = await self._imports.run(
-                str(unit.root),
-                read.digest,
-                unit.name,
-                unit.path.name,
-                lambda: _discovery.import_unit(unit, read),
-                timeout,
+                str(unit.root), read.digest, unit.name, unit.path.name, load, timeout
             )
             return classes, {cls.name: read.fingerprint(cls) for cls in classes}
 
@@ -216,28 +205,12 @@ class Kernel(Shorthands, Views):
         """Register plugins that installed packages publish in the entry-point ``group``."""
         self._book.looked.append(f"entry points {group!r}")
         return [
-            self._register_now(cls, origin="entry-point", source=source)
+            self._register_now(cls, "entry-point", source)
             for source, cls in _discovery.entry_point_plugins(group)
             if cls.name not in self._book.registry
         ]
 
     discover_entry_points = blocking(adiscover_entry_points)
-
-    # -- configuration ----------------------------------------------------------------
-
-    def _configured(self, name: str, config: Mapping[str, Any]) -> PluginSpec:
-        entry = self._book.registry[name]
-        config, marked = split_marked(dict(config))  # `{value: ..., secret: true}` too
-        spec = replace(
-            entry.spec,
-            config={**entry.spec.config, **config},
-            secrets=entry.spec.secrets | marked,
-            source="configure()",
-            line=None,
-            lines={},  # the file's line numbers do not describe these values
-        )
-        self._book.learn(spec, entry.cls)  # before validating: its errors may quote them
-        return spec
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -274,11 +247,9 @@ class Kernel(Shorthands, Views):
     # -- changes: made at once, or prepared up to their swap -----------------------------
 
     async def aapply(self, change: Change) -> ReloadReport:
-        """Make ``change`` (see :class:`Change`): start aside, swap once, drain, stop the old.
-
-        If anything fails before the swap, the new instances are stopped, the old keep
-        serving, and :class:`~helixlab.ReloadError` names the plugin and the phase.
-        """
+        """Make ``change``: start aside, swap once, drain, stop the old. If anything fails
+        before the swap, the new instances stop, the old keep serving, and ReloadError names
+        the plugin and the phase."""
         change = await self._imported(change)
         return await self._ops.arun(self._ops.locked(self._apply(change)))
 
@@ -290,9 +261,7 @@ class Kernel(Shorthands, Views):
         await txn.prepare(op)
         return await txn.commit(op)
 
-    async def aprepare(
-        self, change: Change, *, timeout: float | None = PREPARE_TIMEOUT
-    ) -> PreparedReload:
+    async def aprepare(self, change: Change, *, timeout: float | None = 60.0) -> PreparedReload:
         """:meth:`apply` up to its swap, held there (with the operation lock): a
         :class:`PreparedReload` to ``commit()`` or ``abort()``; after ``timeout`` seconds
         without either it aborts by itself. New plugins are loaded by ``commit()``."""
@@ -308,11 +277,10 @@ class Kernel(Shorthands, Views):
             return change
         unit = _discovery.unit_for(Path(change.directory), Path(change.path))
         if unit is None:
-            raise ReloadError(
-                Path(change.path).stem,
-                "import",
-                f"{change.path} is not plugin code in the plugins directory {change.directory}.",
+            message = (
+                f"{change.path} is not plugin code in the plugins directory {change.directory}."
             )
+            raise ReloadError(Path(change.path).stem, "import", message)
         classes, prints = await self.aimport_unit(unit.root, unit.path)
         source = change.source or str(unit.path)
         return Change.define(
@@ -327,44 +295,47 @@ class Kernel(Shorthands, Views):
         if change.kind == "configure":
             return _reload.reconfigure(*parts, self._configured(change.plugin, change.values))
         if change.kind == "apply_config":  # read and parsed in a worker thread
+            doc, source, offset = change.document, change.source, change.line_offset
             return await asyncio.to_thread(
-                _reload.apply_config,
-                *parts,
-                change.document,
-                source=change.source,
-                line_offset=change.line_offset,
+                lambda: _reload.apply_config(*parts, doc, source=source, line_offset=offset)
             )
         if change.kind == "define":
+            classes, source = list(change.classes), change.source or ""
             return _reload.define(
-                *parts,
-                list(change.classes),
-                change.source or "",
-                change.origin,
-                change.unit,
-                change.fingerprints,
+                *parts, classes, source, change.origin, change.unit, change.fingerprints
             )
         raise ValueError(f"Kernel.apply() cannot make a {change.kind} change here.")
 
+    def _configured(self, name: str, config: Mapping[str, Any]) -> PluginSpec:
+        entry = self._book.registry[name]
+        config, marked = split_marked(dict(config))  # `{value: ..., secret: true}` too
+        spec = replace(
+            entry.spec,
+            config={**entry.spec.config, **config},
+            secrets=entry.spec.secrets | marked,
+            source="configure()",
+            line=None,
+            lines={},  # the file's line numbers do not describe these values
+        )
+        self._book.learn(spec, entry.cls)  # before validating: its errors may quote them
+        return spec
+
     async def aclose(self) -> None:
-        """Stop everything (dependents first), the watchers and servers, then the loop."""
+        """Async twin of :meth:`close`."""
         if not self._ops.closed:
-            self._begin_closing("aclose() was awaited")
-            try:
+            with self._closing("aclose() was awaited"):
                 await self._thread.arun(self._shutdown(), on_interrupt=self._ops.interrupt_close)
-            finally:
-                self._end_closing()
 
     def close(self) -> None:
         """Stop everything (dependents first), the watchers and servers, then the loop;
-        operations queued behind it, and any started later, raise KernelClosedError."""
+        operations queued behind it, and any started later, raise KernelClosedError. An
+        interrupt does not cut it short: it stops everything, then re-raises."""
         if not self._ops.closed:
-            self._begin_closing("close() was called")
-            try:  # an interrupt does not cut it short: close stops everything, then re-raises
+            with self._closing("close() was called"):
                 self._thread.run(self._shutdown(), on_interrupt=self._ops.interrupt_close)
-            finally:
-                self._end_closing()
 
-    def _begin_closing(self, what: str) -> None:
+    @contextlib.contextmanager
+    def _closing(self, what: str) -> Iterator[None]:
         if self._thread.in_loop():  # refused before anything changes
             raise HelixError(
                 f"Kernel.{what} on the kernel's own loop (from a plugin, a subscriber or a "
@@ -372,30 +343,28 @@ class Kernel(Shorthands, Views):
             )
         with self._late_lock:
             self._ops.closing = True
-
-    def _end_closing(self) -> None:
-        self._ops.closed = True
-        self._runner.close()
-        self._thread.stop()
+        try:
+            yield
+        finally:
+            self._ops.closed = True
+            self._runner.close()
+            self._thread.stop()
 
     def _started_late(self, live: Live) -> None:
         """Stop an instance whose abandoned ``start`` returned: on the loop, or, once the
         kernel is closing, in the worker thread it returned in (the loop may be gone)."""
         with self._late_lock:
             if not self._ops.closing or self._thread.in_loop():
-                self._thread.call_soon(self._stop_late, live)
+                self._thread.call_soon(lambda: self._ops.keep(self._stop_late(live)))
                 return
         error = self._runner.stop_here(live)
         if error is not None:
             self._book.stop_failed(live, error)
         self._book.abandoned(live)
 
-    def _stop_late(self, live: Live) -> None:
-        async def stop() -> None:
-            await self._runner.stop([live], self._book.stop_failed)
-            self._book.abandoned(live)
-
-        self._ops.keep(asyncio.ensure_future(stop()))
+    async def _stop_late(self, live: Live) -> None:
+        await self._runner.stop([live], self._book.stop_failed)
+        self._book.abandoned(live)
 
     async def _shutdown(self) -> None:
         prepared = self._ops.prepared
@@ -478,15 +447,11 @@ class Kernel(Shorthands, Views):
 
     look_health = blocking(alook_health)
 
-    # -- files --------------------------------------------------------------------------
-
     def watch_files(self, path: str | os.PathLike, **options: Any) -> Any:
         """Hot reload plugins from ``path`` when their files are saved; returns a stop handle."""
         from ._watcher import FileWatcher
 
         return FileWatcher(self, self._thread, self._book, Path(path), **options)
-
-    # -- gateway --------------------------------------------------------------------------
 
     def serve(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> Any:
         """Serve the OpenAI-compatible gateway of the live plugins on the kernel's loop: a

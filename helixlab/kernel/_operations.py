@@ -1,13 +1,10 @@
 """Operations on the kernel's loop: one lifecycle operation at a time, interrupts, and the
 boundary where what an operation returns or raises leaves the kernel (masked, once).
 
-A lifecycle method of the Kernel is written once, as a coroutine run under the operation
-lock (:func:`exclusive`); :func:`blocking` makes its synchronous twin, which works in a
-Jupyter cell as in a script. An interrupt of the caller (KeyboardInterrupt, or the
-cancellation of an async caller) becomes a request to the operation (finish or roll
-back: see docs/architecture.md), never a cancellation half-way. The lock is taken and
-released here only: by :meth:`Operations.locked`, or held from :meth:`Operations.hold`
-(a prepared change) to the end of :meth:`Operations.settle` (its commit or abort).
+A Kernel method is one coroutine under the operation lock (:func:`exclusive`) and its sync
+twin (:func:`blocking`). An interrupted caller asks the operation to finish or roll back,
+never cuts it half-way. The lock is taken and released here only: by ``locked``, or held
+from ``hold`` (a prepared change) to the end of ``settle`` (its commit or abort).
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from ..errors import KernelClosedError, ReloadError, ReloadInterrupted
@@ -69,40 +66,20 @@ class Operations:
         self.prepared: PreparedReload | None = None
         self.background: set[asyncio.Future] = set()
 
-    # -- the lock -------------------------------------------------------------------------
-
-    async def locked(self, coro: Awaitable[T]) -> T:
+    async def locked(self, coro: Coroutine[Any, Any, T]) -> T:
         async with self.lock:
-            op = self._begin(coro)
-            try:
+            with self._operation(coro):
                 return await coro
-            finally:
-                self._end(op)
-
-    def _begin(self, coro: Any) -> Operation:
-        if self.closing:
-            coro.close()
-            raise KernelClosedError("The kernel is closing; create a new Kernel().")
-        self.op = op = Operation(asyncio.current_task())
-        return op
-
-    def _end(self, op: Operation) -> None:
-        if self.op is op:
-            self.op = None
 
     async def hold(
-        self, make: Callable[[], Awaitable[Transaction]], timeout: float | None
+        self, make: Callable[[], Coroutine[Any, Any, Transaction]], timeout: float | None
     ) -> PreparedReload:
         """Take the lock, prepare ``make()``'s transaction, keep the lock: a PreparedReload."""
         await self.lock.acquire()
         try:
-            coro = make()
-            op = self._begin(coro)
-            try:
+            with self._operation(coro := make()) as op:
                 txn = await coro
                 await txn.prepare(op)
-            finally:
-                self._end(op)
         except BaseException:
             self.lock.release()
             raise
@@ -110,17 +87,27 @@ class Operations:
         return self.prepared
 
     async def settle(self, txn: Transaction, how: str, reason: str) -> ReloadReport:
-        """Commit or abort the held transaction, then release the lock."""
-        op = Operation(asyncio.current_task())
-        self.op = op
+        """Commit or abort the held transaction (closing or not), then release the lock."""
         try:
-            return await (txn.commit(op) if how == "commit" else txn.abort(op, reason))
+            with self._operation(None) as op:
+                return await (txn.commit(op) if how == "commit" else txn.abort(op, reason))
         finally:
-            self._end(op)
             self.prepared = None
             self.lock.release()
 
-    # -- the boundary ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _operation(self, coro: Coroutine[Any, Any, Any] | None) -> Iterator[Operation]:
+        """The operation holding the lock for the block, which interrupts reach. A new one
+        (``coro``) is refused once closing: closed, never begun, KernelClosedError."""
+        if coro is not None and self.closing:
+            coro.close()
+            raise KernelClosedError("The kernel is closing; create a new Kernel().")
+        self.op = op = Operation(asyncio.current_task())
+        try:
+            yield op
+        finally:
+            if self.op is op:
+                self.op = None
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and wait here; its result or error masked."""
@@ -170,8 +157,6 @@ class Operations:
             coro.close()
             raise KernelClosedError("The kernel is closed; create a new Kernel().")
 
-    # -- interrupts -----------------------------------------------------------------------
-
     def _interrupt(self, submission: Submission) -> None:
         """On the loop: the caller of ``submission`` was interrupted (KeyboardInterrupt, cancel)."""
         op, task = self.op, submission.task
@@ -195,9 +180,11 @@ class Operations:
     def _discard(self, result: Any) -> None:
         """On the loop: a result its interrupted caller never received."""
         if isinstance(result, PreparedReload) and result.state == "prepared":
-            self.keep(asyncio.ensure_future(result._finish("abort")))
+            self.keep(result._finish("abort"))
 
-    def keep(self, task: asyncio.Future) -> None:
+    def keep(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` on the loop in the background; close() waits for it."""
+        task = asyncio.ensure_future(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
@@ -233,18 +220,16 @@ class PreparedReload:
     def _expire(self) -> None:
         if self._txn.state == "prepared":
             self.expired = True
-            self._ops.keep(asyncio.ensure_future(self._finish("abort")))
+            self._ops.keep(self._finish("abort"))
 
     async def _finish(self, how: str) -> ReloadReport:
         """Commit or abort on the kernel's loop, then release the operation lock."""
         txn = self._txn
         if txn.state != "prepared":
             why = " (its timeout expired)" if self.expired else ""
+            message = f"Cannot {how} this prepared reload: it is already {txn.state}{why}."
             raise ReloadError(
-                (txn.report.targets or ["kernel"])[0],
-                how,
-                f"Cannot {how} this prepared reload: it is already {txn.state}{why}.",
-                report=txn.report,
+                (txn.report.targets or ["kernel"])[0], how, message, report=txn.report
             )
         if self._timer is not None:
             self._timer.cancel()
@@ -298,17 +283,13 @@ def _how_it_ended(submission: Submission) -> ReloadInterrupted | None:
     error = future.exception()
     if isinstance(error, ReloadError) and error.report is not None and error.report.rolled_back:
         targets = ", ".join(error.report.targets) or error.plugin
-        return ReloadInterrupted(
-            f"Reload of {targets} interrupted: rolled back, the old versions keep serving.",
-            rolled_back=True,
-            report=error.report,
-        )
+        message = f"Reload of {targets} interrupted: rolled back, the old versions keep serving."
+        return ReloadInterrupted(message, rolled_back=True, report=error.report)
     result = future.result() if error is None else None
     if isinstance(result, ReloadReport) and result.order:
-        return ReloadInterrupted(
-            f"Reload of {', '.join(result.targets)} interrupted after its swap: finished, "
-            f"the new versions serve.",
-            rolled_back=False,
-            report=result,
+        targets = ", ".join(result.targets)
+        message = (
+            f"Reload of {targets} interrupted after its swap: finished, the new versions serve."
         )
+        return ReloadInterrupted(message, rolled_back=False, report=result)
     return None

@@ -92,9 +92,8 @@ class Plugin(Generic[ConfigT]):
     reload_strategy: ClassVar[Literal["hot", "restart"]] = "hot"
     priority: ClassVar[int] = 0
     kind: ClassVar[str] = "plugin"
-    #: It guards requests (authentication): while it is not serving — failed at load or
-    #: start, hung, stopped, not started yet — the gateway answers 503 instead of serving
-    #: without it. The configuration can mark any plugin so too (``required: true``).
+    #: It guards requests (authentication): while it is not serving (failed, hung, stopped, not
+    #: started yet) the gateway answers 503. The configuration can say so too (``required: true``).
     required: ClassVar[bool] = False
 
     def init(self, ctx: Context, config: ConfigT) -> Any:
@@ -134,11 +133,7 @@ class Plugin(Generic[ConfigT]):
 
 class _Probed:  # what middleware and providers share
     def probe(self) -> Iterable[Probe]:
-        """The requests a canary sends through a new version before it serves (``verify``).
-
-        The default is one chat completion; return ``[]`` to skip, or your own probes
-        (e.g. a request your middleware must refuse with ``Probe(expect=lambda s: s == 401)``).
-        """
+        """What a canary sends through the new version before the swap (a chat; ``[]``: none)."""
         return [Probe()]
 
 
@@ -221,9 +216,8 @@ def parse_dependency(spec: str, owner: str = "?") -> tuple[str, str]:
     try:
         req = Requirement(spec)
     except InvalidRequirement as exc:
-        raise RegistryError(
-            f"Plugin {owner!r} declares an invalid dependency {spec!r}: {exc}"
-        ) from None
+        why = f"declares an invalid dependency {spec!r}: {exc}"
+        raise RegistryError(f"Plugin {owner!r} {why}") from None
     return req.name, str(req.specifier)
 
 

@@ -1,8 +1,5 @@
-"""The registry: which plugin classes the kernel knows, with their configuration.
-
-Immutable: every change makes a new registry, so that a reload can validate a *proposed*
-registry completely before anything is committed.
-"""
+"""The registry: which plugin classes the kernel knows, with their configuration. Immutable:
+a change makes a new one, so a reload validates a *proposed* registry before committing it."""
 
 from __future__ import annotations
 
@@ -23,11 +20,8 @@ __all__ = ["Entry", "Registry"]
 
 @dataclass(frozen=True, kw_only=True)
 class Entry(Node):
-    """One registered plugin (the graph's node): its class, its configuration, its origin.
-
-    Made by ``Entry.of``, which validates the configuration and derives the node's fields
-    and ``secrets``; ``replace()`` it only to change where it came from or its instance.
-    """
+    """One registered plugin (the graph's node): its class, configuration and origin. Made by
+    ``Entry.of``; ``replace()`` it only to change where it came from or its instance."""
 
     cls: type[Plugin]
     spec: PluginSpec
@@ -66,8 +60,8 @@ class Entry(Node):
             )
             missing = tuple(replace(p, message=p.message.rstrip(".") + how) for p in exc.problems)
         model, marked = plugin.config_model, spec.secrets
-        found = secret_values(spec.config, model=model, marked=marked)
-        found |= secret_values(config, model=model, marked=marked)
+        found = secret_values(spec.config, model=model, marked=marked)  # as written
+        secrets = frozenset(found | secret_values(config, model=model, marked=marked))  # validated
         merged: dict[str, str] = {}
         for dep in (*plugin.dependencies, *spec.depends_on):
             name, specifier = parse_dependency(dep, plugin.name)
@@ -75,7 +69,6 @@ class Entry(Node):
                 merged[name] = ",".join(s for s in (merged.get(name), specifier) if s)
         priority = plugin.priority if spec.priority is None else spec.priority
         node = (plugin.name, str(plugin.version), priority, spec.enabled, tuple(merged.items()))
-        secrets = frozenset(found)
         return cls(
             *node, cls=plugin, spec=spec, config=config, missing=missing, secrets=secrets, **where
         )
@@ -94,11 +87,8 @@ class Entry(Node):
 @dataclass(frozen=True)
 class Registry:
     """An immutable mapping of name → :class:`Entry`, and the operations that derive a new one.
-
-    ``secrets`` (every entry's secret values, to mask wherever text leaves), ``guards`` (the
-    enabled plugins that guard requests) and the graph describe ``entries``: make one with
-    ``Registry.of`` (``Registry()`` is the empty one).
-    """
+    ``secrets`` (every entry's secret values), ``guards`` (the enabled plugins that guard
+    requests) and the graph describe ``entries``: made by ``Registry.of`` (or empty)."""
 
     entries: Mapping[str, Entry] = field(default_factory=dict)
     secrets: frozenset[str] = field(default=frozenset(), compare=False)
@@ -177,14 +167,17 @@ class Registry:
         """A registry where ``cls.name`` uses this new class (its config revalidated)."""
         check_plugin_class(cls)
         old = self[cls.name]
-        where = {"origin": old.origin, "source": source or old.source, "unit": old.unit}
-        entry = Entry.of(cls, old.spec, strict=False, fingerprint=fingerprint, **where)
-        return self.with_entry(entry)
+        where = {"source": source or old.source, "fingerprint": fingerprint, "instance": None}
+        return self._remade(old, cls, old.spec, strict=False, **where)
 
     def with_spec(self, spec: PluginSpec) -> Registry:
         """A registry where ``spec.name`` has this configuration, validated by its class."""
         old = self[spec.name]
-        where = {
-            k: getattr(old, k) for k in ("instance", "origin", "source", "unit", "fingerprint")
-        }
-        return self.with_entry(Entry.of(old.cls, spec, strict=True, **where))
+        return self._remade(old, old.cls, spec, strict=True)
+
+    def _remade(
+        self, old: Entry, cls: type[Plugin], spec: PluginSpec, *, strict: bool, **where: Any
+    ) -> Registry:
+        """``old`` made anew from ``cls`` and ``spec``, where it came from kept unless ``where``."""
+        kept = {k: getattr(old, k) for k in ("instance", "origin", "source", "unit", "fingerprint")}
+        return self.with_entry(Entry.of(cls, spec, strict=strict, **(kept | where)))

@@ -1,8 +1,5 @@
-"""What the kernel hands back: load and reload reports, plugin rows, health results.
-
-Each has a deterministic ``str`` (no addresses, ids, temp paths or timings), which is
-what notebooks show as ``text/plain`` and what nbval compares.
-"""
+"""What the kernel hands back: load and reload reports, plugin rows, health results; each
+``str`` is deterministic (no addresses, ids, paths or timings): what nbval compares."""
 
 from __future__ import annotations
 
@@ -18,8 +15,7 @@ __all__ = ["HealthStatus", "LoadReport", "PluginInfo", "ReloadReport"]
 
 
 class _PlainRepr:
-    """``repr`` and IPython's pretty display both show ``str``; notebooks also get HTML
-    (drawn by whatever the notebook layer registered: see ``helixlab._reprs``)."""
+    """``repr`` and IPython's display show ``str``; HTML is the notebook layer's."""
 
     def __repr__(self) -> str:
         return str(self)
@@ -71,11 +67,8 @@ class LoadReport(_PlainRepr):
 
 @dataclass(repr=False)
 class ReloadReport(_PlainRepr):
-    """What a reload did, or would have done before it was rolled back.
-
-    ``order`` is the cascade, dependencies first; ``versions`` maps each plugin to
-    ``(old, new)``; ``timings`` (seconds per step) is left out of ``str``.
-    """
+    """What a reload did, or would have done before it was rolled back: ``order`` the
+    cascade, ``versions`` name -> (old, new), ``timings`` seconds per step (not in ``str``)."""
 
     targets: list[str] = field(default_factory=list, metadata=IDENTIFIERS)
     order: list[str] = field(default_factory=list, metadata=IDENTIFIERS)
@@ -136,11 +129,8 @@ class ReloadReport(_PlainRepr):
 
 @dataclass(frozen=True, repr=False)
 class HealthStatus(_PlainRepr):
-    """The result of one plugin's health check. ``elapsed`` is left out of ``str``.
-
-    ``degraded``: healthy (it serves), but in a reduced way its ``detail`` says (the check
-    returned a :class:`Degraded`).
-    """
+    """One plugin's health check (``elapsed`` not in ``str``); ``degraded``: healthy, but
+    serving in a reduced way its ``detail`` says (the check returned a :class:`Degraded`)."""
 
     plugin: str
     healthy: bool
@@ -158,9 +148,8 @@ class HealthStatus(_PlainRepr):
 
 
 class Degraded(str):
-    """What a health check returns when its plugin serves, but in a reduced way (the text
-    says how): the plugin counts as healthy, so ``/health`` stays 200 and the instance in a
-    load balancer's rotation, and ``/health`` says ``degraded`` with this text."""
+    """A health check's answer when its plugin serves in a reduced way (the text says how):
+    healthy, so ``/health`` stays 200, and says ``degraded`` with this text."""
 
 
 @dataclass(frozen=True, repr=False)

@@ -1,14 +1,11 @@
 """Secrets: which settings hold one, and the one masking step every way out passes through.
 
-A setting is secret **by name** (split into words: it contains ``secret``, ``password``,
-``passwd``, ``passphrase``, ``authorization``, ``credential``, ``cookie``, or ``api_key``,
-``private_key``, ``signing_key``, ``secret_key``, ``access_key``, ``session_key``,
-``encryption_key``, ``master_key``, or ends in ``token(s)`` not counting tokens, as
-``max_tokens`` does), **by type** (a ``SecretStr``/``SecretBytes`` field of the
-``config_model``, also in ``Optional``, lists, nested models), **explicitly** (``{value:
-..., secret: true}``) or **in a URL** (its password, secret-named query parameters).
-One walk over a configuration gives its display copy (:func:`redact`) and its secret
-values (:func:`secret_values`) for a :class:`SecretBook`; :func:`mask` masks free text.
+A setting is secret **by name** (it contains secret, password, passwd, passphrase,
+authorization, credential, cookie, or api/private/signing/access/session/encryption/master/admin
+``_key``, or ends in ``token(s)`` not counting them as ``max_tokens`` does), **by type**
+(``SecretStr``/``SecretBytes`` in the ``config_model``, nested too), **explicitly**
+(``{value: ..., secret: true}``) or **in a URL** (its password, secret-named query values).
+One walk gives a configuration's display copy (:func:`redact`) and its secret values.
 """
 
 from __future__ import annotations
@@ -31,6 +28,7 @@ __all__ = [
     "IDENTIFIERS",
     "MASK",
     "SecretBook",
+    "field_aliases",
     "is_secret_key",
     "mask",
     "mask_log_records",
@@ -48,7 +46,7 @@ IDENTIFIERS = {"helix_no_secrets": True}
 # compact forms (separators removed) that make a name secret wherever they occur in it
 _SECRET_PARTS = re.compile(
     "secret|password|passwd|passphrase|authorization|credential|cookie|apikey|privatekey|"
-    "signingkey|accesskey|sessionkey|encryptionkey|masterkey"
+    "signingkey|accesskey|sessionkey|encryptionkey|masterkey|adminkey"
 )
 # words before a last ``token(s)`` that mean the setting counts tokens, not holds one
 _COUNTING = {
@@ -63,11 +61,11 @@ _SECRET_TYPES = (pydantic.SecretStr, pydantic.SecretBytes)
 _URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^\s/@:\"'<>]*):([^@ \t\r\n]+)@")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/-]{8,}=*")
 _SK_KEY = re.compile(r"\bsk-[A-Za-z0-9_-]{4,}")
+_URL_MASKED = rf"\1\2:{MASK}@"
 
 
 def is_secret_key(key: Any) -> bool:
-    """Whether a setting named ``key`` holds a secret (the module docstring's rule):
-    ``api_tokens`` and ``database_password`` do, ``max_tokens`` does not."""
+    """Whether a setting named ``key`` holds a secret: ``api_tokens`` does, ``max_tokens`` not."""
     if not isinstance(key, str):
         return False
     if _SECRET_PARTS.search(re.sub(r"[^a-z0-9]", "", key.lower())):
@@ -78,12 +76,19 @@ def is_secret_key(key: Any) -> bool:
     return len(words) == 1 or words[-2] not in _COUNTING
 
 
+def field_aliases(info: Any) -> list[str]:
+    """The input keys a pydantic field reads besides its name: its (validation) alias, each of
+    its ``AliasChoices``, an ``AliasPath``'s first key."""
+    alias = info.validation_alias if info.validation_alias is not None else info.alias
+    choices = getattr(alias, "choices", [alias])
+    return [k for c in choices if isinstance(k := getattr(c, "path", [c])[0], str)]
+
+
 def _kinds(model: Any, key: Any) -> list[type]:
-    """The classes the field of ``model`` that reads input ``key`` (name or alias) may hold
-    (``X | None``, ``list[X]``, ``Annotated[X, ...]``...)."""
+    """What the field ``model`` reads from ``key`` may hold (in ``X | None``, ``list[X]``...)."""
     fields = getattr(model, "model_fields", {}) if isinstance(model, type) else {}
     field = fields.get(key) or next(
-        (f for f in fields.values() if key in (f.alias, f.validation_alias)), None
+        (f for f in fields.values() if key in (f.alias, *field_aliases(f))), None
     )
     annotations, kinds = [field.annotation] if field else [], []
     for annotation in annotations:  # grows as it goes: X | list[Y] -> X, list[Y], Y
@@ -112,29 +117,31 @@ def split_marked(value: Any, path: tuple = ()) -> tuple[Any, set[tuple]]:
     return (out if isinstance(value, Mapping) else list(out.values())), paths
 
 
-def _url(text: str) -> tuple[str, set[str]]:
-    """A URL without its password and secret query values; those values."""
-    found = {form for m in _URL.finditer(text) for form in (m.group(3), unquote(m.group(3)))}
+def _url(text: str, found: set[str]) -> str:
+    """A URL without its password and secret query values, which go into ``found``."""
+    values = {form for m in _URL.finditer(text) for form in (m.group(3), unquote(m.group(3)))}
     with contextlib.suppress(ValueError):
-        found |= {v for k, v in parse_qsl(urlsplit(text.strip()).query) if v and is_secret_key(k)}
-    shown = _URL.sub(lambda m: f"{m.group(1)}{m.group(2)}:{MASK}@", text)
-    for value in (v for v in found if len(v) >= MIN_LENGTH):
+        values |= {v for k, v in parse_qsl(urlsplit(text.strip()).query) if v and is_secret_key(k)}
+    found |= values
+    shown = _URL.sub(_URL_MASKED, text)
+    for value in (v for v in values if len(v) >= MIN_LENGTH):
         shown = shown.replace(value, MASK)
-    return shown, found
+    return shown
 
 
-def _walk(value: Any, model: Any, marked: frozenset, path: tuple, secret: bool = False) -> Any:
-    """The one walk over a configuration's shapes: (its display copy, its secret values).
-    Under a secret setting (``secret``) every string and number counts, item by item."""
-    found: set[str] = set()
+def _walk(
+    value: Any, model: Any, marked: frozenset, path: tuple, found: set[str], secret: bool
+) -> Any:
+    """The one walk over a configuration's shapes: its display copy; its secret values go into
+    ``found``. Under a secret setting (``secret``) every string and number counts, one by one."""
     if isinstance(value, _SECRET_TYPES):
         plain = value.get_secret_value()
-        return MASK, {plain.decode("utf-8", "replace") if isinstance(plain, bytes) else plain}
+        found.add(plain.decode("utf-8", "replace") if isinstance(plain, bytes) else plain)
+        return MASK
     if isinstance(value, pydantic.BaseModel):
-        shown, found = _walk(value.model_dump(), type(value), marked, path, secret)
         for key in type(value).model_fields:  # what the dump leaves out or serializes away
-            found |= _walk(getattr(value, key, None), None, frozenset(), (), secret)[1]
-        return shown, found
+            _walk(getattr(value, key, None), None, frozenset(), (), found, secret)
+        return _walk(value.model_dump(), type(value), marked, path, found, secret)
     if isinstance(value, Mapping):
         out = {}
         for key, item in value.items():
@@ -142,30 +149,27 @@ def _walk(value: Any, model: Any, marked: frozenset, path: tuple, secret: bool =
             child = next((t for t in kinds if issubclass(t, pydantic.BaseModel)), None)
             typed = any(issubclass(t, _SECRET_TYPES) for t in kinds)
             hidden = typed or at in marked or is_secret_key(key)
-            shown, inner = _walk(item, child, marked, at, secret or hidden)
-            out[key], found = (MASK if hidden and item is not None else shown), found | inner
-        return out, found
+            shown = _walk(item, child, marked, at, found, secret or hidden)
+            out[key] = MASK if hidden and item is not None else shown
+        return out
     if isinstance(value, list | tuple | set | frozenset):
-        walked = [_walk(item, model, marked, path, secret) for item in value]
         kind = list if isinstance(value, list) else tuple if isinstance(value, tuple) else set
-        return kind(shown for shown, _ in walked), found.union(*(inner for _, inner in walked))
-    if isinstance(value, str):
-        shown, found = _url(value) if "://" in value else (value, found)
-        return shown, found | {value} if secret else found
-    if secret and isinstance(value, int | float) and not isinstance(value, bool):
+        return kind(_walk(item, model, marked, path, found, secret) for item in value)
+    if secret and isinstance(value, str | int | float) and not isinstance(value, bool):
         found.add(str(value))
-    return value, found
+    return _url(value, found) if isinstance(value, str) and "://" in value else value
 
 
 def redact(value: Any, *, model: Any = None, marked: Iterable[tuple] = ()) -> Any:
     """A copy of ``value`` to display: its secret settings (``marked``: paths written
     ``{value: ..., secret: true}``) become ``***``, URLs lose their passwords."""
-    return _walk(value, model, frozenset(marked), ())[0]
+    return _walk(value, model, frozenset(marked), (), set(), False)
 
 
 def secret_values(value: Any, *, model: Any = None, marked: Iterable[tuple] = ()) -> set[str]:
     """Every secret value in ``value`` (what :func:`redact` masks), to mask in free text."""
-    found = _walk(value, model, frozenset(marked), ())[1]
+    found: set[str] = set()
+    _walk(value, model, frozenset(marked), (), found, False)
     return {s for s in found if len(s.strip()) >= MIN_LENGTH}
 
 
@@ -194,8 +198,6 @@ class SecretBook:
 
     def learn(self, values: Iterable[str]) -> None:
         """Add secret values (a configuration being applied, or the one now current)."""
-        if isinstance(values, frozenset) and values <= self._values:
-            return  # the common case (a registry's unchanged secrets): no rebuild
         new = {v for v in values if isinstance(v, str) and len(v.strip()) >= MIN_LENGTH}
         with self._lock:
             if not new <= self._values:
@@ -218,9 +220,9 @@ def _text(text: str, books: Iterable[SecretBook]) -> str:
             text = pattern.sub(MASK, text)
     # each credential pattern only where its marker is: most text (every event) has none
     if "://" in text:
-        text = _URL.sub(lambda m: f"{m.group(1)}{m.group(2)}:{MASK}@", text)
+        text = _URL.sub(_URL_MASKED, text)
     if "bearer" in (lowered := text.lower()) or "basic" in lowered:
-        text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+        text = _BEARER.sub(rf"\1\2{MASK}", text)
     return _SK_KEY.sub(MASK, text) if "sk-" in text else text
 
 

@@ -15,17 +15,15 @@ from pydantic import BeforeValidator, ConfigDict
 
 from ..errors import ConfigError, ConfigProblem
 from ._config import PluginSpec, _unknown_message
-from ._secrets import is_secret_key
+from ._secrets import field_aliases, is_secret_key
 
 __all__ = ["Duration", "PluginConfig", "parse_duration", "validate_config"]
 
 
 def validate_config(spec: PluginSpec, model: type[pydantic.BaseModel] | None) -> Any:
-    """Validate a spec's config with the plugin's model: every problem at once, each at the
-    line of its key (a missing key: of the plugin's entry). Unknown keys are refused even where
-    pydantic would ignore them (a misspelt setting that does nothing is worse than an error),
-    unless the model says ``extra="allow"``; ``config_model = None`` takes no keys, ``dict`` any.
-    """
+    """A spec's config validated by the plugin's model, or every problem at the line of its key.
+    Unknown keys are refused even where pydantic ignores them (a misspelt setting that does
+    nothing is worse) unless ``extra="allow"``; ``config_model = None`` takes none, ``dict`` any."""
     if model is dict:
         return dict(spec.config)
     found: list[tuple[tuple, str, str]] = []  # (key path, message, kind)
@@ -83,9 +81,7 @@ def _unknown_keys(annotation: Any, value: Any, loc: tuple) -> list[tuple[tuple, 
         return []
     accepted: dict[str, str] = {}  # every input key the model reads (names, aliases) -> field
     for name, info in annotation.model_fields.items():
-        alias = info.validation_alias if info.validation_alias is not None else info.alias
-        choices = getattr(alias, "choices", [alias])  # AliasChoices; an AliasPath's first key
-        aliases = [k for c in choices if isinstance(k := getattr(c, "path", [c])[0], str)]
+        aliases = field_aliases(info)
         if config.get("validate_by_alias", True):
             accepted.update(dict.fromkeys(aliases, name))
         if not aliases or config.get("validate_by_name") or config.get("populate_by_name"):

@@ -9,8 +9,8 @@ from typing import Any
 from .._reprs import html_of
 from ..errors import ConfigError, DependencyError, PluginNotFoundError
 from . import _reload
-from ._book import Book
-from ._events import EventLog, PluginEvent
+from ._book import Book, Record
+from ._events import PluginEvent
 from ._graph import DependencyGraph
 from ._health import column
 from ._live import Lease, LivePool
@@ -19,7 +19,7 @@ from ._operations import Operations
 from ._plugin import Plugin, PluginState
 from ._registry import Entry
 from ._reports import PluginInfo
-from ._secrets import SecretBook, redact
+from ._secrets import redact
 
 __all__ = ["Views"]
 
@@ -28,9 +28,7 @@ class Views:
     _book: Book
     _pool: LivePool
     _thread: LoopThread
-    _events: EventLog
     _ops: Operations
-    _secrets: SecretBook
 
     @property
     def last_cascade(self) -> tuple[str, ...]:
@@ -38,8 +36,7 @@ class Views:
         return self._book.last_cascade
 
     def mask(self, text: str) -> str:
-        """``text`` with the known secret values masked, for text that leaves the process
-        and that the kernel did not produce itself (an error another layer quotes)."""
+        """``text`` with the known secret values masked: text another layer quotes."""
         return self._book.mask(text)
 
     @property
@@ -54,8 +51,7 @@ class Views:
 
     @property
     def loop_kind(self) -> str:
-        """Which event loop the kernel's thread runs: ``"asyncio"`` or ``"uvloop"``
-        (``Kernel(loop="uvloop")``, or ``"auto"``: uvloop when installed)."""
+        """Which event loop the kernel's thread runs: ``"asyncio"`` or ``"uvloop"``."""
         return self._thread.kind
 
     @property
@@ -83,25 +79,22 @@ class Views:
         return self._book.state(self._book.registry[name].name)
 
     def guards(self) -> tuple[str, ...]:
-        """The enabled plugins that guard requests (``required``, e.g. custom-auth): the
-        gateway serves only on a generation where each is live, else 503 (fail closed). One
-        configured ``required: true`` that nothing registered guards too: it is not serving.
-        """
+        """The enabled plugins that guard requests (``required``, e.g. custom-auth; one
+        configured so but not registered too): the gateway serves only while each is live."""
         registry = self._book.registry
         pending = [n for n, s in list(self._book.pending.items()) if s.required and s.enabled]
         return tuple(sorted({*registry.guards, *pending})) if pending else registry.guards
 
     def failure(self, name: str) -> tuple[str, str] | None:
         """``(phase, error)`` of ``name``'s failure while it is failed, else None."""
-        record = self._book.records.get(name)
-        if record is None or record.state != PluginState.FAILED:
+        record = self._book.records.get(name) or Record()
+        if record.state != PluginState.FAILED:
             return None
         error = record.error or ""
         return (error.partition(": ")[0] or "unknown", error)
 
     def reload_count(self, name: str) -> int:
-        record = self._book.records.get(name)
-        return record.reloads if record is not None else 0
+        return (self._book.records.get(name) or Record()).reloads
 
     def lease(self) -> Lease:
         """Hold the current live set until released: work started on it finishes on it."""
@@ -118,26 +111,24 @@ class Views:
         users = graph.dependents_map()
         rows = []
         for name in order + sorted(set(registry) - set(order)):
-            entry = registry[name]
-            record = self._book.records.get(name)
-            state = record.state if record else PluginState.REGISTERED
+            entry, record = registry[name], self._book.records.get(name) or Record()
             rows.append(
                 PluginInfo(
                     name=name,
                     kind=entry.cls.kind,
                     version=str(entry.cls.version),
-                    state=state.value,
+                    state=record.state.value,
                     description=entry.cls.description,
                     dependencies=tuple(d for d, _ in entry.requires),
                     dependents=tuple(users.get(name, ())),
                     priority=entry.priority,
                     enabled=entry.spec.enabled,
-                    reload_count=record.reloads if record else 0,
-                    health=column(state, record.health if record else None),
-                    config=self._secrets.mask(redact(entry.config, marked=entry.spec.secrets)),
+                    reload_count=record.reloads,
+                    health=column(record.state, record.health),
+                    config=self._book.secrets.mask(redact(entry.config, marked=entry.spec.secrets)),
                     origin=entry.origin,
                     source=entry.source,
-                    error=record.error if record else None,
+                    error=record.error,
                 )
             )
         return rows
@@ -153,18 +144,18 @@ class Views:
 
     def events(self, plugin: str | None = None, limit: int | None = None) -> list[PluginEvent]:
         """Recent events, oldest first."""
-        return self._events.events(plugin, limit)
+        return self._book.events.events(plugin, limit)
 
     def subscribe(self, callback: Callable[[PluginEvent], object]) -> Callable[[], None]:
         """Call ``callback(event)`` on every new event (from the kernel's thread)."""
-        return self._events.subscribe(callback)
+        return self._book.events.subscribe(callback)
 
     def watch(self, timeout: float | None = None) -> Iterator[PluginEvent]:
         """Block for new events (the seed's ``Watch()``); stops after ``timeout`` idle seconds."""
-        return self._events.watch(timeout)
+        return self._book.events.watch(timeout)
 
     def awatch(self) -> AsyncIterator[PluginEvent]:
-        return self._events.awatch()
+        return self._book.events.awatch()
 
     def __repr__(self) -> str:
         active = sum(1 for r in self._book.records.values() if r.state == PluginState.ACTIVE)

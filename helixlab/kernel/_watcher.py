@@ -1,8 +1,6 @@
-"""Hot reload on save: watchfiles groups changes into a batch (``step`` ms of quiet, at most
-``debounce`` ms); each unit changed in it is read once, imported from that read (on the
-kernel's worker threads, under ``import_timeout``) and defined, one transaction per unit. A
-unit that fails or hangs importing leaves the old version serving and is reported once until
-its content changes; the other units go on.
+"""Hot reload on save: each unit changed in a watchfiles batch is read once, imported from
+that read (under ``import_timeout``) and defined, one transaction per unit. A unit that fails
+leaves the old version serving and is reported once per content; the others go on.
 """
 
 from __future__ import annotations
@@ -30,8 +28,8 @@ __all__ = ["FileWatcher"]
 
 
 class FileWatcher:
-    """A running watch on one directory; ``stop()`` it, or close the kernel. ``reports``
-    and ``errors``: the last ``keep`` reloads it made and failures it reported."""
+    """A running watch on one directory until ``stop()`` or the kernel closes; ``reports``,
+    ``errors``: the last ``keep`` reloads made and failures reported."""
 
     def __init__(
         self,
@@ -93,9 +91,8 @@ class FileWatcher:
             await changes.aclose()
 
     async def handle(self, paths: set[Path]) -> None:
-        """Re-import the units behind ``paths``, each from one read of its files, and
-        define their plugins; a failure is reported once per content of the unit (event
-        ``file_error``)."""
+        """Re-import and define the units behind ``paths``; a failure is reported once per
+        content of the unit (event ``file_error``)."""
         found = (_discovery.unit_for(self.path, path) for path in sorted(paths))
         for unit in {unit.root: unit for unit in found if unit is not None}.values():
             try:

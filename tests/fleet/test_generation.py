@@ -9,6 +9,7 @@ import pytest
 
 from helixlab.errors import FleetError
 from helixlab.fleet import Generation
+from helixlab.fleet._wire import change_to_wire
 from helixlab.kernel import Change
 
 KEY = b"k" * 32
@@ -34,8 +35,8 @@ def stored(change: Change | None, wire: str | None = None) -> dict[str, str]:
 def test_a_generation_reads_back_the_change_it_was_stored_with_signature_and_all(change):
     gen = Generation.from_hash(stored(change), 2)
     gen.check(KEY, "f")  # the signature covers the change's wire form: it survives the trip
-    expected = change.to_dict() if change else None
-    assert (gen.change.to_dict() if gen.change else None) == expected
+    expected = change_to_wire(change) if change else None
+    assert (change_to_wire(gen.change) if gen.change else None) == expected
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,8 @@ from test_plugins_asgi import echo_app, serving
 @pytest.mark.parametrize(
     "key",
     ["tokens", "api_tokens", "access_tokens", "passphrase", "signing_key", "private_key",
-     "credentials", "refresh_token", "session_cookie", "AWS_SECRET_ACCESS_KEY", "apiTokens"],
+     "credentials", "refresh_token", "session_cookie", "AWS_SECRET_ACCESS_KEY", "apiTokens",
+     "admin_key"],
 )  # fmt: skip
 def test_the_broader_name_rule(key: str) -> None:
     assert is_secret_key(key)

@@ -123,8 +123,8 @@ def test_a_public_operation_masks_its_result_or_error_once(kernel, make_plugin, 
     kernel.register(make_plugin("p"))
     kernel.load_all()
     masked: list[object] = []
-    real = kernel._secrets.mask
-    monkeypatch.setattr(kernel._secrets, "mask", lambda obj: masked.append(obj) or real(obj))
+    real = kernel._book.secrets.mask
+    monkeypatch.setattr(kernel._book.secrets, "mask", lambda obj: masked.append(obj) or real(obj))
     assert kernel.reload("p").ok
     assert [type(m).__name__ for m in masked] == ["ReloadReport"]  # sync twin over async
     masked.clear()

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import AliasChoices, Field, SecretStr
 
+import helixlab as hx
 from helixlab.errors import ConfigError
 from helixlab.kernel._config import PluginSpec, parse_config
 from helixlab.kernel._secrets import SecretBook, is_secret_key, mask, redact, secret_values
@@ -509,10 +510,29 @@ def test_redact_pydantic_models_and_secret_types():
     assert redact([SecretStr("abcd")]) == ["***"]
 
 
+def test_a_secret_type_read_through_an_alias_choice_is_secret(kernel):
+    class Hushed(PluginConfig):
+        token_value: SecretStr | None = Field(None, validation_alias=AliasChoices("tv", "hush"))
+
+    class P(hx.Plugin[Hushed]):
+        name = "p"
+
+    assert secret_values({"hush": 98765432}, model=Hushed) == {"98765432"}
+    assert redact({"hush": "hunter2-x"}, model=Hushed) == {"hush": "***"}
+    kernel.register(P)
+    kernel.load_all()
+    with pytest.raises(ConfigError) as info:  # SecretStr refuses a number: the error quotes it
+        kernel.configure("p", {"hush": 98765432})
+    assert "config.hush" in str(info.value) and "98765432" not in str(info.value)
+
+
 def test_spec_repr_never_shows_secrets():
     spec = spec_of("plugins:\n  p:\n    config:\n      api_key: sk-live-4242\n      url: u\n")
     assert "sk-live-4242" not in repr(spec)
     assert "sk-live-4242" not in repr(parse_config("plugins: {}\ngateway: {secret: sk-live-4242}"))
+    gateway = "gateway: {admin_key: hunter2-admin, header: {value: hunter2-mark, secret: true}}"
+    shown = repr(parse_config(f"plugins: {{}}\n{gateway}\n"))
+    assert "hunter2" not in shown and "'header': '***'" in shown
     assert "'url': 'u'" in repr(spec)
 
 

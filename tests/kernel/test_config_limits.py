@@ -53,7 +53,7 @@ def test_ordinary_merges_still_work_and_count_little() -> None:
     assert doc.plugins["p"].config["l3"] == {k: i for i, k in enumerate("abcdefgh", 1)}
 
 
-@pytest.mark.parametrize("how", ["apply_config", "prepare_apply_config"])
+@pytest.mark.parametrize("how", ["apply_config", "prepare"])
 def test_a_config_is_read_and_parsed_off_the_kernels_loop(kernel, tmp_path, how) -> None:
     kernel.register(provider_plugin())
     kernel.load_all()
@@ -67,7 +67,7 @@ def test_a_config_is_read_and_parsed_off_the_kernels_loop(kernel, tmp_path, how)
             if how == "apply_config":
                 kernel.apply_config(fifo)
             else:
-                kernel.prepare_apply_config(fifo).commit()
+                kernel.prepare(hx.Change.apply_config(fifo)).commit()
         except BaseException as exc:
             errors.append(exc)
 

@@ -215,7 +215,7 @@ def test_an_interrupted_prepare_releases_the_kernel(kernel, make_plugin):
     before = three(kernel, make_plugin, start=phase_method(press, "start", "plain"))
     press.armed = True
     with pytest.raises(KeyboardInterrupt):
-        kernel.prepare_reload("b")
+        kernel.prepare(hx.Change.reload("b"))
     assert instances(kernel) == before and kernel._ops.prepared is None
     assert kernel.reload("b").ok
 

@@ -21,7 +21,7 @@ def load(kernel, make_plugin):
 def test_prepare_starts_the_new_set_aside_and_commit_swaps_it_in(kernel, make_plugin, journal):
     old_a, old_b = load(kernel, make_plugin)
     journal.clear()
-    prepared = kernel.prepare_reload(make_plugin("a", version="2.0.0"))
+    prepared = kernel.prepare(hx.Change.reload(make_plugin("a", version="2.0.0")))
     assert prepared.state == "prepared" and prepared.order == ["a", "b"]
     assert journal == [
         ("init", "a", "2.0.0"),
@@ -44,7 +44,7 @@ def test_prepare_starts_the_new_set_aside_and_commit_swaps_it_in(kernel, make_pl
 def test_abort_rolls_back_as_a_failed_reload_does(kernel, make_plugin, journal):
     old_a, old_b = load(kernel, make_plugin)
     journal.clear()
-    prepared = kernel.prepare_reload("a")
+    prepared = kernel.prepare(hx.Change.reload("a"))
     report = prepared.abort()
     assert report.rolled_back and report.phase == "abort"
     assert journal[-2:] == [("stop", "b", "1.0.0"), ("stop", "a", "1.0.0")]  # the new ones
@@ -58,10 +58,10 @@ def test_abort_rolls_back_as_a_failed_reload_does(kernel, make_plugin, journal):
 
 def test_leaving_the_block_without_commit_aborts(kernel, make_plugin):
     old_a, _ = load(kernel, make_plugin)
-    with kernel.prepare_reload("a") as prepared:
+    with kernel.prepare(hx.Change.reload("a")) as prepared:
         pass
     assert prepared.state == "aborted" and kernel.get("a") is old_a
-    with kernel.prepare_configure("a", {"x": 1}) as prepared:
+    with kernel.prepare(hx.Change.configure("a", {"x": 1})) as prepared:
         prepared.commit()
     assert kernel.get("a") is not old_a and kernel.entry("a").config == {"x": 1}
 
@@ -69,7 +69,7 @@ def test_leaving_the_block_without_commit_aborts(kernel, make_plugin):
 def test_an_abandoned_prepare_aborts_by_itself_after_its_timeout(kernel, make_plugin, seen):
     old_a, _ = load(kernel, make_plugin)
     expired = seen("rolled_back", "kernel")
-    prepared = kernel.prepare_reload("a", timeout=0.05)
+    prepared = kernel.prepare(hx.Change.reload("a"), timeout=0.05)
     assert expired.wait(5)
     assert prepared.state == "aborted" and prepared.expired
     assert kernel.get("a") is old_a
@@ -80,7 +80,7 @@ def test_an_abandoned_prepare_aborts_by_itself_after_its_timeout(kernel, make_pl
 
 def test_other_operations_wait_for_the_commit(kernel, make_plugin):
     load(kernel, make_plugin)
-    prepared = kernel.prepare_reload("a")
+    prepared = kernel.prepare(hx.Change.reload("a"))
     queued, seen_kinds = [], []
     kernel.subscribe(lambda e: seen_kinds.append((e.kind, e.plugin)))
     done = threading.Event()
@@ -101,7 +101,7 @@ def test_a_failing_prepare_raises_and_releases_the_kernel(kernel, make_plugin):
         raise RuntimeError("boom")
 
     with pytest.raises(ReloadError, match="boom") as info:
-        kernel.prepare_reload(make_plugin("a", version="2", start=start))
+        kernel.prepare(hx.Change.reload(make_plugin("a", version="2", start=start)))
     assert info.value.phase == "start" and info.value.report.rolled_back
     assert kernel.get("a") is old_a
     assert kernel.reload("a").ok
@@ -109,13 +109,15 @@ def test_a_failing_prepare_raises_and_releases_the_kernel(kernel, make_plugin):
 
 def test_prepare_define_and_apply_config(kernel, make_plugin):
     load(kernel, make_plugin)
-    prepared = kernel.prepare_define(
-        [make_plugin("a", version="3", config_model=dict), make_plugin("c")], source="x"
+    prepared = kernel.prepare(
+        hx.Change.define(
+            [make_plugin("a", version="3", config_model=dict), make_plugin("c")], source="x"
+        )
     )
     assert prepared.order == ["a", "b"] and "c" not in kernel
     report = prepared.commit()
     assert kernel.get("a").version == "3" and report.loaded == ["c"]
-    prepared = kernel.prepare_apply_config({"plugins": {"b": {"config": {"k": 2}}}})
+    prepared = kernel.prepare(hx.Change.apply_config({"plugins": {"b": {"config": {"k": 2}}}}))
     assert kernel.entry("b").config == {}
     prepared.commit()
     assert kernel.entry("b").config == {"k": 2}
@@ -127,10 +129,10 @@ def test_async_twins(make_plugin):
             await kernel.aregister(make_plugin("a", config_model=dict))
             await kernel.aload_all()
             old = kernel.get("a")
-            prepared = await kernel.aprepare_reload("a")
+            prepared = await kernel.aprepare(hx.Change.reload("a"))
             await prepared.aabort()
             assert kernel.get("a") is old
-            async with await kernel.aprepare_configure("a", {"n": 1}) as prepared:
+            async with await kernel.aprepare(hx.Change.configure("a", {"n": 1})) as prepared:
                 report = await prepared.acommit()
             assert report.ok and kernel.get("a") is not old
 
@@ -141,7 +143,7 @@ def test_close_aborts_a_pending_prepare(make_kernel, make_plugin, journal):
     kernel = make_kernel()
     kernel.register(make_plugin("a", config_model=dict))
     kernel.load_all()
-    prepared = kernel.prepare_reload("a")
+    prepared = kernel.prepare(hx.Change.reload("a"))
     kernel.close()
     assert prepared.state == "aborted"
     assert journal.phases("stop") == ["a", "a"]  # the new instance, then the old one
