@@ -7,7 +7,6 @@ from ._drawing import STATE_COLORS
 from ._events import EventLog, PluginEvent
 from ._fingerprint import Fingerprint, value_digest
 from ._graph import DependencyGraph
-from ._imports import IMPORT_TIMEOUT
 from ._kernel import LAYERS, Kernel
 from ._lifecycle import Timeouts
 from ._live import Lease
@@ -37,6 +36,7 @@ from ._secrets import (
     secret_values,
 )
 from ._validation import Duration, PluginConfig, parse_duration
+from ._workers import IMPORT_TIMEOUT
 
 __all__ = [
     "BUILTINS",

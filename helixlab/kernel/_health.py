@@ -1,8 +1,5 @@
-"""Health: every running plugin's check at once, each under a timeout.
-
-A check that hangs is reported unhealthy when its timeout expires; nobody waits for it
-longer than that.
-"""
+"""Health: every running plugin's check at once, each under the health timeout; a check
+that hangs is unhealthy at its timeout, and no new one starts until it returns."""
 
 from __future__ import annotations
 
@@ -18,7 +15,7 @@ from ._plugin import PluginState
 from ._reports import Degraded, HealthStatus
 from ._workers import Progress
 
-__all__ = ["Checks", "column", "word"]
+__all__ = ["Checks", "column"]
 
 
 class Checks:
@@ -46,13 +43,8 @@ class Checks:
         return dict(sorted(statuses.items()))
 
     async def check(self, live: Live, timeout: float) -> HealthStatus:
-        """One plugin's check: raising, returning False or returning a message means unhealthy
-        (a :class:`Degraded` message: healthy, degraded).
-
-        At most one check per plugin is in flight: a caller that comes while one runs gets its
-        result; while a check that timed out has still not returned (its thread is hung), no
-        new one starts and the answer is "still checking".
-        """
+        """One plugin's check: raising, False or a message is unhealthy (a :class:`Degraded`
+        message: healthy, degraded). A caller that comes while one runs gets its result."""
         started = time.perf_counter()
         name = live.name
         last = self._last.get(name)
@@ -81,17 +73,12 @@ class Checks:
 
 
 def column(state: PluginState, last: HealthStatus | None) -> str:
-    """What a plugin row says of health: the last check counts only for the instance it saw."""
+    """What a plugin row says of health (helixlab's words: healthy, unhealthy, unknown, -);
+    the last check counts only for the instance it saw."""
     if state == PluginState.FAILED:
         return "unhealthy"
     if state != PluginState.ACTIVE:
         return "-"
     if last is None:
         return "unknown"
-    return word(last.healthy)
-
-
-def word(healthy: bool) -> str:
-    """Health in helixlab's one vocabulary: healthy, unhealthy (or unknown, not checked yet);
-    ``active`` and ``failed`` are lifecycle states, not health."""
-    return "healthy" if healthy else "unhealthy"
+    return "healthy" if last.healthy else "unhealthy"

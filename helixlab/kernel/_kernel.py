@@ -24,7 +24,6 @@ from ._config import PluginSpec
 from ._events import EventLog
 from ._fingerprint import Fingerprint
 from ._health import Checks
-from ._imports import IMPORT_TIMEOUT, Imports
 from ._lifecycle import Live, Runner, Timeouts
 from ._live import LivePool
 from ._loop import LoopThread
@@ -35,6 +34,7 @@ from ._reports import HealthStatus, LoadReport, ReloadReport
 from ._secrets import SecretBook, split_marked
 from ._transaction import Transaction
 from ._views import Views
+from ._workers import IMPORT_TIMEOUT, Imports
 
 __all__ = ["Kernel"]
 
@@ -178,7 +178,7 @@ class Kernel(Shorthands, Views):
     ) -> T:
         """``fn()``, importing ``what`` (code of ``plugin``), on a worker thread under
         ``timeout``; while the last import of the same ``content`` under ``key`` (default
-        ``what``) has not returned, refused at once (see ``_imports``)."""
+        ``what``) has not returned, refused at once (see ``_workers``)."""
         return await self._ops.arun(
             self._imports.run(key or what, content, plugin, what, fn, timeout)
         )

@@ -1,13 +1,9 @@
 """The runner: the one way to start and to stop instances, each phase under its timeout.
 
-Work is a *job*: a generator yielding requests ``(live, phase, args, timeout)`` and
-receiving each phase's result. :meth:`Runner.start` and :meth:`Runner.stop` group
-consecutive instances into jobs run where they cost least: inline when every phase is
-skipped, on one worker thread (``_workers``) when the methods are plain, in one task on
-the loop when some are ``async def``. A phase past its timeout is *abandoned*: its waiter
-gets a PluginTimeoutError at once and nothing awaits it again. Any exception of a plugin,
-``BaseException`` included, is a PluginError of that plugin in that phase. An abandoned
-``start`` that returns later is handed to ``late_start`` (the kernel stops it).
+Work is a *job*: a generator yielding ``(live, phase, args, timeout)`` and sent each
+phase's result, run inline (every phase skipped), on one worker thread (plain methods) or
+in one task on the loop (some ``async def``), watched (``_workers``). Any exception of a
+plugin, ``BaseException`` included, is a PluginError of that plugin in that phase.
 """
 
 from __future__ import annotations
@@ -15,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import copy
+import functools
 import inspect
 import operator
 import weakref
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
-from time import monotonic
 from typing import Any
 
 from ..errors import PluginError, PluginTimeoutError
@@ -28,25 +24,19 @@ from ._plugin import Context, Plugin
 from ._registry import Entry
 from ._workers import Abandoned, Interrupt, Progress, WorkerPool, settle
 
-__all__ = ["Job", "Live", "Operation", "Runner", "Timeouts", "fresh_copy"]
+__all__ = ["Live", "Operation", "Runner", "Timeouts"]
 
 #: phase name → the Plugin method it calls
-PHASES = {
-    "init": "init",
-    "start": "start",
-    "stop": "stop",
-    "health": "health_check",
-    "export_state": "export_state",
-    "import_state": "import_state",
-}
+PHASES = {p: p for p in ("init", "start", "stop", "health", "export_state", "import_state")}
+PHASES["health"] = "health_check"
 _BASE = {phase: getattr(Plugin, method) for phase, method in PHASES.items()}
+_STARTING = ("init", "import_state", "start")
 _SCALARS = (str, int, float, bool, type(None), bytes)
 
-#: a request of a job: (instance, phase, arguments, timeout)
-Request = tuple[Any, str, tuple, float]
-Job = Generator[Request, Any, Any]
-#: where a job runs, cheapest first
-_RANK = {"none": 0, "thread": 1, "loop": 2}
+#: where a job runs, cheapest first: inline (every phase skipped), a worker thread, a task
+NONE, THREAD, LOOP = 0, 1, 2
+#: a job: yields (instance, phase, arguments, timeout), is sent each phase's result
+Job = Generator[tuple[Any, str, tuple, float], Any, Any]
 
 
 @dataclass(frozen=True)
@@ -69,8 +59,7 @@ class Live:
     plugin: Plugin
     ctx: Context
     config: Any
-    #: its stop began: it no longer serves, though its generation may still hold it (a
-    #: ``restart`` plugin is stopped before its new instance starts)
+    #: its stop began: it serves no more, though its generation may still hold it
     stopping: bool = False
 
     @property
@@ -84,8 +73,6 @@ class Live:
 
 class Operation:
     """The lifecycle operation holding the kernel's lock: whether its caller was interrupted."""
-
-    __slots__ = ("hurry", "interrupted", "task")
 
     def __init__(self, task: asyncio.Task | None):
         self.task = task
@@ -103,58 +90,36 @@ class Operation:
         return PluginError(name, "interrupt", cause=cause)
 
 
-#: each class's phases, found again only when its methods change (a notebook may assign
-#: one): computed per call they took two thirds of a reload of 1,000 async plugins
-#: (bench_reload: ~60 of ~90 µs per plugin); held weakly, so a redefined class can go
-_PHASES: weakref.WeakKeyDictionary[type, tuple[tuple, frozenset[str], frozenset[str]]]
-_PHASES = weakref.WeakKeyDictionary()
+#: each class's homes, found again only when its methods change, held weakly: 0.24 µs a
+#: look-up against 1.3 µs computed, up to six per async plugin of a reload (bench_reload)
+_HOMES: weakref.WeakKeyDictionary[type, tuple[tuple, dict[str, int]]] = weakref.WeakKeyDictionary()
 _METHODS = operator.attrgetter(*PHASES.values())
 
 
-def phases(cls: type) -> tuple[frozenset[str], frozenset[str]]:
-    """The phases ``cls`` defines itself (the others are skipped), and which are async."""
+def homes(cls: type) -> dict[str, int]:
+    """Where each phase ``cls`` defines itself runs (THREAD or LOOP); the others are skipped."""
     methods = _METHODS(cls)
-    found = _PHASES.get(cls)
+    found = _HOMES.get(cls)
     if found is None or found[0] != methods:
-        defined = frozenset(p for p, m in zip(PHASES, methods, strict=True) if m is not _BASE[p])
-        is_async = inspect.iscoroutinefunction
-        asynchronous = frozenset(p for p in defined if is_async(getattr(cls, PHASES[p])))
-        found = _PHASES[cls] = (methods, defined, asynchronous)
-    return found[1], found[2]
-
-
-def _widest(a: str, b: str) -> str:
-    return a if _RANK[a] >= _RANK[b] else b
-
-
-def home(cls: type, wanted: tuple[str, ...]) -> str:
-    """Where a job calling ``wanted`` phases of ``cls`` runs: ``none``, ``thread`` or ``loop``."""
-    defined, asynchronous = phases(cls)
-    if defined.isdisjoint(wanted):
-        return "none"
-    return "thread" if asynchronous.isdisjoint(wanted) else "loop"
+        where = {
+            phase: LOOP if inspect.iscoroutinefunction(method) else THREAD
+            for phase, method in zip(PHASES, methods, strict=True)
+            if method is not _BASE[phase]
+        }
+        found = _HOMES[cls] = (methods, where)
+    return found[1]
 
 
 def fresh_copy(value: Any) -> Any:
     """A copy an instance may change without changing anyone else's (config, state)."""
-    if value is None or isinstance(value, _SCALARS):
+    if isinstance(value, _SCALARS):
         return value
     if type(value) is dict and all(type(v) in _SCALARS for v in value.values()):
         return dict(value)
-    copier = getattr(value, "model_copy", None)  # a pydantic model
     try:
-        if copier is not None:
-            fields = getattr(value, "__dict__", {})
-            return copier(deep=not all(type(v) in _SCALARS for v in fields.values()))
         return copy.deepcopy(value)
     except Exception:  # not copyable (a lock, a socket): handed over as it is
         return value
-
-
-def _failure(live: Any, phase: str, exc: BaseException) -> PluginError:
-    if isinstance(exc, PluginError):
-        return exc
-    return PluginError(live.name, phase, cause=exc, version=live.version)
 
 
 def timed_out(label: tuple[Any, str], timeout: float) -> PluginTimeoutError:
@@ -176,6 +141,10 @@ async def _guarded(awaitable: Any) -> tuple[bool, Any]:
         return False, exc
 
 
+def _one(live: Any, phase: str, args: tuple, timeout: float) -> Job:
+    return (yield (live, phase, args, timeout))
+
+
 class Runner:
     """Starts and stops instances in jobs (see the module docstring); one per kernel."""
 
@@ -189,13 +158,9 @@ class Runner:
         self.loop = loop
         self.timeouts = timeouts
         self.owner = owner  # what a plugin's ``ctx.kernel`` is
-        self.plain = WorkerPool(loop, "helixlab-plain")
+        self.late_start = late_start  # an abandoned ``start`` returned: from its thread or task
+        self.plain = WorkerPool(loop)
         self._tasks: set[asyncio.Task] = set()  # running or abandoned: referenced until done
-        #: called with an instance whose abandoned ``start`` returned after all, from the
-        #: worker thread or the loop task it returned in
-        self.late_start = late_start
-
-    # -- starting -------------------------------------------------------------------------
 
     async def start(
         self,
@@ -207,42 +172,38 @@ class Runner:
         interrupt: Interrupt | None = None,
         initialized: Callable[[str], Any] | None = None,
     ) -> None:
-        """A new instance of each entry, in order, into ``new``: ``init``, ``import_state``,
-        ``start``. One that replaces a ``current`` instance gets its exported state (or
-        the one in ``states``, exported already: the restart strategy).
-
-        Dependencies are bound from ``new`` before ``current``. Consecutive instances share
-        a job; ``initialized(name)`` (a load's event, on the loop) splits each instance's
-        job after ``init``. The first failure raises its PluginError.
+        """A new instance of each entry, in order, into ``new`` (bound to dependencies in
+        ``new``, then ``current``): init, import_state of the state its ``current`` one
+        exports (or of ``states``: the restart strategy), start. ``initialized(name)`` (a
+        load's event) comes between init and start. The first failure raises its PluginError.
         """
         steps, wheres = [], []  # each class's phases looked up once: n can be thousands
         for entry in entries:
-            defined, asynchronous = phases(entry.cls)
-            wanted = defined & {"init", "import_state", "start"}
-            where = "none" if not wanted else "loop" if wanted & asynchronous else "thread"
+            defined = homes(entry.cls)
+            where = max(defined.get(phase, NONE) for phase in _STARTING)
             old = current.get(entry.name) if states is None else None
-            exports = old is not None and "export_state" in phases(type(old.plugin))[0]
-            if exports and old is not None:
-                where = _widest(where, home(type(old.plugin), ("export_state",)))
-            steps.append((entry, old if exports else None, defined))
-            wheres.append(where)
+            export = homes(type(old.plugin)).get("export_state", NONE) if old is not None else NONE
+            steps.append((entry, old if export != NONE else None, defined))
+            wheres.append(max(where, export))
         i = 0
         while i < len(entries):
-            j, where = i, "none"  # a run of instances that can share one job's home
-            while j < len(entries) and (initialized is None or j == i):
-                if "none" not in (where, wheres[j]) and wheres[j] != where:
+            j, where = i + 1, wheres[i]  # a run of instances that can share one job's home
+            while initialized is None and j < len(entries):
+                if where != NONE and wheres[j] not in (NONE, where):
                     break
-                where = _widest(where, wheres[j])
+                where = max(where, wheres[j])
                 j += 1
             made: dict[str, Live] = {}
             try:
-                job = self._starting(steps[i:j], current, new, made, states, initialized)
+                init_only = initialized is not None
+                job = self._starting(steps[i:j], current, new, made, states, init_only)
                 await self.run(job, where, interrupt=interrupt)
-                if initialized is not None:
-                    name, live = entries[i].name, made[entries[i].name]
+                if initialized is not None:  # a load: one instance, its event after init
+                    name, live, defined = entries[i].name, made[entries[i].name], steps[i][2]
                     initialized(name)
-                    rest = self._phases(live, steps[i][2], ("start",), None)
-                    await self.run(rest, home(entries[i].cls, ("start",)), interrupt=interrupt)
+                    if "start" in defined:
+                        job = _one(live, "start", (live.ctx,), self.timeouts.start)
+                        await self.run(job, defined["start"], interrupt=interrupt)
                     new[name] = live
             except BaseException:
                 for name, live in made.items():
@@ -253,35 +214,29 @@ class Runner:
 
     def _starting(
         self,
-        steps: list[tuple[Entry, Live | None, frozenset[str]]],
+        steps: list[tuple[Entry, Live | None, dict[str, int]]],
         current: Mapping[str, Live],
         new: dict[str, Live],
         made: dict[str, Live],
         states: Mapping[str, Any] | None,
-        initialized: Callable[[str], Any] | None,
+        init_only: bool,
     ) -> Job:
+        t = self.timeouts
         for entry, exporting, defined in steps:
             state = states.get(entry.name) if states is not None else None
             if exporting is not None:
-                state = yield (exporting, "export_state", (), self.timeouts.export_state)
+                state = yield (exporting, "export_state", (), t.export_state)
             handover = states is not None or entry.name in current
-            live = self.new_live(entry, current, new, handover)
-            made[entry.name] = live
-            if initialized is not None:
-                yield from self._phases(live, defined, ("init",), None)
+            live = made[entry.name] = self.new_live(entry, current, new, handover)
+            if "init" in defined:
+                yield (live, "init", (live.ctx, live.config), t.init)
+            if init_only:
                 return
-            yield from self._phases(live, defined, ("init", "import_state", "start"), state)
+            if state is not None and "import_state" in defined:
+                yield (live, "import_state", (fresh_copy(state),), t.import_state)
+            if "start" in defined:
+                yield (live, "start", (live.ctx,), t.start)
             new[entry.name] = live
-
-    def _phases(self, live: Live, defined: frozenset[str], wanted: tuple, state: Any) -> Job:
-        """The ``wanted`` phases that ``live``'s class defines, in order."""
-        t = self.timeouts
-        if "init" in wanted and "init" in defined:
-            yield (live, "init", (live.ctx, live.config), t.init)
-        if "import_state" in wanted and state is not None and "import_state" in defined:
-            yield (live, "import_state", (fresh_copy(state),), t.import_state)
-        if "start" in wanted and "start" in defined:
-            yield (live, "start", (live.ctx,), t.start)
 
     def new_live(
         self, entry: Entry, current: Mapping[str, Live], bound: Mapping[str, Live], handover: bool
@@ -296,8 +251,6 @@ class Runner:
         config = fresh_copy(entry.config)  # an instance that changes its config changes its own
         return Live(plugin, Context(entry.name, version, config, deps, kernel=self.owner), config)
 
-    # -- stopping -------------------------------------------------------------------------
-
     async def stop(
         self,
         lives: list[Live],
@@ -305,12 +258,9 @@ class Runner:
         *,
         each: tuple[Callable[[Live], Any], Callable[[Live], Any]] | None = None,
     ) -> list[PluginError]:
-        """Stop instances in this order under the stop timeout; never raises.
-
-        A failure goes to ``failed(live, error)`` (and is returned) and the rest go on.
-        Consecutive instances share a job, unless ``each = (before, after)``: then each
-        instance is its own job, between ``before(live)`` and ``after(live)``.
-        """
+        """Stop instances in this order, in one job (or each its own, between ``each``'s
+        ``before(live)`` and ``after(live)``); a failure goes to ``failed(live, error)``, is
+        returned, and the rest go on."""
         errors = []
         todo = list(lives)
         for live in todo:
@@ -319,15 +269,10 @@ class Runner:
             batch = todo[:1] if each else todo
             if each:
                 each[0](batch[0])
-            where, stops = "none", []
-            for live in batch:
-                defined, asynchronous = phases(type(live.plugin))
-                stops.append("stop" in defined)
-                if "stop" in defined:
-                    where = _widest(where, "loop" if "stop" in asynchronous else "thread")
+            wheres = [homes(type(live.plugin)).get("stop", NONE) for live in batch]
             done = [0]
             try:
-                await self.run(self._stopping(batch, done, stops), where)
+                await self.run(self._stopping(batch, wheres, done), max(wheres))
             except PluginError as exc:
                 failed(batch[done[0]], exc)
                 errors.append(exc)
@@ -337,155 +282,136 @@ class Runner:
             todo = todo[len(batch) if each else done[0] :]
         return errors
 
-    def _stopping(self, lives: list[Live], done: list[int], stops: list[bool]) -> Job:
-        for live, stops_it in zip(lives, stops, strict=True):
-            if stops_it:
+    def _stopping(self, lives: list[Live], wheres: list[int], done: list[int]) -> Job:
+        for live, where in zip(lives, wheres, strict=True):
+            if where != NONE:
                 yield (live, "stop", (live.ctx,), self.timeouts.stop)
             done[0] += 1
 
     def stop_here(self, live: Live) -> PluginError | None:
         """:meth:`stop`'s job in the calling thread, no timeout: an abandoned ``start`` that
         returns once the kernel is closing (its loop may be gone)."""
+        wheres = [homes(type(live.plugin)).get("stop", NONE)]
         try:
-            stops = ["stop" in phases(type(live.plugin))[0]]
-            self._drive_thread(self._stopping([live], [0], stops), Progress(), here=True)
+            self._drive_thread(self._stopping([live], wheres, [0]), Progress(), here=True)
         except PluginError as exc:
             return exc
         return None
-
-    # -- driving a job --------------------------------------------------------------------
 
     async def call(
         self, live: Live, phase: str, *args: Any, timeout: float, progress: Progress | None = None
     ) -> Any:
         """One phase of one instance (a health check, a restart's undo); ``progress.finished``
         tells, later, whether it returned."""
-        where = home(type(live.plugin), (phase,))
-        if where == "none" and progress is not None:
+        progress = progress or Progress()
+        where = homes(type(live.plugin)).get(phase, NONE)
+        if where == NONE:
             progress.finished = True
+            return None
         return await self.run(_one(live, phase, args, timeout), where, progress)
 
     async def run(
         self,
         job: Job,
-        where: str,
+        where: int,
         progress: Progress | None = None,
         interrupt: Interrupt | None = None,
     ) -> Any:
-        """Drive ``job`` at ``where`` (``none``, ``thread`` or ``loop``); its return value.
-        ``interrupt``: an event abandoning it at once, and the error its waiter then gets."""
-        if where == "none":
-            return _drive_inline(job)
+        """Drive ``job`` at ``where``; its return value. ``interrupt``: an event abandoning
+        it at once, and the error its waiter then gets."""
         progress = progress or Progress()
-        if where == "thread":
-            return await self.plain.run(
-                lambda p: self._drive_thread(job, p), timed_out, progress, interrupt
-            )
-        task = self.loop.create_task(_guarded(self._drive_loop(job, progress)))
+        if where == NONE:  # every phase skipped: it calls nothing
+            return self._drive_thread(job, progress, here=True)
+        if where == THREAD:
+            drive = functools.partial(self._drive_thread, job, progress)
+            return await self.plain.run(drive, progress, timed_out, interrupt)
+        future = self.loop.create_future()
+        task = progress.waiting = self.loop.create_task(self._drive_loop(job, progress, future))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda _: setattr(progress, "finished", True))
-        future = self.loop.create_future()
-        task.add_done_callback(
-            lambda t: future.cancel() if t.cancelled() else settle(future, t.result())
-        )
-        progress.waiting = task
-        watch = self.plain.watch(future, progress, timed_out, interrupt)
-        try:
-            return await future
-        finally:
-            watch.cancel()
+        return await progress.watch(future, timed_out, interrupt)
 
     def _drive_thread(self, job: Job, progress: Progress, here: bool = False) -> Any:
-        """On a worker thread (or, ``here``, any thread): every request of ``job`` in turn."""
+        """On a worker thread (or, ``here``, in any thread): every request of ``job`` in turn."""
         sent: Any = None
-        while True:
-            try:
-                live, phase, args, timeout = job.send(sent)
-            except StopIteration as stop:
-                return stop.value
-            progress.begin((live, phase), timeout)
-            try:
-                sent = getattr(live.plugin, PHASES[phase])(*args)
-                if sent is not None and inspect.isawaitable(sent):
-                    sent = asyncio.run(_guarded(sent)) if here else self._await(progress, sent)
-                    if not sent[0]:
-                        raise sent[1]
-                    sent = sent[1]
-            except Abandoned:
-                raise
-            except BaseException as exc:
-                progress.label = None
-                raise _failure(live, phase, exc) from exc
-            self._ended(progress, live, phase)
-
-    def _await(self, progress: Progress, awaitable: Any) -> tuple[bool, Any]:
-        """A plain method's awaitable result, awaited on the loop from its worker thread."""
-        future = asyncio.run_coroutine_threadsafe(_guarded(awaitable), self.loop)
-        progress.waiting = future
         try:
-            return future.result()
-        except concurrent.futures.CancelledError:
-            raise Abandoned from None
-        finally:
-            progress.waiting = None
+            while True:
+                live, phase, args, timeout = job.send(sent)
+                progress.begin((live, phase), timeout)
+                try:
+                    sent = getattr(live.plugin, PHASES[phase])(*args)
+                    if sent is not None and inspect.isawaitable(sent):
+                        sent = self._await(progress, sent, here)
+                except BaseException as exc:
+                    raise self._failed(progress, live, phase, exc) from exc
+                self._ended(progress, live, phase)
+        except StopIteration as stop:
+            return stop.value
+
+    def _await(self, progress: Progress, awaitable: Any, here: bool) -> Any:
+        """A plain method's awaitable result, awaited on the loop (``here``: in this thread)."""
+        if here:
+            ok, value = asyncio.run(_guarded(awaitable))
+        else:
+            future = asyncio.run_coroutine_threadsafe(_guarded(awaitable), self.loop)
+            progress.waiting = future
+            try:
+                ok, value = future.result()
+            except concurrent.futures.CancelledError:
+                raise Abandoned from None
+            finally:
+                progress.waiting = None
+        if not ok:
+            raise value
+        return value
+
+    async def _drive_loop(self, job: Job, progress: Progress, future: asyncio.Future) -> None:
+        """In a task of its own: every request of ``job`` in turn; its ending settles ``future``."""
+        sent: Any = None
+        try:
+            while True:
+                live, phase, args, timeout = job.send(sent)
+                if homes(type(live.plugin)).get(phase, THREAD) == THREAD:  # plain, in an async job
+                    progress.begin((live, phase), timeout * 2)  # the inner watchdog fires first
+                    inner = Progress()
+                    try:
+                        sent = await self.run(_one(live, phase, args, timeout), THREAD, inner)
+                    except asyncio.CancelledError:  # this job was abandoned (an interrupt): so
+                        inner.abandoned = True  # is the phase; a start that returns is stopped
+                        if inner.finished and phase == "start":
+                            self.late_start(live)  # it returned just before: stop it now
+                        raise
+                    progress.label = None
+                    continue
+                progress.begin((live, phase), timeout)
+                try:
+                    sent = await getattr(live.plugin, PHASES[phase])(*args)
+                except BaseException as exc:
+                    raise self._failed(progress, live, phase, exc) from exc
+                self._ended(progress, live, phase)
+        except StopIteration as stop:
+            result: tuple[bool, Any] = (True, stop.value)
+        except BaseException as exc:
+            result = (False, exc)
+        progress.finished = True
+        settle(future, result)
+
+    @staticmethod
+    def _failed(progress: Progress, live: Live, phase: str, exc: BaseException) -> BaseException:
+        """What a phase that raised ends its job with: the plugin's failure, or Abandoned."""
+        if progress.abandoned:  # the watchdog gave up on it (the raise may be its cancel)
+            return Abandoned()
+        progress.label = None
+        if isinstance(exc, PluginError):
+            return exc
+        return PluginError(live.name, phase, cause=exc, version=live.version)
 
     def _ended(self, progress: Progress, live: Live, phase: str) -> None:
-        try:
-            progress.end()  # raises Abandoned if the watchdog gave up on this phase meanwhile
-        except Abandoned:
+        progress.label = None
+        if progress.abandoned:  # the watchdog gave up on this phase meanwhile
             if phase == "start":
                 self.late_start(live)
-            raise
-
-    async def _drive_loop(self, job: Job, progress: Progress) -> Any:
-        """In a task of its own: every request of ``job`` in turn."""
-        sent: Any = None
-        while True:
-            try:
-                live, phase, args, timeout = job.send(sent)
-            except StopIteration as stop:
-                return stop.value
-            if phase not in phases(type(live.plugin))[1]:  # a plain phase in an async job
-                progress.begin((live, phase), timeout * 2)  # the inner watchdog fires first
-                inner = Progress()
-                try:
-                    sent = await self.run(_one(live, phase, args, timeout), "thread", inner)
-                except asyncio.CancelledError:  # this job was abandoned (an interrupt): so is
-                    inner.abandoned = True  # the phase; a start that returns is stopped
-                    if inner.finished and phase == "start":
-                        self.late_start(live)  # it returned just before: stop it now
-                    raise
-                finally:
-                    progress.label = None
-                continue
-            if progress.abandoned:
-                raise Abandoned
-            progress.started, progress.timeout = monotonic(), timeout
-            progress.label = (live, phase)
-            try:
-                sent = await getattr(live.plugin, PHASES[phase])(*args)
-            except BaseException as exc:
-                if progress.abandoned:
-                    raise Abandoned from None
-                progress.label = None
-                raise _failure(live, phase, exc) from exc
-            self._ended(progress, live, phase)
+            raise Abandoned
 
     def close(self) -> None:
         self.plain.close()
-
-
-def _one(live: Any, phase: str, args: tuple, timeout: float) -> Job:
-    if phase in phases(type(live.plugin))[0]:
-        return (yield (live, phase, args, timeout))
-    return None
-
-
-def _drive_inline(job: Job) -> Any:
-    """A job whose every phase is skipped: run it here, now."""
-    try:
-        while True:
-            job.send(None)
-    except StopIteration as stop:
-        return stop.value

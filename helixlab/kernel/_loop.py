@@ -1,11 +1,7 @@
-"""The kernel's own asyncio loop, in a background thread.
+"""The kernel's own asyncio loop (asyncio's or uvloop's) in a daemon thread.
 
-A notebook cell already runs inside a loop, so ``asyncio.run`` is impossible there; the
-kernel therefore runs its lifecycle coroutines (and the gateway) on a loop of its own and
-the synchronous API waits on them from whatever thread calls it.
-
-The loop is asyncio's own or uvloop's (``loop="uvloop"``, or ``"auto"``: uvloop when it
-is installed); every guarantee of the kernel (interrupts, hangs, closing) holds on both.
+A notebook cell already runs inside a loop, so the kernel runs its coroutines (and the
+gateway) on a loop of its own, and the synchronous API waits on them from any thread.
 """
 
 from __future__ import annotations
@@ -18,9 +14,9 @@ from typing import Any, TypeVar
 
 from ..errors import HelixError, KernelClosedError
 
-T = TypeVar("T")
+__all__ = ["LOOPS", "LoopThread", "Submission", "loop_factory"]
 
-__all__ = ["LOOPS", "LoopThread", "Submission", "loop_factory", "loop_kind"]
+T = TypeVar("T")
 
 #: What ``Kernel(loop=...)`` and ``helixlab serve --loop`` accept.
 LOOPS = ("auto", "asyncio", "uvloop")
@@ -45,11 +41,6 @@ def loop_factory(kind: str = "auto") -> Callable[[], asyncio.AbstractEventLoop]:
     return asyncio.new_event_loop
 
 
-def loop_kind(loop: asyncio.AbstractEventLoop) -> str:
-    """``"uvloop"`` or ``"asyncio"``: which implementation ``loop`` is."""
-    return "uvloop" if type(loop).__module__.partition(".")[0] == "uvloop" else "asyncio"
-
-
 class Submission:
     """A coroutine sent to the loop: its task once begun there, the future its caller waits on."""
 
@@ -71,37 +62,22 @@ class Submission:
         )
 
     def _done(self, task: asyncio.Task) -> None:
-        future = self.future
-        if future.done():
+        if self.future.done():
             return
         if task.cancelled():
-            future.cancel()
-        elif task.exception() is not None:
-            future.set_exception(task.exception())
+            self.future.cancel()
+        elif (error := task.exception()) is not None:
+            self.future.set_exception(error)
         else:
-            future.set_result(task.result())
+            self.future.set_result(task.result())
 
 
-#: How often a caller waiting on the loop wakes to run a signal handler it was sent.
-SIGNAL_CHECK = 0.1
-
-
-def _wait(future: concurrent.futures.Future) -> Any:
-    """``future.result()``, waking every ``SIGNAL_CHECK`` s while it is pending.
-
-    Why: Python runs signal handlers (the KeyboardInterrupt of Jupyter's interrupt button)
-    in the main thread only, and a lock wait there is cut short only when the kernel
-    delivers the signal to that very thread. It may pick another one: with uvloop running
-    the kernel's loop, a SIGINT sent while a phase ran was left pending until the phase
-    ended (its whole timeout), about once in 30 tries. Waking lets the handler run within
-    ``SIGNAL_CHECK`` seconds whichever thread the signal reached.
-    """
-    while True:
-        try:
-            return future.result(SIGNAL_CHECK)
-        except TimeoutError:
-            if future.done():  # the work's own TimeoutError
-                raise
+def _wait(future: concurrent.futures.Future) -> concurrent.futures.Future:
+    """Wait until ``future`` is done, waking every 0.1 s: a signal handler (Jupyter's
+    interrupt) runs only then if the signal reached another thread (with uvloop, 1 in 30)."""
+    while not future.done():
+        concurrent.futures.wait((future,), 0.1)
+    return future
 
 
 class LoopThread:
@@ -109,7 +85,7 @@ class LoopThread:
 
     def __init__(self, name: str = "helixlab-kernel", kind: str = "asyncio"):
         self.loop = loop_factory(kind)()
-        self.kind = loop_kind(self.loop)
+        self.kind = "uvloop" if type(self.loop).__module__.startswith("uvloop") else "asyncio"
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -150,21 +126,18 @@ class LoopThread:
                 "e.g. `await kernel.areload(...)`."
             )
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> Submission:
-        """Send ``coro`` to the loop; its task starts there, in order of submission."""
-        submission = self.prepare(coro)
-        self.schedule(submission)
-        return submission
-
-    def prepare(self, coro: Coroutine[Any, Any, T]) -> Submission:
-        """A submission of ``coro``, not sent yet (so that an interrupt cannot lose it)."""
+    def submit(self, coro: Coroutine[Any, Any, Any], send: bool = True) -> Submission:
+        """``coro`` sent to the loop, where its task starts in order of submission (or,
+        ``send=False``, made only: sent by :meth:`send`, so that an interrupt finds it)."""
         if not self.running:
             coro.close()
             raise KernelClosedError("The kernel is closed; create a new Kernel().")
-        return Submission(coro)
+        submission = Submission(coro)
+        return self.send(submission) if send else submission
 
-    def schedule(self, submission: Submission) -> None:
+    def send(self, submission: Submission) -> Submission:
         self.loop.call_soon_threadsafe(submission._begin, self.loop)
+        return submission
 
     def run(
         self,
@@ -174,33 +147,20 @@ class LoopThread:
     ) -> T:
         """Run ``coro`` on the kernel loop and wait for its result from this thread.
 
-        A KeyboardInterrupt of the wait (Jupyter's interrupt button), wherever it lands,
-        does not cancel the work half-way: ``on_interrupt(submission)`` is called on the
-        loop (the work then finishes or rolls back on its own, or, not begun, never
-        begins), the wait goes on until it has, and the interrupt is re-raised. A result
-        nobody will receive goes to ``discard``. A second interrupt stops the waiting; the
-        work still ends on its own.
+        A KeyboardInterrupt of the wait, wherever it lands, goes to ``on_interrupt(submission)``
+        on the loop (the work finishes or rolls back; not begun, it never begins); the wait
+        goes on until the work ended, then the interrupt is re-raised (a result nobody
+        receives goes to ``discard``). A second interrupt stops the waiting, not the work.
         """
         self.refuse_in_loop(coro)
-        submission = self.prepare(coro)
+        submission = self.submit(coro, send=False)
         try:  # from here on an interrupt, wherever it lands, finds the submission
-            self.schedule(submission)
-            return _wait(submission.future)
-        except KeyboardInterrupt as interrupt:
-            if on_interrupt is None:
-                submission.future.cancel()
+            return _wait(self.send(submission).future).result()
+        except KeyboardInterrupt:
+            if not self._interrupted(submission, on_interrupt):
                 raise
-            self.call_soon(on_interrupt, submission)
-            try:
-                result = _wait(submission.future)
-            except KeyboardInterrupt:
-                raise
-            except BaseException:
-                pass  # the work's own ending (a rollback): the interrupt is what the caller sees
-            else:
-                if discard is not None:
-                    self.call_soon(discard, result)
-            raise interrupt
+            self._discard(_wait(submission.future), discard)
+            raise
 
     async def arun(
         self,
@@ -208,32 +168,34 @@ class LoopThread:
         on_interrupt: Callable[[Submission], Any] | None = None,
         discard: Callable[[Any], Any] | None = None,
     ) -> T:
-        """Await ``coro`` on the kernel loop from any loop (or directly, if already on it).
-
-        Cancelling the awaiting task is an interrupt, as in :meth:`run`.
-        """
+        """Await ``coro`` on the kernel loop from any loop (directly, on it); cancelling the
+        awaiting task is an interrupt, as in :meth:`run`."""
         if self.in_loop():
             return await coro
-        submission = self.prepare(coro)
+        submission = self.submit(coro, send=False)
         future = asyncio.wrap_future(submission.future)
         try:
-            self.schedule(submission)
+            self.send(submission)
             return await asyncio.shield(future)
         except asyncio.CancelledError:
-            if on_interrupt is None or future.done():
-                submission.future.cancel()
+            if future.done() or not self._interrupted(submission, on_interrupt):
                 raise
-            self.call_soon(on_interrupt, submission)
-            try:
-                result = await asyncio.shield(future)
-            except asyncio.CancelledError:
-                raise
-            except BaseException:
-                pass
-            else:
-                if discard is not None:
-                    self.call_soon(discard, result)
+            await asyncio.wait((future,))
+            self._discard(future, discard)
             raise
+
+    def _interrupted(self, submission: Submission, on_interrupt: Callable | None) -> bool:
+        """Tell the work its caller was interrupted (False, and nothing told: none listens)."""
+        if on_interrupt is None:
+            submission.future.cancel()
+            return False
+        self.call_soon(on_interrupt, submission)
+        return True
+
+    def _discard(self, future: Any, discard: Callable[[Any], Any] | None) -> None:
+        """The result of interrupted work, done now, to ``discard`` (its error is the work's)."""
+        if discard is not None and not future.cancelled() and future.exception() is None:
+            self.call_soon(discard, future.result())
 
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
         """Call ``callback(*args)`` on the loop, from any thread (nothing, once it is closed)."""

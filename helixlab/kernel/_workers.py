@@ -1,19 +1,8 @@
-"""Worker threads for plugins' plain ``def`` methods, with a watchdog instead of a wait per call.
+"""The kernel's own daemon worker threads, and a watchdog per job instead of a wait per call.
 
-A plain lifecycle method must not run on the kernel's loop (it may block), but a thread
-hop per call costs more than the whole reload of a trivial plugin. So a *job* (one call,
-or a run of calls: the start-aside of several plugins, the stops after a swap) runs on
-one worker thread from start to end, and tells a :class:`Progress` which phase it is in
-and since when. The loop waits for the job once; a watchdog timer, set for when the
-current phase's timeout would expire, abandons the job if that phase is still running:
-the waiter gets the timeout at once, the job is told to do nothing more, and its thread
-is left to the hung call. Nothing awaits it again. An *interrupt* (an asyncio.Event set
-when the caller pressed interrupt) abandons the job the same way, at once.
-
-The threads are daemon threads of our own (not the loop's default executor, whose
-threads the interpreter joins at exit): a hung plain ``stop()`` cannot keep a script,
-``helixlab serve`` or CI from exiting, and hung calls never starve later ones, since a
-job only ever goes to an idle thread (a new one is started when none is idle).
+A job labels each phase it runs; the watchdog looks when that phase's timeout would expire.
+A phase past its timeout, or interrupted, is *abandoned*: the waiter gets the error at once
+and the job does nothing more; a hung call (a plugin's, an import's) keeps its thread.
 """
 
 from __future__ import annotations
@@ -25,12 +14,16 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["Abandoned", "Progress", "WorkerPool", "settle"]
+from ..errors import PluginTimeoutError
+
+__all__ = ["IMPORT_TIMEOUT", "Abandoned", "Imports", "Interrupt", "Progress", "WorkerPool"]
 
 T = TypeVar("T")
 
 #: an Event that abandons the job when set, and the error its waiter gets (given the label)
 Interrupt = tuple[asyncio.Event, Callable[[Any], BaseException]]
+#: How soon a watchdog first looks at its job (then: when the current phase's time is up).
+_FIRST_LOOK = 0.05
 
 
 class Abandoned(BaseException):
@@ -38,9 +31,7 @@ class Abandoned(BaseException):
 
 
 class Progress:
-    """Where a job is: the phase it is in (its label), since when, and for how long at most."""
-
-    __slots__ = ("abandoned", "finished", "label", "started", "timeout", "waiting")
+    """A job's watchdog: the phase it is in (its label), since when and for how long at most."""
 
     def __init__(self) -> None:
         self.abandoned = False
@@ -48,7 +39,7 @@ class Progress:
         self.label: Any = None  # None between phases
         self.started = 0.0
         self.timeout = 0.0
-        self.waiting: Any = None  # a concurrent future the job waits on (a returned awaitable)
+        self.waiting: Any = None  # what the job waits on (its task, an awaitable's future)
 
     def begin(self, label: Any, timeout: float) -> None:
         if self.abandoned:
@@ -57,168 +48,49 @@ class Progress:
         self.timeout = timeout
         self.label = label
 
-    def end(self) -> None:
-        self.label = None
-        if self.abandoned:
-            raise Abandoned
-
-
-class _Worker(threading.Thread):
-    def __init__(self, pool: WorkerPool, number: int):
-        super().__init__(name=f"{pool.name}-{number}", daemon=True)
-        self.pool = pool
-        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
-
-    def run(self) -> None:
-        while True:
-            item = self.jobs.get()
-            if item is None:
-                return
-            job, progress, done = item
-            try:
-                result: tuple[bool, Any] = (True, job(progress))
-            except BaseException as exc:  # every ending is the job's result
-                result = (False, exc)
-            progress.finished = True
-            done(result)
-            del item, job, progress, done, result
-            if not self.pool._idle_again(self):
-                return
-
-
-class WorkerPool:
-    """Daemon threads running jobs; a thread whose job hangs is simply not reused."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, name: str = "helixlab-plain"):
-        self.loop = loop
-        self.name = name
-        self._idle: list[_Worker] = []
-        self._lock = threading.Lock()
-        self._count = 0
-        self._closed = False
-
-    def _idle_again(self, worker: _Worker) -> bool:
-        with self._lock:
-            if self._closed:
-                return False
-            self._idle.append(worker)
-            return True
-
-    def _worker(self) -> _Worker:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-            self._count += 1
-            number = self._count
-        worker = _Worker(self, number)
-        worker.start()
-        return worker
-
-    async def run(
+    async def watch(
         self,
-        job: Callable[[Progress], T],
+        future: asyncio.Future,
         timed_out: Callable[[Any, float], BaseException],
-        progress: Progress | None = None,
         interrupt: Interrupt | None = None,
-    ) -> T:
-        """``job(progress)`` on a worker thread; raises what it raises, or its phase's timeout.
-
-        The job labels each phase with ``progress.begin(label, timeout)``; if one overruns,
-        the waiter gets ``timed_out(label, timeout)`` and the job is abandoned.
-        """
-        loop = self.loop
-        progress = progress or Progress()
-        future = loop.create_future()
-
-        def done(result: tuple[bool, Any]) -> None:
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(settle, future, result)
-
-        self._worker().jobs.put((job, progress, done))
-        watch = self.watch(future, progress, timed_out, interrupt)
+    ) -> Any:
+        """Await ``future``, failing it with ``timed_out(label, timeout)`` when the current
+        phase overruns (or with the interrupt's error when its event is set)."""
+        loop = future.get_loop()
+        self.future, self.timed_out = future, timed_out
+        self.handle = loop.call_later(_FIRST_LOOK, self._look)
+        waiter = None
+        if interrupt is not None:
+            event, error = interrupt
+            waiter = loop.create_task(event.wait())
+            waiter.add_done_callback(
+                lambda t: None if t.cancelled() else self._give_up(error(self.label))
+            )
         try:
             return await future
         finally:
-            watch.cancel()
+            self.handle.cancel()
+            if waiter is not None:
+                waiter.cancel()
 
-    def watch(
-        self,
-        future: asyncio.Future,
-        progress: Progress,
-        timed_out: Callable[[Any, float], BaseException],
-        interrupt: Interrupt | None = None,
-    ) -> _Watch:
-        """Fail ``future`` with the timeout when the current phase of its work overruns
-        (or with the interrupt's error when its event is set)."""
-        return _Watch(self, future, progress, timed_out, interrupt)
-
-    def close(self) -> None:
-        """Let idle threads end (busy ones are daemons: they never delay the interpreter)."""
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for worker in idle:
-            worker.jobs.put(None)
-
-
-class _Watch:
-    """The watchdog of one job: it looks when the current phase's time would be up."""
-
-    __slots__ = ("future", "handle", "pool", "progress", "timed_out", "waiter")
-
-    def __init__(
-        self,
-        pool: WorkerPool,
-        future: asyncio.Future,
-        progress: Progress,
-        timed_out: Callable[[Any, float], BaseException],
-        interrupt: Interrupt | None = None,
-    ):
-        self.pool, self.future, self.progress, self.timed_out = pool, future, progress, timed_out
-        self.handle = pool.loop.call_later(_FIRST_LOOK, self.look)
-        self.waiter: asyncio.Task | None = None
-        if interrupt is not None:
-            event, error = interrupt
-            self.waiter = pool.loop.create_task(event.wait())
-            self.waiter.add_done_callback(
-                lambda t: None if t.cancelled() else self.give_up(error(progress.label))
-            )
-
-    def cancel(self) -> None:
-        self.handle.cancel()
-        if self.waiter is not None:
-            self.waiter.cancel()
-
-    def look(self) -> None:
-        future, progress = self.future, self.progress
-        if future.done():
+    def _look(self) -> None:
+        if self.future.done():
             return
-        label = progress.label
-        now = time.monotonic()
-        loop = self.pool.loop
-        if label is None:  # between two phases: look again soon
-            self.handle = loop.call_later(_FIRST_LOOK, self.look)
-            return
-        deadline = progress.started + progress.timeout
-        if now < deadline:
-            self.handle = loop.call_later(deadline - now, self.look)
-            return
-        self.give_up(self.timed_out(label, progress.timeout))
+        label = self.label  # None between two phases: look again soon
+        delay = _FIRST_LOOK if label is None else self.started + self.timeout - time.monotonic()
+        if delay > 0:
+            self.handle = self.future.get_loop().call_later(delay, self._look)
+        else:
+            self._give_up(self.timed_out(label, self.timeout))
 
-    def give_up(self, error: BaseException) -> None:
-        """Abandon the job: its waiter gets ``error`` now; the job does nothing more."""
+    def _give_up(self, error: BaseException) -> None:
         if self.future.done():
             return
         self.handle.cancel()
-        self.progress.abandoned = True
-        waiting = self.progress.waiting
-        if waiting is not None:
-            waiting.cancel()
+        self.abandoned = True
+        if self.waiting is not None:
+            self.waiting.cancel()
         self.future.set_exception(error)
-
-
-#: How soon the watchdog first looks at a job (then: when the current phase's time is up).
-_FIRST_LOOK = 0.05
 
 
 def settle(future: asyncio.Future, result: tuple[bool, Any]) -> None:
@@ -232,3 +104,104 @@ def settle(future: asyncio.Future, result: tuple[bool, Any]) -> None:
         future.cancel()
     else:
         future.set_exception(value)
+
+
+class WorkerPool:
+    """The kernel's daemon threads for plain calls (not the loop's default executor, whose
+    threads the interpreter joins at exit). A job only goes to an idle thread (a new one
+    when none is), so a hung call keeps its thread and starves nothing."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self._idle: list[queue.SimpleQueue] = []  # the job queue of each idle thread
+        self._lock = threading.Lock()
+        self._count = 0
+        self._closed = False
+
+    async def run(
+        self,
+        fn: Callable[[], Any],
+        progress: Progress,
+        timed_out: Callable[[Any, float], BaseException],
+        interrupt: Interrupt | None = None,
+    ) -> Any:
+        """``fn()`` on a worker thread, watched by ``progress``: its result, or the timeout."""
+        future = self.loop.create_future()
+        with self._lock:
+            if self._idle:
+                jobs = self._idle.pop()
+            else:  # none idle: a new thread
+                self._count += 1
+                jobs = queue.SimpleQueue()
+                name = f"helixlab-plain-{self._count}"
+                threading.Thread(target=self._serve, args=(jobs,), name=name, daemon=True).start()
+        jobs.put((fn, progress, future))
+        return await progress.watch(future, timed_out, interrupt)
+
+    def _serve(self, jobs: queue.SimpleQueue) -> None:
+        while (item := jobs.get()) is not None:
+            fn, progress, future = item
+            try:
+                result: tuple[bool, Any] = (True, fn())
+            except BaseException as exc:  # every ending is the job's result
+                result = (False, exc)
+            progress.label = None  # ended: the watchdog waits for its result, however late
+            progress.finished = True
+            if not self.loop.is_closed():
+                self.loop.call_soon_threadsafe(settle, future, result)
+            del item, fn, progress, future, result  # nothing of a job outlives it
+            with self._lock:
+                if self._closed:
+                    return
+                self._idle.append(jobs)
+
+    def close(self) -> None:
+        """Let idle threads end (busy ones are daemons: they never delay the interpreter)."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for jobs in idle:
+            jobs.put(None)
+
+
+#: Seconds an import may take before its caller is told (a file watcher's default too).
+IMPORT_TIMEOUT = 10.0
+
+
+class Imports:
+    """The kernel's plugin imports in flight, by what they import (a unit's root, a module):
+    Python cannot stop an import, so one that has not returned blocks a new one of its content."""
+
+    def __init__(self, workers: WorkerPool):
+        self._workers = workers
+        self._importing: dict[str, tuple[str, Progress]] = {}  # key -> (content, its import)
+
+    async def run(
+        self, key: str, content: str, name: str, what: str, fn: Callable[[], T], timeout: float
+    ) -> T:
+        """``fn()``, an import of ``what`` for plugin ``name``, on a worker thread; on the
+        kernel's loop. PluginTimeoutError (phase ``import``) past ``timeout``, or at once
+        while the last import of this ``content`` under ``key`` has not returned."""
+        last = self._importing.get(key)
+        if last is not None and not last[1].finished and last[0] == content:
+            raise PluginTimeoutError(
+                name,
+                "import",
+                f"{what} is still importing (its last import has not finished after "
+                f"{timeout:g}s); fix its top-level code and save it again.",
+                cause=TimeoutError(f"no import within {timeout:g}s"),
+            )
+
+        def timed_out(label: Any, seconds: float) -> PluginTimeoutError:
+            return PluginTimeoutError(
+                name,
+                "import",
+                f"{what} did not finish importing within {seconds:g}s (a sleep or a loop at "
+                f"its top level?); the running version keeps serving.",
+                cause=TimeoutError(f"no import within {seconds:g}s"),
+            )
+
+        progress = Progress()
+        progress.begin(what, timeout)
+        self._importing[key] = (content, progress)
+        return await self._workers.run(fn, progress, timed_out)
