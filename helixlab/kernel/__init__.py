@@ -3,7 +3,6 @@
 from ._change import Change
 from ._config import ConfigDocument, parse_config
 from ._discovery import BUILTINS, import_unit, plugin_classes, unit_for
-from ._drawing import STATE_COLORS
 from ._events import EventLog, PluginEvent
 from ._fingerprint import Fingerprint, Reach, reaches
 from ._graph import DependencyGraph
@@ -45,7 +44,6 @@ __all__ = [
     "LOOPS",
     "MASK",
     "SERVERS",
-    "STATE_COLORS",
     "ASGIApp",
     "Change",
     "ConfigDocument",
