@@ -1,8 +1,8 @@
-"""What a change of the live set will do: :func:`plan` checks everything (new classes, new
-config, the whole graph), changes nothing, and computes the cascade (the targets and every
-transitive dependent, dependencies first). :func:`reload`, :func:`reconfigure`,
-:func:`define` and :func:`apply_config` turn a Change into its
-:class:`~._transaction.Transaction`.
+"""What a change of the live set will do, and its transaction.
+
+:func:`plan` checks everything (new classes, new config, the whole graph), changes nothing,
+and computes the cascade; :func:`reload`, :func:`reconfigure`, :func:`define` and
+:func:`apply_config` turn a Change into its :class:`~._transaction.Transaction`.
 """
 
 from __future__ import annotations
@@ -80,8 +80,7 @@ def plan(
                 )
             registry = _with_class(registry, registry[name], target)
         elif isinstance(target, str):
-            registry[target]
-            name = target
+            name = registry[target].name
         else:
             raise TypeError(f"reload() takes plugin names or Plugin classes, not {target!r}")
         if name not in names:
@@ -98,33 +97,21 @@ def plan(
             raise _refuse(name, DependencyError(f"Plugin {name!r} is disabled.", plugins=(name,)))
 
     live = pool.current.live
-    wanted = set(names)
     cascade_order = (
-        graph.reload_order(names) if cascade else [n for n in graph.load_order() if n in wanted]
+        graph.reload_order(names) if cascade else [n for n in graph.load_order() if n in names]
     )
     order = [n for n in cascade_order if n in live]
     waiting = (PluginState.FAILED, PluginState.REGISTERED)
-    load = [
-        n
-        for n in cascade_order
-        if n not in live and graph.nodes[n].enabled and (n in wanted or book.state(n) in waiting)
-    ]
-    available = set(live) | set(order)
+    load = [n for n in cascade_order if n not in live and (n in names or book.state(n) in waiting)]
     for name in order:
         entry = registry[name]
         try:
             entry.check_loadable()
         except ConfigError as exc:
             raise _refuse(name, exc, "config") from None
-        for dep, _ in entry.requires:
-            if dep not in available:
-                raise _refuse(
-                    name,
-                    DependencyError(
-                        f"Plugin {name!r} needs {dep!r}, which is not running.",
-                        plugins=(name, dep),
-                    ),
-                )
+        if down := [d for d, _ in entry.requires if d not in live]:
+            message = f"Plugin {name!r} needs {down[0]!r}, which is not running."
+            raise _refuse(name, DependencyError(message, plugins=(name, down[0])))
     return Plan(names, registry, graph, order, load)
 
 
@@ -170,39 +157,31 @@ def define(
                 f"Keep the name, or unregister {gone[0]!r} first. The running versions are "
                 f"unchanged.",
             )
-    prints = {cls.name: fingerprints.get(cls.name) or class_fingerprint(cls) for cls in classes}
     new, changed = [], []
     reasons: dict[str, list[str]] = {}  # a changed plugin: the names whose code changed
     for cls in classes:
-        if cls.name not in registry:
-            new.append(cls.name)
-            spec = book.pending.get(cls.name)
-            registry = registry.added(
-                cls,
-                origin=origin,
-                source=source,
-                spec=spec,
-                unit=unit,
-                fingerprint=prints[cls.name],
-            )
+        name, printed = cls.name, fingerprints.get(cls.name) or class_fingerprint(cls)
+        if name not in registry:
+            new.append(name)
+            spec = book.pending.get(name)
+            how = {"origin": origin, "source": source, "unit": unit, "fingerprint": printed}
+            registry = registry.added(cls, spec=spec, **how)
             continue
-        entry = registry[cls.name]
+        entry = registry[name]
         if unit is not None and entry.unit not in (None, unit) and entry.origin == "file":
             raise ReloadError(
-                cls.name,
+                name,
                 "validate",
-                f"{source} defines {cls.name!r}, which is already defined in {entry.source}; "
+                f"{source} defines {name!r}, which is already defined in {entry.source}; "
                 f"plugin names must be unique. The running versions are unchanged.",
             )
-        failed = book.state(cls.name) == PluginState.FAILED
-        if entry.fingerprint != prints[cls.name] or failed:
-            changed.append(cls.name)
-            if entry.fingerprint != prints[cls.name]:
-                reasons[cls.name] = prints[cls.name].changed(entry.fingerprint)
-            registry = _with_class(
-                registry, entry, cls, source=source, fingerprint=prints[cls.name]
-            )
-            registry = registry.with_entry(replace(registry[cls.name], unit=unit, origin=origin))
+        if entry.fingerprint != printed:
+            reasons[name] = printed.changed(entry.fingerprint)
+        elif book.state(name) != PluginState.FAILED:
+            continue  # unchanged: nothing to do
+        changed.append(name)
+        registry = _with_class(registry, entry, cls, source=source, fingerprint=printed)
+        registry = registry.with_entry(replace(registry[name], unit=unit, origin=origin))
     try:
         registry.graph().validate()
     except DependencyError as exc:
@@ -252,8 +231,7 @@ def _graph_problems(exc: DependencyError, doc: Any) -> list[ConfigProblem]:
     problems = []
     for problem in exc.problems:
         named = next((n for n in problem.plugins if n in doc.plugins), None)
-        spec = doc.plugins.get(named) if named is not None else None
-        line = spec.line if spec is not None else None
+        line = doc.plugins[named].line if named is not None else None
         problems.append(ConfigProblem(str(problem), doc.source, line, named))
     return problems
 
@@ -274,17 +252,17 @@ def apply_config(
 
     def check(spec: PluginSpec) -> list[ConfigProblem]:
         nonlocal proposed
-        name = spec.name
-        known = proposed.entries.get(name)
-        book.learn(spec, known.cls if known else _discovery.builtin_plugin(name))
+        name, known = spec.name, proposed.entries.get(spec.name)
+        cls = known.cls if known else _discovery.builtin_plugin(name)
+        book.learn(spec, cls)
         if not spec.enabled and name in live:
             message = f"{name!r} is running; unload it before disabling it"
             return [ConfigProblem(message, spec.source, spec.line, name, "enabled")]
         try:
-            if name in proposed:
+            if known is not None:
                 proposed = proposed.with_spec(spec)
-            elif (builtin := _discovery.builtin_plugin(name)) is not None:
-                proposed = proposed.added(builtin, origin="builtin", spec=spec)
+            elif cls is not None:
+                proposed = proposed.added(cls, origin="builtin", spec=spec)
             else:  # kept until a class of that name is registered (a later cell, a file)
                 pending[name] = spec
         except ConfigError as exc:
@@ -339,24 +317,18 @@ def unregistered(book: Book) -> ConfigError | None:
     return ConfigError(problems, problems[0].source)
 
 
-def stored_value_refusal(entry: Any, cls: Any, exc: ConfigError) -> ReloadError | None:
-    """The refusal of ``cls`` when only values stored in ``entry``'s config block it: a
-    plugin's configuration outlives its class, and a stricter config model may refuse a
-    value stored earlier; the refusal names the value, where it was set, and the command
-    that clears it. None when the new class would be refused with its own defaults too
-    (its model is at fault), or when a blocked value has no default to go back to.
-    """
-    spec = entry.spec
-    model: Any = getattr(cls, "config_model", None)
+def stored_value_refusal(entry: Entry, cls: type[Plugin], exc: ConfigError) -> ReloadError | None:
+    """The refusal of ``cls`` when only values stored earlier in ``entry``'s config (which
+    outlives its class) block it: naming them, where they were set, and how to clear them.
+    None when its model refuses its own defaults too, or a blocked value has no default."""
+    spec, model = entry.spec, getattr(cls, "config_model", None)  # any class: duck-typed
     fields = getattr(model, "model_fields", None)
     if not spec.config or model is None or fields is None:
         return None
     blocked: dict[str, Any] = {}
     for problem in exc.problems:
         key = _top_key(problem.path)
-        if key is None or key not in spec.config or key not in fields:
-            return None
-        if fields[key].is_required():
+        if key not in spec.config or key not in fields or fields[key].is_required():
             return None
         blocked[key] = fields[key].get_default(call_default_factory=True)
     try:  # the defaults themselves must be accepted, else the model is at fault
