@@ -1,10 +1,8 @@
 """Generations of live instances, leases on them, and draining.
 
 The live set is one immutable :class:`Generation`; a reload builds the next one aside and
-swaps a single reference. Work done through the kernel (a gateway request, a stream)
-holds a :class:`Lease` on the generation it started with, so it finishes on the
-instances it began with; old instances are stopped only once every older generation is
-idle.
+swaps one reference. Work (a gateway request, a stream) holds a :class:`Lease` on the
+generation it began with; old instances stop once every older generation is idle.
 """
 
 from __future__ import annotations
@@ -21,12 +19,10 @@ from ._plugin import Plugin
 
 __all__ = ["Generation", "Lease", "LivePool"]
 
-#: ``builder(instances, graph)``: ``graph`` is the DependencyGraph the generation belongs to
-#: (its load order and priorities), which during a reload is not yet the kernel's.
+#: ``builder(instances, graph)``: ``graph`` is the generation's (in a reload, not yet the kernel's)
 Builder = Callable[[Mapping[str, Plugin], Any], Any]
-#: ``await verifier(generation, changed)`` before a reload swaps ``generation`` in
-#: (``changed``: name -> new registry Entry of each plugin it replaces); raising refuses
-#: the swap, and the reload rolls back.
+#: ``await verifier(generation, changed)`` before a swap (``changed``: name -> new Entry);
+#: raising refuses the swap, and the reload rolls back.
 Verifier = Callable[["Generation", Mapping[str, Any]], Awaitable[None]]
 
 
@@ -70,9 +66,8 @@ class Lease:
         self._task: asyncio.Task | None = None
 
     def bind(self, task: asyncio.Task | None = None) -> Lease:
-        """Tie the lease to a task (the current one): if the drain of its generation times
-        out, that task is cancelled, so a client that never reads cannot hold the old
-        instances past the drain deadline (``abandoned`` then tells why)."""
+        """Tie the lease to a task (the current one), cancelled if the drain of its generation
+        times out: a client that never reads cannot hold old instances past the deadline."""
         self._task = task or asyncio.current_task()
         if self._task is not None:
             self.generation.tasks.add(self._task)
@@ -91,11 +86,8 @@ class Lease:
 
     @property
     def abandoned(self) -> bool:
-        """Whether the drain of this lease's generation ended without it: stop the work now.
-
-        The instances it holds are being stopped; a long stream should end (with an error
-        event) rather than use them.
-        """
+        """The drain of its generation ended without it: its instances are being stopped, so
+        the work (a long stream) should end now, with an error event."""
         return self.generation.abandoned
 
     def release(self) -> None:
@@ -182,12 +174,9 @@ class LivePool:
     async def drain(
         self, up_to: Generation, timeout: float, hurry: Operation | None = None
     ) -> bool:
-        """Wait (on the kernel loop) until no lease is held on a generation up to ``up_to``.
-
-        Ends early when ``hurry.hurry`` (an asyncio.Event: the caller was interrupted) is
-        set. A generation whose drain ended before its leases is abandoned: its leases
-        learn it (``Lease.abandoned``) and no later drain waits for it again.
-        """
+        """Wait until no lease is held on a generation up to ``up_to``, or ``hurry.hurry`` is
+        set (the caller was interrupted). A generation not drained in time is abandoned: its
+        leases learn it, and no later drain waits for it again."""
         with self._lock:
             gens = [g for g in self._retired if g.number <= up_to.number and g._idle]
         idle = [g._idle.wait() for g in gens if g._idle is not None]

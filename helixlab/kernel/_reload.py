@@ -24,13 +24,12 @@ from . import _discovery
 from ._book import Book
 from ._config import PluginSpec, parse_config
 from ._fingerprint import Fingerprint, class_fingerprint
-from ._lifecycle import Operation, Runner
+from ._lifecycle import Runner
 from ._live import LivePool
 from ._plugin import Plugin, PluginState, check_plugin_class
 from ._registry import Entry, Registry
-from ._reports import ReloadReport
 from ._secrets import secret_values
-from ._transaction import Plan, Transaction, load_new
+from ._transaction import Plan, Transaction
 
 __all__ = ["Plan", "apply_config", "define", "plan", "reconfigure", "reload"]
 
@@ -118,13 +117,11 @@ def plan(
 def reconfigure(book: Book, pool: LivePool, runner: Runner, spec: PluginSpec) -> Transaction:
     """A change to ``spec`` (validated now), reloading its plugin with dependents if running."""
     registry = book.registry.with_spec(spec)
-
-    async def configured(report: ReloadReport, op: Operation) -> None:
-        book.emit("configured", spec.name, detail=f"from {spec.source}")
-
     running = spec.name in pool.current.live
     the_plan = plan(book, pool, [spec.name], registry=registry) if running else None
-    return Transaction(book, pool, runner, the_plan, registry, configured)
+    txn = Transaction(book, pool, runner, the_plan, registry)
+    txn.configured[spec.name] = f"from {spec.source}"
+    return txn
 
 
 def define(
@@ -187,19 +184,10 @@ def define(
     except DependencyError as exc:
         what = "Reload" if changed else "Definition"
         raise _refuse((changed or new)[0], exc, what=what) from None
-
-    async def finish(report: ReloadReport, op: Operation) -> None:
-        if new and the_plan is None:  # nothing reloaded: the cascade is what this loads
-            book.last_cascade = ()
-        for name in new:
-            book.registered(name, f"{registry[name].cls.kind} from {source}")
-            report.versions.setdefault(name, ("-", str(registry[name].cls.version)))
-        if new:
-            await load_new(book, pool, runner, op, new, new, report)
-
     the_plan = plan(book, pool, changed, registry=registry) if changed else None
-    txn = Transaction(book, pool, runner, the_plan, registry, finish)
-    txn.report.changes = reasons
+    txn = Transaction(book, pool, runner, the_plan, registry)
+    txn.registered = {name: f"{registry[name].cls.kind} from {source}" for name in new}
+    txn.new, txn.report.changes = new, reasons
     return txn
 
 
@@ -280,19 +268,13 @@ def apply_config(
     changed = [n for n in doc.plugins if n in old and old[n].spec != proposed[n].spec]
     added = [n for n in proposed if n not in old]
     running = [n for n in changed if n in live]
-
-    async def finish(report: ReloadReport, op: Operation) -> None:
-        for name in added:
-            book.registered(name, "built in, from config")
-        for name in changed:
-            book.emit("configured", name, detail=f"from {doc.source}")
-        for name, spec in pending.items():
-            book.pending[name] = spec
-            kept = f"from {doc.source}; kept until {name!r} is registered"
-            book.emit("configured", name, detail=kept)
-
     the_plan = plan(book, pool, running, registry=proposed) if running else None
-    return Transaction(book, pool, runner, the_plan, proposed, finish)
+    txn = Transaction(book, pool, runner, the_plan, proposed)
+    txn.registered = dict.fromkeys(added, "built in, from config")
+    txn.configured = dict.fromkeys(changed, f"from {doc.source}")
+    txn.configured |= {n: f"from {doc.source}; kept until {n!r} is registered" for n in pending}
+    txn.pending = pending
+    return txn
 
 
 def unregistered(book: Book) -> ConfigError | None:

@@ -11,23 +11,21 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import PluginError, PluginTimeoutError, ReloadError, describe
 from . import _loader
 from ._book import Book
+from ._config import PluginSpec
 from ._graph import DependencyGraph
 from ._lifecycle import Live, Operation, Runner
 from ._live import Generation, LivePool
 from ._registry import Registry
 from ._reports import ReloadReport
 
-__all__ = ["Plan", "Transaction", "load_new"]
-
-#: ``finish(report, op)``: what a change does after its swap (events, loading new plugins)
-Finish = Callable[[ReloadReport, Operation], Awaitable[None]]
+__all__ = ["Plan", "Transaction"]
 
 
 @dataclass
@@ -51,12 +49,15 @@ class Transaction:
         runner: Runner,
         plan: Plan | None,
         registry: Registry,
-        finish: Finish | None = None,
     ):
         self.book, self.pool, self.runner = book, pool, runner
         self.plan = plan  # None: nothing running is restarted (only the registry changes)
         self.registry = registry
-        self.finish = finish
+        # what the change does after its swap: events, configurations kept, plugins loaded
+        self.registered: dict[str, str] = {}  # name -> the event's detail
+        self.configured: dict[str, str] = {}
+        self.pending: dict[str, PluginSpec] = {}  # kept until a class of that name registers
+        self.new: list[str] = []  # registered by this change, loaded after the swap
         self.report = ReloadReport(
             targets=list(plan.targets) if plan else [], order=list(plan.order) if plan else []
         )
@@ -165,7 +166,7 @@ class Transaction:
         self._new.clear()
         self.state = "aborted"
         report.rolled_back = True
-        record_failure(book, report, error)
+        self._failed(error)
         report.timings["total"] = time.perf_counter() - self._t0
         version = error.version or ""
         book.note("reload_failed", error.plugin, f"in {error.phase}", report.error, version)
@@ -212,11 +213,47 @@ class Transaction:
             report.stopped.extend(reversed(plan.order))
             self._lap("stop")
             if plan.load:
-                await load_new(book, self.pool, self.runner, op, plan.load, plan.targets, report)
-        if self.finish is not None:
-            await self.finish(report, op)
+                await self._load(op, plan.load, plan.targets)
+        if self.new and plan is None:  # nothing reloaded: the cascade is what this loads
+            book.last_cascade = ()
+        book.pending.update(self.pending)
+        for name, detail in self.registered.items():
+            book.registered(name, detail)
+        for name, detail in self.configured.items():
+            book.emit("configured", name, detail=detail)
+        if self.new:
+            for name in self.new:
+                report.versions.setdefault(name, ("-", str(self.registry[name].cls.version)))
+            await self._load(op, self.new, self.new)
         report.timings["total"] = time.perf_counter() - self._t0
         return report
+
+    async def _load(self, op: Operation, names: list[str], targets: list[str]) -> None:
+        """Load plugins that were not running; raise ReloadError if one of ``targets`` failed.
+        They join ``book.last_cascade`` before their first event (views redraw on events)."""
+        book, report = self.book, self.report
+        todo = _loader.to_load(book, self.pool, names)
+        book.last_cascade += tuple(n for n in todo if n not in book.last_cascade)
+        loaded = await _loader.load(book, self.pool, self.runner, todo, op)
+        report.loaded.extend(n for n in loaded.order if n not in report.loaded)
+        if failed := [n for n in targets if n in loaded.failed]:
+            error = loaded.failed[failed[0]]
+            self._failed(error)
+            raise ReloadError(
+                error.plugin,
+                error.phase,
+                f"Plugin {error.plugin!r} {error.version} was registered but failed in "
+                f"{error.phase}: {report.error}",
+                cause=error.cause,
+                version=error.version,
+                report=report,
+            ) from error.cause
+
+    def _failed(self, error: PluginError) -> None:
+        """Put what failed, where, and why (secrets masked) into the report."""
+        cause = describe(error.cause) if error.cause is not None else str(error)
+        self.report.error = self.book.mask(cause)
+        self.report.phase, self.report.plugin = error.phase, error.plugin
 
 
 def _rebind(live: Mapping[str, Live], new: Mapping[str, Live]) -> None:
@@ -226,40 +263,3 @@ def _rebind(live: Mapping[str, Live], new: Mapping[str, Live]) -> None:
         if name not in new:
             for dep in entry.ctx._deps.keys() & new.keys():
                 entry.ctx._deps[dep] = new[dep].plugin
-
-
-async def load_new(
-    book: Book,
-    pool: LivePool,
-    runner: Runner,
-    op: Operation,
-    names: list[str],
-    targets: list[str],
-    report: ReloadReport,
-) -> None:
-    """Load plugins that were not running; raise ReloadError if one of ``targets`` failed.
-    They join ``book.last_cascade`` before their first event (views redraw on events)."""
-    todo = _loader.to_load(book, pool, names)
-    book.last_cascade += tuple(n for n in todo if n not in book.last_cascade)
-    loaded = await _loader.load(book, pool, runner, todo, op)
-    report.loaded.extend(n for n in loaded.order if n not in report.loaded)
-    failed = [n for n in targets if n in loaded.failed]
-    if failed:
-        error = loaded.failed[failed[0]]
-        record_failure(book, report, error)
-        raise ReloadError(
-            error.plugin,
-            error.phase,
-            f"Plugin {error.plugin!r} {error.version} was registered but failed in "
-            f"{error.phase}: {report.error}",
-            cause=error.cause,
-            version=error.version,
-            report=report,
-        ) from error.cause
-
-
-def record_failure(book: Book, report: ReloadReport, error: PluginError) -> None:
-    """Put what failed, where, and why (secrets masked) into the report."""
-    cause = describe(error.cause) if error.cause is not None else str(error)
-    report.error = book.mask(cause)
-    report.phase, report.plugin = error.phase, error.plugin
