@@ -40,16 +40,6 @@ class Generation:
         self.tasks: set[asyncio.Task] = set()  # of leases bound to a task (gateway requests)
         self._idle: asyncio.Event | None = None
 
-    @property
-    def instances(self) -> Mapping[str, Plugin]:
-        return {name: live.plugin for name, live in self.live.items()}
-
-    def get(self, name: str) -> Plugin:
-        try:
-            return self.live[name].plugin
-        except KeyError:
-            raise PluginNotFoundError(name, self.live, what="loaded") from None
-
     def __repr__(self) -> str:
         return f"<Generation {self.number}: {', '.join(self.live) or 'empty'}>"
 
@@ -74,11 +64,14 @@ class Lease:
         return self
 
     def get(self, name: str) -> Plugin:
-        return self.generation.get(name)
+        try:
+            return self.generation.live[name].plugin
+        except KeyError:
+            raise PluginNotFoundError(name, self.generation.live, what="loaded") from None
 
     @property
     def instances(self) -> Mapping[str, Plugin]:
-        return self.generation.instances
+        return {name: live.plugin for name, live in self.generation.live.items()}
 
     @property
     def extras(self) -> Mapping[str, Any]:
@@ -147,14 +140,13 @@ class LivePool:
         for verifier in list(self._verifiers.values()):
             await verifier(new, changed)
 
-    def swap(self, new: Generation) -> Generation:
-        """Make ``new`` current in one step; returns the retired generation."""
+    def swap(self, new: Generation) -> None:
+        """Make ``new`` current in one step; the old one, still leased, is retired."""
         with self._lock:
             old, self.current = self.current, new
             if old.leases:
                 old._idle = asyncio.Event()
                 self._retired.append(old)
-        return old
 
     def lease(self) -> Lease:
         with self._lock:

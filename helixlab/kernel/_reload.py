@@ -71,11 +71,10 @@ def plan(
         if isinstance(target, type):
             name = getattr(target, "name", "") or target.__qualname__
             if name not in registry:
+                known = ", ".join(sorted(registry)) or "none"
+                message = f"no plugin of that name is registered (registered: {known})"
                 raise ReloadError(
-                    name,
-                    "validate",
-                    f"Cannot reload {name!r}: no plugin of that name is registered "
-                    f"(registered: {', '.join(sorted(registry)) or 'none'}). Register it first.",
+                    name, "validate", f"Cannot reload {name!r}: {message}. Register it first."
                 )
             registry = _with_class(registry, registry[name], target)
         elif isinstance(target, str):
@@ -146,14 +145,13 @@ def define(
     if unit is not None:
         gone = [n for n, e in registry.entries.items() if e.unit == unit and n not in names]
         if gone:
-            raise ReloadError(
-                gone[0],
-                "validate",
+            message = (
                 f"{source} no longer defines {', '.join(map(repr, gone))} (it defines "
                 f"{', '.join(map(repr, names))}); renaming or removing a plugin is not a reload. "
                 f"Keep the name, or unregister {gone[0]!r} first. The running versions are "
-                f"unchanged.",
+                f"unchanged."
             )
+            raise ReloadError(gone[0], "validate", message)
     new, changed = [], []
     reasons: dict[str, list[str]] = {}  # a changed plugin: the names whose code changed
     for cls in classes:
@@ -166,12 +164,11 @@ def define(
             continue
         entry = registry[name]
         if unit is not None and entry.unit not in (None, unit) and entry.origin == "file":
-            raise ReloadError(
-                name,
-                "validate",
+            message = (
                 f"{source} defines {name!r}, which is already defined in {entry.source}; "
-                f"plugin names must be unique. The running versions are unchanged.",
+                f"plugin names must be unique. The running versions are unchanged."
             )
+            raise ReloadError(name, "validate", message)
         if entry.fingerprint != printed:
             reasons[name] = printed.changed(entry.fingerprint)
         elif book.state(name) != PluginState.FAILED:

@@ -43,12 +43,7 @@ class Transaction:
     """One change of the live set, prepared aside, then committed or aborted."""
 
     def __init__(
-        self,
-        book: Book,
-        pool: LivePool,
-        runner: Runner,
-        plan: Plan | None,
-        registry: Registry,
+        self, book: Book, pool: LivePool, runner: Runner, plan: Plan | None, registry: Registry
     ):
         self.book, self.pool, self.runner = book, pool, runner
         self.plan = plan  # None: nothing running is restarted (only the registry changes)
@@ -117,16 +112,12 @@ class Transaction:
                 exc if isinstance(exc, PluginError) else PluginError("gateway", "swap", cause=exc)
             )
             await self._rollback(error)
-            raise ReloadError(
-                error.plugin,
-                error.phase,
+            message = (
                 f"Reload of {', '.join(report.targets)} rolled back: plugin {error.plugin!r} "
                 f"failed in {error.phase}: {str(report.error).rstrip('.')}. The old versions "
-                f"keep serving.",
-                cause=error.cause,
-                version=error.version,
-                report=report,
-            ) from error.cause
+                f"keep serving."
+            )
+            raise self._error(error, message) from error.cause
         self.state = "prepared"
 
     async def _restart(self, op: Operation, name: str) -> None:
@@ -239,15 +230,17 @@ class Transaction:
         if failed := [n for n in targets if n in loaded.failed]:
             error = loaded.failed[failed[0]]
             self._failed(error)
-            raise ReloadError(
-                error.plugin,
-                error.phase,
+            message = (
                 f"Plugin {error.plugin!r} {error.version} was registered but failed in "
-                f"{error.phase}: {report.error}",
-                cause=error.cause,
-                version=error.version,
-                report=report,
-            ) from error.cause
+                f"{error.phase}: {report.error}"
+            )
+            raise self._error(error, message) from error.cause
+
+    def _error(self, error: PluginError, message: str) -> ReloadError:
+        cause, version = error.cause, error.version
+        return ReloadError(
+            error.plugin, error.phase, message, cause=cause, version=version, report=self.report
+        )
 
     def _failed(self, error: PluginError) -> None:
         """Put what failed, where, and why (secrets masked) into the report."""
