@@ -127,10 +127,8 @@ class Node:
 class DependencyGraph:
     """The plugins' declared graph, with the checks and orders the kernel needs.
 
-    ``validate``, ``load_order`` (which does not validate), ``reload_order`` and
-    ``find_cycle`` concern enabled plugins only (a disabled one never loads, so what it
-    needs does not matter); ``dependents`` and ``dependencies`` answer over every plugin.
-    """
+    Its checks and orders concern enabled plugins only (a disabled one never loads);
+    ``dependents`` and ``dependencies`` answer over every plugin."""
 
     def __init__(self, nodes: Iterable[Node] | Mapping[str, Node]):
         if not isinstance(nodes, Mapping):

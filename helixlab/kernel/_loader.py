@@ -77,7 +77,7 @@ async def load(
             try:
                 commit(book, pool, {**pool.current.live, name: new[name]}, failing=name)
             except PluginError:  # a builder (the gateway) refused the new instance
-                await stop(book, runner, [new[name]])
+                await runner.stop([new[name]], book.stop_failed, each=(book.stopping, book.stopped))
                 raise
         except PluginError as exc:
             book.failed(name, exc)
@@ -87,11 +87,6 @@ async def load(
             continue
         report.order.append(name)
     return report
-
-
-async def stop(book: Book, runner: Runner, lives: list[Live]) -> None:
-    """Stop instances taken out of service, in this order: stopping, stopped, each an event."""
-    await runner.stop(lives, book.stop_failed, each=(book.stopping, book.stopped))
 
 
 async def unload(
@@ -120,8 +115,9 @@ async def stop_all(book: Book, pool: LivePool, runner: Runner) -> list[str]:
 async def _retire(
     book: Book, pool: LivePool, runner: Runner, order: list[str], remaining: dict[str, Live]
 ) -> None:
-    """Swap in ``remaining``, let work on the older generations drain, stop ``order``."""
-    current = pool.current.live
+    """Swap in ``remaining``, let work on the older generations drain, stop ``order`` (each
+    stop is a stopping and a stopped event)."""
+    lives = [pool.current.live[name] for name in order]
     commit(book, pool, remaining)
     await pool.drain(pool.current, runner.timeouts.drain)
-    await stop(book, runner, [current[name] for name in order])
+    await runner.stop(lives, book.stop_failed, each=(book.stopping, book.stopped))

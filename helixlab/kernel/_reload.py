@@ -280,17 +280,14 @@ def unregistered(book: Book) -> ConfigError | None:
         return None
     known = ", ".join(sorted({*book.registry, *_discovery.builtin_names()})) or "none"
     looked = ", ".join(["the built-ins", *book.looked])
+    why = (
+        f"is registered or built in (known: {known}; looked in {looked}); its configuration "
+        "is kept until one is. Add the directory holding it with `helixlab serve CONFIG "
+        "--plugins DIR` or a top-level `plugin_dirs:` list, or install a package publishing "
+        "it under the 'helixlab.plugins' entry point"
+    )
     problems = [
-        ConfigProblem(
-            f"no plugin named {name!r} is registered or built in (known: {known}; looked "
-            f"in {looked}); its configuration is kept until one is. Add the directory "
-            f"holding it with `helixlab serve CONFIG --plugins DIR` or a top-level "
-            f"`plugin_dirs:` list, or install a package publishing it under the "
-            f"'helixlab.plugins' entry point",
-            spec.source,
-            spec.line,
-            name,
-        )
+        ConfigProblem(f"no plugin named {name!r} {why}", spec.source, spec.line, name)
         for name, spec in sorted(book.pending.items())
     ]
     return ConfigError(problems, problems[0].source)
@@ -327,15 +324,13 @@ def stored_value_refusal(entry: Entry, cls: type[Plugin], exc: ConfigError) -> R
         fix += " (the new defaults)"
     else:
         where, fix = f"in {spec.source}", f"change it in {spec.source} and apply that file again"
-    return ReloadError(
-        name,
-        "config",
+    message = (
         f"Reload of {name!r} refused: the configuration stored for it earlier ({values}, set "
         f"{where}) does not fit the new {getattr(model, '__name__', 'config model')} "
         f"({reasons}). The new definition itself is fine: {fix}, then run the definition "
-        f"again. The running versions are unchanged.",
-        cause=exc,
+        f"again. The running versions are unchanged."
     )
+    return ReloadError(name, "config", message, cause=exc)
 
 
 def _top_key(path: str) -> str | None:

@@ -1,10 +1,8 @@
 """A change of the live set as a transaction split at its swap: prepare, then commit or abort.
 
-The one code path of every change that restarts plugins: :meth:`Transaction.prepare` starts
-the new instances aside (``restart`` plugins stop their old one first) and builds the next
-generation; :meth:`~Transaction.commit` swaps it in, drains the old one (bounded by
-``Timeouts.drain``) and stops its instances; a failed prepare, an interrupt or
-:meth:`~Transaction.abort` rolls back.
+The one code path of every change that restarts plugins: ``prepare`` starts the new
+instances aside (``restart`` plugins stop their old one first) and builds the next generation;
+``commit`` swaps it in, drains the old one and stops its instances; a failure rolls back.
 """
 
 from __future__ import annotations
@@ -12,7 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PluginError, PluginTimeoutError, ReloadError, describe
@@ -36,7 +34,7 @@ class Plan:
     registry: Registry
     graph: DependencyGraph
     order: list[str]  # running plugins to replace, dependencies first
-    load: list[str] = field(default_factory=list)  # not running: loaded after the swap
+    load: list[str]  # not running: loaded after the swap
 
 
 class Transaction:
