@@ -38,12 +38,8 @@ def _refuse(
     name: str, exc: BaseException, phase: str = "validate", what: str = "Reload"
 ) -> ReloadError:
     """The error of a reload (or a new definition) refused before anything changed."""
-    return ReloadError(
-        name,
-        phase,
-        f"{what} of {name!r} refused: {describe(exc)} The running versions are unchanged.",
-        cause=exc,
-    )
+    message = f"{what} of {name!r} refused: {describe(exc)} The running versions are unchanged."
+    return ReloadError(name, phase, message, cause=exc)
 
 
 def _with_class(registry: Registry, entry: Entry, cls: type[Plugin], **how: Any) -> Registry:

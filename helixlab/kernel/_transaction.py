@@ -51,9 +51,8 @@ class Transaction:
         self.configured: dict[str, str] = {}
         self.pending: dict[str, PluginSpec] = {}  # kept until a class of that name registers
         self.new: list[str] = []  # registered by this change, loaded after the swap
-        self.report = ReloadReport(
-            targets=list(plan.targets) if plan else [], order=list(plan.order) if plan else []
-        )
+        targets, order = (list(plan.targets), list(plan.order)) if plan else ([], [])
+        self.report = ReloadReport(targets=targets, order=order)
         self.state = "new"  # -> prepared -> committed | aborted
         self._new: dict[str, Live] = {}
         self._stopped_first: list[str] = []
