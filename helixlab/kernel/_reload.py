@@ -194,17 +194,15 @@ def reload(
 
 def _with_builtin_dependencies(registry: Registry) -> Registry:
     """Add, with their defaults, the built-in plugins that configured ones depend on."""
-    while True:
-        missing = {
-            dep: cls
-            for entry in registry.entries.values()
-            for dep, _ in entry.requires
-            if dep not in registry and (cls := _discovery.builtin_plugin(dep)) is not None
-        }
-        if not missing:
-            return registry
+    while missing := {
+        dep: cls
+        for entry in registry.entries.values()
+        for dep, _ in entry.requires
+        if dep not in registry and (cls := _discovery.builtin_plugin(dep)) is not None
+    }:
         for dep in sorted(missing):
             registry = registry.added(missing[dep], origin="builtin")
+    return registry
 
 
 def _graph_problems(exc: DependencyError, doc: Any) -> list[ConfigProblem]:
@@ -299,7 +297,8 @@ def stored_value_refusal(entry: Entry, cls: type[Plugin], exc: ConfigError) -> R
         return None
     blocked: dict[str, Any] = {}
     for problem in exc.problems:
-        key = _top_key(problem.path)
+        head, _, rest = problem.path.partition(".")  # "config.level.x", or "level"
+        key = rest.partition(".")[0] if head == "config" else None if rest else head
         if key not in spec.config or key not in fields or fields[key].is_required():
             return None
         blocked[key] = fields[key].get_default(call_default_factory=True)
@@ -327,11 +326,3 @@ def stored_value_refusal(entry: Entry, cls: type[Plugin], exc: ConfigError) -> R
         f"again. The running versions are unchanged."
     )
     return ReloadError(name, "config", message, cause=exc)
-
-
-def _top_key(path: str) -> str | None:
-    """``config.level`` -> ``level``; None for a path that is not under ``config``."""
-    parts = path.split(".")
-    if len(parts) >= 2 and parts[0] == "config":
-        return parts[1]
-    return parts[0] if len(parts) == 1 and parts[0] else None
