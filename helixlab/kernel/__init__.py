@@ -3,7 +3,6 @@
 from ._change import Change
 from ._config import ConfigDocument, parse_config
 from ._discovery import BUILTINS, plugin_classes
-from ._drawing import STATE_COLORS
 from ._events import EventLog, PluginEvent
 from ._fingerprint import Fingerprint, value_digest
 from ._graph import DependencyGraph
@@ -44,7 +43,6 @@ __all__ = [
     "LAYERS",
     "LOOPS",
     "MASK",
-    "STATE_COLORS",
     "ASGIApp",
     "Change",
     "ConfigDocument",

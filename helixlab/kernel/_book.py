@@ -1,10 +1,7 @@
-"""The book: what the kernel knows of each plugin, and every transition as one method.
-
-One :class:`Record` per registered plugin (its state, its failure, its reload count, its
-last health), the registry, and the configurations kept for plugins not registered yet.
-Each transition (registered, initialized, started, stopping, stopped, failed, reloaded,
-forgotten...) sets the record *and* emits its event; text a plugin produced (an error, a
-health detail) is masked once, there, before it is stored or emitted.
+"""The book: a :class:`Record` per plugin (state, failure, reloads, last health), the
+registry, and configurations kept for plugins not registered yet. Each transition is one
+method that sets the record *and* emits its event; text a plugin produced (an error, a
+health detail) is masked once, there.
 """
 
 from __future__ import annotations
@@ -22,14 +19,12 @@ from ._secrets import SecretBook, secret_values
 
 __all__ = ["Book", "Record"]
 
-REGISTERED, ACTIVE, FAILED = PluginState.REGISTERED, PluginState.ACTIVE, PluginState.FAILED
-
 
 @dataclass(slots=True)
 class Record:
     """One plugin as the kernel knows it."""
 
-    state: PluginState = REGISTERED
+    state: PluginState = PluginState.REGISTERED
     error: str | None = None  # "phase: what went wrong", masked, while failed
     reloads: int = 0
     health: HealthStatus | None = None  # the last recorded check of the current instance
@@ -67,7 +62,7 @@ class Book:
 
     def state(self, name: str) -> PluginState:
         record = self.records.get(name)
-        return record.state if record is not None else REGISTERED
+        return record.state if record is not None else PluginState.REGISTERED
 
     def emit(
         self, kind: str, name: str, detail: str = "", error: str | None = None, version: str = ""
@@ -84,17 +79,13 @@ class Book:
         return self.events.emit(kind, name, version, detail, error)
 
     def _set(self, name: str, state: PluginState) -> Record:
-        record = self.records.get(name)
-        if record is None:
-            record = self.records[name] = Record()
+        record = self.records.setdefault(name, Record())
         record.state = state
         return record
 
-    # -- transitions ----------------------------------------------------------------------
-
     def registered(self, name: str, detail: str) -> None:
         self.pending.pop(name, None)
-        self._set(name, REGISTERED)
+        self._set(name, PluginState.REGISTERED)
         self.note("registered", name, detail)
 
     def initialized(self, name: str) -> None:
@@ -102,7 +93,7 @@ class Book:
         self.note("initialized", name)
 
     def started(self, name: str) -> None:
-        record = self._set(name, ACTIVE)
+        record = self._set(name, PluginState.ACTIVE)
         record.error = record.health = None  # a new instance: not checked yet
         self.note("started", name)
 
@@ -116,7 +107,7 @@ class Book:
 
     def failed(self, name: str, exc: PluginError) -> None:
         """``name`` is out of service: failed in ``exc.phase``."""
-        record = self._set(name, FAILED)
+        record = self._set(name, PluginState.FAILED)
         record.error = self.mask(f"{exc.phase}: {describe(exc.cause) if exc.cause else exc}")
         self.note("failed", name, f"in {exc.phase}", record.error)
 
@@ -125,13 +116,12 @@ class Book:
         self.note("failed", live.name, "in stop", self.mask(describe(exc)), live.version)
 
     def abandoned(self, live: Live) -> None:
-        """An instance whose ``start`` returned after its timeout (or an interrupt) was
-        stopped; it never served, so its plugin's state is another instance's."""
+        """An instance that finished starting too late was stopped (the state is another's)."""
         detail = "an abandoned instance (it finished starting after its timeout or an interrupt): "
         self.note("stopped", live.name, detail + "stopped, it never served", version=live.version)
 
     def reloaded(self, name: str, old: str, new: str) -> None:
-        record = self._set(name, ACTIVE)
+        record = self._set(name, PluginState.ACTIVE)
         record.reloads += 1
         record.error = record.health = None  # a new instance: not checked yet
         detail = f"{old} -> {new}" if old != new else f"{old} (new instance)"

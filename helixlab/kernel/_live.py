@@ -1,10 +1,8 @@
 """Generations of live instances, leases on them, and draining.
 
 The live set is one immutable :class:`Generation`; a reload builds the next one aside and
-swaps a single reference. Work done through the kernel (a gateway request, a stream)
-holds a :class:`Lease` on the generation it started with, so it finishes on the
-instances it began with; old instances are stopped only once every older generation is
-idle.
+swaps one reference. Work (a gateway request, a stream) holds a :class:`Lease` on the
+generation it began with; old instances stop once every older generation is idle.
 """
 
 from __future__ import annotations
@@ -21,12 +19,10 @@ from ._plugin import Plugin
 
 __all__ = ["Generation", "Lease", "LivePool"]
 
-#: ``builder(instances, graph)``: ``graph`` is the DependencyGraph the generation belongs to
-#: (its load order and priorities), which during a reload is not yet the kernel's.
+#: ``builder(instances, graph)``: ``graph`` is the generation's (in a reload, not yet the kernel's)
 Builder = Callable[[Mapping[str, Plugin], Any], Any]
-#: ``await verifier(generation, changed)`` before a reload swaps ``generation`` in
-#: (``changed``: name -> new registry Entry of each plugin it replaces); raising refuses
-#: the swap, and the reload rolls back.
+#: ``await verifier(generation, changed)`` before a swap (``changed``: name -> new Entry);
+#: raising refuses the swap, and the reload rolls back.
 Verifier = Callable[["Generation", Mapping[str, Any]], Awaitable[None]]
 
 
@@ -44,16 +40,6 @@ class Generation:
         self.tasks: set[asyncio.Task] = set()  # of leases bound to a task (gateway requests)
         self._idle: asyncio.Event | None = None
 
-    @property
-    def instances(self) -> Mapping[str, Plugin]:
-        return {name: live.plugin for name, live in self.live.items()}
-
-    def get(self, name: str) -> Plugin:
-        try:
-            return self.live[name].plugin
-        except KeyError:
-            raise PluginNotFoundError(name, self.live, what="loaded") from None
-
     def __repr__(self) -> str:
         return f"<Generation {self.number}: {', '.join(self.live) or 'empty'}>"
 
@@ -70,20 +56,22 @@ class Lease:
         self._task: asyncio.Task | None = None
 
     def bind(self, task: asyncio.Task | None = None) -> Lease:
-        """Tie the lease to a task (the current one): if the drain of its generation times
-        out, that task is cancelled, so a client that never reads cannot hold the old
-        instances past the drain deadline (``abandoned`` then tells why)."""
+        """Tie the lease to a task (the current one), cancelled if the drain of its generation
+        times out: a client that never reads cannot hold old instances past the deadline."""
         self._task = task or asyncio.current_task()
         if self._task is not None:
             self.generation.tasks.add(self._task)
         return self
 
     def get(self, name: str) -> Plugin:
-        return self.generation.get(name)
+        try:
+            return self.generation.live[name].plugin
+        except KeyError:
+            raise PluginNotFoundError(name, self.generation.live, what="loaded") from None
 
     @property
     def instances(self) -> Mapping[str, Plugin]:
-        return self.generation.instances
+        return {name: live.plugin for name, live in self.generation.live.items()}
 
     @property
     def extras(self) -> Mapping[str, Any]:
@@ -91,11 +79,8 @@ class Lease:
 
     @property
     def abandoned(self) -> bool:
-        """Whether the drain of this lease's generation ended without it: stop the work now.
-
-        The instances it holds are being stopped; a long stream should end (with an error
-        event) rather than use them.
-        """
+        """The drain of its generation ended without it: its instances are being stopped, so
+        the work (a long stream) should end now, with an error event."""
         return self.generation.abandoned
 
     def release(self) -> None:
@@ -155,14 +140,13 @@ class LivePool:
         for verifier in list(self._verifiers.values()):
             await verifier(new, changed)
 
-    def swap(self, new: Generation) -> Generation:
-        """Make ``new`` current in one step; returns the retired generation."""
+    def swap(self, new: Generation) -> None:
+        """Make ``new`` current in one step; the old one, still leased, is retired."""
         with self._lock:
             old, self.current = self.current, new
             if old.leases:
                 old._idle = asyncio.Event()
                 self._retired.append(old)
-        return old
 
     def lease(self) -> Lease:
         with self._lock:
@@ -182,12 +166,9 @@ class LivePool:
     async def drain(
         self, up_to: Generation, timeout: float, hurry: Operation | None = None
     ) -> bool:
-        """Wait (on the kernel loop) until no lease is held on a generation up to ``up_to``.
-
-        Ends early when ``hurry.hurry`` (an asyncio.Event: the caller was interrupted) is
-        set. A generation whose drain ended before its leases is abandoned: its leases
-        learn it (``Lease.abandoned``) and no later drain waits for it again.
-        """
+        """Wait until no lease is held on a generation up to ``up_to``, or ``hurry.hurry`` is
+        set (the caller was interrupted). A generation not drained in time is abandoned: its
+        leases learn it, and no later drain waits for it again."""
         with self._lock:
             gens = [g for g in self._retired if g.number <= up_to.number and g._idle]
         idle = [g._idle.wait() for g in gens if g._idle is not None]

@@ -34,18 +34,12 @@ def to_load(book: Book, pool: LivePool, names: Iterable[str] | None) -> list[str
     registry = book.registry
     graph = registry.graph()
     graph.validate()
-    if names is None:
-        wanted = set(registry)
-    else:
-        wanted = set()
-        for name in names:
-            registry[name]
-            if not graph.nodes[name].enabled:
-                raise DependencyError(
-                    f"Plugin {name!r} is disabled in the configuration; enable it to load it.",
-                    plugins=(name,),
-                )
-            wanted |= {name, *graph.dependencies(name, transitive=True)}
+    wanted = set(registry) if names is None else set()
+    for name in names or ():
+        if not graph.nodes[registry[name].name].enabled:
+            message = f"Plugin {name!r} is disabled in the configuration; enable it to load it."
+            raise DependencyError(message, plugins=(name,))
+        wanted |= {name, *graph.dependencies(name, transitive=True)}
     live = pool.current.live
     return [n for n in graph.load_order() if n in wanted and n not in live]
 
@@ -53,19 +47,15 @@ def to_load(book: Book, pool: LivePool, names: Iterable[str] | None) -> list[str
 async def load(
     book: Book, pool: LivePool, runner: Runner, wanted: list[str], op: Operation | None = None
 ) -> LoadReport:
-    """Start ``wanted`` (from :func:`to_load`) in this order.
-
-    A plugin that fails is marked failed, the plugins that need it are skipped with the
-    reason, and the others go on loading. Once ``op`` is interrupted, what
-    started stays started and nothing more begins.
-    """
+    """Start ``wanted`` (from :func:`to_load`) in this order: one that fails is marked failed,
+    the ones that need it are skipped with the reason, the others go on loading. Once ``op``
+    is interrupted, what started stays started and nothing more begins."""
     report = LoadReport()
     for name in wanted:
         entry = book.registry[name]
-        down = [d for d, _ in entry.requires if d not in pool.current.live]
         if op is not None and op.interrupted:
             report.skipped[name] = "the load was interrupted before it"
-        elif down:
+        elif down := [d for d, _ in entry.requires if d not in pool.current.live]:
             failed = "failed" if book.state(down[0]) == PluginState.FAILED else "is not running"
             report.skipped[name] = f"needs {down[0]!r}, which {failed}"
         if name in report.skipped:
@@ -87,31 +77,24 @@ async def load(
             try:
                 commit(book, pool, {**pool.current.live, name: new[name]}, failing=name)
             except PluginError:  # a builder (the gateway) refused the new instance
-                await stop(book, runner, [new[name]])
+                await runner.stop([new[name]], book.stop_failed, each=(book.stopping, book.stopped))
                 raise
         except PluginError as exc:
             book.failed(name, exc)
             report.failed[name] = exc
-            report.reasons[name] = describe(exc.cause) if exc.cause else str(exc)  # masked as
-            # the LoadReport leaves (Operations.run/arun), with the rest of the report
+            # masked as the LoadReport leaves (Operations.run/arun), with the rest of it
+            report.reasons[name] = describe(exc.cause) if exc.cause else str(exc)
             continue
         report.order.append(name)
     return report
-
-
-async def stop(book: Book, runner: Runner, lives: list[Live]) -> None:
-    """Stop instances taken out of service, in this order: stopping, stopped, each an event."""
-    await runner.stop(lives, book.stop_failed, each=(book.stopping, book.stopped))
 
 
 async def unload(
     book: Book, pool: LivePool, runner: Runner, name: str, *, dead: bool = False
 ) -> list[str]:
     """Stop ``name`` and, first, every running plugin that depends on it; returns that order.
-
-    ``dead``: ``name`` already stopped and failed (a restart that could not be undone); it
-    and its dependents are only taken out of service, and it keeps its failed state.
-    """
+    ``dead``: ``name`` already stopped and failed (a restart not undone): it only goes out of
+    service with its dependents, and keeps its failed state."""
     current = pool.current.live
     order = [n for n in reversed(book.registry.graph().reload_order(name)) if n in current]
     to_stop = [n for n in order if not (dead and n == name)]
@@ -132,8 +115,9 @@ async def stop_all(book: Book, pool: LivePool, runner: Runner) -> list[str]:
 async def _retire(
     book: Book, pool: LivePool, runner: Runner, order: list[str], remaining: dict[str, Live]
 ) -> None:
-    """Swap in ``remaining``, let work on the older generations drain, stop ``order``."""
-    current = pool.current.live
+    """Swap in ``remaining``, let work on the older generations drain, stop ``order`` (each
+    stop is a stopping and a stopped event)."""
+    lives = [pool.current.live[name] for name in order]
     commit(book, pool, remaining)
     await pool.drain(pool.current, runner.timeouts.drain)
-    await stop(book, runner, [current[name] for name in order])
+    await runner.stop(lives, book.stop_failed, each=(book.stopping, book.stopped))

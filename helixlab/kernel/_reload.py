@@ -1,8 +1,8 @@
-"""What a change of the live set will do: :func:`plan` checks everything (new classes, new
-config, the whole graph), changes nothing, and computes the cascade (the targets and every
-transitive dependent, dependencies first). :func:`reload`, :func:`reconfigure`,
-:func:`define` and :func:`apply_config` turn a Change into its
-:class:`~._transaction.Transaction`.
+"""What a change of the live set will do, and its transaction.
+
+:func:`plan` checks everything (new classes, new config, the whole graph), changes nothing,
+and computes the cascade; :func:`reload`, :func:`reconfigure`, :func:`define` and
+:func:`apply_config` turn a Change into its :class:`~._transaction.Transaction`.
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ from . import _discovery
 from ._book import Book
 from ._config import PluginSpec, parse_config
 from ._fingerprint import Fingerprint, class_fingerprint
-from ._lifecycle import Operation, Runner
+from ._lifecycle import Runner
 from ._live import LivePool
 from ._plugin import Plugin, PluginState, check_plugin_class
 from ._registry import Entry, Registry
-from ._reports import ReloadReport
 from ._secrets import secret_values
-from ._transaction import Plan, Transaction, load_new
+from ._transaction import Plan, Transaction
 
 __all__ = ["Plan", "apply_config", "define", "plan", "reconfigure", "reload"]
 
@@ -39,12 +38,8 @@ def _refuse(
     name: str, exc: BaseException, phase: str = "validate", what: str = "Reload"
 ) -> ReloadError:
     """The error of a reload (or a new definition) refused before anything changed."""
-    return ReloadError(
-        name,
-        phase,
-        f"{what} of {name!r} refused: {describe(exc)} The running versions are unchanged.",
-        cause=exc,
-    )
+    message = f"{what} of {name!r} refused: {describe(exc)} The running versions are unchanged."
+    return ReloadError(name, phase, message, cause=exc)
 
 
 def _with_class(registry: Registry, entry: Entry, cls: type[Plugin], **how: Any) -> Registry:
@@ -72,16 +67,14 @@ def plan(
         if isinstance(target, type):
             name = getattr(target, "name", "") or target.__qualname__
             if name not in registry:
+                known = ", ".join(sorted(registry)) or "none"
+                message = f"no plugin of that name is registered (registered: {known})"
                 raise ReloadError(
-                    name,
-                    "validate",
-                    f"Cannot reload {name!r}: no plugin of that name is registered "
-                    f"(registered: {', '.join(sorted(registry)) or 'none'}). Register it first.",
+                    name, "validate", f"Cannot reload {name!r}: {message}. Register it first."
                 )
             registry = _with_class(registry, registry[name], target)
         elif isinstance(target, str):
-            registry[target]
-            name = target
+            name = registry[target].name
         else:
             raise TypeError(f"reload() takes plugin names or Plugin classes, not {target!r}")
         if name not in names:
@@ -98,46 +91,32 @@ def plan(
             raise _refuse(name, DependencyError(f"Plugin {name!r} is disabled.", plugins=(name,)))
 
     live = pool.current.live
-    wanted = set(names)
     cascade_order = (
-        graph.reload_order(names) if cascade else [n for n in graph.load_order() if n in wanted]
+        graph.reload_order(names) if cascade else [n for n in graph.load_order() if n in names]
     )
     order = [n for n in cascade_order if n in live]
     waiting = (PluginState.FAILED, PluginState.REGISTERED)
-    load = [
-        n
-        for n in cascade_order
-        if n not in live and graph.nodes[n].enabled and (n in wanted or book.state(n) in waiting)
-    ]
-    available = set(live) | set(order)
+    load = [n for n in cascade_order if n not in live and (n in names or book.state(n) in waiting)]
     for name in order:
         entry = registry[name]
         try:
             entry.check_loadable()
         except ConfigError as exc:
             raise _refuse(name, exc, "config") from None
-        for dep, _ in entry.requires:
-            if dep not in available:
-                raise _refuse(
-                    name,
-                    DependencyError(
-                        f"Plugin {name!r} needs {dep!r}, which is not running.",
-                        plugins=(name, dep),
-                    ),
-                )
+        if down := [d for d, _ in entry.requires if d not in live]:
+            message = f"Plugin {name!r} needs {down[0]!r}, which is not running."
+            raise _refuse(name, DependencyError(message, plugins=(name, down[0])))
     return Plan(names, registry, graph, order, load)
 
 
 def reconfigure(book: Book, pool: LivePool, runner: Runner, spec: PluginSpec) -> Transaction:
     """A change to ``spec`` (validated now), reloading its plugin with dependents if running."""
     registry = book.registry.with_spec(spec)
-
-    async def configured(report: ReloadReport, op: Operation) -> None:
-        book.emit("configured", spec.name, detail=f"from {spec.source}")
-
     running = spec.name in pool.current.live
     the_plan = plan(book, pool, [spec.name], registry=registry) if running else None
-    return Transaction(book, pool, runner, the_plan, registry, configured)
+    txn = Transaction(book, pool, runner, the_plan, registry)
+    txn.configured[spec.name] = f"from {spec.source}"
+    return txn
 
 
 def define(
@@ -162,65 +141,46 @@ def define(
     if unit is not None:
         gone = [n for n, e in registry.entries.items() if e.unit == unit and n not in names]
         if gone:
-            raise ReloadError(
-                gone[0],
-                "validate",
+            message = (
                 f"{source} no longer defines {', '.join(map(repr, gone))} (it defines "
                 f"{', '.join(map(repr, names))}); renaming or removing a plugin is not a reload. "
                 f"Keep the name, or unregister {gone[0]!r} first. The running versions are "
-                f"unchanged.",
+                f"unchanged."
             )
-    prints = {cls.name: fingerprints.get(cls.name) or class_fingerprint(cls) for cls in classes}
+            raise ReloadError(gone[0], "validate", message)
     new, changed = [], []
     reasons: dict[str, list[str]] = {}  # a changed plugin: the names whose code changed
     for cls in classes:
-        if cls.name not in registry:
-            new.append(cls.name)
-            spec = book.pending.get(cls.name)
-            registry = registry.added(
-                cls,
-                origin=origin,
-                source=source,
-                spec=spec,
-                unit=unit,
-                fingerprint=prints[cls.name],
-            )
+        name, printed = cls.name, fingerprints.get(cls.name) or class_fingerprint(cls)
+        if name not in registry:
+            new.append(name)
+            spec = book.pending.get(name)
+            how = {"origin": origin, "source": source, "unit": unit, "fingerprint": printed}
+            registry = registry.added(cls, spec=spec, **how)
             continue
-        entry = registry[cls.name]
+        entry = registry[name]
         if unit is not None and entry.unit not in (None, unit) and entry.origin == "file":
-            raise ReloadError(
-                cls.name,
-                "validate",
-                f"{source} defines {cls.name!r}, which is already defined in {entry.source}; "
-                f"plugin names must be unique. The running versions are unchanged.",
+            message = (
+                f"{source} defines {name!r}, which is already defined in {entry.source}; "
+                f"plugin names must be unique. The running versions are unchanged."
             )
-        failed = book.state(cls.name) == PluginState.FAILED
-        if entry.fingerprint != prints[cls.name] or failed:
-            changed.append(cls.name)
-            if entry.fingerprint != prints[cls.name]:
-                reasons[cls.name] = prints[cls.name].changed(entry.fingerprint)
-            registry = _with_class(
-                registry, entry, cls, source=source, fingerprint=prints[cls.name]
-            )
-            registry = registry.with_entry(replace(registry[cls.name], unit=unit, origin=origin))
+            raise ReloadError(name, "validate", message)
+        if entry.fingerprint != printed:
+            reasons[name] = printed.changed(entry.fingerprint)
+        elif book.state(name) != PluginState.FAILED:
+            continue  # unchanged: nothing to do
+        changed.append(name)
+        registry = _with_class(registry, entry, cls, source=source, fingerprint=printed)
+        registry = registry.with_entry(replace(registry[name], unit=unit, origin=origin))
     try:
         registry.graph().validate()
     except DependencyError as exc:
         what = "Reload" if changed else "Definition"
         raise _refuse((changed or new)[0], exc, what=what) from None
-
-    async def finish(report: ReloadReport, op: Operation) -> None:
-        if new and the_plan is None:  # nothing reloaded: the cascade is what this loads
-            book.last_cascade = ()
-        for name in new:
-            book.registered(name, f"{registry[name].cls.kind} from {source}")
-            report.versions.setdefault(name, ("-", str(registry[name].cls.version)))
-        if new:
-            await load_new(book, pool, runner, op, new, new, report)
-
     the_plan = plan(book, pool, changed, registry=registry) if changed else None
-    txn = Transaction(book, pool, runner, the_plan, registry, finish)
-    txn.report.changes = reasons
+    txn = Transaction(book, pool, runner, the_plan, registry)
+    txn.registered = {name: f"{registry[name].cls.kind} from {source}" for name in new}
+    txn.new, txn.report.changes = new, reasons
     return txn
 
 
@@ -234,17 +194,15 @@ def reload(
 
 def _with_builtin_dependencies(registry: Registry) -> Registry:
     """Add, with their defaults, the built-in plugins that configured ones depend on."""
-    while True:
-        missing = {
-            dep: cls
-            for entry in registry.entries.values()
-            for dep, _ in entry.requires
-            if dep not in registry and (cls := _discovery.builtin_plugin(dep)) is not None
-        }
-        if not missing:
-            return registry
+    while missing := {
+        dep: cls
+        for entry in registry.entries.values()
+        for dep, _ in entry.requires
+        if dep not in registry and (cls := _discovery.builtin_plugin(dep)) is not None
+    }:
         for dep in sorted(missing):
             registry = registry.added(missing[dep], origin="builtin")
+    return registry
 
 
 def _graph_problems(exc: DependencyError, doc: Any) -> list[ConfigProblem]:
@@ -252,8 +210,7 @@ def _graph_problems(exc: DependencyError, doc: Any) -> list[ConfigProblem]:
     problems = []
     for problem in exc.problems:
         named = next((n for n in problem.plugins if n in doc.plugins), None)
-        spec = doc.plugins.get(named) if named is not None else None
-        line = spec.line if spec is not None else None
+        line = doc.plugins[named].line if named is not None else None
         problems.append(ConfigProblem(str(problem), doc.source, line, named))
     return problems
 
@@ -274,17 +231,17 @@ def apply_config(
 
     def check(spec: PluginSpec) -> list[ConfigProblem]:
         nonlocal proposed
-        name = spec.name
-        known = proposed.entries.get(name)
-        book.learn(spec, known.cls if known else _discovery.builtin_plugin(name))
+        name, known = spec.name, proposed.entries.get(spec.name)
+        cls = known.cls if known else _discovery.builtin_plugin(name)
+        book.learn(spec, cls)
         if not spec.enabled and name in live:
             message = f"{name!r} is running; unload it before disabling it"
             return [ConfigProblem(message, spec.source, spec.line, name, "enabled")]
         try:
-            if name in proposed:
+            if known is not None:
                 proposed = proposed.with_spec(spec)
-            elif (builtin := _discovery.builtin_plugin(name)) is not None:
-                proposed = proposed.added(builtin, origin="builtin", spec=spec)
+            elif cls is not None:
+                proposed = proposed.added(cls, origin="builtin", spec=spec)
             else:  # kept until a class of that name is registered (a later cell, a file)
                 pending[name] = spec
         except ConfigError as exc:
@@ -302,19 +259,13 @@ def apply_config(
     changed = [n for n in doc.plugins if n in old and old[n].spec != proposed[n].spec]
     added = [n for n in proposed if n not in old]
     running = [n for n in changed if n in live]
-
-    async def finish(report: ReloadReport, op: Operation) -> None:
-        for name in added:
-            book.registered(name, "built in, from config")
-        for name in changed:
-            book.emit("configured", name, detail=f"from {doc.source}")
-        for name, spec in pending.items():
-            book.pending[name] = spec
-            kept = f"from {doc.source}; kept until {name!r} is registered"
-            book.emit("configured", name, detail=kept)
-
     the_plan = plan(book, pool, running, registry=proposed) if running else None
-    return Transaction(book, pool, runner, the_plan, proposed, finish)
+    txn = Transaction(book, pool, runner, the_plan, proposed)
+    txn.registered = dict.fromkeys(added, "built in, from config")
+    txn.configured = dict.fromkeys(changed, f"from {doc.source}")
+    txn.configured |= {n: f"from {doc.source}; kept until {n!r} is registered" for n in pending}
+    txn.pending = pending
+    return txn
 
 
 def unregistered(book: Book) -> ConfigError | None:
@@ -323,40 +274,32 @@ def unregistered(book: Book) -> ConfigError | None:
         return None
     known = ", ".join(sorted({*book.registry, *_discovery.builtin_names()})) or "none"
     looked = ", ".join(["the built-ins", *book.looked])
+    why = (
+        f"is registered or built in (known: {known}; looked in {looked}); its configuration "
+        "is kept until one is. Add the directory holding it with `helixlab serve CONFIG "
+        "--plugins DIR` or a top-level `plugin_dirs:` list, or install a package publishing "
+        "it under the 'helixlab.plugins' entry point"
+    )
     problems = [
-        ConfigProblem(
-            f"no plugin named {name!r} is registered or built in (known: {known}; looked "
-            f"in {looked}); its configuration is kept until one is. Add the directory "
-            f"holding it with `helixlab serve CONFIG --plugins DIR` or a top-level "
-            f"`plugin_dirs:` list, or install a package publishing it under the "
-            f"'helixlab.plugins' entry point",
-            spec.source,
-            spec.line,
-            name,
-        )
+        ConfigProblem(f"no plugin named {name!r} {why}", spec.source, spec.line, name)
         for name, spec in sorted(book.pending.items())
     ]
     return ConfigError(problems, problems[0].source)
 
 
-def stored_value_refusal(entry: Any, cls: Any, exc: ConfigError) -> ReloadError | None:
-    """The refusal of ``cls`` when only values stored in ``entry``'s config block it: a
-    plugin's configuration outlives its class, and a stricter config model may refuse a
-    value stored earlier; the refusal names the value, where it was set, and the command
-    that clears it. None when the new class would be refused with its own defaults too
-    (its model is at fault), or when a blocked value has no default to go back to.
-    """
-    spec = entry.spec
-    model: Any = getattr(cls, "config_model", None)
+def stored_value_refusal(entry: Entry, cls: type[Plugin], exc: ConfigError) -> ReloadError | None:
+    """The refusal of ``cls`` when only values stored earlier in ``entry``'s config (which
+    outlives its class) block it: naming them, where they were set, and how to clear them.
+    None when its model refuses its own defaults too, or a blocked value has no default."""
+    spec, model = entry.spec, getattr(cls, "config_model", None)  # any class: duck-typed
     fields = getattr(model, "model_fields", None)
     if not spec.config or model is None or fields is None:
         return None
     blocked: dict[str, Any] = {}
     for problem in exc.problems:
-        key = _top_key(problem.path)
-        if key is None or key not in spec.config or key not in fields:
-            return None
-        if fields[key].is_required():
+        head, _, rest = problem.path.partition(".")  # "config.level.x", or "level"
+        key = rest.partition(".")[0] if head == "config" else None if rest else head
+        if key not in spec.config or key not in fields or fields[key].is_required():
             return None
         blocked[key] = fields[key].get_default(call_default_factory=True)
     try:  # the defaults themselves must be accepted, else the model is at fault
@@ -376,20 +319,10 @@ def stored_value_refusal(entry: Any, cls: Any, exc: ConfigError) -> ReloadError 
         fix += " (the new defaults)"
     else:
         where, fix = f"in {spec.source}", f"change it in {spec.source} and apply that file again"
-    return ReloadError(
-        name,
-        "config",
+    message = (
         f"Reload of {name!r} refused: the configuration stored for it earlier ({values}, set "
         f"{where}) does not fit the new {getattr(model, '__name__', 'config model')} "
         f"({reasons}). The new definition itself is fine: {fix}, then run the definition "
-        f"again. The running versions are unchanged.",
-        cause=exc,
+        f"again. The running versions are unchanged."
     )
-
-
-def _top_key(path: str) -> str | None:
-    """``config.level`` -> ``level``; None for a path that is not under ``config``."""
-    parts = path.split(".")
-    if len(parts) >= 2 and parts[0] == "config":
-        return parts[1]
-    return parts[0] if len(parts) == 1 and parts[0] else None
+    return ReloadError(name, "config", message, cause=exc)

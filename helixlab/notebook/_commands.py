@@ -12,6 +12,7 @@ import yaml
 from IPython.core.error import UsageError
 
 from ._displays import EventTable, GraphView, HealthTable, PluginTable, Text
+from ._drawing import to_dot, to_text
 
 __all__: list[str] = []
 
@@ -40,8 +41,8 @@ def cmd_graph(session: Any, args: Any) -> GraphView:
     highlight = kernel.last_cascade
     graph = kernel.graph
     return GraphView(
-        graph.to_dot(states=states, highlight=highlight),
-        graph.to_text(states=states, highlight=highlight),
+        to_dot(graph, states=states, highlight=highlight),
+        to_text(graph, states=states, highlight=highlight),
         args.format,
     )
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from .._extras import needs
 from ..errors import MissingExtraError
-from ..kernel import STATE_COLORS
+from ._drawing import STATE_COLORS
 
 __all__ = ["EventTable", "GraphView", "HealthTable", "PluginTable", "Text", "table_html"]
 

@@ -20,6 +20,7 @@ from .._extras import needs
 from ..errors import HelixError
 from ..kernel import Kernel, PluginEvent
 from ._displays import INSTALL_HINT, GraphView, state_badge, table_html
+from ._drawing import to_dot, to_text
 from ._quiet import muffled_threads
 
 with needs("lab", "helixlab.widgets"):
@@ -131,8 +132,8 @@ class GraphWidget(w.HTML):
         states = {row.name: row.state for row in kernel.info()}
         graph = kernel.graph
         return GraphView(
-            graph.to_dot(states=states, highlight=kernel.last_cascade),
-            graph.to_text(states=states, highlight=kernel.last_cascade),
+            to_dot(graph, states=states, highlight=kernel.last_cascade),
+            to_text(graph, states=states, highlight=kernel.last_cascade),
         )
 
     def refresh(self) -> None:

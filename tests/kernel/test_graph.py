@@ -1,4 +1,4 @@
-"""Tests for helixlab.kernel._graph: orders, cycles, validation and drawings."""
+"""Tests for helixlab.kernel._graph: orders, cycles and validation (drawings: tests/notebook)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import graphlib
 import heapq
 import itertools
 import random
-import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from helixlab.errors import (
@@ -21,16 +20,7 @@ from helixlab.errors import (
     RegistryError,
     VersionConflictError,
 )
-from helixlab.kernel._drawing import STATE_COLORS
-from helixlab.kernel._graph import (
-    DependencyGraph,
-    Node,
-    dependencies,
-    dependents,
-    find_cycle,
-    load_order,
-    reload_order,
-)
+from helixlab.kernel._graph import DependencyGraph, Node, find_cycle
 from helixlab.kernel._plugin import parse_dependency
 
 # -- factories ---------------------------------------------------------------------
@@ -39,6 +29,25 @@ from helixlab.kernel._plugin import parse_dependency
 def node(name: str, version: str = "1.0.0", *requires: str, **kw: object) -> Node:
     """A Node declared the way a plugin class declares it: ``node("b", "1.0", "a>=1")``."""
     return Node(name, version, requires=tuple(parse_dependency(r, name) for r in requires), **kw)
+
+
+def graph_of(deps: dict[str, list[str]], priority: dict[str, int] | None = None) -> DependencyGraph:
+    """A graph of ``name -> dependencies`` (no specifiers), with priorities (missing: 0)."""
+    priority = priority or {}
+    return DependencyGraph(
+        Node(n, priority=priority.get(n, 0), requires=tuple((d, "") for d in ds))
+        for n, ds in deps.items()
+    )
+
+
+def load_order(deps: dict[str, list[str]], priority: dict[str, int] | None = None) -> list[str]:
+    return graph_of(deps, priority).load_order()
+
+
+def reload_order(deps, names, priority=None) -> list[str]:
+    """The graph's reload order of the ``names`` it knows."""
+    names = [names] if isinstance(names, str) else [n for n in names if n in deps]
+    return graph_of(deps, priority).reload_order(names)
 
 
 NAMES = [f"p{i}" for i in range(12)]
@@ -212,12 +221,14 @@ def test_self_dependency_is_a_cycle() -> None:
 @given(dags(), st.sampled_from(NAMES))
 def test_dependents_and_dependencies_match_brute_force(dag, name) -> None:
     deps, _ = dag
+    assume(name in deps)  # an unknown name is refused (test_graph_names_the_choices_...)
+    graph = graph_of(deps)
     forward = {n: set(ds) for n, ds in deps.items()}
     backward = {n: {m for m, ds in deps.items() if n in ds} for n in deps}
-    assert dependencies(deps, name) == closure(forward, forward.get(name, set()))
-    assert dependents(deps, name) == closure(backward, backward.get(name, set()))
-    assert dependents(deps, name, transitive=False) == backward.get(name, set())
-    assert dependencies(deps, name, transitive=False) == forward.get(name, set())
+    assert set(graph.dependencies(name, transitive=True)) == closure(forward, forward[name])
+    assert set(graph.dependents(name, transitive=True)) == closure(backward, backward[name])
+    assert set(graph.dependents(name)) == backward[name]
+    assert set(graph.dependencies(name)) == forward[name]
 
 
 @given(dags(), st.lists(st.sampled_from(NAMES), max_size=3))
@@ -436,75 +447,6 @@ def test_disabled_plugins_may_depend_on_anything() -> None:
     )
     graph.validate()
     assert graph.load_order() == []
-
-
-# -- drawings --------------------------------------------------------------------------
-
-
-def dot_lines(dot: str, pattern: str) -> list[str]:
-    return [line.strip() for line in dot.splitlines() if re.search(pattern, line)]
-
-
-def test_to_dot_draws_arrows_from_dependency_to_dependent(gateway) -> None:
-    dot = gateway.to_dot(title="gateway")
-    assert dot.startswith("digraph ")
-    assert 'label="gateway"' in dot
-    assert '"custom-logger" [label="custom-logger\\n1.0.0"' in dot
-    assert '"custom-logger" -> "rate-limiter" [label=">=1.0"];' in dot
-    assert '"rate-limiter" -> "auth";' in dot
-    assert not dot_lines(dot, r'"auth" ->')
-
-
-def test_to_dot_colours_states_and_highlights_the_cascade(gateway) -> None:
-    states = {"custom-logger": "active", "rate-limiter": "failed", "auth": "stopped"}
-    dot = gateway.to_dot(states=states, highlight=["rate-limiter", "auth"])
-    (logger,) = dot_lines(dot, r'^\s*"custom-logger" \[')
-    (limiter,) = dot_lines(dot, r'^\s*"rate-limiter" \[')
-    (auth,) = dot_lines(dot, r'^\s*"auth" \[')
-    assert STATE_COLORS["active"] in logger and "penwidth" not in logger
-    assert STATE_COLORS["failed"] in limiter and "penwidth=3" in limiter
-    assert STATE_COLORS["stopped"] in auth and "penwidth=3" in auth
-    assert len({STATE_COLORS[s] for s in states.values()}) == 3
-    (hot,) = dot_lines(dot, r'"rate-limiter" -> "auth"')
-    (cold,) = dot_lines(dot, r'"custom-logger" -> "rate-limiter"')
-    assert "penwidth" in hot and "penwidth" not in cold
-
-
-def test_to_dot_draws_missing_dependencies_dashed_red_and_is_deterministic(gateway) -> None:
-    dot = gateway.to_dot()
-    (ghost,) = dot_lines(dot, r'^\s*"nowhere" \[')
-    assert "dashed" in ghost and "(missing)" in ghost
-    shuffled_graph = DependencyGraph(reversed(list(gateway.nodes.values())))
-    assert shuffled_graph.to_dot() == dot
-
-
-def test_to_dot_quotes_awkward_names() -> None:
-    dot = DependencyGraph([Node('we"ird\\name')]).to_dot()
-    assert '"we\\"ird\\\\name" [label="we\\"ird\\\\name\\n0.0.0"' in dot
-
-
-def test_to_text_lists_plugins_in_load_order(gateway) -> None:
-    text = gateway.to_text(
-        states={"custom-logger": "active", "rate-limiter": "active"}, highlight=["rate-limiter"]
-    )
-    assert text.splitlines() == [
-        "  metrics 2.0.0",
-        "  custom-logger 1.0.0 [active]",
-        "* rate-limiter 1.2.0 [active]  <- custom-logger>=1.0",
-        "  auth 0.3.0  <- custom-logger, rate-limiter",
-        "  legacy 0.1.0 [disabled]  <- nowhere (missing)",
-    ]
-
-
-def test_to_text_still_renders_a_broken_graph() -> None:
-    graph = DependencyGraph(
-        [node("base", "1.0"), node("a", "1.0", "b"), node("b", "1.0", "a", "base>=2")]
-    )
-    assert graph.to_text().splitlines() == [
-        "  base 1.0",
-        "  a 1.0  <- b  (blocked by a dependency cycle)",
-        "  b 1.0  <- a, base>=2 (is 1.0)  (blocked by a dependency cycle)",
-    ]
 
 
 @given(cyclic_graphs(), st.dictionaries(st.sampled_from(NAMES), st.integers(-2, 2)))

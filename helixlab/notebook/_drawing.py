@@ -1,4 +1,4 @@
-"""Drawing the dependency graph (``DependencyGraph.to_dot`` and ``to_text``).
+"""Drawing a kernel's dependency graph as DOT and as text, from its public API only.
 
 Both are deterministic (sorted), so notebooks can compare them: nodes coloured by state,
 the last reload cascade highlighted, missing or unsatisfied dependencies dashed in red.
@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ._graph import DependencyGraph
+from ..kernel import DependencyGraph
 
 __all__ = ["STATE_COLORS", "to_dot", "to_text"]
 
