@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import queue
@@ -37,12 +38,9 @@ class PluginEvent(NamedTuple):
 
     def __str__(self) -> str:
         who = f"{self.plugin} {self.version}".strip()
-        text = f"#{self.seq} {self.kind:<13} {who}"
-        if self.detail:
-            text += f": {self.detail}"
-        if self.error:
-            text += f" ({self.error})"
-        return text
+        detail = f": {self.detail}" if self.detail else ""
+        error = f" ({self.error})" if self.error else ""
+        return f"#{self.seq} {self.kind:<13} {who}{detail}{error}"
 
     def __repr__(self) -> str:
         return f"PluginEvent({self})"
@@ -116,11 +114,9 @@ class EventLog:
         """Async twin of :meth:`watch`, for the caller's running loop."""
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[PluginEvent] = asyncio.Queue()
-
-        def deliver(event: PluginEvent) -> None:
-            loop.call_soon_threadsafe(inbox.put_nowait, event)
-
-        unsubscribe = self.subscribe(deliver)
+        unsubscribe = self.subscribe(
+            lambda event: loop.call_soon_threadsafe(inbox.put_nowait, event)
+        )
         try:
             while True:
                 yield await inbox.get()
@@ -128,16 +124,13 @@ class EventLog:
             unsubscribe()
 
 
-class _Watch:
+class _Watch(Iterator[PluginEvent], contextlib.AbstractContextManager):
     """The iterator :meth:`EventLog.watch` returns; a context manager that unsubscribes."""
 
     def __init__(self, log: EventLog, timeout: float | None):
         self._inbox: queue.SimpleQueue[PluginEvent] = queue.SimpleQueue()
         self._timeout = timeout
         self._unsubscribe: Callable[[], None] | None = log.subscribe(self._inbox.put)
-
-    def __iter__(self) -> _Watch:
-        return self
 
     def __next__(self) -> PluginEvent:
         if self._unsubscribe is None:
@@ -152,9 +145,6 @@ class _Watch:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-
-    def __enter__(self) -> _Watch:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
