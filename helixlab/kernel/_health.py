@@ -29,9 +29,7 @@ class Checks:
         """Check the running plugins; failed ones are unhealthy too. Changes become events."""
         book = self.book
         with self.pool.lease() as lease:
-            live = lease.generation.live
-            timeout = self.runner.timeouts.health
-            results = await asyncio.gather(*(self.check(v, timeout) for v in live.values()))
+            results = await asyncio.gather(*map(self.check, lease.generation.live.values()))
         # a plugin's own words, masked once: the events and the answer quote them
         statuses = {s.plugin: replace(s, detail=book.mask(s.detail)) for s in results}
         for name, record_ in sorted(book.records.items()):
@@ -42,17 +40,16 @@ class Checks:
             book.checked(name, status)
         return dict(sorted(statuses.items()))
 
-    async def check(self, live: Live, timeout: float) -> HealthStatus:
+    async def check(self, live: Live) -> HealthStatus:
         """One plugin's check: raising, False or a message is unhealthy (a :class:`Degraded`
         message: healthy, degraded). A caller that comes while one runs gets its result."""
-        started = time.perf_counter()
-        name = live.name
+        started, name, timeout = time.perf_counter(), live.name, self.runner.timeouts.health
         last = self._last.get(name)
         if last is not None and last[0] is live and not last[1].finished:
             task = last[2]
             if task.done():  # it timed out, and its method has not returned since
                 detail = f"still checking: the last check has not returned after {timeout:g}s"
-                return HealthStatus(name, False, detail, "active", 0.0)
+                return HealthStatus(name, False, detail)
         else:
             progress = Progress()
             call = self.runner.call(live, "health", live.ctx, timeout=timeout, progress=progress)
@@ -61,24 +58,21 @@ class Checks:
         try:
             result = await asyncio.shield(task)
         except PluginError as exc:
+            degraded = healthy = False
             detail = describe(exc.cause) if exc.cause is not None else str(exc)
             if isinstance(exc.cause, TimeoutError):
                 detail = f"no answer within {timeout:g}s"
-            return HealthStatus(name, False, detail, "active", time.perf_counter() - started)
-        degraded = isinstance(result, Degraded)  # serving, with less than it should: healthy
-        healthy = degraded or (result is not False and not isinstance(result, str))
-        detail = str(result) if isinstance(result, str) else ""
+        else:
+            degraded = isinstance(result, Degraded)  # serving, with less than it should: healthy
+            healthy = degraded or (result is not False and not isinstance(result, str))
+            detail = str(result) if isinstance(result, str) else ""
         elapsed = time.perf_counter() - started
-        return HealthStatus(name, healthy, detail, "active", elapsed, degraded=degraded)
+        return HealthStatus(name, healthy, detail, elapsed=elapsed, degraded=degraded)
 
 
 def column(state: PluginState, last: HealthStatus | None) -> str:
     """What a plugin row says of health (helixlab's words: healthy, unhealthy, unknown, -);
     the last check counts only for the instance it saw."""
-    if state == PluginState.FAILED:
-        return "unhealthy"
     if state != PluginState.ACTIVE:
-        return "-"
-    if last is None:
-        return "unknown"
-    return "healthy" if last.healthy else "unhealthy"
+        return "unhealthy" if state == PluginState.FAILED else "-"
+    return "unknown" if last is None else ("healthy" if last.healthy else "unhealthy")
