@@ -96,18 +96,15 @@ class LoopThread:
         self.loop.call_soon(self._ready.set)
         try:
             self.loop.run_forever()
-        finally:
-            self._shutdown()
-
-    def _shutdown(self) -> None:
-        pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:  # bounded: a task that swallows its cancellation is left behind
-            self.loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
-        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-        self.loop.run_until_complete(self.loop.shutdown_default_executor())
-        self.loop.close()
+        finally:  # stopped: what is left is cancelled, then the loop closed
+            pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:  # bounded: a task that swallows its cancellation is left behind
+                self.loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            self.loop.close()
 
     @property
     def running(self) -> bool:
@@ -126,14 +123,13 @@ class LoopThread:
                 "e.g. `await kernel.areload(...)`."
             )
 
-    def submit(self, coro: Coroutine[Any, Any, Any], send: bool = True) -> Submission:
-        """``coro`` sent to the loop, where its task starts in order of submission (or,
-        ``send=False``, made only: sent by :meth:`send`, so that an interrupt finds it)."""
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> Submission:
+        """``coro`` made ready for the loop, to be sent by :meth:`send` (its task starts in
+        order of sending): the caller holds it first, so that an interrupt finds it."""
         if not self.running:
             coro.close()
             raise KernelClosedError("The kernel is closed; create a new Kernel().")
-        submission = Submission(coro)
-        return self.send(submission) if send else submission
+        return Submission(coro)
 
     def send(self, submission: Submission) -> Submission:
         self.loop.call_soon_threadsafe(submission._begin, self.loop)
@@ -153,7 +149,7 @@ class LoopThread:
         receives goes to ``discard``). A second interrupt stops the waiting, not the work.
         """
         self.refuse_in_loop(coro)
-        submission = self.submit(coro, send=False)
+        submission = self.submit(coro)
         try:  # from here on an interrupt, wherever it lands, finds the submission
             return _wait(self.send(submission).future).result()
         except KeyboardInterrupt:
@@ -172,7 +168,7 @@ class LoopThread:
         awaiting task is an interrupt, as in :meth:`run`."""
         if self.in_loop():
             return await coro
-        submission = self.submit(coro, send=False)
+        submission = self.submit(coro)
         future = asyncio.wrap_future(submission.future)
         try:
             self.send(submission)

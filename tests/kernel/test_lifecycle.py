@@ -71,6 +71,26 @@ def test_a_base_exception_in_reload_is_that_plugins_failure(kernel, make_plugin,
     assert kernel.load("z").order == ["z"]
 
 
+@pytest.mark.parametrize("kind", ["plain", "async"])
+@pytest.mark.parametrize("exc", EXITS, ids=lambda e: e.__name__)
+def test_a_base_exception_in_a_plugins_constructor_fails_it_in_init(kernel, make_plugin, exc, kind):
+    def __init__(self):
+        raise exc("from the constructor")
+
+    kernel.register(make_plugin("a"))
+    kernel.register(make_plugin("b", deps=("a",), __init__=__init__, start=thrower(exc, kind)))
+    report = kernel.load_all()
+    assert report.order == ["a"] and report.failed["b"].phase == "init"
+    assert "from the constructor" in report.reasons["b"]
+    old = kernel.get("a")
+    with pytest.raises(ReloadError) as info:  # a new class of a running plugin: rolled back
+        kernel.reload(make_plugin("a", version="2.0.0", __init__=__init__))
+    assert info.value.phase == "init" and kernel.get("a") is old
+    assert kernel.health()["a"].healthy  # the loop lives
+    kernel.register(make_plugin("z"))
+    assert kernel.load("z").order == ["z"]
+
+
 @pytest.mark.parametrize("exc", EXITS, ids=lambda e: e.__name__)
 def test_a_base_exception_in_a_health_check_is_unhealthy(kernel, make_plugin, exc):
     kernel.register(make_plugin("a", health_check=thrower(exc, "async")))
@@ -289,7 +309,7 @@ def test_work_bound_to_a_lease_is_cancelled_at_the_drain_deadline(make_plugin):
             finally:
                 lease.release()
 
-        future = kernel._thread.submit(request()).future
+        future = asyncio.run_coroutine_threadsafe(request(), kernel._thread.loop)
         assert started.wait(10)
         report = kernel.reload("a")
         assert report.ok and report.stopped == ["a"]
