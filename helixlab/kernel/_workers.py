@@ -182,25 +182,21 @@ class Imports:
         """``fn()``, an import of ``what`` for plugin ``name``, on a worker thread; on the
         kernel's loop. PluginTimeoutError (phase ``import``) past ``timeout``, or at once
         while the last import of this ``content`` under ``key`` has not returned."""
+
+        def timed_out(label: Any, seconds: float, still: bool = False) -> PluginTimeoutError:
+            text = (
+                f"is still importing (its last import has not finished after {seconds:g}s); "
+                "fix its top-level code and save it again."
+                if still
+                else f"did not finish importing within {seconds:g}s (a sleep or a loop at its "
+                "top level?); the running version keeps serving."
+            )
+            cause = TimeoutError(f"no import within {seconds:g}s")
+            return PluginTimeoutError(name, "import", f"{what} {text}", cause=cause)
+
         last = self._importing.get(key)
         if last is not None and not last[1].finished and last[0] == content:
-            raise PluginTimeoutError(
-                name,
-                "import",
-                f"{what} is still importing (its last import has not finished after "
-                f"{timeout:g}s); fix its top-level code and save it again.",
-                cause=TimeoutError(f"no import within {timeout:g}s"),
-            )
-
-        def timed_out(label: Any, seconds: float) -> PluginTimeoutError:
-            return PluginTimeoutError(
-                name,
-                "import",
-                f"{what} did not finish importing within {seconds:g}s (a sleep or a loop at "
-                f"its top level?); the running version keeps serving.",
-                cause=TimeoutError(f"no import within {seconds:g}s"),
-            )
-
+            raise timed_out(what, timeout, still=True)
         progress = Progress()
         progress.begin(what, timeout)
         self._importing[key] = (content, progress)
