@@ -226,8 +226,16 @@ class Runner:
             state = states.get(entry.name) if states is not None else None
             if exporting is not None:
                 state = yield (exporting, "export_state", (), t.export_state)
-            handover = states is not None or entry.name in current
-            live = made[entry.name] = self.new_live(entry, current, new, handover)
+            version = str(entry.cls.version)
+            try:  # a new instance: the one given to register() serves its first load only
+                first = states is None and entry.name not in current
+                plugin = entry.instance if first and entry.instance is not None else entry.cls()
+            except BaseException as exc:  # SystemExit included: the plugin's failure
+                raise PluginError(entry.name, "init", cause=exc, version=version) from exc
+            config = fresh_copy(entry.config)  # its own: changing it changes nobody else's
+            deps = {d: (new.get(d) or current[d]).plugin for d, _ in entry.requires}
+            ctx = Context(entry.name, version, config, deps, kernel=self.owner)
+            live = made[entry.name] = Live(plugin, ctx, config)
             if "init" in defined:
                 yield (live, "init", (live.ctx, live.config), t.init)
             if init_only:
@@ -237,19 +245,6 @@ class Runner:
             if "start" in defined:
                 yield (live, "start", (live.ctx,), t.start)
             new[entry.name] = live
-
-    def new_live(
-        self, entry: Entry, current: Mapping[str, Live], bound: Mapping[str, Live], handover: bool
-    ) -> Live:
-        """A new instance of ``entry``, its own copy of the config, bound to its dependencies."""
-        deps = {d: (bound.get(d) or current[d]).plugin for d, _ in entry.requires}
-        version = str(entry.cls.version)
-        try:
-            plugin = entry.instance if entry.instance is not None and not handover else entry.cls()
-        except Exception as exc:
-            raise PluginError(entry.name, "init", cause=exc, version=version) from exc
-        config = fresh_copy(entry.config)  # an instance that changes its config changes its own
-        return Live(plugin, Context(entry.name, version, config, deps, kernel=self.owner), config)
 
     async def stop(
         self,
@@ -262,38 +257,36 @@ class Runner:
         ``before(live)`` and ``after(live)``); a failure goes to ``failed(live, error)``, is
         returned, and the rest go on."""
         errors = []
-        todo = list(lives)
-        for live in todo:
+        for live in lives:
             live.stopping = True
-        while todo:
-            batch = todo[:1] if each else todo
+        while lives:
+            batch = lives[:1] if each else lives
             if each:
                 each[0](batch[0])
-            wheres = [homes(type(live.plugin)).get("stop", NONE) for live in batch]
-            done = [0]
+            where = max(homes(type(live.plugin)).get("stop", NONE) for live in batch)
+            done = [0]  # how many of the batch the job is past (a failed one included)
             try:
-                await self.run(self._stopping(batch, wheres, done), max(wheres))
+                await self.run(self._stopping(batch, done), where)
             except PluginError as exc:
                 failed(batch[done[0]], exc)
                 errors.append(exc)
                 done[0] += 1
             if each:
                 each[1](batch[0])
-            todo = todo[len(batch) if each else done[0] :]
+            lives = lives[done[0] :]
         return errors
 
-    def _stopping(self, lives: list[Live], wheres: list[int], done: list[int]) -> Job:
-        for live, where in zip(lives, wheres, strict=True):
-            if where != NONE:
+    def _stopping(self, lives: list[Live], done: list[int]) -> Job:
+        for live in lives:
+            if "stop" in homes(type(live.plugin)):
                 yield (live, "stop", (live.ctx,), self.timeouts.stop)
             done[0] += 1
 
     def stop_here(self, live: Live) -> PluginError | None:
         """:meth:`stop`'s job in the calling thread, no timeout: an abandoned ``start`` that
         returns once the kernel is closing (its loop may be gone)."""
-        wheres = [homes(type(live.plugin)).get("stop", NONE)]
         try:
-            self._drive_thread(self._stopping([live], wheres, [0]), Progress(), here=True)
+            self._drive_thread(self._stopping([live], [0]), Progress(), here=True)
         except PluginError as exc:
             return exc
         return None
@@ -340,30 +333,25 @@ class Runner:
                 progress.begin((live, phase), timeout)
                 try:
                     sent = getattr(live.plugin, PHASES[phase])(*args)
-                    if sent is not None and inspect.isawaitable(sent):
-                        sent = self._await(progress, sent, here)
+                    if sent is not None and inspect.isawaitable(sent):  # awaited on the loop
+                        if here:  # (or in this thread)
+                            ok, sent = asyncio.run(_guarded(sent))
+                        else:
+                            future = asyncio.run_coroutine_threadsafe(_guarded(sent), self.loop)
+                            progress.waiting = future
+                            try:
+                                ok, sent = future.result()
+                            except concurrent.futures.CancelledError:
+                                raise Abandoned from None
+                            finally:
+                                progress.waiting = None
+                        if not ok:
+                            raise sent
                 except BaseException as exc:
                     raise self._failed(progress, live, phase, exc) from exc
                 self._ended(progress, live, phase)
         except StopIteration as stop:
             return stop.value
-
-    def _await(self, progress: Progress, awaitable: Any, here: bool) -> Any:
-        """A plain method's awaitable result, awaited on the loop (``here``: in this thread)."""
-        if here:
-            ok, value = asyncio.run(_guarded(awaitable))
-        else:
-            future = asyncio.run_coroutine_threadsafe(_guarded(awaitable), self.loop)
-            progress.waiting = future
-            try:
-                ok, value = future.result()
-            except concurrent.futures.CancelledError:
-                raise Abandoned from None
-            finally:
-                progress.waiting = None
-        if not ok:
-            raise value
-        return value
 
     async def _drive_loop(self, job: Job, progress: Progress, future: asyncio.Future) -> None:
         """In a task of its own: every request of ``job`` in turn; its ending settles ``future``."""
