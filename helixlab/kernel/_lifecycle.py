@@ -177,40 +177,38 @@ class Runner:
         exports (or of ``states``: the restart strategy), start. ``initialized(name)`` (a
         load's event) comes between init and start. The first failure raises its PluginError.
         """
-        steps, wheres = [], []  # each class's phases looked up once: n can be thousands
-        for entry in entries:
+        runs: list[list[tuple[Entry, Live | None, dict[str, int]]]] = []
+        run_homes: list[int] = []  # where each run's job goes: never both a thread and a task
+        for entry in entries:  # each class's phases looked up once: n can be thousands
             defined = homes(entry.cls)
-            where = max(defined.get(phase, NONE) for phase in _STARTING)
             old = current.get(entry.name) if states is None else None
             export = homes(type(old.plugin)).get("export_state", NONE) if old is not None else NONE
-            steps.append((entry, old if export != NONE else None, defined))
-            wheres.append(max(where, export))
-        i = 0
-        while i < len(entries):
-            j, where = i + 1, wheres[i]  # a run of instances that can share one job's home
-            while initialized is None and j < len(entries):
-                if where != NONE and wheres[j] not in (NONE, where):
-                    break
-                where = max(where, wheres[j])
-                j += 1
+            where = max(export, *(defined.get(phase, NONE) for phase in _STARTING))
+            step = (entry, old if export != NONE else None, defined)
+            if runs and initialized is None and {run_homes[-1], where} != {THREAD, LOOP}:
+                runs[-1].append(step)
+                run_homes[-1] = max(run_homes[-1], where)
+            else:
+                runs.append([step])
+                run_homes.append(where)
+        for run, where in zip(runs, run_homes, strict=True):
             made: dict[str, Live] = {}
             try:
-                init_only = initialized is not None
-                job = self._starting(steps[i:j], current, new, made, states, init_only)
+                job = self._starting(run, current, new, made, states, initialized is not None)
                 await self.run(job, where, interrupt=interrupt)
                 if initialized is not None:  # a load: one instance, its event after init
-                    name, live, defined = entries[i].name, made[entries[i].name], steps[i][2]
-                    initialized(name)
+                    entry, _, defined = run[0]
+                    live = made[entry.name]
+                    initialized(entry.name)
                     if "start" in defined:
                         job = _one(live, "start", (live.ctx,), self.timeouts.start)
                         await self.run(job, defined["start"], interrupt=interrupt)
-                    new[name] = live
+                    new[entry.name] = live
             except BaseException:
                 for name, live in made.items():
                     if new.get(name) is not live:  # failed: it keeps no dependency alive
                         live.ctx._deps.clear()
                 raise
-            i = j
 
     def _starting(
         self,
