@@ -34,7 +34,7 @@ from ._reports import HealthStatus, LoadReport, ReloadReport
 from ._secrets import SecretBook, split_marked
 from ._transaction import Transaction
 from ._views import Views
-from ._workers import IMPORT_TIMEOUT, Imports
+from ._workers import IMPORT_TIMEOUT
 
 __all__ = ["Kernel"]
 
@@ -84,7 +84,6 @@ class Kernel(Shorthands, Views):
         self._runner = Runner(self._thread.loop, self.timeouts, self, self._started_late)
         self._ops = Operations(self._thread, self._book)
         self._checks = Checks(self._book, self._pool, self._runner)
-        self._imports = Imports(self._runner.plain)  # plugin imports in flight, under a timeout
         self._late_lock = threading.Lock()  # a late start, against close() beginning
         self._closers: list[Callable[[], Any]] = []
 
@@ -180,7 +179,7 @@ class Kernel(Shorthands, Views):
         ``timeout``; while the last import of the same ``content`` under ``key`` (default
         ``what``) has not returned, refused at once (see ``_workers``)."""
         return await self._ops.arun(
-            self._imports.run(key or what, content, plugin, what, fn, timeout)
+            self._runner.plain.run_import(key or what, content, plugin, what, fn, timeout)
         )
 
     @exclusive

@@ -16,12 +16,14 @@ from typing import Any, TypeVar
 
 from ..errors import PluginTimeoutError
 
-__all__ = ["IMPORT_TIMEOUT", "Abandoned", "Imports", "Interrupt", "Progress", "WorkerPool"]
+__all__ = ["IMPORT_TIMEOUT", "Abandoned", "Interrupt", "Progress", "WorkerPool"]
 
 T = TypeVar("T")
 
 #: an Event that abandons the job when set, and the error its waiter gets (given the label)
 Interrupt = tuple[asyncio.Event, Callable[[Any], BaseException]]
+#: Seconds an import may take before its caller is told (a file watcher's default too).
+IMPORT_TIMEOUT = 10.0
 #: How soon a watchdog first looks at its job (then: when the current phase's time is up).
 _FIRST_LOOK = 0.05
 
@@ -37,16 +39,13 @@ class Progress:
         self.abandoned = False
         self.finished = False  # the job returned or raised (even long after it was abandoned)
         self.label: Any = None  # None between phases
-        self.started = 0.0
-        self.timeout = 0.0
+        self.started = self.timeout = 0.0
         self.waiting: Any = None  # what the job waits on (its task, an awaitable's future)
 
     def begin(self, label: Any, timeout: float) -> None:
         if self.abandoned:
             raise Abandoned
-        self.started = time.monotonic()
-        self.timeout = timeout
-        self.label = label
+        self.started, self.timeout, self.label = time.monotonic(), timeout, label
 
     async def watch(
         self,
@@ -107,9 +106,9 @@ def settle(future: asyncio.Future, result: tuple[bool, Any]) -> None:
 
 
 class WorkerPool:
-    """The kernel's daemon threads for plain calls (not the loop's default executor, whose
-    threads the interpreter joins at exit). A job only goes to an idle thread (a new one
-    when none is), so a hung call keeps its thread and starves nothing."""
+    """The kernel's daemon threads for plain calls and plugin imports (not the loop's default
+    executor, whose threads the interpreter joins at exit). A job only goes to an idle thread
+    (a new one when none is), so a hung call keeps its thread and starves nothing."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
@@ -117,6 +116,7 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._count = 0
         self._closed = False
+        self._imports: dict[str, tuple[str, Progress]] = {}  # in flight: key -> (content, it)
 
     async def run(
         self,
@@ -137,6 +137,33 @@ class WorkerPool:
                 threading.Thread(target=self._serve, args=(jobs,), name=name, daemon=True).start()
         jobs.put((fn, progress, future))
         return await progress.watch(future, timed_out, interrupt)
+
+    async def run_import(
+        self, key: str, content: str, name: str, what: str, fn: Callable[[], T], timeout: float
+    ) -> T:
+        """``fn()``, an import of ``what`` for plugin ``name``, on a worker thread; on the
+        kernel's loop. PluginTimeoutError (phase ``import``) past ``timeout``, or at once
+        while the last import of this ``content`` under ``key`` has not returned: Python
+        cannot stop an import, so one that has not returned blocks a new one of its content."""
+
+        def timed_out(label: Any, seconds: float, still: bool = False) -> PluginTimeoutError:
+            text = (
+                f"is still importing (its last import has not finished after {seconds:g}s); "
+                "fix its top-level code and save it again."
+                if still
+                else f"did not finish importing within {seconds:g}s (a sleep or a loop at its "
+                "top level?); the running version keeps serving."
+            )
+            cause = TimeoutError(f"no import within {seconds:g}s")
+            return PluginTimeoutError(name, "import", f"{what} {text}", cause=cause)
+
+        last = self._imports.get(key)
+        if last is not None and not last[1].finished and last[0] == content:
+            raise timed_out(what, timeout, still=True)
+        progress = Progress()
+        progress.begin(what, timeout)
+        self._imports[key] = (content, progress)
+        return await self.run(fn, progress, timed_out)
 
     def _serve(self, jobs: queue.SimpleQueue) -> None:
         while (item := jobs.get()) is not None:
@@ -162,42 +189,3 @@ class WorkerPool:
             idle, self._idle = self._idle, []
         for jobs in idle:
             jobs.put(None)
-
-
-#: Seconds an import may take before its caller is told (a file watcher's default too).
-IMPORT_TIMEOUT = 10.0
-
-
-class Imports:
-    """The kernel's plugin imports in flight, by what they import (a unit's root, a module):
-    Python cannot stop an import, so one that has not returned blocks a new one of its content."""
-
-    def __init__(self, workers: WorkerPool):
-        self._workers = workers
-        self._importing: dict[str, tuple[str, Progress]] = {}  # key -> (content, its import)
-
-    async def run(
-        self, key: str, content: str, name: str, what: str, fn: Callable[[], T], timeout: float
-    ) -> T:
-        """``fn()``, an import of ``what`` for plugin ``name``, on a worker thread; on the
-        kernel's loop. PluginTimeoutError (phase ``import``) past ``timeout``, or at once
-        while the last import of this ``content`` under ``key`` has not returned."""
-
-        def timed_out(label: Any, seconds: float, still: bool = False) -> PluginTimeoutError:
-            text = (
-                f"is still importing (its last import has not finished after {seconds:g}s); "
-                "fix its top-level code and save it again."
-                if still
-                else f"did not finish importing within {seconds:g}s (a sleep or a loop at its "
-                "top level?); the running version keeps serving."
-            )
-            cause = TimeoutError(f"no import within {seconds:g}s")
-            return PluginTimeoutError(name, "import", f"{what} {text}", cause=cause)
-
-        last = self._importing.get(key)
-        if last is not None and not last[1].finished and last[0] == content:
-            raise timed_out(what, timeout, still=True)
-        progress = Progress()
-        progress.begin(what, timeout)
-        self._importing[key] = (content, progress)
-        return await self._workers.run(fn, progress, timed_out)
