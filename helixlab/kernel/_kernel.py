@@ -316,7 +316,7 @@ class Kernel(Shorthands, Views):
             yield
         finally:
             self._ops.closed = True
-            self._runner.close()
+            self._runner.plain.close()
             self._thread.stop()
 
     def _started_late(self, live: Live) -> None:

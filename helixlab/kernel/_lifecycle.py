@@ -172,11 +172,10 @@ class Runner:
         interrupt: Interrupt | None = None,
         initialized: Callable[[str], Any] | None = None,
     ) -> None:
-        """A new instance of each entry, in order, into ``new`` (bound to dependencies in
-        ``new``, then ``current``): init, import_state of the state its ``current`` one
-        exports (or of ``states``: the restart strategy), start. ``initialized(name)`` (a
-        load's event) comes between init and start. The first failure raises its PluginError.
-        """
+        """A new instance of each entry, in order, into ``new`` (bound to dependencies in ``new``,
+        then ``current``): init, import_state of the state its ``current`` one exports (or of
+        ``states``: the restart strategy), start; ``initialized(name)`` (a load's event: one
+        entry, no ``interrupt``) between init and start. A failure raises its PluginError."""
         runs: list[list[tuple[Entry, Live | None, dict[str, int]]]] = []
         run_homes: list[int] = []  # where each run's job goes: never both a thread and a task
         for entry in entries:  # each class's phases looked up once: n can be thousands
@@ -195,15 +194,11 @@ class Runner:
             made: dict[str, Live] = {}
             try:
                 job = self._starting(run, current, new, made, states, initialized is not None)
-                await self.run(job, where, interrupt=interrupt)
+                live = await self.run(job, where, interrupt=interrupt)
                 if initialized is not None:  # a load: one instance, its event after init
-                    entry, _, defined = run[0]
-                    live = made[entry.name]
-                    initialized(entry.name)
-                    if "start" in defined:
-                        job = _one(live, "start", (live.ctx,), self.timeouts.start)
-                        await self.run(job, defined["start"], interrupt=interrupt)
-                    new[entry.name] = live
+                    initialized(live.name)
+                    await self.call(live, "start", live.ctx, timeout=self.timeouts.start)
+                    new[live.name] = live
             except BaseException:
                 for name, live in made.items():
                     if new.get(name) is not live:  # failed: it keeps no dependency alive
@@ -236,8 +231,8 @@ class Runner:
             live = made[entry.name] = Live(plugin, ctx, config)
             if "init" in defined:
                 yield (live, "init", (live.ctx, live.config), t.init)
-            if init_only:
-                return
+            if init_only:  # a load: its start comes after its event
+                return live
             if state is not None and "import_state" in defined:
                 yield (live, "import_state", (fresh_copy(state),), t.import_state)
             if "start" in defined:
@@ -398,6 +393,3 @@ class Runner:
             if phase == "start":
                 self.late_start(live)
             raise Abandoned
-
-    def close(self) -> None:
-        self.plain.close()
