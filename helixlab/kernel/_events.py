@@ -149,5 +149,4 @@ class _Watch(Iterator[PluginEvent], contextlib.AbstractContextManager):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        self.close()
+    __del__ = close

@@ -34,8 +34,7 @@ class Checks:
         statuses = {s.plugin: replace(s, detail=book.mask(s.detail)) for s in results}
         for name, record_ in sorted(book.records.items()):
             if record_.state == PluginState.FAILED:
-                detail = record_.error or "failed"
-                statuses[name] = HealthStatus(name, False, detail, record_.state.value)
+                statuses[name] = HealthStatus(name, False, record_.error or "failed", "failed")
         for name, status in statuses.items() if record else ():
             book.checked(name, status)
         return dict(sorted(statuses.items()))

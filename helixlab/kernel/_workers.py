@@ -72,9 +72,7 @@ class Progress:
             if waiter is not None:
                 waiter.cancel()
 
-    def _look(self) -> None:
-        if self.future.done():
-            return
+    def _look(self) -> None:  # once the future is done, watch() cancels the next look
         label = self.label  # None between two phases: look again soon
         delay = _FIRST_LOOK if label is None else self.started + self.timeout - time.monotonic()
         if delay > 0:
