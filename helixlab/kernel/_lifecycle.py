@@ -326,8 +326,8 @@ class Runner:
                 progress.begin((live, phase), timeout)
                 try:
                     sent = getattr(live.plugin, PHASES[phase])(*args)
-                    if sent is not None and inspect.isawaitable(sent):  # awaited on the loop
-                        if here:  # (or in this thread)
+                    if sent is not None and inspect.isawaitable(sent):  # on the loop, or here
+                        if here:
                             ok, sent = asyncio.run(_guarded(sent))
                         else:
                             future = asyncio.run_coroutine_threadsafe(_guarded(sent), self.loop)

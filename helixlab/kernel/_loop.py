@@ -199,7 +199,7 @@ class LoopThread:
             self.loop.call_soon_threadsafe(callback, *args)
 
     def stop(self) -> None:
-        if self._thread.is_alive() and not self.loop.is_closed():
+        if self.running:
             self.loop.call_soon_threadsafe(self.loop.stop)
             if not self.in_loop():
                 self._thread.join(timeout=10)
