@@ -38,8 +38,8 @@ from ._workers import IMPORT_TIMEOUT, Imports
 
 __all__ = ["Kernel"]
 
-#: what Kernel methods made by the layers above call, as ``"module:function"`` taking the
-#: kernel first: ``serve``/``aserve`` (the gateway), ``find``/``define_file``/``watch_files``
+#: what Kernel methods made by the layers above call, as ``"module:function"``: ``serve``,
+#: ``aserve`` (the gateway), ``find``, ``define_file``, ``watch_files``, ``entry_points``
 #: (``helixlab.sources``); set by ``helixlab/__init__.py``, so the kernel imports neither
 LAYERS: dict[str, str] = {}
 
@@ -189,7 +189,7 @@ class Kernel(Shorthands, Views):
         self._book.looked.append(f"entry points {group!r}")
         return [
             self._register_now(cls, "entry-point", source)
-            for source, cls in _discovery.entry_point_plugins(group)
+            for source, cls in _layer("entry_points")(group)
             if cls.name not in self._book.registry
         ]
 
