@@ -44,8 +44,7 @@ T = TypeVar("T")
 
 
 def _layer(name: str) -> Callable[..., Any]:
-    target = LAYERS.get(name)
-    if target is None:
+    if (target := LAYERS.get(name)) is None:
         raise HelixError(
             f"Nothing is registered for Kernel.{name}(); import helixlab, which registers "
             f"the gateway and helixlab.sources."
@@ -133,8 +132,7 @@ class Kernel(Shorthands, Views):
     async def aunregister(self, name: str) -> None:
         """Forget a plugin (unloading it first); refused while other plugins depend on it."""
         book = self._book
-        users = book.registry.graph().dependents(book.registry[name].name)
-        if users:
+        if users := book.registry.graph().dependents(book.registry[name].name):
             raise RegistryError(
                 f"Cannot unregister {name!r}: {', '.join(users)} depend(s) on it; "
                 f"unregister those first."
@@ -293,8 +291,7 @@ class Kernel(Shorthands, Views):
             if not self._ops.closing or self._thread.in_loop():
                 self._thread.call_soon(lambda: self._ops.keep(self._stop_late(live)))
                 return
-        error = self._runner.stop_here(live)
-        if error is not None:
+        if (error := self._runner.stop_here(live)) is not None:
             self._book.stop_failed(live, error)
         self._book.abandoned(live)
 
@@ -303,8 +300,7 @@ class Kernel(Shorthands, Views):
         self._book.abandoned(live)
 
     async def _shutdown(self) -> None:
-        prepared = self._ops.prepared
-        if prepared is not None and prepared.state == "prepared":
+        if (prepared := self._ops.prepared) is not None and prepared.state == "prepared":
             await prepared._finish("abort")
         for closer in reversed(self._closers):
             try:
