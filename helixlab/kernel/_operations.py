@@ -49,7 +49,7 @@ def blocking(amethod: Callable[..., Any]) -> Callable[..., Any]:
         return self._ops.run(amethod(self, *args, **kwargs))
 
     method.__name__ = amethod.__name__.removeprefix("a")
-    method.__qualname__ = f"Kernel.{method.__name__}"
+    method.__qualname__ = f"{amethod.__qualname__.rpartition('.')[0]}.{method.__name__}"
     return method
 
 
@@ -231,20 +231,15 @@ class PreparedReload:
         return report
 
     async def acommit(self) -> ReloadReport:
-        """Async twin of :meth:`commit`."""
+        """Swap the prepared generation in, drain and stop the old one; the ReloadReport."""
         return await self._ops.arun(self._finish("commit"))
 
     async def aabort(self) -> ReloadReport:
-        """Async twin of :meth:`abort`."""
+        """Stop the new instances; the old set keeps serving. The (rolled back) ReloadReport."""
         return await self._ops.arun(self._finish("abort"))
 
-    def commit(self) -> ReloadReport:
-        """Swap the prepared generation in, drain and stop the old one; the ReloadReport."""
-        return self._ops.run(self._finish("commit"))
-
-    def abort(self) -> ReloadReport:
-        """Stop the new instances; the old set keeps serving. The (rolled back) ReloadReport."""
-        return self._ops.run(self._finish("abort"))
+    commit: Callable[[], ReloadReport] = blocking(acommit)
+    abort: Callable[[], ReloadReport] = blocking(aabort)
 
     def __enter__(self) -> PreparedReload:
         return self
@@ -278,9 +273,7 @@ def _how_it_ended(submission: Submission) -> ReloadInterrupted | None:
         return ReloadInterrupted(message, rolled_back=True, report=error.report)
     result = future.result() if error is None else None
     if isinstance(result, ReloadReport) and result.order:
-        targets = ", ".join(result.targets)
-        message = (
-            f"Reload of {targets} interrupted after its swap: finished, the new versions serve."
-        )
+        names = ", ".join(result.targets)
+        message = f"Reload of {names} interrupted after its swap: finished, the new versions serve."
         return ReloadInterrupted(message, rolled_back=False, report=result)
     return None
