@@ -339,6 +339,13 @@ class Kernel(Shorthands, Views):
 
     health = blocking(ahealth)
 
+    async def alook_health(self) -> dict[str, HealthStatus]:
+        """``ahealth`` without recording (no events, ``info()`` unchanged): a dashboard's
+        background look, so that what a notebook prints never depends on when it ran."""
+        return await self._ops.arun(self._checks.run(record=False))
+
+    look_health = blocking(alook_health)
+
     def run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
         """Run ``coro`` on the kernel's loop (where the gateway and plugins run) and wait,
         from any other thread; after ``timeout`` seconds (or an interrupt) it is cancelled."""
@@ -371,13 +378,6 @@ class Kernel(Shorthands, Views):
         (``changed``: each plugin it replaces -> its new registry entry); raising (a
         PluginError naming plugin and phase) refuses the swap: the old set serves."""
         return self._pool.add_verifier(key, verifier)
-
-    async def alook_health(self) -> dict[str, HealthStatus]:
-        """``ahealth`` without recording (no events, ``info()`` unchanged): a dashboard's
-        background look, so that what a notebook prints never depends on when it ran."""
-        return await self._ops.arun(self._checks.run(record=False))
-
-    look_health = blocking(alook_health)
 
     def file_error(self, plugin: str, detail: str, error: str) -> None:
         """Record a plugin file that could not be defined (event ``file_error``, masked)."""

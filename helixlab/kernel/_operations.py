@@ -54,8 +54,6 @@ def blocking(amethod: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class Operations:
-    """How a kernel runs work on its loop (see the module docstring)."""
-
     def __init__(self, thread: LoopThread, book: Book):
         self.thread = thread
         self.book = book
