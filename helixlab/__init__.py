@@ -62,7 +62,9 @@ from .sources import FileWatcher
 # gateway, Kernel.discover and watch_files helixlab.sources, and configurations name the
 # built-in plugins; the kernel imports none of them
 LAYERS.update(serve="helixlab.gateway:serve", aserve="helixlab.gateway:aserve")
-LAYERS.update({f: f"helixlab.sources:{f}" for f in ("find", "define_file", "watch_files")})
+LAYERS.update(
+    {f: f"helixlab.sources:{f}" for f in ("find", "define_file", "watch_files", "entry_points")}
+)
 BUILTINS.update(CATALOG)
 del LAYERS, BUILTINS, _html, CATALOG
 

@@ -2,7 +2,7 @@
 
 from ._change import Change
 from ._config import ConfigDocument, parse_config
-from ._discovery import BUILTINS, plugin_classes
+from ._discovery import BUILTINS
 from ._events import EventLog, PluginEvent
 from ._fingerprint import Fingerprint, value_digest
 from ._graph import DependencyGraph
@@ -78,7 +78,6 @@ __all__ = [
     "mask_log_records",
     "parse_config",
     "parse_duration",
-    "plugin_classes",
     "redact",
     "secret_values",
     "value_digest",

@@ -9,9 +9,9 @@ import timeout (what a fleet ships for a saved file: see ``helixlab/fleet/_wire.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from ._fingerprint import Fingerprint
 from ._operations import blocking
@@ -108,9 +108,7 @@ class Change:
 class Shorthands:
     """The Kernel's conveniences over ``apply`` (notebooks, labs, gateway)."""
 
-    if TYPE_CHECKING:
-
-        async def aapply(self, change: Change) -> ReloadReport: ...
+    aapply: Callable[[Change], Awaitable[ReloadReport]]
 
     async def areload(self, *targets: str | type[Plugin], cascade: bool = True) -> ReloadReport:
         """Hot reload plugins (by name, or with a redefined class) with all their dependents;

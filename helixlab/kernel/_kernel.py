@@ -12,7 +12,6 @@ import contextlib
 import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,7 +19,6 @@ from ..errors import HelixError, RegistryError, describe
 from . import _discovery, _loader, _reload
 from ._book import Book
 from ._change import Change, Shorthands
-from ._config import PluginSpec
 from ._events import EventLog
 from ._fingerprint import Fingerprint
 from ._health import Checks
@@ -31,15 +29,14 @@ from ._operations import Operations, PreparedReload, blocking, exclusive
 from ._plugin import Plugin
 from ._registry import Entry
 from ._reports import HealthStatus, LoadReport, ReloadReport
-from ._secrets import SecretBook, split_marked
-from ._transaction import Transaction
+from ._secrets import SecretBook
 from ._views import Views
 from ._workers import IMPORT_TIMEOUT
 
 __all__ = ["Kernel"]
 
-#: what Kernel methods made by the layers above call, as ``"module:function"`` taking the
-#: kernel first: ``serve``/``aserve`` (the gateway), ``find``/``define_file``/``watch_files``
+#: what Kernel methods made by the layers above call, as ``"module:function"``: ``serve``,
+#: ``aserve`` (the gateway), ``find``, ``define_file``, ``watch_files``, ``entry_points``
 #: (``helixlab.sources``); set by ``helixlab/__init__.py``, so the kernel imports neither
 LAYERS: dict[str, str] = {}
 
@@ -47,8 +44,7 @@ T = TypeVar("T")
 
 
 def _layer(name: str) -> Callable[..., Any]:
-    target = LAYERS.get(name)
-    if target is None:
+    if (target := LAYERS.get(name)) is None:
         raise HelixError(
             f"Nothing is registered for Kernel.{name}(); import helixlab, which registers "
             f"the gateway and helixlab.sources."
@@ -135,8 +131,7 @@ class Kernel(Shorthands, Views):
     async def aunregister(self, name: str) -> None:
         """Forget a plugin (unloading it first); refused while other plugins depend on it."""
         book = self._book
-        users = book.registry.graph().dependents(book.registry[name].name)
-        if users:
+        if users := book.registry.graph().dependents(book.registry[name].name):
             raise RegistryError(
                 f"Cannot unregister {name!r}: {', '.join(users)} depend(s) on it; "
                 f"unregister those first."
@@ -188,7 +183,7 @@ class Kernel(Shorthands, Views):
         self._book.looked.append(f"entry points {group!r}")
         return [
             self._register_now(cls, "entry-point", source)
-            for source, cls in _discovery.entry_point_plugins(group)
+            for source, cls in _layer("entry_points")(group)
             if cls.name not in self._book.registry
         ]
 
@@ -238,7 +233,7 @@ class Kernel(Shorthands, Views):
     apply = blocking(aapply)
 
     async def _apply(self, change: Change) -> ReloadReport:
-        txn, op = await self._transaction(change), self._ops.op
+        txn, op = await _reload.transaction(*self._parts(), change), self._ops.op
         assert op is not None  # the lock is held
         await txn.prepare(op)
         return await txn.commit(op)
@@ -248,46 +243,15 @@ class Kernel(Shorthands, Views):
         :class:`PreparedReload` to ``commit()`` or ``abort()``; after ``timeout`` seconds
         without either it aborts by itself. New plugins are loaded by ``commit()``."""
         change = await self._imported(change)
-        return await self._ops.arun(self._ops.hold(lambda: self._transaction(change), timeout))
+        return await self._ops.arun(
+            self._ops.hold(lambda: _reload.transaction(*self._parts(), change), timeout)
+        )
 
     prepare = blocking(aprepare)
 
     async def _imported(self, change: Change) -> Change:
         """A ``define_file`` change as the ``define`` of what its file holds."""
         return await _layer("define_file")(self, change) if change.kind == "define_file" else change
-
-    async def _transaction(self, change: Change) -> Transaction:
-        """The transaction making ``change`` (the operation lock held)."""
-        parts = self._parts()
-        if change.kind == "reload":
-            return _reload.reload(*parts, list(change.targets), cascade=change.cascade)
-        if change.kind == "configure":
-            return _reload.reconfigure(*parts, self._configured(change.plugin, change.values))
-        if change.kind == "apply_config":  # read and parsed in a worker thread
-            doc, source, offset = change.document, change.source, change.line_offset
-            return await asyncio.to_thread(
-                lambda: _reload.apply_config(*parts, doc, source=source, line_offset=offset)
-            )
-        if change.kind == "define":
-            classes, source = list(change.classes), change.source or ""
-            return _reload.define(
-                *parts, classes, source, change.origin, change.unit, change.fingerprints
-            )
-        raise ValueError(f"Kernel.apply() cannot make a {change.kind} change here.")
-
-    def _configured(self, name: str, config: Mapping[str, Any]) -> PluginSpec:
-        entry = self._book.registry[name]
-        config, marked = split_marked(dict(config))  # `{value: ..., secret: true}` too
-        spec = replace(
-            entry.spec,
-            config={**entry.spec.config, **config},
-            secrets=entry.spec.secrets | marked,
-            source="configure()",
-            line=None,
-            lines={},  # the file's line numbers do not describe these values
-        )
-        self._book.learn(spec, entry.cls)  # before validating: its errors may quote them
-        return spec
 
     async def aclose(self) -> None:
         """Async twin of :meth:`close`."""
@@ -326,8 +290,7 @@ class Kernel(Shorthands, Views):
             if not self._ops.closing or self._thread.in_loop():
                 self._thread.call_soon(lambda: self._ops.keep(self._stop_late(live)))
                 return
-        error = self._runner.stop_here(live)
-        if error is not None:
+        if (error := self._runner.stop_here(live)) is not None:
             self._book.stop_failed(live, error)
         self._book.abandoned(live)
 
@@ -336,8 +299,7 @@ class Kernel(Shorthands, Views):
         self._book.abandoned(live)
 
     async def _shutdown(self) -> None:
-        prepared = self._ops.prepared
-        if prepared is not None and prepared.state == "prepared":
+        if (prepared := self._ops.prepared) is not None and prepared.state == "prepared":
             await prepared._finish("abort")
         for closer in reversed(self._closers):
             try:
@@ -376,6 +338,13 @@ class Kernel(Shorthands, Views):
 
     health = blocking(ahealth)
 
+    async def alook_health(self) -> dict[str, HealthStatus]:
+        """``ahealth`` without recording (no events, ``info()`` unchanged): a dashboard's
+        background look, so that what a notebook prints never depends on when it ran."""
+        return await self._ops.arun(self._checks.run(record=False))
+
+    look_health = blocking(alook_health)
+
     def run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
         """Run ``coro`` on the kernel's loop (where the gateway and plugins run) and wait,
         from any other thread; after ``timeout`` seconds (or an interrupt) it is cancelled."""
@@ -408,13 +377,6 @@ class Kernel(Shorthands, Views):
         (``changed``: each plugin it replaces -> its new registry entry); raising (a
         PluginError naming plugin and phase) refuses the swap: the old set serves."""
         return self._pool.add_verifier(key, verifier)
-
-    async def alook_health(self) -> dict[str, HealthStatus]:
-        """``ahealth`` without recording (no events, ``info()`` unchanged): a dashboard's
-        background look, so that what a notebook prints never depends on when it ran."""
-        return await self._ops.arun(self._checks.run(record=False))
-
-    look_health = blocking(alook_health)
 
     def file_error(self, plugin: str, detail: str, error: str) -> None:
         """Record a plugin file that could not be defined (event ``file_error``, masked)."""

@@ -4,7 +4,7 @@ boundary where what an operation returns or raises leaves the kernel (masked, on
 A Kernel method is one coroutine under the operation lock (:func:`exclusive`) and its sync
 twin (:func:`blocking`). An interrupted caller asks the operation to finish or roll back,
 never cuts it half-way. The lock is taken and released here only: by ``locked``, or held
-from ``hold`` (a prepared change) to the end of ``settle`` (its commit or abort).
+from ``hold`` (a prepared change) to the end of its commit or abort (``PreparedReload``).
 """
 
 from __future__ import annotations
@@ -49,13 +49,11 @@ def blocking(amethod: Callable[..., Any]) -> Callable[..., Any]:
         return self._ops.run(amethod(self, *args, **kwargs))
 
     method.__name__ = amethod.__name__.removeprefix("a")
-    method.__qualname__ = f"Kernel.{method.__name__}"
+    method.__qualname__ = f"{amethod.__qualname__.rpartition('.')[0]}.{method.__name__}"
     return method
 
 
 class Operations:
-    """How a kernel runs work on its loop (see the module docstring)."""
-
     def __init__(self, thread: LoopThread, book: Book):
         self.thread = thread
         self.book = book
@@ -68,7 +66,7 @@ class Operations:
 
     async def locked(self, coro: Coroutine[Any, Any, T]) -> T:
         async with self.lock:
-            with self._operation(coro):
+            with self.operation(coro):
                 return await coro
 
     async def hold(
@@ -77,7 +75,7 @@ class Operations:
         """Take the lock, prepare ``make()``'s transaction, keep the lock: a PreparedReload."""
         await self.lock.acquire()
         try:
-            with self._operation(coro := make()) as op:
+            with self.operation(coro := make()) as op:
                 txn = await coro
                 await txn.prepare(op)
         except BaseException:
@@ -86,17 +84,8 @@ class Operations:
         self.prepared = PreparedReload(self, txn, timeout)
         return self.prepared
 
-    async def settle(self, txn: Transaction, how: str, reason: str) -> ReloadReport:
-        """Commit or abort the held transaction (closing or not), then release the lock."""
-        try:
-            with self._operation(None) as op:
-                return await (txn.commit(op) if how == "commit" else txn.abort(op, reason))
-        finally:
-            self.prepared = None
-            self.lock.release()
-
     @contextlib.contextmanager
-    def _operation(self, coro: Coroutine[Any, Any, Any] | None) -> Iterator[Operation]:
+    def operation(self, coro: Coroutine[Any, Any, Any] | None) -> Iterator[Operation]:
         """The operation holding the lock for the block, which interrupts reach. A new one
         (``coro``) is refused once closing: closed, never begun, KernelClosedError."""
         if coro is not None and self.closing:
@@ -120,16 +109,12 @@ class Operations:
             self._interrupt(submission)
 
         try:
-            result = self.thread.run(self._inside(coro), on_interrupt, self._discard)
+            return self.thread.run(self._inside(coro), on_interrupt, self._discard)
         except KeyboardInterrupt:
             ended = _how_it_ended(interrupted[0]) if interrupted else None
             if ended is None:
                 raise
             raise self.book.secrets.mask(ended) from None
-        except BaseException as exc:
-            self.book.secrets.mask(exc)
-            raise
-        return self.book.secrets.mask(result)
 
     async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` on the loop from any loop; its result or error masked (once: an
@@ -137,18 +122,16 @@ class Operations:
         if _INSIDE.get() and self.thread.in_loop():
             return await coro
         self._check_open(coro)
+        return await self.thread.arun(self._inside(coro), self._interrupt, self._discard)
+
+    async def _inside(self, coro: Coroutine[Any, Any, T]) -> T:
+        """``coro`` as an operation's outermost coroutine: what it returns or raises masked."""
+        token = _INSIDE.set(True)
         try:
-            result = await self.thread.arun(self._inside(coro), self._interrupt, self._discard)
+            return self.book.secrets.mask(await coro)
         except BaseException as exc:
             self.book.secrets.mask(exc)
             raise
-        return self.book.secrets.mask(result)
-
-    @staticmethod
-    async def _inside(coro: Coroutine[Any, Any, T]) -> T:
-        token = _INSIDE.set(True)
-        try:
-            return await coro
         finally:
             _INSIDE.reset(token)
 
@@ -224,7 +207,7 @@ class PreparedReload:
 
     async def _finish(self, how: str) -> ReloadReport:
         """Commit or abort on the kernel's loop, then release the operation lock."""
-        txn = self._txn
+        txn, ops = self._txn, self._ops
         if txn.state != "prepared":
             why = " (its timeout expired)" if self.expired else ""
             message = f"Cannot {how} this prepared reload: it is already {txn.state}{why}."
@@ -234,26 +217,27 @@ class PreparedReload:
         if self._timer is not None:
             self._timer.cancel()
         expired = f"not committed within {self.timeout:g}s" if self.expired else ""
-        report = await self._ops.settle(txn, how, expired or "aborted by the caller")
+        try:  # an operation even once closing: it ends the one holding the lock
+            with ops.operation(None) as op:
+                reason = expired or "aborted by the caller"
+                report = await (txn.commit(op) if how == "commit" else txn.abort(op, reason))
+        finally:
+            ops.prepared = None
+            ops.lock.release()
         if expired:
-            self._ops.book.emit("rolled_back", "kernel", detail=f"prepared reload {expired}")
+            ops.book.emit("rolled_back", "kernel", detail=f"prepared reload {expired}")
         return report
 
     async def acommit(self) -> ReloadReport:
-        """Async twin of :meth:`commit`."""
+        """Swap the prepared generation in, drain and stop the old one; the ReloadReport."""
         return await self._ops.arun(self._finish("commit"))
 
     async def aabort(self) -> ReloadReport:
-        """Async twin of :meth:`abort`."""
+        """Stop the new instances; the old set keeps serving. The (rolled back) ReloadReport."""
         return await self._ops.arun(self._finish("abort"))
 
-    def commit(self) -> ReloadReport:
-        """Swap the prepared generation in, drain and stop the old one; the ReloadReport."""
-        return self._ops.run(self._finish("commit"))
-
-    def abort(self) -> ReloadReport:
-        """Stop the new instances; the old set keeps serving. The (rolled back) ReloadReport."""
-        return self._ops.run(self._finish("abort"))
+    commit: Callable[[], ReloadReport] = blocking(acommit)
+    abort: Callable[[], ReloadReport] = blocking(aabort)
 
     def __enter__(self) -> PreparedReload:
         return self
@@ -287,9 +271,7 @@ def _how_it_ended(submission: Submission) -> ReloadInterrupted | None:
         return ReloadInterrupted(message, rolled_back=True, report=error.report)
     result = future.result() if error is None else None
     if isinstance(result, ReloadReport) and result.order:
-        targets = ", ".join(result.targets)
-        message = (
-            f"Reload of {targets} interrupted after its swap: finished, the new versions serve."
-        )
+        names = ", ".join(result.targets)
+        message = f"Reload of {names} interrupted after its swap: finished, the new versions serve."
         return ReloadInterrupted(message, rolled_back=False, report=result)
     return None

@@ -7,10 +7,8 @@ lifecycle methods may be plain or ``async def``. It reaches another plugin only 
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import functools
-import inspect
 import logging
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
@@ -242,28 +240,3 @@ def check_plugin_class(cls: type) -> None:
         raise RegistryError(f"Plugin {cls.name!r} {why}.")
     for dep in cls.dependencies:
         parse_dependency(dep, cls.name)
-
-
-def check_hooks(cls: type[Plugin]) -> None:
-    """Refuse a kind without its hook (a MiddlewarePlugin without get_middleware...): for
-    plugin files, when they load; a notebook may still sketch a kind first."""
-    kinds = {
-        MiddlewarePlugin: "get_middleware",
-        ProviderPlugin: "get_provider",
-        ToolPlugin: "get_tools",
-    }
-    for base, hook in kinds.items():
-        if issubclass(cls, base) and getattr(cls, hook) is getattr(base, hook):
-            raise RegistryError(
-                f"Plugin {cls.name!r} ({describe_class(cls)}) is a {base.__name__} but does not "
-                f"define {hook}(); define it, or subclass a different kind."
-            )
-
-
-def describe_class(cls: type) -> str:
-    """``class X in file:line`` for messages about a class (file unknown: its module)."""
-    where = cls.__module__
-    with contextlib.suppress(OSError, TypeError):  # a class made with type(), or in a REPL
-        where = inspect.getsourcefile(cls) or where
-        where += f":{inspect.getsourcelines(cls)[1]}"
-    return f"class {cls.__qualname__} in {where}"

@@ -7,6 +7,7 @@ and computes the cascade; :func:`reload`, :func:`reconfigure`, :func:`define` an
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -22,13 +23,14 @@ from ..errors import (
 )
 from . import _discovery
 from ._book import Book
+from ._change import Change
 from ._config import PluginSpec, parse_config
 from ._fingerprint import Fingerprint, class_fingerprint
 from ._lifecycle import Runner
 from ._live import LivePool
 from ._plugin import Plugin, PluginState, check_plugin_class
 from ._registry import Entry, Registry
-from ._secrets import secret_values
+from ._secrets import secret_values, split_marked
 from ._transaction import Plan, Transaction
 
 __all__ = ["Plan", "apply_config", "define", "plan", "reconfigure", "reload"]
@@ -326,3 +328,34 @@ def stored_value_refusal(entry: Entry, cls: type[Plugin], exc: ConfigError) -> R
         f"again. The running versions are unchanged."
     )
     return ReloadError(name, "config", message, cause=exc)
+
+
+async def transaction(book: Book, pool: LivePool, runner: Runner, change: Change) -> Transaction:
+    """The transaction making ``change`` (the operation lock held; a ``define_file`` change
+    is imported by the Kernel first, as a ``define``)."""
+    if change.kind == "reload":
+        return reload(book, pool, runner, list(change.targets), cascade=change.cascade)
+    if change.kind == "configure":
+        entry = book.registry[change.plugin]
+        config, marked = split_marked(dict(change.values))  # `{value: ..., secret: true}` too
+        spec = replace(
+            entry.spec,
+            config={**entry.spec.config, **config},
+            secrets=entry.spec.secrets | marked,
+            source="configure()",
+            line=None,
+            lines={},  # the file's line numbers do not describe these values
+        )
+        book.learn(spec, entry.cls)  # before validating: its errors may quote them
+        return reconfigure(book, pool, runner, spec)
+    if change.kind == "apply_config":  # read and parsed in a worker thread
+        doc, source, offset = change.document, change.source, change.line_offset
+        return await asyncio.to_thread(
+            lambda: apply_config(book, pool, runner, doc, source=source, line_offset=offset)
+        )
+    if change.kind == "define":
+        classes, source = list(change.classes), change.source or ""
+        return define(
+            book, pool, runner, classes, source, change.origin, change.unit, change.fingerprints
+        )
+    raise ValueError(f"Kernel.apply() cannot make a {change.kind} change here.")

@@ -87,11 +87,10 @@ class Views:
 
     def failure(self, name: str) -> tuple[str, str] | None:
         """``(phase, error)`` of ``name``'s failure while it is failed, else None."""
-        record = self._book.records.get(name) or Record()
-        if record.state != PluginState.FAILED:
-            return None
-        error = record.error or ""
-        return (error.partition(": ")[0] or "unknown", error)
+        record = self._book.records.get(name)
+        if record is None or record.state != PluginState.FAILED or record.error is None:
+            return None  # a failed record has its error: Book.failed sets both
+        return (record.error.partition(": ")[0] or "unknown", record.error)
 
     def reload_count(self, name: str) -> int:
         return (self._book.records.get(name) or Record()).reloads

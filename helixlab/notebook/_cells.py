@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import HelixError, RegistryError, ReloadInterrupted
-from ..kernel import Fingerprint, Plugin, plugin_classes
-from ..sources import Reach, reaches
+from ..kernel import Fingerprint, Plugin
+from ..sources import Reach, plugin_classes, reaches
 from ._session import Refusal
 
 __all__ = ["config_cell", "plugin_cell", "set_autoreload"]

@@ -4,6 +4,7 @@ and the file watcher. The kernel runs the classes it is given; ``Kernel.discover
 ``Kernel.watch_files`` and a ``define_file`` change come here (``helixlab.kernel.LAYERS``).
 """
 
+from ._classes import entry_points, plugin_classes
 from ._reach import Reach, reaches
 from ._units import (
     Sources,
@@ -23,9 +24,11 @@ __all__ = [
     "Sources",
     "Unit",
     "define_file",
+    "entry_points",
     "find",
     "import_file",
     "import_unit",
+    "plugin_classes",
     "plugin_units",
     "reaches",
     "unit_for",

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PluginError, RegistryError, ReloadError, describe
-from ..kernel import IMPORT_TIMEOUT, Change, Fingerprint, Plugin, plugin_classes
+from ..kernel import IMPORT_TIMEOUT, Change, Fingerprint, Plugin
+from ._classes import plugin_classes
 from ._reach import Reach, reaches
 
 if TYPE_CHECKING:

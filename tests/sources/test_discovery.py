@@ -14,7 +14,6 @@ import pytest
 import helixlab as hx
 from helixlab import sources as helix_sources
 from helixlab.errors import PluginError, RegistryError
-from helixlab.kernel import _discovery
 from helixlab.kernel._fingerprint import class_fingerprint
 
 
@@ -200,7 +199,7 @@ def test_entry_points_may_name_a_class_a_module_or_a_list(kernel, entry_points, 
             ]
         }
     )
-    found = _discovery.entry_point_plugins("helixlab.plugins")
+    found = helix_sources.entry_points("helixlab.plugins")
     assert [cls.name for _, cls in found] == ["l1", "l2", "from-module", "from-class"]
     assert found[0][0] == "entry point list = vendor:ALL"
     assert kernel.discover_entry_points() == ["l1", "l2", "from-module", "from-class"]
