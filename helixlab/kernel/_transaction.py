@@ -1,15 +1,13 @@
-"""A change of the live set as a transaction split at its swap: prepare, then commit or abort.
-
-The one code path of every change that restarts plugins: ``prepare`` starts the new
-instances aside (``restart`` plugins stop their old one first) and builds the next generation;
-``commit`` swaps it in, drains the old one and stops its instances; a failure rolls back.
+"""A change of the live set as a transaction split at its swap, the one code path of every
+change that restarts plugins: ``prepare`` starts the new instances aside (``restart`` plugins
+stop their old one first) and builds the next generation; ``commit`` swaps it in, drains the
+old one and stops its instances, what the change registers loaded after; a failure rolls back.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +36,6 @@ class Plan:
 
 
 class Transaction:
-    """One change of the live set, prepared aside, then committed or aborted."""
-
     def __init__(
         self, book: Book, pool: LivePool, runner: Runner, plan: Plan | None, registry: Registry
     ):
@@ -66,7 +62,6 @@ class Transaction:
         self.report.timings[step], self._t_lap = now - self._t_lap, now
 
     async def prepare(self, op: Operation) -> None:
-        """Start the new set aside and build its generation; on failure roll back and raise."""
         plan, report, current, new = self.plan, self.report, self._old_gen.live, self._new
         if plan is None:
             self.state = "prepared"
@@ -164,27 +159,27 @@ class Transaction:
 
     async def abort(self, op: Operation, reason: str) -> ReloadReport:
         """Roll back a prepared transaction; the old set keeps serving, as after a failure."""
-        if self.state != "prepared":
-            raise ReloadError("kernel", "abort", f"Cannot abort a reload that is {self.state}.")
         if self.plan is None:
             self.state = "aborted"
             self.report.rolled_back = True
             self.report.error = reason
         else:
-            target = self.plan.targets[0] if self.plan.targets else "kernel"
+            target = self.plan.targets[0]  # a plan has at least one
             await self._rollback(PluginError(target, "abort", cause=RuntimeError(reason)))
         return self.report
 
     async def commit(self, op: Operation) -> ReloadReport:
-        """Swap, drain the old generation, stop the old instances; then ``finish``."""
-        if self.state != "prepared":
-            raise ReloadError("kernel", "commit", f"Cannot commit a reload that is {self.state}.")
+        """Swap, drain the old generation, stop the old instances; then record and load what
+        the change registers (PreparedReload and Kernel.apply call it prepared only)."""
         book, plan, report, drain = self.book, self.plan, self.report, self.runner.timeouts.drain
         self.state = "committed"
         book.registry = self.registry
         if plan is not None and self._generation is not None:
             self.pool.swap(self._generation)  # -- the swap: one reference --
-            _rebind(self._generation.live, self._new)
+            for name, live in self._generation.live.items():  # outside the cascade (a reload
+                if name not in self._new:  # without it): ctx.get answers the new instances
+                    for dep in live.ctx._deps.keys() & self._new.keys():
+                        live.ctx._deps[dep] = self._new[dep].plugin
             book.last_cascade = tuple(plan.order)  # before the events: views redraw on them
             self._lap("swap")
             for name in plan.order:
@@ -244,12 +239,3 @@ class Transaction:
         cause = describe(error.cause) if error.cause is not None else str(error)
         self.report.error = self.book.mask(cause)
         self.report.phase, self.report.plugin = error.phase, error.plugin
-
-
-def _rebind(live: Mapping[str, Live], new: Mapping[str, Live]) -> None:
-    """Point the contexts of running plugins outside the cascade (a reload without cascade)
-    at the new instances; what they stored from ``ctx.get`` still refers to the old one."""
-    for name, entry in live.items():
-        if name not in new:
-            for dep in entry.ctx._deps.keys() & new.keys():
-                entry.ctx._deps[dep] = new[dep].plugin
