@@ -270,10 +270,7 @@ class Kernel(Shorthands, Views):
                 lambda: _reload.apply_config(*parts, doc, source=source, line_offset=offset)
             )
         if change.kind == "define":
-            classes, source = list(change.classes), change.source or ""
-            return _reload.define(
-                *parts, classes, source, change.origin, change.unit, change.fingerprints
-            )
+            return _reload.define(*parts, change)
         raise ValueError(f"Kernel.apply() cannot make a {change.kind} change here.")
 
     def _configured(self, name: str, config: Mapping[str, Any]) -> PluginSpec:

@@ -1,9 +1,5 @@
-"""What a change of the live set will do, and its transaction.
-
-:func:`plan` checks everything (new classes, new config, the whole graph), changes nothing,
-and computes the cascade; :func:`reload`, :func:`reconfigure`, :func:`define` and
-:func:`apply_config` turn a Change into its :class:`~._transaction.Transaction`.
-"""
+"""What a change of the live set will do (:func:`plan`: check everything, change nothing,
+compute the cascade), and the :class:`~._transaction.Transaction` of each kind of Change."""
 
 from __future__ import annotations
 
@@ -22,8 +18,9 @@ from ..errors import (
 )
 from . import _discovery
 from ._book import Book
+from ._change import Change
 from ._config import PluginSpec, parse_config
-from ._fingerprint import Fingerprint, class_fingerprint
+from ._fingerprint import class_fingerprint
 from ._lifecycle import Runner
 from ._live import LivePool
 from ._plugin import Plugin, PluginState, check_plugin_class
@@ -119,17 +116,9 @@ def reconfigure(book: Book, pool: LivePool, runner: Runner, spec: PluginSpec) ->
     return txn
 
 
-def define(
-    book: Book,
-    pool: LivePool,
-    runner: Runner,
-    classes: list[type[Plugin]],
-    source: str,
-    origin: str,
-    unit: str | None,
-    fingerprints: Mapping[str, Fingerprint],
-) -> Transaction:
-    """A change registering new classes and reloading changed ones (see ``Kernel.define``)."""
+def define(book: Book, pool: LivePool, runner: Runner, change: Change) -> Transaction:
+    """A change registering new classes and reloading changed ones (see ``Change.define``)."""
+    classes, source, origin, unit = change.classes, change.source or "", change.origin, change.unit
     if not classes:
         raise RegistryError(f"{source} defines no Plugin subclass with a `name`.")
     names = [cls.name for cls in classes]
@@ -151,12 +140,11 @@ def define(
     new, changed = [], []
     reasons: dict[str, list[str]] = {}  # a changed plugin: the names whose code changed
     for cls in classes:
-        name, printed = cls.name, fingerprints.get(cls.name) or class_fingerprint(cls)
+        name, printed = cls.name, change.fingerprints.get(cls.name) or class_fingerprint(cls)
         if name not in registry:
             new.append(name)
-            spec = book.pending.get(name)
             how = {"origin": origin, "source": source, "unit": unit, "fingerprint": printed}
-            registry = registry.added(cls, spec=spec, **how)
+            registry = registry.added(cls, spec=book.pending.get(name), **how)
             continue
         entry = registry[name]
         if unit is not None and entry.unit not in (None, unit) and entry.origin == "file":
@@ -190,29 +178,6 @@ def reload(
     """A change reloading ``targets`` (with their dependents, if ``cascade``)."""
     the_plan = plan(book, pool, targets, cascade=cascade)
     return Transaction(book, pool, runner, the_plan, the_plan.registry)
-
-
-def _with_builtin_dependencies(registry: Registry) -> Registry:
-    """Add, with their defaults, the built-in plugins that configured ones depend on."""
-    while missing := {
-        dep: cls
-        for entry in registry.entries.values()
-        for dep, _ in entry.requires
-        if dep not in registry and (cls := _discovery.builtin_plugin(dep)) is not None
-    }:
-        for dep in sorted(missing):
-            registry = registry.added(missing[dep], origin="builtin")
-    return registry
-
-
-def _graph_problems(exc: DependencyError, doc: Any) -> list[ConfigProblem]:
-    """Each dependency problem, placed at the entry of a plugin it involves in ``doc``."""
-    problems = []
-    for problem in exc.problems:
-        named = next((n for n in problem.plugins if n in doc.plugins), None)
-        line = doc.plugins[named].line if named is not None else None
-        problems.append(ConfigProblem(str(problem), doc.source, line, named))
-    return problems
 
 
 def apply_config(
@@ -250,11 +215,23 @@ def apply_config(
 
     doc = parse_config(data, source=source, line_offset=line_offset, check=check)
     book.secrets.learn(secret_values(doc.gateway))  # e.g. an admin key: errors may quote it
-    proposed = _with_builtin_dependencies(proposed)
-    try:  # a cycle or a missing dependency: refused now, with its line, not at load
+    while missing := {  # the built-in plugins that configured ones depend on, with defaults
+        dep: cls
+        for entry in proposed.entries.values()
+        for dep, _ in entry.requires
+        if dep not in proposed and (cls := _discovery.builtin_plugin(dep)) is not None
+    }:
+        for dep in sorted(missing):
+            proposed = proposed.added(missing[dep], origin="builtin")
+    try:  # a cycle or a missing dependency: refused now, at the line of a plugin it involves
         proposed.graph().validate()
     except DependencyError as exc:
-        raise ConfigError(_graph_problems(exc, doc), doc.source) from exc
+        problems = []
+        for problem in exc.problems:
+            named = next((n for n in problem.plugins if n in doc.plugins), None)
+            line = doc.plugins[named].line if named is not None else None
+            problems.append(ConfigProblem(str(problem), doc.source, line, named))
+        raise ConfigError(problems, doc.source) from exc
     old = book.registry
     changed = [n for n in doc.plugins if n in old and old[n].spec != proposed[n].spec]
     added = [n for n in proposed if n not in old]
