@@ -65,10 +65,9 @@ def plan(
             name = getattr(target, "name", "") or target.__qualname__
             if name not in registry:
                 known = ", ".join(sorted(registry)) or "none"
-                message = f"no plugin of that name is registered (registered: {known})"
-                raise ReloadError(
-                    name, "validate", f"Cannot reload {name!r}: {message}. Register it first."
-                )
+                message = f"Cannot reload {name!r}: no plugin of that name is registered "
+                message += f"(registered: {known}). Register it first."
+                raise ReloadError(name, "validate", message)
             registry = _with_class(registry, registry[name], target)
         elif isinstance(target, str):
             name = registry[target].name
