@@ -261,14 +261,11 @@ class Kernel(Shorthands, Views):
         """The transaction making ``change`` (the operation lock held)."""
         parts = self._parts()
         if change.kind == "reload":
-            return _reload.reload(*parts, list(change.targets), cascade=change.cascade)
+            return _reload.reload(*parts, change)
         if change.kind == "configure":
             return _reload.reconfigure(*parts, self._configured(change.plugin, change.values))
         if change.kind == "apply_config":  # read and parsed in a worker thread
-            doc, source, offset = change.document, change.source, change.line_offset
-            return await asyncio.to_thread(
-                lambda: _reload.apply_config(*parts, doc, source=source, line_offset=offset)
-            )
+            return await asyncio.to_thread(_reload.apply_config, *parts, change)
         if change.kind == "define":
             return _reload.define(*parts, change)
         raise ValueError(f"Kernel.apply() cannot make a {change.kind} change here.")

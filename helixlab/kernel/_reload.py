@@ -3,8 +3,7 @@ compute the cascade), and the :class:`~._transaction.Transaction` of each kind o
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -171,24 +170,14 @@ def define(book: Book, pool: LivePool, runner: Runner, change: Change) -> Transa
     return txn
 
 
-def reload(
-    book: Book, pool: LivePool, runner: Runner, targets: list, cascade: bool = True
-) -> Transaction:
-    """A change reloading ``targets`` (with their dependents, if ``cascade``)."""
-    the_plan = plan(book, pool, targets, cascade=cascade)
+def reload(book: Book, pool: LivePool, runner: Runner, change: Change) -> Transaction:
+    """A change reloading its targets (with their dependents, if ``change.cascade``)."""
+    the_plan = plan(book, pool, change.targets, cascade=change.cascade)
     return Transaction(book, pool, runner, the_plan, the_plan.registry)
 
 
-def apply_config(
-    book: Book,
-    pool: LivePool,
-    runner: Runner,
-    data: str | os.PathLike | Mapping,
-    *,
-    source: str | None,
-    line_offset: int,
-) -> Transaction:
-    """A change applying a YAML configuration (see ``Kernel.apply_config``)."""
+def apply_config(book: Book, pool: LivePool, runner: Runner, change: Change) -> Transaction:
+    """A change applying a YAML configuration (see ``Change.apply_config``)."""
     proposed = book.registry
     live = pool.current.live
     pending: dict[str, PluginSpec] = {}
@@ -212,7 +201,8 @@ def apply_config(
             return exc.problems
         return []
 
-    doc = parse_config(data, source=source, line_offset=line_offset, check=check)
+    document, source, line_offset = change.document, change.source, change.line_offset
+    doc = parse_config(document, source=source, line_offset=line_offset, check=check)
     book.secrets.learn(secret_values(doc.gateway))  # e.g. an admin key: errors may quote it
     while missing := {  # the built-in plugins that configured ones depend on, with defaults
         dep: cls
