@@ -101,7 +101,7 @@ def plan(
         if down := [d for d, _ in entry.requires if d not in live]:
             message = f"Plugin {name!r} needs {down[0]!r}, which is not running."
             raise _refuse(name, DependencyError(message, plugins=(name, down[0])))
-    return Plan(names, registry, graph, order, load)
+    return Plan(names, registry, order, load)
 
 
 def reconfigure(book: Book, pool: LivePool, runner: Runner, spec: PluginSpec) -> Transaction:

@@ -15,7 +15,6 @@ from ..errors import PluginError, PluginTimeoutError, ReloadError, describe
 from . import _loader
 from ._book import Book
 from ._config import PluginSpec
-from ._graph import DependencyGraph
 from ._lifecycle import Live, Operation, Runner
 from ._live import Generation, LivePool
 from ._registry import Registry
@@ -30,7 +29,6 @@ class Plan:
 
     targets: list[str]
     registry: Registry
-    graph: DependencyGraph
     order: list[str]  # running plugins to replace, dependencies first
     load: list[str]  # not running: loaded after the swap
 
@@ -96,7 +94,7 @@ class Transaction:
                     report.started.extend(n for n in run if n in new)
             op.check(order[-1] if order else "kernel")
             self._lap("start")
-            self._generation = self.pool.build({**current, **new}, plan.graph)
+            self._generation = self.pool.build({**current, **new}, registry.graph())
             # a canary (the gateway's verify) may refuse the new set before any swap
             await self.pool.verify(self._generation, {n: registry[n] for n in order})
         except Exception as exc:
