@@ -57,8 +57,7 @@ class Book:
         return self.secrets.mask_text(text) if text else text
 
     def state(self, name: str) -> PluginState:
-        record = self.records.get(name)
-        return record.state if record is not None else PluginState.REGISTERED
+        return self.records[name].state if name in self.records else PluginState.REGISTERED
 
     def emit(
         self, kind: str, name: str, detail: str = "", error: str | None = None, version: str = ""
