@@ -132,6 +132,7 @@ class Transaction:
     async def _rollback(self, error: PluginError) -> None:
         """Stop the new instances (dependents first), restart what ``restart`` plugins stopped."""
         book, runner, report, current = self.book, self.runner, self.report, self._old_gen.live
+        self.state = "aborted"  # from its start: a commit meanwhile is refused
         await runner.stop([self._new[n] for n in reversed(list(self._new))], book.stop_failed)
         stop_hung = error.phase == "stop" and isinstance(error, PluginTimeoutError)
         for name in reversed(self._stopped_first):
@@ -145,7 +146,6 @@ class Transaction:
                 book.failed(name, exc)
                 await _loader.unload(book, self.pool, runner, name, dead=True)
         self._new.clear()
-        self.state = "aborted"
         report.rolled_back = True
         self._failed(error)
         report.timings["total"] = time.perf_counter() - self._t0
