@@ -22,8 +22,6 @@ __all__ = ["Book", "Record"]
 
 @dataclass(slots=True)
 class Record:
-    """One plugin as the kernel knows it."""
-
     state: PluginState = PluginState.REGISTERED
     error: str | None = None  # "phase: what went wrong", masked, while failed
     reloads: int = 0
@@ -31,8 +29,6 @@ class Record:
 
 
 class Book:
-    """Every plugin's record, the registry, and the events their transitions emit."""
-
     def __init__(self, events: EventLog, secrets: SecretBook):
         self.events = events
         self.secrets = secrets
@@ -61,8 +57,7 @@ class Book:
         return self.secrets.mask_text(text) if text else text
 
     def state(self, name: str) -> PluginState:
-        record = self.records.get(name)
-        return record.state if record is not None else PluginState.REGISTERED
+        return self.records[name].state if name in self.records else PluginState.REGISTERED
 
     def emit(
         self, kind: str, name: str, detail: str = "", error: str | None = None, version: str = ""

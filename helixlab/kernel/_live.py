@@ -103,11 +103,6 @@ class Lease:
         self.release()
 
 
-def _retrieve(future: asyncio.Future) -> None:
-    if not future.cancelled():
-        future.exception()  # a cancelled gather's CancelledError: seen, not logged
-
-
 class LivePool:
     """The current generation, the builders deriving its extras, and retired ones still leased."""
 
@@ -175,7 +170,8 @@ class LivePool:
         if not idle:
             return True
         waiting = asyncio.ensure_future(asyncio.gather(*idle))
-        waiting.add_done_callback(_retrieve)
+        # a cancelled gather's CancelledError: seen, not logged
+        waiting.add_done_callback(lambda gather: gather.cancelled() or gather.exception())
         watch: set[asyncio.Future[Any]] = {waiting}
         if hurry is not None:
             watch.add(asyncio.ensure_future(hurry.hurry.wait()))

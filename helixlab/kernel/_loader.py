@@ -40,8 +40,7 @@ def to_load(book: Book, pool: LivePool, names: Iterable[str] | None) -> list[str
             message = f"Plugin {name!r} is disabled in the configuration; enable it to load it."
             raise DependencyError(message, plugins=(name,))
         wanted |= {name, *graph.dependencies(name, transitive=True)}
-    live = pool.current.live
-    return [n for n in graph.load_order() if n in wanted and n not in live]
+    return [n for n in graph.load_order() if n in wanted and n not in pool.current.live]
 
 
 async def load(
@@ -104,19 +103,17 @@ async def unload(
     return order
 
 
-async def stop_all(book: Book, pool: LivePool, runner: Runner) -> list[str]:
+async def stop_all(book: Book, pool: LivePool, runner: Runner) -> None:
     """Stop every running plugin, dependents first (even with a cycle among the unloaded)."""
     start_order, _ = book.registry.graph().display_order()  # never raises
     order = [n for n in reversed(start_order) if n in pool.current.live]
     await _retire(book, pool, runner, order, {})
-    return order
 
 
 async def _retire(
     book: Book, pool: LivePool, runner: Runner, order: list[str], remaining: dict[str, Live]
 ) -> None:
-    """Swap in ``remaining``, let work on the older generations drain, stop ``order`` (each
-    stop is a stopping and a stopped event)."""
+    """Swap in ``remaining``, let work on the older generations drain, stop ``order``."""
     lives = [pool.current.live[name] for name in order]
     commit(book, pool, remaining)
     await pool.drain(pool.current, runner.timeouts.drain)

@@ -1,15 +1,10 @@
-"""What a change of the live set will do, and its transaction.
-
-:func:`plan` checks everything (new classes, new config, the whole graph), changes nothing,
-and computes the cascade; :func:`reload`, :func:`reconfigure`, :func:`define` and
-:func:`apply_config` turn a Change into its :class:`~._transaction.Transaction`.
-"""
+"""What a change of the live set will do (:func:`plan`: check everything, change nothing,
+compute the cascade), and the :class:`~._transaction.Transaction` of each kind of Change."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -25,7 +20,7 @@ from . import _discovery
 from ._book import Book
 from ._change import Change
 from ._config import PluginSpec, parse_config
-from ._fingerprint import Fingerprint, class_fingerprint
+from ._fingerprint import class_fingerprint
 from ._lifecycle import Runner
 from ._live import LivePool
 from ._plugin import Plugin, PluginState, check_plugin_class
@@ -70,10 +65,9 @@ def plan(
             name = getattr(target, "name", "") or target.__qualname__
             if name not in registry:
                 known = ", ".join(sorted(registry)) or "none"
-                message = f"no plugin of that name is registered (registered: {known})"
-                raise ReloadError(
-                    name, "validate", f"Cannot reload {name!r}: {message}. Register it first."
-                )
+                message = f"Cannot reload {name!r}: no plugin of that name is registered "
+                message += f"(registered: {known}). Register it first."
+                raise ReloadError(name, "validate", message)
             registry = _with_class(registry, registry[name], target)
         elif isinstance(target, str):
             name = registry[target].name
@@ -108,7 +102,7 @@ def plan(
         if down := [d for d, _ in entry.requires if d not in live]:
             message = f"Plugin {name!r} needs {down[0]!r}, which is not running."
             raise _refuse(name, DependencyError(message, plugins=(name, down[0])))
-    return Plan(names, registry, graph, order, load)
+    return Plan(names, registry, order, load)
 
 
 def reconfigure(book: Book, pool: LivePool, runner: Runner, spec: PluginSpec) -> Transaction:
@@ -121,17 +115,9 @@ def reconfigure(book: Book, pool: LivePool, runner: Runner, spec: PluginSpec) ->
     return txn
 
 
-def define(
-    book: Book,
-    pool: LivePool,
-    runner: Runner,
-    classes: list[type[Plugin]],
-    source: str,
-    origin: str,
-    unit: str | None,
-    fingerprints: Mapping[str, Fingerprint],
-) -> Transaction:
-    """A change registering new classes and reloading changed ones (see ``Kernel.define``)."""
+def define(book: Book, pool: LivePool, runner: Runner, change: Change) -> Transaction:
+    """A change registering new classes and reloading changed ones (see ``Change.define``)."""
+    classes, source, origin, unit = change.classes, change.source or "", change.origin, change.unit
     if not classes:
         raise RegistryError(f"{source} defines no Plugin subclass with a `name`.")
     names = [cls.name for cls in classes]
@@ -153,12 +139,11 @@ def define(
     new, changed = [], []
     reasons: dict[str, list[str]] = {}  # a changed plugin: the names whose code changed
     for cls in classes:
-        name, printed = cls.name, fingerprints.get(cls.name) or class_fingerprint(cls)
+        name, printed = cls.name, change.fingerprints.get(cls.name) or class_fingerprint(cls)
         if name not in registry:
             new.append(name)
-            spec = book.pending.get(name)
             how = {"origin": origin, "source": source, "unit": unit, "fingerprint": printed}
-            registry = registry.added(cls, spec=spec, **how)
+            registry = registry.added(cls, spec=book.pending.get(name), **how)
             continue
         entry = registry[name]
         if unit is not None and entry.unit not in (None, unit) and entry.origin == "file":
@@ -186,47 +171,14 @@ def define(
     return txn
 
 
-def reload(
-    book: Book, pool: LivePool, runner: Runner, targets: list, cascade: bool = True
-) -> Transaction:
-    """A change reloading ``targets`` (with their dependents, if ``cascade``)."""
-    the_plan = plan(book, pool, targets, cascade=cascade)
+def reload(book: Book, pool: LivePool, runner: Runner, change: Change) -> Transaction:
+    """A change reloading its targets (with their dependents, if ``change.cascade``)."""
+    the_plan = plan(book, pool, change.targets, cascade=change.cascade)
     return Transaction(book, pool, runner, the_plan, the_plan.registry)
 
 
-def _with_builtin_dependencies(registry: Registry) -> Registry:
-    """Add, with their defaults, the built-in plugins that configured ones depend on."""
-    while missing := {
-        dep: cls
-        for entry in registry.entries.values()
-        for dep, _ in entry.requires
-        if dep not in registry and (cls := _discovery.builtin_plugin(dep)) is not None
-    }:
-        for dep in sorted(missing):
-            registry = registry.added(missing[dep], origin="builtin")
-    return registry
-
-
-def _graph_problems(exc: DependencyError, doc: Any) -> list[ConfigProblem]:
-    """Each dependency problem, placed at the entry of a plugin it involves in ``doc``."""
-    problems = []
-    for problem in exc.problems:
-        named = next((n for n in problem.plugins if n in doc.plugins), None)
-        line = doc.plugins[named].line if named is not None else None
-        problems.append(ConfigProblem(str(problem), doc.source, line, named))
-    return problems
-
-
-def apply_config(
-    book: Book,
-    pool: LivePool,
-    runner: Runner,
-    data: str | os.PathLike | Mapping,
-    *,
-    source: str | None,
-    line_offset: int,
-) -> Transaction:
-    """A change applying a YAML configuration (see ``Kernel.apply_config``)."""
+def apply_config(book: Book, pool: LivePool, runner: Runner, change: Change) -> Transaction:
+    """A change applying a YAML configuration (see ``Change.apply_config``)."""
     proposed = book.registry
     live = pool.current.live
     pending: dict[str, PluginSpec] = {}
@@ -250,13 +202,26 @@ def apply_config(
             return exc.problems
         return []
 
-    doc = parse_config(data, source=source, line_offset=line_offset, check=check)
+    document, source, line_offset = change.document, change.source, change.line_offset
+    doc = parse_config(document, source=source, line_offset=line_offset, check=check)
     book.secrets.learn(secret_values(doc.gateway))  # e.g. an admin key: errors may quote it
-    proposed = _with_builtin_dependencies(proposed)
-    try:  # a cycle or a missing dependency: refused now, with its line, not at load
+    while missing := {  # the built-in plugins that configured ones depend on, with defaults
+        dep: cls
+        for entry in proposed.entries.values()
+        for dep, _ in entry.requires
+        if dep not in proposed and (cls := _discovery.builtin_plugin(dep)) is not None
+    }:
+        for dep in sorted(missing):
+            proposed = proposed.added(missing[dep], origin="builtin")
+    try:  # a cycle or a missing dependency: refused now, at the line of a plugin it involves
         proposed.graph().validate()
     except DependencyError as exc:
-        raise ConfigError(_graph_problems(exc, doc), doc.source) from exc
+        problems = []
+        for problem in exc.problems:
+            named = next((n for n in problem.plugins if n in doc.plugins), None)
+            line = doc.plugins[named].line if named is not None else None
+            problems.append(ConfigProblem(str(problem), doc.source, line, named))
+        raise ConfigError(problems, doc.source) from exc
     old = book.registry
     changed = [n for n in doc.plugins if n in old and old[n].spec != proposed[n].spec]
     added = [n for n in proposed if n not in old]
@@ -334,7 +299,7 @@ async def transaction(book: Book, pool: LivePool, runner: Runner, change: Change
     """The transaction making ``change`` (the operation lock held; a ``define_file`` change
     is imported by the Kernel first, as a ``define``)."""
     if change.kind == "reload":
-        return reload(book, pool, runner, list(change.targets), cascade=change.cascade)
+        return reload(book, pool, runner, change)
     if change.kind == "configure":
         entry = book.registry[change.plugin]
         config, marked = split_marked(dict(change.values))  # `{value: ..., secret: true}` too
@@ -349,13 +314,7 @@ async def transaction(book: Book, pool: LivePool, runner: Runner, change: Change
         book.learn(spec, entry.cls)  # before validating: its errors may quote them
         return reconfigure(book, pool, runner, spec)
     if change.kind == "apply_config":  # read and parsed in a worker thread
-        doc, source, offset = change.document, change.source, change.line_offset
-        return await asyncio.to_thread(
-            lambda: apply_config(book, pool, runner, doc, source=source, line_offset=offset)
-        )
+        return await asyncio.to_thread(apply_config, book, pool, runner, change)
     if change.kind == "define":
-        classes, source = list(change.classes), change.source or ""
-        return define(
-            book, pool, runner, classes, source, change.origin, change.unit, change.fingerprints
-        )
+        return define(book, pool, runner, change)
     raise ValueError(f"Kernel.apply() cannot make a {change.kind} change here.")

@@ -1,15 +1,13 @@
-"""A change of the live set as a transaction split at its swap: prepare, then commit or abort.
-
-The one code path of every change that restarts plugins: ``prepare`` starts the new
-instances aside (``restart`` plugins stop their old one first) and builds the next generation;
-``commit`` swaps it in, drains the old one and stops its instances; a failure rolls back.
+"""A change of the live set as a transaction split at its swap, the one code path of every
+change that restarts plugins: ``prepare`` starts the new instances aside (``restart`` plugins
+stop their old one first) and builds the next generation; ``commit`` swaps it in, drains the
+old one and stops its instances, what the change registers loaded after; a failure rolls back.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +15,6 @@ from ..errors import PluginError, PluginTimeoutError, ReloadError, describe
 from . import _loader
 from ._book import Book
 from ._config import PluginSpec
-from ._graph import DependencyGraph
 from ._lifecycle import Live, Operation, Runner
 from ._live import Generation, LivePool
 from ._registry import Registry
@@ -32,14 +29,11 @@ class Plan:
 
     targets: list[str]
     registry: Registry
-    graph: DependencyGraph
     order: list[str]  # running plugins to replace, dependencies first
     load: list[str]  # not running: loaded after the swap
 
 
 class Transaction:
-    """One change of the live set, prepared aside, then committed or aborted."""
-
     def __init__(
         self, book: Book, pool: LivePool, runner: Runner, plan: Plan | None, registry: Registry
     ):
@@ -66,7 +60,6 @@ class Transaction:
         self.report.timings[step], self._t_lap = now - self._t_lap, now
 
     async def prepare(self, op: Operation) -> None:
-        """Start the new set aside and build its generation; on failure roll back and raise."""
         plan, report, current, new = self.plan, self.report, self._old_gen.live, self._new
         if plan is None:
             self.state = "prepared"
@@ -101,7 +94,7 @@ class Transaction:
                     report.started.extend(n for n in run if n in new)
             op.check(order[-1] if order else "kernel")
             self._lap("start")
-            self._generation = self.pool.build({**current, **new}, plan.graph)
+            self._generation = self.pool.build({**current, **new}, registry.graph())
             # a canary (the gateway's verify) may refuse the new set before any swap
             await self.pool.verify(self._generation, {n: registry[n] for n in order})
         except Exception as exc:
@@ -139,6 +132,7 @@ class Transaction:
     async def _rollback(self, error: PluginError) -> None:
         """Stop the new instances (dependents first), restart what ``restart`` plugins stopped."""
         book, runner, report, current = self.book, self.runner, self.report, self._old_gen.live
+        self.state = "aborted"  # from its start: a commit meanwhile is refused
         await runner.stop([self._new[n] for n in reversed(list(self._new))], book.stop_failed)
         stop_hung = error.phase == "stop" and isinstance(error, PluginTimeoutError)
         for name in reversed(self._stopped_first):
@@ -152,7 +146,6 @@ class Transaction:
                 book.failed(name, exc)
                 await _loader.unload(book, self.pool, runner, name, dead=True)
         self._new.clear()
-        self.state = "aborted"
         report.rolled_back = True
         self._failed(error)
         report.timings["total"] = time.perf_counter() - self._t0
@@ -164,27 +157,27 @@ class Transaction:
 
     async def abort(self, op: Operation, reason: str) -> ReloadReport:
         """Roll back a prepared transaction; the old set keeps serving, as after a failure."""
-        if self.state != "prepared":
-            raise ReloadError("kernel", "abort", f"Cannot abort a reload that is {self.state}.")
         if self.plan is None:
             self.state = "aborted"
             self.report.rolled_back = True
             self.report.error = reason
         else:
-            target = self.plan.targets[0] if self.plan.targets else "kernel"
+            target = self.plan.targets[0]  # a plan has at least one
             await self._rollback(PluginError(target, "abort", cause=RuntimeError(reason)))
         return self.report
 
     async def commit(self, op: Operation) -> ReloadReport:
-        """Swap, drain the old generation, stop the old instances; then ``finish``."""
-        if self.state != "prepared":
-            raise ReloadError("kernel", "commit", f"Cannot commit a reload that is {self.state}.")
+        """Swap, drain the old generation, stop the old instances; then record and load what
+        the change registers (PreparedReload and Kernel.apply call it prepared only)."""
         book, plan, report, drain = self.book, self.plan, self.report, self.runner.timeouts.drain
         self.state = "committed"
         book.registry = self.registry
         if plan is not None and self._generation is not None:
             self.pool.swap(self._generation)  # -- the swap: one reference --
-            _rebind(self._generation.live, self._new)
+            for name, live in self._generation.live.items():  # outside the cascade (a reload
+                if name not in self._new:  # without it): ctx.get answers the new instances
+                    for dep in live.ctx._deps.keys() & self._new.keys():
+                        live.ctx._deps[dep] = self._new[dep].plugin
             book.last_cascade = tuple(plan.order)  # before the events: views redraw on them
             self._lap("swap")
             for name in plan.order:
@@ -244,12 +237,3 @@ class Transaction:
         cause = describe(error.cause) if error.cause is not None else str(error)
         self.report.error = self.book.mask(cause)
         self.report.phase, self.report.plugin = error.phase, error.plugin
-
-
-def _rebind(live: Mapping[str, Live], new: Mapping[str, Live]) -> None:
-    """Point the contexts of running plugins outside the cascade (a reload without cascade)
-    at the new instances; what they stored from ``ctx.get`` still refers to the old one."""
-    for name, entry in live.items():
-        if name not in new:
-            for dep in entry.ctx._deps.keys() & new.keys():
-                entry.ctx._deps[dep] = new[dep].plugin

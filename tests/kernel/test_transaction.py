@@ -147,3 +147,30 @@ def test_close_aborts_a_pending_prepare(make_kernel, make_plugin, journal):
     kernel.close()
     assert prepared.state == "aborted"
     assert journal.phases("stop") == ["a", "a"]  # the new instance, then the old one
+
+
+def test_a_commit_while_the_abort_rolls_back_is_refused(make_kernel, make_plugin):
+    """An abort (its timeout, close, the caller) stopping the new instances is already an
+    abort: a commit meanwhile is refused, and never swaps in what is being stopped."""
+    kernel = make_kernel(timeouts={"stop": 30})
+    old_a, _ = load(kernel, make_plugin)
+    stopping, release = threading.Event(), threading.Event()
+
+    def stop(self, ctx):
+        stopping.set()
+        assert release.wait(20)
+
+    prepared = kernel.prepare(hx.Change.reload(make_plugin("a", version="2", stop=stop)))
+    aborted = []
+    thread = threading.Thread(target=lambda: aborted.append(prepared.abort()))
+    thread.start()
+    try:
+        assert stopping.wait(10)  # the rollback stops the new "a"
+        with pytest.raises(ReloadError, match="already aborted"):
+            prepared.commit()
+    finally:
+        release.set()
+        thread.join(20)
+    assert aborted and aborted[0].rolled_back
+    assert kernel.get("a") is old_a and kernel.plugin_class("a").version == "1.0.0"
+    assert kernel.reload("a").ok
