@@ -167,17 +167,12 @@ class Registry:
         """A registry where ``cls.name`` uses this new class (its config revalidated)."""
         check_plugin_class(cls)
         old = self[cls.name]
-        where = {"source": source or old.source, "fingerprint": fingerprint, "instance": None}
-        return self._remade(old, cls, old.spec, strict=False, **where)
+        where = {"origin": old.origin, "source": source or old.source, "unit": old.unit}
+        entry = Entry.of(cls, old.spec, strict=False, fingerprint=fingerprint, **where)
+        return self.with_entry(entry)
 
     def with_spec(self, spec: PluginSpec) -> Registry:
         """A registry where ``spec.name`` has this configuration, validated by its class."""
         old = self[spec.name]
-        return self._remade(old, old.cls, spec, strict=True)
-
-    def _remade(
-        self, old: Entry, cls: type[Plugin], spec: PluginSpec, *, strict: bool, **where: Any
-    ) -> Registry:
-        """``old`` made anew from ``cls`` and ``spec``, where it came from kept unless ``where``."""
         kept = {k: getattr(old, k) for k in ("instance", "origin", "source", "unit", "fingerprint")}
-        return self.with_entry(Entry.of(cls, spec, strict=strict, **(kept | where)))
+        return self.with_entry(Entry.of(old.cls, spec, strict=True, **kept))
