@@ -1,4 +1,5 @@
-"""The plugin model: the ``Plugin`` base class, its kinds, its states and its context.
+"""The plugin model: the ``Plugin`` base class, its kinds, its states and its context; for
+config models, ``PluginConfig`` and ``Duration`` (``30s``, ``500ms``, ``2m``).
 
 A plugin is a class (the seed's ``Name()``, ``Version()``... are class attributes); its
 lifecycle methods may be plain or ``async def``. It reaches another plugin only through
@@ -12,19 +13,21 @@ import enum
 import functools
 import inspect
 import logging
+import math
+import re
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
+import pydantic
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from ..errors import RegistryError, UndeclaredDependencyError
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
     from ._kernel import Kernel
 
 __all__ = [
@@ -88,7 +91,7 @@ class Plugin(Generic[ConfigT]):
     version: ClassVar[str] = "0.1.0"
     description: ClassVar[str] = ""
     dependencies: ClassVar[tuple[str, ...]] = ()
-    config_model: ClassVar[type[BaseModel] | None] = None
+    config_model: ClassVar[type[pydantic.BaseModel] | None] = None
     reload_strategy: ClassVar[Literal["hot", "restart"]] = "hot"
     priority: ClassVar[int] = 0
     kind: ClassVar[str] = "plugin"
@@ -123,8 +126,8 @@ class Plugin(Generic[ConfigT]):
         bases = () if "config_model" in vars(cls) else getattr(cls, "__orig_bases__", ())
         for base in bases:  # class P(Plugin[Model]): Model is its config model
             origin, model = typing.get_origin(base), (*typing.get_args(base), None)[0]
-            pydantic = isinstance(model, type) and hasattr(model, "model_validate")
-            if pydantic and isinstance(origin, type) and issubclass(origin, Plugin):
+            a_model = isinstance(model, type) and hasattr(model, "model_validate")
+            if a_model and isinstance(origin, type) and issubclass(origin, Plugin):
                 cls.config_model = model
                 break
         deps = cls.dependencies
@@ -263,3 +266,34 @@ def describe_class(cls: type) -> str:
         where = inspect.getsourcefile(cls) or where
         where += f":{inspect.getsourcelines(cls)[1]}"
     return f"class {cls.__qualname__} in {where}"
+
+
+_NUMBER, _UNIT = r"(\d+(?:\.\d*)?|\.\d+)\s*", "(ms|s|m|h|d)"
+_DURATION = re.compile(rf"\s*{_NUMBER}|(?:\s*{_NUMBER}{_UNIT})+\s*")  # a number, or parts
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "": 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``30s``, ``500ms``, ``2m``, ``1h``, ``1m30s`` or a plain number."""
+    seconds = math.nan
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and _DURATION.fullmatch(value):
+        seconds = sum(float(n) * _UNITS[u] for n, u in re.findall(_NUMBER + _UNIT + "?", value))
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(
+            f"invalid duration {value!r}; use a non-negative number of seconds or a string "
+            f"such as '30s', '500ms', '2m', '1h' or '1m30s'."
+        )
+    return seconds
+
+
+Duration = Annotated[float, pydantic.BeforeValidator(parse_duration)]
+
+
+class PluginConfig(pydantic.BaseModel):
+    """Base for plugin config models: unknown keys are errors, not silently dropped."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")

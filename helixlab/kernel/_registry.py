@@ -1,19 +1,22 @@
-"""The registry: which plugin classes the kernel knows, with their configuration. Immutable:
-a change makes a new one, so a reload validates a *proposed* registry before committing it."""
+"""The registry: which plugin classes the kernel knows, with their configuration checked
+against their ``config_model`` (every problem at once, at the line of its key). Immutable: a
+change makes a new one, so a reload validates a *proposed* registry before committing it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import pydantic
 
 from ..errors import ConfigError, ConfigProblem, PluginNotFoundError, RegistryError
-from ._config import PluginSpec
+from ._config import PluginSpec, _unknown_message
 from ._fingerprint import Fingerprint
 from ._graph import DependencyGraph, Node
 from ._plugin import Plugin, check_plugin_class, parse_dependency
-from ._secrets import secret_values
-from ._validation import validate_config
+from ._secrets import field_aliases, is_secret_key, secret_values
 
 __all__ = ["Entry", "Registry"]
 
@@ -176,3 +179,79 @@ class Registry:
         old = self[spec.name]
         kept = {k: getattr(old, k) for k in ("instance", "origin", "source", "unit", "fingerprint")}
         return self.with_entry(Entry.of(old.cls, spec, strict=True, **kept))
+
+
+def validate_config(spec: PluginSpec, model: type[pydantic.BaseModel] | None) -> Any:
+    """A spec's config validated by the plugin's model, or every problem at the line of its key.
+    Unknown keys are refused even where pydantic ignores them (a misspelt setting that does
+    nothing is worse) unless ``extra="allow"``; ``config_model = None`` takes none, ``dict`` any."""
+    if model is dict:
+        return dict(spec.config)
+    found: list[tuple[tuple, str, str]] = []  # (key path, message, kind)
+    instance = None
+    if model is None:
+        why = f"{spec.name} has no config_model, so it takes no config; give it a config model "
+        why += "with this field (or `config_model = dict` to take any keys)."
+        found = [((key,), f"unknown key {key!r}: {why}", "") for key in spec.config]
+    else:
+        unknown = dict(_unknown_keys(model, spec.config, ()))
+        found = [(loc, _unknown_message(loc[-1], keys), "") for loc, keys in unknown.items()]
+        try:
+            instance = model.model_validate(spec.config)
+        except pydantic.ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                loc, kind = tuple(error["loc"]), error["type"]
+                if kind == "missing":
+                    key = f"required key {loc[-1]!r}" if loc else "a required key"
+                    found.append((loc, f"{key} is missing.", "missing"))
+                elif kind == "extra_forbidden":
+                    if loc not in unknown:
+                        found.append((loc, f"unknown key {loc[-1]!r}.", ""))
+                else:
+                    shown, message = repr(error.get("input")), error["msg"]
+                    secret = any(isinstance(part, str) and is_secret_key(part) for part in loc)
+                    if not secret and isinstance(error.get("input"), str | int | float):
+                        message += f" (got {shown[:60] + '…' if len(shown) > 60 else shown})"
+                    found.append((loc, message + ".", ""))
+    problems = []
+    for loc, message, kind in found:  # a missing key has no line: its parent's, or the entry's
+        ends = (loc[:end] for end in range(len(loc), 0, -1) if loc[:end] in spec.lines)
+        line = spec.lines[end] if (end := next(ends, None)) is not None else spec.line
+        path = ".".join(str(part) for part in ("config", *loc))
+        problems.append(ConfigProblem(message, spec.source, line, spec.name, path, kind))
+    if problems:
+        raise ConfigError(problems, spec.source)
+    return {} if model is None else instance
+
+
+def _unknown_keys(annotation: Any, value: Any, loc: tuple) -> list[tuple[tuple, list[str]]]:
+    """(key path, valid keys) of every key no field accepts, in the models ``annotation``
+    holds (``X | None``, ``list[X]``, ``dict[str, X]``, ``Annotated[X, ...]``)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated or origin in (Union, UnionType):  # Annotated[X, ...], X | None
+        options = [a for a in args[: 1 if origin is Annotated else None] if a is not type(None)]
+        return _unknown_keys(options[0], value, loc) if len(options) == 1 else []
+    if isinstance(value, list | tuple) and args and origin in (list, tuple, Sequence):
+        return [p for i, v in enumerate(value) for p in _unknown_keys(args[0], v, (*loc, i))]
+    if origin in (dict, Mapping) and len(args) == 2 and isinstance(value, Mapping):
+        return [p for k, v in value.items() for p in _unknown_keys(args[1], v, (*loc, k))]
+    if not (isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel)):
+        return []
+    config = annotation.model_config
+    if not isinstance(value, Mapping) or config.get("extra") == "allow":
+        return []
+    accepted: dict[str, str] = {}  # every input key the model reads (names, aliases) -> field
+    for name, info in annotation.model_fields.items():
+        aliases = field_aliases(info)
+        if config.get("validate_by_alias", True):
+            accepted.update(dict.fromkeys(aliases, name))
+        if not aliases or config.get("validate_by_name") or config.get("populate_by_name"):
+            accepted[name] = name
+    found = []
+    for key, item in value.items():
+        if key in accepted:
+            field = annotation.model_fields[accepted[key]]
+            found += _unknown_keys(field.annotation, item, (*loc, key))
+        else:
+            found.append(((*loc, key), sorted(accepted)))
+    return found
