@@ -119,11 +119,9 @@ def parse_config(
         for p in check(spec) if check else ():  # unless said already: at, above or below it
             if not any(s.startswith(f"{p.path}.") or f"{p.path}.".startswith(s) for s in seen):
                 reader.problems.append(p)
-    if reader.problems:
-        problems = dict.fromkeys(reader.problems)  # each once, in the order of their lines
-        raise ConfigError(
-            sorted(problems, key=lambda p: (p.line is None, p.line or 0)), reader.source
-        )
+    if reader.problems:  # each once, in the order of their lines
+        problems = sorted(dict.fromkeys(reader.problems), key=lambda p: (p.line is None, p.line))
+        raise ConfigError(problems, reader.source)
     return doc
 
 
@@ -197,8 +195,7 @@ class _Reader:
         key = lines[before[-1]] if before else ":"  # the last line with text before the mark
         bare = ":" not in key and not key.lstrip().startswith("-")  # a key without its colon
         if exc.problem == "could not find expected ':'" and ctx is not None:
-            key = lines[ctx.line].strip() if ctx.line < len(lines) else ""
-            mark = ctx
+            mark, key = ctx, lines[ctx.line].strip() if ctx.line < len(lines) else ""
             message = f"could not find expected ':' after {key!r}; a key ends with a colon"
         elif exc.problem == "mapping values are not allowed here" and bare:
             mark = yaml.Mark("", 0, before[-1], len(key.rstrip()), "", 0)
@@ -281,17 +278,15 @@ class _Reader:
             merged = self.items(source, path)
             self.active.discard(id(source))
             self.spend(len(merged), source, path)
-            for key, pair in merged.items():
-                entries.setdefault(key, pair)
+            entries |= {key: pair for key, pair in merged.items() if key not in entries}
         return entries
 
     def spend(self, count: int, node: yaml.Node, path: tuple) -> bool:
         """Take ``count`` values from the expansion budget; False (reported once) past it."""
         self.budget -= count
         if self.budget < 0 <= self.budget + count:
-            why = "aliases and '<<' merge keys count every time they are used"
-            message = f"the configuration expands to more than {_MAX_VALUES} values ({why}); "
-            message += "write the values out."
+            message = f"the configuration expands to more than {_MAX_VALUES} values (aliases and "
+            message += "'<<' merge keys count every time they are used); write the values out."
             self.report(message, path[:2], node=node)
         return self.budget >= 0
 
@@ -327,8 +322,7 @@ class _Reader:
         doc = ConfigDocument(plugins={}, gateway={}, source=self.source)
         if not isinstance(root, dict):
             what = f"must be a mapping with a 'plugins' key, not {_describe(root)}"
-            if root is None:
-                what = "is empty; it needs a 'plugins' mapping"
+            what = "is empty; it needs a 'plugins' mapping" if root is None else what
             self.report(f"the configuration {what}.", ())
             return doc
         for key, value in root.items():

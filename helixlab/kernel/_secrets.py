@@ -249,14 +249,10 @@ def _mask(obj: Any, books: tuple[SecretBook, ...], seen: set[int]) -> Any:
         return obj
     seen.add(id(obj))
     if isinstance(obj, BaseException):
-        with contextlib.suppress(TypeError, AttributeError):
-            obj.args = tuple(_mask(a, books, seen) for a in obj.args)
-        for name in ("message", "detail", "error", "body", "problems", "report", "cause"):
+        for name in "args __notes__ message detail error body problems report cause".split():
             if (masked := _mask(value := getattr(obj, name, None), books, seen)) is not value:
                 with contextlib.suppress(AttributeError, TypeError):  # a read-only property
                     setattr(obj, name, masked)
-        if isinstance(notes := getattr(obj, "__notes__", None), list):
-            notes[:] = [_mask(n, books, seen) for n in notes]
         for chained in (obj.__cause__, obj.__context__):
             _mask(chained, books, seen)
         return obj
