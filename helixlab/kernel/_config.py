@@ -105,8 +105,7 @@ def parse_config(
         try:
             data = Path(data).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            problem = ConfigProblem(f"cannot read the configuration file: {exc}", source)
-            raise ConfigError([problem], source) from None
+            raise ConfigError(f"cannot read the configuration file: {exc}", source) from None
     elif not isinstance(data, str | Mapping):
         raise TypeError(f"parse_config() takes a path, YAML text or a mapping, not {data!r}")
     reader = _Reader(source or "<config>", line_offset, os.environ if env is None else env)
@@ -199,18 +198,15 @@ class _Reader:
             message = f"could not find expected ':' after {key!r}; a key ends with a colon"
         elif exc.problem == "mapping values are not allowed here" and bare:
             mark = yaml.Mark("", 0, before[-1], len(key.rstrip()), "", 0)
-            message = (
-                f"{key.strip()!r} has no ':' after it, so the next line was read as part of "
-                f"it; a key ends with a colon"
-            )
+            message = f"{key.strip()!r} has no ':' after it, so the next line was read as part "
+            message += "of it; a key ends with a colon"
         elif exc.problem and exc.problem.startswith("expected <block end>"):
             message += "; check this line's indentation"
         elif mark is not None and mark.line >= len(lines) and ctx is not None:
             mark = ctx  # the end of the text: point where the unclosed thing began
-        if mark is None:
-            return ConfigProblem(f"invalid YAML: {message}.", self.source)
-        message = f"invalid YAML at column {mark.column + 1}: {message}."
-        return ConfigProblem(message, self.source, mark.line + 1 + self.offset)
+        at = "" if mark is None else f" at column {mark.column + 1}"
+        line = None if mark is None else mark.line + 1 + self.offset
+        return ConfigProblem(f"invalid YAML{at}: {message}.", self.source, line)
 
     def value(self, node: yaml.Node | None, path: tuple) -> Any:
         """The Python value of ``node`` at ``path``, recording the line of every key under it."""

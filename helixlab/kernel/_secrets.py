@@ -249,7 +249,8 @@ def _mask(obj: Any, books: tuple[SecretBook, ...], seen: set[int]) -> Any:
         return obj
     seen.add(id(obj))
     if isinstance(obj, BaseException):
-        for name in "args __notes__ message detail error body problems report cause".split():
+        texts = ("args", "__notes__", "message", "detail", "error", "body", "problems")
+        for name in (*texts, "report", "cause"):  # and the objects it holds
             if (masked := _mask(value := getattr(obj, name, None), books, seen)) is not value:
                 with contextlib.suppress(AttributeError, TypeError):  # a read-only property
                     setattr(obj, name, masked)
