@@ -17,7 +17,7 @@ import math
 import re
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
@@ -170,21 +170,19 @@ class ToolPlugin(Plugin[ConfigT]):
         raise NotImplementedError(f"{type(self).__name__}.get_tools() is not implemented")
 
 
+@dataclass(repr=False, eq=False, slots=True)
 class Context:
     """What an instance sees of the kernel: its own name, config, logger and dependencies
     (their instances live, or new in a reload, when it was created)."""
 
-    __slots__ = ("_deps", "config", "kernel", "name", "version")
+    name: str
+    version: str
+    config: Any
+    deps: InitVar[Mapping[str, Plugin]]
+    kernel: Kernel | None = None
+    _deps: dict[str, Plugin] = field(init=False)
 
-    def __init__(
-        self,
-        name: str,
-        version: str,
-        config: Any,
-        deps: Mapping[str, Plugin],
-        kernel: Kernel | None = None,
-    ):
-        self.name, self.version, self.config, self.kernel = name, version, config, kernel
+    def __post_init__(self, deps: Mapping[str, Plugin]) -> None:
         self._deps = dict(deps)
 
     @property
@@ -237,9 +235,8 @@ def check_plugin_class(cls: type) -> None:
         why = f'has an invalid version {cls.version!r} (use PEP 440, e.g. "1.0.0")'
         raise RegistryError(f"Plugin {cls.name!r} {why}.") from None
     if not isinstance(cls.required, bool):
-        raise RegistryError(
-            f"Plugin {cls.name!r} has required = {cls.required!r}; set True or False."
-        )
+        why = f"has required = {cls.required!r}; set True or False"
+        raise RegistryError(f"Plugin {cls.name!r} {why}.")
     if cls.reload_strategy not in ("hot", "restart"):
         why = f"has reload_strategy {cls.reload_strategy!r}; choose 'hot' or 'restart'"
         raise RegistryError(f"Plugin {cls.name!r} {why}.")

@@ -187,15 +187,13 @@ def validate_config(spec: PluginSpec, model: type[pydantic.BaseModel] | None) ->
     nothing is worse) unless ``extra="allow"``; ``config_model = None`` takes none, ``dict`` any."""
     if model is dict:
         return dict(spec.config)
-    found: list[tuple[tuple, str, str]] = []  # (key path, message, kind)
-    instance = None
-    if model is None:
+    instance, unknown = None, dict(_unknown_keys(model, spec.config, ()))
+    found = [(loc, _unknown_message(loc[-1], keys), "") for loc, keys in unknown.items()]
+    if model is None:  # found nothing: None is not a model
         why = f"{spec.name} has no config_model, so it takes no config; give it a config model "
         why += "with this field (or `config_model = dict` to take any keys)."
         found = [((key,), f"unknown key {key!r}: {why}", "") for key in spec.config]
     else:
-        unknown = dict(_unknown_keys(model, spec.config, ()))
-        found = [(loc, _unknown_message(loc[-1], keys), "") for loc, keys in unknown.items()]
         try:
             instance = model.model_validate(spec.config)
         except pydantic.ValidationError as exc:

@@ -70,10 +70,8 @@ def is_secret_key(key: Any) -> bool:
         return False
     if _SECRET_PARTS.search(re.sub(r"[^a-z0-9]", "", key.lower())):
         return True
-    words = [w.lower() for w in _WORDS.findall(key)]
-    if not words or words[-1] not in ("token", "tokens"):
-        return False
-    return len(words) == 1 or words[-2] not in _COUNTING
+    *before, last = [w.lower() for w in _WORDS.findall(key)] or [""]
+    return last in ("token", "tokens") and (not before or before[-1] not in _COUNTING)
 
 
 def field_aliases(info: Any) -> list[str]:
