@@ -43,11 +43,9 @@ class Entry(Node):
         unless ``strict``. ``requires``: the class's dependencies and the configured
         ``depends_on``, merged by name."""
         if spec.required is False and plugin.required:
-            message = (
-                f"{spec.name!r} guards requests (its class is required): `required: false` "
-                f"cannot make it optional; remove the key, or unregister the plugin to serve "
-                f"without it."
-            )
+            message = f"{spec.name!r} guards requests (its class is required): `required: false` "
+            message += "cannot make it optional; remove the key, or unregister the plugin to serve "
+            message += "without it."
             problem = ConfigProblem(message, spec.source, spec.line, spec.name, "required")
             raise ConfigError([problem], spec.source)
         config, missing = None, tuple[ConfigProblem, ...]()
@@ -56,11 +54,9 @@ class Entry(Node):
         except ConfigError as exc:
             if strict or not all(p.kind == "missing" for p in exc.problems):
                 raise
-            how = (
-                f": plugin {plugin.name!r} cannot load without it; set it under `plugins: "
-                f"{plugin.name}: config:` in the configuration, or with "
-                f"kernel.configure({plugin.name!r}, {{...}})."
-            )
+            how = f": plugin {plugin.name!r} cannot load without it; set it under `plugins: "
+            how += f"{plugin.name}: config:` in the configuration, or with "
+            how += f"kernel.configure({plugin.name!r}, {{...}})."
             missing = tuple(replace(p, message=p.message.rstrip(".") + how) for p in exc.problems)
         model, marked = plugin.config_model, spec.secrets
         found = secret_values(spec.config, model=model, marked=marked)  # as written
@@ -147,8 +143,7 @@ class Registry:
     ) -> Registry:
         """A registry with ``plugin`` (a class, or an instance for its first load) added; a
         name already taken is refused. ``where``: the entry's origin, source, unit, fingerprint."""
-        instance = plugin if isinstance(plugin, Plugin) else None
-        cls: type[Plugin] = type(plugin) if isinstance(plugin, Plugin) else plugin
+        cls, instance = (type(plugin), plugin) if isinstance(plugin, Plugin) else (plugin, None)
         check_plugin_class(cls)
         if (taken := self.entries.get(cls.name)) is not None:
             at = f" from {taken.source}" if taken.source else ""
@@ -238,18 +233,17 @@ def _unknown_keys(annotation: Any, value: Any, loc: tuple) -> list[tuple[tuple, 
     config = annotation.model_config
     if not isinstance(value, Mapping) or config.get("extra") == "allow":
         return []
-    accepted: dict[str, str] = {}  # every input key the model reads (names, aliases) -> field
+    accepted: dict[str, pydantic.fields.FieldInfo] = {}  # every key the model reads -> field
     for name, info in annotation.model_fields.items():
         aliases = field_aliases(info)
         if config.get("validate_by_alias", True):
-            accepted.update(dict.fromkeys(aliases, name))
+            accepted.update(dict.fromkeys(aliases, info))
         if not aliases or config.get("validate_by_name") or config.get("populate_by_name"):
-            accepted[name] = name
+            accepted[name] = info
     found = []
     for key, item in value.items():
         if key in accepted:
-            field = annotation.model_fields[accepted[key]]
-            found += _unknown_keys(field.annotation, item, (*loc, key))
+            found += _unknown_keys(accepted[key].annotation, item, (*loc, key))
         else:
             found.append(((*loc, key), sorted(accepted)))
     return found

@@ -16,10 +16,9 @@ import json
 import logging
 import re
 import threading
-import typing
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import pydantic
@@ -90,7 +89,7 @@ def _kinds(model: Any, key: Any) -> list[type]:
     )
     annotations, kinds = [field.annotation] if field else [], []
     for annotation in annotations:  # grows as it goes: X | list[Y] -> X, list[Y], Y
-        annotations += typing.get_args(annotation)
+        annotations += get_args(annotation)
         kinds += [annotation] if isinstance(annotation, type) else []
     return kinds
 
@@ -200,7 +199,7 @@ class SecretBook:
         with self._lock:
             if not new <= self._values:
                 self._values |= new
-                forms = {f for v in self._values for f in _variants(v) if len(f) >= MIN_LENGTH}
+                forms = {form for value in self._values for form in _variants(value)}
                 self._pattern = re.compile("|".join(sorted(map(re.escape, forms), key=len)[::-1]))
 
     def mask(self, obj: Any) -> Any:
