@@ -349,11 +349,10 @@ class _Reader:
                 doc.plugins[path[1]].lines[path[3:]] = line
             elif path[1:] and path[0] in ("gateway", "fleet"):
                 getattr(doc, f"{path[0]}_lines")[path[1:]] = line
+        doc.gateway_secrets = frozenset(path[1:] for path in self.marked if path[0] == "gateway")
         for path in self.marked:
             if path[:1] == ("plugins",) and path[2:3] == ("config",) and path[1] in doc.plugins:
                 doc.plugins[path[1]].secrets |= {path[3:]}
-            elif path[:1] == ("gateway",):
-                doc.gateway_secrets |= {path[1:]}
         return doc
 
     def entry(self, name: str, value: Any) -> PluginSpec:

@@ -280,10 +280,8 @@ def parse_duration(value: Any) -> float:
     elif isinstance(value, str) and _DURATION.fullmatch(value):
         seconds = sum(float(n) * _UNITS[u] for n, u in re.findall(_NUMBER + _UNIT + "?", value))
     if math.isnan(seconds) or seconds < 0:
-        raise ValueError(
-            f"invalid duration {value!r}; use a non-negative number of seconds or a string "
-            f"such as '30s', '500ms', '2m', '1h' or '1m30s'."
-        )
+        message = f"invalid duration {value!r}; use a non-negative number of seconds or a string "
+        raise ValueError(message + "such as '30s', '500ms', '2m', '1h' or '1m30s'.")
     return seconds
 
 

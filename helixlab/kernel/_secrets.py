@@ -236,10 +236,9 @@ def _mask(obj: Any, books: tuple[SecretBook, ...], seen: set[int]) -> Any:
         return _text(obj, books)
     if isinstance(obj, Mapping):
         return {k: _mask(v, books, seen) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_mask(v, books, seen) for v in obj]
-    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
-        return tuple(_mask(v, books, seen) for v in obj)
+    if isinstance(obj, list | tuple) and not hasattr(obj, "_fields"):  # not a named tuple
+        masked = [_mask(v, books, seen) for v in obj]
+        return masked if isinstance(obj, list) else tuple(masked)
     if id(obj) in seen:
         return obj
     seen.add(id(obj))
