@@ -72,10 +72,8 @@ class ConfigDocument:
     gateway_secrets: frozenset[tuple] = frozenset()  # paths marked {value: ..., secret: true}
 
     def __repr__(self) -> str:
-        gateway = mask(redact(self.gateway, marked=self.gateway_secrets))
-        return (
-            f"ConfigDocument(plugins={self.plugins!r}, gateway={gateway!r}, source={self.source!r})"
-        )
+        shown = mask(redact(self.gateway, marked=self.gateway_secrets))
+        return f"ConfigDocument(plugins={self.plugins}, gateway={shown!r}, source={self.source!r})"
 
 
 def parse_config(

@@ -113,7 +113,6 @@ class Plugin(Generic[ConfigT]):
 
     def export_state(self) -> Any:
         """State to hand to the next version on a reload (None: nothing to hand over)."""
-        return None
 
     def import_state(self, state: Any) -> Any:
         """Receive what the previous version exported; called after init, before start."""

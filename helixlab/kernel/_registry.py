@@ -1,6 +1,5 @@
-"""The registry: which plugin classes the kernel knows, with their configuration checked
-against their ``config_model`` (every problem at once, at the line of its key). Immutable: a
-change makes a new one, so a reload validates a *proposed* registry before committing it."""
+"""The registry: the plugin classes the kernel knows, their configuration checked by their models.
+Immutable: a change makes a new one, so a reload validates a *proposed* registry first."""
 
 from __future__ import annotations
 
@@ -39,9 +38,8 @@ class Entry(Node):
 
     @classmethod
     def of(cls, plugin: type[Plugin], spec: PluginSpec, *, strict: bool, **where: Any) -> Entry:
-        """An entry with its config validated; missing required settings may come later,
-        unless ``strict``. ``requires``: the class's dependencies and the configured
-        ``depends_on``, merged by name."""
+        """An entry with its config validated (missing required settings may come later unless
+        ``strict``); ``requires``: the class's dependencies and ``depends_on``, merged by name."""
         if spec.required is False and plugin.required:
             message = f"{spec.name!r} guards requests (its class is required): `required: false` "
             message += "cannot make it optional; remove the key, or unregister the plugin to serve "
@@ -206,10 +204,9 @@ def validate_config(spec: PluginSpec, model: type[pydantic.BaseModel] | None) ->
                     if not secret and isinstance(error.get("input"), str | int | float):
                         message += f" (got {shown[:60] + '…' if len(shown) > 60 else shown})"
                     found.append((loc, message + ".", ""))
-    problems = []
+    problems, lines = [], spec.lines
     for loc, message, kind in found:  # a missing key has no line: its parent's, or the entry's
-        ends = (loc[:end] for end in range(len(loc), 0, -1) if loc[:end] in spec.lines)
-        line = spec.lines[end] if (end := next(ends, None)) is not None else spec.line
+        line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), spec.line)
         path = ".".join(str(part) for part in ("config", *loc))
         problems.append(ConfigProblem(message, spec.source, line, spec.name, path, kind))
     if problems:
