@@ -182,7 +182,7 @@ def validate_config(spec: PluginSpec, model: type[pydantic.BaseModel] | None) ->
         return dict(spec.config)
     instance, unknown = None, dict(_unknown_keys(model, spec.config, ()))
     found = [(loc, _unknown_message(loc[-1], keys), "") for loc, keys in unknown.items()]
-    if model is None:  # found nothing: None is not a model
+    if model is None:  # every key is unknown (_unknown_keys finds none without a model)
         why = f"{spec.name} has no config_model, so it takes no config; give it a config model "
         why += "with this field (or `config_model = dict` to take any keys)."
         found = [((key,), f"unknown key {key!r}: {why}", "") for key in spec.config]
