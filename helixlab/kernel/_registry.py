@@ -163,9 +163,8 @@ class Registry:
         """A registry where ``cls.name`` uses this new class (its config revalidated)."""
         check_plugin_class(cls)
         old = self[cls.name]
-        where = {"origin": old.origin, "source": source or old.source, "unit": old.unit}
-        entry = Entry.of(cls, old.spec, strict=False, fingerprint=fingerprint, **where)
-        return self.with_entry(entry)
+        where = {"origin": old.origin, "source": source or old.source, "fingerprint": fingerprint}
+        return self.with_entry(Entry.of(cls, old.spec, strict=False, unit=old.unit, **where))
 
     def with_spec(self, spec: PluginSpec) -> Registry:
         """A registry where ``spec.name`` has this configuration, validated by its class."""

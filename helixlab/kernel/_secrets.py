@@ -82,10 +82,11 @@ def field_aliases(info: Any) -> list[str]:
 
 
 def _kinds(model: Any, key: Any) -> list[type]:
-    """What the fields ``model`` reads from ``key`` may hold (in ``X | None``, ``list[X]``...)."""
+    """What the field ``model`` reads from ``key`` may hold (in ``X | None``, ``list[X]``...)."""
     fields = getattr(model, "model_fields", {}) if isinstance(model, type) else {}
-    found = (f for name, f in fields.items() if key in (name, f.alias, *field_aliases(f)))
-    annotations, kinds = [f.annotation for f in found], []
+    field = fields.get(key)  # by name, else by alias
+    field = field or next((f for f in fields.values() if key in (f.alias, *field_aliases(f))), None)
+    annotations, kinds = [field.annotation] if field else [], []
     for annotation in annotations:  # grows as it goes: X | list[Y] -> X, list[Y], Y
         annotations += get_args(annotation)
         kinds += [annotation] if isinstance(annotation, type) else []
