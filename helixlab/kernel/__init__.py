@@ -14,15 +14,18 @@ from ._operations import PreparedReload
 from ._plugin import (
     ASGIApp,
     Context,
+    Duration,
     Message,
     MiddlewareFactory,
     MiddlewarePlugin,
     Plugin,
+    PluginConfig,
     PluginState,
     Probe,
     ProviderPlugin,
     Scope,
     ToolPlugin,
+    parse_duration,
 )
 from ._reports import Degraded, HealthStatus, LoadReport, PluginInfo, ReloadReport
 from ._secrets import (
@@ -34,7 +37,6 @@ from ._secrets import (
     redact,
     secret_values,
 )
-from ._validation import Duration, PluginConfig, parse_duration
 from ._workers import IMPORT_TIMEOUT
 
 __all__ = [

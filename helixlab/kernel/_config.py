@@ -72,10 +72,8 @@ class ConfigDocument:
     gateway_secrets: frozenset[tuple] = frozenset()  # paths marked {value: ..., secret: true}
 
     def __repr__(self) -> str:
-        gateway = mask(redact(self.gateway, marked=self.gateway_secrets))
-        return (
-            f"ConfigDocument(plugins={self.plugins!r}, gateway={gateway!r}, source={self.source!r})"
-        )
+        shown = mask(redact(self.gateway, marked=self.gateway_secrets))
+        return f"ConfigDocument(plugins={self.plugins}, gateway={shown!r}, source={self.source!r})"
 
 
 def parse_config(
@@ -105,8 +103,7 @@ def parse_config(
         try:
             data = Path(data).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            problem = ConfigProblem(f"cannot read the configuration file: {exc}", source)
-            raise ConfigError([problem], source) from None
+            raise ConfigError(f"cannot read the configuration file: {exc}", source) from None
     elif not isinstance(data, str | Mapping):
         raise TypeError(f"parse_config() takes a path, YAML text or a mapping, not {data!r}")
     reader = _Reader(source or "<config>", line_offset, os.environ if env is None else env)
@@ -119,11 +116,9 @@ def parse_config(
         for p in check(spec) if check else ():  # unless said already: at, above or below it
             if not any(s.startswith(f"{p.path}.") or f"{p.path}.".startswith(s) for s in seen):
                 reader.problems.append(p)
-    if reader.problems:
-        problems = dict.fromkeys(reader.problems)  # each once, in the order of their lines
-        raise ConfigError(
-            sorted(problems, key=lambda p: (p.line is None, p.line or 0)), reader.source
-        )
+    if reader.problems:  # each once, in the order of their lines
+        problems = sorted(dict.fromkeys(reader.problems), key=lambda p: (p.line is None, p.line))
+        raise ConfigError(problems, reader.source)
     return doc
 
 
@@ -197,23 +192,19 @@ class _Reader:
         key = lines[before[-1]] if before else ":"  # the last line with text before the mark
         bare = ":" not in key and not key.lstrip().startswith("-")  # a key without its colon
         if exc.problem == "could not find expected ':'" and ctx is not None:
-            key = lines[ctx.line].strip() if ctx.line < len(lines) else ""
-            mark = ctx
+            mark, key = ctx, lines[ctx.line].strip() if ctx.line < len(lines) else ""
             message = f"could not find expected ':' after {key!r}; a key ends with a colon"
         elif exc.problem == "mapping values are not allowed here" and bare:
             mark = yaml.Mark("", 0, before[-1], len(key.rstrip()), "", 0)
-            message = (
-                f"{key.strip()!r} has no ':' after it, so the next line was read as part of "
-                f"it; a key ends with a colon"
-            )
+            message = f"{key.strip()!r} has no ':' after it, so the next line was read as part "
+            message += "of it; a key ends with a colon"
         elif exc.problem and exc.problem.startswith("expected <block end>"):
             message += "; check this line's indentation"
         elif mark is not None and mark.line >= len(lines) and ctx is not None:
             mark = ctx  # the end of the text: point where the unclosed thing began
-        if mark is None:
-            return ConfigProblem(f"invalid YAML: {message}.", self.source)
-        message = f"invalid YAML at column {mark.column + 1}: {message}."
-        return ConfigProblem(message, self.source, mark.line + 1 + self.offset)
+        at = "" if mark is None else f" at column {mark.column + 1}"
+        line = None if mark is None else mark.line + 1 + self.offset
+        return ConfigProblem(f"invalid YAML{at}: {message}.", self.source, line)
 
     def value(self, node: yaml.Node | None, path: tuple) -> Any:
         """The Python value of ``node`` at ``path``, recording the line of every key under it."""
@@ -281,17 +272,15 @@ class _Reader:
             merged = self.items(source, path)
             self.active.discard(id(source))
             self.spend(len(merged), source, path)
-            for key, pair in merged.items():
-                entries.setdefault(key, pair)
+            entries |= {key: pair for key, pair in merged.items() if key not in entries}
         return entries
 
     def spend(self, count: int, node: yaml.Node, path: tuple) -> bool:
         """Take ``count`` values from the expansion budget; False (reported once) past it."""
         self.budget -= count
         if self.budget < 0 <= self.budget + count:
-            why = "aliases and '<<' merge keys count every time they are used"
-            message = f"the configuration expands to more than {_MAX_VALUES} values ({why}); "
-            message += "write the values out."
+            message = f"the configuration expands to more than {_MAX_VALUES} values (aliases and "
+            message += "'<<' merge keys count every time they are used); write the values out."
             self.report(message, path[:2], node=node)
         return self.budget >= 0
 
@@ -327,8 +316,7 @@ class _Reader:
         doc = ConfigDocument(plugins={}, gateway={}, source=self.source)
         if not isinstance(root, dict):
             what = f"must be a mapping with a 'plugins' key, not {_describe(root)}"
-            if root is None:
-                what = "is empty; it needs a 'plugins' mapping"
+            what = "is empty; it needs a 'plugins' mapping" if root is None else what
             self.report(f"the configuration {what}.", ())
             return doc
         for key, value in root.items():
@@ -359,11 +347,10 @@ class _Reader:
                 doc.plugins[path[1]].lines[path[3:]] = line
             elif path[1:] and path[0] in ("gateway", "fleet"):
                 getattr(doc, f"{path[0]}_lines")[path[1:]] = line
+        doc.gateway_secrets = frozenset(path[1:] for path in self.marked if path[0] == "gateway")
         for path in self.marked:
             if path[:1] == ("plugins",) and path[2:3] == ("config",) and path[1] in doc.plugins:
                 doc.plugins[path[1]].secrets |= {path[3:]}
-            elif path[:1] == ("gateway",):
-                doc.gateway_secrets |= {path[1:]}
         return doc
 
     def entry(self, name: str, value: Any) -> PluginSpec:

@@ -1,4 +1,5 @@
-"""The plugin model: the ``Plugin`` base class, its kinds, its states and its context.
+"""The plugin model: the ``Plugin`` base class, its kinds, its states and its context; for
+config models, ``PluginConfig`` and ``Duration`` (``30s``, ``500ms``, ``2m``).
 
 A plugin is a class (the seed's ``Name()``, ``Version()``... are class attributes); its
 lifecycle methods may be plain or ``async def``. It reaches another plugin only through
@@ -10,19 +11,21 @@ from __future__ import annotations
 import enum
 import functools
 import logging
+import math
+import re
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
+from dataclasses import InitVar, dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
+import pydantic
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from ..errors import RegistryError, UndeclaredDependencyError
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
     from ._kernel import Kernel
 
 __all__ = [
@@ -86,7 +89,7 @@ class Plugin(Generic[ConfigT]):
     version: ClassVar[str] = "0.1.0"
     description: ClassVar[str] = ""
     dependencies: ClassVar[tuple[str, ...]] = ()
-    config_model: ClassVar[type[BaseModel] | None] = None
+    config_model: ClassVar[type[pydantic.BaseModel] | None] = None
     reload_strategy: ClassVar[Literal["hot", "restart"]] = "hot"
     priority: ClassVar[int] = 0
     kind: ClassVar[str] = "plugin"
@@ -108,7 +111,6 @@ class Plugin(Generic[ConfigT]):
 
     def export_state(self) -> Any:
         """State to hand to the next version on a reload (None: nothing to hand over)."""
-        return None
 
     def import_state(self, state: Any) -> Any:
         """Receive what the previous version exported; called after init, before start."""
@@ -121,8 +123,8 @@ class Plugin(Generic[ConfigT]):
         bases = () if "config_model" in vars(cls) else getattr(cls, "__orig_bases__", ())
         for base in bases:  # class P(Plugin[Model]): Model is its config model
             origin, model = typing.get_origin(base), (*typing.get_args(base), None)[0]
-            pydantic = isinstance(model, type) and hasattr(model, "model_validate")
-            if pydantic and isinstance(origin, type) and issubclass(origin, Plugin):
+            a_model = isinstance(model, type) and hasattr(model, "model_validate")
+            if a_model and isinstance(origin, type) and issubclass(origin, Plugin):
                 cls.config_model = model
                 break
         deps = cls.dependencies
@@ -165,21 +167,19 @@ class ToolPlugin(Plugin[ConfigT]):
         raise NotImplementedError(f"{type(self).__name__}.get_tools() is not implemented")
 
 
+@dataclass(repr=False, eq=False, slots=True)
 class Context:
     """What an instance sees of the kernel: its own name, config, logger and dependencies
     (their instances live, or new in a reload, when it was created)."""
 
-    __slots__ = ("_deps", "config", "kernel", "name", "version")
+    name: str
+    version: str
+    config: Any
+    deps: InitVar[Mapping[str, Plugin]]
+    kernel: Kernel | None = None
+    _deps: dict[str, Plugin] = field(init=False)
 
-    def __init__(
-        self,
-        name: str,
-        version: str,
-        config: Any,
-        deps: Mapping[str, Plugin],
-        kernel: Kernel | None = None,
-    ):
-        self.name, self.version, self.config, self.kernel = name, version, config, kernel
+    def __post_init__(self, deps: Mapping[str, Plugin]) -> None:
         self._deps = dict(deps)
 
     @property
@@ -232,11 +232,39 @@ def check_plugin_class(cls: type) -> None:
         why = f'has an invalid version {cls.version!r} (use PEP 440, e.g. "1.0.0")'
         raise RegistryError(f"Plugin {cls.name!r} {why}.") from None
     if not isinstance(cls.required, bool):
-        raise RegistryError(
-            f"Plugin {cls.name!r} has required = {cls.required!r}; set True or False."
-        )
+        why = f"has required = {cls.required!r}; set True or False"
+        raise RegistryError(f"Plugin {cls.name!r} {why}.")
     if cls.reload_strategy not in ("hot", "restart"):
         why = f"has reload_strategy {cls.reload_strategy!r}; choose 'hot' or 'restart'"
         raise RegistryError(f"Plugin {cls.name!r} {why}.")
     for dep in cls.dependencies:
         parse_dependency(dep, cls.name)
+
+
+_NUMBER, _UNIT = r"(\d+(?:\.\d*)?|\.\d+)\s*", "(ms|s|m|h|d)"
+_DURATION = re.compile(rf"\s*{_NUMBER}|(?:\s*{_NUMBER}{_UNIT})+\s*")  # a number, or parts
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "": 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``30s``, ``500ms``, ``2m``, ``1h``, ``1m30s`` or a plain number."""
+    seconds = math.nan
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and _DURATION.fullmatch(value):
+        seconds = sum(float(n) * _UNITS[u] for n, u in re.findall(_NUMBER + _UNIT + "?", value))
+    if math.isnan(seconds) or seconds < 0:
+        message = f"invalid duration {value!r}; use a non-negative number of seconds or a string "
+        raise ValueError(message + "such as '30s', '500ms', '2m', '1h' or '1m30s'.")
+    return seconds
+
+
+Duration = Annotated[float, pydantic.BeforeValidator(parse_duration)]
+
+
+class PluginConfig(pydantic.BaseModel):
+    """Base for plugin config models: unknown keys are errors, not silently dropped."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")

@@ -1,19 +1,21 @@
-"""The registry: which plugin classes the kernel knows, with their configuration. Immutable:
-a change makes a new one, so a reload validates a *proposed* registry before committing it."""
+"""The registry: the plugin classes the kernel knows, their configuration checked by their models.
+Immutable: a change makes a new one, so a reload validates a *proposed* registry first."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import pydantic
 
 from ..errors import ConfigError, ConfigProblem, PluginNotFoundError, RegistryError
-from ._config import PluginSpec
+from ._config import PluginSpec, _unknown_message
 from ._fingerprint import Fingerprint
 from ._graph import DependencyGraph, Node
 from ._plugin import Plugin, check_plugin_class, parse_dependency
-from ._secrets import secret_values
-from ._validation import validate_config
+from ._secrets import field_aliases, is_secret_key, secret_values
 
 __all__ = ["Entry", "Registry"]
 
@@ -36,15 +38,12 @@ class Entry(Node):
 
     @classmethod
     def of(cls, plugin: type[Plugin], spec: PluginSpec, *, strict: bool, **where: Any) -> Entry:
-        """An entry with its config validated; missing required settings may come later,
-        unless ``strict``. ``requires``: the class's dependencies and the configured
-        ``depends_on``, merged by name."""
+        """An entry with its config validated (missing required settings may come later unless
+        ``strict``); ``requires``: the class's dependencies and ``depends_on``, merged by name."""
         if spec.required is False and plugin.required:
-            message = (
-                f"{spec.name!r} guards requests (its class is required): `required: false` "
-                f"cannot make it optional; remove the key, or unregister the plugin to serve "
-                f"without it."
-            )
+            message = f"{spec.name!r} guards requests (its class is required): `required: false` "
+            message += "cannot make it optional; remove the key, or unregister the plugin to serve "
+            message += "without it."
             problem = ConfigProblem(message, spec.source, spec.line, spec.name, "required")
             raise ConfigError([problem], spec.source)
         config, missing = None, tuple[ConfigProblem, ...]()
@@ -53,11 +52,9 @@ class Entry(Node):
         except ConfigError as exc:
             if strict or not all(p.kind == "missing" for p in exc.problems):
                 raise
-            how = (
-                f": plugin {plugin.name!r} cannot load without it; set it under `plugins: "
-                f"{plugin.name}: config:` in the configuration, or with "
-                f"kernel.configure({plugin.name!r}, {{...}})."
-            )
+            how = f": plugin {plugin.name!r} cannot load without it; set it under `plugins: "
+            how += f"{plugin.name}: config:` in the configuration, or with "
+            how += f"kernel.configure({plugin.name!r}, {{...}})."
             missing = tuple(replace(p, message=p.message.rstrip(".") + how) for p in exc.problems)
         model, marked = plugin.config_model, spec.secrets
         found = secret_values(spec.config, model=model, marked=marked)  # as written
@@ -144,8 +141,7 @@ class Registry:
     ) -> Registry:
         """A registry with ``plugin`` (a class, or an instance for its first load) added; a
         name already taken is refused. ``where``: the entry's origin, source, unit, fingerprint."""
-        instance = plugin if isinstance(plugin, Plugin) else None
-        cls: type[Plugin] = type(plugin) if isinstance(plugin, Plugin) else plugin
+        cls, instance = (type(plugin), plugin) if isinstance(plugin, Plugin) else (plugin, None)
         check_plugin_class(cls)
         if (taken := self.entries.get(cls.name)) is not None:
             at = f" from {taken.source}" if taken.source else ""
@@ -167,17 +163,83 @@ class Registry:
         """A registry where ``cls.name`` uses this new class (its config revalidated)."""
         check_plugin_class(cls)
         old = self[cls.name]
-        where = {"source": source or old.source, "fingerprint": fingerprint, "instance": None}
-        return self._remade(old, cls, old.spec, strict=False, **where)
+        where = {"origin": old.origin, "source": source or old.source, "fingerprint": fingerprint}
+        return self.with_entry(Entry.of(cls, old.spec, strict=False, unit=old.unit, **where))
 
     def with_spec(self, spec: PluginSpec) -> Registry:
         """A registry where ``spec.name`` has this configuration, validated by its class."""
         old = self[spec.name]
-        return self._remade(old, old.cls, spec, strict=True)
-
-    def _remade(
-        self, old: Entry, cls: type[Plugin], spec: PluginSpec, *, strict: bool, **where: Any
-    ) -> Registry:
-        """``old`` made anew from ``cls`` and ``spec``, where it came from kept unless ``where``."""
         kept = {k: getattr(old, k) for k in ("instance", "origin", "source", "unit", "fingerprint")}
-        return self.with_entry(Entry.of(cls, spec, strict=strict, **(kept | where)))
+        return self.with_entry(Entry.of(old.cls, spec, strict=True, **kept))
+
+
+def validate_config(spec: PluginSpec, model: type[pydantic.BaseModel] | None) -> Any:
+    """A spec's config validated by the plugin's model, or every problem at the line of its key.
+    Unknown keys are refused even where pydantic ignores them (a misspelt setting that does
+    nothing is worse) unless ``extra="allow"``; ``config_model = None`` takes none, ``dict`` any."""
+    if model is dict:
+        return dict(spec.config)
+    instance, unknown = None, dict(_unknown_keys(model, spec.config, ()))
+    found = [(loc, _unknown_message(loc[-1], keys), "") for loc, keys in unknown.items()]
+    if model is None:  # every key is unknown (_unknown_keys finds none without a model)
+        why = f"{spec.name} has no config_model, so it takes no config; give it a config model "
+        why += "with this field (or `config_model = dict` to take any keys)."
+        found = [((key,), f"unknown key {key!r}: {why}", "") for key in spec.config]
+    else:
+        try:
+            instance = model.model_validate(spec.config)
+        except pydantic.ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                loc, kind = tuple(error["loc"]), error["type"]
+                if kind == "missing":
+                    key = f"required key {loc[-1]!r}" if loc else "a required key"
+                    found.append((loc, f"{key} is missing.", "missing"))
+                elif kind == "extra_forbidden":
+                    if loc not in unknown:
+                        found.append((loc, f"unknown key {loc[-1]!r}.", ""))
+                else:
+                    shown, message = repr(error.get("input")), error["msg"]
+                    secret = any(isinstance(part, str) and is_secret_key(part) for part in loc)
+                    if not secret and isinstance(error.get("input"), str | int | float):
+                        message += f" (got {shown[:60] + '…' if len(shown) > 60 else shown})"
+                    found.append((loc, message + ".", ""))
+    problems, lines = [], spec.lines
+    for loc, message, kind in found:  # a missing key has no line: its parent's, or the entry's
+        line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), spec.line)
+        path = ".".join(str(part) for part in ("config", *loc))
+        problems.append(ConfigProblem(message, spec.source, line, spec.name, path, kind))
+    if problems:
+        raise ConfigError(problems, spec.source)
+    return {} if model is None else instance
+
+
+def _unknown_keys(annotation: Any, value: Any, loc: tuple) -> list[tuple[tuple, list[str]]]:
+    """(key path, valid keys) of every key no field accepts, in the models ``annotation``
+    holds (``X | None``, ``list[X]``, ``dict[str, X]``, ``Annotated[X, ...]``)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated or origin in (Union, UnionType):  # Annotated[X, ...], X | None
+        options = [a for a in args[: 1 if origin is Annotated else None] if a is not type(None)]
+        return _unknown_keys(options[0], value, loc) if len(options) == 1 else []
+    if isinstance(value, list | tuple) and args and origin in (list, tuple, Sequence):
+        return [p for i, v in enumerate(value) for p in _unknown_keys(args[0], v, (*loc, i))]
+    if origin in (dict, Mapping) and len(args) == 2 and isinstance(value, Mapping):
+        return [p for k, v in value.items() for p in _unknown_keys(args[1], v, (*loc, k))]
+    if not (isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel)):
+        return []
+    config = annotation.model_config
+    if not isinstance(value, Mapping) or config.get("extra") == "allow":
+        return []
+    accepted: dict[str, pydantic.fields.FieldInfo] = {}  # every key the model reads -> field
+    for name, info in annotation.model_fields.items():
+        aliases = field_aliases(info)
+        if config.get("validate_by_alias", True):
+            accepted.update(dict.fromkeys(aliases, info))
+        if not aliases or config.get("validate_by_name") or config.get("populate_by_name"):
+            accepted[name] = info
+    found = []
+    for key, item in value.items():
+        if key in accepted:
+            found += _unknown_keys(accepted[key].annotation, item, (*loc, key))
+        else:
+            found.append(((*loc, key), sorted(accepted)))
+    return found

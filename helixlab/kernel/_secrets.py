@@ -16,10 +16,9 @@ import json
 import logging
 import re
 import threading
-import typing
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import pydantic
@@ -70,10 +69,8 @@ def is_secret_key(key: Any) -> bool:
         return False
     if _SECRET_PARTS.search(re.sub(r"[^a-z0-9]", "", key.lower())):
         return True
-    words = [w.lower() for w in _WORDS.findall(key)]
-    if not words or words[-1] not in ("token", "tokens"):
-        return False
-    return len(words) == 1 or words[-2] not in _COUNTING
+    *before, last = [w.lower() for w in _WORDS.findall(key)] or [""]
+    return last in ("token", "tokens") and (not before or before[-1] not in _COUNTING)
 
 
 def field_aliases(info: Any) -> list[str]:
@@ -87,12 +84,11 @@ def field_aliases(info: Any) -> list[str]:
 def _kinds(model: Any, key: Any) -> list[type]:
     """What the field ``model`` reads from ``key`` may hold (in ``X | None``, ``list[X]``...)."""
     fields = getattr(model, "model_fields", {}) if isinstance(model, type) else {}
-    field = fields.get(key) or next(
-        (f for f in fields.values() if key in (f.alias, *field_aliases(f))), None
-    )
+    field = fields.get(key)  # by name, else by alias
+    field = field or next((f for f in fields.values() if key in (f.alias, *field_aliases(f))), None)
     annotations, kinds = [field.annotation] if field else [], []
     for annotation in annotations:  # grows as it goes: X | list[Y] -> X, list[Y], Y
-        annotations += typing.get_args(annotation)
+        annotations += get_args(annotation)
         kinds += [annotation] if isinstance(annotation, type) else []
     return kinds
 
@@ -202,7 +198,7 @@ class SecretBook:
         with self._lock:
             if not new <= self._values:
                 self._values |= new
-                forms = {f for v in self._values for f in _variants(v) if len(f) >= MIN_LENGTH}
+                forms = {form for value in self._values for form in _variants(value)}
                 self._pattern = re.compile("|".join(sorted(map(re.escape, forms), key=len)[::-1]))
 
     def mask(self, obj: Any) -> Any:
@@ -241,22 +237,18 @@ def _mask(obj: Any, books: tuple[SecretBook, ...], seen: set[int]) -> Any:
         return _text(obj, books)
     if isinstance(obj, Mapping):
         return {k: _mask(v, books, seen) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_mask(v, books, seen) for v in obj]
-    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
-        return tuple(_mask(v, books, seen) for v in obj)
+    if isinstance(obj, list | tuple) and not hasattr(obj, "_fields"):  # not a named tuple
+        masked = [_mask(v, books, seen) for v in obj]
+        return masked if isinstance(obj, list) else tuple(masked)
     if id(obj) in seen:
         return obj
     seen.add(id(obj))
     if isinstance(obj, BaseException):
-        with contextlib.suppress(TypeError, AttributeError):
-            obj.args = tuple(_mask(a, books, seen) for a in obj.args)
-        for name in ("message", "detail", "error", "body", "problems", "report", "cause"):
+        texts = ("args", "__notes__", "message", "detail", "error", "body", "problems")
+        for name in (*texts, "report", "cause"):  # and the objects it holds
             if (masked := _mask(value := getattr(obj, name, None), books, seen)) is not value:
                 with contextlib.suppress(AttributeError, TypeError):  # a read-only property
                     setattr(obj, name, masked)
-        if isinstance(notes := getattr(obj, "__notes__", None), list):
-            notes[:] = [_mask(n, books, seen) for n in notes]
         for chained in (obj.__cause__, obj.__context__):
             _mask(chained, books, seen)
         return obj

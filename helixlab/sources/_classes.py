@@ -67,12 +67,8 @@ def entry_points(group: str) -> list[tuple[str, type[Plugin]]]:
 def check_hooks(cls: type[Plugin]) -> None:
     """Refuse a kind without its hook (a MiddlewarePlugin without get_middleware...): for
     plugin files, when they load; a notebook may still sketch a kind first."""
-    kinds = {
-        MiddlewarePlugin: "get_middleware",
-        ProviderPlugin: "get_provider",
-        ToolPlugin: "get_tools",
-    }
-    for base, hook in kinds.items():
+    for base in (MiddlewarePlugin, ProviderPlugin, ToolPlugin):
+        hook = next(name for name in vars(base) if name.startswith("get_"))  # the one it adds
         if issubclass(cls, base) and getattr(cls, hook) is getattr(base, hook):
             raise RegistryError(
                 f"Plugin {cls.name!r} ({describe_class(cls)}) is a {base.__name__} but does not "

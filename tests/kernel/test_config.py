@@ -18,8 +18,9 @@ from pydantic import AliasChoices, Field, SecretStr
 import helixlab as hx
 from helixlab.errors import ConfigError
 from helixlab.kernel._config import PluginSpec, parse_config
+from helixlab.kernel._plugin import Duration, PluginConfig, parse_duration
+from helixlab.kernel._registry import validate_config
 from helixlab.kernel._secrets import SecretBook, is_secret_key, mask, redact, secret_values
-from helixlab.kernel._validation import Duration, PluginConfig, parse_duration, validate_config
 
 from conftest import SEED
 

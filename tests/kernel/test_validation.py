@@ -1,5 +1,5 @@
-"""A plugin's config checked against its model (helixlab/kernel/_validation.py), through
-``Kernel.apply_config``: every problem at once at its line, unknown keys refused (nested
+"""A plugin's config checked against its model (validate_config, helixlab/kernel/_registry.py),
+through ``Kernel.apply_config``: every problem at once at its line, unknown keys refused (nested
 ones too) unless the model allows them, secrets never echoed; and ``Duration``."""
 
 from __future__ import annotations
