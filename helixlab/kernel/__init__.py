@@ -1,8 +1,8 @@
 """The plugin kernel: plugin model, registry, graph, config, lifecycle, events, hot reload."""
 
+from ._builtins import BUILTINS
 from ._change import Change
 from ._config import ConfigDocument, parse_config
-from ._discovery import BUILTINS
 from ._events import EventLog, PluginEvent
 from ._fingerprint import Fingerprint, value_digest
 from ._graph import DependencyGraph

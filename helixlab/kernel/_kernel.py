@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import HelixError, RegistryError, describe
-from . import _discovery, _loader, _reload
+from . import _builtins, _loader, _reload
 from ._book import Book
 from ._change import Change, Shorthands
 from ._events import EventLog
@@ -49,7 +49,7 @@ def _layer(name: str) -> Callable[..., Any]:
             f"Nothing is registered for Kernel.{name}(); import helixlab, which registers "
             f"the gateway and helixlab.sources."
         )
-    return _discovery.load_target(target)
+    return _builtins.load_target(target)
 
 
 class Kernel(Shorthands, Views):

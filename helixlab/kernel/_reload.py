@@ -16,7 +16,7 @@ from ..errors import (
     ReloadError,
     describe,
 )
-from . import _discovery
+from . import _builtins
 from ._book import Book
 from ._change import Change
 from ._config import PluginSpec, parse_config
@@ -186,7 +186,7 @@ def apply_config(book: Book, pool: LivePool, runner: Runner, change: Change) -> 
     def check(spec: PluginSpec) -> list[ConfigProblem]:
         nonlocal proposed
         name, known = spec.name, proposed.entries.get(spec.name)
-        cls = known.cls if known else _discovery.builtin_plugin(name)
+        cls = known.cls if known else _builtins.builtin_plugin(name)
         book.learn(spec, cls)
         if not spec.enabled and name in live:
             message = f"{name!r} is running; unload it before disabling it"
@@ -209,7 +209,7 @@ def apply_config(book: Book, pool: LivePool, runner: Runner, change: Change) -> 
         dep: cls
         for entry in proposed.entries.values()
         for dep, _ in entry.requires
-        if dep not in proposed and (cls := _discovery.builtin_plugin(dep)) is not None
+        if dep not in proposed and (cls := _builtins.builtin_plugin(dep)) is not None
     }:
         for dep in sorted(missing):
             proposed = proposed.added(missing[dep], origin="builtin")
@@ -239,7 +239,7 @@ def unregistered(book: Book) -> ConfigError | None:
     """The error for configured plugins that nothing registered (``load_all`` raises it)."""
     if not book.pending:
         return None
-    known = ", ".join(sorted({*book.registry, *_discovery.builtin_names()})) or "none"
+    known = ", ".join(sorted({*book.registry, *_builtins.builtin_names()})) or "none"
     looked = ", ".join(["the built-ins", *book.looked])
     why = (
         f"is registered or built in (known: {known}; looked in {looked}); its configuration "

@@ -25,7 +25,7 @@ from pydantic import Field, SecretStr
 import helixlab as hx
 from helixlab.errors import ConfigError, ConfigProblem
 from helixlab.kernel import Duration, PluginConfig
-from helixlab.kernel._discovery import builtin_names, builtin_plugin
+from helixlab.kernel._builtins import builtin_names, builtin_plugin
 
 
 @pytest.fixture(autouse=True)

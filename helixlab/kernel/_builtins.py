@@ -1,4 +1,5 @@
-"""The built-in plugins, known to every kernel by name (configurations name them)."""
+"""The built-in plugins, known to every kernel by name (configurations name them); set by
+helixlab/__init__.py from ``helixlab.plugins.CATALOG``."""
 
 from __future__ import annotations
 
