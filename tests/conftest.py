@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,12 @@ from _fleet_support import redis_server  # noqa: F401  (the fixture, for every f
 # waits, and pytest-timeout bounds the test).
 settings.register_profile("helixlab", deadline=None)
 settings.load_profile("helixlab")
+
+# The interrupt tests press Jupyter's interrupt button (a real SIGINT). A run started in the
+# background of a shell without job control (`make test &`, nohup) inherits SIGINT ignored,
+# and so would every kernel and grader it starts: Python's own handler, as a terminal has.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: Short enough that a hung phase fails a test quickly, long enough for a slow CI worker.
 FAST = hx.Timeouts(init=2, start=2, stop=2, health=0.5, export_state=2, import_state=2, drain=5)
