@@ -131,7 +131,10 @@ class Registry:
             return Registry.of(entries)
         guards = {*self.guards} - {name} | ({name} if entry.required and entry.enabled else set())
         secrets = self.secrets | entry.secrets
-        return Registry(entries, secrets, tuple(sorted(guards)), DependencyGraph(entries))
+        shape = (entry.requires, entry.priority, entry.enabled)  # what the graph's orders read
+        same = old is not None and (old.requires, old.priority, old.enabled) == shape
+        graph = DependencyGraph(entries, like=self.dependencies if same else None)
+        return Registry(entries, secrets, tuple(sorted(guards)), graph)
 
     def without(self, name: str) -> Registry:
         return Registry.of({n: e for n, e in self.entries.items() if n != name})

@@ -3,11 +3,17 @@ configuration that arrives before its plugin (the course's notebook order)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 import helixlab as hx
 from helixlab.errors import ConfigError
+from helixlab.kernel import DependencyGraph
+from helixlab.kernel._registry import Registry
 
 
 class NeedsKey(BaseModel):
@@ -93,3 +99,46 @@ def test_a_registry_is_made_of_entries_only_with_what_they_hold():
     assert Registry.of(dict(registry.entries)).secrets == registry.secrets
     with pytest.raises(TypeError, match=r"Registry\.of"):
         Registry(dict(registry.entries))
+
+
+NAMES = [f"p{i}" for i in range(6)]
+#: one change of one plugin's entry: (plugin, priority, enabled, depends_on, a config value)
+CHANGE = st.tuples(
+    st.sampled_from(NAMES),
+    st.integers(-1, 1),
+    st.booleans(),
+    st.lists(st.sampled_from(NAMES), max_size=2, unique=True),
+    st.integers(0, 3),
+)
+
+
+def _outcome(fn, *args):
+    try:
+        return fn(*args)
+    except hx.HelixError as exc:  # a cycle, a disabled target: the same refusal
+        return type(exc).__name__, str(exc)
+
+
+@given(st.lists(CHANGE, min_size=1, max_size=25))
+def test_the_graph_kept_across_changes_orders_as_a_new_one(changes):
+    """The registry keeps its graph's orders across a change that leaves what they read
+    alone (a config value); after any sequence of changes they are a new graph's orders."""
+    registry = Registry()
+    for name in NAMES:
+        registry = registry.added(type(name, (hx.Plugin,), {"name": name, "config_model": dict}))
+    for name, priority, enabled, depends_on, value in changes:
+        spec = registry[name].spec
+        spec = replace(
+            spec,
+            priority=priority,
+            enabled=enabled,
+            depends_on=tuple(depends_on),
+            config={"v": value},
+        )
+        registry = registry.with_spec(spec)
+        kept, new = registry.graph(), DependencyGraph(registry.entries)
+        assert kept.display_order() == new.display_order()
+        assert _outcome(kept.load_order) == _outcome(new.load_order)
+        assert kept.find_cycle() == new.find_cycle()
+        for target in NAMES:
+            assert _outcome(kept.reload_order, target) == _outcome(new.reload_order, target)
