@@ -102,6 +102,17 @@ def test_mock_llm_fixture_with_its_fault_knobs_behind_the_gateway(
     assert mock_llm.requests[-1]["messages"][0]["content"] == "second"
 
 
+def run_pytest(project: Path) -> subprocess.CompletedProcess:
+    """pytest run on a plugin author's ``project`` in a new process (the installed plugin)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(project)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=project,
+    )
+
+
 def test_the_fixtures_come_from_the_installed_pytest_plugin(tmp_path: Path):
     """A plugin author's project: no conftest, the fixtures are there."""
     (tmp_path / "test_author.py").write_text(
@@ -114,13 +125,7 @@ def test_the_fixtures_come_from_the_installed_pytest_plugin(tmp_path: Path):
             """
         )
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    result = run_pytest(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
 
@@ -192,13 +197,7 @@ def test_make_helix_kernel_takes_timeouts_and_a_conftest_gives_them_to_helix_ker
             """
         )
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    result = run_pytest(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 passed" in result.stdout
 
