@@ -8,6 +8,7 @@ import itertools
 import random
 
 import pytest
+from _graphs import gateway_graph, node
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -21,14 +22,8 @@ from helixlab.errors import (
     VersionConflictError,
 )
 from helixlab.kernel._graph import DependencyGraph, Node, find_cycle
-from helixlab.kernel._plugin import parse_dependency
 
 # -- factories ---------------------------------------------------------------------
-
-
-def node(name: str, version: str = "1.0.0", *requires: str, **kw: object) -> Node:
-    """A Node declared the way a plugin class declares it: ``node("b", "1.0", "a>=1")``."""
-    return Node(name, version, requires=tuple(parse_dependency(r, name) for r in requires), **kw)
 
 
 def graph_of(deps: dict[str, list[str]], priority: dict[str, int] | None = None) -> DependencyGraph:
@@ -324,15 +319,7 @@ def test_reload_order_matches_full_order_when_a_dependency_is_outside_the_cascad
 
 @pytest.fixture
 def gateway() -> DependencyGraph:
-    return DependencyGraph(
-        [
-            node("custom-logger", "1.0.0"),
-            node("rate-limiter", "1.2.0", "custom-logger>=1.0"),
-            node("auth", "0.3.0", "custom-logger", "rate-limiter", priority=5),
-            node("metrics", "2.0.0", priority=1),
-            node("legacy", "0.1.0", "nowhere", enabled=False),
-        ]
-    )
+    return gateway_graph()
 
 
 def test_graph_behaves_like_a_collection_of_names(gateway) -> None:

@@ -9,10 +9,10 @@ import shutil
 import subprocess
 
 import pytest
+from _graphs import gateway_graph, node
 
 from helixlab.kernel import DependencyGraph
 from helixlab.kernel._graph import Node
-from helixlab.kernel._plugin import parse_dependency
 from helixlab.notebook._drawing import STATE_COLORS, to_dot, to_text
 
 
@@ -72,22 +72,9 @@ def test_graphviz_reads_the_dot_drawing(reloaded):
     assert "<svg" in drawn.stdout and "after &quot;api&quot; 2.0.0" in drawn.stdout
 
 
-def node(name: str, version: str = "1.0.0", *requires: str, **kw: object) -> Node:
-    """A Node declared the way a plugin class declares it: ``node("b", "1.0", "a>=1")``."""
-    return Node(name, version, requires=tuple(parse_dependency(r, name) for r in requires), **kw)
-
-
 @pytest.fixture
 def gateway() -> DependencyGraph:
-    return DependencyGraph(
-        [
-            node("custom-logger", "1.0.0"),
-            node("rate-limiter", "1.2.0", "custom-logger>=1.0"),
-            node("auth", "0.3.0", "custom-logger", "rate-limiter", priority=5),
-            node("metrics", "2.0.0", priority=1),
-            node("legacy", "0.1.0", "nowhere", enabled=False),
-        ]
-    )
+    return gateway_graph()
 
 
 # -- drawings of hand-built graphs ------------------------------------------------------
