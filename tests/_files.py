@@ -20,3 +20,19 @@ def change(watcher: hx.FileWatcher, path: Path, text: str) -> None:
     before = watcher.batches
     save(path, text)
     assert watcher.wait_for_batch(before, timeout=10), "the watcher saw no change"
+
+
+def hello_plugin(directory: Path) -> Path:
+    """``directory/hello.py``, a plugin file holding ``hello`` 1.0.0; its path."""
+    path = directory / "hello.py"
+    save(
+        path,
+        """
+        import helixlab as hx
+
+        class Hello(hx.Plugin):
+            name = "hello"
+            version = "1.0.0"
+        """,
+    )
+    return path

@@ -4,7 +4,6 @@ what Redis gives back checked key by key (no Redis needed)."""
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,8 @@ from hypothesis import strategies as st
 
 from helixlab import Change
 from helixlab.fleet._wire import change_from_wire, change_to_wire
+
+from _files import hello_plugin
 
 names = st.text(st.characters(categories=("L", "N"), include_characters="-_"), min_size=1)
 json_values = st.recursive(
@@ -105,18 +106,7 @@ def test_in_memory_forms_do_not_travel(make_plugin):
 
 
 def test_a_define_file_change_travels_as_its_path_in_the_plugins_directory(kernel, tmp_path):
-    plugin = tmp_path / "hello.py"
-    plugin.write_text(
-        textwrap.dedent(
-            """
-            import helixlab as hx
-
-            class Hello(hx.Plugin):
-                name = "hello"
-                version = "1.0.0"
-            """
-        )
-    )
+    plugin = hello_plugin(tmp_path)
     wire = change_to_wire(Change.define_file(tmp_path, plugin))
     assert wire == {"kind": "define_file", "path": "hello.py", "source": None}
     report = kernel.apply(change_from_wire(wire, directory=tmp_path))

@@ -3,12 +3,12 @@ form, what a fleet ships: tests/fleet/test_wire.py)."""
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
 import helixlab as hx
 from helixlab import Change
+
+from _files import hello_plugin
 
 
 def test_a_changes_repr_shows_no_configured_value():
@@ -34,18 +34,7 @@ def test_apply_and_prepare_make_every_kind_of_change(kernel, make_plugin):
 
 
 def test_a_define_file_change_imports_the_file_itself_under_the_import_timeout(kernel, tmp_path):
-    plugin = tmp_path / "hello.py"
-    plugin.write_text(
-        textwrap.dedent(
-            """
-            import helixlab as hx
-
-            class Hello(hx.Plugin):
-                name = "hello"
-                version = "1.0.0"
-            """
-        )
-    )
+    plugin = hello_plugin(tmp_path)
     report = kernel.apply(Change.define_file(tmp_path, plugin))
     assert report.loaded == ["hello"] and kernel.entry("hello").source == str(plugin)
     plugin.write_text(plugin.read_text().replace("1.0.0", "2.0.0"))
