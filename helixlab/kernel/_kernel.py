@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
@@ -348,9 +349,13 @@ class Kernel(Shorthands, Views):
     def run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
         """Run ``coro`` on the kernel's loop (where the gateway and plugins run) and wait,
         from any other thread; after ``timeout`` seconds (or an interrupt) it is cancelled."""
-        if timeout is not None:
-            coro = asyncio.wait_for(coro, timeout)
-        return self._thread.run(coro)
+        if timeout is None:
+            return self._thread.run(coro)
+        try:
+            return self._thread.run(asyncio.wait_for(coro, timeout))
+        finally:  # refused before it began (on the loop, or closed): closed, never awaited
+            if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                coro.close()
 
     async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
         """Async twin of :meth:`run`, from any loop (the kernel's own included)."""

@@ -326,25 +326,30 @@ class Runner:
                 progress.begin((live, phase), timeout)
                 try:
                     sent = getattr(live.plugin, PHASES[phase])(*args)
-                    if sent is not None and inspect.isawaitable(sent):  # on the loop, or here
-                        if here:
-                            ok, sent = asyncio.run(_guarded(sent))
-                        else:
-                            future = asyncio.run_coroutine_threadsafe(_guarded(sent), self.loop)
-                            progress.waiting = future
-                            try:
-                                ok, sent = future.result()
-                            except concurrent.futures.CancelledError:
-                                raise Abandoned from None
-                            finally:
-                                progress.waiting = None
-                        if not ok:
-                            raise sent
+                    if sent is not None and inspect.isawaitable(sent):
+                        sent = self._resolve(sent, progress, here)
                 except BaseException as exc:
                     raise self._failed(progress, live, phase, exc) from exc
                 self._ended(progress, live, phase)
         except StopIteration as stop:
             return stop.value
+
+    def _resolve(self, awaitable: Any, progress: Progress, here: bool) -> Any:
+        """What a plain method's awaitable comes to: awaited here, or on the loop (waited for)."""
+        if here:
+            ok, result = asyncio.run(_guarded(awaitable))
+        else:
+            future = asyncio.run_coroutine_threadsafe(_guarded(awaitable), self.loop)
+            progress.waiting = future
+            try:
+                ok, result = future.result()
+            except concurrent.futures.CancelledError:
+                raise Abandoned from None
+            finally:
+                progress.waiting = None
+        if not ok:
+            raise result
+        return result
 
     async def _drive_loop(self, job: Job, progress: Progress, future: asyncio.Future) -> None:
         """In a task of its own: every request of ``job`` in turn; its ending settles ``future``."""

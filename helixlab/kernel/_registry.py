@@ -10,7 +10,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 import pydantic
 
-from ..errors import ConfigError, ConfigProblem, PluginNotFoundError, RegistryError
+from ..errors import ConfigError, ConfigProblem, PluginNotFoundError, RegistryError, describe
 from ._config import PluginSpec, _unknown_message
 from ._fingerprint import Fingerprint
 from ._graph import DependencyGraph, Node
@@ -206,6 +206,8 @@ def validate_config(spec: PluginSpec, model: type[pydantic.BaseModel] | None) ->
                     if not secret and isinstance(error.get("input"), str | int | float):
                         message += f" (got {shown[:60] + '…' if len(shown) > 60 else shown})"
                     found.append((loc, message + ".", ""))
+        except BaseException as exc:  # a validator's own error (sys.exit() would end the loop)
+            found.append(((), f"its config model raised {describe(exc)}", ""))
     problems, lines = [], spec.lines
     for loc, message, kind in found:  # a missing key has no line: its parent's, or the entry's
         line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), spec.line)

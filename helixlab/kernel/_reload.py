@@ -271,7 +271,7 @@ def stored_value_refusal(entry: Entry, cls: type[Plugin], exc: ConfigError) -> R
         blocked[key] = fields[key].get_default(call_default_factory=True)
     try:  # the defaults themselves must be accepted, else the model is at fault
         model.model_validate({k: v for k, v in spec.config.items() if k not in blocked})
-    except Exception:
+    except BaseException:
         return None
     name = cls.name
     secret = {path[0] for path in spec.secrets if path}

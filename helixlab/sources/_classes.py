@@ -48,7 +48,7 @@ def entry_points(group: str) -> list[tuple[str, type[Plugin]]]:
         where = f"{ep.name} = {ep.value}"
         try:
             obj = ep.load()
-        except Exception as exc:
+        except BaseException as exc:  # sys.exit() in the package too: it would end the loop
             why = f"failed: {describe(exc)}"
             raise PluginError(ep.name, "import", f"Entry point {where} {why}") from exc
         if isinstance(obj, types.ModuleType):

@@ -178,7 +178,7 @@ def import_unit(unit: Unit, sources: Sources | None = None) -> list[type[Plugin]
             loader.exec_module(module)
         if package:
             module = importlib.import_module(f"{name}.plugin")
-    except Exception as exc:
+    except BaseException as exc:  # sys.exit() at its top level too: it would end the loop
         purge()
         frames = traceback.extract_tb(exc.__traceback__)
         mine = [f"{f.filename}:{f.lineno}" for f in frames if f.filename.startswith(str(unit.root))]

@@ -674,3 +674,34 @@ def test_an_entry_that_is_not_a_mapping_is_one_problem(limited_kernel):
     with pytest.raises(ConfigError) as caught:
         limited_kernel.apply_config("plugins:\n  lab-rate-limiter: [1, 2]\n", source="p.yaml")
     assert len(caught.value.problems) == 1, caught.value
+
+
+@pytest.mark.parametrize("raised", [RuntimeError("weird"), SystemExit(4)])
+def test_a_config_validator_raising_its_own_error_is_a_config_error_the_kernel_goes_on(
+    kernel, raised
+):
+    class Model(pydantic.BaseModel):
+        level: int = 1
+
+        @pydantic.field_validator("level")
+        @classmethod
+        def check(cls, value: int) -> int:
+            if value == 2:
+                raise raised
+            return value
+
+    class P(hx.Plugin):
+        name = "validated"
+        config_model = Model
+
+        def init(self, ctx, config):
+            self.level = config.level
+
+    kernel.register(P)
+    kernel.load_all()
+    with pytest.raises(
+        ConfigError, match=rf"validated: config: its config model raised {type(raised).__name__}"
+    ):
+        kernel.configure("validated", {"level": 2})
+    assert kernel.health()["validated"].healthy  # its loop still serves, the old config too
+    assert kernel.get("validated").level == 1

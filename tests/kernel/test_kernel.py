@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 
@@ -13,6 +14,7 @@ import helixlab as hx
 from helixlab.errors import (
     ConfigError,
     DependencyError,
+    HelixError,
     KernelClosedError,
     MissingDependencyError,
     PluginNotFoundError,
@@ -147,6 +149,24 @@ def test_close_stops_everything_dependents_first_and_refuses_further_work(
     with pytest.raises(KernelClosedError):
         k.reload("a")
     assert "closed" in repr(k)
+
+
+def test_run_with_a_timeout_refused_closes_the_coroutine_it_never_began(make_kernel):
+    k = make_kernel()
+
+    async def nothing() -> None:
+        pass
+
+    async def on_the_loop() -> None:
+        with pytest.raises(HelixError, match="own loop"):
+            k.run(coro := nothing(), timeout=1)
+        assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+
+    k.run(on_the_loop())
+    k.close()
+    with pytest.raises(KernelClosedError):
+        k.run(coro := nothing(), timeout=1)
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
 
 
 def test_close_stops_running_plugins_even_when_a_later_registration_is_cyclic(

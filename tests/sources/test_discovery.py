@@ -149,6 +149,16 @@ def test_an_exception_while_importing_names_the_file_and_line(tmp_path):
         helix_sources.import_unit(unit)
 
 
+def test_sys_exit_at_a_plugin_files_top_level_is_its_import_error_and_the_kernel_goes_on(
+    kernel, tmp_path
+):
+    write(tmp_path / "quits.py", "import sys\nsys.exit(3)\n")
+    with pytest.raises(PluginError, match=r"quits.py:2: SystemExit: 3") as info:
+        kernel.discover(tmp_path)
+    assert info.value.phase == "import" and info.value.plugin == "quits"
+    assert kernel.names == [] and kernel.health() == {}  # its loop still serves
+
+
 def test_a_missing_directory_is_refused(kernel, tmp_path):
     with pytest.raises(RegistryError, match="does not exist"):
         kernel.discover(tmp_path / "nowhere")
@@ -211,6 +221,13 @@ def test_a_broken_entry_point_names_itself(kernel, entry_points):
     entry_points({"helixlab.plugins": [FakeEntryPoint("bad", "vendor:X", ImportError("no x"))]})
     with pytest.raises(PluginError, match="Entry point bad = vendor:X failed: ImportError: no x"):
         kernel.discover_entry_points()
+
+
+def test_an_entry_point_calling_sys_exit_names_itself_and_the_kernel_goes_on(kernel, entry_points):
+    entry_points({"helixlab.plugins": [FakeEntryPoint("quits", "vendor:X", SystemExit(2))]})
+    with pytest.raises(PluginError, match="Entry point quits = vendor:X failed: SystemExit"):
+        kernel.discover_entry_points()
+    assert kernel.names == [] and kernel.health() == {}  # its loop still serves
 
 
 def test_another_group_can_be_searched(kernel, entry_points, make_plugin):

@@ -5,6 +5,9 @@ Each test waits on the watcher's batch counter (or the kernel's events), never o
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import warnings
 from pathlib import Path
 
 import pytest
@@ -122,6 +125,24 @@ def test_stop_ends_the_watch_and_closing_the_kernel_stops_it_too(kernel, plugins
     assert second.running
     kernel.close()
     assert not second.running
+
+
+def test_stop_from_the_kernel_loop_and_after_close_leaves_no_coroutine_unawaited(kernel, tmp_path):
+    (root := tmp_path / "empty").mkdir()
+    watcher = kernel.watch_files(root, debounce=400, step=20)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+
+        async def on_the_loop() -> None:
+            watcher.stop()  # cannot wait for itself: asks the watch to end
+            await asyncio.wait_for(asyncio.shield(watcher._task), 10)
+
+        kernel.run(on_the_loop())
+        assert not watcher.running
+        kernel.close()
+        watcher.stop()  # after close: nothing to do
+        gc.collect()
+    assert [str(w.message) for w in caught] == []
 
 
 def test_watching_something_that_is_not_a_directory_is_refused(kernel, tmp_path):
