@@ -182,13 +182,13 @@ def _illegal(method: bytes, target: bytes, raw: list[tuple[bytes, bytes]]) -> st
     return "Illegal request"  # not reached
 
 
-async def _request_body(request: httpx.Request) -> tuple[bytes, bool]:
-    """(bytes, chunked): the body joined, chunk-encoded when the length is not known."""
+async def _request_body(request: httpx.Request) -> bytes:
+    """The body joined, chunk-encoded when the length is not known."""
     parts = [part async for part in cast(httpx.AsyncByteStream, request.stream)]
     if "content-length" in request.headers or "transfer-encoding" not in request.headers:
-        return b"".join(parts), False
+        return b"".join(parts)
     chunks = [b"%x\r\n%s\r\n" % (len(part), part) for part in parts if part]
-    return b"".join(chunks) + b"0\r\n\r\n", True
+    return b"".join(chunks) + b"0\r\n\r\n"
 
 
 class _Pool:
@@ -393,8 +393,7 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
         if scheme not in _PORTS:
             raise httpx.UnsupportedProtocol(f"Request URL has an unsupported protocol '{url}'")
         timeouts = request.extensions.get("timeout", {})
-        body, chunked = await _request_body(request)
-        data = _request_bytes(request, b"" if chunked else body)
+        data = _request_bytes(request, await _request_body(request))
         pool = self.pool
         origin = (scheme, url.raw_host, url.port or _PORTS[scheme])
         read, write = timeouts.get("read"), timeouts.get("write")
@@ -406,8 +405,6 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
             try:
                 with _as_httpx_errors():
                     await connection.stream.write(data, write)
-                    if chunked:
-                        await connection.stream.write(body, write)
                     while not exchange.head_done:
                         await exchange.receive(read)
                 break
