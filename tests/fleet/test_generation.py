@@ -70,3 +70,14 @@ def test_a_configure_generation_describes_its_values_and_stores_them_as_json():
         "plugin": "flaky",
         "values": {"burst_size": 5},
     }
+
+
+def test_a_configure_generation_refused_does_not_show_its_secret_values():
+    """The text of a refused generation goes to the worker's stderr and its heartbeat
+    (last_error, read by `helixlab fleet status`): a key it configures shows as ***."""
+    change = Change.configure("up", {"api_key": "hunter2-secret", "burst_size": 5})
+    gen = Generation.from_hash(stored(change), 2)
+    assert "hunter2-secret" not in gen.describe() and "burst_size=5" in gen.describe()
+    with pytest.raises(FleetError) as refused:
+        gen.check(b"x" * 32, "f")
+    assert "hunter2-secret" not in str(refused.value)
