@@ -391,7 +391,8 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
         url = request.url
         scheme = url.raw_scheme
         if scheme not in _PORTS:
-            raise httpx.UnsupportedProtocol(f"Request URL has an unsupported protocol '{url}'")
+            what = f"'{url.scheme}://'"  # httpx's words: never the URL's password
+            raise httpx.UnsupportedProtocol(f"Request URL has an unsupported protocol {what}.")
         timeouts = request.extensions.get("timeout", {})
         data = _request_bytes(request, await _request_body(request))
         pool = self.pool

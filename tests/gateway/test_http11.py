@@ -421,6 +421,18 @@ def test_a_header_that_could_break_the_framing_is_refused_before_anything_is_sen
     run("asyncio", main)
 
 
+def test_an_unsupported_scheme_is_refused_naming_the_scheme_not_the_urls_password():
+    """As httpx's own transport says it: the URL's credentials stay out of the error."""
+
+    async def main() -> None:
+        async with async_client() as client:
+            with pytest.raises(httpx.UnsupportedProtocol, match="'ftp://'") as refused:
+                await client.get("ftp://user:hunter2@example.invalid/x")
+            assert "hunter2" not in str(refused.value)
+
+    run("asyncio", main)
+
+
 def test_an_idle_connection_past_its_keep_alive_expiry_is_closed_not_reused():
     async def main() -> None:
         limits = httpx.Limits(keepalive_expiry=0.05)
