@@ -442,6 +442,7 @@ def _client(options: dict[str, Any]) -> tuple[httpx.AsyncClient, AsyncioTranspor
         options.pop("verify", None)
         if options.get("cert") is None:
             options["verify"] = shared_ssl_context(trust_env)
+    options.setdefault("limits", LIMITS)  # through a proxy too: its idle expiry above all
     proxies = urllib.request.getproxies() if trust_env else {}
     if {"http", "https", "all"} & set(proxies):
         return httpx.AsyncClient(**options), None
@@ -449,7 +450,7 @@ def _client(options: dict[str, Any]) -> tuple[httpx.AsyncClient, AsyncioTranspor
         verify=options.pop("verify", True),
         cert=options.pop("cert", None),
         trust_env=trust_env,
-        limits=options.pop("limits", LIMITS),
+        limits=options.pop("limits"),
     )
     return httpx.AsyncClient(transport=transport, **options), transport
 

@@ -1007,6 +1007,18 @@ def test_idle_connections_are_dropped_before_common_servers_drop_theirs():
     assert uvicorn.Config(app=None).timeout_keep_alive == 5  # the server this is about
 
 
+def test_through_a_proxy_from_the_environment_idle_connections_are_dropped_as_early(
+    monkeypatch,
+):
+    """httpx's own transports (taken with a proxy) get the same limits, not httpx's 5 s."""
+    from helixlab.plugins._transport import LIMITS
+
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    client = async_client()
+    pools = [transport._pool for transport in client._mounts.values() if transport is not None]
+    assert pools and all(pool._keepalive_expiry == LIMITS.keepalive_expiry for pool in pools)
+
+
 @LOOPS
 def test_an_upstream_that_stops_mid_stream_is_a_timeout_not_a_close(loop):
     event = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
