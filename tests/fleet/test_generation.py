@@ -81,3 +81,13 @@ def test_a_configure_generation_refused_does_not_show_its_secret_values():
     with pytest.raises(FleetError) as refused:
         gen.check(b"x" * 32, "f")
     assert "hunter2-secret" not in str(refused.value)
+
+
+def test_a_workers_line_on_stderr_is_masked(capsys):
+    from helixlab.fleet import _worker
+    from helixlab.kernel import SecretBook
+
+    book = SecretBook(["hunter2-secret"])  # as a worker's kernel knows its configuration's
+    _worker._say("generation 3 failed here while catching up: bad key hunter2-secret")
+    assert "hunter2-secret" not in capsys.readouterr().err
+    del book
