@@ -117,7 +117,7 @@ class Worker:
             "generation": self.generation,
             "digest": self._gen.digest if self._gen else None,
             "state": self.state,
-            "last_error": self.last_error,
+            "last_error": mask(self.last_error),  # read back by `helixlab fleet status`
             "started": self.started,
             "requests": self.metrics.served if self.metrics else None,
             "errors": self.metrics.errors if self.metrics else None,

@@ -91,3 +91,23 @@ def test_a_workers_line_on_stderr_is_masked(capsys):
     _worker._say("generation 3 failed here while catching up: bad key hunter2-secret")
     assert "hunter2-secret" not in capsys.readouterr().err
     del book
+
+
+def test_a_workers_heartbeat_carries_its_last_error_masked(monkeypatch):
+    """What `helixlab fleet status` shows of a worker comes from its heartbeat, in Redis."""
+    import argparse
+    import shutil
+
+    from helixlab.fleet import _worker
+    from helixlab.kernel import SecretBook
+
+    monkeypatch.setenv("HELIXLAB_FLEET_KEY", "k" * 32)
+    args = argparse.Namespace(fleet="f", redis="redis://127.0.0.1:1/0", slot=0)
+    worker = _worker.Worker(args)  # redis-py connects on first use: none here
+    try:
+        book = SecretBook(["hunter2-secret"])
+        worker.last_error = "generation 3 failed here while catching up: key hunter2-secret"
+        assert "hunter2-secret" not in worker.info()["last_error"]
+        del book
+    finally:
+        shutil.rmtree(worker.plugins)
