@@ -25,6 +25,7 @@ import yaml
 
 from ..errors import FleetError
 from ..kernel import Change
+from ._private import mask_values
 from ._wire import change_from_wire, change_to_wire
 
 __all__ = [
@@ -116,7 +117,8 @@ class Generation:
             return f"reload {', '.join(map(str, change.targets))}"
         if change.kind == "configure":
             values = " ".join(f"{k}={json.dumps(v)}" for k, v in change.values.items())
-            return f"configure {change.plugin} {values}"
+            # masked here: this text goes into FleetErrors, a worker's stderr, its heartbeat
+            return mask_values(f"configure {change.plugin} {values}", change.values)
         if change.kind == "define_file":
             return f"define {change_to_wire(change)['path']}"
         return f"apply {self.source}"

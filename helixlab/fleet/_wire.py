@@ -38,7 +38,11 @@ def change_to_wire(change: Change) -> dict[str, Any]:
     if change.kind == "apply_config":
         if not isinstance(change.document, str | Mapping):
             raise ValueError("A config file's path cannot travel; send its text.")
-        doc = change.document if isinstance(change.document, str) else _json(change.document)
+        doc = (
+            change.document
+            if isinstance(change.document, str)
+            else _json(change.document, "document")
+        )
         return {
             "kind": "apply_config",
             "document": doc,

@@ -31,7 +31,7 @@ from typing import Any
 
 from .._net import HTTP_PARSERS
 from ..errors import FleetError, HelixError, describe
-from ..kernel import LOOPS, Kernel, loop_factory
+from ..kernel import LOOPS, Kernel, loop_factory, mask
 from ._apply import Vote, commit, prepare, subject, vote_for
 from ._coordinator import check_committed, committed_generation, lock, next_id, unlock
 from ._generation import Generation, read_sources
@@ -55,7 +55,8 @@ EXIT_REJOIN = 3  # a worker that cannot know the fleet's generation restarts to 
 
 
 def _say(text: str) -> None:
-    print(f"helixlab worker {os.getpid()}: {text}", file=sys.stderr, flush=True)
+    """One line on stderr, masked (an exception's words may quote a configured secret)."""
+    print(f"helixlab worker {os.getpid()}: {mask(text)}", file=sys.stderr, flush=True)
 
 
 def worker_id() -> str:
@@ -116,7 +117,7 @@ class Worker:
             "generation": self.generation,
             "digest": self._gen.digest if self._gen else None,
             "state": self.state,
-            "last_error": self.last_error,
+            "last_error": mask(self.last_error),  # read back by `helixlab fleet status`
             "started": self.started,
             "requests": self.metrics.served if self.metrics else None,
             "errors": self.metrics.errors if self.metrics else None,

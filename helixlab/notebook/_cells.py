@@ -6,7 +6,8 @@ registered and loaded, changed ones hot reloaded with their dependents, unchange
 left alone. A syntax error is reported before anything runs; an exception while running
 the cell or a failed reload leaves the old versions serving, and the names the cell
 rebound as they were (a helper it redefined is the old one again: the old instances call
-it); names it added stay, for the learner to inspect.
+it); names it added stay, for the learner to inspect. A reload interrupted after its swap
+serves the new versions: the cell's names stay, and the definition is the accepted one.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def _plugin_cell(session: Any, cell: str, options: str) -> Any:
     # what the cell binds is put back if it does not run: the old instances keep calling
     # the helpers they were written against, and the notebook holds what runs
     before = dict(shell.user_ns)
+    served = False  # interrupted after its swap: the new versions serve all the same
     try:
         exec(code, shell.user_ns)
         classes = plugin_classes(shell.user_ns.get(n) for n in names)
@@ -94,17 +96,25 @@ def _plugin_cell(session: Any, cell: str, options: str) -> Any:
                     classes, source=label, origin="cell", unit=session.cell_id, fingerprints=prints
                 )
         except (HelixError, ReloadInterrupted) as exc:
-            # the checks look at this definition first, and say it was refused
-            for cls in classes:
-                session.refused[cls.name] = Refusal(cls, label, str(exc))
+            served = isinstance(exc, ReloadInterrupted) and not exc.rolled_back
+            if not served:  # the checks look at this definition first, and say it was refused
+                for cls in classes:
+                    session.refused[cls.name] = Refusal(cls, label, str(exc))
             raise
     except BaseException:
-        _put_back(shell.user_ns, before)
+        if served:  # its names stay: the new instances call them
+            _accept(session, classes)
+        else:
+            _put_back(shell.user_ns, before)
         raise
+    _accept(session, classes)
+    return report
+
+
+def _accept(session: Any, classes: Iterable[type[Plugin]]) -> None:
     for cls in classes:
         session.refused.pop(cls.name, None)
         session.accepted[cls.name] = session.definitions[cls.name]
-    return report
 
 
 def _put_back(namespace: dict[str, Any], before: Mapping[str, Any]) -> None:

@@ -178,6 +178,7 @@ class OpenAICompatibleProvider:
     ):
         self.config = config
         self.base_url = base_url
+        self._chat_url = self._url("/chat/completions")  # parsed once, not per request
         self.name = name
         self._models = models
         self._client: Upstream | None = None
@@ -232,7 +233,7 @@ class OpenAICompatibleProvider:
         body = request.to_openai()
         body.pop("stream", None)
         body.pop("stream_options", None)
-        url = self._url("/chat/completions")
+        url = self._chat_url
         async with self._http() as client:
             attempt = 0
             while True:
@@ -254,7 +255,7 @@ class OpenAICompatibleProvider:
         """Chunks as the upstream sends them, parsed incrementally from its SSE body."""
         body = request.to_openai()
         body["stream"] = True
-        url = self._url("/chat/completions")
+        url = self._chat_url
         async with self._http() as client:
             attempt = 0
             while True:

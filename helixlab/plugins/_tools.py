@@ -131,9 +131,7 @@ def current_time(utc_offset: str = "+00:00", *, now: datetime | None = None) -> 
 class BuiltinToolsConfig(PluginConfig):
     """Which tools to offer, and the calculator's limits."""
 
-    tools: list[Literal["calculator", "clock"]] = Field(
-        default_factory=lambda: ["calculator", "clock"]  # type: ignore[arg-type]
-    )
+    tools: list[Literal["calculator", "clock"]] = Field(default=["calculator", "clock"])
     max_expression_length: int = Field(default=200, ge=1, le=10_000)
     max_exponent: int = Field(default=100, ge=1, le=10_000)
     timeout: Duration = Field(default=5.0, gt=0)

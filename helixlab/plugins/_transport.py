@@ -182,13 +182,13 @@ def _illegal(method: bytes, target: bytes, raw: list[tuple[bytes, bytes]]) -> st
     return "Illegal request"  # not reached
 
 
-async def _request_body(request: httpx.Request) -> tuple[bytes, bool]:
-    """(bytes, chunked): the body joined, chunk-encoded when the length is not known."""
+async def _request_body(request: httpx.Request) -> bytes:
+    """The body joined, chunk-encoded when the length is not known."""
     parts = [part async for part in cast(httpx.AsyncByteStream, request.stream)]
     if "content-length" in request.headers or "transfer-encoding" not in request.headers:
-        return b"".join(parts), False
+        return b"".join(parts)
     chunks = [b"%x\r\n%s\r\n" % (len(part), part) for part in parts if part]
-    return b"".join(chunks) + b"0\r\n\r\n", True
+    return b"".join(chunks) + b"0\r\n\r\n"
 
 
 class _Pool:
@@ -391,10 +391,10 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
         url = request.url
         scheme = url.raw_scheme
         if scheme not in _PORTS:
-            raise httpx.UnsupportedProtocol(f"Request URL has an unsupported protocol '{url}'")
+            what = f"'{url.scheme}://'"  # httpx's words: never the URL's password
+            raise httpx.UnsupportedProtocol(f"Request URL has an unsupported protocol {what}.")
         timeouts = request.extensions.get("timeout", {})
-        body, chunked = await _request_body(request)
-        data = _request_bytes(request, b"" if chunked else body)
+        data = _request_bytes(request, await _request_body(request))
         pool = self.pool
         origin = (scheme, url.raw_host, url.port or _PORTS[scheme])
         read, write = timeouts.get("read"), timeouts.get("write")
@@ -406,8 +406,6 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
             try:
                 with _as_httpx_errors():
                     await connection.stream.write(data, write)
-                    if chunked:
-                        await connection.stream.write(body, write)
                     while not exchange.head_done:
                         await exchange.receive(read)
                 break
@@ -444,6 +442,7 @@ def _client(options: dict[str, Any]) -> tuple[httpx.AsyncClient, AsyncioTranspor
         options.pop("verify", None)
         if options.get("cert") is None:
             options["verify"] = shared_ssl_context(trust_env)
+    options.setdefault("limits", LIMITS)  # through a proxy too: its idle expiry above all
     proxies = urllib.request.getproxies() if trust_env else {}
     if {"http", "https", "all"} & set(proxies):
         return httpx.AsyncClient(**options), None
@@ -451,7 +450,7 @@ def _client(options: dict[str, Any]) -> tuple[httpx.AsyncClient, AsyncioTranspor
         verify=options.pop("verify", True),
         cert=options.pop("cert", None),
         trust_env=trust_env,
-        limits=options.pop("limits", LIMITS),
+        limits=options.pop("limits"),
     )
     return httpx.AsyncClient(transport=transport, **options), transport
 

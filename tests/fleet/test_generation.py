@@ -70,3 +70,44 @@ def test_a_configure_generation_describes_its_values_and_stores_them_as_json():
         "plugin": "flaky",
         "values": {"burst_size": 5},
     }
+
+
+def test_a_configure_generation_refused_does_not_show_its_secret_values():
+    """The text of a refused generation goes to the worker's stderr and its heartbeat
+    (last_error, read by `helixlab fleet status`): a key it configures shows as ***."""
+    change = Change.configure("up", {"api_key": "hunter2-secret", "burst_size": 5})
+    gen = Generation.from_hash(stored(change), 2)
+    assert "hunter2-secret" not in gen.describe() and "burst_size=5" in gen.describe()
+    with pytest.raises(FleetError) as refused:
+        gen.check(b"x" * 32, "f")
+    assert "hunter2-secret" not in str(refused.value)
+
+
+def test_a_workers_line_on_stderr_is_masked(capsys):
+    from helixlab.fleet import _worker
+    from helixlab.kernel import SecretBook
+
+    book = SecretBook(["hunter2-secret"])  # as a worker's kernel knows its configuration's
+    _worker._say("generation 3 failed here while catching up: bad key hunter2-secret")
+    assert "hunter2-secret" not in capsys.readouterr().err
+    del book
+
+
+def test_a_workers_heartbeat_carries_its_last_error_masked(monkeypatch):
+    """What `helixlab fleet status` shows of a worker comes from its heartbeat, in Redis."""
+    import argparse
+    import shutil
+
+    from helixlab.fleet import _worker
+    from helixlab.kernel import SecretBook
+
+    monkeypatch.setenv("HELIXLAB_FLEET_KEY", "k" * 32)
+    args = argparse.Namespace(fleet="f", redis="redis://127.0.0.1:1/0", slot=0)
+    worker = _worker.Worker(args)  # redis-py connects on first use: none here
+    try:
+        book = SecretBook(["hunter2-secret"])
+        worker.last_error = "generation 3 failed here while catching up: key hunter2-secret"
+        assert "hunter2-secret" not in worker.info()["last_error"]
+        del book
+    finally:
+        shutil.rmtree(worker.plugins)

@@ -105,6 +105,11 @@ def test_in_memory_forms_do_not_travel(make_plugin):
         change_to_wire(Change.configure("a", {"when": object()}))
 
 
+def test_a_config_document_that_cannot_travel_is_named_as_the_document():
+    with pytest.raises(ValueError, match=r"'document\.plugins\.up\.timeout' holds a object"):
+        change_to_wire(Change.apply_config({"plugins": {"up": {"timeout": object()}}}))
+
+
 def test_a_define_file_change_travels_as_its_path_in_the_plugins_directory(kernel, tmp_path):
     plugin = hello_plugin(tmp_path)
     wire = change_to_wire(Change.define_file(tmp_path, plugin))

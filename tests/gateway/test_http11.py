@@ -421,6 +421,18 @@ def test_a_header_that_could_break_the_framing_is_refused_before_anything_is_sen
     run("asyncio", main)
 
 
+def test_an_unsupported_scheme_is_refused_naming_the_scheme_not_the_urls_password():
+    """As httpx's own transport says it: the URL's credentials stay out of the error."""
+
+    async def main() -> None:
+        async with async_client() as client:
+            with pytest.raises(httpx.UnsupportedProtocol, match="'ftp://'") as refused:
+                await client.get("ftp://user:hunter2@example.invalid/x")
+            assert "hunter2" not in str(refused.value)
+
+    run("asyncio", main)
+
+
 def test_an_idle_connection_past_its_keep_alive_expiry_is_closed_not_reused():
     async def main() -> None:
         limits = httpx.Limits(keepalive_expiry=0.05)
@@ -993,6 +1005,18 @@ def test_idle_connections_are_dropped_before_common_servers_drop_theirs():
 
     assert LIMITS.keepalive_expiry is not None and LIMITS.keepalive_expiry < 5
     assert uvicorn.Config(app=None).timeout_keep_alive == 5  # the server this is about
+
+
+def test_through_a_proxy_from_the_environment_idle_connections_are_dropped_as_early(
+    monkeypatch,
+):
+    """httpx's own transports (taken with a proxy) get the same limits, not httpx's 5 s."""
+    from helixlab.plugins._transport import LIMITS
+
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    client = async_client()
+    pools = [transport._pool for transport in client._mounts.values() if transport is not None]
+    assert pools and all(pool._keepalive_expiry == LIMITS.keepalive_expiry for pool in pools)
 
 
 @LOOPS

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import helixlab as hx
-from helixlab.plugins._tools import calculate, current_time
+from helixlab.plugins._tools import BuiltinToolsConfig, calculate, current_time
 
 
 @pytest.fixture
@@ -106,3 +106,9 @@ def test_clock_applies_an_offset():
 def test_an_unknown_tool_name_is_a_config_error(kernel):
     with pytest.raises(hx.ConfigError, match=r"config\.tools\.0"):
         kernel.apply_config({"plugins": {"builtin-tools": {"config": {"tools": ["shell"]}}}})
+
+
+def test_each_config_offers_both_tools_by_default_in_a_list_of_its_own():
+    first, second = BuiltinToolsConfig(), BuiltinToolsConfig()
+    first.tools.remove("clock")
+    assert second.tools == ["calculator", "clock"]

@@ -244,6 +244,10 @@ def test_the_backend_speaks_httpcores_interface_directly():
             assert data == REPLY
             assert stream.get_extra_info("is_readable") is False
             assert stream.get_extra_info("server_addr")[1] == port
+            client_addr = stream.get_extra_info("client_addr")
+            assert stream.get_extra_info("socket").getsockname() == client_addr
+            assert stream.get_extra_info("ssl_object") is None  # plain TCP
+            assert stream.get_extra_info("unknown") is None
             await stream.aclose()
             other = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
             try:

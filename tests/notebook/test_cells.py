@@ -615,3 +615,46 @@ def test_an_interrupt_during_a_slow_start_shows_one_line_and_the_old_versions_se
         "serving."
     ]
     assert serving(kernel) == {"store": "1.0", "api": "1.0"}
+
+
+def test_an_interrupt_after_the_swap_leaves_the_cells_names_to_the_new_versions(ip, kernel):
+    """Interrupted while the old version stops (after the swap): the new version serves,
+    so the names the cell bound stay (the new instances call them), and it is no refusal."""
+    import os
+    import signal
+    import threading
+
+    began, release = threading.Event(), threading.Event()
+    ip.user_ns.update(began=began, release=release)
+    kernel.timeouts = hx.Timeouts(stop=30)
+    slow_stop = textwrap.dedent(
+        """\
+        %%helix plugin
+        import helixlab as hx
+
+        def word():
+            return "{word}"
+
+        class Slow(hx.Plugin):
+            name = "slow"
+            version = "{version}"
+            def stop(self, ctx):
+                if "{version}" == "1":
+                    began.set()
+                    release.wait(30)
+        """
+    )
+    ok(ip, slow_stop.format(word="old", version="1"))
+
+    def press() -> None:
+        assert began.wait(30)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    presser = threading.Thread(target=press)
+    presser.start()
+    ran = run(ip, slow_stop.format(word="new", version="2"))
+    presser.join()
+    release.set()
+    assert isinstance(ran.error, hx.ReloadInterrupted) and not ran.error.rolled_back, ran.shown
+    assert kernel.get("slow").version == "2"
+    assert ip.user_ns["word"]() == "new"  # what the serving version was written against
